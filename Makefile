@@ -1,0 +1,100 @@
+# bazaar — build, run, test, bench.
+#
+#   make run     install missing packages, build, start the server (SQLite + memory cache)
+#   make test    install missing packages, build, run every test suite
+#   make         build build/bazaar (-O2 -g, warnings are errors)
+#   make asan    ASan+UBSan build in build/asan;   make test-asan runs the suites on it
+#   make tsan    TSan build in build/tsan;         make test-tsan runs the runtime suites on it
+#   make bench   benchmarks, printed as tables
+#   make fuzz    libFuzzer targets (clang), FUZZ_SECONDS each (default 60)
+
+.DEFAULT_GOAL := all
+.PHONY: all run test unit asan tsan test-asan test-tsan bench fuzz deps deps-test deps-bench clean format
+
+MODE     ?= release
+BUILD    := build/$(MODE)
+CC       ?= cc
+ifeq ($(MODE),release)
+BUILD    := build
+endif
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wvla
+CFLAGS_common := -std=c17 -D_GNU_SOURCE -I. -pthread -MMD -MP $(WARN)
+ifeq ($(MODE),release)
+OPT      := -O2 -g
+else ifeq ($(MODE),asan)
+OPT      := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else ifeq ($(MODE),tsan)
+OPT      := -O1 -g -fsanitize=thread
+endif
+CFLAGS   := $(CFLAGS_common) $(OPT) $(EXTRA_CFLAGS)
+LDFLAGS  := -pthread $(OPT)
+LDLIBS   := -lm
+
+LIB_SRC  := $(wildcard base/*.c rt/*.c http/*.c db/*.c cache/*.c grpc/*.c app/*.c)
+LIB_ASM  := rt/switch.S
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_ASM:%.S=$(BUILD)/obj/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+all: $(BUILD)/bazaar
+
+deps:
+	@scripts/deps.sh build
+deps-test:
+	@scripts/deps.sh test
+deps-bench:
+	@scripts/deps.sh bench
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.S
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libbazaar.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/bazaar: $(BUILD)/obj/cmd/bazaar.o $(BUILD)/libbazaar.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libbazaar.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libbazaar.a $(LDLIBS) -lcmocka
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	./build/bazaar serve
+
+unit: $(UNIT_BIN)
+	@tests/run_unit.sh $(UNIT_BIN)
+
+test: deps-test
+	@$(MAKE) --no-print-directory all unit
+
+asan:
+	@$(MAKE) --no-print-directory MODE=asan CC=clang build/asan/bazaar
+tsan:
+	@$(MAKE) --no-print-directory MODE=tsan CC=clang build/tsan/bazaar
+test-asan: deps-test
+	@$(MAKE) --no-print-directory MODE=asan CC=clang build/asan/bazaar unit
+test-tsan: deps-test
+	@$(MAKE) --no-print-directory MODE=tsan CC=clang unit
+
+bench: deps-bench
+	@$(MAKE) --no-print-directory $(BUILD)/bench_rt
+	@tests/bench/run.sh
+
+$(BUILD)/bench_rt: tests/bench/bench_rt.c $(BUILD)/libbazaar.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libbazaar.a $(LDLIBS)
+
+format:
+	clang-format -i $(LIB_SRC) $(wildcard */*.h) cmd/*.c tests/unit/*.c
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

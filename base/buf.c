@@ -1,0 +1,217 @@
+/* base/buf.c — see buf.h. */
+#include "base/buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+bz_str bz_str_c(const char *s) { return s ? (bz_str){s, strlen(s)} : (bz_str){"", 0}; }
+
+bool bz_str_eq(bz_str a, bz_str b) { return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0); }
+
+bool bz_str_eq_c(bz_str a, const char *b) { return bz_str_eq(a, bz_str_c(b)); }
+
+static inline unsigned char lower(unsigned char c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
+
+bool bz_str_ieq(bz_str a, bz_str b)
+{
+    if (a.n != b.n)
+        return false;
+    for (size_t i = 0; i < a.n; i++)
+        if (lower((unsigned char)a.p[i]) != lower((unsigned char)b.p[i]))
+            return false;
+    return true;
+}
+
+bool bz_str_ieq_c(bz_str a, const char *b) { return bz_str_ieq(a, bz_str_c(b)); }
+
+bool bz_str_has_prefix(bz_str s, bz_str prefix)
+{
+    return s.n >= prefix.n && (prefix.n == 0 || memcmp(s.p, prefix.p, prefix.n) == 0);
+}
+
+bz_str bz_str_trim(bz_str s)
+{
+    while (s.n && (s.p[0] == ' ' || s.p[0] == '\t')) {
+        s.p++;
+        s.n--;
+    }
+    while (s.n && (s.p[s.n - 1] == ' ' || s.p[s.n - 1] == '\t'))
+        s.n--;
+    return s;
+}
+
+ptrdiff_t bz_str_index(bz_str s, char c)
+{
+    const char *q = s.n ? memchr(s.p, c, s.n) : NULL;
+    return q ? q - s.p : -1;
+}
+
+bool bz_str_to_u64(bz_str s, uint64_t *out)
+{
+    if (s.n == 0 || s.n > 20)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < s.n; i++) {
+        unsigned d = (unsigned char)s.p[i] - '0';
+        if (d > 9)
+            return false;
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+bool bz_str_to_i64(bz_str s, int64_t *out)
+{
+    bool neg = false;
+    if (s.n && s.p[0] == '-') {
+        neg = true;
+        s.p++;
+        s.n--;
+    }
+    uint64_t v;
+    if (!bz_str_to_u64(s, &v))
+        return false;
+    if (neg) {
+        if (v > (uint64_t)INT64_MAX + 1)
+            return false;
+        *out = (int64_t)(0 - v);
+    } else {
+        if (v > (uint64_t)INT64_MAX)
+            return false;
+        *out = (int64_t)v;
+    }
+    return true;
+}
+
+void bz_buf_reserve(bz_buf *b, size_t extra)
+{
+    if (b->len + extra + 1 <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->len + extra + 1) {
+        if (cap > SIZE_MAX / 2) {
+            fputs("bazaar: buffer too large\n", stderr);
+            abort();
+        }
+        cap *= 2;
+    }
+    char *d = realloc(b->data, cap);
+    if (!d) {
+        fputs("bazaar: out of memory\n", stderr);
+        abort();
+    }
+    b->data = d;
+    b->cap = cap;
+}
+
+void bz_buf_append(bz_buf *b, const void *p, size_t n)
+{
+    bz_buf_reserve(b, n);
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void bz_buf_append_str(bz_buf *b, bz_str s) { bz_buf_append(b, s.p, s.n); }
+void bz_buf_append_c(bz_buf *b, const char *s) { bz_buf_append(b, s, strlen(s)); }
+
+void bz_buf_putc(bz_buf *b, char c)
+{
+    bz_buf_reserve(b, 1);
+    b->data[b->len++] = c;
+    b->data[b->len] = '\0';
+}
+
+void bz_buf_vprintf(bz_buf *b, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    bz_buf_reserve(b, 64);
+    int n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap2);
+    va_end(ap2);
+    if (n < 0)
+        return;
+    if ((size_t)n >= b->cap - b->len) {
+        bz_buf_reserve(b, (size_t)n);
+        vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
+    }
+    b->len += (size_t)n;
+}
+
+void bz_buf_printf(bz_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    bz_buf_vprintf(b, fmt, ap);
+    va_end(ap);
+}
+
+size_t bz_fmt_i64(char *out, int64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t k = 0;
+    if (v < 0)
+        out[k++] = '-';
+    while (n)
+        out[k++] = tmp[--n];
+    return k;
+}
+
+void bz_buf_append_i64(bz_buf *b, int64_t v)
+{
+    char tmp[24];
+    bz_buf_append(b, tmp, bz_fmt_i64(tmp, v));
+}
+
+void bz_buf_append_json_escaped(bz_buf *b, bz_str s)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t start = 0;
+    for (size_t i = 0; i < s.n; i++) {
+        unsigned char c = (unsigned char)s.p[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        bz_buf_append(b, s.p + start, i - start);
+        start = i + 1;
+        switch (c) {
+        case '"': bz_buf_append(b, "\\\"", 2); break;
+        case '\\': bz_buf_append(b, "\\\\", 2); break;
+        case '\n': bz_buf_append(b, "\\n", 2); break;
+        case '\r': bz_buf_append(b, "\\r", 2); break;
+        case '\t': bz_buf_append(b, "\\t", 2); break;
+        default: {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            bz_buf_append(b, e, 6);
+        }
+        }
+    }
+    bz_buf_append(b, s.p + start, s.n - start);
+}
+
+void bz_buf_consume(bz_buf *b, size_t n)
+{
+    if (n >= b->len) {
+        bz_buf_clear(b);
+        return;
+    }
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+    b->data[b->len] = '\0';
+}
+
+void bz_buf_free(bz_buf *b)
+{
+    free(b->data);
+    *b = BZ_BUF_INIT;
+}

@@ -1,0 +1,500 @@
+/* base/config.c — see config.h.  The flag table below is the single source
+ * of truth for names, environment twins, defaults and help text. */
+#include "base/config.h"
+
+#include "base/clock.h"
+#include "base/log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef enum {
+    T_ADDR, T_ADDR_OFF, T_DB, T_CACHE, T_INT, T_I64, T_DURATION, T_SIZE, T_RATE, T_EVICTION,
+    T_LOG_FORMAT, T_LOG_LEVEL,
+} ftype;
+
+/* Which subcommands take a flag. */
+#define C_SERVE (1u << BZ_CMD_SERVE)
+#define C_MIGRATE (1u << BZ_CMD_MIGRATE)
+#define C_SEED (1u << BZ_CMD_SEED)
+#define C_EXPLAIN (1u << BZ_CMD_EXPLAIN)
+#define C_ALL (C_SERVE | C_MIGRATE | C_SEED | C_EXPLAIN)
+
+typedef struct {
+    const char *name;  /* without "--" */
+    ftype type;
+    const char *def;   /* default, in the notation the flag takes; NULL = computed */
+    size_t off;        /* offset in bz_config */
+    int64_t min;       /* for T_INT, T_SIZE */
+    unsigned cmds;
+    const char *help;
+} flagdef;
+
+#define OFF(f) offsetof(bz_config, f)
+
+static const flagdef flags[] = {
+    {"http-addr", T_ADDR, ":8080", OFF(http_addr), 0, C_SERVE, "REST/JSON, HTTP/1.1 and h2c; also gRPC and gRPC-Web"},
+    {"grpc-addr", T_ADDR_OFF, ":9090", OFF(grpc_addr), 0, C_SERVE, "gRPC over h2c (prior knowledge); 'off' disables"},
+    {"db", T_DB, "sqlite://bazaar.db", OFF(db), 0, C_ALL, "sqlite://PATH or postgres://user:pass@host:port/dbname?..."},
+    {"cache", T_CACHE, "memory", OFF(cache), 0, C_SERVE | C_SEED, "memory (in-process), redis://host:port/N, or none"},
+    {"threads", T_INT, NULL, OFF(threads), 1, C_ALL, "event-loop threads (default: number of cores)"},
+    {"db-max-open", T_INT, "25", OFF(db_max_open), 1, C_ALL, "cap on open connections (in use + idle)"},
+    {"db-max-idle", T_INT, "25", OFF(db_max_idle), 0, C_ALL, "cap on idle connections kept for reuse"},
+    {"db-conn-max-lifetime", T_DURATION, "5m", OFF(db_conn_max_lifetime_ns), 0, C_ALL, "recycle a connection after this age (0 = never)"},
+    {"db-conn-max-idle-time", T_DURATION, "1m", OFF(db_conn_max_idle_time_ns), 0, C_ALL, "close a connection idle this long (0 = never)"},
+    {"read-header-timeout", T_DURATION, "5s", OFF(read_header_timeout_ns), 0, C_SERVE, "time to receive the request line and headers"},
+    {"read-timeout", T_DURATION, "15s", OFF(read_timeout_ns), 0, C_SERVE, "time to receive the whole request"},
+    {"write-timeout", T_DURATION, "30s", OFF(write_timeout_ns), 0, C_SERVE, "time to write the response"},
+    {"idle-timeout", T_DURATION, "60s", OFF(idle_timeout_ns), 0, C_SERVE, "keep-alive idle time"},
+    {"request-timeout", T_DURATION, "10s", OFF(request_timeout_ns), 0, C_SERVE, "deadline given to each handler's context"},
+    {"shutdown-grace", T_DURATION, "10s", OFF(shutdown_grace_ns), 0, C_SERVE, "how long SIGTERM/SIGINT waits for in-flight work"},
+    {"max-header-bytes", T_SIZE, "16384", OFF(max_header_bytes), 1024, C_SERVE, "larger request headers get 431"},
+    {"max-body-bytes", T_SIZE, "1048576", OFF(max_body_bytes), 1, C_SERVE, "larger request bodies get 413"},
+    {"rate-limit", T_RATE, "0", OFF(rate_limit), 0, C_SERVE, "requests per second per principal (user, else client IP); 0 = off"},
+    {"login-rate-limit", T_RATE, "10/min", OFF(login_rate_limit), 0, C_SERVE, "logins per email per client IP (N/s, N/min, N/h)"},
+    {"cache-ttl", T_DURATION, "60s", OFF(cache_ttl_ns), 1, C_SERVE, "item cache TTL (jittered +-10%)"},
+    {"cache-max-memory", T_SIZE, "256MiB", OFF(cache_max_memory), 1, C_SERVE, "memory backend cap (B, KiB, MiB, GiB)"},
+    {"cache-eviction", T_EVICTION, "allkeys-lru", OFF(cache_eviction), 0, C_SERVE, "allkeys-lru, allkeys-lfu, volatile-ttl, noeviction"},
+    {"log-format", T_LOG_FORMAT, NULL, OFF(log_format), 0, C_ALL, "text or json (default: text on a TTY, else json)"},
+    {"log-level", T_LOG_LEVEL, "info", OFF(log_level), 0, C_ALL, "debug, info, warn, error"},
+    {"users", T_I64, "1000", OFF(seed_users), 1, C_SEED, "seed: number of users"},
+    {"items", T_I64, "10000", OFF(seed_items), 0, C_SEED, "seed: number of items"},
+    {"orders", T_I64, "20000", OFF(seed_orders), 0, C_SEED, "seed: number of orders"},
+    {"seed", T_I64, "1", OFF(seed_seed), 0, C_SEED, "seed: random seed"},
+};
+#define NFLAGS (sizeof flags / sizeof flags[0])
+
+static const char *const commands[] = {"serve", "migrate", "seed", "explain", "version", "help"};
+
+/* ---- notations ---------------------------------------------------------- */
+
+int bz_parse_duration(const char *s, int64_t *ns)
+{
+    if (!s || !*s)
+        return -1;
+    if (strcmp(s, "0") == 0) {
+        *ns = 0;
+        return 0;
+    }
+    /* Go's time.ParseDuration subset: one or more "<decimal><unit>". */
+    long double total = 0;
+    const char *p = s;
+    while (*p) {
+        if (!isdigit((unsigned char)*p) && *p != '.')
+            return -1;
+        char *end;
+        errno = 0;
+        long double v = strtold(p, &end);
+        if (end == p || errno || v < 0)
+            return -1;
+        /* strtold accepts exponents, "inf" and hex; the notation does not. */
+        for (const char *q = p; q < end; q++)
+            if (!isdigit((unsigned char)*q) && *q != '.')
+                return -1;
+        p = end;
+        long double unit;
+        if (strncmp(p, "ms", 2) == 0) {
+            unit = BZ_NS_PER_MS;
+            p += 2;
+        } else if (*p == 's') {
+            unit = BZ_NS_PER_S;
+            p += 1;
+        } else if (*p == 'm') {
+            unit = 60.0L * BZ_NS_PER_S;
+            p += 1;
+        } else if (*p == 'h') {
+            unit = 3600.0L * BZ_NS_PER_S;
+            p += 1;
+        } else {
+            return -1;
+        }
+        total += v * unit;
+        if (total > (long double)INT64_MAX / 2)
+            return -1;
+    }
+    *ns = (int64_t)total;
+    return 0;
+}
+
+int bz_parse_size(const char *s, int64_t *bytes)
+{
+    if (!s || !isdigit((unsigned char)*s))
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return -1;
+    int64_t mul = 1;
+    if (*end == '\0' || strcmp(end, "B") == 0)
+        mul = 1;
+    else if (strcmp(end, "KiB") == 0)
+        mul = 1LL << 10;
+    else if (strcmp(end, "MiB") == 0)
+        mul = 1LL << 20;
+    else if (strcmp(end, "GiB") == 0)
+        mul = 1LL << 30;
+    else
+        return -1;
+    if (v > (unsigned long long)(INT64_MAX / mul))
+        return -1;
+    *bytes = (int64_t)v * mul;
+    return 0;
+}
+
+int bz_parse_rate(const char *s, bz_rate *r)
+{
+    if (!s || !isdigit((unsigned char)*s))
+        return -1;
+    char *end;
+    errno = 0;
+    long long n = strtoll(s, &end, 10);
+    if (errno || n < 0 || n > INT32_MAX)
+        return -1;
+    int64_t win = BZ_NS_PER_S;
+    if (*end == '/') {
+        const char *u = end + 1;
+        if (!strcmp(u, "s") || !strcmp(u, "sec") || !strcmp(u, "second"))
+            win = BZ_NS_PER_S;
+        else if (!strcmp(u, "m") || !strcmp(u, "min") || !strcmp(u, "minute"))
+            win = 60 * BZ_NS_PER_S;
+        else if (!strcmp(u, "h") || !strcmp(u, "hour"))
+            win = 3600 * BZ_NS_PER_S;
+        else
+            return -1;
+    } else if (*end != '\0') {
+        return -1;
+    }
+    r->count = n;
+    r->window_ns = win;
+    return 0;
+}
+
+int bz_parse_addr(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *colon;
+    const char *h = s;
+    size_t hn;
+    if (*s == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || rb[1] != ':')
+            return -1;
+        h = s + 1;
+        hn = (size_t)(rb - h);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon)
+            return -1;
+        hn = (size_t)(colon - s);
+        if (memchr(s, ':', hn))
+            return -1; /* a bare IPv6 address needs brackets */
+    }
+    if (hn >= hostlen)
+        return -1;
+    for (size_t i = 0; i < hn; i++)
+        if (!(isalnum((unsigned char)h[i]) || h[i] == '.' || h[i] == '-' || h[i] == ':' || h[i] == '_'))
+            return -1;
+    const char *ps = colon + 1;
+    if (!*ps || strlen(ps) > 5)
+        return -1;
+    int p = 0;
+    for (const char *q = ps; *q; q++) {
+        if (!isdigit((unsigned char)*q))
+            return -1;
+        p = p * 10 + (*q - '0');
+    }
+    if (p > 65535)
+        return -1;
+    if (host) {
+        memcpy(host, h, hn);
+        host[hn] = '\0';
+    }
+    if (port)
+        *port = p;
+    return 0;
+}
+
+/* ---- one value ------------------------------------------------------------ */
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static bool copy_str(char *dst, size_t cap, const char *v)
+{
+    size_t n = strlen(v);
+    if (n >= cap)
+        return false;
+    memcpy(dst, v, n + 1);
+    return true;
+}
+
+/* Applies value v to flag f; on error writes why (no flag name) to why. */
+static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why, size_t whylen)
+{
+    void *dst = (char *)cfg + f->off;
+    switch (f->type) {
+    case T_ADDR:
+    case T_ADDR_OFF:
+        if (f->type == T_ADDR_OFF && strcmp(v, "off") == 0) {
+            ((char *)dst)[0] = '\0';
+            return 0;
+        }
+        if (bz_parse_addr(v, NULL, 256, NULL) != 0 || !copy_str(dst, 256, v))
+            return fail(why, whylen, "want [host]:port, e.g. :8080 or 127.0.0.1:8080%s",
+                        f->type == T_ADDR_OFF ? ", or off" : "");
+        return 0;
+    case T_DB:
+        if (strncmp(v, "sqlite://", 9) != 0 && strncmp(v, "postgres://", 11) != 0 &&
+            strncmp(v, "postgresql://", 13) != 0)
+            return fail(why, whylen, "want sqlite://PATH or postgres://...");
+        if ((strncmp(v, "sqlite://", 9) == 0 && v[9] == '\0') || !copy_str(dst, 1024, v))
+            return fail(why, whylen, "want sqlite://PATH or postgres://... (at most 1023 bytes)");
+        return 0;
+    case T_CACHE:
+        if (strcmp(v, "memory") && strcmp(v, "none") && strncmp(v, "redis://", 8))
+            return fail(why, whylen, "want memory, none or redis://host:port/N");
+        if (!strncmp(v, "redis://", 8)) {
+            /* host:port with an optional /N database number */
+            char hp[256];
+            const char *slash = strchr(v + 8, '/');
+            size_t n = slash ? (size_t)(slash - (v + 8)) : strlen(v + 8);
+            if (n == 0 || n >= sizeof hp)
+                return fail(why, whylen, "want redis://host:port/N");
+            memcpy(hp, v + 8, n);
+            hp[n] = '\0';
+            if (bz_parse_addr(hp, NULL, 256, NULL) != 0)
+                return fail(why, whylen, "want redis://host:port/N");
+            if (slash) {
+                const char *d = slash + 1;
+                if (!*d || strlen(d) > 2)
+                    return fail(why, whylen, "want redis://host:port/N with N a database number");
+                for (const char *q = d; *q; q++)
+                    if (!isdigit((unsigned char)*q))
+                        return fail(why, whylen, "want redis://host:port/N with N a database number");
+            }
+        }
+        if (!copy_str(dst, 1024, v))
+            return fail(why, whylen, "too long");
+        return 0;
+    case T_INT:
+    case T_I64: {
+        char *end;
+        errno = 0;
+        long long n = strtoll(v, &end, 10);
+        if (!*v || *end || errno || !(isdigit((unsigned char)*v) || *v == '-'))
+            return fail(why, whylen, "want a whole number");
+        if (n < f->min)
+            return fail(why, whylen, "want a whole number >= %lld", (long long)f->min);
+        if (f->type == T_I64) {
+            *(int64_t *)dst = n;
+        } else {
+            if (n > 100000)
+                return fail(why, whylen, "want a whole number <= 100000");
+            *(int *)dst = (int)n;
+        }
+        return 0;
+    }
+    case T_DURATION: {
+        int64_t ns;
+        if (bz_parse_duration(v, &ns) != 0)
+            return fail(why, whylen, "want a duration like 250ms, 5s, 1m or 1h30m");
+        if (ns < f->min)
+            return fail(why, whylen, "want a duration > 0");
+        *(int64_t *)dst = ns;
+        return 0;
+    }
+    case T_SIZE: {
+        int64_t b;
+        if (bz_parse_size(v, &b) != 0)
+            return fail(why, whylen, "want a size in bytes, optionally with KiB, MiB or GiB");
+        if (b < f->min)
+            return fail(why, whylen, "want a size >= %lld bytes", (long long)f->min);
+        *(int64_t *)dst = b;
+        return 0;
+    }
+    case T_RATE:
+        if (bz_parse_rate(v, dst) != 0)
+            return fail(why, whylen, "want N (per second) or N/s, N/min, N/h");
+        return 0;
+    case T_EVICTION: {
+        static const char *names[] = {"allkeys-lru", "allkeys-lfu", "volatile-ttl", "noeviction"};
+        for (int i = 0; i < 4; i++)
+            if (!strcmp(v, names[i])) {
+                *(bz_eviction *)dst = (bz_eviction)i;
+                return 0;
+            }
+        return fail(why, whylen, "want allkeys-lru, allkeys-lfu, volatile-ttl or noeviction");
+    }
+    case T_LOG_FORMAT:
+        if (!strcmp(v, "text"))
+            *(int *)dst = BZ_LOG_TEXT;
+        else if (!strcmp(v, "json"))
+            *(int *)dst = BZ_LOG_JSON;
+        else
+            return fail(why, whylen, "want text or json");
+        return 0;
+    case T_LOG_LEVEL: {
+        static const char *names[] = {"debug", "info", "warn", "error"};
+        for (int i = 0; i < 4; i++)
+            if (!strcmp(v, names[i])) {
+                *(int *)dst = i;
+                return 0;
+            }
+        return fail(why, whylen, "want debug, info, warn or error");
+    }
+    }
+    return fail(why, whylen, "unknown flag type");
+}
+
+static void env_name(const flagdef *f, char *out, size_t cap)
+{
+    size_t k = (size_t)snprintf(out, cap, "BAZAAR_");
+    for (const char *p = f->name; *p && k + 1 < cap; p++)
+        out[k++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    out[k] = '\0';
+}
+
+static const flagdef *find_flag(const char *name, size_t n)
+{
+    for (size_t i = 0; i < NFLAGS; i++)
+        if (strlen(flags[i].name) == n && memcmp(flags[i].name, name, n) == 0)
+            return &flags[i];
+    return NULL;
+}
+
+/* Printable form of a user-supplied value for error messages: bounded, no
+ * control bytes (a message is one line whatever the client typed). */
+static void show(char *out, size_t cap, const char *v)
+{
+    size_t k = 0;
+    for (const char *p = v; *p && k + 4 < cap; p++)
+        out[k++] = ((unsigned char)*p < 0x20 || *p == 0x7f) ? '?' : *p;
+    if (strlen(v) > k)
+        out[k++] = '.', out[k++] = '.', out[k++] = '.';
+    out[k] = '\0';
+}
+
+int bz_config_parse(bz_config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    char why[200], shown[80], env[64];
+    memset(cfg, 0, sizeof *cfg);
+    cfg->log_format = bz_log_default_format();
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->threads = cores > 0 ? (int)cores : 1;
+    for (size_t i = 0; i < NFLAGS; i++)
+        if (flags[i].def && set_value(cfg, &flags[i], flags[i].def, why, sizeof why) != 0)
+            return fail(err, errlen, "bazaar: internal error: bad default for --%s", flags[i].name);
+
+    /* Subcommand: the first argument when it does not start with '-'. */
+    int argi = 1;
+    cfg->command = BZ_CMD_SERVE;
+    if (argc > 1 && argv[1][0] != '-') {
+        size_t k;
+        for (k = 0; k < sizeof commands / sizeof commands[0]; k++)
+            if (!strcmp(argv[1], commands[k]))
+                break;
+        if (k == sizeof commands / sizeof commands[0]) {
+            show(shown, sizeof shown, argv[1]);
+            return fail(err, errlen,
+                        "bazaar: unknown command \"%s\" (want serve, migrate, seed, explain or version)", shown);
+        }
+        cfg->command = (bz_command)k;
+        argi = 2;
+    }
+    unsigned mask = 1u << cfg->command;
+
+    /* Environment first, so flags override it. */
+    for (size_t i = 0; i < NFLAGS; i++) {
+        if (!(flags[i].cmds & mask))
+            continue;
+        env_name(&flags[i], env, sizeof env);
+        const char *v = getenv(env);
+        if (v && set_value(cfg, &flags[i], v, why, sizeof why) != 0) {
+            show(shown, sizeof shown, v);
+            return fail(err, errlen, "bazaar: invalid value \"%s\" for %s (--%s): %s", shown, env,
+                        flags[i].name, why);
+        }
+    }
+
+    for (int i = argi; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            cfg->command = BZ_CMD_HELP;
+            return 0;
+        }
+        if (!strcmp(a, "--version")) {
+            cfg->command = BZ_CMD_VERSION;
+            return 0;
+        }
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+            show(shown, sizeof shown, a);
+            return fail(err, errlen, "bazaar: unexpected argument \"%s\" (flags look like --name value)", shown);
+        }
+        const char *name = a + 2;
+        const char *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const flagdef *f = find_flag(name, nlen);
+        if (!f) {
+            show(shown, sizeof shown, a);
+            if (eq && (size_t)(eq - a) < sizeof shown)
+                shown[eq - a] = '\0';
+            return fail(err, errlen, "bazaar: unknown flag %s (see bazaar --help)", shown);
+        }
+        if (!(f->cmds & mask))
+            return fail(err, errlen, "bazaar: flag --%s does not apply to \"%s\"", f->name,
+                        commands[cfg->command]);
+        const char *v;
+        if (eq) {
+            v = eq + 1;
+        } else {
+            if (i + 1 >= argc)
+                return fail(err, errlen, "bazaar: flag --%s needs a value", f->name);
+            v = argv[++i];
+        }
+        if (set_value(cfg, f, v, why, sizeof why) != 0) {
+            show(shown, sizeof shown, v);
+            return fail(err, errlen, "bazaar: invalid value \"%s\" for --%s: %s", shown, f->name, why);
+        }
+    }
+    if (cfg->db_max_idle > cfg->db_max_open)
+        cfg->db_max_idle = cfg->db_max_open; /* database/sql does the same */
+    return 0;
+}
+
+void bz_config_usage(FILE *out)
+{
+    char env[64];
+    fprintf(out,
+            "bazaar %s — marketplace backend (REST/JSON + gRPC)\n\n"
+            "usage: bazaar [command] [flags]\n\n"
+            "commands:\n"
+            "  serve     run the server (default)\n"
+            "  migrate   apply schema migrations and exit\n"
+            "  seed      fill an empty database with deterministic demo data\n"
+            "  explain   print the plan of every hot query; non-zero exit if one scans a table\n"
+            "  version   print the version\n\n"
+            "flags (each has an environment twin; flags win over the environment):\n",
+            BAZAAR_VERSION);
+    for (size_t i = 0; i < NFLAGS; i++) {
+        env_name(&flags[i], env, sizeof env);
+        char name[64];
+        snprintf(name, sizeof name, "--%s", flags[i].name);
+        fprintf(out, "  %-26s %s\n  %-26s default: %s; env %s\n", name, flags[i].help, "",
+                flags[i].def ? flags[i].def : "(see text)", env);
+    }
+    fprintf(out, "\nDurations accept ms, s, m, h (e.g. 1m30s).  Bad values exit with status 2.\n");
+}

@@ -1,0 +1,121 @@
+/* base/log.c — see log.h. */
+#include "base/log.h"
+
+#include "base/buf.h"
+#include "base/clock.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static bz_log_level g_level = BZ_LOG_INFO;
+static bz_log_format g_format = BZ_LOG_TEXT;
+static int g_fd = STDERR_FILENO;
+
+void bz_log_setup(bz_log_level level, bz_log_format format)
+{
+    g_level = level;
+    g_format = format;
+}
+
+bz_log_format bz_log_default_format(void) { return isatty(STDERR_FILENO) ? BZ_LOG_TEXT : BZ_LOG_JSON; }
+
+bool bz_log_enabled(bz_log_level level) { return level >= g_level; }
+
+void bz_log_set_fd(int fd) { g_fd = fd < 0 ? STDERR_FILENO : fd; }
+
+static const char *level_name(bz_log_level l, bool upper)
+{
+    static const char *lo[] = {"debug", "info", "warn", "error"};
+    static const char *up[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};
+    return ((unsigned)l < 4) ? (upper ? up[l] : lo[l]) : "?";
+}
+
+/* Text values are quoted only when they contain a space, quote or '='. */
+static void text_value(bz_buf *b, bz_str s)
+{
+    bool quote = s.n == 0;
+    for (size_t i = 0; i < s.n && !quote; i++)
+        quote = s.p[i] == ' ' || s.p[i] == '"' || s.p[i] == '=' || (unsigned char)s.p[i] < 0x20;
+    if (!quote) {
+        bz_buf_append_str(b, s);
+        return;
+    }
+    bz_buf_putc(b, '"');
+    bz_buf_append_json_escaped(b, s);
+    bz_buf_putc(b, '"');
+}
+
+void bz__log(bz_log_level level, const char *msg, ...)
+{
+    /* One buffer per thread, reused: logging on the hot path (access log)
+     * does no allocation once warmed up. */
+    static _Thread_local bz_buf b;
+    bz_buf_clear(&b);
+    char ts[32];
+    bz_fmt_rfc3339_us(ts, bz_wall_us());
+    bool json = g_format == BZ_LOG_JSON;
+    if (json) {
+        bz_buf_append_c(&b, "{\"ts\":\"");
+        bz_buf_append(&b, ts, 27);
+        bz_buf_append_c(&b, "\",\"level\":\"");
+        bz_buf_append_c(&b, level_name(level, false));
+        bz_buf_append_c(&b, "\",\"msg\":\"");
+        bz_buf_append_json_escaped(&b, bz_str_c(msg));
+        bz_buf_putc(&b, '"');
+    } else {
+        bz_buf_append(&b, ts, 27);
+        bz_buf_putc(&b, ' ');
+        bz_buf_append_c(&b, level_name(level, true));
+        bz_buf_putc(&b, ' ');
+        bz_buf_append_c(&b, msg);
+    }
+    va_list ap;
+    va_start(ap, msg);
+    for (;;) {
+        bz_field f = va_arg(ap, bz_field);
+        if (f.type == BZ_FT_END)
+            break;
+        bz_str sv = BZ_STR_NULL;
+        bool is_str = f.type == BZ_FT_STR || f.type == BZ_FT_STRN;
+        if (f.type == BZ_FT_STR)
+            sv = bz_str_c(f.v.s ? f.v.s : "");
+        else if (f.type == BZ_FT_STRN)
+            sv = bz_str_make(f.v.s ? f.v.s : "", f.v.s && f.len > 0 ? (size_t)f.len : 0);
+        if (json) {
+            bz_buf_append_c(&b, ",\"");
+            bz_buf_append_json_escaped(&b, bz_str_c(f.key));
+            bz_buf_append_c(&b, "\":");
+        } else {
+            bz_buf_putc(&b, ' ');
+            bz_buf_append_c(&b, f.key);
+            bz_buf_putc(&b, '=');
+        }
+        if (is_str) {
+            if (json) {
+                bz_buf_putc(&b, '"');
+                bz_buf_append_json_escaped(&b, sv);
+                bz_buf_putc(&b, '"');
+            } else {
+                text_value(&b, sv);
+            }
+        } else if (f.type == BZ_FT_INT) {
+            bz_buf_append_i64(&b, f.v.i);
+        } else {
+            bz_buf_printf(&b, "%.6g", f.v.d);
+        }
+    }
+    va_end(ap);
+    if (json)
+        bz_buf_putc(&b, '}');
+    bz_buf_putc(&b, '\n');
+    /* One write per line; a short write to a pipe is finished in a loop. */
+    size_t off = 0;
+    while (off < b.len) {
+        ssize_t n = write(g_fd, b.data + off, b.len - off);
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+}

@@ -1,0 +1,59 @@
+/*
+ * base/log.h — leveled, structured logging on stderr.
+ *
+ * Each call writes one line with one write(2), so lines from different
+ * threads never interleave.  Format: human text when stderr is a TTY,
+ * JSON lines otherwise (or as set by --log-format).  Fields are typed
+ * key/value pairs:
+ *
+ *     bz_log_info("listening", BZ_F_STR("addr", addr), BZ_F_INT("threads", n));
+ *
+ * JSON:  {"ts":"2026-11-28T02:18:16.123456Z","level":"info","msg":"listening","addr":":8080","threads":2}
+ * text:  2026-11-28T02:18:16.123456Z INFO  listening addr=:8080 threads=2
+ */
+#ifndef BZ_LOG_H
+#define BZ_LOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum bz_log_level { BZ_LOG_DEBUG = 0, BZ_LOG_INFO, BZ_LOG_WARN, BZ_LOG_ERROR } bz_log_level;
+typedef enum bz_log_format { BZ_LOG_TEXT = 0, BZ_LOG_JSON } bz_log_format;
+
+typedef enum bz_field_type { BZ_FT_END = 0, BZ_FT_STR, BZ_FT_STRN, BZ_FT_INT, BZ_FT_DBL } bz_field_type;
+
+typedef struct bz_field {
+    const char *key;
+    bz_field_type type;
+    int len; /* BZ_FT_STRN only */
+    union {
+        const char *s;
+        int64_t i;
+        double d;
+    } v;
+} bz_field;
+
+#define BZ_F_STR(k, x) ((bz_field){.key = (k), .type = BZ_FT_STR, .v.s = (x)})
+#define BZ_F_STRN(k, x, n) ((bz_field){.key = (k), .type = BZ_FT_STRN, .len = (int)(n), .v.s = (x)})
+#define BZ_F_INT(k, x) ((bz_field){.key = (k), .type = BZ_FT_INT, .v.i = (int64_t)(x)})
+#define BZ_F_DBL(k, x) ((bz_field){.key = (k), .type = BZ_FT_DBL, .v.d = (double)(x)})
+#define BZ__F_END ((bz_field){.key = NULL, .type = BZ_FT_END})
+
+/* Sets the threshold and the format (process-wide; call before threads). */
+void bz_log_setup(bz_log_level level, bz_log_format format);
+/* The format to use when none was asked for: text on a TTY, else JSON. */
+bz_log_format bz_log_default_format(void);
+bool bz_log_enabled(bz_log_level level);
+
+/* Redirects output to fd (tests); -1 restores stderr. */
+void bz_log_set_fd(int fd);
+
+void bz__log(bz_log_level level, const char *msg, ...);
+
+#define bz_log(level, ...) (bz_log_enabled(level) ? bz__log((level), __VA_ARGS__, BZ__F_END) : (void)0)
+#define bz_log_dbg(...) bz_log(BZ_LOG_DEBUG, __VA_ARGS__)
+#define bz_log_info(...) bz_log(BZ_LOG_INFO, __VA_ARGS__)
+#define bz_log_warn(...) bz_log(BZ_LOG_WARN, __VA_ARGS__)
+#define bz_log_err(...) bz_log(BZ_LOG_ERROR, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,432 @@
+/* rt/coro.c — coroutines: stacks, spawn, switch glue, park/wake, sleep,
+ * join.  See rt.h for the contracts. */
+#include "rt/rt-private.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifdef RT_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+#ifdef RT_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
+/* Free coroutines (with their stacks) kept per loop for reuse. */
+#define RT_FREE_MAX 256
+
+_Noreturn void rt__panic(const char *msg)
+{
+    fprintf(stderr, "bazaar: runtime misuse: %s\n", msg);
+    abort();
+}
+
+static size_t page_size(void)
+{
+    static size_t ps;
+    if (!ps)
+        ps = (size_t)sysconf(_SC_PAGESIZE);
+    return ps;
+}
+
+/* ---- switch glue with sanitizer annotations ---------------------------------- */
+
+/* Switch from the scheduler of l into co. */
+static void switch_into(rt_loop *l, rt_coro *co)
+{
+#ifdef RT_ASAN
+    void *fake = NULL;
+    __sanitizer_start_switch_fiber(&fake, co->stack_lo, co->stack_size);
+#endif
+#ifdef RT_TSAN
+    __tsan_switch_to_fiber(co->tsan_fiber, 0);
+#endif
+    rt__mctx_swap(&l->sched, &co->mctx);
+#ifdef RT_ASAN
+    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#endif
+}
+
+/* Switch from the running coroutine back to its scheduler. */
+static void switch_out(rt_coro *co, bool exiting)
+{
+    rt_loop *l = co->loop;
+#ifdef RT_ASAN
+    /* A finished coroutine passes NULL so ASan drops its fake stack. */
+    __sanitizer_start_switch_fiber(exiting ? NULL : &co->asan_fake, l->sched_stack_lo,
+                                   l->sched_stack_size);
+#else
+    (void)exiting;
+#endif
+#ifdef RT_TSAN
+    __tsan_switch_to_fiber(l->tsan_sched_fiber, 0);
+#endif
+    rt__mctx_swap(&co->mctx, &l->sched);
+#ifdef RT_ASAN
+    __sanitizer_finish_switch_fiber(co->asan_fake, NULL, NULL);
+#endif
+}
+
+static void coro_main(void *p)
+{
+    rt_coro *co = p;
+#ifdef RT_ASAN
+    rt_loop *l = co->loop;
+    const void *lo;
+    size_t sz;
+    __sanitizer_finish_switch_fiber(NULL, &lo, &sz);
+    l->sched_stack_lo = lo;
+    l->sched_stack_size = sz;
+#endif
+    for (;;) {
+        co->fn(co->arg);
+        co->exited = true;
+        if (co->join_wg)
+            rt_wg_done(co->join_wg);
+        switch_out(co, true);
+        /* Resumed again only after rt__coro_new reused this coroutine
+         * (the mctx of a recycled coroutine is re-made, so in practice
+         * we never get here). */
+    }
+}
+
+void rt__resume(rt_loop *l, rt_coro *co)
+{
+    l->current = co;
+    switch_into(l, co);
+    l->current = NULL;
+    if (co->exited && !co->joinable)
+        rt__coro_release(co);
+}
+
+void rt__to_scheduler(void)
+{
+    rt_coro *co = rt__cur ? rt__cur->current : NULL;
+    if (!co)
+        rt__panic("a wait was called outside a coroutine");
+    switch_out(co, false);
+}
+
+/* ---- stacks ------------------------------------------------------------------ */
+
+static rt_coro *coro_alloc(rt_loop *l)
+{
+    size_t ps = page_size();
+    size_t ss = (rt__stack_size() + ps - 1) & ~(ps - 1);
+    size_t hdr = (sizeof(rt_coro) + 63) & ~(size_t)63;
+    size_t map_size = ps + ss + ((hdr + ps - 1) & ~(ps - 1));
+    char *map = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (map == MAP_FAILED) {
+        perror("bazaar: mmap coroutine stack");
+        abort();
+    }
+    /* The lowest page is the guard: touching it faults, and the SIGSEGV
+     * handler (rt/signal.c) reports a stack overflow. */
+    if (mprotect(map, ps, PROT_NONE) != 0) {
+        perror("bazaar: mprotect guard page");
+        abort();
+    }
+    /* The coroutine structure sits at the top of the mapping, above the
+     * stack, so one mapping holds both and a parked coroutine touches as
+     * few pages as possible. */
+    rt_coro *co = (rt_coro *)(map + map_size - hdr);
+    memset(co, 0, sizeof *co);
+    co->map = map;
+    co->map_size = map_size;
+    co->stack_lo = map + ps;
+    co->stack_size = (size_t)((char *)co - co->stack_lo) & ~(size_t)15;
+    co->loop = l;
+#ifdef RT_TSAN
+    co->tsan_fiber = __tsan_create_fiber(0);
+#endif
+    co->all_next = l->all;
+    if (l->all)
+        l->all->all_prev = co;
+    l->all = co;
+    return co;
+}
+
+static void coro_unmap(rt_loop *l, rt_coro *co)
+{
+    if (co->all_prev)
+        co->all_prev->all_next = co->all_next;
+    else
+        l->all = co->all_next;
+    if (co->all_next)
+        co->all_next->all_prev = co->all_prev;
+#ifdef RT_TSAN
+    __tsan_destroy_fiber(co->tsan_fiber);
+#endif
+    munmap(co->map, co->map_size);
+}
+
+rt_coro *rt__coro_new(rt_loop *l, rt_fn fn, void *arg)
+{
+    rt_coro *co = l->free_coros;
+    if (co) {
+        l->free_coros = co->next;
+        l->nfree--;
+    } else {
+        co = coro_alloc(l);
+    }
+    co->fn = fn;
+    co->arg = arg;
+    co->next = NULL;
+    atomic_store_explicit(&co->wstate, RT_RUNNING, memory_order_relaxed);
+    co->wake_result = 0;
+    co->timer = (rt_timer){0};
+    co->wait_ctx = NULL;
+    co->ctx_prev = co->ctx_next = NULL;
+    co->wq_prev = co->wq_next = NULL;
+    co->wq_linked = false;
+    co->exited = false;
+    co->joinable = false;
+    co->join_wg = NULL;
+    co->local = NULL;
+    rt__mctx_make(&co->mctx, co->stack_lo, co->stack_size, coro_main, co);
+    return co;
+}
+
+static void release_local(void *p)
+{
+    rt_coro *co = p;
+    rt_loop *l = co->loop;
+    if (co->join_wg) {
+        rt_wg_destroy(co->join_wg);
+        free(co->join_wg);
+        co->join_wg = NULL;
+    }
+    if (l->nfree >= RT_FREE_MAX) {
+        coro_unmap(l, co);
+        return;
+    }
+    co->next = l->free_coros;
+    l->free_coros = co;
+    l->nfree++;
+}
+
+void rt__coro_release(rt_coro *co)
+{
+    if (co->loop == rt__cur)
+        release_local(co);
+    else
+        rt_post(co->loop, release_local, co);
+}
+
+void rt__coro_free_all(rt_loop *l)
+{
+    while (l->all) {
+        rt_coro *co = l->all;
+        if (co->join_wg) {
+            rt_wg_destroy(co->join_wg);
+            free(co->join_wg);
+        }
+        coro_unmap(l, co);
+    }
+    l->free_coros = NULL;
+    l->nfree = 0;
+}
+
+/* ---- spawn ------------------------------------------------------------------- */
+
+void rt_go(rt_fn fn, void *arg)
+{
+    rt_loop *l = rt__cur;
+    if (!l) {
+        rt_go_on(rt_loop_at(0), fn, arg);
+        return;
+    }
+    rt__schedule(rt__coro_new(l, fn, arg));
+}
+
+typedef struct {
+    rt_fn fn;
+    void *arg;
+} go_req;
+
+static void go_remote(void *p)
+{
+    go_req r = *(go_req *)p;
+    free(p);
+    rt__schedule(rt__coro_new(rt__cur, r.fn, r.arg));
+}
+
+void rt_go_on(rt_loop *l, rt_fn fn, void *arg)
+{
+    if (l == rt__cur) {
+        rt__schedule(rt__coro_new(l, fn, arg));
+        return;
+    }
+    go_req *r = malloc(sizeof *r);
+    if (!r)
+        rt__panic("out of memory");
+    r->fn = fn;
+    r->arg = arg;
+    rt_post(l, go_remote, r);
+}
+
+typedef struct {
+    rt_fn fn;
+    void *arg;
+    rt_wg *wg;
+    rt_coro *co;
+    rt_sem made;
+} spawn_req;
+
+static void spawn_remote(void *p)
+{
+    spawn_req *r = p;
+    rt_coro *co = rt__coro_new(rt__cur, r->fn, r->arg);
+    co->joinable = true;
+    co->join_wg = r->wg;
+    r->co = co;
+    rt__schedule(co);
+    rt_sem_release(&r->made);
+}
+
+rt_coro *rt_spawn_joinable(rt_loop *l, rt_fn fn, void *arg)
+{
+    rt_wg *wg = malloc(sizeof *wg);
+    if (!wg)
+        rt__panic("out of memory");
+    rt_wg_init(wg);
+    rt_wg_add(wg, 1);
+    if (!l)
+        l = rt__cur ? rt__cur : rt_loop_at(0);
+    if (l == rt__cur) {
+        rt_coro *co = rt__coro_new(l, fn, arg);
+        co->joinable = true;
+        co->join_wg = wg;
+        rt__schedule(co);
+        return co;
+    }
+    /* Another loop must create it (stacks are loop-owned); wait for it. */
+    spawn_req r = {.fn = fn, .arg = arg, .wg = wg};
+    rt_sem_init(&r.made, 0);
+    rt_post(l, spawn_remote, &r);
+    rt_sem_acquire(&r.made, NULL, BZ_NO_DEADLINE);
+    rt_sem_destroy(&r.made);
+    return r.co;
+}
+
+int rt_join(rt_coro *co, rt_ctx *ctx)
+{
+    int r = rt_wg_wait(co->join_wg, ctx);
+    if (r == 0)
+        rt__coro_release(co); /* still marked joinable: rt__resume left it */
+    return r;
+}
+
+static void detach_local(void *p)
+{
+    rt_coro *co = p;
+    co->joinable = false;
+    if (co->exited)
+        release_local(co);
+}
+
+void rt_detach(rt_coro *co)
+{
+    if (co->loop == rt__cur)
+        detach_local(co);
+    else
+        rt_post(co->loop, detach_local, co);
+}
+
+/* ---- park / wake ---------------------------------------------------------------- */
+
+rt_coro *rt_self(void) { return rt__cur ? rt__cur->current : NULL; }
+
+void *rt_coro_local(void)
+{
+    rt_coro *co = rt_self();
+    return co ? co->local : NULL;
+}
+
+void rt_coro_set_local(void *p)
+{
+    rt_coro *co = rt_self();
+    if (co)
+        co->local = p;
+}
+
+static void park_timeout(rt_timer *t) { rt_wake(t->data, -ETIMEDOUT); }
+
+int rt_park(rt_ctx *ctx, int64_t deadline, pthread_mutex_t *unlock)
+{
+    rt_coro *co = rt_self();
+    if (!co)
+        rt__panic("rt_park outside a coroutine");
+    if (ctx) {
+        int64_t cd = rt_ctx_deadline(ctx);
+        if (cd < deadline)
+            deadline = cd;
+    }
+    atomic_store_explicit(&co->wstate, RT_PARKED, memory_order_release);
+    int early = 0;
+    if (ctx) {
+        /* Registers co unless the context already ended. */
+        rt__ctx_add_waiter(ctx, co, &early);
+    }
+    if (!early && deadline != BZ_NO_DEADLINE && deadline <= bz_now_ns())
+        early = -ETIMEDOUT;
+    if (early) {
+        /* Nobody can have seen us parked yet except the context, and we
+         * are not on its list: take the park back. */
+        atomic_store_explicit(&co->wstate, RT_RUNNING, memory_order_relaxed);
+        if (ctx)
+            rt__ctx_remove_waiter(co);
+        if (unlock)
+            pthread_mutex_unlock(unlock);
+        return early;
+    }
+    if (deadline != BZ_NO_DEADLINE) {
+        co->timer.fn = park_timeout;
+        co->timer.data = co;
+        rt_timer_start(&co->timer, deadline);
+    }
+    if (unlock)
+        pthread_mutex_unlock(unlock);
+    rt__to_scheduler();
+    /* Woken: whoever won the wake-up race set wake_result.  Undo the other
+     * registrations. */
+    if (rt_timer_armed(&co->timer))
+        rt_timer_stop(&co->timer);
+    rt__ctx_remove_waiter(co);
+    atomic_store_explicit(&co->wstate, RT_RUNNING, memory_order_relaxed);
+    return co->wake_result;
+}
+
+bool rt_wake(rt_coro *co, int result)
+{
+    int expect = RT_PARKED;
+    if (!atomic_compare_exchange_strong_explicit(&co->wstate, &expect, RT_WOKEN, memory_order_acq_rel,
+                                                 memory_order_acquire))
+        return false;
+    co->wake_result = result;
+    rt__schedule(co);
+    return true;
+}
+
+void rt_yield(void)
+{
+    rt_coro *co = rt_self();
+    if (!co)
+        return;
+    rt__schedule(co);
+    rt__to_scheduler();
+}
+
+int rt_sleep(rt_ctx *ctx, int64_t ns)
+{
+    int64_t until = bz_now_ns() + (ns > 0 ? ns : 0);
+    int r = rt_park(ctx, until, NULL);
+    if (r == -ETIMEDOUT && (!ctx || rt_ctx_deadline(ctx) > until))
+        return 0; /* our own deadline: the sleep is over */
+    return r;
+}

@@ -1,0 +1,409 @@
+/* rt/io.c — fd readiness, parked reads and writes, outgoing TCP connects,
+ * and SO_REUSEPORT listeners (one socket per loop). */
+#include "rt/rt-private.h"
+
+#include "base/config.h"
+#include "base/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* ---- rt_io ------------------------------------------------------------------------- */
+
+int rt_io_open(rt_io *io, int fd)
+{
+    rt_loop *l = rt__cur;
+    if (!l)
+        rt__panic("rt_io_open outside a loop");
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0))
+        return -errno;
+    io->fd = fd;
+    io->loop = l;
+    io->reader = io->writer = NULL;
+    io->readable = io->writable = io->hup = false;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = io};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+        return -errno;
+    return 0;
+}
+
+void rt_io_close(rt_io *io)
+{
+    if (io->fd < 0)
+        return;
+    /* close() drops the fd from the epoll set (we never dup it). */
+    close(io->fd);
+    io->fd = -1;
+    if (io->reader)
+        rt_wake(io->reader, -EBADF);
+    if (io->writer)
+        rt_wake(io->writer, -EBADF);
+}
+
+void rt__io_dispatch(rt_loop *l, rt_io *io, uint32_t ev)
+{
+    (void)l;
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
+        io->readable = true;
+        if (io->reader)
+            rt_wake(io->reader, 0);
+    }
+    if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+        io->writable = true;
+        if (io->writer)
+            rt_wake(io->writer, 0);
+    }
+    if (ev & (EPOLLHUP | EPOLLRDHUP | EPOLLERR))
+        io->hup = true;
+    if (io->on_event)
+        io->on_event(io, ev);
+}
+
+static int wait_on(rt_io *io, rt_coro **slot, bool *ready, rt_ctx *ctx, int64_t deadline)
+{
+    if (io->fd < 0)
+        return -EBADF;
+    if (*ready)
+        return 0;
+    if (*slot)
+        rt__panic("two coroutines wait on the same fd direction");
+    *slot = rt_self();
+    int r = rt_park(ctx, deadline, NULL);
+    *slot = NULL;
+    return r;
+}
+
+int rt_wait_readable(rt_io *io, rt_ctx *ctx, int64_t deadline)
+{
+    return wait_on(io, &io->reader, &io->readable, ctx, deadline);
+}
+
+int rt_wait_writable(rt_io *io, rt_ctx *ctx, int64_t deadline)
+{
+    return wait_on(io, &io->writer, &io->writable, ctx, deadline);
+}
+
+ssize_t rt_read(rt_io *io, void *buf, size_t n, rt_ctx *ctx, int64_t deadline)
+{
+    for (;;) {
+        if (io->fd < 0)
+            return -EBADF;
+        ssize_t r = read(io->fd, buf, n);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return -errno;
+        io->readable = false; /* the next edge sets it again */
+        int w = rt_wait_readable(io, ctx, deadline);
+        if (w)
+            return w;
+    }
+}
+
+int rt_writev_all(rt_io *io, struct iovec *iov, int iovcnt, rt_ctx *ctx, int64_t deadline)
+{
+    while (iovcnt > 0) {
+        if (io->fd < 0)
+            return -EBADF;
+        ssize_t r = writev(io->fd, iov, iovcnt > IOV_MAX ? IOV_MAX : iovcnt);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                return -errno;
+            io->writable = false;
+            int w = rt_wait_writable(io, ctx, deadline);
+            if (w)
+                return w;
+            continue;
+        }
+        size_t left = (size_t)r;
+        while (iovcnt > 0 && left >= iov->iov_len) {
+            left -= iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + left;
+            iov->iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+int rt_write_all(rt_io *io, const void *buf, size_t n, rt_ctx *ctx, int64_t deadline)
+{
+    struct iovec v = {(void *)buf, n};
+    return rt_writev_all(io, &v, 1, ctx, deadline);
+}
+
+/* ---- outgoing connections ------------------------------------------------------------- */
+
+typedef struct {
+    const char *host;
+    char port[8];
+    struct addrinfo *res;
+    int err;
+} resolve_job;
+
+static void resolve(void *p)
+{
+    resolve_job *j = p;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    j->err = getaddrinfo(j->host, j->port, &hints, &j->res);
+}
+
+int rt_connect_tcp(const char *host, int port, rt_ctx *ctx, int64_t deadline)
+{
+    resolve_job j = {.host = host};
+    snprintf(j.port, sizeof j.port, "%d", port);
+    /* getaddrinfo blocks (DNS): resolve on the offload pool. */
+    int r = rt_offload(ctx, resolve, &j);
+    if (r)
+        return r;
+    if (j.err)
+        return -EHOSTUNREACH;
+    int last = -ECONNREFUSED;
+    for (struct addrinfo *ai = j.res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            last = -errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+            freeaddrinfo(j.res);
+            return fd;
+        }
+        if (errno != EINPROGRESS) {
+            last = -errno;
+            close(fd);
+            continue;
+        }
+        rt_io io = {0};
+        if ((r = rt_io_open(&io, fd)) != 0) {
+            close(fd);
+            last = r;
+            continue;
+        }
+        r = rt_wait_writable(&io, ctx, deadline);
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (r == 0)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        /* Hand the fd back unregistered: the caller opens its own rt_io. */
+        epoll_ctl(io.loop->epfd, EPOLL_CTL_DEL, fd, NULL);
+        if (r == 0 && soerr == 0) {
+            freeaddrinfo(j.res);
+            return fd;
+        }
+        close(fd);
+        last = r ? r : -soerr;
+        if (r == -ECANCELED || r == -ETIMEDOUT)
+            break;
+    }
+    freeaddrinfo(j.res);
+    return last;
+}
+
+/* ---- listeners ------------------------------------------------------------------------ */
+
+typedef struct lsock {
+    rt_io io;
+    rt_listener *owner;
+    rt_timer retry; /* re-arms accept after EMFILE */
+    bool paused;
+} lsock;
+
+struct rt_listener {
+    rt_accept_fn on_accept;
+    void *arg;
+    int port;
+    int n;
+    atomic_int refs; /* loops still holding a socket */
+    lsock socks[];
+};
+
+static void listener_unref(rt_listener *L)
+{
+    if (atomic_fetch_sub(&L->refs, 1) == 1)
+        free(L);
+}
+
+static void accept_ready(rt_io *io, uint32_t ev)
+{
+    (void)ev;
+    lsock *s = (lsock *)io;
+    rt_loop *l = rt__cur;
+    /* Level-triggered: take a bounded batch so one busy listener cannot
+     * starve the loop's connections; the rest come on the next turn. */
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage peer;
+        socklen_t pl = sizeof peer;
+        int fd = accept4(io->fd, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: stop polling for 100 ms instead of
+                 * spinning on a level-triggered event we cannot clear. */
+                bz_log_warn("accept: out of resources, pausing", BZ_F_STR("error", strerror(errno)));
+                epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+                s->paused = true;
+                rt_timer_start(&s->retry, bz_now_ns() + 100 * BZ_NS_PER_MS);
+            }
+            return;
+        }
+        s->owner->on_accept(l, fd, (struct sockaddr *)&peer, pl, s->owner->arg);
+    }
+}
+
+static void accept_resume(rt_timer *t)
+{
+    lsock *s = t->data;
+    if (s->io.fd < 0 || !s->paused)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->io};
+    if (epoll_ctl(rt__cur->epfd, EPOLL_CTL_ADD, s->io.fd, &ev) == 0)
+        s->paused = false;
+}
+
+static void lsock_register(void *p)
+{
+    lsock *s = p;
+    s->io.loop = rt__cur;
+    s->retry.fn = accept_resume;
+    s->retry.data = s;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->io};
+    if (epoll_ctl(rt__cur->epfd, EPOLL_CTL_ADD, s->io.fd, &ev) != 0)
+        bz_log_err("listener: epoll_ctl failed", BZ_F_STR("error", strerror(errno)));
+}
+
+static void lsock_close(void *p)
+{
+    lsock *s = p;
+    rt_timer_stop(&s->retry);
+    if (s->io.fd >= 0) {
+        close(s->io.fd);
+        s->io.fd = -1;
+    }
+    listener_unref(s->owner);
+}
+
+static int bind_one(const char *host, int port, int *out_port)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    int family;
+    memset(&ss, 0, sizeof ss);
+    if (host[0] == '\0') {
+        /* Every address: dual-stack IPv6 when the kernel has it, like Go. */
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_addr = in6addr_any;
+        a6->sin6_port = htons((uint16_t)port);
+        family = AF_INET6;
+        sl = sizeof *a6;
+    } else {
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+        struct addrinfo *res;
+        char ps[8];
+        snprintf(ps, sizeof ps, "%d", port);
+        if (getaddrinfo(host, ps, &hints, &res) != 0)
+            return -EADDRNOTAVAIL;
+        memcpy(&ss, res->ai_addr, res->ai_addrlen);
+        sl = res->ai_addrlen;
+        family = res->ai_family;
+        freeaddrinfo(res);
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 && family == AF_INET6 && host[0] == '\0') {
+        struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+        memset(&ss, 0, sizeof ss);
+        a4->sin_family = AF_INET;
+        a4->sin_addr.s_addr = htonl(INADDR_ANY);
+        a4->sin_port = htons((uint16_t)port);
+        sl = sizeof *a4;
+        family = AF_INET;
+        fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    }
+    if (fd < 0)
+        return -errno;
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 4096) != 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    struct sockaddr_storage got;
+    socklen_t gl = sizeof got;
+    getsockname(fd, (struct sockaddr *)&got, &gl);
+    *out_port = ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
+                                                : ((struct sockaddr_in *)&got)->sin_port);
+    return fd;
+}
+
+rt_listener *rt_listen(const char *addr, rt_accept_fn on_accept, void *arg, int *err)
+{
+    char host[256];
+    int port;
+    if (bz_parse_addr(addr, host, sizeof host, &port) != 0) {
+        *err = -EINVAL;
+        return NULL;
+    }
+    int n = rt_nloops();
+    rt_listener *L = calloc(1, sizeof *L + (size_t)n * sizeof(lsock));
+    if (!L)
+        rt__panic("out of memory");
+    L->on_accept = on_accept;
+    L->arg = arg;
+    L->n = n;
+    for (int i = 0; i < n; i++) {
+        /* The first bind settles the port (port 0 picks one); the others
+         * join it through SO_REUSEPORT. */
+        int got = 0;
+        int fd = bind_one(host, i == 0 ? port : L->port, &got);
+        if (fd < 0) {
+            for (int j = 0; j < i; j++)
+                close(L->socks[j].io.fd);
+            free(L);
+            *err = fd;
+            return NULL;
+        }
+        if (i == 0)
+            L->port = got;
+        L->socks[i].io.fd = fd;
+        L->socks[i].io.on_event = accept_ready;
+        L->socks[i].owner = L;
+    }
+    atomic_store(&L->refs, n);
+    for (int i = 0; i < n; i++)
+        rt_post(rt_loop_at(i), lsock_register, &L->socks[i]);
+    return L;
+}
+
+int rt_listener_port(const rt_listener *l) { return l->port; }
+
+void rt_listener_close(rt_listener *l)
+{
+    for (int i = 0; i < l->n; i++)
+        rt_post(rt_loop_at(i), lsock_close, &l->socks[i]);
+}

@@ -1,0 +1,154 @@
+/*
+ * rt/rt-private.h — runtime internals shared by the rt/ sources.  Nothing
+ * outside rt/ includes this file.
+ */
+#ifndef RT_PRIVATE_H
+#define RT_PRIVATE_H
+
+#include "rt/rt.h"
+
+#include <stdatomic.h>
+
+/* ---- sanitizer fiber annotations ----------------------------------------- */
+#if defined(__SANITIZE_ADDRESS__)
+#define RT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RT_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define RT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RT_TSAN 1
+#endif
+#endif
+
+/* ---- machine context --------------------------------------------------------
+ * The assembly switch saves the callee-saved registers (and the FP control
+ * state the ABI says is preserved) on the old stack and stores the stack
+ * pointer; resuming loads them back.  ucontext is the portable fallback
+ * (much slower: it makes a sigprocmask system call per switch). */
+#if (defined(__x86_64__) || defined(__aarch64__)) && !defined(RT_UCONTEXT)
+#define RT_ASM_SWITCH 1
+typedef struct rt__mctx { void *sp; } rt__mctx;
+#else
+#include <ucontext.h>
+typedef struct rt__mctx { ucontext_t uc; } rt__mctx;
+#endif
+
+/* Prepares m to run entry(arg) on the stack [lo, lo+size). */
+void rt__mctx_make(rt__mctx *m, void *lo, size_t size, void (*entry)(void *), void *arg);
+/* Saves the running context in from and resumes to. */
+void rt__mctx_swap(rt__mctx *from, rt__mctx *to);
+
+/* ---- coroutines ------------------------------------------------------------- */
+enum { RT_RUNNING = 0, RT_PARKED = 1, RT_WOKEN = 2 };
+
+struct rt_coro {
+    rt__mctx mctx;
+    rt_loop *loop;          /* owner for life */
+    rt_fn fn;
+    void *arg;
+    rt_coro *next;          /* run queue, mailbox or free list */
+    _Atomic int wstate;     /* RT_RUNNING / RT_PARKED / RT_WOKEN */
+    int wake_result;
+    rt_timer timer;         /* park deadline */
+    /* context waiter list (guarded by the context's lock) */
+    rt_ctx *wait_ctx;
+    rt_coro *ctx_prev, *ctx_next;
+    /* rt_waitq link (guarded by the owner's lock) */
+    rt_coro *wq_prev, *wq_next;
+    bool wq_linked;
+    void *wq_val;           /* value slot for channels */
+    /* stack mapping: guard page at the bottom */
+    char *map;
+    size_t map_size;
+    char *stack_lo;
+    size_t stack_size;
+    /* lifecycle */
+    bool exited;
+    bool joinable;
+    rt_wg *join_wg;         /* joinable coroutines only */
+    void *local;
+    rt_coro *all_prev, *all_next; /* every coroutine of the loop, for teardown */
+#ifdef RT_ASAN
+    void *asan_fake;
+#endif
+#ifdef RT_TSAN
+    void *tsan_fiber;
+#endif
+};
+
+/* ---- loops ----------------------------------------------------------------- */
+typedef struct rt__post {
+    rt_fn fn;
+    void *arg;
+    struct rt__post *next;
+} rt__post;
+
+struct rt_loop {
+    int index;
+    pthread_t thread;
+    int epfd;
+    int evfd;               /* mailbox doorbell */
+    rt_io evio;             /* evfd as an rt_io, for dispatch */
+    rt__mctx sched;         /* the scheduler's own context (thread stack) */
+    rt_coro *current;
+    rt_coro *runq_head, *runq_tail;
+    /* timers: binary min-heap on deadline */
+    rt_timer **heap;
+    size_t heap_len, heap_cap;
+    /* mailbox: filled by other threads */
+    pthread_mutex_t mb_lock;
+    rt_coro *mb_coros_head, *mb_coros_tail;
+    rt__post *mb_posts_head, *mb_posts_tail;
+    bool mb_rung;
+    /* coroutine stacks */
+    rt_coro *free_coros;
+    size_t nfree;
+    rt_coro *all;           /* every coroutine (live, joinable or free) */
+    char *altstack;         /* sigaltstack for the guard-page report */
+#ifdef RT_ASAN
+    const void *sched_stack_lo;
+    size_t sched_stack_size;
+#endif
+#ifdef RT_TSAN
+    void *tsan_sched_fiber;
+#endif
+};
+
+extern _Thread_local rt_loop *rt__cur;
+
+/* Appends a runnable coroutine to its loop (same thread or mailbox). */
+void rt__schedule(rt_coro *co);
+/* Switches from the running coroutine back to the scheduler. */
+void rt__to_scheduler(void);
+/* Runs co until it parks or exits (scheduler side). */
+void rt__resume(rt_loop *l, rt_coro *co);
+rt_coro *rt__coro_new(rt_loop *l, rt_fn fn, void *arg);
+void rt__coro_free_all(rt_loop *l);
+void rt__coro_release(rt_coro *co);
+void rt__timers_run(rt_loop *l, int64_t now);
+int64_t rt__timers_next(rt_loop *l);
+void rt__io_dispatch(rt_loop *l, rt_io *io, uint32_t ev);
+void rt__ctx_add_waiter(rt_ctx *c, rt_coro *co, int *err);
+void rt__ctx_remove_waiter(rt_coro *co);
+void rt__offload_start(int nthreads);
+void rt__offload_stop(void);
+void rt__signals_install_guard(rt_loop *l);
+void rt__signals_remove_guard(rt_loop *l);
+int rt__signals_start(rt_loop *l0);
+void rt__signals_stop(void);
+size_t rt__stack_size(void);
+
+/* waitq helpers (caller holds the owner's lock) */
+void rt__wq_push(rt_waitq *q, rt_coro *co);
+rt_coro *rt__wq_pop(rt_waitq *q);
+void rt__wq_remove(rt_waitq *q, rt_coro *co);
+
+/* Aborts with a message: misuse of the runtime (a bug, not bad input). */
+_Noreturn void rt__panic(const char *msg);
+
+#endif

@@ -1,0 +1,277 @@
+/*
+ * rt/rt.h — the runtime: event loops, coroutines, timers, contexts,
+ * cross-thread wake-ups and blocking offload.
+ *
+ * The model (DESIGN.md, Runtime):
+ *   - rt_run() starts `threads` event loops, one per thread, each with its
+ *     own epoll set, timer heap and run queue.  Loop 0 runs on the calling
+ *     thread.  rt_run returns once the main coroutine returns.
+ *   - Work runs on stackful coroutines (mmap'd stacks, a PROT_NONE guard
+ *     page under each: an overflow is a clean crash report).  A coroutine
+ *     belongs to one loop for life.  Code that would block — a read, a
+ *     sleep, a lock, a pool — *parks* the coroutine instead; the loop runs
+ *     others meanwhile.  So handlers read straight through, like Go.
+ *   - Every wait takes a context (rt_ctx) and ends early with ECANCELED
+ *     when the context is cancelled, or ETIMEDOUT when its deadline (or
+ *     the wait's own deadline) passes.
+ *   - Any thread may wake a parked coroutine; wake-ups to another loop go
+ *     through that loop's mailbox (an eventfd plus a locked queue).
+ *
+ * Errors: functions return 0 or a negative errno (-ECANCELED, -ETIMEDOUT,
+ * -EPIPE, ...), except where documented otherwise.  Allocation failure of
+ * runtime structures aborts the process.
+ */
+#ifndef RT_RT_H
+#define RT_RT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "base/clock.h"
+
+typedef struct rt_loop rt_loop;
+typedef struct rt_coro rt_coro;
+typedef struct rt_ctx rt_ctx;
+typedef void (*rt_fn)(void *arg);
+
+/* ---- lifecycle ------------------------------------------------------------ */
+
+typedef struct rt_options {
+    int threads;          /* event loops; 0 = number of cores */
+    size_t stack_size;    /* per coroutine, guard page excluded; 0 = 128 KiB */
+    int offload_threads;  /* blocking-call pool; 0 = 2 */
+    bool handle_signals;  /* SIGTERM/SIGINT cancel rt_shutdown_ctx(); a
+                             second signal exits the process at once */
+} rt_options;
+
+/* Runs the runtime: starts the loops, runs main_fn(arg) as a coroutine on
+ * loop 0 and returns when it returns.  Coroutines still parked then are
+ * abandoned and their stacks freed.  Returns 0, or -errno if the runtime
+ * could not start.  Not reentrant; may be called again after it returns. */
+int rt_run(const rt_options *opt, rt_fn main_fn, void *arg);
+
+int rt_nloops(void);
+rt_loop *rt_loop_at(int i);
+/* The loop of the calling thread, or NULL on a thread that is not a loop. */
+rt_loop *rt_loop_current(void);
+int rt_loop_index(const rt_loop *l);
+
+/* Runs fn(arg) on loop l's thread, outside any coroutine (it must not park).
+ * Safe from any thread. */
+void rt_post(rt_loop *l, rt_fn fn, void *arg);
+
+/* ---- coroutines ----------------------------------------------------------- */
+
+/* Starts fn(arg) on a new coroutine of the current loop (or loop 0 when
+ * called from a non-loop thread).  It runs after the caller next parks. */
+void rt_go(rt_fn fn, void *arg);
+/* Same, on loop l; safe from any thread. */
+void rt_go_on(rt_loop *l, rt_fn fn, void *arg);
+
+/* A coroutine that can be joined: it keeps its structure after returning
+ * until rt_join succeeds or rt_detach is called.  Exactly one of the two
+ * must happen. */
+rt_coro *rt_spawn_joinable(rt_loop *l, rt_fn fn, void *arg);
+int rt_join(rt_coro *co, rt_ctx *ctx);
+void rt_detach(rt_coro *co);
+
+/* The running coroutine, or NULL outside coroutines. */
+rt_coro *rt_self(void);
+/* A per-coroutine pointer for the layers above (e.g. the current request). */
+void *rt_coro_local(void);
+void rt_coro_set_local(void *p);
+
+/* Lets the other runnable coroutines of this loop run first. */
+void rt_yield(void);
+/* Parks for ns nanoseconds.  0, or -ECANCELED/-ETIMEDOUT if ctx ends first. */
+int rt_sleep(rt_ctx *ctx, int64_t ns);
+
+/* ---- park / wake: the primitive every wait is built on --------------------
+ *
+ * rt_park parks the running coroutine until rt_wake(), the deadline
+ * (absolute, bz_now_ns() clock; BZ_NO_DEADLINE for none) or the end of ctx
+ * (NULL: none).  If `unlock` is given it is released after the coroutine is
+ * registered as parked and before it switches away, which closes the
+ * lost-wake-up window for callers that queue themselves under a lock.
+ * Returns the value given to rt_wake, or -ETIMEDOUT / -ECANCELED. */
+int rt_park(rt_ctx *ctx, int64_t deadline, pthread_mutex_t *unlock);
+/* Wakes co with result (≤ 0) if it is parked and nobody woke it yet.
+ * Returns true if this call woke it.  Safe from any thread. */
+bool rt_wake(rt_coro *co, int result);
+
+/* ---- contexts ---------------------------------------------------------------
+ *
+ * A context carries a deadline and a cancel signal from parent to children,
+ * like Go's context.Context.  Contexts are plain structs owned by the
+ * caller (often on the coroutine stack); every rt_ctx_init* must be paired
+ * with rt_ctx_release before the memory goes away.  Cancel is safe from any
+ * thread. */
+struct rt_ctx {
+    /* private: read through the functions below */
+    pthread_mutex_t lock;
+    rt_ctx *parent;
+    rt_ctx *children, *sib_prev, *sib_next;
+    rt_coro *waiters;     /* parked coroutines, linked through the coro */
+    int64_t deadline;     /* own deadline merged with the parent's */
+    int err;              /* 0, ECANCELED or ETIMEDOUT (sticky) */
+};
+
+void rt_ctx_init(rt_ctx *c, rt_ctx *parent);
+void rt_ctx_init_deadline(rt_ctx *c, rt_ctx *parent, int64_t deadline);
+void rt_ctx_init_timeout(rt_ctx *c, rt_ctx *parent, int64_t timeout_ns);
+/* Cancels c and all its descendants: every wait under them returns
+ * -ECANCELED.  Idempotent. */
+void rt_ctx_cancel(rt_ctx *c);
+/* 0 while c is live; ECANCELED or ETIMEDOUT (positive) once it ended. */
+int rt_ctx_err(rt_ctx *c);
+int64_t rt_ctx_deadline(const rt_ctx *c);
+void rt_ctx_release(rt_ctx *c);
+
+/* Cancelled at the first SIGTERM/SIGINT (with handle_signals) or by
+ * rt_shutdown().  Live for the whole rt_run. */
+rt_ctx *rt_shutdown_ctx(void);
+void rt_shutdown(void);
+
+/* ---- timers (loop-local) -------------------------------------------------- */
+
+typedef struct rt_timer {
+    int64_t deadline;          /* bz_now_ns() clock */
+    void (*fn)(struct rt_timer *t); /* runs on the loop, outside coroutines */
+    void *data;
+    size_t idx;                /* private: heap slot + 1; 0 = not armed */
+} rt_timer;
+
+/* Arms t on the current loop (re-arms if armed). */
+void rt_timer_start(rt_timer *t, int64_t deadline);
+void rt_timer_stop(rt_timer *t);
+static inline bool rt_timer_armed(const rt_timer *t) { return t->idx != 0; }
+
+/* ---- I/O -------------------------------------------------------------------
+ *
+ * An rt_io is a non-blocking fd registered (edge-triggered) with the loop
+ * that opened it.  At most one coroutine waits to read and one to write.
+ * on_event, if set, is called on the loop for every readiness event, after
+ * waiters were woken — it lets a connection with no coroutine (an idle
+ * keep-alive) start one when bytes arrive, and lets a busy one notice a
+ * hang-up. */
+typedef struct rt_io rt_io;
+struct rt_io {
+    int fd;
+    rt_loop *loop;
+    rt_coro *reader, *writer;
+    bool readable, writable, hup;
+    void (*on_event)(rt_io *io, uint32_t events);
+    void *data;
+};
+
+/* Registers fd (made non-blocking) with the current loop. */
+int rt_io_open(rt_io *io, int fd);
+/* Deregisters and closes the fd; waiters get -EBADF. */
+void rt_io_close(rt_io *io);
+
+int rt_wait_readable(rt_io *io, rt_ctx *ctx, int64_t deadline);
+int rt_wait_writable(rt_io *io, rt_ctx *ctx, int64_t deadline);
+/* read(2) that parks on EAGAIN: bytes read, 0 at EOF, or -errno. */
+ssize_t rt_read(rt_io *io, void *buf, size_t n, rt_ctx *ctx, int64_t deadline);
+/* Writes all n bytes (parking as needed): 0 or -errno. */
+int rt_write_all(rt_io *io, const void *buf, size_t n, rt_ctx *ctx, int64_t deadline);
+/* writev of all iovecs; the array is modified. */
+struct iovec;
+int rt_writev_all(rt_io *io, struct iovec *iov, int iovcnt, rt_ctx *ctx, int64_t deadline);
+/* Non-blocking connect to host:port parked until done: fd or -errno. */
+int rt_connect_tcp(const char *host, int port, rt_ctx *ctx, int64_t deadline);
+
+/* ---- listeners ---------------------------------------------------------------
+ *
+ * One SO_REUSEPORT socket per loop: the kernel spreads connections over
+ * the loops and each loop owns its connections for life.  on_accept runs
+ * on the accepting loop, outside coroutines, with a non-blocking fd it now
+ * owns. */
+typedef struct rt_listener rt_listener;
+typedef void (*rt_accept_fn)(rt_loop *l, int fd, const struct sockaddr *peer, socklen_t peerlen,
+                             void *arg);
+
+/* addr is "[host]:port" (":8080" = every address, dual-stack; port 0 picks
+ * a free port).  Returns NULL with *err = -errno on failure. */
+rt_listener *rt_listen(const char *addr, rt_accept_fn on_accept, void *arg, int *err);
+int rt_listener_port(const rt_listener *l);
+/* Stops accepting on every loop (the sockets close asynchronously) and
+ * frees the listener once every loop has let go of it.  Any thread. */
+void rt_listener_close(rt_listener *l);
+
+/* ---- cross-thread synchronisation ------------------------------------------
+ *
+ * All of these park coroutines (never the thread) and may be shared by
+ * coroutines on different loops.  Waiters are served first come, first
+ * served, and ownership is handed straight to the woken waiter. */
+typedef struct rt_waitq { rt_coro *head, *tail; } rt_waitq;
+
+typedef struct rt_mutex {
+    pthread_mutex_t lk;
+    bool locked;
+    rt_waitq q;
+} rt_mutex;
+void rt_mutex_init(rt_mutex *m);
+void rt_mutex_destroy(rt_mutex *m);
+/* 0 once held, or -ECANCELED/-ETIMEDOUT (not held). */
+int rt_mutex_lock(rt_mutex *m, rt_ctx *ctx);
+bool rt_mutex_trylock(rt_mutex *m);
+void rt_mutex_unlock(rt_mutex *m);
+
+typedef struct rt_sem {
+    pthread_mutex_t lk;
+    int64_t count;
+    rt_waitq q;
+} rt_sem;
+void rt_sem_init(rt_sem *s, int64_t count);
+void rt_sem_destroy(rt_sem *s);
+int rt_sem_acquire(rt_sem *s, rt_ctx *ctx, int64_t deadline);
+bool rt_sem_tryacquire(rt_sem *s);
+void rt_sem_release(rt_sem *s);
+
+typedef struct rt_wg {
+    pthread_mutex_t lk;
+    int64_t count;
+    rt_waitq q;
+} rt_wg;
+void rt_wg_init(rt_wg *w);
+void rt_wg_destroy(rt_wg *w);
+void rt_wg_add(rt_wg *w, int64_t n);
+void rt_wg_done(rt_wg *w);
+/* 0 once the count is zero, or -ECANCELED/-ETIMEDOUT. */
+int rt_wg_wait(rt_wg *w, rt_ctx *ctx);
+
+/* A bounded FIFO of pointers (capacity ≥ 1). */
+typedef struct rt_chan {
+    pthread_mutex_t lk;
+    void **buf;
+    size_t cap, head, len;
+    bool closed;
+    rt_waitq recvq, sendq;
+} rt_chan;
+void rt_chan_init(rt_chan *c, size_t cap);
+void rt_chan_destroy(rt_chan *c);
+/* 0, -EPIPE if closed, -ECANCELED/-ETIMEDOUT. */
+int rt_chan_send(rt_chan *c, void *v, rt_ctx *ctx, int64_t deadline);
+/* 0 with *out set, -EPIPE once closed and drained, -ECANCELED/-ETIMEDOUT. */
+int rt_chan_recv(rt_chan *c, void **out, rt_ctx *ctx, int64_t deadline);
+/* Non-parking variants: 0, -EAGAIN, or -EPIPE. */
+int rt_chan_trysend(rt_chan *c, void *v);
+int rt_chan_tryrecv(rt_chan *c, void **out);
+/* Wakes every waiter with -EPIPE; buffered values can still be received. */
+void rt_chan_close(rt_chan *c);
+
+/* ---- blocking offload --------------------------------------------------------
+ *
+ * Runs fn(arg) on a small thread pool for calls that truly block (Argon2id,
+ * PQcancel, getaddrinfo).  The coroutine parks until fn returns.  If ctx
+ * ends while the job is still queued, it is dropped and -ECANCELED or
+ * -ETIMEDOUT is returned; once running, it is waited for (fn may use the
+ * caller's stack).  Returns 0 when fn ran. */
+int rt_offload(rt_ctx *ctx, rt_fn fn, void *arg);
+
+#endif

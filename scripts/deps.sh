@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# scripts/deps.sh — make sure the Debian packages bazaar needs are installed.
+#
+#   scripts/deps.sh build   # to compile and run
+#   scripts/deps.sh test    # + test tools and throwaway PostgreSQL/Redis
+#   scripts/deps.sh bench   # + load generators and reference servers
+#
+# Idempotent and silent when everything is there.  As root it installs what
+# is missing with apt-get; otherwise it names the missing packages and fails.
+set -euo pipefail
+
+build=(gcc make libc6-dev pkg-config libsqlite3-dev libpq-dev libhiredis-dev libsodium-dev
+       zlib1g-dev libjansson-dev)
+test=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-requests
+      postgresql redis-server curl)
+bench=(wrk nginx-light nghttp2-client redis-tools)
+
+want=("${build[@]}")
+case "${1:-build}" in
+  build) ;;
+  test) want+=("${test[@]}") ;;
+  bench) want+=("${test[@]}" "${bench[@]}") ;;
+  *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  # "install ok installed" is the only state that means usable.
+  if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "bazaar: missing Debian packages: ${missing[*]}" >&2
+  echo "bazaar: install them with: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "bazaar: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+# Refresh the package lists once if they are missing or the install fails.
+if ! apt-get install -y -qq "${missing[@]}" >/tmp/bazaar-apt.log 2>&1; then
+  apt-get update -qq >>/tmp/bazaar-apt.log 2>&1
+  apt-get install -y -qq "${missing[@]}" >>/tmp/bazaar-apt.log 2>&1 || {
+    echo "bazaar: apt-get install failed; see /tmp/bazaar-apt.log" >&2; tail -20 /tmp/bazaar-apt.log >&2; exit 1; }
+fi
