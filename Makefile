@@ -36,6 +36,8 @@ LIB_ASM  := rt/switch.S
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_ASM:%.S=$(BUILD)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+UNIT_ASM := $(wildcard tests/unit/*.S)
+UNIT_AOBJ := $(UNIT_ASM:%.S=$(BUILD)/obj/%.o)
 
 all: $(BUILD)/bazaar
 
@@ -61,9 +63,9 @@ $(BUILD)/libbazaar.a: $(LIB_OBJ)
 $(BUILD)/bazaar: $(BUILD)/obj/cmd/bazaar.o $(BUILD)/libbazaar.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libbazaar.a
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libbazaar.a $(UNIT_AOBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libbazaar.a $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(UNIT_AOBJ) $(BUILD)/libbazaar.a $(LDLIBS) -lcmocka
 
 run: deps
 	@$(MAKE) --no-print-directory all

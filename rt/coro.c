@@ -17,7 +17,7 @@
 #endif
 
 /* Free coroutines (with their stacks) kept per loop for reuse. */
-#define RT_FREE_MAX 256
+#define RT_FREE_MAX 1024
 
 _Noreturn void rt__panic(const char *msg)
 {

@@ -58,8 +58,8 @@ void rt__schedule(rt_coro *co)
     else
         l->mb_coros_head = co;
     l->mb_coros_tail = co;
-    bool do_ring = !l->mb_rung;
-    l->mb_rung = true;
+    bool do_ring = !atomic_load_explicit(&l->mb_rung, memory_order_relaxed);
+    atomic_store_explicit(&l->mb_rung, true, memory_order_relaxed);
     pthread_mutex_unlock(&l->mb_lock);
     if (do_ring)
         ring(l);
@@ -79,8 +79,8 @@ void rt_post(rt_loop *l, rt_fn fn, void *arg)
     else
         l->mb_posts_head = p;
     l->mb_posts_tail = p;
-    bool do_ring = !l->mb_rung;
-    l->mb_rung = true;
+    bool do_ring = !atomic_load_explicit(&l->mb_rung, memory_order_relaxed);
+    atomic_store_explicit(&l->mb_rung, true, memory_order_relaxed);
     pthread_mutex_unlock(&l->mb_lock);
     if (do_ring)
         ring(l);
@@ -93,7 +93,7 @@ static void drain_mailbox(rt_loop *l)
     rt__post *posts = l->mb_posts_head;
     l->mb_coros_head = l->mb_coros_tail = NULL;
     l->mb_posts_head = l->mb_posts_tail = NULL;
-    l->mb_rung = false;
+    atomic_store_explicit(&l->mb_rung, false, memory_order_relaxed);
     pthread_mutex_unlock(&l->mb_lock);
     while (cos) {
         rt_coro *next = cos->next;
@@ -222,13 +222,24 @@ static void run_ready(rt_loop *l)
     }
 }
 
+/* While coroutines stay runnable, poll for I/O only every POLL_EVERY
+ * batches: an epoll_wait per batch would cost a system call per couple of
+ * context switches, yet I/O must not starve behind busy coroutines. */
+#define POLL_EVERY 32
+
 static void loop_body(rt_loop *l)
 {
     struct epoll_event evs[MAX_EVENTS];
+    unsigned skipped = 0;
     while (!atomic_load_explicit(&g_stop, memory_order_acquire)) {
         run_ready(l);
         int timeout = -1;
         if (l->runq_head) {
+            if (++skipped < POLL_EVERY && !atomic_load_explicit(&l->mb_rung, memory_order_relaxed)) {
+                if (l->heap_len)
+                    rt__timers_run(l, bz_now_ns());
+                continue;
+            }
             timeout = 0;
         } else {
             int64_t next = rt__timers_next(l);
@@ -240,6 +251,7 @@ static void loop_body(rt_loop *l)
                     timeout = 3600000;
             }
         }
+        skipped = 0;
         int n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout);
         if (n < 0 && errno != EINTR) {
             perror("bazaar: epoll_wait");
@@ -247,7 +259,8 @@ static void loop_body(rt_loop *l)
         }
         for (int i = 0; i < n; i++)
             rt__io_dispatch(l, evs[i].data.ptr, evs[i].events);
-        rt__timers_run(l, bz_now_ns());
+        if (l->heap_len)
+            rt__timers_run(l, bz_now_ns());
         drain_mailbox(l);
     }
 }
@@ -349,9 +362,11 @@ int rt_run(const rt_options *opt, rt_fn main_fn, void *arg)
             return r;
         }
     }
-    rt__offload_start(o.offload_threads > 0 ? o.offload_threads : 2);
+    /* Signals first: every thread created after this inherits the mask
+     * that routes SIGTERM/SIGINT to the signalfd. */
     if (o.handle_signals)
         rt__signals_start(&g_loops[0]);
+    rt__offload_start(o.offload_threads > 0 ? o.offload_threads : 2);
     for (int i = 1; i < o.threads; i++)
         pthread_create(&g_loops[i].thread, NULL, loop_thread, &g_loops[i]);
 

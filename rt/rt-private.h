@@ -104,7 +104,7 @@ struct rt_loop {
     pthread_mutex_t mb_lock;
     rt_coro *mb_coros_head, *mb_coros_tail;
     rt__post *mb_posts_head, *mb_posts_tail;
-    bool mb_rung;
+    atomic_bool mb_rung;    /* doorbell rung, mailbox not drained yet */
     /* coroutine stacks */
     rt_coro *free_coros;
     size_t nfree;

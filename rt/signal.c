@@ -22,6 +22,7 @@
 #define ALTSTACK_SIZE (64 * 1024)
 
 /* ---- guard page --------------------------------------------------------------- */
+#ifndef RT_ASAN /* ASan has its own SEGV and stack-overflow reporting */
 
 static void segv_handler(int sig, siginfo_t *si, void *uc)
 {
@@ -44,10 +45,11 @@ static void segv_handler(int sig, siginfo_t *si, void *uc)
      * which now kills the process with the original signal. */
     signal(sig, SIG_DFL);
 }
+#endif
 
 void rt__signals_install_guard(rt_loop *l)
 {
-#ifndef RT_ASAN /* ASan has its own SEGV and stack-overflow reporting */
+#ifndef RT_ASAN
     l->altstack = malloc(ALTSTACK_SIZE);
     if (!l->altstack)
         return;

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# tests/run_unit.sh BIN... — runs cmocka test binaries, prints each one's
+# report, then one closing line "unit: N passed, N failed".
+set -u
+passed=0 failed=0 status=0
+for bin in "$@"; do
+  out=$("$bin" 2>&1); rc=$?
+  printf '%s\n' "$out"
+  p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+  f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+  if [ $rc -ne 0 ]; then
+    status=1
+    [ -z "$f" ] && { failed=$((failed + 1)); echo "unit: $bin exited with status $rc"; }
+  fi
+done
+echo "unit: $passed passed, $failed failed"
+exit $status

@@ -1,0 +1,339 @@
+/* tests/unit/test_base.c — base/: arena, buffers and slices, clocks,
+ * logging, errors, and the flag/environment parser. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "base/arena.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/config.h"
+#include "base/error.h"
+#include "base/log.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- arena ---- */
+
+static int defer_count;
+static void count_defer(void *p) { defer_count += (int)(intptr_t)p; }
+
+static void arena_alloc_align_and_reset(void **state)
+{
+    bz_arena a;
+    bz_arena_init(&a, 1024);
+    for (int i = 0; i < 1000; i++) {
+        char *p = bz_arena_alloc(&a, (size_t)(i % 37) + 1);
+        assert_int_equal((uintptr_t)p % 16, 0);
+        memset(p, 0xAB, (size_t)(i % 37) + 1);
+    }
+    void *big = bz_arena_alloc(&a, 100000); /* larger than a chunk */
+    memset(big, 1, 100000);
+    assert_true(a.total > 100000);
+    bz_arena_defer_fn(&a, count_defer, (void *)(intptr_t)3);
+    bz_arena_defer_fn(&a, count_defer, (void *)(intptr_t)4);
+    defer_count = 0;
+    bz_arena_reset(&a);
+    assert_int_equal(defer_count, 7);
+    assert_int_equal(a.total, 1024); /* first ordinary chunk kept */
+    char *s = bz_arena_printf(&a, "%s-%d", "x", 42);
+    assert_string_equal(s, "x-42");
+    assert_string_equal(bz_arena_strndup(&a, "hello", 3), "hel");
+    int *z = bz_arena_calloc(&a, 10, sizeof(int));
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(z[i], 0);
+    defer_count = 0;
+    bz_arena_defer_fn(&a, count_defer, (void *)(intptr_t)1);
+    bz_arena_free(&a);
+    assert_int_equal(defer_count, 1);
+    assert_int_equal(a.total, 0);
+}
+
+/* ---- slices and buffers ---- */
+
+static void str_ops(void **state)
+{
+    assert_true(bz_str_eq_c(BZ_STR_LIT("abc"), "abc"));
+    assert_false(bz_str_eq_c(BZ_STR_LIT("abc"), "abd"));
+    assert_true(bz_str_ieq_c(BZ_STR_LIT("Content-Length"), "content-length"));
+    assert_false(bz_str_ieq_c(BZ_STR_LIT("Content-Lengt"), "content-length"));
+    bz_str t = bz_str_trim(BZ_STR_LIT(" \t x y \t"));
+    assert_true(bz_str_eq_c(t, "x y"));
+    assert_int_equal(bz_str_index(BZ_STR_LIT("a:b"), ':'), 1);
+    assert_int_equal(bz_str_index(BZ_STR_LIT("ab"), ':'), -1);
+    int64_t v;
+    assert_true(bz_str_to_i64(BZ_STR_LIT("9223372036854775807"), &v));
+    assert_true(v == INT64_MAX);
+    assert_true(bz_str_to_i64(BZ_STR_LIT("-9223372036854775808"), &v));
+    assert_true(v == INT64_MIN);
+    assert_false(bz_str_to_i64(BZ_STR_LIT("9223372036854775808"), &v));
+    assert_false(bz_str_to_i64(BZ_STR_LIT(""), &v));
+    assert_false(bz_str_to_i64(BZ_STR_LIT("12a"), &v));
+    assert_false(bz_str_to_i64(BZ_STR_LIT("-"), &v));
+    uint64_t u;
+    assert_true(bz_str_to_u64(BZ_STR_LIT("18446744073709551615"), &u));
+    assert_false(bz_str_to_u64(BZ_STR_LIT("18446744073709551616"), &u));
+}
+
+static void buf_ops(void **state)
+{
+    bz_buf b = BZ_BUF_INIT;
+    for (int i = 0; i < 1000; i++)
+        bz_buf_append_c(&b, "ab");
+    assert_int_equal(b.len, 2000);
+    assert_int_equal(strlen(b.data), 2000);
+    bz_buf_clear(&b);
+    bz_buf_append_i64(&b, INT64_MIN);
+    bz_buf_putc(&b, ' ');
+    bz_buf_append_i64(&b, 0);
+    bz_buf_putc(&b, ' ');
+    bz_buf_printf(&b, "%05d", 42);
+    assert_string_equal(b.data, "-9223372036854775808 0 00042");
+    bz_buf_consume(&b, 21);
+    assert_string_equal(b.data, "0 00042");
+    bz_buf_clear(&b);
+    bz_buf_append_json_escaped(&b, bz_str_make("a\"b\\c\n\x01\xc3\xa9", 9));
+    assert_string_equal(b.data, "a\\\"b\\\\c\\n\\u0001\xc3\xa9");
+    bz_buf_free(&b);
+    assert_null(b.data);
+}
+
+/* ---- clocks ---- */
+
+static void clock_formats(void **state)
+{
+    char out[32];
+    assert_int_equal(bz_fmt_rfc3339_us(out, 1795832296123456LL), 27);
+    assert_string_equal(out, "2026-11-28T02:18:16.123456Z");
+    assert_int_equal(bz_fmt_rfc3339_us(out, 0), 27);
+    assert_string_equal(out, "1970-01-01T00:00:00.000000Z");
+    assert_int_equal(bz_fmt_http_date(out, 1795832296), 29);
+    assert_string_equal(out, "Sat, 28 Nov 2026 02:18:16 GMT");
+    int64_t a = bz_now_ns();
+    usleep(2000);
+    int64_t b = bz_now_ns();
+    assert_true(b - a >= 2 * BZ_NS_PER_MS);
+    assert_true(bz_wall_us() > 1700000000000000LL);
+}
+
+/* ---- logging ---- */
+
+static void log_json_and_text(void **state)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    bz_log_set_fd(fds[1]);
+    bz_log_setup(BZ_LOG_INFO, BZ_LOG_JSON);
+    bz_log_info("hello \"world\"", BZ_F_STR("addr", ":8080"), BZ_F_INT("n", -5), BZ_F_STRN("p", "abcdef", 3));
+    bz_log_dbg("hidden");
+    bz_log_setup(BZ_LOG_DEBUG, BZ_LOG_TEXT);
+    bz_log_warn("two words", BZ_F_STR("k", "a b"));
+    bz_log_set_fd(-1);
+    close(fds[1]);
+    char got[1024] = {0};
+    ssize_t n = read(fds[0], got, sizeof got - 1);
+    close(fds[0]);
+    assert_true(n > 0);
+    char *nl = strchr(got, '\n');
+    assert_non_null(nl);
+    *nl = '\0';
+    assert_non_null(strstr(got, "\"level\":\"info\",\"msg\":\"hello \\\"world\\\"\",\"addr\":\":8080\",\"n\":-5,\"p\":\"abc\"}"));
+    assert_true(got[0] == '{');
+    assert_null(strstr(nl + 1, "hidden"));
+    assert_non_null(strstr(nl + 1, "WARN  two words k=\"a b\""));
+    bz_log_setup(BZ_LOG_INFO, BZ_LOG_TEXT);
+}
+
+/* ---- errors ---- */
+
+static void error_values(void **state)
+{
+    bz_error e;
+    assert_int_equal(bz_err_set(&e, BZ_ERR_NOT_FOUND, "item %d does not exist", 42), BZ_ERR_NOT_FOUND);
+    assert_string_equal(e.msg, "item 42 does not exist");
+    assert_string_equal(bz_err_kind_name(e.kind), "not_found");
+    assert_int_equal(bz_err_from_errno(-ECANCELED), BZ_ERR_CANCELLED);
+    assert_int_equal(bz_err_from_errno(ETIMEDOUT), BZ_ERR_TIMEOUT);
+    bz_err_clear(&e);
+    assert_int_equal(e.kind, BZ_OK);
+    assert_int_equal(bz_err_set(NULL, BZ_ERR_IO, "x"), BZ_ERR_IO);
+}
+
+/* ---- config ---- */
+
+static int parse(bz_config *c, char *err, const char *a0, ...)
+{
+    char *argv[32];
+    int argc = 0;
+    argv[argc++] = "bazaar";
+    va_list ap;
+    va_start(ap, a0);
+    for (const char *a = a0; a; a = va_arg(ap, const char *))
+        argv[argc++] = (char *)a;
+    va_end(ap);
+    argv[argc] = NULL;
+    return bz_config_parse(c, argc, argv, err, 512);
+}
+
+static void config_defaults(void **state)
+{
+    static bz_config c;
+    char err[512];
+    assert_int_equal(parse(&c, err, NULL), 0);
+    assert_int_equal(c.command, BZ_CMD_SERVE);
+    assert_string_equal(c.http_addr, ":8080");
+    assert_string_equal(c.grpc_addr, ":9090");
+    assert_string_equal(c.db, "sqlite://bazaar.db");
+    assert_string_equal(c.cache, "memory");
+    assert_true(c.threads >= 1);
+    assert_int_equal(c.db_max_open, 25);
+    assert_int_equal(c.db_max_idle, 25);
+    assert_true(c.db_conn_max_lifetime_ns == 300 * BZ_NS_PER_S);
+    assert_true(c.db_conn_max_idle_time_ns == 60 * BZ_NS_PER_S);
+    assert_true(c.read_header_timeout_ns == 5 * BZ_NS_PER_S);
+    assert_true(c.read_timeout_ns == 15 * BZ_NS_PER_S);
+    assert_true(c.write_timeout_ns == 30 * BZ_NS_PER_S);
+    assert_true(c.idle_timeout_ns == 60 * BZ_NS_PER_S);
+    assert_true(c.request_timeout_ns == 10 * BZ_NS_PER_S);
+    assert_true(c.shutdown_grace_ns == 10 * BZ_NS_PER_S);
+    assert_int_equal(c.max_header_bytes, 16384);
+    assert_int_equal(c.max_body_bytes, 1048576);
+    assert_int_equal(c.rate_limit.count, 0);
+    assert_int_equal(c.login_rate_limit.count, 10);
+    assert_true(c.login_rate_limit.window_ns == 60 * BZ_NS_PER_S);
+    assert_true(c.cache_ttl_ns == 60 * BZ_NS_PER_S);
+    assert_int_equal(c.cache_max_memory, 256LL << 20);
+    assert_int_equal(c.cache_eviction, BZ_EVICT_ALLKEYS_LRU);
+    assert_int_equal(c.log_level, BZ_LOG_INFO);
+}
+
+static void config_flags_env_precedence(void **state)
+{
+    static bz_config c;
+    char err[512];
+    setenv("BAZAAR_DB_MAX_OPEN", "7", 1);
+    setenv("BAZAAR_THREADS", "3", 1);
+    assert_int_equal(parse(&c, err, "serve", "--threads", "2", "--grpc-addr=off", "--cache",
+                           "redis://127.0.0.1:6379/0", "--read-timeout", "1m30s", "--cache-max-memory",
+                           "64KiB", "--cache-eviction", "volatile-ttl", "--login-rate-limit", "5/h",
+                           "--log-level", "debug", NULL),
+                     0);
+    assert_int_equal(c.db_max_open, 7); /* from the environment */
+    assert_int_equal(c.threads, 2);     /* flag beats environment */
+    assert_string_equal(c.grpc_addr, "");
+    assert_string_equal(c.cache, "redis://127.0.0.1:6379/0");
+    assert_true(c.read_timeout_ns == 90 * BZ_NS_PER_S);
+    assert_int_equal(c.cache_max_memory, 65536);
+    assert_int_equal(c.cache_eviction, BZ_EVICT_VOLATILE_TTL);
+    assert_int_equal(c.login_rate_limit.count, 5);
+    assert_true(c.login_rate_limit.window_ns == 3600 * BZ_NS_PER_S);
+    assert_int_equal(c.log_level, BZ_LOG_DEBUG);
+    unsetenv("BAZAAR_DB_MAX_OPEN");
+    unsetenv("BAZAAR_THREADS");
+    assert_int_equal(parse(&c, err, "seed", "--users", "5", "--items", "9", "--orders", "3", "--seed", "42", NULL), 0);
+    assert_int_equal(c.command, BZ_CMD_SEED);
+    assert_int_equal(c.seed_users, 5);
+    assert_int_equal(c.seed_seed, 42);
+    assert_int_equal(parse(&c, err, "version", NULL), 0);
+    assert_int_equal(c.command, BZ_CMD_VERSION);
+    assert_int_equal(parse(&c, err, "--help", NULL), 0);
+    assert_int_equal(c.command, BZ_CMD_HELP);
+}
+
+static void config_rejects_bad_values(void **state)
+{
+    static bz_config c;
+    char err[512];
+    struct {
+        const char *a, *b, *needle;
+    } cases[] = {
+        {"--threads", "abc", "--threads"},
+        {"--threads", "0", "--threads"},
+        {"--read-timeout", "5 parsecs", "--read-timeout"},
+        {"--read-timeout", "-5s", "--read-timeout"},
+        {"--idle-timeout", "1e3s", "--idle-timeout"},
+        {"--db-max-open", "-1", "--db-max-open"},
+        {"--db-max-idle", "-2", "--db-max-idle"},
+        {"--http-addr", "8080", "--http-addr"},
+        {"--http-addr", ":99999", "--http-addr"},
+        {"--db", "mysql://x", "--db"},
+        {"--cache", "memcached", "--cache"},
+        {"--cache", "redis://host", "--cache"},
+        {"--cache-max-memory", "12XB", "--cache-max-memory"},
+        {"--cache-eviction", "random", "--cache-eviction"},
+        {"--rate-limit", "fast", "--rate-limit"},
+        {"--login-rate-limit", "10/fortnight", "--login-rate-limit"},
+        {"--log-level", "loud", "--log-level"},
+        {"--log-format", "xml", "--log-format"},
+        {"--max-body-bytes", "0", "--max-body-bytes"},
+        {"--bogus", "1", "--bogus"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        err[0] = '\0';
+        assert_int_equal(parse(&c, err, cases[i].a, cases[i].b, NULL), -1);
+        assert_non_null(strstr(err, cases[i].needle));
+        assert_null(strchr(err, '\n'));
+    }
+    assert_int_equal(parse(&c, err, "--threads", NULL), -1);
+    assert_non_null(strstr(err, "needs a value"));
+    assert_int_equal(parse(&c, err, "frobnicate", NULL), -1);
+    assert_non_null(strstr(err, "unknown command"));
+    assert_int_equal(parse(&c, err, "serve", "--users", "3", NULL), -1);
+    assert_non_null(strstr(err, "--users"));
+    setenv("BAZAAR_WRITE_TIMEOUT", "soon", 1);
+    assert_int_equal(parse(&c, err, NULL), -1);
+    assert_non_null(strstr(err, "BAZAAR_WRITE_TIMEOUT"));
+    unsetenv("BAZAAR_WRITE_TIMEOUT");
+}
+
+static void notations(void **state)
+{
+    int64_t ns, b;
+    assert_int_equal(bz_parse_duration("250ms", &ns), 0);
+    assert_true(ns == 250 * BZ_NS_PER_MS);
+    assert_int_equal(bz_parse_duration("1.5s", &ns), 0);
+    assert_true(ns == 1500 * BZ_NS_PER_MS);
+    assert_int_equal(bz_parse_duration("1h30m", &ns), 0);
+    assert_true(ns == 5400 * BZ_NS_PER_S);
+    assert_int_equal(bz_parse_duration("0", &ns), 0);
+    assert_int_equal(ns, 0);
+    assert_int_equal(bz_parse_duration("5", &ns), -1);
+    assert_int_equal(bz_parse_duration("", &ns), -1);
+    assert_int_equal(bz_parse_duration("s", &ns), -1);
+    assert_int_equal(bz_parse_duration("99999999999h", &ns), -1);
+    assert_int_equal(bz_parse_size("256MiB", &b), 0);
+    assert_int_equal(b, 256LL << 20);
+    assert_int_equal(bz_parse_size("1GiB", &b), 0);
+    assert_int_equal(bz_parse_size("-1", &b), -1);
+    assert_int_equal(bz_parse_size("99999999999999GiB", &b), -1);
+    char host[64];
+    int port;
+    assert_int_equal(bz_parse_addr("[::1]:8080", host, sizeof host, &port), 0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 8080);
+    assert_int_equal(bz_parse_addr(":0", host, sizeof host, &port), 0);
+    assert_string_equal(host, "");
+    assert_int_equal(bz_parse_addr("::1:80", host, sizeof host, &port), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(arena_alloc_align_and_reset),
+        cmocka_unit_test(str_ops),
+        cmocka_unit_test(buf_ops),
+        cmocka_unit_test(clock_formats),
+        cmocka_unit_test(log_json_and_text),
+        cmocka_unit_test(error_values),
+        cmocka_unit_test(config_defaults),
+        cmocka_unit_test(config_flags_env_precedence),
+        cmocka_unit_test(config_rejects_bad_values),
+        cmocka_unit_test(notations),
+    };
+    return cmocka_run_group_tests_name("base", tests, NULL, NULL);
+}

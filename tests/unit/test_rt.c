@@ -1,0 +1,728 @@
+/* tests/unit/test_rt.c — the runtime: context switches, coroutine churn,
+ * timers, contexts, cross-thread wake-ups, sync primitives, offload,
+ * sockets, and the guard page. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "rt/rt.h"
+
+#include <errno.h>
+#include <fenv.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ASan and TSan handle SIGSEGV themselves: the guard-page test runs in
+ * the plain build only. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define UNDER_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define UNDER_SANITIZER 1
+#endif
+#endif
+
+/* Runs fn(arg) as the main coroutine of a fresh runtime with n loops. */
+static void run(int threads, rt_fn fn, void *arg)
+{
+    rt_options o = {.threads = threads};
+    assert_int_equal(rt_run(&o, fn, arg), 0);
+}
+
+/* ---- context switch correctness ---- */
+
+#if defined(__x86_64__)
+void test_regs_yield(uint64_t seed, uint64_t out[6]);
+
+typedef struct {
+    uint64_t seed;
+    uint64_t out[6];
+    rt_wg *wg;
+} regs_arg;
+
+static void regs_coro(void *p)
+{
+    regs_arg *a = p;
+    for (int round = 0; round < 100; round++) {
+        test_regs_yield(a->seed + (uint64_t)round * 16, a->out);
+        for (int i = 0; i < 6; i++)
+            if (a->out[i] != a->seed + (uint64_t)round * 16 + (uint64_t)i)
+                a->out[0] = 0xBAD;
+        if (a->out[0] == 0xBAD)
+            break;
+    }
+    rt_wg_done(a->wg);
+}
+#endif
+
+static const int rounding[4] = {FE_TONEAREST, FE_UPWARD, FE_DOWNWARD, FE_TOWARDZERO};
+
+typedef struct {
+    int mode;
+    bool ok;
+    rt_wg *wg;
+} fp_arg;
+
+static double divide(double a, double b)
+{
+    volatile double x = a, y = b; /* computed at run time, with SSE on x86-64 */
+    return x / y;
+}
+
+static void fp_coro(void *p)
+{
+    fp_arg *a = p;
+    a->ok = true;
+    fesetround(a->mode);
+    /* 1/3 rounds differently under each mode; remember ours. */
+    double mine = divide(1.0, 3.0), neg = divide(-1.0, 3.0);
+    for (int i = 0; i < 50; i++) {
+        rt_yield();
+        /* Other coroutines set other rounding modes meanwhile: the x87
+         * control word (fegetround) and MXCSR (the SSE division) must be
+         * ours again. */
+        if (fegetround() != a->mode || divide(1.0, 3.0) != mine || divide(-1.0, 3.0) != neg)
+            a->ok = false;
+    }
+    fesetround(FE_TONEAREST);
+    rt_wg_done(a->wg);
+}
+
+static void switch_main(void *unused)
+{
+    rt_wg wg;
+    rt_wg_init(&wg);
+#if defined(__x86_64__)
+    regs_arg ra[4];
+    for (int i = 0; i < 4; i++) {
+        ra[i] = (regs_arg){.seed = 0x1000000000ull * (uint64_t)(i + 1), .wg = &wg};
+        rt_wg_add(&wg, 1);
+        rt_go(regs_coro, &ra[i]);
+    }
+#endif
+    fp_arg fa[4];
+    for (int i = 0; i < 4; i++) {
+        fa[i] = (fp_arg){.mode = rounding[i], .wg = &wg};
+        rt_wg_add(&wg, 1);
+        rt_go(fp_coro, &fa[i]);
+    }
+    assert_int_equal(rt_wg_wait(&wg, NULL), 0);
+#if defined(__x86_64__)
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < 6; k++)
+            assert_true(ra[i].out[k] == ra[i].seed + 99 * 16 + (uint64_t)k);
+#endif
+    for (int i = 0; i < 4; i++)
+        assert_true(fa[i].ok);
+    rt_wg_destroy(&wg);
+}
+
+static void context_switch_preserves_registers_and_fp_state(void **state) { run(1, switch_main, NULL); }
+
+/* ---- 100k coroutines ---- */
+
+static int churn_count;
+static void churn_one(void *p)
+{
+    churn_count++;
+    rt_wg_done(p);
+}
+
+static void churn_main(void *unused)
+{
+    rt_wg wg;
+    rt_wg_init(&wg);
+    churn_count = 0;
+    for (int i = 0; i < 100000; i++) {
+        rt_wg_add(&wg, 1);
+        rt_go(churn_one, &wg);
+        if (i % 1000 == 999)
+            rt_yield(); /* let the batch run so stacks are recycled */
+    }
+    assert_int_equal(rt_wg_wait(&wg, NULL), 0);
+    assert_int_equal(churn_count, 100000);
+    rt_wg_destroy(&wg);
+}
+
+static void hundred_thousand_coroutines(void **state) { run(1, churn_main, NULL); }
+
+/* ---- timers fire in deadline order ---- */
+
+#define NT 300
+static int order[NT], norder;
+static int64_t delays[NT], base;
+
+static void sleeper(void *p)
+{
+    int i = (int)(intptr_t)p;
+    /* Absolute deadlines from one base, so start-up order cannot matter. */
+    assert_int_equal(rt_park(NULL, base + delays[i], NULL), -ETIMEDOUT);
+    order[norder++] = i;
+}
+
+static void timers_main(void *unused)
+{
+    norder = 0;
+    srand(7);
+    for (int i = 0; i < NT; i++) {
+        /* distinct deadlines, shuffled, 0..60 ms apart by 0.2 ms */
+        delays[i] = (int64_t)i * 200 * BZ_NS_PER_US;
+    }
+    for (int i = NT - 1; i > 0; i--) {
+        int j = rand() % (i + 1);
+        int64_t t = delays[i];
+        delays[i] = delays[j];
+        delays[j] = t;
+    }
+    base = bz_now_ns() + 20 * BZ_NS_PER_MS;
+    for (int i = 0; i < NT; i++)
+        rt_go(sleeper, (void *)(intptr_t)i);
+    rt_sleep(NULL, 200 * BZ_NS_PER_MS);
+    assert_int_equal(norder, NT);
+    for (int k = 1; k < NT; k++)
+        assert_true(delays[order[k - 1]] < delays[order[k]]);
+}
+
+static void timers_fire_in_deadline_order(void **state) { run(1, timers_main, NULL); }
+
+static int fired[3], nfired;
+static void timer_cb(rt_timer *t) { fired[nfired++] = (int)(intptr_t)t->data; }
+
+static void raw_timers_main(void *unused)
+{
+    rt_timer t[4] = {{.fn = timer_cb, .data = (void *)0}, {.fn = timer_cb, .data = (void *)1},
+                     {.fn = timer_cb, .data = (void *)2}, {.fn = timer_cb, .data = (void *)3}};
+    int64_t now = bz_now_ns();
+    nfired = 0;
+    rt_timer_start(&t[0], now + 30 * BZ_NS_PER_MS);
+    rt_timer_start(&t[1], now + 10 * BZ_NS_PER_MS);
+    rt_timer_start(&t[2], now + 20 * BZ_NS_PER_MS);
+    rt_timer_start(&t[3], now + 15 * BZ_NS_PER_MS);
+    rt_timer_stop(&t[3]); /* stopped timers never fire */
+    assert_false(rt_timer_armed(&t[3]));
+    rt_sleep(NULL, 60 * BZ_NS_PER_MS);
+    assert_int_equal(nfired, 3);
+    assert_int_equal(fired[0], 1);
+    assert_int_equal(fired[1], 2);
+    assert_int_equal(fired[2], 0);
+}
+
+static void raw_timers_in_order_and_stoppable(void **state) { run(1, raw_timers_main, NULL); }
+
+/* ---- contexts ---- */
+
+typedef struct {
+    rt_ctx *ctx;
+    int result;
+    int64_t took;
+    rt_wg *wg;
+} waiter_arg;
+
+static void long_waiter(void *p)
+{
+    waiter_arg *a = p;
+    int64_t t0 = bz_now_ns();
+    a->result = rt_sleep(a->ctx, 10 * BZ_NS_PER_S);
+    a->took = bz_now_ns() - t0;
+    rt_wg_done(a->wg);
+}
+
+static void *cancel_thread(void *p)
+{
+    usleep(20000);
+    rt_ctx_cancel(p);
+    return NULL;
+}
+
+static void cancel_main(void *unused)
+{
+    rt_ctx parent, child;
+    rt_ctx_init(&parent, NULL);
+    rt_ctx_init(&child, &parent);
+    rt_wg wg;
+    rt_wg_init(&wg);
+    waiter_arg a[2] = {{.ctx = &parent, .wg = &wg}, {.ctx = &child, .wg = &wg}};
+    rt_wg_add(&wg, 2);
+    /* Waiters on the other loop; the cancel comes from a plain thread. */
+    rt_go_on(rt_loop_at(1), long_waiter, &a[0]);
+    rt_go_on(rt_loop_at(1), long_waiter, &a[1]);
+    pthread_t th;
+    pthread_create(&th, NULL, cancel_thread, &parent);
+    assert_int_equal(rt_wg_wait(&wg, NULL), 0);
+    pthread_join(th, NULL);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(a[i].result, -ECANCELED);
+        assert_true(a[i].took < 200 * BZ_NS_PER_MS);
+    }
+    assert_int_equal(rt_ctx_err(&child), ECANCELED);
+    /* A child made from a cancelled parent starts cancelled. */
+    rt_ctx late;
+    rt_ctx_init(&late, &parent);
+    assert_int_equal(rt_sleep(&late, BZ_NS_PER_S), -ECANCELED);
+    rt_ctx_release(&late);
+    rt_ctx_release(&child);
+    rt_ctx_release(&parent);
+    rt_wg_destroy(&wg);
+}
+
+static void cancel_from_another_thread_wakes_waits(void **state) { run(2, cancel_main, NULL); }
+
+static void deadline_main(void *unused)
+{
+    rt_ctx outer, inner, inner2;
+    rt_ctx_init_timeout(&outer, NULL, 50 * BZ_NS_PER_MS);
+    rt_ctx_init_timeout(&inner, &outer, 5 * BZ_NS_PER_S); /* capped by outer */
+    int64_t t0 = bz_now_ns();
+    assert_int_equal(rt_sleep(&inner, BZ_NS_PER_S), -ETIMEDOUT);
+    int64_t took = bz_now_ns() - t0;
+    assert_true(took >= 50 * BZ_NS_PER_MS && took < 150 * BZ_NS_PER_MS);
+    assert_int_equal(rt_ctx_err(&inner), ETIMEDOUT);
+    assert_int_equal(rt_ctx_err(&outer), ETIMEDOUT);
+    rt_ctx_release(&inner);
+    rt_ctx_release(&outer);
+
+    rt_ctx_init_timeout(&outer, NULL, 5 * BZ_NS_PER_S);
+    rt_ctx_init_timeout(&inner2, &outer, 20 * BZ_NS_PER_MS); /* tighter than outer */
+    t0 = bz_now_ns();
+    assert_int_equal(rt_sleep(&inner2, BZ_NS_PER_S), -ETIMEDOUT);
+    took = bz_now_ns() - t0;
+    assert_true(took >= 20 * BZ_NS_PER_MS && took < 120 * BZ_NS_PER_MS);
+    assert_int_equal(rt_ctx_err(&outer), 0); /* the parent lives on */
+    /* a sleep shorter than the deadline ends normally */
+    assert_int_equal(rt_sleep(&outer, 5 * BZ_NS_PER_MS), 0);
+    rt_ctx_release(&inner2);
+    rt_ctx_release(&outer);
+}
+
+static void nested_context_deadlines(void **state) { run(1, deadline_main, NULL); }
+
+/* ---- sync primitives across loops ---- */
+
+typedef struct {
+    rt_mutex mu;
+    rt_sem ping, pong;
+    rt_wg wg;
+    int64_t counter;
+    int rounds;
+} sync_state;
+
+static void mutex_worker(void *p)
+{
+    sync_state *s = p;
+    for (int i = 0; i < 2000; i++) {
+        assert_int_equal(rt_mutex_lock(&s->mu, NULL), 0);
+        int64_t v = s->counter;
+        if (i % 7 == 0)
+            rt_yield(); /* hold the lock across a switch */
+        s->counter = v + 1;
+        rt_mutex_unlock(&s->mu);
+    }
+    rt_wg_done(&s->wg);
+}
+
+static void ponger(void *p)
+{
+    sync_state *s = p;
+    for (int i = 0; i < s->rounds; i++) {
+        assert_int_equal(rt_sem_acquire(&s->ping, NULL, BZ_NO_DEADLINE), 0);
+        rt_sem_release(&s->pong);
+    }
+    rt_wg_done(&s->wg);
+}
+
+static void sync_main(void *unused)
+{
+    static sync_state s;
+    rt_mutex_init(&s.mu);
+    rt_sem_init(&s.ping, 0);
+    rt_sem_init(&s.pong, 0);
+    rt_wg_init(&s.wg);
+    s.counter = 0;
+    s.rounds = 10000;
+    rt_wg_add(&s.wg, 8);
+    for (int i = 0; i < 8; i++)
+        rt_go_on(rt_loop_at(i % 2), mutex_worker, &s);
+    assert_int_equal(rt_wg_wait(&s.wg, NULL), 0);
+    assert_int_equal(s.counter, 16000);
+
+    /* cross-thread ping-pong through the mailboxes */
+    rt_wg_add(&s.wg, 1);
+    rt_go_on(rt_loop_at(1), ponger, &s);
+    for (int i = 0; i < s.rounds; i++) {
+        rt_sem_release(&s.ping);
+        assert_int_equal(rt_sem_acquire(&s.pong, NULL, BZ_NO_DEADLINE), 0);
+    }
+    assert_int_equal(rt_wg_wait(&s.wg, NULL), 0);
+
+    /* a semaphore wait with a deadline times out and does not steal a unit */
+    assert_int_equal(rt_sem_acquire(&s.ping, NULL, bz_now_ns() + 10 * BZ_NS_PER_MS), -ETIMEDOUT);
+    rt_sem_release(&s.ping);
+    assert_true(rt_sem_tryacquire(&s.ping));
+    assert_false(rt_sem_tryacquire(&s.ping));
+
+    /* a mutex wait honours its context */
+    assert_int_equal(rt_mutex_lock(&s.mu, NULL), 0);
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, 10 * BZ_NS_PER_MS);
+    assert_int_equal(rt_mutex_lock(&s.mu, &c), -ETIMEDOUT);
+    rt_ctx_release(&c);
+    rt_mutex_unlock(&s.mu);
+    assert_true(rt_mutex_trylock(&s.mu));
+    rt_mutex_unlock(&s.mu);
+
+    rt_mutex_destroy(&s.mu);
+    rt_sem_destroy(&s.ping);
+    rt_sem_destroy(&s.pong);
+    rt_wg_destroy(&s.wg);
+}
+
+static void mutex_semaphore_waitgroup_across_loops(void **state) { run(2, sync_main, NULL); }
+
+typedef struct {
+    rt_chan ch;
+    rt_wg producers, consumers;
+    int64_t sum;
+    pthread_mutex_t sum_lk;
+} chan_state;
+
+static void producer(void *p)
+{
+    chan_state *s = p;
+    for (intptr_t i = 1; i <= 5000; i++)
+        assert_int_equal(rt_chan_send(&s->ch, (void *)i, NULL, BZ_NO_DEADLINE), 0);
+    rt_wg_done(&s->producers);
+}
+
+static void consumer(void *p)
+{
+    chan_state *s = p;
+    void *v;
+    int64_t local = 0;
+    int r;
+    while ((r = rt_chan_recv(&s->ch, &v, NULL, BZ_NO_DEADLINE)) == 0)
+        local += (intptr_t)v;
+    assert_int_equal(r, -EPIPE);
+    pthread_mutex_lock(&s->sum_lk);
+    s->sum += local;
+    pthread_mutex_unlock(&s->sum_lk);
+    rt_wg_done(&s->consumers);
+}
+
+static void chan_main(void *unused)
+{
+    static chan_state s;
+    rt_chan_init(&s.ch, 4);
+    rt_wg_init(&s.producers);
+    rt_wg_init(&s.consumers);
+    pthread_mutex_init(&s.sum_lk, NULL);
+    s.sum = 0;
+    rt_wg_add(&s.producers, 4);
+    rt_wg_add(&s.consumers, 3);
+    for (int i = 0; i < 4; i++)
+        rt_go_on(rt_loop_at(i % 2), producer, &s);
+    for (int i = 0; i < 3; i++)
+        rt_go_on(rt_loop_at((i + 1) % 2), consumer, &s);
+    assert_int_equal(rt_wg_wait(&s.producers, NULL), 0);
+    rt_chan_close(&s.ch);
+    assert_int_equal(rt_wg_wait(&s.consumers, NULL), 0);
+    assert_int_equal(s.sum, 4 * (5000 * 5001 / 2));
+    assert_int_equal(rt_chan_send(&s.ch, (void *)1, NULL, BZ_NO_DEADLINE), -EPIPE);
+
+    /* receive with a deadline on an empty channel */
+    rt_chan c2;
+    rt_chan_init(&c2, 1);
+    void *v;
+    assert_int_equal(rt_chan_recv(&c2, &v, NULL, bz_now_ns() + 10 * BZ_NS_PER_MS), -ETIMEDOUT);
+    assert_int_equal(rt_chan_trysend(&c2, (void *)7), 0);
+    assert_int_equal(rt_chan_trysend(&c2, (void *)8), -EAGAIN);
+    assert_int_equal(rt_chan_tryrecv(&c2, &v), 0);
+    assert_true(v == (void *)7);
+    assert_int_equal(rt_chan_tryrecv(&c2, &v), -EAGAIN);
+    rt_chan_destroy(&c2);
+    rt_chan_destroy(&s.ch);
+    rt_wg_destroy(&s.producers);
+    rt_wg_destroy(&s.consumers);
+    pthread_mutex_destroy(&s.sum_lk);
+}
+
+static void channel_fan_in_across_loops(void **state) { run(2, chan_main, NULL); }
+
+/* ---- offload ---- */
+
+typedef struct {
+    int in, out;
+    pthread_t ran_on;
+} off_job;
+
+static void square(void *p)
+{
+    off_job *j = p;
+    j->out = j->in * j->in;
+    j->ran_on = pthread_self();
+}
+
+typedef struct {
+    int i;
+    bool ok;
+    rt_wg *wg;
+} off_arg;
+
+static void offloader(void *p)
+{
+    off_arg *a = p;
+    off_job j = {.in = a->i};
+    a->ok = rt_offload(NULL, square, &j) == 0 && j.out == a->i * a->i &&
+            !pthread_equal(j.ran_on, pthread_self());
+    rt_wg_done(a->wg);
+}
+
+static void block_100ms(void *p)
+{
+    (void)p;
+    usleep(100000);
+}
+
+static void blocker(void *p)
+{
+    rt_offload(NULL, block_100ms, NULL);
+    rt_wg_done(p);
+}
+
+static void offload_main(void *unused)
+{
+    rt_wg wg;
+    rt_wg_init(&wg);
+    static off_arg a[100];
+    for (int i = 0; i < 100; i++) {
+        a[i] = (off_arg){.i = i, .wg = &wg};
+        rt_wg_add(&wg, 1);
+        rt_go_on(rt_loop_at(i % 2), offloader, &a[i]);
+    }
+    assert_int_equal(rt_wg_wait(&wg, NULL), 0);
+    for (int i = 0; i < 100; i++)
+        assert_true(a[i].ok);
+    /* Occupy both workers, then offload with a context that ends while the
+     * job is still queued: it is dropped, the caller returns promptly. */
+    rt_wg_add(&wg, 2);
+    rt_go(blocker, &wg);
+    rt_go(blocker, &wg);
+    rt_yield();
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, 10 * BZ_NS_PER_MS);
+    off_job j = {.in = 3};
+    int64_t t0 = bz_now_ns();
+    assert_int_equal(rt_offload(&c, square, &j), -ETIMEDOUT);
+    assert_true(bz_now_ns() - t0 < 80 * BZ_NS_PER_MS);
+    assert_int_equal(j.out, 0); /* never ran */
+    rt_ctx_release(&c);
+    assert_int_equal(rt_wg_wait(&wg, NULL), 0);
+    rt_wg_destroy(&wg);
+}
+
+static void offload_runs_on_workers_and_honours_context(void **state)
+{
+    rt_options o = {.threads = 2, .offload_threads = 2};
+    assert_int_equal(rt_run(&o, offload_main, NULL), 0);
+}
+
+/* ---- mailbox under contention ---- */
+
+static int64_t posted; /* touched only on loop 0 */
+static void inc(void *p)
+{
+    (void)p;
+    posted++;
+}
+
+static void *poster(void *p)
+{
+    for (int i = 0; i < 20000; i++)
+        rt_post(rt_loop_at(0), inc, NULL);
+    return NULL;
+}
+
+typedef struct {
+    rt_wg *wg;
+    int n;
+} spawn_arg;
+
+static void remote_spawned(void *p) { rt_wg_done(p); }
+
+static void *spawner(void *p)
+{
+    spawn_arg *a = p;
+    for (int i = 0; i < a->n; i++)
+        rt_go_on(rt_loop_at(i % 2), remote_spawned, a->wg);
+    return NULL;
+}
+
+static void mailbox_main(void *unused)
+{
+    posted = 0;
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, poster, NULL);
+    rt_wg wg;
+    rt_wg_init(&wg);
+    spawn_arg sa = {&wg, 5000};
+    rt_wg_add(&wg, 2 * sa.n);
+    pthread_t sp[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&sp[i], NULL, spawner, &sa);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 2; i++)
+        pthread_join(sp[i], NULL);
+    int64_t deadline = bz_now_ns() + 5 * BZ_NS_PER_S;
+    while (posted < 80000 && bz_now_ns() < deadline)
+        rt_sleep(NULL, BZ_NS_PER_MS);
+    assert_int_equal(posted, 80000);
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, 5 * BZ_NS_PER_S);
+    assert_int_equal(rt_wg_wait(&wg, &c), 0);
+    rt_ctx_release(&c);
+    rt_wg_destroy(&wg);
+}
+
+static void mailbox_under_contention(void **state) { run(2, mailbox_main, NULL); }
+
+/* ---- sockets ---- */
+
+static void echo_conn(void *p)
+{
+    rt_io *io = p;
+    char buf[64];
+    ssize_t n;
+    while ((n = rt_read(io, buf, sizeof buf, NULL, bz_now_ns() + BZ_NS_PER_S)) > 0)
+        rt_write_all(io, buf, (size_t)n, NULL, BZ_NO_DEADLINE);
+    rt_io_close(io);
+    free(io);
+}
+
+static void on_accept(rt_loop *l, int fd, const struct sockaddr *peer, socklen_t pl, void *arg)
+{
+    (void)l, (void)peer, (void)pl, (void)arg;
+    rt_io *io = calloc(1, sizeof *io);
+    assert_int_equal(rt_io_open(io, fd), 0);
+    rt_go(echo_conn, io);
+}
+
+static void client(void *p)
+{
+    int port = *(int *)p;
+    int fd = rt_connect_tcp("127.0.0.1", port, NULL, bz_now_ns() + BZ_NS_PER_S);
+    assert_true(fd >= 0);
+    rt_io io = {0};
+    assert_int_equal(rt_io_open(&io, fd), 0);
+    for (int i = 0; i < 100; i++) {
+        char msg[32], got[32];
+        int n = snprintf(msg, sizeof msg, "ping %d", i);
+        assert_int_equal(rt_write_all(&io, msg, (size_t)n, NULL, BZ_NO_DEADLINE), 0);
+        size_t have = 0;
+        while (have < (size_t)n) {
+            ssize_t r = rt_read(&io, got + have, sizeof got - have, NULL, bz_now_ns() + BZ_NS_PER_S);
+            assert_true(r > 0);
+            have += (size_t)r;
+        }
+        assert_memory_equal(got, msg, (size_t)n);
+    }
+    /* a read with a deadline and no data times out */
+    char c;
+    assert_int_equal(rt_read(&io, &c, 1, NULL, bz_now_ns() + 20 * BZ_NS_PER_MS), -ETIMEDOUT);
+    rt_io_close(&io);
+}
+
+static void sockets_main(void *unused)
+{
+    int err = 0;
+    rt_listener *L = rt_listen("127.0.0.1:0", on_accept, NULL, &err);
+    assert_non_null(L);
+    int port = rt_listener_port(L);
+    assert_true(port > 0);
+    rt_wg wg;
+    rt_wg_init(&wg);
+    /* clients on both loops, run as joinable coroutines */
+    rt_coro *c1 = rt_spawn_joinable(rt_loop_at(0), client, &port);
+    rt_coro *c2 = rt_spawn_joinable(rt_loop_at(1), client, &port);
+    assert_int_equal(rt_join(c1, NULL), 0);
+    assert_int_equal(rt_join(c2, NULL), 0);
+    /* connecting to a closed port fails cleanly */
+    rt_listener_close(L);
+    rt_sleep(NULL, 10 * BZ_NS_PER_MS);
+    int fd = rt_connect_tcp("127.0.0.1", port, NULL, bz_now_ns() + BZ_NS_PER_S);
+    assert_int_equal(fd, -ECONNREFUSED);
+    rt_wg_destroy(&wg);
+}
+
+static void listener_accepts_and_io_parks(void **state) { run(2, sockets_main, NULL); }
+
+/* ---- guard page ---- */
+
+#ifndef UNDER_SANITIZER
+static volatile int depth_limit = 1 << 30; /* opaque to the compiler */
+
+static int recurse(int depth)
+{
+    volatile char pad[512];
+    pad[0] = (char)depth;
+    if (depth > depth_limit)
+        return 0;
+    return recurse(depth + 1) + pad[0];
+}
+
+static void overflow_main(void *unused) { recurse(0); }
+#endif
+
+static void guard_page_overflow_is_reported(void **state)
+{
+#ifdef UNDER_SANITIZER
+    skip(); /* ASan reports stack overflows itself */
+#else
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        rt_options o = {.threads = 1, .stack_size = 64 * 1024};
+        rt_run(&o, overflow_main, NULL);
+        _exit(0); /* not reached */
+    }
+    close(fds[1]);
+    char buf[512] = {0};
+    size_t have = 0;
+    ssize_t n;
+    while ((n = read(fds[0], buf + have, sizeof buf - 1 - have)) > 0)
+        have += (size_t)n;
+    close(fds[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), SIGSEGV);
+    assert_non_null(strstr(buf, "coroutine stack overflow"));
+#endif
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(context_switch_preserves_registers_and_fp_state),
+        cmocka_unit_test(hundred_thousand_coroutines),
+        cmocka_unit_test(timers_fire_in_deadline_order),
+        cmocka_unit_test(raw_timers_in_order_and_stoppable),
+        cmocka_unit_test(cancel_from_another_thread_wakes_waits),
+        cmocka_unit_test(nested_context_deadlines),
+        cmocka_unit_test(mutex_semaphore_waitgroup_across_loops),
+        cmocka_unit_test(channel_fan_in_across_loops),
+        cmocka_unit_test(offload_runs_on_workers_and_honours_context),
+        cmocka_unit_test(mailbox_under_contention),
+        cmocka_unit_test(listener_accepts_and_io_parks),
+        cmocka_unit_test(guard_page_overflow_is_reported),
+    };
+    return cmocka_run_group_tests_name("rt", tests, NULL, NULL);
+}
