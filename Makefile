@@ -29,7 +29,7 @@ OPT      := -O1 -g -fsanitize=thread
 endif
 CFLAGS   := $(CFLAGS_common) $(OPT) $(EXTRA_CFLAGS)
 LDFLAGS  := -pthread $(OPT)
-LDLIBS   := -lm
+LDLIBS   := -lz -lm
 
 LIB_SRC  := $(wildcard base/*.c rt/*.c http/*.c db/*.c cache/*.c grpc/*.c app/*.c)
 LIB_ASM  := rt/switch.S

@@ -1,0 +1,201 @@
+/*
+ * http/http.h — HTTP/1.1 server, Go 1.22-style router and middleware.
+ *
+ * What net/http gives a Go programmer, on the coroutine runtime:
+ *
+ *     static int hello(http_req *r, void *data) {
+ *         return http_send(r, 200, "text/plain", "hi", 2);
+ *     }
+ *     http_mux *mux = http_mux_new();
+ *     http_mux_handle(mux, "GET /hello/{name}", (http_handler){hello, NULL}, &err);
+ *     http_server *s = http_server_new(&opts, http_chain(http_mux_handler(mux), mws, n));
+ *     http_server_serve(s);       // parks until shutdown, then drains
+ *
+ * Every request runs on its own coroutine; the handler reads straight
+ * through (body reads, DB calls, cache calls park only this request).  An
+ * idle keep-alive connection holds no coroutine and no read buffer.
+ *
+ * A handler returns 0, or a negative errno to report failure: if nothing
+ * was sent yet the client gets a 500 problem+json and the error is logged
+ * (the "recovery" of Go's servers); if a response was already streaming,
+ * the connection is closed so the client sees a truncated message rather
+ * than a wrong one.
+ */
+#ifndef HTTP_HTTP_H
+#define HTTP_HTTP_H
+
+#include "base/arena.h"
+#include "base/buf.h"
+#include "rt/rt.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct http_req http_req;
+typedef struct http_server http_server;
+typedef struct http_mux http_mux;
+
+typedef struct http_handler {
+    int (*fn)(http_req *r, void *data);
+    void *data;
+} http_handler;
+
+/* A middleware wraps a handler and returns the wrapped one. */
+typedef http_handler (*http_middleware)(http_handler next, void *cfg);
+typedef struct http_mw {
+    http_middleware wrap;
+    void *cfg;
+} http_mw;
+
+/* Wraps h in mws[0] (outermost) … mws[n-1] (innermost). */
+http_handler http_chain(http_handler h, const http_mw *mws, int n);
+
+/* ---- the request ------------------------------------------------------------ */
+
+typedef struct http_header {
+    bz_str name, value; /* slices of the connection's read buffer */
+} http_header;
+
+#define HTTP_MAX_HEADERS 100
+#define HTTP_MAX_PATH_VALUES 8
+
+struct http_req {
+    /* request line (slices of the read buffer) */
+    bz_str method;
+    bz_str target;      /* as sent: path and query */
+    bz_str path;        /* target up to '?' (still percent-encoded) */
+    bz_str query;       /* after '?', without it; empty if none */
+    int minor;          /* HTTP/1.<minor> */
+    http_header *headers;
+    int nheaders;
+    int64_t content_length; /* -1 if none (or chunked) */
+    bool chunked;
+    bool expect_continue;
+    bool keep_alive;    /* the client allows another request after this */
+
+    rt_ctx *ctx;        /* cancelled on client disconnect, deadline, shutdown */
+    bz_arena *arena;    /* freed when the response is done */
+    const char *pattern;/* the route pattern that matched, or NULL */
+    char request_id[64];
+    char peer[64];      /* "ip:port" of the client */
+    int64_t start_ns;
+
+    /* path values captured by the router */
+    int npv;
+    struct { const char *name; bz_str raw; } pv[HTTP_MAX_PATH_VALUES];
+
+    /* response side; use the functions below */
+    int status;         /* 0 until set */
+    bz_buf resp_headers;/* "Name: value\r\n" lines added by the handler */
+    bz_buf body;        /* buffered body (until the first flush) */
+    bool started;       /* status line and headers are on the wire */
+    bool streaming;     /* chunked response after a flush */
+    bool head;          /* HEAD request: the body is not sent */
+    bool close_after;   /* send Connection: close and close */
+    bool gzip;          /* the gzip middleware asked for compression */
+    int64_t bytes_out;  /* body bytes written (before gzip) */
+
+    struct http_conn *conn; /* private */
+};
+
+/* Returns the value of header name (case-insensitive), or NULL slice. */
+bz_str http_header_get(const http_req *r, const char *name);
+/* Query parameter (first occurrence), percent-decoded into the arena.
+ * Returns NULL if absent. */
+const char *http_query_get(http_req *r, const char *name);
+/* Path value captured by {name} or {name...}, percent-decoded into the
+ * arena; NULL if the pattern has no such wildcard. */
+const char *http_path_value(http_req *r, const char *name);
+
+/* Reads the whole body (≤ --max-body-bytes) into the arena.  0 and *data,
+ * and *len on success; -EMSGSIZE if over the cap (the server answers 413 if the
+ * handler passes the error on), -EBADMSG on bad chunked framing,
+ * -ETIMEDOUT/-ECANCELED, -ECONNRESET. */
+int http_read_body(http_req *r, const char **data, size_t *len);
+/* Streaming body reader: bytes read, 0 at the end of the body, or -errno. */
+ssize_t http_body_read(http_req *r, void *buf, size_t n);
+
+/* ---- the response -------------------------------------------------------------- */
+
+void http_set_status(http_req *r, int status);
+/* Adds a response header line.  Name and value must be valid (no CR/LF):
+ * they come from code, never from clients unchecked. */
+void http_add_header(http_req *r, const char *name, const char *value);
+void http_add_header_n(http_req *r, const char *name, const char *value, size_t vlen);
+/* Appends body bytes (buffered until the handler returns or flushes). */
+void http_write(http_req *r, const void *data, size_t n);
+/* Sends the status line, headers and what is buffered now, switching to a
+ * chunked response; later writes are sent at the next flush or at the end.
+ * For streaming (SSE).  0 or -errno. */
+int http_flush(http_req *r);
+/* status + Content-Type + body in one call.  Returns 0. */
+int http_send(http_req *r, int status, const char *content_type, const void *body, size_t n);
+/* RFC 9457 problem+json: {"type":"about:blank","title":..,"status":..,"detail":..,"code":..}.
+ * detail may be NULL.  Returns 0. */
+int http_send_problem(http_req *r, int status, const char *code, const char *detail);
+/* Standard reason phrase ("Not Found"). */
+const char *http_status_text(int status);
+
+/* ---- router (Go 1.22 ServeMux semantics) ---------------------------------------------
+ *
+ * Patterns are "[METHOD ]/path" with segments that are literals, {name}
+ * (one segment), {name...} (the rest, last only) or {$} (end of path after
+ * a trailing slash, last only); a pattern ending in '/' matches every path
+ * under it.  The most specific pattern wins; registering two patterns that
+ * overlap with neither more specific is an error naming both.  GET
+ * patterns also serve HEAD.  A path that matches some pattern but not its
+ * method gets 405 with Allow; no match gets 404 problem+json; unclean paths
+ * (//, /./, /../) are redirected (301) to their clean form. */
+http_mux *http_mux_new(void);
+/* 0, or -1 with a message in err (pattern syntax or conflict). */
+int http_mux_handle(http_mux *m, const char *pattern, http_handler h, char *err, size_t errlen);
+http_handler http_mux_handler(http_mux *m);
+/* Every registered pattern, for documentation checks. */
+int http_mux_patterns(const http_mux *m, const char **out, int max);
+void http_mux_free(http_mux *m);
+
+/* ---- middleware ----------------------------------------------------------------------- */
+
+/* X-Request-Id: echoes a valid incoming id (1..64 of [A-Za-z0-9._:-]), else
+ * generates one; sets r->request_id and the response header. */
+http_handler http_mw_request_id(http_handler next, void *cfg);
+/* One structured log line per request: method, route pattern, path,
+ * status, bytes, duration, request id, peer. */
+http_handler http_mw_access_log(http_handler next, void *cfg);
+/* Turns a handler's error return into a 500 problem+json and a log line. */
+http_handler http_mw_recover(http_handler next, void *cfg);
+/* cfg: pointer to int64_t nanoseconds; the handler's context gets this
+ * deadline; a handler that fails with -ETIMEDOUT before responding gets
+ * 503 problem+json (code "timeout"). */
+http_handler http_mw_timeout(http_handler next, void *cfg);
+/* gzip for compressible bodies ≥ 1 KiB when the client accepts it. */
+http_handler http_mw_gzip(http_handler next, void *cfg);
+
+/* ---- server ----------------------------------------------------------------------------- */
+
+typedef struct http_server_opts {
+    const char *addr;               /* "[host]:port" */
+    int64_t read_header_timeout_ns;
+    int64_t read_timeout_ns;
+    int64_t write_timeout_ns;
+    int64_t idle_timeout_ns;
+    int64_t shutdown_grace_ns;
+    int64_t max_header_bytes;
+    int64_t max_body_bytes;
+} http_server_opts;
+
+/* Creates the server and starts listening on every loop (call from a
+ * coroutine inside rt_run).  NULL with *err = -errno on failure. */
+http_server *http_server_new(const http_server_opts *o, http_handler h, int *err);
+int http_server_port(const http_server *s);
+/* Parks until rt_shutdown_ctx() ends, then shuts down gracefully: stops
+ * accepting, closes idle connections, lets in-flight requests finish with
+ * Connection: close for up to shutdown_grace, then cancels what is left.
+ * Returns 0 when every connection was drained in time, -ETIMEDOUT if some
+ * had to be cut. */
+int http_server_serve(http_server *s);
+/* True once shutdown began (for /readyz). */
+bool http_server_draining(const http_server *s);
+void http_server_free(http_server *s);
+
+#endif

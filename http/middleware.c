@@ -1,0 +1,230 @@
+/* http/middleware.c — request id, access log, recovery, request deadline,
+ * gzip.  Each middleware allocates a small closure (next handler + its
+ * config) once, when the chain is built. */
+#include "http/http-private.h"
+
+#include "base/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <zlib.h>
+
+typedef struct mw {
+    http_handler next;
+    void *cfg;
+} mw;
+
+static http_handler wrap(int (*fn)(http_req *, void *), http_handler next, void *cfg)
+{
+    mw *m = malloc(sizeof *m);
+    if (!m)
+        abort();
+    m->next = next;
+    m->cfg = cfg;
+    return (http_handler){fn, m};
+}
+
+static inline int call_next(mw *m, http_req *r) { return m->next.fn(r, m->next.data); }
+
+/* ---- request id ---- */
+
+static bool valid_id(bz_str v)
+{
+    if (v.n == 0 || v.n > 64)
+        return false;
+    for (size_t i = 0; i < v.n; i++) {
+        char c = v.p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_' || c == '.' || c == ':'))
+            return false;
+    }
+    return true;
+}
+
+/* 128 random bits as 32 hex digits, from a per-thread generator seeded
+ * by the kernel (ids need to be unique, not secret). */
+static void new_id(char out[33])
+{
+    static _Thread_local uint64_t s[2];
+    if (!s[0] && !s[1]) {
+        if (getrandom(s, sizeof s, 0) != (ssize_t)sizeof s)
+            s[0] = (uint64_t)bz_now_ns(), s[1] = (uint64_t)(uintptr_t)&s;
+        s[0] |= 1;
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (int k = 0; k < 2; k++) {
+        /* xorshift128+ */
+        uint64_t a = s[0], b = s[1];
+        s[0] = b;
+        a ^= a << 23;
+        s[1] = a ^ b ^ (a >> 17) ^ (b >> 26);
+        uint64_t v = s[1] + b;
+        for (int i = 0; i < 16; i++)
+            out[k * 16 + i] = hex[(v >> (i * 4)) & 15];
+    }
+    out[32] = '\0';
+}
+
+static int request_id(http_req *r, void *data)
+{
+    bz_str in = http_header_get(r, "X-Request-Id");
+    if (valid_id(in)) {
+        memcpy(r->request_id, in.p, in.n);
+        r->request_id[in.n] = '\0';
+    } else {
+        new_id(r->request_id);
+    }
+    http_add_header(r, "X-Request-Id", r->request_id);
+    return call_next(data, r);
+}
+
+http_handler http_mw_request_id(http_handler next, void *cfg) { return wrap(request_id, next, cfg); }
+
+/* ---- access log ---- */
+
+static int access_log(http_req *r, void *data)
+{
+    int rc = call_next(data, r);
+    if (bz_log_enabled(BZ_LOG_INFO)) {
+        int64_t dur = bz_now_ns() - r->start_ns;
+        bz_log_info("request", BZ_F_STRN("method", r->method.p, r->method.n),
+                    BZ_F_STR("route", r->pattern ? r->pattern : ""), BZ_F_STRN("path", r->path.p, r->path.n),
+                    BZ_F_INT("status", rc < 0 && !r->started ? 500 : r->status ? r->status : 200),
+                    BZ_F_INT("bytes", r->bytes_out), BZ_F_DBL("duration_ms", (double)dur / 1e6),
+                    BZ_F_STR("request_id", r->request_id), BZ_F_STR("peer", r->peer));
+    }
+    return rc;
+}
+
+http_handler http_mw_access_log(http_handler next, void *cfg) { return wrap(access_log, next, cfg); }
+
+/* ---- recovery ---- */
+
+static int recover(http_req *r, void *data)
+{
+    int rc = call_next(data, r);
+    if (rc >= 0 || r->started)
+        return rc;
+    if (rc == -EMSGSIZE || rc == -EBADMSG)
+        return rc; /* the server maps these to 413 / 400 */
+    bz_log_err("handler failed", BZ_F_STR("route", r->pattern ? r->pattern : ""),
+               BZ_F_STR("error", strerror(-rc)), BZ_F_STR("request_id", r->request_id));
+    r->resp_headers.len = 0;
+    if (r->request_id[0])
+        http_add_header(r, "X-Request-Id", r->request_id);
+    http_send_problem(r, 500, "internal", "the server failed to handle the request");
+    return 0;
+}
+
+http_handler http_mw_recover(http_handler next, void *cfg) { return wrap(recover, next, cfg); }
+
+/* ---- request deadline ---- */
+
+static int timeout(http_req *r, void *data)
+{
+    mw *m = data;
+    int64_t ns = *(int64_t *)m->cfg;
+    rt_ctx ctx, *outer = r->ctx;
+    rt_ctx_init_deadline(&ctx, outer, r->start_ns + ns);
+    r->ctx = &ctx;
+    int rc = call_next(m, r);
+    r->ctx = outer;
+    bool expired = rt_ctx_err(&ctx) == ETIMEDOUT;
+    rt_ctx_release(&ctx);
+    if ((rc == -ETIMEDOUT || (rc < 0 && expired)) && !r->started) {
+        r->resp_headers.len = 0;
+        if (r->request_id[0])
+            http_add_header(r, "X-Request-Id", r->request_id);
+        http_add_header(r, "Retry-After", "1");
+        http_send_problem(r, 503, "timeout", "the request took longer than the server allows");
+        return 0;
+    }
+    return rc;
+}
+
+http_handler http_mw_timeout(http_handler next, void *cfg) { return wrap(timeout, next, cfg); }
+
+/* ---- gzip ---- */
+
+static bool accepts_gzip(http_req *r)
+{
+    bz_str v = http_header_get(r, "Accept-Encoding");
+    size_t i = 0;
+    while (i < v.n) {
+        size_t j = i;
+        while (j < v.n && v.p[j] != ',')
+            j++;
+        bz_str item = bz_str_trim(bz_str_make(v.p + i, j - i));
+        ptrdiff_t sc = bz_str_index(item, ';');
+        bz_str coding = bz_str_trim(sc >= 0 ? bz_str_make(item.p, (size_t)sc) : item);
+        if (bz_str_ieq_c(coding, "gzip") || bz_str_eq_c(coding, "*")) {
+            /* q=0 means "not acceptable" */
+            if (sc >= 0) {
+                bz_str params = bz_str_trim(bz_str_make(item.p + sc + 1, item.n - (size_t)sc - 1));
+                if (bz_str_eq_c(params, "q=0") || bz_str_eq_c(params, "q=0.0") ||
+                    bz_str_eq_c(params, "q=0.00") || bz_str_eq_c(params, "q=0.000"))
+                    return false;
+            }
+            return true;
+        }
+        i = j + 1;
+    }
+    return false;
+}
+
+/* The Content-Type the handler set, from the header lines. */
+static bz_str resp_ctype(http_req *r)
+{
+    bz_str h = bz_buf_str(&r->resp_headers);
+    size_t i = 0;
+    while (i < h.n) {
+        const char *e = memchr(h.p + i, '\n', h.n - i);
+        size_t n = e ? (size_t)(e - (h.p + i)) + 1 : h.n - i;
+        bz_str line = bz_str_make(h.p + i, n);
+        if (line.n > 14 && bz_str_ieq(bz_str_make(line.p, 13), BZ_STR_LIT("Content-Type:")))
+            return bz_str_trim(bz_str_make(line.p + 13, line.n - 15));
+        i += n;
+    }
+    return BZ_STR_NULL;
+}
+
+static bool compressible(bz_str ct)
+{
+    return bz_str_has_prefix(ct, BZ_STR_LIT("text/")) || bz_str_has_prefix(ct, BZ_STR_LIT("application/json")) ||
+           bz_str_has_prefix(ct, BZ_STR_LIT("application/problem+json")) ||
+           bz_str_has_prefix(ct, BZ_STR_LIT("application/javascript")) ||
+           bz_str_has_prefix(ct, BZ_STR_LIT("application/xml"));
+}
+
+static int gzip_mw(http_req *r, void *data)
+{
+    int rc = call_next(data, r);
+    if (rc < 0 || r->started || r->body.len < 1024 || !accepts_gzip(r) || !compressible(resp_ctype(r)))
+        return rc;
+    /* Vary is set whenever we could have compressed, so caches keep both. */
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (deflateInit2(&z, 5, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return rc;
+    size_t cap = deflateBound(&z, r->body.len);
+    char *out = bz_arena_alloc(r->arena, cap);
+    z.next_in = (Bytef *)r->body.data;
+    z.avail_in = (uInt)r->body.len;
+    z.next_out = (Bytef *)out;
+    z.avail_out = (uInt)cap;
+    int zr = deflate(&z, Z_FINISH);
+    size_t n = cap - z.avail_out;
+    deflateEnd(&z);
+    http_add_header(r, "Vary", "Accept-Encoding");
+    if (zr != Z_STREAM_END || n >= r->body.len)
+        return rc;
+    r->body.len = 0;
+    bz_buf_append(&r->body, out, n);
+    http_add_header(r, "Content-Encoding", "gzip");
+    r->gzip = true;
+    return rc;
+}
+
+http_handler http_mw_gzip(http_handler next, void *cfg) { return wrap(gzip_mw, next, cfg); }

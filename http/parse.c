@@ -1,0 +1,465 @@
+/* http/parse.c — strict, zero-copy HTTP/1.1 request-head parser and the
+ * chunked body decoder (RFC 9112).  Everything here reads client bytes, so
+ * everything here is fuzzed (tests/fuzz/). */
+#include "http/http-private.h"
+
+#include <string.h>
+
+/* tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
+ *         "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA */
+static const unsigned char tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1,
+    ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,
+    ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+    ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
+static inline bool is_vchar(unsigned char c) { return c > 0x20 && c != 0x7f; }
+/* field-value bytes: SP, HTAB, VCHAR, obs-text */
+static inline bool is_fvchar(unsigned char c) { return c == ' ' || c == '\t' || (c > 0x20 && c != 0x7f); }
+
+/* Finds the end of the line starting at p (before end).  Returns the
+ * offset of '\n', -1 if not there yet, -2 on a bare CR or bare LF. */
+static ptrdiff_t line_end(const char *p, const char *end)
+{
+    const char *lf = memchr(p, '\n', (size_t)(end - p));
+    if (!lf) {
+        /* A CR anywhere but as the last byte seen is bare. */
+        const char *cr = memchr(p, '\r', (size_t)(end - p));
+        if (cr && cr + 1 < end)
+            return -2;
+        return -1;
+    }
+    if (lf == p || lf[-1] != '\r')
+        return -2;
+    /* A CR inside the line is bare too. */
+    const char *cr = memchr(p, '\r', (size_t)(lf - 1 - p));
+    if (cr)
+        return -2;
+    return lf - p;
+}
+
+static int fail(int *status, int code)
+{
+    *status = code;
+    return -1;
+}
+
+static bool parse_u64_digits(bz_str v, uint64_t *out)
+{
+    if (v.n == 0 || v.n > 18)
+        return false; /* 18 digits: no overflow, and far beyond any cap */
+    uint64_t x = 0;
+    for (size_t i = 0; i < v.n; i++) {
+        unsigned d = (unsigned char)v.p[i] - '0';
+        if (d > 9)
+            return false;
+        x = x * 10 + d;
+    }
+    *out = x;
+    return true;
+}
+
+/* Does a comma-separated header value contain token tok (case-insensitive)? */
+static bool list_has(bz_str v, const char *tok)
+{
+    size_t tn = strlen(tok), i = 0;
+    while (i < v.n) {
+        size_t j = i;
+        while (j < v.n && v.p[j] != ',')
+            j++;
+        bz_str item = bz_str_trim(bz_str_make(v.p + i, j - i));
+        if (item.n == tn && bz_str_ieq_c(item, tok))
+            return true;
+        i = j + 1;
+    }
+    return false;
+}
+
+int http__parse_head(const char *buf, size_t len, size_t max_header_bytes, http_req *r,
+                     http_header *hdrs, int maxh, int *status)
+{
+    const char *p = buf, *end = buf + len;
+    /* RFC 9112 §2.2: ignore at least one empty line before the request. */
+    if (len >= 2 && p[0] == '\r' && p[1] == '\n') {
+        p += 2;
+    }
+    /* ---- request line ---- */
+    ptrdiff_t le = line_end(p, end);
+    if (le == -2)
+        return fail(status, 400);
+    if (le == -1) {
+        if ((size_t)(end - p) > HTTP_MAX_URI + 32)
+            return fail(status, 414);
+        if (len > max_header_bytes)
+            return fail(status, 431);
+        return 0;
+    }
+    const char *line = p, *lend = p + le - 1; /* lend at CR */
+    const char *q = line;
+    while (q < lend && tchar[(unsigned char)*q])
+        q++;
+    if (q == line || q >= lend || *q != ' ')
+        return fail(status, 400);
+    r->method = bz_str_make(line, (size_t)(q - line));
+    const char *t = ++q;
+    while (q < lend && is_vchar((unsigned char)*q))
+        q++;
+    if (q == t || q >= lend || *q != ' ')
+        return fail(status, (q - t) > HTTP_MAX_URI ? 414 : 400);
+    r->target = bz_str_make(t, (size_t)(q - t));
+    if (r->target.n > HTTP_MAX_URI)
+        return fail(status, 414);
+    q++;
+    if (lend - q != 8 || memcmp(q, "HTTP/", 5) != 0 || q[6] != '.' || q[5] < '0' || q[5] > '9' ||
+        q[7] < '0' || q[7] > '9')
+        return fail(status, 400);
+    if (q[5] != '1')
+        return fail(status, 505);
+    r->minor = q[7] - '0';
+    /* origin-form, absolute-form (proxies) or asterisk-form (OPTIONS) */
+    bz_str tg = r->target;
+    if (tg.p[0] != '/') {
+        if (tg.n == 1 && tg.p[0] == '*') {
+            if (!bz_str_eq_c(r->method, "OPTIONS"))
+                return fail(status, 400);
+        } else {
+            /* absolute-form: scheme "://" authority path */
+            const char *s = memchr(tg.p, ':', tg.n);
+            if (!s || (size_t)(tg.p + tg.n - s) < 3 || s[1] != '/' || s[2] != '/')
+                return fail(status, 400);
+            const char *slash = memchr(s + 3, '/', (size_t)(tg.p + tg.n - (s + 3)));
+            tg = slash ? bz_str_make(slash, (size_t)(tg.p + tg.n - slash)) : BZ_STR_LIT("/");
+        }
+    }
+    ptrdiff_t qm = bz_str_index(tg, '?');
+    if (qm >= 0) {
+        r->path = bz_str_make(tg.p, (size_t)qm);
+        r->query = bz_str_make(tg.p + qm + 1, tg.n - (size_t)qm - 1);
+    } else {
+        r->path = tg;
+        r->query = bz_str_make(tg.p + tg.n, 0);
+    }
+    /* a fragment is never sent by a conforming client */
+    if (bz_str_index(r->target, '#') >= 0)
+        return fail(status, 400);
+    p += le + 1;
+
+    /* ---- header fields ---- */
+    int n = 0, hosts = 0, cls = 0, tes = 0;
+    uint64_t cl = 0;
+    bool te_chunked = false, conn_close = false, conn_keep = false, expect = false;
+    r->content_length = -1;
+    for (;;) {
+        if ((size_t)(p - buf) > max_header_bytes)
+            return fail(status, 431);
+        le = line_end(p, end);
+        if (le == -2)
+            return fail(status, 400);
+        if (le == -1) {
+            if (len > max_header_bytes)
+                return fail(status, 431);
+            return 0;
+        }
+        if (le == 1) { /* CRLF: end of head */
+            p += 2;
+            break;
+        }
+        if (p[0] == ' ' || p[0] == '\t')
+            return fail(status, 400); /* obs-fold */
+        const char *name = p, *lineend = p + le - 1;
+        const char *c = name;
+        while (c < lineend && tchar[(unsigned char)*c])
+            c++;
+        if (c == name || c >= lineend || *c != ':')
+            return fail(status, 400); /* empty name, bad char, or space before ':' */
+        bz_str hn = bz_str_make(name, (size_t)(c - name));
+        const char *v = c + 1;
+        for (const char *x = v; x < lineend; x++)
+            if (!is_fvchar((unsigned char)*x))
+                return fail(status, 400);
+        bz_str hv = bz_str_trim(bz_str_make(v, (size_t)(lineend - v)));
+        if (n == maxh)
+            return fail(status, 431);
+        hdrs[n].name = hn;
+        hdrs[n].value = hv;
+        n++;
+        switch (hn.n) {
+        case 4:
+            if (bz_str_ieq_c(hn, "host"))
+                hosts++;
+            break;
+        case 6:
+            if (bz_str_ieq_c(hn, "expect")) {
+                if (!bz_str_ieq_c(hv, "100-continue"))
+                    return fail(status, 417);
+                expect = true;
+            }
+            break;
+        case 10:
+            if (bz_str_ieq_c(hn, "connection")) {
+                conn_close |= list_has(hv, "close");
+                conn_keep |= list_has(hv, "keep-alive");
+            }
+            break;
+        case 14:
+            if (bz_str_ieq_c(hn, "content-length")) {
+                uint64_t x;
+                if (!parse_u64_digits(hv, &x))
+                    return fail(status, 400);
+                if (cls && x != cl)
+                    return fail(status, 400); /* differing duplicates */
+                cl = x;
+                cls++;
+            }
+            break;
+        case 17:
+            if (bz_str_ieq_c(hn, "transfer-encoding")) {
+                tes++;
+                /* Only "chunked" alone is supported; chunked must be last
+                 * and may appear once. */
+                if (tes > 1 || !bz_str_ieq_c(hv, "chunked"))
+                    return fail(status, list_has(hv, "chunked") || tes > 1 ? 400 : 501);
+                te_chunked = true;
+            }
+            break;
+        }
+        p += le + 1;
+    }
+    if (tes && cls)
+        return fail(status, 400); /* smuggling vector: both framings */
+    if (tes && r->minor == 0)
+        return fail(status, 400);
+    if (r->minor >= 1 && hosts != 1)
+        return fail(status, 400);
+    if (hosts > 1)
+        return fail(status, 400);
+    r->headers = hdrs;
+    r->nheaders = n;
+    r->chunked = te_chunked;
+    r->content_length = cls ? (int64_t)cl : -1;
+    r->expect_continue = expect && r->minor >= 1;
+    r->keep_alive = r->minor >= 1 ? !conn_close : (conn_keep && !conn_close);
+    return (int)(p - buf);
+}
+
+/* ---- chunked ---- */
+
+enum { CH_SIZE = 0, CH_DATA, CH_DATA_CRLF, CH_TRAILER, CH_DONE };
+
+static int hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] ),
+ * ext-val = token / quoted-string.  Validated, then ignored. */
+static bool valid_ext(const char *p, const char *end)
+{
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        if (p == end)
+            return true;
+        if (*p++ != ';')
+            return false;
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        const char *nm = p;
+        while (p < end && tchar[(unsigned char)*p])
+            p++;
+        if (p == nm)
+            return false;
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        if (p < end && *p == '=') {
+            p++;
+            while (p < end && (*p == ' ' || *p == '\t'))
+                p++;
+            if (p < end && *p == '"') {
+                p++;
+                while (p < end && *p != '"') {
+                    if (*p == '\\') {
+                        p++;
+                        if (p == end)
+                            return false;
+                    } else if (!is_fvchar((unsigned char)*p)) {
+                        return false;
+                    }
+                    p++;
+                }
+                if (p == end)
+                    return false;
+                p++;
+            } else {
+                const char *vs = p;
+                while (p < end && tchar[(unsigned char)*p])
+                    p++;
+                if (p == vs)
+                    return false;
+            }
+        }
+    }
+    return true;
+}
+
+#define CHUNK_LINE_MAX 4096
+
+int http__chunked_step(http_chunked *c, const char *in, size_t len, size_t *consumed, const char **data,
+                       size_t *dlen)
+{
+    const char *p = in, *end = in + len;
+    *consumed = 0;
+    for (;;) {
+        switch (c->state) {
+        case CH_SIZE: {
+            ptrdiff_t le = line_end(p, end);
+            if (le == -2)
+                return HTTP_CHUNK_ERROR;
+            if (le == -1) {
+                *consumed = (size_t)(p - in);
+                return (end - p) > CHUNK_LINE_MAX ? HTTP_CHUNK_ERROR : HTTP_CHUNK_NEED;
+            }
+            const char *lend = p + le - 1, *q = p;
+            uint64_t size = 0;
+            int digits = 0, h;
+            while (q < lend && (h = hexval((unsigned char)*q)) >= 0) {
+                if (++digits > 15)
+                    return HTTP_CHUNK_ERROR; /* 2^60: no overflow */
+                size = size * 16 + (uint64_t)h;
+                q++;
+            }
+            if (!digits || !valid_ext(q, lend))
+                return HTTP_CHUNK_ERROR;
+            p += le + 1;
+            c->remaining = size;
+            c->state = size ? CH_DATA : CH_TRAILER;
+            break;
+        }
+        case CH_DATA: {
+            if (p == end) {
+                *consumed = (size_t)(p - in);
+                return HTTP_CHUNK_NEED;
+            }
+            size_t take = (size_t)(end - p);
+            if (take > c->remaining)
+                take = (size_t)c->remaining;
+            *data = p;
+            *dlen = take;
+            c->remaining -= take;
+            if (!c->remaining)
+                c->state = CH_DATA_CRLF;
+            *consumed = (size_t)(p - in) + take;
+            return HTTP_CHUNK_DATA;
+        }
+        case CH_DATA_CRLF:
+            if (end - p < 2) {
+                if (end - p == 1 && p[0] != '\r')
+                    return HTTP_CHUNK_ERROR;
+                *consumed = (size_t)(p - in);
+                return HTTP_CHUNK_NEED;
+            }
+            if (p[0] != '\r' || p[1] != '\n')
+                return HTTP_CHUNK_ERROR;
+            p += 2;
+            c->state = CH_SIZE;
+            break;
+        case CH_TRAILER: {
+            ptrdiff_t le = line_end(p, end);
+            if (le == -2)
+                return HTTP_CHUNK_ERROR;
+            if (le == -1) {
+                *consumed = (size_t)(p - in);
+                return (end - p) > CHUNK_LINE_MAX ? HTTP_CHUNK_ERROR : HTTP_CHUNK_NEED;
+            }
+            if (le == 1) {
+                p += 2;
+                c->state = CH_DONE;
+                *consumed = (size_t)(p - in);
+                return HTTP_CHUNK_DONE;
+            }
+            /* trailer field: same syntax as a header field; ignored */
+            const char *q = p, *lend = p + le - 1;
+            while (q < lend && tchar[(unsigned char)*q])
+                q++;
+            if (q == p || q >= lend || *q != ':')
+                return HTTP_CHUNK_ERROR;
+            for (q++; q < lend; q++)
+                if (!is_fvchar((unsigned char)*q))
+                    return HTTP_CHUNK_ERROR;
+            p += le + 1;
+            break;
+        }
+        case CH_DONE:
+            *consumed = (size_t)(p - in);
+            return HTTP_CHUNK_DONE;
+        default:
+            return HTTP_CHUNK_ERROR;
+        }
+    }
+}
+
+/* ---- paths ---- */
+
+size_t http__clean_path(const char *p, size_t n, char *out)
+{
+    /* Lexical processing as in Go's path.Clean, rooted; a trailing slash
+     * of the original (other than for "/") is kept, as net/http does.
+     * Invariant: out has no trailing slash unless it is just "/". */
+    size_t w = 1, i = 0;
+    out[0] = '/';
+    while (i < n) {
+        if (p[i] == '/') {
+            i++;
+        } else if (p[i] == '.' && (i + 1 == n || p[i + 1] == '/')) {
+            i++;
+        } else if (p[i] == '.' && i + 1 < n && p[i + 1] == '.' && (i + 2 == n || p[i + 2] == '/')) {
+            i += 2;
+            if (w > 1) { /* drop the last element and its slash */
+                w--;
+                while (w > 1 && out[w - 1] != '/')
+                    w--;
+                if (w > 1)
+                    w--;
+            }
+        } else {
+            if (w > 1)
+                out[w++] = '/';
+            while (i < n && p[i] != '/')
+                out[w++] = p[i++];
+        }
+    }
+    if (n > 1 && p[n - 1] == '/' && w > 1)
+        out[w++] = '/';
+    out[w] = '\0';
+    return w;
+}
+
+ssize_t http__unescape(bz_str s, char *out)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < s.n; i++) {
+        if (s.p[i] != '%') {
+            out[w++] = s.p[i];
+            continue;
+        }
+        if (i + 2 >= s.n)
+            return -1;
+        int a = hexval((unsigned char)s.p[i + 1]), b = hexval((unsigned char)s.p[i + 2]);
+        if (a < 0 || b < 0)
+            return -1;
+        out[w++] = (char)(a * 16 + b);
+        i += 2;
+    }
+    return (ssize_t)w;
+}

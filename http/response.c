@@ -1,0 +1,172 @@
+/* http/response.c — the handler-facing request/response functions:
+ * headers, query and body access, buffered and streaming responses,
+ * problem+json, status texts, middleware chaining. */
+#include "http/http-private.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+http_handler http_chain(http_handler h, const http_mw *mws, int n)
+{
+    for (int i = n - 1; i >= 0; i--)
+        h = mws[i].wrap(h, mws[i].cfg);
+    return h;
+}
+
+bz_str http_header_get(const http_req *r, const char *name)
+{
+    size_t nl = strlen(name);
+    for (int i = 0; i < r->nheaders; i++)
+        if (r->headers[i].name.n == nl && bz_str_ieq_c(r->headers[i].name, name))
+            return r->headers[i].value;
+    return BZ_STR_NULL;
+}
+
+/* application/x-www-form-urlencoded decoding: '+' is a space. */
+static char *query_decode(bz_arena *a, bz_str s)
+{
+    char *out = bz_arena_alloc(a, s.n + 1);
+    char *tmp = bz_arena_alloc(a, s.n + 1);
+    for (size_t i = 0; i < s.n; i++)
+        tmp[i] = s.p[i] == '+' ? ' ' : s.p[i];
+    ssize_t n = http__unescape(bz_str_make(tmp, s.n), out);
+    if (n < 0)
+        return NULL;
+    out[n] = '\0';
+    return out;
+}
+
+const char *http_query_get(http_req *r, const char *name)
+{
+    size_t nl = strlen(name), i = 0;
+    bz_str q = r->query;
+    while (i < q.n) {
+        size_t j = i;
+        while (j < q.n && q.p[j] != '&')
+            j++;
+        bz_str kv = bz_str_make(q.p + i, j - i);
+        ptrdiff_t eq = bz_str_index(kv, '=');
+        bz_str k = eq >= 0 ? bz_str_make(kv.p, (size_t)eq) : kv;
+        bz_str v = eq >= 0 ? bz_str_make(kv.p + eq + 1, kv.n - (size_t)eq - 1) : BZ_STR_LIT("");
+        if (k.n == nl && memcmp(k.p, name, nl) == 0)
+            return query_decode(r->arena, v);
+        if (k.n >= nl && memchr(k.p, '%', k.n)) { /* escaped key */
+            char *dk = query_decode(r->arena, k);
+            if (dk && strcmp(dk, name) == 0)
+                return query_decode(r->arena, v);
+        }
+        i = j + 1;
+    }
+    return NULL;
+}
+
+void http_set_status(http_req *r, int status) { r->status = status; }
+
+void http_add_header_n(http_req *r, const char *name, const char *value, size_t vlen)
+{
+    bz_buf_append_c(&r->resp_headers, name);
+    bz_buf_append(&r->resp_headers, ": ", 2);
+    bz_buf_append(&r->resp_headers, value, vlen);
+    bz_buf_append(&r->resp_headers, "\r\n", 2);
+}
+
+void http_add_header(http_req *r, const char *name, const char *value)
+{
+    http_add_header_n(r, name, value, strlen(value));
+}
+
+void http_write(http_req *r, const void *data, size_t n)
+{
+    bz_buf_append(&r->body, data, n);
+    r->bytes_out += (int64_t)n;
+}
+
+int http_flush(http_req *r)
+{
+    if (!r->status)
+        r->status = 200;
+    return http__conn_flush(r, false);
+}
+
+int http_send(http_req *r, int status, const char *content_type, const void *body, size_t n)
+{
+    r->status = status;
+    if (content_type)
+        http_add_header(r, "Content-Type", content_type);
+    http_write(r, body, n);
+    return 0;
+}
+
+const char *http_status_text(int s)
+{
+    switch (s) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 428: return "Precondition Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return s < 200 ? "Informational" : s < 300 ? "Success" : s < 400 ? "Redirection"
+                    : s < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+int http_send_problem(http_req *r, int status, const char *code, const char *detail)
+{
+    bz_buf b = BZ_BUF_INIT;
+    const char *title = http_status_text(status);
+    bz_buf_append_c(&b, "{\"type\":\"about:blank\",\"title\":\"");
+    bz_buf_append_json_escaped(&b, bz_str_c(title));
+    bz_buf_append_c(&b, "\",\"status\":");
+    bz_buf_append_i64(&b, status);
+    if (detail) {
+        bz_buf_append_c(&b, ",\"detail\":\"");
+        bz_buf_append_json_escaped(&b, bz_str_c(detail));
+        bz_buf_putc(&b, '"');
+    }
+    if (code) {
+        bz_buf_append_c(&b, ",\"code\":\"");
+        bz_buf_append_json_escaped(&b, bz_str_c(code));
+        bz_buf_putc(&b, '"');
+    }
+    bz_buf_putc(&b, '}');
+    r->body.len = 0; /* a problem replaces anything buffered */
+    r->bytes_out = 0;
+    http_send(r, status, "application/problem+json", b.data, b.len);
+    bz_buf_free(&b);
+    return 0;
+}
+
+ssize_t http_body_read(http_req *r, void *buf, size_t n) { return http__conn_body_read(r, buf, n); }

@@ -1,0 +1,729 @@
+/* http/server.c — HTTP/1.1 connections on the coroutine runtime.
+ *
+ * A connection is an rt_io plus a small struct.  While idle it holds no
+ * coroutine and no read buffer: the loop calls conn_event when bytes
+ * arrive, which starts a coroutine (conn_serve) with a pooled buffer.  The
+ * coroutine serves every request it finds, pipelined ones included
+ * (responses are queued in order and written together), and exits when
+ * the buffer is drained and the socket has nothing more, handing the
+ * buffer back to the loop's pool.  So a keep-alive connection costs its
+ * fd, this struct and an idle timer between requests. */
+#include "http/http-private.h"
+
+#include "base/log.h"
+
+#include <arpa/inet.h>
+#include <stdatomic.h>
+#include <unistd.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#define POOL_MAX 64
+#define DISCARD_MAX (256 * 1024) /* unread body we drain to keep a connection */
+
+typedef struct http_conn http_conn;
+
+typedef struct loop_state {
+    http_conn *conns;   /* every connection of this loop */
+    char **pool;        /* free read buffers */
+    int npool;
+    rt_ctx ctx;         /* parent of this loop's request contexts */
+    char date[32];      /* cached Date value */
+    int64_t date_sec;
+} loop_state;
+
+struct http_server {
+    http_server_opts o;
+    http_handler h;
+    rt_listener *L;
+    int nloops;
+    loop_state *ls;
+    rt_ctx ctx;         /* cancelled when the shutdown grace runs out */
+    rt_wg conns;        /* one per open connection */
+    atomic_bool draining;
+    size_t bufcap;
+};
+
+struct http_conn {
+    rt_io io;           /* first: conn_event casts rt_io* back */
+    http_server *srv;
+    loop_state *ls;
+    http_conn *prev, *next;
+    rt_timer timer;     /* idle / first-request header timeout */
+    char *rbuf;
+    size_t rlen;
+    bz_buf out;
+    bool active;        /* a coroutine is serving */
+    bool dead;          /* closed: the coroutine frees on the way out */
+    rt_ctx *req_ctx;    /* the request in progress, for disconnect */
+    char peer[48];
+    /* current request's body */
+    size_t rpos;        /* offset of unconsumed bytes in rbuf */
+    size_t head_len;
+    int64_t body_left;  /* content-length mode */
+    bool body_chunked, body_done, continue_sent;
+    http_chunked ch;
+    int64_t body_total;
+    int64_t read_deadline, write_deadline;
+};
+
+/* ---- buffers and bookkeeping ------------------------------------------------------------ */
+
+static char *buf_get(http_conn *c)
+{
+    loop_state *ls = c->ls;
+    if (ls->npool)
+        return ls->pool[--ls->npool];
+    char *b = malloc(c->srv->bufcap);
+    if (!b)
+        abort();
+    return b;
+}
+
+static void buf_put(http_conn *c, char *b)
+{
+    loop_state *ls = c->ls;
+    if (ls->npool < POOL_MAX)
+        ls->pool[ls->npool++] = b;
+    else
+        free(b);
+}
+
+static void conn_free(http_conn *c)
+{
+    if (c->rbuf)
+        buf_put(c, c->rbuf);
+    bz_buf_free(&c->out);
+    http_server *s = c->srv;
+    free(c);
+    rt_wg_done(&s->conns);
+}
+
+/* Closes the socket and unlinks; frees now unless a coroutine still runs. */
+static void conn_close(http_conn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    rt_timer_stop(&c->timer);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->ls->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    rt_io_close(&c->io);
+    if (!c->active)
+        conn_free(c);
+}
+
+static const char *http_date(loop_state *ls)
+{
+    int64_t now = bz_wall_us() / 1000000;
+    if (now != ls->date_sec) {
+        bz_fmt_http_date(ls->date, now);
+        ls->date_sec = now;
+    }
+    return ls->date;
+}
+
+/* ---- output ----------------------------------------------------------------------------- */
+
+static int out_flush(http_conn *c)
+{
+    if (!c->out.len)
+        return 0;
+    int r = rt_write_all(&c->io, c->out.data, c->out.len, &c->ls->ctx, c->write_deadline);
+    bz_buf_clear(&c->out);
+    return r;
+}
+
+static bool no_body_status(int s) { return (s >= 100 && s < 200) || s == 204 || s == 304; }
+
+static void put_head(http_conn *c, http_req *r, bool chunked)
+{
+    bz_buf *o = &c->out;
+    if (!r->status)
+        r->status = 200;
+    char line[64];
+    int n = snprintf(line, sizeof line, "HTTP/1.1 %d ", r->status);
+    bz_buf_append(o, line, (size_t)n);
+    bz_buf_append_c(o, http_status_text(r->status));
+    bz_buf_append_c(o, "\r\nDate: ");
+    bz_buf_append(o, http_date(c->ls), 29);
+    bz_buf_append(o, "\r\n", 2);
+    if (chunked) {
+        bz_buf_append_c(o, "Transfer-Encoding: chunked\r\n");
+    } else if (!no_body_status(r->status)) {
+        bz_buf_append_c(o, "Content-Length: ");
+        bz_buf_append_i64(o, (int64_t)r->body.len);
+        bz_buf_append(o, "\r\n", 2);
+    }
+    if (r->close_after)
+        bz_buf_append_c(o, "Connection: close\r\n");
+    else if (r->minor == 0)
+        bz_buf_append_c(o, "Connection: keep-alive\r\n");
+    bz_buf_append_str(o, bz_buf_str(&r->resp_headers));
+    bz_buf_append(o, "\r\n", 2);
+    r->started = true;
+}
+
+static void put_chunk(bz_buf *o, const char *p, size_t n)
+{
+    if (!n)
+        return;
+    char hex[24];
+    int k = snprintf(hex, sizeof hex, "%zx\r\n", n);
+    bz_buf_append(o, hex, (size_t)k);
+    bz_buf_append(o, p, n);
+    bz_buf_append(o, "\r\n", 2);
+}
+
+int http__conn_flush(http_req *r, bool final)
+{
+    http_conn *c = r->conn;
+    if (c->dead)
+        return -EPIPE;
+    if (!r->started) {
+        if (final) {
+            put_head(c, r, false);
+            if (!r->head && !no_body_status(r->status))
+                bz_buf_append_str(&c->out, bz_buf_str(&r->body));
+            bz_buf_clear(&r->body);
+            return 0; /* written with the next flush of the connection */
+        }
+        r->streaming = true;
+        put_head(c, r, !no_body_status(r->status));
+    }
+    if (r->streaming && !r->head && !no_body_status(r->status)) {
+        put_chunk(&c->out, r->body.data, r->body.len);
+        if (final)
+            bz_buf_append_c(&c->out, "0\r\n\r\n");
+    }
+    bz_buf_clear(&r->body);
+    return final ? 0 : out_flush(c);
+}
+
+static void send_error_and_close(http_conn *c, int status)
+{
+    char body[160];
+    int n = snprintf(body, sizeof body,
+                     "{\"type\":\"about:blank\",\"title\":\"%s\",\"status\":%d,\"code\":\"%s\"}",
+                     http_status_text(status), status,
+                     status == 431 ? "header_too_large" : status == 414 ? "uri_too_long"
+                     : status == 413 ? "body_too_large" : status == 505 ? "http_version_not_supported"
+                     : status == 501 ? "not_implemented" : status == 417 ? "expectation_failed"
+                     : "bad_request");
+    char head[256];
+    char date[32];
+    bz_fmt_http_date(date, bz_wall_us() / 1000000);
+    int h = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: application/problem+json\r\n"
+                     "Content-Length: %d\r\nConnection: close\r\n\r\n",
+                     status, http_status_text(status), date, n);
+    bz_buf_append(&c->out, head, (size_t)h);
+    bz_buf_append(&c->out, body, (size_t)n);
+    c->write_deadline = bz_now_ns() + c->srv->o.write_timeout_ns;
+    out_flush(c);
+    /* Let the client read the answer before the close resets the socket. */
+    shutdown(c->io.fd, SHUT_WR);
+    conn_close(c);
+}
+
+/* ---- body --------------------------------------------------------------------------------- */
+
+/* Reads more bytes into rbuf after the head, compacting the body area. */
+static int fill(http_conn *c)
+{
+    if (c->rpos == c->rlen) {
+        c->rpos = c->rlen = c->head_len;
+    } else if (c->rlen == c->srv->bufcap) {
+        memmove(c->rbuf + c->head_len, c->rbuf + c->rpos, c->rlen - c->rpos);
+        c->rlen -= c->rpos - c->head_len;
+        c->rpos = c->head_len;
+    }
+    if (c->rlen == c->srv->bufcap)
+        return -EMSGSIZE; /* a chunk line longer than the buffer */
+    ssize_t n = rt_read(&c->io, c->rbuf + c->rlen, c->srv->bufcap - c->rlen, c->req_ctx, c->read_deadline);
+    if (n == 0)
+        return -ECONNRESET;
+    if (n < 0)
+        return (int)n;
+    c->rlen += (size_t)n;
+    return 0;
+}
+
+static void send_continue(http_req *r, http_conn *c)
+{
+    if (r->expect_continue && !c->continue_sent && !r->started) {
+        c->continue_sent = true;
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        rt_write_all(&c->io, cont, sizeof cont - 1, &c->ls->ctx, c->write_deadline);
+    }
+}
+
+ssize_t http__conn_body_read(http_req *r, void *buf, size_t n)
+{
+    http_conn *c = r->conn;
+    if (c->body_done || n == 0)
+        return 0;
+    send_continue(r, c);
+    if (!c->body_chunked) {
+        if (c->body_left <= 0) {
+            c->body_done = true;
+            return 0;
+        }
+        size_t want = n < (uint64_t)c->body_left ? n : (size_t)c->body_left;
+        if (c->rpos < c->rlen) {
+            size_t have = c->rlen - c->rpos;
+            if (want > have)
+                want = have;
+            memcpy(buf, c->rbuf + c->rpos, want);
+            c->rpos += want;
+        } else {
+            ssize_t got = rt_read(&c->io, buf, want, c->req_ctx, c->read_deadline);
+            if (got == 0)
+                return -ECONNRESET;
+            if (got < 0)
+                return got;
+            want = (size_t)got;
+        }
+        c->body_left -= (int64_t)want;
+        c->body_total += (int64_t)want;
+        if (!c->body_left)
+            c->body_done = true;
+        return (ssize_t)want;
+    }
+    for (;;) {
+        size_t used = 0, dlen = 0;
+        const char *data = NULL;
+        int st = http__chunked_step(&c->ch, c->rbuf + c->rpos, c->rlen - c->rpos, &used, &data, &dlen);
+        if (st == HTTP_CHUNK_ERROR)
+            return -EBADMSG;
+        if (st == HTTP_CHUNK_DATA) {
+            size_t take = dlen < n ? dlen : n;
+            memcpy(buf, data, take);
+            /* consume only what we copied: the rest of the chunk stays */
+            c->rpos += used - (dlen - take);
+            c->ch.remaining += dlen - take;
+            if (dlen - take)
+                c->ch.state = 1; /* back in the data state */
+            c->body_total += (int64_t)take;
+            if (c->body_total > c->srv->o.max_body_bytes)
+                return -EMSGSIZE;
+            return (ssize_t)take;
+        }
+        c->rpos += used;
+        if (st == HTTP_CHUNK_DONE) {
+            c->body_done = true;
+            return 0;
+        }
+        int e = fill(c);
+        if (e)
+            return e;
+    }
+}
+
+int http_read_body(http_req *r, const char **data, size_t *len)
+{
+    http_conn *c = r->conn;
+    int64_t cap = c->srv->o.max_body_bytes;
+    if (!c->body_chunked && r->content_length > cap)
+        return -EMSGSIZE;
+    size_t want = c->body_chunked ? 4096 : (size_t)(r->content_length < 0 ? 0 : r->content_length);
+    char *b = bz_arena_alloc(r->arena, want + 1);
+    size_t have = 0, bcap = want;
+    for (;;) {
+        if (have == bcap) {
+            if (!c->body_chunked)
+                break;
+            size_t ncap = bcap * 2;
+            char *nb = bz_arena_alloc(r->arena, ncap + 1);
+            memcpy(nb, b, have);
+            b = nb;
+            bcap = ncap;
+        }
+        ssize_t n = http__conn_body_read(r, b + have, bcap - have);
+        if (n < 0)
+            return (int)n;
+        if (n == 0)
+            break;
+        have += (size_t)n;
+        if ((int64_t)have > cap)
+            return -EMSGSIZE;
+    }
+    b[have] = '\0';
+    *data = b;
+    *len = have;
+    return 0;
+}
+
+/* Reads and drops what the handler left of the body, so the connection
+ * can carry the next request.  False if that is not worth it or failed. */
+static bool discard_body(http_req *r, http_conn *c)
+{
+    if (c->body_done)
+        return true;
+    if (r->expect_continue && !c->continue_sent)
+        return false; /* the client has not sent it; don't ask for it now */
+    if (!c->body_chunked && c->body_left > DISCARD_MAX)
+        return false;
+    char tmp[4096];
+    int64_t dropped = 0;
+    for (;;) {
+        ssize_t n = http__conn_body_read(r, tmp, sizeof tmp);
+        if (n == 0)
+            return true;
+        if (n < 0)
+            return false;
+        dropped += n;
+        if (dropped > DISCARD_MAX)
+            return false;
+    }
+}
+
+/* ---- one request ----------------------------------------------------------------------------- */
+
+static void format_peer(http_conn *c, const struct sockaddr *sa)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+        port = ntohs(a->sin_port);
+        snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+        port = ntohs(a->sin6_port);
+        if (!strncmp(ip, "::ffff:", 7)) /* IPv4-mapped: show the IPv4 form */
+            snprintf(c->peer, sizeof c->peer, "%s:%d", ip + 7, port);
+        else
+            snprintf(c->peer, sizeof c->peer, "[%s]:%d", ip, port);
+    } else {
+        snprintf(c->peer, sizeof c->peer, "unix");
+    }
+}
+
+/* Serves the request whose head is rbuf[0..head_len).  False when the
+ * connection must close afterwards. */
+static bool serve_one(http_conn *c, http_req *r, bz_arena *arena, int64_t t0)
+{
+    http_server *s = c->srv;
+    rt_ctx ctx;
+    rt_ctx_init(&ctx, &c->ls->ctx);
+    r->ctx = &ctx;
+    r->arena = arena;
+    r->conn = c;
+    r->start_ns = t0;
+    r->head = bz_str_eq_c(r->method, "HEAD");
+    memcpy(r->peer, c->peer, sizeof c->peer);
+    r->close_after = !r->keep_alive || atomic_load(&s->draining);
+    c->req_ctx = &ctx;
+    c->rpos = c->head_len;
+    c->body_chunked = r->chunked;
+    c->body_left = r->chunked ? 0 : (r->content_length > 0 ? r->content_length : 0);
+    c->body_done = !r->chunked && c->body_left == 0;
+    c->continue_sent = false;
+    c->ch = (http_chunked){0};
+    c->body_total = 0;
+    c->read_deadline = t0 + s->o.read_timeout_ns;
+    c->write_deadline = bz_now_ns() + s->o.write_timeout_ns;
+
+    bool cut = false;
+    if (r->content_length > s->o.max_body_bytes) {
+        /* Refuse before reading it; the unread body forbids keep-alive. */
+        r->close_after = true;
+        http_send_problem(r, 413, "body_too_large", "the request body is larger than the server accepts");
+    } else {
+        int rc = s->h.fn(r, s->h.data);
+        if (rc < 0 && !r->started) {
+            r->resp_headers.len = 0;
+            if (rc == -EMSGSIZE) {
+                r->close_after = true;
+                http_send_problem(r, 413, "body_too_large", "the request body is larger than the server accepts");
+            } else if (rc == -EBADMSG) {
+                r->close_after = true;
+                http_send_problem(r, 400, "bad_request", "malformed request body");
+            } else {
+                bz_log_err("handler failed", BZ_F_STR("path", r->pattern ? r->pattern : "?"),
+                           BZ_F_STR("error", strerror(-rc)), BZ_F_STR("request_id", r->request_id));
+                http_send_problem(r, 500, "internal", "the server failed to handle the request");
+            }
+        } else if (rc < 0) {
+            /* Failed mid-stream: close without the last chunk, so the
+             * client sees a truncated response rather than a wrong one. */
+            r->close_after = true;
+            cut = true;
+        }
+    }
+    if (!r->close_after && !discard_body(r, c))
+        r->close_after = true;
+    if (!r->started && atomic_load(&s->draining))
+        r->close_after = true;
+    if (!cut)
+        http__conn_flush(r, true);
+    c->req_ctx = NULL;
+    rt_ctx_release(&ctx);
+    bz_buf_free(&r->resp_headers);
+    bz_buf_free(&r->body);
+    return !r->close_after && !c->dead;
+}
+
+static void go_idle(http_conn *c);
+
+static void conn_serve(void *p)
+{
+    http_conn *c = p;
+    http_server *s = c->srv;
+    http_header hdrs[HTTP_MAX_HEADERS];
+    bz_arena arena;
+    bz_arena_init(&arena, 4096);
+    if (!c->rbuf) {
+        c->rbuf = buf_get(c);
+        c->rlen = 0;
+    }
+    bool keep = true;
+    while (keep && !c->dead) {
+        /* Read until a whole head is buffered. */
+        int64_t t0 = bz_now_ns();
+        int64_t head_deadline = t0 + s->o.read_header_timeout_ns;
+        int status = 0, hl;
+        http_req r;
+        for (;;) {
+            memset(&r, 0, offsetof(http_req, status));
+            hl = http__parse_head(c->rbuf, c->rlen, (size_t)s->o.max_header_bytes, &r, hdrs,
+                                  HTTP_MAX_HEADERS, &status);
+            if (hl != 0)
+                break;
+            if (c->rlen == 0 && !c->io.readable) {
+                /* Nothing buffered and nothing pending: go idle. */
+                if (out_flush(c) != 0)
+                    keep = false;
+                goto idle;
+            }
+            if (c->out.len && out_flush(c) != 0) {
+                keep = false;
+                goto idle;
+            }
+            ssize_t n = rt_read(&c->io, c->rbuf + c->rlen, s->bufcap - c->rlen, &c->ls->ctx,
+                                c->rlen ? head_deadline : bz_now_ns() - 1);
+            if (n == -ETIMEDOUT && c->rlen == 0) {
+                goto idle; /* the pending edge was spurious */
+            }
+            if (n <= 0) {
+                keep = false; /* EOF, error or header timeout: drop it */
+                goto idle;
+            }
+            c->rlen += (size_t)n;
+        }
+        if (hl < 0) {
+            send_error_and_close(c, status);
+            keep = false;
+            break;
+        }
+        c->head_len = (size_t)hl;
+        r.status = 0;
+        r.resp_headers = BZ_BUF_INIT;
+        r.body = BZ_BUF_INIT;
+        r.started = r.streaming = r.head = r.close_after = r.gzip = false;
+        r.bytes_out = 0;
+        r.pattern = NULL;
+        r.request_id[0] = '\0';
+        r.npv = 0;
+        keep = serve_one(c, &r, &arena, t0);
+        bz_arena_reset(&arena);
+        /* Drop this request's bytes; a pipelined next one moves up. */
+        if (c->rpos < c->rlen)
+            memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+        c->rlen -= c->rpos;
+        c->rpos = 0;
+        if (!keep) {
+            out_flush(c);
+            if (!c->dead)
+                shutdown(c->io.fd, SHUT_WR);
+        }
+    }
+idle:
+    bz_arena_free(&arena);
+    c->active = false;
+    if (!keep || c->dead || atomic_load(&s->draining)) {
+        if (c->dead)
+            conn_free(c);
+        else
+            conn_close(c);
+        return;
+    }
+    go_idle(c);
+}
+
+/* ---- idle connections ---------------------------------------------------------------------- */
+
+static void idle_expired(rt_timer *t)
+{
+    http_conn *c = t->data;
+    if (!c->active)
+        conn_close(c);
+}
+
+static void go_idle(http_conn *c)
+{
+    if (c->rlen == 0 && c->rbuf) {
+        buf_put(c, c->rbuf);
+        c->rbuf = NULL;
+    }
+    bz_buf_free(&c->out);
+    rt_timer_start(&c->timer, bz_now_ns() + c->srv->o.idle_timeout_ns);
+}
+
+static void conn_event(rt_io *io, uint32_t ev)
+{
+    http_conn *c = (http_conn *)io;
+    if (c->dead)
+        return;
+    if (c->active) {
+        /* A hang-up while a handler runs cancels its context. */
+        if ((ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && c->req_ctx)
+            rt_ctx_cancel(c->req_ctx);
+        return;
+    }
+    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        c->active = true;
+        rt_timer_stop(&c->timer);
+        rt_go(conn_serve, c);
+    }
+}
+
+static void on_accept(rt_loop *l, int fd, const struct sockaddr *peer, socklen_t pl, void *arg)
+{
+    http_server *s = arg;
+    (void)pl;
+    if (atomic_load(&s->draining)) {
+        close(fd);
+        return;
+    }
+    http_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        abort();
+    c->srv = s;
+    c->ls = &s->ls[rt_loop_index(l)];
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (rt_io_open(&c->io, fd) != 0) {
+        close(fd);
+        free(c);
+        return;
+    }
+    c->io.on_event = conn_event;
+    format_peer(c, peer);
+    c->timer.fn = idle_expired;
+    c->timer.data = c;
+    rt_wg_add(&s->conns, 1);
+    c->next = c->ls->conns;
+    if (c->next)
+        c->next->prev = c;
+    c->ls->conns = c;
+    /* The first request's head must come within read-header-timeout. */
+    rt_timer_start(&c->timer, bz_now_ns() + s->o.read_header_timeout_ns);
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------------- */
+
+http_server *http_server_new(const http_server_opts *o, http_handler h, int *err)
+{
+    http_server *s = calloc(1, sizeof *s);
+    if (!s)
+        abort();
+    s->o = *o;
+    s->h = h;
+    s->nloops = rt_nloops();
+    s->bufcap = (size_t)o->max_header_bytes + 8192;
+    rt_ctx_init(&s->ctx, NULL);
+    rt_wg_init(&s->conns);
+    s->ls = calloc((size_t)s->nloops, sizeof *s->ls);
+    for (int i = 0; i < s->nloops; i++) {
+        rt_ctx_init(&s->ls[i].ctx, &s->ctx);
+        s->ls[i].pool = calloc(POOL_MAX, sizeof(char *));
+    }
+    s->L = rt_listen(o->addr, on_accept, s, err);
+    if (!s->L) {
+        http_server_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+int http_server_port(const http_server *s) { return rt_listener_port(s->L); }
+bool http_server_draining(const http_server *s) { return atomic_load(&s->draining); }
+
+static void close_idle(void *p)
+{
+    http_server *s = p;
+    loop_state *ls = &s->ls[rt_loop_index(rt_loop_current())];
+    http_conn *c = ls->conns;
+    while (c) {
+        http_conn *next = c->next;
+        if (!c->active)
+            conn_close(c);
+        c = next;
+    }
+}
+
+static void close_all(void *p)
+{
+    http_server *s = p;
+    loop_state *ls = &s->ls[rt_loop_index(rt_loop_current())];
+    while (ls->conns)
+        conn_close(ls->conns);
+}
+
+int http_server_serve(http_server *s)
+{
+    rt_park(rt_shutdown_ctx(), BZ_NO_DEADLINE, NULL);
+    atomic_store(&s->draining, true);
+    rt_listener_close(s->L);
+    s->L = NULL;
+    for (int i = 0; i < s->nloops; i++)
+        rt_post(rt_loop_at(i), close_idle, s);
+    rt_ctx grace;
+    rt_ctx_init_timeout(&grace, NULL, s->o.shutdown_grace_ns);
+    int r = rt_wg_wait(&s->conns, &grace);
+    rt_ctx_release(&grace);
+    if (r != 0) {
+        bz_log_warn("shutdown grace ran out; cancelling in-flight requests");
+        rt_ctx_cancel(&s->ctx);
+        for (int i = 0; i < s->nloops; i++)
+            rt_post(rt_loop_at(i), close_all, s);
+        rt_ctx last;
+        rt_ctx_init_timeout(&last, NULL, BZ_NS_PER_S);
+        rt_wg_wait(&s->conns, &last);
+        rt_ctx_release(&last);
+        return -ETIMEDOUT;
+    }
+    return 0;
+}
+
+void http_server_free(http_server *s)
+{
+    if (!s)
+        return;
+    if (s->L)
+        rt_listener_close(s->L);
+    for (int i = 0; i < s->nloops; i++) {
+        for (int k = 0; k < s->ls[i].npool; k++)
+            free(s->ls[i].pool[k]);
+        free(s->ls[i].pool);
+        rt_ctx_release(&s->ls[i].ctx);
+    }
+    free(s->ls);
+    rt_ctx_release(&s->ctx);
+    /* s->conns may still be referenced by connections abandoned at exit */
+    free(s);
+}
