@@ -35,7 +35,7 @@ typedef struct loop_state {
     int npool;
     rt_ctx ctx;         /* parent of this loop's request contexts */
     char date[32];      /* cached Date value */
-    int64_t date_sec;
+    int64_t date_at;    /* rt_now() when it was made */
 } loop_state;
 
 struct http_server {
@@ -59,6 +59,7 @@ struct http_conn {
     char *rbuf;
     size_t rlen;
     bz_buf out;
+    bz_buf hbuf, bbuf;  /* response header/body buffers, reused per request */
     bool active;        /* a coroutine is serving */
     bool dead;          /* closed: the coroutine frees on the way out */
     rt_ctx *req_ctx;    /* the request in progress, for disconnect */
@@ -100,6 +101,8 @@ static void conn_free(http_conn *c)
     if (c->rbuf)
         buf_put(c, c->rbuf);
     bz_buf_free(&c->out);
+    bz_buf_free(&c->hbuf);
+    bz_buf_free(&c->bbuf);
     http_server *s = c->srv;
     free(c);
     rt_wg_done(&s->conns);
@@ -123,12 +126,14 @@ static void conn_close(http_conn *c)
         conn_free(c);
 }
 
+/* The Date header, re-read from the wall clock at most every 100 ms of
+ * loop time (so it is never more than 0.1 s behind). */
 static const char *http_date(loop_state *ls)
 {
-    int64_t now = bz_wall_us() / 1000000;
-    if (now != ls->date_sec) {
-        bz_fmt_http_date(ls->date, now);
-        ls->date_sec = now;
+    int64_t now = rt_now();
+    if (!ls->date[0] || now - ls->date_at >= 100 * BZ_NS_PER_MS) {
+        bz_fmt_http_date(ls->date, bz_wall_us() / 1000000);
+        ls->date_at = now;
     }
     return ls->date;
 }
@@ -151,9 +156,9 @@ static void put_head(http_conn *c, http_req *r, bool chunked)
     bz_buf *o = &c->out;
     if (!r->status)
         r->status = 200;
-    char line[64];
-    int n = snprintf(line, sizeof line, "HTTP/1.1 %d ", r->status);
-    bz_buf_append(o, line, (size_t)n);
+    bz_buf_append(o, "HTTP/1.1 ", 9);
+    bz_buf_append_i64(o, r->status);
+    bz_buf_putc(o, ' ');
     bz_buf_append_c(o, http_status_text(r->status));
     bz_buf_append_c(o, "\r\nDate: ");
     bz_buf_append(o, http_date(c->ls), 29);
@@ -472,8 +477,11 @@ static bool serve_one(http_conn *c, http_req *r, bz_arena *arena, int64_t t0)
         http__conn_flush(r, true);
     c->req_ctx = NULL;
     rt_ctx_release(&ctx);
-    bz_buf_free(&r->resp_headers);
-    bz_buf_free(&r->body);
+    /* Keep the buffers for the next request on this connection. */
+    c->hbuf = r->resp_headers;
+    c->bbuf = r->body;
+    bz_buf_clear(&c->hbuf);
+    bz_buf_clear(&c->bbuf);
     return !r->close_after && !c->dead;
 }
 
@@ -493,7 +501,7 @@ static void conn_serve(void *p)
     bool keep = true;
     while (keep && !c->dead) {
         /* Read until a whole head is buffered. */
-        int64_t t0 = bz_now_ns();
+        int64_t t0 = rt_now();
         int64_t head_deadline = t0 + s->o.read_header_timeout_ns;
         int status = 0, hl;
         http_req r;
@@ -531,8 +539,8 @@ static void conn_serve(void *p)
         }
         c->head_len = (size_t)hl;
         r.status = 0;
-        r.resp_headers = BZ_BUF_INIT;
-        r.body = BZ_BUF_INIT;
+        r.resp_headers = c->hbuf;
+        r.body = c->bbuf;
         r.started = r.streaming = r.head = r.close_after = r.gzip = false;
         r.bytes_out = 0;
         r.pattern = NULL;
@@ -580,7 +588,9 @@ static void go_idle(http_conn *c)
         c->rbuf = NULL;
     }
     bz_buf_free(&c->out);
-    rt_timer_start(&c->timer, bz_now_ns() + c->srv->o.idle_timeout_ns);
+    bz_buf_free(&c->hbuf);
+    bz_buf_free(&c->bbuf);
+    rt_timer_start(&c->timer, rt_now() + c->srv->o.idle_timeout_ns);
 }
 
 static void conn_event(rt_io *io, uint32_t ev)
@@ -631,7 +641,7 @@ static void on_accept(rt_loop *l, int fd, const struct sockaddr *peer, socklen_t
         c->next->prev = c;
     c->ls->conns = c;
     /* The first request's head must come within read-header-timeout. */
-    rt_timer_start(&c->timer, bz_now_ns() + s->o.read_header_timeout_ns);
+    rt_timer_start(&c->timer, rt_now() + s->o.read_header_timeout_ns);
 }
 
 /* ---- lifecycle --------------------------------------------------------------------------------- */

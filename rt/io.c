@@ -100,8 +100,13 @@ ssize_t rt_read(rt_io *io, void *buf, size_t n, rt_ctx *ctx, int64_t deadline)
         if (io->fd < 0)
             return -EBADF;
         ssize_t r = read(io->fd, buf, n);
-        if (r >= 0)
+        if (r >= 0) {
+            /* A short read drained the socket: the next arrival is a new
+             * edge, so skip the read that would only say EAGAIN. */
+            if ((size_t)r < n)
+                io->readable = false;
             return r;
+        }
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN)

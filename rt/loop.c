@@ -25,6 +25,7 @@ static rt_ctx g_shutdown;
 
 size_t rt__stack_size(void) { return g_stack_size; }
 int rt_nloops(void) { return g_nloops; }
+int64_t rt_now(void) { return rt__cur ? rt__cur->now : bz_now_ns(); }
 rt_loop *rt_loop_at(int i) { return (i >= 0 && i < g_nloops) ? &g_loops[i] : NULL; }
 rt_loop *rt_loop_current(void) { return rt__cur; }
 int rt_loop_index(const rt_loop *l) { return l->index; }
@@ -232,6 +233,7 @@ static void loop_body(rt_loop *l)
     struct epoll_event evs[MAX_EVENTS];
     unsigned skipped = 0;
     while (!atomic_load_explicit(&g_stop, memory_order_acquire)) {
+        l->now = bz_now_ns();
         run_ready(l);
         int timeout = -1;
         if (l->runq_head) {
@@ -257,10 +259,11 @@ static void loop_body(rt_loop *l)
             perror("bazaar: epoll_wait");
             abort();
         }
+        l->now = bz_now_ns();
         for (int i = 0; i < n; i++)
             rt__io_dispatch(l, evs[i].data.ptr, evs[i].events);
         if (l->heap_len)
-            rt__timers_run(l, bz_now_ns());
+            rt__timers_run(l, l->now);
         drain_mailbox(l);
     }
 }

@@ -96,6 +96,7 @@ struct rt_loop {
     rt_io evio;             /* evfd as an rt_io, for dispatch */
     rt__mctx sched;         /* the scheduler's own context (thread stack) */
     rt_coro *current;
+    int64_t now;            /* cached bz_now_ns(), see rt_now() */
     rt_coro *runq_head, *runq_tail;
     /* timers: binary min-heap on deadline */
     rt_timer **heap;

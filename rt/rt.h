@@ -64,6 +64,11 @@ int rt_loop_index(const rt_loop *l);
  * Safe from any thread. */
 void rt_post(rt_loop *l, rt_fn fn, void *arg);
 
+/* Monotonic time cached by the current loop (refreshed after every poll
+ * and every batch of coroutines): for deadlines on hot paths, where a
+ * clock read per use would show up in profiles.  Off a loop: bz_now_ns(). */
+int64_t rt_now(void);
+
 /* ---- coroutines ----------------------------------------------------------- */
 
 /* Starts fn(arg) on a new coroutine of the current loop (or loop 0 when
