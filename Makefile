@@ -9,7 +9,7 @@
 #   make fuzz    libFuzzer targets (clang), FUZZ_SECONDS each (default 60)
 
 .DEFAULT_GOAL := all
-.PHONY: all run test unit asan tsan test-asan test-tsan bench fuzz deps deps-test deps-bench clean format
+.PHONY: all run test unit blackbox asan tsan test-asan test-tsan bench fuzz deps deps-test deps-bench clean format
 
 MODE     ?= release
 BUILD    := build/$(MODE)
@@ -67,6 +67,9 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libbazaar.a $(UNIT_AOBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(UNIT_AOBJ) $(BUILD)/libbazaar.a $(LDLIBS) -lcmocka
 
+$(BUILD)/http_testd: tests/http_testd.c $(BUILD)/libbazaar.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libbazaar.a $(LDLIBS)
+
 run: deps
 	@$(MAKE) --no-print-directory all
 	./build/bazaar serve
@@ -74,15 +77,19 @@ run: deps
 unit: $(UNIT_BIN)
 	@tests/run_unit.sh $(UNIT_BIN)
 
+# Black-box suites: real servers, real sockets and HTTP clients (pytest).
+blackbox: $(BUILD)/bazaar $(BUILD)/http_testd
+	cd tests/blackbox && BAZAAR_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -p no:cacheprovider -q
+
 test: deps-test
-	@$(MAKE) --no-print-directory all unit
+	@$(MAKE) --no-print-directory all unit blackbox
 
 asan:
 	@$(MAKE) --no-print-directory MODE=asan CC=clang build/asan/bazaar
 tsan:
 	@$(MAKE) --no-print-directory MODE=tsan CC=clang build/tsan/bazaar
 test-asan: deps-test
-	@$(MAKE) --no-print-directory MODE=asan CC=clang build/asan/bazaar unit
+	@$(MAKE) --no-print-directory MODE=asan CC=clang build/asan/bazaar unit blackbox
 test-tsan: deps-test
 	@$(MAKE) --no-print-directory MODE=tsan CC=clang unit
 

@@ -69,8 +69,10 @@ static void serve_main(void *p)
         .max_body_bytes = cfg->max_body_bytes,
     };
     int e = 0;
-    s->srv = http_server_new(&o, http_chain(http_mux_handler(mux), mws, 5), &e);
+    http_handler chain = http_chain(http_mux_handler(mux), mws, 5);
+    s->srv = http_server_new(&o, chain, &e);
     if (!s->srv) {
+        http_chain_free(chain);
         bz_log_err("cannot listen", BZ_F_STR("addr", cfg->http_addr), BZ_F_STR("error", strerror(-e)));
         http_mux_free(mux);
         return;
@@ -80,6 +82,7 @@ static void serve_main(void *p)
     int r = http_server_serve(s->srv);
     bz_log_info("stopped", BZ_F_STR("drain", r == 0 ? "complete" : "grace period ran out"));
     http_server_free(s->srv);
+    http_chain_free(chain);
     http_mux_free(mux);
     s->status = 0;
 }

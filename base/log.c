@@ -4,6 +4,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -47,11 +48,22 @@ static void text_value(bz_buf *b, bz_str s)
     bz_buf_putc(b, '"');
 }
 
+/* One buffer per thread, reused: logging on the hot path (access log)
+ * does no allocation once warmed up.  A key destructor frees it when the
+ * thread exits. */
+static pthread_key_t g_key;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static _Thread_local bz_buf b;
+
+static void free_buf(void *p) { bz_buf_free(p); }
+static void make_key(void) { pthread_key_create(&g_key, free_buf); }
+
 void bz__log(bz_log_level level, const char *msg, ...)
 {
-    /* One buffer per thread, reused: logging on the hot path (access log)
-     * does no allocation once warmed up. */
-    static _Thread_local bz_buf b;
+    if (!b.data) {
+        pthread_once(&g_once, make_key);
+        pthread_setspecific(g_key, &b);
+    }
     bz_buf_clear(&b);
     char ts[32];
     bz_fmt_rfc3339_us(ts, bz_wall_us());

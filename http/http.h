@@ -49,6 +49,8 @@ typedef struct http_mw {
 
 /* Wraps h in mws[0] (outermost) … mws[n-1] (innermost). */
 http_handler http_chain(http_handler h, const http_mw *mws, int n);
+/* Frees the closures of a chain made of this layer's middleware. */
+void http_chain_free(http_handler h);
 
 /* ---- the request ------------------------------------------------------------ */
 

@@ -109,6 +109,14 @@ static int recover(http_req *r, void *data)
         return rc;
     if (rc == -EMSGSIZE || rc == -EBADMSG)
         return rc; /* the server maps these to 413 / 400 */
+    if (rc == -ECANCELED && rt_ctx_err(r->ctx)) {
+        /* The client left or the server is stopping: not a bug. */
+        r->resp_headers.len = 0;
+        if (r->request_id[0])
+            http_add_header(r, "X-Request-Id", r->request_id);
+        http_send_problem(r, 503, "unavailable", "the request was cancelled");
+        return 0;
+    }
     bz_log_err("handler failed", BZ_F_STR("route", r->pattern ? r->pattern : ""),
                BZ_F_STR("error", strerror(-rc)), BZ_F_STR("request_id", r->request_id));
     r->resp_headers.len = 0;
@@ -228,3 +236,18 @@ static int gzip_mw(http_req *r, void *data)
 }
 
 http_handler http_mw_gzip(http_handler next, void *cfg) { return wrap(gzip_mw, next, cfg); }
+
+void http_chain_free(http_handler h)
+{
+    static int (*const ours[])(http_req *, void *) = {request_id, access_log, recover, timeout, gzip_mw};
+    for (;;) {
+        bool mine = false;
+        for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)
+            mine |= h.fn == ours[i];
+        if (!mine)
+            return; /* reached the innermost handler: not ours to free */
+        mw *m = h.data;
+        h = m->next;
+        free(m);
+    }
+}

@@ -694,14 +694,25 @@ static void close_all(void *p)
         conn_close(ls->conns);
 }
 
+/* Runs fn(s) on every loop (as a coroutine) and waits until all ran:
+ * the server must outlive every such call. */
+static void on_every_loop(http_server *s, rt_fn fn)
+{
+    rt_coro *cos[256];
+    int n = s->nloops < 256 ? s->nloops : 256;
+    for (int i = 0; i < n; i++)
+        cos[i] = rt_spawn_joinable(rt_loop_at(i), fn, s);
+    for (int i = 0; i < n; i++)
+        rt_join(cos[i], NULL);
+}
+
 int http_server_serve(http_server *s)
 {
     rt_park(rt_shutdown_ctx(), BZ_NO_DEADLINE, NULL);
     atomic_store(&s->draining, true);
     rt_listener_close(s->L);
     s->L = NULL;
-    for (int i = 0; i < s->nloops; i++)
-        rt_post(rt_loop_at(i), close_idle, s);
+    on_every_loop(s, close_idle);
     rt_ctx grace;
     rt_ctx_init_timeout(&grace, NULL, s->o.shutdown_grace_ns);
     int r = rt_wg_wait(&s->conns, &grace);
@@ -709,8 +720,7 @@ int http_server_serve(http_server *s)
     if (r != 0) {
         bz_log_warn("shutdown grace ran out; cancelling in-flight requests");
         rt_ctx_cancel(&s->ctx);
-        for (int i = 0; i < s->nloops; i++)
-            rt_post(rt_loop_at(i), close_all, s);
+        on_every_loop(s, close_all);
         rt_ctx last;
         rt_ctx_init_timeout(&last, NULL, BZ_NS_PER_S);
         rt_wg_wait(&s->conns, &last);
@@ -724,6 +734,11 @@ void http_server_free(http_server *s)
 {
     if (!s)
         return;
+    pthread_mutex_lock(&s->conns.lk);
+    bool busy = s->conns.count > 0;
+    pthread_mutex_unlock(&s->conns.lk);
+    if (busy)
+        return; /* connections still unwinding: the process is exiting; leave it */
     if (s->L)
         rt_listener_close(s->L);
     for (int i = 0; i < s->nloops; i++) {
