@@ -26,6 +26,8 @@ else ifeq ($(MODE),asan)
 OPT      := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 else ifeq ($(MODE),tsan)
 OPT      := -O1 -g -fsanitize=thread
+else ifeq ($(MODE),fuzz)
+OPT      := -O1 -g -fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
 CFLAGS   := $(CFLAGS_common) $(OPT) $(EXTRA_CFLAGS)
 LDFLAGS  := -pthread $(OPT)
@@ -93,8 +95,20 @@ test-asan: deps-test
 test-tsan: deps-test
 	@$(MAKE) --no-print-directory MODE=tsan CC=clang unit
 
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+
+# libFuzzer targets (clang) for every parser of client bytes; each runs
+# FUZZ_SECONDS on a scratch copy of its committed seed corpus.
+fuzz: deps-test
+	@$(MAKE) --no-print-directory MODE=fuzz CC=clang $(FUZZ_TARGETS:%=build/fuzz/%)
+	@tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libbazaar.a
+	$(CC) $(CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(BUILD)/libbazaar.a $(LDLIBS)
+
 bench: deps-bench
-	@$(MAKE) --no-print-directory $(BUILD)/bench_rt
+	@$(MAKE) --no-print-directory $(BUILD)/bench_rt $(BUILD)/bazaar
 	@tests/bench/run.sh
 
 $(BUILD)/bench_rt: tests/bench/bench_rt.c $(BUILD)/libbazaar.a

@@ -269,10 +269,8 @@ static bool valid_ext(const char *p, const char *end)
     while (p < end) {
         while (p < end && (*p == ' ' || *p == '\t'))
             p++;
-        if (p == end)
-            return true;
-        if (*p++ != ';')
-            return false;
+        if (p == end || *p++ != ';')
+            return false; /* whitespace must lead to another extension */
         while (p < end && (*p == ' ' || *p == '\t'))
             p++;
         const char *nm = p;
@@ -280,34 +278,37 @@ static bool valid_ext(const char *p, const char *end)
             p++;
         if (p == nm)
             return false;
+        const char *after_name = p;
         while (p < end && (*p == ' ' || *p == '\t'))
             p++;
-        if (p < end && *p == '=') {
+        if (p == end || *p != '=') {
+            p = after_name;
+            continue;
+        }
+        p++;
+        while (p < end && (*p == ' ' || *p == '\t'))
             p++;
-            while (p < end && (*p == ' ' || *p == '\t'))
-                p++;
-            if (p < end && *p == '"') {
-                p++;
-                while (p < end && *p != '"') {
-                    if (*p == '\\') {
-                        p++;
-                        if (p == end)
-                            return false;
-                    } else if (!is_fvchar((unsigned char)*p)) {
+        if (p < end && *p == '"') {
+            p++;
+            while (p < end && *p != '"') {
+                if (*p == '\\') {
+                    p++;
+                    if (p == end)
                         return false;
-                    }
-                    p++;
+                } else if (!is_fvchar((unsigned char)*p)) {
+                    return false;
                 }
-                if (p == end)
-                    return false;
                 p++;
-            } else {
-                const char *vs = p;
-                while (p < end && tchar[(unsigned char)*p])
-                    p++;
-                if (p == vs)
-                    return false;
             }
+            if (p == end)
+                return false;
+            p++;
+        } else {
+            const char *vs = p;
+            while (p < end && tchar[(unsigned char)*p])
+                p++;
+            if (p == vs)
+                return false;
         }
     }
     return true;

@@ -5,3 +5,6 @@ set -eu
 cd "$(dirname "$0")/../.."
 echo "== runtime"
 taskset -c 0,1 build/bench_rt
+echo
+echo "== http: /healthz, bazaar (1 loop) vs nginx (1 worker); server core 0, wrk core 1"
+tests/bench/http.sh

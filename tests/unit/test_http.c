@@ -1,0 +1,385 @@
+/* tests/unit/test_http.c — http/ internals: the request-head parser, the
+ * chunked decoder, path cleaning and the router (Go 1.22 precedence). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "http/http-private.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static http_header hdrs[HTTP_MAX_HEADERS];
+
+static int parse(const char *s, http_req *r, int *status)
+{
+    memset(r, 0, sizeof *r);
+    *status = 0;
+    return http__parse_head(s, strlen(s), 16384, r, hdrs, HTTP_MAX_HEADERS, status);
+}
+
+static void parser_accepts_valid_requests(void **state)
+{
+    http_req r;
+    int st;
+    const char *req = "GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: example\r\nX-Empty:\r\nX-Sp:  v  a  \r\n\r\nBODY";
+    int n = parse(req, &r, &st);
+    assert_int_equal(n, (int)(strstr(req, "BODY") - req));
+    assert_true(bz_str_eq_c(r.method, "GET"));
+    assert_true(bz_str_eq_c(r.path, "/a/b"));
+    assert_true(bz_str_eq_c(r.query, "x=1&y=%20"));
+    assert_int_equal(r.minor, 1);
+    assert_int_equal(r.nheaders, 3);
+    assert_true(bz_str_eq_c(http_header_get(&r, "x-empty"), ""));
+    assert_true(bz_str_eq_c(http_header_get(&r, "X-SP"), "v  a"));
+    assert_true(r.keep_alive);
+    assert_int_equal(r.content_length, -1);
+    /* zero-copy: the value points into the input */
+    assert_true(http_header_get(&r, "host").p > req && http_header_get(&r, "host").p < req + strlen(req));
+
+    assert_true(parse("POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\nContent-Length: 12\r\n\r\n", &r, &st) > 0);
+    assert_int_equal(r.content_length, 12);
+    assert_true(parse("POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n", &r, &st) > 0);
+    assert_true(r.chunked);
+    assert_true(parse("GET / HTTP/1.0\r\n\r\n", &r, &st) > 0);
+    assert_false(r.keep_alive);
+    assert_true(parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", &r, &st) > 0);
+    assert_true(r.keep_alive);
+    assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nConnection: foo, close\r\n\r\n", &r, &st) > 0);
+    assert_false(r.keep_alive);
+    assert_true(parse("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", &r, &st) > 0);
+    assert_true(parse("GET http://example.com/p?q HTTP/1.1\r\nHost: h\r\n\r\n", &r, &st) > 0);
+    assert_true(bz_str_eq_c(r.path, "/p"));
+    assert_true(parse("\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", &r, &st) > 0); /* leading CRLF */
+    assert_true(parse("POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n", &r, &st) > 0);
+    assert_true(r.expect_continue);
+}
+
+static void parser_waits_for_more(void **state)
+{
+    http_req r;
+    int st;
+    const char *full = "GET /x HTTP/1.1\r\nHost: h\r\nA: b\r\n\r\n";
+    for (size_t i = 0; i < strlen(full); i++) {
+        memset(&r, 0, sizeof r);
+        assert_int_equal(http__parse_head(full, i, 16384, &r, hdrs, HTTP_MAX_HEADERS, &st), 0);
+    }
+    assert_int_equal(parse(full, &r, &st), (int)strlen(full));
+}
+
+static void parser_rejects_malformed_and_smuggling(void **state)
+{
+    struct {
+        const char *req;
+        int status;
+    } cases[] = {
+        {"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1,1\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0x10\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, identity\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity\r\n\r\n", 501},
+        {"GET /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+        {"GET /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: h\r\nA: b\r\n c\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: h\r\nA : b\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: h\r\nA\tB: b\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: h\r\n\"A\": b\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: h\r\nA: b\x01\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: h\r\nA: b\x7f\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\nHost: h\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: h\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: h\r\nA: b\rc\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\r\n", 400},
+        {"GET /x\tHTTP/1.1\r\nHost: h\r\n\r\n", 400},
+        {"GET  /x HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+        {"GET /x  HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+        {"GET /x HTTP/1.1 \r\nHost: h\r\n\r\n", 400},
+        {"GET /x http/1.1\r\nHost: h\r\n\r\n", 400},
+        {"GET /x HTTP/3.0\r\nHost: h\r\n\r\n", 505},
+        {"GET /x HTTP/1.1\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+        {"GET x HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+        {"GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+        {"GET /x#frag HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+        {"G@T /x HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+        {" GET /x HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+        {"GET /x HTTP/1.1\r\nHost: h\r\nExpect: something\r\n\r\n", 417},
+        {"GET /x HTTP/1.1\r\nHost: h\r\n: v\r\n\r\n", 400},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        http_req r;
+        int st;
+        int n = parse(cases[i].req, &r, &st);
+        if (n != -1 || st != cases[i].status)
+            fail_msg("case %zu (%s): got %d/%d, want -1/%d", i, cases[i].req, n, st, cases[i].status);
+    }
+}
+
+static void parser_limits(void **state)
+{
+    static char big[40000];
+    http_req r;
+    int st;
+    /* 414: a request target over 8 KiB, complete or not */
+    snprintf(big, sizeof big, "GET /%0*d HTTP/1.1\r\nHost: h\r\n\r\n", 9000, 0);
+    assert_int_equal(parse(big, &r, &st), -1);
+    assert_int_equal(st, 414);
+    memset(big, 'a', 9000);
+    memcpy(big, "GET /", 5);
+    big[9000] = 0;
+    assert_int_equal(parse(big, &r, &st), -1);
+    assert_int_equal(st, 414);
+    /* 431: headers over the cap, complete or still arriving */
+    int k = snprintf(big, sizeof big, "GET / HTTP/1.1\r\nHost: h\r\nX: ");
+    memset(big + k, 'v', 17000);
+    strcpy(big + k + 17000, "\r\n\r\n");
+    assert_int_equal(parse(big, &r, &st), -1);
+    assert_int_equal(st, 431);
+    big[k + 17000] = 0;
+    assert_int_equal(parse(big, &r, &st), -1);
+    assert_int_equal(st, 431);
+    /* 431: too many fields */
+    k = snprintf(big, sizeof big, "GET / HTTP/1.1\r\nHost: h\r\n");
+    for (int i = 0; i < HTTP_MAX_HEADERS + 1; i++)
+        k += snprintf(big + k, sizeof big - (size_t)k, "X%d: v\r\n", i);
+    strcpy(big + k, "\r\n");
+    assert_int_equal(parse(big, &r, &st), -1);
+    assert_int_equal(st, 431);
+}
+
+/* ---- chunked ---- */
+
+static int dechunk(const char *in, size_t len, char *out, size_t *outlen, size_t step)
+{
+    http_chunked c = {0};
+    size_t pos = 0, have = step < len ? step : len, o = 0;
+    for (;;) {
+        size_t used, dl;
+        const char *d;
+        int st = http__chunked_step(&c, in + pos, have - pos, &used, &d, &dl);
+        pos += used;
+        if (st == HTTP_CHUNK_DATA) {
+            memcpy(out + o, d, dl);
+            o += dl;
+        } else if (st == HTTP_CHUNK_DONE) {
+            *outlen = o;
+            return (int)pos;
+        } else if (st == HTTP_CHUNK_ERROR) {
+            return -1;
+        } else {
+            if (have == len)
+                return -2; /* needs more than there is */
+            have = have + step < len ? have + step : len;
+        }
+    }
+}
+
+static void chunked_decoding(void **state)
+{
+    const char *ok = "5\r\nhello\r\n6;a=b;c=\"q\\\"x\"\r\n world\r\nA\r\n0123456789\r\n0\r\nT: v\r\n\r\nNEXT";
+    char out[64];
+    size_t ol;
+    for (size_t step = 1; step < 70; step++) {
+        int n = dechunk(ok, strlen(ok), out, &ol, step);
+        assert_int_equal(n, (int)(strstr(ok, "NEXT") - ok));
+        assert_int_equal(ol, 21);
+        assert_memory_equal(out, "hello world0123456789", 21);
+    }
+    const char *bad[] = {
+        "x\r\nhello\r\n0\r\n\r\n",          /* not hex */
+        "\r\nhello\r\n0\r\n\r\n",           /* empty size */
+        "5 \r\nhello\r\n0\r\n\r\n",         /* space then nothing: bad ext */
+        "5;\r\nhello\r\n0\r\n\r\n",         /* empty ext name */
+        "5;a=\r\nhello\r\n0\r\n\r\n",       /* empty ext value */
+        "5;a=\"x\r\nhello\r\n0\r\n\r\n",    /* unterminated quote */
+        "5\nhello\r\n0\r\n\r\n",            /* bare LF */
+        "5\r\nhelloXX0\r\n\r\n",            /* data longer than the size */
+        "1000000000000000\r\n",             /* 16 hex digits: overflow guard */
+        "0\r\nBad Trailer\r\n\r\n",         /* trailer without colon */
+        "-5\r\nhello\r\n0\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int n = dechunk(bad[i], strlen(bad[i]), out, &ol, strlen(bad[i]));
+        if (n != -1)
+            fail_msg("bad chunked case %zu accepted (%d)", i, n);
+    }
+}
+
+/* ---- clean path ---- */
+
+static void clean_paths(void **state)
+{
+    struct {
+        const char *in, *out;
+    } c[] = {
+        {"/", "/"},         {"//", "/"},          {"/a//b", "/a/b"},   {"/a/./b", "/a/b"},
+        {"/a/../b", "/b"},  {"/../a", "/a"},      {"/a/b/..", "/a"},   {"/a/b/../", "/a/"},
+        {"/a/", "/a/"},     {"/a/.", "/a"},       {"/..", "/"},        {"/a/b/c/../../d", "/a/d"},
+        {"/.a/..b/c", "/.a/..b/c"}, {"/a/b/", "/a/b/"},
+    };
+    char out[64];
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        http__clean_path(c[i].in, strlen(c[i].in), out);
+        if (strcmp(out, c[i].out))
+            fail_msg("clean(%s) = %s, want %s", c[i].in, out, c[i].out);
+    }
+}
+
+/* ---- router ---- */
+
+static int h_dummy(http_req *r, void *d) { return 0; }
+
+/* Go 1.22 ServeMux: which pairs may coexist and which conflict. */
+static void router_conflicts_like_go(void **state)
+{
+    struct {
+        const char *a, *b;
+        bool conflict;
+    } c[] = {
+        {"/a/b", "/a/{x}", false},            /* literal more specific than wildcard */
+        {"/{x}/b", "/a/{y}", true},           /* each more specific in one segment */
+        {"/a/{x}/c", "/a/b/{y}", true},
+        {"GET /", "/", false},                /* method makes it more specific */
+        {"GET /a", "HEAD /a", false},         /* GET is more general than HEAD */
+        {"GET /a", "POST /a", false},         /* disjoint */
+        {"/a/", "/a/{x...}", true},           /* same requests */
+        {"/a/{x}", "/a/{y}", true},           /* equivalent */
+        {"/a/{$}", "/a/", false},
+        {"/{$}", "/", false},
+        {"/b/{x...}", "/b/{x}/{y}", false},
+        {"GET /a/{x}", "/a/b", true},         /* method vs path specificity cross */
+        {"GET /", "/static/", true},          /* the well-known Go 1.22 case */
+        {"/a/b/{x...}", "/a/{y}/c", true},
+        {"/x/{$}", "/x/{y}", false},          /* {$} and {y} are disjoint */
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        http_mux *m = http_mux_new();
+        char err[256] = "";
+        assert_int_equal(http_mux_handle(m, c[i].a, (http_handler){h_dummy, NULL}, err, sizeof err), 0);
+        int r = http_mux_handle(m, c[i].b, (http_handler){h_dummy, NULL}, err, sizeof err);
+        if ((r != 0) != c[i].conflict)
+            fail_msg("%s vs %s: conflict=%d, want %d (%s)", c[i].a, c[i].b, r != 0, c[i].conflict, err);
+        if (r)
+            assert_non_null(strstr(err, c[i].a)); /* the message names both */
+        http_mux_free(m);
+    }
+    const char *bad[] = {"", "a", "/{x", "/{x}y", "/{1x}", "/{x...}/a", "/{$}/a", "/a/{x}/{x}", "get /a", "/a/{}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        http_mux *m = http_mux_new();
+        char err[256] = "";
+        if (http_mux_handle(m, bad[i], (http_handler){h_dummy, NULL}, err, sizeof err) == 0)
+            fail_msg("bad pattern accepted: %s", bad[i]);
+        http_mux_free(m);
+    }
+}
+
+static const char *route(http_mux *m, const char *method, const char *path, http_route_match *mt)
+{
+    static http_req r;
+    memset(&r, 0, sizeof r);
+    r.method = bz_str_c(method);
+    r.path = bz_str_c(path);
+    http_handler h;
+    http__mux_route(m, &r, mt, &h);
+    return mt->found == 1 ? mt->pattern : NULL;
+}
+
+static void router_picks_most_specific(void **state)
+{
+    /* ("GET /" would conflict with "/a/", as in Go: neither is more
+     * specific — one by method, the other by path.) */
+    const char *pats[] = {"/", "GET /m", "/m", "/a/", "/a/b", "/a/{x}", "/a/{x}/c", "/a/b/c",
+                          "GET /items/{id}", "HEAD /items/{id}", "POST /items", "/files/{p...}",
+                          "/z/{$}", "DELETE /items/{id}"};
+    http_mux *m = http_mux_new();
+    char err[256];
+    for (size_t i = 0; i < sizeof pats / sizeof pats[0]; i++)
+        if (http_mux_handle(m, pats[i], (http_handler){h_dummy, NULL}, err, sizeof err))
+            fail_msg("%s", err);
+    struct {
+        const char *method, *path, *want;
+    } c[] = {
+        {"GET", "/", "/"},
+        {"POST", "/", "/"},
+        {"GET", "/m", "GET /m"},
+        {"HEAD", "/m", "GET /m"},
+        {"PUT", "/m", "/m"},
+        {"GET", "/anything/else", "/"},
+        {"GET", "/a/", "/a/"},
+        {"GET", "/a/b", "/a/b"},
+        {"GET", "/a/q", "/a/{x}"},
+        {"GET", "/a/q/c", "/a/{x}/c"},
+        {"GET", "/a/b/c", "/a/b/c"},
+        {"GET", "/a/q/d", "/a/"},
+        {"GET", "/items/7", "GET /items/{id}"},
+        {"HEAD", "/items/7", "HEAD /items/{id}"},
+        {"DELETE", "/items/7", "DELETE /items/{id}"},
+        {"GET", "/files/x/y/z", "/files/{p...}"},
+        {"GET", "/files/", "/files/{p...}"},
+        {"GET", "/z/", "/z/{$}"},
+        {"GET", "/z/q", "/"},
+    };
+    http_route_match mt;
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        const char *got = route(m, c[i].method, c[i].path, &mt);
+        if (!got || strcmp(got, c[i].want))
+            fail_msg("%s %s -> %s, want %s", c[i].method, c[i].path, got ? got : "(none)", c[i].want);
+    }
+    http_mux_free(m);
+
+    /* 405 with Allow, sorted, HEAD implied by GET */
+    m = http_mux_new();
+    http_mux_handle(m, "POST /items", (http_handler){h_dummy, NULL}, err, sizeof err);
+    http_mux_handle(m, "GET /items", (http_handler){h_dummy, NULL}, err, sizeof err);
+    http_mux_handle(m, "GET /other/{x}", (http_handler){h_dummy, NULL}, err, sizeof err);
+    assert_null(route(m, "PUT", "/items", &mt));
+    assert_int_equal(mt.found, -1);
+    assert_string_equal(mt.allow, "GET, HEAD, POST");
+    assert_null(route(m, "GET", "/nothing", &mt));
+    assert_int_equal(mt.found, 0);
+    assert_null(route(m, "GET", "/other/", &mt)); /* {x} needs a non-empty segment */
+    assert_int_equal(mt.found, 0);
+    http_mux_free(m);
+}
+
+static void path_values_are_decoded(void **state)
+{
+    http_mux *m = http_mux_new();
+    char err[256];
+    http_mux_handle(m, "/u/{id}/f/{rest...}", (http_handler){h_dummy, NULL}, err, sizeof err);
+    static http_req r;
+    memset(&r, 0, sizeof r);
+    bz_arena a;
+    bz_arena_init(&a, 0);
+    r.arena = &a;
+    r.method = BZ_STR_LIT("GET");
+    r.path = BZ_STR_LIT("/u/a%2Fb%20c/f/x/y%41/");
+    http_route_match mt;
+    http_handler h;
+    http__mux_route(m, &r, &mt, &h);
+    assert_int_equal(mt.found, 1);
+    assert_string_equal(http_path_value(&r, "id"), "a/b c");
+    assert_string_equal(http_path_value(&r, "rest"), "x/yA/");
+    assert_null(http_path_value(&r, "nope"));
+    bz_arena_free(&a);
+    http_mux_free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(parser_accepts_valid_requests),
+        cmocka_unit_test(parser_waits_for_more),
+        cmocka_unit_test(parser_rejects_malformed_and_smuggling),
+        cmocka_unit_test(parser_limits),
+        cmocka_unit_test(chunked_decoding),
+        cmocka_unit_test(clean_paths),
+        cmocka_unit_test(router_conflicts_like_go),
+        cmocka_unit_test(router_picks_most_specific),
+        cmocka_unit_test(path_values_are_decoded),
+    };
+    return cmocka_run_group_tests_name("http", tests, NULL, NULL);
+}
