@@ -19,7 +19,7 @@ BUILD    := build
 endif
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wvla
-CFLAGS_common := -std=c17 -D_GNU_SOURCE -I. -pthread -MMD -MP $(WARN)
+CFLAGS_common := -std=c17 -D_GNU_SOURCE -I. -I/usr/include/postgresql -pthread -MMD -MP $(WARN)
 ifeq ($(MODE),release)
 OPT      := -O2 -g
 else ifeq ($(MODE),asan)
@@ -31,7 +31,7 @@ OPT      := -O1 -g -fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-p
 endif
 CFLAGS   := $(CFLAGS_common) $(OPT) $(EXTRA_CFLAGS)
 LDFLAGS  := -pthread $(OPT)
-LDLIBS   := -lz -lm
+LDLIBS   := -lpq -lsqlite3 -lz -lm
 
 LIB_SRC  := $(wildcard base/*.c rt/*.c http/*.c db/*.c cache/*.c grpc/*.c app/*.c)
 LIB_ASM  := rt/switch.S
@@ -76,8 +76,10 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	./build/bazaar serve
 
+# Unit suites; the db/ and cache/ ones need the throwaway PostgreSQL and
+# Redis that tests/with_services.sh starts (and always stops).
 unit: $(UNIT_BIN)
-	@tests/run_unit.sh $(UNIT_BIN)
+	@tests/with_services.sh tests/run_unit.sh $(UNIT_BIN)
 
 # Black-box suites: real servers, real sockets and HTTP clients (pytest).
 blackbox: $(BUILD)/bazaar $(BUILD)/http_testd

@@ -11,6 +11,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,13 @@ void rt_io_close(rt_io *io)
         rt_wake(io->reader, -EBADF);
     if (io->writer)
         rt_wake(io->writer, -EBADF);
+}
+
+void rt_io_detach(rt_io *io)
+{
+    if (io->loop && io->fd >= 0)
+        epoll_ctl(io->loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+    io->loop = NULL;
 }
 
 void rt__io_dispatch(rt_loop *l, rt_io *io, uint32_t ev)
@@ -93,6 +101,21 @@ int rt_wait_writable(rt_io *io, rt_ctx *ctx, int64_t deadline)
 {
     return wait_on(io, &io->writer, &io->writable, ctx, deadline);
 }
+
+static int await(rt_io *io, short ev, rt_ctx *ctx, int64_t deadline)
+{
+    if (io->fd < 0)
+        return -EBADF;
+    bool *flag = ev == POLLIN ? &io->readable : &io->writable;
+    *flag = false;
+    struct pollfd p = {.fd = io->fd, .events = ev};
+    if (poll(&p, 1, 0) > 0)
+        return 0; /* ready now (or hung up: the caller's next call tells) */
+    return ev == POLLIN ? rt_wait_readable(io, ctx, deadline) : rt_wait_writable(io, ctx, deadline);
+}
+
+int rt_io_await_readable(rt_io *io, rt_ctx *ctx, int64_t deadline) { return await(io, POLLIN, ctx, deadline); }
+int rt_io_await_writable(rt_io *io, rt_ctx *ctx, int64_t deadline) { return await(io, POLLOUT, ctx, deadline); }
 
 ssize_t rt_read(rt_io *io, void *buf, size_t n, rt_ctx *ctx, int64_t deadline)
 {

@@ -177,9 +177,18 @@ struct rt_io {
 int rt_io_open(rt_io *io, int fd);
 /* Deregisters and closes the fd; waiters get -EBADF. */
 void rt_io_close(rt_io *io);
+/* Deregisters the fd from its loop without closing it (to move it to
+ * another loop with rt_io_open).  No coroutine may be waiting on it. */
+void rt_io_detach(rt_io *io);
 
 int rt_wait_readable(rt_io *io, rt_ctx *ctx, int64_t deadline);
 int rt_wait_writable(rt_io *io, rt_ctx *ctx, int64_t deadline);
+/* For fds a library reads and writes itself (libpq, hiredis): the
+ * readiness flags cannot be trusted, since the library saw EAGAIN and we
+ * did not.  These check the fd with a zero-timeout poll(2), and park only
+ * if it is not ready; an edge that comes after the check wakes them. */
+int rt_io_await_readable(rt_io *io, rt_ctx *ctx, int64_t deadline);
+int rt_io_await_writable(rt_io *io, rt_ctx *ctx, int64_t deadline);
 /* read(2) that parks on EAGAIN: bytes read, 0 at EOF, or -errno. */
 ssize_t rt_read(rt_io *io, void *buf, size_t n, rt_ctx *ctx, int64_t deadline);
 /* Writes all n bytes (parking as needed): 0 or -errno. */
@@ -214,6 +223,18 @@ void rt_listener_close(rt_listener *l);
  * coroutines on different loops.  Waiters are served first come, first
  * served, and ownership is handed straight to the woken waiter. */
 typedef struct rt_waitq { rt_coro *head, *tail; } rt_waitq;
+
+/* The queue the primitives below are made of, for layers that build their
+ * own (the DB pool, single-flight).  The caller guards q with its own
+ * pthread mutex *lk.  rt_waitq_wait queues the running coroutine, parks it
+ * with *lk released, and returns with *lk held again: 0 when woken by
+ * rt_waitq_wake_one (with *val, if given, set to what the waker passed), or
+ * -ECANCELED / -ETIMEDOUT.  rt_waitq_wake_one wakes the first waiter that
+ * can still be woken and returns false if there was none. */
+int rt_waitq_wait(rt_waitq *q, pthread_mutex_t *lk, rt_ctx *ctx, int64_t deadline, void **val);
+bool rt_waitq_wake_one(rt_waitq *q, int result, void *val);
+void rt_waitq_wake_all(rt_waitq *q, int result);
+static inline bool rt_waitq_empty(const rt_waitq *q) { return q->head == 0; }
 
 typedef struct rt_mutex {
     pthread_mutex_t lk;

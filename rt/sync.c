@@ -76,6 +76,31 @@ static void wq_wake_all(rt_waitq *q, int res)
     }
 }
 
+int rt_waitq_wait(rt_waitq *q, pthread_mutex_t *lk, rt_ctx *ctx, int64_t deadline, void **val)
+{
+    rt_coro *self = rt_self();
+    if (!self)
+        rt__panic("rt_waitq_wait outside a coroutine");
+    self->wq_val = NULL;
+    int r = wq_wait(q, lk, ctx, deadline);
+    if (r == 0 && val)
+        *val = self->wq_val;
+    return r;
+}
+
+bool rt_waitq_wake_one(rt_waitq *q, int result, void *val)
+{
+    rt_coro *co;
+    while ((co = rt__wq_pop(q))) {
+        co->wq_val = val; /* read by the waiter only if this wake succeeds */
+        if (rt_wake(co, result))
+            return true;
+    }
+    return false;
+}
+
+void rt_waitq_wake_all(rt_waitq *q, int result) { wq_wake_all(q, result); }
+
 /* ---- mutex ----------------------------------------------------------------- */
 
 void rt_mutex_init(rt_mutex *m)

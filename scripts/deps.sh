@@ -12,7 +12,7 @@ set -euo pipefail
 build=(gcc make libc6-dev pkg-config libsqlite3-dev libpq-dev libhiredis-dev libsodium-dev
        zlib1g-dev libjansson-dev)
 test=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-requests
-      postgresql redis-server curl)
+      postgresql redis-server redis-tools curl bc)
 bench=(wrk nginx-light nghttp2-client redis-tools)
 
 want=("${build[@]}")

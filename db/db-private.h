@@ -1,0 +1,128 @@
+/*
+ * db/db-private.h — the pool's view of a driver, and the row storage both
+ * drivers fill.  Nothing outside db/ includes this.
+ */
+#ifndef DB_PRIVATE_H
+#define DB_PRIVATE_H
+
+#include "db/db.h"
+
+#include "base/buf.h"
+
+#include <libpq-fe.h>
+#include <sqlite3.h>
+
+typedef struct db_conn db_conn;
+
+typedef struct db_driver {
+    const char *name;
+    /* Opens c (its driver state is zeroed).  0 or -errno with err. */
+    int (*connect)(db *d, db_conn *c, rt_ctx *ctx, bz_error *err);
+    void (*close)(db_conn *c);
+    /* Runs one statement: rows (if not NULL) gets the result rows. */
+    int (*run)(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
+               int64_t *affected, bz_error *err);
+    /* Runs a parameterless multi-statement script. */
+    int (*script)(db_conn *c, rt_ctx *ctx, const char *sql, bz_error *err);
+    int (*begin)(db_conn *c, rt_ctx *ctx, const db_tx_opts *o, bz_error *err);
+    int (*commit)(db_conn *c, rt_ctx *ctx, bz_error *err);
+    int (*rollback)(db_conn *c, rt_ctx *ctx);
+    /* Called (on the releasing coroutine's loop) before c goes idle; NULL
+     * if the driver needs nothing. */
+    void (*idle)(db_conn *c);
+} db_driver;
+
+/* A prepared statement cached on a connection. */
+typedef struct db_stmt {
+    const char *sql;      /* the caller's text (compared by content) */
+    size_t sqllen;
+    uint64_t hash;
+    union {
+        sqlite3_stmt *lite;
+        char pgname[16];
+    } u;
+    int nparams;
+    int64_t used;         /* LRU clock */
+} db_stmt;
+
+#define DB_STMT_CACHE 64
+
+struct db_conn {
+    db *d;
+    db_conn *next;        /* idle list */
+    int64_t created_ns;
+    int64_t returned_ns;
+    bool broken;          /* must not go back to the pool */
+    bool in_tx;
+    db_stmt stmts[DB_STMT_CACHE];
+    int nstmts;
+    int64_t clock;
+    int pg_seq;           /* statement names */
+    /* drivers */
+    sqlite3 *lite;
+    PGconn *pg;
+    rt_io pgio;
+    rt_ctx *lite_ctx;     /* context checked by the progress handler */
+};
+
+struct db {
+    db_dialect dialect;
+    const db_driver *drv;
+    char *conninfo;       /* sqlite: path; postgres: the URL */
+    db_opts o;
+    pthread_mutex_t lk;
+    db_conn *idle;
+    int nidle, nopen, ninuse;
+    rt_waitq waiters;
+    db_stats st;
+    bool closed;
+    rt_mutex lite_writer; /* SQLite: one write transaction at a time */
+    rt_ctx sweep_ctx;
+    bool sweeping;
+    int open_rows;        /* rows not closed yet (reported at db_close) */
+};
+
+struct db_tx {
+    db *d;
+    db_conn *c;
+    rt_ctx *ctx;
+    bool done;
+    bool writer;          /* holds d->lite_writer */
+};
+
+/* Row storage: cells for SQLite, or a PGresult read on demand. */
+typedef struct db_cell {
+    int8_t type;          /* db_type of the value (NULL, INT, DOUBLE, TEXT, BLOB) */
+    int64_t i;
+    double f;
+    size_t off, len;      /* in text */
+} db_cell;
+
+struct db_rows {
+    db *d;
+    int ncols, nrows, cur;
+    db_cell *cells;
+    size_t cap;
+    bz_buf text;
+    PGresult *pg;
+};
+
+extern const db_driver db__sqlite_driver;
+extern const db_driver db__postgres_driver;
+
+/* Statement cache helpers shared by the drivers. */
+uint64_t db__hash(const char *s, size_t n);
+db_stmt *db__stmt_find(db_conn *c, const char *sql, size_t n, uint64_t h);
+/* Returns a slot for a new statement, evicting the least recently used
+ * (evicted reports the old one, for the driver to finalize). */
+db_stmt *db__stmt_slot(db_conn *c, db_stmt *evicted);
+
+db_rows *db__rows_new(db *d, int ncols);
+db_cell *db__rows_add(db_rows *r); /* appends a row; returns its cells */
+
+/* Maps a PostgreSQL SQLSTATE to an error kind. */
+bz_err_kind db__pg_kind(const char *sqlstate);
+/* Parses "2026-11-28 02:18:16.123456+00" or RFC 3339 into unix µs. */
+bool db__parse_time(const char *s, size_t n, int64_t *us);
+
+#endif

@@ -1,0 +1,193 @@
+/*
+ * db/db.h — SQL with database/sql semantics, on the coroutine runtime.
+ *
+ *     db *d = db_open("sqlite://bazaar.db", &opts, &err);   // lazy
+ *     db_rows *rows;
+ *     if (db_query(DB(d), ctx, "SELECT id, name FROM users WHERE id = $1",
+ *                  (db_arg[]){DB_INT(7)}, 1, &rows, &err) == 0) {
+ *         while (db_rows_next(rows))
+ *             use(db_col_int(rows, 0), db_col_text(rows, 1, NULL));
+ *         db_rows_close(rows);
+ *     }
+ *
+ * - One pool per database, safe to share across loops: --db-max-open caps
+ *   connections (callers beyond it park until one frees or their context
+ *   ends), --db-max-idle caps idle ones, and a background sweep closes
+ *   connections past --db-conn-max-lifetime or --db-conn-max-idle-time.
+ * - Drivers: sqlite://PATH (embedded; WAL, synchronous=FULL, foreign keys,
+ *   write transactions BEGIN IMMEDIATE behind one process-wide writer
+ *   lock) and postgres://... (libpq, non-blocking: a query parks only its
+ *   coroutine).
+ * - Parameters are always bound, written $1..$n in both dialects.
+ * - Result rows are read completely before the call returns and the
+ *   connection goes straight back to the pool (unlike Go, where an open
+ *   Rows pins its connection): db_rows is plain memory.
+ * - Every call takes a context; when it ends, the wait for a connection is
+ *   abandoned and the running statement is cancelled (PostgreSQL: a cancel
+ *   request sent from the offload pool; SQLite: interrupted through the
+ *   progress handler).
+ *
+ * Errors: functions return 0 or a negative errno-style code and fill a
+ * bz_error whose kind tells unique / foreign_key / check / serialization /
+ * deadlock / connection / cancelled / timeout / other, with the SQLSTATE or
+ * SQLite code and the driver's message.  DB_NO_ROWS is not an error kind:
+ * db_query_row returns it (a positive 1) when there is no row.
+ */
+#ifndef DB_DB_H
+#define DB_DB_H
+
+#include "base/arena.h"
+#include "base/error.h"
+#include "rt/rt.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct db db;
+typedef struct db_tx db_tx;
+typedef struct db_rows db_rows;
+
+typedef enum db_dialect { DB_SQLITE = 1, DB_POSTGRES = 2 } db_dialect;
+
+typedef struct db_opts {
+    int max_open;                /* ≥ 1 */
+    int max_idle;                /* ≥ 0, ≤ max_open */
+    int64_t max_lifetime_ns;     /* 0 = forever */
+    int64_t max_idle_time_ns;    /* 0 = forever */
+} db_opts;
+
+/* Parses the URL and prepares the pool; connects nothing (see db_ping).
+ * NULL with err filled on a bad URL. */
+db *db_open(const char *url, const db_opts *o, bz_error *err);
+db_dialect db_get_dialect(const db *d);
+/* Opens (or reuses) a connection and checks it answers. */
+int db_ping(db *d, rt_ctx *ctx, bz_error *err);
+/* Closes idle connections and frees the pool; connections still in use
+ * must have been returned. */
+void db_close(db *d);
+
+typedef struct db_stats {
+    int max_open;
+    int open;                    /* in use + idle */
+    int in_use;
+    int idle;
+    int64_t wait_count;          /* callers that had to wait for a connection */
+    int64_t wait_ns;             /* total time they waited */
+    int64_t max_idle_closed;     /* closed because idle > max_idle */
+    int64_t max_idle_time_closed;
+    int64_t max_lifetime_closed;
+} db_stats;
+db_stats db_get_stats(db *d);
+
+/* ---- arguments ----------------------------------------------------------------- */
+
+typedef enum db_type { DB_T_NULL = 0, DB_T_INT, DB_T_DOUBLE, DB_T_TEXT, DB_T_BLOB, DB_T_BOOL, DB_T_TIME } db_type;
+
+typedef struct db_arg {
+    db_type type;
+    union {
+        int64_t i;               /* INT, BOOL (0/1), TIME (unix µs) */
+        double d;
+        struct {
+            const char *p;
+            size_t n;
+        } s;                     /* TEXT, BLOB */
+    } v;
+} db_arg;
+
+#define DB_NULL ((db_arg){.type = DB_T_NULL})
+#define DB_INT(x) ((db_arg){.type = DB_T_INT, .v.i = (int64_t)(x)})
+#define DB_DOUBLE(x) ((db_arg){.type = DB_T_DOUBLE, .v.d = (double)(x)})
+#define DB_TEXT(x) ((db_arg){.type = DB_T_TEXT, .v.s = {(x), strlen(x)}})
+#define DB_TEXTN(x, n) ((db_arg){.type = DB_T_TEXT, .v.s = {(x), (n)}})
+#define DB_BLOB(x, n) ((db_arg){.type = DB_T_BLOB, .v.s = {(const char *)(x), (n)}})
+#define DB_BOOL(x) ((db_arg){.type = DB_T_BOOL, .v.i = (x) ? 1 : 0})
+#define DB_TIME(unix_us) ((db_arg){.type = DB_T_TIME, .v.i = (int64_t)(unix_us)})
+
+/* ---- running statements ------------------------------------------------------------
+ *
+ * A statement runs on the pool (any connection) or inside a transaction
+ * (its connection): pass DB(d) or TX(tx). */
+typedef struct db_q {
+    db *d;
+    db_tx *tx;
+} db_q;
+static inline db_q DB(db *d) { return (db_q){d, 0}; }
+static inline db_q TX(db_tx *t) { return (db_q){0, t}; }
+
+/* Runs a statement that returns no rows; *affected (if given) gets the
+ * number of rows changed. */
+int db_exec(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, int64_t *affected,
+            bz_error *err);
+/* Runs a query; on success *rows holds every row (close it). */
+int db_query(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
+             bz_error *err);
+/* Runs a query expected to return at most one row: 0 with *rows positioned
+ * on it, DB_NO_ROWS (and *rows NULL) if there was none, or an error. */
+#define DB_NO_ROWS 1
+int db_query_row(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
+                 bz_error *err);
+
+/* ---- rows ------------------------------------------------------------------------------- */
+
+/* Advances to the next row (the first call moves to the first row). */
+bool db_rows_next(db_rows *r);
+int db_rows_count(const db_rows *r);
+int db_rows_columns(const db_rows *r);
+bool db_col_is_null(const db_rows *r, int col);
+int64_t db_col_int(const db_rows *r, int col);   /* 0 if NULL */
+double db_col_double(const db_rows *r, int col);
+bool db_col_bool(const db_rows *r, int col);
+/* Text or blob bytes (NUL-terminated), valid until db_rows_close.  len may
+ * be NULL.  "" if NULL. */
+const char *db_col_text(const db_rows *r, int col, size_t *len);
+/* A timestamp column as unix microseconds (0 if NULL or unparseable). */
+int64_t db_col_time(const db_rows *r, int col);
+void db_rows_close(db_rows *r);
+
+/* ---- transactions ------------------------------------------------------------------------- */
+
+typedef enum db_isolation { DB_DEFAULT = 0, DB_READ_COMMITTED, DB_REPEATABLE_READ, DB_SERIALIZABLE } db_isolation;
+
+typedef struct db_tx_opts {
+    db_isolation isolation;
+    bool read_only;
+} db_tx_opts;
+
+/* Begins a transaction on one connection, held until commit or rollback. */
+int db_begin(db *d, rt_ctx *ctx, const db_tx_opts *o, db_tx **tx, bz_error *err);
+/* Commits; the transaction is over whatever the result. */
+int db_commit(db_tx *tx, bz_error *err);
+/* Rolls back; harmless (returns 0) after a commit or rollback, so it can be
+ * the cleanup on every path.  Frees tx once it is over. */
+int db_rollback(db_tx *tx);
+
+/* Runs fn in a transaction and commits, re-running the whole of fn (in a
+ * new transaction) only when the database reports a serialization failure
+ * or deadlock (SQLSTATE 40001/40P01; SQLite BUSY/LOCKED), with bounded
+ * attempts and jittered exponential backoff.  fn returns 0 to commit or a
+ * negative code to roll back (that code is returned).  Any other error is
+ * returned at once.  When the attempts run out, err->kind is
+ * BZ_ERR_SERIALIZATION. */
+typedef int (*db_tx_fn)(db_tx *tx, rt_ctx *ctx, void *arg, bz_error *err);
+int db_run_tx(db *d, rt_ctx *ctx, const db_tx_opts *o, db_tx_fn fn, void *arg, bz_error *err);
+
+/* ---- migrations ----------------------------------------------------------------------------- */
+
+typedef struct db_migration {
+    int version;                 /* increasing, > 0 */
+    const char *name;
+    const char *sqlite_sql;      /* may hold several statements */
+    const char *postgres_sql;
+} db_migration;
+
+/* Applies every migration not yet recorded in schema_migrations, each in
+ * its own transaction together with its record.  Concurrent callers (other
+ * processes too) never apply one twice: PostgreSQL takes an advisory lock,
+ * SQLite's write lock serialises.  *applied (if given) counts what ran. */
+int db_migrate(db *d, rt_ctx *ctx, const db_migration *m, int n, int *applied, bz_error *err);
+
+/* Runs several statements without parameters (DDL, EXPLAIN helpers). */
+int db_exec_script(db_q q, rt_ctx *ctx, const char *sql, bz_error *err);
+
+#endif

@@ -1,0 +1,805 @@
+/* db/pool.c — the connection pool (database/sql semantics), statement
+ * dispatch with safe retries, transactions, rows, and the statement cache
+ * helpers the drivers share. */
+#include "db/db-private.h"
+
+#include "base/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+/* ---- open / close ------------------------------------------------------------------- */
+
+db *db_open(const char *url, const db_opts *o, bz_error *err)
+{
+    db *d = calloc(1, sizeof *d);
+    if (!d)
+        abort();
+    if (!strncmp(url, "sqlite://", 9) && url[9]) {
+        d->dialect = DB_SQLITE;
+        d->drv = &db__sqlite_driver;
+        d->conninfo = strdup(url + 9);
+    } else if (!strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13)) {
+        d->dialect = DB_POSTGRES;
+        d->drv = &db__postgres_driver;
+        d->conninfo = strdup(url);
+        char *e = NULL;
+        PQconninfoOption *opts = PQconninfoParse(url, &e);
+        if (!opts) {
+            bz_err_set(err, BZ_ERR_INVALID, "bad PostgreSQL URL: %s", e ? e : "unparseable");
+            PQfreemem(e);
+            free(d->conninfo);
+            free(d);
+            return NULL;
+        }
+        PQconninfoFree(opts);
+    } else {
+        bz_err_set(err, BZ_ERR_INVALID, "unsupported database URL (want sqlite://PATH or postgres://...)");
+        free(d);
+        return NULL;
+    }
+    d->o = *o;
+    if (d->o.max_open < 1)
+        d->o.max_open = 1;
+    if (d->o.max_idle > d->o.max_open)
+        d->o.max_idle = d->o.max_open;
+    if (d->o.max_idle < 0)
+        d->o.max_idle = 0;
+    pthread_mutex_init(&d->lk, NULL);
+    rt_mutex_init(&d->lite_writer);
+    d->st.max_open = d->o.max_open;
+    return d;
+}
+
+db_dialect db_get_dialect(const db *d) { return d->dialect; }
+
+static void close_conn(db_conn *c)
+{
+    c->d->drv->close(c);
+    free(c);
+}
+
+void db_close(db *d)
+{
+    if (!d)
+        return;
+    pthread_mutex_lock(&d->lk);
+    d->closed = true;
+    db_conn *idle = d->idle;
+    d->idle = NULL;
+    d->nopen -= d->nidle;
+    d->nidle = 0;
+    bool sweeping = d->sweeping;
+    pthread_mutex_unlock(&d->lk);
+    if (sweeping) {
+        rt_ctx_cancel(&d->sweep_ctx);
+        /* the sweeper notices on its next tick and exits; wait for it */
+        while (true) {
+            pthread_mutex_lock(&d->lk);
+            bool s = d->sweeping;
+            pthread_mutex_unlock(&d->lk);
+            if (!s)
+                break;
+            rt_sleep(NULL, BZ_NS_PER_MS);
+        }
+        rt_ctx_release(&d->sweep_ctx);
+    }
+    while (idle) {
+        db_conn *n = idle->next;
+        close_conn(idle);
+        idle = n;
+    }
+    if (d->open_rows)
+        bz_log_warn("db: rows left open at close", BZ_F_INT("count", d->open_rows));
+    if (d->ninuse)
+        bz_log_warn("db: connections still in use at close", BZ_F_INT("count", d->ninuse));
+    rt_mutex_destroy(&d->lite_writer);
+    pthread_mutex_destroy(&d->lk);
+    free(d->conninfo);
+    free(d);
+}
+
+db_stats db_get_stats(db *d)
+{
+    pthread_mutex_lock(&d->lk);
+    db_stats s = d->st;
+    s.open = d->nopen;
+    s.in_use = d->ninuse;
+    s.idle = d->nidle;
+    pthread_mutex_unlock(&d->lk);
+    return s;
+}
+
+/* ---- the sweep: closes idle connections past their idle time or lifetime ---- */
+
+static bool expired(db *d, db_conn *c, int64_t now, bool *by_life)
+{
+    *by_life = d->o.max_lifetime_ns && now - c->created_ns >= d->o.max_lifetime_ns;
+    bool by_idle = d->o.max_idle_time_ns && now - c->returned_ns >= d->o.max_idle_time_ns;
+    return *by_life || by_idle;
+}
+
+static void sweep(void *p)
+{
+    db *d = p;
+    int64_t lo = d->o.max_idle_time_ns, li = d->o.max_lifetime_ns;
+    int64_t tick = lo && li ? (lo < li ? lo : li) : (lo ? lo : li);
+    tick /= 4;
+    if (tick < 10 * BZ_NS_PER_MS)
+        tick = 10 * BZ_NS_PER_MS;
+    if (tick > BZ_NS_PER_S)
+        tick = BZ_NS_PER_S;
+    while (rt_sleep(&d->sweep_ctx, tick) == 0) {
+        db_conn *dead = NULL;
+        int64_t now = bz_now_ns();
+        pthread_mutex_lock(&d->lk);
+        for (db_conn **pp = &d->idle; *pp;) {
+            db_conn *c = *pp;
+            bool by_life;
+            if (expired(d, c, now, &by_life)) {
+                *pp = c->next;
+                d->nidle--;
+                d->nopen--;
+                if (by_life)
+                    d->st.max_lifetime_closed++;
+                else
+                    d->st.max_idle_time_closed++;
+                c->next = dead;
+                dead = c;
+            } else {
+                pp = &c->next;
+            }
+        }
+        /* Room opened up: a waiter may now open a connection. */
+        if (dead)
+            rt_waitq_wake_one(&d->waiters, 0, NULL);
+        pthread_mutex_unlock(&d->lk);
+        while (dead) {
+            db_conn *n = dead->next;
+            close_conn(dead);
+            dead = n;
+        }
+    }
+    pthread_mutex_lock(&d->lk);
+    d->sweeping = false;
+    pthread_mutex_unlock(&d->lk);
+}
+
+/* ---- acquire / release -------------------------------------------------------------- */
+
+static int acquire(db *d, rt_ctx *ctx, db_conn **out, bz_error *err)
+{
+    bool waited = false;
+    int64_t t0 = 0;
+    pthread_mutex_lock(&d->lk);
+    if (!d->sweeping && !d->closed && (d->o.max_idle_time_ns || d->o.max_lifetime_ns)) {
+        d->sweeping = true;
+        rt_ctx_init(&d->sweep_ctx, NULL);
+        rt_go(sweep, d);
+    }
+    for (;;) {
+        if (d->closed) {
+            pthread_mutex_unlock(&d->lk);
+            return bz_err_set(err, BZ_ERR_UNAVAILABLE, "database pool is closed"), -ESHUTDOWN;
+        }
+        int64_t now = rt_now();
+        while (d->idle) {
+            db_conn *c = d->idle;
+            d->idle = c->next;
+            d->nidle--;
+            bool by_life;
+            if (expired(d, c, now, &by_life)) {
+                d->nopen--;
+                if (by_life)
+                    d->st.max_lifetime_closed++;
+                else
+                    d->st.max_idle_time_closed++;
+                pthread_mutex_unlock(&d->lk);
+                close_conn(c);
+                pthread_mutex_lock(&d->lk);
+                continue;
+            }
+            d->ninuse++;
+            if (waited) {
+                d->st.wait_count++;
+                d->st.wait_ns += bz_now_ns() - t0;
+            }
+            pthread_mutex_unlock(&d->lk);
+            *out = c;
+            return 0;
+        }
+        if (d->nopen < d->o.max_open) {
+            d->nopen++;
+            d->ninuse++;
+            if (waited) {
+                d->st.wait_count++;
+                d->st.wait_ns += bz_now_ns() - t0;
+            }
+            pthread_mutex_unlock(&d->lk);
+            db_conn *c = calloc(1, sizeof *c);
+            if (!c)
+                abort();
+            c->d = d;
+            c->created_ns = c->returned_ns = bz_now_ns();
+            c->pgio.fd = -1;
+            int r = d->drv->connect(d, c, ctx, err);
+            if (r) {
+                free(c);
+                pthread_mutex_lock(&d->lk);
+                d->nopen--;
+                d->ninuse--;
+                rt_waitq_wake_one(&d->waiters, 0, NULL); /* let another try */
+                pthread_mutex_unlock(&d->lk);
+                return r;
+            }
+            *out = c;
+            return 0;
+        }
+        if (!waited) {
+            waited = true;
+            t0 = bz_now_ns();
+        }
+        void *handed = NULL;
+        int r = rt_waitq_wait(&d->waiters, &d->lk, ctx, BZ_NO_DEADLINE, &handed);
+        if (r) {
+            d->st.wait_count++;
+            d->st.wait_ns += bz_now_ns() - t0;
+            pthread_mutex_unlock(&d->lk);
+            return bz_err_set(err, r == -ETIMEDOUT ? BZ_ERR_TIMEOUT : BZ_ERR_CANCELLED,
+                              "gave up waiting for a database connection (%s)",
+                              r == -ETIMEDOUT ? "deadline" : "cancelled"),
+                   r;
+        }
+        if (handed) { /* a releaser gave us its connection directly */
+            d->st.wait_count++;
+            d->st.wait_ns += bz_now_ns() - t0;
+            pthread_mutex_unlock(&d->lk);
+            *out = handed;
+            return 0;
+        }
+        /* woken without a connection: room to open one; loop */
+    }
+}
+
+static void release(db_conn *c)
+{
+    db *d = c->d;
+    if (d->drv->idle && !c->broken)
+        d->drv->idle(c);
+    int64_t now = rt_now();
+    c->returned_ns = now;
+    pthread_mutex_lock(&d->lk);
+    d->ninuse--;
+    bool by_life = false;
+    bool drop = c->broken || c->in_tx || d->closed ||
+                (d->o.max_lifetime_ns && now - c->created_ns >= d->o.max_lifetime_ns && (by_life = true));
+    if (drop) {
+        d->nopen--;
+        if (by_life)
+            d->st.max_lifetime_closed++;
+        rt_waitq_wake_one(&d->waiters, 0, NULL);
+        pthread_mutex_unlock(&d->lk);
+        close_conn(c);
+        return;
+    }
+    d->ninuse++; /* counted as in use by whoever we hand it to */
+    if (rt_waitq_wake_one(&d->waiters, 0, c)) {
+        pthread_mutex_unlock(&d->lk);
+        return;
+    }
+    d->ninuse--;
+    if (d->nidle >= d->o.max_idle) {
+        d->nopen--;
+        d->st.max_idle_closed++;
+        pthread_mutex_unlock(&d->lk);
+        close_conn(c);
+        return;
+    }
+    c->next = d->idle; /* LIFO: the warmest connection is reused first */
+    d->idle = c;
+    d->nidle++;
+    pthread_mutex_unlock(&d->lk);
+}
+
+int db_ping(db *d, rt_ctx *ctx, bz_error *err)
+{
+    db_rows *rows = NULL;
+    int r = db_query(DB(d), ctx, "SELECT 1", NULL, 0, &rows, err);
+    if (rows)
+        db_rows_close(rows);
+    return r;
+}
+
+/* ---- statements ----------------------------------------------------------------------- */
+
+/* A statement that cannot have changed anything, so running it again after
+ * a lost connection is safe. */
+static bool read_only_sql(const char *sql)
+{
+    while (*sql == ' ' || *sql == '\n' || *sql == '\t' || *sql == '(')
+        sql++;
+    return !strncasecmp(sql, "SELECT", 6) || !strncasecmp(sql, "SHOW", 4) || !strncasecmp(sql, "EXPLAIN", 7) ||
+           !strncasecmp(sql, "VALUES", 6);
+}
+
+static int ctx_ended(rt_ctx *ctx, bz_error *err)
+{
+    int e = rt_ctx_err(ctx);
+    if (!e)
+        return 0;
+    bz_err_set(err, e == ETIMEDOUT ? BZ_ERR_TIMEOUT : BZ_ERR_CANCELLED, "context ended before the statement ran");
+    return -e;
+}
+
+static int run(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
+               int64_t *affected, bz_error *err)
+{
+    bz_err_clear(err);
+    if (rows)
+        *rows = NULL;
+    int e = ctx_ended(ctx, err);
+    if (e)
+        return e;
+    if (q.tx) {
+        if (q.tx->done)
+            return bz_err_set(err, BZ_ERR_INVALID, "transaction already ended"), -EINVAL;
+        return q.tx->d->drv->run(q.tx->c, ctx, sql, args, nargs, rows, affected, err);
+    }
+    db *d = q.d;
+    /* A connection found dead is replaced; the statement is re-run only
+     * when that cannot repeat a write: it never reached the server
+     * (-ENOTCONN) or it only reads. */
+    for (int attempt = 0;; attempt++) {
+        db_conn *c;
+        int r = acquire(d, ctx, &c, err);
+        if (r)
+            return r;
+        r = d->drv->run(c, ctx, sql, args, nargs, rows, affected, err);
+        bool broken = c->broken;
+        release(c);
+        if (r == 0 || attempt >= 2 || !broken)
+            return r;
+        if (!(r == -ENOTCONN || (r == -ECONNRESET && read_only_sql(sql))))
+            return r;
+        bz_log_warn("db: connection lost, retrying on a new one", BZ_F_STR("error", err ? err->msg : ""));
+        bz_err_clear(err);
+    }
+}
+
+int db_exec(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, int64_t *affected,
+            bz_error *err)
+{
+    return run(q, ctx, sql, args, nargs, NULL, affected, err);
+}
+
+int db_query(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
+             bz_error *err)
+{
+    int r = run(q, ctx, sql, args, nargs, rows, NULL, err);
+    if (r == 0 && *rows) {
+        db *d = q.tx ? q.tx->d : q.d;
+        pthread_mutex_lock(&d->lk);
+        d->open_rows++;
+        pthread_mutex_unlock(&d->lk);
+    }
+    return r;
+}
+
+int db_query_row(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
+                 bz_error *err)
+{
+    int r = db_query(q, ctx, sql, args, nargs, rows, err);
+    if (r)
+        return r;
+    if (!db_rows_next(*rows)) {
+        db_rows_close(*rows);
+        *rows = NULL;
+        return DB_NO_ROWS;
+    }
+    return 0;
+}
+
+int db_exec_script(db_q q, rt_ctx *ctx, const char *sql, bz_error *err)
+{
+    bz_err_clear(err);
+    if (q.tx)
+        return q.tx->d->drv->script(q.tx->c, ctx, sql, err);
+    db_conn *c;
+    int r = acquire(q.d, ctx, &c, err);
+    if (r)
+        return r;
+    r = q.d->drv->script(c, ctx, sql, err);
+    release(c);
+    return r;
+}
+
+/* ---- transactions -------------------------------------------------------------------------- */
+
+int db_begin(db *d, rt_ctx *ctx, const db_tx_opts *o, db_tx **out, bz_error *err)
+{
+    static const db_tx_opts defaults = {0};
+    if (!o)
+        o = &defaults;
+    bz_err_clear(err);
+    db_tx *tx = calloc(1, sizeof *tx);
+    if (!tx)
+        abort();
+    tx->d = d;
+    tx->ctx = ctx;
+    int r = acquire(d, ctx, &tx->c, err);
+    if (r) {
+        free(tx);
+        return r;
+    }
+    /* SQLite has one writer: queue write transactions here, parked, in
+     * arrival order, rather than spinning on SQLITE_BUSY.  Taken after the
+     * connection, in the same order as autocommit writes take them (a
+     * connection, then the writer lock), so the two never deadlock. */
+    if (d->dialect == DB_SQLITE && !o->read_only) {
+        r = rt_mutex_lock(&d->lite_writer, ctx);
+        if (r) {
+            release(tx->c);
+            free(tx);
+            return bz_err_set(err, r == -ETIMEDOUT ? BZ_ERR_TIMEOUT : BZ_ERR_CANCELLED,
+                              "gave up waiting for the database writer"),
+                   r;
+        }
+        tx->writer = true;
+    }
+    r = d->drv->begin(tx->c, ctx, o, err);
+    if (r) {
+        if (tx->writer)
+            rt_mutex_unlock(&d->lite_writer);
+        release(tx->c);
+        free(tx);
+        return r;
+    }
+    tx->c->in_tx = true;
+    *out = tx;
+    return 0;
+}
+
+static void tx_end(db_tx *tx)
+{
+    if (tx->writer)
+        rt_mutex_unlock(&tx->d->lite_writer);
+    release(tx->c);
+    free(tx);
+}
+
+int db_commit(db_tx *tx, bz_error *err)
+{
+    if (tx->done)
+        return bz_err_set(err, BZ_ERR_INVALID, "transaction already ended"), -EINVAL;
+    tx->done = true;
+    int r = tx->d->drv->commit(tx->c, tx->ctx, err);
+    if (r == 0) {
+        tx->c->in_tx = false;
+    } else if (tx->d->drv->rollback(tx->c, NULL) == 0) {
+        tx->c->in_tx = false; /* failed commit rolled back; connection clean */
+    }
+    tx_end(tx);
+    return r;
+}
+
+int db_rollback(db_tx *tx)
+{
+    if (!tx || tx->done)
+        return 0;
+    tx->done = true;
+    /* Roll back even if the caller's context ended: the connection must
+     * come back clean (or be discarded). */
+    if (tx->d->drv->rollback(tx->c, NULL) == 0)
+        tx->c->in_tx = false;
+    tx_end(tx);
+    return 0;
+}
+
+static int64_t jitter_ns(int64_t max)
+{
+    uint64_t x;
+    if (getrandom(&x, sizeof x, GRND_NONBLOCK) != sizeof x)
+        x = (uint64_t)bz_now_ns() * 0x9E3779B97F4A7C15ull;
+    return max > 0 ? (int64_t)(x % (uint64_t)max) : 0;
+}
+
+#define TX_ATTEMPTS 20
+
+int db_run_tx(db *d, rt_ctx *ctx, const db_tx_opts *o, db_tx_fn fn, void *arg, bz_error *err)
+{
+    int64_t backoff = BZ_NS_PER_MS;
+    for (int attempt = 1;; attempt++) {
+        db_tx *tx;
+        int r = db_begin(d, ctx, o, &tx, err);
+        if (r == 0) {
+            r = fn(tx, ctx, arg, err);
+            if (r == 0)
+                r = db_commit(tx, err);
+            else
+                db_rollback(tx);
+        }
+        if (r == 0)
+            return 0;
+        bool retry = err && (err->kind == BZ_ERR_SERIALIZATION || err->kind == BZ_ERR_DEADLOCK);
+        if (!retry)
+            return r;
+        if (attempt == TX_ATTEMPTS) {
+            err->kind = BZ_ERR_SERIALIZATION;
+            return r;
+        }
+        /* full jitter: sleep a random time below the current cap */
+        int s = rt_sleep(ctx, 1 + jitter_ns(backoff));
+        if (s)
+            return bz_err_set(err, s == -ETIMEDOUT ? BZ_ERR_TIMEOUT : BZ_ERR_CANCELLED,
+                              "transaction retries stopped by the context"),
+                   s;
+        if (backoff < 50 * BZ_NS_PER_MS)
+            backoff *= 2;
+    }
+}
+
+/* ---- rows ------------------------------------------------------------------------------------ */
+
+db_rows *db__rows_new(db *d, int ncols)
+{
+    db_rows *r = calloc(1, sizeof *r);
+    if (!r)
+        abort();
+    r->d = d;
+    r->ncols = ncols;
+    r->cur = -1;
+    return r;
+}
+
+db_cell *db__rows_add(db_rows *r)
+{
+    size_t need = (size_t)(r->nrows + 1) * (size_t)(r->ncols ? r->ncols : 1);
+    if (need > r->cap) {
+        r->cap = need * 2;
+        r->cells = realloc(r->cells, r->cap * sizeof *r->cells);
+        if (!r->cells)
+            abort();
+    }
+    db_cell *c = &r->cells[(size_t)r->nrows * (size_t)r->ncols];
+    memset(c, 0, (size_t)r->ncols * sizeof *c);
+    r->nrows++;
+    return c;
+}
+
+bool db_rows_next(db_rows *r)
+{
+    if (!r || r->cur + 1 >= r->nrows)
+        return false;
+    r->cur++;
+    return true;
+}
+
+int db_rows_count(const db_rows *r) { return r ? r->nrows : 0; }
+int db_rows_columns(const db_rows *r) { return r ? r->ncols : 0; }
+
+static bool in_range(const db_rows *r, int col) { return r && r->cur >= 0 && col >= 0 && col < r->ncols; }
+
+bool db_col_is_null(const db_rows *r, int col)
+{
+    if (!in_range(r, col))
+        return true;
+    if (r->pg)
+        return PQgetisnull(r->pg, r->cur, col);
+    return r->cells[(size_t)r->cur * (size_t)r->ncols + (size_t)col].type == DB_T_NULL;
+}
+
+const char *db_col_text(const db_rows *r, int col, size_t *len)
+{
+    if (len)
+        *len = 0;
+    if (!in_range(r, col) || db_col_is_null(r, col))
+        return "";
+    if (r->pg) {
+        if (len)
+            *len = (size_t)PQgetlength(r->pg, r->cur, col);
+        return PQgetvalue(r->pg, r->cur, col);
+    }
+    const db_cell *c = &r->cells[(size_t)r->cur * (size_t)r->ncols + (size_t)col];
+    if (c->type == DB_T_TEXT || c->type == DB_T_BLOB) {
+        if (len)
+            *len = c->len;
+        return r->text.data + c->off;
+    }
+    return "";
+}
+
+int64_t db_col_int(const db_rows *r, int col)
+{
+    if (!in_range(r, col) || db_col_is_null(r, col))
+        return 0;
+    if (r->pg) {
+        const char *v = PQgetvalue(r->pg, r->cur, col);
+        if (v[0] == 't' && v[1] == 0)
+            return 1;
+        return strtoll(v, NULL, 10);
+    }
+    const db_cell *c = &r->cells[(size_t)r->cur * (size_t)r->ncols + (size_t)col];
+    if (c->type == DB_T_INT)
+        return c->i;
+    if (c->type == DB_T_DOUBLE)
+        return (int64_t)c->f;
+    if (c->type == DB_T_TEXT)
+        return strtoll(r->text.data + c->off, NULL, 10);
+    return 0;
+}
+
+double db_col_double(const db_rows *r, int col)
+{
+    if (!in_range(r, col) || db_col_is_null(r, col))
+        return 0;
+    if (r->pg)
+        return strtod(PQgetvalue(r->pg, r->cur, col), NULL);
+    const db_cell *c = &r->cells[(size_t)r->cur * (size_t)r->ncols + (size_t)col];
+    if (c->type == DB_T_DOUBLE)
+        return c->f;
+    if (c->type == DB_T_INT)
+        return (double)c->i;
+    if (c->type == DB_T_TEXT)
+        return strtod(r->text.data + c->off, NULL);
+    return 0;
+}
+
+bool db_col_bool(const db_rows *r, int col) { return db_col_int(r, col) != 0; }
+
+int64_t db_col_time(const db_rows *r, int col)
+{
+    size_t n;
+    const char *s = db_col_text(r, col, &n);
+    int64_t us;
+    if (n == 0) {
+        /* SQLite may hold unix seconds as an integer */
+        return (in_range(r, col) && !db_col_is_null(r, col)) ? db_col_int(r, col) * 1000000 : 0;
+    }
+    return db__parse_time(s, n, &us) ? us : 0;
+}
+
+void db_rows_close(db_rows *r)
+{
+    if (!r)
+        return;
+    if (r->d) {
+        pthread_mutex_lock(&r->d->lk);
+        r->d->open_rows--;
+        pthread_mutex_unlock(&r->d->lk);
+    }
+    if (r->pg)
+        PQclear(r->pg);
+    free(r->cells);
+    bz_buf_free(&r->text);
+    free(r);
+}
+
+/* ---- shared helpers ----------------------------------------------------------------------------- */
+
+uint64_t db__hash(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+db_stmt *db__stmt_find(db_conn *c, const char *sql, size_t n, uint64_t h)
+{
+    for (int i = 0; i < c->nstmts; i++) {
+        db_stmt *s = &c->stmts[i];
+        if (s->hash == h && s->sqllen == n && (s->sql == sql || !memcmp(s->sql, sql, n))) {
+            s->used = ++c->clock;
+            return s;
+        }
+    }
+    return NULL;
+}
+
+db_stmt *db__stmt_slot(db_conn *c, db_stmt *evicted)
+{
+    memset(evicted, 0, sizeof *evicted);
+    if (c->nstmts < DB_STMT_CACHE)
+        return &c->stmts[c->nstmts++];
+    int lru = 0;
+    for (int i = 1; i < c->nstmts; i++)
+        if (c->stmts[i].used < c->stmts[lru].used)
+            lru = i;
+    *evicted = c->stmts[lru];
+    return &c->stmts[lru];
+}
+
+static int num(const char *s, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+bool db__parse_time(const char *s, size_t n, int64_t *us)
+{
+    /* YYYY-MM-DD[T ]HH:MM:SS[.ffffff][Z|+HH[:MM]|-HH[:MM]] */
+    if (n < 19 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != ' ') || s[13] != ':' || s[16] != ':')
+        return false;
+    int Y = num(s, 4), M = num(s + 5, 2), D = num(s + 8, 2), h = num(s + 11, 2), m = num(s + 14, 2),
+        sec = num(s + 17, 2);
+    if (Y < 0 || M < 1 || M > 12 || D < 1 || D > 31 || h < 0 || h > 23 || m < 0 || m > 59 || sec < 0 || sec > 60)
+        return false;
+    size_t i = 19;
+    int64_t frac = 0;
+    if (i < n && s[i] == '.') {
+        i++;
+        int digits = 0;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            if (digits < 6) {
+                frac = frac * 10 + (s[i] - '0');
+                digits++;
+            }
+            i++;
+        }
+        while (digits++ < 6)
+            frac *= 10;
+    }
+    int64_t off = 0;
+    if (i < n && (s[i] == '+' || s[i] == '-')) {
+        int sign = s[i] == '-' ? -1 : 1;
+        i++;
+        if (n - i < 2)
+            return false;
+        int oh = num(s + i, 2), om = 0;
+        i += 2;
+        if (i < n && s[i] == ':')
+            i++;
+        if (n - i >= 2) {
+            om = num(s + i, 2);
+            i += 2;
+        }
+        if (oh < 0 || om < 0)
+            return false;
+        off = sign * (oh * 3600 + om * 60);
+    } else if (i < n && s[i] == 'Z') {
+        i++;
+    }
+    if (i != n)
+        return false;
+    /* days from civil (Howard Hinnant's algorithm) */
+    int y = Y - (M <= 2);
+    int era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (unsigned)((153 * (M + (M > 2 ? -3 : 9)) + 2) / 5 + D - 1);
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = (int64_t)era * 146097 + (int64_t)doe - 719468;
+    *us = ((days * 86400 + h * 3600 + m * 60 + sec) - off) * 1000000 + frac;
+    return true;
+}
+
+bz_err_kind db__pg_kind(const char *st)
+{
+    if (!st || !*st)
+        return BZ_ERR_INTERNAL;
+    if (!strcmp(st, "23505"))
+        return BZ_ERR_UNIQUE;
+    if (!strcmp(st, "23503"))
+        return BZ_ERR_FOREIGN_KEY;
+    if (!strcmp(st, "23514"))
+        return BZ_ERR_CHECK;
+    if (!strcmp(st, "40001"))
+        return BZ_ERR_SERIALIZATION;
+    if (!strcmp(st, "40P01"))
+        return BZ_ERR_DEADLOCK;
+    if (!strcmp(st, "57014"))
+        return BZ_ERR_CANCELLED;
+    if (!strncmp(st, "08", 2) || !strcmp(st, "57P01") || !strcmp(st, "57P02") || !strcmp(st, "57P03"))
+        return BZ_ERR_CONNECTION;
+    if (!strncmp(st, "22", 2) || !strncmp(st, "42", 2))
+        return BZ_ERR_INVALID;
+    return BZ_ERR_INTERNAL;
+}

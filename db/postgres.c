@@ -1,0 +1,477 @@
+/* db/postgres.c — the PostgreSQL driver: libpq in non-blocking mode on the
+ * runtime.  A statement is sent, then the coroutine parks on the socket
+ * until the result is in; other coroutines run meanwhile, so one loop
+ * thread keeps many queries in flight on many connections.
+ *
+ * Prepared statements are cached per connection (LRU, DB_STMT_CACHE): the
+ * first use prepares (one round trip), later uses only execute.  When a
+ * context ends mid-query a cancel request is sent from the offload pool
+ * (PQcancel blocks) and the connection is drained until the server says
+ * the statement stopped, so it goes back to the pool clean. */
+#include "db/db-private.h"
+
+#include "base/clock.h"
+#include "base/log.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* After a cancel, how long to wait for the server to confirm. */
+#define DRAIN_NS (5 * BZ_NS_PER_S)
+
+/* Registers the socket with the current loop.  With one loop it stays
+ * registered while idle (the loop notices a server hang-up in the hup
+ * flag); with several, an idle connection is registered nowhere (see
+ * pg_idle), so we look at the socket before using it again. */
+static int attach(db_conn *c)
+{
+    rt_loop *l = rt_loop_current();
+    int fd = PQsocket(c->pg);
+    if (fd < 0)
+        return -ENOTCONN;
+    if (c->pgio.loop == l && c->pgio.fd == fd)
+        return 0;
+    if (c->pgio.loop)
+        rt_io_detach(&c->pgio);
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    if (c->created_ns != c->returned_ns && poll(&p, 1, 0) > 0) {
+        /* the server spoke while we were idle: a termination notice or EOF */
+        if ((p.revents & (POLLRDHUP | POLLHUP | POLLERR)) || !PQconsumeInput(c->pg) ||
+            PQstatus(c->pg) != CONNECTION_OK)
+            return -ENOTCONN;
+    }
+    return rt_io_open(&c->pgio, fd);
+}
+
+/* Before going idle: with several loops, leave the epoll set of this one,
+ * so that the next user (maybe on another loop) registers it afresh and no
+ * two loops ever see events for it. */
+static void pg_idle(db_conn *c)
+{
+    if (rt_nloops() > 1 && c->pgio.loop)
+        rt_io_detach(&c->pgio);
+}
+
+static int set_pg_err(db_conn *c, const PGresult *res, rt_ctx *ctx, bz_error *err)
+{
+    const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (!msg)
+        msg = PQerrorMessage(c->pg);
+    bz_err_kind k = st ? db__pg_kind(st) : BZ_ERR_CONNECTION;
+    int ret = -EIO;
+    if (k == BZ_ERR_CANCELLED && rt_ctx_err(ctx) == ETIMEDOUT)
+        k = BZ_ERR_TIMEOUT;
+    if (k == BZ_ERR_CONNECTION) {
+        c->broken = true;
+        ret = -ECONNRESET;
+    } else if (k == BZ_ERR_CANCELLED) {
+        ret = -ECANCELED;
+    } else if (k == BZ_ERR_TIMEOUT) {
+        ret = -ETIMEDOUT;
+    } else if (k == BZ_ERR_SERIALIZATION || k == BZ_ERR_DEADLOCK) {
+        ret = -EAGAIN;
+    } else if (k == BZ_ERR_UNIQUE || k == BZ_ERR_FOREIGN_KEY || k == BZ_ERR_CHECK || k == BZ_ERR_INVALID) {
+        ret = -EINVAL;
+    }
+    if (err) {
+        size_t n = strlen(msg);
+        while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+            n--;
+        bz_err_set(err, k, "postgres: %.*s", (int)n, msg);
+        if (st)
+            snprintf(err->sqlstate, sizeof err->sqlstate, "%s", st);
+    }
+    return ret;
+}
+
+static int conn_broken(db_conn *c, bz_error *err, int ret)
+{
+    c->broken = true;
+    const char *m = PQerrorMessage(c->pg);
+    size_t n = strlen(m);
+    while (n && m[n - 1] == '\n')
+        n--;
+    bz_err_set(err, BZ_ERR_CONNECTION, "postgres: %.*s", (int)n, n ? m : "connection lost");
+    return ret;
+}
+
+static void cancel_job(void *p)
+{
+    PGconn *pg = p;
+    PGcancel *cn = PQgetCancel(pg);
+    char buf[256];
+    if (cn) {
+        PQcancel(cn, buf, sizeof buf);
+        PQfreeCancel(cn);
+    }
+}
+
+/* Flushes the output buffer, parking on writability. */
+static int flush(db_conn *c, rt_ctx *ctx, bz_error *err)
+{
+    for (;;) {
+        int f = PQflush(c->pg);
+        if (f == 0)
+            return 0;
+        if (f < 0)
+            return conn_broken(c, err, -ECONNRESET);
+        int r = rt_io_await_writable(&c->pgio, ctx, BZ_NO_DEADLINE);
+        if (r) {
+            /* Half a message may be on the wire: this connection is done. */
+            c->broken = true;
+            return bz_err_set(err, r == -ETIMEDOUT ? BZ_ERR_TIMEOUT : BZ_ERR_CANCELLED,
+                              "postgres: gave up sending the statement"),
+                   r;
+        }
+    }
+}
+
+/* Waits until a whole result is buffered.  If ctx ends first, cancels the
+ * statement on the server and keeps waiting (bounded) for it to stop. */
+static int await(db_conn *c, rt_ctx *ctx, bool *cancelled, bz_error *err)
+{
+    int64_t drain_deadline = BZ_NO_DEADLINE;
+    rt_ctx *wctx = ctx;
+    while (PQisBusy(c->pg)) {
+        int r = rt_io_await_readable(&c->pgio, wctx, drain_deadline);
+        if (r == 0) {
+            if (!PQconsumeInput(c->pg))
+                return conn_broken(c, err, -ECONNRESET);
+            continue;
+        }
+        if (wctx && (r == -ECANCELED || r == -ETIMEDOUT)) {
+            *cancelled = true;
+            rt_offload(NULL, cancel_job, c->pg);
+            wctx = NULL;
+            drain_deadline = bz_now_ns() + DRAIN_NS;
+            continue;
+        }
+        /* the drain itself timed out: give the connection up */
+        return conn_broken(c, err, -ETIMEDOUT);
+    }
+    return 0;
+}
+
+/* Reads every result of the command; keeps the first error or the last
+ * data/command result in *out. */
+static int collect(db_conn *c, rt_ctx *ctx, PGresult **out, bz_error *err)
+{
+    bool cancelled = false;
+    PGresult *keep = NULL, *errres = NULL;
+    for (;;) {
+        int r = await(c, ctx, &cancelled, err);
+        if (r) {
+            PQclear(keep);
+            PQclear(errres);
+            return r;
+        }
+        PGresult *res = PQgetResult(c->pg);
+        if (!res)
+            break;
+        ExecStatusType s = PQresultStatus(res);
+        if (s == PGRES_FATAL_ERROR || s == PGRES_BAD_RESPONSE || s == PGRES_NONFATAL_ERROR) {
+            if (!errres && s != PGRES_NONFATAL_ERROR)
+                errres = res;
+            else
+                PQclear(res);
+        } else {
+            PQclear(keep);
+            keep = res;
+        }
+    }
+    if (PQstatus(c->pg) == CONNECTION_BAD) {
+        PQclear(keep);
+        PQclear(errres);
+        return conn_broken(c, err, -ECONNRESET);
+    }
+    if (errres) {
+        int r = set_pg_err(c, errres, ctx, err);
+        PQclear(errres);
+        PQclear(keep);
+        return r;
+    }
+    if (cancelled) { /* finished before the cancel landed: still report it */
+        PQclear(keep);
+        int e = rt_ctx_err(ctx);
+        return bz_err_set(err, e == ETIMEDOUT ? BZ_ERR_TIMEOUT : BZ_ERR_CANCELLED, "postgres: statement cancelled"),
+               e == ETIMEDOUT ? -ETIMEDOUT : -ECANCELED;
+    }
+    *out = keep;
+    return 0;
+}
+
+static int simple(db_conn *c, rt_ctx *ctx, const char *sql, PGresult **out, bz_error *err)
+{
+    int r = attach(c);
+    if (r)
+        return conn_broken(c, err, -ENOTCONN);
+    if (c->pgio.hup)
+        return conn_broken(c, err, -ENOTCONN);
+    if (!PQsendQuery(c->pg, sql))
+        return conn_broken(c, err, -ENOTCONN);
+    if ((r = flush(c, ctx, err)))
+        return r;
+    PGresult *res = NULL;
+    r = collect(c, ctx, &res, err);
+    if (out)
+        *out = res;
+    else
+        PQclear(res);
+    return r;
+}
+
+/* Server notices (e.g. "already exists, skipping") go to the debug log,
+ * not straight to stderr as libpq would do. */
+static void notice(void *arg, const char *msg)
+{
+    (void)arg;
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n')
+        n--;
+    bz_log_dbg("postgres notice", BZ_F_STRN("msg", msg, n));
+}
+
+static int pg_connect(db *d, db_conn *c, rt_ctx *ctx, bz_error *err)
+{
+    c->pg = PQconnectStart(d->conninfo);
+    if (!c->pg)
+        abort();
+    if (PQstatus(c->pg) == CONNECTION_BAD) {
+        conn_broken(c, err, -ECONNREFUSED);
+        PQfinish(c->pg);
+        c->pg = NULL;
+        return -ECONNREFUSED;
+    }
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    int r = 0;
+    while (st != PGRES_POLLING_OK) {
+        if (st == PGRES_POLLING_FAILED) {
+            r = -ECONNREFUSED;
+            conn_broken(c, err, r);
+            break;
+        }
+        if ((r = attach(c)) != 0)
+            break;
+        if (st == PGRES_POLLING_READING)
+            r = rt_io_await_readable(&c->pgio, ctx, BZ_NO_DEADLINE);
+        else
+            r = rt_io_await_writable(&c->pgio, ctx, BZ_NO_DEADLINE);
+        if (r) {
+            bz_err_set(err, r == -ETIMEDOUT ? BZ_ERR_TIMEOUT : BZ_ERR_CANCELLED,
+                       "postgres: connecting took longer than the context allows");
+            break;
+        }
+        st = PQconnectPoll(c->pg);
+    }
+    if (r == 0)
+        PQsetNoticeProcessor(c->pg, notice, NULL);
+    if (r == 0 && PQsetnonblocking(c->pg, 1) != 0)
+        r = conn_broken(c, err, -EIO);
+    if (r == 0)
+        r = simple(c, ctx, "SET TIME ZONE 'UTC'", NULL, err);
+    if (r) {
+        if (c->pgio.loop)
+            rt_io_detach(&c->pgio);
+        PQfinish(c->pg);
+        c->pg = NULL;
+        return r;
+    }
+    return 0;
+}
+
+static void pg_close(db_conn *c)
+{
+    if (!c->pg)
+        return;
+    if (c->pgio.loop)
+        rt_io_detach(&c->pgio);
+    /* PQfinish sends Terminate on a non-blocking socket: it does not block */
+    PQfinish(c->pg);
+    for (int i = 0; i < c->nstmts; i++)
+        free((void *)c->stmts[i].sql);
+}
+
+/* Text form of the arguments (binary for blobs).  Text values are copied
+ * to be NUL-terminated. */
+typedef struct {
+    const char *vals[64];
+    int lens[64], fmts[64];
+    char small[64][32];
+    char *heap[64];
+} params;
+
+static int to_params(const db_arg *args, int n, params *p)
+{
+    if (n > 64)
+        return -E2BIG;
+    for (int i = 0; i < n; i++) {
+        const db_arg *a = &args[i];
+        p->heap[i] = NULL;
+        p->fmts[i] = 0;
+        p->lens[i] = 0;
+        switch (a->type) {
+        case DB_T_NULL: p->vals[i] = NULL; break;
+        case DB_T_INT:
+            snprintf(p->small[i], 32, "%lld", (long long)a->v.i);
+            p->vals[i] = p->small[i];
+            break;
+        case DB_T_BOOL: p->vals[i] = a->v.i ? "t" : "f"; break;
+        case DB_T_DOUBLE:
+            snprintf(p->small[i], 32, "%.17g", a->v.d);
+            p->vals[i] = p->small[i];
+            break;
+        case DB_T_TIME:
+            bz_fmt_rfc3339_us(p->small[i], a->v.i);
+            p->vals[i] = p->small[i];
+            break;
+        case DB_T_TEXT:
+            if (memchr(a->v.s.p, '\0', a->v.s.n))
+                return -EINVAL; /* PostgreSQL text cannot hold NUL */
+            p->heap[i] = malloc(a->v.s.n + 1);
+            if (!p->heap[i])
+                abort();
+            memcpy(p->heap[i], a->v.s.p, a->v.s.n);
+            p->heap[i][a->v.s.n] = '\0';
+            p->vals[i] = p->heap[i];
+            break;
+        case DB_T_BLOB:
+            p->vals[i] = a->v.s.p;
+            p->lens[i] = (int)a->v.s.n;
+            p->fmts[i] = 1;
+            break;
+        }
+    }
+    return 0;
+}
+
+static void free_params(params *p, int n)
+{
+    for (int i = 0; i < n && i < 64; i++)
+        free(p->heap[i]);
+}
+
+static int pg_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
+                  int64_t *affected, bz_error *err)
+{
+    int r = attach(c);
+    if (r || c->pgio.hup)
+        return conn_broken(c, err, -ENOTCONN);
+    size_t n = strlen(sql);
+    uint64_t h = db__hash(sql, n);
+    db_stmt *s = db__stmt_find(c, sql, n, h);
+    if (!s) {
+        db_stmt old;
+        s = db__stmt_slot(c, &old);
+        if (old.sql) {
+            /* evicted: deallocate on the server (best effort) */
+            char dealloc[48];
+            snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", old.u.pgname);
+            free((void *)old.sql);
+            if ((r = simple(c, ctx, dealloc, NULL, err)) != 0) {
+                memset(s, 0, sizeof *s);
+                return r;
+            }
+        }
+        memset(s, 0, sizeof *s);
+        char name[16];
+        snprintf(name, sizeof name, "b%d", ++c->pg_seq);
+        if (!PQsendPrepare(c->pg, name, sql, nargs, NULL))
+            return conn_broken(c, err, -ENOTCONN);
+        PGresult *res = NULL;
+        if ((r = flush(c, ctx, err)) || (r = collect(c, ctx, &res, err))) {
+            PQclear(res);
+            return r;
+        }
+        PQclear(res);
+        char *copy = malloc(n + 1);
+        if (!copy)
+            abort();
+        memcpy(copy, sql, n + 1);
+        s->sql = copy;
+        s->sqllen = n;
+        s->hash = h;
+        memcpy(s->u.pgname, name, sizeof name);
+        s->nparams = nargs;
+        s->used = ++c->clock;
+    }
+    params p;
+    if ((r = to_params(args, nargs, &p)) != 0) {
+        free_params(&p, nargs);
+        return bz_err_set(err, BZ_ERR_INVALID, "postgres: bad argument (too many, or NUL in text)"), r;
+    }
+    int sent = PQsendQueryPrepared(c->pg, s->u.pgname, nargs, p.vals, p.lens, p.fmts, 0);
+    free_params(&p, nargs);
+    if (!sent)
+        return conn_broken(c, err, -ENOTCONN);
+    PGresult *res = NULL;
+    if ((r = flush(c, ctx, err)) || (r = collect(c, ctx, &res, err))) {
+        PQclear(res);
+        return r;
+    }
+    if (affected) {
+        const char *t = res ? PQcmdTuples(res) : "";
+        *affected = *t ? strtoll(t, NULL, 10) : 0;
+    }
+    if (rows && res && PQresultStatus(res) == PGRES_TUPLES_OK) {
+        db_rows *rw = db__rows_new(c->d, PQnfields(res));
+        rw->nrows = PQntuples(res);
+        rw->pg = res;
+        *rows = rw;
+    } else if (rows) {
+        *rows = db__rows_new(c->d, 0);
+        PQclear(res);
+    } else {
+        PQclear(res);
+    }
+    return 0;
+}
+
+static int pg_script(db_conn *c, rt_ctx *ctx, const char *sql, bz_error *err)
+{
+    return simple(c, ctx, sql, NULL, err);
+}
+
+static int pg_begin(db_conn *c, rt_ctx *ctx, const db_tx_opts *o, bz_error *err)
+{
+    char sql[96];
+    static const char *iso[] = {"", " ISOLATION LEVEL READ COMMITTED", " ISOLATION LEVEL REPEATABLE READ",
+                                " ISOLATION LEVEL SERIALIZABLE"};
+    snprintf(sql, sizeof sql, "BEGIN%s%s", iso[o->isolation], o->read_only ? " READ ONLY" : "");
+    return simple(c, ctx, sql, NULL, err);
+}
+
+static int pg_commit(db_conn *c, rt_ctx *ctx, bz_error *err)
+{
+    PGresult *res = NULL;
+    int r = simple(c, ctx, "COMMIT", &res, err);
+    if (r == 0 && res && !strcmp(PQcmdStatus(res), "ROLLBACK")) {
+        /* COMMIT of a transaction that had failed: PostgreSQL rolled back */
+        r = -EIO;
+        bz_err_set(err, BZ_ERR_CONFLICT, "postgres: the transaction had failed and was rolled back");
+    }
+    PQclear(res);
+    return r;
+}
+
+static int pg_rollback(db_conn *c, rt_ctx *ctx)
+{
+    if (c->broken)
+        return -ECONNRESET;
+    return simple(c, ctx, "ROLLBACK", NULL, NULL);
+}
+
+const db_driver db__postgres_driver = {
+    .name = "postgres",
+    .connect = pg_connect,
+    .close = pg_close,
+    .run = pg_run,
+    .script = pg_script,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .idle = pg_idle,
+};

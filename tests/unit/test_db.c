@@ -1,0 +1,726 @@
+/* tests/unit/test_db.c — db/ on SQLite and on a real PostgreSQL
+ * (BAZAAR_TEST_PG_URL, set by tests/with_services.sh): types and NULLs,
+ * the statement cache, transactions and retries, the pool's cap, waits,
+ * recycling and statistics, cancellation, broken connections, migrations
+ * and error kinds. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "db/db.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *g_url;      /* the database under test */
+static char g_sqlite_path[256];
+
+static bool is_pg(void) { return !strncmp(g_url, "postgres", 8); }
+
+static db *open_db(int max_open, int max_idle, int64_t life, int64_t idle_time)
+{
+    db_opts o = {max_open, max_idle, life, idle_time};
+    bz_error e;
+    db *d = db_open(g_url, &o, &e);
+    if (!d)
+        fail_msg("db_open: %s", e.msg);
+    return d;
+}
+
+typedef void (*body_fn)(void);
+static void in_runtime_main(void *p) { ((body_fn)p)(); }
+static void run(body_fn fn)
+{
+    rt_options o = {.threads = 2};
+    assert_int_equal(rt_run(&o, in_runtime_main, (void *)fn), 0);
+}
+
+/* Runs a call that must succeed; on failure shows the error message of
+ * the bz_error named e in the caller. */
+#define OK(call)                                                                                                \
+    do {                                                                                                       \
+        int r_ = (call);                                                                                       \
+        if (r_ != 0)                                                                                           \
+            fail_msg("%s -> %d: %s", #call, r_, e.msg);                                                       \
+    } while (0)
+
+static void exec_ok(db *d, const char *sql)
+{
+    bz_error e;
+    if (db_exec_script(DB(d), NULL, sql, &e))
+        fail_msg("%s: %s", sql, e.msg);
+}
+
+static void reset_tables(db *d)
+{
+    exec_ok(d, "DROP TABLE IF EXISTS t_child; DROP TABLE IF EXISTS t_vals; DROP TABLE IF EXISTS t_counter;"
+               "DROP TABLE IF EXISTS schema_migrations; DROP TABLE IF EXISTS m_a; DROP TABLE IF EXISTS m_b");
+    if (is_pg())
+        exec_ok(d, "CREATE TABLE t_vals (id BIGSERIAL PRIMARY KEY, i BIGINT, f DOUBLE PRECISION, s TEXT UNIQUE,"
+                   " b BYTEA, ok BOOLEAN, at TIMESTAMPTZ, n BIGINT CHECK (n IS NULL OR n >= 0));"
+                   "CREATE TABLE t_child (id BIGSERIAL PRIMARY KEY, parent BIGINT NOT NULL REFERENCES t_vals(id));"
+                   "CREATE TABLE t_counter (id BIGINT PRIMARY KEY, v BIGINT NOT NULL)");
+    else
+        exec_ok(d, "CREATE TABLE t_vals (id INTEGER PRIMARY KEY, i INTEGER, f REAL, s TEXT UNIQUE,"
+                   " b BLOB, ok INTEGER, at TEXT, n INTEGER CHECK (n IS NULL OR n >= 0));"
+                   "CREATE TABLE t_child (id INTEGER PRIMARY KEY, parent INTEGER NOT NULL REFERENCES t_vals(id));"
+                   "CREATE TABLE t_counter (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)");
+}
+
+/* ---- types, NULLs, RETURNING, no-rows ---- */
+
+static void types_body(void)
+{
+    db *d = open_db(4, 4, 0, 0);
+    bz_error e;
+    OK(db_ping(d, NULL, &e));
+    reset_tables(d);
+    int64_t at = 1795832296123456LL;
+    db_rows *rows;
+    assert_int_equal(db_query(DB(d), NULL,
+                              "INSERT INTO t_vals (i, f, s, b, ok, at, n) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                              (db_arg[]){DB_INT(-42), DB_DOUBLE(2.5), DB_TEXT("héllo 'quoted' $1"), DB_BLOB("a\0b", 3),
+                                         DB_BOOL(true), DB_TIME(at), DB_NULL},
+                              7, &rows, &e),
+                     0);
+    assert_true(db_rows_next(rows));
+    int64_t id = db_col_int(rows, 0);
+    assert_true(id > 0);
+    db_rows_close(rows);
+    assert_int_equal(db_query_row(DB(d), NULL, "SELECT i, f, s, b, ok, at, n FROM t_vals WHERE id = $1",
+                                  (db_arg[]){DB_INT(id)}, 1, &rows, &e),
+                     0);
+    assert_int_equal(db_col_int(rows, 0), -42);
+    assert_true(db_col_double(rows, 1) == 2.5);
+    assert_string_equal(db_col_text(rows, 2, NULL), "héllo 'quoted' $1");
+    size_t bl;
+    const char *b = db_col_text(rows, 3, &bl);
+    if (!is_pg()) { /* PostgreSQL returns bytea as text (hex): blobs are read back on SQLite */
+        assert_int_equal(bl, 3);
+        assert_memory_equal(b, "a\0b", 3);
+    } else {
+        assert_string_equal(b, "\\x610062");
+    }
+    assert_true(db_col_bool(rows, 4));
+    assert_true(db_col_time(rows, 5) == at);
+    assert_true(db_col_is_null(rows, 6));
+    assert_int_equal(db_col_int(rows, 6), 0);
+    assert_false(db_rows_next(rows));
+    db_rows_close(rows);
+    /* a single-row query with no row is not an error */
+    assert_int_equal(db_query_row(DB(d), NULL, "SELECT i FROM t_vals WHERE id = $1", (db_arg[]){DB_INT(id + 1000)}, 1,
+                                  &rows, &e),
+                     DB_NO_ROWS);
+    assert_null(rows);
+    /* affected counts */
+    int64_t n = -1;
+    OK(db_exec(DB(d), NULL, "INSERT INTO t_vals (i) VALUES ($1), ($2), ($3)",
+               (db_arg[]){DB_INT(1), DB_INT(2), DB_INT(3)}, 3, &n, &e));
+    assert_int_equal(n, 3);
+    OK(db_exec(DB(d), NULL, "UPDATE t_vals SET n = 5 WHERE i > $1", (db_arg[]){DB_INT(0)}, 1, &n, &e));
+    assert_int_equal(n, 3);
+    OK(db_exec(DB(d), NULL, "DELETE FROM t_vals WHERE i = $1", (db_arg[]){DB_INT(99)}, 1, &n, &e));
+    assert_int_equal(n, 0);
+    /* the argument count is checked */
+    assert_true(db_exec(DB(d), NULL, "SELECT $1", NULL, 0, NULL, &e) != 0);
+    db_close(d);
+}
+
+static void types_nulls_returning_and_no_rows(void **state) { run(types_body); }
+
+/* ---- error kinds ---- */
+
+static void errors_body(void)
+{
+    db *d = open_db(2, 2, 0, 0);
+    bz_error e;
+    reset_tables(d);
+    OK(db_exec(DB(d), NULL, "INSERT INTO t_vals (s) VALUES ($1)", (db_arg[]){DB_TEXT("dup")}, 1, NULL, &e));
+    assert_true(db_exec(DB(d), NULL, "INSERT INTO t_vals (s) VALUES ($1)", (db_arg[]){DB_TEXT("dup")}, 1, NULL, &e) < 0);
+    assert_int_equal(e.kind, BZ_ERR_UNIQUE);
+    if (is_pg())
+        assert_string_equal(e.sqlstate, "23505");
+    else
+        assert_true(e.code != 0);
+    assert_true(db_exec(DB(d), NULL, "INSERT INTO t_child (parent) VALUES ($1)", (db_arg[]){DB_INT(424242)}, 1, NULL,
+                        &e) < 0);
+    assert_int_equal(e.kind, BZ_ERR_FOREIGN_KEY);
+    assert_true(db_exec(DB(d), NULL, "INSERT INTO t_vals (n) VALUES ($1)", (db_arg[]){DB_INT(-1)}, 1, NULL, &e) < 0);
+    assert_int_equal(e.kind, BZ_ERR_CHECK);
+    assert_true(db_exec(DB(d), NULL, "SELEC nonsense", NULL, 0, NULL, &e) < 0);
+    assert_int_equal(e.kind, BZ_ERR_INVALID);
+    assert_non_null(strstr(e.msg, is_pg() ? "postgres" : "sqlite"));
+    db_close(d);
+}
+
+static void error_kinds(void **state) { run(errors_body); }
+
+/* ---- statement cache ---- */
+
+static void cache_body(void)
+{
+    db *d = open_db(1, 1, 0, 0);
+    bz_error e;
+    /* more distinct statements than the cache holds, twice over */
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 150; i++) {
+            char sql[64];
+            snprintf(sql, sizeof sql, "SELECT %d + $1", i);
+            db_rows *rows;
+            assert_int_equal(db_query_row(DB(d), NULL, sql, (db_arg[]){DB_INT(1)}, 1, &rows, &e), 0);
+            assert_int_equal(db_col_int(rows, 0), i + 1);
+            db_rows_close(rows);
+        }
+    assert_int_equal(db_get_stats(d).open, 1);
+    db_close(d);
+}
+
+static void statement_cache_is_bounded(void **state) { run(cache_body); }
+
+/* ---- transactions ---- */
+
+static int calls;
+static int failing_fn(db_tx *tx, rt_ctx *ctx, void *arg, bz_error *err)
+{
+    calls++;
+    return db_exec(TX(tx), ctx, "INSERT INTO t_vals (s) VALUES ($1)", (db_arg[]){DB_TEXT("dup")}, 1, NULL, err);
+}
+
+static int incr_fn(db_tx *tx, rt_ctx *ctx, void *arg, bz_error *err)
+{
+    db_rows *rows;
+    int r = db_query_row(TX(tx), ctx, "SELECT v FROM t_counter WHERE id = 1", NULL, 0, &rows, err);
+    if (r)
+        return r < 0 ? r : -ENOENT;
+    int64_t v = db_col_int(rows, 0);
+    db_rows_close(rows);
+    rt_yield(); /* let the other transactions interleave */
+    return db_exec(TX(tx), ctx, "UPDATE t_counter SET v = $1 WHERE id = 1", (db_arg[]){DB_INT(v + 1)}, 1, NULL, err);
+}
+
+typedef struct {
+    db *d;
+    rt_wg *wg;
+    atomic_int failures;
+} incr_arg;
+
+static void incrementer(void *p)
+{
+    incr_arg *a = p;
+    bz_error e;
+    db_tx_opts o = {.isolation = DB_SERIALIZABLE};
+    for (int i = 0; i < 5; i++)
+        if (db_run_tx(a->d, NULL, &o, incr_fn, NULL, &e) != 0) {
+            fprintf(stderr, "run_tx failed: %s\n", e.msg);
+            atomic_fetch_add(&a->failures, 1);
+        }
+    rt_wg_done(a->wg);
+}
+
+static void tx_body(void)
+{
+    db *d = open_db(8, 8, 0, 0);
+    bz_error e;
+    reset_tables(d);
+    db_tx *tx;
+    /* commit, and rollback after commit is a harmless no-op */
+    OK(db_begin(d, NULL, NULL, &tx, &e));
+    OK(db_exec(TX(tx), NULL, "INSERT INTO t_counter (id, v) VALUES (1, 0)", NULL, 0, NULL, &e));
+    OK(db_commit(tx, &e));
+    /* (tx is freed by commit; rollback on NULL is the no-op form) */
+    assert_int_equal(db_rollback(NULL), 0);
+    /* rollback undoes */
+    OK(db_begin(d, NULL, NULL, &tx, &e));
+    OK(db_exec(TX(tx), NULL, "UPDATE t_counter SET v = 100 WHERE id = 1", NULL, 0, NULL, &e));
+    assert_int_equal(db_rollback(tx), 0);
+    db_rows *rows;
+    OK(db_query_row(DB(d), NULL, "SELECT v FROM t_counter WHERE id = 1", NULL, 0, &rows, &e));
+    assert_int_equal(db_col_int(rows, 0), 0);
+    db_rows_close(rows);
+    /* read-only transaction refuses writes on PostgreSQL */
+    db_tx_opts ro = {.isolation = DB_REPEATABLE_READ, .read_only = true};
+    OK(db_begin(d, NULL, &ro, &tx, &e));
+    OK(db_query_row(TX(tx), NULL, "SELECT v FROM t_counter WHERE id = 1", NULL, 0, &rows, &e));
+    db_rows_close(rows);
+    if (is_pg())
+        assert_true(db_exec(TX(tx), NULL, "UPDATE t_counter SET v = 1", NULL, 0, NULL, &e) < 0);
+    db_rollback(tx);
+    /* run_tx never retries other errors */
+    OK(db_exec(DB(d), NULL, "INSERT INTO t_vals (s) VALUES ($1)", (db_arg[]){DB_TEXT("dup")}, 1, NULL, &e));
+    calls = 0;
+    assert_true(db_run_tx(d, NULL, NULL, failing_fn, NULL, &e) < 0);
+    assert_int_equal(calls, 1);
+    assert_int_equal(e.kind, BZ_ERR_UNIQUE);
+    /* 8 coroutines on 2 loops x 5 serializable read-modify-write increments:
+     * conflicts are retried and no increment is lost */
+    rt_wg wg;
+    rt_wg_init(&wg);
+    static incr_arg a;
+    a.d = d;
+    a.wg = &wg;
+    atomic_store(&a.failures, 0);
+    rt_wg_add(&wg, 8);
+    for (int i = 0; i < 8; i++)
+        rt_go_on(rt_loop_at(i % 2), incrementer, &a);
+    rt_wg_wait(&wg, NULL);
+    assert_int_equal(atomic_load(&a.failures), 0);
+    OK(db_query_row(DB(d), NULL, "SELECT v FROM t_counter WHERE id = 1", NULL, 0, &rows, &e));
+    assert_int_equal(db_col_int(rows, 0), 40);
+    db_rows_close(rows);
+    rt_wg_destroy(&wg);
+    db_close(d);
+}
+
+static void transactions_commit_rollback_and_retry(void **state) { run(tx_body); }
+
+/* two conflicting serializable transactions both end committed through retry */
+static rt_sem both_read;
+static int conflict_fn(db_tx *tx, rt_ctx *ctx, void *arg, bz_error *err)
+{
+    static _Thread_local int dummy;
+    (void)dummy;
+    int *attempt = arg;
+    db_rows *rows;
+    int r = db_query_row(TX(tx), ctx, "SELECT v FROM t_counter WHERE id = 1", NULL, 0, &rows, err);
+    if (r)
+        return r < 0 ? r : -ENOENT;
+    int64_t v = db_col_int(rows, 0);
+    db_rows_close(rows);
+    if ((*attempt)++ == 0) {
+        /* first attempt: wait until the other one has read too */
+        rt_sem_release(&both_read);
+        rt_sleep(ctx, 50 * BZ_NS_PER_MS);
+    }
+    return db_exec(TX(tx), ctx, "UPDATE t_counter SET v = $1 WHERE id = 1", (db_arg[]){DB_INT(v + 10)}, 1, NULL, err);
+}
+
+typedef struct {
+    db *d;
+    int attempts;
+    int result;
+    rt_wg *wg;
+} conflict_arg;
+
+static void conflicter(void *p)
+{
+    conflict_arg *a = p;
+    bz_error e;
+    db_tx_opts o = {.isolation = DB_SERIALIZABLE};
+    a->result = db_run_tx(a->d, NULL, &o, conflict_fn, &a->attempts, &e);
+    rt_wg_done(a->wg);
+}
+
+static void conflict_body(void)
+{
+    if (!is_pg())
+        return; /* SQLite serialises writers before they read: no conflict to provoke */
+    db *d = open_db(4, 4, 0, 0);
+    reset_tables(d);
+    bz_error e;
+    OK(db_exec(DB(d), NULL, "INSERT INTO t_counter (id, v) VALUES (1, 0)", NULL, 0, NULL, &e));
+    rt_sem_init(&both_read, 0);
+    rt_wg wg;
+    rt_wg_init(&wg);
+    conflict_arg a[2] = {{d, 0, -1, &wg}, {d, 0, -1, &wg}};
+    rt_wg_add(&wg, 2);
+    rt_go(conflicter, &a[0]);
+    rt_go(conflicter, &a[1]);
+    rt_wg_wait(&wg, NULL);
+    assert_int_equal(a[0].result, 0);
+    assert_int_equal(a[1].result, 0);
+    assert_true(a[0].attempts + a[1].attempts >= 3); /* one of them was retried */
+    db_rows *rows;
+    OK(db_query_row(DB(d), NULL, "SELECT v FROM t_counter WHERE id = 1", NULL, 0, &rows, &e));
+    assert_int_equal(db_col_int(rows, 0), 20);
+    db_rows_close(rows);
+    rt_wg_destroy(&wg);
+    rt_sem_destroy(&both_read);
+    db_close(d);
+}
+
+static void conflicting_serializable_transactions_both_commit(void **state) { run(conflict_body); }
+
+/* ---- the pool ---- */
+
+typedef struct {
+    db *d;
+    rt_wg *wg;
+    atomic_int errors;
+} load_arg;
+
+static void sleeper(void *p)
+{
+    load_arg *a = p;
+    bz_error e;
+    db_rows *rows;
+    const char *sql = is_pg() ? "SELECT pg_sleep(0.01)" : "SELECT 1";
+    if (db_query(DB(a->d), NULL, sql, NULL, 0, &rows, &e) != 0)
+        atomic_fetch_add(&a->errors, 1);
+    else
+        db_rows_close(rows);
+    rt_wg_done(a->wg);
+}
+
+static void cap_body(void)
+{
+    db *d = open_db(5, 5, 0, 0);
+    db *mon = open_db(1, 1, 0, 0);
+    bz_error e;
+    rt_wg wg;
+    rt_wg_init(&wg);
+    static load_arg a;
+    a.d = d;
+    a.wg = &wg;
+    atomic_store(&a.errors, 0);
+    rt_wg_add(&wg, 200);
+    for (int i = 0; i < 200; i++)
+        rt_go_on(rt_loop_at(i % 2), sleeper, &a);
+    int64_t max_seen = 0, max_open = 0;
+    for (int k = 0; k < 40; k++) {
+        db_stats s = db_get_stats(d);
+        if (s.open > max_open)
+            max_open = s.open;
+        if (is_pg()) {
+            db_rows *rows;
+            OK(db_query_row(DB(mon), NULL,
+                            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                            NULL, 0, &rows, &e));
+            if (db_col_int(rows, 0) > max_seen)
+                max_seen = db_col_int(rows, 0);
+            db_rows_close(rows);
+        }
+        rt_sleep(NULL, 5 * BZ_NS_PER_MS);
+    }
+    rt_wg_wait(&wg, NULL);
+    assert_int_equal(atomic_load(&a.errors), 0);
+    assert_true(max_open <= 5 && max_open >= 1);
+    if (is_pg())
+        assert_true(max_seen >= 1 && max_seen <= 5);
+    db_stats s = db_get_stats(d);
+    assert_true(s.open <= 5 && s.in_use == 0 && s.idle == s.open);
+    if (is_pg())
+        assert_true(s.wait_count > 0 && s.wait_ns > 0);
+    rt_wg_destroy(&wg);
+    db_close(mon);
+    db_close(d);
+}
+
+static void pool_caps_open_connections(void **state) { run(cap_body); }
+
+static void recycle_body(void)
+{
+    bz_error e;
+    db_rows *rows;
+    /* idle time: a connection idle past it is closed by the sweep */
+    db *d = open_db(4, 4, 0, 100 * BZ_NS_PER_MS);
+    OK(db_query_row(DB(d), NULL, "SELECT 1", NULL, 0, &rows, &e));
+    db_rows_close(rows);
+    assert_int_equal(db_get_stats(d).open, 1);
+    rt_sleep(NULL, 400 * BZ_NS_PER_MS);
+    db_stats s = db_get_stats(d);
+    assert_int_equal(s.open, 0);
+    assert_true(s.max_idle_time_closed >= 1);
+    db_close(d);
+    /* lifetime: a connection older than it is replaced */
+    d = open_db(1, 1, 100 * BZ_NS_PER_MS, 0);
+    int64_t end = bz_now_ns() + 450 * BZ_NS_PER_MS;
+    while (bz_now_ns() < end) {
+        OK(db_query_row(DB(d), NULL, "SELECT 1", NULL, 0, &rows, &e));
+        db_rows_close(rows);
+        rt_sleep(NULL, 10 * BZ_NS_PER_MS);
+    }
+    assert_true(db_get_stats(d).max_lifetime_closed >= 2);
+    db_close(d);
+    /* max idle: connections beyond it are closed on release */
+    d = open_db(4, 1, 0, 0);
+    db_tx *t[3];
+    for (int i = 0; i < 3; i++)
+        OK(db_begin(d, NULL, &(db_tx_opts){.read_only = true}, &t[i], &e));
+    for (int i = 0; i < 3; i++)
+        db_rollback(t[i]);
+    s = db_get_stats(d);
+    assert_int_equal(s.idle, 1);
+    assert_int_equal(s.max_idle_closed, 2);
+    db_close(d);
+}
+
+static void pool_recycles_by_idle_time_lifetime_and_max_idle(void **state) { run(recycle_body); }
+
+static void waiter_body(void)
+{
+    db *d = open_db(1, 1, 0, 0);
+    bz_error e;
+    db_tx *tx;
+    OK(db_begin(d, NULL, &(db_tx_opts){.read_only = true}, &tx, &e)); /* holds the only connection */
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, 50 * BZ_NS_PER_MS);
+    int64_t t0 = bz_now_ns();
+    db_rows *rows;
+    assert_int_equal(db_query(DB(d), &c, "SELECT 1", NULL, 0, &rows, &e), -ETIMEDOUT);
+    assert_int_equal(e.kind, BZ_ERR_TIMEOUT);
+    assert_true(bz_now_ns() - t0 < 150 * BZ_NS_PER_MS);
+    rt_ctx_release(&c);
+    db_rollback(tx);
+    OK(db_query_row(DB(d), NULL, "SELECT 1", NULL, 0, &rows, &e)); /* usable again */
+    db_rows_close(rows);
+    assert_true(db_get_stats(d).wait_count >= 1);
+    db_close(d);
+}
+
+static void pool_waiters_time_out_with_their_context(void **state) { run(waiter_body); }
+
+/* ---- cancellation ---- */
+
+static void cancel_body(void)
+{
+    db *d = open_db(2, 2, 0, 0);
+    bz_error e;
+    db_rows *rows;
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, 100 * BZ_NS_PER_MS);
+    int64_t t0 = bz_now_ns();
+    const char *slow = is_pg() ? "SELECT pg_sleep(10)"
+                               : "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100000000)"
+                                 " SELECT count(*) FROM n";
+    int r = db_query(DB(d), &c, slow, NULL, 0, &rows, &e);
+    int64_t took = bz_now_ns() - t0;
+    rt_ctx_release(&c);
+    assert_int_equal(r, -ETIMEDOUT);
+    assert_int_equal(e.kind, BZ_ERR_TIMEOUT);
+    assert_true(took < 300 * BZ_NS_PER_MS); /* 100 ms deadline + the cancel round trip */
+    if (is_pg()) {
+        /* the backend stopped running it */
+        db *mon = open_db(1, 1, 0, 0);
+        OK(db_query_row(DB(mon), NULL,
+                        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(10)%'",
+                        NULL, 0, &rows, &e));
+        assert_int_equal(db_col_int(rows, 0), 0);
+        db_rows_close(rows);
+        db_close(mon);
+    }
+    /* the connection came back clean */
+    OK(db_query_row(DB(d), NULL, "SELECT 7", NULL, 0, &rows, &e));
+    assert_int_equal(db_col_int(rows, 0), 7);
+    db_rows_close(rows);
+    /* a cancelled (not expired) context gives -ECANCELED */
+    rt_ctx c2;
+    rt_ctx_init(&c2, NULL);
+    rt_ctx_cancel(&c2);
+    assert_int_equal(db_query(DB(d), &c2, "SELECT 1", NULL, 0, &rows, &e) < 0, 1);
+    rt_ctx_release(&c2);
+    db_close(d);
+}
+
+static void cancelling_a_running_statement(void **state) { run(cancel_body); }
+
+static void terminate_body(void)
+{
+    if (!is_pg())
+        return;
+    db *d = open_db(1, 1, 0, 0);
+    db *admin = open_db(1, 1, 0, 0);
+    bz_error e;
+    db_rows *rows;
+    OK(db_query_row(DB(d), NULL, "SELECT pg_backend_pid()", NULL, 0, &rows, &e));
+    int64_t pid = db_col_int(rows, 0);
+    db_rows_close(rows);
+    OK(db_query_row(DB(admin), NULL, "SELECT pg_terminate_backend($1)", (db_arg[]){DB_INT(pid)}, 1, &rows, &e));
+    assert_true(db_col_bool(rows, 0));
+    db_rows_close(rows);
+    rt_sleep(NULL, 100 * BZ_NS_PER_MS);
+    /* the pool's only connection is dead: the next query still succeeds */
+    OK(db_query_row(DB(d), NULL, "SELECT pg_backend_pid()", NULL, 0, &rows, &e));
+    assert_true(db_col_int(rows, 0) != pid);
+    db_rows_close(rows);
+    /* and again when the termination is noticed only mid-statement */
+    OK(db_query_row(DB(d), NULL, "SELECT pg_backend_pid()", NULL, 0, &rows, &e));
+    pid = db_col_int(rows, 0);
+    db_rows_close(rows);
+    OK(db_query_row(DB(admin), NULL, "SELECT pg_terminate_backend($1)", (db_arg[]){DB_INT(pid)}, 1, &rows, &e));
+    db_rows_close(rows);
+    OK(db_query_row(DB(d), NULL, "SELECT 1", NULL, 0, &rows, &e));
+    db_rows_close(rows);
+    db_close(admin);
+    db_close(d);
+}
+
+static void broken_connection_is_replaced(void **state) { run(terminate_body); }
+
+/* ---- migrations ---- */
+
+static const db_migration migs[] = {
+    {1, "a", "CREATE TABLE m_a (id INTEGER PRIMARY KEY)", "CREATE TABLE m_a (id BIGINT PRIMARY KEY)"},
+    {2, "b", "CREATE TABLE m_b (id INTEGER PRIMARY KEY); INSERT INTO m_b VALUES (1)",
+     "CREATE TABLE m_b (id BIGINT PRIMARY KEY); INSERT INTO m_b VALUES (1)"},
+};
+
+typedef struct {
+    int applied, result;
+    rt_wg *wg;
+} mig_arg;
+
+static void migrator(void *p)
+{
+    mig_arg *a = p;
+    db *d = open_db(2, 2, 0, 0); /* its own pool, as another instance would have */
+    bz_error e;
+    a->result = db_migrate(d, NULL, migs, 2, &a->applied, &e);
+    if (a->result)
+        fprintf(stderr, "migrate: %s\n", e.msg);
+    db_close(d);
+    rt_wg_done(a->wg);
+}
+
+static void migrate_body(void)
+{
+    db *d = open_db(2, 2, 0, 0);
+    reset_tables(d);
+    rt_wg wg;
+    rt_wg_init(&wg);
+    mig_arg a[4];
+    rt_wg_add(&wg, 4);
+    for (int i = 0; i < 4; i++) {
+        a[i] = (mig_arg){0, -1, &wg};
+        rt_go_on(rt_loop_at(i % 2), migrator, &a[i]);
+    }
+    rt_wg_wait(&wg, NULL);
+    int total = 0;
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(a[i].result, 0);
+        total += a[i].applied;
+    }
+    assert_int_equal(total, 2); /* each migration applied exactly once */
+    bz_error e;
+    db_rows *rows;
+    OK(db_query_row(DB(d), NULL, "SELECT count(*) FROM schema_migrations", NULL, 0, &rows, &e));
+    assert_int_equal(db_col_int(rows, 0), 2);
+    db_rows_close(rows);
+    OK(db_query_row(DB(d), NULL, "SELECT count(*) FROM m_b", NULL, 0, &rows, &e));
+    assert_int_equal(db_col_int(rows, 0), 1);
+    db_rows_close(rows);
+    int applied = -1;
+    OK(db_migrate(d, NULL, migs, 2, &applied, &e));
+    assert_int_equal(applied, 0);
+    rt_wg_destroy(&wg);
+    db_close(d);
+}
+
+static void migrations_apply_once_even_concurrently(void **state) { run(migrate_body); }
+
+/* ---- SQLite writers never deadlock ---- */
+
+static void writer(void *p)
+{
+    load_arg *a = p;
+    bz_error e;
+    db_tx_opts ser = {.isolation = DB_SERIALIZABLE};
+    for (int i = 0; i < 10; i++) {
+        if (i % 2) {
+            if (db_run_tx(a->d, NULL, &ser, incr_fn, NULL, &e))
+                atomic_fetch_add(&a->errors, 1);
+        } else if (db_exec(DB(a->d), NULL, "UPDATE t_counter SET v = v + 1 WHERE id = 1", NULL, 0, NULL, &e)) {
+            atomic_fetch_add(&a->errors, 1);
+        }
+    }
+    rt_wg_done(a->wg);
+}
+
+static void writers_body(void)
+{
+    db *d = open_db(8, 8, 0, 0);
+    reset_tables(d);
+    bz_error e;
+    OK(db_exec(DB(d), NULL, "INSERT INTO t_counter (id, v) VALUES (1, 0)", NULL, 0, NULL, &e));
+    rt_wg wg;
+    rt_wg_init(&wg);
+    static load_arg a;
+    a.d = d;
+    a.wg = &wg;
+    atomic_store(&a.errors, 0);
+    rt_wg_add(&wg, 50);
+    for (int i = 0; i < 50; i++)
+        rt_go_on(rt_loop_at(i % 2), writer, &a);
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, 60 * BZ_NS_PER_S);
+    assert_int_equal(rt_wg_wait(&wg, &c), 0);
+    rt_ctx_release(&c);
+    assert_int_equal(atomic_load(&a.errors), 0);
+    db_rows *rows;
+    OK(db_query_row(DB(d), NULL, "SELECT v FROM t_counter WHERE id = 1", NULL, 0, &rows, &e));
+    assert_int_equal(db_col_int(rows, 0), 500);
+    db_rows_close(rows);
+    rt_wg_destroy(&wg);
+    db_close(d);
+}
+
+static void many_concurrent_writers(void **state) { run(writers_body); }
+
+/* ---- time parsing ---- */
+
+static void url_errors(void **state)
+{
+    bz_error e;
+    db_opts o = {1, 1, 0, 0};
+    assert_null(db_open("mysql://x", &o, &e));
+    assert_int_equal(e.kind, BZ_ERR_INVALID);
+    assert_null(db_open("postgres://u@h:5432/d?bogus_option=1", &o, &e));
+}
+
+static int setup_sqlite(void **state)
+{
+    snprintf(g_sqlite_path, sizeof g_sqlite_path, "/tmp/bazaar-test-db-%d.db", getpid());
+    unlink(g_sqlite_path);
+    static char url[300];
+    snprintf(url, sizeof url, "sqlite://%s", g_sqlite_path);
+    g_url = url;
+    return 0;
+}
+
+static int teardown_sqlite(void **state)
+{
+    char p[300];
+    unlink(g_sqlite_path);
+    snprintf(p, sizeof p, "%s-wal", g_sqlite_path);
+    unlink(p);
+    snprintf(p, sizeof p, "%s-shm", g_sqlite_path);
+    unlink(p);
+    return 0;
+}
+
+static int setup_pg(void **state)
+{
+    g_url = getenv("BAZAAR_TEST_PG_URL");
+    return g_url ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(types_nulls_returning_and_no_rows),
+        cmocka_unit_test(error_kinds),
+        cmocka_unit_test(statement_cache_is_bounded),
+        cmocka_unit_test(transactions_commit_rollback_and_retry),
+        cmocka_unit_test(conflicting_serializable_transactions_both_commit),
+        cmocka_unit_test(pool_caps_open_connections),
+        cmocka_unit_test(pool_recycles_by_idle_time_lifetime_and_max_idle),
+        cmocka_unit_test(pool_waiters_time_out_with_their_context),
+        cmocka_unit_test(cancelling_a_running_statement),
+        cmocka_unit_test(broken_connection_is_replaced),
+        cmocka_unit_test(migrations_apply_once_even_concurrently),
+        cmocka_unit_test(many_concurrent_writers),
+        cmocka_unit_test(url_errors),
+    };
+    int fails = cmocka_run_group_tests_name("db/sqlite", tests, setup_sqlite, teardown_sqlite);
+    if (!getenv("BAZAAR_TEST_PG_URL")) {
+        fprintf(stderr, "db/postgres: BAZAAR_TEST_PG_URL not set (run under tests/with_services.sh)\n");
+        return 1;
+    }
+    fails += cmocka_run_group_tests_name("db/postgres", tests, setup_pg, NULL);
+    return fails;
+}
