@@ -110,8 +110,11 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libbazaar.a
 	$(CC) $(CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(BUILD)/libbazaar.a $(LDLIBS)
 
 bench: deps-bench
-	@$(MAKE) --no-print-directory $(BUILD)/bench_rt $(BUILD)/bazaar
+	@$(MAKE) --no-print-directory $(BUILD)/bench_rt $(BUILD)/bench_db $(BUILD)/bazaar
 	@tests/bench/run.sh
+
+$(BUILD)/bench_db: tests/bench/bench_db.c $(BUILD)/libbazaar.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libbazaar.a $(LDLIBS)
 
 $(BUILD)/bench_rt: tests/bench/bench_rt.c $(BUILD)/libbazaar.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libbazaar.a $(LDLIBS)

@@ -10,6 +10,7 @@
 #include "base/buf.h"
 
 #include <libpq-fe.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 
 typedef struct db_conn db_conn;
@@ -34,7 +35,8 @@ typedef struct db_driver {
 
 /* A prepared statement cached on a connection. */
 typedef struct db_stmt {
-    const char *sql;      /* the caller's text (compared by content) */
+    const char *sql;      /* our copy of the text */
+    const char *caller;   /* the caller's pointer last time (a hint only) */
     size_t sqllen;
     uint64_t hash;
     union {
@@ -79,7 +81,7 @@ struct db {
     rt_mutex lite_writer; /* SQLite: one write transaction at a time */
     rt_ctx sweep_ctx;
     bool sweeping;
-    int open_rows;        /* rows not closed yet (reported at db_close) */
+    atomic_int open_rows; /* rows not closed yet (reported at db_close) */
 };
 
 struct db_tx {
@@ -98,21 +100,34 @@ typedef struct db_cell {
     size_t off, len;      /* in text */
 } db_cell;
 
+#define DB_ROWS_INLINE_CELLS 8
+#define DB_ROWS_INLINE_TEXT 240
+
 struct db_rows {
     db *d;
     int ncols, nrows, cur;
-    db_cell *cells;
+    db_cell *cells;       /* inline_cells until it outgrows them */
     size_t cap;
-    bz_buf text;
+    char *text;           /* inline_text until it outgrows it */
+    size_t text_len, text_cap;
     PGresult *pg;
+    /* A one-row result of a few columns (the common case: a primary-key
+     * lookup) lives entirely in this one allocation. */
+    db_cell inline_cells[DB_ROWS_INLINE_CELLS];
+    char inline_text[DB_ROWS_INLINE_TEXT];
 };
+
+/* Appends n bytes and a NUL to the row text; returns the offset. */
+size_t db__rows_text(db_rows *r, const void *p, size_t n);
 
 extern const db_driver db__sqlite_driver;
 extern const db_driver db__postgres_driver;
 
 /* Statement cache helpers shared by the drivers. */
 uint64_t db__hash(const char *s, size_t n);
-db_stmt *db__stmt_find(db_conn *c, const char *sql, size_t n, uint64_t h);
+/* Finds sql in c's cache.  Sets *n (its length) and, on a miss, *h (its
+ * hash) for the caller that then prepares it. */
+db_stmt *db__stmt_lookup(db_conn *c, const char *sql, size_t *n, uint64_t *h);
 /* Returns a slot for a new statement, evicting the least recently used
  * (evicted reports the old one, for the driver to finalize). */
 db_stmt *db__stmt_slot(db_conn *c, db_stmt *evicted);

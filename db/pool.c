@@ -91,8 +91,8 @@ void db_close(db *d)
         close_conn(idle);
         idle = n;
     }
-    if (d->open_rows)
-        bz_log_warn("db: rows left open at close", BZ_F_INT("count", d->open_rows));
+    if (atomic_load(&d->open_rows))
+        bz_log_warn("db: rows left open at close", BZ_F_INT("count", atomic_load(&d->open_rows)));
     if (d->ninuse)
         bz_log_warn("db: connections still in use at close", BZ_F_INT("count", d->ninuse));
     rt_mutex_destroy(&d->lite_writer);
@@ -378,12 +378,8 @@ int db_query(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs
              bz_error *err)
 {
     int r = run(q, ctx, sql, args, nargs, rows, NULL, err);
-    if (r == 0 && *rows) {
-        db *d = q.tx ? q.tx->d : q.d;
-        pthread_mutex_lock(&d->lk);
-        d->open_rows++;
-        pthread_mutex_unlock(&d->lk);
-    }
+    if (r == 0 && *rows)
+        atomic_fetch_add_explicit(&(q.tx ? q.tx->d : q.d)->open_rows, 1, memory_order_relaxed);
     return r;
 }
 
@@ -544,23 +540,56 @@ int db_run_tx(db *d, rt_ctx *ctx, const db_tx_opts *o, db_tx_fn fn, void *arg, b
 
 db_rows *db__rows_new(db *d, int ncols)
 {
-    db_rows *r = calloc(1, sizeof *r);
+    db_rows *r = malloc(sizeof *r);
     if (!r)
         abort();
     r->d = d;
     r->ncols = ncols;
+    r->nrows = 0;
     r->cur = -1;
+    r->cells = r->inline_cells;
+    r->cap = DB_ROWS_INLINE_CELLS;
+    r->text = r->inline_text;
+    r->text_len = 0;
+    r->text_cap = DB_ROWS_INLINE_TEXT;
+    r->pg = NULL;
     return r;
+}
+
+size_t db__rows_text(db_rows *r, const void *p, size_t n)
+{
+    if (r->text_len + n + 1 > r->text_cap) {
+        size_t cap = r->text_cap * 2;
+        while (cap < r->text_len + n + 1)
+            cap *= 2;
+        char *t = r->text == r->inline_text ? malloc(cap) : realloc(r->text, cap);
+        if (!t)
+            abort();
+        if (r->text == r->inline_text)
+            memcpy(t, r->inline_text, r->text_len);
+        r->text = t;
+        r->text_cap = cap;
+    }
+    size_t off = r->text_len;
+    if (n)
+        memcpy(r->text + off, p, n);
+    r->text[off + n] = '\0';
+    r->text_len += n + 1;
+    return off;
 }
 
 db_cell *db__rows_add(db_rows *r)
 {
     size_t need = (size_t)(r->nrows + 1) * (size_t)(r->ncols ? r->ncols : 1);
     if (need > r->cap) {
-        r->cap = need * 2;
-        r->cells = realloc(r->cells, r->cap * sizeof *r->cells);
-        if (!r->cells)
+        size_t cap = need * 2;
+        db_cell *c = r->cells == r->inline_cells ? malloc(cap * sizeof *c) : realloc(r->cells, cap * sizeof *c);
+        if (!c)
             abort();
+        if (r->cells == r->inline_cells)
+            memcpy(c, r->inline_cells, (size_t)r->nrows * (size_t)r->ncols * sizeof *c);
+        r->cells = c;
+        r->cap = cap;
     }
     db_cell *c = &r->cells[(size_t)r->nrows * (size_t)r->ncols];
     memset(c, 0, (size_t)r->ncols * sizeof *c);
@@ -605,7 +634,7 @@ const char *db_col_text(const db_rows *r, int col, size_t *len)
     if (c->type == DB_T_TEXT || c->type == DB_T_BLOB) {
         if (len)
             *len = c->len;
-        return r->text.data + c->off;
+        return r->text + c->off;
     }
     return "";
 }
@@ -626,7 +655,7 @@ int64_t db_col_int(const db_rows *r, int col)
     if (c->type == DB_T_DOUBLE)
         return (int64_t)c->f;
     if (c->type == DB_T_TEXT)
-        return strtoll(r->text.data + c->off, NULL, 10);
+        return strtoll(r->text + c->off, NULL, 10);
     return 0;
 }
 
@@ -642,7 +671,7 @@ double db_col_double(const db_rows *r, int col)
     if (c->type == DB_T_INT)
         return (double)c->i;
     if (c->type == DB_T_TEXT)
-        return strtod(r->text.data + c->off, NULL);
+        return strtod(r->text + c->off, NULL);
     return 0;
 }
 
@@ -664,15 +693,14 @@ void db_rows_close(db_rows *r)
 {
     if (!r)
         return;
-    if (r->d) {
-        pthread_mutex_lock(&r->d->lk);
-        r->d->open_rows--;
-        pthread_mutex_unlock(&r->d->lk);
-    }
+    if (r->d)
+        atomic_fetch_sub_explicit(&r->d->open_rows, 1, memory_order_relaxed);
     if (r->pg)
         PQclear(r->pg);
-    free(r->cells);
-    bz_buf_free(&r->text);
+    if (r->cells != r->inline_cells)
+        free(r->cells);
+    if (r->text != r->inline_text)
+        free(r->text);
     free(r);
 }
 
@@ -688,12 +716,25 @@ uint64_t db__hash(const char *s, size_t n)
     return h;
 }
 
-db_stmt *db__stmt_find(db_conn *c, const char *sql, size_t n, uint64_t h)
+db_stmt *db__stmt_lookup(db_conn *c, const char *sql, size_t *n, uint64_t *h)
 {
+    /* Fast path: callers pass the same literal every time, so a statement
+     * whose remembered pointer matches is verified with one memcmp — no
+     * hashing.  (The pointer is only a hint: the text is always compared.) */
+    *n = strlen(sql);
     for (int i = 0; i < c->nstmts; i++) {
         db_stmt *s = &c->stmts[i];
-        if (s->hash == h && s->sqllen == n && (s->sql == sql || !memcmp(s->sql, sql, n))) {
+        if (s->caller == sql && s->sqllen == *n && !memcmp(s->sql, sql, *n)) {
             s->used = ++c->clock;
+            return s;
+        }
+    }
+    *h = db__hash(sql, *n);
+    for (int i = 0; i < c->nstmts; i++) {
+        db_stmt *s = &c->stmts[i];
+        if (s->hash == *h && s->sqllen == *n && !memcmp(s->sql, sql, *n)) {
+            s->used = ++c->clock;
+            s->caller = sql;
             return s;
         }
     }

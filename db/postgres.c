@@ -360,9 +360,9 @@ static int pg_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args, 
     int r = attach(c);
     if (r || c->pgio.hup)
         return conn_broken(c, err, -ENOTCONN);
-    size_t n = strlen(sql);
-    uint64_t h = db__hash(sql, n);
-    db_stmt *s = db__stmt_find(c, sql, n, h);
+    size_t n;
+    uint64_t h = 0;
+    db_stmt *s = db__stmt_lookup(c, sql, &n, &h);
     if (!s) {
         db_stmt old;
         s = db__stmt_slot(c, &old);
@@ -392,6 +392,7 @@ static int pg_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args, 
             abort();
         memcpy(copy, sql, n + 1);
         s->sql = copy;
+        s->caller = sql;
         s->sqllen = n;
         s->hash = h;
         memcpy(s->u.pgname, name, sizeof name);

@@ -130,13 +130,13 @@ static char *rewrite(const char *sql, size_t n)
     return out;
 }
 
-static int prepare(db_conn *c, const char *sql, sqlite3_stmt **st, bz_error *err)
+static int prepare(db_conn *c, const char *sql, db_stmt **out, bz_error *err)
 {
-    size_t n = strlen(sql);
-    uint64_t h = db__hash(sql, n);
-    db_stmt *s = db__stmt_find(c, sql, n, h);
+    size_t n;
+    uint64_t h = 0;
+    db_stmt *s = db__stmt_lookup(c, sql, &n, &h);
     if (s) {
-        *st = s->u.lite;
+        *out = s;
         return 0;
     }
     char *text = rewrite(sql, n);
@@ -155,12 +155,13 @@ static int prepare(db_conn *c, const char *sql, sqlite3_stmt **st, bz_error *err
         abort();
     memcpy(copy, sql, n + 1);
     s->sql = copy;
+    s->caller = sql;
     s->sqllen = n;
     s->hash = h;
     s->u.lite = p;
     s->nparams = sqlite3_bind_parameter_count(p);
     s->used = ++c->clock;
-    *st = p;
+    *out = s;
     return 0;
 }
 
@@ -212,10 +213,8 @@ static void collect_row(sqlite3_stmt *st, db_rows *r)
             c->type = sqlite3_column_type(st, i) == SQLITE_BLOB ? DB_T_BLOB : DB_T_TEXT;
             const void *p = c->type == DB_T_BLOB ? sqlite3_column_blob(st, i) : sqlite3_column_text(st, i);
             int n = sqlite3_column_bytes(st, i);
-            c->off = r->text.len;
             c->len = (size_t)n;
-            bz_buf_append(&r->text, p, (size_t)n);
-            bz_buf_putc(&r->text, '\0');
+            c->off = db__rows_text(r, p, (size_t)n);
         }
         }
     }
@@ -242,26 +241,23 @@ static void step_all(void *p)
 static int lite_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
                     int64_t *affected, bz_error *err)
 {
-    sqlite3_stmt *st = NULL;
-    int r = prepare(c, sql, &st, err);
+    db_stmt *s = NULL;
+    int r = prepare(c, sql, &s, err);
     if (r)
         return r;
-    if (sqlite3_bind_parameter_count(st) != nargs) {
-        return bz_err_set(err, BZ_ERR_INVALID, "sqlite: statement wants %d arguments, got %d",
-                          sqlite3_bind_parameter_count(st), nargs),
+    sqlite3_stmt *st = s->u.lite;
+    if (s->nparams != nargs)
+        return bz_err_set(err, BZ_ERR_INVALID, "sqlite: statement wants %d arguments, got %d", s->nparams, nargs),
                -EINVAL;
-    }
     int rc = bind_args(st, args, nargs);
     if (rc != SQLITE_OK) {
         sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
         return lite_err(c, rc, ctx, err);
     }
     bool writes = !sqlite3_stmt_readonly(st);
     bool lock = writes && !c->in_tx; /* an autocommit write: one writer, and it fsyncs */
     if (lock && (r = rt_mutex_lock(&c->d->lite_writer, ctx)) != 0) {
         sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
         return bz_err_set(err, r == -ETIMEDOUT ? BZ_ERR_TIMEOUT : BZ_ERR_CANCELLED,
                           "gave up waiting for the database writer"),
                r;
@@ -278,7 +274,6 @@ static int lite_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args
     if (j.rc != SQLITE_DONE) {
         r = lite_err(c, j.rc, ctx, err);
         sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
         if (j.rows) {
             j.rows->d = NULL;
             db_rows_close(j.rows);
@@ -287,8 +282,9 @@ static int lite_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args
     }
     if (affected)
         *affected = writes ? sqlite3_changes64(c->lite) : 0;
+    /* Every parameter is bound again on each use: no clear_bindings.
+     * (Blob and text bindings were copied: SQLITE_TRANSIENT.) */
     sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
     if (rows)
         *rows = j.rows;
     return 0;
