@@ -23,6 +23,8 @@ redis_pid=
 cleanup() {
   set +e
   [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+  # a test that restarted Redis leaves the new server's pid here
+  [ -s "$tmp/redis.pid" ] && kill "$(cat "$tmp/redis.pid")" 2>/dev/null
   if [ -f "$tmp/pg/postmaster.pid" ]; then
     "${as_pg[@]}" "$PGBIN/pg_ctl" -D "$tmp/pg" -m immediate -w stop >/dev/null 2>&1
   fi
@@ -53,4 +55,6 @@ export BAZAAR_TEST_PG_DIR="$tmp/pg"
 export BAZAAR_TEST_REDIS_URL="redis://127.0.0.1:$redisport/0"
 export BAZAAR_TEST_REDIS_PORT="$redisport"
 export BAZAAR_TEST_REDIS_PID="$redis_pid"
+export BAZAAR_TEST_REDIS_PIDFILE="$tmp/redis.pid"
+export BAZAAR_TEST_REDIS_DIR="$tmp"
 "$@"

@@ -1,0 +1,73 @@
+/*
+ * cache/cache-private.h — the backend interface behind cache.h, and the
+ * in-process pub/sub hub both backends deliver through.
+ */
+#ifndef CACHE_PRIVATE_H
+#define CACHE_PRIVATE_H
+
+#include "cache/cache.h"
+
+#include <stdatomic.h>
+
+typedef struct cache_be cache_be;
+
+/* Keys reaching a backend already carry the "bazaar:" prefix.  Return
+ * conventions are those of cache.h. */
+typedef struct cache_be_ops {
+    int (*ping)(cache_be *b, rt_ctx *ctx, bz_error *err);
+    int (*get)(cache_be *b, rt_ctx *ctx, const char *key, bz_buf *out, bz_error *err);
+    int (*set)(cache_be *b, rt_ctx *ctx, const char *key, const void *v, size_t n, int64_t ttl_ns, bool nx,
+               bool *stored, bz_error *err);
+    int (*del)(cache_be *b, rt_ctx *ctx, const char *key, bz_error *err);
+    int (*del_if)(cache_be *b, rt_ctx *ctx, const char *key, const void *t, size_t n, bool *done, bz_error *err);
+    int (*extend_if)(cache_be *b, rt_ctx *ctx, const char *key, const void *t, size_t n, int64_t ttl_ns,
+                     bool *done, bz_error *err);
+    int (*incr)(cache_be *b, rt_ctx *ctx, const char *key, int64_t delta, int64_t ttl_ns, int64_t *v,
+                bz_error *err);
+    int (*ttl)(cache_be *b, rt_ctx *ctx, const char *key, int64_t *ttl_ns, bz_error *err);
+    int (*zincr)(cache_be *b, rt_ctx *ctx, const char *key, const char *m, int64_t d, int64_t *score,
+                 bz_error *err);
+    int (*ztop)(cache_be *b, rt_ctx *ctx, const char *key, int n, cache_zentry *out, int *count, bz_error *err);
+    int (*zscore)(cache_be *b, rt_ctx *ctx, const char *key, const char *m, int64_t *score, bz_error *err);
+    int (*zrank)(cache_be *b, rt_ctx *ctx, const char *key, const char *m, int64_t *rank, bz_error *err);
+    int (*zcard)(cache_be *b, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err);
+    int (*publish)(cache_be *b, rt_ctx *ctx, const char *channel, const void *msg, size_t n, bz_error *err);
+    /* First local subscriber of a channel / last one gone (Redis:
+     * SUBSCRIBE / UNSUBSCRIBE on the subscriber connection). */
+    int (*sub_first)(cache_be *b, rt_ctx *ctx, const char *channel, bz_error *err);
+    void (*sub_last)(cache_be *b, const char *channel);
+    void (*close)(cache_be *b);
+} cache_be_ops;
+
+typedef struct cache_hub cache_hub;
+
+struct cache_be {
+    const cache_be_ops *ops;
+    cache_hub *hub;       /* local fan-out of pub/sub messages */
+    cache_stats *stats;   /* the front end's counters (evictions, expired) */
+};
+
+cache_be *cache__memory_new(const cache_opts *o, bz_error *err);
+cache_be *cache__redis_new(const char *url, const cache_opts *o, bz_error *err);
+
+/* ---- the hub: channel → local subscribers ---- */
+cache_hub *cache__hub_new(void);
+void cache__hub_free(cache_hub *h);
+/* Delivers msg to every local subscriber of channel (never parks; a
+ * subscriber whose queue is full loses the message). */
+void cache__hub_deliver(cache_hub *h, const char *channel, const void *msg, size_t n);
+/* Names of every channel with local subscribers (for resubscribing after
+ * a reconnect); returns how many were written. */
+int cache__hub_channels(cache_hub *h, char (*out)[128], int max);
+
+struct cache {
+    const char *kind;
+    bool store_entries;   /* false for "none" */
+    cache_be *be;
+    cache_hub *hub;
+    cache_stats st;       /* updated atomically */
+    pthread_mutex_t flights_lk;
+    struct flight *flights;
+};
+
+#endif

@@ -1,0 +1,524 @@
+/* cache/cache.c — the front end: key prefixing, the "none" policy, and the
+ * backend-agnostic patterns (get-or-load with single-flight and early
+ * refresh, locks, rate limits, sessions). */
+#include "cache/cache-private.h"
+
+#include "base/log.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define PREFIX "bazaar:"
+#define KEYMAX 512
+#define NEGATIVE_TTL (5 * BZ_NS_PER_S)
+
+static int key_of(char *out, const char *key, bz_error *err)
+{
+    size_t n = strlen(key);
+    if (n + sizeof PREFIX > KEYMAX)
+        return bz_err_set(err, BZ_ERR_INVALID, "cache: key too long"), -EINVAL;
+    memcpy(out, PREFIX, sizeof PREFIX - 1);
+    memcpy(out + sizeof PREFIX - 1, key, n + 1);
+    return 0;
+}
+
+#define K(k)                                                                                                    \
+    char full_[KEYMAX];                                                                                        \
+    if (key_of(full_, k, err))                                                                                 \
+        return -EINVAL;                                                                                        \
+    const char *fk = full_
+
+cache *cache_open(const char *spec, const cache_opts *o, bz_error *err)
+{
+    cache_opts def = {0};
+    if (!o)
+        o = &def;
+    cache *c = calloc(1, sizeof *c);
+    if (!c)
+        abort();
+    c->hub = cache__hub_new();
+    pthread_mutex_init(&c->flights_lk, NULL);
+    if (!strcmp(spec, "memory") || !strcmp(spec, "none")) {
+        c->kind = !strcmp(spec, "memory") ? "memory" : "none";
+        c->store_entries = !strcmp(spec, "memory");
+        c->be = cache__memory_new(o, err);
+    } else if (!strncmp(spec, "redis://", 8)) {
+        c->kind = "redis";
+        c->store_entries = true;
+        c->be = cache__redis_new(spec, o, err);
+    } else {
+        bz_err_set(err, BZ_ERR_INVALID, "unknown cache \"%s\" (want memory, none or redis://host:port/N)", spec);
+    }
+    if (!c->be) {
+        cache__hub_free(c->hub);
+        pthread_mutex_destroy(&c->flights_lk);
+        free(c);
+        return NULL;
+    }
+    c->be->hub = c->hub;
+    c->be->stats = &c->st;
+    return c;
+}
+
+void cache_close(cache *c)
+{
+    if (!c)
+        return;
+    c->be->ops->close(c->be);
+    cache__hub_free(c->hub);
+    pthread_mutex_destroy(&c->flights_lk);
+    free(c);
+}
+
+const char *cache_kind(const cache *c) { return c->kind; }
+
+int cache_ping(cache *c, rt_ctx *ctx, bz_error *err) { return c->be->ops->ping(c->be, ctx, err); }
+
+cache_stats cache_get_stats(cache *c)
+{
+    cache_stats s;
+#define LD(f) s.f = __atomic_load_n(&c->st.f, __ATOMIC_RELAXED)
+    LD(hits);
+    LD(misses);
+    LD(shared_loads);
+    LD(loads);
+    LD(errors);
+    LD(evictions);
+    LD(expired);
+#undef LD
+    return s;
+}
+
+#define STAT(c, f) __atomic_fetch_add(&(c)->st.f, 1, __ATOMIC_RELAXED)
+
+/* ---- plain operations ---- */
+
+int cache_get(cache *c, rt_ctx *ctx, const char *key, bz_buf *out, bz_error *err)
+{
+    if (!c->store_entries)
+        return CACHE_MISS;
+    K(key);
+    return c->be->ops->get(c->be, ctx, fk, out, err);
+}
+
+int cache_set(cache *c, rt_ctx *ctx, const char *key, const void *v, size_t n, int64_t ttl, bz_error *err)
+{
+    if (!c->store_entries)
+        return 0;
+    K(key);
+    return c->be->ops->set(c->be, ctx, fk, v, n, ttl, false, NULL, err);
+}
+
+int cache_del(cache *c, rt_ctx *ctx, const char *key, bz_error *err)
+{
+    if (!c->store_entries)
+        return 0;
+    K(key);
+    return c->be->ops->del(c->be, ctx, fk, err);
+}
+
+int cache_state_get(cache *c, rt_ctx *ctx, const char *key, bz_buf *out, bz_error *err)
+{
+    K(key);
+    return c->be->ops->get(c->be, ctx, fk, out, err);
+}
+
+int cache_state_set(cache *c, rt_ctx *ctx, const char *key, const void *v, size_t n, int64_t ttl, bz_error *err)
+{
+    K(key);
+    return c->be->ops->set(c->be, ctx, fk, v, n, ttl, false, NULL, err);
+}
+
+int cache_state_del(cache *c, rt_ctx *ctx, const char *key, bz_error *err)
+{
+    K(key);
+    return c->be->ops->del(c->be, ctx, fk, err);
+}
+
+int cache_set_nx(cache *c, rt_ctx *ctx, const char *key, const void *v, size_t n, int64_t ttl, bool *stored,
+                 bz_error *err)
+{
+    K(key);
+    return c->be->ops->set(c->be, ctx, fk, v, n, ttl, true, stored, err);
+}
+
+int cache_del_if(cache *c, rt_ctx *ctx, const char *key, const void *t, size_t n, bool *deleted, bz_error *err)
+{
+    K(key);
+    return c->be->ops->del_if(c->be, ctx, fk, t, n, deleted, err);
+}
+
+int cache_extend_if(cache *c, rt_ctx *ctx, const char *key, const void *t, size_t n, int64_t ttl, bool *extended,
+                    bz_error *err)
+{
+    K(key);
+    return c->be->ops->extend_if(c->be, ctx, fk, t, n, ttl, extended, err);
+}
+
+int cache_incr(cache *c, rt_ctx *ctx, const char *key, int64_t delta, int64_t ttl, int64_t *v, bz_error *err)
+{
+    K(key);
+    return c->be->ops->incr(c->be, ctx, fk, delta, ttl, v, err);
+}
+
+int cache_ttl(cache *c, rt_ctx *ctx, const char *key, int64_t *ttl, bz_error *err)
+{
+    K(key);
+    return c->be->ops->ttl(c->be, ctx, fk, ttl, err);
+}
+
+int cache_zincr(cache *c, rt_ctx *ctx, const char *key, const char *m, int64_t d, int64_t *score, bz_error *err)
+{
+    K(key);
+    return c->be->ops->zincr(c->be, ctx, fk, m, d, score, err);
+}
+
+int cache_ztop(cache *c, rt_ctx *ctx, const char *key, int n, cache_zentry *out, int *count, bz_error *err)
+{
+    K(key);
+    return c->be->ops->ztop(c->be, ctx, fk, n, out, count, err);
+}
+
+int cache_zscore(cache *c, rt_ctx *ctx, const char *key, const char *m, int64_t *score, bz_error *err)
+{
+    K(key);
+    return c->be->ops->zscore(c->be, ctx, fk, m, score, err);
+}
+
+int cache_zrank(cache *c, rt_ctx *ctx, const char *key, const char *m, int64_t *rank, bz_error *err)
+{
+    K(key);
+    return c->be->ops->zrank(c->be, ctx, fk, m, rank, err);
+}
+
+int cache_zcard(cache *c, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err)
+{
+    K(key);
+    return c->be->ops->zcard(c->be, ctx, fk, n, err);
+}
+
+int cache_publish(cache *c, rt_ctx *ctx, const char *channel, const void *m, size_t n, bz_error *err)
+{
+    K(channel);
+    return c->be->ops->publish(c->be, ctx, fk, m, n, err);
+}
+
+/* ---- randomness ---- */
+
+static uint64_t rnd64(void)
+{
+    static _Thread_local uint64_t s;
+    if (!s) {
+        if (getrandom(&s, sizeof s, 0) != sizeof s)
+            s = (uint64_t)bz_now_ns();
+        s |= 1;
+    }
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+}
+
+static double rnd01(void) { return (double)(rnd64() >> 11) / 9007199254740992.0; }
+
+/* ---- get-or-load ----
+ *
+ * Stored entries carry a header: magic, flags (negative), how long the
+ * load took (µs) and when the entry expires (wall µs), so any process can
+ * run XFetch: refresh early with probability that grows as expiry nears
+ * and with how slow the load is. */
+
+#define HDR 20
+typedef struct {
+    char magic[3];
+    uint8_t flags;
+    int64_t delta_us;
+    int64_t expire_us;
+} hdr;
+
+static void put_hdr(bz_buf *b, bool negative, int64_t delta_us, int64_t expire_us)
+{
+    char h[HDR];
+    memcpy(h, "BZ1", 3);
+    h[3] = negative ? 1 : 0;
+    memcpy(h + 4, &delta_us, 8);
+    memcpy(h + 12, &expire_us, 8);
+    bz_buf_append(b, h, HDR);
+}
+
+static bool get_hdr(const bz_buf *b, hdr *h)
+{
+    if (b->len < HDR || memcmp(b->data, "BZ1", 3))
+        return false;
+    h->flags = (uint8_t)b->data[3];
+    memcpy(&h->delta_us, b->data + 4, 8);
+    memcpy(&h->expire_us, b->data + 12, 8);
+    return true;
+}
+
+typedef struct flight {
+    struct flight *next;
+    char key[KEYMAX];
+    int refs;
+    bool done;
+    int result;
+    bz_error err;
+    bz_buf value;
+    rt_waitq waiters;
+} flight;
+
+typedef struct {
+    cache *c;
+    const char *fk;
+    int64_t ttl;
+    cache_loader load;
+    void *arg;
+    bool store;
+} load_job;
+
+/* Runs the loader and stores its result (leader only). */
+static int do_load(load_job *j, rt_ctx *parent, bz_buf *val, bz_error *err)
+{
+    /* The load serves every waiter: it is not cancelled with the leader's
+     * request, only bounded by its deadline. */
+    rt_ctx lctx;
+    rt_ctx_init_deadline(&lctx, NULL, rt_ctx_deadline(parent));
+    int64_t t0 = bz_now_ns();
+    bz_buf_clear(val);
+    int r = j->load(j->arg, &lctx, val, err);
+    int64_t took_us = (bz_now_ns() - t0) / 1000;
+    rt_ctx_release(&lctx);
+    STAT(j->c, loads);
+    if (r < 0 || !j->store)
+        return r;
+    bool negative = r == CACHE_MISS;
+    int64_t ttl = j->ttl;
+    if (negative)
+        ttl = ttl < NEGATIVE_TTL ? ttl : NEGATIVE_TTL;
+    else
+        ttl = (int64_t)((double)ttl * (0.9 + 0.2 * rnd01())); /* ±10% jitter */
+    bz_buf stored = BZ_BUF_INIT;
+    put_hdr(&stored, negative, took_us, bz_wall_us() + ttl / 1000);
+    if (!negative)
+        bz_buf_append(&stored, val->data, val->len);
+    bz_error e2;
+    if (j->c->be->ops->set(j->c->be, NULL, j->fk, stored.data, stored.len, ttl, false, NULL, &e2) != 0)
+        STAT(j->c, errors); /* the value is still served: degraded, not down */
+    bz_buf_free(&stored);
+    return r;
+}
+
+int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl, cache_loader load, void *arg,
+                      bz_buf *out, cache_status *st, bz_error *err)
+{
+    K(key);
+    bool degraded = false;
+    if (c->store_entries) {
+        int r = c->be->ops->get(c->be, ctx, fk, out, err);
+        if (r == 0) {
+            hdr h;
+            if (get_hdr(out, &h)) {
+                int64_t now = bz_wall_us();
+                /* XFetch: expire early with probability rising near expiry */
+                double early = (double)h.delta_us * -log(rnd01() + 1e-12);
+                if ((double)now + early < (double)h.expire_us) {
+                    STAT(c, hits);
+                    if (st)
+                        *st = CACHE_HIT;
+                    if (h.flags & 1) {
+                        bz_buf_clear(out);
+                        return CACHE_MISS;
+                    }
+                    bz_buf_consume(out, HDR);
+                    return 0;
+                }
+            }
+        } else if (r < 0) {
+            if (r == -ECANCELED || r == -ETIMEDOUT)
+                return r;
+            STAT(c, errors);
+            degraded = true;
+        }
+    }
+    STAT(c, misses);
+    /* single flight: the first caller for a key loads, the others wait */
+    pthread_mutex_lock(&c->flights_lk);
+    flight *f = c->flights;
+    while (f && strcmp(f->key, fk))
+        f = f->next;
+    if (f) {
+        f->refs++;
+        int r = 0;
+        while (!f->done && r == 0)
+            r = rt_waitq_wait(&f->waiters, &c->flights_lk, ctx, BZ_NO_DEADLINE, NULL);
+        int res = r ? r : f->result;
+        if (r == 0) {
+            bz_buf_clear(out);
+            bz_buf_append(out, f->value.data, f->value.len);
+            if (err && f->result < 0)
+                *err = f->err;
+            STAT(c, shared_loads);
+        }
+        if (--f->refs == 0) {
+            bz_buf_free(&f->value);
+            free(f);
+        }
+        pthread_mutex_unlock(&c->flights_lk);
+        if (st)
+            *st = degraded ? CACHE_DEGRADED : CACHE_SHARED;
+        if (r)
+            bz_err_set(err, r == -ETIMEDOUT ? BZ_ERR_TIMEOUT : BZ_ERR_CANCELLED, "cache: gave up waiting for a load");
+        return res;
+    }
+    f = calloc(1, sizeof *f);
+    if (!f)
+        abort();
+    strcpy(f->key, fk);
+    f->refs = 1;
+    f->next = c->flights;
+    c->flights = f;
+    pthread_mutex_unlock(&c->flights_lk);
+
+    load_job j = {c, fk, ttl, load, arg, c->store_entries && !degraded};
+    int r = do_load(&j, ctx, out, err);
+
+    pthread_mutex_lock(&c->flights_lk);
+    for (flight **pp = &c->flights; *pp; pp = &(*pp)->next)
+        if (*pp == f) {
+            *pp = f->next;
+            break;
+        }
+    f->done = true;
+    f->result = r;
+    if (r < 0 && err)
+        f->err = *err;
+    bz_buf_append(&f->value, out->data, out->len);
+    rt_waitq_wake_all(&f->waiters, 0);
+    if (--f->refs == 0) {
+        bz_buf_free(&f->value);
+        free(f);
+    }
+    pthread_mutex_unlock(&c->flights_lk);
+    if (st)
+        *st = degraded ? CACHE_DEGRADED : CACHE_LOADED;
+    return r;
+}
+
+/* ---- locks ---- */
+
+static void new_token(char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[16];
+    if (getrandom(b, sizeof b, 0) != sizeof b)
+        for (int i = 0; i < 16; i++)
+            b[i] = (unsigned char)rnd64();
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hex[b[i] >> 4];
+        out[2 * i + 1] = hex[b[i] & 15];
+    }
+    out[32] = '\0';
+}
+
+int cache_lock(cache *c, rt_ctx *ctx, const char *name, int64_t ttl, bool wait, char token[33], bz_error *err)
+{
+    char key[KEYMAX];
+    if (snprintf(key, sizeof key, "lock:%s", name) >= (int)sizeof key)
+        return bz_err_set(err, BZ_ERR_INVALID, "cache: lock name too long"), -EINVAL;
+    new_token(token);
+    int64_t backoff = 5 * BZ_NS_PER_MS;
+    for (;;) {
+        bool stored = false;
+        int r = cache_set_nx(c, ctx, key, token, 32, ttl, &stored, err);
+        if (r)
+            return r;
+        if (stored)
+            return 0;
+        if (!wait)
+            return CACHE_MISS;
+        r = rt_sleep(ctx, backoff / 2 + (int64_t)(rnd01() * (double)backoff));
+        if (r)
+            return bz_err_set(err, r == -ETIMEDOUT ? BZ_ERR_TIMEOUT : BZ_ERR_CANCELLED,
+                              "cache: gave up waiting for lock %s", name),
+                   r;
+        if (backoff < 100 * BZ_NS_PER_MS)
+            backoff *= 2;
+    }
+}
+
+int cache_unlock(cache *c, rt_ctx *ctx, const char *name, const char *token, bool *released, bz_error *err)
+{
+    char key[KEYMAX];
+    snprintf(key, sizeof key, "lock:%s", name);
+    bool d = false;
+    int r = cache_del_if(c, ctx, key, token, strlen(token), &d, err);
+    if (released)
+        *released = d;
+    return r;
+}
+
+int cache_lock_extend(cache *c, rt_ctx *ctx, const char *name, const char *token, int64_t ttl, bool *extended,
+                      bz_error *err)
+{
+    char key[KEYMAX];
+    snprintf(key, sizeof key, "lock:%s", name);
+    return cache_extend_if(c, ctx, key, token, strlen(token), ttl, extended, err);
+}
+
+/* ---- rate limits: fixed windows aligned to the wall clock ---- */
+
+int cache_rate_allow(cache *c, rt_ctx *ctx, const char *key, int64_t limit, int64_t window_ns, cache_rate *out,
+                     bz_error *err)
+{
+    int64_t now_us = bz_wall_us();
+    int64_t win_us = window_ns / 1000;
+    if (win_us <= 0)
+        win_us = 1;
+    int64_t idx = now_us / win_us;
+    char k[KEYMAX];
+    if (snprintf(k, sizeof k, "rl:%s:%lld", key, (long long)idx) >= (int)sizeof k)
+        return bz_err_set(err, BZ_ERR_INVALID, "cache: rate-limit key too long"), -EINVAL;
+    int64_t count;
+    /* the counter outlives its window a little, never less */
+    int r = cache_incr(c, ctx, k, 1, window_ns + BZ_NS_PER_S, &count, err);
+    if (r)
+        return r;
+    out->limit = limit;
+    out->allowed = count <= limit;
+    out->remaining = count >= limit ? 0 : limit - count;
+    out->reset_ns = ((idx + 1) * win_us - now_us) * 1000;
+    return 0;
+}
+
+/* ---- sessions ---- */
+
+int cache_session_put(cache *c, rt_ctx *ctx, const char *hash, int64_t uid, int64_t ttl, bz_error *err)
+{
+    char k[KEYMAX], v[24];
+    snprintf(k, sizeof k, "session:%s", hash);
+    size_t n = bz_fmt_i64(v, uid);
+    return cache_state_set(c, ctx, k, v, n, ttl, err);
+}
+
+int cache_session_get(cache *c, rt_ctx *ctx, const char *hash, int64_t *uid, bz_error *err)
+{
+    char k[KEYMAX];
+    snprintf(k, sizeof k, "session:%s", hash);
+    bz_buf b = BZ_BUF_INIT;
+    int r = cache_state_get(c, ctx, k, &b, err);
+    if (r == 0 && !bz_str_to_i64(bz_buf_str(&b), uid))
+        r = CACHE_MISS;
+    bz_buf_free(&b);
+    return r;
+}
+
+int cache_session_del(cache *c, rt_ctx *ctx, const char *hash, bz_error *err)
+{
+    char k[KEYMAX];
+    snprintf(k, sizeof k, "session:%s", hash);
+    return cache_state_del(c, ctx, k, err);
+}

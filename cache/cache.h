@@ -1,0 +1,152 @@
+/*
+ * cache/cache.h — one cache interface, three backends, and the patterns
+ * that make a cache safe under load.
+ *
+ *     cache *c = cache_open("memory", &opts, &err);   // or "redis://h:p/N", "none"
+ *
+ * Backends (chosen by --cache):
+ *   memory  in-process: sharded hash table safe across loop threads,
+ *           expiry lazy and active (Redis-style sampling), --cache-max-memory
+ *           with allkeys-lru / allkeys-lfu / volatile-ttl / noeviction
+ *   redis   real Redis through hiredis on the runtime (the coroutine parks
+ *           on the socket), a small connection pool, reconnection with
+ *           backoff; while Redis is down every call fails fast with
+ *           BZ_ERR_UNAVAILABLE and service resumes by itself
+ *   none    cache entries are never stored (every cache_get misses); the
+ *           state operations — counters, locks, sessions, sorted sets,
+ *           pub/sub — are kept in process, as with memory
+ *
+ * Keys live under the "bazaar:" prefix.  Values are bytes.  Every call
+ * takes a context and fails with -ECANCELED / -ETIMEDOUT when it ends.
+ * Return values: 0, CACHE_MISS (a positive 1) where a key may be absent,
+ * or a negative errno with err filled (kind UNAVAILABLE, NOMEM, TIMEOUT,
+ * CANCELLED, INVALID, IO).
+ */
+#ifndef CACHE_CACHE_H
+#define CACHE_CACHE_H
+
+#include "base/buf.h"
+#include "base/config.h"
+#include "base/error.h"
+#include "rt/rt.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CACHE_MISS 1
+
+typedef struct cache cache;
+
+typedef struct cache_opts {
+    int64_t max_memory;      /* memory backend cap in bytes (0 = none) */
+    bz_eviction eviction;    /* memory backend policy */
+    int redis_pool;          /* redis connections (0 = 8) */
+} cache_opts;
+
+cache *cache_open(const char *spec, const cache_opts *o, bz_error *err);
+void cache_close(cache *c);
+/* "memory", "redis" or "none". */
+const char *cache_kind(const cache *c);
+/* Checks the backend answers (PING on Redis). */
+int cache_ping(cache *c, rt_ctx *ctx, bz_error *err);
+
+/* ---- plain operations ---------------------------------------------------------- */
+
+/* Cache entries: with "none" these store nothing and every get misses. */
+int cache_get(cache *c, rt_ctx *ctx, const char *key, bz_buf *out, bz_error *err);
+int cache_set(cache *c, rt_ctx *ctx, const char *key, const void *val, size_t n, int64_t ttl_ns, bz_error *err);
+int cache_del(cache *c, rt_ctx *ctx, const char *key, bz_error *err);
+
+/* State operations: always stored, whatever the backend. */
+int cache_state_get(cache *c, rt_ctx *ctx, const char *key, bz_buf *out, bz_error *err);
+int cache_state_set(cache *c, rt_ctx *ctx, const char *key, const void *val, size_t n, int64_t ttl_ns,
+                    bz_error *err);
+int cache_state_del(cache *c, rt_ctx *ctx, const char *key, bz_error *err);
+/* SET key val NX PX ttl: *stored tells whether the key was absent. */
+int cache_set_nx(cache *c, rt_ctx *ctx, const char *key, const void *val, size_t n, int64_t ttl_ns, bool *stored,
+                 bz_error *err);
+/* Deletes key only if its value equals token (atomic). */
+int cache_del_if(cache *c, rt_ctx *ctx, const char *key, const void *token, size_t n, bool *deleted,
+                 bz_error *err);
+/* Re-arms key's TTL only if its value equals token (atomic). */
+int cache_extend_if(cache *c, rt_ctx *ctx, const char *key, const void *token, size_t n, int64_t ttl_ns,
+                    bool *extended, bz_error *err);
+/* INCRBY delta; a key created by this call gets ttl_ns (0 = none). */
+int cache_incr(cache *c, rt_ctx *ctx, const char *key, int64_t delta, int64_t ttl_ns, int64_t *value,
+               bz_error *err);
+/* Remaining TTL: *ttl_ns ≥ 0, or -1 (no TTL); CACHE_MISS if absent. */
+int cache_ttl(cache *c, rt_ctx *ctx, const char *key, int64_t *ttl_ns, bz_error *err);
+
+/* ---- sorted sets (integer scores) ---------------------------------------------------- */
+
+typedef struct cache_zentry {
+    char member[64];
+    int64_t score;
+} cache_zentry;
+
+int cache_zincr(cache *c, rt_ctx *ctx, const char *key, const char *member, int64_t delta, int64_t *score,
+                bz_error *err);
+/* Highest scores first (ties: member order); *count ≤ n entries in out. */
+int cache_ztop(cache *c, rt_ctx *ctx, const char *key, int n, cache_zentry *out, int *count, bz_error *err);
+int cache_zscore(cache *c, rt_ctx *ctx, const char *key, const char *member, int64_t *score, bz_error *err);
+/* 0-based rank from the top; CACHE_MISS if not a member. */
+int cache_zrank(cache *c, rt_ctx *ctx, const char *key, const char *member, int64_t *rank, bz_error *err);
+int cache_zcard(cache *c, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err);
+
+/* ---- pub/sub --------------------------------------------------------------------------- */
+
+typedef struct cache_sub cache_sub;
+int cache_publish(cache *c, rt_ctx *ctx, const char *channel, const void *msg, size_t n, bz_error *err);
+/* Subscribes to channel; returns once messages published from now on (by
+ * any process sharing the backend) will be delivered. */
+int cache_subscribe(cache *c, rt_ctx *ctx, const char *channel, cache_sub **out, bz_error *err);
+/* Parks until a message arrives (0, *msg filled), ctx ends, or the
+ * subscription is closed (-EPIPE). */
+int cache_sub_recv(cache_sub *s, rt_ctx *ctx, bz_buf *msg);
+void cache_unsubscribe(cache_sub *s);
+
+/* ---- patterns -------------------------------------------------------------------------------
+ *
+ * get-or-load (cache-aside): a hit returns the stored value; a miss runs
+ * loader once per key across all threads (concurrent callers park and
+ * share its value or its error), stores the value with ttl jittered ±10%,
+ * and refreshes hot keys shortly before expiry (probabilistic early
+ * expiration, XFetch).  A loader answering CACHE_MISS ("not found") is
+ * cached as such for a short time (negative caching).  If the backend
+ * fails, the loader's value is served anyway (degraded, not down). */
+typedef int (*cache_loader)(void *arg, rt_ctx *ctx, bz_buf *out, bz_error *err);
+
+typedef enum cache_status { CACHE_HIT = 0, CACHE_LOADED, CACHE_SHARED, CACHE_DEGRADED } cache_status;
+
+typedef struct cache_stats {
+    int64_t hits, misses, shared_loads, loads, errors, evictions, expired;
+} cache_stats;
+
+int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl_ns, cache_loader load, void *arg,
+                      bz_buf *out, cache_status *st, bz_error *err);
+cache_stats cache_get_stats(cache *c);
+
+/* Distributed lock: token is random (caller's buffer, 33 bytes).  With
+ * wait, retries until acquired or ctx ends; else CACHE_MISS if held. */
+int cache_lock(cache *c, rt_ctx *ctx, const char *name, int64_t ttl_ns, bool wait, char token[33], bz_error *err);
+/* Releases only if still ours: *released false means it had expired (and
+ * maybe been taken by someone else, whose lock is left alone). */
+int cache_unlock(cache *c, rt_ctx *ctx, const char *name, const char *token, bool *released, bz_error *err);
+int cache_lock_extend(cache *c, rt_ctx *ctx, const char *name, const char *token, int64_t ttl_ns, bool *extended,
+                      bz_error *err);
+
+/* Fixed-window rate limiter: limit requests per window for key. */
+typedef struct cache_rate {
+    bool allowed;
+    int64_t limit, remaining;
+    int64_t reset_ns;        /* time until the window resets */
+} cache_rate;
+int cache_rate_allow(cache *c, rt_ctx *ctx, const char *key, int64_t limit, int64_t window_ns, cache_rate *out,
+                     bz_error *err);
+
+/* Sessions: token hash → user id with a TTL. */
+int cache_session_put(cache *c, rt_ctx *ctx, const char *token_hash, int64_t user_id, int64_t ttl_ns, bz_error *err);
+int cache_session_get(cache *c, rt_ctx *ctx, const char *token_hash, int64_t *user_id, bz_error *err);
+int cache_session_del(cache *c, rt_ctx *ctx, const char *token_hash, bz_error *err);
+
+#endif
