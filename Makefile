@@ -110,10 +110,13 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libbazaar.a
 	$(CC) $(CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(BUILD)/libbazaar.a $(LDLIBS)
 
 bench: deps-bench
-	@$(MAKE) --no-print-directory $(BUILD)/bench_rt $(BUILD)/bench_db $(BUILD)/bazaar
+	@$(MAKE) --no-print-directory $(BUILD)/bench_rt $(BUILD)/bench_db $(BUILD)/bench_cache $(BUILD)/bazaar
 	@tests/bench/run.sh
 
 $(BUILD)/bench_db: tests/bench/bench_db.c $(BUILD)/libbazaar.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libbazaar.a $(LDLIBS)
+
+$(BUILD)/bench_cache: tests/bench/bench_cache.c $(BUILD)/libbazaar.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libbazaar.a $(LDLIBS)
 
 $(BUILD)/bench_rt: tests/bench/bench_rt.c $(BUILD)/libbazaar.a

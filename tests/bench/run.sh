@@ -8,3 +8,9 @@ taskset -c 0,1 build/bench_rt
 echo
 echo "== http: /healthz, bazaar (1 loop) vs nginx (1 worker); server core 0, wrk core 1"
 tests/bench/http.sh
+echo
+echo "== db: primary-key SELECT through the pool vs the floors"
+tests/bench/db.sh
+echo
+echo "== cache"
+tests/bench/cache.sh
