@@ -58,16 +58,7 @@ static void serve_main(void *p)
         {http_mw_timeout, &request_timeout},
         {http_mw_gzip, NULL},
     };
-    http_server_opts o = {
-        .addr = cfg->http_addr,
-        .read_header_timeout_ns = cfg->read_header_timeout_ns,
-        .read_timeout_ns = cfg->read_timeout_ns,
-        .write_timeout_ns = cfg->write_timeout_ns,
-        .idle_timeout_ns = cfg->idle_timeout_ns,
-        .shutdown_grace_ns = cfg->shutdown_grace_ns,
-        .max_header_bytes = cfg->max_header_bytes,
-        .max_body_bytes = cfg->max_body_bytes,
-    };
+    http_server_opts o = http_opts_from_config(cfg);
     int e = 0;
     http_handler chain = http_chain(http_mux_handler(mux), mws, 5);
     s->srv = http_server_new(&o, chain, &e);

@@ -4,13 +4,13 @@
 #include "cache/cache-private.h"
 
 #include "base/log.h"
+#include "base/rand.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #define PREFIX "bazaar:"
 #define KEYMAX 512
@@ -207,24 +207,6 @@ int cache_publish(cache *c, rt_ctx *ctx, const char *channel, const void *m, siz
     return c->be->ops->publish(c->be, ctx, fk, m, n, err);
 }
 
-/* ---- randomness ---- */
-
-static uint64_t rnd64(void)
-{
-    static _Thread_local uint64_t s;
-    if (!s) {
-        if (getrandom(&s, sizeof s, 0) != sizeof s)
-            s = (uint64_t)bz_now_ns();
-        s |= 1;
-    }
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return s;
-}
-
-static double rnd01(void) { return (double)(rnd64() >> 11) / 9007199254740992.0; }
-
 /* ---- get-or-load ----
  *
  * Stored entries carry a header: magic, flags (negative), how long the
@@ -300,7 +282,7 @@ static int do_load(load_job *j, rt_ctx *parent, bz_buf *val, bz_error *err)
     if (negative)
         ttl = ttl < NEGATIVE_TTL ? ttl : NEGATIVE_TTL;
     else
-        ttl = (int64_t)((double)ttl * (0.9 + 0.2 * rnd01())); /* ±10% jitter */
+        ttl = (int64_t)((double)ttl * (0.9 + 0.2 * bz_rand01())); /* ±10% jitter */
     bz_buf stored = BZ_BUF_INIT;
     put_hdr(&stored, negative, took_us, bz_wall_us() + ttl / 1000);
     if (!negative)
@@ -324,7 +306,7 @@ int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl, cache
             if (get_hdr(out, &h)) {
                 int64_t now = bz_wall_us();
                 /* XFetch: expire early with probability rising near expiry */
-                double early = (double)h.delta_us * -log(rnd01() + 1e-12);
+                double early = (double)h.delta_us * -log(bz_rand01() + 1e-12);
                 if ((double)now + early < (double)h.expire_us) {
                     STAT(c, hits);
                     if (st)
@@ -414,9 +396,7 @@ static void new_token(char out[33])
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char b[16];
-    if (getrandom(b, sizeof b, 0) != sizeof b)
-        for (int i = 0; i < 16; i++)
-            b[i] = (unsigned char)rnd64();
+    bz_rand_secure(b, sizeof b);
     for (int i = 0; i < 16; i++) {
         out[2 * i] = hex[b[i] >> 4];
         out[2 * i + 1] = hex[b[i] & 15];
@@ -440,7 +420,7 @@ int cache_lock(cache *c, rt_ctx *ctx, const char *name, int64_t ttl, bool wait, 
             return 0;
         if (!wait)
             return CACHE_MISS;
-        r = rt_sleep(ctx, backoff / 2 + (int64_t)(rnd01() * (double)backoff));
+        r = rt_sleep(ctx, backoff / 2 + (int64_t)(bz_rand01() * (double)backoff));
         if (r)
             return bz_err_set(err, r == -ETIMEDOUT ? BZ_ERR_TIMEOUT : BZ_ERR_CANCELLED,
                               "cache: gave up waiting for lock %s", name),

@@ -12,12 +12,13 @@
  * (noeviction). */
 #include "cache/cache-private.h"
 
+#include "base/rand.h"
+
 #include <errno.h>
 #include <malloc.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #define NSHARDS 64
 #define SAMPLE 5
@@ -69,20 +70,6 @@ static uint64_t hash_key(const char *k, size_t n)
         h *= 1099511628211ull;
     }
     return h ^ (h >> 29);
-}
-
-static uint64_t rnd(void)
-{
-    static _Thread_local uint64_t s;
-    if (!s) {
-        if (getrandom(&s, sizeof s, 0) != sizeof s)
-            s = (uint64_t)bz_now_ns();
-        s |= 1;
-    }
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return s;
 }
 
 static int64_t entry_size(const mentry *e)
@@ -154,7 +141,7 @@ static void touch(mentry *e)
     /* Redis's logarithmic counter: ever less likely to grow as it grows. */
     if (e->lfu < 255) {
         double p = 1.0 / ((double)(e->lfu > 5 ? e->lfu - 5 : 0) * 10.0 + 1.0);
-        if ((double)(rnd() % 1000000) / 1e6 < p)
+        if ((double)(bz_rand64() % 1000000) / 1e6 < p)
             e->lfu++;
     }
 }
@@ -215,13 +202,13 @@ static void evict(mem *m)
     if (m->policy == BZ_EVICT_NOEVICTION)
         return; /* writes are refused before they happen instead */
     for (int rounds = 0; m->max && atomic_load(&m->used) > m->max && rounds < 10000; rounds++) {
-        shard *s = &m->sh[rnd() % NSHARDS];
+        shard *s = &m->sh[bz_rand64() % NSHARDS];
         pthread_mutex_lock(&s->lk);
         mentry **best = NULL;
         int seen = 0;
         if (s->n) {
             for (int tries = 0; tries < 64 && seen < SAMPLE; tries++) {
-                mentry **pp = &s->b[rnd() % s->nb];
+                mentry **pp = &s->b[bz_rand64() % s->nb];
                 for (; *pp && seen < SAMPLE; pp = &(*pp)->next) {
                     mentry *e = *pp;
                     if (m->policy == BZ_EVICT_VOLATILE_TTL && !e->expire)
@@ -277,7 +264,7 @@ static void expire_cycle(mem *m)
             pthread_mutex_lock(&s->lk);
             int64_t now = bz_now_ns();
             for (int tries = 0; s->n && tries < 40 && sampled < EXPIRE_SAMPLE; tries++) {
-                mentry **pp = &s->b[rnd() % s->nb];
+                mentry **pp = &s->b[bz_rand64() % s->nb];
                 while (*pp && sampled < EXPIRE_SAMPLE) {
                     if (!(*pp)->expire) {
                         pp = &(*pp)->next;

@@ -4,11 +4,11 @@
 #include "db/db-private.h"
 
 #include "base/log.h"
+#include "base/rand.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 /* ---- open / close ------------------------------------------------------------------- */
 
@@ -493,13 +493,7 @@ int db_rollback(db_tx *tx)
     return 0;
 }
 
-static int64_t jitter_ns(int64_t max)
-{
-    uint64_t x;
-    if (getrandom(&x, sizeof x, GRND_NONBLOCK) != sizeof x)
-        x = (uint64_t)bz_now_ns() * 0x9E3779B97F4A7C15ull;
-    return max > 0 ? (int64_t)(x % (uint64_t)max) : 0;
-}
+static int64_t jitter_ns(int64_t max) { return max > 0 ? (int64_t)(bz_rand64() % (uint64_t)max) : 0; }
 
 #define TX_ATTEMPTS 20
 

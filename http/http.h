@@ -186,6 +186,10 @@ typedef struct http_server_opts {
     int64_t max_body_bytes;
 } http_server_opts;
 
+/* The server settings of a parsed command line (API.md §1 flags). */
+struct bz_config;
+http_server_opts http_opts_from_config(const struct bz_config *cfg);
+
 /* Creates the server and starts listening on every loop (call from a
  * coroutine inside rt_run).  NULL with *err = -errno on failure. */
 http_server *http_server_new(const http_server_opts *o, http_handler h, int *err);

@@ -4,11 +4,11 @@
 #include "http/http-private.h"
 
 #include "base/log.h"
+#include "base/rand.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <zlib.h>
 
 typedef struct mw {
@@ -43,24 +43,12 @@ static bool valid_id(bz_str v)
     return true;
 }
 
-/* 128 random bits as 32 hex digits, from a per-thread generator seeded
- * by the kernel (ids need to be unique, not secret). */
+/* 128 random bits as 32 hex digits (ids need to be unique, not secret). */
 static void new_id(char out[33])
 {
-    static _Thread_local uint64_t s[2];
-    if (!s[0] && !s[1]) {
-        if (getrandom(s, sizeof s, 0) != (ssize_t)sizeof s)
-            s[0] = (uint64_t)bz_now_ns(), s[1] = (uint64_t)(uintptr_t)&s;
-        s[0] |= 1;
-    }
     static const char hex[] = "0123456789abcdef";
     for (int k = 0; k < 2; k++) {
-        /* xorshift128+ */
-        uint64_t a = s[0], b = s[1];
-        s[0] = b;
-        a ^= a << 23;
-        s[1] = a ^ b ^ (a >> 17) ^ (b >> 26);
-        uint64_t v = s[1] + b;
+        uint64_t v = bz_rand64();
         for (int i = 0; i < 16; i++)
             out[k * 16 + i] = hex[(v >> (i * 4)) & 15];
     }

@@ -10,6 +10,7 @@
  * fd, this struct and an idle timer between requests. */
 #include "http/http-private.h"
 
+#include "base/config.h"
 #include "base/log.h"
 
 #include <arpa/inet.h>
@@ -645,6 +646,20 @@ static void on_accept(rt_loop *l, int fd, const struct sockaddr *peer, socklen_t
 }
 
 /* ---- lifecycle --------------------------------------------------------------------------------- */
+
+http_server_opts http_opts_from_config(const bz_config *cfg)
+{
+    return (http_server_opts){
+        .addr = cfg->http_addr,
+        .read_header_timeout_ns = cfg->read_header_timeout_ns,
+        .read_timeout_ns = cfg->read_timeout_ns,
+        .write_timeout_ns = cfg->write_timeout_ns,
+        .idle_timeout_ns = cfg->idle_timeout_ns,
+        .shutdown_grace_ns = cfg->shutdown_grace_ns,
+        .max_header_bytes = cfg->max_header_bytes,
+        .max_body_bytes = cfg->max_body_bytes,
+    };
+}
 
 http_server *http_server_new(const http_server_opts *o, http_handler h, int *err)
 {

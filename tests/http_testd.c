@@ -176,14 +176,7 @@ static void serve(void *p)
     rto = cfg->request_timeout_ns;
     http_mw mws[] = {{http_mw_request_id, NULL}, {http_mw_access_log, NULL}, {http_mw_recover, NULL},
                      {http_mw_timeout, &rto}, {http_mw_gzip, NULL}};
-    http_server_opts o = {.addr = cfg->http_addr,
-                          .read_header_timeout_ns = cfg->read_header_timeout_ns,
-                          .read_timeout_ns = cfg->read_timeout_ns,
-                          .write_timeout_ns = cfg->write_timeout_ns,
-                          .idle_timeout_ns = cfg->idle_timeout_ns,
-                          .shutdown_grace_ns = cfg->shutdown_grace_ns,
-                          .max_header_bytes = cfg->max_header_bytes,
-                          .max_body_bytes = cfg->max_body_bytes};
+    http_server_opts o = http_opts_from_config(cfg);
     int e;
     http_handler chain = http_chain(http_mux_handler(m), mws, 5);
     http_server *s = http_server_new(&o, chain, &e);

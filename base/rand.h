@@ -1,0 +1,19 @@
+/*
+ * base/rand.h — fast non-cryptographic randomness for sampling, jitter
+ * and ids (a per-thread xorshift64 seeded from the kernel), and the
+ * kernel's CSPRNG for anything secret.
+ */
+#ifndef BZ_RAND_H
+#define BZ_RAND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Uniform 64-bit value; per thread, never blocks, not for secrets. */
+uint64_t bz_rand64(void);
+/* Uniform double in [0, 1). */
+double bz_rand01(void);
+/* Fills buf with n bytes from getrandom(2) (secrets: tokens, lock owners). */
+void bz_rand_secure(void *buf, size_t n);
+
+#endif
