@@ -83,7 +83,7 @@ unit: $(UNIT_BIN)
 
 # Black-box suites: real servers, real sockets and HTTP clients (pytest).
 blackbox: $(BUILD)/bazaar $(BUILD)/http_testd
-	cd tests/blackbox && BAZAAR_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -p no:cacheprovider -q
+	cd tests/blackbox && BAZAAR_BUILD=$(CURDIR)/$(BUILD) ../with_services.sh /usr/bin/python3 -m pytest -p no:cacheprovider -q
 
 test: deps-test
 	@$(MAKE) --no-print-directory all unit blackbox
