@@ -242,6 +242,32 @@ static bool get_hdr(const bz_buf *b, hdr *h)
     return true;
 }
 
+/* Stores an entry in the get-or-load format: jittered TTL for values, a
+ * short one for "not found". */
+static int store_entry(cache *c, rt_ctx *ctx, const char *fk, bool negative, const void *v, size_t n, int64_t ttl,
+                       int64_t load_us, bz_error *err)
+{
+    if (negative)
+        ttl = ttl < NEGATIVE_TTL ? ttl : NEGATIVE_TTL;
+    else
+        ttl = (int64_t)((double)ttl * (0.9 + 0.2 * bz_rand01())); /* ±10% jitter */
+    bz_buf stored = BZ_BUF_INIT;
+    put_hdr(&stored, negative, load_us, bz_wall_us() + ttl / 1000);
+    if (!negative)
+        bz_buf_append(&stored, v, n);
+    int r = c->be->ops->set(c->be, ctx, fk, stored.data, stored.len, ttl, false, NULL, err);
+    bz_buf_free(&stored);
+    return r;
+}
+
+int cache_store(cache *c, rt_ctx *ctx, const char *key, const void *v, size_t n, int64_t ttl, bz_error *err)
+{
+    if (!c->store_entries)
+        return 0;
+    K(key);
+    return store_entry(c, ctx, fk, false, v, n, ttl, 0, err);
+}
+
 typedef struct flight {
     struct flight *next;
     char key[KEYMAX];
@@ -277,20 +303,9 @@ static int do_load(load_job *j, rt_ctx *parent, bz_buf *val, bz_error *err)
     STAT(j->c, loads);
     if (r < 0 || !j->store)
         return r;
-    bool negative = r == CACHE_MISS;
-    int64_t ttl = j->ttl;
-    if (negative)
-        ttl = ttl < NEGATIVE_TTL ? ttl : NEGATIVE_TTL;
-    else
-        ttl = (int64_t)((double)ttl * (0.9 + 0.2 * bz_rand01())); /* ±10% jitter */
-    bz_buf stored = BZ_BUF_INIT;
-    put_hdr(&stored, negative, took_us, bz_wall_us() + ttl / 1000);
-    if (!negative)
-        bz_buf_append(&stored, val->data, val->len);
     bz_error e2;
-    if (j->c->be->ops->set(j->c->be, NULL, j->fk, stored.data, stored.len, ttl, false, NULL, &e2) != 0)
+    if (store_entry(j->c, NULL, j->fk, r == CACHE_MISS, val->data, val->len, j->ttl, took_us, &e2) != 0)
         STAT(j->c, errors); /* the value is still served: degraded, not down */
-    bz_buf_free(&stored);
     return r;
 }
 

@@ -125,6 +125,9 @@ typedef struct cache_stats {
 int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl_ns, cache_loader load, void *arg,
                       bz_buf *out, cache_status *st, bz_error *err);
 cache_stats cache_get_stats(cache *c);
+/* Write-through: stores a fresh value for key in the get-or-load format
+ * (so the next cache_get_or_load hits it).  Invalidate with cache_del. */
+int cache_store(cache *c, rt_ctx *ctx, const char *key, const void *val, size_t n, int64_t ttl_ns, bz_error *err);
 
 /* Distributed lock: token is random (caller's buffer, 33 bytes).  With
  * wait, retries until acquired or ctx ends; else CACHE_MISS if held. */

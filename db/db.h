@@ -154,13 +154,25 @@ typedef struct db_tx_opts {
     bool read_only;
 } db_tx_opts;
 
-/* Begins a transaction on one connection, held until commit or rollback. */
+/* Begins a transaction on one connection, held until commit or rollback.
+ * Every successful db_begin is paired with exactly one db_rollback, which
+ * is the cleanup on every path (as `defer tx.Rollback()` in Go):
+ *
+ *     db_tx *tx DB_TX_SCOPE = NULL;
+ *     if (db_begin(d, ctx, &opts, &tx, &err)) return ...;
+ *     ... db_exec(TX(tx), ...) ...
+ *     return db_commit(tx, &err);     // the scope's rollback only frees */
 int db_begin(db *d, rt_ctx *ctx, const db_tx_opts *o, db_tx **tx, bz_error *err);
-/* Commits; the transaction is over whatever the result. */
+/* Commits; the transaction is over whatever the result (its connection is
+ * back in the pool), but tx stays valid until db_rollback. */
 int db_commit(db_tx *tx, bz_error *err);
-/* Rolls back; harmless (returns 0) after a commit or rollback, so it can be
- * the cleanup on every path.  Frees tx once it is over. */
+/* Rolls back what was not committed, then frees tx.  After a commit it
+ * only frees (a harmless no-op on the data).  NULL is ignored. */
 int db_rollback(db_tx *tx);
+/* For DB_TX_SCOPE: rolls back (or frees) *tx when the variable goes out of
+ * scope. */
+void db_tx_cleanup(db_tx **tx);
+#define DB_TX_SCOPE __attribute__((cleanup(db_tx_cleanup)))
 
 /* Runs fn in a transaction and commits, re-running the whole of fn (in a
  * new transaction) only when the database reports a serialization failure

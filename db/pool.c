@@ -457,19 +457,22 @@ int db_begin(db *d, rt_ctx *ctx, const db_tx_opts *o, db_tx **out, bz_error *err
     return 0;
 }
 
+/* Gives the connection (and SQLite's writer lock) back; the struct stays
+ * until db_rollback frees it. */
 static void tx_end(db_tx *tx)
 {
+    tx->done = true;
     if (tx->writer)
         rt_mutex_unlock(&tx->d->lite_writer);
+    tx->writer = false;
     release(tx->c);
-    free(tx);
+    tx->c = NULL;
 }
 
 int db_commit(db_tx *tx, bz_error *err)
 {
     if (tx->done)
         return bz_err_set(err, BZ_ERR_INVALID, "transaction already ended"), -EINVAL;
-    tx->done = true;
     int r = tx->d->drv->commit(tx->c, tx->ctx, err);
     if (r == 0) {
         tx->c->in_tx = false;
@@ -482,15 +485,23 @@ int db_commit(db_tx *tx, bz_error *err)
 
 int db_rollback(db_tx *tx)
 {
-    if (!tx || tx->done)
+    if (!tx)
         return 0;
-    tx->done = true;
-    /* Roll back even if the caller's context ended: the connection must
-     * come back clean (or be discarded). */
-    if (tx->d->drv->rollback(tx->c, NULL) == 0)
-        tx->c->in_tx = false;
-    tx_end(tx);
+    if (!tx->done) {
+        /* Roll back even if the caller's context ended: the connection must
+         * come back clean (or be discarded). */
+        if (tx->d->drv->rollback(tx->c, NULL) == 0)
+            tx->c->in_tx = false;
+        tx_end(tx);
+    }
+    free(tx);
     return 0;
+}
+
+void db_tx_cleanup(db_tx **tx)
+{
+    db_rollback(*tx);
+    *tx = NULL;
 }
 
 static int64_t jitter_ns(int64_t max) { return max > 0 ? (int64_t)(bz_rand64() % (uint64_t)max) : 0; }
@@ -507,8 +518,7 @@ int db_run_tx(db *d, rt_ctx *ctx, const db_tx_opts *o, db_tx_fn fn, void *arg, b
             r = fn(tx, ctx, arg, err);
             if (r == 0)
                 r = db_commit(tx, err);
-            else
-                db_rollback(tx);
+            db_rollback(tx); /* after a commit: only frees */
         }
         if (r == 0)
             return 0;

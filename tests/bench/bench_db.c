@@ -165,6 +165,7 @@ static void setup_main(void *p)
                 3, NULL, &e);
     }
     db_commit(tx, &e);
+    db_rollback(tx); /* frees */
     db_exec_script(DB(d), NULL, "ANALYZE", &e);
     db_close(d);
 }

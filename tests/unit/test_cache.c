@@ -225,6 +225,16 @@ static void stampede_body(void)
     int64_t ttl;
     OK(cache_ttl(c, NULL, k, &ttl, &e));
     assert_true(ttl > 8 * BZ_NS_PER_S && ttl <= 11 * BZ_NS_PER_S);
+    /* write-through: the stored value is what the next get-or-load sees */
+    OK(cache_store(c, NULL, k, "written", 7, 10 * BZ_NS_PER_S, &e));
+    OK(cache_get_or_load(c, NULL, k, 10 * BZ_NS_PER_S, slow_loader, NULL, &b, &cs, &e));
+    assert_int_equal(cs, CACHE_HIT);
+    assert_true(bz_str_eq_c(bz_buf_str(&b), "written"));
+    /* invalidate: the next one loads again */
+    OK(cache_del(c, NULL, k, &e));
+    OK(cache_get_or_load(c, NULL, k, 10 * BZ_NS_PER_S, slow_loader, NULL, &b, &cs, &e));
+    assert_int_equal(cs, CACHE_LOADED);
+    assert_int_equal(atomic_load(&loads), 2);
     /* "not found" is cached briefly: the loader runs once for two calls */
     atomic_store(&loads, 0);
     const char *m = K("missing");

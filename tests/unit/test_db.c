@@ -232,8 +232,16 @@ static void tx_body(void)
     OK(db_begin(d, NULL, NULL, &tx, &e));
     OK(db_exec(TX(tx), NULL, "INSERT INTO t_counter (id, v) VALUES (1, 0)", NULL, 0, NULL, &e));
     OK(db_commit(tx, &e));
-    /* (tx is freed by commit; rollback on NULL is the no-op form) */
-    assert_int_equal(db_rollback(NULL), 0);
+    assert_true(db_commit(tx, &e) < 0); /* over */
+    assert_true(db_exec(TX(tx), NULL, "SELECT 1", NULL, 0, NULL, &e) < 0);
+    assert_int_equal(db_rollback(tx), 0);
+    assert_int_equal(db_get_stats(d).in_use, 0);
+    /* the scope helper rolls back what was not committed */
+    {
+        db_tx *scoped DB_TX_SCOPE = NULL;
+        OK(db_begin(d, NULL, NULL, &scoped, &e));
+        OK(db_exec(TX(scoped), NULL, "UPDATE t_counter SET v = 999 WHERE id = 1", NULL, 0, NULL, &e));
+    } /* leaves scope without commit */
     /* rollback undoes */
     OK(db_begin(d, NULL, NULL, &tx, &e));
     OK(db_exec(TX(tx), NULL, "UPDATE t_counter SET v = 100 WHERE id = 1", NULL, 0, NULL, &e));
