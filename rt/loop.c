@@ -17,6 +17,15 @@
 
 _Thread_local rt_loop *rt__cur;
 
+/* Stacks are reserved, not committed: only touched pages cost memory, so
+ * the default is generous — SQLite alone can use tens of KiB (a WAL commit
+ * clears a 32 KiB buffer on the stack).  Sanitizers multiply frame sizes. */
+#if defined(RT_ASAN) || defined(RT_TSAN)
+#define RT_DEFAULT_STACK (1024 * 1024)
+#else
+#define RT_DEFAULT_STACK (256 * 1024)
+#endif
+
 static rt_loop *g_loops;
 static int g_nloops;
 static size_t g_stack_size;
@@ -347,7 +356,7 @@ int rt_run(const rt_options *opt, rt_fn main_fn, void *arg)
     }
     /* A write to a closed socket must fail with EPIPE, not kill us. */
     signal(SIGPIPE, SIG_IGN);
-    g_stack_size = o.stack_size ? o.stack_size : 128 * 1024;
+    g_stack_size = o.stack_size ? o.stack_size : RT_DEFAULT_STACK;
     atomic_store(&g_stop, false);
     g_nloops = o.threads;
     g_loops = calloc((size_t)o.threads, sizeof *g_loops);

@@ -42,7 +42,8 @@ typedef void (*rt_fn)(void *arg);
 
 typedef struct rt_options {
     int threads;          /* event loops; 0 = number of cores */
-    size_t stack_size;    /* per coroutine, guard page excluded; 0 = 128 KiB */
+    size_t stack_size;    /* per coroutine, guard page excluded; 0 = 256 KiB
+                             (1 MiB under sanitizers); committed only as used */
     int offload_threads;  /* blocking-call pool; 0 = 2 */
     bool handle_signals;  /* SIGTERM/SIGINT cancel rt_shutdown_ctx(); a
                              second signal exits the process at once */
