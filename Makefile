@@ -4,12 +4,13 @@
 #   make test    install missing packages, build, run every test suite
 #   make         build build/bazaar (-O2 -g, warnings are errors)
 #   make asan    ASan+UBSan build in build/asan;   make test-asan runs the suites on it
-#   make tsan    TSan build in build/tsan;         make test-tsan runs the runtime suites on it
+#   make tsan    TSan build in build/tsan;         make test-tsan runs the unit suites on it
+#   make test-ucontext   the runtime suite on the portable ucontext switch
 #   make bench   benchmarks, printed as tables
 #   make fuzz    libFuzzer targets (clang), FUZZ_SECONDS each (default 60)
 
 .DEFAULT_GOAL := all
-.PHONY: all run test unit blackbox asan tsan test-asan test-tsan bench fuzz deps deps-test deps-bench clean format
+.PHONY: all run test unit blackbox test-ucontext asan tsan test-asan test-tsan bench fuzz deps deps-test deps-bench clean format
 
 MODE     ?= release
 BUILD    := build/$(MODE)
@@ -26,6 +27,8 @@ else ifeq ($(MODE),asan)
 OPT      := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 else ifeq ($(MODE),tsan)
 OPT      := -O1 -g -fsanitize=thread
+else ifeq ($(MODE),ucontext)
+OPT      := -O2 -g -DRT_UCONTEXT
 else ifeq ($(MODE),fuzz)
 OPT      := -O1 -g -fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
@@ -96,6 +99,10 @@ test-asan: deps-test
 	@$(MAKE) --no-print-directory MODE=asan CC=clang build/asan/bazaar unit blackbox
 test-tsan: deps-test
 	@$(MAKE) --no-print-directory MODE=tsan CC=clang unit
+# The portable ucontext context switch, on the runtime suite.
+test-ucontext: deps-test
+	@$(MAKE) --no-print-directory MODE=ucontext build/ucontext/tests/test_rt
+	@tests/run_unit.sh build/ucontext/tests/test_rt
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
