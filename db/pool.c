@@ -542,9 +542,26 @@ int db_run_tx(db *d, rt_ctx *ctx, const db_tx_opts *o, db_tx_fn fn, void *arg, b
 
 /* ---- rows ------------------------------------------------------------------------------------ */
 
+/* One spare rows struct per thread: the common one-row query then does
+ * no malloc/free at all. */
+static _Thread_local db_rows *spare_rows;
+
+static pthread_key_t spare_key;
+static void free_spare(void *unused)
+{
+    (void)unused;
+    free(spare_rows);
+    spare_rows = NULL;
+}
+static void make_key(void) { pthread_key_create(&spare_key, free_spare); }
+static pthread_key_t key_get(void) { return spare_key; }
+
 db_rows *db__rows_new(db *d, int ncols)
 {
-    db_rows *r = malloc(sizeof *r);
+    db_rows *r = spare_rows;
+    spare_rows = NULL;
+    if (!r)
+        r = malloc(sizeof *r);
     if (!r)
         abort();
     r->d = d;
@@ -705,7 +722,18 @@ void db_rows_close(db_rows *r)
         free(r->cells);
     if (r->text != r->inline_text)
         free(r->text);
-    free(r);
+    if (!spare_rows) {
+        static _Thread_local bool registered;
+        if (!registered) { /* give it back when the thread ends (LSan, valgrind) */
+            registered = true;
+            static pthread_once_t once = PTHREAD_ONCE_INIT;
+            pthread_once(&once, make_key);
+            pthread_setspecific(key_get(), (void *)1);
+        }
+        spare_rows = r;
+    } else {
+        free(r);
+    }
 }
 
 /* ---- shared helpers ----------------------------------------------------------------------------- */
