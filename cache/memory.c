@@ -551,28 +551,30 @@ static int m_ztop(cache_be *b, rt_ctx *ctx, const char *key, int n, cache_zentry
     return 0;
 }
 
-static int m_zscore(cache_be *b, rt_ctx *ctx, const char *key, const char *member, int64_t *score, bz_error *err)
+/* Finds member in the sorted set at key: its score and its rank. */
+static int zlookup(mem *m, const char *key, const char *member, int64_t *score, int64_t *rank)
 {
-    mem *m = (mem *)b;
     LOCKED(m, key, h, s);
     zset *z = zget(m, s, key, h);
     ptrdiff_t i = z ? zfind(z, member) : -1;
-    if (i >= 0)
-        *score = z->m[i].score;
+    if (i >= 0) {
+        if (score)
+            *score = z->m[i].score;
+        if (rank)
+            *rank = i;
+    }
     pthread_mutex_unlock(&s->lk);
     return i >= 0 ? 0 : CACHE_MISS;
 }
 
+static int m_zscore(cache_be *b, rt_ctx *ctx, const char *key, const char *member, int64_t *score, bz_error *err)
+{
+    return zlookup((mem *)b, key, member, score, NULL);
+}
+
 static int m_zrank(cache_be *b, rt_ctx *ctx, const char *key, const char *member, int64_t *rank, bz_error *err)
 {
-    mem *m = (mem *)b;
-    LOCKED(m, key, h, s);
-    zset *z = zget(m, s, key, h);
-    ptrdiff_t i = z ? zfind(z, member) : -1;
-    if (i >= 0)
-        *rank = i;
-    pthread_mutex_unlock(&s->lk);
-    return i >= 0 ? 0 : CACHE_MISS;
+    return zlookup((mem *)b, key, member, NULL, rank);
 }
 
 static int m_zcard(cache_be *b, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err)

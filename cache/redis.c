@@ -499,32 +499,30 @@ static int r_ztop(cache_be *be, rt_ctx *ctx, const char *key, int n, cache_zentr
     return 0;
 }
 
-static int r_zscore(cache_be *be, rt_ctx *ctx, const char *key, const char *m, int64_t *score, bz_error *err)
+/* ZSCORE or ZREVRANK of member: CACHE_MISS when it is not in the set. */
+static int zmember(cache_be *be, rt_ctx *ctx, const char *cmd, const char *key, const char *m, int64_t *out,
+                   bz_error *err)
 {
-    const char *a[] = {"ZSCORE", key, m};
+    const char *a[] = {cmd, key, m};
     redisReply *rep;
     int r = one(B, ctx, 3, a, NULL, &rep, err);
     if (r)
         return r;
     r = rep->type == REDIS_REPLY_NIL ? CACHE_MISS : 0;
     if (!r)
-        *score = (int64_t)strtod(rep->str, NULL);
+        *out = rep->type == REDIS_REPLY_INTEGER ? rep->integer : (int64_t)strtod(rep->str, NULL);
     freeReplyObject(rep);
     return r;
 }
 
+static int r_zscore(cache_be *be, rt_ctx *ctx, const char *key, const char *m, int64_t *score, bz_error *err)
+{
+    return zmember(be, ctx, "ZSCORE", key, m, score, err);
+}
+
 static int r_zrank(cache_be *be, rt_ctx *ctx, const char *key, const char *m, int64_t *rank, bz_error *err)
 {
-    const char *a[] = {"ZREVRANK", key, m};
-    redisReply *rep;
-    int r = one(B, ctx, 3, a, NULL, &rep, err);
-    if (r)
-        return r;
-    r = rep->type == REDIS_REPLY_NIL ? CACHE_MISS : 0;
-    if (!r)
-        *rank = rep->integer;
-    freeReplyObject(rep);
-    return r;
+    return zmember(be, ctx, "ZREVRANK", key, m, rank, err);
 }
 
 static int r_zcard(cache_be *be, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err)
