@@ -37,6 +37,14 @@ void rt_ctx_init_timeout(rt_ctx *c, rt_ctx *parent, int64_t timeout_ns)
     rt_ctx_init_deadline(c, parent, bz_now_ns() + timeout_ns);
 }
 
+void rt_ctx_tighten(rt_ctx *c, int64_t deadline)
+{
+    pthread_mutex_lock(&c->lock);
+    if (deadline < c->deadline)
+        c->deadline = deadline;
+    pthread_mutex_unlock(&c->lock);
+}
+
 /* Caller holds c->lock. */
 static void cancel_locked(rt_ctx *c, int err)
 {

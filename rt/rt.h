@@ -129,6 +129,10 @@ struct rt_ctx {
 void rt_ctx_init(rt_ctx *c, rt_ctx *parent);
 void rt_ctx_init_deadline(rt_ctx *c, rt_ctx *parent, int64_t deadline);
 void rt_ctx_init_timeout(rt_ctx *c, rt_ctx *parent, int64_t timeout_ns);
+/* Tightens c's deadline (never loosens it).  Contexts made from c later
+ * inherit it; existing children keep theirs, so call it before handing c
+ * down (a middleware setting the request deadline). */
+void rt_ctx_tighten(rt_ctx *c, int64_t deadline);
 /* Cancels c and all its descendants: every wait under them returns
  * -ECANCELED.  Idempotent. */
 void rt_ctx_cancel(rt_ctx *c);
