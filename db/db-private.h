@@ -56,6 +56,7 @@ struct db_conn {
     int64_t returned_ns;
     bool broken;          /* must not go back to the pool */
     bool in_tx;
+    int row_limit;        /* rows the caller wants (0 = all); a hint */
     db_stmt stmts[DB_STMT_CACHE];
     int nstmts;
     int64_t clock;

@@ -334,7 +334,7 @@ static int ctx_ended(rt_ctx *ctx, bz_error *err)
 }
 
 static int run(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
-               int64_t *affected, bz_error *err)
+               int64_t *affected, int limit, bz_error *err)
 {
     bz_err_clear(err);
     if (rows)
@@ -345,6 +345,7 @@ static int run(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nar
     if (q.tx) {
         if (q.tx->done)
             return bz_err_set(err, BZ_ERR_INVALID, "transaction already ended"), -EINVAL;
+        q.tx->c->row_limit = limit;
         return q.tx->d->drv->run(q.tx->c, ctx, sql, args, nargs, rows, affected, err);
     }
     db *d = q.d;
@@ -356,6 +357,7 @@ static int run(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nar
         int r = acquire(d, ctx, &c, err);
         if (r)
             return r;
+        c->row_limit = limit;
         r = d->drv->run(c, ctx, sql, args, nargs, rows, affected, err);
         bool broken = c->broken;
         release(c);
@@ -371,22 +373,29 @@ static int run(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nar
 int db_exec(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, int64_t *affected,
             bz_error *err)
 {
-    return run(q, ctx, sql, args, nargs, NULL, affected, err);
+    return run(q, ctx, sql, args, nargs, NULL, affected, 0, err);
 }
 
-int db_query(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
-             bz_error *err)
+static int query(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows, int limit,
+                 bz_error *err)
 {
-    int r = run(q, ctx, sql, args, nargs, rows, NULL, err);
+    int r = run(q, ctx, sql, args, nargs, rows, NULL, limit, err);
     if (r == 0 && *rows)
         atomic_fetch_add_explicit(&(q.tx ? q.tx->d : q.d)->open_rows, 1, memory_order_relaxed);
     return r;
 }
 
+int db_query(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
+             bz_error *err)
+{
+    return query(q, ctx, sql, args, nargs, rows, 0, err);
+}
+
 int db_query_row(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
                  bz_error *err)
 {
-    int r = db_query(q, ctx, sql, args, nargs, rows, err);
+    /* Like Go's QueryRow, extra rows are ignored: a read stops at the first. */
+    int r = query(q, ctx, sql, args, nargs, rows, 1, err);
     if (r)
         return r;
     if (!db_rows_next(*rows)) {

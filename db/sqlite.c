@@ -225,16 +225,24 @@ typedef struct {
     sqlite3_stmt *st;
     db_rows *rows;
     int rc;
+    int limit; /* stop after this many rows (reads only); 0 = all */
 } step_job;
 
-/* Steps a statement to completion, collecting rows if asked. */
+/* Steps a statement to completion (or to the row limit), collecting rows
+ * if asked. */
 static void step_all(void *p)
 {
     step_job *j = p;
     int rc;
-    while ((rc = sqlite3_step(j->st)) == SQLITE_ROW)
-        if (j->rows)
+    while ((rc = sqlite3_step(j->st)) == SQLITE_ROW) {
+        if (j->rows) {
             collect_row(j->st, j->rows);
+            if (j->limit && j->rows->nrows >= j->limit) {
+                rc = SQLITE_DONE; /* the reset below ends the statement */
+                break;
+            }
+        }
+    }
     j->rc = rc;
 }
 
@@ -262,7 +270,7 @@ static int lite_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args
                           "gave up waiting for the database writer"),
                r;
     }
-    step_job j = {c, st, rows ? db__rows_new(c->d, sqlite3_column_count(st)) : NULL, 0};
+    step_job j = {c, st, rows ? db__rows_new(c->d, sqlite3_column_count(st)) : NULL, 0, writes ? 0 : c->row_limit};
     c->lite_ctx = ctx;
     if (lock)
         rt_offload(NULL, step_all, &j); /* may fsync: off the loop */
