@@ -170,6 +170,10 @@ static int missing_loader(void *arg, rt_ctx *ctx, bz_buf *out, bz_error *err)
     return CACHE_MISS;
 }
 
+/* Long enough that XFetch's early refresh (probability e^(-ttl/load time))
+ * cannot fire during the test, even under TSan's slow loads. */
+#define STAMPEDE_TTL (3600 * BZ_NS_PER_S)
+
 typedef struct {
     cache *c;
     const char *key;
@@ -183,9 +187,14 @@ static void getter(void *p)
     bz_buf b = BZ_BUF_INIT;
     bz_error e;
     cache_status st;
-    if (cache_get_or_load(a->c, NULL, a->key, 10 * BZ_NS_PER_S, slow_loader, NULL, &b, &st, &e) == 0 &&
+    /* A generous deadline: 1,000 callers queue for a few Redis connections,
+     * and under TSan that takes longer than the 2 s default of a call. */
+    rt_ctx ctx;
+    rt_ctx_init_timeout(&ctx, NULL, 60 * BZ_NS_PER_S);
+    if (cache_get_or_load(a->c, &ctx, a->key, STAMPEDE_TTL, slow_loader, NULL, &b, &st, &e) == 0 &&
         bz_str_eq_c(bz_buf_str(&b), "loaded-value"))
         atomic_fetch_add(&a->ok, 1);
+    rt_ctx_release(&ctx);
     bz_buf_free(&b);
     rt_wg_done(a->wg);
 }
@@ -218,13 +227,13 @@ static void stampede_body(void)
     /* now a hit, no load */
     bz_buf b = BZ_BUF_INIT;
     cache_status cs;
-    OK(cache_get_or_load(c, NULL, k, 10 * BZ_NS_PER_S, slow_loader, NULL, &b, &cs, &e));
+    OK(cache_get_or_load(c, NULL, k, STAMPEDE_TTL, slow_loader, NULL, &b, &cs, &e));
     assert_int_equal(cs, CACHE_HIT);
     assert_int_equal(atomic_load(&loads), 1);
     /* TTL jittered within ±10% */
     int64_t ttl;
     OK(cache_ttl(c, NULL, k, &ttl, &e));
-    assert_true(ttl > 8 * BZ_NS_PER_S && ttl <= 11 * BZ_NS_PER_S);
+    assert_true(ttl > STAMPEDE_TTL * 9 / 10 - 60 * BZ_NS_PER_S && ttl <= STAMPEDE_TTL * 11 / 10);
     /* write-through: the stored value is what the next get-or-load sees */
     OK(cache_store(c, NULL, k, "written", 7, 10 * BZ_NS_PER_S, &e));
     OK(cache_get_or_load(c, NULL, k, 10 * BZ_NS_PER_S, slow_loader, NULL, &b, &cs, &e));
