@@ -38,9 +38,14 @@ typedef struct rconn {
     bool broken;
 } rconn;
 
+/* A SUBSCRIBE/UNSUBSCRIBE for the reader to send.  Owned jointly by the
+ * requester and the reader (both under sub_lk): whoever comes second
+ * frees it — the reader when the requester stopped waiting (abandoned),
+ * the requester otherwise. */
 typedef struct subreq {
     char channel[128];
     bool sub;
+    bool finished, abandoned;
     rt_sem done;
     int result;
     struct subreq *next;
@@ -556,13 +561,26 @@ static void kick(rb *b)
         rt_ctx_cancel(b->kick);
 }
 
+/* Caller holds sub_lk. */
+static void sub_finish(subreq *q, int result)
+{
+    q->finished = true;
+    q->result = result;
+    if (q->abandoned) {
+        rt_sem_destroy(&q->done);
+        free(q);
+    } else {
+        rt_sem_release(&q->done);
+    }
+}
+
+/* Caller holds sub_lk. */
 static void fail_awaiting(rb *b, subreq **list)
 {
     while (*list) {
         subreq *q = *list;
         *list = q->next;
-        q->result = -EAGAIN;
-        rt_sem_release(&q->done);
+        sub_finish(q, -EAGAIN);
     }
 }
 
@@ -663,8 +681,7 @@ static void sub_reader(void *p)
                         if (!strcmp((*pp)->channel, x->element[1]->str) && (*pp)->sub == (kind[0] == 's')) {
                             subreq *q = *pp;
                             *pp = q->next;
-                            q->result = 0;
-                            rt_sem_release(&q->done);
+                            sub_finish(q, 0);
                             break;
                         }
                     pthread_mutex_unlock(&b->sub_lk);
@@ -689,10 +706,14 @@ static int sub_request(rb *b, rt_ctx *ctx, const char *channel, bool sub, bool w
         abort();
     snprintf(q->channel, sizeof q->channel, "%s", channel);
     q->sub = sub;
+    q->abandoned = !wait;
     rt_sem_init(&q->done, 0);
     pthread_mutex_lock(&b->sub_lk);
-    q->next = b->pending;
-    b->pending = q;
+    /* FIFO, so an UNSUBSCRIBE and a later SUBSCRIBE reach Redis in order */
+    subreq **tail = &b->pending;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = q;
     if (!b->reader) {
         b->reader = true;
         rt_go(sub_reader, b);
@@ -700,17 +721,20 @@ static int sub_request(rb *b, rt_ctx *ctx, const char *channel, bool sub, bool w
     kick(b);
     pthread_mutex_unlock(&b->sub_lk);
     if (!wait)
-        return 0; /* (freed when confirmed: leaks one small struct per unsubscribe otherwise; see below) */
+        return 0;
     int r = rt_sem_acquire(&q->done, ctx, deadline_of(ctx));
-    if (r) {
-        /* The reader still holds q: let it go when it answers. */
+    pthread_mutex_lock(&b->sub_lk);
+    bool finished = q->finished;
+    int result = q->result;
+    if (r && !finished)
+        q->abandoned = true; /* the reader frees it when Redis answers */
+    pthread_mutex_unlock(&b->sub_lk);
+    if (r && !finished)
         return bz_err_set(err, r == -ECANCELED ? BZ_ERR_CANCELLED : BZ_ERR_TIMEOUT, "redis: subscribe not confirmed"),
                r;
-    }
-    r = q->result;
     rt_sem_destroy(&q->done);
     free(q);
-    if (r)
+    if (result)
         return unavailable(err, "subscribe failed");
     return 0;
 }
@@ -722,10 +746,9 @@ static int r_sub_first(cache_be *be, rt_ctx *ctx, const char *channel, bz_error 
 
 static void r_sub_last(cache_be *be, const char *channel)
 {
-    /* Fire and forget: messages for a channel nobody listens to are
-     * dropped by the hub anyway. */
-    (void)be;
-    (void)channel;
+    /* Fire and forget: until Redis confirms, messages for the channel
+     * still arrive and the hub drops them. */
+    sub_request(B, NULL, channel, false, false, NULL);
 }
 
 static void r_close(cache_be *be)

@@ -388,6 +388,19 @@ static void pubsub_body(void)
         assert_true(a[i].in_order);
         cache_unsubscribe(a[i].sub);
     }
+    /* the last local subscriber left (Redis: UNSUBSCRIBE sent); a new one
+     * right after must still get what is published from now on */
+    cache_sub *again;
+    OK(cache_subscribe(c, NULL, ch, &again, &e));
+    OK(cache_publish(pub, NULL, ch, "again", 5, &e));
+    bz_buf got = BZ_BUF_INIT;
+    rt_ctx rc;
+    rt_ctx_init_timeout(&rc, NULL, 3 * BZ_NS_PER_S);
+    OK(cache_sub_recv(again, &rc, &got));
+    rt_ctx_release(&rc);
+    assert_true(bz_str_eq_c(bz_buf_str(&got), "again"));
+    bz_buf_free(&got);
+    cache_unsubscribe(again);
     rt_wg_destroy(&wg);
     if (pub != c)
         cache_close(pub);
