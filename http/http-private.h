@@ -30,11 +30,12 @@ typedef struct http_chunked {
 enum { HTTP_CHUNK_NEED = 0, HTTP_CHUNK_DATA = 1, HTTP_CHUNK_DONE = 2, HTTP_CHUNK_ERROR = -1 };
 
 /* Decodes from in[0..len).  Sets *consumed (bytes of input used up) and
- * returns DATA with *data and *dlen (a slice of in, part of the body), NEED
+ * returns DATA with *data and *dlen (a slice of in, part of the body, at
+ * most max bytes > 0), NEED
  * (consume and come back with more input), DONE (body and trailers ended),
  * or ERROR (bad size, extension, line ending or trailer). */
-int http__chunked_step(http_chunked *c, const char *in, size_t len, size_t *consumed, const char **data,
-                       size_t *dlen);
+int http__chunked_step(http_chunked *c, const char *in, size_t len, size_t max, size_t *consumed,
+                       const char **data, size_t *dlen);
 
 /* Go's path.Clean for URL paths, keeping a trailing slash.  Writes into out
  * (at least n+1 bytes); returns the length. */

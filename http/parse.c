@@ -316,8 +316,8 @@ static bool valid_ext(const char *p, const char *end)
 
 #define CHUNK_LINE_MAX 4096
 
-int http__chunked_step(http_chunked *c, const char *in, size_t len, size_t *consumed, const char **data,
-                       size_t *dlen)
+int http__chunked_step(http_chunked *c, const char *in, size_t len, size_t max, size_t *consumed,
+                       const char **data, size_t *dlen)
 {
     const char *p = in, *end = in + len;
     *consumed = 0;
@@ -355,6 +355,8 @@ int http__chunked_step(http_chunked *c, const char *in, size_t len, size_t *cons
             size_t take = (size_t)(end - p);
             if (take > c->remaining)
                 take = (size_t)c->remaining;
+            if (take > max)
+                take = max;
             *data = p;
             *dlen = take;
             c->remaining -= take;

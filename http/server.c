@@ -310,21 +310,16 @@ ssize_t http__conn_body_read(http_req *r, void *buf, size_t n)
     for (;;) {
         size_t used = 0, dlen = 0;
         const char *data = NULL;
-        int st = http__chunked_step(&c->ch, c->rbuf + c->rpos, c->rlen - c->rpos, &used, &data, &dlen);
+        int st = http__chunked_step(&c->ch, c->rbuf + c->rpos, c->rlen - c->rpos, n, &used, &data, &dlen);
         if (st == HTTP_CHUNK_ERROR)
             return -EBADMSG;
         if (st == HTTP_CHUNK_DATA) {
-            size_t take = dlen < n ? dlen : n;
-            memcpy(buf, data, take);
-            /* consume only what we copied: the rest of the chunk stays */
-            c->rpos += used - (dlen - take);
-            c->ch.remaining += dlen - take;
-            if (dlen - take)
-                c->ch.state = 1; /* back in the data state */
-            c->body_total += (int64_t)take;
+            memcpy(buf, data, dlen);
+            c->rpos += used;
+            c->body_total += (int64_t)dlen;
             if (c->body_total > c->srv->o.max_body_bytes)
                 return -EMSGSIZE;
-            return (ssize_t)take;
+            return (ssize_t)dlen;
         }
         c->rpos += used;
         if (st == HTTP_CHUNK_DONE) {

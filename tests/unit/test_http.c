@@ -154,12 +154,13 @@ static void parser_limits(void **state)
 
 static int dechunk(const char *in, size_t len, char *out, size_t *outlen, size_t step)
 {
+    size_t max_take = step; /* also exercises the decoder's output limit */
     http_chunked c = {0};
     size_t pos = 0, have = step < len ? step : len, o = 0;
     for (;;) {
         size_t used, dl;
         const char *d;
-        int st = http__chunked_step(&c, in + pos, have - pos, &used, &d, &dl);
+        int st = http__chunked_step(&c, in + pos, have - pos, max_take, &used, &d, &dl);
         pos += used;
         if (st == HTTP_CHUNK_DATA) {
             memcpy(out + o, d, dl);
