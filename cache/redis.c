@@ -313,6 +313,20 @@ static int one(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *le
     return 0;
 }
 
+/* Runs one command whose reply is dropped, or read as an integer into
+ * *out when out is given. */
+static int cmd_int(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *lens, int64_t *out, bz_error *err)
+{
+    redisReply *rep;
+    int r = one(b, ctx, argc, argv, lens, &rep, err);
+    if (r)
+        return r;
+    if (out)
+        *out = rep->integer;
+    freeReplyObject(rep);
+    return 0;
+}
+
 /* EVALSHA, falling back to EVAL when the server lost its script cache. */
 static int script(rb *b, rt_ctx *ctx, int idx, const char *src, const char *key, int nargs, const char **args,
                   const size_t *alens, redisReply **rep, bz_error *err)
@@ -351,11 +365,7 @@ static int script(rb *b, rt_ctx *ctx, int idx, const char *src, const char *key,
 static int r_ping(cache_be *be, rt_ctx *ctx, bz_error *err)
 {
     const char *a[] = {"PING"};
-    redisReply *rep;
-    int r = one(B, ctx, 1, a, NULL, &rep, err);
-    if (r == 0)
-        freeReplyObject(rep);
-    return r;
+    return cmd_int(B, ctx, 1, a, NULL, NULL, err);
 }
 
 static int r_get(cache_be *be, rt_ctx *ctx, const char *key, bz_buf *out, bz_error *err)
@@ -401,11 +411,7 @@ static int r_set(cache_be *be, rt_ctx *ctx, const char *key, const void *v, size
 static int r_del(cache_be *be, rt_ctx *ctx, const char *key, bz_error *err)
 {
     const char *a[] = {"DEL", key};
-    redisReply *rep;
-    int r = one(B, ctx, 2, a, NULL, &rep, err);
-    if (r == 0)
-        freeReplyObject(rep);
-    return r;
+    return cmd_int(B, ctx, 2, a, NULL, NULL, err);
 }
 
 static int r_del_if(cache_be *be, rt_ctx *ctx, const char *key, const void *t, size_t n, bool *done, bz_error *err)
@@ -456,12 +462,10 @@ static int r_incr(cache_be *be, rt_ctx *ctx, const char *key, int64_t d, int64_t
 static int r_ttl(cache_be *be, rt_ctx *ctx, const char *key, int64_t *ttl, bz_error *err)
 {
     const char *a[] = {"PTTL", key};
-    redisReply *rep;
-    int r = one(B, ctx, 2, a, NULL, &rep, err);
+    int64_t v;
+    int r = cmd_int(B, ctx, 2, a, NULL, &v, err);
     if (r)
         return r;
-    long long v = rep->integer;
-    freeReplyObject(rep);
     if (v == -2)
         return CACHE_MISS;
     *ttl = v < 0 ? -1 : v * BZ_NS_PER_MS;
@@ -533,24 +537,14 @@ static int r_zrank(cache_be *be, rt_ctx *ctx, const char *key, const char *m, in
 static int r_zcard(cache_be *be, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err)
 {
     const char *a[] = {"ZCARD", key};
-    redisReply *rep;
-    int r = one(B, ctx, 2, a, NULL, &rep, err);
-    if (r)
-        return r;
-    *n = rep->integer;
-    freeReplyObject(rep);
-    return 0;
+    return cmd_int(B, ctx, 2, a, NULL, n, err);
 }
 
 static int r_publish(cache_be *be, rt_ctx *ctx, const char *ch, const void *m, size_t n, bz_error *err)
 {
     const char *a[] = {"PUBLISH", ch, m};
     size_t l[] = {7, strlen(ch), n};
-    redisReply *rep;
-    int r = one(B, ctx, 3, a, l, &rep, err);
-    if (r == 0)
-        freeReplyObject(rep);
-    return r;
+    return cmd_int(B, ctx, 3, a, l, NULL, err);
 }
 
 /* ---- the subscriber connection ---- */
