@@ -349,14 +349,23 @@ static int run(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nar
         return q.tx->d->drv->run(q.tx->c, ctx, sql, args, nargs, rows, affected, err);
     }
     db *d = q.d;
+    bz_error local;
+    if (!err)
+        err = &local;
     /* A connection found dead is replaced; the statement is re-run only
      * when that cannot repeat a write: it never reached the server
-     * (-ENOTCONN) or it only reads. */
+     * (-ENOTCONN) or it only reads.  A failed connect is tried again too
+     * (nothing was sent), as database/sql does with ErrBadConn. */
     for (int attempt = 0;; attempt++) {
         db_conn *c;
         int r = acquire(d, ctx, &c, err);
-        if (r)
-            return r;
+        if (r) {
+            if (attempt >= 2 || err->kind != BZ_ERR_CONNECTION)
+                return r;
+            bz_log_warn("db: connect failed, trying again", BZ_F_STR("error", err->msg));
+            bz_err_clear(err);
+            continue;
+        }
         c->row_limit = limit;
         r = d->drv->run(c, ctx, sql, args, nargs, rows, affected, err);
         bool broken = c->broken;
@@ -365,7 +374,7 @@ static int run(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nar
             return r;
         if (!(r == -ENOTCONN || (r == -ECONNRESET && read_only_sql(sql))))
             return r;
-        bz_log_warn("db: connection lost, retrying on a new one", BZ_F_STR("error", err ? err->msg : ""));
+        bz_log_warn("db: connection lost, retrying on a new one", BZ_F_STR("error", err->msg));
         bz_err_clear(err);
     }
 }

@@ -367,8 +367,10 @@ static void sleeper(void *p)
     bz_error e;
     db_rows *rows;
     const char *sql = is_pg() ? "SELECT pg_sleep(0.01)" : "SELECT 1";
-    if (db_query(DB(a->d), NULL, sql, NULL, 0, &rows, &e) != 0)
+    if (db_query(DB(a->d), NULL, sql, NULL, 0, &rows, &e) != 0) {
+        fprintf(stderr, "pool load query failed: %s\n", e.msg);
         atomic_fetch_add(&a->errors, 1);
+    }
     else
         db_rows_close(rows);
     rt_wg_done(a->wg);
