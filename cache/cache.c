@@ -273,6 +273,7 @@ typedef struct flight {
     char key[KEYMAX];
     int refs;
     bool done;
+    bool stale;         /* invalidated while loading: do not store */
     int result;
     bz_error err;
     bz_buf value;
@@ -286,6 +287,7 @@ typedef struct {
     cache_loader load;
     void *arg;
     bool store;
+    flight *f;
 } load_job;
 
 /* Runs the loader and stores its result (leader only). */
@@ -302,6 +304,11 @@ static int do_load(load_job *j, rt_ctx *parent, bz_buf *val, bz_error *err)
     rt_ctx_release(&lctx);
     STAT(j->c, loads);
     if (r < 0 || !j->store)
+        return r;
+    pthread_mutex_lock(&j->c->flights_lk);
+    bool stale = j->f->stale;
+    pthread_mutex_unlock(&j->c->flights_lk);
+    if (stale)
         return r;
     bz_error e2;
     if (store_entry(j->c, NULL, j->fk, r == CACHE_MISS, val->data, val->len, j->ttl, took_us, &e2) != 0)
@@ -380,11 +387,11 @@ int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl, cache
     c->flights = f;
     pthread_mutex_unlock(&c->flights_lk);
 
-    load_job j = {c, fk, ttl, load, arg, c->store_entries && !degraded};
+    load_job j = {c, fk, ttl, load, arg, c->store_entries && !degraded, f};
     int r = do_load(&j, ctx, out, err);
 
     pthread_mutex_lock(&c->flights_lk);
-    for (flight **pp = &c->flights; *pp; pp = &(*pp)->next)
+    for (flight **pp = &c->flights; *pp && !f->stale; pp = &(*pp)->next)
         if (*pp == f) {
             *pp = f->next;
             break;
@@ -403,6 +410,25 @@ int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl, cache
     if (st)
         *st = degraded ? CACHE_DEGRADED : CACHE_LOADED;
     return r;
+}
+
+int cache_invalidate(cache *c, rt_ctx *ctx, const char *key, bz_error *err)
+{
+    if (!c->store_entries)
+        return 0;
+    K(key);
+    /* A load that started before the caller's write may carry the old
+     * value: later callers must not join it and it must not be stored. */
+    pthread_mutex_lock(&c->flights_lk);
+    for (flight **pp = &c->flights; *pp; pp = &(*pp)->next)
+        if (!strcmp((*pp)->key, fk)) {
+            flight *f = *pp;
+            *pp = f->next;
+            f->stale = true;
+            break;
+        }
+    pthread_mutex_unlock(&c->flights_lk);
+    return c->be->ops->del(c->be, ctx, fk, err);
 }
 
 /* ---- locks ---- */

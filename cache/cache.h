@@ -129,6 +129,13 @@ cache_stats cache_get_stats(cache *c);
  * (so the next cache_get_or_load hits it).  Invalidate with cache_del. */
 int cache_store(cache *c, rt_ctx *ctx, const char *key, const void *val, size_t n, int64_t ttl_ns, bz_error *err);
 
+/* After a committed write: deletes key and detaches any load of it in
+ * flight in this process (callers arriving later start a fresh load, and
+ * the old one is not stored), so a writer never reads its own write stale.
+ * A load in flight in another process may still store its older value
+ * (bounded by the TTL). */
+int cache_invalidate(cache *c, rt_ctx *ctx, const char *key, bz_error *err);
+
 /* Distributed lock: token is random (caller's buffer, 33 bytes).  With
  * wait, retries until acquired or ctx ends; else CACHE_MISS if held. */
 int cache_lock(cache *c, rt_ctx *ctx, const char *name, int64_t ttl_ns, bool wait, char token[33], bz_error *err);

@@ -135,6 +135,13 @@ int http_send(http_req *r, int status, const char *content_type, const void *bod
 /* RFC 9457 problem+json: {"type":"about:blank","title":..,"status":..,"detail":..,"code":..}.
  * detail may be NULL.  Returns 0. */
 int http_send_problem(http_req *r, int status, const char *code, const char *detail);
+/* The same with extra members: members is raw JSON ("\"errors\":[...]")
+ * appended inside the object, from code, never from client bytes. */
+int http_send_problem_ext(http_req *r, int status, const char *code, const char *detail, const char *members);
+/* Moves this response's write deadline (absolute, bz_now_ns clock;
+ * BZ_NO_DEADLINE for none).  Streaming handlers (SSE) call it before each
+ * flush, as Go's ResponseController.SetWriteDeadline. */
+void http_set_write_deadline(http_req *r, int64_t deadline_ns);
 /* Standard reason phrase ("Not Found"). */
 const char *http_status_text(int status);
 

@@ -145,6 +145,11 @@ const char *http_status_text(int s)
 
 int http_send_problem(http_req *r, int status, const char *code, const char *detail)
 {
+    return http_send_problem_ext(r, status, code, detail, NULL);
+}
+
+int http_send_problem_ext(http_req *r, int status, const char *code, const char *detail, const char *members)
+{
     bz_buf b = BZ_BUF_INIT;
     const char *title = http_status_text(status);
     bz_buf_append_c(&b, "{\"type\":\"about:blank\",\"title\":\"");
@@ -160,6 +165,10 @@ int http_send_problem(http_req *r, int status, const char *code, const char *det
         bz_buf_append_c(&b, ",\"code\":\"");
         bz_buf_append_json_escaped(&b, bz_str_c(code));
         bz_buf_putc(&b, '"');
+    }
+    if (members && *members) {
+        bz_buf_putc(&b, ',');
+        bz_buf_append_c(&b, members);
     }
     bz_buf_putc(&b, '}');
     r->body.len = 0; /* a problem replaces anything buffered */

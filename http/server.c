@@ -772,3 +772,5 @@ void http_server_free(http_server *s)
     /* s->conns may still be referenced by connections abandoned at exit */
     free(s);
 }
+
+void http_set_write_deadline(http_req *r, int64_t deadline_ns) { r->conn->write_deadline = deadline_ns; }
