@@ -721,22 +721,35 @@ int orders_events(app *a, http_req *r)
 
 /* ---- GET /v1/leaderboard/spenders ---- */
 
-/* Rebuilds an emptied leaderboard from paid orders, once (under a lock). */
-static int leaderboard_rebuild(app *a, rt_ctx *ctx, const char *key, const char *currency, bz_error *err)
+/* The leaderboard is derived data: payments add to it, and when the cache
+ * lost it (no "built" marker: restart of an in-process cache, FLUSHALL,
+ * eviction) it is rebuilt from paid orders, once, under a lock.  A payment
+ * committing during the milliseconds of a rebuild may be counted twice or
+ * not at all; everything committed before it is exact. */
+static int leaderboard_ensure(app *a, rt_ctx *ctx, const char *key, const char *currency, bz_error *err)
 {
+    char marker[40];
+    snprintf(marker, sizeof marker, "lb:built:%s", currency);
+    bz_buf v = BZ_BUF_INIT;
+    int rc = cache_state_get(a->cache, ctx, marker, &v, err);
+    bz_buf_free(&v);
+    if (rc != CACHE_MISS)
+        return rc < 0 ? -1 : 0;
     char lock[48], token[33];
     snprintf(lock, sizeof lock, "lb:rebuild:%s", currency);
     if (cache_lock(a->cache, ctx, lock, 30 * BZ_NS_PER_S, true, token, err) != 0)
         return -1;
-    int64_t card = 0;
-    int rc = cache_zcard(a->cache, ctx, key, &card, err);
-    if (rc == 0 && card == 0) {
+    rc = cache_state_get(a->cache, ctx, marker, &v, err);
+    bz_buf_free(&v);
+    if (rc == CACHE_MISS) {
+        rc = cache_state_del(a->cache, ctx, key, err);
         db_rows *rows = NULL;
         db_arg args[] = {DB_TEXT(currency)};
-        rc = db_query(DB(a->db), ctx,
-                      "SELECT customer_id, SUM(total_cents) FROM orders WHERE currency = $1 "
-                      "AND status IN ('paid', 'shipped') GROUP BY customer_id",
-                      args, 1, &rows, err);
+        if (rc == 0)
+            rc = db_query(DB(a->db), ctx,
+                          "SELECT customer_id, SUM(total_cents) FROM orders WHERE currency = $1 "
+                          "AND status IN ('paid', 'shipped') GROUP BY customer_id",
+                          args, 1, &rows, err);
         while (rc == 0 && db_rows_next(rows)) {
             char member[24];
             int64_t score;
@@ -745,11 +758,13 @@ static int leaderboard_rebuild(app *a, rt_ctx *ctx, const char *key, const char 
         }
         if (rows)
             db_rows_close(rows);
+        if (rc == 0)
+            rc = cache_state_set(a->cache, ctx, marker, "1", 1, 0, err);
     }
     bool released;
     bz_error e2;
     cache_unlock(a->cache, ctx, lock, token, &released, &e2);
-    return rc;
+    return rc < 0 ? -1 : 0;
 }
 
 int leaderboard_get(app *a, http_req *r)
@@ -768,10 +783,7 @@ int leaderboard_get(app *a, http_req *r)
     char key[32];
     snprintf(key, sizeof key, "lb:spenders:%s", currency);
     bz_error e;
-    int64_t card = 0;
-    if (cache_zcard(a->cache, r->ctx, key, &card, &e) != 0)
-        return api_send_error(r, &e);
-    if (card == 0 && leaderboard_rebuild(a, r->ctx, key, currency, &e) != 0)
+    if (leaderboard_ensure(a, r->ctx, key, currency, &e) != 0)
         return api_send_error(r, &e);
     cache_zentry top[100];
     int n = 0;

@@ -146,8 +146,9 @@ int app_seed(app *a, rt_ctx *ctx)
         snprintf(name, sizeof name, "User %lld", (long long)i);
         int pn = snprintf(pw, sizeof pw, "password%lld", (long long)i);
         pw_hash_seeded(pw, (size_t)pn, (uint64_t)cfg->seed_seed * 1000003ULL + (uint64_t)i, hash);
-        db_arg row[] = {DB_INT(i), DB_TEXT(batch_str(&b, email)), DB_TEXT(batch_str(&b, name)),
-                        DB_TEXT(batch_str(&b, hash)), DB_TIME(EPOCH_US + i)};
+        /* DB_TEXT evaluates its argument twice: copy first */
+        const char *e1 = batch_str(&b, email), *n1 = batch_str(&b, name), *h1 = batch_str(&b, hash);
+        db_arg row[] = {DB_INT(i), DB_TEXT(e1), DB_TEXT(n1), DB_TEXT(h1), DB_TIME(EPOCH_US + i)};
         rc = batch_add(&b, row);
     }
     if (rc == 0)
@@ -176,8 +177,9 @@ int app_seed(app *a, rt_ctx *ctx)
         snprintf(name, sizeof name, "Item %lld", (long long)j);
         price[j] = 100 + (int64_t)(mix(&st) % 9901);
         int64_t t = EPOCH_US + 3600LL * 1000000 + j;
+        const char *s1 = batch_str(&b, sku), *n1 = batch_str(&b, name);
         db_arg row[] = {DB_INT(j),     DB_INT((j - 1) % nu + 1),
-                        DB_TEXT(batch_str(&b, sku)), DB_TEXT(batch_str(&b, name)),
+                        DB_TEXT(s1),   DB_TEXT(n1),
                         DB_INT(price[j]), DB_TEXT("USD"),
                         DB_INT(1000000), DB_INT(1),
                         DB_TIME(t),    DB_TIME(t)};

@@ -297,20 +297,56 @@ static void pg_close(db_conn *c)
 
 /* Text form of the arguments (binary for blobs).  Text values are copied
  * to be NUL-terminated. */
+/* Text-format parameters.  Up to PARAMS_INLINE live in the struct (the
+ * common case, no allocation); more (multi-row INSERTs) are allocated. */
+#define PARAMS_INLINE 16
 typedef struct {
-    const char *vals[64];
-    int lens[64], fmts[64];
-    char small[64][32];
-    char *heap[64];
+    const char **vals;
+    int *lens, *fmts;
+    char (*small)[32];
+    char **heap;
+    int n;
+    const char *ivals[PARAMS_INLINE];
+    int ilens[PARAMS_INLINE], ifmts[PARAMS_INLINE];
+    char ismall[PARAMS_INLINE][32];
+    char *iheap[PARAMS_INLINE];
 } params;
+
+static void free_params(params *p)
+{
+    for (int i = 0; i < p->n; i++)
+        free(p->heap[i]);
+    if (p->vals != p->ivals) {
+        free(p->vals);
+        free(p->lens);
+        free(p->fmts);
+        free(p->small);
+        free(p->heap);
+    }
+}
 
 static int to_params(const db_arg *args, int n, params *p)
 {
-    if (n > 64)
-        return -E2BIG;
+    p->n = 0;
+    if (n <= PARAMS_INLINE) {
+        p->vals = p->ivals;
+        p->lens = p->ilens;
+        p->fmts = p->ifmts;
+        p->small = p->ismall;
+        p->heap = p->iheap;
+    } else {
+        p->vals = malloc((size_t)n * sizeof *p->vals);
+        p->lens = malloc((size_t)n * sizeof *p->lens);
+        p->fmts = malloc((size_t)n * sizeof *p->fmts);
+        p->small = malloc((size_t)n * sizeof *p->small);
+        p->heap = calloc((size_t)n, sizeof *p->heap);
+        if (!p->vals || !p->lens || !p->fmts || !p->small || !p->heap)
+            abort();
+    }
     for (int i = 0; i < n; i++) {
         const db_arg *a = &args[i];
         p->heap[i] = NULL;
+        p->n = i + 1;
         p->fmts[i] = 0;
         p->lens[i] = 0;
         switch (a->type) {
@@ -346,12 +382,6 @@ static int to_params(const db_arg *args, int n, params *p)
         }
     }
     return 0;
-}
-
-static void free_params(params *p, int n)
-{
-    for (int i = 0; i < n && i < 64; i++)
-        free(p->heap[i]);
 }
 
 static int pg_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
@@ -401,11 +431,11 @@ static int pg_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args, 
     }
     params p;
     if ((r = to_params(args, nargs, &p)) != 0) {
-        free_params(&p, nargs);
+        free_params(&p);
         return bz_err_set(err, BZ_ERR_INVALID, "postgres: bad argument (too many, or NUL in text)"), r;
     }
     int sent = PQsendQueryPrepared(c->pg, s->u.pgname, nargs, p.vals, p.lens, p.fmts, 0);
-    free_params(&p, nargs);
+    free_params(&p);
     if (!sent)
         return conn_broken(c, err, -ENOTCONN);
     PGresult *res = NULL;

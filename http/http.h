@@ -74,6 +74,9 @@ struct http_req {
     bool chunked;
     bool expect_continue;
     bool keep_alive;    /* the client allows another request after this */
+    bool body_read;     /* http_read_body ran: body_data/body_len hold it */
+    const char *body_data;
+    size_t body_len;
 
     rt_ctx *ctx;        /* cancelled on client disconnect, deadline, shutdown */
     bz_arena *arena;    /* freed when the response is done */
@@ -109,7 +112,8 @@ const char *http_query_get(http_req *r, const char *name);
  * arena; NULL if the pattern has no such wildcard. */
 const char *http_path_value(http_req *r, const char *name);
 
-/* Reads the whole body (≤ --max-body-bytes) into the arena.  0 and *data,
+/* Reads the whole body (≤ --max-body-bytes) into the arena; later calls
+ * return the same bytes.  0 and *data,
  * and *len on success; -EMSGSIZE if over the cap (the server answers 413 if the
  * handler passes the error on), -EBADMSG on bad chunked framing,
  * -ETIMEDOUT/-ECANCELED, -ECONNRESET. */

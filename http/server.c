@@ -335,6 +335,11 @@ ssize_t http__conn_body_read(http_req *r, void *buf, size_t n)
 int http_read_body(http_req *r, const char **data, size_t *len)
 {
     http_conn *c = r->conn;
+    if (r->body_read) {
+        *data = r->body_data;
+        *len = r->body_len;
+        return 0;
+    }
     int64_t cap = c->srv->o.max_body_bytes;
     if (!c->body_chunked && r->content_length > cap)
         return -EMSGSIZE;
@@ -363,6 +368,9 @@ int http_read_body(http_req *r, const char **data, size_t *len)
     b[have] = '\0';
     *data = b;
     *len = have;
+    r->body_read = true;
+    r->body_data = b;
+    r->body_len = have;
     return 0;
 }
 
@@ -543,7 +551,7 @@ static void conn_serve(void *p)
         r.status = 0;
         r.resp_headers = c->hbuf;
         r.body = c->bbuf;
-        r.started = r.streaming = r.head = r.close_after = r.gzip = false;
+        r.started = r.streaming = r.head = r.close_after = r.gzip = r.body_read = false;
         r.bytes_out = 0;
         r.pattern = NULL;
         r.request_id[0] = '\0';
