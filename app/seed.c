@@ -64,14 +64,12 @@ static int batch_flush(batch *b)
             bz_buf_printf(&sql, c ? ",$%d" : "$%d", k++);
         bz_buf_putc(&sql, ')');
     }
-    db_tx *tx = NULL;
+    db_tx *tx DB_TX_SCOPE = NULL;
     int rc = db_begin(b->a->db, NULL, &(db_tx_opts){0}, &tx, b->err);
     if (rc == 0)
         rc = db_exec(TX(tx), NULL, sql.data, b->args, b->nrows * b->ncols, NULL, b->err);
     if (rc == 0)
         rc = db_commit(tx, b->err);
-    else
-        db_rollback(tx);
     bz_buf_free(&sql);
     for (int i = 0; i < b->nowned; i++)
         free(b->owned[i]);
