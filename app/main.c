@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -18,7 +19,11 @@ typedef struct {
 static int open_backends(app *a, const bz_config *cfg, bool want_cache)
 {
     bz_error e;
-    db_opts dbo = {cfg->db_max_open, cfg->db_max_idle, cfg->db_conn_max_lifetime_ns, cfg->db_conn_max_idle_time_ns};
+    /* BAZAAR_GROUP_COMMIT=off turns SQLite group commit off: a knob for
+     * measuring what it buys, not a setting anyone should need. */
+    const char *gc = getenv("BAZAAR_GROUP_COMMIT");
+    db_opts dbo = {cfg->db_max_open, cfg->db_max_idle, cfg->db_conn_max_lifetime_ns, cfg->db_conn_max_idle_time_ns,
+                   gc && !strcmp(gc, "off")};
     a->cfg = cfg;
     a->db = db_open(cfg->db, &dbo, &e);
     if (!a->db || db_ping(a->db, NULL, &e) != 0) {

@@ -79,11 +79,19 @@ struct db {
     rt_waitq waiters;
     db_stats st;
     bool closed;
+    bool no_group_commit; /* db_opts.no_group_commit */
     rt_mutex lite_writer; /* SQLite: one write transaction at a time */
+    /* SQLite group commit (group.c): queued db_run_tx write transactions */
+    pthread_mutex_t gc_lk;
+    struct db_gc_member *gc_head, *gc_tail;
+    bool gc_leading;      /* a leader is running batches */
     rt_ctx sweep_ctx;
     bool sweeping;
     atomic_int open_rows; /* rows not closed yet (reported at db_close) */
 };
+
+/* SQLite write transactions from db_run_tx go through group commit. */
+int db__group_tx(db *d, rt_ctx *ctx, db_tx_fn fn, void *arg, bz_error *err);
 
 struct db_tx {
     db *d;

@@ -54,6 +54,8 @@ typedef struct db_opts {
     int max_idle;                /* ≥ 0, ≤ max_open */
     int64_t max_lifetime_ns;     /* 0 = forever */
     int64_t max_idle_time_ns;    /* 0 = forever */
+    bool no_group_commit;        /* SQLite: run each db_run_tx write on its own
+                                    (one fsync each), for comparisons */
 } db_opts;
 
 /* Parses the URL and prepares the pool; connects nothing (see db_ping).
@@ -76,6 +78,8 @@ typedef struct db_stats {
     int64_t max_idle_closed;     /* closed because idle > max_idle */
     int64_t max_idle_time_closed;
     int64_t max_lifetime_closed;
+    int64_t group_commits;       /* SQLite: batches committed by group commit */
+    int64_t group_members;       /* SQLite: db_run_tx writes they carried */
 } db_stats;
 db_stats db_get_stats(db *d);
 

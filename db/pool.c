@@ -49,6 +49,8 @@ db *db_open(const char *url, const db_opts *o, bz_error *err)
         d->o.max_idle = 0;
     pthread_mutex_init(&d->lk, NULL);
     rt_mutex_init(&d->lite_writer);
+    pthread_mutex_init(&d->gc_lk, NULL);
+    d->no_group_commit = o && o->no_group_commit;
     d->st.max_open = d->o.max_open;
     return d;
 }
@@ -96,6 +98,7 @@ void db_close(db *d)
     if (d->ninuse)
         bz_log_warn("db: connections still in use at close", BZ_F_INT("count", d->ninuse));
     rt_mutex_destroy(&d->lite_writer);
+    pthread_mutex_destroy(&d->gc_lk);
     pthread_mutex_destroy(&d->lk);
     free(d->conninfo);
     free(d);
@@ -528,6 +531,8 @@ static int64_t jitter_ns(int64_t max) { return max > 0 ? (int64_t)(bz_rand64() %
 
 int db_run_tx(db *d, rt_ctx *ctx, const db_tx_opts *o, db_tx_fn fn, void *arg, bz_error *err)
 {
+    if (d->dialect == DB_SQLITE && !(o && o->read_only) && !d->no_group_commit)
+        return db__group_tx(d, ctx, fn, arg, err);
     int64_t backoff = BZ_NS_PER_MS;
     for (int attempt = 1;; attempt++) {
         db_tx *tx;

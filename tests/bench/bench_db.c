@@ -116,7 +116,7 @@ static void worker(void *p)
 static void pool_main(void *p)
 {
     (void)p;
-    db_opts o = {25, 25, 0, 0};
+    db_opts o = {25, 25, 0, 0, false};
     bz_error e;
     db *d = db_open(g_url, &o, &e);
     /* warm the pool: connections open and statements prepared */
@@ -152,7 +152,7 @@ static double pool(const char *url, int64_t n)
 static void setup_main(void *p)
 {
     const char *url = p;
-    db_opts o = {1, 1, 0, 0};
+    db_opts o = {1, 1, 0, 0, false};
     bz_error e;
     db *d = db_open(url, &o, &e);
     db_exec_script(DB(d), NULL, "DROP TABLE IF EXISTS items; CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT, price BIGINT)", &e);
