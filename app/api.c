@@ -326,15 +326,11 @@ int api_idem_begin(app *a, http_req *r, int64_t uid, bool required, const char *
     crypto_hash_sha256_final(&st, h);
     sodium_bin2hex(im->fp, sizeof im->fp, h, sizeof h);
 
-    /* A committed record answers at once, without taking the lock. */
-    int rc = idem_lookup(a, r, im);
-    if (rc != 0)
-        return 1;
     /* In flight elsewhere?  The lock outlives the request deadline so it
      * cannot expire under a running request. */
     snprintf(im->lock_name, sizeof im->lock_name, "idem:%lld:%s", (long long)uid, im->key);
     bz_error e;
-    rc = cache_lock(a->cache, r->ctx, im->lock_name, a->cfg->request_timeout_ns + 5 * BZ_NS_PER_S, false,
+    int rc = cache_lock(a->cache, r->ctx, im->lock_name, a->cfg->request_timeout_ns + 5 * BZ_NS_PER_S, false,
                     im->lock_token, &e);
     if (rc == CACHE_MISS) {
         http_send_problem(r, 409, "idempotency_key_in_use",
@@ -346,7 +342,7 @@ int api_idem_begin(app *a, http_req *r, int64_t uid, bool required, const char *
         return 1;
     }
     im->locked = true;
-    /* The first holder may have committed between our lookup and lock. */
+    /* Committed before?  Then replay it (or refuse a different request). */
     rc = idem_lookup(a, r, im);
     return rc != 0 ? 1 : 0;
 }

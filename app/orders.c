@@ -18,6 +18,15 @@
 
 #define ORDER_COLS "id, customer_id, account_id, status, total_cents, currency, created_at, updated_at"
 #define MAX_LINES 50
+/* An order's lines as one column, "item:qty:price,..." in line order, so a
+ * page of orders is one query (one round trip) with its lines. */
+#define LINES_LITE                                                                                                 \
+    "(SELECT group_concat(x, ',') FROM (SELECT item_id || ':' || quantity || ':' || unit_price_cents AS x "      \
+    "FROM order_lines WHERE order_id = o.id ORDER BY line_no))"
+#define LINES_PG                                                                                                   \
+    "(SELECT string_agg(item_id || ':' || quantity || ':' || unit_price_cents, ',' ORDER BY line_no) "           \
+    "FROM order_lines WHERE order_id = o.id)"
+#define O_COLS "o.id, o.customer_id, o.account_id, o.status, o.total_cents, o.currency, o.created_at, o.updated_at, "
 #define SHIP_DELAY_US 1000000      /* "fulfilment" takes a second */
 #define WORKER_POLL_NS (250 * BZ_NS_PER_MS)
 
@@ -36,6 +45,30 @@ static void order_head_json(bz_buf *b, db_rows *rows)
     jw_i64(b, "total_cents", db_col_int(rows, 4));
     s = db_col_text(rows, 5, &n);
     jw_strn(b, "currency", s, n);
+}
+
+static void line_json(bz_buf *b, int64_t item, int64_t qty, int64_t price);
+
+/* Writes "lines":[...] from the packed column 8. */
+static void lines_json(bz_buf *b, db_rows *rows)
+{
+    size_t n = 0;
+    const char *p = db_col_is_null(rows, 8) ? "" : db_col_text(rows, 8, &n);
+    jw_key(b, "lines");
+    bz_buf_putc(b, '[');
+    size_t i = 0;
+    while (i < n) {
+        int64_t v[3] = {0, 0, 0};
+        for (int k = 0; k < 3; k++) {
+            size_t j = i;
+            while (j < n && p[j] != ':' && p[j] != ',')
+                j++;
+            bz_str_to_i64(bz_str_make(p + i, j - i), &v[k]);
+            i = j + 1;
+        }
+        line_json(b, v[0], v[1], v[2]);
+    }
+    bz_buf_putc(b, ']');
 }
 
 static void order_tail_json(bz_buf *b, db_rows *rows)
@@ -62,7 +95,11 @@ static int load_order(db_q q, rt_ctx *ctx, int64_t id, bz_buf *out, int64_t *cus
 {
     db_rows *rows = NULL;
     db_arg args[] = {DB_INT(id)};
-    int rc = db_query_row(q, ctx, "SELECT " ORDER_COLS " FROM orders WHERE id = $1", args, 1, &rows, err);
+    bool pg = db_q_dialect(q) == DB_POSTGRES;
+    int rc = db_query_row(q, ctx,
+                          pg ? "SELECT " O_COLS LINES_PG " FROM orders o WHERE o.id = $1"
+                             : "SELECT " O_COLS LINES_LITE " FROM orders o WHERE o.id = $1",
+                          args, 1, &rows, err);
     if (rc != 0)
         return rc;
     if (customer)
@@ -70,20 +107,7 @@ static int load_order(db_q q, rt_ctx *ctx, int64_t id, bz_buf *out, int64_t *cus
     if (status)
         snprintf(status, 16, "%s", db_col_text(rows, 3, NULL));
     order_head_json(out, rows);
-    db_rows *lines = NULL;
-    rc = db_query(q, ctx,
-                  "SELECT item_id, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY line_no",
-                  args, 1, &lines, err);
-    if (rc != 0) {
-        db_rows_close(rows);
-        return -1;
-    }
-    jw_key(out, "lines");
-    bz_buf_putc(out, '[');
-    while (db_rows_next(lines))
-        line_json(out, db_col_int(lines, 0), db_col_int(lines, 1), db_col_int(lines, 2));
-    bz_buf_putc(out, ']');
-    db_rows_close(lines);
+    lines_json(out, rows);
     order_tail_json(out, rows);
     db_rows_close(rows);
     return 0;
@@ -352,102 +376,48 @@ int orders_list(app *a, http_req *r)
     db_rows *rows = NULL;
     bz_error e;
     int rc;
+    bool pg = a->dialect == DB_POSTGRES;
     if (status) {
         db_arg args[] = {DB_INT(uid), DB_TEXT(status), DB_TIME(cur.t_us), DB_INT(cur.id), DB_INT(limit + 1)};
-        rc = db_query(DB(a->db), r->ctx,
-                      "SELECT " ORDER_COLS " FROM orders WHERE customer_id = $1 AND status = $2 "
-                      "AND (created_at < $3 OR (created_at = $3 AND id < $4)) "
-                      "ORDER BY created_at DESC, id DESC LIMIT $5",
+#define BY_STATUS                                                                                                  \
+    " FROM orders o WHERE o.customer_id = $1 AND o.status = $2 "                                                   \
+    "AND (o.created_at < $3 OR (o.created_at = $3 AND o.id < $4)) ORDER BY o.created_at DESC, o.id DESC LIMIT $5"
+        rc = db_query(DB(a->db), r->ctx, pg ? "SELECT " O_COLS LINES_PG BY_STATUS : "SELECT " O_COLS LINES_LITE BY_STATUS,
                       args, 5, &rows, &e);
     } else {
         db_arg args[] = {DB_INT(uid), DB_TIME(cur.t_us), DB_INT(cur.id), DB_INT(limit + 1)};
-        rc = db_query(DB(a->db), r->ctx,
-                      "SELECT " ORDER_COLS " FROM orders WHERE customer_id = $1 "
-                      "AND (created_at < $2 OR (created_at = $2 AND id < $3)) "
-                      "ORDER BY created_at DESC, id DESC LIMIT $4",
+#define ALL_ORDERS                                                                                                 \
+    " FROM orders o WHERE o.customer_id = $1 "                                                                     \
+    "AND (o.created_at < $2 OR (o.created_at = $2 AND o.id < $3)) ORDER BY o.created_at DESC, o.id DESC LIMIT $4"
+        rc = db_query(DB(a->db), r->ctx, pg ? "SELECT " O_COLS LINES_PG ALL_ORDERS : "SELECT " O_COLS LINES_LITE ALL_ORDERS,
                       args, 4, &rows, &e);
     }
     if (rc != 0)
         return api_send_error(r, &e);
-    int total = db_rows_count(rows);
-    int n = total > limit ? limit : total;
-    /* First pass: each order's head and tail JSON, and the id list for
-     * one query that reads all lines of the page. */
-    typedef struct {
-        int64_t id;
-        bz_buf head, lines, tail;
-    } page_row;
-    page_row *pr = calloc((size_t)(n ? n : 1), sizeof *pr);
-    if (!pr)
-        abort();
-    api_cursor last = {0, 0};
-    bz_buf list = BZ_BUF_INIT;
-    bz_buf_putc(&list, a->dialect == DB_POSTGRES ? '{' : '[');
-    for (int i = 0; i < n && db_rows_next(rows); i++) {
-        pr[i].id = db_col_int(rows, 0);
-        order_head_json(&pr[i].head, rows);
-        order_tail_json(&pr[i].tail, rows);
-        last.t_us = db_col_time(rows, 6);
-        last.id = pr[i].id;
-        if (i)
-            bz_buf_putc(&list, ',');
-        bz_buf_append_i64(&list, pr[i].id);
-    }
-    bz_buf_putc(&list, a->dialect == DB_POSTGRES ? '}' : ']');
-    db_rows_close(rows);
-    rc = 0;
-    if (n > 0) {
-        db_rows *lr = NULL;
-        db_arg la[] = {DB_TEXTN(list.data, list.len)};
-        const char *sql = a->dialect == DB_POSTGRES
-                              ? "SELECT order_id, item_id, quantity, unit_price_cents FROM order_lines "
-                                "WHERE order_id = ANY($1::bigint[]) ORDER BY order_id, line_no"
-                              : "SELECT order_id, item_id, quantity, unit_price_cents FROM order_lines "
-                                "WHERE order_id IN (SELECT value FROM json_each($1)) ORDER BY order_id, line_no";
-        rc = db_query(DB(a->db), r->ctx, sql, la, 1, &lr, &e);
-        if (rc == 0) {
-            int k = 0;
-            while (db_rows_next(lr)) {
-                int64_t oid = db_col_int(lr, 0);
-                /* lines come grouped by order: search on from the last hit */
-                for (int t = 0; t < n && pr[k].id != oid; t++)
-                    k = (k + 1) % n;
-                if (pr[k].id == oid)
-                    line_json(&pr[k].lines, db_col_int(lr, 1), db_col_int(lr, 2), db_col_int(lr, 3));
-            }
-            db_rows_close(lr);
-        }
-    }
-    bz_buf_free(&list);
     bz_buf b = BZ_BUF_INIT;
-    if (rc == 0) {
-        bz_buf_append_c(&b, "{\"data\":[");
-        for (int i = 0; i < n; i++) {
-            jw_sep(&b);
-            bz_buf_append(&b, pr[i].head.data, pr[i].head.len);
-            bz_buf_append_c(&b, ",\"lines\":[");
-            bz_buf_append(&b, pr[i].lines.data, pr[i].lines.len);
-            bz_buf_append_c(&b, "],");
-            bz_buf_append(&b, pr[i].tail.data, pr[i].tail.len);
-        }
-        bz_buf_putc(&b, ']');
-        if (total > limit) {
-            char c[64];
-            api_cursor_encode(a, &last, scope, c);
-            jw_str(&b, "next_cursor", c);
-        } else {
-            jw_null(&b, "next_cursor");
-        }
-        bz_buf_putc(&b, '}');
+    bz_buf_append_c(&b, "{\"data\":[");
+    int k = 0;
+    api_cursor last = {0, 0};
+    while (k < limit && db_rows_next(rows)) {
+        jw_sep(&b);
+        order_head_json(&b, rows);
+        lines_json(&b, rows);
+        order_tail_json(&b, rows);
+        last.t_us = db_col_time(rows, 6);
+        last.id = db_col_int(rows, 0);
+        k++;
     }
-    for (int i = 0; i < n; i++) {
-        bz_buf_free(&pr[i].head);
-        bz_buf_free(&pr[i].lines);
-        bz_buf_free(&pr[i].tail);
+    bool more = db_rows_count(rows) > limit;
+    db_rows_close(rows);
+    bz_buf_putc(&b, ']');
+    if (more) {
+        char c[64];
+        api_cursor_encode(a, &last, scope, c);
+        jw_str(&b, "next_cursor", c);
+    } else {
+        jw_null(&b, "next_cursor");
     }
-    free(pr);
-    if (rc != 0)
-        return api_send_error(r, &e);
+    bz_buf_putc(&b, '}');
     http_send(r, 200, "application/json; charset=utf-8", b.data, b.len);
     bz_buf_free(&b);
     return 0;

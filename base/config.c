@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -393,7 +394,11 @@ int bz_config_parse(bz_config *cfg, int argc, char **argv, char *err, size_t err
     char why[200], shown[80], env[64];
     memset(cfg, 0, sizeof *cfg);
     cfg->log_format = bz_log_default_format();
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    /* The cores this process may run on (taskset, cgroup cpusets), as
+     * Go's GOMAXPROCS does: more loops than usable cores only adds
+     * context switches. */
+    cpu_set_t cs;
+    long cores = sched_getaffinity(0, sizeof cs, &cs) == 0 ? CPU_COUNT(&cs) : sysconf(_SC_NPROCESSORS_ONLN);
     cfg->threads = cores > 0 ? (int)cores : 1;
     for (size_t i = 0; i < NFLAGS; i++)
         if (flags[i].def && set_value(cfg, &flags[i], flags[i].def, why, sizeof why) != 0)

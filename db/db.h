@@ -118,6 +118,8 @@ typedef struct db_q {
 } db_q;
 static inline db_q DB(db *d) { return (db_q){d, 0}; }
 static inline db_q TX(db_tx *t) { return (db_q){0, t}; }
+/* The dialect behind a handle or a transaction (for dialect-specific SQL). */
+db_dialect db_q_dialect(db_q q);
 
 /* Runs a statement that returns no rows; *affected (if given) gets the
  * number of rows changed. */

@@ -104,6 +104,8 @@ void db_close(db *d)
     free(d);
 }
 
+db_dialect db_q_dialect(db_q q) { return q.d ? q.d->dialect : q.tx->d->dialect; }
+
 db_stats db_get_stats(db *d)
 {
     pthread_mutex_lock(&d->lk);

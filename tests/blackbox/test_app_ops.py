@@ -199,7 +199,7 @@ def test_explain_fails_when_an_index_is_missing(tmp_path):
     con.commit()
     con.close()
     r = run("explain", "--db", "sqlite://%s" % p)
-    assert r.returncode == 1 and "FAIL  orders of a user" in r.stdout
+    assert r.returncode == 1 and "FAIL  orders of a user with their lines" in r.stdout
 
 
 def test_migrate_is_idempotent(tmp_path):
