@@ -35,7 +35,12 @@ static void item_json(bz_buf *b, db_rows *rows)
     bz_buf_putc(b, '}');
 }
 
-static void item_key(int64_t id, char out[40]) { snprintf(out, 40, "item:%lld", (long long)id); }
+/* "item:<id>" (no printf: this is on every item GET) */
+static void item_key(int64_t id, char out[40])
+{
+    memcpy(out, "item:", 5);
+    out[5 + bz_fmt_i64(out + 5, id)] = '\0';
+}
 
 void items_cache_invalidate(app *a, rt_ctx *ctx, int64_t item_id)
 {
@@ -82,7 +87,12 @@ static void etag_of(const bz_buf *b, char out[24])
         h ^= (unsigned char)b->data[i];
         h *= 1099511628211ULL;
     }
-    snprintf(out, 24, "\"%016llx\"", (unsigned long long)h);
+    static const char hex[] = "0123456789abcdef";
+    out[0] = '"';
+    for (int i = 0; i < 16; i++)
+        out[1 + i] = hex[(h >> (60 - 4 * i)) & 15];
+    out[17] = '"';
+    out[18] = '\0';
 }
 
 /* If-None-Match (RFC 9110 §13.1.2): "*", or a list of tags compared

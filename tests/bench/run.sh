@@ -14,3 +14,6 @@ tests/bench/db.sh
 echo
 echo "== cache"
 tests/bench/cache.sh
+echo
+echo "== app: bazaar vs the Go peer (bench_pair.sh)"
+tests/bench/app.sh
