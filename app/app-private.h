@@ -188,12 +188,18 @@ int ops_openapi(app *a, http_req *r);
 
 bool currency_ok(const char *s, size_t n);
 
+/* items.c: If-None-Match (a client header) against our strong ETag:
+ * "*", or a comma list of tags compared weakly (RFC 9110 §13.1.2). */
+bool items_none_match(bz_str inm, const char *etag);
 /* items.c: drop or refresh the cached copy after a committed change */
 void items_cache_invalidate(app *a, rt_ctx *ctx, int64_t item_id);
 
 /* orders.c: the fulfilment worker (started by serve) */
 void fulfil_start(app *a);
 void fulfil_stop(app *a);
+/* A user's orders changed (after the commit): cached pages of their
+ * order list are no longer served. */
+void orders_list_changed(app *a, int64_t uid);
 /* Publishes {"order_id","status","at"} on the user's channel. */
 void orders_publish(app *a, rt_ctx *ctx, int64_t user_id, int64_t order_id, const char *status, int64_t at_us);
 

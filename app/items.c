@@ -97,7 +97,7 @@ static void etag_of(const bz_buf *b, char out[24])
 
 /* If-None-Match (RFC 9110 §13.1.2): "*", or a list of tags compared
  * weakly (W/ ignored). */
-static bool none_match(bz_str inm, const char *etag)
+bool items_none_match(bz_str inm, const char *etag)
 {
     size_t elen = strlen(etag);
     size_t i = 0;
@@ -151,7 +151,7 @@ int items_get(app *a, http_req *r)
     etag_of(&b, etag);
     http_add_header(r, "ETag", etag);
     bz_str inm = http_header_get(r, "If-None-Match");
-    if (inm.p && none_match(inm, etag)) {
+    if (inm.p && items_none_match(inm, etag)) {
         bz_buf_free(&b);
         return http_send(r, 304, NULL, NULL, 0);
     }

@@ -10,6 +10,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/rand.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -316,9 +317,11 @@ int orders_create(app *a, http_req *r)
     x->im = &im;
     x->res = &res;
     x->uid = uid;
-    if (api_tx(a, r, &im, create_tx, x, &res, NULL, NULL) && res.status == 201)
+    if (api_tx(a, r, &im, create_tx, x, &res, NULL, NULL) && res.status == 201) {
         for (int i = 0; i < x->n; i++)
             items_cache_invalidate(a, r->ctx, x->lines[i].item);
+        orders_list_changed(a, uid);
+    }
     res_free(&res);
     free(x);
     return 0;
@@ -354,6 +357,115 @@ static bool status_ok(const char *s)
     return !strcmp(s, "pending") || !strcmp(s, "paid") || !strcmp(s, "shipped") || !strcmp(s, "cancelled");
 }
 
+/* Order pages are cached under a per-user version ("olv:<user>", a random
+ * value): every committed change of the user's orders (create, pay,
+ * cancel, ship) replaces the version before its response leaves, so later
+ * reads use new keys and never see the old pages, which simply expire.
+ * A reader racing a change may store a page under the version it read;
+ * nobody reads that version again.  If the version key is lost (eviction,
+ * flush), a new random one starts a fresh namespace: a version is never
+ * reused, so an old page can never come back. */
+void orders_list_changed(app *a, int64_t uid)
+{
+    char key[40], v[24];
+    snprintf(key, sizeof key, "olv:%lld", (long long)uid);
+    int n = snprintf(v, sizeof v, "%016llx", (unsigned long long)bz_rand64());
+    bz_error e;
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, 2 * BZ_NS_PER_S);
+    if (cache_state_set(a->cache, &c, key, v, (size_t)n, 0, &e) != 0)
+        bz_log_warn("order list version not bumped", BZ_F_STR("error", e.msg));
+    rt_ctx_release(&c);
+}
+
+/* The current version, creating one if there is none.  false on a cache
+ * error (the caller then reads the database directly). */
+static bool list_version(app *a, rt_ctx *ctx, int64_t uid, char out[24])
+{
+    char key[40];
+    snprintf(key, sizeof key, "olv:%lld", (long long)uid);
+    bz_buf b = BZ_BUF_INIT;
+    bz_error e;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int rc = cache_state_get(a->cache, ctx, key, &b, &e);
+        if (rc == 0 && b.len > 0 && b.len < 24) {
+            memcpy(out, b.data, b.len);
+            out[b.len] = '\0';
+            bz_buf_free(&b);
+            return true;
+        }
+        if (rc < 0)
+            break;
+        char v[24];
+        int n = snprintf(v, sizeof v, "%016llx", (unsigned long long)bz_rand64());
+        bool stored;
+        if (cache_set_nx(a->cache, ctx, key, v, (size_t)n, 0, &stored, &e) != 0)
+            break;
+    }
+    bz_buf_free(&b);
+    return false;
+}
+
+typedef struct {
+    app *a;
+    int64_t uid;
+    const char *status;
+    api_cursor cur;
+    int limit;
+    const char *scope;
+} page_args;
+
+static int page_load(void *p, rt_ctx *ctx, bz_buf *b, bz_error *err)
+{
+    page_args *x = p;
+    app *a = x->a;
+    db_rows *rows = NULL;
+    int rc;
+    bool pg = a->dialect == DB_POSTGRES;
+    if (x->status) {
+        db_arg args[] = {DB_INT(x->uid), DB_TEXT(x->status), DB_TIME(x->cur.t_us), DB_INT(x->cur.id),
+                         DB_INT(x->limit + 1)};
+#define BY_STATUS                                                                                                  \
+    " FROM orders o WHERE o.customer_id = $1 AND o.status = $2 "                                                   \
+    "AND (o.created_at < $3 OR (o.created_at = $3 AND o.id < $4)) ORDER BY o.created_at DESC, o.id DESC LIMIT $5"
+        rc = db_query(DB(a->db), ctx, pg ? "SELECT " O_COLS LINES_PG BY_STATUS : "SELECT " O_COLS LINES_LITE BY_STATUS,
+                      args, 5, &rows, err);
+    } else {
+        db_arg args[] = {DB_INT(x->uid), DB_TIME(x->cur.t_us), DB_INT(x->cur.id), DB_INT(x->limit + 1)};
+#define ALL_ORDERS                                                                                                 \
+    " FROM orders o WHERE o.customer_id = $1 "                                                                     \
+    "AND (o.created_at < $2 OR (o.created_at = $2 AND o.id < $3)) ORDER BY o.created_at DESC, o.id DESC LIMIT $4"
+        rc = db_query(DB(a->db), ctx, pg ? "SELECT " O_COLS LINES_PG ALL_ORDERS : "SELECT " O_COLS LINES_LITE ALL_ORDERS,
+                      args, 4, &rows, err);
+    }
+    if (rc != 0)
+        return -1;
+    bz_buf_append_c(b, "{\"data\":[");
+    int k = 0;
+    api_cursor last = {0, 0};
+    while (k < x->limit && db_rows_next(rows)) {
+        jw_sep(b);
+        order_head_json(b, rows);
+        lines_json(b, rows);
+        order_tail_json(b, rows);
+        last.t_us = db_col_time(rows, 6);
+        last.id = db_col_int(rows, 0);
+        k++;
+    }
+    bool more = db_rows_count(rows) > x->limit;
+    db_rows_close(rows);
+    bz_buf_putc(b, ']');
+    if (more) {
+        char c[64];
+        api_cursor_encode(a, &last, x->scope, c);
+        jw_str(b, "next_cursor", c);
+    } else {
+        jw_null(b, "next_cursor");
+    }
+    bz_buf_putc(b, '}');
+    return 0;
+}
+
 int orders_list(app *a, http_req *r)
 {
     int64_t uid, id;
@@ -370,54 +482,27 @@ int orders_list(app *a, http_req *r)
                                      "\"errors\":[{\"field\":\"status\",\"message\":\"must be pending, paid, shipped or cancelled\"}]");
     char scope[64];
     snprintf(scope, sizeof scope, "orders:%lld:%s", (long long)uid, status ? status : "");
-    api_cursor cur = {API_CURSOR_TOP_US, INT64_MAX};
-    if (api_cursor_param(a, r, scope, &cur) < 0)
+    page_args x = {a, uid, status, {API_CURSOR_TOP_US, INT64_MAX}, limit, scope};
+    if (api_cursor_param(a, r, scope, &x.cur) < 0)
         return 0;
-    db_rows *rows = NULL;
+    bz_buf b = BZ_BUF_INIT;
     bz_error e;
     int rc;
-    bool pg = a->dialect == DB_POSTGRES;
-    if (status) {
-        db_arg args[] = {DB_INT(uid), DB_TEXT(status), DB_TIME(cur.t_us), DB_INT(cur.id), DB_INT(limit + 1)};
-#define BY_STATUS                                                                                                  \
-    " FROM orders o WHERE o.customer_id = $1 AND o.status = $2 "                                                   \
-    "AND (o.created_at < $3 OR (o.created_at = $3 AND o.id < $4)) ORDER BY o.created_at DESC, o.id DESC LIMIT $5"
-        rc = db_query(DB(a->db), r->ctx, pg ? "SELECT " O_COLS LINES_PG BY_STATUS : "SELECT " O_COLS LINES_LITE BY_STATUS,
-                      args, 5, &rows, &e);
+    char ver[24];
+    if (strcmp(cache_kind(a->cache), "none") != 0 && list_version(a, r->ctx, uid, ver)) {
+        char key[160];
+        snprintf(key, sizeof key, "olist:%lld:%s:%s:%lld.%lld:%d", (long long)uid, ver, status ? status : "",
+                 (long long)x.cur.t_us, (long long)x.cur.id, limit);
+        cache_status st = CACHE_LOADED;
+        rc = cache_get_or_load(a->cache, r->ctx, key, a->cfg->cache_ttl_ns, page_load, &x, &b, &st, &e);
+        http_add_header(r, "Cache-Status", st == CACHE_HIT ? "bazaar; hit" : "bazaar; fwd=miss");
     } else {
-        db_arg args[] = {DB_INT(uid), DB_TIME(cur.t_us), DB_INT(cur.id), DB_INT(limit + 1)};
-#define ALL_ORDERS                                                                                                 \
-    " FROM orders o WHERE o.customer_id = $1 "                                                                     \
-    "AND (o.created_at < $2 OR (o.created_at = $2 AND o.id < $3)) ORDER BY o.created_at DESC, o.id DESC LIMIT $4"
-        rc = db_query(DB(a->db), r->ctx, pg ? "SELECT " O_COLS LINES_PG ALL_ORDERS : "SELECT " O_COLS LINES_LITE ALL_ORDERS,
-                      args, 4, &rows, &e);
+        rc = page_load(&x, r->ctx, &b, &e);
     }
-    if (rc != 0)
+    if (rc != 0) {
+        bz_buf_free(&b);
         return api_send_error(r, &e);
-    bz_buf b = BZ_BUF_INIT;
-    bz_buf_append_c(&b, "{\"data\":[");
-    int k = 0;
-    api_cursor last = {0, 0};
-    while (k < limit && db_rows_next(rows)) {
-        jw_sep(&b);
-        order_head_json(&b, rows);
-        lines_json(&b, rows);
-        order_tail_json(&b, rows);
-        last.t_us = db_col_time(rows, 6);
-        last.id = db_col_int(rows, 0);
-        k++;
     }
-    bool more = db_rows_count(rows) > limit;
-    db_rows_close(rows);
-    bz_buf_putc(&b, ']');
-    if (more) {
-        char c[64];
-        api_cursor_encode(a, &last, scope, c);
-        jw_str(&b, "next_cursor", c);
-    } else {
-        jw_null(&b, "next_cursor");
-    }
-    bz_buf_putc(&b, '}');
     http_send(r, 200, "application/json; charset=utf-8", b.data, b.len);
     bz_buf_free(&b);
     return 0;
@@ -617,6 +702,7 @@ static int change_state(app *a, http_req *r, bool pay)
         rt_ctx_release(&c);
     }
     if (ok && x.changed) {
+        orders_list_changed(a, uid);
         for (int i = 0; i < x.nitems; i++)
             items_cache_invalidate(a, r->ctx, x.items[i]);
         if (pay)
@@ -856,6 +942,7 @@ static void worker(void *p)
             if (!x.order_id)
                 break;
             if (x.shipped) {
+                orders_list_changed(a, x.customer);
                 bz_log_info("order shipped", BZ_F_INT("order_id", x.order_id));
                 orders_publish(a, NULL, x.customer, x.order_id, "shipped", bz_wall_us());
             }

@@ -592,3 +592,24 @@ def test_metrics_and_openapi(srv):
         for op in ops.values():
             for ref in re.findall(r'"#/components/schemas/(\w+)"', json.dumps(op)):
                 assert ref in doc["components"]["schemas"], ref
+
+
+def test_order_list_cache_never_serves_a_stale_page(srv):
+    seller, su, item, buyer, bu, acct = shop(srv, stock=100)
+    path = "/v1/users/%d/orders" % bu["id"]
+    o1 = order(buyer, acct, item).json()
+    first = buyer.get(path)
+    again = buyer.get(path)
+    assert again.json() == first.json()
+    assert again.headers["Cache-Status"] == "bazaar; hit"
+    o2 = order(buyer, acct, item).json()  # create
+    assert [o["id"] for o in buyer.get(path).json()["data"]] == [o2["id"], o1["id"]]
+    buyer.post("/v1/orders/%d/cancel" % o1["id"])  # cancel
+    assert [o["status"] for o in buyer.get(path).json()["data"]] == ["pending", "cancelled"]
+    assert buyer.post("/v1/orders/%d/pay" % o2["id"]).status_code == 200  # pay
+    assert buyer.get(path).json()["data"][0]["status"] in ("paid", "shipped")
+    deadline = time.time() + 10  # the worker ships: the list follows
+    while buyer.get(path).json()["data"][0]["status"] != "shipped":
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert buyer.get(path, params={"status": "shipped"}).json()["data"][0]["id"] == o2["id"]
