@@ -387,8 +387,26 @@ int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl, cache
     c->flights = f;
     pthread_mutex_unlock(&c->flights_lk);
 
-    load_job j = {c, fk, ttl, load, arg, c->store_entries && !degraded, f};
-    int r = do_load(&j, ctx, out, err);
+    /* A load that finished between our miss and taking the lead has
+     * stored its value: look once more before loading again. */
+    int r = 1;
+    if (c->store_entries && !degraded && c->be->ops->get(c->be, ctx, fk, out, err) == 0) {
+        hdr h;
+        if (get_hdr(out, &h) && bz_wall_us() < h.expire_us) {
+            STAT(c, hits);
+            if (h.flags & 1) {
+                bz_buf_clear(out);
+                r = CACHE_MISS;
+            } else {
+                bz_buf_consume(out, HDR);
+                r = 0;
+            }
+        }
+    }
+    if (r == 1) {
+        load_job j = {c, fk, ttl, load, arg, c->store_entries && !degraded, f};
+        r = do_load(&j, ctx, out, err);
+    }
 
     pthread_mutex_lock(&c->flights_lk);
     for (flight **pp = &c->flights; *pp && !f->stale; pp = &(*pp)->next)
