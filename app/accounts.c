@@ -113,12 +113,8 @@ int accounts_create(app *a, http_req *r)
         return api_invalid(r, &v);
     }
     jv_free(&v);
-    const char *body;
-    size_t blen;
-    http_read_body(r, &body, &blen);
     api_idem im;
-    if (api_idem_begin(a, r, uid, false, body, blen, &im)) {
-        api_idem_end(a, r, &im);
+    if (api_idem_begin(a, r, uid, false, &im)) {
         json_decref(j);
         return 0;
     }
@@ -228,12 +224,9 @@ int accounts_deposit(app *a, http_req *r)
     if (v.n)
         return api_invalid(r, &v);
     jv_free(&v);
-    const char *body;
-    size_t blen;
-    http_read_body(r, &body, &blen);
     api_idem im;
-    if (api_idem_begin(a, r, uid, true, body, blen, &im))
-        return api_idem_end(a, r, &im), 0;
+    if (api_idem_begin(a, r, uid, true, &im))
+        return 0;
     api_result res;
     res_init(&res);
     deposit_args x = {a, &im, &res, uid, id, amount};
@@ -348,12 +341,9 @@ int transfers_create(app *a, http_req *r)
     if (v.n)
         return api_invalid(r, &v);
     jv_free(&v);
-    const char *body;
-    size_t blen;
-    http_read_body(r, &body, &blen);
     api_idem im;
-    if (api_idem_begin(a, r, uid, true, body, blen, &im))
-        return api_idem_end(a, r, &im), 0;
+    if (api_idem_begin(a, r, uid, true, &im))
+        return 0;
     api_result res;
     res_init(&res);
     if (from == to) {
@@ -451,15 +441,7 @@ int transfers_list(app *a, http_req *r)
     }
     bool more = db_rows_count(rows) > limit;
     db_rows_close(rows);
-    bz_buf_putc(&b, ']');
-    if (more) {
-        char c[64];
-        api_cursor_encode(a, &last, scope, c);
-        jw_str(&b, "next_cursor", c);
-    } else {
-        jw_null(&b, "next_cursor");
-    }
-    bz_buf_putc(&b, '}');
+    api_page_end(a, &b, more, &last, scope);
     http_send(r, 200, "application/json; charset=utf-8", b.data, b.len);
     bz_buf_free(&b);
     return 0;

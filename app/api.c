@@ -159,8 +159,11 @@ void api_try_auth(app *a, http_req *r, int64_t *uid)
     api_token_hash(tok.p, tok.n, hash);
     bz_error e;
     int64_t id = 0;
-    if (cache_session_get(a->cache, r->ctx, hash, &id, &e) == 0 && id > 0)
+    int rc = cache_session_get(a->cache, r->ctx, hash, &id, &e);
+    if (rc == 0 && id > 0)
         *uid = id;
+    else if (rc < 0)
+        *uid = -1; /* the session store failed: unknown, not "no session" */
 }
 
 int api_auth(app *a, http_req *r, int64_t *uid)
@@ -168,6 +171,12 @@ int api_auth(app *a, http_req *r, int64_t *uid)
     api_try_auth(a, r, uid);
     if (*uid > 0)
         return 0;
+    if (*uid < 0) {
+        /* A cache outage must not log everybody out: 503, retry. */
+        http_add_header(r, "Retry-After", "1");
+        http_send_problem(r, 503, "unavailable", "the session store is unavailable; retry");
+        return -1;
+    }
     http_add_header(r, "WWW-Authenticate", "Bearer");
     http_send_problem(r, 401, "unauthorized", "a valid bearer token is required");
     return -1;
@@ -184,6 +193,41 @@ bool api_limit(http_req *r, int *limit)
     }
     *limit = (int)v;
     return true;
+}
+
+void api_rate_headers(http_req *r, const cache_rate *rt)
+{
+    char v[24];
+    v[bz_fmt_i64(v, rt->limit)] = '\0';
+    http_add_header(r, "RateLimit-Limit", v);
+    v[bz_fmt_i64(v, rt->remaining)] = '\0';
+    http_add_header(r, "RateLimit-Remaining", v);
+    int64_t reset = (rt->reset_ns + BZ_NS_PER_S - 1) / BZ_NS_PER_S;
+    v[bz_fmt_i64(v, reset > 0 ? reset : 1)] = '\0';
+    http_add_header(r, "RateLimit-Reset", v);
+    if (!rt->allowed)
+        http_add_header(r, "Retry-After", v);
+}
+
+void api_peer_ip(const http_req *r, char out[64])
+{
+    snprintf(out, 64, "%s", r->peer);
+    char *c = strrchr(out, ':');
+    if (c)
+        *c = '\0';
+}
+
+void api_page_end(app *a, bz_buf *b, bool more, const api_cursor *last, const char *scope)
+{
+    bz_buf_putc(b, ']');
+    if (more) {
+        char c[64];
+        api_cursor_encode(a, last, scope, c);
+        jw_str(b, "next_cursor", c);
+    } else {
+        jw_null(b, "next_cursor");
+    }
+    bz_buf_putc(b, '}');
 }
 
 /* ---- cursors ---- */
@@ -295,7 +339,17 @@ static int idem_lookup(app *a, http_req *r, const api_idem *im)
     return 1;
 }
 
-int api_idem_begin(app *a, http_req *r, int64_t uid, bool required, const char *body, size_t len, api_idem *im)
+static int idem_start(app *a, http_req *r, int64_t uid, bool required, api_idem *im);
+
+int api_idem_begin(app *a, http_req *r, int64_t uid, bool required, api_idem *im)
+{
+    int rc = idem_start(a, r, uid, required, im);
+    if (rc)
+        api_idem_end(a, r, im);
+    return rc;
+}
+
+static int idem_start(app *a, http_req *r, int64_t uid, bool required, api_idem *im)
 {
     memset(im, 0, sizeof *im);
     bz_str k = http_header_get(r, "Idempotency-Key");
@@ -308,6 +362,15 @@ int api_idem_begin(app *a, http_req *r, int64_t uid, bool required, const char *
     if (!key_ok(k)) {
         http_send_problem(r, 400, "invalid_idempotency_key",
                           "Idempotency-Key must be 1 to 255 visible ASCII characters");
+        return 1;
+    }
+    /* The body is part of the fingerprint (read once; later reads get the
+     * same bytes). */
+    const char *body = "";
+    size_t len = 0;
+    if ((r->content_length > 0 || r->chunked) && http_read_body(r, &body, &len) != 0) {
+        r->close_after = true;
+        http_send_problem(r, 413, "body_too_large", "the request body could not be read whole");
         return 1;
     }
     im->active = true;

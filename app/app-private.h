@@ -67,12 +67,19 @@ int api_invalid(http_req *r, jv *v);
  * is not one (a non-numeric id names no resource). */
 bool api_path_id(http_req *r, const char *name, int64_t *id);
 /* The caller's user id from the bearer token: 0 and *uid, or answers 401
- * and returns -1.  Tokens are looked up by their SHA-256 in the cache. */
+ * (no valid token) or 503 (the session store failed) and returns -1.
+ * Tokens are looked up by their SHA-256 in the cache. */
 int api_auth(app *a, http_req *r, int64_t *uid);
-/* Like api_auth but never answers: *uid = 0 without a valid token. */
+/* Like api_auth but never answers: *uid = 0 without a valid token, -1 if
+ * the session store failed. */
 void api_try_auth(app *a, http_req *r, int64_t *uid);
 /* ?limit= (default 20, 1..100): answers 400 and returns false if bad. */
 bool api_limit(http_req *r, int *limit);
+
+/* RateLimit-Limit/-Remaining/-Reset, and Retry-After when refused. */
+void api_rate_headers(http_req *r, const cache_rate *rt);
+/* The client's address without the port. */
+void api_peer_ip(const http_req *r, char out[64]);
 
 /* Lower-case hex SHA-256 of a token (65 bytes with the NUL). */
 void api_token_hash(const char *token, size_t n, char out[65]);
@@ -85,6 +92,9 @@ typedef struct api_cursor {
 } api_cursor;
 /* scope binds the cursor to one list (e.g. "orders:7:paid"). */
 void api_cursor_encode(app *a, const api_cursor *c, const char *scope, char out[64]);
+/* Closes a list body: "]" then "next_cursor" (last's cursor when more
+ * rows follow, else null) and "}". */
+void api_page_end(app *a, bz_buf *b, bool more, const api_cursor *last, const char *scope);
 /* Parses ?cursor=: 1 with *c filled, 0 if absent, or answers 400
  * invalid_cursor and returns -1. */
 int api_cursor_param(app *a, http_req *r, const char *scope, api_cursor *c);
@@ -101,12 +111,13 @@ typedef struct api_idem {
     bool locked;
 } api_idem;
 
-/* Starts an idempotent request.  Returns 0 to go on (run the effect and,
- * inside its transaction, api_idem_save), or 1 when it has answered:
- * 400 (missing/invalid key when required), 409 in use, 422 reused, or
- * the replay of a stored response.  Call api_idem_end in every case. */
-int api_idem_begin(app *a, http_req *r, int64_t uid, bool required, const char *body, size_t len,
-                   api_idem *im);
+/* Starts an idempotent request (the fingerprint covers method, path and
+ * body, which it reads).  Returns 0 to go on (run the effect and, inside
+ * its transaction, api_idem_save; then api_idem_end, which api_tx does),
+ * or 1 when it has answered — 400 (missing/invalid key when required), 409
+ * in use, 422 reused, or the replay of a stored response — and released
+ * everything. */
+int api_idem_begin(app *a, http_req *r, int64_t uid, bool required, api_idem *im);
 /* Inserts the record for res in tx (no-op when !im->active). */
 int api_idem_save(app *a, db_tx *tx, rt_ctx *ctx, const api_idem *im, const api_result *res, bz_error *err);
 /* After a failed transaction whose record insert lost a race: answers the

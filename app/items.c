@@ -227,15 +227,7 @@ int items_list(app *a, http_req *r)
     }
     bool more = db_rows_count(rows) > limit;
     db_rows_close(rows);
-    bz_buf_putc(&b, ']');
-    if (more) {
-        char c[64];
-        api_cursor_encode(a, &last, scope, c);
-        jw_str(&b, "next_cursor", c);
-    } else {
-        jw_null(&b, "next_cursor");
-    }
-    bz_buf_putc(&b, '}');
+    api_page_end(a, &b, more, &last, scope);
     http_send(r, 200, "application/json; charset=utf-8", b.data, b.len);
     bz_buf_free(&b);
     return 0;
@@ -389,12 +381,8 @@ static int write_item(app *a, http_req *r, bool create, bool full)
         return api_invalid(r, &v);
     }
     jv_free(&v);
-    const char *body;
-    size_t blen;
-    http_read_body(r, &body, &blen);
     api_idem im = {0};
-    if (create && api_idem_begin(a, r, uid, false, body, blen, &im)) {
-        api_idem_end(a, r, &im);
+    if (create && api_idem_begin(a, r, uid, false, &im)) {
         json_decref(j);
         return 0;
     }

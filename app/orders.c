@@ -302,12 +302,8 @@ int orders_create(app *a, http_req *r)
         return api_invalid(r, &v);
     }
     jv_free(&v);
-    const char *body;
-    size_t blen;
-    http_read_body(r, &body, &blen);
     api_idem im;
-    if (api_idem_begin(a, r, uid, true, body, blen, &im)) {
-        api_idem_end(a, r, &im);
+    if (api_idem_begin(a, r, uid, true, &im)) {
         free(x);
         return 0;
     }
@@ -454,15 +450,7 @@ static int page_load(void *p, rt_ctx *ctx, bz_buf *b, bz_error *err)
     }
     bool more = db_rows_count(rows) > x->limit;
     db_rows_close(rows);
-    bz_buf_putc(b, ']');
-    if (more) {
-        char c[64];
-        api_cursor_encode(a, &last, x->scope, c);
-        jw_str(b, "next_cursor", c);
-    } else {
-        jw_null(b, "next_cursor");
-    }
-    bz_buf_putc(b, '}');
+    api_page_end(a, b, more, &last, x->scope);
     return 0;
 }
 
@@ -666,17 +654,10 @@ static int change_state(app *a, http_req *r, bool pay)
     int64_t uid, id;
     if (api_auth(a, r, &uid) || !api_path_id(r, "id", &id))
         return 0;
-    const char *body = NULL;
-    size_t blen = 0;
-    if (r->content_length > 0 || r->chunked) {
-        /* The body is optional and ignored, but it is part of the
-         * idempotency fingerprint. */
-        if (http_read_body(r, &body, &blen) != 0)
-            return http_send_problem(r, 413, "body_too_large", "the request body is too large");
-    }
+    /* No body is needed; one sent is part of the idempotency fingerprint. */
     api_idem im;
-    if (api_idem_begin(a, r, uid, false, body, blen, &im))
-        return api_idem_end(a, r, &im), 0;
+    if (api_idem_begin(a, r, uid, false, &im))
+        return 0;
     /* One payer per order across all instances. */
     char lock[48], token[33];
     snprintf(lock, sizeof lock, "order:%lld", (long long)id);

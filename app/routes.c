@@ -49,20 +49,6 @@ typedef struct binding {
     bool limited; /* subject to --rate-limit */
 } binding;
 
-static void rate_headers(http_req *r, const cache_rate *rt)
-{
-    char v[32];
-    snprintf(v, sizeof v, "%lld", (long long)rt->limit);
-    http_add_header(r, "RateLimit-Limit", v);
-    snprintf(v, sizeof v, "%lld", (long long)rt->remaining);
-    http_add_header(r, "RateLimit-Remaining", v);
-    int64_t reset = (rt->reset_ns + BZ_NS_PER_S - 1) / BZ_NS_PER_S;
-    snprintf(v, sizeof v, "%lld", (long long)(reset > 0 ? reset : 1));
-    http_add_header(r, "RateLimit-Reset", v);
-    if (!rt->allowed)
-        http_add_header(r, "Retry-After", v);
-}
-
 /* --rate-limit: a fixed window per principal (the user behind a valid
  * token, else the client address), counted in the cache so every instance
  * shares it.  Returns false when it has answered 429. */
@@ -71,21 +57,18 @@ static bool rate_ok(app *a, http_req *r)
     int64_t uid = 0;
     api_try_auth(a, r, &uid);
     char key[96];
-    if (uid)
+    if (uid > 0)
         snprintf(key, sizeof key, "rl:u:%lld", (long long)uid);
     else {
         char ip[64];
-        snprintf(ip, sizeof ip, "%s", r->peer);
-        char *c = strrchr(ip, ':');
-        if (c)
-            *c = '\0';
+        api_peer_ip(r, ip);
         snprintf(key, sizeof key, "rl:ip:%s", ip);
     }
     cache_rate rt;
     bz_error e;
     if (cache_rate_allow(a->cache, r->ctx, key, a->cfg->rate_limit.count, a->cfg->rate_limit.window_ns, &rt, &e) != 0)
         return true; /* fail open: the limiter must not take the API down */
-    rate_headers(r, &rt);
+    api_rate_headers(r, &rt);
     if (rt.allowed)
         return true;
     metrics_count_rate_limited();

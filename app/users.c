@@ -202,29 +202,6 @@ int users_patch(app *a, http_req *r)
     return send_user(r, a, 200, id, true, false);
 }
 
-/* "ip:port" or "[v6]:port" → the address part. */
-static void peer_ip(const http_req *r, char out[64])
-{
-    snprintf(out, 64, "%s", r->peer);
-    char *c = strrchr(out, ':');
-    if (c)
-        *c = '\0';
-}
-
-static void rate_headers(http_req *r, const cache_rate *rt)
-{
-    char v[32];
-    snprintf(v, sizeof v, "%lld", (long long)rt->limit);
-    http_add_header(r, "RateLimit-Limit", v);
-    snprintf(v, sizeof v, "%lld", (long long)rt->remaining);
-    http_add_header(r, "RateLimit-Remaining", v);
-    int64_t reset = (rt->reset_ns + BZ_NS_PER_S - 1) / BZ_NS_PER_S;
-    snprintf(v, sizeof v, "%lld", (long long)(reset > 0 ? reset : 1));
-    http_add_header(r, "RateLimit-Reset", v);
-    if (!rt->allowed)
-        http_add_header(r, "Retry-After", v);
-}
-
 int sessions_create(app *a, http_req *r)
 {
     json_t *j = api_body(r);
@@ -249,13 +226,13 @@ int sessions_create(app *a, http_req *r)
     /* Login attempts per email per client address, shared by instances. */
     if (a->cfg->login_rate_limit.count > 0) {
         char ip[64], key[400];
-        peer_ip(r, ip);
+        api_peer_ip(r, ip);
         snprintf(key, sizeof key, "login:%s:%s", norm, ip);
         cache_rate rt;
         bz_error e;
         if (cache_rate_allow(a->cache, r->ctx, key, a->cfg->login_rate_limit.count,
                              a->cfg->login_rate_limit.window_ns, &rt, &e) == 0) {
-            rate_headers(r, &rt);
+            api_rate_headers(r, &rt);
             if (!rt.allowed) {
                 json_decref(j);
                 metrics_count_rate_limited();

@@ -123,9 +123,16 @@ static int read_reply(rconn *c, rt_ctx *ctx, int64_t dl, redisReply **out)
     }
 }
 
+/* Redis looks unreachable: fail calls fast for a backoff.  Only when no
+ * other connection is open — one failed connect while others work is not
+ * an outage, and must not fail every request for 100 ms. */
 static void mark_down(rb *b)
 {
     pthread_mutex_lock(&b->lk);
+    if (b->nopen > 1) { /* the failing one is still counted */
+        pthread_mutex_unlock(&b->lk);
+        return;
+    }
     b->backoff = b->backoff ? (b->backoff * 2 > 2 * BZ_NS_PER_S ? 2 * BZ_NS_PER_S : b->backoff * 2)
                             : 100 * BZ_NS_PER_MS;
     b->down_until = bz_now_ns() + b->backoff;
@@ -188,9 +195,9 @@ static int dial(rb *b, rt_ctx *ctx, rconn **out, bz_error *err)
     }
     if (r) {
         conn_free(c);
-        mark_down(b);
-        if (r == -ECANCELED)
+        if (r == -ECANCELED) /* the caller gave up: says nothing about Redis */
             return bz_err_set(err, BZ_ERR_CANCELLED, "redis: connect cancelled"), r;
+        mark_down(b);
         return unavailable(err, r == -ETIMEDOUT ? "connect timed out" : strerror(-r));
     }
     pthread_mutex_lock(&b->lk);
