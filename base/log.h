@@ -48,6 +48,12 @@ bool bz_log_enabled(bz_log_level level);
 /* Redirects output to fd (tests); -1 restores stderr. */
 void bz_log_set_fd(int fd);
 
+/* Per thread: batch lines below error level in memory until bz_log_flush
+ * (event loops flush before each wait for events, and every 16 KiB).  Off
+ * flushes.  Lines of one thread keep their order. */
+void bz_log_batch(bool on);
+void bz_log_flush(void);
+
 void bz__log(bz_log_level level, const char *msg, ...);
 
 #define bz_log(level, ...) (bz_log_enabled(level) ? bz__log((level), __VA_ARGS__, BZ__F_END) : (void)0)

@@ -169,7 +169,7 @@ static void grow(shard *s)
 
 static mentry *insert(mem *m, shard *s, const char *key, uint64_t h, int type)
 {
-    if (s->n >= s->nb * 2)
+    if (s->n >= s->nb) /* load factor ≤ 1: a hit is ~one pointer chase */
         grow(s);
     size_t kn = strlen(key);
     mentry *e = calloc(1, sizeof *e + kn + 1);

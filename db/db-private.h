@@ -9,7 +9,7 @@
 
 #include "base/buf.h"
 
-#include <libpq-fe.h>
+#include "db/pq.h"
 #include <stdatomic.h>
 #include <sqlite3.h>
 

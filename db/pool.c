@@ -24,6 +24,10 @@ db *db_open(const char *url, const db_opts *o, bz_error *err)
     } else if (!strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13)) {
         d->dialect = DB_POSTGRES;
         d->drv = &db__postgres_driver;
+        if (db__pq_load(err) != 0) {
+            free(d);
+            return NULL;
+        }
         d->conninfo = strdup(url);
         char *e = NULL;
         PQconninfoOption *opts = PQconninfoParse(url, &e);

@@ -2,6 +2,8 @@
  * rt_run/rt_post.  One loop per thread; loop 0 is the caller of rt_run. */
 #include "rt/rt-private.h"
 
+#include "base/log.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -263,6 +265,7 @@ static void loop_body(rt_loop *l)
             }
         }
         skipped = 0;
+        bz_log_flush(); /* this loop's batched log lines, once per iteration */
         int n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout);
         if (n < 0 && errno != EINTR) {
             perror("bazaar: epoll_wait");
@@ -321,7 +324,9 @@ static void loop_enter(rt_loop *l)
     l->tsan_sched_fiber = __tsan_get_current_fiber();
 #endif
     rt__signals_install_guard(l);
+    bz_log_batch(true);
     loop_body(l);
+    bz_log_batch(false); /* flushes */
     rt__signals_remove_guard(l);
     rt__cur = NULL;
 }
