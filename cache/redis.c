@@ -51,8 +51,12 @@ typedef struct subreq {
     struct subreq *next;
 } subreq;
 
+struct rpipe;
+#define MAX_PIPES 64
+
 typedef struct rb {
     cache_be base;
+    struct rpipe *pipes[MAX_PIPES]; /* per event loop; touched only by that loop */
     char host[256];
     int port, dbn;
     pthread_mutex_t lk;
@@ -375,11 +379,189 @@ static int r_ping(cache_be *be, rt_ctx *ctx, bz_error *err)
     return cmd_int(B, ctx, 1, a, NULL, NULL, err);
 }
 
+/* ---- auto-pipelining (GET) ----
+ *
+ * Every event loop has one connection on which the GETs of all its
+ * coroutines are pipelined: a caller appends its command and parks; a
+ * writer coroutine, started by the first caller of a burst, yields once
+ * (so the others ready in this loop iteration append too) and writes them
+ * all in one write(2); a reader coroutine reads the replies in order and
+ * wakes each caller.  Redis and the server then make a few system calls
+ * per burst instead of two per command — it matters most when they share
+ * a core.  Everything here runs on the pipe's own loop: no locks.  A
+ * caller whose context ends leaves its slot marked abandoned; the reader
+ * frees it when the reply comes.  A failed connection fails every waiter
+ * and is replaced by the next call. */
+
+typedef struct pwait {
+    struct pwait *next;
+    redisReply *rep;
+    int result;
+    bool done, abandoned;
+    rt_sem sem;
+} pwait;
+
+typedef struct rpipe {
+    rb *b;
+    int idx;
+    rconn *c;
+    pwait *head, *tail;
+    bool writing, reading, dead;
+} rpipe;
+
+static void pwait_free(pwait *w)
+{
+    if (w->rep)
+        freeReplyObject(w->rep);
+    rt_sem_destroy(&w->sem);
+    free(w);
+}
+
+static void pipe_maybe_free(rpipe *p)
+{
+    if (p->dead && !p->reading && !p->writing) {
+        conn_free(p->c);
+        free(p);
+    }
+}
+
+static void pipe_fail_all(rpipe *p, int r)
+{
+    p->dead = true;
+    if (p->b->pipes[p->idx] == p)
+        p->b->pipes[p->idx] = NULL;
+    pwait *w = p->head;
+    p->head = p->tail = NULL;
+    while (w) {
+        pwait *n = w->next;
+        w->result = r;
+        w->done = true;
+        if (w->abandoned)
+            pwait_free(w);
+        else
+            rt_sem_release(&w->sem);
+        w = n;
+    }
+}
+
+static void pipe_reader(void *arg)
+{
+    rpipe *p = arg;
+    while (p->head && !p->dead) {
+        redisReply *rep = NULL;
+        int r = read_reply(p->c, NULL, bz_now_ns() + CALL_TIMEOUT, &rep);
+        if (r) {
+            pipe_fail_all(p, r);
+            break;
+        }
+        pwait *w = p->head;
+        p->head = w->next;
+        if (!p->head)
+            p->tail = NULL;
+        w->rep = rep;
+        w->done = true;
+        if (w->abandoned)
+            pwait_free(w);
+        else
+            rt_sem_release(&w->sem);
+    }
+    p->reading = false;
+    pipe_maybe_free(p);
+}
+
+static void pipe_writer(void *arg)
+{
+    rpipe *p = arg;
+    rt_yield(); /* let this iteration's other callers append */
+    int r = p->dead ? -EPIPE : flush(p->c, NULL, bz_now_ns() + CALL_TIMEOUT);
+    p->writing = false;
+    if (r && !p->dead)
+        shutdown(p->c->rc->fd, SHUT_RDWR); /* the reader fails the waiters */
+    pipe_maybe_free(p);
+}
+
+/* 1: no pipe here (use the pool); else like one(). */
+static int piped(rb *b, rt_ctx *ctx, int argc, const char **argv, redisReply **rep, bz_error *err)
+{
+    rt_loop *l = rt_loop_current();
+    int i = l ? rt_loop_index(l) : -1;
+    if (i < 0 || i >= MAX_PIPES)
+        return 1;
+    rpipe *p = b->pipes[i];
+    if (!p) {
+        pthread_mutex_lock(&b->lk);
+        bool down = b->down_until && bz_now_ns() < b->down_until;
+        pthread_mutex_unlock(&b->lk);
+        if (down)
+            return unavailable(err, "recently failed to connect; retrying after a backoff");
+        rconn *c;
+        int r = dial(b, ctx, &c, err);
+        if (r)
+            return r;
+        if (b->pipes[i]) { /* another caller on this loop dialled meanwhile */
+            conn_free(c);
+        } else {
+            p = calloc(1, sizeof *p);
+            if (!p)
+                abort();
+            p->b = b;
+            p->idx = i;
+            p->c = c;
+            b->pipes[i] = p;
+        }
+        p = b->pipes[i];
+    }
+    pwait *w = calloc(1, sizeof *w);
+    if (!w)
+        abort();
+    rt_sem_init(&w->sem, 0);
+    redisAppendCommandArgv(p->c->rc, argc, argv, NULL);
+    if (p->tail)
+        p->tail->next = w;
+    else
+        p->head = w;
+    p->tail = w;
+    if (!p->writing) {
+        p->writing = true;
+        rt_go(pipe_writer, p);
+    }
+    if (!p->reading) {
+        p->reading = true;
+        rt_go(pipe_reader, p);
+    }
+    int r = rt_sem_acquire(&w->sem, ctx, deadline_of(ctx));
+    if (r && !w->done) {
+        w->abandoned = true;
+        return bz_err_set(err, r == -ECANCELED ? BZ_ERR_CANCELLED : BZ_ERR_TIMEOUT, "redis: call %s",
+                          r == -ECANCELED ? "cancelled" : "timed out"),
+               r;
+    }
+    if (w->result) {
+        r = w->result;
+        pwait_free(w);
+        if (r == -ECANCELED || r == -ETIMEDOUT)
+            return bz_err_set(err, BZ_ERR_TIMEOUT, "redis: no reply in time"), -ETIMEDOUT;
+        return unavailable(err, "connection lost");
+    }
+    *rep = w->rep;
+    w->rep = NULL;
+    pwait_free(w);
+    if ((*rep)->type == REDIS_REPLY_ERROR) {
+        bz_err_set(err, BZ_ERR_INVALID, "redis: %s", (*rep)->str);
+        freeReplyObject(*rep);
+        *rep = NULL;
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static int r_get(cache_be *be, rt_ctx *ctx, const char *key, bz_buf *out, bz_error *err)
 {
     const char *a[] = {"GET", key};
     redisReply *rep;
-    int r = one(B, ctx, 2, a, NULL, &rep, err);
+    int r = piped(B, ctx, 2, a, &rep, err);
+    if (r == 1)
+        r = one(B, ctx, 2, a, NULL, &rep, err);
     if (r)
         return r;
     if (rep->type == REDIS_REPLY_NIL) {
@@ -771,6 +953,12 @@ static void r_close(cache_be *be)
     rconn *c = b->idle;
     b->idle = NULL;
     pthread_mutex_unlock(&b->lk);
+    /* No calls are in flight at close: each loop's pipe is idle. */
+    for (int i = 0; i < MAX_PIPES; i++)
+        if (b->pipes[i]) {
+            b->pipes[i]->dead = true;
+            pipe_maybe_free(b->pipes[i]);
+        }
     while (c) {
         rconn *n = c->next;
         conn_free(c);
