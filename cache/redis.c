@@ -310,8 +310,16 @@ static int run(rb *b, rt_ctx *ctx, int n, int *argc, const char **argv[], const 
     return 0;
 }
 
+static int piped(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *lens, redisReply **rep,
+                 bz_error *err);
+
+/* One command: pipelined on this loop's connection when there is one,
+ * else through the pool. */
 static int one(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *lens, redisReply **rep, bz_error *err)
 {
+    int pr = piped(b, ctx, argc, argv, lens, rep, err);
+    if (pr != 1)
+        return pr;
     int r = run(b, ctx, 1, &argc, &argv, lens ? &lens : NULL, rep, err);
     if (r)
         return r;
@@ -379,10 +387,11 @@ static int r_ping(cache_be *be, rt_ctx *ctx, bz_error *err)
     return cmd_int(B, ctx, 1, a, NULL, NULL, err);
 }
 
-/* ---- auto-pipelining (GET) ----
+/* ---- auto-pipelining ----
  *
- * Every event loop has one connection on which the GETs of all its
- * coroutines are pipelined: a caller appends its command and parks; a
+ * Every event loop has one connection on which the single commands of all
+ * its coroutines (GET, SET, scripts...; not MULTI or pub/sub) are
+ * pipelined: a caller appends its command and parks; a
  * writer coroutine, started by the first caller of a burst, yields once
  * (so the others ready in this loop iteration append too) and writes them
  * all in one write(2); a reader coroutine reads the replies in order and
@@ -481,7 +490,8 @@ static void pipe_writer(void *arg)
 }
 
 /* 1: no pipe here (use the pool); else like one(). */
-static int piped(rb *b, rt_ctx *ctx, int argc, const char **argv, redisReply **rep, bz_error *err)
+static int piped(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *lens, redisReply **rep,
+                 bz_error *err)
 {
     rt_loop *l = rt_loop_current();
     int i = l ? rt_loop_index(l) : -1;
@@ -515,7 +525,7 @@ static int piped(rb *b, rt_ctx *ctx, int argc, const char **argv, redisReply **r
     if (!w)
         abort();
     rt_sem_init(&w->sem, 0);
-    redisAppendCommandArgv(p->c->rc, argc, argv, NULL);
+    redisAppendCommandArgv(p->c->rc, argc, argv, lens);
     if (p->tail)
         p->tail->next = w;
     else
@@ -559,9 +569,7 @@ static int r_get(cache_be *be, rt_ctx *ctx, const char *key, bz_buf *out, bz_err
 {
     const char *a[] = {"GET", key};
     redisReply *rep;
-    int r = piped(B, ctx, 2, a, &rep, err);
-    if (r == 1)
-        r = one(B, ctx, 2, a, NULL, &rep, err);
+    int r = one(B, ctx, 2, a, NULL, &rep, err);
     if (r)
         return r;
     if (rep->type == REDIS_REPLY_NIL) {
