@@ -244,12 +244,11 @@ typedef struct {
     int64_t uid, from, to, amount;
 } transfer_args;
 
-static int transfer_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
+/* Works out why a transfer's guarded UPDATE matched nothing (nothing has
+ * changed yet): 404, 422 or 409 into res. */
+static int transfer_refusal(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error *err)
 {
-    transfer_args *x = p;
     api_result *res = x->res;
-    bz_buf_clear(&res->body);
-    res->location[0] = '\0';
     db_rows *rows = NULL;
     db_arg ids[] = {DB_INT(x->from), DB_INT(x->to)};
     if (db_query(TX(tx), ctx, "SELECT id, user_id, currency, balance_cents FROM accounts WHERE id IN ($1, $2)", ids,
@@ -272,47 +271,93 @@ static int transfer_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
         }
     }
     db_rows_close(rows);
-    if (!have_from || from_owner != x->uid) {
+    if (!have_from || from_owner != x->uid)
         res_problem(res, 404, "not_found", "account %lld does not exist", (long long)x->from);
-    } else if (!have_to) {
+    else if (!have_to)
         res_problem(res, 404, "not_found", "account %lld does not exist", (long long)x->to);
-    } else if (strcmp(cur_from, cur_to) != 0) {
+    else if (strcmp(cur_from, cur_to) != 0)
         res_problem(res, 422, "currency_mismatch", "the accounts hold %s and %s", cur_from, cur_to);
-    } else if (balance < x->amount) {
+    else if (balance < x->amount)
         res_problem(res, 409, "insufficient_funds", "account %lld holds %lld cents", (long long)x->from,
                     (long long)balance);
+    else /* it changed under us: SERIALIZABLE makes this a conflict */
+        return bz_err_set(err, BZ_ERR_SERIALIZATION, "transfer guard raced"), -1;
+    return 0;
+}
+
+/* The common case costs two guarded UPDATEs: the first (in id order, so
+ * opposite transfers cannot deadlock) carries every check — the payer
+ * owns the account and has the funds, the payee exists in the same
+ * currency — and only when it matches nothing does transfer_refusal read
+ * the rows to say why. */
+static int transfer_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
+{
+    transfer_args *x = p;
+    api_result *res = x->res;
+    bz_buf_clear(&res->body);
+    res->location[0] = '\0';
+    db_rows *rows = NULL;
+    char currency[8] = "";
+    int rc;
+    if (x->from < x->to) {
+        db_arg a1[] = {DB_INT(x->amount), DB_INT(x->from), DB_INT(x->uid), DB_INT(x->to)};
+        rc = db_query_row(TX(tx), ctx,
+                          "UPDATE accounts SET balance_cents = balance_cents - $1 WHERE id = $2 AND user_id = $3 "
+                          "AND balance_cents >= $1 AND currency = (SELECT currency FROM accounts WHERE id = $4) "
+                          "RETURNING currency",
+                          a1, 4, &rows, err);
     } else {
-        /* Rows are updated in id order so two opposite transfers cannot
-         * deadlock on PostgreSQL. */
-        int64_t first = x->from < x->to ? x->from : x->to;
-        int64_t second = x->from < x->to ? x->to : x->from;
-        int64_t d1 = first == x->from ? -x->amount : x->amount;
-        db_arg u1[] = {DB_INT(d1), DB_INT(first)};
-        db_arg u2[] = {DB_INT(-d1), DB_INT(second)};
-        const char *upd = "UPDATE accounts SET balance_cents = balance_cents + $1 WHERE id = $2";
-        if (db_exec(TX(tx), ctx, upd, u1, 2, NULL, err) != 0 || db_exec(TX(tx), ctx, upd, u2, 2, NULL, err) != 0)
-            return -1;
-        int64_t now = bz_wall_us();
-        db_arg ins[] = {DB_INT(x->from), DB_INT(x->to), DB_INT(x->amount), DB_TEXT(cur_from), DB_TIME(now)};
-        if (db_query_row(TX(tx), ctx,
-                         "INSERT INTO transfers (from_account_id, to_account_id, amount_cents, currency, created_at) "
-                         "VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                         ins, 5, &rows, err) != 0)
-            return -1;
-        int64_t id = db_col_int(rows, 0);
-        db_rows_close(rows);
-        bz_buf *b = &res->body;
-        bz_buf_putc(b, '{');
-        jw_i64(b, "id", id);
-        jw_i64(b, "from_account_id", x->from);
-        jw_i64(b, "to_account_id", x->to);
-        jw_i64(b, "amount_cents", x->amount);
-        jw_str(b, "currency", cur_from);
-        jw_time(b, "created_at", now);
-        bz_buf_putc(b, '}');
-        res->status = 201;
-        snprintf(res->location, sizeof res->location, "/v1/transfers/%lld", (long long)id);
+        db_arg a1[] = {DB_INT(x->amount), DB_INT(x->to), DB_INT(x->from), DB_INT(x->uid)};
+        rc = db_query_row(TX(tx), ctx,
+                          "UPDATE accounts SET balance_cents = balance_cents + $1 WHERE id = $2 AND currency = "
+                          "(SELECT currency FROM accounts WHERE id = $3 AND user_id = $4 AND balance_cents >= $1) "
+                          "RETURNING currency",
+                          a1, 4, &rows, err);
     }
+    if (rc < 0)
+        return -1;
+    if (rc == DB_NO_ROWS) {
+        if (transfer_refusal(x, tx, ctx, err) != 0)
+            return -1;
+        return api_idem_save(x->a, tx, ctx, x->im, res, err);
+    }
+    snprintf(currency, sizeof currency, "%s", db_col_text(rows, 0, NULL));
+    db_rows_close(rows);
+    int64_t aff = 0;
+    if (x->from < x->to) {
+        db_arg a2[] = {DB_INT(x->amount), DB_INT(x->to)};
+        rc = db_exec(TX(tx), ctx, "UPDATE accounts SET balance_cents = balance_cents + $1 WHERE id = $2", a2, 2, &aff,
+                     err);
+    } else {
+        db_arg a2[] = {DB_INT(x->amount), DB_INT(x->from)};
+        rc = db_exec(TX(tx), ctx,
+                     "UPDATE accounts SET balance_cents = balance_cents - $1 WHERE id = $2 AND balance_cents >= $1", a2,
+                     2, &aff, err);
+    }
+    if (rc != 0)
+        return -1;
+    if (aff != 1)
+        return bz_err_set(err, BZ_ERR_SERIALIZATION, "transfer second leg raced"), -1;
+    int64_t now = bz_wall_us();
+    db_arg ins[] = {DB_INT(x->from), DB_INT(x->to), DB_INT(x->amount), DB_TEXT(currency), DB_TIME(now)};
+    if (db_query_row(TX(tx), ctx,
+                     "INSERT INTO transfers (from_account_id, to_account_id, amount_cents, currency, created_at) "
+                     "VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                     ins, 5, &rows, err) != 0)
+        return -1;
+    int64_t id = db_col_int(rows, 0);
+    db_rows_close(rows);
+    bz_buf *b = &res->body;
+    bz_buf_putc(b, '{');
+    jw_i64(b, "id", id);
+    jw_i64(b, "from_account_id", x->from);
+    jw_i64(b, "to_account_id", x->to);
+    jw_i64(b, "amount_cents", x->amount);
+    jw_str(b, "currency", currency);
+    jw_time(b, "created_at", now);
+    bz_buf_putc(b, '}');
+    res->status = 201;
+    snprintf(res->location, sizeof res->location, "/v1/transfers/%lld", (long long)id);
     return api_idem_save(x->a, tx, ctx, x->im, res, err);
 }
 

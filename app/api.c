@@ -405,9 +405,13 @@ static int idem_start(app *a, http_req *r, int64_t uid, bool required, api_idem 
         return 1;
     }
     im->locked = true;
-    /* Committed before?  Then replay it (or refuse a different request). */
-    rc = idem_lookup(a, r, im);
-    return rc != 0 ? 1 : 0;
+    /* A committed record is not looked up here: the request's transaction
+     * inserts the record last, and if the key was used before, that
+     * insert fails on the primary key, the whole transaction (effect
+     * included) rolls back, and api_tx answers from the stored record —
+     * the replay, or 422 for a different request.  The common case (a new
+     * key) saves a query. */
+    return 0;
 }
 
 int api_idem_save(app *a, db_tx *tx, rt_ctx *ctx, const api_idem *im, const api_result *res, bz_error *err)
