@@ -22,6 +22,8 @@
 
 typedef struct app_metrics app_metrics;
 
+#define APP_ACCT_STRIPES 256
+
 typedef struct app {
     const bz_config *cfg;
     db *db;
@@ -30,6 +32,11 @@ typedef struct app {
     db_dialect dialect;
     uint8_t cursor_key[32];   /* HMAC key for list cursors, shared via the meta table */
     char dummy_hash[160];     /* verified against for unknown emails (equal timing) */
+    /* PostgreSQL: transfers touching the same account queue here (striped
+     * by account id) instead of failing each other's SERIALIZABLE
+     * transactions; see accounts.c */
+    rt_mutex acct_locks[APP_ACCT_STRIPES];
+    bool acct_locks_on;
     /* fulfilment worker */
     rt_sem worker_wake;
     atomic_bool stopping;

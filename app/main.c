@@ -73,6 +73,9 @@ static void serve_main(void *p)
      * at start-up would cost 19 MiB of peak memory for nothing. */
     snprintf(a.dummy_hash, sizeof a.dummy_hash, "%s",
              "$argon2id$v=19$m=19456,t=2,p=1$PYdhFngjIkBnI1A96q5vTQ$1LSisBKlO6r5ymOt4QGWY8R3t/7fRItvaqwkQWZWqwo");
+    a.acct_locks_on = a.dialect == DB_POSTGRES;
+    for (int i = 0; i < APP_ACCT_STRIPES; i++)
+        rt_mutex_init(&a.acct_locks[i]);
     static int64_t request_timeout;
     request_timeout = cfg->request_timeout_ns;
     char err[256];
@@ -110,6 +113,8 @@ static void serve_main(void *p)
     http_chain_free(chain);
     metrics_middleware_free(inner);
     app_mux_free(am);
+    for (int i = 0; i < APP_ACCT_STRIPES; i++)
+        rt_mutex_destroy(&a.acct_locks[i]);
     close_backends(&a);
 }
 
