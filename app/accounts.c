@@ -211,6 +211,24 @@ static void unlock_accounts(app *a, const int held[2])
             rt_mutex_unlock(&a->acct_locks[held[i]]);
 }
 
+/* Runs a money transaction (deposit, transfer) queued on its accounts,
+ * answers, and frees res. */
+static int money_tx(app *a, http_req *r, api_idem *im, db_tx_fn fn, void *x, api_result *res, int64_t acct1,
+                    int64_t acct2)
+{
+    int held[2];
+    if (lock_accounts(a, r->ctx, acct1, acct2, held) != 0) {
+        unlock_accounts(a, held);
+        api_idem_end(a, r, im);
+        res_free(res);
+        return http_send_problem(r, 503, "timeout", "the request ran out of time waiting for its accounts");
+    }
+    api_tx(a, r, im, fn, x, res, NULL, NULL);
+    unlock_accounts(a, held);
+    res_free(res);
+    return 0;
+}
+
 /* ---- POST /v1/accounts/{id}/deposits ---- */
 
 typedef struct {
@@ -267,17 +285,7 @@ int accounts_deposit(app *a, http_req *r)
     api_result res;
     res_init(&res);
     deposit_args x = {a, &im, &res, uid, id, amount};
-    int held[2];
-    if (lock_accounts(a, r->ctx, id, id, held) != 0) {
-        unlock_accounts(a, held);
-        api_idem_end(a, r, &im);
-        res_free(&res);
-        return http_send_problem(r, 503, "timeout", "the request ran out of time waiting for the account");
-    }
-    api_tx(a, r, &im, deposit_tx, &x, &res, NULL, NULL);
-    unlock_accounts(a, held);
-    res_free(&res);
-    return 0;
+    return money_tx(a, r, &im, deposit_tx, &x, &res, id, id);
 }
 
 /* ---- POST /v1/transfers ---- */
@@ -452,17 +460,7 @@ int transfers_create(app *a, http_req *r)
     res_free(&res);
     return 0;
     }
-    int held[2];
-    if (lock_accounts(a, r->ctx, from, to, held) != 0) {
-        unlock_accounts(a, held);
-        api_idem_end(a, r, &im);
-        res_free(&res);
-        return http_send_problem(r, 503, "timeout", "the request ran out of time waiting for the accounts");
-    }
-    api_tx(a, r, &im, transfer_tx, &x, &res, NULL, NULL);
-    unlock_accounts(a, held);
-    res_free(&res);
-    return 0;
+    return money_tx(a, r, &im, transfer_tx, &x, &res, from, to);
 }
 
 /* ---- GET /v1/transfers/{id} ---- */
