@@ -75,7 +75,7 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
 {
     create_args *x = p;
     api_result *res = x->res;
-    bz_buf_clear(&res->body);
+    res_reset(res);
     db_rows *rows = NULL;
     int64_t now = bz_wall_us();
     db_arg args[] = {DB_INT(x->uid), DB_TEXT(x->currency), DB_TIME(now)};
@@ -242,8 +242,7 @@ static int deposit_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
 {
     deposit_args *x = p;
     api_result *res = x->res;
-    bz_buf_clear(&res->body);
-    res->location[0] = '\0';
+    res_reset(res);
     int64_t owner = 0;
     int rc = load_account(TX(tx), ctx, x->account, NULL, &owner, err);
     if (rc < 0)
@@ -347,8 +346,7 @@ static int transfer_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
 {
     transfer_args *x = p;
     api_result *res = x->res;
-    bz_buf_clear(&res->body);
-    res->location[0] = '\0';
+    res_reset(res);
     db_rows *rows = NULL;
     char currency[8] = "";
     int rc;

@@ -21,6 +21,13 @@ void res_init(api_result *res)
 
 void res_free(api_result *res) { bz_buf_free(&res->body); }
 
+void res_reset(api_result *res)
+{
+    res->status = 0;
+    bz_buf_clear(&res->body);
+    res->location[0] = '\0';
+}
+
 void res_problem(api_result *res, int status, const char *code, const char *fmt, ...)
 {
     char detail[512];

@@ -53,6 +53,8 @@ typedef struct api_result {
 
 void res_init(api_result *res);
 void res_free(api_result *res);
+/* Empties res for another attempt of a transaction function. */
+void res_reset(api_result *res);
 /* A problem: replaces the body.  detail is printf-formatted. */
 void res_problem(api_result *res, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -210,7 +212,7 @@ bool currency_ok(const char *s, size_t n);
  * "*", or a comma list of tags compared weakly (RFC 9110 §13.1.2). */
 bool items_none_match(bz_str inm, const char *etag);
 /* items.c: drop or refresh the cached copy after a committed change */
-void items_cache_invalidate(app *a, rt_ctx *ctx, int64_t item_id);
+void items_cache_invalidate(app *a, int64_t item_id);
 
 /* orders.c: the fulfilment worker (started by serve) */
 void fulfil_start(app *a);
@@ -219,7 +221,7 @@ void fulfil_stop(app *a);
  * order list are no longer served. */
 void orders_list_changed(app *a, int64_t uid);
 /* Publishes {"order_id","status","at"} on the user's channel. */
-void orders_publish(app *a, rt_ctx *ctx, int64_t user_id, int64_t order_id, const char *status, int64_t at_us);
+void orders_publish(app *a, int64_t user_id, int64_t order_id, const char *status, int64_t at_us);
 
 /* ---- schema, passwords, metrics ---- */
 

@@ -42,7 +42,7 @@ static void item_key(int64_t id, char out[40])
     out[5 + bz_fmt_i64(out + 5, id)] = '\0';
 }
 
-void items_cache_invalidate(app *a, rt_ctx *ctx, int64_t item_id)
+void items_cache_invalidate(app *a, int64_t item_id)
 {
     char key[40];
     item_key(item_id, key);
@@ -53,7 +53,6 @@ void items_cache_invalidate(app *a, rt_ctx *ctx, int64_t item_id)
     rt_ctx_init_timeout(&c, NULL, 2 * BZ_NS_PER_S);
     cache_invalidate(a->cache, &c, key, &e);
     rt_ctx_release(&c);
-    (void)ctx;
 }
 
 /* ---- GET /v1/items/{id} ---- */
@@ -281,7 +280,7 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
 {
     write_args *x = p;
     api_result *res = x->res;
-    bz_buf_clear(&res->body);
+    res_reset(res);
     int64_t now = bz_wall_us();
     db_arg args[] = {DB_INT(x->uid),
                      DB_TEXTN(x->f.sku, x->f.sku_n),
@@ -311,8 +310,7 @@ static int update_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
 {
     write_args *x = p;
     api_result *res = x->res;
-    bz_buf_clear(&res->body);
-    res->location[0] = '\0';
+    res_reset(res);
     db_rows *rows = NULL;
     db_arg args[] = {DB_INT(x->id)};
     int rc = db_query_row(TX(tx), ctx,
@@ -393,7 +391,7 @@ static int write_item(app *a, http_req *r, bool create, bool full)
     if (api_tx(a, r, &im, create ? create_tx : update_tx, &x, &res, "sku_taken",
                "another item already has this sku") &&
         res.status < 300)
-        items_cache_invalidate(a, r->ctx, x.id);
+        items_cache_invalidate(a, x.id);
     res_free(&res);
     json_decref(j);
     return 0;
@@ -419,6 +417,6 @@ int items_delete(app *a, http_req *r)
         return api_send_error(r, &e);
     if (n == 0)
         return http_send_problem(r, 404, "not_found", "no such item");
-    items_cache_invalidate(a, r->ctx, id);
+    items_cache_invalidate(a, id);
     return http_send(r, 204, NULL, NULL, 0);
 }

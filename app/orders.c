@@ -114,7 +114,7 @@ static int load_order(db_q q, rt_ctx *ctx, int64_t id, bz_buf *out, int64_t *cus
     return 0;
 }
 
-void orders_publish(app *a, rt_ctx *ctx, int64_t user_id, int64_t order_id, const char *status, int64_t at_us)
+void orders_publish(app *a, int64_t user_id, int64_t order_id, const char *status, int64_t at_us)
 {
     char ch[48];
     snprintf(ch, sizeof ch, "orders:%lld", (long long)user_id);
@@ -127,7 +127,6 @@ void orders_publish(app *a, rt_ctx *ctx, int64_t user_id, int64_t order_id, cons
     bz_error e;
     rt_ctx c;
     rt_ctx_init_timeout(&c, NULL, 2 * BZ_NS_PER_S);
-    (void)ctx;
     if (cache_publish(a->cache, &c, ch, b.data, b.len, &e) != 0)
         bz_log_warn("order event not published", BZ_F_INT("order_id", order_id), BZ_F_STR("error", e.msg));
     rt_ctx_release(&c);
@@ -153,8 +152,7 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
 {
     create_args *x = p;
     api_result *res = x->res;
-    bz_buf_clear(&res->body);
-    res->location[0] = '\0';
+    res_reset(res);
     db_rows *rows = NULL;
     db_arg acc[] = {DB_INT(x->account)};
     int rc = db_query_row(TX(tx), ctx, "SELECT user_id, currency FROM accounts WHERE id = $1", acc, 1, &rows, err);
@@ -315,7 +313,7 @@ int orders_create(app *a, http_req *r)
     x->uid = uid;
     if (api_tx(a, r, &im, create_tx, x, &res, NULL, NULL) && res.status == 201) {
         for (int i = 0; i < x->n; i++)
-            items_cache_invalidate(a, r->ctx, x->lines[i].item);
+            items_cache_invalidate(a, x->lines[i].item);
         orders_list_changed(a, uid);
     }
     res_free(&res);
@@ -515,8 +513,7 @@ static int pay_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
 {
     state_args *x = p;
     api_result *res = x->res;
-    bz_buf_clear(&res->body);
-    res->location[0] = '\0';
+    res_reset(res);
     x->changed = false;
     x->nitems = 0;
     db_rows *rows = NULL;
@@ -685,10 +682,10 @@ static int change_state(app *a, http_req *r, bool pay)
     if (ok && x.changed) {
         orders_list_changed(a, uid);
         for (int i = 0; i < x.nitems; i++)
-            items_cache_invalidate(a, r->ctx, x.items[i]);
+            items_cache_invalidate(a, x.items[i]);
         if (pay)
             leaderboard_add(a, uid, x.currency, x.total);
-        orders_publish(a, r->ctx, uid, id, pay ? "paid" : "cancelled", x.at_us);
+        orders_publish(a, uid, id, pay ? "paid" : "cancelled", x.at_us);
     }
     res_free(&res);
     return 0;
@@ -925,7 +922,7 @@ static void worker(void *p)
             if (x.shipped) {
                 orders_list_changed(a, x.customer);
                 bz_log_info("order shipped", BZ_F_INT("order_id", x.order_id));
-                orders_publish(a, NULL, x.customer, x.order_id, "shipped", bz_wall_us());
+                orders_publish(a, x.customer, x.order_id, "shipped", bz_wall_us());
             }
         }
         rt_sleep(rt_shutdown_ctx(), WORKER_POLL_NS);

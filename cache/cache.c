@@ -260,6 +260,19 @@ static int store_entry(cache *c, rt_ctx *ctx, const char *fk, bool negative, con
     return r;
 }
 
+/* A live entry's answer: its value (header stripped) or, for a stored
+ * "not found", CACHE_MISS with out emptied.  Counts the hit. */
+static int entry_answer(cache *c, bz_buf *out, const hdr *h)
+{
+    STAT(c, hits);
+    if (h->flags & 1) {
+        bz_buf_clear(out);
+        return CACHE_MISS;
+    }
+    bz_buf_consume(out, HDR);
+    return 0;
+}
+
 int cache_store(cache *c, rt_ctx *ctx, const char *key, const void *v, size_t n, int64_t ttl, bz_error *err)
 {
     if (!c->store_entries)
@@ -330,15 +343,9 @@ int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl, cache
                 /* XFetch: expire early with probability rising near expiry */
                 double early = (double)h.delta_us * -log(bz_rand01() + 1e-12);
                 if ((double)now + early < (double)h.expire_us) {
-                    STAT(c, hits);
                     if (st)
                         *st = CACHE_HIT;
-                    if (h.flags & 1) {
-                        bz_buf_clear(out);
-                        return CACHE_MISS;
-                    }
-                    bz_buf_consume(out, HDR);
-                    return 0;
+                    return entry_answer(c, out, &h);
                 }
             }
         } else if (r < 0) {
@@ -392,16 +399,8 @@ int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl, cache
     int r = 1;
     if (c->store_entries && !degraded && c->be->ops->get(c->be, ctx, fk, out, err) == 0) {
         hdr h;
-        if (get_hdr(out, &h) && bz_wall_us() < h.expire_us) {
-            STAT(c, hits);
-            if (h.flags & 1) {
-                bz_buf_clear(out);
-                r = CACHE_MISS;
-            } else {
-                bz_buf_consume(out, HDR);
-                r = 0;
-            }
-        }
+        if (get_hdr(out, &h) && bz_wall_us() < h.expire_us)
+            r = entry_answer(c, out, &h);
     }
     if (r == 1) {
         load_job j = {c, fk, ttl, load, arg, c->store_entries && !degraded, f};
