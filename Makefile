@@ -36,7 +36,7 @@ CFLAGS   := $(CFLAGS_common) $(OPT) $(EXTRA_CFLAGS)
 LDFLAGS  := -pthread $(OPT)
 LDLIBS   := -lsqlite3 -lhiredis -ljansson -lsodium -lz -lm -ldl
 
-LIB_SRC  := $(wildcard base/*.c rt/*.c http/*.c db/*.c cache/*.c grpc/*.c app/*.c)
+LIB_SRC  := $(wildcard base/*.c rt/*.c http/*.c db/*.c cache/*.c grpc/*.c app/svc/*.c app/rest/*.c app/*.c)
 LIB_ASM  := rt/switch.S
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_ASM:%.S=$(BUILD)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -89,6 +89,7 @@ blackbox: $(BUILD)/bazaar $(BUILD)/http_testd
 	cd tests/blackbox && BAZAAR_BUILD=$(CURDIR)/$(BUILD) ../with_services.sh /usr/bin/python3 -m pytest -p no:cacheprovider -q
 
 test: deps-test
+	@scripts/check-layers.sh
 	@$(MAKE) --no-print-directory all unit blackbox
 
 asan:

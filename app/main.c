@@ -1,6 +1,7 @@
 /* app/main.c — subcommand dispatch and the serve lifecycle. */
 #include "app/app.h"
 #include "app/app-private.h"
+#include "app/rest/rest.h"
 
 #include "base/log.h"
 
@@ -43,7 +44,8 @@ static int open_backends(app *a, const bz_config *cfg, bool want_cache)
             return -1;
         }
     }
-    if (app_prepare_db(a, NULL, &e) != 0) {
+    a->svc = svc_open(cfg, a->db, a->cache, NULL, &e);
+    if (!a->svc) {
         bz_log_err("cannot migrate the database", BZ_F_STR("error", e.msg));
         cache_close(a->cache);
         db_close(a->db);
@@ -56,6 +58,7 @@ static int open_backends(app *a, const bz_config *cfg, bool want_cache)
 
 static void close_backends(app *a)
 {
+    svc_close(a->svc);
     cache_close(a->cache);
     db_close(a->db);
 }
@@ -67,20 +70,11 @@ static void serve_main(void *p)
     app a = {0};
     if (open_backends(&a, cfg, true) != 0)
         return;
-    /* Unknown emails are verified against this so a miss costs what a
-     * hit does.  Any well-formed hash with the API parameters will do (no
-     * password is meant to match it), so it is a constant: computing one
-     * at start-up would cost 19 MiB of peak memory for nothing. */
-    snprintf(a.dummy_hash, sizeof a.dummy_hash, "%s",
-             "$argon2id$v=19$m=19456,t=2,p=1$PYdhFngjIkBnI1A96q5vTQ$1LSisBKlO6r5ymOt4QGWY8R3t/7fRItvaqwkQWZWqwo");
-    a.acct_locks_on = a.dialect == DB_POSTGRES;
-    for (int i = 0; i < APP_ACCT_STRIPES; i++)
-        rt_mutex_init(&a.acct_locks[i]);
     static int64_t request_timeout;
     request_timeout = cfg->request_timeout_ns;
     char err[256];
-    app_mux *am = app_mux_new(&a, &request_timeout, err, sizeof err);
-    if (!am) {
+    rest *R = rest_new(a.svc, cfg, &request_timeout, err, sizeof err);
+    if (!R) {
         bz_log_err("bad route table", BZ_F_STR("error", err));
         close_backends(&a);
         return;
@@ -91,30 +85,29 @@ static void serve_main(void *p)
         {http_mw_recover, NULL},
         {http_mw_gzip, NULL},
     };
-    http_handler inner = metrics_middleware(http_mux_handler(app_mux_get(am)), NULL);
+    http_handler inner = rest_metrics_middleware(http_mux_handler(rest_mux(R)), NULL);
     http_handler chain = http_chain(inner, mws, 4);
     http_server_opts o = http_opts_from_config(cfg);
     int e = 0;
-    a.srv = http_server_new(&o, chain, &e);
-    if (!a.srv) {
+    http_server *srv = http_server_new(&o, chain, &e);
+    if (!srv) {
         bz_log_err("cannot listen", BZ_F_STR("addr", cfg->http_addr), BZ_F_STR("error", strerror(-e)));
     } else {
-        fulfil_start(&a);
-        bz_log_info("listening", BZ_F_STR("http_addr", cfg->http_addr), BZ_F_INT("port", http_server_port(a.srv)),
+        rest_set_server(R, srv);
+        svc_start_worker(a.svc);
+        bz_log_info("listening", BZ_F_STR("http_addr", cfg->http_addr), BZ_F_INT("port", http_server_port(srv)),
                     BZ_F_INT("threads", cfg->threads),
                     BZ_F_STR("db", a.dialect == DB_SQLITE ? "sqlite" : "postgres"), BZ_F_STR("cache", cache_kind(a.cache)),
                     BZ_F_STR("version", BAZAAR_VERSION));
-        int r = http_server_serve(a.srv);
+        int r = http_server_serve(srv);
         bz_log_info("stopped", BZ_F_STR("drain", r == 0 ? "complete" : "grace period ran out"));
-        fulfil_stop(&a);
-        http_server_free(a.srv);
+        svc_stop_worker(a.svc);
+        http_server_free(srv);
         s->status = 0;
     }
     http_chain_free(chain);
-    metrics_middleware_free(inner);
-    app_mux_free(am);
-    for (int i = 0; i < APP_ACCT_STRIPES; i++)
-        rt_mutex_destroy(&a.acct_locks[i]);
+    rest_metrics_middleware_free(inner);
+    rest_free(R);
     close_backends(&a);
 }
 
@@ -124,7 +117,7 @@ static void migrate_main(void *p)
     app a = {0};
     if (open_backends(&a, s->cfg, false) != 0)
         return;
-    printf("database is at schema version %d\n", app_migrations[app_nmigrations - 1].version);
+    printf("database is at schema version %d\n", svc_schema_version());
     close_backends(&a);
     s->status = 0;
 }

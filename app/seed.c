@@ -6,6 +6,7 @@
  * placeholders are generated), one transaction per batch.  Seeded orders
  * do not move money: every account keeps 1,000,000 cents as §9 says. */
 #include "app/app-private.h"
+#include "app/svc/password.h"
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -143,7 +144,7 @@ int app_seed(app *a, rt_ctx *ctx)
         snprintf(email, sizeof email, "user%lld@example.com", (long long)i);
         snprintf(name, sizeof name, "User %lld", (long long)i);
         int pn = snprintf(pw, sizeof pw, "password%lld", (long long)i);
-        pw_hash_seeded(pw, (size_t)pn, (uint64_t)cfg->seed_seed * 1000003ULL + (uint64_t)i, hash);
+        svc_pw_hash_seeded(pw, (size_t)pn, (uint64_t)cfg->seed_seed * 1000003ULL + (uint64_t)i, hash);
         /* DB_TEXT evaluates its argument twice: copy first */
         const char *e1 = batch_str(&b, email), *n1 = batch_str(&b, name), *h1 = batch_str(&b, hash);
         db_arg row[] = {DB_INT(i), DB_TEXT(e1), DB_TEXT(n1), DB_TEXT(h1), DB_TIME(EPOCH_US + i)};

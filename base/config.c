@@ -40,8 +40,8 @@ typedef struct {
 #define OFF(f) offsetof(bz_config, f)
 
 static const flagdef flags[] = {
-    {"http-addr", T_ADDR, ":8080", OFF(http_addr), 0, C_SERVE, "REST/JSON, HTTP/1.1 and h2c; also gRPC and gRPC-Web"},
-    {"grpc-addr", T_ADDR_OFF, ":9090", OFF(grpc_addr), 0, C_SERVE, "gRPC over h2c (prior knowledge); 'off' disables"},
+    {"http-addr", T_ADDR, ":8080", OFF(http_addr), 0, C_SERVE, "REST/JSON over HTTP/1.1 (HTTP/2, gRPC and gRPC-Web: not yet)"},
+    {"grpc-addr", T_ADDR_OFF, ":9090", OFF(grpc_addr), 0, C_SERVE, "gRPC over h2c; accepted, nothing listens yet; 'off' disables"},
     {"db", T_DB, "sqlite://bazaar.db", OFF(db), 0, C_ALL, "sqlite://PATH or postgres://user:pass@host:port/dbname?..."},
     {"cache", T_CACHE, "memory", OFF(cache), 0, C_SERVE | C_SEED, "memory (in-process), redis://host:port/N, or none"},
     {"threads", T_INT, NULL, OFF(threads), 1, C_ALL, "event-loop threads (default: number of cores)"},
@@ -484,7 +484,7 @@ void bz_config_usage(FILE *out)
 {
     char env[64];
     fprintf(out,
-            "bazaar %s — marketplace backend (REST/JSON + gRPC)\n\n"
+            "bazaar %s — marketplace backend (REST/JSON)\n\n"
             "usage: bazaar [command] [flags]\n\n"
             "commands:\n"
             "  serve     run the server (default)\n"

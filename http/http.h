@@ -6,9 +6,11 @@
  *     static int hello(http_req *r, void *data) {
  *         return http_send(r, 200, "text/plain", "hi", 2);
  *     }
+ *     char err[128];
+ *     int e;
  *     http_mux *mux = http_mux_new();
- *     http_mux_handle(mux, "GET /hello/{name}", (http_handler){hello, NULL}, &err);
- *     http_server *s = http_server_new(&opts, http_chain(http_mux_handler(mux), mws, n));
+ *     http_mux_handle(mux, "GET /hello/{name}", (http_handler){hello, NULL}, err, sizeof err);
+ *     http_server *s = http_server_new(&opts, http_chain(http_mux_handler(mux), mws, n), &e);
  *     http_server_serve(s);       // parks until shutdown, then drains
  *
  * Every request runs on its own coroutine; the handler reads straight

@@ -1,11 +1,14 @@
-/* tests/unit/test_app.c — app/ internals: the OpenAPI document covers every
- * registered route, JSON validation helpers, cursors, seeded passwords. */
+/* tests/unit/test_app.c — the REST adapter's internals: the OpenAPI
+ * document covers every registered route and every limits-table row,
+ * JSON decoding into typed inputs (violations, 64-bit overflow), the
+ * error → HTTP table, seeded passwords. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "app/app-private.h"
+#include "app/rest/rest-private.h"
+#include "app/svc/password.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -17,13 +20,13 @@ static void openapi_documents_every_registered_route(void **state)
 {
     (void)state;
     char err[256];
-    app_mux *m = app_mux_new(NULL, NULL, err, sizeof err);
+    rest *m = rest_new(NULL, NULL, NULL, err, sizeof err);
     assert_non_null(m);
     const char *pats[256];
-    int n = http_mux_patterns(app_mux_get(m), pats, 256);
+    int n = http_mux_patterns(rest_mux(m), pats, 256);
     assert_true(n >= 31);
     bz_buf doc = BZ_BUF_INIT;
-    app_openapi(&doc);
+    rest_openapi(&doc);
     json_error_t je;
     json_t *j = json_loadb(doc.data, doc.len, 0, &je);
     if (!j)
@@ -44,81 +47,116 @@ static void openapi_documents_every_registered_route(void **state)
         json_t *op = json_object_get(p, method);
         assert_non_null(json_object_get(op, "responses"));
     }
+    /* every request field of the limits table is in its schema, with its bounds */
+    json_t *schemas = json_object_get(json_object_get(j, "components"), "schemas");
+    for (int i = 0; i < L__COUNT; i++) {
+        const svc_limit *l = &svc_limits[i];
+        if (!strcmp(l->schema, "query"))
+            continue;
+        json_t *prop = json_object_get(json_object_get(json_object_get(schemas, l->schema), "properties"), l->field);
+        if (!prop)
+            fail_msg("%s.%s is not in the OpenAPI schemas", l->schema, l->field);
+        if (l->type == SVC_F_INTEGER)
+            assert_int_equal(json_integer_value(json_object_get(prop, "maximum")), l->max);
+    }
     json_decref(j);
     bz_buf_free(&doc);
-    app_mux_free(m);
+    rest_free(m);
 }
 
-static void jv_collects_every_bad_field(void **state)
+/* Decoding names every bad field once: type errors from the decoder,
+ * range errors from the service's checks, and integers beyond 64 bits. */
+static void decoding_collects_every_bad_field(void **state)
 {
     (void)state;
     char why[128];
-    const char *body = "{\"a\":\"\",\"b\":12.5,\"c\":\"\\u00e9\\u00e9\",\"d\":1001,\"e\":null}";
-    json_t *o = json_parse_object(body, strlen(body), why, sizeof why);
+    bool reals;
+    const char *body = "{\"sku\":7,\"name\":\"\",\"price_cents\":12.5,\"currency\":\"usd\",\"stock\":99999999999999999999}";
+    json_t *o = json_parse_object(body, strlen(body), &reals, why, sizeof why);
     assert_non_null(o);
-    jv v;
-    jv_init(&v);
-    const char *s;
-    size_t n;
-    int64_t i;
-    assert_false(jv_str(&v, o, "a", true, 1, 10, true, &s, &n));
-    assert_false(jv_int(&v, o, "b", true, 0, 10, &i));
-    assert_true(jv_str(&v, o, "c", true, 1, 2, true, &s, &n)); /* 2 characters, 4 bytes */
-    assert_false(jv_str(&v, o, "c", true, 1, 2, false, &s, &n));
-    assert_false(jv_int(&v, o, "d", true, 1, 1000, &i));
-    assert_false(jv_int(&v, o, "e", false, 1, 1000, &i)); /* null = absent, optional: no error */
-    assert_false(jv_int(&v, o, "missing", true, 1, 1000, &i));
-    assert_int_equal(v.n, 5);
-    assert_non_null(strstr(v.errs.data, "\"field\":\"missing\",\"message\":\"is required\""));
-    jv_free(&v);
+    assert_true(reals); /* the 20-digit stock did not fit */
+    svc_err e;
+    svc_err_clear(&e);
+    svc_str sku = rest_get_str(o, L_ITEM_SKU, &e);
+    svc_str name = rest_get_str(o, L_ITEM_NAME, &e);
+    svc_int price = rest_get_int(o, L_ITEM_PRICE, reals, NULL, &e);
+    svc_str cur = rest_get_str(o, L_ITEM_CURRENCY, &e);
+    svc_int stock = rest_get_int(o, L_ITEM_STOCK, reals, NULL, &e);
+    assert_int_equal(sku.st, SVC_BAD);
+    assert_int_equal(price.st, SVC_BAD);
+    assert_int_equal(stock.st, SVC_BAD);
+    assert_int_equal(e.nviol, 3);
+    /* the service's checks add the rest and skip what was reported */
+    svc_check_str(&e, L_ITEM_SKU, &sku, NULL);
+    svc_check_str(&e, L_ITEM_NAME, &name, NULL);
+    svc_check_int(&e, L_ITEM_PRICE, &price, NULL);
+    svc_check_str(&e, L_ITEM_CURRENCY, &cur, NULL);
+    svc_check_int(&e, L_ITEM_STOCK, &stock, NULL);
+    assert_int_equal(e.kind, SVC_INVALID);
+    assert_string_equal(e.code, "validation_failed");
+    assert_int_equal(e.nviol, 5);
+    const char *want[] = {"sku", "price_cents", "stock", "name", "currency"};
+    for (int i = 0; i < 5; i++)
+        assert_string_equal(e.viol[i].field, want[i]);
+    assert_non_null(strstr(e.viol[2].msg, "between 0 and"));
     json_decref(o);
-    assert_null(json_parse_object("[1]", 3, why, sizeof why));
-    assert_null(json_parse_object("{\"a\":1,\"a\":2}", 13, why, sizeof why)); /* duplicate member */
-    assert_null(json_parse_object("{\"a\":1", 6, why, sizeof why));
+    assert_null(json_parse_object("[1]", 3, &reals, why, sizeof why));
+    assert_null(json_parse_object("{\"a\":1,\"a\":2}", 13, &reals, why, sizeof why)); /* duplicate member */
+    assert_null(json_parse_object("{\"a\":1", 6, &reals, why, sizeof why));
 }
 
-static void cursors_round_trip_and_resist_tampering(void **state)
+/* The one table: kinds to statuses and headers. */
+static void errors_map_to_http_once(void **state)
 {
     (void)state;
-    app a = {0};
-    randombytes_buf(a.cursor_key, sizeof a.cursor_key);
-    api_cursor c = {1767225600123456LL, 4242}, back = {0, 0};
-    char enc[64];
-    api_cursor_encode(&a, &c, "orders:7:", enc);
-    /* decode through the same path a request takes */
-    http_req r;
-    memset(&r, 0, sizeof r);
-    bz_arena ar;
-    bz_arena_init(&ar, 1024);
-    r.arena = &ar;
-    char q[128];
-    snprintf(q, sizeof q, "cursor=%s", enc);
-    r.query = bz_str_c(q);
-    assert_int_equal(api_cursor_param(&a, &r, "orders:7:", &back), 1);
-    assert_int_equal(back.t_us, c.t_us);
-    assert_int_equal(back.id, c.id);
-    /* flipping any character of the cursor is detected */
-    for (size_t i = 0; i < strlen(enc); i++) {
-        char t[64];
-        strcpy(t, enc);
-        t[i] = t[i] == 'A' ? 'B' : 'A';
-        snprintf(q, sizeof q, "cursor=%s", t);
-        r.query = bz_str_c(q);
-        r.status = 0;
-        assert_int_equal(api_cursor_param(&a, &r, "orders:7:", &back), -1);
-        assert_int_equal(r.status, 400);
+    static const struct {
+        svc_kind kind;
+        const char *code;
+        int status;
+        const char *header;
+    } cases[] = {
+        {SVC_INVALID, "validation_failed", 400, NULL},
+        {SVC_UNAUTHENTICATED, "unauthorized", 401, "WWW-Authenticate: Bearer"},
+        {SVC_NOT_FOUND, "not_found", 404, NULL},
+        {SVC_ALREADY_EXISTS, "sku_taken", 409, NULL},
+        {SVC_CONFLICT, "insufficient_funds", 409, NULL},
+        {SVC_UNPROCESSABLE, "currency_mismatch", 422, NULL},
+        {SVC_RATE_LIMITED, "rate_limited", 429, "Retry-After: 1"},
+        {SVC_UNAVAILABLE, "contention", 503, "Retry-After: 1"},
+        {SVC_INTERNAL, "internal", 500, NULL},
+        {SVC_INVALID, "unsupported_media_type", 415, NULL},
+        {SVC_INVALID, "body_too_large", 413, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        http_req r;
+        memset(&r, 0, sizeof r);
+        bz_arena ar;
+        bz_arena_init(&ar, 1024);
+        r.arena = &ar;
+        svc_err e;
+        svc_err_clear(&e);
+        svc_fail(&e, cases[i].kind, cases[i].code, "why %d", (int)i);
+        if (cases[i].kind == SVC_INVALID && !strcmp(cases[i].code, "validation_failed"))
+            svc_violate(&e, "email", "is required");
+        assert_int_equal(rest_fail(&r, &e), 0);
+        assert_int_equal(r.status, cases[i].status);
+        assert_non_null(strstr(r.body.data, cases[i].code));
+        if (cases[i].header)
+            assert_non_null(strstr(r.resp_headers.data, cases[i].header));
+        if (cases[i].status == 400)
+            assert_non_null(strstr(r.body.data, "\"errors\":[{\"field\":\"email\""));
         bz_buf_free(&r.body);
         bz_buf_free(&r.resp_headers);
+        bz_arena_free(&ar);
     }
-    bz_arena_free(&ar);
 }
 
 static void seeded_password_hashes_verify_and_repeat(void **state)
 {
     (void)state;
     char h1[160], h2[160];
-    pw_hash_seeded("password7", 9, 42, h1);
-    pw_hash_seeded("password7", 9, 42, h2);
+    svc_pw_hash_seeded("password7", 9, 42, h1);
+    svc_pw_hash_seeded("password7", 9, 42, h2);
     assert_string_equal(h1, h2);
     assert_true(strncmp(h1, "$argon2id$v=19$m=1024,t=1,p=1$", 30) == 0);
     assert_int_equal(crypto_pwhash_str_verify(h1, "password7", 9), 0);
@@ -131,8 +169,8 @@ int main(void)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(openapi_documents_every_registered_route),
-        cmocka_unit_test(jv_collects_every_bad_field),
-        cmocka_unit_test(cursors_round_trip_and_resist_tampering),
+        cmocka_unit_test(decoding_collects_every_bad_field),
+        cmocka_unit_test(errors_map_to_http_once),
         cmocka_unit_test(seeded_password_hashes_verify_and_repeat),
     };
     return cmocka_run_group_tests_name("app", tests, NULL, NULL);

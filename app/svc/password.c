@@ -1,5 +1,5 @@
 /*
- * app/password.c — Argon2id password hashes (libsodium), off the loop.
+ * app/svc/password.c — Argon2id password hashes (libsodium), off the loop.
  *
  * API users get OWASP's minimum Argon2id set (m = 19 MiB, t = 2, p = 1).
  * Hashing takes tens of milliseconds of CPU, so it runs on the offload pool
@@ -9,7 +9,8 @@
  * verifier reads the parameters from each PHC string, so both kinds verify
  * the same way.
  */
-#include "app/app-private.h"
+#include "app/svc/password.h"
+#include "app/svc/svc-private.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -58,7 +59,7 @@ bool pw_verify(rt_ctx *ctx, const char *hash, const char *pw, size_t n)
     return j.rc == 0;
 }
 
-void pw_hash_seeded(const char *pw, size_t n, uint64_t salt_seed, char out[160])
+void svc_pw_hash_seeded(const char *pw, size_t n, uint64_t salt_seed, char out[160])
 {
     uint8_t salt[crypto_pwhash_SALTBYTES];
     uint8_t key[32];
@@ -75,3 +76,9 @@ void pw_hash_seeded(const char *pw, size_t n, uint64_t salt_seed, char out[160])
     sodium_bin2base64(k64, sizeof k64, key, sizeof key, sodium_base64_VARIANT_ORIGINAL_NO_PADDING);
     snprintf(out, 160, "$argon2id$v=19$m=1024,t=1,p=1$%s$%s", s64, k64);
 }
+
+/* Any well-formed hash with the API parameters will do (no password is
+ * meant to match it), so it is a constant: computing one at start-up
+ * would cost 19 MiB of peak memory for nothing. */
+const char svc_dummy_hash[] =
+    "$argon2id$v=19$m=19456,t=2,p=1$PYdhFngjIkBnI1A96q5vTQ$1LSisBKlO6r5ymOt4QGWY8R3t/7fRItvaqwkQWZWqwo";

@@ -1,6 +1,8 @@
-/* app/routes.c — the route table (one row per endpoint, also the source
- * of /openapi.json), the per-route dispatcher and the --rate-limit check. */
-#include "app/app-private.h"
+/* app/rest/routes.c — the route table (one row per endpoint, also the
+ * source of /openapi.json) and the per-route dispatcher: the caller is
+ * resolved once per request (session, then the rate limiter's principal),
+ * then the handler runs. */
+#include "app/rest/rest-private.h"
 
 #include "base/clock.h"
 
@@ -8,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const api_route app_routes[] = {
+const rest_route rest_routes[] = {
     {"GET /healthz", ops_healthz, false, false, "Liveness: 200 while the process runs", NULL, "text", "200"},
     {"GET /readyz", ops_readyz, false, false, "Readiness of the database and the cache", NULL, "Ready", "200 503"},
     {"GET /metrics", ops_metrics, false, false, "Prometheus metrics", NULL, "text", "200"},
@@ -41,97 +43,111 @@ const api_route app_routes[] = {
     {"GET /v1/users/{id}/orders/events", orders_events, true, true, "Server-sent events: your orders' status changes", NULL, "text", "200 401 404"},
     {"GET /v1/leaderboard/spenders", leaderboard_get, false, false, "Top spenders in a currency", NULL, "Leaderboard", "200 400"},
 };
-const int app_nroutes = sizeof app_routes / sizeof app_routes[0];
+const int rest_nroutes = sizeof rest_routes / sizeof rest_routes[0];
 
-typedef struct binding {
-    app *a;
-    const api_route *route;
+typedef struct rest_binding {
+    rest *R;
+    const rest_route *route;
     bool limited; /* subject to --rate-limit */
 } binding;
 
-/* --rate-limit: a fixed window per principal (the user behind a valid
- * token, else the client address), counted in the cache so every instance
- * shares it.  Returns false when it has answered 429. */
-static bool rate_ok(app *a, http_req *r)
+/* The client's address without the port. */
+static void peer_addr(const http_req *r, char out[64])
 {
-    int64_t uid = 0;
-    api_try_auth(a, r, &uid);
-    char key[96];
-    if (uid > 0)
-        snprintf(key, sizeof key, "rl:u:%lld", (long long)uid);
-    else {
-        char ip[64];
-        api_peer_ip(r, ip);
-        snprintf(key, sizeof key, "rl:ip:%s", ip);
-    }
-    cache_rate rt;
-    bz_error e;
-    if (cache_rate_allow(a->cache, r->ctx, key, a->cfg->rate_limit.count, a->cfg->rate_limit.window_ns, &rt, &e) != 0)
-        return true; /* fail open: the limiter must not take the API down */
-    api_rate_headers(r, &rt);
-    if (rt.allowed)
-        return true;
-    metrics_count_rate_limited();
-    http_send_problem(r, 429, "rate_limited", "too many requests; retry after the time in Retry-After");
-    return false;
+    snprintf(out, 64, "%s", r->peer);
+    char *c = strrchr(out, ':');
+    if (c)
+        *c = '\0';
 }
 
 static int dispatch(http_req *r, void *data)
 {
     binding *b = data;
-    if (b->limited && !rate_ok(b->a, r))
-        return 0;
-    return b->route->fn(b->a, r);
+    rest *R = b->R;
+    svc_err e;
+    svc_err_clear(&e);
+    /* The caller, once: the session behind a bearer token. */
+    const char *tok = NULL;
+    size_t tn = 0;
+    bz_str h = http_header_get(r, "Authorization");
+    if (h.n >= 8 && bz_str_ieq(bz_str_make(h.p, 7), BZ_STR_LIT("Bearer "))) {
+        bz_str t = bz_str_trim(bz_str_make(h.p + 7, h.n - 7));
+        tok = t.p;
+        tn = t.n;
+    }
+    char addr[64];
+    peer_addr(r, addr);
+    svc_principal who;
+    bool need = b->route->auth || b->limited;
+    if (need && svc_authenticate(R->s, r->ctx, tok, tn, addr, &who, &e) != 0)
+        return rest_fail(r, &e);
+    if (!need) {
+        who = (svc_principal){0};
+        snprintf(who.addr, sizeof who.addr, "%s", addr);
+    }
+    if (b->limited) {
+        svc_rate rt;
+        int rc = svc_rate_check(R->s, r->ctx, &who, &rt, &e);
+        rest_rate_headers(r, &rt);
+        if (rc != 0) {
+            rest_metrics_count_rate_limited();
+            return rest_fail(r, &e);
+        }
+    }
+    /* Routes that need a user refuse an anonymous caller before reading
+     * anything (the operation would refuse it too). */
+    if (b->route->auth && who.user_id <= 0)
+        return rest_fail(r, &(svc_err){.kind = SVC_UNAUTHENTICATED, .code = "unauthorized",
+                                       .msg = "a valid bearer token is required"});
+    return b->route->fn(R, r, &who);
 }
 
-struct app_mux {
-    http_mux *mux;
-    binding *bindings;
-    http_handler *wrapped;
-    int n;
-};
-
-app_mux *app_mux_new(app *a, const int64_t *request_timeout, char *err, size_t errlen)
+rest *rest_new(svc *s, const bz_config *cfg, const int64_t *request_timeout, char *err, size_t errlen)
 {
-    app_mux *m = calloc(1, sizeof *m);
-    m->bindings = calloc((size_t)app_nroutes, sizeof *m->bindings);
-    m->wrapped = calloc((size_t)app_nroutes, sizeof *m->wrapped);
-    if (!m || !m->bindings || !m->wrapped)
+    rest *R = calloc(1, sizeof *R);
+    if (!R)
         abort();
-    m->mux = http_mux_new();
-    bool limit_on = a && a->cfg->rate_limit.count > 0;
-    for (int i = 0; i < app_nroutes; i++) {
-        const api_route *rt = &app_routes[i];
+    R->s = s;
+    R->cfg = cfg;
+    R->bindings = calloc((size_t)rest_nroutes, sizeof *R->bindings);
+    R->wrapped = calloc((size_t)rest_nroutes, sizeof *R->wrapped);
+    if (!R->bindings || !R->wrapped)
+        abort();
+    R->mux = http_mux_new();
+    bool limit_on = cfg && cfg->rate_limit.count > 0;
+    for (int i = 0; i < rest_nroutes; i++) {
+        const rest_route *rt = &rest_routes[i];
         bool ops = strstr(rt->pattern, " /v1/") == NULL; /* health, metrics: never limited */
-        m->bindings[i] = (binding){a, rt, limit_on && !ops};
-        http_handler h = {dispatch, &m->bindings[i]};
+        R->bindings[i] = (binding){R, rt, limit_on && !ops};
+        http_handler h = {dispatch, &R->bindings[i]};
         /* Streams live until the client or the server ends them; every
          * other route gets --request-timeout on its context. */
         if (!rt->stream && request_timeout) {
             http_mw mw = {http_mw_timeout, (void *)request_timeout};
             h = http_chain(h, &mw, 1);
         }
-        m->wrapped[i] = h;
-        m->n = i + 1;
-        if (http_mux_handle(m->mux, rt->pattern, h, err, errlen) != 0) {
-            app_mux_free(m);
+        R->wrapped[i] = h;
+        R->n = i + 1;
+        if (http_mux_handle(R->mux, rt->pattern, h, err, errlen) != 0) {
+            rest_free(R);
             return NULL;
         }
     }
-    return m;
+    return R;
 }
 
-http_mux *app_mux_get(app_mux *m) { return m->mux; }
+void rest_set_server(rest *R, http_server *srv) { R->srv = srv; }
+http_mux *rest_mux(rest *R) { return R->mux; }
 
-void app_mux_free(app_mux *m)
+void rest_free(rest *R)
 {
-    if (!m)
+    if (!R)
         return;
-    http_mux_free(m->mux);
-    for (int i = 0; i < m->n; i++)
-        if (m->wrapped[i].data != &m->bindings[i])
-            http_chain_free(m->wrapped[i]);
-    free(m->wrapped);
-    free(m->bindings);
-    free(m);
+    http_mux_free(R->mux);
+    for (int i = 0; i < R->n; i++)
+        if (R->wrapped[i].data != &R->bindings[i])
+            http_chain_free(R->wrapped[i]);
+    free(R->wrapped);
+    free(R->bindings);
+    free(R);
 }

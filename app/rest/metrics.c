@@ -1,15 +1,16 @@
-/* app/metrics.c — request metrics for /metrics (Prometheus text format).
+/* app/rest/metrics.c — request metrics for /metrics (Prometheus text format).
  *
  * Each event-loop thread counts into its own shard (no locks, no shared
  * cache lines on the request path); a scrape sums the shards.  A shard's
  * slots are claimed only by its owner thread and published with a release
  * store, so a concurrent scrape sees either a whole slot or none. */
-#include "app/app-private.h"
+#include "app/rest/rest-private.h"
 
 #include "base/clock.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,7 +41,7 @@ static _Atomic int64_t in_flight;
 static _Atomic int64_t rate_limited;
 static const char unmatched[] = "(unmatched)";
 
-void metrics_count_rate_limited(void) { atomic_fetch_add_explicit(&rate_limited, 1, memory_order_relaxed); }
+void rest_metrics_count_rate_limited(void) { atomic_fetch_add_explicit(&rate_limited, 1, memory_order_relaxed); }
 
 static int method_index(bz_str m)
 {
@@ -99,7 +100,7 @@ static int metrics_mw(http_req *r, void *data)
     return rc;
 }
 
-http_handler metrics_middleware(http_handler next, void *cfg)
+http_handler rest_metrics_middleware(http_handler next, void *cfg)
 {
     (void)cfg;
     http_handler *n = malloc(sizeof *n);
@@ -109,7 +110,7 @@ http_handler metrics_middleware(http_handler next, void *cfg)
     return (http_handler){metrics_mw, n};
 }
 
-void metrics_middleware_free(http_handler h) { free(h.data); }
+void rest_metrics_middleware_free(http_handler h) { free(h.data); }
 
 /* One aggregated series while rendering. */
 typedef struct {
@@ -140,7 +141,7 @@ static void label(bz_buf *o, const char *route, int method)
     bz_buf_printf(o, "\",method=\"%s\"", methods[method]);
 }
 
-void metrics_render(app *a, bz_buf *o)
+void rest_metrics_render(svc *sv, bz_buf *o)
 {
     agg *v = NULL;
     size_t n = 0, cap = 0;
@@ -220,7 +221,7 @@ void metrics_render(app *a, bz_buf *o)
                   "# TYPE bazaar_http_requests_in_flight gauge\n"
                   "bazaar_http_requests_in_flight %lld\n",
                   (long long)atomic_load(&in_flight));
-    db_stats d = db_get_stats(a->db);
+    db_stats d = db_get_stats(svc_db(sv));
     bz_buf_printf(o,
                   "# TYPE bazaar_db_max_open_connections gauge\nbazaar_db_max_open_connections %d\n"
                   "# TYPE bazaar_db_open_connections gauge\nbazaar_db_open_connections %d\n"
@@ -233,7 +234,7 @@ void metrics_render(app *a, bz_buf *o)
                   "# TYPE bazaar_db_max_lifetime_closed_total counter\nbazaar_db_max_lifetime_closed_total %lld\n",
                   d.max_open, d.open, d.in_use, d.idle, (long long)d.wait_count, (double)d.wait_ns / 1e9,
                   (long long)d.max_idle_closed, (long long)d.max_idle_time_closed, (long long)d.max_lifetime_closed);
-    cache_stats c = cache_get_stats(a->cache);
+    cache_stats c = cache_get_stats(svc_cache(sv));
     bz_buf_printf(o,
                   "# TYPE bazaar_cache_hits_total counter\nbazaar_cache_hits_total %lld\n"
                   "# TYPE bazaar_cache_misses_total counter\nbazaar_cache_misses_total %lld\n"

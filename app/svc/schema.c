@@ -1,5 +1,5 @@
 /*
- * app/schema.c — the marketplace schema, one migration list, two dialects.
+ * app/svc/schema.c — the marketplace schema, one migration list, two dialects.
  *
  * Every index is here because a query needs it; the comment above each
  * names the query.  Primary keys serve the by-id reads.  `bazaar explain`
@@ -8,7 +8,7 @@
  * Time columns: timestamptz on PostgreSQL, fixed-width RFC 3339 text with
  * microseconds on SQLite (sorts as the time it encodes).
  */
-#include "app/app-private.h"
+#include "app/svc/svc-private.h"
 
 #include "base/log.h"
 
@@ -192,15 +192,46 @@
     "  value TEXT NOT NULL\n"                                                                                      \
     ");\n"
 
-const db_migration app_migrations[] = {
-    {1, "marketplace", SQLITE_V1, PG_V1},
-};
-const int app_nmigrations = sizeof app_migrations / sizeof app_migrations[0];
+/* v2: idempotency records become transport-neutral — the operation's
+ * outcome ("ok" or a kind, a code) and its result in the record codec,
+ * instead of an HTTP status, body and Location.  No release stored v1
+ * records, so the old table is dropped rather than converted. */
+#define SQLITE_V2                                                                                                  \
+    "DROP TABLE idempotency_keys;\n"                                                                               \
+    "CREATE TABLE idempotency_records (\n"                                                                         \
+    "  user_id INTEGER NOT NULL,\n"                                                                                \
+    "  key TEXT NOT NULL,\n"                                                                                       \
+    "  fingerprint TEXT NOT NULL,\n"                                                                               \
+    "  outcome TEXT NOT NULL,\n"                                                                                   \
+    "  code TEXT NOT NULL,\n"                                                                                      \
+    "  result TEXT NOT NULL,\n"                                                                                    \
+    "  created_at TEXT NOT NULL,\n"                                                                                \
+    "  PRIMARY KEY (user_id, key)\n"                                                                               \
+    ");\n"
+#define PG_V2                                                                                                      \
+    "DROP TABLE idempotency_keys;\n"                                                                               \
+    "CREATE TABLE idempotency_records (\n"                                                                         \
+    "  user_id BIGINT NOT NULL,\n"                                                                                 \
+    "  key TEXT NOT NULL,\n"                                                                                       \
+    "  fingerprint TEXT NOT NULL,\n"                                                                               \
+    "  outcome TEXT NOT NULL,\n"                                                                                   \
+    "  code TEXT NOT NULL,\n"                                                                                      \
+    "  result TEXT NOT NULL,\n"                                                                                    \
+    "  created_at TIMESTAMPTZ NOT NULL,\n"                                                                         \
+    "  PRIMARY KEY (user_id, key)\n"                                                                               \
+    ");\n"
 
-int app_prepare_db(app *a, rt_ctx *ctx, bz_error *err)
+static const db_migration migrations[] = {
+    {1, "marketplace", SQLITE_V1, PG_V1},
+    {2, "transport-neutral idempotency records", SQLITE_V2, PG_V2},
+};
+
+int svc_schema_version(void) { return migrations[sizeof migrations / sizeof migrations[0] - 1].version; }
+
+int svc_prepare_db(svc *s, rt_ctx *ctx, bz_error *err)
 {
     int applied = 0;
-    if (db_migrate(a->db, ctx, app_migrations, app_nmigrations, &applied, err) != 0)
+    if (db_migrate(s->db, ctx, migrations, (int)(sizeof migrations / sizeof migrations[0]), &applied, err) != 0)
         return -1;
     if (applied)
         bz_log_info("migrated", BZ_F_INT("applied", applied));
@@ -211,19 +242,19 @@ int app_prepare_db(app *a, rt_ctx *ctx, bz_error *err)
     randombytes_buf(k, sizeof k);
     sodium_bin2hex(hex, sizeof hex, k, sizeof k);
     db_arg ins[] = {DB_TEXT("cursor_key"), DB_TEXT(hex)};
-    if (db_exec(DB(a->db), ctx, "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", ins,
+    if (db_exec(DB(s->db), ctx, "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", ins,
                 2, NULL, err) != 0)
         return -1;
     db_rows *rows = NULL;
     db_arg sel[] = {DB_TEXT("cursor_key")};
-    if (db_query_row(DB(a->db), ctx, "SELECT value FROM meta WHERE key = $1", sel, 1, &rows, err) != 0)
+    if (db_query_row(DB(s->db), ctx, "SELECT value FROM meta WHERE key = $1", sel, 1, &rows, err) != 0)
         return -1;
     size_t n;
     const char *v = db_col_text(rows, 0, &n);
     size_t got = 0;
-    int rc = sodium_hex2bin(a->cursor_key, sizeof a->cursor_key, v, n, NULL, &got, NULL);
+    int rc = sodium_hex2bin(s->cursor_key, sizeof s->cursor_key, v, n, NULL, &got, NULL);
     db_rows_close(rows);
-    if (rc != 0 || got != sizeof a->cursor_key)
+    if (rc != 0 || got != sizeof s->cursor_key)
         return bz_err_set(err, BZ_ERR_INTERNAL, "meta.cursor_key is corrupt"), -1;
     return 0;
 }

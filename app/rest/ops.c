@@ -1,42 +1,38 @@
-/* app/ops.c — operations endpoints (API.md §8) and the OpenAPI document. */
-#include "app/app-private.h"
+/* app/rest/ops.c — operations endpoints (API.md §8) and the OpenAPI
+ * document (request schemas and query limits come from the limits table). */
+#include "app/rest/rest-private.h"
 
 #include "base/clock.h"
 
 #include <stdio.h>
 #include <string.h>
 
-int ops_healthz(app *a, http_req *r)
+int ops_healthz(rest *R, http_req *r, const svc_principal *who)
 {
-    (void)a;
     return http_send(r, 200, "text/plain; charset=utf-8", "ok", 2);
 }
 
 /* 200 {"db":"ok","cache":"ok"} while both answer; 503 naming the failing
  * part, and 503 once shutdown began. */
-int ops_readyz(app *a, http_req *r)
+int ops_readyz(rest *R, http_req *r, const svc_principal *who)
 {
-    if (http_server_draining(a->srv)) {
+    if (R->srv && http_server_draining(R->srv)) {
         http_add_header(r, "Retry-After", "1");
         static const char b[] = "{\"status\":\"shutting down\"}";
         return http_send(r, 503, "application/json; charset=utf-8", b, sizeof b - 1);
     }
-    rt_ctx ctx;
-    rt_ctx_init_timeout(&ctx, r->ctx, 2 * BZ_NS_PER_S);
-    bz_error e;
-    bool db_ok = db_ping(a->db, &ctx, &e) == 0;
-    bool cache_ok = cache_ping(a->cache, &ctx, &e) == 0;
-    rt_ctx_release(&ctx);
+    bool db_ok, cache_ok;
+    svc_ready(R->s, r->ctx, &db_ok, &cache_ok);
     char body[64];
     int n = snprintf(body, sizeof body, "{\"db\":\"%s\",\"cache\":\"%s\"}", db_ok ? "ok" : "unavailable",
                      cache_ok ? "ok" : "unavailable");
     return http_send(r, db_ok && cache_ok ? 200 : 503, "application/json; charset=utf-8", body, (size_t)n);
 }
 
-int ops_metrics(app *a, http_req *r)
+int ops_metrics(rest *R, http_req *r, const svc_principal *who)
 {
     bz_buf b = BZ_BUF_INIT;
-    metrics_render(a, &b);
+    rest_metrics_render(R->s, &b);
     http_send(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     bz_buf_free(&b);
     return 0;
@@ -55,38 +51,21 @@ static const char schemas[] =
     "\"Problem\":{\"type\":\"object\",\"properties\":{\"type\":" STR ",\"title\":" STR ",\"status\":{\"type\":\"integer\"},"
     "\"detail\":" STR ",\"code\":" STR ",\"errors\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":"
     "{\"field\":" STR ",\"message\":" STR "}}}}},"
-    "\"NewUser\":{\"type\":\"object\",\"required\":[\"email\",\"name\",\"password\"],\"properties\":{\"email\":{\"type\":\"string\",\"maxLength\":254},"
-    "\"name\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":100},\"password\":{\"type\":\"string\",\"minLength\":8,\"maxLength\":128}}},"
-    "\"UserPatch\":{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":100},"
-    "\"password\":{\"type\":\"string\",\"minLength\":8,\"maxLength\":128}}},"
     "\"User\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"email\":" STR ",\"name\":" STR ",\"created_at\":" TS "}},"
     "\"PublicUser\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"name\":" STR ",\"created_at\":" TS "}},"
     "\"PublicUserList\":" LIST("PublicUser") ","
-    "\"Login\":{\"type\":\"object\",\"required\":[\"email\",\"password\"],\"properties\":{\"email\":" STR ",\"password\":" STR "}},"
     "\"Session\":{\"type\":\"object\",\"properties\":{\"token\":" STR ",\"expires_at\":" TS "}},"
-    "\"NewAccount\":{\"type\":\"object\",\"required\":[\"currency\"],\"properties\":{\"currency\":" CUR "}},"
     "\"Account\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"user_id\":" I64 ",\"currency\":" CUR
     ",\"balance_cents\":" I64 ",\"created_at\":" TS "}},"
     "\"AccountList\":" LIST("Account") ","
-    "\"Deposit\":{\"type\":\"object\",\"required\":[\"amount_cents\"],\"properties\":{\"amount_cents\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000000000}}},"
-    "\"NewTransfer\":{\"type\":\"object\",\"required\":[\"from_account_id\",\"to_account_id\",\"amount_cents\"],\"properties\":"
-    "{\"from_account_id\":" I64 ",\"to_account_id\":" I64 ",\"amount_cents\":{\"type\":\"integer\",\"minimum\":1}}},"
     "\"Transfer\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"from_account_id\":" I64 ",\"to_account_id\":" I64
     ",\"amount_cents\":" I64 ",\"currency\":" CUR ",\"created_at\":" TS "}},"
     "\"TransferPage\":" PAGE("Transfer") ","
-    "\"NewItem\":{\"type\":\"object\",\"required\":[\"sku\",\"name\",\"price_cents\",\"currency\",\"stock\"],\"properties\":"
-    "{\"sku\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":64},\"name\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":200},"
-    "\"price_cents\":{\"type\":\"integer\",\"minimum\":0},\"currency\":" CUR ",\"stock\":{\"type\":\"integer\",\"minimum\":0}}},"
-    "\"ItemPatch\":{\"type\":\"object\",\"properties\":{\"sku\":" STR ",\"name\":" STR ",\"price_cents\":" I64 ",\"currency\":" CUR
-    ",\"stock\":" I64 "}},"
     "\"Item\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"seller_id\":" I64 ",\"sku\":" STR ",\"name\":" STR
     ",\"price_cents\":" I64 ",\"currency\":" CUR ",\"stock\":" I64 ",\"version\":" I64 ",\"created_at\":" TS ",\"updated_at\":" TS "}},"
     "\"ItemPage\":" PAGE("Item") ","
     "\"OrderLine\":{\"type\":\"object\",\"properties\":{\"item_id\":" I64 ",\"quantity\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000},"
     "\"unit_price_cents\":" I64 "}},"
-    "\"NewOrder\":{\"type\":\"object\",\"required\":[\"account_id\",\"lines\"],\"properties\":{\"account_id\":" I64 ","
-    "\"lines\":{\"type\":\"array\",\"minItems\":1,\"maxItems\":50,\"items\":{\"type\":\"object\",\"required\":[\"item_id\",\"quantity\"],"
-    "\"properties\":{\"item_id\":" I64 ",\"quantity\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000}}}}}},"
     "\"Order\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"customer_id\":" I64 ",\"account_id\":" I64 ","
     "\"status\":{\"enum\":[\"pending\",\"paid\",\"shipped\",\"cancelled\"]},\"total_cents\":" I64 ",\"currency\":" CUR ","
     "\"lines\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/OrderLine\"}},\"created_at\":" TS ",\"updated_at\":" TS "}},"
@@ -95,21 +74,110 @@ static const char schemas[] =
     "{\"rank\":{\"type\":\"integer\"},\"user_id\":" I64 ",\"name\":" STR ",\"spent_cents\":" I64 "}}}}},"
     "\"Ready\":{\"type\":\"object\",\"properties\":{\"db\":" STR ",\"cache\":" STR "}}";
 
-void app_openapi(bz_buf *o)
+/* The request schemas, from the limits table (app/svc/limits.h). */
+static void limit_schema(bz_buf *o, const svc_limit *l)
+{
+    switch (l->type) {
+    case SVC_F_STRING:
+        bz_buf_append_c(o, "{\"type\":\"string\"");
+        if (l->format == SVC_FMT_CURRENCY)
+            bz_buf_append_c(o, ",\"pattern\":\"^[A-Z]{3}$\"");
+        else if (l->format == SVC_FMT_STATUS)
+            bz_buf_append_c(o, ",\"enum\":[\"pending\",\"paid\",\"shipped\",\"cancelled\"]");
+        else
+            bz_buf_printf(o, ",\"minLength\":%lld,\"maxLength\":%lld", (long long)l->min, (long long)l->max);
+        if (l->format == SVC_FMT_EMAIL)
+            bz_buf_append_c(o, ",\"format\":\"email\"");
+        bz_buf_putc(o, '}');
+        break;
+    case SVC_F_INTEGER:
+        bz_buf_printf(o, "{\"type\":\"integer\",\"format\":\"int64\",\"minimum\":%lld,\"maximum\":%lld}",
+                      (long long)l->min, (long long)l->max);
+        break;
+    case SVC_F_ARRAY:
+        bz_buf_printf(o, "{\"type\":\"array\",\"minItems\":%lld,\"maxItems\":%lld,"
+                         "\"items\":{\"$ref\":\"#/components/schemas/OrderLineIn\"}}",
+                      (long long)l->min, (long long)l->max);
+        break;
+    }
+}
+
+static void request_schemas(bz_buf *o)
+{
+    for (int i = 0; i < L__COUNT; i++) {
+        const char *name = svc_limits[i].schema;
+        bool seen = !strcmp(name, "query");
+        for (int k = 0; k < i && !seen; k++)
+            seen = !strcmp(svc_limits[k].schema, name);
+        if (seen)
+            continue;
+        jw_key(o, name);
+        bz_buf_append_c(o, "{\"type\":\"object\",\"required\":[");
+        bool first = true;
+        for (int k = i; k < L__COUNT; k++)
+            if (!strcmp(svc_limits[k].schema, name) && svc_limits[k].required) {
+                bz_buf_printf(o, "%s\"%s\"", first ? "" : ",", svc_limits[k].field);
+                first = false;
+            }
+        bz_buf_append_c(o, "],\"properties\":{");
+        first = true;
+        for (int k = i; k < L__COUNT; k++)
+            if (!strcmp(svc_limits[k].schema, name)) {
+                bz_buf_printf(o, "%s\"%s\":", first ? "" : ",", svc_limits[k].field);
+                limit_schema(o, &svc_limits[k]);
+                first = false;
+            }
+        bz_buf_append_c(o, "}}");
+    }
+}
+
+/* Query parameters of a route, from the limits table. */
+static void query_params(bz_buf *o, const char *pattern)
+{
+    static const struct {
+        const char *pattern;
+        svc_limit_id ids[4];
+        int n;
+    } q[] = {
+        {"GET /v1/users", {L_USERS_EMAIL}, 1},
+        {"GET /v1/accounts/{id}/transfers", {L_PAGE_LIMIT}, 1},
+        {"GET /v1/items", {L_PAGE_LIMIT, L_ITEMS_SELLER, L_ITEMS_OFFSET}, 3},
+        {"GET /v1/users/{id}/orders", {L_PAGE_LIMIT, L_ORDERS_STATUS}, 2},
+        {"GET /v1/leaderboard/spenders", {L_LB_CURRENCY, L_LB_LIMIT}, 2},
+    };
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
+        if (strcmp(q[i].pattern, pattern))
+            continue;
+        for (int k = 0; k < q[i].n; k++) {
+            const svc_limit *l = &svc_limits[q[i].ids[k]];
+            jw_sep(o);
+            bz_buf_printf(o, "{\"in\":\"query\",\"name\":\"%s\",\"required\":%s,\"schema\":", l->field,
+                          l->required ? "true" : "false");
+            limit_schema(o, l);
+            bz_buf_putc(o, '}');
+        }
+        if (q[i].ids[0] == L_PAGE_LIMIT) { /* paged: the cursor too */
+            jw_sep(o);
+            bz_buf_append_c(o, "{\"in\":\"query\",\"name\":\"cursor\",\"required\":false,\"schema\":{\"type\":\"string\"}}");
+        }
+    }
+}
+
+void rest_openapi(bz_buf *o)
 {
     bz_buf_append_c(o, "{\"openapi\":\"3.1.0\",\"info\":{\"title\":\"bazaar\",\"version\":\"" BAZAAR_VERSION
                        "\",\"description\":\"The bazaar marketplace REST API. Errors are RFC 9457 problem details.\"},"
                        "\"paths\":{");
     /* Group the routes by path (a path object holds all its methods). */
     bool done[128] = {false};
-    for (int i = 0; i < app_nroutes; i++) {
+    for (int i = 0; i < rest_nroutes; i++) {
         if (done[i])
             continue;
-        const char *path = strchr(app_routes[i].pattern, ' ') + 1;
+        const char *path = strchr(rest_routes[i].pattern, ' ') + 1;
         jw_key(o, path);
         bz_buf_putc(o, '{');
-        for (int k = i; k < app_nroutes; k++) {
-            const api_route *rt = &app_routes[k];
+        for (int k = i; k < rest_nroutes; k++) {
+            const rest_route *rt = &rest_routes[k];
             const char *p = strchr(rt->pattern, ' ') + 1;
             if (done[k] || strcmp(p, path))
                 continue;
@@ -135,6 +203,7 @@ void app_openapi(bz_buf *o)
                 bz_buf_append(o, q + 1, (size_t)(e - q - 1));
                 bz_buf_append_c(o, "\"}");
             }
+            query_params(o, rt->pattern);
             if (!strcmp(method, "post"))
                 bz_buf_append_c(o, (o->data[o->len - 1] == '[' ? "" : ","));
             if (!strcmp(method, "post"))
@@ -179,14 +248,14 @@ void app_openapi(bz_buf *o)
     bz_buf_append_c(o, "},\"components\":{\"securitySchemes\":{\"bearer\":{\"type\":\"http\",\"scheme\":\"bearer\"}},"
                        "\"schemas\":{");
     bz_buf_append_c(o, schemas);
+    request_schemas(o);
     bz_buf_append_c(o, "}}}");
 }
 
-int ops_openapi(app *a, http_req *r)
+int ops_openapi(rest *R, http_req *r, const svc_principal *who)
 {
-    (void)a;
     bz_buf b = BZ_BUF_INIT;
-    app_openapi(&b);
+    rest_openapi(&b);
     http_send(r, 200, "application/json; charset=utf-8", b.data, b.len);
     bz_buf_free(&b);
     return 0;

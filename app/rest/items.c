@@ -1,0 +1,160 @@
+/* app/rest/items.c — the catalogue over REST (API.md §5): ETag,
+ * If-None-Match and Cache-Status around the service's cached item. */
+#include "app/rest/rest-private.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Strong validator from what determines the representation: the id and
+ * the version (bumped by every change), with the update time so a
+ * re-created database cannot repeat a tag.  FNV-1a 64, hex. */
+static void etag_of(const svc_item *it, char out[24])
+{
+    uint64_t h = 1469598103934665603ULL;
+    int64_t parts[3] = {it->id, it->version, it->updated_us};
+    for (int p = 0; p < 3; p++)
+        for (int i = 0; i < 8; i++) {
+            h ^= (uint8_t)((uint64_t)parts[p] >> (8 * i));
+            h *= 1099511628211ULL;
+        }
+    static const char hex[] = "0123456789abcdef";
+    out[0] = '"';
+    for (int i = 0; i < 16; i++)
+        out[1 + i] = hex[(h >> (60 - 4 * i)) & 15];
+    out[17] = '"';
+    out[18] = '\0';
+}
+
+bool rest_none_match(bz_str inm, const char *etag)
+{
+    size_t elen = strlen(etag);
+    size_t i = 0;
+    while (i < inm.n) {
+        while (i < inm.n && (inm.p[i] == ' ' || inm.p[i] == '\t' || inm.p[i] == ','))
+            i++;
+        if (i >= inm.n)
+            break;
+        if (inm.p[i] == '*')
+            return true;
+        if (i + 2 <= inm.n && inm.p[i] == 'W' && inm.p[i + 1] == '/')
+            i += 2;
+        if (i >= inm.n || inm.p[i] != '"')
+            return false;
+        size_t j = i + 1;
+        while (j < inm.n && inm.p[j] != '"')
+            j++;
+        if (j >= inm.n)
+            return false;
+        if (j + 1 - i == elen && memcmp(inm.p + i, etag, elen) == 0)
+            return true;
+        i = j + 1;
+    }
+    return false;
+}
+
+static int send_item(http_req *r, int status, const svc_item *it, bool loc)
+{
+    bz_buf b = BZ_BUF_INIT;
+    enc_item_json(&b, it);
+    char l[64];
+    snprintf(l, sizeof l, "/v1/items/%lld", (long long)it->id);
+    rest_json(r, status, &b, loc ? l : NULL);
+    bz_buf_free(&b);
+    return 0;
+}
+
+int items_get(rest *R, http_req *r, const svc_principal *who)
+{
+    svc_err e;
+    svc_err_clear(&e);
+    int64_t id;
+    if (!rest_path_id(r, "id", &id, &e))
+        return rest_fail(r, &e);
+    svc_call c = rest_call(r, who);
+    svc_item it;
+    bool hit = false;
+    int rc = svc_item_get(R->s, &c, id, &it, &hit, &e);
+    http_add_header(r, "Cache-Status", hit ? "bazaar; hit" : "bazaar; fwd=miss");
+    if (rc != 0)
+        return rest_fail(r, &e);
+    char etag[24];
+    etag_of(&it, etag);
+    http_add_header(r, "ETag", etag);
+    bz_str inm = http_header_get(r, "If-None-Match");
+    if (inm.p && rest_none_match(inm, etag))
+        return http_send(r, 304, NULL, NULL, 0);
+    return send_item(r, 200, &it, false);
+}
+
+int items_list(rest *R, http_req *r, const svc_principal *who)
+{
+    svc_err e;
+    svc_err_clear(&e);
+    svc_items_query q = {rest_query_int(r, L_ITEMS_SELLER, &e), rest_query_int(r, L_ITEMS_OFFSET, &e),
+                         rest_page(r, &e)};
+    if (e.kind)
+        return rest_fail(r, &e);
+    svc_call c = rest_call(r, who);
+    svc_item_page p;
+    if (svc_items_list(R->s, &c, &q, &p, &e) != 0)
+        return rest_fail(r, &e);
+    bz_buf b = BZ_BUF_INIT;
+    bz_buf_append_c(&b, "{\"data\":[");
+    for (int i = 0; i < p.n; i++) {
+        jw_sep(&b);
+        enc_item_json(&b, &p.data[i]);
+    }
+    enc_page_end(&b, p.next_cursor);
+    rest_json(r, 200, &b, NULL);
+    bz_buf_free(&b);
+    return 0;
+}
+
+static void read_item(json_t *j, bool reals, bool full, svc_item_in *in, svc_err *e)
+{
+    in->sku = rest_get_str(j, full ? L_ITEM_SKU : L_IPATCH_SKU, e);
+    in->name = rest_get_str(j, full ? L_ITEM_NAME : L_IPATCH_NAME, e);
+    in->price_cents = rest_get_int(j, full ? L_ITEM_PRICE : L_IPATCH_PRICE, reals, NULL, e);
+    in->currency = rest_get_str(j, full ? L_ITEM_CURRENCY : L_IPATCH_CURRENCY, e);
+    in->stock = rest_get_int(j, full ? L_ITEM_STOCK : L_IPATCH_STOCK, reals, NULL, e);
+}
+
+static int write_item(rest *R, http_req *r, const svc_principal *who, bool create, bool full)
+{
+    svc_err e;
+    svc_err_clear(&e);
+    int64_t id = 0;
+    if (!create && !rest_path_id(r, "id", &id, &e))
+        return rest_fail(r, &e);
+    json_t *j;
+    bool reals;
+    if (rest_body(r, &j, &reals, &e) != 0)
+        return rest_fail(r, &e);
+    svc_item_in in;
+    read_item(j, reals, full, &in, &e);
+    svc_call c = rest_call(r, who);
+    svc_item it;
+    int rc = create ? svc_item_create(R->s, &c, &in, &it, &e) : svc_item_update(R->s, &c, id, &in, full, &it, &e);
+    json_decref(j);
+    rest_call_headers(r, &c);
+    if (rc != 0)
+        return rest_fail(r, &e);
+    return send_item(r, create ? 201 : 200, &it, create);
+}
+
+int items_create(rest *R, http_req *r, const svc_principal *who) { return write_item(R, r, who, true, true); }
+int items_put(rest *R, http_req *r, const svc_principal *who) { return write_item(R, r, who, false, true); }
+int items_patch(rest *R, http_req *r, const svc_principal *who) { return write_item(R, r, who, false, false); }
+
+int items_delete(rest *R, http_req *r, const svc_principal *who)
+{
+    svc_err e;
+    svc_err_clear(&e);
+    int64_t id;
+    if (!rest_path_id(r, "id", &id, &e))
+        return rest_fail(r, &e);
+    svc_call c = rest_call(r, who);
+    if (svc_item_delete(R->s, &c, id, &e) != 0)
+        return rest_fail(r, &e);
+    return http_send(r, 204, NULL, NULL, 0);
+}

@@ -1,0 +1,220 @@
+/* app/rest/orders.c — orders, order events (SSE) and the leaderboard over
+ * REST (API.md §6, §7). */
+#include "app/rest/rest-private.h"
+
+#include "base/clock.h"
+
+#include <errno.h>
+#include <stdio.h>
+
+static int send_order(http_req *r, const svc_call *c, int status, const svc_order *o, bool loc)
+{
+    bz_buf b = BZ_BUF_INIT;
+    enc_order_json(&b, o);
+    char l[64];
+    snprintf(l, sizeof l, "/v1/orders/%lld", (long long)o->id);
+    rest_call_headers(r, c);
+    rest_json(r, status, &b, loc ? l : NULL);
+    bz_buf_free(&b);
+    return 0;
+}
+
+int orders_create(rest *R, http_req *r, const svc_principal *who)
+{
+    svc_err e;
+    svc_err_clear(&e);
+    json_t *j;
+    bool reals;
+    if (rest_body(r, &j, &reals, &e) != 0)
+        return rest_fail(r, &e);
+    svc_order_in *in = bz_arena_calloc(r->arena, 1, sizeof *in);
+    in->account_id = rest_get_int(j, L_ORDER_ACCOUNT, reals, NULL, &e);
+    json_t *lines = json_object_get(j, "lines");
+    if (!lines || json_is_null(lines)) {
+        in->lines_st = SVC_ABSENT;
+    } else if (!json_is_array(lines)) {
+        in->lines_st = SVC_BAD;
+        svc_violate(&e, "lines", "must be an array of 1 to 50 lines");
+    } else {
+        in->lines_st = SVC_SET;
+        in->nlines_sent = (int)json_array_size(lines);
+        in->nlines = in->nlines_sent > SVC_MAX_LINES ? SVC_MAX_LINES : in->nlines_sent;
+        for (int i = 0; i < in->nlines; i++) {
+            json_t *l = json_array_get(lines, (size_t)i);
+            char fi[40], fq[40];
+            snprintf(fi, sizeof fi, "lines[%d].item_id", i);
+            snprintf(fq, sizeof fq, "lines[%d].quantity", i);
+            if (!json_is_object(l)) {
+                char f[24];
+                snprintf(f, sizeof f, "lines[%d]", i);
+                svc_violate(&e, f, "must be an object");
+                in->lines[i].item_id.st = in->lines[i].quantity.st = SVC_BAD;
+                continue;
+            }
+            in->lines[i].item_id = rest_get_int(l, L_LINE_ITEM, reals, fi, &e);
+            in->lines[i].quantity = rest_get_int(l, L_LINE_QUANTITY, reals, fq, &e);
+        }
+    }
+    json_decref(j);
+    svc_call c = rest_call(r, who);
+    svc_order o;
+    if (svc_order_create(R->s, &c, in, &o, &e) != 0) {
+        rest_call_headers(r, &c);
+        return rest_fail(r, &e);
+    }
+    return send_order(r, &c, 201, &o, true);
+}
+
+int orders_get(rest *R, http_req *r, const svc_principal *who)
+{
+    svc_err e;
+    svc_err_clear(&e);
+    int64_t id;
+    if (!rest_path_id(r, "id", &id, &e))
+        return rest_fail(r, &e);
+    svc_call c = rest_call(r, who);
+    svc_order o;
+    if (svc_order_get(R->s, &c, id, &o, &e) != 0)
+        return rest_fail(r, &e);
+    return send_order(r, &c, 200, &o, false);
+}
+
+int orders_list(rest *R, http_req *r, const svc_principal *who)
+{
+    svc_err e;
+    svc_err_clear(&e);
+    int64_t id;
+    if (!rest_path_id(r, "id", &id, &e))
+        return rest_fail(r, &e);
+    svc_page_in pg = rest_page(r, &e);
+    svc_call c = rest_call(r, who);
+    svc_order_page p;
+    bool hit = false;
+    int rc = svc_orders_list(R->s, &c, id, rest_query_str(r, L_ORDERS_STATUS), &pg, &p, &hit, &e);
+    if (rc != 0)
+        return rest_fail(r, &e);
+    http_add_header(r, "Cache-Status", hit ? "bazaar; hit" : "bazaar; fwd=miss");
+    bz_buf b = BZ_BUF_INIT;
+    bz_buf_append_c(&b, "{\"data\":[");
+    for (int i = 0; i < p.n; i++) {
+        jw_sep(&b);
+        enc_order_json(&b, &p.data[i]);
+    }
+    enc_page_end(&b, p.next_cursor);
+    rest_json(r, 200, &b, NULL);
+    bz_buf_free(&b);
+    return 0;
+}
+
+static int change_state(rest *R, http_req *r, const svc_principal *who, bool pay)
+{
+    svc_err e;
+    svc_err_clear(&e);
+    int64_t id;
+    if (!rest_path_id(r, "id", &id, &e))
+        return rest_fail(r, &e);
+    svc_call c = rest_call(r, who);
+    svc_order o;
+    int rc = pay ? svc_order_pay(R->s, &c, id, &o, &e) : svc_order_cancel(R->s, &c, id, &o, &e);
+    if (rc != 0) {
+        rest_call_headers(r, &c);
+        return rest_fail(r, &e);
+    }
+    return send_order(r, &c, 200, &o, false);
+}
+
+int orders_pay(rest *R, http_req *r, const svc_principal *who) { return change_state(R, r, who, true); }
+int orders_cancel(rest *R, http_req *r, const svc_principal *who) { return change_state(R, r, who, false); }
+
+/* ---- GET /v1/users/{id}/orders/events (SSE) ---- */
+
+#define HEARTBEAT_NS (15 * BZ_NS_PER_S)
+
+static int sse_flush(rest *R, http_req *r)
+{
+    http_set_write_deadline(r, bz_now_ns() + R->cfg->write_timeout_ns);
+    return http_flush(r);
+}
+
+int orders_events(rest *R, http_req *r, const svc_principal *who)
+{
+    svc_err e;
+    svc_err_clear(&e);
+    int64_t id;
+    if (!rest_path_id(r, "id", &id, &e))
+        return rest_fail(r, &e);
+    svc_call c = rest_call(r, who);
+    svc_watch *w = NULL;
+    if (svc_orders_watch(R->s, &c, id, &w, &e) != 0)
+        return rest_fail(r, &e);
+    http_set_status(r, 200);
+    http_add_header(r, "Content-Type", "text/event-stream");
+    http_add_header(r, "Cache-Control", "no-cache");
+    http_add_header(r, "X-Accel-Buffering", "no");
+    /* The comment line makes the headers go out now: the client knows it
+     * is subscribed. */
+    static const char hello[] = ": subscribed\n\n";
+    http_write(r, hello, sizeof hello - 1);
+    int rc = sse_flush(R, r);
+    int64_t next_beat = bz_now_ns() + HEARTBEAT_NS;
+    bz_buf msg = BZ_BUF_INIT;
+    while (rc == 0 && !(R->srv && http_server_draining(R->srv))) {
+        rt_ctx tick;
+        rt_ctx_init_timeout(&tick, r->ctx, BZ_NS_PER_S);
+        svc_order_event ev;
+        int got = svc_watch_next(w, &tick, &ev);
+        rt_ctx_release(&tick);
+        if (got == 0) {
+            static const char head[] = "event: order\ndata: ";
+            bz_buf_clear(&msg);
+            enc_event_json(&msg, &ev);
+            http_write(r, head, sizeof head - 1);
+            http_write(r, msg.data, msg.len);
+            http_write(r, "\n\n", 2);
+            rc = sse_flush(R, r);
+        } else if (got == -EPIPE || rt_ctx_err(r->ctx)) {
+            break;
+        } else if (bz_now_ns() >= next_beat) {
+            static const char beat[] = ": heartbeat\n\n";
+            http_write(r, beat, sizeof beat - 1);
+            rc = sse_flush(R, r);
+            next_beat = bz_now_ns() + HEARTBEAT_NS;
+        }
+    }
+    bz_buf_free(&msg);
+    svc_watch_close(w);
+    return 0;
+}
+
+/* ---- GET /v1/leaderboard/spenders ---- */
+
+int leaderboard_get(rest *R, http_req *r, const svc_principal *who)
+{
+    svc_err e;
+    svc_err_clear(&e);
+    svc_str cur = rest_query_str(r, L_LB_CURRENCY);
+    svc_int lim = rest_query_int(r, L_LB_LIMIT, &e);
+    svc_call c = rest_call(r, who);
+    svc_spender *top;
+    int n;
+    if (svc_leaderboard(R->s, &c, cur, lim, &top, &n, &e) != 0)
+        return rest_fail(r, &e);
+    bz_buf b = BZ_BUF_INIT;
+    bz_buf_append_c(&b, "{\"data\":[");
+    for (int i = 0; i < n; i++) {
+        jw_sep(&b);
+        bz_buf_putc(&b, '{');
+        jw_i64(&b, "rank", top[i].rank);
+        jw_i64(&b, "user_id", top[i].user_id);
+        if (top[i].name)
+            jw_str(&b, "name", top[i].name);
+        else
+            jw_null(&b, "name");
+        jw_i64(&b, "spent_cents", top[i].spent_cents);
+        bz_buf_putc(&b, '}');
+    }
+    bz_buf_append_c(&b, "]}");
+    rest_json(r, 200, &b, NULL);
+    bz_buf_free(&b);
+    return 0;
+}

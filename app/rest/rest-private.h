@@ -1,0 +1,124 @@
+/*
+ * app/rest/rest-private.h — what the REST adapter's files share.
+ *
+ * One convention for "already answered": helpers never write a response;
+ * a helper that cannot go on fills a svc_err and returns -1 (or false),
+ * and the handler returns rest_fail(r, &e), which answers it through the
+ * one mapping table (answer.c).  Every response body, success or problem,
+ * is written by answer.c or by the handler's own encoder.
+ */
+#ifndef APP_REST_PRIVATE_H
+#define APP_REST_PRIVATE_H
+
+#include "app/rest/json.h"
+#include "app/rest/rest.h"
+#include "app/svc/limits.h"
+#include "app/svc/svc.h"
+
+typedef struct rest_route rest_route;
+
+struct rest {
+    svc *s;
+    const bz_config *cfg;
+    http_server *srv;
+    http_mux *mux;
+    struct rest_binding *bindings;
+    http_handler *wrapped;
+    int n;
+};
+
+/* A handler: the caller (resolved once per request by the dispatcher) and
+ * the request. */
+typedef int (*rest_fn)(rest *R, http_req *r, const svc_principal *who);
+
+struct rest_route {
+    const char *pattern;    /* "GET /v1/items/{id}" */
+    rest_fn fn;
+    bool auth;              /* needs a bearer token (401 before anything is read) */
+    bool stream;            /* long-lived response: no request timeout */
+    const char *summary;    /* OpenAPI summary */
+    const char *request;    /* OpenAPI request schema name or NULL */
+    const char *response;   /* OpenAPI response schema name or NULL */
+    const char *codes;      /* documented statuses, "201 400 401 409" */
+};
+
+extern const rest_route rest_routes[];
+extern const int rest_nroutes;
+
+/* ---- answering (answer.c) ---- */
+
+/* Answers e: status, headers (Retry-After, WWW-Authenticate) and
+ * problem+json from the one table.  Returns 0. */
+int rest_fail(http_req *r, const svc_err *e);
+/* Answers a JSON body with status (and Location when loc is not NULL). */
+int rest_json(http_req *r, int status, const bz_buf *body, const char *loc);
+/* Idempotent-Replayed and RateLimit-* from what the operation reported. */
+void rest_call_headers(http_req *r, const svc_call *c);
+void rest_rate_headers(http_req *r, const svc_rate *rt);
+
+/* ---- decoding (decode.c) ---- */
+
+/* A svc_call for this request: context, arena, caller, Idempotency-Key. */
+svc_call rest_call(http_req *r, const svc_principal *who);
+/* Reads and parses the JSON object body: 0, or -1 with e (415, 413, 400
+ * invalid_json).  *reals: integers were parsed as reals (one was too big). */
+int rest_body(http_req *r, json_t **out, bool *reals, svc_err *e);
+/* Members into typed fields, named by a limits row; a wrong type becomes a
+ * violation and SVC_BAD. */
+svc_str rest_get_str(json_t *o, svc_limit_id id, svc_err *e);
+svc_int rest_get_int(json_t *o, svc_limit_id id, bool reals, const char *field, svc_err *e);
+/* Query parameters into typed fields (a non-integer is a violation). */
+svc_str rest_query_str(http_req *r, svc_limit_id id);
+svc_int rest_query_int(http_req *r, svc_limit_id id, svc_err *e);
+svc_page_in rest_page(http_req *r, svc_err *e);
+/* Path value {name} as a positive id: false (e: not found) if not one. */
+bool rest_path_id(http_req *r, const char *name, int64_t *id, svc_err *e);
+
+/* ---- encoders (encode.c) ---- */
+void enc_user_json(bz_buf *b, const svc_user *u);
+void enc_account_json(bz_buf *b, const svc_account *v);
+void enc_transfer_json(bz_buf *b, const svc_transfer *v);
+void enc_item_json(bz_buf *b, const svc_item *v);
+void enc_order_json(bz_buf *b, const svc_order *v);
+void enc_event_json(bz_buf *b, const svc_order_event *v);
+/* ]"next_cursor":..} closing a {"data":[ list */
+void enc_page_end(bz_buf *b, const char *next_cursor);
+
+/* ---- handlers, by file ---- */
+int users_create(rest *R, http_req *r, const svc_principal *who);
+int users_get(rest *R, http_req *r, const svc_principal *who);
+int users_find(rest *R, http_req *r, const svc_principal *who);
+int users_me(rest *R, http_req *r, const svc_principal *who);
+int users_patch(rest *R, http_req *r, const svc_principal *who);
+int sessions_create(rest *R, http_req *r, const svc_principal *who);
+int sessions_delete(rest *R, http_req *r, const svc_principal *who);
+int accounts_create(rest *R, http_req *r, const svc_principal *who);
+int accounts_list(rest *R, http_req *r, const svc_principal *who);
+int accounts_get(rest *R, http_req *r, const svc_principal *who);
+int accounts_deposit(rest *R, http_req *r, const svc_principal *who);
+int transfers_create(rest *R, http_req *r, const svc_principal *who);
+int transfers_get(rest *R, http_req *r, const svc_principal *who);
+int transfers_list(rest *R, http_req *r, const svc_principal *who);
+int items_create(rest *R, http_req *r, const svc_principal *who);
+int items_get(rest *R, http_req *r, const svc_principal *who);
+int items_list(rest *R, http_req *r, const svc_principal *who);
+int items_put(rest *R, http_req *r, const svc_principal *who);
+int items_patch(rest *R, http_req *r, const svc_principal *who);
+int items_delete(rest *R, http_req *r, const svc_principal *who);
+int orders_create(rest *R, http_req *r, const svc_principal *who);
+int orders_get(rest *R, http_req *r, const svc_principal *who);
+int orders_list(rest *R, http_req *r, const svc_principal *who);
+int orders_pay(rest *R, http_req *r, const svc_principal *who);
+int orders_cancel(rest *R, http_req *r, const svc_principal *who);
+int orders_events(rest *R, http_req *r, const svc_principal *who);
+int leaderboard_get(rest *R, http_req *r, const svc_principal *who);
+int ops_healthz(rest *R, http_req *r, const svc_principal *who);
+int ops_readyz(rest *R, http_req *r, const svc_principal *who);
+int ops_metrics(rest *R, http_req *r, const svc_principal *who);
+int ops_openapi(rest *R, http_req *r, const svc_principal *who);
+
+/* metrics.c */
+void rest_metrics_render(svc *s, bz_buf *out);
+void rest_metrics_count_rate_limited(void);
+
+#endif

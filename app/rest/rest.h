@@ -1,0 +1,38 @@
+/*
+ * app/rest/rest.h — the REST/JSON adapter (API.md §2–§8) over the service.
+ *
+ * Everything HTTP lives here: reading bodies and path ids, Content-Type,
+ * JSON in and out, Location, ETag / If-None-Match, Cache-Status,
+ * Idempotent-Replayed, RateLimit-*, SSE framing, /openapi.json, and the
+ * one table that maps a service error to a status and headers.  Each
+ * handler decodes, calls one service operation, and encodes.
+ */
+#ifndef APP_REST_REST_H
+#define APP_REST_REST_H
+
+#include "app/svc/svc.h"
+#include "base/buf.h"
+#include "http/http.h"
+
+typedef struct rest rest;
+
+/* The REST routes over s, each under request_timeout (NULL: none) unless
+ * it streams, and through the rate limiter.  s may be NULL to inspect the
+ * table (tests).  srv is set later with rest_set_server (readiness). */
+rest *rest_new(svc *s, const bz_config *cfg, const int64_t *request_timeout, char *err, size_t errlen);
+void rest_set_server(rest *R, http_server *srv);
+http_mux *rest_mux(rest *R);
+void rest_free(rest *R);
+
+/* The OpenAPI 3.1 document for the route table. */
+void rest_openapi(bz_buf *out);
+
+/* The request metrics middleware and /metrics (metrics.c). */
+http_handler rest_metrics_middleware(http_handler next, void *cfg);
+void rest_metrics_middleware_free(http_handler h);
+
+/* If-None-Match (a client header) against a strong ETag: "*", or a comma
+ * list of tags compared weakly (RFC 9110 §13.1.2). */
+bool rest_none_match(bz_str inm, const char *etag);
+
+#endif

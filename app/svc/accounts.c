@@ -1,0 +1,336 @@
+/* app/svc/accounts.c — accounts, deposits and transfers (API.md §4).
+ *
+ * Money moves only inside one SERIALIZABLE transaction per request
+ * (SQLite: BEGIN IMMEDIATE), together with the idempotency record; the
+ * CHECK (balance_cents >= 0) constraint backs the funds check. */
+#include "app/svc/svc-private.h"
+
+#include "base/clock.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void enc_account_v(bz_buf *b, const void *v) { enc_account(b, v); }
+static bool dec_account_v(svc_rd *r, bz_arena *a, void *v) { (void)a; return dec_account(r, v); }
+static void enc_transfer_v(bz_buf *b, const void *v) { enc_transfer(b, v); }
+static bool dec_transfer_v(svc_rd *r, bz_arena *a, void *v) { (void)a; return dec_transfer(r, v); }
+
+static int not_found(svc_err *e, int64_t id)
+{
+    return svc_fail(e, SVC_NOT_FOUND, "not_found", "account %lld does not exist", (long long)id);
+}
+
+/* One of the caller's accounts: 0, or -1 (not found / error). */
+static int own_account(svc *s, svc_call *c, int64_t id, svc_account *out, svc_err *e)
+{
+    db_rows *rows = NULL;
+    bz_error be;
+    db_arg args[] = {DB_INT(id)};
+    int rc = sql_row(DB(s->db), c->ctx, &SQL_ACCOUNT_BY_ID, args, 1, &rows, &be);
+    if (rc < 0)
+        return svc_fail_from(e, &be);
+    if (rc == DB_NO_ROWS)
+        return not_found(e, id);
+    row_account(rows, out);
+    db_rows_close(rows);
+    if (out->user_id != c->who->user_id)
+        return not_found(e, id);
+    return 0;
+}
+
+/* ---- open an account ---- */
+
+typedef struct {
+    tx_run run;
+    int64_t uid;
+    const char *currency;
+    svc_account *out;
+} create_args;
+
+static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
+{
+    create_args *x = p;
+    svc_err_clear(x->run.e);
+    db_rows *rows = NULL;
+    db_arg args[] = {DB_INT(x->uid), DB_TEXT(x->currency), DB_TIME(bz_wall_us())};
+    int rc = sql_row(TX(tx), ctx, &SQL_ACCOUNT_INSERT, args, 3, &rows, err);
+    if (rc != 0)
+        return rc < 0 ? rc : -1;
+    row_account(rows, x->out);
+    db_rows_close(rows);
+    return tx_record(tx, ctx, &x->run, err);
+}
+
+int svc_account_create(svc *s, svc_call *c, svc_str currency, svc_account *out, svc_err *e)
+{
+    if (need_user(c, e))
+        return -1;
+    if (!svc_check_str(e, L_ACCOUNT_CURRENCY, &currency, NULL))
+        return -1;
+    char cur[4];
+    memcpy(cur, currency.p, 3);
+    cur[3] = '\0';
+    svc_fp fp;
+    fp_begin(&fp, "account.create");
+    fp_str(&fp, cur, 3);
+    svc_idem im;
+    if (idem_begin(s, c, &fp, false, &im, e) != 0)
+        return -1;
+    create_args x = {{s, c, &im, e, enc_account_v, dec_account_v, out}, c->who->user_id, cur, out};
+    return tx_run_op(&x.run, create_tx, &x, SVC_ALREADY_EXISTS, "account_exists",
+                     "you already have an account in this currency");
+}
+
+int svc_accounts_list(svc *s, svc_call *c, svc_account **out, int *n, svc_err *e)
+{
+    *out = NULL;
+    *n = 0;
+    if (need_user(c, e))
+        return -1;
+    db_rows *rows = NULL;
+    bz_error be;
+    db_arg args[] = {DB_INT(c->who->user_id)};
+    if (sql_query(DB(s->db), c->ctx, &SQL_ACCOUNTS_OF_USER, args, 1, &rows, &be) != 0)
+        return svc_fail_from(e, &be);
+    int cnt = db_rows_count(rows);
+    *out = bz_arena_calloc(c->arena, (size_t)(cnt ? cnt : 1), sizeof **out);
+    while (db_rows_next(rows) && *n < cnt)
+        row_account(rows, &(*out)[(*n)++]);
+    db_rows_close(rows);
+    return 0;
+}
+
+int svc_account_get(svc *s, svc_call *c, int64_t id, svc_account *out, svc_err *e)
+{
+    if (need_user(c, e))
+        return -1;
+    return own_account(s, c, id, out, e);
+}
+
+/* Runs a money transaction (deposit, transfer) queued on its accounts. */
+static int money_tx(svc *s, tx_run *run, db_tx_fn fn, void *x, int64_t acct1, int64_t acct2)
+{
+    int held[2];
+    if (acct_lock(s, run->c->ctx, acct1, acct2, held) != 0) {
+        acct_unlock(s, held);
+        idem_end(s, run->im);
+        return svc_fail(run->e, SVC_TIMEOUT, "timeout", "the request ran out of time waiting for its accounts");
+    }
+    int rc = tx_run_op(run, fn, x, SVC_OK, NULL, NULL);
+    acct_unlock(s, held);
+    return rc;
+}
+
+/* ---- deposits ---- */
+
+typedef struct {
+    tx_run run;
+    int64_t uid, account, amount;
+    svc_account *out;
+} deposit_args;
+
+static int deposit_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
+{
+    deposit_args *x = p;
+    svc_err_clear(x->run.e);
+    db_rows *rows = NULL;
+    db_arg args[] = {DB_INT(x->amount), DB_INT(x->account), DB_INT(x->uid)};
+    int rc = sql_row(TX(tx), ctx, &SQL_ACCOUNT_DEPOSIT, args, 3, &rows, err);
+    if (rc < 0)
+        return -1;
+    if (rc == DB_NO_ROWS) {
+        tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "account %lld does not exist", (long long)x->account);
+    } else {
+        row_account(rows, x->out);
+        db_rows_close(rows);
+    }
+    return tx_record(tx, ctx, &x->run, err);
+}
+
+int svc_deposit(svc *s, svc_call *c, const svc_deposit_in *in, svc_account *out, svc_err *e)
+{
+    if (need_user(c, e))
+        return -1;
+    if (!svc_check_int(e, L_DEPOSIT_AMOUNT, &in->amount_cents, NULL))
+        return -1;
+    svc_fp fp;
+    fp_begin(&fp, "account.deposit");
+    fp_int(&fp, in->account_id);
+    fp_int(&fp, in->amount_cents.v);
+    svc_idem im;
+    if (idem_begin(s, c, &fp, true, &im, e) != 0)
+        return -1;
+    deposit_args x = {{s, c, &im, e, enc_account_v, dec_account_v, out}, c->who->user_id, in->account_id,
+                      in->amount_cents.v, out};
+    return money_tx(s, &x.run, deposit_tx, &x, in->account_id, in->account_id);
+}
+
+/* ---- transfers ---- */
+
+typedef struct {
+    tx_run run;
+    int64_t uid, from, to, amount;
+    svc_transfer *out;
+} transfer_args;
+
+/* Works out why a transfer's guarded UPDATE matched nothing (nothing has
+ * changed yet). */
+static int transfer_refusal(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error *err)
+{
+    db_rows *rows = NULL;
+    db_arg ids[] = {DB_INT(x->from), DB_INT(x->to)};
+    if (sql_query(TX(tx), ctx, &SQL_TRANSFER_PAIR, ids, 2, &rows, err) != 0)
+        return -1;
+    bool have_from = false, have_to = false;
+    int64_t from_owner = 0, balance = 0;
+    char cur_from[8] = "", cur_to[8] = "";
+    while (db_rows_next(rows)) {
+        int64_t id = db_col_int(rows, 0);
+        const char *cur = db_col_text(rows, 2, NULL);
+        if (id == x->from) {
+            have_from = true;
+            from_owner = db_col_int(rows, 1);
+            balance = db_col_int(rows, 3);
+            snprintf(cur_from, sizeof cur_from, "%s", cur);
+        } else {
+            have_to = true;
+            snprintf(cur_to, sizeof cur_to, "%s", cur);
+        }
+    }
+    db_rows_close(rows);
+    if (!have_from || from_owner != x->uid)
+        tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "account %lld does not exist", (long long)x->from);
+    else if (!have_to)
+        tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "account %lld does not exist", (long long)x->to);
+    else if (strcmp(cur_from, cur_to) != 0)
+        tx_refuse(&x->run, SVC_UNPROCESSABLE, "currency_mismatch", "the accounts hold %s and %s", cur_from, cur_to);
+    else if (balance < x->amount)
+        tx_refuse(&x->run, SVC_CONFLICT, "insufficient_funds", "account %lld holds %lld cents", (long long)x->from,
+                  (long long)balance);
+    else /* it changed under us: SERIALIZABLE makes this a conflict */
+        return bz_err_set(err, BZ_ERR_SERIALIZATION, "transfer guard raced"), -1;
+    return 0;
+}
+
+/* The common case costs two guarded UPDATEs and an INSERT; only when the
+ * first UPDATE matches nothing does transfer_refusal read the rows. */
+static int transfer_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
+{
+    transfer_args *x = p;
+    svc_err_clear(x->run.e);
+    db_rows *rows = NULL;
+    int rc;
+    bool fwd = x->from < x->to;
+    db_arg a1[] = {DB_INT(x->amount), DB_INT(fwd ? x->from : x->to), DB_INT(fwd ? x->uid : x->from),
+                   DB_INT(fwd ? x->to : x->uid)};
+    rc = sql_row(TX(tx), ctx, fwd ? &SQL_TRANSFER_DEBIT_FIRST : &SQL_TRANSFER_CREDIT_FIRST, a1, 4, &rows, err);
+    if (rc < 0)
+        return -1;
+    if (rc == DB_NO_ROWS) {
+        if (transfer_refusal(x, tx, ctx, err) != 0)
+            return -1;
+        return tx_record(tx, ctx, &x->run, err);
+    }
+    char currency[4];
+    snprintf(currency, sizeof currency, "%s", db_col_text(rows, 0, NULL));
+    db_rows_close(rows);
+    int64_t aff = 0;
+    db_arg a2[] = {DB_INT(x->amount), DB_INT(fwd ? x->to : x->from)};
+    if (sql_exec(TX(tx), ctx, fwd ? &SQL_TRANSFER_CREDIT : &SQL_TRANSFER_DEBIT, a2, 2, &aff, err) != 0)
+        return -1;
+    if (aff != 1)
+        return bz_err_set(err, BZ_ERR_SERIALIZATION, "transfer second leg raced"), -1;
+    int64_t now = bz_wall_us();
+    db_arg ins[] = {DB_INT(x->from), DB_INT(x->to), DB_INT(x->amount), DB_TEXT(currency), DB_TIME(now)};
+    if (sql_row(TX(tx), ctx, &SQL_TRANSFER_INSERT, ins, 5, &rows, err) != 0)
+        return -1;
+    *x->out = (svc_transfer){db_col_int(rows, 0), x->from, x->to, x->amount, "", now};
+    memcpy(x->out->currency, currency, 4);
+    db_rows_close(rows);
+    return tx_record(tx, ctx, &x->run, err);
+}
+
+/* Records an answer decided before any effect (same_account). */
+static int record_only_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
+{
+    transfer_args *x = p;
+    tx_refuse(&x->run, SVC_UNPROCESSABLE, "same_account", "from_account_id and to_account_id are the same account");
+    return tx_record(tx, ctx, &x->run, err);
+}
+
+int svc_transfer_create(svc *s, svc_call *c, const svc_transfer_in *in, svc_transfer *out, svc_err *e)
+{
+    if (need_user(c, e))
+        return -1;
+    svc_check_int(e, L_TRANSFER_FROM, &in->from_account_id, NULL);
+    svc_check_int(e, L_TRANSFER_TO, &in->to_account_id, NULL);
+    svc_check_int(e, L_TRANSFER_AMOUNT, &in->amount_cents, NULL);
+    if (e->kind)
+        return -1;
+    svc_fp fp;
+    fp_begin(&fp, "transfer.create");
+    fp_int(&fp, in->from_account_id.v);
+    fp_int(&fp, in->to_account_id.v);
+    fp_int(&fp, in->amount_cents.v);
+    svc_idem im;
+    if (idem_begin(s, c, &fp, true, &im, e) != 0)
+        return -1;
+    transfer_args x = {{s, c, &im, e, enc_transfer_v, dec_transfer_v, out}, c->who->user_id,
+                       in->from_account_id.v, in->to_account_id.v, in->amount_cents.v, out};
+    /* Refused without touching money, but still recorded so a replay gets
+     * the same answer. */
+    if (x.from == x.to)
+        return tx_run_op(&x.run, record_only_tx, &x, SVC_OK, NULL, NULL);
+    return money_tx(s, &x.run, transfer_tx, &x, x.from, x.to);
+}
+
+int svc_transfer_get(svc *s, svc_call *c, int64_t id, svc_transfer *out, svc_err *e)
+{
+    if (need_user(c, e))
+        return -1;
+    db_rows *rows = NULL;
+    bz_error be;
+    db_arg args[] = {DB_INT(id), DB_INT(c->who->user_id)};
+    int rc = sql_row(DB(s->db), c->ctx, &SQL_TRANSFER_FOR_USER, args, 2, &rows, &be);
+    if (rc < 0)
+        return svc_fail_from(e, &be);
+    if (rc == DB_NO_ROWS)
+        return svc_fail(e, SVC_NOT_FOUND, "not_found", "transfer %lld does not exist", (long long)id);
+    row_transfer(rows, out);
+    db_rows_close(rows);
+    return 0;
+}
+
+int svc_transfers_list(svc *s, svc_call *c, int64_t account_id, const svc_page_in *pg, svc_transfer_page *out,
+                       svc_err *e)
+{
+    memset(out, 0, sizeof *out);
+    if (need_user(c, e))
+        return -1;
+    svc_account acct;
+    if (own_account(s, c, account_id, &acct, e) != 0)
+        return -1;
+    int limit = page_limit(pg, e);
+    if (limit < 0)
+        return -1;
+    char scope[64];
+    snprintf(scope, sizeof scope, "transfers:%lld", (long long)account_id);
+    svc_cursor cur = {SVC_CURSOR_TOP_US, INT64_MAX};
+    if (cursor_decode(s, &pg->cursor, scope, &cur, e) < 0)
+        return -1;
+    db_arg args[] = {DB_INT(account_id), DB_TIME(cur.t_us), DB_INT(cur.id), DB_INT(limit + 1)};
+    db_rows *rows = NULL;
+    bz_error be;
+    if (sql_query(DB(s->db), c->ctx, &SQL_TRANSFERS_OF_ACCOUNT, args, 4, &rows, &be) != 0)
+        return svc_fail_from(e, &be);
+    out->data = bz_arena_calloc(c->arena, (size_t)limit, sizeof *out->data);
+    while (out->n < limit && db_rows_next(rows))
+        row_transfer(rows, &out->data[out->n++]);
+    if (db_rows_count(rows) > limit) {
+        svc_transfer *last = &out->data[out->n - 1];
+        svc_cursor next = {last->created_us, last->id};
+        out->next_cursor = cursor_encode(s, c->arena, &next, scope);
+    }
+    db_rows_close(rows);
+    return 0;
+}

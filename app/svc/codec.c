@@ -1,0 +1,332 @@
+/* app/svc/codec.c — the record codec and row readers (svc-private.h). */
+#include "app/svc/svc-private.h"
+
+#include <string.h>
+
+/* ---- writing ---- */
+
+void enc_int(bz_buf *b, int64_t v)
+{
+    bz_buf_append_i64(b, v);
+    bz_buf_putc(b, '|');
+}
+
+void enc_str(bz_buf *b, const char *s, size_t n)
+{
+    bz_buf_append_i64(b, (int64_t)n);
+    bz_buf_putc(b, ':');
+    bz_buf_append(b, s, n);
+}
+
+static void enc_cstr(bz_buf *b, const char *s) { enc_str(b, s ? s : "", s ? strlen(s) : 0); }
+
+/* ---- reading: every reader checks bounds; a malformed record sets bad ---- */
+
+static int64_t dec_num(svc_rd *r, char term)
+{
+    int64_t v = 0;
+    bool neg = false, any = false;
+    if (r->p < r->end && *r->p == '-') {
+        neg = true;
+        r->p++;
+    }
+    while (r->p < r->end && *r->p >= '0' && *r->p <= '9') {
+        if (v > (INT64_MAX - 9) / 10) {
+            r->bad = true;
+            return 0;
+        }
+        v = v * 10 + (*r->p++ - '0');
+        any = true;
+    }
+    if (!any || r->p >= r->end || *r->p != term) {
+        r->bad = true;
+        return 0;
+    }
+    r->p++;
+    return neg ? -v : v;
+}
+
+int64_t dec_int(svc_rd *r) { return r->bad ? 0 : dec_num(r, '|'); }
+
+const char *dec_str(svc_rd *r, bz_arena *a, size_t *n)
+{
+    if (n)
+        *n = 0;
+    if (r->bad)
+        return "";
+    int64_t len = dec_num(r, ':');
+    if (r->bad || len < 0 || len > r->end - r->p) {
+        r->bad = true;
+        return "";
+    }
+    const char *s = bz_arena_strndup(a, r->p, (size_t)len);
+    r->p += len;
+    if (n)
+        *n = (size_t)len;
+    return s;
+}
+
+void dec_cur(svc_rd *r, char out[4])
+{
+    out[0] = '\0';
+    if (r->bad)
+        return;
+    int64_t len = dec_num(r, ':');
+    if (r->bad || len != 3 || r->end - r->p < 3) {
+        r->bad = true;
+        return;
+    }
+    memcpy(out, r->p, 3);
+    out[3] = '\0';
+    r->p += 3;
+}
+
+const char *status_static(const char *s, size_t n)
+{
+    static const char *const all[] = {"pending", "paid", "shipped", "cancelled"};
+    for (int i = 0; i < 4; i++)
+        if (strlen(all[i]) == n && !memcmp(all[i], s, n))
+            return all[i];
+    return NULL;
+}
+
+static const char *dec_status(svc_rd *r)
+{
+    if (r->bad)
+        return NULL;
+    int64_t len = dec_num(r, ':');
+    if (r->bad || len < 0 || len > r->end - r->p) {
+        r->bad = true;
+        return NULL;
+    }
+    const char *st = status_static(r->p, (size_t)len);
+    r->p += len;
+    if (!st)
+        r->bad = true;
+    return st;
+}
+
+/* ---- model values ---- */
+
+void enc_account(bz_buf *b, const svc_account *v)
+{
+    enc_int(b, v->id);
+    enc_int(b, v->user_id);
+    enc_cstr(b, v->currency);
+    enc_int(b, v->balance_cents);
+    enc_int(b, v->created_us);
+}
+
+bool dec_account(svc_rd *r, svc_account *v)
+{
+    v->id = dec_int(r);
+    v->user_id = dec_int(r);
+    dec_cur(r, v->currency);
+    v->balance_cents = dec_int(r);
+    v->created_us = dec_int(r);
+    return !r->bad;
+}
+
+void enc_transfer(bz_buf *b, const svc_transfer *v)
+{
+    enc_int(b, v->id);
+    enc_int(b, v->from_account_id);
+    enc_int(b, v->to_account_id);
+    enc_int(b, v->amount_cents);
+    enc_cstr(b, v->currency);
+    enc_int(b, v->created_us);
+}
+
+bool dec_transfer(svc_rd *r, svc_transfer *v)
+{
+    v->id = dec_int(r);
+    v->from_account_id = dec_int(r);
+    v->to_account_id = dec_int(r);
+    v->amount_cents = dec_int(r);
+    dec_cur(r, v->currency);
+    v->created_us = dec_int(r);
+    return !r->bad;
+}
+
+void enc_item(bz_buf *b, const svc_item *v)
+{
+    enc_int(b, v->id);
+    enc_int(b, v->seller_id);
+    enc_cstr(b, v->sku);
+    enc_cstr(b, v->name);
+    enc_int(b, v->price_cents);
+    enc_cstr(b, v->currency);
+    enc_int(b, v->stock);
+    enc_int(b, v->version);
+    enc_int(b, v->created_us);
+    enc_int(b, v->updated_us);
+}
+
+bool dec_item(svc_rd *r, bz_arena *a, svc_item *v)
+{
+    v->id = dec_int(r);
+    v->seller_id = dec_int(r);
+    v->sku = dec_str(r, a, NULL);
+    v->name = dec_str(r, a, NULL);
+    v->price_cents = dec_int(r);
+    dec_cur(r, v->currency);
+    v->stock = dec_int(r);
+    v->version = dec_int(r);
+    v->created_us = dec_int(r);
+    v->updated_us = dec_int(r);
+    return !r->bad;
+}
+
+void enc_order(bz_buf *b, const svc_order *v)
+{
+    enc_int(b, v->id);
+    enc_int(b, v->customer_id);
+    enc_int(b, v->account_id);
+    enc_cstr(b, v->status);
+    enc_int(b, v->total_cents);
+    enc_cstr(b, v->currency);
+    enc_int(b, v->created_us);
+    enc_int(b, v->updated_us);
+    enc_int(b, v->nlines);
+    for (int i = 0; i < v->nlines; i++) {
+        enc_int(b, v->lines[i].item_id);
+        enc_int(b, v->lines[i].quantity);
+        enc_int(b, v->lines[i].unit_price_cents);
+    }
+}
+
+bool dec_order(svc_rd *r, bz_arena *a, svc_order *v)
+{
+    v->id = dec_int(r);
+    v->customer_id = dec_int(r);
+    v->account_id = dec_int(r);
+    v->status = dec_status(r);
+    v->total_cents = dec_int(r);
+    dec_cur(r, v->currency);
+    v->created_us = dec_int(r);
+    v->updated_us = dec_int(r);
+    int64_t n = dec_int(r);
+    if (r->bad || n < 0 || n > SVC_MAX_LINES)
+        return r->bad = true, false;
+    v->nlines = (int)n;
+    v->lines = bz_arena_calloc(a, (size_t)(n ? n : 1), sizeof *v->lines);
+    for (int i = 0; i < v->nlines; i++) {
+        v->lines[i].item_id = dec_int(r);
+        v->lines[i].quantity = dec_int(r);
+        v->lines[i].unit_price_cents = dec_int(r);
+    }
+    return !r->bad;
+}
+
+void enc_event(bz_buf *b, const svc_order_event *v)
+{
+    enc_int(b, v->order_id);
+    enc_cstr(b, v->status);
+    enc_int(b, v->at_us);
+}
+
+bool dec_event(svc_rd *r, svc_order_event *v)
+{
+    v->order_id = dec_int(r);
+    v->status = dec_status(r);
+    v->at_us = dec_int(r);
+    return !r->bad;
+}
+
+/* ---- rows ---- */
+
+static void col_cur(db_rows *r, int col, char out[4])
+{
+    size_t n;
+    const char *s = db_col_text(r, col, &n);
+    n = n > 3 ? 3 : n;
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
+static const char *col_str(db_rows *r, int col, bz_arena *a)
+{
+    size_t n;
+    const char *s = db_col_text(r, col, &n);
+    return bz_arena_strndup(a, s, n);
+}
+
+void row_user(db_rows *r, bz_arena *a, svc_user *u, bool with_email)
+{
+    u->id = db_col_int(r, 0);
+    u->email = with_email ? col_str(r, 1, a) : NULL;
+    u->name = col_str(r, 2, a);
+    u->created_us = db_col_time(r, 3);
+}
+
+void row_account(db_rows *r, svc_account *v)
+{
+    v->id = db_col_int(r, 0);
+    v->user_id = db_col_int(r, 1);
+    col_cur(r, 2, v->currency);
+    v->balance_cents = db_col_int(r, 3);
+    v->created_us = db_col_time(r, 4);
+}
+
+void row_transfer(db_rows *r, svc_transfer *v)
+{
+    v->id = db_col_int(r, 0);
+    v->from_account_id = db_col_int(r, 1);
+    v->to_account_id = db_col_int(r, 2);
+    v->amount_cents = db_col_int(r, 3);
+    col_cur(r, 4, v->currency);
+    v->created_us = db_col_time(r, 5);
+}
+
+void row_item(db_rows *r, bz_arena *a, svc_item *v)
+{
+    v->id = db_col_int(r, 0);
+    v->seller_id = db_col_int(r, 1);
+    v->sku = col_str(r, 2, a);
+    v->name = col_str(r, 3, a);
+    v->price_cents = db_col_int(r, 4);
+    col_cur(r, 5, v->currency);
+    v->stock = db_col_int(r, 6);
+    v->version = db_col_int(r, 7);
+    v->created_us = db_col_time(r, 8);
+    v->updated_us = db_col_time(r, 9);
+}
+
+void row_order(db_rows *r, bz_arena *a, svc_order *v)
+{
+    size_t n;
+    v->id = db_col_int(r, 0);
+    v->customer_id = db_col_int(r, 1);
+    v->account_id = db_col_int(r, 2);
+    const char *st = db_col_text(r, 3, &n);
+    v->status = status_static(st, n);
+    if (!v->status)
+        v->status = "pending"; /* the CHECK constraint makes this unreachable */
+    v->total_cents = db_col_int(r, 4);
+    col_cur(r, 5, v->currency);
+    v->created_us = db_col_time(r, 6);
+    v->updated_us = db_col_time(r, 7);
+    /* packed lines "item:qty:price,..." */
+    const char *p = db_col_is_null(r, 8) ? "" : db_col_text(r, 8, &n);
+    if (db_col_is_null(r, 8))
+        n = 0;
+    int cnt = n ? 1 : 0;
+    for (size_t i = 0; i < n; i++)
+        cnt += p[i] == ',';
+    if (cnt > SVC_MAX_LINES)
+        cnt = SVC_MAX_LINES;
+    v->lines = bz_arena_calloc(a, (size_t)(cnt ? cnt : 1), sizeof *v->lines);
+    v->nlines = 0;
+    size_t i = 0;
+    while (i < n && v->nlines < cnt) {
+        int64_t x[3] = {0, 0, 0};
+        for (int k = 0; k < 3; k++) {
+            size_t j = i;
+            while (j < n && p[j] != ':' && p[j] != ',')
+                j++;
+            bz_str_to_i64(bz_str_make(p + i, j - i), &x[k]);
+            i = j + 1;
+        }
+        v->lines[v->nlines++] = (svc_line){x[0], x[1], x[2]};
+    }
+}

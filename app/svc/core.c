@@ -1,0 +1,161 @@
+/* app/svc/core.c — the service's lifecycle, the caller (sessions and the
+ * rate limiter), readiness and the per-account queues. */
+#include "app/svc/svc-private.h"
+
+#include "base/clock.h"
+#include "base/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+svc *svc_open(const bz_config *cfg, db *d, cache *c, rt_ctx *ctx, bz_error *err)
+{
+    svc *s = calloc(1, sizeof *s);
+    if (!s)
+        abort();
+    s->cfg = cfg;
+    s->db = d;
+    s->cache = c;
+    s->dialect = db_get_dialect(d);
+    s->acct_locks_on = s->dialect == DB_POSTGRES;
+    for (int i = 0; i < SVC_ACCT_STRIPES; i++)
+        rt_mutex_init(&s->acct_locks[i]);
+    if (svc_prepare_db(s, ctx, err) != 0) {
+        svc_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+void svc_close(svc *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < SVC_ACCT_STRIPES; i++)
+        rt_mutex_destroy(&s->acct_locks[i]);
+    free(s);
+}
+
+db *svc_db(const svc *s) { return s->db; }
+cache *svc_cache(const svc *s) { return s->cache; }
+
+void svc_ready(svc *s, rt_ctx *ctx, bool *db_ok, bool *cache_ok)
+{
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, ctx, 2 * BZ_NS_PER_S);
+    bz_error e;
+    *db_ok = db_ping(s->db, &c, &e) == 0;
+    *cache_ok = cache_ping(s->cache, &c, &e) == 0;
+    rt_ctx_release(&c);
+}
+
+int need_user(const svc_call *c, svc_err *e)
+{
+    if (c->who && c->who->user_id > 0)
+        return 0;
+    return svc_fail(e, SVC_UNAUTHENTICATED, "unauthorized", "a valid bearer token is required");
+}
+
+/* ---- the caller ---- */
+
+int svc_authenticate(svc *s, rt_ctx *ctx, const char *token, size_t n, const char *addr, svc_principal *p,
+                     svc_err *e)
+{
+    p->user_id = 0;
+    p->token_hash[0] = '\0';
+    snprintf(p->addr, sizeof p->addr, "%s", addr ? addr : "");
+    if (!token || n == 0 || n > 128)
+        return 0;
+    uint8_t h[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(h, (const uint8_t *)token, n);
+    sodium_bin2hex(p->token_hash, sizeof p->token_hash, h, sizeof h);
+    bz_error be;
+    int64_t id = 0;
+    int rc = cache_session_get(s->cache, ctx, p->token_hash, &id, &be);
+    if (rc < 0)
+        return svc_fail(e, SVC_UNAVAILABLE, "unavailable", "the session store is unavailable; retry");
+    if (rc == 0 && id > 0)
+        p->user_id = id;
+    return 0;
+}
+
+static void rate_out(svc_rate *r, const cache_rate *cr)
+{
+    r->set = true;
+    r->allowed = cr->allowed;
+    r->limit = cr->limit;
+    r->remaining = cr->remaining;
+    int64_t reset = (cr->reset_ns + BZ_NS_PER_S - 1) / BZ_NS_PER_S;
+    r->reset_s = reset > 0 ? reset : 1;
+}
+
+/* A fixed window per key, counted in the cache so every instance shares
+ * it.  Fails open: the limiter must not take the API down. */
+int svc__rate(svc *s, rt_ctx *ctx, const char *key, const bz_rate *lim, svc_rate *rate, svc_err *e,
+              const char *msg)
+{
+    cache_rate cr;
+    bz_error be;
+    if (cache_rate_allow(s->cache, ctx, key, lim->count, lim->window_ns, &cr, &be) != 0)
+        return 0;
+    rate_out(rate, &cr);
+    if (cr.allowed)
+        return 0;
+    svc_fail(e, SVC_RATE_LIMITED, "rate_limited", "%s", msg);
+    e->retry_after_s = (int)rate->reset_s;
+    return -1;
+}
+
+int svc_rate_check(svc *s, rt_ctx *ctx, const svc_principal *p, svc_rate *rate, svc_err *e)
+{
+    rate->set = false;
+    if (s->cfg->rate_limit.count <= 0)
+        return 0;
+    char key[96];
+    if (p->user_id > 0)
+        snprintf(key, sizeof key, "rl:u:%lld", (long long)p->user_id);
+    else
+        snprintf(key, sizeof key, "rl:ip:%s", p->addr);
+    return svc__rate(s, ctx, key, &s->cfg->rate_limit, rate, e,
+                     "too many requests; retry after the time in Retry-After");
+}
+
+/* ---- per-account queues ----
+ *
+ * PostgreSQL answers two SERIALIZABLE transactions that update the same
+ * account by failing one (40001) after it waited for the other; under a
+ * hot account most of the work is then retries and back-off.  Within one
+ * instance, transfers and deposits first queue on a striped lock per
+ * account (both stripes, lower first, so two cannot wait on each other),
+ * so they meet PostgreSQL one at a time per account.  Correctness does not
+ * depend on it: across instances SERIALIZABLE still decides.  SQLite has
+ * one writer and group commit already; it skips this. */
+int acct_lock(svc *s, rt_ctx *ctx, int64_t x, int64_t y, int held[2])
+{
+    held[0] = held[1] = -1;
+    if (!s->acct_locks_on)
+        return 0;
+    int s1 = (int)((uint64_t)x % SVC_ACCT_STRIPES), s2 = (int)((uint64_t)y % SVC_ACCT_STRIPES);
+    if (s1 > s2) {
+        int t = s1;
+        s1 = s2;
+        s2 = t;
+    }
+    if (rt_mutex_lock(&s->acct_locks[s1], ctx) != 0)
+        return -1;
+    held[0] = s1;
+    if (s2 != s1) {
+        if (rt_mutex_lock(&s->acct_locks[s2], ctx) != 0)
+            return -1;
+        held[1] = s2;
+    }
+    return 0;
+}
+
+void acct_unlock(svc *s, const int held[2])
+{
+    for (int i = 1; i >= 0; i--)
+        if (held[i] >= 0)
+            rt_mutex_unlock(&s->acct_locks[held[i]]);
+}

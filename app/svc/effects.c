@@ -1,0 +1,80 @@
+/* app/svc/effects.c — what follows a commit: cache invalidation, order-list
+ * versions, order events, the leaderboard.  Each runs on a short detached
+ * context: an effect must not be skipped because the client went away
+ * after the commit. */
+#include "app/svc/svc-private.h"
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/rand.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* "item:<id>" (no printf: this is on every item GET) */
+void key_item(int64_t id, char out[40])
+{
+    memcpy(out, "item:", 5);
+    out[5 + bz_fmt_i64(out + 5, id)] = '\0';
+}
+
+void key_events(int64_t user_id, char out[48]) { snprintf(out, 48, "orders:%lld", (long long)user_id); }
+
+void fx_item_changed(svc *s, int64_t item_id)
+{
+    char key[40];
+    key_item(item_id, key);
+    bz_error e;
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, SVC_DETACHED_NS);
+    cache_invalidate(s->cache, &c, key, &e);
+    rt_ctx_release(&c);
+}
+
+/* Order pages are cached under a per-user version ("olv:<user>", a random
+ * value): every committed change of the user's orders (create, pay,
+ * cancel, ship) replaces the version before the operation returns, so
+ * later reads use new keys and never see the old pages, which expire.  A
+ * version is never reused, so an old page can never come back. */
+void fx_orders_changed(svc *s, int64_t uid)
+{
+    char key[40], v[24];
+    snprintf(key, sizeof key, "olv:%lld", (long long)uid);
+    int n = snprintf(v, sizeof v, "%016llx", (unsigned long long)bz_rand64());
+    bz_error e;
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, SVC_DETACHED_NS);
+    if (cache_state_set(s->cache, &c, key, v, (size_t)n, 0, &e) != 0)
+        bz_log_warn("order list version not bumped", BZ_F_STR("error", e.msg));
+    rt_ctx_release(&c);
+}
+
+void fx_order_event(svc *s, int64_t user_id, int64_t order_id, const char *status, int64_t at_us)
+{
+    char ch[48];
+    key_events(user_id, ch);
+    bz_buf b = BZ_BUF_INIT;
+    svc_order_event ev = {order_id, status, at_us};
+    enc_event(&b, &ev);
+    bz_error e;
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, SVC_DETACHED_NS);
+    if (cache_publish(s->cache, &c, ch, b.data, b.len, &e) != 0)
+        bz_log_warn("order event not published", BZ_F_INT("order_id", order_id), BZ_F_STR("error", e.msg));
+    rt_ctx_release(&c);
+    bz_buf_free(&b);
+}
+
+void fx_spent(svc *s, int64_t uid, const char *currency, int64_t cents)
+{
+    char key[32], member[24];
+    snprintf(key, sizeof key, "lb:spenders:%s", currency);
+    snprintf(member, sizeof member, "%lld", (long long)uid);
+    bz_error e;
+    int64_t score;
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, SVC_DETACHED_NS);
+    if (cache_zincr(s->cache, &c, key, member, cents, &score, &e) != 0)
+        bz_log_warn("leaderboard not updated", BZ_F_STR("error", e.msg));
+    rt_ctx_release(&c);
+}

@@ -1,0 +1,216 @@
+/* app/svc/idem.c — idempotency keys (API.md §2), transport-neutral, and
+ * the transaction runner that records an operation's outcome with its
+ * effect (svc-private.h). */
+#include "app/svc/svc-private.h"
+
+#include "base/clock.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+void fp_begin(svc_fp *f, const char *op)
+{
+    crypto_hash_sha256_init(&f->st);
+    fp_str(f, op, strlen(op));
+}
+
+/* Each part is length-framed, so ("ab","c") and ("a","bc") differ. */
+void fp_int(svc_fp *f, int64_t v)
+{
+    uint8_t b[9] = {'i'};
+    for (int i = 0; i < 8; i++)
+        b[1 + i] = (uint8_t)((uint64_t)v >> (56 - 8 * i));
+    crypto_hash_sha256_update(&f->st, b, sizeof b);
+}
+
+void fp_str(svc_fp *f, const char *s, size_t n)
+{
+    fp_int(f, (int64_t)n);
+    crypto_hash_sha256_update(&f->st, (const uint8_t *)s, n);
+}
+
+static bool key_ok(const char *k, size_t n)
+{
+    if (n < 1 || n > 255)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)k[i] < 0x21 || (unsigned char)k[i] > 0x7e)
+            return false;
+    return true;
+}
+
+int idem_begin(svc *s, svc_call *c, svc_fp *fp, bool required, svc_idem *im, svc_err *e)
+{
+    memset(im, 0, sizeof *im);
+    if (!c->idem_key) {
+        if (required)
+            return svc_fail(e, SVC_INVALID, "idempotency_key_required", "this request needs an Idempotency-Key");
+        return 0;
+    }
+    if (!key_ok(c->idem_key, c->idem_key_len))
+        return svc_fail(e, SVC_INVALID, "invalid_idempotency_key",
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters");
+    /* Keys are scoped to a user: without one there is nothing to scope
+     * (sign-up, login) and the key is ignored. */
+    if (c->who->user_id <= 0)
+        return 0;
+    im->active = true;
+    im->user_id = c->who->user_id;
+    memcpy(im->key, c->idem_key, c->idem_key_len);
+    im->key[c->idem_key_len] = '\0';
+    uint8_t h[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_final(&fp->st, h);
+    sodium_bin2hex(im->fp, sizeof im->fp, h, sizeof h);
+    /* In flight elsewhere?  The lock outlives the request deadline so it
+     * cannot expire under a running request. */
+    snprintf(im->lock_name, sizeof im->lock_name, "idem:%lld:%s", (long long)im->user_id, im->key);
+    bz_error be;
+    int rc = cache_lock(s->cache, c->ctx, im->lock_name, s->cfg->request_timeout_ns + 5 * BZ_NS_PER_S, false,
+                        im->lock_token, &be);
+    if (rc == CACHE_MISS)
+        return svc_fail(e, SVC_CONFLICT, "idempotency_key_in_use",
+                        "a request with this Idempotency-Key is still being processed");
+    if (rc < 0)
+        return svc_fail_from(e, &be);
+    im->locked = true;
+    /* A committed record is not looked up here: the operation's
+     * transaction inserts the record last, and if the key was used before,
+     * that insert fails on the primary key, the whole transaction (effect
+     * included) rolls back, and tx_run_op answers from the stored record —
+     * the replay, or "reused" for a different request.  The common case (a
+     * new key) saves a query. */
+    return 0;
+}
+
+void idem_end(svc *s, svc_idem *im)
+{
+    if (!im->locked)
+        return;
+    bz_error be;
+    bool released;
+    rt_ctx ctx;
+    rt_ctx_init_timeout(&ctx, NULL, SVC_DETACHED_NS);
+    cache_unlock(s->cache, &ctx, im->lock_name, im->lock_token, &released, &be);
+    rt_ctx_release(&ctx);
+    im->locked = false;
+}
+
+int tx_refuse(tx_run *run, svc_kind kind, const char *code, const char *fmt, ...)
+{
+    svc_err *e = run->e;
+    e->kind = kind;
+    e->code = code;
+    e->nviol = 0;
+    e->retry_after_s = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+int tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err)
+{
+    const svc_idem *im = run->im;
+    if (!im || !im->active)
+        return 0;
+    bz_buf b = BZ_BUF_INIT;
+    bool ok = run->e->kind == SVC_OK;
+    if (ok)
+        run->encode(&b, run->out);
+    else
+        bz_buf_append_c(&b, run->e->msg);
+    db_arg args[] = {DB_INT(im->user_id),
+                     DB_TEXT(im->key),
+                     DB_TEXTN(im->fp, 64),
+                     DB_TEXT(ok ? "ok" : svc_kind_name(run->e->kind)),
+                     DB_TEXT(ok ? "" : run->e->code),
+                     DB_TEXTN(b.data ? b.data : "", b.len),
+                     DB_TIME(bz_wall_us())};
+    int rc = sql_exec(TX(tx), ctx, &SQL_IDEM_INSERT, args, 7, NULL, err);
+    bz_buf_free(&b);
+    return rc;
+}
+
+static svc_kind kind_from_name(const char *s)
+{
+    for (int k = 1; k < SVC_KIND__COUNT; k++)
+        if (!strcmp(svc_kind_name((svc_kind)k), s))
+            return (svc_kind)k;
+    return SVC_INTERNAL;
+}
+
+/* The stored outcome of the key: 1 settled (result decoded into run->out
+ * and 0 in *outcome, or the stored refusal / "reused" in run->e and -1),
+ * 0 no record, -1 the lookup failed (run->e). */
+static int idem_settle(tx_run *run, int *outcome)
+{
+    const svc_idem *im = run->im;
+    db_rows *rows = NULL;
+    bz_error be;
+    db_arg args[] = {DB_INT(im->user_id), DB_TEXT(im->key)};
+    int rc = sql_row(DB(run->s->db), run->c->ctx, &SQL_IDEM_GET, args, 2, &rows, &be);
+    if (rc == DB_NO_ROWS)
+        return 0;
+    if (rc < 0)
+        return svc_fail_from(run->e, &be);
+    size_t n;
+    const char *fp = db_col_text(rows, 0, &n);
+    if (n != 64 || memcmp(fp, im->fp, 64) != 0) {
+        db_rows_close(rows);
+        svc_fail(run->e, SVC_UNPROCESSABLE, "idempotency_key_reused",
+                 "this Idempotency-Key was used with a different request");
+        *outcome = -1;
+        return 1;
+    }
+    const char *outcome_s = db_col_text(rows, 1, NULL);
+    const char *res = db_col_text(rows, 3, &n);
+    run->c->replayed = true;
+    if (!strcmp(outcome_s, "ok")) {
+        svc_rd r = {res, res + n, false};
+        if (!run->decode(&r, run->c->arena, run->out)) {
+            db_rows_close(rows);
+            svc_fail(run->e, SVC_INTERNAL, "internal", "a stored idempotent result is unreadable");
+            *outcome = -1;
+            return 1;
+        }
+        *outcome = 0;
+    } else {
+        svc_err_clear(run->e);
+        run->e->kind = kind_from_name(outcome_s);
+        run->e->code = bz_arena_strdup(run->c->arena, db_col_text(rows, 2, NULL));
+        snprintf(run->e->msg, sizeof run->e->msg, "%.*s", (int)n, res);
+        *outcome = -1;
+    }
+    db_rows_close(rows);
+    return 1;
+}
+
+int tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, const char *uniq_code, const char *uniq_msg)
+{
+    svc_err_clear(run->e);
+    bz_error be;
+    db_tx_opts o = {.isolation = DB_SERIALIZABLE};
+    int rc = db_run_tx(run->s->db, run->c->ctx, &o, fn, arg, &be);
+    int result;
+    if (rc == 0) {
+        result = run->e->kind == SVC_OK ? 0 : -1;
+    } else {
+        int outcome = -1;
+        int st = 0;
+        if (be.kind == BZ_ERR_UNIQUE && run->im && run->im->active)
+            st = idem_settle(run, &outcome); /* another request committed this key first */
+        if (st == 1)
+            result = outcome;
+        else if (st < 0)
+            result = -1;
+        else if (be.kind == BZ_ERR_UNIQUE && uniq_code)
+            result = svc_fail(run->e, uniq_kind, uniq_code, "%s", uniq_msg);
+        else
+            result = svc_fail_from(run->e, &be);
+    }
+    if (run->im)
+        idem_end(run->s, run->im);
+    return result;
+}

@@ -1,0 +1,359 @@
+/* app/svc/items.c — the catalogue (API.md §5).
+ *
+ * An item read goes through cache_get_or_load; the cached value is the
+ * item in the record codec (transport-neutral: REST's GET and gRPC's
+ * GetItem and LookupItems hit the same entry), so a hit is one cache
+ * lookup and one decode.  Every committed change invalidates the entry
+ * (and any load of it in flight) before the operation returns, so a writer
+ * never reads its own write stale. */
+#include "app/svc/svc-private.h"
+
+#include "base/clock.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void enc_item_v(bz_buf *b, const void *v) { enc_item(b, v); }
+static bool dec_item_v(svc_rd *r, bz_arena *a, void *v) { return dec_item(r, a, v); }
+
+static int not_found(svc_err *e, int64_t id)
+{
+    return svc_fail(e, SVC_NOT_FOUND, "not_found", "item %lld does not exist", (long long)id);
+}
+
+/* ---- reads ---- */
+
+typedef struct {
+    svc *s;
+    int64_t id;
+} load_args;
+
+static int item_load(void *p, rt_ctx *ctx, bz_buf *out, bz_error *err)
+{
+    load_args *x = p;
+    db_rows *rows = NULL;
+    db_arg args[] = {DB_INT(x->id)};
+    int rc = sql_row(DB(x->s->db), ctx, &SQL_ITEM_LIVE, args, 1, &rows, err);
+    if (rc == DB_NO_ROWS)
+        return CACHE_MISS;
+    if (rc < 0)
+        return rc;
+    /* Encode straight from the row: no arena needed for a miss. */
+    size_t n;
+    const char *t;
+    enc_int(out, db_col_int(rows, 0));
+    enc_int(out, db_col_int(rows, 1));
+    t = db_col_text(rows, 2, &n);
+    enc_str(out, t, n);
+    t = db_col_text(rows, 3, &n);
+    enc_str(out, t, n);
+    enc_int(out, db_col_int(rows, 4));
+    t = db_col_text(rows, 5, &n);
+    enc_str(out, t, n);
+    enc_int(out, db_col_int(rows, 6));
+    enc_int(out, db_col_int(rows, 7));
+    enc_int(out, db_col_time(rows, 8));
+    enc_int(out, db_col_time(rows, 9));
+    db_rows_close(rows);
+    return 0;
+}
+
+int svc_item_get(svc *s, svc_call *c, int64_t id, svc_item *out, bool *hit, svc_err *e)
+{
+    *hit = false;
+    if (id <= 0)
+        return not_found(e, id);
+    char key[40];
+    key_item(id, key);
+    load_args x = {s, id};
+    bz_buf b = BZ_BUF_INIT;
+    cache_status st = CACHE_LOADED;
+    bz_error be;
+    int rc = cache_get_or_load(s->cache, c->ctx, key, s->cfg->cache_ttl_ns, item_load, &x, &b, &st, &be);
+    *hit = st == CACHE_HIT;
+    if (rc == CACHE_MISS) {
+        bz_buf_free(&b);
+        return not_found(e, id);
+    }
+    if (rc < 0) {
+        bz_buf_free(&b);
+        return svc_fail_from(e, &be);
+    }
+    svc_rd r = {b.data, b.data + b.len, false};
+    bool ok = dec_item(&r, c->arena, out);
+    bz_buf_free(&b);
+    if (!ok)
+        return svc_fail(e, SVC_INTERNAL, "internal", "a cached item is unreadable");
+    return 0;
+}
+
+int svc_items_list(svc *s, svc_call *c, const svc_items_query *q, svc_item_page *out, svc_err *e)
+{
+    memset(out, 0, sizeof *out);
+    int limit = page_limit(&q->page, e);
+    bool seller_ok = svc_check_int(e, L_ITEMS_SELLER, &q->seller_id, NULL);
+    bool offset_mode = svc_check_int(e, L_ITEMS_OFFSET, &q->offset, NULL);
+    if (e->kind)
+        return -1;
+    int64_t seller = seller_ok ? q->seller_id.v : 0;
+    char scope[48];
+    snprintf(scope, sizeof scope, "items:%lld", (long long)seller);
+    svc_cursor cur = {0, 0};
+    int have = cursor_decode(s, &q->page.cursor, scope, &cur, e);
+    if (have < 0)
+        return -1;
+    if (have && offset_mode)
+        return svc_fail(e, SVC_INVALID, "validation_failed", "use either cursor or offset, not both");
+    db_rows *rows = NULL;
+    bz_error be;
+    int rc;
+    if (offset_mode && seller) {
+        db_arg args[] = {DB_INT(seller), DB_INT(limit + 1), DB_INT(q->offset.v)};
+        rc = sql_query(DB(s->db), c->ctx, &SQL_ITEMS_OF_SELLER_OFFSET, args, 3, &rows, &be);
+    } else if (offset_mode) {
+        db_arg args[] = {DB_INT(limit + 1), DB_INT(q->offset.v)};
+        rc = sql_query(DB(s->db), c->ctx, &SQL_ITEMS_OFFSET, args, 2, &rows, &be);
+    } else if (seller) {
+        db_arg args[] = {DB_INT(seller), DB_INT(cur.id), DB_INT(limit + 1)};
+        rc = sql_query(DB(s->db), c->ctx, &SQL_ITEMS_OF_SELLER, args, 3, &rows, &be);
+    } else {
+        db_arg args[] = {DB_INT(cur.id), DB_INT(limit + 1)};
+        rc = sql_query(DB(s->db), c->ctx, &SQL_ITEMS_PAGE, args, 2, &rows, &be);
+    }
+    if (rc != 0)
+        return svc_fail_from(e, &be);
+    out->data = bz_arena_calloc(c->arena, (size_t)limit, sizeof *out->data);
+    while (out->n < limit && db_rows_next(rows))
+        row_item(rows, c->arena, &out->data[out->n++]);
+    if (db_rows_count(rows) > limit) {
+        svc_cursor next = {0, out->data[out->n - 1].id};
+        out->next_cursor = cursor_encode(s, c->arena, &next, scope);
+    }
+    db_rows_close(rows);
+    return 0;
+}
+
+/* ---- writes ---- */
+
+static void check_fields(svc_err *e, const svc_item_in *in, bool full)
+{
+    if (full) {
+        svc_check_str(e, L_ITEM_SKU, &in->sku, NULL);
+        svc_check_str(e, L_ITEM_NAME, &in->name, NULL);
+        svc_check_int(e, L_ITEM_PRICE, &in->price_cents, NULL);
+        svc_check_str(e, L_ITEM_CURRENCY, &in->currency, NULL);
+        svc_check_int(e, L_ITEM_STOCK, &in->stock, NULL);
+    } else {
+        svc_check_str(e, L_IPATCH_SKU, &in->sku, NULL);
+        svc_check_str(e, L_IPATCH_NAME, &in->name, NULL);
+        svc_check_int(e, L_IPATCH_PRICE, &in->price_cents, NULL);
+        svc_check_str(e, L_IPATCH_CURRENCY, &in->currency, NULL);
+        svc_check_int(e, L_IPATCH_STOCK, &in->stock, NULL);
+    }
+}
+
+static void fp_item(svc_fp *fp, const svc_item_in *in)
+{
+    fp_str(fp, in->sku.p, in->sku.n);
+    fp_str(fp, in->name.p, in->name.n);
+    fp_int(fp, in->price_cents.v);
+    fp_str(fp, in->currency.p, in->currency.n);
+    fp_int(fp, in->stock.v);
+}
+
+typedef struct {
+    tx_run run;
+    int64_t uid, id;
+    const svc_item_in *in;
+    svc_item *out;
+} write_args;
+
+static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
+{
+    write_args *x = p;
+    svc_err_clear(x->run.e);
+    const svc_item_in *in = x->in;
+    db_arg args[] = {DB_INT(x->uid),
+                     DB_TEXTN(in->sku.p, in->sku.n),
+                     DB_TEXTN(in->name.p, in->name.n),
+                     DB_INT(in->price_cents.v),
+                     DB_TEXTN(in->currency.p, in->currency.n),
+                     DB_INT(in->stock.v),
+                     DB_TIME(bz_wall_us())};
+    db_rows *rows = NULL;
+    if (sql_row(TX(tx), ctx, &SQL_ITEM_INSERT, args, 7, &rows, err) != 0)
+        return -1;
+    row_item(rows, x->run.c->arena, x->out);
+    db_rows_close(rows);
+    x->id = x->out->id;
+    return tx_record(tx, ctx, &x->run, err);
+}
+
+int svc_item_create(svc *s, svc_call *c, const svc_item_in *in, svc_item *out, svc_err *e)
+{
+    if (need_user(c, e))
+        return -1;
+    check_fields(e, in, true);
+    if (e->kind)
+        return -1;
+    svc_fp fp;
+    fp_begin(&fp, "item.create");
+    fp_item(&fp, in);
+    svc_idem im;
+    if (idem_begin(s, c, &fp, false, &im, e) != 0)
+        return -1;
+    write_args x = {{s, c, &im, e, enc_item_v, dec_item_v, out}, c->who->user_id, 0, in, out};
+    if (tx_run_op(&x.run, create_tx, &x, SVC_ALREADY_EXISTS, "sku_taken", "another item already has this sku") != 0)
+        return -1;
+    fx_item_changed(s, out->id); /* a negative entry may be cached */
+    return 0;
+}
+
+/* PUT and PATCH: one guarded UPDATE that changes only what differs (a
+ * change that changes nothing leaves version alone, so PUT is idempotent). */
+static int update_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
+{
+    write_args *x = p;
+    svc_err_clear(x->run.e);
+    const svc_item_in *in = x->in;
+    db_arg u[] = {in->sku.st == SVC_SET ? DB_TEXTN(in->sku.p, in->sku.n) : DB_NULL,
+                  in->name.st == SVC_SET ? DB_TEXTN(in->name.p, in->name.n) : DB_NULL,
+                  in->price_cents.st == SVC_SET ? DB_INT(in->price_cents.v) : DB_NULL,
+                  in->currency.st == SVC_SET ? DB_TEXTN(in->currency.p, in->currency.n) : DB_NULL,
+                  in->stock.st == SVC_SET ? DB_INT(in->stock.v) : DB_NULL,
+                  DB_TIME(bz_wall_us()),
+                  DB_INT(x->id),
+                  DB_INT(x->uid)};
+    if (sql_exec(TX(tx), ctx, &SQL_ITEM_UPDATE, u, 8, NULL, err) != 0)
+        return -1;
+    db_rows *rows = NULL;
+    db_arg args[] = {DB_INT(x->id)};
+    int rc = sql_row(TX(tx), ctx, &SQL_ITEM_LIVE, args, 1, &rows, err);
+    if (rc < 0)
+        return -1;
+    if (rc == 0) {
+        row_item(rows, x->run.c->arena, x->out);
+        db_rows_close(rows);
+    }
+    /* Nothing updated: unchanged, or not there / not the caller's. */
+    if (rc == DB_NO_ROWS || x->out->seller_id != x->uid)
+        tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "item %lld does not exist", (long long)x->id);
+    return 0;
+}
+
+int svc_item_update(svc *s, svc_call *c, int64_t id, const svc_item_in *in, bool full, svc_item *out, svc_err *e)
+{
+    if (need_user(c, e))
+        return -1;
+    check_fields(e, in, full);
+    if (e->kind)
+        return -1;
+    write_args x = {{s, c, NULL, e, enc_item_v, dec_item_v, out}, c->who->user_id, id, in, out};
+    if (tx_run_op(&x.run, update_tx, &x, SVC_ALREADY_EXISTS, "sku_taken", "another item already has this sku") != 0)
+        return -1;
+    fx_item_changed(s, id);
+    return 0;
+}
+
+int svc_item_delete(svc *s, svc_call *c, int64_t id, svc_err *e)
+{
+    if (need_user(c, e))
+        return -1;
+    db_arg args[] = {DB_TIME(bz_wall_us()), DB_INT(id), DB_INT(c->who->user_id)};
+    int64_t n = 0;
+    bz_error be;
+    if (sql_exec(DB(s->db), c->ctx, &SQL_ITEM_DELETE, args, 3, &n, &be) != 0)
+        return svc_fail_from(e, &be);
+    if (n == 0)
+        return not_found(e, id);
+    fx_item_changed(s, id);
+    return 0;
+}
+
+/* ---- import (client-streamed batches) ---- */
+
+typedef struct {
+    int64_t uid;
+    const svc_item_in *items;
+    int n;
+    const bool *valid;
+    int64_t *ids;   /* per item: created id, or 0 when the sku was taken */
+} import_args;
+
+static int import_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
+{
+    import_args *x = p;
+    int64_t now = bz_wall_us();
+    for (int i = 0; i < x->n; i++) {
+        x->ids[i] = 0;
+        if (!x->valid[i])
+            continue;
+        const svc_item_in *in = &x->items[i];
+        db_arg args[] = {DB_INT(x->uid),
+                         DB_TEXTN(in->sku.p, in->sku.n),
+                         DB_TEXTN(in->name.p, in->name.n),
+                         DB_INT(in->price_cents.v),
+                         DB_TEXTN(in->currency.p, in->currency.n),
+                         DB_INT(in->stock.v),
+                         DB_TIME(now)};
+        db_rows *rows = NULL;
+        int rc = sql_row(TX(tx), ctx, &SQL_ITEM_IMPORT, args, 7, &rows, err);
+        if (rc < 0)
+            return -1;
+        if (rc == 0) {
+            x->ids[i] = db_col_int(rows, 0);
+            db_rows_close(rows);
+        }
+    }
+    return 0;
+}
+
+static void import_reject(svc_import_result *res, bz_arena *a, int index, const svc_item_in *in, const char *why)
+{
+    res->rejected++;
+    if (res->nerrors >= SVC_IMPORT_MAX_ERRORS)
+        return;
+    if (!res->errors)
+        res->errors = bz_arena_calloc(a, SVC_IMPORT_MAX_ERRORS, sizeof *res->errors);
+    res->errors[res->nerrors++] =
+        bz_arena_printf(a, "item %d (sku \"%.*s\"): %s", index, (int)(in->sku.n > 64 ? 64 : in->sku.n),
+                        in->sku.st == SVC_SET ? in->sku.p : "", why);
+}
+
+int svc_items_import(svc *s, svc_call *c, const svc_item_in *items, int n, svc_import_result *res, svc_err *e)
+{
+    if (need_user(c, e))
+        return -1;
+    if (n <= 0)
+        return 0;
+    int base = res->created + res->rejected;
+    bool *valid = bz_arena_calloc(c->arena, (size_t)n, sizeof *valid);
+    int64_t *ids = bz_arena_calloc(c->arena, (size_t)n, sizeof *ids);
+    for (int i = 0; i < n; i++) {
+        svc_err v;
+        svc_err_clear(&v);
+        check_fields(&v, &items[i], true);
+        valid[i] = v.kind == SVC_OK;
+        if (!valid[i]) {
+            char why[200];
+            snprintf(why, sizeof why, "validation_failed: %s %s", v.viol[0].field, v.viol[0].msg);
+            import_reject(res, c->arena, base + i, &items[i], why);
+        }
+    }
+    import_args x = {c->who->user_id, items, n, valid, ids};
+    bz_error be;
+    db_tx_opts o = {.isolation = DB_SERIALIZABLE};
+    if (db_run_tx(s->db, c->ctx, &o, import_tx, &x, &be) != 0)
+        return svc_fail_from(e, &be);
+    for (int i = 0; i < n; i++) {
+        if (!valid[i])
+            continue;
+        if (ids[i]) {
+            res->created++;
+            fx_item_changed(s, ids[i]); /* a negative entry may be cached */
+        } else {
+            import_reject(res, c->arena, base + i, &items[i], "sku_taken: another item already has this sku");
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,212 @@
+/* app/svc/sql.c — the statements of sql.h.  Each index a statement relies
+ * on is named in app/schema.c. */
+#include "app/svc/sql.h"
+
+/* Rows name only what they use: a cold statement is a name and a text. */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+#define I(x) {.type = DB_T_INT, .v.i = (x)}
+#define T(str) {.type = DB_T_TEXT, .v.s = {(str), sizeof(str) - 1}}
+#define TM(x) {.type = DB_T_TIME, .v.i = (x)}
+#define TOP_US 253402300799000000LL /* far-future keyset start (newest first) */
+#define BIG 9223372036854775807LL
+
+#define USER_COLS "id, email, name, created_at"
+#define ACCOUNT_COLS "id, user_id, currency, balance_cents, created_at"
+#define TRANSFER_COLS "id, from_account_id, to_account_id, amount_cents, currency, created_at"
+#define ITEM_COLS "id, seller_id, sku, name, price_cents, currency, stock, version, created_at, updated_at"
+
+/* ---- users ---- */
+
+const svc_sql SQL_USER_INSERT = {"sign-up",
+    "INSERT INTO users (email, name, password_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING " USER_COLS};
+const svc_sql SQL_USER_BY_ID = {"user by id (GET /v1/users/{id}, /v1/me, GetUser, leaderboard names)",
+    "SELECT " USER_COLS " FROM users WHERE id = $1", NULL, true, 1, {I(1)}};
+const svc_sql SQL_USER_BY_EMAIL = {"user by email (GET /v1/users?email=)",
+    "SELECT " USER_COLS " FROM users WHERE email = $1", NULL, true, 1, {T("user1@example.com")}};
+const svc_sql SQL_USER_LOGIN = {"login", "SELECT id, password_hash FROM users WHERE email = $1", NULL, true, 1, {T("user1@example.com")}};
+const svc_sql SQL_USER_SET_NAME = {"rename", "UPDATE users SET name = $1 WHERE id = $2", NULL, true, 2, {T("x"), I(1)}};
+const svc_sql SQL_USER_SET_PASSWORD = {"password change", "UPDATE users SET password_hash = $1 WHERE id = $2", NULL, true, 2, {T("x"), I(1)}};
+const svc_sql SQL_USERS_AFTER = {"users after an id (ListUsers)",
+    "SELECT " USER_COLS " FROM users WHERE id > $1 ORDER BY id LIMIT $2", NULL, true, 2, {I(0), I(100)}};
+
+/* ---- accounts and transfers ---- */
+
+const svc_sql SQL_ACCOUNT_INSERT = {"open an account",
+    "INSERT INTO accounts (user_id, currency, balance_cents, created_at) VALUES ($1, $2, 0, $3) RETURNING "
+    ACCOUNT_COLS};
+const svc_sql SQL_ACCOUNT_BY_ID = {"account by id", "SELECT " ACCOUNT_COLS " FROM accounts WHERE id = $1", NULL, true, 1, {I(1)}};
+const svc_sql SQL_ACCOUNTS_OF_USER = {"accounts of a user",
+    "SELECT " ACCOUNT_COLS " FROM accounts WHERE user_id = $1 ORDER BY currency", NULL, true, 1, {I(1)}};
+/* The owner check rides in the WHERE clause: no row means "not yours". */
+const svc_sql SQL_ACCOUNT_DEPOSIT = {"deposit",
+    "UPDATE accounts SET balance_cents = balance_cents + $1 WHERE id = $2 AND user_id = $3 RETURNING " ACCOUNT_COLS,
+    NULL, true, 3, {I(1), I(1), I(1)}};
+/* A transfer's first guarded UPDATE (in id order, so opposite transfers
+ * cannot deadlock) carries every check: the payer owns the account and
+ * has the funds, the payee exists in the same currency. */
+const svc_sql SQL_TRANSFER_DEBIT_FIRST = {"transfer: guarded debit (from < to)",
+    "UPDATE accounts SET balance_cents = balance_cents - $1 WHERE id = $2 AND user_id = $3 "
+    "AND balance_cents >= $1 AND currency = (SELECT currency FROM accounts WHERE id = $4) RETURNING currency",
+    NULL, true, 4, {I(1), I(1), I(1), I(2)}};
+const svc_sql SQL_TRANSFER_CREDIT_FIRST = {"transfer: guarded credit (to < from)",
+    "UPDATE accounts SET balance_cents = balance_cents + $1 WHERE id = $2 AND currency = "
+    "(SELECT currency FROM accounts WHERE id = $3 AND user_id = $4 AND balance_cents >= $1) RETURNING currency",
+    NULL, true, 4, {I(1), I(1), I(2), I(1)}};
+const svc_sql SQL_TRANSFER_CREDIT = {"transfer: credit",
+    "UPDATE accounts SET balance_cents = balance_cents + $1 WHERE id = $2", NULL, true, 2, {I(1), I(1)}};
+const svc_sql SQL_TRANSFER_DEBIT = {"transfer: debit",
+    "UPDATE accounts SET balance_cents = balance_cents - $1 WHERE id = $2 AND balance_cents >= $1", NULL, true, 2, {I(1), I(1)}};
+const svc_sql SQL_TRANSFER_PAIR = {"transfer refusal: both accounts",
+    "SELECT id, user_id, currency, balance_cents FROM accounts WHERE id IN ($1, $2)", NULL, true, 2, {I(1), I(2)}};
+const svc_sql SQL_TRANSFER_INSERT = {"record a transfer",
+    "INSERT INTO transfers (from_account_id, to_account_id, amount_cents, currency, created_at) "
+    "VALUES ($1, $2, $3, $4, $5) RETURNING id"};
+const svc_sql SQL_TRANSFER_FOR_USER = {"transfer by id for its owner",
+    "SELECT t.id, t.from_account_id, t.to_account_id, t.amount_cents, t.currency, t.created_at "
+    "FROM transfers t JOIN accounts f ON f.id = t.from_account_id JOIN accounts o ON o.id = t.to_account_id "
+    "WHERE t.id = $1 AND (f.user_id = $2 OR o.user_id = $2)",
+    NULL, true, 2, {I(1), I(1)}};
+/* Newest first across both directions: one keyset scan per direction
+ * (each on its own index), merged. */
+#define TRANSFER_SCAN(dir)                                                                                       \
+    "SELECT * FROM (SELECT " TRANSFER_COLS " FROM transfers WHERE " dir " = $1 "                                 \
+    "AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4)"
+const svc_sql SQL_TRANSFERS_OF_ACCOUNT = {"transfers of an account (both directions, keyset)",
+    "SELECT * FROM (" TRANSFER_SCAN("from_account_id") " f UNION ALL " TRANSFER_SCAN("to_account_id")
+    " t) u ORDER BY created_at DESC, id DESC LIMIT $4",
+    NULL, true, 4, {I(1), TM(TOP_US), I(BIG), I(21)}};
+
+/* ---- items ---- */
+
+const svc_sql SQL_ITEM_LIVE = {"item by id (cache miss)",
+    "SELECT " ITEM_COLS " FROM items WHERE id = $1 AND deleted_at IS NULL", NULL, true, 1, {I(1)}};
+const svc_sql SQL_ITEMS_PAGE = {"items page (keyset)",
+    "SELECT " ITEM_COLS " FROM items WHERE id > $1 AND deleted_at IS NULL ORDER BY id LIMIT $2", NULL, true, 2, {I(0), I(21)}};
+const svc_sql SQL_ITEMS_OF_SELLER = {"items of a seller (keyset)",
+    "SELECT " ITEM_COLS " FROM items WHERE seller_id = $1 AND id > $2 AND deleted_at IS NULL ORDER BY id LIMIT $3",
+    NULL, true, 3, {I(1), I(0), I(21)}};
+/* Offset mode walks and drops rows by design (documented as slower,
+ * capped at 10,000): not on explain's list. */
+const svc_sql SQL_ITEMS_OFFSET = {"items page (offset mode)",
+    "SELECT " ITEM_COLS " FROM items WHERE deleted_at IS NULL ORDER BY id LIMIT $1 OFFSET $2"};
+const svc_sql SQL_ITEMS_OF_SELLER_OFFSET = {"items of a seller (offset mode)",
+    "SELECT " ITEM_COLS " FROM items WHERE seller_id = $1 AND deleted_at IS NULL ORDER BY id LIMIT $2 OFFSET $3",
+    NULL, true, 3, {I(1), I(21), I(100)}};
+const svc_sql SQL_ITEM_INSERT = {"list an item",
+    "INSERT INTO items (seller_id, sku, name, price_cents, currency, stock, version, created_at, updated_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) RETURNING " ITEM_COLS};
+/* Import: a taken sku is one rejected item, not a failed transaction. */
+const svc_sql SQL_ITEM_IMPORT = {"import an item",
+    "INSERT INTO items (seller_id, sku, name, price_cents, currency, stock, version, created_at, updated_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) ON CONFLICT (sku) WHERE deleted_at IS NULL DO NOTHING RETURNING id"};
+/* PUT and PATCH: COALESCE keeps what was not sent; a change that changes
+ * nothing leaves version alone (so PUT is idempotent). */
+const svc_sql SQL_ITEM_UPDATE = {"update an item",
+    "UPDATE items SET sku = COALESCE($1, sku), name = COALESCE($2, name), price_cents = COALESCE($3, price_cents), "
+    "currency = COALESCE($4, currency), stock = COALESCE($5, stock), version = version + 1, updated_at = $6 "
+    "WHERE id = $7 AND seller_id = $8 AND deleted_at IS NULL AND NOT (sku = COALESCE($1, sku) AND "
+    "name = COALESCE($2, name) AND price_cents = COALESCE($3, price_cents) AND currency = COALESCE($4, currency) "
+    "AND stock = COALESCE($5, stock))",
+    NULL, true, 8, {T("s"), T("n"), I(1), T("USD"), I(1), TM(0), I(1), I(1)}};
+const svc_sql SQL_ITEM_DELETE = {"delete an item",
+    "UPDATE items SET deleted_at = $1, updated_at = $1, version = version + 1 "
+    "WHERE id = $2 AND seller_id = $3 AND deleted_at IS NULL",
+    NULL, true, 3, {TM(0), I(1), I(1)}};
+
+/* ---- orders ---- */
+
+const svc_sql SQL_ITEM_FOR_ORDER = {"item price and stock for an order",
+    "SELECT price_cents, currency, stock FROM items WHERE id = $1 AND deleted_at IS NULL", NULL, true, 1, {I(1)}};
+const svc_sql SQL_ITEM_RESERVE = {"reserve stock",
+    "UPDATE items SET stock = stock - $1, version = version + 1, updated_at = $2 WHERE id = $3 AND stock >= $1",
+    NULL, true, 3, {I(1), TM(0), I(1)}};
+const svc_sql SQL_ORDER_INSERT = {"create an order",
+    "INSERT INTO orders (customer_id, account_id, status, total_cents, currency, created_at, updated_at) "
+    "VALUES ($1, $2, 'pending', $3, $4, $5, $5) RETURNING id"};
+const svc_sql SQL_LINE_INSERT = {"order line",
+    "INSERT INTO order_lines (order_id, line_no, item_id, quantity, unit_price_cents) VALUES ($1, $2, $3, $4, $5)"};
+
+/* An order's lines as one column, "item:qty:price,..." in line order, so a
+ * page of orders is one query (one round trip) with its lines. */
+#define LINES_LITE                                                                                               \
+    "(SELECT group_concat(x, ',') FROM (SELECT item_id || ':' || quantity || ':' || unit_price_cents AS x "    \
+    "FROM order_lines WHERE order_id = o.id ORDER BY line_no))"
+#define LINES_PG                                                                                                 \
+    "(SELECT string_agg(item_id || ':' || quantity || ':' || unit_price_cents, ',' ORDER BY line_no) "         \
+    "FROM order_lines WHERE order_id = o.id)"
+#define O_COLS "o.id, o.customer_id, o.account_id, o.status, o.total_cents, o.currency, o.created_at, o.updated_at, "
+#define BY_ID " FROM orders o WHERE o.id = $1"
+#define ALL_ORDERS                                                                                               \
+    " FROM orders o WHERE o.customer_id = $1 "                                                                   \
+    "AND (o.created_at < $2 OR (o.created_at = $2 AND o.id < $3)) ORDER BY o.created_at DESC, o.id DESC LIMIT $4"
+#define BY_STATUS                                                                                                \
+    " FROM orders o WHERE o.customer_id = $1 AND o.status = $2 "                                                 \
+    "AND (o.created_at < $3 OR (o.created_at = $3 AND o.id < $4)) ORDER BY o.created_at DESC, o.id DESC LIMIT $5"
+
+const svc_sql SQL_ORDER_BY_ID = {"order by id with its lines", "SELECT " O_COLS LINES_LITE BY_ID,
+    "SELECT " O_COLS LINES_PG BY_ID, true, 1, {I(1)}};
+const svc_sql SQL_ORDERS_PAGE = {"orders of a user with their lines (keyset)",
+    "SELECT " O_COLS LINES_LITE ALL_ORDERS, "SELECT " O_COLS LINES_PG ALL_ORDERS, true, 4,
+    {I(1), TM(TOP_US), I(BIG), I(21)}};
+const svc_sql SQL_ORDERS_PAGE_STATUS = {"orders of a user by status with their lines (keyset)",
+    "SELECT " O_COLS LINES_LITE BY_STATUS, "SELECT " O_COLS LINES_PG BY_STATUS, true, 5,
+    {I(1), T("paid"), TM(TOP_US), I(BIG), I(21)}};
+const svc_sql SQL_ORDER_HEAD = {"order head (pay, cancel)",
+    "SELECT customer_id, account_id, status, total_cents, currency FROM orders WHERE id = $1", NULL, true, 1, {I(1)}};
+const svc_sql SQL_ACCOUNT_DEBIT = {"pay: debit the buyer",
+    "UPDATE accounts SET balance_cents = balance_cents - $1 WHERE id = $2 AND balance_cents >= $1", NULL, true, 2, {I(1), I(1)}};
+const svc_sql SQL_ORDER_SELLER_CREDITS = {"pay: sellers to credit",
+    "SELECT i.seller_id, l.quantity * l.unit_price_cents FROM order_lines l JOIN items i ON i.id = l.item_id "
+    "WHERE l.order_id = $1 ORDER BY i.seller_id",
+    NULL, true, 1, {I(1)}};
+/* The seller's account in this currency, made if missing; repeated
+ * sellers add up. */
+const svc_sql SQL_ACCOUNT_CREDIT_UPSERT = {"pay: credit a seller",
+    "INSERT INTO accounts (user_id, currency, balance_cents, created_at) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (user_id, currency) DO UPDATE SET balance_cents = accounts.balance_cents + excluded.balance_cents"};
+const svc_sql SQL_ORDER_SET_STATUS = {"order status change",
+    "UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3", NULL, true, 3, {T("paid"), TM(0), I(1)}};
+const svc_sql SQL_JOB_INSERT = {"enqueue fulfilment", "INSERT INTO fulfilment_jobs (order_id, run_at) VALUES ($1, $2)"};
+const svc_sql SQL_ORDER_LINES = {"lines of an order",
+    "SELECT item_id, quantity FROM order_lines WHERE order_id = $1 ORDER BY line_no", NULL, true, 1, {I(1)}};
+const svc_sql SQL_ITEM_RESTOCK = {"cancel: return stock",
+    "UPDATE items SET stock = stock + $1, version = version + 1, updated_at = $2 WHERE id = $3", NULL, true, 3, {I(1), TM(0), I(1)}};
+/* PostgreSQL: SKIP LOCKED lets every instance's worker take a different
+ * job.  SQLite has one writer anyway. */
+const svc_sql SQL_JOB_DUE = {"due fulfilment jobs",
+    "SELECT id, order_id FROM fulfilment_jobs WHERE run_at <= $1 ORDER BY run_at LIMIT 1",
+    "SELECT id, order_id FROM fulfilment_jobs WHERE run_at <= $1 ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+    true, 1, {TM(0)}};
+const svc_sql SQL_ORDER_SHIP = {"ship an order",
+    "UPDATE orders SET status = 'shipped', updated_at = $1 WHERE id = $2 AND status = 'paid' RETURNING customer_id",
+    NULL, true, 2, {TM(0), I(1)}};
+const svc_sql SQL_JOB_DELETE = {"fulfilment done", "DELETE FROM fulfilment_jobs WHERE id = $1", NULL, true, 1, {I(1)}};
+/* Rare (the cache lost the leaderboard): reads every paid order of the
+ * currency.  Not on explain's list. */
+const svc_sql SQL_SPENDERS = {"leaderboard rebuild",
+    "SELECT customer_id, SUM(total_cents) FROM orders WHERE currency = $1 AND status IN ('paid', 'shipped') "
+    "GROUP BY customer_id"};
+
+/* ---- idempotency ---- */
+
+const svc_sql SQL_IDEM_INSERT = {"idempotency record",
+    "INSERT INTO idempotency_records (user_id, key, fingerprint, outcome, code, result, created_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7)"};
+const svc_sql SQL_IDEM_GET = {"idempotency record by key",
+    "SELECT fingerprint, outcome, code, result FROM idempotency_records WHERE user_id = $1 AND key = $2", NULL, true, 2, {I(1), T("k")}};
+
+const svc_sql *const svc_sql_all[] = {
+    &SQL_USER_INSERT, &SQL_USER_BY_ID, &SQL_USER_BY_EMAIL, &SQL_USER_LOGIN, &SQL_USER_SET_NAME,
+    &SQL_USER_SET_PASSWORD, &SQL_USERS_AFTER, &SQL_ACCOUNT_INSERT, &SQL_ACCOUNT_BY_ID, &SQL_ACCOUNTS_OF_USER,
+    &SQL_ACCOUNT_DEPOSIT, &SQL_TRANSFER_DEBIT_FIRST, &SQL_TRANSFER_CREDIT_FIRST, &SQL_TRANSFER_CREDIT,
+    &SQL_TRANSFER_DEBIT, &SQL_TRANSFER_PAIR, &SQL_TRANSFER_INSERT, &SQL_TRANSFER_FOR_USER,
+    &SQL_TRANSFERS_OF_ACCOUNT, &SQL_ITEM_LIVE, &SQL_ITEMS_PAGE, &SQL_ITEMS_OF_SELLER,
+    &SQL_ITEMS_OFFSET, &SQL_ITEMS_OF_SELLER_OFFSET, &SQL_ITEM_INSERT, &SQL_ITEM_IMPORT, &SQL_ITEM_UPDATE,
+    &SQL_ITEM_DELETE, &SQL_ITEM_FOR_ORDER, &SQL_ITEM_RESERVE, &SQL_ORDER_INSERT, &SQL_LINE_INSERT,
+    &SQL_ORDER_BY_ID, &SQL_ORDERS_PAGE, &SQL_ORDERS_PAGE_STATUS, &SQL_ORDER_HEAD, &SQL_ACCOUNT_DEBIT,
+    &SQL_ORDER_SELLER_CREDITS, &SQL_ACCOUNT_CREDIT_UPSERT, &SQL_ORDER_SET_STATUS, &SQL_JOB_INSERT,
+    &SQL_ORDER_LINES, &SQL_ITEM_RESTOCK, &SQL_JOB_DUE, &SQL_ORDER_SHIP, &SQL_JOB_DELETE, &SQL_SPENDERS,
+    &SQL_IDEM_INSERT, &SQL_IDEM_GET,
+};
+const int svc_sql_count = sizeof svc_sql_all / sizeof svc_sql_all[0];

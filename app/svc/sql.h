@@ -1,0 +1,68 @@
+/*
+ * app/svc/sql.h — every SQL statement the service runs, defined once.
+ *
+ * The operations run these definitions, and `bazaar explain` explains the
+ * same definitions (those marked `explain`) with their sample arguments,
+ * so a hot query cannot regress while the check passes on a copy.
+ * Parameters are always bound ($1..$n in both dialects); no SQL is ever
+ * built from strings.
+ */
+#ifndef APP_SVC_SQL_H
+#define APP_SVC_SQL_H
+
+#include "db/db.h"
+
+#include <stdbool.h>
+
+typedef struct svc_sql {
+    const char *name;       /* what it serves, for explain's report */
+    const char *lite;       /* SQLite text (also PostgreSQL's unless pg is set) */
+    const char *pg;         /* PostgreSQL text, when it differs */
+    bool explain;           /* a hot read or guarded write that must use an index */
+    int nsample;
+    db_arg sample[8];       /* arguments explain runs it with */
+} svc_sql;
+
+/* The text for the dialect behind q. */
+static inline const char *svc_sql_text(db_q q, const svc_sql *s)
+{
+    return s->pg && db_q_dialect(q) == DB_POSTGRES ? s->pg : s->lite;
+}
+
+/* Runs s on q: db_exec / db_query / db_query_row with its text. */
+static inline int sql_exec(db_q q, rt_ctx *ctx, const svc_sql *s, const db_arg *a, int n, int64_t *aff, bz_error *e)
+{
+    return db_exec(q, ctx, svc_sql_text(q, s), a, n, aff, e);
+}
+static inline int sql_query(db_q q, rt_ctx *ctx, const svc_sql *s, const db_arg *a, int n, db_rows **r, bz_error *e)
+{
+    return db_query(q, ctx, svc_sql_text(q, s), a, n, r, e);
+}
+static inline int sql_row(db_q q, rt_ctx *ctx, const svc_sql *s, const db_arg *a, int n, db_rows **r, bz_error *e)
+{
+    return db_query_row(q, ctx, svc_sql_text(q, s), a, n, r, e);
+}
+
+/* users */
+extern const svc_sql SQL_USER_INSERT, SQL_USER_BY_ID, SQL_USER_BY_EMAIL, SQL_USER_LOGIN, SQL_USER_SET_NAME,
+    SQL_USER_SET_PASSWORD, SQL_USERS_AFTER;
+/* accounts and transfers */
+extern const svc_sql SQL_ACCOUNT_INSERT, SQL_ACCOUNT_BY_ID, SQL_ACCOUNTS_OF_USER, SQL_ACCOUNT_DEPOSIT,
+    SQL_TRANSFER_DEBIT_FIRST, SQL_TRANSFER_CREDIT_FIRST, SQL_TRANSFER_CREDIT, SQL_TRANSFER_DEBIT, SQL_TRANSFER_PAIR,
+    SQL_TRANSFER_INSERT, SQL_TRANSFER_FOR_USER, SQL_TRANSFERS_OF_ACCOUNT;
+/* items */
+extern const svc_sql SQL_ITEM_LIVE, SQL_ITEMS_PAGE, SQL_ITEMS_OF_SELLER, SQL_ITEMS_OFFSET,
+    SQL_ITEMS_OF_SELLER_OFFSET, SQL_ITEM_INSERT, SQL_ITEM_IMPORT, SQL_ITEM_UPDATE, SQL_ITEM_DELETE;
+/* orders, payment, fulfilment, leaderboard */
+extern const svc_sql SQL_ITEM_FOR_ORDER, SQL_ITEM_RESERVE, SQL_ORDER_INSERT, SQL_LINE_INSERT, SQL_ORDER_BY_ID,
+    SQL_ORDERS_PAGE, SQL_ORDERS_PAGE_STATUS, SQL_ORDER_HEAD, SQL_ACCOUNT_DEBIT, SQL_ORDER_SELLER_CREDITS,
+    SQL_ACCOUNT_CREDIT_UPSERT, SQL_ORDER_SET_STATUS, SQL_JOB_INSERT, SQL_ORDER_LINES, SQL_ITEM_RESTOCK, SQL_JOB_DUE,
+    SQL_ORDER_SHIP, SQL_JOB_DELETE, SQL_SPENDERS;
+/* idempotency */
+extern const svc_sql SQL_IDEM_INSERT, SQL_IDEM_GET;
+
+/* Every statement above, for explain. */
+extern const svc_sql *const svc_sql_all[];
+extern const int svc_sql_count;
+
+#endif

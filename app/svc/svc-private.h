@@ -1,0 +1,183 @@
+/*
+ * app/svc/svc-private.h — what the service's files share: the service
+ * state, the record codec, idempotency, cursors, after-commit effects and
+ * passwords.  Nothing outside app/svc/ includes it.
+ */
+#ifndef APP_SVC_PRIVATE_H
+#define APP_SVC_PRIVATE_H
+
+#include "app/svc/limits.h"
+#include "app/svc/sql.h"
+#include "app/svc/svc.h"
+
+#include "base/buf.h"
+
+#include <sodium.h>
+
+#include <stdatomic.h>
+
+#define SVC_ACCT_STRIPES 256
+
+struct svc {
+    const bz_config *cfg;
+    db *db;
+    cache *cache;
+    db_dialect dialect;
+    uint8_t cursor_key[32];   /* HMAC key for list cursors, shared via the meta table */
+    /* PostgreSQL: transfers touching the same account queue here (striped
+     * by account id) instead of failing each other's SERIALIZABLE
+     * transactions; see accounts.c */
+    rt_mutex acct_locks[SVC_ACCT_STRIPES];
+    bool acct_locks_on;
+    /* the fulfilment worker */
+    atomic_bool stopping;
+    bool worker_on;
+    rt_wg workers;
+};
+
+/* A detached context for work that must happen even if the caller went
+ * away (after-commit effects, lock releases): a short deadline of its own. */
+#define SVC_DETACHED_NS (2 * BZ_NS_PER_S)
+
+/* ---- the record codec ----------------------------------------------------------------------
+ *
+ * The one transport-neutral encoding of model values, used for cached
+ * items, stored idempotent results and published order events: integers
+ * as "<decimal>|", strings as "<length>:<bytes>".  Text-safe (it goes into
+ * TEXT columns and Redis) and cheap to read: a cache hit is a lookup and
+ * this decode. */
+typedef struct svc_rd {
+    const char *p, *end;
+    bool bad;
+} svc_rd;
+
+void enc_int(bz_buf *b, int64_t v);
+void enc_str(bz_buf *b, const char *s, size_t n);
+int64_t dec_int(svc_rd *r);
+/* A string copied into the arena (NUL-terminated). */
+const char *dec_str(svc_rd *r, bz_arena *a, size_t *n);
+void dec_cur(svc_rd *r, char out[4]);
+
+void enc_account(bz_buf *b, const svc_account *v);
+bool dec_account(svc_rd *r, svc_account *v);
+void enc_transfer(bz_buf *b, const svc_transfer *v);
+bool dec_transfer(svc_rd *r, svc_transfer *v);
+void enc_item(bz_buf *b, const svc_item *v);
+bool dec_item(svc_rd *r, bz_arena *a, svc_item *v);
+void enc_order(bz_buf *b, const svc_order *v);
+bool dec_order(svc_rd *r, bz_arena *a, svc_order *v);
+void enc_event(bz_buf *b, const svc_order_event *v);
+bool dec_event(svc_rd *r, svc_order_event *v);
+/* "pending" etc. as the static string, NULL if unknown. */
+const char *status_static(const char *s, size_t n);
+
+/* Rows into model values (column orders of sql.c), strings in the arena. */
+void row_user(db_rows *r, bz_arena *a, svc_user *u, bool with_email);
+void row_account(db_rows *r, svc_account *v);
+void row_transfer(db_rows *r, svc_transfer *v);
+void row_item(db_rows *r, bz_arena *a, svc_item *v);
+/* An order row (O_COLS + packed lines in column 8). */
+void row_order(db_rows *r, bz_arena *a, svc_order *v);
+
+/* ---- idempotency (idem.c) ------------------------------------------------------------------
+ *
+ * A key is scoped to the user.  The fingerprint covers the operation's
+ * name and its decoded, normalised input (never bytes on a wire), so a key
+ * repeated over REST or gRPC replays the same result; the stored result is
+ * the operation's outcome in the record codec, not an HTTP response. */
+typedef struct svc_fp {
+    crypto_hash_sha256_state st;
+} svc_fp;
+void fp_begin(svc_fp *f, const char *op);
+void fp_int(svc_fp *f, int64_t v);
+void fp_str(svc_fp *f, const char *s, size_t n);
+
+typedef struct svc_idem {
+    bool active;            /* a key was sent (and the caller is known) */
+    int64_t user_id;
+    char key[256];
+    char fp[65];
+    char lock_name[300];
+    char lock_token[33];
+    bool locked;
+} svc_idem;
+
+/* Starts an idempotent operation: checks the key (required or not), and
+ * takes the in-flight lock so a concurrent repeat is told "in use".
+ * 0 to go on, -1 refused (e filled). */
+int idem_begin(svc *s, svc_call *c, svc_fp *fp, bool required, svc_idem *im, svc_err *e);
+/* Releases the in-flight lock (detached: even if the caller went away). */
+void idem_end(svc *s, svc_idem *im);
+
+/* ---- transactions with their idempotency record (tx.c) -------------------------------------
+ *
+ * An operation's transaction function does its work and ends every
+ * attempt that should commit with tx_record: the outcome — a result, or a
+ * business refusal put in run->e — is recorded with the effect, in the
+ * same transaction. */
+typedef struct tx_run {
+    svc *s;
+    svc_call *c;
+    svc_idem *im;
+    svc_err *e;                                    /* refusal decided inside the transaction */
+    void (*encode)(bz_buf *b, const void *out);   /* result → record */
+    bool (*decode)(svc_rd *r, bz_arena *a, void *out); /* record → result (replay) */
+    void *out;
+} tx_run;
+
+/* Records run's outcome in tx (no-op without a key).  Call it last. */
+int tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err);
+/* Runs fn in a SERIALIZABLE transaction (retried on contention), then
+ * settles: 0 committed with a result; -1 with run->e (a committed refusal,
+ * the stored outcome of a key another request used first, uniq_code on
+ * another unique violation when given, or the mapped error).  Ends the
+ * idempotency lock. */
+int tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, const char *uniq_code, const char *uniq_msg);
+/* Starts a refusal inside a transaction function: fills run->e, returns 0
+ * so the caller goes on to tx_record. */
+int tx_refuse(tx_run *run, svc_kind kind, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* ---- cursors (cursor.c): opaque keyset positions, HMAC'd so they cannot
+ * be forged or moved to another list ---- */
+typedef struct svc_cursor {
+    int64_t t_us, id;
+} svc_cursor;
+#define SVC_CURSOR_TOP_US 253402300799000000LL /* far future: the first newest-first page */
+
+/* 1 decoded, 0 absent, -1 invalid (e: invalid_cursor). */
+int cursor_decode(svc *s, const svc_str *cur, const char *scope, svc_cursor *out, svc_err *e);
+const char *cursor_encode(svc *s, bz_arena *a, const svc_cursor *c, const char *scope);
+/* The page size (default 20, 1..100): ≥ 1, or -1 with a violation. */
+int page_limit(const svc_page_in *pg, svc_err *e);
+
+/* ---- effects after a commit (effects.c); each runs detached ---- */
+void fx_item_changed(svc *s, int64_t item_id);
+void fx_orders_changed(svc *s, int64_t user_id);
+void fx_order_event(svc *s, int64_t user_id, int64_t order_id, const char *status, int64_t at_us);
+void fx_spent(svc *s, int64_t user_id, const char *currency, int64_t cents);
+/* "item:<id>", "orders:<user>" (the event channel). */
+void key_item(int64_t id, char out[40]);
+void key_events(int64_t user_id, char out[48]);
+
+/* ---- small shared rules ---- */
+/* The caller's user id, or -1 with SVC_UNAUTHENTICATED. */
+int need_user(const svc_call *c, svc_err *e);
+/* Queues transfers and deposits touching these accounts (PostgreSQL). */
+int acct_lock(svc *s, rt_ctx *ctx, int64_t a, int64_t b, int held[2]);
+void acct_unlock(svc *s, const int held[2]);
+
+/* Migrates and loads the shared secrets (schema.c). */
+int svc_prepare_db(svc *s, rt_ctx *ctx, bz_error *err);
+
+/* One fixed-window limiter check (core.c): 0 allowed (or the cache failed:
+ * fail open), -1 refused with SVC_RATE_LIMITED and Retry-After. */
+int svc__rate(svc *s, rt_ctx *ctx, const char *key, const bz_rate *lim, svc_rate *rate, svc_err *e,
+              const char *msg);
+
+/* ---- passwords (password.c), off the loop on the offload pool ---- */
+int pw_hash(rt_ctx *ctx, const char *pw, size_t n, char out[160]);
+bool pw_verify(rt_ctx *ctx, const char *hash, const char *pw, size_t n);
+/* Verified against for unknown emails (equal timing). */
+extern const char svc_dummy_hash[];
+
+#endif

@@ -1,0 +1,390 @@
+/*
+ * app/svc/svc.h — the marketplace's operations, free of any transport.
+ *
+ * Every business rule lives here once: normalisation, validation (with
+ * per-field violations, limits from one table: limits.h), transactions,
+ * locks, idempotency, and the effects that follow a commit (cache
+ * invalidation, order-list versions, the leaderboard, order events).  The
+ * REST adapter (app/rest/) and the gRPC adapter decode a request into the
+ * typed input of one operation, call it, and encode its result or its
+ * svc_err through one mapping table per transport.  Nothing here knows an
+ * HTTP request, a status number, JSON or protobuf (scripts/check-layers.sh,
+ * run by make test, greps for them).
+ *
+ *     svc_call c = SVC_CALL(ctx, arena, &who);
+ *     svc_transfer t;
+ *     svc_err e;
+ *     if (svc_transfer_create(s, &c, &in, &t, &e) != 0)
+ *         return answer_error(&e);       // one table per transport
+ *     return answer(&t);
+ *
+ * Conventions:
+ * - Operations return 0 on success, or -1 with *e filled (a kind, a stable
+ *   code, a message and, for bad input, field violations).  The caller
+ *   hands e in cleared (svc_err_clear) or holding the violations its
+ *   decoder found (fields it could not decode are SVC_BAD): the operation
+ *   adds its own and refuses with all of them at once.
+ * - Results are plain structs; every string and array in them is carved
+ *   from call->arena (the request arena), so the caller frees nothing and
+ *   everything is gone when the request ends.  One ownership rule: whoever
+ *   owns the arena owns the results.
+ * - The caller is a principal (svc_principal), resolved once per request
+ *   by svc_authenticate.  Operations that need a signed-in user refuse an
+ *   anonymous principal with SVC_UNAUTHENTICATED.
+ * - Input fields carry a state: absent, set, or bad (the adapter could not
+ *   decode it and has already reported why in the violations it passes
+ *   in).  Validation never reports a bad field twice.
+ */
+#ifndef APP_SVC_SVC_H
+#define APP_SVC_SVC_H
+
+#include "base/arena.h"
+#include "base/config.h"
+#include "base/error.h"
+#include "cache/cache.h"
+#include "db/db.h"
+#include "rt/rt.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct svc svc;
+
+/* ---- errors: one model for every refusal ---------------------------------------------- */
+
+typedef enum svc_kind {
+    SVC_OK = 0,
+    SVC_INVALID,         /* bad input: violations name the fields */
+    SVC_UNAUTHENTICATED, /* no or invalid token */
+    SVC_NOT_FOUND,       /* missing, or not the caller's */
+    SVC_ALREADY_EXISTS,  /* a unique thing exists (email_taken, sku_taken, account_exists) */
+    SVC_CONFLICT,        /* the current state forbids it (insufficient_funds, out_of_stock, ...) */
+    SVC_UNPROCESSABLE,   /* well-formed but semantically wrong (currency_mismatch, same_account, key reused) */
+    SVC_RATE_LIMITED,    /* too many requests or streams */
+    SVC_UNAVAILABLE,     /* a dependency is down, contention, overload: retry */
+    SVC_TIMEOUT,         /* the call's deadline passed */
+    SVC_CANCELLED,       /* the caller went away */
+    SVC_INTERNAL,        /* a bug or an unexpected failure (logged) */
+    SVC_KIND__COUNT
+} svc_kind;
+
+#define SVC_MAX_VIOL 16
+
+typedef struct svc_viol {
+    char field[48];   /* "email", "lines[3].quantity" */
+    char msg[96];     /* "must be 1 to 100 characters long" */
+} svc_viol;
+
+typedef struct svc_err {
+    svc_kind kind;
+    const char *code;     /* stable, lower-case: "not_found", "insufficient_funds" */
+    char msg[256];        /* for people: "account 7 does not exist" */
+    int retry_after_s;    /* > 0: when retrying makes sense (rate limits) */
+    int nviol;
+    svc_viol viol[SVC_MAX_VIOL];
+} svc_err;
+
+/* Fills e and returns -1.  msg is printf-formatted. */
+int svc_fail(svc_err *e, svc_kind kind, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Adds a field violation (kind becomes SVC_INVALID, code validation_failed). */
+void svc_violate(svc_err *e, const char *field, const char *msg);
+/* A db/cache error as a service error: contention, timeout, cancelled,
+ * unavailable; anything else is internal (and logged once here). */
+int svc_fail_from(svc_err *e, const bz_error *be);
+void svc_err_clear(svc_err *e);
+/* Stable name of a kind ("not_found"). */
+const char *svc_kind_name(svc_kind k);
+
+/* ---- the caller ------------------------------------------------------------------------- */
+
+typedef struct svc_principal {
+    int64_t user_id;       /* 0: anonymous (no token, or one nobody knows) */
+    char token_hash[65];   /* SHA-256 hex of the bearer token, "" without one */
+    char addr[64];         /* client address without the port ("" if unknown) */
+} svc_principal;
+
+/* Resolves a bearer token (may be NULL) into p->user_id.  An unknown
+ * token leaves the caller anonymous (0); -1 only when the session store
+ * failed (SVC_UNAVAILABLE: a cache outage must not log everybody out). */
+int svc_authenticate(svc *s, rt_ctx *ctx, const char *token, size_t n, const char *addr, svc_principal *p,
+                     svc_err *e);
+
+/* Rate-limit information an operation consulted, for the transport to
+ * show (RateLimit-* headers, metadata). */
+typedef struct svc_rate {
+    bool set;              /* a limiter was consulted */
+    bool allowed;
+    int64_t limit, remaining;
+    int64_t reset_s;       /* seconds until the window resets, ≥ 1 */
+} svc_rate;
+
+/* --rate-limit for one request of principal p (the user, else the client
+ * address), shared by instances through the cache.  0 allowed (or the
+ * limiter is off, or the cache failed: it fails open), -1 refused with
+ * SVC_RATE_LIMITED.  *rate is filled when a limiter answered. */
+int svc_rate_check(svc *s, rt_ctx *ctx, const svc_principal *p, svc_rate *rate, svc_err *e);
+
+/* ---- one call ------------------------------------------------------------------------------ */
+
+typedef struct svc_call {
+    rt_ctx *ctx;               /* deadline + cancel: bounds every db and cache call */
+    bz_arena *arena;           /* results are allocated here */
+    const svc_principal *who;
+    const char *idem_key;      /* Idempotency-Key, NULL when none was sent */
+    size_t idem_key_len;
+    /* outputs for the transport */
+    bool replayed;             /* the result is a stored idempotent one */
+    svc_rate rate;             /* a limiter the operation consulted (login) */
+} svc_call;
+
+#define SVC_CALL(ctx_, arena_, who_) ((svc_call){.ctx = (ctx_), .arena = (arena_), .who = (who_)})
+
+/* ---- typed input fields ----------------------------------------------------------------- */
+
+enum { SVC_ABSENT = 0, SVC_SET = 1, SVC_BAD = 2 };
+
+typedef struct svc_str {
+    const char *p;
+    size_t n;
+    uint8_t st;
+} svc_str;
+
+typedef struct svc_int {
+    int64_t v;
+    uint8_t st;
+} svc_int;
+
+#define SVC_STR_SET(s, len) ((svc_str){(s), (len), SVC_SET})
+#define SVC_INT_SET(x) ((svc_int){(x), SVC_SET})
+
+/* A page request: limit (default 20, 1..100) and an opaque cursor. */
+typedef struct svc_page_in {
+    svc_int limit;
+    svc_str cursor;
+} svc_page_in;
+
+/* ---- the model ------------------------------------------------------------------------------ */
+
+typedef struct svc_user {
+    int64_t id;
+    const char *email;      /* NULL unless the caller may see it */
+    const char *name;
+    int64_t created_us;
+} svc_user;
+
+typedef struct svc_session {
+    const char *token;      /* bearer token; shown once */
+    int64_t expires_us;
+} svc_session;
+
+typedef struct svc_account {
+    int64_t id, user_id;
+    char currency[4];
+    int64_t balance_cents;
+    int64_t created_us;
+} svc_account;
+
+typedef struct svc_transfer {
+    int64_t id, from_account_id, to_account_id, amount_cents;
+    char currency[4];
+    int64_t created_us;
+} svc_transfer;
+
+typedef struct svc_item {
+    int64_t id, seller_id;
+    const char *sku, *name;
+    int64_t price_cents;
+    char currency[4];
+    int64_t stock, version;
+    int64_t created_us, updated_us;
+} svc_item;
+
+typedef struct svc_line {
+    int64_t item_id;
+    int64_t quantity;
+    int64_t unit_price_cents;
+} svc_line;
+
+typedef struct svc_order {
+    int64_t id, customer_id, account_id;
+    const char *status;     /* "pending" | "paid" | "shipped" | "cancelled" (static) */
+    int64_t total_cents;
+    char currency[4];
+    int nlines;
+    svc_line *lines;
+    int64_t created_us, updated_us;
+} svc_order;
+
+typedef struct svc_order_event {
+    int64_t order_id;
+    const char *status;     /* static */
+    int64_t at_us;
+} svc_order_event;
+
+typedef struct svc_spender {
+    int rank;
+    int64_t user_id;
+    const char *name;       /* NULL if the user is gone */
+    int64_t spent_cents;
+} svc_spender;
+
+/* Pages: data[0..n), next_cursor NULL on the last page. */
+#define SVC_PAGE(T)                                                                                                 \
+    struct {                                                                                                        \
+        T *data;                                                                                                    \
+        int n;                                                                                                      \
+        const char *next_cursor;                                                                                    \
+    }
+typedef SVC_PAGE(svc_transfer) svc_transfer_page;
+typedef SVC_PAGE(svc_item) svc_item_page;
+typedef SVC_PAGE(svc_order) svc_order_page;
+
+/* ---- lifecycle ------------------------------------------------------------------------------ */
+
+/* The service over an open database and cache (the cache may be NULL for
+ * commands that need none).  Migrates the schema and loads the shared
+ * secrets.  NULL with err filled on failure. */
+svc *svc_open(const bz_config *cfg, db *d, cache *c, rt_ctx *ctx, bz_error *err);
+void svc_close(svc *s);
+/* Starts / stops the fulfilment worker (serve only). */
+void svc_start_worker(svc *s);
+void svc_stop_worker(svc *s);
+db *svc_db(const svc *s);
+/* The schema version this build migrates to. */
+int svc_schema_version(void);
+cache *svc_cache(const svc *s);
+/* Readiness: whether the database and the cache answer now. */
+void svc_ready(svc *s, rt_ctx *ctx, bool *db_ok, bool *cache_ok);
+
+/* ---- users and sessions (API.md §3) ------------------------------------------------------ */
+
+typedef struct svc_user_in {
+    svc_str email, name, password;
+} svc_user_in;
+
+typedef struct svc_user_patch {
+    svc_str name, password;
+} svc_user_patch;
+
+typedef struct svc_login_in {
+    svc_str email, password;
+} svc_login_in;
+
+/* Sign-up.  The result shows the email. */
+int svc_user_create(svc *s, svc_call *c, const svc_user_in *in, svc_user *out, svc_err *e);
+/* A user by id; the email only when the caller is that user. */
+int svc_user_get(svc *s, svc_call *c, int64_t id, svc_user *out, svc_err *e);
+/* The user with this email (case-insensitive): *found false if none.
+ * The result is public (no email).  A missing email is a violation. */
+int svc_user_find(svc *s, svc_call *c, svc_str email, svc_user *out, bool *found, svc_err *e);
+/* The signed-in user, with the email. */
+int svc_user_me(svc *s, svc_call *c, svc_user *out, svc_err *e);
+/* Name and/or password of the caller's own user (another id: not found). */
+int svc_user_patch_op(svc *s, svc_call *c, int64_t id, const svc_user_patch *in, svc_user *out, svc_err *e);
+/* Every user with id > after_id, ascending, up to limit (0 = no limit),
+ * handed to emit one at a time as they are read (in batches), public
+ * fields only.  emit returning non-zero stops the walk (0 returned).
+ * Checks the context between rows: a cancelled caller stops the walk with
+ * SVC_CANCELLED / SVC_TIMEOUT. */
+typedef int (*svc_user_fn)(void *arg, const svc_user *u);
+int svc_users_list(svc *s, svc_call *c, int64_t after_id, int64_t limit, svc_user_fn emit, void *arg, svc_err *e);
+/* Login (rate-limited per email and client address; c->rate is set). */
+int svc_session_create(svc *s, svc_call *c, const svc_login_in *in, svc_session *out, svc_err *e);
+/* Logout: the caller's token stops working everywhere. */
+int svc_session_delete(svc *s, svc_call *c, svc_err *e);
+
+/* ---- accounts and transfers (API.md §4) -------------------------------------------------- */
+
+typedef struct svc_deposit_in {
+    int64_t account_id;
+    svc_int amount_cents;
+} svc_deposit_in;
+
+typedef struct svc_transfer_in {
+    svc_int from_account_id, to_account_id, amount_cents;
+} svc_transfer_in;
+
+int svc_account_create(svc *s, svc_call *c, svc_str currency, svc_account *out, svc_err *e);
+int svc_accounts_list(svc *s, svc_call *c, svc_account **out, int *n, svc_err *e);
+int svc_account_get(svc *s, svc_call *c, int64_t id, svc_account *out, svc_err *e);
+/* Needs an Idempotency-Key. */
+int svc_deposit(svc *s, svc_call *c, const svc_deposit_in *in, svc_account *out, svc_err *e);
+/* Needs an Idempotency-Key. */
+int svc_transfer_create(svc *s, svc_call *c, const svc_transfer_in *in, svc_transfer *out, svc_err *e);
+int svc_transfer_get(svc *s, svc_call *c, int64_t id, svc_transfer *out, svc_err *e);
+/* Transfers in and out of one of the caller's accounts, newest first. */
+int svc_transfers_list(svc *s, svc_call *c, int64_t account_id, const svc_page_in *pg, svc_transfer_page *out,
+                       svc_err *e);
+
+/* ---- items (API.md §5) ------------------------------------------------------------------------ */
+
+typedef struct svc_item_in {
+    svc_str sku, name, currency;
+    svc_int price_cents, stock;
+} svc_item_in;
+
+typedef struct svc_items_query {
+    svc_int seller_id;      /* filter (absent: every seller) */
+    svc_int offset;         /* offset mode (slower; capped) */
+    svc_page_in page;
+} svc_items_query;
+
+typedef struct svc_import_result {
+    int created, rejected;
+    int nerrors;            /* ≤ SVC_IMPORT_MAX_ERRORS lines kept */
+    const char **errors;    /* "item 3 (sku \"x\"): sku_taken: ..." */
+} svc_import_result;
+#define SVC_IMPORT_MAX_ERRORS 100
+
+/* An item through the cache (cache-aside, single-flight, early refresh):
+ * *hit tells whether the cache answered.  Not found is SVC_NOT_FOUND. */
+int svc_item_get(svc *s, svc_call *c, int64_t id, svc_item *out, bool *hit, svc_err *e);
+int svc_items_list(svc *s, svc_call *c, const svc_items_query *q, svc_item_page *out, svc_err *e);
+int svc_item_create(svc *s, svc_call *c, const svc_item_in *in, svc_item *out, svc_err *e);
+/* full: PUT (every field required); else PATCH.  Seller only. */
+int svc_item_update(svc *s, svc_call *c, int64_t id, const svc_item_in *in, bool full, svc_item *out, svc_err *e);
+int svc_item_delete(svc *s, svc_call *c, int64_t id, svc_err *e);
+/* Creates n items sold by the caller, one transaction per call; each bad
+ * item (invalid, sku taken) is rejected alone and counted in *res, which
+ * accumulates across calls (zero it before the first batch). */
+int svc_items_import(svc *s, svc_call *c, const svc_item_in *items, int n, svc_import_result *res, svc_err *e);
+
+/* ---- orders (API.md §6, §7) ------------------------------------------------------------------ */
+
+#define SVC_MAX_LINES 50
+
+typedef struct svc_line_in {
+    svc_int item_id, quantity;
+} svc_line_in;
+
+typedef struct svc_order_in {
+    svc_int account_id;
+    uint8_t lines_st;       /* state of the lines array itself */
+    int nlines;             /* ≤ SVC_MAX_LINES kept; more is a violation */
+    int nlines_sent;        /* how many the client sent */
+    svc_line_in lines[SVC_MAX_LINES];
+} svc_order_in;
+
+/* Needs an Idempotency-Key. */
+int svc_order_create(svc *s, svc_call *c, const svc_order_in *in, svc_order *out, svc_err *e);
+int svc_order_get(svc *s, svc_call *c, int64_t id, svc_order *out, svc_err *e);
+/* The caller's orders (user_id must be the caller), newest first,
+ * optionally by status; pages are cached: *hit says so. */
+int svc_orders_list(svc *s, svc_call *c, int64_t user_id, svc_str status, const svc_page_in *pg,
+                    svc_order_page *out, bool *hit, svc_err *e);
+int svc_order_pay(svc *s, svc_call *c, int64_t id, svc_order *out, svc_err *e);
+int svc_order_cancel(svc *s, svc_call *c, int64_t id, svc_order *out, svc_err *e);
+
+/* Order events of the caller (user_id must be the caller) from now on. */
+typedef struct svc_watch svc_watch;
+int svc_orders_watch(svc *s, svc_call *c, int64_t user_id, svc_watch **out, svc_err *e);
+/* Parks for the next event: 0 with *ev filled, or -ETIMEDOUT/-ECANCELED
+ * when ctx ends, -EPIPE when the subscription ended. */
+int svc_watch_next(svc_watch *w, rt_ctx *ctx, svc_order_event *ev);
+void svc_watch_close(svc_watch *w);
+
+/* Top spenders in a currency (default USD, limit default 10, 1..100). */
+int svc_leaderboard(svc *s, svc_call *c, svc_str currency, svc_int limit, svc_spender **out, int *n, svc_err *e);
+
+#endif
