@@ -4,17 +4,6 @@
 
 #include <stdio.h>
 
-static int send_account(http_req *r, int status, const svc_account *a, bool loc)
-{
-    bz_buf b = BZ_BUF_INIT;
-    enc_account_json(&b, a);
-    char l[64];
-    snprintf(l, sizeof l, "/v1/accounts/%lld", (long long)a->id);
-    rest_json(r, status, &b, loc ? l : NULL);
-    bz_buf_free(&b);
-    return 0;
-}
-
 int accounts_create(rest *R, http_req *r, const svc_principal *who)
 {
     svc_err e;
@@ -31,7 +20,7 @@ int accounts_create(rest *R, http_req *r, const svc_principal *who)
     rest_call_headers(r, &c);
     if (rc != 0)
         return rest_fail(r, &e);
-    return send_account(r, 201, &a, true);
+    return rest_send(r, 201, enc_account_json, &a, "/v1/accounts/", a.id);
 }
 
 int accounts_list(rest *R, http_req *r, const svc_principal *who)
@@ -43,16 +32,7 @@ int accounts_list(rest *R, http_req *r, const svc_principal *who)
     int n;
     if (svc_accounts_list(R->s, &c, &v, &n, &e) != 0)
         return rest_fail(r, &e);
-    bz_buf b = BZ_BUF_INIT;
-    bz_buf_append_c(&b, "{\"data\":[");
-    for (int i = 0; i < n; i++) {
-        jw_sep(&b);
-        enc_account_json(&b, &v[i]);
-    }
-    bz_buf_append_c(&b, "]}");
-    rest_json(r, 200, &b, NULL);
-    bz_buf_free(&b);
-    return 0;
+    return rest_send_list(r, enc_account_json, v, sizeof *v, n, false, NULL);
 }
 
 int accounts_get(rest *R, http_req *r, const svc_principal *who)
@@ -66,7 +46,7 @@ int accounts_get(rest *R, http_req *r, const svc_principal *who)
     svc_account a;
     if (svc_account_get(R->s, &c, id, &a, &e) != 0)
         return rest_fail(r, &e);
-    return send_account(r, 200, &a, false);
+    return rest_send(r, 200, enc_account_json, &a, NULL, 0);
 }
 
 int accounts_deposit(rest *R, http_req *r, const svc_principal *who)
@@ -88,7 +68,7 @@ int accounts_deposit(rest *R, http_req *r, const svc_principal *who)
     rest_call_headers(r, &c);
     if (rc != 0)
         return rest_fail(r, &e);
-    return send_account(r, 201, &a, true);
+    return rest_send(r, 201, enc_account_json, &a, "/v1/accounts/", a.id);
 }
 
 int transfers_create(rest *R, http_req *r, const svc_principal *who)
@@ -109,13 +89,7 @@ int transfers_create(rest *R, http_req *r, const svc_principal *who)
     rest_call_headers(r, &c);
     if (rc != 0)
         return rest_fail(r, &e);
-    bz_buf b = BZ_BUF_INIT;
-    enc_transfer_json(&b, &t);
-    char loc[64];
-    snprintf(loc, sizeof loc, "/v1/transfers/%lld", (long long)t.id);
-    rest_json(r, 201, &b, loc);
-    bz_buf_free(&b);
-    return 0;
+    return rest_send(r, 201, enc_transfer_json, &t, "/v1/transfers/", t.id);
 }
 
 int transfers_get(rest *R, http_req *r, const svc_principal *who)
@@ -129,11 +103,7 @@ int transfers_get(rest *R, http_req *r, const svc_principal *who)
     svc_transfer t;
     if (svc_transfer_get(R->s, &c, id, &t, &e) != 0)
         return rest_fail(r, &e);
-    bz_buf b = BZ_BUF_INIT;
-    enc_transfer_json(&b, &t);
-    rest_json(r, 200, &b, NULL);
-    bz_buf_free(&b);
-    return 0;
+    return rest_send(r, 200, enc_transfer_json, &t, NULL, 0);
 }
 
 int transfers_list(rest *R, http_req *r, const svc_principal *who)
@@ -150,14 +120,5 @@ int transfers_list(rest *R, http_req *r, const svc_principal *who)
     svc_transfer_page p;
     if (svc_transfers_list(R->s, &c, id, &pg, &p, &e) != 0)
         return rest_fail(r, &e);
-    bz_buf b = BZ_BUF_INIT;
-    bz_buf_append_c(&b, "{\"data\":[");
-    for (int i = 0; i < p.n; i++) {
-        jw_sep(&b);
-        enc_transfer_json(&b, &p.data[i]);
-    }
-    enc_page_end(&b, p.next_cursor);
-    rest_json(r, 200, &b, NULL);
-    bz_buf_free(&b);
-    return 0;
+    return rest_send_list(r, enc_transfer_json, p.data, sizeof *p.data, p.n, true, p.next_cursor);
 }

@@ -1,8 +1,11 @@
 /* app/rest/encode.c — model values as the JSON of API.md. */
 #include "app/rest/rest-private.h"
 
-void enc_user_json(bz_buf *b, const svc_user *u)
+#include <string.h>
+
+void enc_user_json(bz_buf *b, const void *p)
 {
+    const svc_user *u = p;
     bz_buf_putc(b, '{');
     jw_i64(b, "id", u->id);
     if (u->email)
@@ -12,8 +15,9 @@ void enc_user_json(bz_buf *b, const svc_user *u)
     bz_buf_putc(b, '}');
 }
 
-void enc_account_json(bz_buf *b, const svc_account *v)
+void enc_account_json(bz_buf *b, const void *p)
 {
+    const svc_account *v = p;
     bz_buf_putc(b, '{');
     jw_i64(b, "id", v->id);
     jw_i64(b, "user_id", v->user_id);
@@ -23,8 +27,9 @@ void enc_account_json(bz_buf *b, const svc_account *v)
     bz_buf_putc(b, '}');
 }
 
-void enc_transfer_json(bz_buf *b, const svc_transfer *v)
+void enc_transfer_json(bz_buf *b, const void *p)
 {
+    const svc_transfer *v = p;
     bz_buf_putc(b, '{');
     jw_i64(b, "id", v->id);
     jw_i64(b, "from_account_id", v->from_account_id);
@@ -35,8 +40,9 @@ void enc_transfer_json(bz_buf *b, const svc_transfer *v)
     bz_buf_putc(b, '}');
 }
 
-void enc_item_json(bz_buf *b, const svc_item *v)
+void enc_item_json(bz_buf *b, const void *p)
 {
+    const svc_item *v = p;
     bz_buf_putc(b, '{');
     jw_i64(b, "id", v->id);
     jw_i64(b, "seller_id", v->seller_id);
@@ -51,8 +57,9 @@ void enc_item_json(bz_buf *b, const svc_item *v)
     bz_buf_putc(b, '}');
 }
 
-void enc_order_json(bz_buf *b, const svc_order *v)
+void enc_order_json(bz_buf *b, const void *p)
 {
+    const svc_order *v = p;
     bz_buf_putc(b, '{');
     jw_i64(b, "id", v->id);
     jw_i64(b, "customer_id", v->customer_id);
@@ -76,8 +83,9 @@ void enc_order_json(bz_buf *b, const svc_order *v)
     bz_buf_putc(b, '}');
 }
 
-void enc_event_json(bz_buf *b, const svc_order_event *v)
+void enc_event_json(bz_buf *b, const void *p)
 {
+    const svc_order_event *v = p;
     bz_buf_putc(b, '{');
     jw_i64(b, "order_id", v->order_id);
     jw_str(b, "status", v->status);
@@ -85,12 +93,50 @@ void enc_event_json(bz_buf *b, const svc_order_event *v)
     bz_buf_putc(b, '}');
 }
 
-void enc_page_end(bz_buf *b, const char *next_cursor)
+void enc_spender_json(bz_buf *b, const void *p)
 {
-    bz_buf_putc(b, ']');
-    if (next_cursor)
-        jw_str(b, "next_cursor", next_cursor);
+    const svc_spender *v = p;
+    bz_buf_putc(b, '{');
+    jw_i64(b, "rank", v->rank);
+    jw_i64(b, "user_id", v->user_id);
+    if (v->name)
+        jw_str(b, "name", v->name);
     else
-        jw_null(b, "next_cursor");
+        jw_null(b, "name");
+    jw_i64(b, "spent_cents", v->spent_cents);
     bz_buf_putc(b, '}');
+}
+
+int rest_send(http_req *r, int status, rest_enc enc, const void *v, const char *loc_prefix, int64_t id)
+{
+    bz_buf b = BZ_BUF_INIT;
+    enc(&b, v);
+    char loc[80];
+    if (loc_prefix) {
+        size_t n = strlen(loc_prefix);
+        memcpy(loc, loc_prefix, n);
+        loc[n + bz_fmt_i64(loc + n, id)] = '\0';
+    }
+    rest_json(r, status, &b, loc_prefix ? loc : NULL);
+    bz_buf_free(&b);
+    return 0;
+}
+
+int rest_send_list(http_req *r, rest_enc enc, const void *data, size_t size, int n, bool paged, const char *next)
+{
+    bz_buf b = BZ_BUF_INIT;
+    bz_buf_append_c(&b, "{\"data\":[");
+    for (int i = 0; i < n; i++) {
+        jw_sep(&b);
+        enc(&b, (const char *)data + (size_t)i * size);
+    }
+    bz_buf_putc(&b, ']');
+    if (paged && next)
+        jw_str(&b, "next_cursor", next);
+    else if (paged)
+        jw_null(&b, "next_cursor");
+    bz_buf_putc(&b, '}');
+    rest_json(r, 200, &b, NULL);
+    bz_buf_free(&b);
+    return 0;
 }

@@ -52,17 +52,6 @@ bool rest_none_match(bz_str inm, const char *etag)
     return false;
 }
 
-static int send_item(http_req *r, int status, const svc_item *it, bool loc)
-{
-    bz_buf b = BZ_BUF_INIT;
-    enc_item_json(&b, it);
-    char l[64];
-    snprintf(l, sizeof l, "/v1/items/%lld", (long long)it->id);
-    rest_json(r, status, &b, loc ? l : NULL);
-    bz_buf_free(&b);
-    return 0;
-}
-
 int items_get(rest *R, http_req *r, const svc_principal *who)
 {
     svc_err e;
@@ -83,7 +72,7 @@ int items_get(rest *R, http_req *r, const svc_principal *who)
     bz_str inm = http_header_get(r, "If-None-Match");
     if (inm.p && rest_none_match(inm, etag))
         return http_send(r, 304, NULL, NULL, 0);
-    return send_item(r, 200, &it, false);
+    return rest_send(r, 200, enc_item_json, &it, NULL, 0);
 }
 
 int items_list(rest *R, http_req *r, const svc_principal *who)
@@ -98,16 +87,7 @@ int items_list(rest *R, http_req *r, const svc_principal *who)
     svc_item_page p;
     if (svc_items_list(R->s, &c, &q, &p, &e) != 0)
         return rest_fail(r, &e);
-    bz_buf b = BZ_BUF_INIT;
-    bz_buf_append_c(&b, "{\"data\":[");
-    for (int i = 0; i < p.n; i++) {
-        jw_sep(&b);
-        enc_item_json(&b, &p.data[i]);
-    }
-    enc_page_end(&b, p.next_cursor);
-    rest_json(r, 200, &b, NULL);
-    bz_buf_free(&b);
-    return 0;
+    return rest_send_list(r, enc_item_json, p.data, sizeof *p.data, p.n, true, p.next_cursor);
 }
 
 static void read_item(json_t *j, bool reals, bool full, svc_item_in *in, svc_err *e)
@@ -139,7 +119,7 @@ static int write_item(rest *R, http_req *r, const svc_principal *who, bool creat
     rest_call_headers(r, &c);
     if (rc != 0)
         return rest_fail(r, &e);
-    return send_item(r, create ? 201 : 200, &it, create);
+    return rest_send(r, create ? 201 : 200, enc_item_json, &it, create ? "/v1/items/" : NULL, it.id);
 }
 
 int items_create(rest *R, http_req *r, const svc_principal *who) { return write_item(R, r, who, true, true); }

@@ -9,14 +9,8 @@
 
 static int send_order(http_req *r, const svc_call *c, int status, const svc_order *o, bool loc)
 {
-    bz_buf b = BZ_BUF_INIT;
-    enc_order_json(&b, o);
-    char l[64];
-    snprintf(l, sizeof l, "/v1/orders/%lld", (long long)o->id);
     rest_call_headers(r, c);
-    rest_json(r, status, &b, loc ? l : NULL);
-    bz_buf_free(&b);
-    return 0;
+    return rest_send(r, status, enc_order_json, o, loc ? "/v1/orders/" : NULL, o->id);
 }
 
 int orders_create(rest *R, http_req *r, const svc_principal *who)
@@ -94,16 +88,7 @@ int orders_list(rest *R, http_req *r, const svc_principal *who)
     if (rc != 0)
         return rest_fail(r, &e);
     http_add_header(r, "Cache-Status", hit ? "bazaar; hit" : "bazaar; fwd=miss");
-    bz_buf b = BZ_BUF_INIT;
-    bz_buf_append_c(&b, "{\"data\":[");
-    for (int i = 0; i < p.n; i++) {
-        jw_sep(&b);
-        enc_order_json(&b, &p.data[i]);
-    }
-    enc_page_end(&b, p.next_cursor);
-    rest_json(r, 200, &b, NULL);
-    bz_buf_free(&b);
-    return 0;
+    return rest_send_list(r, enc_order_json, p.data, sizeof *p.data, p.n, true, p.next_cursor);
 }
 
 static int change_state(rest *R, http_req *r, const svc_principal *who, bool pay)
@@ -199,22 +184,5 @@ int leaderboard_get(rest *R, http_req *r, const svc_principal *who)
     int n;
     if (svc_leaderboard(R->s, &c, cur, lim, &top, &n, &e) != 0)
         return rest_fail(r, &e);
-    bz_buf b = BZ_BUF_INIT;
-    bz_buf_append_c(&b, "{\"data\":[");
-    for (int i = 0; i < n; i++) {
-        jw_sep(&b);
-        bz_buf_putc(&b, '{');
-        jw_i64(&b, "rank", top[i].rank);
-        jw_i64(&b, "user_id", top[i].user_id);
-        if (top[i].name)
-            jw_str(&b, "name", top[i].name);
-        else
-            jw_null(&b, "name");
-        jw_i64(&b, "spent_cents", top[i].spent_cents);
-        bz_buf_putc(&b, '}');
-    }
-    bz_buf_append_c(&b, "]}");
-    rest_json(r, 200, &b, NULL);
-    bz_buf_free(&b);
-    return 0;
+    return rest_send_list(r, enc_spender_json, top, sizeof *top, n, false, NULL);
 }

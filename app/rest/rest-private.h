@@ -52,6 +52,13 @@ extern const int rest_nroutes;
 int rest_fail(http_req *r, const svc_err *e);
 /* Answers a JSON body with status (and Location when loc is not NULL). */
 int rest_json(http_req *r, int status, const bz_buf *body, const char *loc);
+/* A model value as JSON through its encoder; with loc_prefix, Location is
+ * loc_prefix followed by id ("/v1/items/" 7). */
+typedef void (*rest_enc)(bz_buf *b, const void *v);
+int rest_send(http_req *r, int status, rest_enc enc, const void *v, const char *loc_prefix, int64_t id);
+/* {"data":[...]} of n values of size bytes each; with paged, the
+ * "next_cursor" member closes it (null on the last page). */
+int rest_send_list(http_req *r, rest_enc enc, const void *data, size_t size, int n, bool paged, const char *next);
 /* Idempotent-Replayed and RateLimit-* from what the operation reported. */
 void rest_call_headers(http_req *r, const svc_call *c);
 void rest_rate_headers(http_req *r, const svc_rate *rt);
@@ -74,15 +81,14 @@ svc_page_in rest_page(http_req *r, svc_err *e);
 /* Path value {name} as a positive id: false (e: not found) if not one. */
 bool rest_path_id(http_req *r, const char *name, int64_t *id, svc_err *e);
 
-/* ---- encoders (encode.c) ---- */
-void enc_user_json(bz_buf *b, const svc_user *u);
-void enc_account_json(bz_buf *b, const svc_account *v);
-void enc_transfer_json(bz_buf *b, const svc_transfer *v);
-void enc_item_json(bz_buf *b, const svc_item *v);
-void enc_order_json(bz_buf *b, const svc_order *v);
-void enc_event_json(bz_buf *b, const svc_order_event *v);
-/* ]"next_cursor":..} closing a {"data":[ list */
-void enc_page_end(bz_buf *b, const char *next_cursor);
+/* ---- encoders (encode.c): each takes the model struct its name says ---- */
+void enc_user_json(bz_buf *b, const void *svc_user_v);
+void enc_account_json(bz_buf *b, const void *svc_account_v);
+void enc_transfer_json(bz_buf *b, const void *svc_transfer_v);
+void enc_item_json(bz_buf *b, const void *svc_item_v);
+void enc_order_json(bz_buf *b, const void *svc_order_v);
+void enc_event_json(bz_buf *b, const void *svc_order_event_v);
+void enc_spender_json(bz_buf *b, const void *svc_spender_v);
 
 /* ---- handlers, by file ---- */
 int users_create(rest *R, http_req *r, const svc_principal *who);

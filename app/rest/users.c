@@ -3,15 +3,6 @@
 
 #include <stdio.h>
 
-static int send_user(http_req *r, int status, const svc_user *u, const char *loc)
-{
-    bz_buf b = BZ_BUF_INIT;
-    enc_user_json(&b, u);
-    rest_json(r, status, &b, loc);
-    bz_buf_free(&b);
-    return 0;
-}
-
 int users_create(rest *R, http_req *r, const svc_principal *who)
 {
     svc_err e;
@@ -28,9 +19,7 @@ int users_create(rest *R, http_req *r, const svc_principal *who)
     json_decref(j);
     if (rc != 0)
         return rest_fail(r, &e);
-    char loc[64];
-    snprintf(loc, sizeof loc, "/v1/users/%lld", (long long)u.id);
-    return send_user(r, 201, &u, loc);
+    return rest_send(r, 201, enc_user_json, &u, "/v1/users/", u.id);
 }
 
 int users_get(rest *R, http_req *r, const svc_principal *who)
@@ -45,7 +34,7 @@ int users_get(rest *R, http_req *r, const svc_principal *who)
     if (svc_user_get(R->s, &c, id, &u, &e) != 0)
         return rest_fail(r, &e);
     u.email = NULL; /* GET /v1/users/{id} is the public profile */
-    return send_user(r, 200, &u, NULL);
+    return rest_send(r, 200, enc_user_json, &u, NULL, 0);
 }
 
 int users_find(rest *R, http_req *r, const svc_principal *who)
@@ -57,14 +46,7 @@ int users_find(rest *R, http_req *r, const svc_principal *who)
     bool found;
     if (svc_user_find(R->s, &c, rest_query_str(r, L_USERS_EMAIL), &u, &found, &e) != 0)
         return rest_fail(r, &e);
-    bz_buf b = BZ_BUF_INIT;
-    bz_buf_append_c(&b, "{\"data\":[");
-    if (found)
-        enc_user_json(&b, &u);
-    bz_buf_append_c(&b, "]}");
-    rest_json(r, 200, &b, NULL);
-    bz_buf_free(&b);
-    return 0;
+    return rest_send_list(r, enc_user_json, &u, sizeof u, found ? 1 : 0, false, NULL);
 }
 
 int users_me(rest *R, http_req *r, const svc_principal *who)
@@ -75,7 +57,7 @@ int users_me(rest *R, http_req *r, const svc_principal *who)
     svc_user u;
     if (svc_user_me(R->s, &c, &u, &e) != 0)
         return rest_fail(r, &e);
-    return send_user(r, 200, &u, NULL);
+    return rest_send(r, 200, enc_user_json, &u, NULL, 0);
 }
 
 int users_patch(rest *R, http_req *r, const svc_principal *who)
@@ -98,7 +80,7 @@ int users_patch(rest *R, http_req *r, const svc_principal *who)
     json_decref(j);
     if (rc != 0)
         return rest_fail(r, &e);
-    return send_user(r, 200, &u, NULL);
+    return rest_send(r, 200, enc_user_json, &u, NULL, 0);
 }
 
 int sessions_create(rest *R, http_req *r, const svc_principal *who)

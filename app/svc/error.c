@@ -33,15 +33,21 @@ void svc_err_clear(svc_err *e)
     e->nviol = 0;
 }
 
-int svc_fail(svc_err *e, svc_kind kind, const char *code, const char *fmt, ...)
+int svc_vfail(svc_err *e, svc_kind kind, const char *code, const char *fmt, va_list ap)
 {
     e->kind = kind;
     e->code = code;
     e->retry_after_s = 0;
     e->nviol = 0;
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    return -1;
+}
+
+int svc_fail(svc_err *e, svc_kind kind, const char *code, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    svc_vfail(e, kind, code, fmt, ap);
     va_end(ap);
     return -1;
 }

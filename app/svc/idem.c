@@ -98,14 +98,9 @@ void idem_end(svc *s, svc_idem *im)
 
 int tx_refuse(tx_run *run, svc_kind kind, const char *code, const char *fmt, ...)
 {
-    svc_err *e = run->e;
-    e->kind = kind;
-    e->code = code;
-    e->nviol = 0;
-    e->retry_after_s = 0;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    svc_vfail(run->e, kind, code, fmt, ap);
     va_end(ap);
     return 0;
 }

@@ -161,6 +161,18 @@ static void fp_item(svc_fp *fp, const svc_item_in *in)
     fp_int(fp, in->stock.v);
 }
 
+/* The parameters of SQL_ITEM_INSERT and SQL_ITEM_IMPORT. */
+static void item_args(db_arg a[7], int64_t seller, const svc_item_in *in, int64_t now)
+{
+    a[0] = DB_INT(seller);
+    a[1] = DB_TEXTN(in->sku.p, in->sku.n);
+    a[2] = DB_TEXTN(in->name.p, in->name.n);
+    a[3] = DB_INT(in->price_cents.v);
+    a[4] = DB_TEXTN(in->currency.p, in->currency.n);
+    a[5] = DB_INT(in->stock.v);
+    a[6] = DB_TIME(now);
+}
+
 typedef struct {
     tx_run run;
     int64_t uid, id;
@@ -172,14 +184,8 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
 {
     write_args *x = p;
     svc_err_clear(x->run.e);
-    const svc_item_in *in = x->in;
-    db_arg args[] = {DB_INT(x->uid),
-                     DB_TEXTN(in->sku.p, in->sku.n),
-                     DB_TEXTN(in->name.p, in->name.n),
-                     DB_INT(in->price_cents.v),
-                     DB_TEXTN(in->currency.p, in->currency.n),
-                     DB_INT(in->stock.v),
-                     DB_TIME(bz_wall_us())};
+    db_arg args[7];
+    item_args(args, x->uid, x->in, bz_wall_us());
     db_rows *rows = NULL;
     if (sql_row(TX(tx), ctx, &SQL_ITEM_INSERT, args, 7, &rows, err) != 0)
         return -1;
@@ -288,14 +294,8 @@ static int import_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
         x->ids[i] = 0;
         if (!x->valid[i])
             continue;
-        const svc_item_in *in = &x->items[i];
-        db_arg args[] = {DB_INT(x->uid),
-                         DB_TEXTN(in->sku.p, in->sku.n),
-                         DB_TEXTN(in->name.p, in->name.n),
-                         DB_INT(in->price_cents.v),
-                         DB_TEXTN(in->currency.p, in->currency.n),
-                         DB_INT(in->stock.v),
-                         DB_TIME(now)};
+        db_arg args[7];
+        item_args(args, x->uid, &x->items[i], now);
         db_rows *rows = NULL;
         int rc = sql_row(TX(tx), ctx, &SQL_ITEM_IMPORT, args, 7, &rows, err);
         if (rc < 0)

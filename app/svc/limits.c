@@ -96,16 +96,20 @@ static size_t utf8_chars(const char *s, size_t n)
     return c;
 }
 
+/* A field that is not set: reported when required and absent (a bad one
+ * was reported by its decoder).  True when the field is set. */
+static bool present(svc_err *e, uint8_t st, const char *f, bool required)
+{
+    if (st == SVC_ABSENT && required)
+        svc_violate(e, f, "is required");
+    return st == SVC_SET;
+}
+
 static bool check_str(svc_err *e, const svc_limit *l, const svc_str *v, const char *field, bool required)
 {
     const char *f = field ? field : l->field;
-    if (v->st == SVC_BAD)
+    if (!present(e, v->st, f, required))
         return false;
-    if (v->st == SVC_ABSENT) {
-        if (required)
-            svc_violate(e, f, "is required");
-        return false;
-    }
     char msg[96];
     size_t k = l->chars ? utf8_chars(v->p, v->n) : v->n;
     switch (l->format) {
@@ -143,13 +147,8 @@ static bool check_str(svc_err *e, const svc_limit *l, const svc_str *v, const ch
 static bool check_int(svc_err *e, const svc_limit *l, const svc_int *v, const char *field, bool required)
 {
     const char *f = field ? field : l->field;
-    if (v->st == SVC_BAD)
+    if (!present(e, v->st, f, required))
         return false;
-    if (v->st == SVC_ABSENT) {
-        if (required)
-            svc_violate(e, f, "is required");
-        return false;
-    }
     if (v->v < l->min || v->v > l->max) {
         char msg[96];
         snprintf(msg, sizeof msg, "must be between %lld and %lld", (long long)l->min, (long long)l->max);

@@ -45,6 +45,7 @@
 #include "db/db.h"
 #include "rt/rt.h"
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -87,6 +88,7 @@ typedef struct svc_err {
 /* Fills e and returns -1.  msg is printf-formatted. */
 int svc_fail(svc_err *e, svc_kind kind, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+int svc_vfail(svc_err *e, svc_kind kind, const char *code, const char *fmt, va_list ap);
 /* Adds a field violation (kind becomes SVC_INVALID, code validation_failed). */
 void svc_violate(svc_err *e, const char *field, const char *msg);
 /* A db/cache error as a service error: contention, timeout, cancelled,
