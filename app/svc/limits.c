@@ -102,6 +102,10 @@ static bool present(svc_err *e, uint8_t st, const char *f, bool required)
 {
     if (st == SVC_ABSENT && required)
         svc_violate(e, f, "is required");
+    /* A decoder that marked a field bad reported why; if it did not, the
+     * refusal must still happen. */
+    if (st == SVC_BAD && e->kind != SVC_INVALID)
+        svc_violate(e, f, "is invalid");
     return st == SVC_SET;
 }
 
