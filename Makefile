@@ -34,7 +34,7 @@ OPT      := -O1 -g -fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-p
 endif
 CFLAGS   := $(CFLAGS_common) $(OPT) $(EXTRA_CFLAGS)
 LDFLAGS  := -pthread $(OPT)
-LDLIBS   := -lsqlite3 -lhiredis -ljansson -lsodium -lz -lm -ldl
+LDLIBS   := -lsqlite3 -lhiredis -ljansson -lsodium -lnghttp2 -lz -lm -ldl
 
 LIB_SRC  := $(wildcard base/*.c rt/*.c http/*.c db/*.c cache/*.c grpc/*.c app/svc/*.c app/rest/*.c app/*.c)
 LIB_ASM  := rt/switch.S

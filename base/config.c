@@ -57,6 +57,7 @@ static const flagdef flags[] = {
     {"shutdown-grace", T_DURATION, "10s", OFF(shutdown_grace_ns), 0, C_SERVE, "how long SIGTERM/SIGINT waits for in-flight work"},
     {"max-header-bytes", T_SIZE, "16384", OFF(max_header_bytes), 1024, C_SERVE, "larger request headers get 431"},
     {"max-body-bytes", T_SIZE, "1048576", OFF(max_body_bytes), 1, C_SERVE, "larger request bodies get 413"},
+    {"h2-max-concurrent-streams", T_INT, "128", OFF(h2_max_concurrent_streams), 1, C_SERVE, "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (streams per connection)"},
     {"rate-limit", T_RATE, "0", OFF(rate_limit), 0, C_SERVE, "requests per second per principal (user, else client IP); 0 = off"},
     {"login-rate-limit", T_RATE, "10/min", OFF(login_rate_limit), 0, C_SERVE, "logins per email per client IP (N/s, N/min, N/h)"},
     {"cache-ttl", T_DURATION, "60s", OFF(cache_ttl_ns), 1, C_SERVE, "item cache TTL (jittered +-10%)"},

@@ -55,4 +55,74 @@ void http__mux_route(http_mux *m, http_req *r, http_route_match *out, http_handl
 int http__conn_flush(http_req *r, bool final);
 ssize_t http__conn_body_read(http_req *r, void *buf, size_t n);
 
+/* ---- server internals shared by server.c (HTTP/1.1) and h2.c (HTTP/2) ---- */
+
+#include <stdatomic.h>
+
+typedef struct http_conn http_conn;
+typedef struct http__h2 http__h2;
+
+/* Per-loop state of a server: only its loop touches it. */
+typedef struct http__loop {
+    http_conn *conns;   /* every connection of this loop */
+    char **pool;        /* free read buffers */
+    int npool;
+    rt_ctx ctx;         /* parent of this loop's request contexts */
+    char date[32];      /* cached Date value */
+    int64_t date_at;    /* rt_now() when it was made */
+} http__loop;
+
+struct http_server {
+    http_server_opts o;
+    http_handler h;
+    rt_listener *L;
+    int nloops;
+    http__loop *ls;
+    rt_ctx ctx;         /* cancelled when the shutdown grace runs out */
+    rt_wg conns;        /* one per open connection */
+    atomic_bool draining;
+    atomic_bool cancelled; /* the shutdown grace ran out */
+    size_t bufcap;
+    void *h2cb, *h2opt; /* nghttp2 callbacks and options, shared by every
+                           HTTP/2 session (read-only once made) */
+};
+
+struct http_conn {
+    rt_io io;           /* first: conn_event casts rt_io* back */
+    http_server *srv;
+    http__loop *ls;
+    http_conn *prev, *next;
+    rt_timer timer;     /* idle / first-request header timeout; HTTP/2: see h2.c */
+    char *rbuf;
+    size_t rlen;
+    bz_buf out;
+    bz_buf hbuf, bbuf;  /* response header/body buffers, reused per request */
+    bool active;        /* a coroutine is serving (HTTP/1.1) */
+    bool dead;          /* closed: the coroutine frees on the way out */
+    bool served;        /* a request was served: no HTTP/2 preface now */
+    http__h2 *h2;       /* set once the connection speaks HTTP/2 */
+    rt_ctx *req_ctx;    /* the request in progress, for disconnect */
+    char peer[48];
+    /* current request's body */
+    size_t rpos;        /* offset of unconsumed bytes in rbuf */
+    size_t head_len;
+    int64_t body_left;  /* content-length mode */
+    bool body_chunked, body_done, continue_sent;
+    http_chunked ch;
+    int64_t body_total;
+    int64_t read_deadline, write_deadline;
+};
+
+/* Marks c dead, unlinks it from its loop and closes the socket; does not
+ * free it (HTTP/2 frees once its coroutines are gone). */
+void http__conn_shut(http_conn *c);
+/* Frees c (and its HTTP/2 state) and tells the server it is gone. */
+void http__conn_free(http_conn *c);
+/* The Date header value, cached per loop. */
+const char *http__date(http__loop *ls);
+/* 400/413/500 problem for a handler that failed before responding (the one
+ * place both protocols map handler errors to statuses).  Returns true if
+ * the connection should not be reused (HTTP/1.1). */
+bool http__handler_failed(http_req *r, int rc);
+
 #endif

@@ -13,6 +13,10 @@
  *     http_server *s = http_server_new(&opts, http_chain(http_mux_handler(mux), mws, n), &e);
  *     http_server_serve(s);       // parks until shutdown, then drains
  *
+ * The same handlers serve HTTP/1.1 and HTTP/2 (h2c, by prior knowledge or
+ * by Upgrade: h2c; see http/h2.c): every HTTP/2 stream runs the handler on
+ * its own coroutine with the same http_req API.
+ *
  * Every request runs on its own coroutine; the handler reads straight
  * through (body reads, DB calls, cache calls park only this request).  An
  * idle keep-alive connection holds no coroutine and no read buffer.
@@ -69,11 +73,14 @@ struct http_req {
     bz_str target;      /* as sent: path and query */
     bz_str path;        /* target up to '?' (still percent-encoded) */
     bz_str query;       /* after '?', without it; empty if none */
-    int minor;          /* HTTP/1.<minor> */
+    int minor;          /* HTTP/1.<minor>; 1 for HTTP/2 */
+    bool h2;            /* arrived over HTTP/2 (a stream of an h2c connection) */
     http_header *headers;
     int nheaders;
     int64_t content_length; /* -1 if none (or chunked) */
-    bool chunked;
+    bool chunked;       /* a body of unknown length follows: HTTP/1.1 chunked, or an
+                           HTTP/2 request without content-length that did not end
+                           with its headers */
     bool expect_continue;
     bool keep_alive;    /* the client allows another request after this */
     bool body_read;     /* http_read_body ran: body_data/body_len hold it */
@@ -103,6 +110,7 @@ struct http_req {
     int64_t bytes_out;  /* body bytes written (before gzip) */
 
     struct http_conn *conn; /* private */
+    struct http__h2_stream *h2s; /* private: the HTTP/2 stream, NULL on HTTP/1.1 */
 };
 
 /* Returns the value of header name (case-insensitive), or NULL slice. */
@@ -120,7 +128,10 @@ const char *http_path_value(http_req *r, const char *name);
  * handler passes the error on), -EBADMSG on bad chunked framing,
  * -ETIMEDOUT/-ECANCELED, -ECONNRESET. */
 int http_read_body(http_req *r, const char **data, size_t *len);
-/* Streaming body reader: bytes read, 0 at the end of the body, or -errno. */
+/* Streaming body reader: bytes read, 0 at the end of the body, or -errno.
+ * Returns what is available as soon as there is some (on HTTP/2, whatever
+ * DATA arrived, up to n), so a framing layer (gRPC) can consume a body
+ * incrementally; reading is what opens the HTTP/2 flow-control window. */
 ssize_t http_body_read(http_req *r, void *buf, size_t n);
 
 /* ---- the response -------------------------------------------------------------- */
@@ -134,8 +145,16 @@ void http_add_header_n(http_req *r, const char *name, const char *value, size_t 
 void http_write(http_req *r, const void *data, size_t n);
 /* Sends the status line, headers and what is buffered now, switching to a
  * chunked response; later writes are sent at the next flush or at the end.
- * For streaming (SSE).  0 or -errno. */
+ * For streaming (SSE).  0 or -errno.  On HTTP/2 the bytes go out as DATA
+ * frames as the stream's flow-control window allows; when more than 64 KiB
+ * wait for the client, http_flush parks until it reads (or the write
+ * deadline passes: -ETIMEDOUT), so a client that stops reading costs
+ * bounded memory.  -EPIPE once the client reset the stream. */
 int http_flush(http_req *r);
+/* Adds a trailer field sent after the body (HTTP/2 only: gRPC's
+ * grpc-status).  Call before the handler returns.  Names are lower-case
+ * tokens from code.  0, or -ENOTSUP on HTTP/1.1. */
+int http_add_trailer(http_req *r, const char *name, const char *value);
 /* status + Content-Type + body in one call.  Returns 0. */
 int http_send(http_req *r, int status, const char *content_type, const void *body, size_t n);
 /* RFC 9457 problem+json: {"type":"about:blank","title":..,"status":..,"detail":..,"code":..}.
@@ -197,6 +216,7 @@ typedef struct http_server_opts {
     int64_t shutdown_grace_ns;
     int64_t max_header_bytes;
     int64_t max_body_bytes;
+    int h2_max_concurrent_streams;  /* SETTINGS_MAX_CONCURRENT_STREAMS; 0 = 128 */
 } http_server_opts;
 
 /* The server settings of a parsed command line (API.md §1 flags). */

@@ -8,7 +8,7 @@
  * the buffer is drained and the socket has nothing more, handing the
  * buffer back to the loop's pool.  So a keep-alive connection costs its
  * fd, this struct and an idle timer between requests. */
-#include "http/http-private.h"
+#include "http/h2-private.h"
 
 #include "base/config.h"
 #include "base/log.h"
@@ -28,59 +28,11 @@
 #define POOL_MAX 64
 #define DISCARD_MAX (256 * 1024) /* unread body we drain to keep a connection */
 
-typedef struct http_conn http_conn;
-
-typedef struct loop_state {
-    http_conn *conns;   /* every connection of this loop */
-    char **pool;        /* free read buffers */
-    int npool;
-    rt_ctx ctx;         /* parent of this loop's request contexts */
-    char date[32];      /* cached Date value */
-    int64_t date_at;    /* rt_now() when it was made */
-} loop_state;
-
-struct http_server {
-    http_server_opts o;
-    http_handler h;
-    rt_listener *L;
-    int nloops;
-    loop_state *ls;
-    rt_ctx ctx;         /* cancelled when the shutdown grace runs out */
-    rt_wg conns;        /* one per open connection */
-    atomic_bool draining;
-    atomic_bool cancelled; /* the shutdown grace ran out */
-    size_t bufcap;
-};
-
-struct http_conn {
-    rt_io io;           /* first: conn_event casts rt_io* back */
-    http_server *srv;
-    loop_state *ls;
-    http_conn *prev, *next;
-    rt_timer timer;     /* idle / first-request header timeout */
-    char *rbuf;
-    size_t rlen;
-    bz_buf out;
-    bz_buf hbuf, bbuf;  /* response header/body buffers, reused per request */
-    bool active;        /* a coroutine is serving */
-    bool dead;          /* closed: the coroutine frees on the way out */
-    rt_ctx *req_ctx;    /* the request in progress, for disconnect */
-    char peer[48];
-    /* current request's body */
-    size_t rpos;        /* offset of unconsumed bytes in rbuf */
-    size_t head_len;
-    int64_t body_left;  /* content-length mode */
-    bool body_chunked, body_done, continue_sent;
-    http_chunked ch;
-    int64_t body_total;
-    int64_t read_deadline, write_deadline;
-};
-
 /* ---- buffers and bookkeeping ------------------------------------------------------------ */
 
 static char *buf_get(http_conn *c)
 {
-    loop_state *ls = c->ls;
+    http__loop *ls = c->ls;
     if (ls->npool)
         return ls->pool[--ls->npool];
     char *b = malloc(c->srv->bufcap);
@@ -91,15 +43,17 @@ static char *buf_get(http_conn *c)
 
 static void buf_put(http_conn *c, char *b)
 {
-    loop_state *ls = c->ls;
+    http__loop *ls = c->ls;
     if (ls->npool < POOL_MAX)
         ls->pool[ls->npool++] = b;
     else
         free(b);
 }
 
-static void conn_free(http_conn *c)
+void http__conn_free(http_conn *c)
 {
+    if (c->h2)
+        http__h2_free(c->h2);
     if (c->rbuf)
         buf_put(c, c->rbuf);
     bz_buf_free(&c->out);
@@ -110,8 +64,7 @@ static void conn_free(http_conn *c)
     rt_wg_done(&s->conns);
 }
 
-/* Closes the socket and unlinks; frees now unless a coroutine still runs. */
-static void conn_close(http_conn *c)
+void http__conn_shut(http_conn *c)
 {
     if (c->dead)
         return;
@@ -124,13 +77,27 @@ static void conn_close(http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     rt_io_close(&c->io);
+}
+
+/* Closes the socket and unlinks; frees now unless a coroutine still runs.
+ * An HTTP/2 connection closes through h2.c, which frees it once its
+ * stream coroutines are gone. */
+static void conn_close(http_conn *c)
+{
+    if (c->dead)
+        return;
+    if (c->h2) {
+        http__h2_abort(c);
+        return;
+    }
+    http__conn_shut(c);
     if (!c->active)
-        conn_free(c);
+        http__conn_free(c);
 }
 
 /* The Date header, re-read from the wall clock at most every 100 ms of
  * loop time (so it is never more than 0.1 s behind). */
-static const char *http_date(loop_state *ls)
+const char *http__date(http__loop *ls)
 {
     int64_t now = rt_now();
     if (!ls->date[0] || now - ls->date_at >= 100 * BZ_NS_PER_MS) {
@@ -163,7 +130,7 @@ static void put_head(http_conn *c, http_req *r, bool chunked)
     bz_buf_putc(o, ' ');
     bz_buf_append_c(o, http_status_text(r->status));
     bz_buf_append_c(o, "\r\nDate: ");
-    bz_buf_append(o, http_date(c->ls), 29);
+    bz_buf_append(o, http__date(c->ls), 29);
     bz_buf_append(o, "\r\n", 2);
     if (chunked) {
         bz_buf_append_c(o, "Transfer-Encoding: chunked\r\n");
@@ -194,6 +161,8 @@ static void put_chunk(bz_buf *o, const char *p, size_t n)
 
 int http__conn_flush(http_req *r, bool final)
 {
+    if (r->h2s)
+        return http__h2_flush(r, final);
     http_conn *c = r->conn;
     if (c->dead)
         return -EPIPE;
@@ -277,6 +246,8 @@ static void send_continue(http_req *r, http_conn *c)
 
 ssize_t http__conn_body_read(http_req *r, void *buf, size_t n)
 {
+    if (r->h2s)
+        return http__h2_body_read(r, buf, n);
     http_conn *c = r->conn;
     if (c->body_done || n == 0)
         return 0;
@@ -334,21 +305,20 @@ ssize_t http__conn_body_read(http_req *r, void *buf, size_t n)
 
 int http_read_body(http_req *r, const char **data, size_t *len)
 {
-    http_conn *c = r->conn;
     if (r->body_read) {
         *data = r->body_data;
         *len = r->body_len;
         return 0;
     }
-    int64_t cap = c->srv->o.max_body_bytes;
-    if (!c->body_chunked && r->content_length > cap)
+    int64_t cap = r->conn->srv->o.max_body_bytes;
+    if (!r->chunked && r->content_length > cap)
         return -EMSGSIZE;
-    size_t want = c->body_chunked ? 4096 : (size_t)(r->content_length < 0 ? 0 : r->content_length);
+    size_t want = r->chunked ? 4096 : (size_t)(r->content_length < 0 ? 0 : r->content_length);
     char *b = bz_arena_alloc(r->arena, want + 1);
     size_t have = 0, bcap = want;
     for (;;) {
         if (have == bcap) {
-            if (!c->body_chunked)
+            if (!r->chunked)
                 break;
             size_t ncap = bcap * 2;
             char *nb = bz_arena_alloc(r->arena, ncap + 1);
@@ -422,6 +392,23 @@ static void format_peer(http_conn *c, const struct sockaddr *sa)
     }
 }
 
+bool http__handler_failed(http_req *r, int rc)
+{
+    r->resp_headers.len = 0;
+    if (rc == -EMSGSIZE) {
+        http_send_problem(r, 413, "body_too_large", "the request body is larger than the server accepts");
+        return true;
+    }
+    if (rc == -EBADMSG) {
+        http_send_problem(r, 400, "bad_request", "malformed request body");
+        return true;
+    }
+    bz_log_err("handler failed", BZ_F_STR("path", r->pattern ? r->pattern : "?"),
+               BZ_F_STR("error", strerror(-rc)), BZ_F_STR("request_id", r->request_id));
+    http_send_problem(r, 500, "internal", "the server failed to handle the request");
+    return false;
+}
+
 /* Serves the request whose head is rbuf[0..head_len).  False when the
  * connection must close afterwards. */
 static bool serve_one(http_conn *c, http_req *r, bz_arena *arena, int64_t t0)
@@ -460,18 +447,8 @@ static bool serve_one(http_conn *c, http_req *r, bz_arena *arena, int64_t t0)
     } else {
         int rc = s->h.fn(r, s->h.data);
         if (rc < 0 && !r->started) {
-            r->resp_headers.len = 0;
-            if (rc == -EMSGSIZE) {
+            if (http__handler_failed(r, rc))
                 r->close_after = true;
-                http_send_problem(r, 413, "body_too_large", "the request body is larger than the server accepts");
-            } else if (rc == -EBADMSG) {
-                r->close_after = true;
-                http_send_problem(r, 400, "bad_request", "malformed request body");
-            } else {
-                bz_log_err("handler failed", BZ_F_STR("path", r->pattern ? r->pattern : "?"),
-                           BZ_F_STR("error", strerror(-rc)), BZ_F_STR("request_id", r->request_id));
-                http_send_problem(r, 500, "internal", "the server failed to handle the request");
-            }
         } else if (rc < 0) {
             /* Failed mid-stream: close without the last chunk, so the
              * client sees a truncated response rather than a wrong one. */
@@ -517,8 +494,16 @@ static void conn_serve(void *p)
         http_req r;
         for (;;) {
             memset(&r, 0, offsetof(http_req, status));
-            hl = http__parse_head(c->rbuf, c->rlen, (size_t)s->o.max_header_bytes, &r, hdrs,
-                                  HTTP_MAX_HEADERS, &status);
+            /* A connection whose first bytes are the HTTP/2 client preface
+             * speaks h2c with prior knowledge (RFC 9113 §3.3). */
+            int pf = c->served ? -1 : http__h2_preface(c->rbuf, c->rlen);
+            if (pf > 0) {
+                http__h2_start(c, c->rbuf, c->rlen);
+                goto h2;
+            }
+            hl = pf == 0 ? 0
+                         : http__parse_head(c->rbuf, c->rlen, (size_t)s->o.max_header_bytes, &r, hdrs,
+                                            HTTP_MAX_HEADERS, &status);
             if (hl != 0)
                 break;
             if (c->rlen == 0 && !c->io.readable) {
@@ -548,6 +533,14 @@ static void conn_serve(void *p)
             break;
         }
         c->head_len = (size_t)hl;
+        /* Upgrade: h2c on the first request (RFC 7540 §3.2): 101, and the
+         * request is answered as stream 1 of the new HTTP/2 connection.
+         * Requests with a body stay on HTTP/1.1 (the RFC allows refusing). */
+        if (!c->served && r.content_length <= 0 && !r.chunked && !atomic_load(&s->draining) &&
+            http__h2_wants_upgrade(&r) && http__h2_upgrade(c, &r, c->rbuf + hl, c->rlen - (size_t)hl))
+            goto h2;
+        c->served = true;
+        r.h2s = NULL;
         r.status = 0;
         r.resp_headers = c->hbuf;
         r.body = c->bbuf;
@@ -569,12 +562,25 @@ static void conn_serve(void *p)
                 shutdown(c->io.fd, SHUT_WR);
         }
     }
+    goto idle;
+h2:
+    /* The connection is HTTP/2 now: h2.c owns it, and it needs neither this
+     * coroutine nor the read buffer. */
+    bz_arena_free(&arena);
+    buf_put(c, c->rbuf);
+    c->rbuf = NULL;
+    c->rlen = 0;
+    bz_buf_free(&c->out);
+    bz_buf_free(&c->hbuf);
+    bz_buf_free(&c->bbuf);
+    c->active = false;
+    return;
 idle:
     bz_arena_free(&arena);
     c->active = false;
     if (!keep || c->dead || atomic_load(&s->draining)) {
         if (c->dead)
-            conn_free(c);
+            http__conn_free(c);
         else
             conn_close(c);
         return;
@@ -608,6 +614,10 @@ static void conn_event(rt_io *io, uint32_t ev)
     http_conn *c = (http_conn *)io;
     if (c->dead)
         return;
+    if (c->h2) {
+        http__h2_event(c, ev);
+        return;
+    }
     if (c->active) {
         /* A hang-up while a handler runs cancels its context. */
         if ((ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && c->req_ctx)
@@ -667,6 +677,7 @@ http_server_opts http_opts_from_config(const bz_config *cfg)
         .shutdown_grace_ns = cfg->shutdown_grace_ns,
         .max_header_bytes = cfg->max_header_bytes,
         .max_body_bytes = cfg->max_body_bytes,
+        .h2_max_concurrent_streams = cfg->h2_max_concurrent_streams,
     };
 }
 
@@ -686,6 +697,9 @@ http_server *http_server_new(const http_server_opts *o, http_handler h, int *err
         rt_ctx_init(&s->ls[i].ctx, &s->ctx);
         s->ls[i].pool = calloc(POOL_MAX, sizeof(char *));
     }
+    if (!s->o.h2_max_concurrent_streams)
+        s->o.h2_max_concurrent_streams = 128;
+    http__h2_server_init(s);
     s->L = rt_listen(o->addr, on_accept, s, err);
     if (!s->L) {
         http_server_free(s);
@@ -700,11 +714,13 @@ bool http_server_draining(const http_server *s) { return atomic_load(&s->drainin
 static void close_idle(void *p)
 {
     http_server *s = p;
-    loop_state *ls = &s->ls[rt_loop_index(rt_loop_current())];
+    http__loop *ls = &s->ls[rt_loop_index(rt_loop_current())];
     http_conn *c = ls->conns;
     while (c) {
         http_conn *next = c->next;
-        if (!c->active)
+        if (c->h2)
+            http__h2_drain(c); /* GOAWAY; in-flight streams finish */
+        else if (!c->active)
             conn_close(c);
         c = next;
     }
@@ -713,10 +729,11 @@ static void close_idle(void *p)
 static void close_all(void *p)
 {
     http_server *s = p;
-    loop_state *ls = &s->ls[rt_loop_index(rt_loop_current())];
+    http__loop *ls = &s->ls[rt_loop_index(rt_loop_current())];
     for (http_conn *c = ls->conns; c; c = c->next)
         if (c->req_ctx)
             rt_ctx_cancel(c->req_ctx);
+    /* conn_close unlinks (HTTP/2 ones too: they cancel their streams). */
     while (ls->conns)
         conn_close(ls->conns);
 }
@@ -776,9 +793,16 @@ void http_server_free(http_server *s)
         rt_ctx_release(&s->ls[i].ctx);
     }
     free(s->ls);
+    http__h2_server_free(s);
     rt_ctx_release(&s->ctx);
     /* s->conns may still be referenced by connections abandoned at exit */
     free(s);
 }
 
-void http_set_write_deadline(http_req *r, int64_t deadline_ns) { r->conn->write_deadline = deadline_ns; }
+void http_set_write_deadline(http_req *r, int64_t deadline_ns)
+{
+    if (r->h2s)
+        http__h2_set_write_deadline(r, deadline_ns);
+    else
+        r->conn->write_deadline = deadline_ns;
+}

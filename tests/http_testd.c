@@ -17,10 +17,14 @@
  *   GET  /files/{path...}         path value (rest)
  *   GET  /a/{x}/c, /a/b/c, /q/{y}, /q/last   overlaps resolved by specificity
  *   GET  /dir/                    subtree
+ *   GET  /h2-heap                 bytes nghttp2 holds (all sessions), for memory tests
+ *   GET  /trailers                "ok" with an HTTP/2 trailer x-checksum: 42
+ *   GET  /flood?kib=N             N KiB streamed in 1 KiB flushes (flow-control tests)
+ *   GET  /proto                   "h2" or "h1"
  */
 #include "base/config.h"
 #include "base/log.h"
-#include "http/http.h"
+#include "http/h2-private.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -136,9 +140,37 @@ static int show_value(http_req *r, void *d)
     return http_send(r, 200, "text/plain", b, (size_t)n);
 }
 
-typedef struct {
-    http_server *s;
-} state;
+static int h2_heap(http_req *r, void *d)
+{
+    char b[32];
+    int n = snprintf(b, sizeof b, "%lld", (long long)http__h2_heap_bytes());
+    return http_send(r, 200, "text/plain", b, (size_t)n);
+}
+
+static int trailers(http_req *r, void *d)
+{
+    http_add_trailer(r, "x-checksum", "42");
+    return http_send(r, 200, "text/plain", "ok", 2);
+}
+
+static int flood(http_req *r, void *d)
+{
+    const char *k = http_query_get(r, "kib");
+    int n = k ? atoi(k) : 1024;
+    char chunk[1024];
+    memset(chunk, 'x', sizeof chunk);
+    http_set_status(r, 200);
+    http_add_header(r, "Content-Type", "application/octet-stream");
+    for (int i = 0; i < n; i++) {
+        http_write(r, chunk, sizeof chunk);
+        int e = http_flush(r);
+        if (e)
+            return e;
+    }
+    return 0;
+}
+
+static int proto(http_req *r, void *d) { return http_send(r, 200, "text/plain", r->h2 ? "h2" : "h1", 2); }
 
 static void serve(void *p)
 {
@@ -166,6 +198,10 @@ static void serve(void *p)
         {"GET /q/last", {show_value, "none"}},
         {"GET /a/b/c", {show_value, "none"}},
         {"GET /dir/", {show_value, "none"}},
+        {"GET /h2-heap", {h2_heap, NULL}},
+        {"GET /trailers", {trailers, NULL}},
+        {"GET /flood", {flood, NULL}},
+        {"GET /proto", {proto, NULL}},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (http_mux_handle(m, t[i].pat, t[i].h, err, sizeof err)) {

@@ -1,0 +1,1225 @@
+/* http/h2.c — HTTP/2 (h2c) connections on libnghttp2, driven by the
+ * runtime.
+ *
+ * Shape (the same as HTTP/1.1 in server.c): a connection is its rt_io, the
+ * small http_conn, an http__h2 and the nghttp2 session.  No coroutine
+ * belongs to the connection.  Bytes arriving call http__h2_event on the
+ * loop (outside coroutines), which reads the socket into a per-thread
+ * buffer and feeds nghttp2; nghttp2's callbacks build requests and start
+ * one coroutine per stream that runs the ordinary http_handler.  Handlers
+ * append response bytes to their stream and "kick" the connection: one
+ * short-lived sender coroutine per loop turn serialises every stream's
+ * frames and writes them with one write(2).  So an idle HTTP/2 connection
+ * holds no coroutine and no buffer besides nghttp2's own state.
+ *
+ * Flow control, both ways:
+ *   - Request bodies: automatic WINDOW_UPDATEs are off.  DATA is copied
+ *     into the stream's buffer and the connection window is reopened at
+ *     once (it is bounded by the stream windows anyway), but a stream's
+ *     window reopens only as the handler reads (http_body_read), so an
+ *     unread body costs at most one window (64 KiB) per stream.
+ *   - Responses: DATA leaves as the client's windows allow.  A streaming
+ *     handler's http_flush parks while more than H2_PEND_MAX bytes wait,
+ *     until the client reads or the write deadline passes; and the
+ *     connection stops reading while H2_OUT_MAX serialised bytes wait for
+ *     the socket.  A connection with output waiting that makes no progress
+ *     for --write-timeout is closed with GOAWAY(ENHANCE_YOUR_CALM): a
+ *     zero-window stall costs the server nothing after that.
+ *
+ * Floods are counted in h2-guard.c before nghttp2 sees the bytes.
+ * Lifetimes: a stream lives until nghttp2 closed it *and* its handler
+ * returned; the connection until it is closed and no coroutine (handler
+ * or sender) refers to it.  on_event callbacks never free (rt.h): frees
+ * happen on coroutines. */
+#include "http/h2-private.h"
+
+#include "base/log.h"
+
+#include <nghttp2/nghttp2.h>
+
+#include <errno.h>
+#include <malloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+#define H2_PEND_MAX (64 * 1024)  /* response bytes a stream may queue before flush parks */
+#define H2_OUT_MAX (64 * 1024)   /* serialised bytes waiting for the socket before reading pauses */
+#define H2_READ_CHUNK 16384
+#define H2_READS_PER_TURN 16     /* then yield to other connections */
+#define H2_CONN_WINDOW (1 << 20) /* connection receive window */
+#define H2_LINGER_NS (1 * BZ_NS_PER_S) /* after GOAWAY, wait this long for the peer's close */
+#define H2_HIBERNATE_NS (1 * BZ_NS_PER_S) /* idle this long: give buffer pages back */
+
+static const char PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define PREFACE_LEN 24
+
+typedef struct http__h2_stream h2_stream;
+
+struct http__h2_stream {
+    http__h2 *h;
+    int32_t id;
+    h2_stream *prev, *next;
+    http_req req;
+    bz_arena arena;     /* the request's: headers, handler allocations */
+    rt_ctx ctx;         /* the request context; cancelled by RST_STREAM/close */
+    /* request head, while it arrives */
+    http_header *hdrs;
+    int nh, hcap;
+    bz_str method, path, authority;
+    size_t hdr_bytes;   /* HPACK-decoded size, as SETTINGS_MAX_HEADER_LIST_SIZE counts */
+    int bad;            /* 431 when the head was over the limits */
+    /* request body */
+    bz_buf in;
+    size_t in_off;
+    int64_t in_read;    /* bytes the handler read */
+    bool in_eof;
+    /* response */
+    bz_buf pend;        /* body bytes not yet taken by nghttp2 */
+    size_t pend_off;
+    bz_buf trailers;    /* "name: value\r\n" lines */
+    rt_coro *waiter;    /* the handler, parked for body bytes or output room */
+    int64_t read_deadline, write_deadline;
+    bool hdr_pending;   /* the header block has not ended yet */
+    bool running;       /* the handler coroutine exists */
+    bool submitted;     /* response HEADERS submitted */
+    bool has_data;      /* submitted with a data provider still to end */
+    bool deferred;      /* the data provider returned DEFERRED */
+    bool final;         /* the handler returned: no more body */
+    bool closed;        /* nghttp2 closed the stream */
+};
+
+struct http__h2 {
+    http_conn *c;
+    nghttp2_session *ses;
+    h2_stream *streams;
+    int nstreams;       /* stream objects alive */
+    int nrunning;       /* handler coroutines alive */
+    int nhdr_pending;   /* header blocks still arriving */
+    int npend;          /* streams with response DATA still to send */
+    bz_buf out;         /* serialised frames not yet written */
+    size_t out_off;
+    http__h2_guard guard;
+    rt_timer stall;     /* output waiting without progress */
+    int64_t progress, stall_mark; /* DATA bytes sent; at the last stall check */
+    bool sender_queued; /* a sender coroutine will run */
+    bool read_paused;   /* input left in the socket; the sender resumes it */
+    bool draining;      /* graceful GOAWAY sent: close once streams are done */
+    bool closing;       /* terminal GOAWAY queued: close once it is written */
+    bool lingering;     /* GOAWAY written, write side shut: waiting for EOF */
+    bool closed;        /* socket closed; freed once no coroutine refers to it */
+    bool freeing;
+    bool hibernated;    /* the frame buffer's pages were given back */
+    void *fb;           /* nghttp2's outbound frame buffer (whole pages) */
+    size_t fblen;
+    int64_t idle_since; /* rt_now() when the connection last went idle */
+    nghttp2_mem mem;    /* the allocator hooks, with this connection as user data */
+};
+
+static void h2_send(http__h2 *h);
+static void h2_input(http__h2 *h);
+static void h2_kick(http__h2 *h);
+
+/* ---- allocator hooks -----------------------------------------------------------------------
+ *
+ * Each session gets its own nghttp2_mem whose user data is its
+ * connection, for two reasons: to count what nghttp2 holds (tests, the
+ * idle-connection benchmark), and to place nghttp2's outbound frame buffer
+ * (16 KiB, the largest thing a session owns, alive as long as it) on whole
+ * pages, so that an idle connection can give those pages back to the
+ * kernel (hibernate) — its content is dead between frames. */
+
+static _Atomic int64_t heap_bytes;
+
+int64_t http__h2_heap_bytes(void) { return atomic_load(&heap_bytes); }
+
+#define FB_MIN 16384
+#define PAGE 4096
+
+static void *mem_malloc(size_t n, void *u)
+{
+    http__h2 *h = u;
+    void *p;
+    if (h && n >= FB_MIN && !h->fb) {
+        size_t len = (n + PAGE - 1) & ~(size_t)(PAGE - 1);
+        p = aligned_alloc(PAGE, len);
+        if (p) {
+            h->fb = p;
+            h->fblen = len;
+        }
+    } else {
+        p = malloc(n);
+    }
+    if (p)
+        atomic_fetch_add(&heap_bytes, (int64_t)malloc_usable_size(p));
+    return p;
+}
+static void mem_free(void *p, void *u)
+{
+    http__h2 *h = u;
+    if (!p)
+        return;
+    if (h && p == h->fb)
+        h->fb = NULL;
+    atomic_fetch_sub(&heap_bytes, (int64_t)malloc_usable_size(p));
+    free(p);
+}
+static void *mem_calloc(size_t n, size_t sz, void *u)
+{
+    void *p = calloc(n, sz);
+    if (p)
+        atomic_fetch_add(&heap_bytes, (int64_t)malloc_usable_size(p));
+    return p;
+}
+static void *mem_realloc(void *p, size_t n, void *u)
+{
+    http__h2 *h = u;
+    if (!p)
+        return mem_malloc(n, u);
+    if (n == 0) {
+        mem_free(p, u);
+        return NULL;
+    }
+    if (h && p == h->fb) {
+        if (n <= h->fblen)
+            return p;
+        h->fb = NULL; /* grown: an ordinary block from now on */
+    }
+    int64_t old = (int64_t)malloc_usable_size(p);
+    void *q = realloc(p, n);
+    if (q)
+        atomic_fetch_add(&heap_bytes, (int64_t)malloc_usable_size(q) - old);
+    return q;
+}
+
+/* ---- small helpers -------------------------------------------------------------------- */
+
+int http__h2_preface(const char *p, size_t n)
+{
+    size_t k = n < PREFACE_LEN ? n : PREFACE_LEN;
+    if (memcmp(p, PREFACE, k) != 0)
+        return -1;
+    return n >= PREFACE_LEN ? 1 : 0;
+}
+
+static bool no_body_status(int s) { return (s >= 100 && s < 200) || s == 204 || s == 304; }
+
+static size_t pend_len(const h2_stream *s) { return s->pend.len - s->pend_off; }
+
+static bool str_ieq(const char *a, size_t n, const char *lit)
+{
+    return strlen(lit) == n && strncasecmp(a, lit, n) == 0;
+}
+
+/* True if the comma-separated list v holds token tok (case-insensitive). */
+static bool has_token(bz_str v, const char *tok)
+{
+    size_t i = 0;
+    while (i < v.n) {
+        while (i < v.n && (v.p[i] == ' ' || v.p[i] == '\t' || v.p[i] == ','))
+            i++;
+        size_t j = i;
+        while (j < v.n && v.p[j] != ',' && v.p[j] != ' ' && v.p[j] != '\t')
+            j++;
+        if (j > i && str_ieq(v.p + i, j - i, tok))
+            return true;
+        i = j;
+    }
+    return false;
+}
+
+/* base64url (RFC 4648 §5), padding optional: HTTP2-Settings.  -1 if bad. */
+static ssize_t b64url_decode(bz_str in, uint8_t *out, size_t cap)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < in.n; i++) {
+        char ch = in.p[i];
+        int v;
+        if (ch >= 'A' && ch <= 'Z') v = ch - 'A';
+        else if (ch >= 'a' && ch <= 'z') v = ch - 'a' + 26;
+        else if (ch >= '0' && ch <= '9') v = ch - '0' + 52;
+        else if (ch == '-') v = 62;
+        else if (ch == '_') v = 63;
+        else if (ch == '=') break;
+        else return -1;
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o == cap)
+                return -1;
+            out[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    return (ssize_t)o;
+}
+
+/* Connection-specific fields are forbidden in HTTP/2 (RFC 9113 §8.2.2). */
+static bool conn_specific(const char *n, size_t l)
+{
+    return str_ieq(n, l, "connection") || str_ieq(n, l, "keep-alive") || str_ieq(n, l, "proxy-connection") ||
+           str_ieq(n, l, "transfer-encoding") || str_ieq(n, l, "upgrade");
+}
+
+/* "Name: value\r\n" lines (http_add_header's format) → nv entries with the
+ * names lower-cased into the arena.  Returns how many were written. */
+static size_t nv_from_lines(bz_arena *a, const bz_buf *b, nghttp2_nv *nv, size_t max, bool drop_cl)
+{
+    size_t k = 0;
+    const char *p = b->data, *end = b->data + b->len;
+    while (p && p < end && k < max) {
+        const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+        if (!eol)
+            eol = end;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon && colon > p) {
+            size_t nl = (size_t)(colon - p);
+            const char *v = colon + 1;
+            while (v < eol && (*v == ' ' || *v == '\t'))
+                v++;
+            if (!conn_specific(p, nl) && !(drop_cl && str_ieq(p, nl, "content-length"))) {
+                char *name = bz_arena_alloc(a, nl);
+                for (size_t i = 0; i < nl; i++)
+                    name[i] = (p[i] >= 'A' && p[i] <= 'Z') ? (char)(p[i] + 32) : p[i];
+                nv[k++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)v, nl, (size_t)(eol - v), NGHTTP2_NV_FLAG_NONE};
+            }
+        }
+        p = eol + 2;
+    }
+    return k;
+}
+
+static size_t count_lines(const bz_buf *b)
+{
+    size_t n = 0;
+    for (size_t i = 0; i + 1 < b->len; i++)
+        if (b->data[i] == '\r' && b->data[i + 1] == '\n')
+            n++;
+    return n;
+}
+
+/* ---- streams --------------------------------------------------------------------------- */
+
+static h2_stream *stream_new(http__h2 *h, int32_t id)
+{
+    h2_stream *s = calloc(1, sizeof *s);
+    if (!s)
+        abort();
+    s->h = h;
+    s->id = id;
+    bz_arena_init(&s->arena, 4096);
+    rt_ctx_init(&s->ctx, NULL);
+    if (atomic_load(&h->c->srv->cancelled))
+        rt_ctx_cancel(&s->ctx);
+    s->next = h->streams;
+    if (s->next)
+        s->next->prev = s;
+    h->streams = s;
+    h->nstreams++;
+    return s;
+}
+
+static void stream_free(h2_stream *s)
+{
+    http__h2 *h = s->h;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        h->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    h->nstreams--;
+    if (s->hdr_pending)
+        h->nhdr_pending--;
+    if (s->has_data)
+        h->npend--;
+    bz_buf_free(&s->in);
+    bz_buf_free(&s->pend);
+    bz_buf_free(&s->trailers);
+    bz_buf_free(&s->req.resp_headers);
+    bz_buf_free(&s->req.body);
+    bz_arena_free(&s->arena);
+    rt_ctx_release(&s->ctx);
+    free(s);
+}
+
+static void stream_wake(h2_stream *s)
+{
+    if (s->waiter)
+        rt_wake(s->waiter, 0);
+}
+
+/* Fills the stream's http_req from the received head. */
+static void req_build(h2_stream *s, bool end_stream)
+{
+    http__h2 *h = s->h;
+    http_req *r = &s->req;
+    r->method = s->method;
+    r->target = s->path;
+    ptrdiff_t q = bz_str_index(s->path, '?');
+    r->path = q >= 0 ? bz_str_make(s->path.p, (size_t)q) : s->path;
+    r->query = q >= 0 ? bz_str_make(s->path.p + q + 1, s->path.n - (size_t)q - 1) : BZ_STR_LIT("");
+    r->minor = 1;
+    r->h2 = true;
+    /* Handlers look for Host; HTTP/2 carries it as :authority. */
+    bool host = false;
+    int cookies = 0;
+    size_t cookie_len = 0;
+    r->content_length = -1;
+    for (int i = 0; i < s->nh; i++) {
+        bz_str n = s->hdrs[i].name;
+        if (bz_str_eq_c(n, "host"))
+            host = true;
+        else if (bz_str_eq_c(n, "cookie")) {
+            cookies++;
+            cookie_len += s->hdrs[i].value.n + 2;
+        } else if (bz_str_eq_c(n, "content-length")) {
+            /* nghttp2 checked it is a number and checks DATA against it. */
+            int64_t v = 0;
+            bz_str val = s->hdrs[i].value;
+            for (size_t k = 0; k < val.n && k < 18; k++)
+                v = v * 10 + (val.p[k] - '0');
+            r->content_length = v;
+        }
+    }
+    if (!host && s->authority.n && s->nh < HTTP_MAX_HEADERS) {
+        if (s->nh == s->hcap) {
+            int cap = s->hcap ? s->hcap * 2 : 8;
+            http_header *nh = bz_arena_alloc(&s->arena, sizeof *nh * (size_t)cap);
+            if (s->nh)
+                memcpy(nh, s->hdrs, sizeof *nh * (size_t)s->nh);
+            s->hdrs = nh;
+            s->hcap = cap;
+        }
+        s->hdrs[s->nh++] = (http_header){BZ_STR_LIT("host"), s->authority};
+    }
+    if (cookies > 1) {
+        /* RFC 9113 §8.2.3: crumbs are joined with "; " for HTTP/1.1 code. */
+        char *j = bz_arena_alloc(&s->arena, cookie_len);
+        size_t o = 0;
+        int first = -1, w = 0;
+        for (int i = 0; i < s->nh; i++) {
+            if (bz_str_eq_c(s->hdrs[i].name, "cookie")) {
+                if (o) {
+                    j[o++] = ';';
+                    j[o++] = ' ';
+                }
+                memcpy(j + o, s->hdrs[i].value.p, s->hdrs[i].value.n);
+                o += s->hdrs[i].value.n;
+                if (first >= 0)
+                    continue;
+                first = w;
+            }
+            s->hdrs[w++] = s->hdrs[i];
+        }
+        s->nh = w;
+        s->hdrs[first].value = bz_str_make(j, o);
+    }
+    r->headers = s->hdrs;
+    r->nheaders = s->nh;
+    r->chunked = !end_stream && r->content_length < 0;
+    r->keep_alive = true;
+    r->arena = &s->arena;
+    r->ctx = &s->ctx;
+    r->conn = h->c;
+    r->h2s = s;
+    r->head = bz_str_eq_c(r->method, "HEAD");
+    r->start_ns = rt_now();
+    memcpy(r->peer, h->c->peer, sizeof h->c->peer);
+}
+
+static void stream_run(void *p);
+
+/* The head is complete: start the handler. */
+static void stream_start(http__h2 *h, h2_stream *s, bool end_stream)
+{
+    http_server *srv = h->c->srv;
+    req_build(s, end_stream);
+    s->in_eof = end_stream;
+    if (h->nrunning >= srv->o.h2_max_concurrent_streams) {
+        /* Only reset streams whose handlers still wind down get here (open
+         * streams are capped by SETTINGS): refuse, the client may retry. */
+        nghttp2_submit_rst_stream(h->ses, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
+        return;
+    }
+    int64_t now = rt_now();
+    s->read_deadline = now + srv->o.read_timeout_ns;
+    s->write_deadline = now + srv->o.write_timeout_ns;
+    s->running = true;
+    h->nrunning++;
+    rt_go(stream_run, s);
+}
+
+static void h2_maybe_free(http__h2 *h)
+{
+    if (h->closed && !h->nrunning && !h->sender_queued)
+        http__conn_free(h->c);
+}
+
+static void stream_run(void *p)
+{
+    h2_stream *s = p;
+    http__h2 *h = s->h;
+    http_server *srv = h->c->srv;
+    http_req *r = &s->req;
+    if (!s->closed && !h->closed && !rt_ctx_err(&s->ctx)) {
+        int rc = 0;
+        if (s->bad) {
+            http_send_problem(r, 431, "header_too_large", "the request header fields are too large");
+        } else if (r->content_length > srv->o.max_body_bytes) {
+            http_send_problem(r, 413, "body_too_large", "the request body is larger than the server accepts");
+        } else {
+            rc = srv->h.fn(r, srv->h.data);
+        }
+        if (rc < 0 && !r->started) {
+            http__handler_failed(r, rc);
+            rc = 0;
+        }
+        if (rc < 0) {
+            /* Failed mid-stream: reset, so the client sees an error rather
+             * than a complete-looking truncated response. */
+            if (!s->closed && !h->closed)
+                nghttp2_submit_rst_stream(h->ses, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+            h2_kick(h);
+        } else {
+            http__h2_flush(r, true);
+        }
+    }
+    s->running = false;
+    h->nrunning--;
+    if (s->closed || h->closed)
+        stream_free(s);
+    h2_maybe_free(h);
+}
+
+/* ---- http_req hooks ------------------------------------------------------------------------ */
+
+static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         nghttp2_data_source *src, void *ud);
+
+int http__h2_flush(http_req *r, bool final)
+{
+    h2_stream *s = r->h2s;
+    http__h2 *h = s->h;
+    if (s->closed || h->closed || h->closing) {
+        bz_buf_clear(&r->body);
+        return final ? 0 : -EPIPE;
+    }
+    if (!r->status)
+        r->status = 200;
+    bool nobody = r->head || no_body_status(r->status);
+    if (!s->submitted) {
+        if (!final)
+            r->streaming = true;
+        size_t max = count_lines(&r->resp_headers) + 3;
+        nghttp2_nv *nv = bz_arena_alloc(&s->arena, sizeof *nv * max);
+        char st[4], cl[24];
+        st[0] = (char)('0' + r->status / 100 % 10);
+        st[1] = (char)('0' + r->status / 10 % 10);
+        st[2] = (char)('0' + r->status % 10);
+        size_t k = 0;
+        nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st, 7, 3, NGHTTP2_NV_FLAG_NONE};
+        const char *date = http__date(h->c->ls);
+        nv[k++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date, 4, strlen(date), NGHTTP2_NV_FLAG_NONE};
+        bool with_cl = final && !no_body_status(r->status);
+        if (with_cl) {
+            int n = snprintf(cl, sizeof cl, "%zu", r->body.len);
+            nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)n, NGHTTP2_NV_FLAG_NONE};
+        }
+        k += nv_from_lines(&s->arena, &r->resp_headers, nv + k, max - k, with_cl);
+        bool dp = !final || (!nobody && r->body.len) || s->trailers.len;
+        nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
+        if (nghttp2_submit_response(h->ses, s->id, nv, k, dp ? &prd : NULL) != 0) {
+            bz_buf_clear(&r->body);
+            return final ? 0 : -EPIPE;
+        }
+        s->submitted = r->started = true;
+        if (dp) {
+            s->has_data = true;
+            h->npend++;
+        }
+    }
+    if (!nobody && r->body.len) {
+        if (pend_len(s) == 0) {
+            /* Swap instead of copying: the handler's buffer becomes the
+             * stream's, and the drained one is reused for its next writes. */
+            bz_buf t = s->pend;
+            s->pend = r->body;
+            r->body = t;
+            s->pend_off = 0;
+        } else {
+            bz_buf_append(&s->pend, r->body.data, r->body.len);
+        }
+    }
+    bz_buf_clear(&r->body);
+    if (final)
+        s->final = true;
+    if (s->deferred) {
+        s->deferred = false;
+        nghttp2_session_resume_data(h->ses, s->id);
+    }
+    h2_kick(h);
+    if (final)
+        return 0;
+    /* Bounded memory for a client that stops reading: park until it does. */
+    for (;;) {
+        if (s->closed || h->closed || h->closing)
+            return -EPIPE;
+        if (pend_len(s) <= H2_PEND_MAX)
+            return 0;
+        s->waiter = rt_self();
+        int e = rt_park(&s->ctx, s->write_deadline, NULL);
+        s->waiter = NULL;
+        if (e < 0)
+            return e;
+    }
+}
+
+ssize_t http__h2_body_read(http_req *r, void *buf, size_t n)
+{
+    h2_stream *s = r->h2s;
+    http__h2 *h = s->h;
+    if (n == 0)
+        return 0;
+    for (;;) {
+        size_t avail = s->in.len - s->in_off;
+        if (avail) {
+            size_t k = avail < n ? avail : n;
+            memcpy(buf, s->in.data + s->in_off, k);
+            s->in_off += k;
+            if (s->in_off == s->in.len) {
+                bz_buf_clear(&s->in);
+                s->in_off = 0;
+            }
+            s->in_read += (int64_t)k;
+            if (!s->closed && !h->closed) {
+                /* Reading is what reopens the stream's window. */
+                nghttp2_session_consume_stream(h->ses, s->id, k);
+                h2_kick(h);
+            }
+            if (s->in_read > h->c->srv->o.max_body_bytes)
+                return -EMSGSIZE;
+            return (ssize_t)k;
+        }
+        if (s->in_eof)
+            return 0;
+        if (s->closed || h->closed)
+            return -ECONNRESET;
+        s->waiter = rt_self();
+        int e = rt_park(&s->ctx, s->read_deadline, NULL);
+        s->waiter = NULL;
+        if (e < 0)
+            return e;
+    }
+}
+
+void http__h2_set_write_deadline(http_req *r, int64_t deadline_ns) { r->h2s->write_deadline = deadline_ns; }
+
+int http_add_trailer(http_req *r, const char *name, const char *value)
+{
+    if (!r->h2s)
+        return -ENOTSUP;
+    bz_buf *t = &r->h2s->trailers;
+    bz_buf_append_c(t, name);
+    bz_buf_append(t, ": ", 2);
+    bz_buf_append_c(t, value);
+    bz_buf_append(t, "\r\n", 2);
+    return 0;
+}
+
+/* ---- nghttp2 callbacks ------------------------------------------------------------------------ */
+
+static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         nghttp2_data_source *src, void *ud)
+{
+    h2_stream *s = src->ptr;
+    http__h2 *h = s->h;
+    size_t avail = pend_len(s);
+    size_t k = avail < len ? avail : len;
+    if (k) {
+        memcpy(buf, s->pend.data + s->pend_off, k);
+        s->pend_off += k;
+        if (s->pend_off == s->pend.len) {
+            bz_buf_clear(&s->pend);
+            s->pend_off = 0;
+        }
+        h->progress += (int64_t)k;
+        if (s->waiter && s->running && !s->final && pend_len(s) <= H2_PEND_MAX)
+            rt_wake(s->waiter, 0);
+    }
+    if (pend_len(s) == 0) {
+        if (s->final) {
+            *flags |= NGHTTP2_DATA_FLAG_EOF;
+            if (s->trailers.len) {
+                size_t max = count_lines(&s->trailers);
+                nghttp2_nv *nv = bz_arena_alloc(&s->arena, sizeof *nv * (max ? max : 1));
+                size_t n = nv_from_lines(&s->arena, &s->trailers, nv, max, false);
+                if (nghttp2_submit_trailer(ses, id, nv, n) == 0)
+                    *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            }
+            s->has_data = false;
+            h->npend--;
+        } else if (k == 0) {
+            s->deferred = true;
+            return NGHTTP2_ERR_DEFERRED;
+        }
+    }
+    return (ssize_t)k;
+}
+
+static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *f, void *ud)
+{
+    http__h2 *h = ud;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    h2_stream *s = stream_new(h, f->hd.stream_id);
+    s->hdr_pending = true;
+    h->nhdr_pending++;
+    nghttp2_session_set_stream_user_data(ses, f->hd.stream_id, s);
+    return 0;
+}
+
+static bz_str arena_str(bz_arena *a, const uint8_t *p, size_t n)
+{
+    char *d = bz_arena_alloc(a, n + 1);
+    memcpy(d, p, n);
+    d[n] = '\0';
+    return bz_str_make(d, n);
+}
+
+static int on_header(nghttp2_session *ses, const nghttp2_frame *f, const uint8_t *name, size_t nl,
+                     const uint8_t *value, size_t vl, uint8_t flags, void *ud)
+{
+    http__h2 *h = ud;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0; /* request trailers: not passed on */
+    h2_stream *s = nghttp2_session_get_stream_user_data(ses, f->hd.stream_id);
+    if (!s)
+        return 0;
+    /* The SETTINGS_MAX_HEADER_LIST_SIZE measure (RFC 9113 §6.5.2). */
+    s->hdr_bytes += nl + vl + 32;
+    if (s->hdr_bytes > (size_t)h->c->srv->o.max_header_bytes) {
+        s->bad = 431;
+        return 0; /* keep decoding (HPACK state), store nothing more */
+    }
+    if (s->bad)
+        return 0;
+    if (nl && name[0] == ':') {
+        if (nl == 7 && !memcmp(name, ":method", 7))
+            s->method = arena_str(&s->arena, value, vl);
+        else if (nl == 5 && !memcmp(name, ":path", 5))
+            s->path = arena_str(&s->arena, value, vl);
+        else if (nl == 10 && !memcmp(name, ":authority", 10))
+            s->authority = arena_str(&s->arena, value, vl);
+        return 0;
+    }
+    if (s->nh >= HTTP_MAX_HEADERS - 1) { /* one slot kept for host */
+        s->bad = 431;
+        return 0;
+    }
+    if (s->nh == s->hcap) {
+        int cap = s->hcap ? s->hcap * 2 : 8;
+        http_header *nh = bz_arena_alloc(&s->arena, sizeof *nh * (size_t)cap);
+        if (s->nh)
+            memcpy(nh, s->hdrs, sizeof *nh * (size_t)s->nh);
+        s->hdrs = nh;
+        s->hcap = cap;
+    }
+    s->hdrs[s->nh++] = (http_header){arena_str(&s->arena, name, nl), arena_str(&s->arena, value, vl)};
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *f, void *ud)
+{
+    http__h2 *h = ud;
+    bool es = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
+        return 0;
+    h2_stream *s = nghttp2_session_get_stream_user_data(ses, f->hd.stream_id);
+    if (!s)
+        return 0;
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        s->hdr_pending = false;
+        h->nhdr_pending--;
+        stream_start(h, s, es);
+        return 0;
+    }
+    if (es) { /* the end of the body (DATA, or request trailers) */
+        s->in_eof = true;
+        stream_wake(s);
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *ses, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                         void *ud)
+{
+    /* The connection window reopens at once: what arrives is bounded by
+     * the stream windows, which reopen only as handlers read. */
+    nghttp2_session_consume_connection(ses, len);
+    h2_stream *s = nghttp2_session_get_stream_user_data(ses, id);
+    if (!s || !s->running || s->final) {
+        nghttp2_session_consume_stream(ses, id, len); /* nobody will read it */
+        return 0;
+    }
+    bz_buf_append(&s->in, data, len);
+    stream_wake(s);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code, void *ud)
+{
+    http__h2 *h = ud;
+    if (h->freeing)
+        return 0;
+    h2_stream *s = nghttp2_session_get_stream_user_data(ses, id);
+    if (!s)
+        return 0;
+    s->closed = true;
+    if (s->has_data) {
+        s->has_data = false;
+        h->npend--;
+    }
+    if (s->running) {
+        /* Reset by the client (or the connection failed) while the
+         * handler works: its context ends, every wait returns. */
+        rt_ctx_cancel(&s->ctx);
+        stream_wake(s);
+    } else {
+        stream_free(s);
+    }
+    return 0;
+}
+
+/* ---- the connection ------------------------------------------------------------------------ */
+
+static void h2_timer(rt_timer *t);
+static void stall_check(rt_timer *t);
+
+static http__h2 *h2_new(http_conn *c, uint32_t skip_preface)
+{
+    http_server *srv = c->srv;
+    http__h2 *h = calloc(1, sizeof *h);
+    if (!h)
+        abort();
+    h->c = c;
+    h->mem = (nghttp2_mem){h, mem_malloc, mem_free, mem_calloc, mem_realloc};
+    if (nghttp2_session_server_new3(&h->ses, srv->h2cb, h, srv->h2opt, &h->mem) != 0)
+        abort();
+    http__h2_guard_init(&h->guard, srv->o.max_header_bytes, skip_preface);
+    h->stall.fn = stall_check;
+    h->stall.data = h;
+    c->timer.fn = h2_timer;
+    c->timer.data = c;
+    c->h2 = h;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)srv->o.h2_max_concurrent_streams},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)srv->o.max_header_bytes},
+        {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
+    };
+    nghttp2_submit_settings(h->ses, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
+    nghttp2_session_set_local_window_size(h->ses, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW);
+    return h;
+}
+
+void http__h2_free(http__h2 *h)
+{
+    h->freeing = true;
+    rt_timer_stop(&h->stall);
+    while (h->streams)
+        stream_free(h->streams);
+    nghttp2_session_del(h->ses);
+    bz_buf_free(&h->out);
+    h->c->h2 = NULL;
+    free(h);
+}
+
+static void cancel_streams(http__h2 *h)
+{
+    for (h2_stream *s = h->streams; s; s = s->next) {
+        rt_ctx_cancel(&s->ctx);
+        stream_wake(s);
+    }
+}
+
+void http__h2_abort(http_conn *c)
+{
+    http__h2 *h = c->h2;
+    if (!h || h->closed)
+        return;
+    h->closed = true;
+    cancel_streams(h);
+    rt_timer_stop(&h->stall);
+    http__conn_shut(c);
+    /* Freed on a coroutine (this may run inside on_event). */
+    h2_kick(h);
+}
+
+/* Queues a terminal GOAWAY with code; the connection closes once it is
+ * written (or after H2_LINGER_NS if the peer does not read). */
+static void h2_close_with(http__h2 *h, uint32_t code, const char *why)
+{
+    if (h->closing || h->closed)
+        return;
+    if (why)
+        bz_log_warn("http2: closing connection", BZ_F_STR("peer", h->c->peer), BZ_F_STR("reason", why),
+                    BZ_F_INT("code", code));
+    h->closing = true;
+    nghttp2_session_terminate_session(h->ses, code);
+    cancel_streams(h);
+    rt_timer_start(&h->c->timer, rt_now() + H2_LINGER_NS);
+    h2_kick(h);
+}
+
+/* GOAWAY is written: stop writing, and close when the peer closes (or
+ * soon): closing at once with unread input would reset the connection
+ * and could destroy the GOAWAY before the client read it. */
+static void h2_linger(http__h2 *h)
+{
+    if (h->lingering)
+        return;
+    h->lingering = true;
+    cancel_streams(h);
+    shutdown(h->c->io.fd, SHUT_WR);
+    rt_timer_start(&h->c->timer, rt_now() + H2_LINGER_NS);
+}
+
+static void h2_timer(rt_timer *t)
+{
+    http_conn *c = t->data;
+    http__h2 *h = c->h2;
+    if (h->closing || h->lingering) {
+        http__h2_abort(c);
+        return;
+    }
+    int64_t limit = h->nhdr_pending ? c->srv->o.read_header_timeout_ns : c->srv->o.idle_timeout_ns;
+    if (rt_now() < h->idle_since + limit) {
+        /* The hibernate tick: nothing is in flight, so nghttp2's frame
+         * buffer holds nothing live; MADV_DONTNEED drops its pages (they
+         * read as zeros if touched again). */
+        if (h->fb && !h->hibernated && !nghttp2_session_want_write(h->ses)) {
+            madvise(h->fb, h->fblen, MADV_DONTNEED);
+            h->hibernated = true;
+        }
+        rt_timer_start(&c->timer, h->idle_since + limit);
+        return;
+    }
+    /* Idle (or a header block that never ended): say goodbye politely. */
+    h->closing = true;
+    nghttp2_session_terminate_session(h->ses, NGHTTP2_NO_ERROR);
+    rt_timer_start(&c->timer, rt_now() + H2_LINGER_NS);
+    h2_send(h);
+}
+
+static void stall_check(rt_timer *t)
+{
+    http__h2 *h = t->data;
+    if (h->progress != h->stall_mark) {
+        h->stall_mark = h->progress;
+        rt_timer_start(&h->stall, rt_now() + h->c->srv->o.write_timeout_ns);
+        return;
+    }
+    h2_close_with(h, NGHTTP2_ENHANCE_YOUR_CALM, "no output progress for the write timeout (zero window?)");
+}
+
+/* Timers after every step: idle/header timeout while nothing is in
+ * flight; the stall check while output waits. */
+static void h2_timers(http__h2 *h)
+{
+    http_conn *c = h->c;
+    if (h->closing || h->lingering || h->closed)
+        return;
+    bool waiting_out = h->npend > 0 || h->out_off < h->out.len;
+    if (!h->nrunning && !waiting_out) {
+        /* Idle: the first tick (after at most H2_HIBERNATE_NS) gives the
+         * frame buffer's pages back; the idle timeout closes. */
+        h->idle_since = rt_now();
+        int64_t d = h->nhdr_pending ? c->srv->o.read_header_timeout_ns : c->srv->o.idle_timeout_ns;
+        if (d > H2_HIBERNATE_NS && h->fb)
+            d = H2_HIBERNATE_NS;
+        rt_timer_start(&c->timer, h->idle_since + d);
+    } else if (rt_timer_armed(&c->timer)) {
+        rt_timer_stop(&c->timer);
+    }
+    if (waiting_out) {
+        if (!rt_timer_armed(&h->stall)) {
+            h->stall_mark = h->progress;
+            rt_timer_start(&h->stall, rt_now() + c->srv->o.write_timeout_ns);
+        }
+    } else if (rt_timer_armed(&h->stall)) {
+        rt_timer_stop(&h->stall);
+    }
+}
+
+/* Writes what is serialised; false if the connection was closed. */
+static bool h2_write(http__h2 *h)
+{
+    int fd = h->c->io.fd;
+    /* Bounded: each turn writes bytes or stops. */
+    while (h->out_off < h->out.len) {
+        ssize_t n = send(fd, h->out.data + h->out_off, h->out.len - h->out_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            h->out_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return true; /* EPOLLOUT brings us back */
+        http__h2_abort(h->c);
+        return false;
+    }
+    h->out_off = 0;
+    if (h->nstreams == 0 || h->out.cap > 4 * H2_OUT_MAX)
+        bz_buf_free(&h->out); /* an idle connection keeps no buffer */
+    else
+        bz_buf_clear(&h->out);
+    return true;
+}
+
+/* Serialises what nghttp2 has to say (up to H2_OUT_MAX) and writes it. */
+static void h2_send(http__h2 *h)
+{
+    if (h->closed || h->lingering)
+        return;
+    /* Rounds of at most H2_OUT_MAX bytes each, while the socket takes
+     * them; then the sender continues on a later turn (fairness). */
+    for (int round = 0;; round++) {
+        if (round == 8) {
+            h2_kick(h);
+            break;
+        }
+        bool full = false;
+        for (int i = 0; i < 4096; i++) {
+            if (h->out.len - h->out_off >= H2_OUT_MAX) {
+                full = true;
+                break;
+            }
+            const uint8_t *d;
+            ssize_t n = nghttp2_session_mem_send(h->ses, &d);
+            if (n < 0) {
+                http__h2_abort(h->c);
+                return;
+            }
+            if (n == 0)
+                break;
+            bz_buf_append(&h->out, d, (size_t)n);
+            h->hibernated = false;
+        }
+        if (!h2_write(h))
+            return;
+        if (!full || h->out_off < h->out.len)
+            break;
+    }
+    bool drained = h->out_off == h->out.len;
+    if (drained && ((h->closing && !nghttp2_session_want_write(h->ses)) ||
+                    (!nghttp2_session_want_read(h->ses) && !nghttp2_session_want_write(h->ses)) ||
+                    (h->draining && h->nstreams == 0))) {
+        h2_linger(h);
+        return;
+    }
+    if (h->read_paused && h->out.len - h->out_off < H2_OUT_MAX)
+        h2_kick(h);
+    h2_timers(h);
+}
+
+static void sender_run(void *p)
+{
+    http__h2 *h = p;
+    h->sender_queued = false;
+    if (!h->closed) {
+        if (h->read_paused && h->out.len - h->out_off < H2_OUT_MAX) {
+            h->read_paused = false;
+            h2_input(h);
+        } else {
+            h2_send(h);
+        }
+    }
+    h2_maybe_free(h);
+}
+
+/* Runs the sender after the coroutines that are runnable now, so the
+ * responses of every stream that finished this turn share one write. */
+static void h2_kick(http__h2 *h)
+{
+    if (!h->sender_queued) {
+        h->sender_queued = true;
+        rt_go(sender_run, h);
+    }
+}
+
+static void h2_feed(http__h2 *h, const uint8_t *p, size_t n)
+{
+    if (h->closing || h->lingering || h->closed)
+        return; /* the connection is going away: input is dropped */
+    uint32_t e = http__h2_guard_feed(&h->guard, p, n, rt_now());
+    if (e) {
+        h2_close_with(h, e, h->guard.why);
+        return;
+    }
+    ssize_t rv = nghttp2_session_mem_recv(h->ses, p, n);
+    if (rv < 0) {
+        if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
+            http__h2_abort(h->c);
+            return;
+        }
+        h2_close_with(h, rv == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR,
+                      nghttp2_strerror((int)rv));
+    }
+}
+
+static void h2_input(http__h2 *h)
+{
+    static _Thread_local uint8_t buf[H2_READ_CHUNK];
+    int fd = h->c->io.fd;
+    for (int i = 0;; i++) {
+        if (h->closed)
+            return;
+        if (h->out.len - h->out_off >= H2_OUT_MAX && !h->lingering) {
+            h->read_paused = true; /* the client is not reading: neither do we */
+            break;
+        }
+        if (i == H2_READS_PER_TURN) {
+            h->read_paused = true;
+            h2_kick(h);
+            break;
+        }
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n <= 0) {
+            http__h2_abort(h->c); /* EOF or error */
+            return;
+        }
+        h2_feed(h, buf, (size_t)n);
+    }
+    h2_send(h);
+}
+
+void http__h2_event(http_conn *c, uint32_t ev)
+{
+    http__h2 *h = c->h2;
+    if (h->closed)
+        return;
+    if (ev & (EPOLLHUP | EPOLLERR)) {
+        http__h2_abort(c);
+        return;
+    }
+    if (ev & (EPOLLIN | EPOLLRDHUP))
+        h2_input(h);
+    else if (ev & EPOLLOUT)
+        h2_send(h);
+}
+
+void http__h2_start(http_conn *c, const char *in, size_t n)
+{
+    http__h2 *h = h2_new(c, PREFACE_LEN);
+    h2_feed(h, (const uint8_t *)in, n);
+    /* Bytes that came while the HTTP/1.1 coroutine ran raised no new edge. */
+    h2_input(h);
+}
+
+bool http__h2_wants_upgrade(const http_req *r)
+{
+    bz_str up = http_header_get(r, "Upgrade"), conn = http_header_get(r, "Connection");
+    int nset = 0;
+    for (int i = 0; i < r->nheaders; i++)
+        if (str_ieq(r->headers[i].name.p, r->headers[i].name.n, "http2-settings"))
+            nset++;
+    return up.p && conn.p && nset == 1 && has_token(up, "h2c") && has_token(conn, "upgrade") &&
+           has_token(conn, "http2-settings");
+}
+
+bool http__h2_upgrade(http_conn *c, http_req *r, const char *rest, size_t nrest)
+{
+    http_server *srv = c->srv;
+    uint8_t settings[512];
+    ssize_t ns = b64url_decode(http_header_get(r, "HTTP2-Settings"), settings, sizeof settings);
+    if (ns < 0 || ns % 6)
+        return false;
+    static const char resp[] = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+    if (rt_write_all(&c->io, resp, sizeof resp - 1, &c->ls->ctx, bz_now_ns() + srv->o.write_timeout_ns))
+        return false;
+    http__h2 *h = h2_new(c, PREFACE_LEN);
+    /* Stream 1 is the upgrade request, half-closed (remote). */
+    h2_stream *s = stream_new(h, 1);
+    s->method = arena_str(&s->arena, (const uint8_t *)r->method.p, r->method.n);
+    s->path = arena_str(&s->arena, (const uint8_t *)r->target.p, r->target.n);
+    s->hcap = r->nheaders + 1;
+    s->hdrs = bz_arena_alloc(&s->arena, sizeof *s->hdrs * (size_t)s->hcap);
+    for (int i = 0; i < r->nheaders; i++) {
+        bz_str n = r->headers[i].name;
+        if (conn_specific(n.p, n.n) || str_ieq(n.p, n.n, "http2-settings"))
+            continue;
+        char *ln = bz_arena_alloc(&s->arena, n.n + 1);
+        for (size_t k = 0; k < n.n; k++)
+            ln[k] = (n.p[k] >= 'A' && n.p[k] <= 'Z') ? (char)(n.p[k] + 32) : n.p[k];
+        ln[n.n] = '\0';
+        s->hdrs[s->nh++] = (http_header){bz_str_make(ln, n.n),
+                                         arena_str(&s->arena, (const uint8_t *)r->headers[i].value.p,
+                                                   r->headers[i].value.n)};
+    }
+    if (nghttp2_session_upgrade2(h->ses, settings, (size_t)ns, r->head || bz_str_eq_c(r->method, "HEAD"), s) != 0) {
+        /* Settings nghttp2 refuses: the 101 is out, so end it as HTTP/2. */
+        stream_free(s);
+        h2_close_with(h, NGHTTP2_PROTOCOL_ERROR, "bad HTTP2-Settings");
+    } else {
+        stream_start(h, s, true);
+    }
+    h2_feed(h, (const uint8_t *)rest, nrest);
+    h2_input(h);
+    return true;
+}
+
+void http__h2_drain(http_conn *c)
+{
+    http__h2 *h = c->h2;
+    if (!h || h->closed || h->closing || h->draining)
+        return;
+    h->draining = true;
+    /* Streams up to the last one we saw finish; later ones are refused. */
+    nghttp2_submit_goaway(h->ses, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->ses),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    h2_send(h);
+}
+
+/* ---- per-server setup ---------------------------------------------------------------------- */
+
+void http__h2_server_init(http_server *s)
+{
+    nghttp2_session_callbacks *cb;
+    if (nghttp2_session_callbacks_new(&cb) != 0)
+        abort();
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_option *opt;
+    if (nghttp2_option_new(&opt) != 0)
+        abort();
+    /* Windows reopen as handlers read (see the top of this file). */
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    /* No priority tree of closed streams: memory for nothing here. */
+    nghttp2_option_set_no_closed_streams(opt, 1);
+    /* Bounds on what a peer can make us queue; the rates are h2-guard's. */
+    nghttp2_option_set_max_outbound_ack(opt, 1000);
+    nghttp2_option_set_max_settings(opt, 32);
+    s->h2cb = cb;
+    s->h2opt = opt;
+}
+
+void http__h2_server_free(http_server *s)
+{
+    if (s->h2cb)
+        nghttp2_session_callbacks_del(s->h2cb);
+    if (s->h2opt)
+        nghttp2_option_del(s->h2opt);
+    s->h2cb = s->h2opt = NULL;
+}
