@@ -20,7 +20,7 @@ BUILD    := build
 endif
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wvla
-CFLAGS_common := -std=c17 -D_GNU_SOURCE -I. -I/usr/include/postgresql -pthread -MMD -MP $(WARN)
+CFLAGS_common := -std=c17 -D_GNU_SOURCE -I. -Ibuild/gen -I/usr/include/postgresql -pthread -MMD -MP $(WARN)
 ifeq ($(MODE),release)
 OPT      := -O2 -g
 else ifeq ($(MODE),asan)
@@ -34,11 +34,27 @@ OPT      := -O1 -g -fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-p
 endif
 CFLAGS   := $(CFLAGS_common) $(OPT) $(EXTRA_CFLAGS)
 LDFLAGS  := -pthread $(OPT)
-LDLIBS   := -lsqlite3 -lhiredis -ljansson -lsodium -lnghttp2 -lz -lm -ldl
+LDLIBS   := -lsqlite3 -lhiredis -ljansson -lsodium -lnghttp2 -lprotobuf-c -lz -lm -ldl
 
-LIB_SRC  := $(wildcard base/*.c rt/*.c http/*.c db/*.c cache/*.c grpc/*.c app/svc/*.c app/rest/*.c app/*.c)
+# Protocol buffers: C code generated at build time by protoc-c (Debian's
+# protobuf-c-compiler) into build/gen, for every mode.  The contract's
+# bazaar.proto is copied into proto/ (tests check it matches the spec);
+# google.rpc.Status/BadRequest are declared in proto/google/rpc; the rest
+# comes from Debian's protobuf and grpc-proto packages.
+PROTO_DIRS := -Iproto -I/usr/include -I/usr/share/grpc-proto
+PROTOS   := bazaar.proto google/rpc/status.proto google/protobuf/timestamp.proto google/protobuf/any.proto \
+            google/protobuf/descriptor.proto grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto \
+            grpc/reflection/v1alpha/reflection.proto grpc/testing/test.proto grpc/testing/messages.proto \
+            grpc/testing/empty.proto
+GEN      := build/gen
+GEN_C    := $(PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/descriptors.c
+# The services reflection describes, with every file they import.
+REFLECTED := bazaar.proto grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto \
+             grpc/reflection/v1alpha/reflection.proto grpc/testing/test.proto
+
+LIB_SRC  := $(wildcard base/*.c rt/*.c http/*.c db/*.c cache/*.c grpc/*.c app/svc/*.c app/rest/*.c app/grpc/*.c app/*.c)
 LIB_ASM  := rt/switch.S
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_ASM:%.S=$(BUILD)/obj/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_ASM:%.S=$(BUILD)/obj/%.o) $(GEN_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 UNIT_ASM := $(wildcard tests/unit/*.S)
@@ -53,7 +69,20 @@ deps-test:
 deps-bench:
 	@scripts/deps.sh bench
 
-$(BUILD)/obj/%.o: %.c
+$(GEN)/.stamp: $(addprefix proto/,bazaar.proto google/rpc/status.proto)
+	@scripts/deps.sh build
+	@mkdir -p $(GEN)
+	protoc-c $(PROTO_DIRS) --c_out=$(GEN) $(PROTOS)
+	protoc $(PROTO_DIRS) --include_imports --descriptor_set_out=$(GEN)/descriptors.pb $(REFLECTED)
+	scripts/embed.sh $(GEN)/descriptors.pb grpc_descriptor_set > $(GEN)/descriptors.c
+	@touch $@
+$(GEN_C): $(GEN)/.stamp
+
+$(BUILD)/obj/gen/%.o: $(GEN)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wno-unused-parameter -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c | $(GEN)/.stamp
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

@@ -1,6 +1,7 @@
 /* app/main.c — subcommand dispatch and the serve lifecycle. */
 #include "app/app.h"
 #include "app/app-private.h"
+#include "app/grpc/rpc.h"
 #include "app/rest/rest.h"
 
 #include "base/log.h"
@@ -63,6 +64,50 @@ static void close_backends(app *a)
     db_close(a->db);
 }
 
+/* One address serves REST and gRPC: gRPC (and gRPC-Web, and its CORS
+ * preflight) goes to the gRPC server with its own interceptors, the rest
+ * through the REST middleware chain. */
+typedef struct {
+    http_handler grpc, rest;
+} protocols;
+
+static int by_protocol(http_req *r, void *data)
+{
+    protocols *p = data;
+    http_handler h = grpc_is_grpc(r) ? p->grpc : p->rest;
+    return h.fn(r, h.data);
+}
+
+typedef struct {
+    app *a;
+    http_server *http; /* for draining */
+} readiness;
+
+/* grpc.health.v1: serving while not draining and the database answers. */
+static bool ready(void *arg, rt_ctx *ctx)
+{
+    readiness *rd = arg;
+    if (rd->http && http_server_draining(rd->http))
+        return false;
+    if (rt_ctx_err(rt_shutdown_ctx()))
+        return false;
+    bool db_ok, cache_ok;
+    svc_ready(rd->a->svc, ctx, &db_ok, &cache_ok);
+    return db_ok;
+}
+
+typedef struct {
+    http_server *srv;
+    rt_wg *wg;
+} serve_arg;
+
+static void serve_other(void *p)
+{
+    serve_arg *x = p;
+    http_server_serve(x->srv);
+    rt_wg_done(x->wg);
+}
+
 static void serve_main(void *p)
 {
     run_state *s = p;
@@ -87,24 +132,53 @@ static void serve_main(void *p)
     };
     http_handler inner = rest_metrics_middleware(http_mux_handler(rest_mux(R)), NULL);
     http_handler chain = http_chain(inner, mws, 4);
+    static readiness rd;
+    rd = (readiness){&a, NULL};
+    rpc *G = rpc_new(a.svc, cfg, ready, &rd);
+    protocols both = {grpc_http_handler(rpc_server(G)), chain};
     http_server_opts o = http_opts_from_config(cfg);
     int e = 0;
-    http_server *srv = http_server_new(&o, chain, &e);
+    http_server *srv = http_server_new(&o, (http_handler){by_protocol, &both}, &e);
+    http_server *gsrv = NULL;
+    if (srv && cfg->grpc_addr[0]) {
+        http_server_opts go = o;
+        go.addr = cfg->grpc_addr;
+        gsrv = http_server_new(&go, grpc_http_handler(rpc_server(G)), &e);
+        if (!gsrv) {
+            bz_log_err("cannot listen", BZ_F_STR("addr", cfg->grpc_addr), BZ_F_STR("error", strerror(-e)));
+            http_server_free(srv);
+            srv = NULL;
+            e = 0;
+        }
+    }
     if (!srv) {
-        bz_log_err("cannot listen", BZ_F_STR("addr", cfg->http_addr), BZ_F_STR("error", strerror(-e)));
+        if (e)
+            bz_log_err("cannot listen", BZ_F_STR("addr", cfg->http_addr), BZ_F_STR("error", strerror(-e)));
     } else {
         rest_set_server(R, srv);
+        rd.http = srv;
         svc_start_worker(a.svc);
         bz_log_info("listening", BZ_F_STR("http_addr", cfg->http_addr), BZ_F_INT("port", http_server_port(srv)),
-                    BZ_F_INT("threads", cfg->threads),
+                    BZ_F_INT("grpc_port", gsrv ? http_server_port(gsrv) : 0), BZ_F_INT("threads", cfg->threads),
                     BZ_F_STR("db", a.dialect == DB_SQLITE ? "sqlite" : "postgres"), BZ_F_STR("cache", cache_kind(a.cache)),
                     BZ_F_STR("version", BAZAAR_VERSION));
+        rt_wg wg;
+        rt_wg_init(&wg);
+        serve_arg ga = {gsrv, &wg};
+        if (gsrv) {
+            rt_wg_add(&wg, 1);
+            rt_go(serve_other, &ga);
+        }
         int r = http_server_serve(srv);
+        rt_wg_wait(&wg, NULL);
+        rt_wg_destroy(&wg);
         bz_log_info("stopped", BZ_F_STR("drain", r == 0 ? "complete" : "grace period ran out"));
         svc_stop_worker(a.svc);
+        http_server_free(gsrv);
         http_server_free(srv);
         s->status = 0;
     }
+    rpc_free(G);
     http_chain_free(chain);
     rest_metrics_middleware_free(inner);
     rest_free(R);

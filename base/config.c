@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 typedef enum {
-    T_ADDR, T_ADDR_OFF, T_DB, T_CACHE, T_INT, T_I64, T_DURATION, T_SIZE, T_RATE, T_EVICTION,
+    T_ADDR, T_ADDR_OFF, T_DB, T_CACHE, T_INT, T_I64, T_DURATION, T_SIZE, T_RATE, T_EVICTION, T_ORIGINS,
     T_LOG_FORMAT, T_LOG_LEVEL,
 } ftype;
 
@@ -40,8 +40,8 @@ typedef struct {
 #define OFF(f) offsetof(bz_config, f)
 
 static const flagdef flags[] = {
-    {"http-addr", T_ADDR, ":8080", OFF(http_addr), 0, C_SERVE, "REST/JSON over HTTP/1.1 (HTTP/2, gRPC and gRPC-Web: not yet)"},
-    {"grpc-addr", T_ADDR_OFF, ":9090", OFF(grpc_addr), 0, C_SERVE, "gRPC over h2c; accepted, nothing listens yet; 'off' disables"},
+    {"http-addr", T_ADDR, ":8080", OFF(http_addr), 0, C_SERVE, "REST/JSON over HTTP/1.1 and h2c; also gRPC and gRPC-Web"},
+    {"grpc-addr", T_ADDR_OFF, ":9090", OFF(grpc_addr), 0, C_SERVE, "gRPC over h2c (prior knowledge); 'off' disables"},
     {"db", T_DB, "sqlite://bazaar.db", OFF(db), 0, C_ALL, "sqlite://PATH or postgres://user:pass@host:port/dbname?..."},
     {"cache", T_CACHE, "memory", OFF(cache), 0, C_SERVE | C_SEED, "memory (in-process), redis://host:port/N, or none"},
     {"threads", T_INT, NULL, OFF(threads), 1, C_ALL, "event-loop threads (default: number of cores)"},
@@ -58,6 +58,8 @@ static const flagdef flags[] = {
     {"max-header-bytes", T_SIZE, "16384", OFF(max_header_bytes), 1024, C_SERVE, "larger request headers get 431"},
     {"max-body-bytes", T_SIZE, "1048576", OFF(max_body_bytes), 1, C_SERVE, "larger request bodies get 413"},
     {"h2-max-concurrent-streams", T_INT, "128", OFF(h2_max_concurrent_streams), 1, C_SERVE, "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (streams per connection)"},
+    {"grpc-max-recv-bytes", T_SIZE, "4MiB", OFF(grpc_max_recv_bytes), 1, C_SERVE, "larger gRPC request messages get RESOURCE_EXHAUSTED"},
+    {"grpc-web-origins", T_ORIGINS, "", OFF(grpc_web_origins), 0, C_SERVE, "origins allowed by CORS for gRPC-Web (comma list, * for any)"},
     {"rate-limit", T_RATE, "0", OFF(rate_limit), 0, C_SERVE, "requests per second per principal (user, else client IP); 0 = off"},
     {"login-rate-limit", T_RATE, "10/min", OFF(login_rate_limit), 0, C_SERVE, "logins per email per client IP (N/s, N/min, N/h)"},
     {"cache-ttl", T_DURATION, "60s", OFF(cache_ttl_ns), 1, C_SERVE, "item cache TTL (jittered +-10%)"},
@@ -292,6 +294,14 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
         if (!copy_str(dst, 1024, v))
             return fail(why, whylen, "too long");
         return 0;
+    case T_ORIGINS:
+        /* "*", or origins like https://shop.example:8443, comma separated */
+        for (const char *q = v; *q; q++)
+            if ((unsigned char)*q <= 0x20 || (unsigned char)*q >= 0x7f)
+                return fail(why, whylen, "want a comma-separated list of origins, or *");
+        if (!copy_str(dst, 1024, v))
+            return fail(why, whylen, "too long");
+        return 0;
     case T_INT:
     case T_I64: {
         char *end;
@@ -485,7 +495,7 @@ void bz_config_usage(FILE *out)
 {
     char env[64];
     fprintf(out,
-            "bazaar %s — marketplace backend (REST/JSON)\n\n"
+            "bazaar %s — marketplace backend (REST/JSON + gRPC)\n\n"
             "usage: bazaar [command] [flags]\n\n"
             "commands:\n"
             "  serve     run the server (default)\n"

@@ -58,6 +58,8 @@ typedef struct bz_config {
     int64_t max_header_bytes;
     int64_t max_body_bytes;
     int h2_max_concurrent_streams; /* HTTP/2 streams per connection, 1..100000 */
+    int64_t grpc_max_recv_bytes;
+    char grpc_web_origins[1024]; /* "" none, "*" any, else a comma list */
     bz_rate rate_limit;
     bz_rate login_rate_limit;
     int64_t cache_ttl_ns;

@@ -1,6 +1,7 @@
 /* app/rest/ops.c — operations endpoints (API.md §8) and the OpenAPI
  * document (request schemas and query limits come from the limits table). */
 #include "app/rest/rest-private.h"
+#include "grpc/grpc.h"
 
 #include "base/clock.h"
 
@@ -33,6 +34,7 @@ int ops_metrics(rest *R, http_req *r, const svc_principal *who)
 {
     bz_buf b = BZ_BUF_INIT;
     rest_metrics_render(R->s, &b);
+    grpc_metrics_render(&b);
     http_send(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     bz_buf_free(&b);
     return 0;

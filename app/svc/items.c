@@ -310,6 +310,8 @@ static int import_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
 
 static void import_reject(svc_import_result *res, bz_arena *a, int index, const svc_item_in *in, const char *why)
 {
+    if (res->arena)
+        a = res->arena;
     res->rejected++;
     if (res->nerrors >= SVC_IMPORT_MAX_ERRORS)
         return;

@@ -333,6 +333,7 @@ typedef struct svc_items_query {
 } svc_items_query;
 
 typedef struct svc_import_result {
+    bz_arena *arena;        /* where the error lines live (NULL: the call's arena) */
     int created, rejected;
     int nerrors;            /* ≤ SVC_IMPORT_MAX_ERRORS lines kept */
     const char **errors;    /* "item 3 (sku \"x\"): sku_taken: ..." */

@@ -1,0 +1,155 @@
+/* app/grpc/server.c — the gRPC server of bazaar: the method table and the
+ * interceptors (the gRPC side of the middleware chain: request id, access
+ * log, metrics, recovery, auth, rate limit). */
+#include "app/grpc/rpc-private.h"
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/rand.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    svc_principal who;
+    char request_id[64];
+} call_state;
+
+const svc_principal *rpc_who(grpc_call *c)
+{
+    static const svc_principal anonymous;
+    call_state *st = grpc_user(c);
+    return st ? &st->who : &anonymous;
+}
+
+svc_call rpc_call(grpc_call *c) { return SVC_CALL(grpc_ctx(c), grpc_arena(c), rpc_who(c)); }
+
+static bool id_ok(bz_str v)
+{
+    if (v.n < 1 || v.n > 64)
+        return false;
+    for (size_t i = 0; i < v.n; i++) {
+        char ch = v.p[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '_' || ch == ':' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* Outermost: the request id (x-request-id metadata echoed, else made),
+ * then one access-log line and the metrics when the call ends. */
+static int observe(grpc_call *c, const grpc_method *m, void *data,
+                   int (*next)(grpc_call *c, const grpc_method *m))
+{
+    (void)data;
+    call_state *st = bz_arena_calloc(grpc_arena(c), 1, sizeof *st);
+    grpc_set_user(c, st);
+    bz_str rid = grpc_metadata(c, "x-request-id");
+    if (rid.p && id_ok(rid))
+        snprintf(st->request_id, sizeof st->request_id, "%.*s", (int)rid.n, rid.p);
+    else
+        snprintf(st->request_id, sizeof st->request_id, "%016llx", (unsigned long long)bz_rand64());
+    grpc_add_header(c, "x-request-id", st->request_id);
+    int64_t t0 = bz_now_ns();
+    int rc = next(c, m);
+    /* recovery: a handler that failed without a status is INTERNAL */
+    if (rc < 0 && !grpc_finished(c)) {
+        bz_log_err("grpc handler failed", BZ_F_STR("method", m ? m->path : "?"), BZ_F_INT("error", rc));
+        grpc_finish(c, GRPC_INTERNAL, "internal error");
+    }
+    int64_t dt = bz_now_ns() - t0;
+    grpc_code code = grpc_finished(c) ? grpc_status(c) : GRPC_OK;
+    grpc_metrics_observe(m ? m->path : NULL, code, dt);
+    http_req *r = grpc_http(c);
+    bz_log_info("grpc", BZ_F_STR("method", m ? m->path : "(unknown)"), BZ_F_STR("code", grpc_code_name(code)),
+                BZ_F_DBL("duration_ms", (double)dt / 1e6), BZ_F_STR("request_id", st->request_id),
+                BZ_F_STR("peer", r->peer));
+    return rc;
+}
+
+/* The caller from `authorization: Bearer <token>`, once per call. */
+static int auth(grpc_call *c, const grpc_method *m, void *data, int (*next)(grpc_call *c, const grpc_method *m))
+{
+    rpc *R = data;
+    call_state *st = grpc_user(c);
+    http_req *r = grpc_http(c);
+    char addr[64];
+    snprintf(addr, sizeof addr, "%s", r->peer);
+    char *colon = strrchr(addr, ':');
+    if (colon)
+        *colon = '\0';
+    const char *tok = NULL;
+    size_t tn = 0;
+    bz_str h = grpc_metadata(c, "authorization");
+    if (h.n >= 8 && bz_str_ieq(bz_str_make(h.p, 7), BZ_STR_LIT("Bearer "))) {
+        bz_str t = bz_str_trim(bz_str_make(h.p + 7, h.n - 7));
+        tok = t.p;
+        tn = t.n;
+    }
+    svc_err e;
+    svc_err_clear(&e);
+    if (svc_authenticate(R->s, grpc_ctx(c), tok, tn, addr, &st->who, &e) != 0)
+        return rpc_fail(c, &e);
+    if (h.p && !tok)
+        return grpc_finish(c, GRPC_UNAUTHENTICATED, "unauthorized: authorization must be 'Bearer <token>'");
+    return next(c, m);
+}
+
+/* --rate-limit on the caller, shared with REST through the cache. */
+static int limit(grpc_call *c, const grpc_method *m, void *data, int (*next)(grpc_call *c, const grpc_method *m))
+{
+    rpc *R = data;
+    if (R->cfg->rate_limit.count > 0 && m && !strncmp(m->path, "/bazaar.", 8)) {
+        svc_err e;
+        svc_err_clear(&e);
+        svc_rate rt;
+        if (svc_rate_check(R->s, grpc_ctx(c), rpc_who(c), &rt, &e) != 0)
+            return rpc_fail(c, &e);
+    }
+    return next(c, m);
+}
+
+static const char *const services[] = {"bazaar.v1.UserService", "bazaar.v1.ItemService", "bazaar.v1.OrderService",
+                                       NULL};
+
+rpc *rpc_new(svc *s, const bz_config *cfg, grpc_serving_fn ready, void *ready_arg)
+{
+    rpc *R = calloc(1, sizeof *R);
+    if (!R)
+        abort();
+    R->s = s;
+    R->cfg = cfg;
+    grpc_opts o = {.max_recv_bytes = cfg->grpc_max_recv_bytes,
+                   .web_origins = cfg->grpc_web_origins,
+                   .unary_timeout_ns = cfg->request_timeout_ns};
+    R->g = grpc_server_new(&o);
+    const grpc_method ms[] = {
+        {"/bazaar.v1.UserService/GetUser", rpc_get_user, R, false, false},
+        {"/bazaar.v1.UserService/CreateUser", rpc_create_user, R, false, false},
+        {"/bazaar.v1.UserService/ListUsers", rpc_list_users, R, false, true},
+        {"/bazaar.v1.ItemService/GetItem", rpc_get_item, R, false, false},
+        {"/bazaar.v1.ItemService/ImportItems", rpc_import_items, R, true, false},
+        {"/bazaar.v1.ItemService/LookupItems", rpc_lookup_items, R, true, true},
+        {"/bazaar.v1.OrderService/GetOrder", rpc_get_order, R, false, false},
+        {"/bazaar.v1.OrderService/WatchOrders", rpc_watch_orders, R, false, true},
+    };
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+        grpc_server_add(R->g, &ms[i]);
+    grpc_health_register(R->g, services, ready, ready_arg);
+    grpc_server_intercept(R->g, observe, R);
+    grpc_server_intercept(R->g, auth, R);
+    grpc_server_intercept(R->g, limit, R);
+    return R;
+}
+
+grpc_server *rpc_server(rpc *R) { return R->g; }
+
+void rpc_free(rpc *R)
+{
+    if (!R)
+        return;
+    grpc_server_free(R->g);
+    free(R);
+}

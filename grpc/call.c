@@ -1,0 +1,407 @@
+/* grpc/call.c — one call: receiving and sending messages, metadata, and
+ * the status at the end (grpc.h). */
+#include "grpc/grpc-private.h"
+
+#include "google/rpc/status.pb-c.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+void grpc__call_init(grpc_call *c, grpc_server *g, http_req *r, const grpc_method *m, grpc_mode mode)
+{
+    memset(c, 0, sizeof *c);
+    c->g = g;
+    c->r = r;
+    c->m = m;
+    c->mode = mode;
+    c->in = BZ_BUF_INIT;
+    c->text = BZ_BUF_INIT;
+    c->trailers = BZ_BUF_INIT;
+    c->headers = BZ_BUF_INIT;
+}
+
+rt_ctx *grpc_ctx(grpc_call *c) { return &c->ctx; }
+bz_arena *grpc_arena(grpc_call *c) { return c->r->arena; }
+http_req *grpc_http(grpc_call *c) { return c->r; }
+const grpc_method *grpc_method_of(grpc_call *c) { return c->m; }
+bool grpc_finished(const grpc_call *c) { return c->finished; }
+grpc_code grpc_status(const grpc_call *c) { return c->code; }
+void grpc_set_compress(grpc_call *c, bool on) { c->compress = on && c->accept_gzip; }
+
+bz_str grpc_metadata(grpc_call *c, const char *name) { return http_header_get(c->r, name); }
+
+bool grpc_metadata_bin(grpc_call *c, const char *name, const uint8_t **data, size_t *n)
+{
+    bz_str v = http_header_get(c->r, name);
+    if (!v.p)
+        return false;
+    bz_buf b = BZ_BUF_INIT;
+    if (!grpc__b64_decode(v.p, v.n, &b)) {
+        bz_buf_free(&b);
+        return false;
+    }
+    uint8_t *p = bz_arena_alloc(c->r->arena, b.len ? b.len : 1);
+    memcpy(p, b.data, b.len);
+    *data = p;
+    *n = b.len;
+    bz_buf_free(&b);
+    return true;
+}
+
+static void pair_add(bz_buf *b, const char *name, const char *value, size_t vlen)
+{
+    bz_buf_append(b, name, strlen(name) + 1);
+    bz_buf_append(b, value, vlen);
+    bz_buf_putc(b, '\0');
+}
+
+void grpc_add_header(grpc_call *c, const char *name, const char *value)
+{
+    pair_add(&c->headers, name, value, strlen(value));
+}
+
+void grpc_add_trailer(grpc_call *c, const char *name, const char *value)
+{
+    pair_add(&c->trailers, name, value, strlen(value));
+}
+
+void grpc_add_trailer_bin(grpc_call *c, const char *name, const uint8_t *data, size_t n)
+{
+    bz_buf b = BZ_BUF_INIT;
+    grpc__b64_encode(data, n, &b);
+    /* -bin values go unpadded, as the other implementations send them */
+    while (b.len && b.data[b.len - 1] == '=')
+        b.len--;
+    pair_add(&c->trailers, name, b.data ? b.data : "", b.len);
+    bz_buf_free(&b);
+}
+
+/* ---- receiving ---- */
+
+/* Tops up c->in from the body until it holds `want` bytes past in_off:
+ * 1 ok, 0 the body ended first, -1 error (status set). */
+static int fill(grpc_call *c, size_t want)
+{
+    char buf[16384];
+    while (c->in.len - c->in_off < want) {
+        if (c->eos)
+            return 0;
+        ssize_t n = http_body_read(c->r, buf, sizeof buf);
+        if (n == 0) {
+            c->eos = true;
+            continue;
+        }
+        if (n < 0) {
+            if (n == -ETIMEDOUT || rt_ctx_err(&c->ctx) == ETIMEDOUT)
+                grpc_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded while reading the request");
+            else if (n == -EMSGSIZE)
+                grpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "the request stream is larger than the server accepts");
+            else
+                grpc_finish(c, GRPC_CANCELLED, "the request stream ended abnormally");
+            return -1;
+        }
+        if (c->mode == GRPC_MODE_WEB_TEXT) {
+            /* decode whole 4-character groups; keep the rest for later */
+            bz_buf_append(&c->text, buf, (size_t)n);
+            size_t whole = c->text.len / 4 * 4;
+            if (whole && !grpc__b64_decode(c->text.data, whole, &c->in)) {
+                grpc_finish(c, GRPC_INVALID_ARGUMENT, "the grpc-web-text body is not base64");
+                return -1;
+            }
+            bz_buf_consume(&c->text, whole);
+        } else {
+            bz_buf_append(&c->in, buf, (size_t)n);
+        }
+    }
+    return 1;
+}
+
+void grpc_set_user(grpc_call *c, void *p) { c->user = p; }
+void *grpc_user(grpc_call *c) { return c->user; }
+
+int grpc_recv(grpc_call *c, const ProtobufCMessageDescriptor *d, ProtobufCMessage **msg)
+{
+    return grpc_recv_in(c, d, c->r->arena, msg);
+}
+
+int grpc_recv_in(grpc_call *c, const ProtobufCMessageDescriptor *d, bz_arena *a, ProtobufCMessage **msg)
+{
+    *msg = NULL;
+    if (c->finished)
+        return -1;
+    /* drop what earlier messages consumed */
+    if (c->in_off > 0 && c->in_off == c->in.len) {
+        c->in.len = 0;
+        c->in_off = 0;
+    } else if (c->in_off > 65536) {
+        bz_buf_consume(&c->in, c->in_off);
+        c->in_off = 0;
+    }
+    int rc = fill(c, 5);
+    if (rc <= 0) {
+        if (rc == 0 && c->in.len - c->in_off > 0) {
+            grpc_finish(c, GRPC_INVALID_ARGUMENT, "the request stream ended inside a message");
+            return -1;
+        }
+        return rc == 0 ? 1 : -1;
+    }
+    const uint8_t *h = (const uint8_t *)c->in.data + c->in_off;
+    uint8_t flags = h[0];
+    uint32_t len = (uint32_t)h[1] << 24 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 8 | h[4];
+    int64_t max = c->g->o.max_recv_bytes;
+    if ((int64_t)len > max) {
+        grpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "received message larger than max (%u vs. %lld)", len, (long long)max);
+        return -1;
+    }
+    if (flags & ~1u) {
+        grpc_finish(c, GRPC_INTERNAL, "unknown message flags 0x%02x", flags);
+        return -1;
+    }
+    rc = fill(c, 5 + (size_t)len);
+    if (rc <= 0) {
+        if (rc == 0)
+            grpc_finish(c, GRPC_INVALID_ARGUMENT, "the request stream ended inside a message");
+        return -1;
+    }
+    const uint8_t *p = (const uint8_t *)c->in.data + c->in_off + 5;
+    c->in_off += 5 + (size_t)len;
+    bz_buf plain = BZ_BUF_INIT;
+    if (flags & 1) {
+        if (!c->req_gzip) {
+            grpc_finish(c, GRPC_INTERNAL, "a compressed message without grpc-encoding");
+            return -1;
+        }
+        int zr = grpc__gunzip(p, len, max, &plain);
+        if (zr == -EMSGSIZE) {
+            bz_buf_free(&plain);
+            grpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "decompressed message larger than max (%lld)", (long long)max);
+            return -1;
+        }
+        if (zr != 0) {
+            bz_buf_free(&plain);
+            grpc_finish(c, GRPC_INTERNAL, "the message could not be decompressed");
+            return -1;
+        }
+        p = (const uint8_t *)(plain.data ? plain.data : "");
+        len = (uint32_t)plain.len;
+    }
+    ProtobufCAllocator al = grpc__arena_allocator(a);
+    *msg = protobuf_c_message_unpack(d, &al, len, p);
+    bz_buf_free(&plain);
+    if (!*msg) {
+        grpc_finish(c, GRPC_INVALID_ARGUMENT, "the request message is not a valid %s", d->name);
+        return -1;
+    }
+    c->received++;
+    return 0;
+}
+
+/* ---- sending ---- */
+
+static const char *content_type(const grpc_call *c)
+{
+    switch (c->mode) {
+    case GRPC_MODE_WEB: return "application/grpc-web+proto";
+    case GRPC_MODE_WEB_TEXT: return "application/grpc-web-text+proto";
+    default: return "application/grpc";
+    }
+}
+
+static void send_headers(grpc_call *c)
+{
+    if (c->headers_sent)
+        return;
+    c->headers_sent = true;
+    http_req *r = c->r;
+    http_set_status(r, 200);
+    http_add_header(r, "Content-Type", content_type(c));
+    if (c->compress)
+        http_add_header(r, "grpc-encoding", "gzip");
+    http_add_header(r, "grpc-accept-encoding", "identity,gzip");
+    for (size_t i = 0; i < c->headers.len;) {
+        const char *name = c->headers.data + i;
+        const char *value = name + strlen(name) + 1;
+        http_add_header(r, name, value);
+        i = (size_t)(value + strlen(value) + 1 - c->headers.data);
+    }
+}
+
+/* Writes one frame (flags, bytes) in the call's mode. */
+static void write_frame(grpc_call *c, uint8_t flags, const void *p, size_t n)
+{
+    uint8_t h[5] = {flags, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+    if (c->mode == GRPC_MODE_WEB_TEXT) {
+        bz_buf f = BZ_BUF_INIT, t = BZ_BUF_INIT;
+        bz_buf_append(&f, h, 5);
+        bz_buf_append(&f, p, n);
+        grpc__b64_encode((const uint8_t *)f.data, f.len, &t);
+        http_write(c->r, t.data, t.len);
+        bz_buf_free(&f);
+        bz_buf_free(&t);
+        return;
+    }
+    http_write(c->r, h, 5);
+    if (n)
+        http_write(c->r, p, n);
+}
+
+int grpc_send_headers(grpc_call *c)
+{
+    if (c->finished)
+        return -1;
+    send_headers(c);
+    return http_flush(c->r) == 0 ? 0 : -1;
+}
+
+int grpc_send(grpc_call *c, const ProtobufCMessage *msg)
+{
+    if (c->finished)
+        return -1;
+    if (rt_ctx_err(&c->ctx))
+        return -1;
+    send_headers(c);
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    uint8_t stackbuf[512];
+    uint8_t *p = n <= sizeof stackbuf ? stackbuf : bz_arena_alloc(c->r->arena, n);
+    protobuf_c_message_pack(msg, p);
+    if (c->compress && n >= 64) {
+        bz_buf z = BZ_BUF_INIT;
+        if (grpc__gzip(p, n, &z) == 0) {
+            write_frame(c, 1, z.data, z.len);
+            bz_buf_free(&z);
+            goto sent;
+        }
+        bz_buf_free(&z);
+    }
+    write_frame(c, 0, p, n);
+sent:
+    c->sent++;
+    /* A unary response waits for its status, so headers, message and
+     * trailers leave together; a stream's messages leave as they come
+     * (http_flush parks while the client's window is shut). */
+    if (c->m && c->m->server_streaming && http_flush(c->r) != 0)
+        return -1;
+    return 0;
+}
+
+/* ---- the status ---- */
+
+static int finish(grpc_call *c, grpc_code code, const char *msg, const uint8_t *details, size_t dn)
+{
+    if (c->finished)
+        return 0;
+    c->finished = true;
+    c->code = code;
+    char num[8];
+    snprintf(num, sizeof num, "%d", (int)code);
+    grpc_add_trailer(c, "grpc-status", num);
+    if (msg && *msg) {
+        bz_buf m = BZ_BUF_INIT;
+        grpc_percent_encode(&m, msg);
+        grpc_add_trailer(c, "grpc-message", m.data);
+        bz_buf_free(&m);
+    }
+    if (details)
+        grpc_add_trailer_bin(c, "grpc-status-details-bin", details, dn);
+    return 0;
+}
+
+int grpc_finish(grpc_call *c, grpc_code code, const char *fmt, ...)
+{
+    char msg[512] = "";
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+    }
+    return finish(c, code, msg, NULL, 0);
+}
+
+int grpc_finish_violations(grpc_call *c, grpc_code code, const char *msg, const grpc_violation *v, int n)
+{
+    Google__Rpc__BadRequest br = GOOGLE__RPC__BAD_REQUEST__INIT;
+    Google__Rpc__BadRequest__FieldViolation *fv = bz_arena_calloc(c->r->arena, (size_t)(n ? n : 1), sizeof *fv);
+    Google__Rpc__BadRequest__FieldViolation **fvp = bz_arena_calloc(c->r->arena, (size_t)(n ? n : 1), sizeof *fvp);
+    for (int i = 0; i < n; i++) {
+        google__rpc__bad_request__field_violation__init(&fv[i]);
+        fv[i].field = (char *)v[i].field;
+        fv[i].description = (char *)v[i].description;
+        fvp[i] = &fv[i];
+    }
+    br.n_field_violations = (size_t)n;
+    br.field_violations = fvp;
+    size_t bn = google__rpc__bad_request__get_packed_size(&br);
+    uint8_t *bb = bz_arena_alloc(c->r->arena, bn ? bn : 1);
+    google__rpc__bad_request__pack(&br, bb);
+    Google__Protobuf__Any any = GOOGLE__PROTOBUF__ANY__INIT;
+    any.type_url = "type.googleapis.com/google.rpc.BadRequest";
+    any.value.data = bb;
+    any.value.len = bn;
+    Google__Protobuf__Any *anys[1] = {&any};
+    Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
+    st.code = (int32_t)code;
+    st.message = (char *)(msg ? msg : "");
+    st.n_details = 1;
+    st.details = anys;
+    size_t sn = google__rpc__status__get_packed_size(&st);
+    uint8_t *sb = bz_arena_alloc(c->r->arena, sn ? sn : 1);
+    google__rpc__status__pack(&st, sb);
+    return finish(c, code, msg, sb, sn);
+}
+
+/* The end: a status if the handler set none, then headers (or the
+ * trailers-only form), and the trailers. */
+void grpc__call_end(grpc_call *c, int rc)
+{
+    if (!c->finished) {
+        int e = rt_ctx_err(&c->ctx);
+        if (e == ETIMEDOUT)
+            grpc_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+        else if (rc < 0)
+            grpc_finish(c, GRPC_INTERNAL, "internal error");
+        else
+            grpc_finish(c, GRPC_OK, NULL);
+    }
+    http_req *r = c->r;
+    const char *t = c->trailers.data;
+    size_t tn = c->trailers.len;
+    if (c->mode == GRPC_MODE_NATIVE) {
+        if (!c->headers_sent && c->sent == 0) {
+            /* Trailers-Only: the status rides in the one HEADERS frame */
+            send_headers(c);
+            for (size_t i = 0; i < tn;) {
+                const char *name = t + i, *value = name + strlen(name) + 1;
+                http_add_header(r, name, value);
+                i = (size_t)(value + strlen(value) + 1 - t);
+            }
+        } else {
+            send_headers(c);
+            for (size_t i = 0; i < tn;) {
+                const char *name = t + i, *value = name + strlen(name) + 1;
+                http_add_trailer(r, name, value);
+                i = (size_t)(value + strlen(value) + 1 - t);
+            }
+        }
+    } else {
+        /* gRPC-Web: the trailers are a final frame with flag 0x80 */
+        send_headers(c);
+        bz_buf f = BZ_BUF_INIT;
+        for (size_t i = 0; i < tn;) {
+            const char *name = t + i, *value = name + strlen(name) + 1;
+            bz_buf_append_c(&f, name);
+            bz_buf_append_c(&f, ": ");
+            bz_buf_append_c(&f, value);
+            bz_buf_append_c(&f, "\r\n");
+            i = (size_t)(value + strlen(value) + 1 - t);
+        }
+        write_frame(c, 0x80, f.data, f.len);
+        bz_buf_free(&f);
+    }
+    bz_buf_free(&c->in);
+    bz_buf_free(&c->text);
+    bz_buf_free(&c->trailers);
+    bz_buf_free(&c->headers);
+}

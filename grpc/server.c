@@ -1,0 +1,216 @@
+/* grpc/server.c — the method table and the HTTP handler that runs calls:
+ * protocol checks, the deadline, compression, gRPC-Web and its CORS, the
+ * interceptor chain, UNIMPLEMENTED (grpc.h). */
+#include "grpc/grpc-private.h"
+
+#include "base/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+grpc_server *grpc_server_new(const grpc_opts *o)
+{
+    grpc_server *g = calloc(1, sizeof *g);
+    if (!g)
+        abort();
+    g->o = *o;
+    if (g->o.max_recv_bytes <= 0)
+        g->o.max_recv_bytes = 4 << 20;
+    return g;
+}
+
+void grpc_server_free(grpc_server *g)
+{
+    if (!g)
+        return;
+    free(g->methods);
+    free(g);
+}
+
+int grpc_server_add(grpc_server *g, const grpc_method *m)
+{
+    for (int i = 0; i < g->n; i++)
+        if (!strcmp(g->methods[i].path, m->path))
+            return -1;
+    if (g->n == g->cap) {
+        g->cap = g->cap ? g->cap * 2 : 32;
+        g->methods = realloc(g->methods, (size_t)g->cap * sizeof *g->methods);
+        if (!g->methods)
+            abort();
+    }
+    g->methods[g->n++] = *m;
+    return 0;
+}
+
+void grpc_server_intercept(grpc_server *g, grpc_interceptor fn, void *data)
+{
+    if (g->nicpt < GRPC_MAX_INTERCEPTORS) {
+        g->icpt[g->nicpt].fn = fn;
+        g->icpt[g->nicpt].data = data;
+        g->nicpt++;
+    }
+}
+
+int grpc_server_methods(const grpc_server *g, const grpc_method **out, int max)
+{
+    int n = g->n < max ? g->n : max;
+    for (int i = 0; i < n; i++)
+        out[i] = &g->methods[i];
+    return n;
+}
+
+static const grpc_method *lookup(const grpc_server *g, bz_str path)
+{
+    for (int i = 0; i < g->n; i++)
+        if (bz_str_eq_c(path, g->methods[i].path))
+            return &g->methods[i];
+    return NULL;
+}
+
+/* The media type, without parameters. */
+static bz_str media(bz_str ct)
+{
+    ptrdiff_t sc = bz_str_index(ct, ';');
+    return bz_str_trim(sc >= 0 ? bz_str_make(ct.p, (size_t)sc) : ct);
+}
+
+static bool has_prefix(bz_str s, const char *p)
+{
+    size_t n = strlen(p);
+    return s.n >= n && !strncasecmp(s.p, p, n);
+}
+
+/* -1 not gRPC, else the mode. */
+static int mode_of(const http_req *r)
+{
+    bz_str m = media(http_header_get(r, "Content-Type"));
+    if (has_prefix(m, "application/grpc-web-text"))
+        return GRPC_MODE_WEB_TEXT;
+    if (has_prefix(m, "application/grpc-web"))
+        return GRPC_MODE_WEB;
+    if (has_prefix(m, "application/grpc") &&
+        (m.n == strlen("application/grpc") || m.p[strlen("application/grpc")] == '+'))
+        return GRPC_MODE_NATIVE;
+    return -1;
+}
+
+static bool is_preflight(const http_req *r)
+{
+    return bz_str_eq_c(r->method, "OPTIONS") && http_header_get(r, "Access-Control-Request-Method").p;
+}
+
+bool grpc_is_grpc(const http_req *r) { return mode_of(r) >= 0 || is_preflight(r); }
+
+static bool list_has(bz_str list, const char *tok)
+{
+    size_t i = 0, n = strlen(tok);
+    while (i < list.n) {
+        size_t j = i;
+        while (j < list.n && list.p[j] != ',')
+            j++;
+        bz_str t = bz_str_trim(bz_str_make(list.p + i, j - i));
+        if (t.n == n && !strncasecmp(t.p, tok, n))
+            return true;
+        i = j + 1;
+    }
+    return false;
+}
+
+/* The allowed origin to echo, or NULL. */
+static const char *cors_origin(const grpc_server *g, http_req *r)
+{
+    bz_str origin = http_header_get(r, "Origin");
+    const char *allowed = g->o.web_origins;
+    if (!origin.p || !allowed || !*allowed)
+        return NULL;
+    if (!strcmp(allowed, "*"))
+        return "*";
+    if (list_has(bz_str_c(allowed), bz_arena_strndup(r->arena, origin.p, origin.n)))
+        return bz_arena_strndup(r->arena, origin.p, origin.n);
+    return NULL;
+}
+
+static int preflight(grpc_server *g, http_req *r)
+{
+    const char *o = cors_origin(g, r);
+    if (!o)
+        return http_send_problem(r, 403, "origin_not_allowed", "this origin may not call the gRPC-Web API");
+    http_add_header(r, "Access-Control-Allow-Origin", o);
+    http_add_header(r, "Access-Control-Allow-Methods", "POST, OPTIONS");
+    http_add_header(r, "Access-Control-Allow-Headers",
+                    "content-type, x-grpc-web, x-user-agent, grpc-timeout, authorization, grpc-accept-encoding");
+    http_add_header(r, "Access-Control-Max-Age", "86400");
+    if (strcmp(o, "*"))
+        http_add_header(r, "Vary", "Origin");
+    return http_send(r, 204, NULL, NULL, 0);
+}
+
+static int run_chain(grpc_call *c, const grpc_method *m)
+{
+    grpc_server *g = c->g;
+    if (c->icpt_next < g->nicpt) {
+        int i = c->icpt_next++;
+        return g->icpt[i].fn(c, m, g->icpt[i].data, run_chain);
+    }
+    if (!m)
+        return grpc_finish(c, GRPC_UNIMPLEMENTED, "unknown method %.*s", (int)c->r->path.n, c->r->path.p);
+    return m->fn(c, m->data);
+}
+
+static int serve(http_req *r, void *data)
+{
+    grpc_server *g = data;
+    if (is_preflight(r))
+        return preflight(g, r);
+    int mode = mode_of(r);
+    if (mode < 0)
+        return http_send_problem(r, 415, "unsupported_media_type", "gRPC requests must be application/grpc");
+    if (mode == GRPC_MODE_NATIVE && !r->h2)
+        return http_send_problem(r, 505, "http2_required", "gRPC needs HTTP/2 (gRPC-Web works over HTTP/1.1)");
+    if (!bz_str_eq_c(r->method, "POST"))
+        return http_send_problem(r, 405, "method_not_allowed", "gRPC calls are POSTs");
+    const grpc_method *m = lookup(g, r->path);
+    grpc_call *c = bz_arena_alloc(r->arena, sizeof *c);
+    grpc__call_init(c, g, r, m, (grpc_mode)mode);
+    if (mode != GRPC_MODE_NATIVE) {
+        const char *o = cors_origin(g, r);
+        if (o) {
+            http_add_header(r, "Access-Control-Allow-Origin", o);
+            http_add_header(r, "Access-Control-Expose-Headers", "grpc-status, grpc-message, grpc-status-details-bin");
+        }
+    }
+    /* The client's deadline bounds everything done for the call. */
+    int64_t ns = 0;
+    bz_str tv = http_header_get(r, "grpc-timeout");
+    bool bad_timeout = tv.p && grpc_parse_timeout(tv, &ns) != 0;
+    bool has_timeout = tv.p && !bad_timeout;
+    /* The server's own cap on unary calls (--request-timeout), as REST */
+    if (m && !m->client_streaming && !m->server_streaming && g->o.unary_timeout_ns > 0 &&
+        (!has_timeout || ns > g->o.unary_timeout_ns)) {
+        ns = g->o.unary_timeout_ns;
+        has_timeout = true;
+    }
+    if (has_timeout)
+        rt_ctx_init_timeout(&c->ctx, r->ctx, ns);
+    else
+        rt_ctx_init(&c->ctx, r->ctx);
+    bz_str enc = http_header_get(r, "grpc-encoding");
+    c->req_gzip = enc.p && bz_str_ieq_c(bz_str_trim(enc), "gzip");
+    bool enc_ok = !enc.p || c->req_gzip || bz_str_ieq_c(bz_str_trim(enc), "identity");
+    c->accept_gzip = list_has(http_header_get(r, "grpc-accept-encoding"), "gzip");
+    /* A client that compresses its messages gets compressed answers. */
+    c->compress = c->req_gzip && c->accept_gzip;
+    int rc = 0;
+    if (bad_timeout)
+        grpc_finish(c, GRPC_INTERNAL, "malformed grpc-timeout");
+    else if (!enc_ok)
+        grpc_finish(c, GRPC_UNIMPLEMENTED, "grpc-encoding %.*s is not supported", (int)enc.n, enc.p);
+    else
+        rc = run_chain(c, m);
+    grpc__call_end(c, rc);
+    rt_ctx_release(&c->ctx);
+    return 0;
+}
+
+http_handler grpc_http_handler(grpc_server *g) { return (http_handler){serve, g}; }
