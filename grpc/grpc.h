@@ -181,6 +181,13 @@ void grpc_metrics_render(bz_buf *out);
 typedef bool (*grpc_serving_fn)(void *arg, rt_ctx *ctx);
 void grpc_health_register(grpc_server *g, const char *const *services, grpc_serving_fn serving, void *arg);
 
+/* grpc.reflection.v1 and v1alpha ServerReflection over the descriptor set
+ * embedded at build time (grpc/reflection.c). */
+void grpc_reflection_register(grpc_server *g);
+/* grpc.testing.TestService from grpc's test.proto, for grpc's interop test
+ * cases (grpc/testing.c). */
+void grpc_testing_register(grpc_server *g);
+
 /* ---- parsing helpers (exposed for tests and fuzzing) ---- */
 
 /* grpc-timeout ("100m", "5S", ...): 0 with *ns, -1 if malformed. */

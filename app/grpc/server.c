@@ -138,6 +138,8 @@ rpc *rpc_new(svc *s, const bz_config *cfg, grpc_serving_fn ready, void *ready_ar
     for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
         grpc_server_add(R->g, &ms[i]);
     grpc_health_register(R->g, services, ready, ready_arg);
+    grpc_reflection_register(R->g);
+    grpc_testing_register(R->g);
     grpc_server_intercept(R->g, observe, R);
     grpc_server_intercept(R->g, auth, R);
     grpc_server_intercept(R->g, limit, R);
