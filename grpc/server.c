@@ -170,6 +170,10 @@ static int serve(http_req *r, void *data)
         return http_send_problem(r, 505, "http2_required", "gRPC needs HTTP/2 (gRPC-Web works over HTTP/1.1)");
     if (!bz_str_eq_c(r->method, "POST"))
         return http_send_problem(r, 405, "method_not_allowed", "gRPC calls are POSTs");
+    /* Each message is bounded by --grpc-max-recv-bytes; a client stream as
+     * a whole is not bounded by --max-body-bytes. */
+    if (mode == GRPC_MODE_NATIVE)
+        r->body_limit = -1;
     const grpc_method *m = lookup(g, r->path);
     grpc_call *c = bz_arena_alloc(r->arena, sizeof *c);
     grpc__call_init(c, g, r, m, (grpc_mode)mode);

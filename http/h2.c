@@ -601,7 +601,7 @@ ssize_t http__h2_body_read(http_req *r, void *buf, size_t n)
                 nghttp2_session_consume_stream(h->ses, s->id, k);
                 h2_kick(h);
             }
-            if (s->in_read > h->c->srv->o.max_body_bytes)
+            if (r->body_limit >= 0 && s->in_read > (r->body_limit ? r->body_limit : h->c->srv->o.max_body_bytes))
                 return -EMSGSIZE;
             return (ssize_t)k;
         }

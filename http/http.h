@@ -87,6 +87,8 @@ struct http_req {
     const char *body_data;
     size_t body_len;
 
+    int64_t body_limit; /* 0: --max-body-bytes; -1: none (a framing layer such as
+                           gRPC bounds each message of a long stream instead) */
     rt_ctx *ctx;        /* cancelled on client disconnect, deadline, shutdown */
     bz_arena *arena;    /* freed when the response is done */
     const char *pattern;/* the route pattern that matched, or NULL */
