@@ -177,10 +177,15 @@ void bz_buf_append_i64(bz_buf *b, int64_t v)
 void bz_buf_append_json_escaped(bz_buf *b, bz_str s)
 {
     static const char hex[] = "0123456789abcdef";
+    /* 1 for the bytes JSON strings must escape */
+    static const unsigned char esc[256] = {
+        [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1,
+    };
+    bz_buf_reserve(b, s.n);
     size_t start = 0;
     for (size_t i = 0; i < s.n; i++) {
         unsigned char c = (unsigned char)s.p[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+        if (!esc[c])
             continue;
         bz_buf_append(b, s.p + start, i - start);
         start = i + 1;

@@ -109,7 +109,10 @@ void enc_spender_json(bz_buf *b, const void *p)
 
 int rest_send(http_req *r, int status, rest_enc enc, const void *v, const char *loc_prefix, int64_t id)
 {
-    bz_buf b = BZ_BUF_INIT;
+    /* A per-thread scratch buffer: nothing parks between encoding and the
+     * copy into the response, so no other coroutine can use it meanwhile. */
+    static _Thread_local bz_buf b;
+    bz_buf_clear(&b);
     enc(&b, v);
     char loc[80];
     if (loc_prefix) {
@@ -118,7 +121,8 @@ int rest_send(http_req *r, int status, rest_enc enc, const void *v, const char *
         loc[n + bz_fmt_i64(loc + n, id)] = '\0';
     }
     rest_json(r, status, &b, loc_prefix ? loc : NULL);
-    bz_buf_free(&b);
+    if (b.cap > 65536) /* do not keep a rare huge body around */
+        bz_buf_free(&b);
     return 0;
 }
 

@@ -38,20 +38,6 @@ void jw_sep(bz_buf *b)
     }
 }
 
-void jw_key(bz_buf *b, const char *key)
-{
-    jw_sep(b);
-    bz_buf_putc(b, '"');
-    bz_buf_append_c(b, key);
-    bz_buf_append_c(b, "\":");
-}
-
-void jw_i64(bz_buf *b, const char *key, int64_t v)
-{
-    jw_key(b, key);
-    bz_buf_append_i64(b, v);
-}
-
 void jw_strn(bz_buf *b, const char *key, const char *s, size_t n)
 {
     jw_key(b, key);
@@ -64,12 +50,14 @@ void jw_str(bz_buf *b, const char *key, const char *s) { jw_strn(b, key, s, strl
 
 void jw_time(bz_buf *b, const char *key, int64_t unix_us)
 {
-    char t[40];
-    size_t n = bz_fmt_rfc3339_us(t, unix_us);
     jw_key(b, key);
-    bz_buf_putc(b, '"');
-    bz_buf_append(b, t, n);
-    bz_buf_putc(b, '"');
+    bz_buf_reserve(b, 42);
+    char *p = b->data + b->len;
+    *p++ = '"';
+    p += bz_fmt_rfc3339_us(p, unix_us);
+    *p++ = '"';
+    *p = '\0';
+    b->len = (size_t)(p - b->data);
 }
 
 void jw_null(bz_buf *b, const char *key)

@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Parses a request body that must be a JSON object.  NULL (and a reason in
  * why) if it is not.  An integer literal beyond 64 bits is not a syntax
@@ -26,10 +27,35 @@ json_t *json_parse_object(const char *data, size_t len, bool *ints_as_reals, cha
 /* ---- output ---- */
 
 /* Each writes `"key":value`, with a comma first unless the buffer ends in
- * '{' or '['. */
+ * '{', '[' or ':'.  jw_key and jw_i64 are inline: with a literal key the
+ * compiler folds its length, and they run for every field of every
+ * response. */
 void jw_sep(bz_buf *b);
-void jw_key(bz_buf *b, const char *key);
-void jw_i64(bz_buf *b, const char *key, int64_t v);
+static inline void jw_key(bz_buf *b, const char *key)
+{
+    size_t kn = strlen(key);
+    bz_buf_reserve(b, kn + 4);
+    char *p = b->data + b->len;
+    if (b->len) {
+        char c = p[-1];
+        if (c != '{' && c != '[' && c != ':')
+            *p++ = ',';
+    }
+    *p++ = '"';
+    memcpy(p, key, kn);
+    p += kn;
+    *p++ = '"';
+    *p++ = ':';
+    *p = '\0';
+    b->len = (size_t)(p - b->data);
+}
+static inline void jw_i64(bz_buf *b, const char *key, int64_t v)
+{
+    jw_key(b, key);
+    bz_buf_reserve(b, 21);
+    b->len += bz_fmt_i64(b->data + b->len, v);
+    b->data[b->len] = '\0';
+}
 void jw_str(bz_buf *b, const char *key, const char *s);
 void jw_strn(bz_buf *b, const char *key, const char *s, size_t n);
 void jw_time(bz_buf *b, const char *key, int64_t unix_us);

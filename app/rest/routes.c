@@ -51,13 +51,13 @@ typedef struct rest_binding {
     bool limited; /* subject to --rate-limit */
 } binding;
 
-/* The client's address without the port. */
+/* The client's address without the port ("ip:port", "[v6]:port"). */
 static void peer_addr(const http_req *r, char out[64])
 {
-    snprintf(out, 64, "%s", r->peer);
-    char *c = strrchr(out, ':');
-    if (c)
-        *c = '\0';
+    const char *c = strrchr(r->peer, ':');
+    size_t n = c ? (size_t)(c - r->peer) : strnlen(r->peer, 63);
+    memcpy(out, r->peer, n);
+    out[n] = '\0';
 }
 
 static int dispatch(http_req *r, void *data)
@@ -75,15 +75,17 @@ static int dispatch(http_req *r, void *data)
         tok = t.p;
         tn = t.n;
     }
+    svc_principal who;
     char addr[64];
     peer_addr(r, addr);
-    svc_principal who;
-    bool need = b->route->auth || b->limited;
-    if (need && svc_authenticate(R->s, r->ctx, tok, tn, addr, &who, &e) != 0)
-        return rest_fail(r, &e);
-    if (!need) {
-        who = (svc_principal){0};
-        snprintf(who.addr, sizeof who.addr, "%s", addr);
+    if (b->route->auth || b->limited) {
+        if (svc_authenticate(R->s, r->ctx, tok, tn, addr, &who, &e) != 0)
+            return rest_fail(r, &e);
+    } else {
+        /* public routes: the caller's session is not looked up */
+        who.user_id = 0;
+        who.token_hash[0] = '\0';
+        memcpy(who.addr, addr, sizeof addr);
     }
     if (b->limited) {
         svc_rate rt;

@@ -67,6 +67,7 @@ int svc_item_get(svc *s, svc_call *c, int64_t id, svc_item *out, bool *hit, svc_
     key_item(id, key);
     load_args x = {s, id};
     bz_buf b = BZ_BUF_INIT;
+    bz_buf_reserve(&b, 256); /* one allocation for a typical entry */
     cache_status st = CACHE_LOADED;
     bz_error be;
     int rc = cache_get_or_load(s->cache, c->ctx, key, s->cfg->cache_ttl_ns, item_load, &x, &b, &st, &be);
