@@ -120,6 +120,7 @@ struct http__h2 {
 
 static void h2_send(http__h2 *h);
 static void h2_input(http__h2 *h);
+static bool output_waiting(http__h2 *h);
 static void h2_kick(http__h2 *h);
 
 /* ---- allocator hooks -----------------------------------------------------------------------
@@ -918,12 +919,30 @@ static void h2_timer(rt_timer *t)
 static void stall_check(rt_timer *t)
 {
     http__h2 *h = t->data;
+    if (!output_waiting(h))
+        return;
     if (h->progress != h->stall_mark) {
         h->stall_mark = h->progress;
         rt_timer_start(&h->stall, rt_now() + h->c->srv->o.write_timeout_ns);
         return;
     }
     h2_close_with(h, NGHTTP2_ENHANCE_YOUR_CALM, "no output progress for the write timeout (zero window?)");
+}
+
+/* True while response bytes wait for the client: serialised frames, or a
+ * stream's queued body (or its end).  A streaming handler that is merely
+ * quiet (SSE between events) has nothing waiting, so it never counts as a
+ * stall. */
+static bool output_waiting(http__h2 *h)
+{
+    if (h->out_off < h->out.len)
+        return true;
+    if (!h->npend)
+        return false;
+    for (h2_stream *s = h->streams; s; s = s->next)
+        if (s->has_data && (pend_len(s) > 0 || s->final))
+            return true;
+    return false;
 }
 
 /* Timers after every step: idle/header timeout while nothing is in
@@ -933,7 +952,7 @@ static void h2_timers(http__h2 *h)
     http_conn *c = h->c;
     if (h->closing || h->lingering || h->closed)
         return;
-    bool waiting_out = h->npend > 0 || h->out_off < h->out.len;
+    bool waiting_out = output_waiting(h);
     if (!h->nrunning && !waiting_out) {
         /* Idle: the first tick (after at most H2_HIBERNATE_NS) gives the
          * frame buffer's pages back; the idle timeout closes. */

@@ -118,6 +118,9 @@ struct http_conn {
 void http__conn_shut(http_conn *c);
 /* Frees c (and its HTTP/2 state) and tells the server it is gone. */
 void http__conn_free(http_conn *c);
+/* Serves an already connected socket (a socketpair end) as if accepted on
+ * the current loop: for the unit tests and the HTTP/2 fuzzer. */
+void http__server_adopt(http_server *s, int fd);
 /* The Date header value, cached per loop. */
 const char *http__date(http__loop *ls);
 /* 400/413/500 problem for a handler that failed before responding (the one

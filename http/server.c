@@ -664,6 +664,12 @@ static void on_accept(rt_loop *l, int fd, const struct sockaddr *peer, socklen_t
     rt_timer_start(&c->timer, rt_now() + s->o.read_header_timeout_ns);
 }
 
+void http__server_adopt(http_server *s, int fd)
+{
+    struct sockaddr sa = {.sa_family = AF_UNIX};
+    on_accept(rt_loop_current(), fd, &sa, sizeof sa, s);
+}
+
 /* ---- lifecycle --------------------------------------------------------------------------------- */
 
 http_server_opts http_opts_from_config(const bz_config *cfg)

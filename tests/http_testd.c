@@ -9,7 +9,7 @@
  *   GET  /sleep?ms=N              parks N ms on the request context
  *   GET  /wait                    parks until the request context ends
  *   GET  /last-cancel             how the last /wait ended and how long after the end
- *   GET  /stream?n=N              N chunks, flushed one by one, 20 ms apart
+ *   GET  /stream?n=N&ms=M         N chunks, flushed one by one, M (20) ms apart
  *   GET  /fail                    handler reports -EIO
  *   GET  /fail-mid                streams a chunk, then reports -EIO
  *   GET  /big                     4 KiB of JSON (gzip-able)
@@ -94,6 +94,8 @@ static int stream(http_req *r, void *d)
 {
     const char *ns = http_query_get(r, "n");
     int n = ns ? atoi(ns) : 3;
+    const char *gap = http_query_get(r, "ms");
+    int64_t gap_ns = (gap ? atoll(gap) : 20) * BZ_NS_PER_MS;
     http_set_status(r, 200);
     http_add_header(r, "Content-Type", "text/plain");
     for (int i = 0; i < n; i++) {
@@ -103,7 +105,7 @@ static int stream(http_req *r, void *d)
         int e = http_flush(r);
         if (e)
             return e;
-        if (rt_sleep(r->ctx, 20 * BZ_NS_PER_MS))
+        if (rt_sleep(r->ctx, gap_ns))
             return -ECANCELED;
     }
     return 0;

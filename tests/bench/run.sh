@@ -9,6 +9,9 @@ echo
 echo "== http: /healthz, bazaar (1 loop) vs nginx (1 worker); server core 0, wrk core 1"
 tests/bench/http.sh
 echo
+echo "== http/2: h2c /healthz, bazaar (1 loop) vs h2o (1 thread); server core 0, h2load core 1"
+tests/bench/h2.sh
+echo
 echo "== db: primary-key SELECT through the pool vs the floors"
 tests/bench/db.sh
 echo

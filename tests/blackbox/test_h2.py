@@ -219,6 +219,19 @@ def test_streamed_response_arrives_chunk_by_chunk(srv):
     c.close()
 
 
+def test_quiet_stream_longer_than_the_write_timeout_is_not_a_stall():
+    # SSE between events: nothing waits to be sent, so no GOAWAY.
+    s = start_testd("--write-timeout", "500ms", "--request-timeout", "10s")
+    try:
+        c = H2(s.port)
+        c.get(1, "/stream?n=3&ms=800")
+        st, _, body, _ = c.response(1, timeout=8)
+        assert st == 200 and body == b"chunk 0\nchunk 1\nchunk 2\n"
+        c.close()
+    finally:
+        s.stop()
+
+
 def test_trailers_follow_the_body(srv):
     c = H2(srv.port)
     c.get(1, "/trailers")
