@@ -295,9 +295,10 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
             return fail(why, whylen, "too long");
         return 0;
     case T_ORIGINS:
-        /* "*", or origins like https://shop.example:8443, comma separated */
+        /* "*", or origins like https://shop.example:8443, comma separated
+         * (spaces around the commas are allowed) */
         for (const char *q = v; *q; q++)
-            if ((unsigned char)*q <= 0x20 || (unsigned char)*q >= 0x7f)
+            if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f)
                 return fail(why, whylen, "want a comma-separated list of origins, or *");
         if (!copy_str(dst, 1024, v))
             return fail(why, whylen, "too long");

@@ -75,23 +75,34 @@ static bz_str media(bz_str ct)
     return bz_str_trim(sc >= 0 ? bz_str_make(ct.p, (size_t)sc) : ct);
 }
 
-static bool has_prefix(bz_str s, const char *p)
+/* The codec suffix of a gRPC media type: none or "+proto" is ours. */
+static bool proto_codec(bz_str m, size_t base)
 {
-    size_t n = strlen(p);
-    return s.n >= n && !strncasecmp(s.p, p, n);
+    if (m.n == base)
+        return true;
+    return m.p[base] == '+' && m.n - base - 1 == 5 && !strncasecmp(m.p + base + 1, "proto", 5);
 }
 
-/* -1 not gRPC, else the mode. */
+#define MODE_UNSUPPORTED 100 /* a gRPC media type with a codec we lack */
+
+/* -1 not gRPC, MODE_UNSUPPORTED for another codec, else the mode. */
 static int mode_of(const http_req *r)
 {
     bz_str m = media(http_header_get(r, "Content-Type"));
-    if (has_prefix(m, "application/grpc-web-text"))
-        return GRPC_MODE_WEB_TEXT;
-    if (has_prefix(m, "application/grpc-web"))
-        return GRPC_MODE_WEB;
-    if (has_prefix(m, "application/grpc") &&
-        (m.n == strlen("application/grpc") || m.p[strlen("application/grpc")] == '+'))
-        return GRPC_MODE_NATIVE;
+    static const struct {
+        const char *type;
+        int mode;
+    } types[] = {
+        {"application/grpc-web-text", GRPC_MODE_WEB_TEXT},
+        {"application/grpc-web", GRPC_MODE_WEB},
+        {"application/grpc", GRPC_MODE_NATIVE},
+    };
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        size_t n = strlen(types[i].type);
+        if (m.n < n || strncasecmp(m.p, types[i].type, n) || (m.n > n && m.p[n] != '+'))
+            continue;
+        return proto_codec(m, n) ? types[i].mode : MODE_UNSUPPORTED;
+    }
     return -1;
 }
 
@@ -139,7 +150,8 @@ static int preflight(grpc_server *g, http_req *r)
     http_add_header(r, "Access-Control-Allow-Origin", o);
     http_add_header(r, "Access-Control-Allow-Methods", "POST, OPTIONS");
     http_add_header(r, "Access-Control-Allow-Headers",
-                    "content-type, x-grpc-web, x-user-agent, grpc-timeout, authorization, grpc-accept-encoding");
+                    "content-type, x-grpc-web, x-user-agent, grpc-timeout, authorization, grpc-accept-encoding, "
+                    "grpc-encoding, x-request-id");
     http_add_header(r, "Access-Control-Max-Age", "86400");
     if (strcmp(o, "*"))
         http_add_header(r, "Vary", "Origin");
@@ -164,8 +176,9 @@ static int serve(http_req *r, void *data)
     if (is_preflight(r))
         return preflight(g, r);
     int mode = mode_of(r);
-    if (mode < 0)
-        return http_send_problem(r, 415, "unsupported_media_type", "gRPC requests must be application/grpc");
+    if (mode < 0 || mode == MODE_UNSUPPORTED)
+        return http_send_problem(r, 415, "unsupported_media_type",
+                                 "gRPC requests must be application/grpc, grpc-web or grpc-web-text, with the proto codec");
     if (mode == GRPC_MODE_NATIVE && !r->h2)
         return http_send_problem(r, 505, "http2_required", "gRPC needs HTTP/2 (gRPC-Web works over HTTP/1.1)");
     if (!bz_str_eq_c(r->method, "POST"))
@@ -181,7 +194,10 @@ static int serve(http_req *r, void *data)
         const char *o = cors_origin(g, r);
         if (o) {
             http_add_header(r, "Access-Control-Allow-Origin", o);
-            http_add_header(r, "Access-Control-Expose-Headers", "grpc-status, grpc-message, grpc-status-details-bin");
+            http_add_header(r, "Access-Control-Expose-Headers",
+                            "grpc-status, grpc-message, grpc-status-details-bin, grpc-encoding, x-request-id");
+            if (strcmp(o, "*"))
+                http_add_header(r, "Vary", "Origin");
         }
     }
     /* The client's deadline bounds everything done for the call. */

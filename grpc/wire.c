@@ -110,16 +110,30 @@ int grpc__gunzip(const uint8_t *in, size_t n, int64_t max, bz_buf *out)
     return 0;
 }
 
+/* Decodes one 4-character group at a time: a -text stream may be the
+ * concatenation of separately encoded (and padded) pieces.  A final group
+ * may be short when the sender left out its padding. */
 bool grpc__b64_decode(const char *s, size_t n, bz_buf *out)
 {
-    while (n && s[n - 1] == '=')
-        n--;
     bz_buf_reserve(out, n / 4 * 3 + 3);
-    size_t got = 0;
-    if (sodium_base642bin((unsigned char *)out->data + out->len, n / 4 * 3 + 3, s, n, NULL, &got, NULL,
-                          sodium_base64_VARIANT_ORIGINAL_NO_PADDING) != 0)
-        return false;
-    out->len += got;
+    size_t i = 0;
+    while (i < n) {
+        size_t g = n - i < 4 ? n - i : 4;
+        size_t k = g;
+        while (k > 0 && s[i + k - 1] == '=')
+            k--;
+        if (k < 2) /* at most two '=' per group, and never a lone character */
+            return false;
+        for (size_t j = 0; j < k; j++)
+            if (s[i + j] == '=')
+                return false;
+        size_t got = 0;
+        if (sodium_base642bin((unsigned char *)out->data + out->len, 3, s + i, k, NULL, &got, NULL,
+                              sodium_base64_VARIANT_ORIGINAL_NO_PADDING) != 0)
+            return false;
+        out->len += got;
+        i += g;
+    }
     return true;
 }
 

@@ -18,5 +18,8 @@ echo
 echo "== cache"
 tests/bench/cache.sh
 echo
-echo "== app: bazaar vs the Go peer (bench_pair.sh)"
+echo "== gRPC streaming throughput (ListUsers, ImportItems)"
+tests/bench/grpc_stream.sh
+echo
+echo "== app: bazaar vs the Go peer (bench_pair.sh; gRPC GetUser included)"
 tests/bench/app.sh

@@ -325,3 +325,58 @@ def test_health_watch_reports_not_serving_when_draining(tmp_path):
     call.cancel()
     assert s.proc.wait(20) == 0
     s.channel.close()
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+
+def test_a_client_that_never_reads_a_huge_stream_costs_flat_memory(tmp_path):
+    """1,000,000 users; a raw HTTP/2 client (python3-h2 frames) asks for all
+    of them with every flow-control window wide open, then never reads its
+    socket.  The server may only fill the socket buffers: its RSS stays
+    flat while the call hangs, and other clients are still served."""
+    import socket
+    import sqlite3
+    import h2.config
+    import h2.connection
+    import h2.settings
+
+    s0 = GrpcServer(str(tmp_path))
+    s0.close()  # migrated; now fill the users table directly
+    db = s0.backend.db[len("sqlite://"):]
+    con = sqlite3.connect(db)
+    con.executemany("INSERT INTO users (email, name, password_hash, created_at) VALUES (?, ?, 'x', "
+                    "'2026-01-01T00:00:00.000000Z')", (("m%d@x.io" % i, "User %d" % i) for i in range(1000000)))
+    con.commit()
+    con.close()
+    s = GrpcServer.__new__(GrpcServer)
+    s.gport = free_port()
+    Server.__init__(s, s0.backend, "--grpc-addr", "127.0.0.1:%d" % s.gport)
+    s.channel = grpc.insecure_channel("127.0.0.1:%d" % s.gport)
+    try:
+        sock = socket.create_connection(("127.0.0.1", s.gport))
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2 ** 31 - 1})
+        c.increment_flow_control_window(2 ** 31 - 1 - 65535)
+        c.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "bench"),
+                           (":path", U + "ListUsers"), ("content-type", "application/grpc"), ("te", "trailers")])
+        c.send_data(1, b"\0\0\0\0\0", end_stream=True)  # ListUsersRequest{}: everyone
+        sock.sendall(c.data_to_send())
+        time.sleep(1.5)
+        before = rss_kb(s.proc.pid)
+        time.sleep(4)
+        after = rss_kb(s.proc.pid)
+        assert after - before < 2048, "RSS grew %d KiB while the client did not read" % (after - before)
+        # the server is still serving others
+        u = unary(s.channel, U + "GetUser", None, pb.User)(pb.GetUserRequest(id=5), timeout=5)
+        assert u.name == "User 4"
+        # and the stream had not finished: most of a million messages were not sent
+        assert after < 200 * 1024
+        sock.close()
+    finally:
+        s.close()

@@ -422,7 +422,6 @@ def test_text_request_split_across_chunks(srv, me):
     assert trailers["grpc-status"] == "0" and user_of(msgs[0])["id"] == me["id"]
 
 
-@pytest.mark.xfail(strict=True, reason="grpc__b64_decode rejects '=' padding inside a -text request body")
 def test_text_request_padded_per_chunk(srv, me):
     """A -text body made of separately encoded pieces, the first padded (as
     the gRPC-Web protocol allows for -text streams)."""
@@ -621,7 +620,6 @@ def test_h2_authorization(env, srv, me):
 
 # ---- content types that are not gRPC-Web+proto ----
 
-@pytest.mark.xfail(strict=True, reason="mode_of() takes any application/grpc-web+<codec> for protobuf")
 @pytest.mark.parametrize("ct", ["application/grpc-web+json", "application/grpc-web+thrift"])
 def test_unsupported_codec_is_refused(srv, me, ct):
     """A codec the server does not have must not be read as protobuf and
