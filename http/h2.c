@@ -103,6 +103,9 @@ struct http__h2 {
     size_t out_off;
     http__h2_guard guard;
     rt_timer stall;     /* output waiting without progress */
+    rt_timer keepalive; /* PINGs a quiet connection that has calls running */
+    int64_t last_in;    /* rt_now() when bytes last arrived */
+    int64_t ping_at;    /* when our unanswered PING went out, 0 if none */
     int64_t progress, stall_mark; /* DATA bytes sent; at the last stall check */
     bool sender_queued; /* a sender coroutine will run */
     bool read_paused;   /* input left in the socket; the sender resumes it */
@@ -800,6 +803,7 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code, void
 
 static void h2_timer(rt_timer *t);
 static void stall_check(rt_timer *t);
+static void keepalive_check(rt_timer *t);
 
 static http__h2 *h2_new(http_conn *c, uint32_t skip_preface)
 {
@@ -814,6 +818,9 @@ static http__h2 *h2_new(http_conn *c, uint32_t skip_preface)
     http__h2_guard_init(&h->guard, srv->o.max_header_bytes, skip_preface);
     h->stall.fn = stall_check;
     h->stall.data = h;
+    h->keepalive.fn = keepalive_check;
+    h->keepalive.data = h;
+    h->last_in = rt_now();
     c->timer.fn = h2_timer;
     c->timer.data = c;
     c->h2 = h;
@@ -831,6 +838,7 @@ void http__h2_free(http__h2 *h)
 {
     h->freeing = true;
     rt_timer_stop(&h->stall);
+    rt_timer_stop(&h->keepalive);
     while (h->streams)
         stream_free(h->streams);
     nghttp2_session_del(h->ses);
@@ -855,6 +863,7 @@ void http__h2_abort(http_conn *c)
     h->closed = true;
     cancel_streams(h);
     rt_timer_stop(&h->stall);
+    rt_timer_stop(&h->keepalive);
     http__conn_shut(c);
     /* Freed on a coroutine (this may run inside on_event). */
     h2_kick(h);
@@ -929,6 +938,55 @@ static void stall_check(rt_timer *t)
     h2_close_with(h, NGHTTP2_ENHANCE_YOUR_CALM, "no output progress for the write timeout (zero window?)");
 }
 
+/* Keepalive: while calls run (a quiet event stream, say), a connection
+ * the peer has been silent on for half the idle timeout gets a PING; if
+ * nothing at all comes back within the read-header timeout, the peer is
+ * gone (a dead host, a dropped NAT entry): the connection is closed and
+ * its calls cancelled, rather than held open until TCP gives up.  A
+ * connection without calls is left to the idle timeout. */
+static int64_t keepalive_interval(const http__h2 *h)
+{
+    int64_t d = h->c->srv->o.idle_timeout_ns / 2;
+    return d > 0 ? d : 30 * BZ_NS_PER_S;
+}
+
+static void keepalive_arm(http__h2 *h)
+{
+    if (h->closing || h->lingering || h->closed || !h->nrunning) {
+        if (rt_timer_armed(&h->keepalive))
+            rt_timer_stop(&h->keepalive);
+        return;
+    }
+    if (!rt_timer_armed(&h->keepalive))
+        rt_timer_start(&h->keepalive, h->last_in + keepalive_interval(h));
+}
+
+static void keepalive_check(rt_timer *t)
+{
+    http__h2 *h = t->data;
+    if (h->closing || h->lingering || h->closed || !h->nrunning)
+        return;
+    int64_t now = rt_now();
+    if (h->ping_at) {
+        if (now >= h->ping_at + h->c->srv->o.read_header_timeout_ns) {
+            h2_close_with(h, NGHTTP2_NO_ERROR, "keepalive PING unanswered");
+            return;
+        }
+        rt_timer_start(&h->keepalive, h->ping_at + h->c->srv->o.read_header_timeout_ns);
+        return;
+    }
+    if (now < h->last_in + keepalive_interval(h)) {
+        rt_timer_start(&h->keepalive, h->last_in + keepalive_interval(h));
+        return;
+    }
+    uint8_t opaque[8] = {'b', 'a', 'z', 'a', 'a', 'r', 'k', 'a'};
+    if (nghttp2_submit_ping(h->ses, NGHTTP2_FLAG_NONE, opaque) == 0) {
+        h->ping_at = now;
+        h2_send(h);
+    }
+    rt_timer_start(&h->keepalive, now + h->c->srv->o.read_header_timeout_ns);
+}
+
 /* True while response bytes wait for the client: serialised frames, or a
  * stream's queued body (or its end).  A streaming handler that is merely
  * quiet (SSE between events) has nothing waiting, so it never counts as a
@@ -964,6 +1022,7 @@ static void h2_timers(http__h2 *h)
     } else if (rt_timer_armed(&c->timer)) {
         rt_timer_stop(&c->timer);
     }
+    keepalive_arm(h);
     if (waiting_out) {
         if (!rt_timer_armed(&h->stall)) {
             h->stall_mark = h->progress;
@@ -1075,6 +1134,9 @@ static void h2_feed(http__h2 *h, const uint8_t *p, size_t n)
 {
     if (h->closing || h->lingering || h->closed)
         return; /* the connection is going away: input is dropped */
+    /* Any bytes from the peer prove it alive (a PING ACK among them). */
+    h->last_in = rt_now();
+    h->ping_at = 0;
     uint32_t e = http__h2_guard_feed(&h->guard, p, n, rt_now());
     if (e) {
         h2_close_with(h, e, h->guard.why);

@@ -380,3 +380,49 @@ def test_a_client_that_never_reads_a_huge_stream_costs_flat_memory(tmp_path):
         sock.close()
     finally:
         s.close()
+
+
+def test_keepalive_pings_keep_a_live_peer_and_drop_a_dead_one(tmp_path):
+    """--idle-timeout 2s: a quiet call is PINGed after 1 s.  grpcio answers
+    the PINGs, so its Health.Watch stream outlives the idle timeout; a raw
+    client that never answers is closed (GOAWAY, then EOF) once the
+    read-header timeout passes without a byte from it."""
+    import socket
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    s = GrpcServer(str(tmp_path), "--idle-timeout", "2s", "--read-header-timeout", "1s")
+    try:
+        watch = server_stream(s.channel, "/grpc.health.v1.Health/Watch", health_pb2.HealthCheckResponse)
+        call = watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        it = iter(call)
+        assert next(it).status == 1
+        time.sleep(5)  # well past the idle timeout, with no messages
+        assert call.is_active()
+        call.cancel()
+
+        sock = socket.create_connection(("127.0.0.1", s.gport))
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        c.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "x"),
+                           (":path", "/grpc.health.v1.Health/Watch"), ("content-type", "application/grpc"),
+                           ("te", "trailers")])
+        c.send_data(1, b"\0\0\0\0\0", end_stream=True)
+        sock.sendall(c.data_to_send())
+        t0 = time.monotonic()
+        sock.settimeout(10)
+        events, data = [], b""
+        while True:  # read, but never send anything back (no PING ACK)
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            events += c.receive_data(chunk)
+            c.clear_outbound_data_buffer()
+        elapsed = time.monotonic() - t0
+        assert any(isinstance(e, h2.events.PingReceived) for e in events), events
+        assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events), events
+        assert 1.5 < elapsed < 8, elapsed
+        sock.close()
+    finally:
+        s.close()
