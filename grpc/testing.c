@@ -88,8 +88,8 @@ static bool echo_status(grpc_call *c, const Grpc__Testing__EchoStatus *st)
  * compressed flag.  call.c keeps a received frame in c->in until the next
  * receive; the next frame starts at c->in_off, or at 0 where grpc_recv_in
  * drops or compacts what was consumed (mirrors its first lines). */
-static int recv_flagged(grpc_call *c, const ProtobufCMessageDescriptor *d, bz_arena *a, ProtobufCMessage **msg,
-                        bool *compressed)
+static int recv_flagged(grpc_call *c, const ProtobufCMessageDescriptor *d, bz_arena *a,
+                        ProtobufCMessage **msg, bool *compressed)
 {
     size_t start = c->in_off;
     if ((c->in_off > 0 && c->in_off == c->in.len) || c->in_off > 65536)
@@ -127,12 +127,14 @@ static bool response_type_ok(grpc_call *c, Grpc__Testing__PayloadType t)
 static bool size_ok(grpc_call *c, const ts_call *t, int64_t size, int64_t *planned)
 {
     if (size < 0 || size > TS_MAX_SIZE) {
-        grpc_finish(c, GRPC_INVALID_ARGUMENT, "response size %lld is outside 0..%d", (long long)size, TS_MAX_SIZE);
+        grpc_finish(c, GRPC_INVALID_ARGUMENT, "response size %lld is outside 0..%d", (long long)size,
+                    TS_MAX_SIZE);
         return false;
     }
     *planned += size;
     if (t->bytes + *planned > TS_MAX_CALL_BYTES) {
-        grpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "a call may send at most %d payload bytes", TS_MAX_CALL_BYTES);
+        grpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "a call may send at most %d payload bytes",
+                    TS_MAX_CALL_BYTES);
         return false;
     }
     return true;
@@ -256,8 +258,8 @@ static int unary_call(grpc_call *c, void *data)
     echo_metadata(c);
     Grpc__Testing__SimpleRequest *in;
     bool compressed;
-    int rc = recv_flagged(c, &grpc__testing__simple_request__descriptor, grpc_arena(c), (ProtobufCMessage **)&in,
-                          &compressed);
+    int rc = recv_flagged(c, &grpc__testing__simple_request__descriptor, grpc_arena(c),
+                          (ProtobufCMessage **)&in, &compressed);
     if (rc != 0)
         return grpc_finished(c) ? 0 : grpc_finish(c, GRPC_INVALID_ARGUMENT, "a SimpleRequest is required");
     if (!check_compressed(c, in->expect_compressed, compressed))
@@ -289,7 +291,8 @@ static int streaming_output_call(grpc_call *c, void *data)
     (void)data;
     echo_metadata(c);
     Grpc__Testing__StreamingOutputCallRequest *in;
-    int rc = grpc_recv(c, &grpc__testing__streaming_output_call_request__descriptor, (ProtobufCMessage **)&in);
+    int rc =
+        grpc_recv(c, &grpc__testing__streaming_output_call_request__descriptor, (ProtobufCMessage **)&in);
     if (rc != 0)
         return grpc_finished(c)
                    ? 0
@@ -388,7 +391,8 @@ static int half_duplex(grpc_call *c, bz_arena *scratch)
         if (!response_type_ok(c, in->response_type))
             return 0;
         if (in->n_response_parameters > TS_MAX_PARAMS - n)
-            return grpc_finish(c, GRPC_INVALID_ARGUMENT, "at most %d response_parameters in a call", TS_MAX_PARAMS);
+            return grpc_finish(c, GRPC_INVALID_ARGUMENT, "at most %d response_parameters in a call",
+                               TS_MAX_PARAMS);
         for (size_t i = 0; i < in->n_response_parameters; i++) {
             if (!size_ok(c, &t, in->response_parameters[i]->size, &planned))
                 return 0;
@@ -436,7 +440,8 @@ static int half_duplex_call(grpc_call *c, void *data)
 static int unimplemented_call(grpc_call *c, void *data)
 {
     (void)data;
-    return grpc_finish(c, GRPC_UNIMPLEMENTED, "grpc.testing.TestService/UnimplementedCall is not implemented");
+    return grpc_finish(c, GRPC_UNIMPLEMENTED,
+                       "grpc.testing.TestService/UnimplementedCall is not implemented");
 }
 
 void grpc_testing_register(grpc_server *g)

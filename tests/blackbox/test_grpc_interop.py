@@ -9,11 +9,13 @@ path, so they are loaded from their files under other names).
 
 Run: /usr/bin/python3 -m pytest tests/blackbox/test_grpc_interop.py
 (BAZAAR_BUILD=build/asan for the ASan build)."""
+import atexit
 import gzip
 import importlib.util
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -51,6 +53,7 @@ def _load_protos():
     and loads them as bz_interop_*_pb2 (their `from grpc.testing import`
     lines rewritten to those names)."""
     out = tempfile.mkdtemp(prefix="bz-interop-pb-")
+    atexit.register(shutil.rmtree, out, True)
     files = ["grpc/testing/empty.proto", "grpc/testing/messages.proto", "grpc/testing/test.proto"]
     subprocess.run(["protoc", "-I" + PROTO_ROOT, "--python_out=" + out] + files, check=True)
     mods = {}
@@ -155,6 +158,7 @@ def server():
     log = s.logtext()
     assert "AddressSanitizer" not in log and "runtime error" not in log, log[-4000:]
     assert rc == 0, log[-4000:]
+    shutil.rmtree(tmp, True)
 
 
 @pytest.fixture(scope="module")
@@ -528,7 +532,7 @@ def test_timeout_on_sleeping_server(stub):
         assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-def raw_deadline_call(server, method, req, timeout="200m"):
+def raw_deadline_call(server, method, req, timeout="200m", wait=20):
     """Sends req with grpc-timeout and waits without resetting the stream
     (grpcio resets it at its own deadline, before the server's timer
     fires): (the call, seconds until it ended)."""
@@ -537,7 +541,7 @@ def raw_deadline_call(server, method, req, timeout="200m"):
         t0 = time.monotonic()
         sid = r.start(method, extra=[("grpc-timeout", timeout)])
         r.send(sid, frame(req.SerializeToString()))
-        c = r.wait(sid, timeout=20)
+        c = r.wait(sid, timeout=wait)
         return c, time.monotonic() - t0
     finally:
         r.close()
@@ -548,7 +552,8 @@ def raw_deadline_call(server, method, req, timeout="200m"):
                           "client's next message outlives the deadline (ends ~15 s later)")
 def test_server_ends_a_call_waiting_for_requests_at_its_deadline(server):
     before = server.metric("FullDuplexCall", "DEADLINE_EXCEEDED")
-    c, dt = raw_deadline_call(server, "FullDuplexCall", M.StreamingOutputCallRequest(payload=payload(27182)))
+    c, dt = raw_deadline_call(server, "FullDuplexCall", M.StreamingOutputCallRequest(payload=payload(27182)),
+                              wait=5)
     assert c.ended and c.status() == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], (c.headers, c.trailers)
     assert 0.15 < dt < 5, dt
     assert server.wait_metric("FullDuplexCall", "DEADLINE_EXCEEDED", before + 1) >= before + 1
