@@ -20,6 +20,7 @@ void grpc__call_init(grpc_call *c, grpc_server *g, http_req *r, const grpc_metho
     c->text = BZ_BUF_INIT;
     c->trailers = BZ_BUF_INIT;
     c->headers = BZ_BUF_INIT;
+    c->out = BZ_BUF_INIT;
 }
 
 rt_ctx *grpc_ctx(grpc_call *c) { return &c->ctx; }
@@ -28,7 +29,14 @@ http_req *grpc_http(grpc_call *c) { return c->r; }
 const grpc_method *grpc_method_of(grpc_call *c) { return c->m; }
 bool grpc_finished(const grpc_call *c) { return c->finished; }
 grpc_code grpc_status(const grpc_call *c) { return c->code; }
-void grpc_set_compress(grpc_call *c, bool on) { c->compress = on && c->accept_gzip; }
+/* Once the headers are out, the encoding is settled: compression can only
+ * be switched on if gzip was declared there. */
+void grpc_set_compress(grpc_call *c, bool on)
+{
+    if (c->headers_sent && !c->declared_gzip)
+        return;
+    c->compress = on && c->accept_gzip;
+}
 
 bz_str grpc_metadata(grpc_call *c, const char *name) { return http_header_get(c->r, name); }
 
@@ -217,8 +225,10 @@ static void send_headers(grpc_call *c)
     http_req *r = c->r;
     http_set_status(r, 200);
     http_add_header(r, "Content-Type", content_type(c));
-    if (c->compress)
+    if (c->compress) {
         http_add_header(r, "grpc-encoding", "gzip");
+        c->declared_gzip = true;
+    }
     http_add_header(r, "grpc-accept-encoding", "identity,gzip");
     for (size_t i = 0; i < c->headers.len;) {
         const char *name = c->headers.data + i;
@@ -264,7 +274,14 @@ int grpc_send(grpc_call *c, const ProtobufCMessage *msg)
     send_headers(c);
     size_t n = protobuf_c_message_get_packed_size(msg);
     uint8_t stackbuf[512];
-    uint8_t *p = n <= sizeof stackbuf ? stackbuf : bz_arena_alloc(c->r->arena, n);
+    uint8_t *p = stackbuf;
+    if (n > sizeof stackbuf) {
+        /* one buffer reused for the call's large messages (a long stream
+         * must not grow the arena message by message) */
+        bz_buf_clear(&c->out);
+        bz_buf_reserve(&c->out, n);
+        p = (uint8_t *)c->out.data;
+    }
     protobuf_c_message_pack(msg, p);
     if (c->compress && n >= 64) {
         bz_buf z = BZ_BUF_INIT;
@@ -404,4 +421,5 @@ void grpc__call_end(grpc_call *c, int rc)
     bz_buf_free(&c->text);
     bz_buf_free(&c->trailers);
     bz_buf_free(&c->headers);
+    bz_buf_free(&c->out);
 }

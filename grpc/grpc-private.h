@@ -35,6 +35,7 @@ struct grpc_call {
     bool req_gzip;           /* the client's messages may be compressed (grpc-encoding: gzip) */
     bool accept_gzip;        /* the client accepts gzip responses */
     bool compress;           /* compress our messages */
+    bool declared_gzip;      /* grpc-encoding: gzip went out with the headers */
     bool headers_sent;
     bool finished;
     bool eos;                /* the client's stream ended */
@@ -45,6 +46,7 @@ struct grpc_call {
     bz_buf text;             /* -text mode: base64 characters not yet decoded */
     bz_buf trailers;         /* "name\0value\0" pairs */
     bz_buf headers;          /* initial metadata, same shape */
+    bz_buf out;              /* packing buffer for large messages */
     int64_t sent, received;  /* messages, for the access log */
     void *user;
 };

@@ -3,6 +3,7 @@
  * interceptor chain, UNIMPLEMENTED (grpc.h). */
 #include "grpc/grpc-private.h"
 
+#include "base/clock.h"
 #include "base/log.h"
 
 #include <errno.h>
@@ -211,10 +212,14 @@ static int serve(http_req *r, void *data)
         ns = g->o.unary_timeout_ns;
         has_timeout = true;
     }
-    if (has_timeout)
+    if (has_timeout) {
+        /* The stream's own waits (body reads, flushes) end at the call's
+         * deadline too. */
+        rt_ctx_tighten(r->ctx, bz_now_ns() + ns);
         rt_ctx_init_timeout(&c->ctx, r->ctx, ns);
-    else
+    } else {
         rt_ctx_init(&c->ctx, r->ctx);
+    }
     bz_str enc = http_header_get(r, "grpc-encoding");
     c->req_gzip = enc.p && bz_str_ieq_c(bz_str_trim(enc), "gzip");
     bool enc_ok = !enc.p || c->req_gzip || bz_str_ieq_c(bz_str_trim(enc), "identity");

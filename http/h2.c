@@ -614,7 +614,11 @@ ssize_t http__h2_body_read(http_req *r, void *buf, size_t n)
         if (s->closed || h->closed)
             return -ECONNRESET;
         s->waiter = rt_self();
-        int e = rt_park(&s->ctx, s->read_deadline, NULL);
+        /* A framed stream (gRPC: body_limit -1) may be quiet between
+         * messages for as long as the call lives; its deadline is the
+         * call's (grpc-timeout tightens the stream's context) and dead
+         * peers are found by keepalive PINGs. */
+        int e = rt_park(&s->ctx, r->body_limit < 0 ? BZ_NO_DEADLINE : s->read_deadline, NULL);
         s->waiter = NULL;
         if (e < 0)
             return e;

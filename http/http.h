@@ -88,7 +88,9 @@ struct http_req {
     size_t body_len;
 
     int64_t body_limit; /* 0: --max-body-bytes; -1: none (a framing layer such as
-                           gRPC bounds each message of a long stream instead) */
+                           gRPC bounds each message of a long stream instead,
+                           and --read-timeout does not end the stream: the
+                           call's own deadline does) */
     rt_ctx *ctx;        /* cancelled on client disconnect, deadline, shutdown */
     bz_arena *arena;    /* freed when the response is done */
     const char *pattern;/* the route pattern that matched, or NULL */

@@ -547,9 +547,6 @@ def raw_deadline_call(server, method, req, timeout="200m", wait=20):
         r.close()
 
 
-@pytest.mark.xfail(reason="grpc/call.c fill(): http_body_read parks on the HTTP/2 stream's context and "
-                          "--read-timeout, not the call's grpc-timeout context, so a handler waiting for the "
-                          "client's next message outlives the deadline (ends ~15 s later)")
 def test_server_ends_a_call_waiting_for_requests_at_its_deadline(server):
     before = server.metric("FullDuplexCall", "DEADLINE_EXCEEDED")
     c, dt = raw_deadline_call(server, "FullDuplexCall", M.StreamingOutputCallRequest(payload=payload(27182)),
