@@ -31,7 +31,8 @@
  * Unknown files, symbols, types and extensions get an error_response with
  * NOT_FOUND, a request with none of these set one with INVALID_ARGUMENT;
  * the stream goes on either way.  A request that is not a valid
- * ServerReflectionRequest ends the call with INVALID_ARGUMENT (grpc_recv).
+ * ServerReflectionRequest (bad protobuf, or a string that is not UTF-8)
+ * ends the call with INVALID_ARGUMENT.
  *
  * A file_descriptor_response carries the requested file first, then its
  * transitive dependencies breadth-first, each once (like grpc C++; grpc-go
@@ -470,6 +471,68 @@ static void answer(bz_arena *a, const grpc_server *g, req_t *in, resp_t *out)
     }
 }
 
+/* Strict UTF-8 (no overlong forms, surrogates or values past U+10FFFF). */
+static bool utf8_ok(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p;
+        int n;
+        uint32_t cp, min;
+        if (c < 0x80) {
+            p++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            n = 1, cp = c & 0x1f, min = 0x80;
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 2, cp = c & 0x0f, min = 0x800;
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return false;
+        }
+        p++;
+        for (int i = 0; i < n; i++, p++) {
+            if ((*p & 0xc0) != 0x80) /* also stops at the NUL */
+                return false;
+            cp = cp << 6 | (*p & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+    }
+    return true;
+}
+
+/* proto3 strings must be UTF-8: a request with one that is not is not a
+ * valid message (and could not be echoed in original_request). */
+static bool strings_ok(const req_t *in)
+{
+    const char *s[] = {in->host, NULL, NULL};
+    switch (in->message_request_case) {
+    case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME:
+        s[1] = in->file_by_filename;
+        break;
+    case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL:
+        s[1] = in->file_containing_symbol;
+        break;
+    case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION:
+        s[1] = in->file_containing_extension ? in->file_containing_extension->containing_type : NULL;
+        break;
+    case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE:
+        s[1] = in->all_extension_numbers_of_type;
+        break;
+    case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES:
+        s[1] = in->list_services;
+        break;
+    default:
+        break;
+    }
+    for (int i = 0; i < 2; i++)
+        if (s[i] && !utf8_ok(s[i]))
+            return false;
+    return true;
+}
+
 /* ServerReflectionInfo: one answer per request, in order, until the
  * client ends its stream. */
 static int info(grpc_call *c, void *data)
@@ -485,6 +548,11 @@ static int info(grpc_call *c, void *data)
                           (ProtobufCMessage **)&in);
         if (rc != 0)
             break;
+        if (!strings_ok(in)) {
+            grpc_finish(c, GRPC_INVALID_ARGUMENT, "the request message is not a valid %s: a string is not UTF-8",
+                        grpc__reflection__v1__server_reflection_request__descriptor.name);
+            break;
+        }
         resp_t out = GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__INIT;
         answer(&scratch, g, in, &out);
         if (grpc_send(c, &out.base) != 0)
