@@ -147,6 +147,9 @@ void http_add_header(http_req *r, const char *name, const char *value);
 void http_add_header_n(http_req *r, const char *name, const char *value, size_t vlen);
 /* Appends body bytes (buffered until the handler returns or flushes). */
 void http_write(http_req *r, const void *data, size_t n);
+/* Appends body bytes written in place by fn(buffer, arg) (an encoder that
+ * writes straight into the response, without a copy). */
+void http_write_with(http_req *r, void (*fn)(bz_buf *b, const void *arg), const void *arg);
 /* Sends the status line, headers and what is buffered now, switching to a
  * chunked response; later writes are sent at the next flush or at the end.
  * For streaming (SSE).  0 or -errno.  On HTTP/2 the bytes go out as DATA

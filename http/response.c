@@ -82,6 +82,13 @@ void http_write(http_req *r, const void *data, size_t n)
     r->bytes_out += (int64_t)n;
 }
 
+void http_write_with(http_req *r, void (*fn)(bz_buf *b, const void *arg), const void *arg)
+{
+    size_t before = r->body.len;
+    fn(&r->body, arg);
+    r->bytes_out += (int64_t)(r->body.len - before);
+}
+
 int http_flush(http_req *r)
 {
     if (!r->status)

@@ -17,6 +17,12 @@ test=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-requ
       python3-grpcio python3-protobuf)
 bench=(wrk nginx-light nghttp2-client h2o redis-tools)
 
+# The gRPC-Web and reflection tests drive npm clients: Node.js from Debian
+# when the machine has none (a Node.js already installed is left alone).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  test+=(nodejs npm)
+fi
+
 want=("${build[@]}")
 case "${1:-build}" in
   build) ;;

@@ -109,20 +109,17 @@ void enc_spender_json(bz_buf *b, const void *p)
 
 int rest_send(http_req *r, int status, rest_enc enc, const void *v, const char *loc_prefix, int64_t id)
 {
-    /* A per-thread scratch buffer: nothing parks between encoding and the
-     * copy into the response, so no other coroutine can use it meanwhile. */
-    static _Thread_local bz_buf b;
-    bz_buf_clear(&b);
-    enc(&b, v);
-    char loc[80];
     if (loc_prefix) {
+        char loc[80];
         size_t n = strlen(loc_prefix);
         memcpy(loc, loc_prefix, n);
         loc[n + bz_fmt_i64(loc + n, id)] = '\0';
+        http_add_header(r, "Location", loc);
     }
-    rest_json(r, status, &b, loc_prefix ? loc : NULL);
-    if (b.cap > 65536) /* do not keep a rare huge body around */
-        bz_buf_free(&b);
+    http_set_status(r, status);
+    http_add_header(r, "Content-Type", "application/json; charset=utf-8");
+    /* straight into the response body: no intermediate buffer */
+    http_write_with(r, enc, v);
     return 0;
 }
 
