@@ -124,6 +124,7 @@ struct http__h2 {
 static void h2_send(http__h2 *h);
 static void h2_input(http__h2 *h);
 static bool output_waiting(http__h2 *h);
+static void h2_close_with(http__h2 *h, uint32_t code, const char *why);
 static void h2_kick(http__h2 *h);
 
 /* ---- allocator hooks -----------------------------------------------------------------------
@@ -578,6 +579,14 @@ int http__h2_flush(http_req *r, bool final)
         s->waiter = rt_self();
         int e = rt_park(&s->ctx, s->write_deadline, NULL);
         s->waiter = NULL;
+        if (e == -ETIMEDOUT && !h->closing && !h->closed &&
+            (nghttp2_session_get_stream_remote_window_size(h->ses, s->id) <= 0 ||
+             nghttp2_session_get_remote_window_size(h->ses) <= 0)) {
+            /* The write deadline passed with the peer's window shut: a
+             * zero-window stall, whichever of this and the stall check
+             * notices first. */
+            h2_close_with(h, NGHTTP2_ENHANCE_YOUR_CALM, "no window for the write timeout (zero-window stall)");
+        }
         if (e < 0)
             return e;
     }
