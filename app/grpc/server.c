@@ -74,26 +74,11 @@ static int auth(grpc_call *c, const grpc_method *m, void *data, int (*next)(grpc
 {
     rpc *R = data;
     call_state *st = grpc_user(c);
-    http_req *r = grpc_http(c);
-    char addr[64];
-    snprintf(addr, sizeof addr, "%s", r->peer);
-    char *colon = strrchr(addr, ':');
-    if (colon)
-        *colon = '\0';
-    const char *tok = NULL;
-    size_t tn = 0;
-    bz_str h = grpc_metadata(c, "authorization");
-    if (h.n >= 8 && bz_str_ieq(bz_str_make(h.p, 7), BZ_STR_LIT("Bearer "))) {
-        bz_str t = bz_str_trim(bz_str_make(h.p + 7, h.n - 7));
-        tok = t.p;
-        tn = t.n;
-    }
     svc_err e;
     svc_err_clear(&e);
-    if (svc_authenticate(R->s, grpc_ctx(c), tok, tn, addr, &st->who, &e) != 0)
+    if (svc_authenticate_bearer(R->s, grpc_ctx(c), grpc_metadata(c, "authorization"), grpc_http(c)->peer, &st->who,
+                                &e) != 0)
         return rpc_fail(c, &e);
-    if (h.p && !tok)
-        return grpc_finish(c, GRPC_UNAUTHENTICATED, "unauthorized: authorization must be 'Bearer <token>'");
     return next(c, m);
 }
 

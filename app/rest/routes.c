@@ -51,41 +51,20 @@ typedef struct rest_binding {
     bool limited; /* subject to --rate-limit */
 } binding;
 
-/* The client's address without the port ("ip:port", "[v6]:port"). */
-static void peer_addr(const http_req *r, char out[64])
-{
-    const char *c = strrchr(r->peer, ':');
-    size_t n = c ? (size_t)(c - r->peer) : strnlen(r->peer, 63);
-    memcpy(out, r->peer, n);
-    out[n] = '\0';
-}
-
 static int dispatch(http_req *r, void *data)
 {
     binding *b = data;
     rest *R = b->R;
     svc_err e;
     svc_err_clear(&e);
-    /* The caller, once: the session behind a bearer token. */
-    const char *tok = NULL;
-    size_t tn = 0;
-    bz_str h = http_header_get(r, "Authorization");
-    if (h.n >= 8 && bz_str_ieq(bz_str_make(h.p, 7), BZ_STR_LIT("Bearer "))) {
-        bz_str t = bz_str_trim(bz_str_make(h.p + 7, h.n - 7));
-        tok = t.p;
-        tn = t.n;
-    }
+    /* The caller, once: the session behind a bearer token (public routes
+     * without the limiter do not look it up). */
     svc_principal who;
-    char addr[64];
-    peer_addr(r, addr);
     if (b->route->auth || b->limited) {
-        if (svc_authenticate(R->s, r->ctx, tok, tn, addr, &who, &e) != 0)
+        if (svc_authenticate_bearer(R->s, r->ctx, http_header_get(r, "Authorization"), r->peer, &who, &e) != 0)
             return rest_fail(r, &e);
     } else {
-        /* public routes: the caller's session is not looked up */
-        who.user_id = 0;
-        who.token_hash[0] = '\0';
-        memcpy(who.addr, addr, sizeof addr);
+        svc_anonymous(r->peer, &who);
     }
     if (b->limited) {
         svc_rate rt;

@@ -80,6 +80,31 @@ int svc_authenticate(svc *s, rt_ctx *ctx, const char *token, size_t n, const cha
     return 0;
 }
 
+void svc_anonymous(const char *peer, svc_principal *p)
+{
+    p->user_id = 0;
+    p->token_hash[0] = '\0';
+    const char *c = strrchr(peer, ':');
+    size_t n = c ? (size_t)(c - peer) : strlen(peer);
+    if (n >= sizeof p->addr)
+        n = sizeof p->addr - 1;
+    memcpy(p->addr, peer, n);
+    p->addr[n] = '\0';
+}
+
+int svc_authenticate_bearer(svc *s, rt_ctx *ctx, bz_str authorization, const char *peer, svc_principal *p,
+                            svc_err *e)
+{
+    svc_anonymous(peer, p);
+    bz_str h = authorization;
+    if (h.n < 8 || !bz_str_ieq(bz_str_make(h.p, 7), BZ_STR_LIT("Bearer ")))
+        return 0;
+    bz_str t = bz_str_trim(bz_str_make(h.p + 7, h.n - 7));
+    char addr[64];
+    memcpy(addr, p->addr, sizeof addr);
+    return svc_authenticate(s, ctx, t.p, t.n, addr, p, e);
+}
+
 static void rate_out(svc_rate *r, const cache_rate *cr)
 {
     r->set = true;

@@ -39,6 +39,7 @@
 #define APP_SVC_SVC_H
 
 #include "base/arena.h"
+#include "base/buf.h"
 #include "base/config.h"
 #include "base/error.h"
 #include "cache/cache.h"
@@ -111,6 +112,16 @@ typedef struct svc_principal {
  * failed (SVC_UNAVAILABLE: a cache outage must not log everybody out). */
 int svc_authenticate(svc *s, rt_ctx *ctx, const char *token, size_t n, const char *addr, svc_principal *p,
                      svc_err *e);
+
+/* The same from a credentials value as both transports carry it
+ * ("Bearer <token>": the REST Authorization header, the gRPC
+ * authorization metadata; anything else is no token) and the peer as
+ * "ip:port" (the port is dropped). */
+int svc_authenticate_bearer(svc *s, rt_ctx *ctx, bz_str authorization, const char *peer, svc_principal *p,
+                            svc_err *e);
+/* Only the client address of peer "ip:port" (for a caller whose session
+ * is not needed). */
+void svc_anonymous(const char *peer, svc_principal *p);
 
 /* Rate-limit information an operation consulted, for the transport to
  * show (RateLimit-* headers, metadata). */
