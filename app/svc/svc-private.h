@@ -18,6 +18,22 @@
 
 #define SVC_ACCT_STRIPES 256
 
+/* The password-hashing pool (password.c): its own threads, so Argon2id
+ * never holds the offload pool that SQLite commits use, and a bounded
+ * queue: past it a sign-up or login is refused (overloaded). */
+typedef struct pw_job pw_job;
+typedef struct pw_pool {
+    pthread_mutex_t lk;
+    pthread_cond_t cv;
+    pw_job *head, *tail;
+    int queued, cap;        /* waiting jobs, and how many may wait */
+    int nthreads;
+    pthread_t *th;
+    bool quit;
+} pw_pool;
+/* How many hashes may wait per hashing thread. */
+#define PW_QUEUE_PER_THREAD 8
+
 struct svc {
     const bz_config *cfg;
     db *db;
@@ -29,6 +45,7 @@ struct svc {
      * transactions; see accounts.c */
     rt_mutex acct_locks[SVC_ACCT_STRIPES];
     bool acct_locks_on;
+    pw_pool pw;
     /* the fulfilment worker */
     atomic_bool stopping;
     bool worker_on;
@@ -174,9 +191,14 @@ int svc_prepare_db(svc *s, rt_ctx *ctx, bz_error *err);
 int svc__rate(svc *s, rt_ctx *ctx, const char *key, const bz_rate *lim, svc_rate *rate, svc_err *e,
               const char *msg);
 
-/* ---- passwords (password.c), off the loop on the offload pool ---- */
-int pw_hash(rt_ctx *ctx, const char *pw, size_t n, char out[160]);
-bool pw_verify(rt_ctx *ctx, const char *hash, const char *pw, size_t n);
+/* ---- passwords (password.c), off the loop on the service's own pool ---- */
+void pw_pool_start(svc *s);
+void pw_pool_stop(svc *s);
+/* 0 hashed; -1 refused with e filled (overloaded: the queue is full;
+ * timeout / cancelled; unavailable). */
+int pw_hash(svc *s, rt_ctx *ctx, const char *pw, size_t n, char out[160], svc_err *e);
+/* 0 with *ok telling whether pw matches; -1 refused as pw_hash. */
+int pw_verify(svc *s, rt_ctx *ctx, const char *hash, const char *pw, size_t n, bool *ok, svc_err *e);
 /* Verified against for unknown emails (equal timing). */
 extern const char svc_dummy_hash[];
 

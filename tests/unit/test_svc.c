@@ -1611,6 +1611,110 @@ static void cursors_are_opaque_and_scoped(void **state)
     run(cursors_body);
 }
 
+/* =========================================================================================
+ * 9. abuse caps (issue 13): the password-hashing pool
+ * ========================================================================================= */
+
+/* Reopens the service with F.cfg as the body changed it. */
+static void fx_reopen(void)
+{
+    bz_error be;
+    svc_close(F.s);
+    F.s = svc_open(&F.cfg, F.d, F.c, &F.ctx, &be);
+    if (!F.s)
+        failf(__FILE__, __LINE__, "svc_open: %s", be.msg);
+}
+
+typedef struct {
+    int i;
+    int ok, overloaded;
+    int *done;
+    rt_wg *wg;
+} flood_arg;
+
+static void signup_flood_fn(void *p)
+{
+    flood_arg *x = p;
+    bz_arena a;
+    bz_arena_init(&a, 0);
+    svc_principal anon = who(0);
+    svc_call c = SVC_CALL(&F.ctx, &a, &anon);
+    char email[64];
+    snprintf(email, sizeof email, "flood%d@example.com", x->i);
+    svc_user_in in = {S(email), S("Flood"), S("password123")};
+    svc_user u;
+    svc_err e;
+    svc_err_clear(&e);
+    if (svc_user_create(F.s, &c, &in, &u, &e) == 0)
+        x->ok = 1;
+    else if (e.kind == SVC_UNAVAILABLE && !strcmp(e.code, "overloaded") && e.retry_after_s > 0)
+        x->overloaded = 1;
+    else
+        failf(__FILE__, __LINE__, "sign-up %d: %s/%s: %s", x->i, svc_kind_name(e.kind), e.code, e.msg);
+    (*x->done)++;
+    bz_arena_free(&a);
+    rt_wg_done(x->wg);
+}
+
+#define NFLOOD (1 + PW_QUEUE + 6)
+#define PW_QUEUE 8 /* PW_QUEUE_PER_THREAD with one thread */
+
+static void auth_pool_body(void)
+{
+    F.cfg.auth_concurrency = 1;
+    fx_reopen();
+    svc_principal u = who(signup("payer@example.com", "Payer"));
+    int64_t acct = open_account(&u, "USD");
+    flood_arg args[NFLOOD];
+    int done = 0;
+    rt_wg wg;
+    rt_wg_init(&wg);
+    for (int i = 0; i < NFLOOD; i++) {
+        args[i] = (flood_arg){i, 0, 0, &done, &wg};
+        rt_wg_add(&wg, 1);
+        rt_go(signup_flood_fn, &args[i]);
+    }
+    /* let every sign-up reach the pool: one hashes, 8 wait, the rest are
+     * refused at once */
+    rt_sleep(&F.ctx, 5 * BZ_NS_PER_MS);
+    int refused = 0;
+    for (int i = 0; i < NFLOOD; i++)
+        refused += args[i].overloaded;
+    CHECK(refused >= NFLOOD - 1 - PW_QUEUE - 1);
+    CHECK(refused <= NFLOOD - PW_QUEUE);
+    /* a deposit (its commit runs on the offload pool) does not wait for
+     * the hashes: it is done while most accepted sign-ups still wait */
+    int64_t t0 = bz_now_ns();
+    CHECK_INT(deposit(&u, acct, 500), 500);
+    int64_t took_ms = (bz_now_ns() - t0) / BZ_NS_PER_MS;
+    int pending = NFLOOD - refused - (done - refused);
+    CHECK(pending >= PW_QUEUE / 2);
+    rt_wg_wait(&wg, NULL);
+    rt_wg_destroy(&wg);
+    raise_recorded();
+    int ok = 0;
+    for (int i = 0; i < NFLOOD; i++)
+        ok += args[i].ok;
+    CHECK_INT(ok + refused, NFLOOD);
+    CHECK(ok >= PW_QUEUE);
+    /* after the flood, sign-up and login work again */
+    signup("after@example.com", "After");
+    svc_principal anon = who(0);
+    svc_call c = call(&anon);
+    svc_login_in li = {S("after@example.com"), S("password123")};
+    svc_session ses;
+    svc_err e;
+    OK(svc_session_create(F.s, &c, &li, &ses, &e));
+    fprintf(stderr, "auth pool: %d of %d sign-ups refused overloaded; a deposit took %lld ms meanwhile\n", refused,
+            NFLOOD, (long long)took_ms);
+}
+
+static void auth_pool_is_bounded_and_apart(void **state)
+{
+    (void)state;
+    run(auth_pool_body);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -1624,6 +1728,7 @@ int main(void)
         cmocka_unit_test(users_list_streams_and_stops),
         cmocka_unit_test(items_import_counts_and_explains_rejections),
         cmocka_unit_test(cursors_are_opaque_and_scoped),
+        cmocka_unit_test(auth_pool_is_bounded_and_apart),
     };
     return cmocka_run_group_tests_name("svc", tests, NULL, NULL);
 }
