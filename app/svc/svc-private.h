@@ -31,6 +31,14 @@ typedef struct pw_pool {
     pthread_t *th;
     bool quit;
 } pw_pool;
+/* Open event streams per user, in this process (orders.c). */
+#define SVC_STREAM_BUCKETS 256
+typedef struct stream_count stream_count;
+typedef struct stream_table {
+    pthread_mutex_t lk;
+    stream_count *b[SVC_STREAM_BUCKETS];
+} stream_table;
+
 /* How many hashes may wait per hashing thread. */
 #define PW_QUEUE_PER_THREAD 8
 
@@ -46,6 +54,7 @@ struct svc {
     rt_mutex acct_locks[SVC_ACCT_STRIPES];
     bool acct_locks_on;
     pw_pool pw;
+    stream_table streams;
     /* the fulfilment worker */
     atomic_bool stopping;
     bool worker_on;

@@ -379,13 +379,17 @@ int svc_orders_list(svc *s, svc_call *c, int64_t user_id, svc_str status, const 
 int svc_order_pay(svc *s, svc_call *c, int64_t id, svc_order *out, svc_err *e);
 int svc_order_cancel(svc *s, svc_call *c, int64_t id, svc_order *out, svc_err *e);
 
-/* Order events of the caller (user_id must be the caller) from now on. */
+/* Order events of the caller (user_id must be the caller) from now on.
+ * At most --sse-max-per-user watches per user in this process (SSE and
+ * WatchOrders together): more is SVC_RATE_LIMITED "too_many_streams". */
 typedef struct svc_watch svc_watch;
 int svc_orders_watch(svc *s, svc_call *c, int64_t user_id, svc_watch **out, svc_err *e);
 /* Parks for the next event: 0 with *ev filled, or -ETIMEDOUT/-ECANCELED
  * when ctx ends, -EPIPE when the subscription ended. */
 int svc_watch_next(svc_watch *w, rt_ctx *ctx, svc_order_event *ev);
 void svc_watch_close(svc_watch *w);
+/* How many watches uid has open in this process. */
+int svc_streams_open(svc *s, int64_t uid);
 
 /* Top spenders in a currency (default USD, limit default 10, 1..100). */
 int svc_leaderboard(svc *s, svc_call *c, svc_str currency, svc_int limit, svc_spender **out, int *n, svc_err *e);

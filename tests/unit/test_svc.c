@@ -1715,6 +1715,43 @@ static void auth_pool_is_bounded_and_apart(void **state)
     run(auth_pool_body);
 }
 
+/* ---- event streams per user ---- */
+
+static void streams_body(void)
+{
+    F.cfg.sse_max_per_user = 3;
+    fx_reopen();
+    svc_principal a = who(signup("a@example.com", "A")), b = who(signup("b@example.com", "B"));
+    svc_watch *w[4] = {0};
+    svc_err e;
+    svc_call c = call(&a);
+    for (int i = 0; i < 3; i++)
+        OK(svc_orders_watch(F.s, &c, a.user_id, &w[i], &e));
+    CHECK_INT(svc_streams_open(F.s, a.user_id), 3);
+    REFUSED(svc_orders_watch(F.s, &c, a.user_id, &w[3], &e), SVC_RATE_LIMITED, "too_many_streams");
+    CHECK(w[3] == NULL);
+    CHECK(e.retry_after_s > 0);
+    CHECK_INT(svc_streams_open(F.s, a.user_id), 3);
+    /* another user is not affected */
+    svc_call cb = call(&b);
+    OK(svc_orders_watch(F.s, &cb, b.user_id, &F.watch, &e));
+    CHECK_INT(svc_streams_open(F.s, b.user_id), 1);
+    /* a closed stream frees its slot */
+    svc_watch_close(w[0]);
+    w[0] = NULL;
+    CHECK_INT(svc_streams_open(F.s, a.user_id), 2);
+    OK(svc_orders_watch(F.s, &c, a.user_id, &w[0], &e));
+    for (int i = 0; i < 3; i++)
+        svc_watch_close(w[i]);
+    CHECK_INT(svc_streams_open(F.s, a.user_id), 0);
+}
+
+static void event_streams_are_capped_per_user(void **state)
+{
+    (void)state;
+    run(streams_body);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -1729,6 +1766,7 @@ int main(void)
         cmocka_unit_test(items_import_counts_and_explains_rejections),
         cmocka_unit_test(cursors_are_opaque_and_scoped),
         cmocka_unit_test(auth_pool_is_bounded_and_apart),
+        cmocka_unit_test(event_streams_are_capped_per_user),
     };
     return cmocka_run_group_tests_name("svc", tests, NULL, NULL);
 }
