@@ -55,7 +55,8 @@ struct svc {
     bool acct_locks_on;
     pw_pool pw;
     stream_table streams;
-    /* the fulfilment worker */
+    /* the fulfilment worker and the idempotency purge */
+    rt_ctx bg_stop;           /* cancelled by svc_stop_worker */
     atomic_bool stopping;
     bool worker_on;
     rt_wg workers;
@@ -134,6 +135,13 @@ typedef struct svc_idem {
 int idem_begin(svc *s, svc_call *c, svc_fp *fp, bool required, svc_idem *im, svc_err *e);
 /* Releases the in-flight lock (detached: even if the caller went away). */
 void idem_end(svc *s, svc_idem *im);
+/* Records created before this (wall µs) are expired: now - retention. */
+int64_t idem_cutoff_us(const svc *s);
+/* The background purge of expired records (serve only). */
+#define IDEM_PURGE_BATCH 1000
+#define IDEM_PURGE_MAX_BATCHES 100
+#define IDEM_PURGE_EVERY_NS (60 * BZ_NS_PER_S)
+void idem_start_purger(svc *s);
 
 /* ---- transactions with their idempotency record (tx.c) -------------------------------------
  *

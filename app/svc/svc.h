@@ -249,9 +249,15 @@ typedef SVC_PAGE(svc_order) svc_order_page;
  * secrets.  NULL with err filled on failure. */
 svc *svc_open(const bz_config *cfg, db *d, cache *c, rt_ctx *ctx, bz_error *err);
 void svc_close(svc *s);
-/* Starts / stops the fulfilment worker (serve only). */
+/* Starts / stops the background work (serve only): the fulfilment worker
+ * and the idempotency retention purge. */
 void svc_start_worker(svc *s);
 void svc_stop_worker(svc *s);
+/* One purge of idempotency records older than --idempotency-retention:
+ * batches of 1000 rows, one transaction each, at most max_batches;
+ * *purged says how many rows went.  The background purge runs this every
+ * minute. */
+int svc_idem_purge(svc *s, rt_ctx *ctx, int max_batches, int64_t *purged, bz_error *err);
 db *svc_db(const svc *s);
 /* The schema version this build migrates to. */
 int svc_schema_version(void);

@@ -1752,6 +1752,70 @@ static void event_streams_are_capped_per_user(void **state)
     run(streams_body);
 }
 
+/* ---- idempotency retention ---- */
+
+static int dep_key(const svc_principal *p, int64_t acct, int64_t cents, const char *key, bool *replayed,
+                   int64_t *bal)
+{
+    svc_call c = key_call(p, key);
+    svc_deposit_in in = {acct, I(cents)};
+    svc_account a;
+    svc_err e;
+    OK(svc_deposit(F.s, &c, &in, &a, &e));
+    *replayed = c.replayed;
+    *bal = a.balance_cents;
+    return 0;
+}
+
+static void retention_body(void)
+{
+    F.cfg.idempotency_retention_ns = 300 * BZ_NS_PER_MS;
+    fx_reopen();
+    svc_principal u = who(signup("keeper@example.com", "Keeper"));
+    int64_t acct = open_account(&u, "USD");
+    bool rep;
+    int64_t bal;
+    dep_key(&u, acct, 100, "k-old", &rep, &bal);
+    CHECK(!rep);
+    CHECK_INT(bal, 100);
+    dep_key(&u, acct, 100, "k-old", &rep, &bal); /* within the retention: replayed */
+    CHECK(rep);
+    CHECK_INT(bal, 100);
+    for (int i = 0; i < 5; i++)
+        deposit(&u, acct, 1); /* 5 more records with fresh keys */
+    rt_sleep(&F.ctx, 400 * BZ_NS_PER_MS);
+    dep_key(&u, acct, 10, "k-fresh", &rep, &bal);
+    CHECK(!rep);
+    CHECK_INT(bal, 115);
+    /* older than the retention: the key is new again (a second effect),
+     * even before the purge ran, and with another request too */
+    dep_key(&u, acct, 100, "k-old", &rep, &bal);
+    CHECK(!rep);
+    CHECK_INT(bal, 215);
+    dep_key(&u, acct, 100, "k-old", &rep, &bal); /* and now replays the new result */
+    CHECK(rep);
+    CHECK_INT(bal, 215);
+    /* the purge deletes the 5 expired records (batches of 1000) and keeps
+     * the live ones */
+    int64_t n = -1;
+    bz_error be;
+    if (svc_idem_purge(F.s, &F.ctx, 10, &n, &be) != 0)
+        failf(__FILE__, __LINE__, "purge: %s", be.msg);
+    CHECK_INT(n, 5);
+    if (svc_idem_purge(F.s, &F.ctx, 10, &n, &be) != 0)
+        failf(__FILE__, __LINE__, "purge: %s", be.msg);
+    CHECK_INT(n, 0);
+    dep_key(&u, acct, 10, "k-fresh", &rep, &bal);
+    CHECK(rep);
+    CHECK_INT(bal, 115);
+}
+
+static void idempotency_keys_expire_and_are_purged(void **state)
+{
+    (void)state;
+    run(retention_body);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -1767,6 +1831,7 @@ int main(void)
         cmocka_unit_test(cursors_are_opaque_and_scoped),
         cmocka_unit_test(auth_pool_is_bounded_and_apart),
         cmocka_unit_test(event_streams_are_capped_per_user),
+        cmocka_unit_test(idempotency_keys_expire_and_are_purged),
     };
     return cmocka_run_group_tests_name("svc", tests, NULL, NULL);
 }
