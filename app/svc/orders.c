@@ -299,6 +299,8 @@ int svc_orders_list(svc *s, svc_call *c, int64_t user_id, svc_str status, const 
         cache_status cst = CACHE_LOADED;
         rc = cache_get_or_load(s->cache, c->ctx, key, s->cfg->cache_ttl_ns, page_load, &x, &b, &cst, &be);
         *hit = cst == CACHE_HIT;
+        if (rc == 0 && cst == CACHE_LOADED)
+            pages_track(s, c->ctx, user_id, key);
     } else {
         rc = page_load(&x, c->ctx, &b, &be);
     }

@@ -189,6 +189,10 @@ void fx_item_changed(svc *s, int64_t item_id);
 void fx_orders_changed(svc *s, int64_t user_id);
 void fx_order_event(svc *s, int64_t user_id, int64_t order_id, const char *status, int64_t at_us);
 void fx_spent(svc *s, int64_t user_id, const char *currency, int64_t cents);
+/* The cached order pages of a user: remember one, drop them all. */
+#define SVC_OLIST_MAX_PAGES 64
+void pages_track(svc *s, rt_ctx *ctx, int64_t uid, const char *page_key);
+void pages_drop(svc *s, rt_ctx *ctx, int64_t uid);
 /* "item:<id>", "orders:<user>" (the event channel). */
 void key_item(int64_t id, char out[40]);
 void key_events(int64_t user_id, char out[48]);

@@ -110,6 +110,12 @@ int svc_user_patch_op(svc *s, svc_call *c, int64_t id, const svc_user_patch *in,
         sodium_memzero(hash, sizeof hash);
         if (rc != 0)
             return svc_fail_from(e, &be);
+        /* A new password ends every other session of the user (someone
+         * who knew the old one may hold them); the caller's survives.  If
+         * the session store fails the change is reported as failed, and a
+         * retry (same password) ends them. */
+        if (cache_sessions_end_others(s->cache, c->ctx, id, c->who->token_hash, NULL, &be) != 0)
+            return svc_fail_from(e, &be);
     }
     return load_user(s, c, id, true, out, e);
 }
@@ -226,7 +232,7 @@ int svc_session_delete(svc *s, svc_call *c, svc_err *e)
     if (need_user(c, e))
         return -1;
     bz_error be;
-    if (cache_session_del(s->cache, c->ctx, c->who->token_hash, &be) != 0)
+    if (cache_session_end(s->cache, c->ctx, c->who->user_id, c->who->token_hash, &be) != 0)
         return svc_fail_from(e, &be);
     return 0;
 }
