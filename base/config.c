@@ -394,8 +394,11 @@ static const flagdef *find_flag(const char *name, size_t n)
 
 /* Printable form of a user-supplied value for error messages: bounded, no
  * control bytes (a message is one line whatever the client typed). */
-static void show(char *out, size_t cap, const char *v)
+static void show(char *out, size_t cap, const char *raw)
 {
+    /* a URL's password is never shown, even in a refusal */
+    char v[1100];
+    bz_redact_url(raw, v, sizeof v);
     size_t k = 0;
     for (const char *p = v; *p && k + 4 < cap; p++)
         out[k++] = ((unsigned char)*p < 0x20 || *p == 0x7f) ? '?' : *p;
