@@ -29,7 +29,9 @@ static int open_backends(app *a, const bz_config *cfg, bool want_cache)
     a->cfg = cfg;
     a->db = db_open(cfg->db, &dbo, &e);
     if (!a->db || db_ping(a->db, NULL, &e) != 0) {
-        bz_log_err("cannot open the database", BZ_F_STR("db", cfg->db), BZ_F_STR("error", e.msg));
+        char shown[1100];
+        bz_redact_url(cfg->db, shown, sizeof shown);
+        bz_log_err("cannot open the database", BZ_F_STR("db", shown), BZ_F_STR("error", e.msg));
         db_close(a->db);
         a->db = NULL;
         return -1;
@@ -39,7 +41,9 @@ static int open_backends(app *a, const bz_config *cfg, bool want_cache)
         cache_opts co = {.max_memory = cfg->cache_max_memory, .eviction = cfg->cache_eviction};
         a->cache = cache_open(cfg->cache, &co, &e);
         if (!a->cache) {
-            bz_log_err("cannot open the cache", BZ_F_STR("cache", cfg->cache), BZ_F_STR("error", e.msg));
+            char shown[1100];
+            bz_redact_url(cfg->cache, shown, sizeof shown);
+            bz_log_err("cannot open the cache", BZ_F_STR("cache", shown), BZ_F_STR("error", e.msg));
             db_close(a->db);
             a->db = NULL;
             return -1;
@@ -222,6 +226,10 @@ int app_main(const bz_config *cfg)
         fprintf(stderr, "bazaar: libsodium failed to initialise\n");
         return 1;
     }
+    /* No password of the database or cache URL reaches the log, whoever
+     * quotes it (our lines, libpq's or Redis's messages). */
+    bz_log_url_secrets(cfg->db);
+    bz_log_url_secrets(cfg->cache);
     run_state s = {cfg, 1};
     rt_fn fn;
     switch (cfg->command) {

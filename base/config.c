@@ -60,6 +60,9 @@ static const flagdef flags[] = {
     {"h2-max-concurrent-streams", T_INT, "128", OFF(h2_max_concurrent_streams), 1, C_SERVE, "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (streams per connection)"},
     {"grpc-max-recv-bytes", T_SIZE, "4MiB", OFF(grpc_max_recv_bytes), 1, C_SERVE, "larger gRPC request messages get RESOURCE_EXHAUSTED"},
     {"grpc-web-origins", T_ORIGINS, "", OFF(grpc_web_origins), 0, C_SERVE, "origins allowed by CORS for gRPC-Web (comma list, * for any)"},
+    {"auth-concurrency", T_INT, NULL, OFF(auth_concurrency), 1, C_SERVE, "password hashes computed at once (default: number of cores); a full queue answers 503 overloaded"},
+    {"sse-max-per-user", T_INT, "8", OFF(sse_max_per_user), 1, C_SERVE, "concurrent event streams (SSE + WatchOrders) per user; more get 429 too_many_streams"},
+    {"idempotency-retention", T_DURATION, "24h", OFF(idempotency_retention_ns), 1, C_SERVE, "stored Idempotency-Key results are purged after this; an older key is new again"},
     {"rate-limit", T_RATE, "0", OFF(rate_limit), 0, C_SERVE, "requests per second per principal (user, else client IP); 0 = off"},
     {"login-rate-limit", T_RATE, "10/min", OFF(login_rate_limit), 0, C_SERVE, "logins per email per client IP (N/s, N/min, N/h)"},
     {"cache-ttl", T_DURATION, "60s", OFF(cache_ttl_ns), 1, C_SERVE, "item cache TTL (jittered +-10%)"},
@@ -391,8 +394,11 @@ static const flagdef *find_flag(const char *name, size_t n)
 
 /* Printable form of a user-supplied value for error messages: bounded, no
  * control bytes (a message is one line whatever the client typed). */
-static void show(char *out, size_t cap, const char *v)
+static void show(char *out, size_t cap, const char *raw)
 {
+    /* a URL's password is never shown, even in a refusal */
+    char v[1100];
+    bz_redact_url(raw, v, sizeof v);
     size_t k = 0;
     for (const char *p = v; *p && k + 4 < cap; p++)
         out[k++] = ((unsigned char)*p < 0x20 || *p == 0x7f) ? '?' : *p;
@@ -412,6 +418,7 @@ int bz_config_parse(bz_config *cfg, int argc, char **argv, char *err, size_t err
     cpu_set_t cs;
     long cores = sched_getaffinity(0, sizeof cs, &cs) == 0 ? CPU_COUNT(&cs) : sysconf(_SC_NPROCESSORS_ONLN);
     cfg->threads = cores > 0 ? (int)cores : 1;
+    cfg->auth_concurrency = cfg->threads;
     for (size_t i = 0; i < NFLAGS; i++)
         if (flags[i].def && set_value(cfg, &flags[i], flags[i].def, why, sizeof why) != 0)
             return fail(err, errlen, "bazaar: internal error: bad default for --%s", flags[i].name);

@@ -60,6 +60,9 @@ typedef struct bz_config {
     int h2_max_concurrent_streams; /* HTTP/2 streams per connection, 1..100000 */
     int64_t grpc_max_recv_bytes;
     char grpc_web_origins[1024]; /* "" none, "*" any, else a comma list */
+    int auth_concurrency;     /* password hashes at once (default: cores), ≥ 1 */
+    int sse_max_per_user;     /* concurrent event streams per user, ≥ 1 */
+    int64_t idempotency_retention_ns; /* Idempotency-Key records live this long, > 0 */
     bz_rate rate_limit;
     bz_rate login_rate_limit;
     int64_t cache_ttl_ns;

@@ -90,6 +90,144 @@ void bz_log_batch(bool on)
     batching = on;
 }
 
+/* ---- secrets ---- */
+
+#define MAX_SECRETS 8
+static char g_secrets[MAX_SECRETS][256];
+static int g_nsecrets;
+
+void bz_log_secret(const char *sec)
+{
+    size_t n = strlen(sec);
+    if (n < 4 || n >= sizeof g_secrets[0] || g_nsecrets >= MAX_SECRETS)
+        return;
+    for (int i = 0; i < g_nsecrets; i++)
+        if (!strcmp(g_secrets[i], sec))
+            return;
+    memcpy(g_secrets[g_nsecrets++], sec, n + 1);
+}
+
+/* [start, end) of the password in url's userinfo, or false. */
+static bool url_password(const char *url, size_t *start, size_t *end)
+{
+    const char *p = strstr(url, "://");
+    if (!p)
+        return false;
+    p += 3;
+    size_t auth_end = strcspn(p, "/?#");
+    const char *at = NULL;
+    for (size_t i = 0; i < auth_end; i++)
+        if (p[i] == '@')
+            at = p + i; /* the last one: a password may hold an '@' */
+    if (!at)
+        return false;
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    if (!colon)
+        return false;
+    *start = (size_t)(colon + 1 - url);
+    *end = (size_t)(at - url);
+    return true;
+}
+
+/* [start, end) of the value of a "password=" parameter, or false. */
+static bool param_password(const char *url, size_t from, size_t *start, size_t *end)
+{
+    for (const char *p = strstr(url + from, "password="); p; p = strstr(p + 1, "password=")) {
+        if (p != url && p[-1] != '?' && p[-1] != '&' && p[-1] != ' ')
+            continue;
+        *start = (size_t)(p + 9 - url);
+        *end = *start + strcspn(p + 9, "& #");
+        return true;
+    }
+    return false;
+}
+
+void bz_redact_url(const char *url, char *out, size_t cap)
+{
+    if (!cap)
+        return;
+    bz_buf o = BZ_BUF_INIT;
+    size_t pos = 0, s0, s1;
+    for (int guard = 0; guard < 8; guard++) {
+        bool found = guard == 0 ? url_password(url, &s0, &s1) : false;
+        if (!found)
+            found = param_password(url, pos, &s0, &s1);
+        if (!found || s0 < pos)
+            break;
+        bz_buf_append(&o, url + pos, s0 - pos);
+        bz_buf_append_c(&o, "***");
+        pos = s1;
+    }
+    bz_buf_append_c(&o, url + pos);
+    size_t n = o.len < cap - 1 ? o.len : cap - 1;
+    if (n)
+        memcpy(out, o.data, n);
+    out[n] = '\0';
+    bz_buf_free(&o);
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static void secret_span(const char *url, size_t s0, size_t s1)
+{
+    char raw[256], dec[256];
+    size_t n = s1 - s0 < sizeof raw - 1 ? s1 - s0 : sizeof raw - 1;
+    memcpy(raw, url + s0, n);
+    raw[n] = '\0';
+    bz_log_secret(raw);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (raw[i] == '%' && i + 2 < n + 1 && hexval(raw[i + 1]) >= 0 && hexval(raw[i + 2]) >= 0) {
+            dec[k++] = (char)(hexval(raw[i + 1]) * 16 + hexval(raw[i + 2]));
+            i += 2;
+        } else {
+            dec[k++] = raw[i];
+        }
+    }
+    dec[k] = '\0';
+    bz_log_secret(dec);
+}
+
+void bz_log_url_secrets(const char *url)
+{
+    size_t s0, s1, pos = 0;
+    if (url_password(url, &s0, &s1)) {
+        secret_span(url, s0, s1);
+        pos = s1;
+    }
+    for (int guard = 0; guard < 8 && param_password(url, pos, &s0, &s1); guard++) {
+        secret_span(url, s0, s1);
+        pos = s1;
+    }
+}
+
+/* Replaces every registered secret in b with "***". */
+static void scrub(bz_buf *line)
+{
+    for (int i = 0; i < g_nsecrets; i++) {
+        size_t sn = strlen(g_secrets[i]);
+        if (!line->len || !memmem(line->data, line->len, g_secrets[i], sn))
+            continue;
+        bz_buf o = BZ_BUF_INIT;
+        size_t pos = 0;
+        for (;;) {
+            const char *hit = memmem(line->data + pos, line->len - pos, g_secrets[i], sn);
+            if (!hit)
+                break;
+            bz_buf_append(&o, line->data + pos, (size_t)(hit - (line->data + pos)));
+            bz_buf_append_c(&o, "***");
+            pos = (size_t)(hit - line->data) + sn;
+        }
+        bz_buf_append(&o, line->data + pos, line->len - pos);
+        bz_buf_clear(line);
+        bz_buf_append(line, o.data, o.len);
+        bz_buf_free(&o);
+    }
+}
+
 static void free_buf(void *p)
 {
     bz_log_flush();
@@ -175,6 +313,8 @@ void bz__log(bz_log_level level, const char *msg, ...)
     if (json)
         bz_buf_putc(&b, '}');
     bz_buf_putc(&b, '\n');
+    if (g_nsecrets)
+        scrub(&b);
     if (batching && level < BZ_LOG_ERROR) {
         bz_buf_append(&pending, b.data, b.len);
         if (pending.len >= BATCH_MAX)

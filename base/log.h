@@ -14,6 +14,7 @@
 #ifndef BZ_LOG_H
 #define BZ_LOG_H
 
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -47,6 +48,18 @@ bool bz_log_enabled(bz_log_level level);
 
 /* Redirects output to fd (tests); -1 restores stderr. */
 void bz_log_set_fd(int fd);
+
+/* Secrets never to be logged.  bz_redact_url copies url into out (cap
+ * bytes, truncated) with the password of "scheme://user:password@host"
+ * and any "password=" parameter replaced by "***".  bz_log_secret makes
+ * every later log line show "***" wherever s appears (a safety net for
+ * messages that quote a URL: libpq's, Redis's); bz_log_url_secrets
+ * registers the password(s) of a database or cache URL, as written and
+ * percent-decoded.  Call before threads start; secrets shorter than 4
+ * bytes are ignored (they would blank common words). */
+void bz_redact_url(const char *url, char *out, size_t cap);
+void bz_log_secret(const char *s);
+void bz_log_url_secrets(const char *url);
 
 /* Per thread: batch lines below error level in memory until bz_log_flush
  * (event loops flush before each wait for events, and every 16 KiB).  Off

@@ -31,6 +31,16 @@ typedef struct cache_be_ops {
     int (*zscore)(cache_be *b, rt_ctx *ctx, const char *key, const char *m, int64_t *score, bz_error *err);
     int (*zrank)(cache_be *b, rt_ctx *ctx, const char *key, const char *m, int64_t *rank, bz_error *err);
     int (*zcard)(cache_be *b, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err);
+    /* Sets of strings: sadd re-arms the key's TTL when ttl_ns > 0 and
+     * tells the set's size after the add (*card); smembers writes up to max
+     * members, each NUL-terminated, into out. */
+    int (*sadd)(cache_be *b, rt_ctx *ctx, const char *key, const char *m, int64_t ttl_ns, int64_t *card,
+                bz_error *err);
+    int (*srem)(cache_be *b, rt_ctx *ctx, const char *key, const char *m, bz_error *err);
+    int (*smembers)(cache_be *b, rt_ctx *ctx, const char *key, int max, bz_buf *out, int *n, bz_error *err);
+    /* Optional (NULL: the backend has one class): key becomes a cache
+     * entry, evicted before any state (sessions, locks, counters). */
+    void (*evictable)(cache_be *b, const char *key);
     int (*publish)(cache_be *b, rt_ctx *ctx, const char *channel, const void *msg, size_t n, bz_error *err);
     /* First local subscriber of a channel / last one gone (Redis:
      * SUBSCRIBE / UNSUBSCRIBE on the subscriber connection). */

@@ -105,12 +105,48 @@ int cache_get(cache *c, rt_ctx *ctx, const char *key, bz_buf *out, bz_error *err
     return c->be->ops->get(c->be, ctx, fk, out, err);
 }
 
+/* A stored cache entry joins the evictable class (memory backend). */
+static void entry_class(cache *c, const char *fk)
+{
+    if (c->be->ops->evictable)
+        c->be->ops->evictable(c->be, fk);
+}
+
 int cache_set(cache *c, rt_ctx *ctx, const char *key, const void *v, size_t n, int64_t ttl, bz_error *err)
 {
     if (!c->store_entries)
         return 0;
     K(key);
-    return c->be->ops->set(c->be, ctx, fk, v, n, ttl, false, NULL, err);
+    int r = c->be->ops->set(c->be, ctx, fk, v, n, ttl, false, NULL, err);
+    if (r == 0)
+        entry_class(c, fk);
+    return r;
+}
+
+void cache_mark_evictable(cache *c, const char *key)
+{
+    char full_[KEYMAX];
+    bz_error e;
+    if (key_of(full_, key, &e) == 0)
+        entry_class(c, full_);
+}
+
+int cache_sadd(cache *c, rt_ctx *ctx, const char *key, const char *m, int64_t ttl, int64_t *card, bz_error *err)
+{
+    K(key);
+    return c->be->ops->sadd(c->be, ctx, fk, m, ttl, card, err);
+}
+
+int cache_srem(cache *c, rt_ctx *ctx, const char *key, const char *m, bz_error *err)
+{
+    K(key);
+    return c->be->ops->srem(c->be, ctx, fk, m, err);
+}
+
+int cache_smembers(cache *c, rt_ctx *ctx, const char *key, int max, bz_buf *out, int *n, bz_error *err)
+{
+    K(key);
+    return c->be->ops->smembers(c->be, ctx, fk, max, out, n, err);
 }
 
 int cache_del(cache *c, rt_ctx *ctx, const char *key, bz_error *err)
@@ -257,6 +293,8 @@ static int store_entry(cache *c, rt_ctx *ctx, const char *fk, bool negative, con
         bz_buf_append(&stored, v, n);
     int r = c->be->ops->set(c->be, ctx, fk, stored.data, stored.len, ttl, false, NULL, err);
     bz_buf_free(&stored);
+    if (r == 0)
+        entry_class(c, fk);
     return r;
 }
 
@@ -537,6 +575,11 @@ int cache_rate_allow(cache *c, rt_ctx *ctx, const char *key, int64_t limit, int6
 int cache_session_put(cache *c, rt_ctx *ctx, const char *hash, int64_t uid, int64_t ttl, bz_error *err)
 {
     char k[KEYMAX], v[24];
+    /* the set first: a session that exists is always in its user's set */
+    snprintf(k, sizeof k, "sessions:%lld", (long long)uid);
+    int r = cache_sadd(c, ctx, k, hash, ttl, NULL, err);
+    if (r)
+        return r;
     snprintf(k, sizeof k, "session:%s", hash);
     size_t n = bz_fmt_i64(v, uid);
     return cache_state_set(c, ctx, k, v, n, ttl, err);
@@ -559,4 +602,48 @@ int cache_session_del(cache *c, rt_ctx *ctx, const char *hash, bz_error *err)
     char k[KEYMAX];
     snprintf(k, sizeof k, "session:%s", hash);
     return cache_state_del(c, ctx, k, err);
+}
+
+int cache_session_end(cache *c, rt_ctx *ctx, int64_t uid, const char *hash, bz_error *err)
+{
+    int r = cache_session_del(c, ctx, hash, err);
+    if (r || uid <= 0)
+        return r;
+    char k[KEYMAX];
+    snprintf(k, sizeof k, "sessions:%lld", (long long)uid);
+    return cache_srem(c, ctx, k, hash, err);
+}
+
+/* Sessions are ended in rounds of this many (each round reads the set
+ * again), at most SESSIONS_ROUNDS rounds: a bounded loop even if logins
+ * keep adding to the set meanwhile. */
+#define SESSIONS_BATCH 256
+#define SESSIONS_ROUNDS 64
+
+int cache_sessions_end_others(cache *c, rt_ctx *ctx, int64_t uid, const char *keep, int *ended, bz_error *err)
+{
+    char set[KEYMAX];
+    snprintf(set, sizeof set, "sessions:%lld", (long long)uid);
+    if (ended)
+        *ended = 0;
+    bz_buf b = BZ_BUF_INIT;
+    int r = 0;
+    for (int round = 0; r == 0 && round < SESSIONS_ROUNDS; round++) {
+        int n = 0;
+        r = cache_smembers(c, ctx, set, SESSIONS_BATCH + 1, &b, &n, err);
+        int gone = 0;
+        const char *m = b.data;
+        for (int i = 0; r == 0 && i < n; i++, m += strlen(m) + 1) {
+            if (keep && !strcmp(m, keep))
+                continue;
+            r = cache_session_end(c, ctx, uid, m, err);
+            gone++;
+        }
+        if (ended)
+            *ended += gone;
+        if (gone == 0)
+            break;
+    }
+    bz_buf_free(&b);
+    return r;
 }

@@ -93,6 +93,25 @@ int cache_zscore(cache *c, rt_ctx *ctx, const char *key, const char *member, int
 int cache_zrank(cache *c, rt_ctx *ctx, const char *key, const char *member, int64_t *rank, bz_error *err);
 int cache_zcard(cache *c, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err);
 
+/* ---- sets (small: a user's sessions, a user's cached page keys) ------------------------ */
+
+/* Adds member; ttl_ns > 0 re-arms the set's TTL.  *card (may be NULL):
+ * the set's size after the add. */
+int cache_sadd(cache *c, rt_ctx *ctx, const char *key, const char *member, int64_t ttl_ns, int64_t *card,
+               bz_error *err);
+int cache_srem(cache *c, rt_ctx *ctx, const char *key, const char *member, bz_error *err);
+/* Up to max members into out, each NUL-terminated; *n how many. */
+int cache_smembers(cache *c, rt_ctx *ctx, const char *key, int max, bz_buf *out, int *n, bz_error *err);
+
+/* Eviction classes.  What cache_set, cache_store and cache_get_or_load
+ * store are cache entries; everything else (the state operations, sets,
+ * sorted sets) is state.  The memory backend evicts entries first and
+ * state only when no entry is left, so entries a client can multiply
+ * never push out a session or a lock.  This marks another key (derived
+ * data such as a leaderboard) as an entry.  Redis has no such classes:
+ * see docs/ARCHITECTURE.md for the policy it relies on. */
+void cache_mark_evictable(cache *c, const char *key);
+
 /* ---- pub/sub --------------------------------------------------------------------------- */
 
 typedef struct cache_sub cache_sub;
@@ -154,9 +173,18 @@ typedef struct cache_rate {
 int cache_rate_allow(cache *c, rt_ctx *ctx, const char *key, int64_t limit, int64_t window_ns, cache_rate *out,
                      bz_error *err);
 
-/* Sessions: token hash → user id with a TTL. */
+/* Sessions: token hash → user id with a TTL ("session:<hash>"), and each
+ * user's set of session hashes ("sessions:<user>", its TTL re-armed to
+ * the session TTL by every login), so all of a user's sessions can be
+ * ended at once. */
 int cache_session_put(cache *c, rt_ctx *ctx, const char *token_hash, int64_t user_id, int64_t ttl_ns, bz_error *err);
 int cache_session_get(cache *c, rt_ctx *ctx, const char *token_hash, int64_t *user_id, bz_error *err);
+/* Ends one session (the user's set forgets it too when user_id > 0). */
 int cache_session_del(cache *c, rt_ctx *ctx, const char *token_hash, bz_error *err);
+int cache_session_end(cache *c, rt_ctx *ctx, int64_t user_id, const char *token_hash, bz_error *err);
+/* Ends every session of user_id except keep_hash (may be "" or NULL);
+ * *ended (may be NULL) counts them. */
+int cache_sessions_end_others(cache *c, rt_ctx *ctx, int64_t user_id, const char *keep_hash, int *ended,
+                              bz_error *err);
 
 #endif

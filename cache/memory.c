@@ -9,7 +9,13 @@
  * for at most 1 ms per cycle — Redis's algorithm.  Over --cache-max-memory
  * a write evicts by sampling 5 keys of a random shard and dropping the
  * policy's choice (approximated LRU/LFU, nearest TTL), or is refused
- * (noeviction). */
+ * (noeviction).  Keys have an eviction class: cache entries (what
+ * cache_set and get-or-load store, and keys marked evictable, such as
+ * leaderboards) are the only candidates while any exists; state
+ * (sessions, locks, idempotency locks, counters, versions) is evicted only
+ * when no entry is left.  So a client that multiplies entries (distinct
+ * list pages, currencies) can push out other entries but never a
+ * session or a lock. */
 #include "cache/cache-private.h"
 
 #include "base/rand.h"
@@ -24,7 +30,18 @@
 #define SAMPLE 5
 #define EXPIRE_SAMPLE 20
 
-enum { T_STR = 0, T_ZSET = 1 };
+enum { T_STR = 0, T_ZSET = 1, T_SET = 2 };
+
+/* Eviction classes: state (sessions, locks, counters, versions: never
+ * evicted while an entry is left) and entries (what cache_set and
+ * get-or-load store, and keys marked evictable, such as leaderboards:
+ * things a client can multiply). */
+enum { C_STATE = 0, C_ENTRY = 1 };
+
+typedef struct sset {
+    size_t n, cap;
+    char **m;
+} sset;
 
 typedef struct zset {
     size_t n, cap;
@@ -38,10 +55,12 @@ typedef struct mentry {
     int64_t atime;   /* last access, for LRU */
     uint8_t lfu;     /* logarithmic access counter, for LFU */
     uint8_t type;
+    uint8_t cls;     /* C_STATE or C_ENTRY */
     size_t vlen;
     union {
         char *val;
         zset *z;
+        sset *set;
     } u;
     char key[];
 } mentry;
@@ -56,6 +75,7 @@ typedef struct mem {
     cache_be base;
     shard sh[NSHARDS];
     atomic_llong used;
+    atomic_llong entries;  /* keys of class C_ENTRY */
     int64_t max;
     bz_eviction policy;
     rt_ctx stop;
@@ -77,19 +97,35 @@ static int64_t entry_size(const mentry *e)
     int64_t n = (int64_t)malloc_usable_size((void *)e);
     if (e->type == T_STR)
         n += e->u.val ? (int64_t)malloc_usable_size(e->u.val) : 0;
-    else if (e->u.z)
+    else if (e->type == T_SET && e->u.set) {
+        n += (int64_t)malloc_usable_size(e->u.set) + (e->u.set->m ? (int64_t)malloc_usable_size(e->u.set->m) : 0);
+        for (size_t i = 0; i < e->u.set->n; i++)
+            n += (int64_t)malloc_usable_size(e->u.set->m[i]);
+    } else if (e->type == T_ZSET && e->u.z)
         n += (int64_t)malloc_usable_size(e->u.z) + (e->u.z->m ? (int64_t)malloc_usable_size(e->u.z->m) : 0);
     return n;
 }
 
-static void entry_free(mentry *e)
+/* Frees what the entry's value owns (not the entry). */
+static void value_free(mentry *e)
 {
-    if (e->type == T_STR)
+    if (e->type == T_STR) {
         free(e->u.val);
-    else if (e->u.z) {
+    } else if (e->type == T_SET && e->u.set) {
+        for (size_t i = 0; i < e->u.set->n; i++)
+            free(e->u.set->m[i]);
+        free(e->u.set->m);
+        free(e->u.set);
+    } else if (e->type == T_ZSET && e->u.z) {
         free(e->u.z->m);
         free(e->u.z);
     }
+    e->u.val = NULL;
+}
+
+static void entry_free(mentry *e)
+{
+    value_free(e);
     free(e);
 }
 
@@ -114,6 +150,8 @@ static void unlink_entry(mem *m, shard *s, mentry **pp)
     *pp = e->next;
     s->n--;
     atomic_fetch_sub(&m->used, entry_size(e));
+    if (e->cls == C_ENTRY)
+        atomic_fetch_sub(&m->entries, 1);
     entry_free(e);
 }
 
@@ -202,6 +240,8 @@ static void evict(mem *m)
     if (m->policy == BZ_EVICT_NOEVICTION)
         return; /* writes are refused before they happen instead */
     for (int rounds = 0; m->max && atomic_load(&m->used) > m->max && rounds < 10000; rounds++) {
+        /* Entries go first: while any is left, state is never sampled. */
+        bool entries_only = atomic_load(&m->entries) > 0;
         shard *s = &m->sh[bz_rand64() % NSHARDS];
         pthread_mutex_lock(&s->lk);
         mentry **best = NULL;
@@ -212,6 +252,8 @@ static void evict(mem *m)
                 for (; *pp && seen < SAMPLE; pp = &(*pp)->next) {
                     mentry *e = *pp;
                     if (m->policy == BZ_EVICT_VOLATILE_TTL && !e->expire)
+                        continue;
+                    if (entries_only && e->cls != C_ENTRY)
                         continue;
                     seen++;
                     if (!best) {
@@ -233,7 +275,7 @@ static void evict(mem *m)
                 __atomic_fetch_add(&m->base.stats->evictions, 1, __ATOMIC_RELAXED);
         }
         pthread_mutex_unlock(&s->lk);
-        if (!best && m->policy == BZ_EVICT_VOLATILE_TTL) {
+        if (!best && m->policy == BZ_EVICT_VOLATILE_TTL && !entries_only) {
             /* no volatile key in this shard; give up after a full sweep */
             bool any = false;
             for (int i = 0; i < NSHARDS && !any; i++) {
@@ -353,13 +395,8 @@ static int m_set(cache_be *b, rt_ctx *ctx, const char *key, const void *v, size_
     if (!e)
         e = insert(m, s, key, h, T_STR);
     atomic_fetch_sub(&m->used, entry_size(e));
-    if (e->type == T_ZSET) {
-        free(e->u.z->m);
-        free(e->u.z);
-        e->type = T_STR;
-    } else {
-        free(e->u.val);
-    }
+    value_free(e);
+    e->type = T_STR;
     e->u.val = copy;
     e->vlen = n;
     e->expire = ttl > 0 ? bz_now_ns() + ttl : 0;
@@ -587,6 +624,109 @@ static int m_zcard(cache_be *b, rt_ctx *ctx, const char *key, int64_t *n, bz_err
     return 0;
 }
 
+/* ---- sets: an unsorted array; meant for small sets (a user's sessions,
+ * the page keys of a user's order lists) ---- */
+
+static int m_sadd(cache_be *b, rt_ctx *ctx, const char *key, const char *member, int64_t ttl, int64_t *card,
+                  bz_error *err)
+{
+    mem *m = (mem *)b;
+    if (full(m))
+        return nomem(err);
+    char *copy = strdup(member);
+    if (!copy)
+        abort();
+    LOCKED(m, key, h, s);
+    mentry *e = lookup(m, s, key, h, NULL);
+    if (e && e->type != T_SET) {
+        pthread_mutex_unlock(&s->lk);
+        free(copy);
+        return bz_err_set(err, BZ_ERR_INVALID, "cache: %s is not a set", key), -EINVAL;
+    }
+    if (!e) {
+        e = insert(m, s, key, h, T_SET);
+        e->u.set = calloc(1, sizeof(sset));
+        if (!e->u.set)
+            abort();
+    }
+    atomic_fetch_sub(&m->used, entry_size(e));
+    sset *z = e->u.set;
+    size_t i = 0;
+    while (i < z->n && strcmp(z->m[i], member))
+        i++;
+    if (i < z->n) {
+        free(copy);
+    } else {
+        if (z->n == z->cap) {
+            z->cap = z->cap ? z->cap * 2 : 4;
+            z->m = realloc(z->m, z->cap * sizeof *z->m);
+            if (!z->m)
+                abort();
+        }
+        z->m[z->n++] = copy;
+    }
+    if (ttl > 0)
+        e->expire = bz_now_ns() + ttl;
+    if (card)
+        *card = (int64_t)z->n;
+    touch(e);
+    atomic_fetch_add(&m->used, entry_size(e));
+    pthread_mutex_unlock(&s->lk);
+    evict(m);
+    return 0;
+}
+
+static int m_srem(cache_be *b, rt_ctx *ctx, const char *key, const char *member, bz_error *err)
+{
+    mem *m = (mem *)b;
+    LOCKED(m, key, h, s);
+    mentry **pp;
+    mentry *e = lookup(m, s, key, h, &pp);
+    if (e && e->type == T_SET) {
+        sset *z = e->u.set;
+        for (size_t i = 0; i < z->n; i++)
+            if (!strcmp(z->m[i], member)) {
+                atomic_fetch_sub(&m->used, entry_size(e));
+                free(z->m[i]);
+                z->m[i] = z->m[--z->n];
+                atomic_fetch_add(&m->used, entry_size(e));
+                break;
+            }
+        if (z->n == 0) /* as Redis: an empty set is no key */
+            unlink_entry(m, s, pp);
+    }
+    pthread_mutex_unlock(&s->lk);
+    return 0;
+}
+
+static int m_smembers(cache_be *b, rt_ctx *ctx, const char *key, int max, bz_buf *out, int *n, bz_error *err)
+{
+    mem *m = (mem *)b;
+    *n = 0;
+    bz_buf_clear(out);
+    LOCKED(m, key, h, s);
+    mentry *e = lookup(m, s, key, h, NULL);
+    if (e && e->type == T_SET)
+        for (size_t i = 0; i < e->u.set->n && *n < max; i++) {
+            bz_buf_append(out, e->u.set->m[i], strlen(e->u.set->m[i]) + 1);
+            (*n)++;
+        }
+    pthread_mutex_unlock(&s->lk);
+    return 0;
+}
+
+static void m_evictable(cache_be *b, const char *key)
+{
+    mem *m = (mem *)b;
+    LOCKED(m, key, h, s);
+    mentry *e = lookup(m, s, key, h, NULL);
+    if (e && e->cls != C_ENTRY) {
+        e->cls = C_ENTRY;
+        atomic_fetch_add(&m->entries, 1);
+    }
+    pthread_mutex_unlock(&s->lk);
+}
+
 static int m_publish(cache_be *b, rt_ctx *ctx, const char *channel, const void *msg, size_t n, bz_error *err)
 {
     cache__hub_deliver(b->hub, channel, msg, n);
@@ -624,7 +764,8 @@ static void m_close(cache_be *b)
 static const cache_be_ops ops = {
     .ping = m_ping, .get = m_get, .set = m_set, .del = m_del, .del_if = m_del_if, .extend_if = m_extend_if,
     .incr = m_incr, .ttl = m_ttl, .zincr = m_zincr, .ztop = m_ztop, .zscore = m_zscore, .zrank = m_zrank,
-    .zcard = m_zcard, .publish = m_publish, .sub_first = m_sub_first, .sub_last = m_sub_last, .close = m_close,
+    .zcard = m_zcard, .sadd = m_sadd, .srem = m_srem, .smembers = m_smembers, .evictable = m_evictable,
+    .publish = m_publish, .sub_first = m_sub_first, .sub_last = m_sub_last, .close = m_close,
 };
 
 cache_be *cache__memory_new(const cache_opts *o, bz_error *err)
@@ -641,5 +782,16 @@ cache_be *cache__memory_new(const cache_opts *o, bz_error *err)
     return &m->base;
 }
 
-/* Exposed for tests: bytes accounted. */
+/* Exposed for tests: bytes accounted, and keys (live or not yet expired). */
 int64_t cache__memory_used(cache_be *b) { return atomic_load(&((mem *)b)->used); }
+int64_t cache__memory_keys(cache_be *b)
+{
+    mem *m = (mem *)b;
+    int64_t n = 0;
+    for (int i = 0; i < NSHARDS; i++) {
+        pthread_mutex_lock(&m->sh[i].lk);
+        n += (int64_t)m->sh[i].n;
+        pthread_mutex_unlock(&m->sh[i].lk);
+    }
+    return n;
+}

@@ -737,6 +737,50 @@ static int r_zcard(cache_be *be, rt_ctx *ctx, const char *key, int64_t *n, bz_er
     return cmd_int(B, ctx, 2, a, NULL, n, err);
 }
 
+/* SADD, the TTL re-armed and SCARD in one atomic round trip (EVAL: the
+ * script is short, so it is not worth a slot in the EVALSHA cache). */
+static const char *LUA_SADD = "redis.call('sadd', KEYS[1], ARGV[1]) "
+                              "if tonumber(ARGV[2]) > 0 then redis.call('pexpire', KEYS[1], ARGV[2]) end "
+                              "return redis.call('scard', KEYS[1])";
+
+static int r_sadd(cache_be *be, rt_ctx *ctx, const char *key, const char *m, int64_t ttl, int64_t *card,
+                  bz_error *err)
+{
+    char ms[24];
+    snprintf(ms, sizeof ms, "%lld", (long long)(ttl > 0 ? (ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS : 0));
+    const char *a[] = {"EVAL", LUA_SADD, "1", key, m, ms};
+    int64_t v = 0;
+    int r = cmd_int(B, ctx, 6, a, NULL, &v, err);
+    if (r == 0 && card)
+        *card = v;
+    return r;
+}
+
+static int r_srem(cache_be *be, rt_ctx *ctx, const char *key, const char *m, bz_error *err)
+{
+    const char *a[] = {"SREM", key, m};
+    return cmd_int(B, ctx, 3, a, NULL, NULL, err);
+}
+
+static int r_smembers(cache_be *be, rt_ctx *ctx, const char *key, int max, bz_buf *out, int *n, bz_error *err)
+{
+    const char *a[] = {"SMEMBERS", key};
+    redisReply *rep;
+    *n = 0;
+    bz_buf_clear(out);
+    int r = one(B, ctx, 2, a, NULL, &rep, err);
+    if (r)
+        return r;
+    for (size_t i = 0; i < rep->elements && *n < max; i++)
+        if (rep->element[i]->type == REDIS_REPLY_STRING) {
+            bz_buf_append(out, rep->element[i]->str, rep->element[i]->len);
+            bz_buf_append(out, "", 1);
+            (*n)++;
+        }
+    freeReplyObject(rep);
+    return 0;
+}
+
 static int r_publish(cache_be *be, rt_ctx *ctx, const char *ch, const void *m, size_t n, bz_error *err)
 {
     const char *a[] = {"PUBLISH", ch, m};
@@ -980,7 +1024,7 @@ static void r_close(cache_be *be)
 static const cache_be_ops ops = {
     .ping = r_ping, .get = r_get, .set = r_set, .del = r_del, .del_if = r_del_if, .extend_if = r_extend_if,
     .incr = r_incr, .ttl = r_ttl, .zincr = r_zincr, .ztop = r_ztop, .zscore = r_zscore, .zrank = r_zrank,
-    .zcard = r_zcard, .publish = r_publish, .sub_first = r_sub_first, .sub_last = r_sub_last, .close = r_close,
+    .zcard = r_zcard, .sadd = r_sadd, .srem = r_srem, .smembers = r_smembers, .publish = r_publish, .sub_first = r_sub_first, .sub_last = r_sub_last, .close = r_close,
 };
 
 cache_be *cache__redis_new(const char *url, const cache_opts *o, bz_error *err)

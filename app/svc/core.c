@@ -21,6 +21,8 @@ svc *svc_open(const bz_config *cfg, db *d, cache *c, rt_ctx *ctx, bz_error *err)
     s->acct_locks_on = s->dialect == DB_POSTGRES;
     for (int i = 0; i < SVC_ACCT_STRIPES; i++)
         rt_mutex_init(&s->acct_locks[i]);
+    pw_pool_start(s);
+    pthread_mutex_init(&s->streams.lk, NULL);
     if (svc_prepare_db(s, ctx, err) != 0) {
         svc_close(s);
         return NULL;
@@ -32,6 +34,8 @@ void svc_close(svc *s)
 {
     if (!s)
         return;
+    pw_pool_stop(s);
+    pthread_mutex_destroy(&s->streams.lk); /* every stream is closed by now: the table is empty */
     for (int i = 0; i < SVC_ACCT_STRIPES; i++)
         rt_mutex_destroy(&s->acct_locks[i]);
     free(s);

@@ -31,11 +31,52 @@ void fx_item_changed(svc *s, int64_t item_id)
     rt_ctx_release(&c);
 }
 
+/* The keys of a user's cached order pages are kept in a small set
+ * ("olpages:<user>"), so that superseded pages are deleted when the
+ * version changes instead of lingering until their TTL, and so that a
+ * user paging through many distinct (limit, cursor) pairs keeps at most
+ * SVC_OLIST_MAX_PAGES pages: past it, all of them are dropped. */
+static void olpages_key(int64_t uid, char out[40]) { snprintf(out, 40, "olpages:%lld", (long long)uid); }
+
+void pages_drop(svc *s, rt_ctx *ctx, int64_t uid)
+{
+    char set[40];
+    olpages_key(uid, set);
+    bz_buf b = BZ_BUF_INIT;
+    bz_error e;
+    /* bounded: the set holds at most SVC_OLIST_MAX_PAGES (+ the few added
+     * concurrently), and each round takes what it read */
+    for (int round = 0; round < 4; round++) {
+        int n = 0;
+        if (cache_smembers(s->cache, ctx, set, 4 * SVC_OLIST_MAX_PAGES, &b, &n, &e) != 0 || n == 0)
+            break;
+        const char *m = b.data;
+        for (int i = 0; i < n; i++, m += strlen(m) + 1) {
+            cache_invalidate(s->cache, ctx, m, &e);
+            cache_srem(s->cache, ctx, set, m, &e);
+        }
+    }
+    bz_buf_free(&b);
+}
+
+void pages_track(svc *s, rt_ctx *ctx, int64_t uid, const char *page_key)
+{
+    char set[40];
+    olpages_key(uid, set);
+    int64_t card = 0;
+    bz_error e;
+    /* the set outlives its pages (TTL + jitter) */
+    if (cache_sadd(s->cache, ctx, set, page_key, 2 * s->cfg->cache_ttl_ns, &card, &e) == 0 &&
+        card > SVC_OLIST_MAX_PAGES)
+        pages_drop(s, ctx, uid);
+}
+
 /* Order pages are cached under a per-user version ("olv:<user>", a random
  * value): every committed change of the user's orders (create, pay,
  * cancel, ship) replaces the version before the operation returns, so
- * later reads use new keys and never see the old pages, which expire.  A
- * version is never reused, so an old page can never come back. */
+ * later reads use new keys and never see the old pages; the old pages are
+ * then deleted (pages_drop).  A version is never reused, so an old page
+ * can never come back. */
 void fx_orders_changed(svc *s, int64_t uid)
 {
     char key[40], v[24];
@@ -46,6 +87,8 @@ void fx_orders_changed(svc *s, int64_t uid)
     rt_ctx_init_timeout(&c, NULL, SVC_DETACHED_NS);
     if (cache_state_set(s->cache, &c, key, v, (size_t)n, 0, &e) != 0)
         bz_log_warn("order list version not bumped", BZ_F_STR("error", e.msg));
+    else
+        pages_drop(s, &c, uid);
     rt_ctx_release(&c);
 }
 

@@ -72,9 +72,11 @@ static void worker(void *p)
 void svc_start_worker(svc *s)
 {
     rt_wg_init(&s->workers);
+    rt_ctx_init(&s->bg_stop, NULL);
     rt_wg_add(&s->workers, 1);
     s->worker_on = true;
     rt_go(worker, s);
+    idem_start_purger(s);
 }
 
 void svc_stop_worker(svc *s)
@@ -82,7 +84,9 @@ void svc_stop_worker(svc *s)
     if (!s->worker_on)
         return;
     atomic_store(&s->stopping, true);
+    rt_ctx_cancel(&s->bg_stop);
     rt_wg_wait(&s->workers, NULL);
     rt_wg_destroy(&s->workers);
+    rt_ctx_release(&s->bg_stop);
     s->worker_on = false;
 }

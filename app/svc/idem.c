@@ -4,6 +4,7 @@
 #include "app/svc/svc-private.h"
 
 #include "base/clock.h"
+#include "base/log.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -96,6 +97,53 @@ void idem_end(svc *s, svc_idem *im)
     im->locked = false;
 }
 
+int64_t idem_cutoff_us(const svc *s) { return bz_wall_us() - s->cfg->idempotency_retention_ns / 1000; }
+
+/* ---- retention: expired records are purged in the background ----
+ *
+ * Every IDEM_PURGE_EVERY_NS the purge deletes expired records in batches
+ * of IDEM_PURGE_BATCH rows, one short transaction each (a writer never
+ * holds the database for long), at most IDEM_PURGE_MAX_BATCHES per round;
+ * what is left waits for the next round.  Correctness does not depend on
+ * it: lookups ignore expired records and an insert replaces one. */
+int svc_idem_purge(svc *s, rt_ctx *ctx, int max_batches, int64_t *purged, bz_error *err)
+{
+    *purged = 0;
+    for (int i = 0; i < max_batches; i++) {
+        db_arg args[] = {DB_TIME(idem_cutoff_us(s)), DB_INT(IDEM_PURGE_BATCH)};
+        int64_t aff = 0;
+        if (sql_exec(DB(s->db), ctx, &SQL_IDEM_PURGE, args, 2, &aff, err) != 0)
+            return -1;
+        *purged += aff;
+        if (aff < IDEM_PURGE_BATCH)
+            break;
+    }
+    return 0;
+}
+
+static void purger(void *p)
+{
+    svc *s = p;
+    while (rt_sleep(&s->bg_stop, IDEM_PURGE_EVERY_NS) == 0) {
+        rt_ctx c;
+        rt_ctx_init_timeout(&c, &s->bg_stop, 30 * BZ_NS_PER_S);
+        int64_t n = 0;
+        bz_error e;
+        if (svc_idem_purge(s, &c, IDEM_PURGE_MAX_BATCHES, &n, &e) != 0 && !rt_ctx_err(&s->bg_stop))
+            bz_log_warn("idempotency purge failed; will retry", BZ_F_STR("error", e.msg));
+        else if (n > 0)
+            bz_log_info("idempotency records purged", BZ_F_INT("count", n));
+        rt_ctx_release(&c);
+    }
+    rt_wg_done(&s->workers);
+}
+
+void idem_start_purger(svc *s)
+{
+    rt_wg_add(&s->workers, 1);
+    rt_go(purger, s);
+}
+
 int tx_refuse(tx_run *run, svc_kind kind, const char *code, const char *fmt, ...)
 {
     va_list ap;
@@ -122,9 +170,13 @@ int tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err)
                      DB_TEXT(ok ? "ok" : svc_kind_name(run->e->kind)),
                      DB_TEXT(ok ? "" : run->e->code),
                      DB_TEXTN(b.data ? b.data : "", b.len),
-                     DB_TIME(bz_wall_us())};
-    int rc = sql_exec(TX(tx), ctx, &SQL_IDEM_INSERT, args, 7, NULL, err);
+                     DB_TIME(bz_wall_us()),
+                     DB_TIME(idem_cutoff_us(run->s))};
+    int64_t aff = 0;
+    int rc = sql_exec(TX(tx), ctx, &SQL_IDEM_INSERT, args, 8, &aff, err);
     bz_buf_free(&b);
+    if (rc == 0 && aff == 0) /* a live record has this key */
+        return bz_err_set(err, BZ_ERR_UNIQUE, "idempotency key already recorded"), -1;
     return rc;
 }
 
@@ -144,8 +196,8 @@ static int idem_settle(tx_run *run, int *outcome)
     const svc_idem *im = run->im;
     db_rows *rows = NULL;
     bz_error be;
-    db_arg args[] = {DB_INT(im->user_id), DB_TEXT(im->key)};
-    int rc = sql_row(DB(run->s->db), run->c->ctx, &SQL_IDEM_GET, args, 2, &rows, &be);
+    db_arg args[] = {DB_INT(im->user_id), DB_TEXT(im->key), DB_TIME(idem_cutoff_us(run->s))};
+    int rc = sql_row(DB(run->s->db), run->c->ctx, &SQL_IDEM_GET, args, 3, &rows, &be);
     if (rc == DB_NO_ROWS)
         return 0;
     if (rc < 0)

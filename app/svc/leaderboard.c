@@ -3,28 +3,36 @@
  * The leaderboard is derived data: payments add to it (effects.c), and
  * when the cache lost it (no "built" marker: restart of an in-process
  * cache, FLUSHALL, eviction) it is rebuilt from paid orders, once, under a
- * lock.  A payment committing during the milliseconds of a rebuild may be
+ * lock.  The marker is a member of the sorted set itself (LB_BUILT, with a
+ * score below any real one), so the set and its marker can only vanish
+ * together: an evicted leaderboard is rebuilt, never read half-empty.
+ * Leaderboards are cache entries (evictable before any session or lock):
+ * a client can ask for any currency, so it can multiply them.  A payment committing during the milliseconds of a rebuild may be
  * counted twice or not at all; everything committed before it is exact. */
 #include "app/svc/svc-private.h"
 
 #include <stdio.h>
 #include <string.h>
 
+#define LB_BUILT "~built"
+#define LB_BUILT_SCORE (-(1LL << 52)) /* exact as a Redis double, below any sum of cents */
+
+static int built(svc *s, rt_ctx *ctx, const char *key, bz_error *err)
+{
+    int64_t sc;
+    return cache_zscore(s->cache, ctx, key, LB_BUILT, &sc, err);
+}
+
 static int ensure(svc *s, rt_ctx *ctx, const char *key, const char *currency, bz_error *err)
 {
-    char marker[40];
-    snprintf(marker, sizeof marker, "lb:built:%s", currency);
-    bz_buf v = BZ_BUF_INIT;
-    int rc = cache_state_get(s->cache, ctx, marker, &v, err);
-    bz_buf_free(&v);
+    int rc = built(s, ctx, key, err);
     if (rc != CACHE_MISS)
         return rc < 0 ? -1 : 0;
     char lock[48], token[33];
     snprintf(lock, sizeof lock, "lb:rebuild:%s", currency);
     if (cache_lock(s->cache, ctx, lock, 30 * BZ_NS_PER_S, true, token, err) != 0)
         return -1;
-    rc = cache_state_get(s->cache, ctx, marker, &v, err);
-    bz_buf_free(&v);
+    rc = built(s, ctx, key, err);
     if (rc == CACHE_MISS) {
         rc = cache_state_del(s->cache, ctx, key, err);
         db_rows *rows = NULL;
@@ -39,8 +47,11 @@ static int ensure(svc *s, rt_ctx *ctx, const char *key, const char *currency, bz
         }
         if (rows)
             db_rows_close(rows);
+        int64_t score;
         if (rc == 0)
-            rc = cache_state_set(s->cache, ctx, marker, "1", 1, 0, err);
+            rc = cache_zincr(s->cache, ctx, key, LB_BUILT, LB_BUILT_SCORE, &score, err);
+        if (rc == 0)
+            cache_mark_evictable(s->cache, key);
     }
     bool released;
     bz_error e2;
@@ -65,10 +76,15 @@ int svc_leaderboard(svc *s, svc_call *c, svc_str currency, svc_int limit, svc_sp
     bz_error be;
     if (ensure(s, c->ctx, key, cur, &be) != 0)
         return svc_fail_from(e, &be);
-    cache_zentry top[100];
+    cache_zentry top[101];
     int cnt = 0;
-    if (cache_ztop(s->cache, c->ctx, key, lim, top, &cnt, &be) != 0)
+    if (cache_ztop(s->cache, c->ctx, key, lim + 1, top, &cnt, &be) != 0)
         return svc_fail_from(e, &be);
+    int k = 0; /* drop the marker */
+    for (int i = 0; i < cnt && k < lim; i++)
+        if (strcmp(top[i].member, LB_BUILT) != 0)
+            top[k++] = top[i];
+    cnt = k;
     *out = bz_arena_calloc(c->arena, (size_t)(cnt ? cnt : 1), sizeof **out);
     for (int i = 0; i < cnt; i++) {
         svc_spender *sp = &(*out)[i];

@@ -299,6 +299,8 @@ int svc_orders_list(svc *s, svc_call *c, int64_t user_id, svc_str status, const 
         cache_status cst = CACHE_LOADED;
         rc = cache_get_or_load(s->cache, c->ctx, key, s->cfg->cache_ttl_ns, page_load, &x, &b, &cst, &be);
         *hit = cst == CACHE_HIT;
+        if (rc == 0 && cst == CACHE_LOADED)
+            pages_track(s, c->ctx, user_id, key);
     } else {
         rc = page_load(&x, c->ctx, &b, &be);
     }
@@ -520,9 +522,71 @@ int svc_order_cancel(svc *s, svc_call *c, int64_t id, svc_order *out, svc_err *e
     return change_state(s, c, id, false, out, e);
 }
 
-/* ---- events ---- */
+/* ---- events ----
+ *
+ * At most --sse-max-per-user streams per user (SSE and WatchOrders alike:
+ * both are svc_orders_watch), counted in this process: a count shared
+ * through the cache would outlive a crashed instance unless every stream
+ * renewed a lease, which costs more than the cap is worth.  With N
+ * instances a user can hold at most N times the cap. */
+
+struct stream_count {
+    stream_count *next;
+    int64_t uid;
+    int n;
+};
+
+/* Takes one of uid's stream slots: false if all are taken. */
+static bool stream_take(svc *s, int64_t uid)
+{
+    stream_table *t = &s->streams;
+    stream_count **pp = &t->b[(uint64_t)uid % SVC_STREAM_BUCKETS];
+    pthread_mutex_lock(&t->lk);
+    while (*pp && (*pp)->uid != uid)
+        pp = &(*pp)->next;
+    bool ok = !*pp || (*pp)->n < s->cfg->sse_max_per_user;
+    if (ok && !*pp) {
+        *pp = calloc(1, sizeof **pp);
+        if (!*pp)
+            abort();
+        (*pp)->uid = uid;
+    }
+    if (ok)
+        (*pp)->n++;
+    pthread_mutex_unlock(&t->lk);
+    return ok;
+}
+
+static void stream_give(svc *s, int64_t uid)
+{
+    stream_table *t = &s->streams;
+    stream_count **pp = &t->b[(uint64_t)uid % SVC_STREAM_BUCKETS];
+    pthread_mutex_lock(&t->lk);
+    while (*pp && (*pp)->uid != uid)
+        pp = &(*pp)->next;
+    if (*pp && --(*pp)->n <= 0) {
+        stream_count *dead = *pp;
+        *pp = dead->next;
+        free(dead);
+    }
+    pthread_mutex_unlock(&t->lk);
+}
+
+int svc_streams_open(svc *s, int64_t uid)
+{
+    stream_table *t = &s->streams;
+    pthread_mutex_lock(&t->lk);
+    stream_count *c = t->b[(uint64_t)uid % SVC_STREAM_BUCKETS];
+    while (c && c->uid != uid)
+        c = c->next;
+    int n = c ? c->n : 0;
+    pthread_mutex_unlock(&t->lk);
+    return n;
+}
 
 struct svc_watch {
+    svc *s;
+    int64_t uid;
     cache_sub *sub;
     bz_buf msg;
 };
@@ -534,15 +598,25 @@ int svc_orders_watch(svc *s, svc_call *c, int64_t user_id, svc_watch **out, svc_
         return -1;
     if (user_id != c->who->user_id)
         return svc_fail(e, SVC_NOT_FOUND, "not_found", "user %lld does not exist", (long long)user_id);
+    if (!stream_take(s, user_id)) {
+        svc_fail(e, SVC_RATE_LIMITED, "too_many_streams",
+                 "this user already has %d event streams open; close one first", s->cfg->sse_max_per_user);
+        e->retry_after_s = 1;
+        return -1;
+    }
     char ch[48];
     key_events(user_id, ch);
     cache_sub *sub = NULL;
     bz_error be;
-    if (cache_subscribe(s->cache, c->ctx, ch, &sub, &be) != 0)
+    if (cache_subscribe(s->cache, c->ctx, ch, &sub, &be) != 0) {
+        stream_give(s, user_id);
         return svc_fail_from(e, &be);
+    }
     svc_watch *w = calloc(1, sizeof *w);
     if (!w)
         abort();
+    w->s = s;
+    w->uid = user_id;
     w->sub = sub;
     w->msg = BZ_BUF_INIT;
     *out = w;
@@ -567,6 +641,7 @@ void svc_watch_close(svc_watch *w)
     if (!w)
         return;
     cache_unsubscribe(w->sub);
+    stream_give(w->s, w->uid);
     bz_buf_free(&w->msg);
     free(w);
 }

@@ -221,9 +221,21 @@
     "  PRIMARY KEY (user_id, key)\n"                                                                               \
     ");\n"
 
+/* v3: indexes for what background work and rebuilds read.
+ * - idempotency_records_created: the retention purge (SQL_IDEM_PURGE)
+ *   finds expired records oldest first without reading the table.
+ * - orders_currency_spent: the leaderboard rebuild (SQL_SPENDERS) reads
+ *   one currency's paid and shipped orders from the index alone
+ *   (covering: customer_id and total_cents are in it) instead of
+ *   scanning every order. */
+#define V3                                                                                                         \
+    "CREATE INDEX idempotency_records_created ON idempotency_records (created_at);\n"                               \
+    "CREATE INDEX orders_currency_spent ON orders (currency, status, customer_id, total_cents);\n"
+
 static const db_migration migrations[] = {
     {1, "marketplace", SQLITE_V1, PG_V1},
     {2, "transport-neutral idempotency records", SQLITE_V2, PG_V2},
+    {3, "indexes for the idempotency purge and the leaderboard rebuild", V3, V3},
 };
 
 int svc_schema_version(void) { return migrations[sizeof migrations / sizeof migrations[0] - 1].version; }

@@ -184,17 +184,34 @@ const svc_sql SQL_ORDER_SHIP = {"ship an order",
 const svc_sql SQL_JOB_DELETE = {"fulfilment done", "DELETE FROM fulfilment_jobs WHERE id = $1", NULL, true, 1, {I(1)}};
 /* Rare (the cache lost the leaderboard): reads every paid order of the
  * currency.  Not on explain's list. */
+/* Served by orders_currency_spent (covering). */
 const svc_sql SQL_SPENDERS = {"leaderboard rebuild",
     "SELECT customer_id, SUM(total_cents) FROM orders WHERE currency = $1 AND status IN ('paid', 'shipped') "
-    "GROUP BY customer_id"};
+    "GROUP BY customer_id",
+    NULL, true, 1, {T("USD")}};
 
 /* ---- idempotency ---- */
 
+/* A record older than the retention ($8 = now - retention) that the purge
+ * has not reached yet is replaced: the key is new again.  A live one is
+ * left alone and no row is affected, which idem.c turns into the unique
+ * violation that makes the operation answer from the stored record. */
 const svc_sql SQL_IDEM_INSERT = {"idempotency record",
     "INSERT INTO idempotency_records (user_id, key, fingerprint, outcome, code, result, created_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7)"};
+    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, key) DO UPDATE SET "
+    "fingerprint = excluded.fingerprint, outcome = excluded.outcome, code = excluded.code, "
+    "result = excluded.result, created_at = excluded.created_at WHERE idempotency_records.created_at < $8"};
+/* Expired records are ignored ($3 = now - retention). */
 const svc_sql SQL_IDEM_GET = {"idempotency record by key",
-    "SELECT fingerprint, outcome, code, result FROM idempotency_records WHERE user_id = $1 AND key = $2", NULL, true, 2, {I(1), T("k")}};
+    "SELECT fingerprint, outcome, code, result FROM idempotency_records WHERE user_id = $1 AND key = $2 "
+    "AND created_at >= $3",
+    NULL, true, 3, {I(1), T("k"), TM(0)}};
+/* One batch of the retention purge: the oldest expired records, found by
+ * idempotency_records_created, deleted by primary key. */
+const svc_sql SQL_IDEM_PURGE = {"idempotency retention purge (one batch)",
+    "DELETE FROM idempotency_records WHERE (user_id, key) IN (SELECT user_id, key FROM idempotency_records "
+    "WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
+    NULL, true, 2, {TM(0), I(1000)}};
 
 const svc_sql *const svc_sql_all[] = {
     &SQL_USER_INSERT, &SQL_USER_BY_ID, &SQL_USER_BY_EMAIL, &SQL_USER_LOGIN, &SQL_USER_SET_NAME,
@@ -207,6 +224,6 @@ const svc_sql *const svc_sql_all[] = {
     &SQL_ORDER_BY_ID, &SQL_ORDERS_PAGE, &SQL_ORDERS_PAGE_STATUS, &SQL_ORDER_HEAD, &SQL_ACCOUNT_DEBIT,
     &SQL_ORDER_SELLER_CREDITS, &SQL_ACCOUNT_CREDIT_UPSERT, &SQL_ORDER_SET_STATUS, &SQL_JOB_INSERT,
     &SQL_ORDER_LINES, &SQL_ITEM_RESTOCK, &SQL_JOB_DUE, &SQL_ORDER_SHIP, &SQL_JOB_DELETE, &SQL_SPENDERS,
-    &SQL_IDEM_INSERT, &SQL_IDEM_GET,
+    &SQL_IDEM_INSERT, &SQL_IDEM_GET, &SQL_IDEM_PURGE,
 };
 const int svc_sql_count = sizeof svc_sql_all / sizeof svc_sql_all[0];

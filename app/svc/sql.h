@@ -59,7 +59,7 @@ extern const svc_sql SQL_ITEM_FOR_ORDER, SQL_ITEM_RESERVE, SQL_ORDER_INSERT, SQL
     SQL_ACCOUNT_CREDIT_UPSERT, SQL_ORDER_SET_STATUS, SQL_JOB_INSERT, SQL_ORDER_LINES, SQL_ITEM_RESTOCK, SQL_JOB_DUE,
     SQL_ORDER_SHIP, SQL_JOB_DELETE, SQL_SPENDERS;
 /* idempotency */
-extern const svc_sql SQL_IDEM_INSERT, SQL_IDEM_GET;
+extern const svc_sql SQL_IDEM_INSERT, SQL_IDEM_GET, SQL_IDEM_PURGE;
 
 /* Every statement above, for explain. */
 extern const svc_sql *const svc_sql_all[];

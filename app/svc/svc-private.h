@@ -18,6 +18,30 @@
 
 #define SVC_ACCT_STRIPES 256
 
+/* The password-hashing pool (password.c): its own threads, so Argon2id
+ * never holds the offload pool that SQLite commits use, and a bounded
+ * queue: past it a sign-up or login is refused (overloaded). */
+typedef struct pw_job pw_job;
+typedef struct pw_pool {
+    pthread_mutex_t lk;
+    pthread_cond_t cv;
+    pw_job *head, *tail;
+    int queued, cap;        /* waiting jobs, and how many may wait */
+    int nthreads;
+    pthread_t *th;
+    bool quit;
+} pw_pool;
+/* Open event streams per user, in this process (orders.c). */
+#define SVC_STREAM_BUCKETS 256
+typedef struct stream_count stream_count;
+typedef struct stream_table {
+    pthread_mutex_t lk;
+    stream_count *b[SVC_STREAM_BUCKETS];
+} stream_table;
+
+/* How many hashes may wait per hashing thread. */
+#define PW_QUEUE_PER_THREAD 8
+
 struct svc {
     const bz_config *cfg;
     db *db;
@@ -29,7 +53,10 @@ struct svc {
      * transactions; see accounts.c */
     rt_mutex acct_locks[SVC_ACCT_STRIPES];
     bool acct_locks_on;
-    /* the fulfilment worker */
+    pw_pool pw;
+    stream_table streams;
+    /* the fulfilment worker and the idempotency purge */
+    rt_ctx bg_stop;           /* cancelled by svc_stop_worker */
     atomic_bool stopping;
     bool worker_on;
     rt_wg workers;
@@ -108,6 +135,13 @@ typedef struct svc_idem {
 int idem_begin(svc *s, svc_call *c, svc_fp *fp, bool required, svc_idem *im, svc_err *e);
 /* Releases the in-flight lock (detached: even if the caller went away). */
 void idem_end(svc *s, svc_idem *im);
+/* Records created before this (wall µs) are expired: now - retention. */
+int64_t idem_cutoff_us(const svc *s);
+/* The background purge of expired records (serve only). */
+#define IDEM_PURGE_BATCH 1000
+#define IDEM_PURGE_MAX_BATCHES 100
+#define IDEM_PURGE_EVERY_NS (60 * BZ_NS_PER_S)
+void idem_start_purger(svc *s);
 
 /* ---- transactions with their idempotency record (tx.c) -------------------------------------
  *
@@ -155,6 +189,10 @@ void fx_item_changed(svc *s, int64_t item_id);
 void fx_orders_changed(svc *s, int64_t user_id);
 void fx_order_event(svc *s, int64_t user_id, int64_t order_id, const char *status, int64_t at_us);
 void fx_spent(svc *s, int64_t user_id, const char *currency, int64_t cents);
+/* The cached order pages of a user: remember one, drop them all. */
+#define SVC_OLIST_MAX_PAGES 64
+void pages_track(svc *s, rt_ctx *ctx, int64_t uid, const char *page_key);
+void pages_drop(svc *s, rt_ctx *ctx, int64_t uid);
 /* "item:<id>", "orders:<user>" (the event channel). */
 void key_item(int64_t id, char out[40]);
 void key_events(int64_t user_id, char out[48]);
@@ -174,9 +212,14 @@ int svc_prepare_db(svc *s, rt_ctx *ctx, bz_error *err);
 int svc__rate(svc *s, rt_ctx *ctx, const char *key, const bz_rate *lim, svc_rate *rate, svc_err *e,
               const char *msg);
 
-/* ---- passwords (password.c), off the loop on the offload pool ---- */
-int pw_hash(rt_ctx *ctx, const char *pw, size_t n, char out[160]);
-bool pw_verify(rt_ctx *ctx, const char *hash, const char *pw, size_t n);
+/* ---- passwords (password.c), off the loop on the service's own pool ---- */
+void pw_pool_start(svc *s);
+void pw_pool_stop(svc *s);
+/* 0 hashed; -1 refused with e filled (overloaded: the queue is full;
+ * timeout / cancelled; unavailable). */
+int pw_hash(svc *s, rt_ctx *ctx, const char *pw, size_t n, char out[160], svc_err *e);
+/* 0 with *ok telling whether pw matches; -1 refused as pw_hash. */
+int pw_verify(svc *s, rt_ctx *ctx, const char *hash, const char *pw, size_t n, bool *ok, svc_err *e);
 /* Verified against for unknown emails (equal timing). */
 extern const char svc_dummy_hash[];
 

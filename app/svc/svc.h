@@ -260,9 +260,15 @@ typedef SVC_PAGE(svc_order) svc_order_page;
  * secrets.  NULL with err filled on failure. */
 svc *svc_open(const bz_config *cfg, db *d, cache *c, rt_ctx *ctx, bz_error *err);
 void svc_close(svc *s);
-/* Starts / stops the fulfilment worker (serve only). */
+/* Starts / stops the background work (serve only): the fulfilment worker
+ * and the idempotency retention purge. */
 void svc_start_worker(svc *s);
 void svc_stop_worker(svc *s);
+/* One purge of idempotency records older than --idempotency-retention:
+ * batches of 1000 rows, one transaction each, at most max_batches;
+ * *purged says how many rows went.  The background purge runs this every
+ * minute. */
+int svc_idem_purge(svc *s, rt_ctx *ctx, int max_batches, int64_t *purged, bz_error *err);
 db *svc_db(const svc *s);
 /* The schema version this build migrates to. */
 int svc_schema_version(void);
@@ -390,13 +396,17 @@ int svc_orders_list(svc *s, svc_call *c, int64_t user_id, svc_str status, const 
 int svc_order_pay(svc *s, svc_call *c, int64_t id, svc_order *out, svc_err *e);
 int svc_order_cancel(svc *s, svc_call *c, int64_t id, svc_order *out, svc_err *e);
 
-/* Order events of the caller (user_id must be the caller) from now on. */
+/* Order events of the caller (user_id must be the caller) from now on.
+ * At most --sse-max-per-user watches per user in this process (SSE and
+ * WatchOrders together): more is SVC_RATE_LIMITED "too_many_streams". */
 typedef struct svc_watch svc_watch;
 int svc_orders_watch(svc *s, svc_call *c, int64_t user_id, svc_watch **out, svc_err *e);
 /* Parks for the next event: 0 with *ev filled, or -ETIMEDOUT/-ECANCELED
  * when ctx ends, -EPIPE when the subscription ended. */
 int svc_watch_next(svc_watch *w, rt_ctx *ctx, svc_order_event *ev);
 void svc_watch_close(svc_watch *w);
+/* How many watches uid has open in this process. */
+int svc_streams_open(svc *s, int64_t uid);
 
 /* Top spenders in a currency (default USD, limit default 10, 1..100). */
 int svc_leaderboard(svc *s, svc_call *c, svc_str currency, svc_int limit, svc_spender **out, int *n, svc_err *e);

@@ -33,8 +33,8 @@ int svc_user_create(svc *s, svc_call *c, const svc_user_in *in, svc_user *out, s
     char norm[256];
     svc_email_norm(in->email.p, in->email.n, norm);
     char hash[160];
-    if (pw_hash(c->ctx, in->password.p, in->password.n, hash) != 0)
-        return svc_fail(e, SVC_UNAVAILABLE, "unavailable", "could not hash the password; retry");
+    if (pw_hash(s, c->ctx, in->password.p, in->password.n, hash, e) != 0)
+        return -1;
     db_arg args[] = {DB_TEXT(norm), DB_TEXTN(in->name.p, in->name.n), DB_TEXT(hash), DB_TIME(bz_wall_us())};
     db_rows *rows = NULL;
     bz_error be;
@@ -103,12 +103,18 @@ int svc_user_patch_op(svc *s, svc_call *c, int64_t id, const svc_user_patch *in,
     }
     if (has_pw) {
         char hash[160];
-        if (pw_hash(c->ctx, in->password.p, in->password.n, hash) != 0)
-            return svc_fail(e, SVC_UNAVAILABLE, "unavailable", "could not hash the password; retry");
+        if (pw_hash(s, c->ctx, in->password.p, in->password.n, hash, e) != 0)
+            return -1;
         db_arg args[] = {DB_TEXT(hash), DB_INT(id)};
         int rc = sql_exec(DB(s->db), c->ctx, &SQL_USER_SET_PASSWORD, args, 2, NULL, &be);
         sodium_memzero(hash, sizeof hash);
         if (rc != 0)
+            return svc_fail_from(e, &be);
+        /* A new password ends every other session of the user (someone
+         * who knew the old one may hold them); the caller's survives.  If
+         * the session store fails the change is reported as failed, and a
+         * retry (same password) ends them. */
+        if (cache_sessions_end_others(s->cache, c->ctx, id, c->who->token_hash, NULL, &be) != 0)
             return svc_fail_from(e, &be);
     }
     return load_user(s, c, id, true, out, e);
@@ -200,8 +206,10 @@ int svc_session_create(svc *s, svc_call *c, const svc_login_in *in, svc_session 
         }
     }
     /* Unknown emails verify against a dummy hash: same answer, similar time. */
-    bool ok = pw_verify(c->ctx, hash, in->password.p, in->password.n) && uid > 0;
-    if (!ok)
+    bool ok = false;
+    if (pw_verify(s, c->ctx, hash, in->password.p, in->password.n, &ok, e) != 0)
+        return -1;
+    if (!ok || uid <= 0)
         return svc_fail(e, SVC_UNAUTHENTICATED, "invalid_credentials", "wrong email or password");
     uint8_t raw[32];
     randombytes_buf(raw, sizeof raw);
@@ -224,7 +232,7 @@ int svc_session_delete(svc *s, svc_call *c, svc_err *e)
     if (need_user(c, e))
         return -1;
     bz_error be;
-    if (cache_session_del(s->cache, c->ctx, c->who->token_hash, &be) != 0)
+    if (cache_session_end(s->cache, c->ctx, c->who->user_id, c->who->token_hash, &be) != 0)
         return svc_fail_from(e, &be);
     return 0;
 }

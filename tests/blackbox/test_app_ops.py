@@ -206,4 +206,4 @@ def test_migrate_is_idempotent(tmp_path):
     p = "sqlite://%s" % (tmp_path / "m.db")
     assert run("migrate", "--db", p).returncode == 0
     r = run("migrate", "--db", p)
-    assert r.returncode == 0 and "schema version 2" in r.stdout
+    assert r.returncode == 0 and "schema version 3" in r.stdout

@@ -18,6 +18,8 @@
 #include "app/svc/limits.h"
 #include "app/svc/svc.h"
 
+#include "cache/cache-private.h" /* the memory backend's key count */
+
 #include "base/clock.h"
 
 #include <errno.h>
@@ -1611,6 +1613,396 @@ static void cursors_are_opaque_and_scoped(void **state)
     run(cursors_body);
 }
 
+/* =========================================================================================
+ * 9. abuse caps (issue 13): the password-hashing pool
+ * ========================================================================================= */
+
+/* Reopens the service with F.cfg as the body changed it. */
+static void fx_reopen(void)
+{
+    bz_error be;
+    svc_close(F.s);
+    F.s = svc_open(&F.cfg, F.d, F.c, &F.ctx, &be);
+    if (!F.s)
+        failf(__FILE__, __LINE__, "svc_open: %s", be.msg);
+}
+
+typedef struct {
+    int i;
+    int ok, overloaded;
+    int *done;
+    rt_wg *wg;
+} flood_arg;
+
+static void signup_flood_fn(void *p)
+{
+    flood_arg *x = p;
+    bz_arena a;
+    bz_arena_init(&a, 0);
+    svc_principal anon = who(0);
+    svc_call c = SVC_CALL(&F.ctx, &a, &anon);
+    char email[64];
+    snprintf(email, sizeof email, "flood%d@example.com", x->i);
+    svc_user_in in = {S(email), S("Flood"), S("password123")};
+    svc_user u;
+    svc_err e;
+    svc_err_clear(&e);
+    if (svc_user_create(F.s, &c, &in, &u, &e) == 0)
+        x->ok = 1;
+    else if (e.kind == SVC_UNAVAILABLE && !strcmp(e.code, "overloaded") && e.retry_after_s > 0)
+        x->overloaded = 1;
+    else
+        failf(__FILE__, __LINE__, "sign-up %d: %s/%s: %s", x->i, svc_kind_name(e.kind), e.code, e.msg);
+    (*x->done)++;
+    bz_arena_free(&a);
+    rt_wg_done(x->wg);
+}
+
+#define NFLOOD (1 + PW_QUEUE + 6)
+#define PW_QUEUE 8 /* PW_QUEUE_PER_THREAD with one thread */
+
+static void auth_pool_body(void)
+{
+    F.cfg.auth_concurrency = 1;
+    fx_reopen();
+    svc_principal u = who(signup("payer@example.com", "Payer"));
+    int64_t acct = open_account(&u, "USD");
+    flood_arg args[NFLOOD];
+    int done = 0;
+    rt_wg wg;
+    rt_wg_init(&wg);
+    for (int i = 0; i < NFLOOD; i++) {
+        args[i] = (flood_arg){i, 0, 0, &done, &wg};
+        rt_wg_add(&wg, 1);
+        rt_go(signup_flood_fn, &args[i]);
+    }
+    /* let every sign-up reach the pool: one hashes, 8 wait, the rest are
+     * refused at once */
+    rt_sleep(&F.ctx, 5 * BZ_NS_PER_MS);
+    int refused = 0;
+    for (int i = 0; i < NFLOOD; i++)
+        refused += args[i].overloaded;
+    CHECK(refused >= NFLOOD - 1 - PW_QUEUE - 1);
+    CHECK(refused <= NFLOOD - PW_QUEUE);
+    /* a deposit (its commit runs on the offload pool) does not wait for
+     * the hashes: it is done while most accepted sign-ups still wait */
+    int64_t t0 = bz_now_ns();
+    CHECK_INT(deposit(&u, acct, 500), 500);
+    int64_t took_ms = (bz_now_ns() - t0) / BZ_NS_PER_MS;
+    int pending = NFLOOD - refused - (done - refused);
+    CHECK(pending >= PW_QUEUE / 2);
+    rt_wg_wait(&wg, NULL);
+    rt_wg_destroy(&wg);
+    raise_recorded();
+    int ok = 0;
+    for (int i = 0; i < NFLOOD; i++)
+        ok += args[i].ok;
+    CHECK_INT(ok + refused, NFLOOD);
+    CHECK(ok >= PW_QUEUE);
+    /* after the flood, sign-up and login work again */
+    signup("after@example.com", "After");
+    svc_principal anon = who(0);
+    svc_call c = call(&anon);
+    svc_login_in li = {S("after@example.com"), S("password123")};
+    svc_session ses;
+    svc_err e;
+    OK(svc_session_create(F.s, &c, &li, &ses, &e));
+    fprintf(stderr, "auth pool: %d of %d sign-ups refused overloaded; a deposit took %lld ms meanwhile\n", refused,
+            NFLOOD, (long long)took_ms);
+}
+
+static void auth_pool_is_bounded_and_apart(void **state)
+{
+    (void)state;
+    run(auth_pool_body);
+}
+
+/* ---- event streams per user ---- */
+
+static void streams_body(void)
+{
+    F.cfg.sse_max_per_user = 3;
+    fx_reopen();
+    svc_principal a = who(signup("a@example.com", "A")), b = who(signup("b@example.com", "B"));
+    svc_watch *w[4] = {0};
+    svc_err e;
+    svc_call c = call(&a);
+    for (int i = 0; i < 3; i++)
+        OK(svc_orders_watch(F.s, &c, a.user_id, &w[i], &e));
+    CHECK_INT(svc_streams_open(F.s, a.user_id), 3);
+    REFUSED(svc_orders_watch(F.s, &c, a.user_id, &w[3], &e), SVC_RATE_LIMITED, "too_many_streams");
+    CHECK(w[3] == NULL);
+    CHECK(e.retry_after_s > 0);
+    CHECK_INT(svc_streams_open(F.s, a.user_id), 3);
+    /* another user is not affected */
+    svc_call cb = call(&b);
+    OK(svc_orders_watch(F.s, &cb, b.user_id, &F.watch, &e));
+    CHECK_INT(svc_streams_open(F.s, b.user_id), 1);
+    /* a closed stream frees its slot */
+    svc_watch_close(w[0]);
+    w[0] = NULL;
+    CHECK_INT(svc_streams_open(F.s, a.user_id), 2);
+    OK(svc_orders_watch(F.s, &c, a.user_id, &w[0], &e));
+    for (int i = 0; i < 3; i++)
+        svc_watch_close(w[i]);
+    CHECK_INT(svc_streams_open(F.s, a.user_id), 0);
+}
+
+static void event_streams_are_capped_per_user(void **state)
+{
+    (void)state;
+    run(streams_body);
+}
+
+/* ---- idempotency retention ---- */
+
+static int dep_key(const svc_principal *p, int64_t acct, int64_t cents, const char *key, bool *replayed,
+                   int64_t *bal)
+{
+    svc_call c = key_call(p, key);
+    svc_deposit_in in = {acct, I(cents)};
+    svc_account a;
+    svc_err e;
+    OK(svc_deposit(F.s, &c, &in, &a, &e));
+    *replayed = c.replayed;
+    *bal = a.balance_cents;
+    return 0;
+}
+
+static void retention_body(void)
+{
+    F.cfg.idempotency_retention_ns = 300 * BZ_NS_PER_MS;
+    fx_reopen();
+    svc_principal u = who(signup("keeper@example.com", "Keeper"));
+    int64_t acct = open_account(&u, "USD");
+    bool rep;
+    int64_t bal;
+    dep_key(&u, acct, 100, "k-old", &rep, &bal);
+    CHECK(!rep);
+    CHECK_INT(bal, 100);
+    dep_key(&u, acct, 100, "k-old", &rep, &bal); /* within the retention: replayed */
+    CHECK(rep);
+    CHECK_INT(bal, 100);
+    for (int i = 0; i < 5; i++)
+        deposit(&u, acct, 1); /* 5 more records with fresh keys */
+    rt_sleep(&F.ctx, 400 * BZ_NS_PER_MS);
+    dep_key(&u, acct, 10, "k-fresh", &rep, &bal);
+    CHECK(!rep);
+    CHECK_INT(bal, 115);
+    /* older than the retention: the key is new again (a second effect),
+     * even before the purge ran, and with another request too */
+    dep_key(&u, acct, 100, "k-old", &rep, &bal);
+    CHECK(!rep);
+    CHECK_INT(bal, 215);
+    dep_key(&u, acct, 100, "k-old", &rep, &bal); /* and now replays the new result */
+    CHECK(rep);
+    CHECK_INT(bal, 215);
+    /* the purge deletes the 5 expired records (batches of 1000) and keeps
+     * the live ones */
+    int64_t n = -1;
+    bz_error be;
+    if (svc_idem_purge(F.s, &F.ctx, 10, &n, &be) != 0)
+        failf(__FILE__, __LINE__, "purge: %s", be.msg);
+    CHECK_INT(n, 5);
+    if (svc_idem_purge(F.s, &F.ctx, 10, &n, &be) != 0)
+        failf(__FILE__, __LINE__, "purge: %s", be.msg);
+    CHECK_INT(n, 0);
+    dep_key(&u, acct, 10, "k-fresh", &rep, &bal);
+    CHECK(rep);
+    CHECK_INT(bal, 115);
+}
+
+static void idempotency_keys_expire_and_are_purged(void **state)
+{
+    (void)state;
+    run(retention_body);
+}
+
+/* ---- sessions: a password change ends the others ---- */
+
+int64_t cache__memory_keys(cache_be *b);
+int64_t cache__memory_used(cache_be *b);
+
+static const char *login(const char *email, const char *pw)
+{
+    svc_principal anon = who(0);
+    svc_call c = call(&anon);
+    svc_login_in li = {S(email), S(pw)};
+    svc_session ses;
+    svc_err e;
+    OK(svc_session_create(F.s, &c, &li, &ses, &e));
+    return ses.token;
+}
+
+/* The principal a token stands for (user_id 0: not a session). */
+static svc_principal authn(const char *token)
+{
+    svc_principal p;
+    svc_err e;
+    OK(svc_authenticate(F.s, &F.ctx, token, strlen(token), "127.0.0.1", &p, &e));
+    return p;
+}
+
+static int session_set_size(int64_t uid)
+{
+    char k[48];
+    snprintf(k, sizeof k, "sessions:%lld", (long long)uid);
+    bz_buf b = BZ_BUF_INIT;
+    bz_error be;
+    int n = -1;
+    if (cache_smembers(F.c, &F.ctx, k, 1000, &b, &n, &be) != 0)
+        failf(__FILE__, __LINE__, "smembers: %s", be.msg);
+    bz_buf_free(&b);
+    return n;
+}
+
+static void sessions_body(void)
+{
+    int64_t uid = signup("multi@example.com", "Multi");
+    int64_t other = signup("other@example.com", "Other");
+    const char *t[3];
+    for (int i = 0; i < 3; i++)
+        t[i] = login("multi@example.com", "password123");
+    const char *to = login("other@example.com", "password123");
+    CHECK_INT(session_set_size(uid), 3);
+    svc_principal p0 = authn(t[0]);
+    CHECK_INT(p0.user_id, uid);
+    svc_call c = call(&p0);
+    svc_user_patch pin = {{NULL, 0, SVC_ABSENT}, S("new-password-1")};
+    svc_user out;
+    svc_err e;
+    OK(svc_user_patch_op(F.s, &c, uid, &pin, &out, &e));
+    /* the caller's session survives; the others are gone everywhere */
+    CHECK_INT(authn(t[0]).user_id, uid);
+    CHECK_INT(authn(t[1]).user_id, 0);
+    CHECK_INT(authn(t[2]).user_id, 0);
+    CHECK_INT(session_set_size(uid), 1);
+    /* another user's session is untouched */
+    CHECK_INT(authn(to).user_id, other);
+    /* a rename ends nothing */
+    const char *t3 = login("multi@example.com", "new-password-1");
+    svc_user_patch rn = {S("Renamed"), {NULL, 0, SVC_ABSENT}};
+    OK(svc_user_patch_op(F.s, &c, uid, &rn, &out, &e));
+    CHECK_INT(authn(t3).user_id, uid);
+    /* logout ends the session and removes it from the set */
+    OK(svc_session_delete(F.s, &c, &e));
+    CHECK_INT(authn(t[0]).user_id, 0);
+    CHECK_INT(session_set_size(uid), 1);
+    CHECK_INT(authn(t3).user_id, uid);
+}
+
+static void password_change_ends_other_sessions(void **state)
+{
+    (void)state;
+    run(sessions_body);
+}
+
+/* ---- cache entries a client can multiply never evict state ---- */
+
+static int flood_load(void *arg, rt_ctx *ctx, bz_buf *out, bz_error *err)
+{
+    char page[1024];
+    memset(page, 'p', sizeof page);
+    bz_buf_append(out, page, sizeof page);
+    return 0;
+}
+
+static void eviction_body(void)
+{
+    /* a small cache */
+    bz_error be;
+    svc_close(F.s);
+    F.s = NULL;
+    cache_close(F.c);
+    cache_opts co = {.max_memory = 256 << 10, .eviction = BZ_EVICT_ALLKEYS_LRU};
+    F.c = cache_open("memory", &co, &be);
+    if (!F.c)
+        failf(__FILE__, __LINE__, "cache_open: %s", be.msg);
+    F.s = svc_open(&F.cfg, F.d, F.c, &F.ctx, &be);
+    if (!F.s)
+        failf(__FILE__, __LINE__, "svc_open: %s", be.msg);
+    int64_t uid = signup("keep@example.com", "Keep");
+    const char *t[4];
+    for (int i = 0; i < 4; i++)
+        t[i] = login("keep@example.com", "password123");
+    char tok[33];
+    CHECK_INT(cache_lock(F.c, &F.ctx, "held", 60 * BZ_NS_PER_S, false, tok, &be), 0);
+    /* 3000 distinct 1 KiB pages: 12 times the cache */
+    bz_buf b = BZ_BUF_INIT;
+    for (int i = 0; i < 3000; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "olist:%lld:v:flood:%d", (long long)uid, i);
+        cache_status st;
+        CHECK_INT(cache_get_or_load(F.c, &F.ctx, key, 60 * BZ_NS_PER_S, flood_load, NULL, &b, &st, &be), 0);
+    }
+    bz_buf_free(&b);
+    cache_stats cs = cache_get_stats(F.c);
+    CHECK(cs.evictions >= 2000);
+    CHECK(cache__memory_used(F.c->be) <= (256 << 10) + 4096);
+    for (int i = 0; i < 4; i++)
+        CHECK_INT(authn(t[i]).user_id, uid);
+    char tok2[33];
+    CHECK_INT(cache_lock(F.c, &F.ctx, "held", 60 * BZ_NS_PER_S, false, tok2, &be), CACHE_MISS);
+    fprintf(stderr, "eviction: %lld entries evicted, %lld bytes used, every session and the lock kept\n",
+            (long long)cs.evictions, (long long)cache__memory_used(F.c->be));
+}
+
+static void multiplied_entries_never_evict_sessions(void **state)
+{
+    (void)state;
+    run(eviction_body);
+}
+
+/* ---- superseded order pages are dropped ---- */
+
+static void list_page(const svc_principal *p, int limit)
+{
+    svc_call c = call(p);
+    svc_page_in pg = {I(limit), {NULL, 0, SVC_ABSENT}};
+    svc_order_page out;
+    bool hit;
+    svc_err e;
+    OK(svc_orders_list(F.s, &c, p->user_id, (svc_str){NULL, 0, SVC_ABSENT}, &pg, &out, &hit, &e));
+}
+
+static void pages_body(void)
+{
+    svc_principal u = who(signup("churn@example.com", "Churn"));
+    int64_t acct = open_account(&u, "USD");
+    deposit(&u, acct, 1000000);
+    svc_call c = call(&u);
+    svc_item_in iin = item_in("churn-1", "Thing", 100, "USD", 100000);
+    svc_item item;
+    svc_err e;
+    OK(svc_item_create(F.s, &c, &iin, &item, &e));
+    list_page(&u, 1);
+    int64_t base = cache__memory_keys(F.c->be);
+    for (int i = 0; i < 30; i++) {
+        svc_order_in oin = order_in(acct, 1);
+        line(&oin, 0, item.id, 1);
+        svc_call kc = kcall(&u);
+        svc_order o;
+        OK(svc_order_create(F.s, &kc, &oin, &o, &e));
+        for (int l = 1; l <= 3; l++)
+            list_page(&u, l);
+    }
+    int64_t grown = cache__memory_keys(F.c->be) - base;
+    /* the 3 current pages and the page set; 90 pages without the drop */
+    CHECK(grown <= 6);
+    /* many distinct pages of one version: at most SVC_OLIST_MAX_PAGES */
+    for (int l = 1; l <= 100; l++)
+        list_page(&u, l);
+    grown = cache__memory_keys(F.c->be) - base;
+    CHECK(grown <= 64 + 4);
+    fprintf(stderr, "pages: %lld keys more after 30 changes and 100 distinct pages\n", (long long)grown);
+}
+
+static void superseded_order_pages_are_dropped(void **state)
+{
+    (void)state;
+    run(pages_body);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -1624,6 +2016,12 @@ int main(void)
         cmocka_unit_test(users_list_streams_and_stops),
         cmocka_unit_test(items_import_counts_and_explains_rejections),
         cmocka_unit_test(cursors_are_opaque_and_scoped),
+        cmocka_unit_test(auth_pool_is_bounded_and_apart),
+        cmocka_unit_test(event_streams_are_capped_per_user),
+        cmocka_unit_test(idempotency_keys_expire_and_are_purged),
+        cmocka_unit_test(password_change_ends_other_sessions),
+        cmocka_unit_test(multiplied_entries_never_evict_sessions),
+        cmocka_unit_test(superseded_order_pages_are_dropped),
     };
     return cmocka_run_group_tests_name("svc", tests, NULL, NULL);
 }
