@@ -116,6 +116,7 @@ struct http__h2 {
     bool freeing;
     bool hibernated;    /* the frame buffer's pages were given back */
     void *fb;           /* nghttp2's outbound frame buffer (whole pages) */
+    void *maptab;       /* nghttp2's stream-map bucket table (one page) */
     size_t fblen;
     int64_t idle_since; /* rt_now() when the connection last went idle */
     nghttp2_mem mem;    /* the allocator hooks, with this connection as user data */
@@ -168,11 +169,25 @@ static void mem_free(void *p, void *u)
         return;
     if (h && p == h->fb)
         h->fb = NULL;
+    if (h && p == h->maptab)
+        h->maptab = NULL;
     atomic_fetch_sub(&heap_bytes, (int64_t)malloc_usable_size(p));
     free(p);
 }
 static void *mem_calloc(size_t n, size_t sz, void *u)
 {
+    http__h2 *h = u;
+    /* The stream map's bucket table (one page, zeroed): placed on its own
+     * page so that, with no stream open, hibernation can give it back. */
+    if (h && n * sz == PAGE && !h->maptab) {
+        void *t = aligned_alloc(PAGE, PAGE);
+        if (t) {
+            memset(t, 0, PAGE);
+            h->maptab = t;
+            atomic_fetch_add(&heap_bytes, (int64_t)malloc_usable_size(t));
+            return t;
+        }
+    }
     void *p = calloc(n, sz);
     if (p)
         atomic_fetch_add(&heap_bytes, (int64_t)malloc_usable_size(p));
@@ -192,6 +207,8 @@ static void *mem_realloc(void *p, size_t n, void *u)
             return p;
         h->fb = NULL; /* grown: an ordinary block from now on */
     }
+    if (h && p == h->maptab)
+        h->maptab = NULL; /* resized: an ordinary block from now on */
     int64_t old = (int64_t)malloc_usable_size(p);
     void *q = realloc(p, n);
     if (q)
@@ -927,6 +944,12 @@ static void h2_timer(rt_timer *t)
         if (h->fb && !h->hibernated && !nghttp2_session_want_write(h->ses)) {
             madvise(h->fb, h->fblen, MADV_DONTNEED);
             h->hibernated = true;
+            /* With no stream, the map's table is all zeros: a zero page
+             * reads the same, so the page can go too (checked, not
+             * assumed: a table with anything left in it stays). */
+            static const char zero[PAGE];
+            if (h->maptab && memcmp(h->maptab, zero, PAGE) == 0)
+                madvise(h->maptab, PAGE, MADV_DONTNEED);
         }
         rt_timer_start(&c->timer, h->idle_since + limit);
         return;
