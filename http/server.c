@@ -27,6 +27,9 @@
 
 #define POOL_MAX 64
 #define DISCARD_MAX (256 * 1024) /* unread body we drain to keep a connection */
+/* Output of pipelined responses a connection may queue before it stops
+ * reading and serving until the client has taken it (API.md §10). */
+#define OUT_PENDING_MAX (1024 * 1024)
 
 /* ---- buffers and bookkeeping ------------------------------------------------------------ */
 
@@ -239,13 +242,18 @@ static int fill(http_conn *c)
     return 0;
 }
 
-static void send_continue(http_req *r, http_conn *c)
+/* 100 Continue before the first body read, unless the client already
+ * started sending the body.  It goes behind the responses to earlier
+ * pipelined requests still queued in c->out, never ahead of them. */
+static int send_continue(http_req *r, http_conn *c)
 {
-    if (r->expect_continue && !c->continue_sent && !r->started) {
-        c->continue_sent = true;
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        rt_write_all(&c->io, cont, sizeof cont - 1, &c->ls->ctx, c->write_deadline);
-    }
+    if (!r->expect_continue || c->continue_sent || r->started)
+        return 0;
+    c->continue_sent = true;
+    if (c->rpos < c->rlen)
+        return 0; /* body bytes are here: the client did not wait (RFC 9110 §10.1.1) */
+    bz_buf_append_c(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+    return out_flush(c);
 }
 
 ssize_t http__conn_body_read(http_req *r, void *buf, size_t n)
@@ -255,7 +263,9 @@ ssize_t http__conn_body_read(http_req *r, void *buf, size_t n)
     http_conn *c = r->conn;
     if (c->body_done || n == 0)
         return 0;
-    send_continue(r, c);
+    int e = send_continue(r, c);
+    if (e)
+        return e;
     if (!c->body_chunked) {
         if (c->body_left <= 0) {
             c->body_done = true;
@@ -301,8 +311,7 @@ ssize_t http__conn_body_read(http_req *r, void *buf, size_t n)
             c->body_done = true;
             return 0;
         }
-        int e = fill(c);
-        if (e)
+        if ((e = fill(c)) != 0)
             return e;
     }
 }
@@ -560,6 +569,10 @@ static void conn_serve(void *p)
             memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
         c->rlen -= c->rpos;
         c->rpos = 0;
+        /* Pipelined responses the client does not read: past the cap,
+         * stop reading and serving until the client has taken them. */
+        if (keep && c->out.len >= OUT_PENDING_MAX && out_flush(c) != 0)
+            keep = false;
         if (!keep) {
             out_flush(c);
             if (!c->dead)

@@ -156,3 +156,83 @@ def get_ok(port):
         return get(port, timeout=0.5)[0] == 200
     except OSError:
         return False
+
+
+# ---- pipelined responses that are not read -----------------------------------------------
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for l in f:
+            if l.startswith("VmRSS:"):
+                return int(l.split()[1])
+    return 0
+
+
+@pytest.mark.parametrize("size,count", [(1024, 30000), (32768, 3000)])
+def test_unread_pipelined_responses_stop_the_connection_not_the_server(size, count):
+    s = start_testd("--write-timeout", "60s")
+    try:
+        pid = s.proc.pid
+        assert get(s.port, "/pad?n=%d&t=warm" % size)[0] == 200
+        rss0 = rss_kib(pid)
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # the kernel holds little for us
+        c.connect(("127.0.0.1", s.port))
+        reqs = b"".join(b"GET /pad?n=%d&t=%06d HTTP/1.1\r\nHost:x\r\n\r\n" % (size, i) for i in range(count))
+        sent = threading.Thread(target=c.sendall, args=(reqs,), daemon=True)
+        sent.start()
+        # Let the server do what it will with the requests it can read.
+        peak = rss0
+        for _ in range(20):
+            time.sleep(0.1)
+            peak = max(peak, rss_kib(pid))
+        # Other clients are served meanwhile, promptly.
+        t0 = time.time()
+        assert get(s.port) == (200, b"ok")
+        assert time.time() - t0 < 1.0
+        peak = max(peak, rss_kib(pid))
+        assert peak - rss0 < 8 * 1024, "RSS grew by %d KiB" % (peak - rss0)
+        # Now read: every response arrives, in order.
+        conn = Conn.__new__(Conn)
+        conn.s, conn.buf, conn.timeout = c, b"", 10
+        for i in range(count):
+            st, _, body = conn.response()
+            assert st == 200 and len(body) == size and body.startswith(b"%06d." % i), (i, body[:20])
+        sent.join(10)
+        assert not sent.is_alive()
+        c.close()
+    finally:
+        s.stop()
+
+
+# ---- 100 Continue and pipelining -------------------------------------------------------
+
+def test_100_continue_never_overtakes_queued_pipelined_responses():
+    s = start_testd()
+    try:
+        c = Conn(s.port)
+        # A GET and, in the same segment, a POST that waits for 100 Continue.
+        c.send(b"GET /pad?n=3000&t=first HTTP/1.1\r\nHost: x\r\n\r\n"
+               b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        # The first thing on the wire is the GET's response.
+        st, _, body = c.response()
+        assert st == 200 and body.startswith(b"first.") and len(body) == 3000
+        # Then (only now) 100 Continue; the client sends the body.
+        st, _, _ = c.response()
+        assert st == 100
+        c.send(b"hello")
+        st, _, body = c.response()
+        assert (st, body) == (200, b"hello")
+        # A body sent with the head: no 100 needed; the order holds either way.
+        c.send(b"GET /pad?n=10&t=a HTTP/1.1\r\nHost: x\r\n\r\n"
+               b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc"
+               b"GET /pad?n=10&t=b HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = []
+        while len(got) < 3:
+            st, _, body = c.response()
+            if st != 100:
+                got.append((st, body))
+        assert got == [(200, b"a........."), (200, b"abc"), (200, b"b.........")]
+        c.close()
+    finally:
+        s.stop()
