@@ -505,8 +505,12 @@ static void conn_serve(void *p)
         int64_t head_deadline = t0 + s->o.read_header_timeout_ns;
         int status = 0, hl;
         http_req r;
+        /* The head is parsed as it arrives, each byte once (rbuf only
+         * grows while it does: r and hdrs point into it). */
+        http_head_parser hp;
+        http__head_init(&hp);
+        memset(&r, 0, offsetof(http_req, status));
         for (;;) {
-            memset(&r, 0, offsetof(http_req, status));
             /* A connection whose first bytes are the HTTP/2 client preface
              * speaks h2c with prior knowledge (RFC 9113 §3.3). */
             int pf = c->served ? -1 : http__h2_preface(c->rbuf, c->rlen);
@@ -515,8 +519,8 @@ static void conn_serve(void *p)
                 goto h2;
             }
             hl = pf == 0 ? 0
-                         : http__parse_head(c->rbuf, c->rlen, (size_t)s->o.max_header_bytes, &r, hdrs,
-                                            HTTP_MAX_HEADERS, &status);
+                         : http__parse_head_step(&hp, c->rbuf, c->rlen, (size_t)s->o.max_header_bytes, &r,
+                                                 hdrs, HTTP_MAX_HEADERS, &status);
             if (hl != 0)
                 break;
             if (c->rlen == 0 && !c->io.readable) {
