@@ -141,6 +141,9 @@ static void serve_main(void *p)
     rpc *G = rpc_new(a.svc, cfg, ready, &rd);
     protocols both = {grpc_http_handler(rpc_server(G)), chain};
     http_server_opts o = http_opts_from_config(cfg);
+    /* --max-conns is per process: both addresses share one gate. */
+    rt_gate *gate = rt_gate_new(cfg->max_conns);
+    o.conn_gate = gate;
     int e = 0;
     http_server *srv = http_server_new(&o, (http_handler){by_protocol, &both}, &e);
     http_server *gsrv = NULL;
@@ -155,6 +158,7 @@ static void serve_main(void *p)
             e = 0;
         }
     }
+    rt_gate_unref(gate); /* the servers hold their own references */
     if (!srv) {
         if (e)
             bz_log_err("cannot listen", BZ_F_STR("addr", cfg->http_addr), BZ_F_STR("error", strerror(-e)));

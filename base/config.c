@@ -57,6 +57,7 @@ static const flagdef flags[] = {
     {"shutdown-grace", T_DURATION, "10s", OFF(shutdown_grace_ns), 0, C_SERVE, "how long SIGTERM/SIGINT waits for in-flight work"},
     {"max-header-bytes", T_SIZE, "16384", OFF(max_header_bytes), 1024, C_SERVE, "larger request headers get 431"},
     {"max-body-bytes", T_SIZE, "1048576", OFF(max_body_bytes), 1, C_SERVE, "larger request bodies get 413"},
+    {"max-conns", T_INT, "10000", OFF(max_conns), 1, C_SERVE, "open client connections per process (HTTP/1.1 and HTTP/2, both addresses); past it, accept waits"},
     {"h2-max-concurrent-streams", T_INT, "128", OFF(h2_max_concurrent_streams), 1, C_SERVE, "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (streams per connection)"},
     {"grpc-max-recv-bytes", T_SIZE, "4MiB", OFF(grpc_max_recv_bytes), 1, C_SERVE, "larger gRPC request messages get RESOURCE_EXHAUSTED"},
     {"grpc-web-origins", T_ORIGINS, "", OFF(grpc_web_origins), 0, C_SERVE, "origins allowed by CORS for gRPC-Web (comma list, * for any)"},

@@ -57,6 +57,7 @@ typedef struct bz_config {
     int64_t shutdown_grace_ns;
     int64_t max_header_bytes;
     int64_t max_body_bytes;
+    int max_conns;            /* open client connections per process, 1..100000 */
     int h2_max_concurrent_streams; /* HTTP/2 streams per connection, 1..100000 */
     int64_t grpc_max_recv_bytes;
     char grpc_web_origins[1024]; /* "" none, "*" any, else a comma list */

@@ -7,6 +7,8 @@
 
 #include "http/http.h"
 
+#include <string.h>
+
 #define HTTP_MAX_URI 8192
 
 /* Parses a request head (request line, header fields, empty line) from
@@ -20,6 +22,31 @@
  * never both Content-Length and Transfer-Encoding, Host required in 1.1. */
 int http__parse_head(const char *buf, size_t len, size_t max_header_bytes, http_req *r,
                      http_header *hdrs, int maxh, int *status);
+
+/* The same parser, resumable: a head arriving over many reads is scanned
+ * once, not from byte 0 on every read (a client sending a 16 KiB head a
+ * byte at a time would otherwise cost O(n²)).  Complete lines are parsed
+ * once; the line still arriving is searched only in its new bytes.  Each
+ * call must see the same buffer, only longer (buf[0..len) with len never
+ * shrinking, and the bytes seen before unchanged), and the same r and
+ * hdrs; results are identical to http__parse_head(buf, len, ...) for every
+ * len.  Once it returns non-zero it keeps returning that; init it again
+ * for the next head. */
+typedef struct http_head_parser {
+    size_t line;        /* offset of the line being parsed */
+    size_t seen;        /* bytes of that line already searched for its end */
+    int phase;          /* 0 start, 1 request line, 2 header fields, 3 done */
+    int result, status; /* phase 3: what to return */
+    int n, hosts, cls, tes;
+    uint64_t cl;
+    bool te_chunked, conn_close, conn_keep, expect;
+    uint64_t scanned;   /* bytes examined so far, for tests: at most ~3× the
+                           head however it is split (tests/unit/test_http.c) */
+} http_head_parser;
+
+static inline void http__head_init(http_head_parser *p) { memset(p, 0, sizeof *p); }
+int http__parse_head_step(http_head_parser *p, const char *buf, size_t len, size_t max_header_bytes,
+                          http_req *r, http_header *hdrs, int maxh, int *status);
 
 /* Incremental chunked-body decoder. */
 typedef struct http_chunked {
@@ -76,6 +103,7 @@ struct http_server {
     http_server_opts o;
     http_handler h;
     rt_listener *L;
+    rt_gate *gate;      /* the cap on open connections, or NULL */
     int nloops;
     http__loop *ls;
     rt_ctx ctx;         /* cancelled when the shutdown grace runs out */
@@ -91,6 +119,7 @@ struct http_conn {
     rt_io io;           /* first: conn_event casts rt_io* back */
     http_server *srv;
     http__loop *ls;
+    rt_gate *gate;      /* holds a slot of this gate until the socket closes */
     http_conn *prev, *next;
     rt_timer timer;     /* idle / first-request header timeout; HTTP/2: see h2.c */
     char *rbuf;

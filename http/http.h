@@ -224,6 +224,11 @@ typedef struct http_server_opts {
     int64_t max_header_bytes;
     int64_t max_body_bytes;
     int h2_max_concurrent_streams;  /* SETTINGS_MAX_CONCURRENT_STREAMS; 0 = 128 */
+    int64_t max_conns;              /* open client connections (HTTP/1.1 and HTTP/2);
+                                       past it accept waits; 0 = no cap */
+    rt_gate *conn_gate;             /* if set, the cap is this gate's, shared with the
+                                       other servers given it (one per-process cap
+                                       over both addresses); max_conns is ignored */
 } http_server_opts;
 
 /* The server settings of a parsed command line (API.md §1 flags). */

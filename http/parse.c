@@ -23,7 +23,7 @@ static inline bool is_vchar(unsigned char c) { return c > 0x20 && c != 0x7f; }
 /* field-value bytes: SP, HTAB, VCHAR, obs-text */
 static inline bool is_fvchar(unsigned char c) { return c == ' ' || c == '\t' || (c > 0x20 && c != 0x7f); }
 
-/* Finds the end of the line starting at p (before end).  Returns the
+/* Chunk lines: finds the end of the line starting at p (before end).  Returns the
  * offset of '\n', -1 if not there yet, -2 on a bare CR or bare LF. */
 static ptrdiff_t line_end(const char *p, const char *end)
 {
@@ -44,10 +44,33 @@ static ptrdiff_t line_end(const char *p, const char *end)
     return lf - p;
 }
 
-static int fail(int *status, int code)
+/* Head lines: finds the end of the line starting at buf + ps->line, searching only
+ * the bytes not searched before.  Returns the offset of '\n' from the line
+ * start, -1 if not there yet, -2 on a bare CR or bare LF.  Invariant
+ * between calls: the searched part holds no LF, and no CR except maybe as
+ * its last byte (a CR may end a call's input and be followed by LF). */
+static ptrdiff_t next_line(http_head_parser *ps, const char *buf, size_t len)
 {
-    *status = code;
-    return -1;
+    size_t L = ps->line, from = L + ps->seen;
+    const char *lf = from < len ? memchr(buf + from, '\n', len - from) : NULL;
+    /* A CR seen last time as the final byte is rechecked with what follows. */
+    size_t cfrom = from > L ? from - 1 : from;
+    if (!lf) {
+        ps->scanned += len - cfrom;
+        /* A CR anywhere but as the last byte seen is bare. */
+        if (len - cfrom >= 2 && memchr(buf + cfrom, '\r', len - 1 - cfrom))
+            return -2;
+        ps->seen = len - L;
+        return -1;
+    }
+    size_t at = (size_t)(lf - buf);
+    ps->scanned += at + 1 - from + (at - 1 > cfrom ? at - 1 - cfrom : 0);
+    if (at == L || lf[-1] != '\r')
+        return -2;
+    /* A CR inside the line is bare too. */
+    if (at - 1 > cfrom && memchr(buf + cfrom, '\r', at - 1 - cfrom))
+        return -2;
+    return (ptrdiff_t)(at - L);
 }
 
 static bool parse_u64_digits(bz_str v, uint64_t *out)
@@ -81,58 +104,55 @@ static bool list_has(bz_str v, const char *tok)
     return false;
 }
 
-int http__parse_head(const char *buf, size_t len, size_t max_header_bytes, http_req *r,
-                     http_header *hdrs, int maxh, int *status)
+static int done(http_head_parser *ps, int result, int st, int *status)
 {
-    const char *p = buf, *end = buf + len;
-    /* RFC 9112 §2.2: ignore at least one empty line before the request. */
-    if (len >= 2 && p[0] == '\r' && p[1] == '\n') {
-        p += 2;
-    }
-    /* ---- request line ---- */
-    ptrdiff_t le = line_end(p, end);
-    if (le == -2)
-        return fail(status, 400);
-    if (le == -1) {
-        if ((size_t)(end - p) > HTTP_MAX_URI + 32)
-            return fail(status, 414);
-        if (len > max_header_bytes)
-            return fail(status, 431);
-        return 0;
-    }
+    ps->phase = 3;
+    ps->result = result;
+    ps->status = st;
+    if (result < 0)
+        *status = st;
+    return result;
+}
+
+#define FAIL(code) return done(ps, -1, (code), status)
+
+/* The request line, complete in [p, p + le] (le: offset of its LF). */
+static int request_line(http_head_parser *ps, const char *p, ptrdiff_t le, http_req *r, int *status)
+{
+    ps->scanned += (uint64_t)le + 1;
     const char *line = p, *lend = p + le - 1; /* lend at CR */
     const char *q = line;
     while (q < lend && tchar[(unsigned char)*q])
         q++;
     if (q == line || q >= lend || *q != ' ')
-        return fail(status, 400);
+        FAIL(400);
     r->method = bz_str_make(line, (size_t)(q - line));
     const char *t = ++q;
     while (q < lend && is_vchar((unsigned char)*q))
         q++;
     if (q == t || q >= lend || *q != ' ')
-        return fail(status, (q - t) > HTTP_MAX_URI ? 414 : 400);
+        FAIL((q - t) > HTTP_MAX_URI ? 414 : 400);
     r->target = bz_str_make(t, (size_t)(q - t));
     if (r->target.n > HTTP_MAX_URI)
-        return fail(status, 414);
+        FAIL(414);
     q++;
     if (lend - q != 8 || memcmp(q, "HTTP/", 5) != 0 || q[6] != '.' || q[5] < '0' || q[5] > '9' ||
         q[7] < '0' || q[7] > '9')
-        return fail(status, 400);
+        FAIL(400);
     if (q[5] != '1')
-        return fail(status, 505);
+        FAIL(505);
     r->minor = q[7] - '0';
     /* origin-form, absolute-form (proxies) or asterisk-form (OPTIONS) */
     bz_str tg = r->target;
     if (tg.p[0] != '/') {
         if (tg.n == 1 && tg.p[0] == '*') {
             if (!bz_str_eq_c(r->method, "OPTIONS"))
-                return fail(status, 400);
+                FAIL(400);
         } else {
             /* absolute-form: scheme "://" authority path */
             const char *s = memchr(tg.p, ':', tg.n);
             if (!s || (size_t)(tg.p + tg.n - s) < 3 || s[1] != '/' || s[2] != '/')
-                return fail(status, 400);
+                FAIL(400);
             const char *slash = memchr(s + 3, '/', (size_t)(tg.p + tg.n - (s + 3)));
             tg = slash ? bz_str_make(slash, (size_t)(tg.p + tg.n - slash)) : BZ_STR_LIT("/");
         }
@@ -147,105 +167,160 @@ int http__parse_head(const char *buf, size_t len, size_t max_header_bytes, http_
     }
     /* a fragment is never sent by a conforming client */
     if (bz_str_index(r->target, '#') >= 0)
-        return fail(status, 400);
-    p += le + 1;
+        FAIL(400);
+    return 0;
+}
 
-    /* ---- header fields ---- */
-    int n = 0, hosts = 0, cls = 0, tes = 0;
-    uint64_t cl = 0;
-    bool te_chunked = false, conn_close = false, conn_keep = false, expect = false;
-    r->content_length = -1;
-    for (;;) {
-        if ((size_t)(p - buf) > max_header_bytes)
-            return fail(status, 431);
-        le = line_end(p, end);
+/* One header field line, complete in [p, p + le] (le > 1). */
+static int field_line(http_head_parser *ps, const char *p, ptrdiff_t le, http_header *hdrs, int maxh,
+                      int *status)
+{
+    ps->scanned += (uint64_t)le + 1;
+    if (p[0] == ' ' || p[0] == '\t')
+        FAIL(400); /* obs-fold */
+    const char *name = p, *lineend = p + le - 1;
+    const char *c = name;
+    while (c < lineend && tchar[(unsigned char)*c])
+        c++;
+    if (c == name || c >= lineend || *c != ':')
+        FAIL(400); /* empty name, bad char, or space before ':' */
+    bz_str hn = bz_str_make(name, (size_t)(c - name));
+    const char *v = c + 1;
+    for (const char *x = v; x < lineend; x++)
+        if (!is_fvchar((unsigned char)*x))
+            FAIL(400);
+    bz_str hv = bz_str_trim(bz_str_make(v, (size_t)(lineend - v)));
+    if (ps->n == maxh)
+        FAIL(431);
+    hdrs[ps->n].name = hn;
+    hdrs[ps->n].value = hv;
+    ps->n++;
+    switch (hn.n) {
+    case 4:
+        if (bz_str_ieq_c(hn, "host"))
+            ps->hosts++;
+        break;
+    case 6:
+        if (bz_str_ieq_c(hn, "expect")) {
+            if (!bz_str_ieq_c(hv, "100-continue"))
+                FAIL(417);
+            ps->expect = true;
+        }
+        break;
+    case 10:
+        if (bz_str_ieq_c(hn, "connection")) {
+            ps->conn_close |= list_has(hv, "close");
+            ps->conn_keep |= list_has(hv, "keep-alive");
+        }
+        break;
+    case 14:
+        if (bz_str_ieq_c(hn, "content-length")) {
+            uint64_t x;
+            if (!parse_u64_digits(hv, &x))
+                FAIL(400);
+            if (ps->cls && x != ps->cl)
+                FAIL(400); /* differing duplicates */
+            ps->cl = x;
+            ps->cls++;
+        }
+        break;
+    case 17:
+        if (bz_str_ieq_c(hn, "transfer-encoding")) {
+            ps->tes++;
+            /* Only "chunked" alone is supported; chunked must be last
+             * and may appear once. */
+            if (ps->tes > 1 || !bz_str_ieq_c(hv, "chunked"))
+                FAIL(list_has(hv, "chunked") || ps->tes > 1 ? 400 : 501);
+            ps->te_chunked = true;
+        }
+        break;
+    }
+    return 0;
+}
+
+int http__parse_head_step(http_head_parser *ps, const char *buf, size_t len, size_t max_header_bytes,
+                          http_req *r, http_header *hdrs, int maxh, int *status)
+{
+    if (ps->phase == 3) {
+        if (ps->result < 0)
+            *status = ps->status;
+        return ps->result;
+    }
+    if (ps->phase == 0) {
+        /* RFC 9112 §2.2: ignore at least one empty line before the request.
+         * One byte cannot tell: "\r" may start it. */
+        if (len < 2) {
+            if (len == 1 && buf[0] == '\n')
+                FAIL(400);
+            if (len > max_header_bytes)
+                FAIL(431);
+            return 0;
+        }
+        ps->line = buf[0] == '\r' && buf[1] == '\n' ? 2 : 0;
+        ps->phase = 1;
+    }
+    if (ps->phase == 1) {
+        ptrdiff_t le = next_line(ps, buf, len);
         if (le == -2)
-            return fail(status, 400);
+            FAIL(400);
+        if (le == -1) {
+            if (len - ps->line > HTTP_MAX_URI + 32)
+                FAIL(414);
+            if (len > max_header_bytes)
+                FAIL(431);
+            return 0;
+        }
+        if (request_line(ps, buf + ps->line, le, r, status) < 0)
+            return -1;
+        ps->line += (size_t)le + 1;
+        ps->seen = 0;
+        ps->phase = 2;
+        r->content_length = -1;
+    }
+    /* ---- header fields ---- */
+    for (;;) {
+        if (ps->line > max_header_bytes)
+            FAIL(431);
+        ptrdiff_t le = next_line(ps, buf, len);
+        if (le == -2)
+            FAIL(400);
         if (le == -1) {
             if (len > max_header_bytes)
-                return fail(status, 431);
+                FAIL(431);
             return 0;
         }
         if (le == 1) { /* CRLF: end of head */
-            p += 2;
+            ps->line += 2;
             break;
         }
-        if (p[0] == ' ' || p[0] == '\t')
-            return fail(status, 400); /* obs-fold */
-        const char *name = p, *lineend = p + le - 1;
-        const char *c = name;
-        while (c < lineend && tchar[(unsigned char)*c])
-            c++;
-        if (c == name || c >= lineend || *c != ':')
-            return fail(status, 400); /* empty name, bad char, or space before ':' */
-        bz_str hn = bz_str_make(name, (size_t)(c - name));
-        const char *v = c + 1;
-        for (const char *x = v; x < lineend; x++)
-            if (!is_fvchar((unsigned char)*x))
-                return fail(status, 400);
-        bz_str hv = bz_str_trim(bz_str_make(v, (size_t)(lineend - v)));
-        if (n == maxh)
-            return fail(status, 431);
-        hdrs[n].name = hn;
-        hdrs[n].value = hv;
-        n++;
-        switch (hn.n) {
-        case 4:
-            if (bz_str_ieq_c(hn, "host"))
-                hosts++;
-            break;
-        case 6:
-            if (bz_str_ieq_c(hn, "expect")) {
-                if (!bz_str_ieq_c(hv, "100-continue"))
-                    return fail(status, 417);
-                expect = true;
-            }
-            break;
-        case 10:
-            if (bz_str_ieq_c(hn, "connection")) {
-                conn_close |= list_has(hv, "close");
-                conn_keep |= list_has(hv, "keep-alive");
-            }
-            break;
-        case 14:
-            if (bz_str_ieq_c(hn, "content-length")) {
-                uint64_t x;
-                if (!parse_u64_digits(hv, &x))
-                    return fail(status, 400);
-                if (cls && x != cl)
-                    return fail(status, 400); /* differing duplicates */
-                cl = x;
-                cls++;
-            }
-            break;
-        case 17:
-            if (bz_str_ieq_c(hn, "transfer-encoding")) {
-                tes++;
-                /* Only "chunked" alone is supported; chunked must be last
-                 * and may appear once. */
-                if (tes > 1 || !bz_str_ieq_c(hv, "chunked"))
-                    return fail(status, list_has(hv, "chunked") || tes > 1 ? 400 : 501);
-                te_chunked = true;
-            }
-            break;
-        }
-        p += le + 1;
+        if (field_line(ps, buf + ps->line, le, hdrs, maxh, status) < 0)
+            return -1;
+        ps->line += (size_t)le + 1;
+        ps->seen = 0;
     }
-    if (tes && cls)
-        return fail(status, 400); /* smuggling vector: both framings */
-    if (tes && r->minor == 0)
-        return fail(status, 400);
-    if (r->minor >= 1 && hosts != 1)
-        return fail(status, 400);
-    if (hosts > 1)
-        return fail(status, 400);
+    if (ps->tes && ps->cls)
+        FAIL(400); /* smuggling vector: both framings */
+    if (ps->tes && r->minor == 0)
+        FAIL(400);
+    if (r->minor >= 1 && ps->hosts != 1)
+        FAIL(400);
+    if (ps->hosts > 1)
+        FAIL(400);
     r->headers = hdrs;
-    r->nheaders = n;
-    r->chunked = te_chunked;
-    r->content_length = cls ? (int64_t)cl : -1;
-    r->expect_continue = expect && r->minor >= 1;
-    r->keep_alive = r->minor >= 1 ? !conn_close : (conn_keep && !conn_close);
-    return (int)(p - buf);
+    r->nheaders = ps->n;
+    r->chunked = ps->te_chunked;
+    r->content_length = ps->cls ? (int64_t)ps->cl : -1;
+    r->expect_continue = ps->expect && r->minor >= 1;
+    r->keep_alive = r->minor >= 1 ? !ps->conn_close : (ps->conn_keep && !ps->conn_close);
+    return done(ps, (int)ps->line, 0, status);
+}
+
+int http__parse_head(const char *buf, size_t len, size_t max_header_bytes, http_req *r,
+                     http_header *hdrs, int maxh, int *status)
+{
+    http_head_parser ps;
+    http__head_init(&ps);
+    return http__parse_head_step(&ps, buf, len, max_header_bytes, r, hdrs, maxh, status);
 }
 
 /* ---- chunked ---- */

@@ -27,6 +27,9 @@
 
 #define POOL_MAX 64
 #define DISCARD_MAX (256 * 1024) /* unread body we drain to keep a connection */
+/* Output of pipelined responses a connection may queue before it stops
+ * reading and serving until the client has taken it (API.md §10). */
+#define OUT_PENDING_MAX (1024 * 1024)
 
 /* ---- buffers and bookkeeping ------------------------------------------------------------ */
 
@@ -77,6 +80,10 @@ void http__conn_shut(http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     rt_io_close(&c->io);
+    if (c->gate) {
+        rt_gate_leave(c->gate); /* a paused listener may accept again */
+        c->gate = NULL;
+    }
 }
 
 /* Closes the socket and unlinks; frees now unless a coroutine still runs.
@@ -235,13 +242,18 @@ static int fill(http_conn *c)
     return 0;
 }
 
-static void send_continue(http_req *r, http_conn *c)
+/* 100 Continue before the first body read, unless the client already
+ * started sending the body.  It goes behind the responses to earlier
+ * pipelined requests still queued in c->out, never ahead of them. */
+static int send_continue(http_req *r, http_conn *c)
 {
-    if (r->expect_continue && !c->continue_sent && !r->started) {
-        c->continue_sent = true;
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        rt_write_all(&c->io, cont, sizeof cont - 1, &c->ls->ctx, c->write_deadline);
-    }
+    if (!r->expect_continue || c->continue_sent || r->started)
+        return 0;
+    c->continue_sent = true;
+    if (c->rpos < c->rlen)
+        return 0; /* body bytes are here: the client did not wait (RFC 9110 §10.1.1) */
+    bz_buf_append_c(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+    return out_flush(c);
 }
 
 ssize_t http__conn_body_read(http_req *r, void *buf, size_t n)
@@ -251,7 +263,9 @@ ssize_t http__conn_body_read(http_req *r, void *buf, size_t n)
     http_conn *c = r->conn;
     if (c->body_done || n == 0)
         return 0;
-    send_continue(r, c);
+    int e = send_continue(r, c);
+    if (e)
+        return e;
     if (!c->body_chunked) {
         if (c->body_left <= 0) {
             c->body_done = true;
@@ -297,8 +311,7 @@ ssize_t http__conn_body_read(http_req *r, void *buf, size_t n)
             c->body_done = true;
             return 0;
         }
-        int e = fill(c);
-        if (e)
+        if ((e = fill(c)) != 0)
             return e;
     }
 }
@@ -492,8 +505,12 @@ static void conn_serve(void *p)
         int64_t head_deadline = t0 + s->o.read_header_timeout_ns;
         int status = 0, hl;
         http_req r;
+        /* The head is parsed as it arrives, each byte once (rbuf only
+         * grows while it does: r and hdrs point into it). */
+        http_head_parser hp;
+        http__head_init(&hp);
+        memset(&r, 0, offsetof(http_req, status));
         for (;;) {
-            memset(&r, 0, offsetof(http_req, status));
             /* A connection whose first bytes are the HTTP/2 client preface
              * speaks h2c with prior knowledge (RFC 9113 §3.3). */
             int pf = c->served ? -1 : http__h2_preface(c->rbuf, c->rlen);
@@ -502,8 +519,8 @@ static void conn_serve(void *p)
                 goto h2;
             }
             hl = pf == 0 ? 0
-                         : http__parse_head(c->rbuf, c->rlen, (size_t)s->o.max_header_bytes, &r, hdrs,
-                                            HTTP_MAX_HEADERS, &status);
+                         : http__parse_head_step(&hp, c->rbuf, c->rlen, (size_t)s->o.max_header_bytes, &r,
+                                                 hdrs, HTTP_MAX_HEADERS, &status);
             if (hl != 0)
                 break;
             if (c->rlen == 0 && !c->io.readable) {
@@ -556,6 +573,10 @@ static void conn_serve(void *p)
             memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
         c->rlen -= c->rpos;
         c->rpos = 0;
+        /* Pipelined responses the client does not read: past the cap,
+         * stop reading and serving until the client has taken them. */
+        if (keep && c->out.len >= OUT_PENDING_MAX && out_flush(c) != 0)
+            keep = false;
         if (!keep) {
             out_flush(c);
             if (!c->dead)
@@ -631,12 +652,13 @@ static void conn_event(rt_io *io, uint32_t ev)
     }
 }
 
-static void on_accept(rt_loop *l, int fd, const struct sockaddr *peer, socklen_t pl, void *arg)
+/* gate: the slot fd holds (accepted through a gated listener), or NULL. */
+static void conn_start(http_server *s, rt_loop *l, int fd, const struct sockaddr *peer, rt_gate *gate)
 {
-    http_server *s = arg;
-    (void)pl;
     if (atomic_load(&s->draining)) {
         close(fd);
+        if (gate)
+            rt_gate_leave(gate);
         return;
     }
     http_conn *c = calloc(1, sizeof *c);
@@ -648,9 +670,12 @@ static void on_accept(rt_loop *l, int fd, const struct sockaddr *peer, socklen_t
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (rt_io_open(&c->io, fd) != 0) {
         close(fd);
+        if (gate)
+            rt_gate_leave(gate);
         free(c);
         return;
     }
+    c->gate = gate;
     c->io.on_event = conn_event;
     format_peer(c, peer);
     c->timer.fn = idle_expired;
@@ -664,10 +689,17 @@ static void on_accept(rt_loop *l, int fd, const struct sockaddr *peer, socklen_t
     rt_timer_start(&c->timer, rt_now() + s->o.read_header_timeout_ns);
 }
 
+static void on_accept(rt_loop *l, int fd, const struct sockaddr *peer, socklen_t pl, void *arg)
+{
+    http_server *s = arg;
+    (void)pl;
+    conn_start(s, l, fd, peer, s->gate);
+}
+
 void http__server_adopt(http_server *s, int fd)
 {
     struct sockaddr sa = {.sa_family = AF_UNIX};
-    on_accept(rt_loop_current(), fd, &sa, sizeof sa, s);
+    conn_start(s, rt_loop_current(), fd, &sa, NULL);
 }
 
 /* ---- lifecycle --------------------------------------------------------------------------------- */
@@ -684,6 +716,7 @@ http_server_opts http_opts_from_config(const bz_config *cfg)
         .max_header_bytes = cfg->max_header_bytes,
         .max_body_bytes = cfg->max_body_bytes,
         .h2_max_concurrent_streams = cfg->h2_max_concurrent_streams,
+        .max_conns = cfg->max_conns,
     };
 }
 
@@ -706,7 +739,13 @@ http_server *http_server_new(const http_server_opts *o, http_handler h, int *err
     if (!s->o.h2_max_concurrent_streams)
         s->o.h2_max_concurrent_streams = 128;
     http__h2_server_init(s);
-    s->L = rt_listen(o->addr, on_accept, s, err);
+    if (o->conn_gate) {
+        s->gate = o->conn_gate;
+        rt_gate_ref(s->gate);
+    } else if (o->max_conns > 0) {
+        s->gate = rt_gate_new(o->max_conns);
+    }
+    s->L = rt_listen_gated(o->addr, on_accept, s, s->gate, err);
     if (!s->L) {
         http_server_free(s);
         return NULL;
@@ -800,6 +839,7 @@ void http_server_free(http_server *s)
     }
     free(s->ls);
     http__h2_server_free(s);
+    rt_gate_unref(s->gate);
     rt_ctx_release(&s->ctx);
     /* s->conns may still be referenced by connections abandoned at exit */
     free(s);

@@ -253,45 +253,199 @@ int rt_connect_tcp(const char *host, int port, rt_ctx *ctx, int64_t deadline)
 typedef struct lsock {
     rt_io io;
     rt_listener *owner;
-    rt_timer retry; /* re-arms accept after EMFILE */
-    bool paused;
+    rt_timer retry;      /* re-arms accept after EMFILE */
+    bool paused;         /* out of descriptors: waiting for the retry timer */
+    bool gpaused;        /* the gate is full: waiting for a slot */
+    bool gwaiting;       /* on the gate's waiter list (under the gate's lock) */
+    bool armed;          /* in the loop's epoll set */
+    struct lsock *gnext; /* the gate's waiter list */
 } lsock;
 
 struct rt_listener {
     rt_accept_fn on_accept;
     void *arg;
+    rt_gate *gate;
     int port;
     int n;
-    atomic_int refs; /* loops still holding a socket */
+    atomic_int refs; /* loops still holding a socket, and pending resumes */
     lsock socks[];
+};
+
+struct rt_gate {
+    atomic_llong count;  /* slots taken */
+    int64_t max;
+    atomic_int refs;
+    atomic_int nwait;    /* sockets on the waiter list */
+    pthread_mutex_t lk;  /* guards waiters */
+    lsock *waiters;
 };
 
 static void listener_unref(rt_listener *L)
 {
-    if (atomic_fetch_sub(&L->refs, 1) == 1)
+    if (atomic_fetch_sub(&L->refs, 1) == 1) {
+        if (L->gate)
+            rt_gate_unref(L->gate);
         free(L);
+    }
 }
+
+/* ---- connection gate ------------------------------------------------------------------- */
+
+rt_gate *rt_gate_new(int64_t max)
+{
+    rt_gate *g = calloc(1, sizeof *g);
+    if (!g)
+        rt__panic("out of memory");
+    g->max = max < 1 ? 1 : max;
+    atomic_store(&g->refs, 1);
+    pthread_mutex_init(&g->lk, NULL);
+    return g;
+}
+
+void rt_gate_ref(rt_gate *g) { atomic_fetch_add(&g->refs, 1); }
+
+void rt_gate_unref(rt_gate *g)
+{
+    if (g && atomic_fetch_sub(&g->refs, 1) == 1) {
+        pthread_mutex_destroy(&g->lk);
+        free(g);
+    }
+}
+
+int64_t rt_gate_count(const rt_gate *g) { return atomic_load(&((rt_gate *)g)->count); }
+
+static bool gate_enter(rt_gate *g)
+{
+    long long c = atomic_load(&g->count);
+    while (c < g->max)
+        if (atomic_compare_exchange_weak(&g->count, &c, c + 1))
+            return true;
+    return false;
+}
+
+/* Puts s in or out of its loop's epoll set as its state asks (on s's loop). */
+static void lsock_arm(lsock *s)
+{
+    bool want = s->io.fd >= 0 && !s->paused && !s->gpaused;
+    if (want == s->armed)
+        return;
+    if (want) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->io};
+        if (epoll_ctl(rt__cur->epfd, EPOLL_CTL_ADD, s->io.fd, &ev) != 0) {
+            bz_log_err("listener: epoll_ctl failed", BZ_F_STR("error", strerror(errno)));
+            return;
+        }
+    } else {
+        epoll_ctl(rt__cur->epfd, EPOLL_CTL_DEL, s->io.fd, NULL);
+    }
+    s->armed = want;
+}
+
+static void gate_resume(void *p)
+{
+    lsock *s = p;
+    rt_listener *L = s->owner;
+    if (s->io.fd >= 0 && s->gpaused) {
+        s->gpaused = false;
+        lsock_arm(s); /* level-triggered: a waiting backlog fires at once */
+    }
+    listener_unref(L);
+}
+
+/* Resumes every socket paused on g (each on its own loop). */
+static void gate_wake_all(rt_gate *g)
+{
+    pthread_mutex_lock(&g->lk);
+    lsock *s = g->waiters;
+    g->waiters = NULL;
+    atomic_store(&g->nwait, 0);
+    while (s) {
+        lsock *next = s->gnext;
+        s->gnext = NULL;
+        s->gwaiting = false;
+        atomic_fetch_add(&s->owner->refs, 1); /* the post holds the listener */
+        rt_post(s->io.loop, gate_resume, s);
+        s = next;
+    }
+    pthread_mutex_unlock(&g->lk);
+}
+
+void rt_gate_leave(rt_gate *g)
+{
+    atomic_fetch_sub(&g->count, 1);
+    if (atomic_load(&g->nwait) > 0)
+        gate_wake_all(g);
+}
+
+/* The gate is full: stop polling s until a slot is given back. */
+static void gate_pause(lsock *s)
+{
+    rt_gate *g = s->owner->gate;
+    s->gpaused = true;
+    lsock_arm(s);
+    pthread_mutex_lock(&g->lk);
+    if (!s->gwaiting) {
+        s->gwaiting = true;
+        s->gnext = g->waiters;
+        g->waiters = s;
+        atomic_fetch_add(&g->nwait, 1);
+    }
+    pthread_mutex_unlock(&g->lk);
+    /* A slot given back between the failed gate_enter and the line above
+     * saw no waiter: look again (both sides are sequentially consistent,
+     * so one of them sees the other). */
+    if (atomic_load(&g->count) < g->max)
+        gate_wake_all(g);
+}
+
+static void gate_forget(lsock *s)
+{
+    rt_gate *g = s->owner->gate;
+    if (!g)
+        return;
+    pthread_mutex_lock(&g->lk);
+    if (s->gwaiting) {
+        for (lsock **pp = &g->waiters; *pp; pp = &(*pp)->gnext)
+            if (*pp == s) {
+                *pp = s->gnext;
+                break;
+            }
+        s->gwaiting = false;
+        atomic_fetch_sub(&g->nwait, 1);
+    }
+    pthread_mutex_unlock(&g->lk);
+}
+
+/* ---- listeners ------------------------------------------------------------------------ */
 
 static void accept_ready(rt_io *io, uint32_t ev)
 {
     (void)ev;
     lsock *s = (lsock *)io;
     rt_loop *l = rt__cur;
+    rt_gate *g = s->owner->gate;
     /* Level-triggered: take a bounded batch so one busy listener cannot
      * starve the loop's connections; the rest come on the next turn. */
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0; i < 64 && s->armed; i++) {
+        if (g && !gate_enter(g)) {
+            gate_pause(s);
+            return;
+        }
         struct sockaddr_storage peer;
         socklen_t pl = sizeof peer;
         int fd = accept4(io->fd, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
+            int e = errno;
+            if (g)
+                rt_gate_leave(g);
+            if (e == EINTR || e == ECONNABORTED)
                 continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
                 /* Out of descriptors: stop polling for 100 ms instead of
                  * spinning on a level-triggered event we cannot clear. */
-                bz_log_warn("accept: out of resources, pausing", BZ_F_STR("error", strerror(errno)));
-                epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+                bz_log_warn("accept: out of resources, pausing", BZ_F_STR("error", strerror(e)));
                 s->paused = true;
+                lsock_arm(s);
                 rt_timer_start(&s->retry, bz_now_ns() + 100 * BZ_NS_PER_MS);
             }
             return;
@@ -305,9 +459,12 @@ static void accept_resume(rt_timer *t)
     lsock *s = t->data;
     if (s->io.fd < 0 || !s->paused)
         return;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->io};
-    if (epoll_ctl(rt__cur->epfd, EPOLL_CTL_ADD, s->io.fd, &ev) == 0)
-        s->paused = false;
+    s->paused = false;
+    lsock_arm(s);
+    if (!s->armed && !s->gpaused) {
+        s->paused = true; /* could not re-register: try again later */
+        rt_timer_start(&s->retry, bz_now_ns() + 100 * BZ_NS_PER_MS);
+    }
 }
 
 static void lsock_register(void *p)
@@ -316,19 +473,19 @@ static void lsock_register(void *p)
     s->io.loop = rt__cur;
     s->retry.fn = accept_resume;
     s->retry.data = s;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->io};
-    if (epoll_ctl(rt__cur->epfd, EPOLL_CTL_ADD, s->io.fd, &ev) != 0)
-        bz_log_err("listener: epoll_ctl failed", BZ_F_STR("error", strerror(errno)));
+    lsock_arm(s);
 }
 
 static void lsock_close(void *p)
 {
     lsock *s = p;
     rt_timer_stop(&s->retry);
+    gate_forget(s);
     if (s->io.fd >= 0) {
         close(s->io.fd);
         s->io.fd = -1;
     }
+    s->armed = false;
     listener_unref(s->owner);
 }
 
@@ -391,6 +548,11 @@ static int bind_one(const char *host, int port, int *out_port)
 
 rt_listener *rt_listen(const char *addr, rt_accept_fn on_accept, void *arg, int *err)
 {
+    return rt_listen_gated(addr, on_accept, arg, NULL, err);
+}
+
+rt_listener *rt_listen_gated(const char *addr, rt_accept_fn on_accept, void *arg, rt_gate *gate, int *err)
+{
     char host[256];
     int port;
     if (bz_parse_addr(addr, host, sizeof host, &port) != 0) {
@@ -423,6 +585,10 @@ rt_listener *rt_listen(const char *addr, rt_accept_fn on_accept, void *arg, int 
         L->socks[i].owner = L;
     }
     atomic_store(&L->refs, n);
+    if (gate) {
+        rt_gate_ref(gate);
+        L->gate = gate;
+    }
     for (int i = 0; i < n; i++)
         rt_post(rt_loop_at(i), lsock_register, &L->socks[i]);
     return L;

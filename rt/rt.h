@@ -222,6 +222,27 @@ int rt_listener_port(const rt_listener *l);
  * frees the listener once every loop has let go of it.  Any thread. */
 void rt_listener_close(rt_listener *l);
 
+/* A connection gate: a cap on open connections shared by any number of
+ * listeners (on every loop).  A gated listener takes a slot before each
+ * accept(2); when none is left it stops accepting (its socket leaves the
+ * epoll set, and the kernel's backlog holds new connections) until a slot
+ * is given back, then every paused socket of the gate resumes.  The
+ * on_accept of a gated listener owns the fd's slot: it calls rt_gate_leave
+ * exactly once, when it closes that fd.  Reference-counted: a gate lives
+ * while its creator or a listener's user holds a reference.  Any thread. */
+typedef struct rt_gate rt_gate;
+/* max ≥ 1; the new gate has one reference. */
+rt_gate *rt_gate_new(int64_t max);
+void rt_gate_ref(rt_gate *g);
+void rt_gate_unref(rt_gate *g);
+/* Gives a slot back (a gated connection closed). */
+void rt_gate_leave(rt_gate *g);
+/* Slots taken now. */
+int64_t rt_gate_count(const rt_gate *g);
+/* rt_listen whose sockets accept only while g has room (g may be NULL).
+ * The listener holds a reference to g until it is freed. */
+rt_listener *rt_listen_gated(const char *addr, rt_accept_fn on_accept, void *arg, rt_gate *g, int *err);
+
 /* ---- cross-thread synchronisation ------------------------------------------
  *
  * All of these park coroutines (never the thread) and may be shared by

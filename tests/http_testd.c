@@ -21,6 +21,7 @@
  *   GET  /trailers                "ok" with an HTTP/2 trailer x-checksum: 42
  *   GET  /flood?kib=N             N KiB streamed in 1 KiB flushes (flow-control tests)
  *   GET  /proto                   "h2" or "h1"
+ *   GET  /pad?n=N&t=TAG           TAG then '.' up to N bytes (≤ 1 MiB; pipelining tests)
  */
 #include "base/config.h"
 #include "base/log.h"
@@ -174,6 +175,30 @@ static int flood(http_req *r, void *d)
 
 static int proto(http_req *r, void *d) { return http_send(r, 200, "text/plain", r->h2 ? "h2" : "h1", 2); }
 
+static int pad(http_req *r, void *d)
+{
+    const char *ns = http_query_get(r, "n");
+    const char *tag = http_query_get(r, "t");
+    long long n = ns ? atoll(ns) : 1024;
+    if (n < 0 || n > (1 << 20))
+        return http_send_problem(r, 400, "bad_request", "n out of range");
+    size_t tl = tag ? strlen(tag) : 0;
+    if (tl > (size_t)n)
+        tl = (size_t)n;
+    http_set_status(r, 200);
+    http_add_header(r, "Content-Type", "text/plain");
+    if (tl)
+        http_write(r, tag, tl);
+    char dots[1024];
+    memset(dots, '.', sizeof dots);
+    for (size_t left = (size_t)n - tl; left;) {
+        size_t k = left < sizeof dots ? left : sizeof dots;
+        http_write(r, dots, k);
+        left -= k;
+    }
+    return 0;
+}
+
 static void serve(void *p)
 {
     http_mux *m = http_mux_new();
@@ -204,6 +229,7 @@ static void serve(void *p)
         {"GET /trailers", {trailers, NULL}},
         {"GET /flood", {flood, NULL}},
         {"GET /proto", {proto, NULL}},
+        {"GET /pad", {pad, NULL}},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (http_mux_handle(m, t[i].pat, t[i].h, err, sizeof err)) {

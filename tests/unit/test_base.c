@@ -203,6 +203,7 @@ static void config_defaults(void **state)
     assert_true(c.shutdown_grace_ns == 10 * BZ_NS_PER_S);
     assert_int_equal(c.max_header_bytes, 16384);
     assert_int_equal(c.max_body_bytes, 1048576);
+    assert_int_equal(c.max_conns, 10000);
     assert_int_equal(c.h2_max_concurrent_streams, 128);
     assert_int_equal(c.rate_limit.count, 0);
     assert_int_equal(c.login_rate_limit.count, 10);
@@ -220,6 +221,7 @@ static void config_flags_env_precedence(void **state)
     setenv("BAZAAR_DB_MAX_OPEN", "7", 1);
     setenv("BAZAAR_THREADS", "3", 1);
     setenv("BAZAAR_H2_MAX_CONCURRENT_STREAMS", "16", 1);
+    setenv("BAZAAR_MAX_CONNS", "20", 1);
     assert_int_equal(parse(&c, err, "serve", "--threads", "2", "--grpc-addr=off", "--cache",
                            "redis://127.0.0.1:6379/0", "--read-timeout", "1m30s", "--cache-max-memory",
                            "64KiB", "--cache-eviction", "volatile-ttl", "--login-rate-limit", "5/h",
@@ -227,6 +229,7 @@ static void config_flags_env_precedence(void **state)
                      0);
     assert_int_equal(c.db_max_open, 7); /* from the environment */
     assert_int_equal(c.h2_max_concurrent_streams, 16);
+    assert_int_equal(c.max_conns, 20);
     assert_int_equal(c.threads, 2);     /* flag beats environment */
     assert_string_equal(c.grpc_addr, "");
     assert_string_equal(c.cache, "redis://127.0.0.1:6379/0");
@@ -239,6 +242,7 @@ static void config_flags_env_precedence(void **state)
     unsetenv("BAZAAR_DB_MAX_OPEN");
     unsetenv("BAZAAR_THREADS");
     unsetenv("BAZAAR_H2_MAX_CONCURRENT_STREAMS");
+    unsetenv("BAZAAR_MAX_CONNS");
     assert_int_equal(parse(&c, err, "seed", "--users", "5", "--items", "9", "--orders", "3", "--seed", "42", NULL), 0);
     assert_int_equal(c.command, BZ_CMD_SEED);
     assert_int_equal(c.seed_users, 5);
@@ -277,6 +281,10 @@ static void config_rejects_bad_values(void **state)
         {"--max-body-bytes", "0", "--max-body-bytes"},
         {"--h2-max-concurrent-streams", "0", "--h2-max-concurrent-streams"},
         {"--h2-max-concurrent-streams", "lots", "--h2-max-concurrent-streams"},
+        {"--max-conns", "0", "--max-conns"},
+        {"--max-conns", "-3", "--max-conns"},
+        {"--max-conns", "many", "--max-conns"},
+        {"--max-conns", "1000001", "--max-conns"},
         {"--bogus", "1", "--bogus"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -68,54 +68,182 @@ static void parser_waits_for_more(void **state)
     assert_int_equal(parse(full, &r, &st), (int)strlen(full));
 }
 
+static const struct {
+    const char *req;
+    int status;
+} bad_cases[] = {
+    {"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1,1\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0x10\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, identity\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity\r\n\r\n", 501},
+    {"GET /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+    {"GET /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\nHost: h\r\nA: b\r\n c\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\nHost: h\r\nA : b\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\nHost: h\r\nA\tB: b\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\nHost: h\r\n\"A\": b\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\nHost: h\r\nA: b\x01\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\nHost: h\r\nA: b\x7f\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\nHost: h\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\nHost: h\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\nHost: h\r\nA: b\rc\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\r\n", 400},
+    {"GET /x\tHTTP/1.1\r\nHost: h\r\n\r\n", 400},
+    {"GET  /x HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+    {"GET /x  HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+    {"GET /x HTTP/1.1 \r\nHost: h\r\n\r\n", 400},
+    {"GET /x http/1.1\r\nHost: h\r\n\r\n", 400},
+    {"GET /x HTTP/3.0\r\nHost: h\r\n\r\n", 505},
+    {"GET /x HTTP/1.1\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+    {"GET x HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+    {"GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+    {"GET /x#frag HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+    {"G@T /x HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+    {" GET /x HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+    {"GET /x HTTP/1.1\r\nHost: h\r\nExpect: something\r\n\r\n", 417},
+    {"GET /x HTTP/1.1\r\nHost: h\r\n: v\r\n\r\n", 400},
+};
+
 static void parser_rejects_malformed_and_smuggling(void **state)
 {
-    struct {
-        const char *req;
-        int status;
-    } cases[] = {
-        {"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1,1\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0x10\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, identity\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity\r\n\r\n", 501},
-        {"GET /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
-        {"GET /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\nHost: h\r\nA: b\r\n c\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\nHost: h\r\nA : b\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\nHost: h\r\nA\tB: b\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\nHost: h\r\n\"A\": b\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\nHost: h\r\nA: b\x01\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\nHost: h\r\nA: b\x7f\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\nHost: h\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\nHost: h\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\nHost: h\r\nA: b\rc\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\r\n", 400},
-        {"GET /x\tHTTP/1.1\r\nHost: h\r\n\r\n", 400},
-        {"GET  /x HTTP/1.1\r\nHost: h\r\n\r\n", 400},
-        {"GET /x  HTTP/1.1\r\nHost: h\r\n\r\n", 400},
-        {"GET /x HTTP/1.1 \r\nHost: h\r\n\r\n", 400},
-        {"GET /x http/1.1\r\nHost: h\r\n\r\n", 400},
-        {"GET /x HTTP/3.0\r\nHost: h\r\n\r\n", 505},
-        {"GET /x HTTP/1.1\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
-        {"GET x HTTP/1.1\r\nHost: h\r\n\r\n", 400},
-        {"GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400},
-        {"GET /x#frag HTTP/1.1\r\nHost: h\r\n\r\n", 400},
-        {"G@T /x HTTP/1.1\r\nHost: h\r\n\r\n", 400},
-        {" GET /x HTTP/1.1\r\nHost: h\r\n\r\n", 400},
-        {"GET /x HTTP/1.1\r\nHost: h\r\nExpect: something\r\n\r\n", 417},
-        {"GET /x HTTP/1.1\r\nHost: h\r\n: v\r\n\r\n", 400},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++) {
         http_req r;
         int st;
-        int n = parse(cases[i].req, &r, &st);
-        if (n != -1 || st != cases[i].status)
-            fail_msg("case %zu (%s): got %d/%d, want -1/%d", i, cases[i].req, n, st, cases[i].status);
+        int n = parse(bad_cases[i].req, &r, &st);
+        if (n != -1 || st != bad_cases[i].status)
+            fail_msg("case %zu (%s): got %d/%d, want -1/%d", i, bad_cases[i].req, n, st, bad_cases[i].status);
     }
+}
+
+/* Feeds s to the resumable parser in pieces of `piece` bytes; returns the
+ * first non-zero result (or 0), with the bytes fed in *fed. */
+static int parse_pieces(http_head_parser *hp, const char *s, size_t len, size_t piece, size_t max, http_req *r,
+                        http_header *h, int *status, size_t *fed)
+{
+    http__head_init(hp);
+    memset(r, 0, sizeof *r);
+    *status = 0;
+    size_t n = 0;
+    int got = 0;
+    while (n < len && got == 0) {
+        n = n + piece < len ? n + piece : len;
+        got = http__parse_head_step(hp, s, n, max, r, h, HTTP_MAX_HEADERS, status);
+    }
+    if (fed)
+        *fed = n;
+    return got;
+}
+
+static void same_head(const http_req *a, const http_req *b)
+{
+    assert_true(a->method.p == b->method.p && a->method.n == b->method.n);
+    assert_true(a->target.p == b->target.p && a->target.n == b->target.n);
+    assert_true(a->path.p == b->path.p && a->path.n == b->path.n);
+    assert_true(a->query.p == b->query.p && a->query.n == b->query.n);
+    assert_int_equal(a->minor, b->minor);
+    assert_int_equal(a->nheaders, b->nheaders);
+    for (int i = 0; i < a->nheaders; i++) {
+        assert_true(a->headers[i].name.p == b->headers[i].name.p && a->headers[i].name.n == b->headers[i].name.n);
+        assert_true(a->headers[i].value.p == b->headers[i].value.p && a->headers[i].value.n == b->headers[i].value.n);
+    }
+    assert_int_equal(a->content_length, b->content_length);
+    assert_int_equal(a->chunked, b->chunked);
+    assert_int_equal(a->expect_continue, b->expect_continue);
+    assert_int_equal(a->keep_alive, b->keep_alive);
+}
+
+/* A head arriving a byte at a time (a slow client) parses to exactly what
+ * the whole head parses to, good or bad; so do other split sizes. */
+static void parser_resumes_byte_by_byte(void **state)
+{
+    static http_header h1[HTTP_MAX_HEADERS];
+    const char *good[] = {
+        "GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: example\r\nX-Empty:\r\nX-Sp:  v  a  \r\n\r\nBODY",
+        "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\nContent-Length: 12\r\nExpect: 100-continue\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\nConnection: foo, close\r\n\r\n",
+        "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+        "\r\nGET http://example.com/p?q HTTP/1.1\r\nHost: h\r\n\r\nGET /next HTTP/1.1\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        const char *req = good[i];
+        size_t len = strlen(req);
+        http_req whole, inc;
+        int st, st2;
+        int want = parse(req, &whole, &st);
+        assert_true(want > 0);
+        for (size_t piece = 1; piece <= 7; piece++) {
+            http_head_parser hp;
+            size_t fed;
+            int got = parse_pieces(&hp, req, len, piece, 16384, &inc, h1, &st2, &fed);
+            assert_int_equal(got, want);
+            same_head(&inc, &whole);
+            /* it saw the end of the head as soon as it was there */
+            assert_true(fed < (size_t)want + piece);
+            /* and says the same if asked again */
+            assert_int_equal(http__parse_head_step(&hp, req, len, 16384, &inc, h1, HTTP_MAX_HEADERS, &st2), want);
+        }
+    }
+    for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++) {
+        const char *req = bad_cases[i].req;
+        http_req inc;
+        http_head_parser hp;
+        int st = 0;
+        int got = parse_pieces(&hp, req, strlen(req), 1, 16384, &inc, h1, &st, NULL);
+        if (got != -1 || st != bad_cases[i].status)
+            fail_msg("bad case %zu (%s) byte by byte: got %d/%d, want -1/%d", i, req, got, st, bad_cases[i].status);
+    }
+}
+
+/* The work a slow client causes is linear in what it sends: a 16 KiB head
+ * sent a byte at a time is scanned ~3× over (each new byte by the LF and
+ * CR searches, then its line once), not once per read.  The
+ * parser counts every byte its scans examine (the LF/CR searches over new
+ * bytes, and each complete line once when it is parsed — every other loop
+ * in it runs within one line), so the count bounds its work; a parse from
+ * byte 0 per read, counted the same way, is quadratic. */
+static void parser_scans_linearly(void **state)
+{
+    static char req[20000];
+    static http_header h1[HTTP_MAX_HEADERS];
+    int k = snprintf(req, sizeof req, "GET /slow HTTP/1.1\r\nHost: h\r\n");
+    for (int i = 0; i < 60; i++) /* many short lines, then one long one */
+        k += snprintf(req + k, sizeof req - (size_t)k, "X-Field-%02d: %0*d\r\n", i, 100, i);
+    k += snprintf(req + k, sizeof req - (size_t)k, "X-Long: ");
+    while (k < 16384 - 4)
+        req[k++] = 'v';
+    memcpy(req + k, "\r\n\r\n", 5);
+    size_t len = strlen(req);
+    assert_int_equal(len, 16384);
+
+    http_req r, whole;
+    int st;
+    http_head_parser hp;
+    size_t fed;
+    assert_int_equal(parse_pieces(&hp, req, len, 1, 32768, &r, h1, &st, &fed), (int)len);
+    assert_int_equal(fed, len);
+    assert_true(hp.scanned <= 4 * len);
+    memset(&whole, 0, sizeof whole);
+    assert_int_equal(http__parse_head(req, len, 32768, &whole, hdrs, HTTP_MAX_HEADERS, &st), (int)len);
+    same_head(&r, &whole);
+
+    /* The same count for re-parsing from byte 0 at every read. */
+    uint64_t rescans = 0;
+    for (size_t n = 1; n <= len; n++) {
+        http_head_parser fresh;
+        http__head_init(&fresh);
+        memset(&whole, 0, sizeof whole);
+        http__parse_head_step(&fresh, req, n, 32768, &whole, hdrs, HTTP_MAX_HEADERS, &st);
+        rescans += fresh.scanned;
+    }
+    assert_true(rescans > (uint64_t)len * len / 4);
+    /* A slow client's byte costs O(1) scanning however long its head grew. */
+    print_message("16 KiB head, 1-byte reads: %llu bytes scanned resumed, %llu from scratch\n",
+                  (unsigned long long)hp.scanned, (unsigned long long)rescans);
 }
 
 static void parser_limits(void **state)
@@ -375,6 +503,8 @@ int main(void)
         cmocka_unit_test(parser_accepts_valid_requests),
         cmocka_unit_test(parser_waits_for_more),
         cmocka_unit_test(parser_rejects_malformed_and_smuggling),
+        cmocka_unit_test(parser_resumes_byte_by_byte),
+        cmocka_unit_test(parser_scans_linearly),
         cmocka_unit_test(parser_limits),
         cmocka_unit_test(chunked_decoding),
         cmocka_unit_test(clean_paths),
