@@ -60,5 +60,5 @@ def finish(case, load, q, extra=""):
     hangs = load.hangs()
     record(case, load, lost, dup, "; ".join(notes), extra)
     assert not notes and lost == 0 and dup == 0, notes
-    assert load.summary()["s500"] == 0, load.statuses
+    assert load.summary()["s500"] == 0, (load.statuses, load.codes)
     assert not hangs, hangs[:10]

@@ -214,6 +214,7 @@ class Proxy:
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.lsock, selectors.EVENT_READ, None)
         self.peer = {}          # socket -> its peer socket (None while cut)
+        self.swallowing = set() # sockets the cut touched
         self.cutting = False
         self.lk = threading.Lock()
         self.cmds = []
@@ -237,6 +238,7 @@ class Proxy:
         self.lsock.close()
 
     def _drop(self, s):
+        self.swallowing.discard(s)
         p = self.peer.pop(s, None)
         try:
             self.sel.unregister(s)
@@ -257,8 +259,9 @@ class Proxy:
                 elif c == "heal":
                     self.cutting = False
                     for s in list(self.peer):
-                        if s in self.peer and getattr(s, "_cut", False):
+                        if s in self.peer and s in self.swallowing:
                             self._drop(s)
+                    self.swallowing.clear()
             for key, _ in self.sel.select(0.05):
                 s = key.fileobj
                 if s is self.lsock:
@@ -269,7 +272,7 @@ class Proxy:
                             break
                         c.setblocking(False)
                         if self.cutting:
-                            c._cut = True
+                            self.swallowing.add(c)
                             self.peer[c] = None
                             self.sel.register(c, selectors.EVENT_READ, None)
                             continue
@@ -292,11 +295,11 @@ class Proxy:
                     continue
                 except OSError:
                     data = b""
-                if self.cutting or getattr(s, "_cut", False):
-                    s._cut = True
+                if self.cutting or s in self.swallowing:
+                    self.swallowing.add(s)
                     p = self.peer.get(s)
                     if p is not None:
-                        p._cut = True
+                        self.swallowing.add(p)
                     if not data:
                         self._drop(s)
                     continue          # swallowed
