@@ -490,6 +490,7 @@ class Load:
         self.codes = {}           # problem code of 5xx -> count
         self.latencies = []       # (t0, elapsed, status, what)
         self.stop_ev = threading.Event()
+        self.pause_ev = threading.Event()
         self.threads = []
         self.users = []
         self.items = []
@@ -603,6 +604,9 @@ class Load:
         ops = [op for op, n in self.MIX for _ in range(n)]
         end = time.monotonic() + 600
         while not self.stop_ev.is_set() and time.monotonic() < end:
+            if self.pause_ev.is_set():
+                time.sleep(0.01)
+                continue
             op = rng.choice(ops)
             if op == "item":
                 r = self._call(conn, None, "GET", "/v1/items/%d" % rng.choice(self.items))
