@@ -370,6 +370,9 @@ class Bazaar:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if os.environ.get("BAZAAR_FAULTS_KEEP_LOGS"):
+            print("bazaar log kept: %s" % self.logpath)
+            return
         try:
             os.unlink(self.logpath)
         except OSError:
@@ -591,10 +594,10 @@ class Load:
         self._note(r, w.kind)
         if r.status == 401:
             self.login(conn, w.user)  # the cache lost the session
-        if r.status is None or r.status >= 500:
-            time.sleep(0.05)          # a client backs off a little (not the full Retry-After)
         if w.definitive(r):
             w.status, w.resp = r.status, r.body
+        if r.status is None or r.status >= 500:
+            time.sleep(0.05)          # a client backs off a little (not the full Retry-After)
         return r
 
     def _worker(self, i):
@@ -611,6 +614,8 @@ class Load:
             if op == "item":
                 r = self._call(conn, None, "GET", "/v1/items/%d" % rng.choice(self.items))
                 self._note(r, "item")
+                if r.status is None or r.status >= 500:
+                    time.sleep(0.05)
             elif op == "deposit":
                 amt = rng.randint(1, 5000)
                 w = Write("deposit", me, "POST", "/v1/accounts/%d/deposits" % me.account, {"amount_cents": amt},
