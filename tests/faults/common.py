@@ -51,14 +51,17 @@ def recovered(load, seconds=2.0):
     return sum(1 for t0, e, s, _ in list(load.latencies) if t0 >= now - seconds and s is not None and s < 300)
 
 
-def finish(case, load, q, extra=""):
+def finish(case, load, q, extra="", codes=("unavailable",)):
     """Stops the load, settles unknown outcomes, checks the database, records
-    the case and asserts: nothing lost or duplicated, no 500, no hang."""
+    the case and asserts: nothing lost or duplicated, no 500, no hang, and
+    every 5xx a 503 problem+json with Retry-After and one of `codes`."""
     load.stop()
     load.settle()
     lost, dup, notes = verify(load, q)
     hangs = load.hangs()
-    record(case, load, lost, dup, "; ".join(notes), extra)
+    seen = ", ".join("%d %s: %d" % (s, c, n) for (s, c), n in sorted(load.codes.items()))
+    record(case, load, lost, dup, "; ".join(notes), extra + ("; 5xx: " + seen if seen else ""))
+    assert all(s == 503 and c in codes for (s, c) in load.codes), load.codes
     assert not notes and lost == 0 and dup == 0, notes
     assert load.summary()["s500"] == 0, (load.statuses, load.codes)
     assert not hangs, hangs[:10]

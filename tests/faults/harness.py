@@ -585,6 +585,10 @@ class Load:
                     code = r.json().get("code")
                 except ValueError:
                     code = "?"
+                if r.status == 503 and not r.headers.get("retry-after"):
+                    code = "%s (no Retry-After)" % code
+                if not r.headers.get("content-type", "").startswith("application/problem+json"):
+                    code = "%s (not problem+json)" % code
                 self.codes[(r.status, code)] = self.codes.get((r.status, code), 0) + 1
 
     def _do(self, conn, w):

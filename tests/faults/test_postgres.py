@@ -82,7 +82,8 @@ def test_network_cut_to_postgres(pg, world):
         took = wait_ready(srv)
         time.sleep(2)
         assert recovered(load) > 0
-        finish("3 network to PostgreSQL cut 4 s", load, q, "ready %.1f s after heal" % took)
+        finish("3 network to PostgreSQL cut 4 s", load, q, "ready %.1f s after heal" % took,
+               codes=("unavailable", "timeout"))
     finally:
         px.close()
 
@@ -105,4 +106,5 @@ def test_postgres_frozen(pg, world):
     took = wait_ready(srv)
     time.sleep(2)
     assert recovered(load) > 0
-    finish("4 PostgreSQL frozen (SIGSTOP) 5 s", load, q, "ready %.1f s after SIGCONT" % took)
+    finish("4 PostgreSQL frozen (SIGSTOP) 5 s", load, q, "ready %.1f s after SIGCONT" % took,
+           codes=("unavailable", "timeout"))
