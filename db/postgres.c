@@ -30,9 +30,12 @@
 /* After a cancel, how long to wait for the server to confirm before the
  * connection is given up.  A live server confirms in a round trip. */
 #define CANCEL_GRACE_NS (200 * BZ_NS_PER_MS)
-/* A ROLLBACK (or any statement run without a context) on a connection the
- * server stopped answering: give it up after this. */
-#define NO_CTX_NS (1 * BZ_NS_PER_S)
+/* A ROLLBACK (run without the caller's context, which may have ended) on
+ * a connection the server stopped answering: give it up after this. */
+#define ROLLBACK_NS (1 * BZ_NS_PER_S)
+/* Any other statement run without a context (seeding, migrations at
+ * start-up): still not a wait without end. */
+#define NO_CTX_NS (5 * 60 * BZ_NS_PER_S)
 /* Cancel requests in flight at once (each blocks a detached thread while
  * the server does not answer); beyond it, connections are abandoned
  * without one. */
@@ -558,7 +561,18 @@ static int pg_rollback(db_conn *c, rt_ctx *ctx)
 {
     if (c->broken)
         return -ECONNRESET;
-    return simple(c, ctx, "ROLLBACK", NULL, NULL);
+    if (ctx)
+        return simple(c, ctx, "ROLLBACK", NULL, NULL);
+    /* Called without a context (the caller's may have ended): bounded, and
+     * a server that does not answer in time costs the connection, which
+     * rolls back on the server when it closes. */
+    rt_ctx rc;
+    rt_ctx_init_timeout(&rc, NULL, ROLLBACK_NS);
+    int r = simple(c, &rc, "ROLLBACK", NULL, NULL);
+    rt_ctx_release(&rc);
+    if (r)
+        c->broken = true;
+    return r;
 }
 
 const db_driver db__postgres_driver = {

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import struct
 import subprocess
 import tempfile
 import threading
@@ -216,15 +217,18 @@ class Proxy:
         self.peer = {}          # socket -> its peer socket (None while cut)
         self.swallowing = set() # sockets the cut touched
         self.cutting = False
+        self.resetting = False
         self.lk = threading.Lock()
         self.cmds = []
         self.quit = False
         self.t = threading.Thread(target=self._run, daemon=True)
         self.t.start()
 
-    def cut(self):
+    def cut(self, mode="blackhole"):
+        """blackhole: swallow everything, answer nothing; reset: reset every
+        connection and every new one at once."""
         with self.lk:
-            self.cmds.append("cut")
+            self.cmds.append(mode)
 
     def heal(self):
         with self.lk:
@@ -236,6 +240,16 @@ class Proxy:
         for s in list(self.peer):
             self._drop(s)
         self.lsock.close()
+
+    def _reset(self, s):
+        """Closes s and its peer with an RST."""
+        for x in (s, self.peer.get(s)):
+            if x is not None:
+                try:
+                    x.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                except OSError:
+                    pass
+        self._drop(s)
 
     def _drop(self, s):
         self.swallowing.discard(s)
@@ -254,10 +268,15 @@ class Proxy:
             with self.lk:
                 cmds, self.cmds = self.cmds, []
             for c in cmds:
-                if c == "cut":
+                if c == "blackhole":
                     self.cutting = True
+                elif c == "reset":
+                    self.cutting = self.resetting = True
+                    for s in list(self.peer):
+                        if s in self.peer:
+                            self._reset(s)
                 elif c == "heal":
-                    self.cutting = False
+                    self.cutting = self.resetting = False
                     for s in list(self.peer):
                         if s in self.peer and s in self.swallowing:
                             self._drop(s)
@@ -271,6 +290,10 @@ class Proxy:
                         except BlockingIOError:
                             break
                         c.setblocking(False)
+                        if self.resetting:
+                            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                            c.close()
+                            continue
                         if self.cutting:
                             self.swallowing.add(c)
                             self.peer[c] = None
@@ -582,7 +605,10 @@ class Load:
             self.latencies.append((r.t0, r.elapsed, r.status, what))
             if r.status is not None and r.status >= 500:
                 try:
-                    code = r.json().get("code")
+                    j = r.json()
+                    code = j.get("code")
+                    if code == "timeout":   # which wait ran out
+                        code = "timeout (%s)" % j.get("detail", "")
                 except ValueError:
                     code = "?"
                 if r.status == 503 and not r.headers.get("retry-after"):

@@ -65,14 +65,17 @@ def test_postgres_backends_terminated(pg, world):
     finish("2 PostgreSQL backends terminated 4 s", load, q, "%d backends killed" % kills)
 
 
-def test_network_cut_to_postgres(pg, world):
+@pytest.mark.parametrize("mode", ["blackhole", "reset"])
+def test_network_cut_to_postgres(pg, world, mode):
+    """blackhole: packets dropped (connections hang); reset: every connection
+    reset and new ones refused."""
     make, q = world
     px = Proxy(pg.port)
     try:
         srv, load = make(px.port)
         load.start()
         time.sleep(2)
-        px.cut()
+        px.cut(mode)
         time.sleep(0.3)
         assert_unavailable(probe(load), codes=("unavailable", "timeout"))
         st, body = readyz(srv, REQUEST_TIMEOUT + 3)
@@ -82,7 +85,7 @@ def test_network_cut_to_postgres(pg, world):
         took = wait_ready(srv)
         time.sleep(2)
         assert recovered(load) > 0
-        finish("3 network to PostgreSQL cut 4 s", load, q, "ready %.1f s after heal" % took,
+        finish("3 network to PostgreSQL cut 4 s (%s)" % mode, load, q, "ready %.1f s after heal" % took,
                codes=("unavailable", "timeout"))
     finally:
         px.close()

@@ -42,7 +42,8 @@ def test_bazaar_sigkilled_under_write_load(world):
         conn = Conn(srv.port)
         bad = []
         acked = [w for w in load.writes if w.acked]
-        for w in acked:
+        refused = [w for w in load.writes if w.status is not None and not w.acked and w.status in (409, 422)]
+        for w in acked + refused:   # business refusals are recorded and replayed too
             h = {"Authorization": "Bearer " + w.user.token, "Idempotency-Key": w.key}
             r = conn.request(w.method, w.path, w.body, h)
             if r.status != w.status or r.headers.get("idempotent-replayed") != "true" or \
@@ -57,8 +58,8 @@ def test_bazaar_sigkilled_under_write_load(world):
             if paid else True
         from harness import record
         record("6 bazaar SIGKILLed under write load, restarted", load, lost + lost2 + len(bad), dup + dup2,
-               "; ".join(notes + notes2), "%d acked writes replayed: %d differed; %d paid orders %s" % (
-                   len(acked), len(bad), len(paid), "all shipped" if shipped else "NOT all shipped"))
+               "; ".join(notes + notes2), "%d acked writes and %d refusals replayed: %d differed; %d paid orders %s" % (
+                   len(acked), len(refused), len(bad), len(paid), "all shipped" if shipped else "NOT all shipped"))
         assert not bad, bad[:10]
         assert not notes2 and lost2 == 0 and dup2 == 0, notes2
         assert shipped, "paid orders did not ship after the restart"
