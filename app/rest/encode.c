@@ -1,6 +1,7 @@
 /* app/rest/encode.c — model values as the JSON of API.md. */
 #include "app/rest/rest-private.h"
 
+#include <pthread.h>
 #include <string.h>
 
 void enc_user_json(bz_buf *b, const void *p)
@@ -107,11 +108,22 @@ void enc_spender_json(bz_buf *b, const void *p)
     bz_buf_putc(b, '}');
 }
 
+/* The scratch buffer is freed when its thread ends (a loop thread at
+ * shutdown), or LeakSanitizer reports it. */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static void scratch_free(void *p) { bz_buf_free(p); }
+static void scratch_key_make(void) { pthread_key_create(&scratch_key, scratch_free); }
+
 int rest_send(http_req *r, int status, rest_enc enc, const void *v, const char *loc_prefix, int64_t id)
 {
     /* A per-thread scratch buffer: nothing parks between encoding and the
      * copy into the response, so no other coroutine can use it meanwhile. */
     static _Thread_local bz_buf b;
+    if (!b.data) {
+        pthread_once(&scratch_once, scratch_key_make);
+        pthread_setspecific(scratch_key, &b);
+    }
     bz_buf_clear(&b);
     enc(&b, v);
     char loc[80];
