@@ -6,11 +6,12 @@
 #   make asan    ASan+UBSan build in build/asan;   make test-asan runs the suites on it
 #   make tsan    TSan build in build/tsan;         make test-tsan runs the unit suites on it
 #   make test-ucontext   the runtime suite on the portable ucontext switch
+#   make test-faults     the fault suite: outages of PostgreSQL, Redis, the disk, fds and bazaar itself under load (root)
 #   make bench   benchmarks, printed as tables
 #   make fuzz    libFuzzer targets (clang), FUZZ_SECONDS each (default 60)
 
 .DEFAULT_GOAL := all
-.PHONY: all run test unit blackbox test-ucontext asan tsan test-asan test-tsan bench fuzz deps deps-test deps-bench clean format
+.PHONY: all run test unit blackbox test-faults test-ucontext asan tsan test-asan test-tsan bench fuzz deps deps-test deps-bench clean format
 
 MODE     ?= release
 BUILD    := build/$(MODE)
@@ -116,6 +117,12 @@ unit: $(UNIT_BIN)
 # Black-box suites: real servers, real sockets and HTTP clients (pytest).
 blackbox: $(BUILD)/bazaar $(BUILD)/http_testd
 	cd tests/blackbox && BAZAAR_BUILD=$(CURDIR)/$(BUILD) ../with_services.sh /usr/bin/python3 -m pytest -p no:cacheprovider -q
+
+# The fault suite (tests/faults/): starts its own PostgreSQL, Redis, proxy
+# and bazaar processes, breaks them under load, and checks the database
+# against every acknowledged response; prints a table of the cases.
+test-faults: deps-test $(BUILD)/bazaar
+	cd tests/faults && BAZAAR_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -p no:cacheprovider -q
 
 test: deps-test
 	@scripts/check-layers.sh

@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,17 @@ static void conn_free(rconn *c)
         rt_io_detach(&c->io);
     redisFree(c->rc);
     free(c);
+}
+
+/* An idle connection (no reply pending) that shows any event — the server
+ * closed it (a restart), reset it, or sent something unasked — cannot be
+ * trusted with a command: sending on it would fail the caller although a
+ * fresh connection would succeed.  A zero-timeout poll(2); true also when
+ * poll itself fails. */
+static bool conn_stale(rconn *c)
+{
+    struct pollfd p = {.fd = c->rc->fd, .events = POLLIN | POLLRDHUP};
+    return c->io.hup || poll(&p, 1, 0) != 0;
 }
 
 static int flush(rconn *c, rt_ctx *ctx, int64_t dl)
@@ -220,6 +232,12 @@ static int acquire(rb *b, rt_ctx *ctx, rconn **out, bz_error *err)
             rconn *c = b->idle;
             b->idle = c->next;
             pthread_mutex_unlock(&b->lk);
+            if (conn_stale(c)) { /* e.g. Redis restarted since: open a fresh one */
+                conn_free(c);
+                pthread_mutex_lock(&b->lk);
+                b->nopen--;
+                continue;
+            }
             if (c->io.loop != rt_loop_current()) { /* move it to this loop */
                 if (c->io.loop)
                     rt_io_detach(&c->io);
@@ -416,7 +434,15 @@ typedef struct rpipe {
     rconn *c;
     pwait *head, *tail;
     bool writing, reading, dead;
+    int64_t idle_since;  /* when the last reply was read (bz_now_ns) */
 } rpipe;
+
+/* An idle pipe's connection is checked before a new burst goes on it: one
+ * the server closed meanwhile (Redis restarted) is replaced instead of
+ * failing the burst.  The hang-up flag (kept by the loop's epoll) is free;
+ * the poll(2) is made only after the pipe sat idle a moment, so a busy
+ * pipe pays nothing. */
+#define PIPE_CHECK_IDLE_NS (1 * BZ_NS_PER_MS)
 
 static void pwait_free(pwait *w)
 {
@@ -475,6 +501,7 @@ static void pipe_reader(void *arg)
             rt_sem_release(&w->sem);
     }
     p->reading = false;
+    p->idle_since = bz_now_ns();
     pipe_maybe_free(p);
 }
 
@@ -498,6 +525,12 @@ static int piped(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *
     if (i < 0 || i >= MAX_PIPES)
         return 1;
     rpipe *p = b->pipes[i];
+    if (p && !p->head && !p->reading && !p->writing &&
+        (p->c->io.hup || (bz_now_ns() - p->idle_since > PIPE_CHECK_IDLE_NS && conn_stale(p->c)))) {
+        pipe_fail_all(p, -ECONNRESET); /* no waiters: only detaches it */
+        pipe_maybe_free(p);
+        p = NULL;
+    }
     if (!p) {
         pthread_mutex_lock(&b->lk);
         bool down = b->down_until && bz_now_ns() < b->down_until;
@@ -517,6 +550,7 @@ static int piped(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *
             p->b = b;
             p->idx = i;
             p->c = c;
+            p->idle_since = bz_now_ns();
             b->pipes[i] = p;
         }
         p = b->pipes[i];

@@ -5,9 +5,15 @@
  *
  * Prepared statements are cached per connection (LRU, DB_STMT_CACHE): the
  * first use prepares (one round trip), later uses only execute.  When a
- * context ends mid-query a cancel request is sent from the offload pool
- * (PQcancel blocks) and the connection is drained until the server says
- * the statement stopped, so it goes back to the pool clean. */
+ * context ends mid-query a cancel request is sent (PQcancel blocks, so on
+ * a detached thread of its own that nobody waits for) and the connection
+ * is drained, briefly, until the server says the statement stopped, so it
+ * goes back to the pool clean.  A server that does not confirm within
+ * CANCEL_GRACE is treated as unresponsive: the connection is abandoned
+ * (closing it rolls back whatever it had open) and the caller gets
+ * BZ_ERR_CONNECTION.  No wait here is without a deadline: a frozen server
+ * (accepts, never answers) costs a caller its context's deadline plus
+ * CANCEL_GRACE at most, and never holds a thread of the offload pool. */
 #include "db/db-private.h"
 
 #include "base/clock.h"
@@ -15,12 +21,25 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* After a cancel, how long to wait for the server to confirm. */
-#define DRAIN_NS (5 * BZ_NS_PER_S)
+/* After a cancel, how long to wait for the server to confirm before the
+ * connection is given up.  A live server confirms in a round trip. */
+#define CANCEL_GRACE_NS (200 * BZ_NS_PER_MS)
+/* A ROLLBACK (run without the caller's context, which may have ended) on
+ * a connection the server stopped answering: give it up after this. */
+#define ROLLBACK_NS (1 * BZ_NS_PER_S)
+/* Any other statement run without a context (seeding, migrations at
+ * start-up): still not a wait without end. */
+#define NO_CTX_NS (5 * 60 * BZ_NS_PER_S)
+/* Cancel requests in flight at once (each blocks a detached thread while
+ * the server does not answer); beyond it, connections are abandoned
+ * without one. */
+#define CANCELS_MAX 4
 
 /* Registers the socket with the current loop.  With one loop it stays
  * registered while idle (the loop notices a server hang-up in the hup
@@ -99,15 +118,48 @@ static int conn_broken(db_conn *c, bz_error *err, int ret)
     return ret;
 }
 
-static void cancel_job(void *p)
+/* PQcancel connects to the server and waits for it to close the socket,
+ * with no timeout: against a frozen server it blocks until the server
+ * wakes up, or for ever.  So it runs on a detached thread of its own (not
+ * the shared offload pool), nobody waits for it, and at most CANCELS_MAX
+ * are in flight.  The PGcancel is a copy of what it needs (address, backend
+ * key): the connection itself may be closed meanwhile. */
+static atomic_int cancels_running;
+
+static void *cancel_thread(void *p)
 {
-    PGconn *pg = p;
-    PGcancel *cn = PQgetCancel(pg);
+    PGcancel *cn = p;
     char buf[256];
-    if (cn) {
-        PQcancel(cn, buf, sizeof buf);
-        PQfreeCancel(cn);
+    PQcancel(cn, buf, sizeof buf);
+    PQfreeCancel(cn);
+    atomic_fetch_sub(&cancels_running, 1);
+    return NULL;
+}
+
+/* Asks the server to cancel c's statement; true if the request was sent
+ * off (it is not waited for). */
+static bool send_cancel(db_conn *c)
+{
+    if (atomic_fetch_add(&cancels_running, 1) >= CANCELS_MAX) {
+        atomic_fetch_sub(&cancels_running, 1);
+        return false;
     }
+    PGcancel *cn = PQgetCancel(c->pg);
+    pthread_attr_t a;
+    pthread_t t;
+    bool ok = cn && pthread_attr_init(&a) == 0;
+    if (ok) {
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&a, 256 * 1024);
+        ok = pthread_create(&t, &a, cancel_thread, cn) == 0;
+        pthread_attr_destroy(&a);
+    }
+    if (!ok) {
+        if (cn)
+            PQfreeCancel(cn);
+        atomic_fetch_sub(&cancels_running, 1);
+    }
+    return ok;
 }
 
 /* Flushes the output buffer, parking on writability. */
@@ -119,7 +171,7 @@ static int flush(db_conn *c, rt_ctx *ctx, bz_error *err)
             return 0;
         if (f < 0)
             return conn_broken(c, err, -ECONNRESET);
-        int r = rt_io_await_writable(&c->pgio, ctx, BZ_NO_DEADLINE);
+        int r = rt_io_await_writable(&c->pgio, ctx, ctx ? BZ_NO_DEADLINE : bz_now_ns() + NO_CTX_NS);
         if (r) {
             /* Half a message may be on the wire: this connection is done. */
             c->broken = true;
@@ -130,28 +182,41 @@ static int flush(db_conn *c, rt_ctx *ctx, bz_error *err)
     }
 }
 
+/* The server did not answer in time (not even a cancel): the connection
+ * is given up, and the caller told the database is unavailable. */
+static int unresponsive(db_conn *c, bz_error *err)
+{
+    c->broken = true;
+    bz_err_set(err, BZ_ERR_CONNECTION, "postgres: the server did not answer in time; connection abandoned");
+    return -ETIMEDOUT;
+}
+
 /* Waits until a whole result is buffered.  If ctx ends first, cancels the
- * statement on the server and keeps waiting (bounded) for it to stop. */
+ * statement on the server and keeps waiting, for CANCEL_GRACE_NS, for it
+ * to stop.  Without a context the wait is bounded by NO_CTX_NS. */
 static int await(db_conn *c, rt_ctx *ctx, bool *cancelled, bz_error *err)
 {
-    int64_t drain_deadline = BZ_NO_DEADLINE;
+    int64_t deadline = ctx ? BZ_NO_DEADLINE : bz_now_ns() + NO_CTX_NS;
     rt_ctx *wctx = ctx;
+    bool draining = false;
     while (PQisBusy(c->pg)) {
-        int r = rt_io_await_readable(&c->pgio, wctx, drain_deadline);
+        int r = rt_io_await_readable(&c->pgio, wctx, deadline);
         if (r == 0) {
             if (!PQconsumeInput(c->pg))
                 return conn_broken(c, err, -ECONNRESET);
             continue;
         }
-        if (wctx && (r == -ECANCELED || r == -ETIMEDOUT)) {
+        if (!draining && (r == -ECANCELED || r == -ETIMEDOUT)) {
             *cancelled = true;
-            rt_offload(NULL, cancel_job, c->pg);
+            draining = true;
+            if (!send_cancel(c)) /* too many cancels unanswered: the server is not listening */
+                return unresponsive(c, err);
             wctx = NULL;
-            drain_deadline = bz_now_ns() + DRAIN_NS;
+            deadline = bz_now_ns() + CANCEL_GRACE_NS;
             continue;
         }
-        /* the drain itself timed out: give the connection up */
-        return conn_broken(c, err, -ETIMEDOUT);
+        /* the cancel was not confirmed in time: give the connection up */
+        return unresponsive(c, err);
     }
     return 0;
 }
@@ -261,8 +326,12 @@ static int pg_connect(db *d, db_conn *c, rt_ctx *ctx, bz_error *err)
         else
             r = rt_io_await_writable(&c->pgio, ctx, BZ_NO_DEADLINE);
         if (r) {
-            bz_err_set(err, r == -ETIMEDOUT ? BZ_ERR_TIMEOUT : BZ_ERR_CANCELLED,
-                       "postgres: connecting took longer than the context allows");
+            /* A live server completes a connect in a few round trips: one
+             * that outlasts the deadline is not answering (§10: 503
+             * unavailable, not a timeout of the request's own making). */
+            bz_err_set(err, r == -ETIMEDOUT ? BZ_ERR_CONNECTION : BZ_ERR_CANCELLED,
+                       r == -ETIMEDOUT ? "postgres: the server did not complete the connect in time"
+                                       : "postgres: connect cancelled");
             break;
         }
         st = PQconnectPoll(c->pg);
@@ -492,7 +561,18 @@ static int pg_rollback(db_conn *c, rt_ctx *ctx)
 {
     if (c->broken)
         return -ECONNRESET;
-    return simple(c, ctx, "ROLLBACK", NULL, NULL);
+    if (ctx)
+        return simple(c, ctx, "ROLLBACK", NULL, NULL);
+    /* Called without a context (the caller's may have ended): bounded, and
+     * a server that does not answer in time costs the connection, which
+     * rolls back on the server when it closes. */
+    rt_ctx rc;
+    rt_ctx_init_timeout(&rc, NULL, ROLLBACK_NS);
+    int r = simple(c, &rc, "ROLLBACK", NULL, NULL);
+    rt_ctx_release(&rc);
+    if (r)
+        c->broken = true;
+    return r;
 }
 
 const db_driver db__postgres_driver = {

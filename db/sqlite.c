@@ -44,6 +44,17 @@ static int lite_err(db_conn *c, int rc, rt_ctx *ctx, bz_error *err)
         k = BZ_ERR_INVALID;
         ret = -EINVAL;
         break;
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+        /* The disk (or its quota) is full, or a file SQLite opens while a
+         * statement runs (a temp file, a journal) could not be opened — the
+         * process is out of descriptors: nothing was written, and the
+         * statement works again once space or descriptors return.  An
+         * outage of the database, not a bug: BZ_ERR_UNAVAILABLE (503
+         * unavailable, Retry-After). */
+        k = BZ_ERR_UNAVAILABLE;
+        ret = (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EMFILE;
+        break;
     default:
         k = BZ_ERR_IO;
     }

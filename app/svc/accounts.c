@@ -114,7 +114,11 @@ static int money_tx(svc *s, tx_run *run, db_tx_fn fn, void *x, int64_t acct1, in
     if (acct_lock(s, run->c->ctx, acct1, acct2, held) != 0) {
         acct_unlock(s, held);
         idem_end(s, run->im);
-        return svc_fail(run->e, SVC_TIMEOUT, "timeout", "the request ran out of time waiting for its accounts");
+        /* The request before it on these accounts held them to the end of
+         * this one's deadline — in practice a database that stopped
+         * answering (API.md §10: 503 unavailable).  Nothing was done. */
+        return svc_fail(run->e, SVC_UNAVAILABLE, "unavailable",
+                        "the request's accounts stayed busy past its deadline; retry later");
     }
     int rc = tx_run_op(run, fn, x, SVC_OK, NULL, NULL);
     acct_unlock(s, held);

@@ -11,6 +11,7 @@
 #include "db/db.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -562,6 +563,43 @@ static void terminate_body(void)
 
 static void broken_connection_is_replaced(void **state) { run(terminate_body); }
 
+/* A backend that stops answering (SIGSTOP: a hung server) costs a caller
+ * its deadline plus the cancel grace (200 ms), not a wait for the server:
+ * the cancel is not confirmed, so the connection is abandoned and the
+ * error is a connection error (503 unavailable upstream). */
+static void frozen_body(void)
+{
+    if (!is_pg())
+        return;
+    db *d = open_db(2, 2, 0, 0);
+    bz_error e;
+    db_rows *rows;
+    OK(db_query_row(DB(d), NULL, "SELECT pg_backend_pid()", NULL, 0, &rows, &e));
+    pid_t pid = (pid_t)db_col_int(rows, 0);
+    db_rows_close(rows);
+    if (kill(pid, SIGSTOP) != 0) { /* not allowed to signal the server: nothing to test */
+        db_close(d);
+        return;
+    }
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, 100 * BZ_NS_PER_MS);
+    int64_t t0 = bz_now_ns();
+    int r = db_query(DB(d), &c, "SELECT 1", NULL, 0, &rows, &e); /* the idle connection: the stopped backend */
+    int64_t took = bz_now_ns() - t0;
+    rt_ctx_release(&c);
+    kill(pid, SIGCONT);
+    assert_true(r < 0);
+    assert_int_equal(e.kind, BZ_ERR_CONNECTION);
+    assert_true(took < 600 * BZ_NS_PER_MS); /* 100 ms deadline + 200 ms grace, with room */
+    /* the abandoned connection is gone; the next query gets a fresh one */
+    OK(db_query_row(DB(d), NULL, "SELECT pg_backend_pid()", NULL, 0, &rows, &e));
+    assert_true(db_col_int(rows, 0) != pid);
+    db_rows_close(rows);
+    db_close(d);
+}
+
+static void frozen_server_costs_deadline_plus_grace(void **state) { run(frozen_body); }
+
 /* ---- migrations ---- */
 
 static const db_migration migs[] = {
@@ -798,6 +836,7 @@ int main(void)
         cmocka_unit_test(pool_waiters_time_out_with_their_context),
         cmocka_unit_test(cancelling_a_running_statement),
         cmocka_unit_test(broken_connection_is_replaced),
+        cmocka_unit_test(frozen_server_costs_deadline_plus_grace),
         cmocka_unit_test(migrations_apply_once_even_concurrently),
         cmocka_unit_test(many_concurrent_writers),
         cmocka_unit_test(sqlite_group_commit_batches_and_isolates_failures),
