@@ -547,7 +547,9 @@ int http__h2_flush(http_req *r, bool final)
         nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st, 7, 3, NGHTTP2_NV_FLAG_NONE};
         const char *date = http__date(h->c->ls);
         nv[k++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date, 4, strlen(date), NGHTTP2_NV_FLAG_NONE};
-        bool with_cl = final && !no_body_status(r->status);
+        /* No content-length when trailers follow (gRPC): the message does
+         * not end with the body, and clients read on for the trailers. */
+        bool with_cl = final && !no_body_status(r->status) && !s->trailers.len;
         if (with_cl) {
             int n = snprintf(cl, sizeof cl, "%zu", r->body.len);
             nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)n, NGHTTP2_NV_FLAG_NONE};
