@@ -117,6 +117,8 @@ unit: $(UNIT_BIN)
 # Black-box suites: real servers, real sockets and HTTP clients (pytest).
 blackbox: $(BUILD)/bazaar $(BUILD)/http_testd
 	cd tests/blackbox && BAZAAR_BUILD=$(CURDIR)/$(BUILD) ../with_services.sh /usr/bin/python3 -m pytest -p no:cacheprovider -q
+	@echo "== the REST contract again, over HTTP/2 (h2c prior knowledge)"
+	cd tests/blackbox && BAZAAR_TEST_H2C=1 BAZAAR_BUILD=$(CURDIR)/$(BUILD) ../with_services.sh /usr/bin/python3 -m pytest -p no:cacheprovider -q test_api.py
 
 # The fault suite (tests/faults/): starts its own PostgreSQL, Redis, proxy
 # and bazaar processes, breaks them under load, and checks the database
