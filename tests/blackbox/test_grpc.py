@@ -367,7 +367,15 @@ def test_a_client_that_never_reads_a_huge_stream_costs_flat_memory(tmp_path):
                            (":path", U + "ListUsers"), ("content-type", "application/grpc"), ("te", "trailers")])
         c.send_data(1, b"\0\0\0\0\0", end_stream=True)  # ListUsersRequest{}: everyone
         sock.sendall(c.data_to_send())
-        time.sleep(1.5)
+        # Wait until the server has filled what the socket takes and parked
+        # (at once on a release build; slower under sanitizers), then watch.
+        prev, deadline = rss_kb(s.proc.pid), time.time() + 30
+        while time.time() < deadline:
+            time.sleep(0.5)
+            cur = rss_kb(s.proc.pid)
+            if abs(cur - prev) < 256:
+                break
+            prev = cur
         before = rss_kb(s.proc.pid)
         time.sleep(4)
         after = rss_kb(s.proc.pid)
