@@ -127,6 +127,7 @@ static int fill(grpc_call *c, size_t want)
 }
 
 void grpc_set_user(grpc_call *c, void *p) { c->user = p; }
+bool grpc_recv_was_compressed(const grpc_call *c) { return c->last_compressed; }
 void *grpc_user(grpc_call *c) { return c->user; }
 
 int grpc_recv(grpc_call *c, const ProtobufCMessageDescriptor *d, ProtobufCMessage **msg)
@@ -175,6 +176,7 @@ int grpc_recv_in(grpc_call *c, const ProtobufCMessageDescriptor *d, bz_arena *a,
     }
     const uint8_t *p = (const uint8_t *)c->in.data + c->in_off + 5;
     c->in_off += 5 + (size_t)len;
+    c->last_compressed = flags & 1;
     bz_buf plain = BZ_BUF_INIT;
     if (flags & 1) {
         if (!c->req_gzip) {

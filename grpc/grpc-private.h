@@ -48,6 +48,7 @@ struct grpc_call {
     bz_buf headers;          /* initial metadata, same shape */
     bz_buf out;              /* packing buffer for large messages */
     int64_t sent, received;  /* messages, for the access log */
+    bool last_compressed;    /* the last message received came compressed */
     void *user;
 };
 

@@ -132,6 +132,9 @@ void *grpc_user(grpc_call *c);
  * framing, too large, cancelled, bad protobuf): the status is set and the
  * handler should return. */
 int grpc_recv(grpc_call *c, const ProtobufCMessageDescriptor *d, ProtobufCMessage **msg);
+/* Whether the message grpc_recv last returned came compressed (its frame's
+ * flag), for callers that must check how a client sent it. */
+bool grpc_recv_was_compressed(const grpc_call *c);
 /* The same into another arena (long client streams recycle a scratch one). */
 int grpc_recv_in(grpc_call *c, const ProtobufCMessageDescriptor *d, bz_arena *a, ProtobufCMessage **msg);
 

@@ -84,18 +84,12 @@ static bool echo_status(grpc_call *c, const Grpc__Testing__EchoStatus *st)
 
 /* ---- CompressedRequest ---- */
 
-/* grpc_recv_in that also tells whether the message's frame had the
- * compressed flag.  call.c keeps a received frame in c->in until the next
- * receive; the next frame starts at c->in_off, or at 0 where grpc_recv_in
- * drops or compacts what was consumed (mirrors its first lines). */
+/* Receives one request and says whether its frame came compressed. */
 static int recv_flagged(grpc_call *c, const ProtobufCMessageDescriptor *d, bz_arena *a,
                         ProtobufCMessage **msg, bool *compressed)
 {
-    size_t start = c->in_off;
-    if ((c->in_off > 0 && c->in_off == c->in.len) || c->in_off > 65536)
-        start = 0;
     int rc = grpc_recv_in(c, d, a, msg);
-    *compressed = rc == 0 && start < c->in.len && (((const uint8_t *)c->in.data)[start] & 1);
+    *compressed = rc == 0 && grpc_recv_was_compressed(c);
     return rc;
 }
 
