@@ -6,12 +6,13 @@
 #   make asan    ASan+UBSan build in build/asan;   make test-asan runs the suites on it
 #   make tsan    TSan build in build/tsan;         make test-tsan runs the unit suites on it
 #   make test-ucontext   the runtime suite on the portable ucontext switch
+#   make test-deploy     the deployment suite: TLS, PostgreSQL standby and pgbouncer, Redis Sentinel, metrics, install
 #   make test-faults     the fault suite: outages of PostgreSQL, Redis, the disk, fds and bazaar itself under load (root)
 #   make bench   benchmarks, printed as tables
 #   make fuzz    libFuzzer targets (clang), FUZZ_SECONDS each (default 60)
 
 .DEFAULT_GOAL := all
-.PHONY: all run test unit blackbox test-faults test-ucontext asan tsan test-asan test-tsan bench fuzz deps deps-test deps-bench clean format
+.PHONY: all run test unit blackbox test-deploy test-faults test-ucontext asan tsan test-asan test-tsan bench fuzz deps deps-test deps-bench clean format
 
 MODE     ?= release
 BUILD    := build/$(MODE)
@@ -126,9 +127,15 @@ blackbox: $(BUILD)/bazaar $(BUILD)/http_testd
 test-faults: deps-test $(BUILD)/bazaar
 	cd tests/faults && BAZAAR_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -p no:cacheprovider -q
 
+# The deployment suite (tests/deploy/): bazaar against the real production
+# components — TLS clients, a PostgreSQL standby, pgbouncer, Redis Sentinel,
+# promtool, an installed tree — each started in a temp dir on free ports.
+test-deploy: deps-test $(BUILD)/bazaar
+	cd tests/deploy && BAZAAR_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -p no:cacheprovider -q
+
 test: deps-test
 	@scripts/check-layers.sh
-	@$(MAKE) --no-print-directory all unit blackbox
+	@$(MAKE) --no-print-directory all unit blackbox test-deploy
 
 asan:
 	@$(MAKE) --no-print-directory MODE=asan CC=clang build/asan/bazaar
