@@ -4,6 +4,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/redisurl.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -43,7 +44,7 @@ static const flagdef flags[] = {
     {"http-addr", T_ADDR, ":8080", OFF(http_addr), 0, C_SERVE, "REST/JSON over HTTP/1.1 and h2c; also gRPC and gRPC-Web"},
     {"grpc-addr", T_ADDR_OFF, ":9090", OFF(grpc_addr), 0, C_SERVE, "gRPC over h2c (prior knowledge); 'off' disables"},
     {"db", T_DB, "sqlite://bazaar.db", OFF(db), 0, C_ALL, "sqlite://PATH or postgres://user:pass@host:port/dbname?..."},
-    {"cache", T_CACHE, "memory", OFF(cache), 0, C_SERVE | C_SEED, "memory (in-process), redis://host:port/N, or none"},
+    {"cache", T_CACHE, "memory", OFF(cache), 0, C_SERVE | C_SEED, "memory (in-process), redis://[user:pass@]host:port/N, redis-sentinel://host:port[,host:port...]/MASTER/N, or none"},
     {"threads", T_INT, NULL, OFF(threads), 1, C_ALL, "event-loop threads (default: number of cores)"},
     {"db-max-open", T_INT, "25", OFF(db_max_open), 1, C_ALL, "cap on open connections (in use + idle)"},
     {"db-max-idle", T_INT, "25", OFF(db_max_idle), 0, C_ALL, "cap on idle connections kept for reuse"},
@@ -273,27 +274,13 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
             return fail(why, whylen, "want sqlite://PATH or postgres://... (at most 1023 bytes)");
         return 0;
     case T_CACHE:
-        if (strcmp(v, "memory") && strcmp(v, "none") && strncmp(v, "redis://", 8))
-            return fail(why, whylen, "want memory, none or redis://host:port/N");
-        if (!strncmp(v, "redis://", 8)) {
-            /* host:port with an optional /N database number */
-            char hp[256];
-            const char *slash = strchr(v + 8, '/');
-            size_t n = slash ? (size_t)(slash - (v + 8)) : strlen(v + 8);
-            if (n == 0 || n >= sizeof hp)
-                return fail(why, whylen, "want redis://host:port/N");
-            memcpy(hp, v + 8, n);
-            hp[n] = '\0';
-            if (bz_parse_addr(hp, NULL, 256, NULL) != 0)
-                return fail(why, whylen, "want redis://host:port/N");
-            if (slash) {
-                const char *d = slash + 1;
-                if (!*d || strlen(d) > 2)
-                    return fail(why, whylen, "want redis://host:port/N with N a database number");
-                for (const char *q = d; *q; q++)
-                    if (!isdigit((unsigned char)*q))
-                        return fail(why, whylen, "want redis://host:port/N with N a database number");
-            }
+        if (strcmp(v, "memory") && strcmp(v, "none") && !bz_redis_url_is(v))
+            return fail(why, whylen, "want memory, none, redis://[user:pass@]host:port/N or "
+                                     "redis-sentinel://host:port[,host:port...]/MASTER/N");
+        if (bz_redis_url_is(v)) {
+            bz_redis_url u;
+            if (bz_redis_url_parse(v, &u, why, whylen) != 0)
+                return -1;
         }
         if (!copy_str(dst, 1024, v))
             return fail(why, whylen, "too long");

@@ -114,7 +114,9 @@ static bool url_password(const char *url, size_t *start, size_t *end)
     if (!p)
         return false;
     p += 3;
-    size_t auth_end = strcspn(p, "/?#");
+    /* up to the query, not the path: a raw '/' in a (malformed) password
+     * must not end the search before its '@' */
+    size_t auth_end = strcspn(p, "?#");
     const char *at = NULL;
     for (size_t i = 0; i < auth_end; i++)
         if (p[i] == '@')

@@ -5,6 +5,7 @@
 
 #include "base/log.h"
 #include "base/rand.h"
+#include "base/redisurl.h"
 
 #include <errno.h>
 #include <math.h>
@@ -46,7 +47,7 @@ cache *cache_open(const char *spec, const cache_opts *o, bz_error *err)
         c->kind = !strcmp(spec, "memory") ? "memory" : "none";
         c->store_entries = !strcmp(spec, "memory");
         c->be = cache__memory_new(o, err);
-    } else if (!strncmp(spec, "redis://", 8)) {
+    } else if (bz_redis_url_is(spec)) {
         c->kind = "redis";
         c->store_entries = true;
         c->be = cache__redis_new(spec, o, err);

@@ -5,6 +5,13 @@
  * compare-and-act operations, and a subscriber connection owned by one
  * reader coroutine for pub/sub.
  *
+ * Every connection (the per-loop pipelines, the pool, the subscriber) is
+ * opened by dial(), which sends AUTH (when the URL has a password) before
+ * SELECT.  With redis-sentinel:// dial() first asks the sentinels, in
+ * order, where the master is, and checks with ROLE that the node it
+ * reaches is a master; a lost connection, a -READONLY reply or a node that
+ * is no longer master makes the next dial ask the sentinels again.
+ *
  * When Redis cannot be reached, the backend marks itself down for a
  * backoff (100 ms doubling to 2 s): calls in that window fail at once with
  * BZ_ERR_UNAVAILABLE instead of each waiting for a connect; the first call
@@ -12,6 +19,7 @@
 #include "cache/cache-private.h"
 
 #include "base/log.h"
+#include "base/redisurl.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -23,6 +31,8 @@
 
 #define CALL_TIMEOUT (2 * BZ_NS_PER_S) /* when the caller's context has none */
 #define CONNECT_TIMEOUT (500 * BZ_NS_PER_MS)
+/* One sentinel gets this long to answer before the next one is asked. */
+#define SENTINEL_TIMEOUT (300 * BZ_NS_PER_MS)
 
 static const char *LUA_DELIF =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
@@ -58,9 +68,14 @@ struct rpipe;
 typedef struct rb {
     cache_be base;
     struct rpipe *pipes[MAX_PIPES]; /* per event loop; touched only by that loop */
-    char host[256];
-    int port, dbn;
+    bz_redis_url url;     /* the parsed --cache (credentials, sentinels) */
     pthread_mutex_t lk;
+    /* where the data node is: url.addrs[0], or with Sentinel the master
+     * last named by a sentinel (valid while master_known; under lk) */
+    char host[256];
+    int port;
+    bool master_known;
+    bool setup_warned;     /* a refused AUTH/SELECT was logged (once per outage) */
     rconn *idle;
     int nopen, max;
     rt_waitq waiters;
@@ -155,70 +170,221 @@ static void mark_down(rb *b)
     pthread_mutex_unlock(&b->lk);
 }
 
-static int dial(rb *b, rt_ctx *ctx, rconn **out, bz_error *err)
+/* With Sentinel: the master's address is no longer trusted (a connection
+ * to it was lost, it answered -READONLY, or ROLE said replica); the next
+ * dial asks the sentinels again. */
+static void master_lost(rb *b)
+{
+    if (!b->url.sentinel)
+        return;
+    pthread_mutex_lock(&b->lk);
+    b->master_known = false;
+    pthread_mutex_unlock(&b->lk);
+}
+
+static bool is_readonly(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_ERROR && r->str && !strncmp(r->str, "READONLY", 8);
+}
+
+/* A non-blocking TCP connect to host:port, done by dl.  0 or -errno. */
+static int conn_open(const char *host, int port, rt_ctx *ctx, int64_t dl, rconn **out)
 {
     rconn *c = calloc(1, sizeof *c);
     if (!c)
         abort();
-    c->rc = redisConnectNonBlock(b->host, b->port);
+    c->rc = redisConnectNonBlock(host, port);
     if (!c->rc || c->rc->err) {
-        char why[128];
-        snprintf(why, sizeof why, "%s", c->rc ? c->rc->errstr : "cannot allocate");
         if (c->rc)
             redisFree(c->rc);
         free(c);
-        mark_down(b);
-        return unavailable(err, why);
+        return -ECONNREFUSED;
     }
     int r = rt_io_open(&c->io, c->rc->fd);
-    int64_t dl = bz_now_ns() + CONNECT_TIMEOUT;
-    if (rt_ctx_deadline(ctx) < dl)
-        dl = rt_ctx_deadline(ctx);
     if (r == 0)
         r = rt_io_await_writable(&c->io, ctx, dl);
     int soerr = 0;
     socklen_t sl = sizeof soerr;
     if (r == 0 && (getsockopt(c->rc->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr))
         r = -(soerr ? soerr : errno);
-    /* SELECT and the scripts, pipelined: one round trip */
-    int ncmd = 0;
-    if (r == 0) {
-        char db[8];
-        snprintf(db, sizeof db, "%d", b->dbn);
-        const char *sel[] = {"SELECT", db};
-        redisAppendCommandArgv(c->rc, 2, sel, NULL);
-        const char *scripts[3] = {LUA_DELIF, LUA_EXTIF, LUA_INCR};
-        for (int i = 0; i < 3; i++) {
-            const char *a[] = {"SCRIPT", "LOAD", scripts[i]};
-            redisAppendCommandArgv(c->rc, 3, a, NULL);
-        }
-        ncmd = 4;
-        r = flush(c, ctx, dl);
-    }
-    for (int i = 0; r == 0 && i < ncmd; i++) {
-        redisReply *rep;
-        r = read_reply(c, ctx, dl, &rep);
-        if (r == 0) {
-            if (rep->type == REDIS_REPLY_ERROR)
-                r = -EPROTO;
-            else if (i > 0 && rep->type == REDIS_REPLY_STRING) {
-                pthread_mutex_lock(&b->lk);
-                snprintf(b->sha[i - 1], sizeof b->sha[i - 1], "%s", rep->str);
-                pthread_mutex_unlock(&b->lk);
-            }
-            freeReplyObject(rep);
-        }
-    }
     if (r) {
         conn_free(c);
+        return r;
+    }
+    *out = c;
+    return 0;
+}
+
+/* Sends n commands in one write and reads their n replies (each freed by
+ * the caller; NULL after a failure). */
+static int exchange(rconn *c, rt_ctx *ctx, int64_t dl, int n, const int *argc, const char **argv[],
+                    redisReply **reps)
+{
+    for (int i = 0; i < n; i++) {
+        reps[i] = NULL;
+        redisAppendCommandArgv(c->rc, argc[i], argv[i], NULL);
+    }
+    int r = flush(c, ctx, dl);
+    for (int i = 0; r == 0 && i < n; i++)
+        r = read_reply(c, ctx, dl, &reps[i]);
+    return r;
+}
+
+static void free_replies(redisReply **reps, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (reps[i]) {
+            freeReplyObject(reps[i]);
+            reps[i] = NULL;
+        }
+}
+
+/* Asks the sentinels, in order, where the master is (SENTINEL
+ * get-master-addr-by-name), each for at most SENTINEL_TIMEOUT; the first
+ * answer wins and is remembered until master_lost(). */
+static int locate_master(rb *b, rt_ctx *ctx, char *host, int *port, bz_error *err)
+{
+    pthread_mutex_lock(&b->lk);
+    bool known = b->master_known;
+    if (known) {
+        memcpy(host, b->host, sizeof b->host);
+        *port = b->port;
+    }
+    pthread_mutex_unlock(&b->lk);
+    if (known)
+        return 0;
+    for (int i = 0; i < b->url.naddrs; i++) {
+        const bz_redis_addr *s = &b->url.addrs[i];
+        int64_t dl = bz_now_ns() + SENTINEL_TIMEOUT;
+        if (rt_ctx_deadline(ctx) < dl)
+            dl = rt_ctx_deadline(ctx);
+        rconn *c;
+        if (conn_open(s->host, s->port, ctx, dl, &c) != 0)
+            continue;
+        const char *q[] = {"SENTINEL", "get-master-addr-by-name", b->url.master};
+        int qc = 3;
+        const char **qv[] = {q};
+        redisReply *rep;
+        int r = exchange(c, ctx, dl, 1, &qc, qv, &rep);
+        conn_free(c);
+        bool ok = r == 0 && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+                  rep->element[0]->type == REDIS_REPLY_STRING && rep->element[1]->type == REDIS_REPLY_STRING &&
+                  rep->element[0]->len < sizeof b->host;
+        if (ok) {
+            pthread_mutex_lock(&b->lk);
+            bool moved = strcmp(b->host, rep->element[0]->str) || b->port != atoi(rep->element[1]->str);
+            snprintf(b->host, sizeof b->host, "%s", rep->element[0]->str);
+            b->port = atoi(rep->element[1]->str);
+            b->master_known = true;
+            memcpy(host, b->host, sizeof b->host);
+            *port = b->port;
+            pthread_mutex_unlock(&b->lk);
+            if (moved)
+                bz_log_info("redis: master located by sentinel", BZ_F_STR("master", b->url.master),
+                            BZ_F_STR("host", host), BZ_F_INT("port", *port), BZ_F_STR("sentinel", s->host),
+                            BZ_F_INT("sentinel_port", s->port));
+        }
+        if (r == 0)
+            freeReplyObject(rep);
+        if (ok)
+            return 0;
+        if (r == -ECANCELED)
+            return bz_err_set(err, BZ_ERR_CANCELLED, "redis: connect cancelled"), r;
+    }
+    return unavailable(err, "no sentinel could name the master");
+}
+
+static int dial(rb *b, rt_ctx *ctx, rconn **out, bz_error *err)
+{
+    char host[256];
+    int port;
+    if (b->url.sentinel) {
+        int r = locate_master(b, ctx, host, &port, err);
+        if (r) {
+            if (r != -ECANCELED)
+                mark_down(b);
+            return r;
+        }
+    } else {
+        memcpy(host, b->host, sizeof host);
+        port = b->port;
+    }
+    int64_t dl = bz_now_ns() + CONNECT_TIMEOUT;
+    if (rt_ctx_deadline(ctx) < dl)
+        dl = rt_ctx_deadline(ctx);
+    rconn *c = NULL;
+    int r = conn_open(host, port, ctx, dl, &c);
+    /* AUTH, SELECT, the scripts (and ROLE), pipelined: one round trip */
+    enum { MAXC = 6 };
+    int argc[MAXC], n = 0, auth = -1, role = -1;
+    const char **argv[MAXC];
+    const char *a_auth[] = {"AUTH", b->url.user, b->url.pass};
+    const char *a_pass[] = {"AUTH", b->url.pass};
+    char db[8];
+    snprintf(db, sizeof db, "%d", b->url.db);
+    const char *a_sel[] = {"SELECT", db};
+    const char *scripts[3] = {LUA_DELIF, LUA_EXTIF, LUA_INCR};
+    const char *a_load[3][3];
+    const char *a_role[] = {"ROLE"};
+    if (b->url.has_pass) {
+        auth = n;
+        argv[n] = b->url.user[0] ? a_auth : a_pass;
+        argc[n++] = b->url.user[0] ? 3 : 2;
+    }
+    argv[n] = a_sel, argc[n++] = 2;
+    int first_script = n;
+    for (int i = 0; i < 3; i++) {
+        a_load[i][0] = "SCRIPT", a_load[i][1] = "LOAD", a_load[i][2] = scripts[i];
+        argv[n] = a_load[i], argc[n++] = 3;
+    }
+    if (b->url.sentinel)
+        role = n, argv[n] = a_role, argc[n++] = 1;
+    redisReply *reps[MAXC] = {0};
+    if (r == 0)
+        r = exchange(c, ctx, dl, n, argc, argv, reps);
+    char why[200] = "";
+    for (int i = 0; r == 0 && i < n; i++) {
+        redisReply *rep = reps[i];
+        if (rep->type == REDIS_REPLY_ERROR) {
+            /* a wrong password (WRONGPASS), none given (NOAUTH), an ACL
+             * that denies SELECT or the scripts (NOPERM): a setting to fix,
+             * logged once per outage.  Redis's messages never quote the
+             * password; the log's secret filter would hide it anyway. */
+            bool authn = i == auth || !strncmp(rep->str, "NOAUTH", 6);
+            snprintf(why, sizeof why, "%s%s", authn ? "authentication failed: " : "", rep->str);
+            pthread_mutex_lock(&b->lk);
+            bool warned = b->setup_warned;
+            b->setup_warned = true;
+            pthread_mutex_unlock(&b->lk);
+            if (!warned)
+                bz_log_err(authn ? "redis: authentication failed" : "redis: connection setup refused",
+                           BZ_F_STR("user", b->url.user[0] ? b->url.user : "default"), BZ_F_STR("host", host),
+                           BZ_F_INT("port", port), BZ_F_STR("error", rep->str));
+            r = authn ? -EACCES : -EPROTO;
+        } else if (i == role && !(rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+                                  rep->element[0]->type == REDIS_REPLY_STRING && !strcmp(rep->element[0]->str, "master"))) {
+            snprintf(why, sizeof why, "%s:%d is not a master (failover in progress)", host, port);
+            r = -EAGAIN;
+        } else if (i >= first_script && i < first_script + 3 && rep->type == REDIS_REPLY_STRING) {
+            pthread_mutex_lock(&b->lk);
+            snprintf(b->sha[i - first_script], sizeof b->sha[0], "%s", rep->str);
+            pthread_mutex_unlock(&b->lk);
+        }
+    }
+    free_replies(reps, n);
+    if (r) {
+        if (c)
+            conn_free(c);
         if (r == -ECANCELED) /* the caller gave up: says nothing about Redis */
             return bz_err_set(err, BZ_ERR_CANCELLED, "redis: connect cancelled"), r;
+        master_lost(b);
         mark_down(b);
-        return unavailable(err, r == -ETIMEDOUT ? "connect timed out" : strerror(-r));
+        return unavailable(err, why[0] ? why : r == -ETIMEDOUT ? "connect timed out" : strerror(-r));
     }
     pthread_mutex_lock(&b->lk);
     b->backoff = 0;
     b->down_until = 0;
+    b->setup_warned = false;
     pthread_mutex_unlock(&b->lk);
     *out = c;
     return 0;
@@ -311,19 +477,23 @@ static int run(rb *b, rt_ctx *ctx, int n, int *argc, const char **argv[], const 
     if (r) {
         /* a half-done exchange leaves the stream unusable */
         c->broken = true;
-        for (int i = 0; i < n; i++)
-            if (replies[i]) {
-                freeReplyObject(replies[i]);
-                replies[i] = NULL;
-            }
+        free_replies(replies, n);
         release(b, c);
         if (r == -ECANCELED)
             return bz_err_set(err, BZ_ERR_CANCELLED, "redis: call cancelled"), r;
         if (r == -ETIMEDOUT)
             return bz_err_set(err, BZ_ERR_TIMEOUT, "redis: call timed out"), r;
-        mark_down(b);
-        return unavailable(err, "connection lost");
+        /* an established connection broke: the next dial tells whether
+         * Redis is down (and marks it so) */
+        master_lost(b);
+        unavailable(err, "connection lost");
+        return -ECONNRESET;
     }
+    for (int i = 0; i < n; i++)
+        if (is_readonly(replies[i])) { /* a demoted master: find the new one */
+            c->broken = true;
+            master_lost(b);
+        }
     release(b, c);
     return 0;
 }
@@ -331,31 +501,61 @@ static int run(rb *b, rt_ctx *ctx, int n, int *argc, const char **argv[], const 
 static int piped(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *lens, redisReply **rep,
                  bz_error *err);
 
-/* One command: pipelined on this loop's connection when there is one,
- * else through the pool. */
-static int one(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *lens, redisReply **rep, bz_error *err)
+/* One attempt: pipelined on this loop's connection when there is one,
+ * else through the pool.  -ECONNRESET: the connection broke after the
+ * command was (maybe) sent, so it may or may not have run; -EROFS: the
+ * node answered -READONLY (a demoted master), so it did not run. */
+static int attempt(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *lens, redisReply **rep,
+                   bz_error *err)
 {
-    int pr = piped(b, ctx, argc, argv, lens, rep, err);
-    if (pr != 1)
-        return pr;
-    int r = run(b, ctx, 1, &argc, &argv, lens ? &lens : NULL, rep, err);
+    int r = piped(b, ctx, argc, argv, lens, rep, err);
+    if (r == 1)
+        r = run(b, ctx, 1, &argc, &argv, lens ? &lens : NULL, rep, err);
     if (r)
         return r;
     if ((*rep)->type == REDIS_REPLY_ERROR) {
-        bz_err_set(err, BZ_ERR_INVALID, "redis: %s", (*rep)->str);
+        bool ro = is_readonly(*rep);
+        if (ro)
+            unavailable(err, "the node is a replica now (failover)");
+        else
+            bz_err_set(err, BZ_ERR_INVALID, "redis: %s", (*rep)->str);
         freeReplyObject(*rep);
         *rep = NULL;
-        return -EINVAL;
+        return ro ? -EROFS : -EINVAL;
     }
     return 0;
 }
 
+/* Whether a command may be sent a second time when its connection broke
+ * after it was written (Redis may have run it, or not).  IDEMPOTENT ones
+ * (reads; SET without NX; DEL; SADD/SREM; re-arming a TTL) leave the same
+ * state when run twice, so they are retried once on a fresh connection
+ * within the caller's deadline: a Redis restart or a killed connection
+ * then costs no request.  ONCE ones are not: INCR (a rate-limit counter
+ * would count twice), ZINCRBY, SET NX (a lock or idempotency key our
+ * first attempt took would look taken by someone else), the
+ * compare-and-delete script (a release that happened would report "not
+ * ours"), PUBLISH (subscribers would see the event twice).  A -READONLY
+ * answer means the command did not run: every kind is tried again then. */
+typedef enum { ONCE = 0, IDEMPOTENT = 1 } redo;
+
+static int one(rb *b, rt_ctx *ctx, redo kind, int argc, const char **argv, const size_t *lens, redisReply **rep,
+               bz_error *err)
+{
+    int r = attempt(b, ctx, argc, argv, lens, rep, err);
+    if ((r == -EROFS || (r == -ECONNRESET && kind == IDEMPOTENT)) && rt_ctx_err(ctx) == 0 &&
+        bz_now_ns() < deadline_of(ctx))
+        r = attempt(b, ctx, argc, argv, lens, rep, err);
+    return r == -ECONNRESET || r == -EROFS ? -EAGAIN : r;
+}
+
 /* Runs one command whose reply is dropped, or read as an integer into
  * *out when out is given. */
-static int cmd_int(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *lens, int64_t *out, bz_error *err)
+static int cmd_int(rb *b, rt_ctx *ctx, redo kind, int argc, const char **argv, const size_t *lens, int64_t *out,
+                   bz_error *err)
 {
     redisReply *rep;
-    int r = one(b, ctx, argc, argv, lens, &rep, err);
+    int r = one(b, ctx, kind, argc, argv, lens, &rep, err);
     if (r)
         return r;
     if (out)
@@ -365,7 +565,7 @@ static int cmd_int(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t
 }
 
 /* EVALSHA, falling back to EVAL when the server lost its script cache. */
-static int script(rb *b, rt_ctx *ctx, int idx, const char *src, const char *key, int nargs, const char **args,
+static int script(rb *b, rt_ctx *ctx, redo kind, int idx, const char *src, const char *key, int nargs, const char **args,
                   const size_t *alens, redisReply **rep, bz_error *err)
 {
     const char *argv[8];
@@ -384,13 +584,13 @@ static int script(rb *b, rt_ctx *ctx, int idx, const char *src, const char *key,
         argv[4 + i] = args[i];
         lens[4 + i] = alens[i];
     }
-    int r = one(b, ctx, 4 + nargs, argv, lens, rep, err);
+    int r = one(b, ctx, kind, 4 + nargs, argv, lens, rep, err);
     if (r == -EINVAL && sha[0] && err && strstr(err->msg, "NOSCRIPT")) {
         argv[0] = "EVAL";
         argv[1] = src;
         lens[0] = 4;
         lens[1] = strlen(src);
-        r = one(b, ctx, 4 + nargs, argv, lens, rep, err);
+        r = one(b, ctx, kind, 4 + nargs, argv, lens, rep, err);
     }
     return r;
 }
@@ -402,7 +602,7 @@ static int script(rb *b, rt_ctx *ctx, int idx, const char *src, const char *key,
 static int r_ping(cache_be *be, rt_ctx *ctx, bz_error *err)
 {
     const char *a[] = {"PING"};
-    return cmd_int(B, ctx, 1, a, NULL, NULL, err);
+    return cmd_int(B, ctx, IDEMPOTENT, 1, a, NULL, NULL, err);
 }
 
 /* ---- auto-pipelining ----
@@ -486,8 +686,17 @@ static void pipe_reader(void *arg)
         redisReply *rep = NULL;
         int r = read_reply(p->c, NULL, bz_now_ns() + CALL_TIMEOUT, &rep);
         if (r) {
+            if (r != -ETIMEDOUT)
+                master_lost(p->b);
             pipe_fail_all(p, r);
             break;
+        }
+        if (is_readonly(rep) && !p->dead) {
+            /* a demoted master: the commands behind this one fail as
+             * "connection lost" and the pipe is replaced by a dial to the
+             * master the sentinels name now */
+            master_lost(p->b);
+            shutdown(p->c->rc->fd, SHUT_RDWR);
         }
         pwait *w = p->head;
         p->head = w->next;
@@ -585,17 +794,12 @@ static int piped(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *
         pwait_free(w);
         if (r == -ECANCELED || r == -ETIMEDOUT)
             return bz_err_set(err, BZ_ERR_TIMEOUT, "redis: no reply in time"), -ETIMEDOUT;
-        return unavailable(err, "connection lost");
+        unavailable(err, "connection lost");
+        return -ECONNRESET;
     }
     *rep = w->rep;
     w->rep = NULL;
     pwait_free(w);
-    if ((*rep)->type == REDIS_REPLY_ERROR) {
-        bz_err_set(err, BZ_ERR_INVALID, "redis: %s", (*rep)->str);
-        freeReplyObject(*rep);
-        *rep = NULL;
-        return -EINVAL;
-    }
     return 0;
 }
 
@@ -603,7 +807,7 @@ static int r_get(cache_be *be, rt_ctx *ctx, const char *key, bz_buf *out, bz_err
 {
     const char *a[] = {"GET", key};
     redisReply *rep;
-    int r = one(B, ctx, 2, a, NULL, &rep, err);
+    int r = one(B, ctx, IDEMPOTENT, 2, a, NULL, &rep, err);
     if (r)
         return r;
     if (rep->type == REDIS_REPLY_NIL) {
@@ -630,7 +834,7 @@ static int r_set(cache_be *be, rt_ctx *ctx, const char *key, const void *v, size
         argc = 4;
     }
     redisReply *rep;
-    int r = one(B, ctx, argc, a, l, &rep, err);
+    int r = one(B, ctx, nx ? ONCE : IDEMPOTENT, argc, a, l, &rep, err);
     if (r)
         return r;
     if (stored)
@@ -642,7 +846,7 @@ static int r_set(cache_be *be, rt_ctx *ctx, const char *key, const void *v, size
 static int r_del(cache_be *be, rt_ctx *ctx, const char *key, bz_error *err)
 {
     const char *a[] = {"DEL", key};
-    return cmd_int(B, ctx, 2, a, NULL, NULL, err);
+    return cmd_int(B, ctx, IDEMPOTENT, 2, a, NULL, NULL, err);
 }
 
 static int r_del_if(cache_be *be, rt_ctx *ctx, const char *key, const void *t, size_t n, bool *done, bz_error *err)
@@ -650,7 +854,7 @@ static int r_del_if(cache_be *be, rt_ctx *ctx, const char *key, const void *t, s
     const char *args[] = {t};
     size_t lens[] = {n};
     redisReply *rep;
-    int r = script(B, ctx, 0, LUA_DELIF, key, 1, args, lens, &rep, err);
+    int r = script(B, ctx, ONCE, 0, LUA_DELIF, key, 1, args, lens, &rep, err);
     if (r)
         return r;
     *done = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
@@ -666,7 +870,7 @@ static int r_extend_if(cache_be *be, rt_ctx *ctx, const char *key, const void *t
     const char *args[] = {t, ms};
     size_t lens[] = {n, strlen(ms)};
     redisReply *rep;
-    int r = script(B, ctx, 1, LUA_EXTIF, key, 2, args, lens, &rep, err);
+    int r = script(B, ctx, IDEMPOTENT, 1, LUA_EXTIF, key, 2, args, lens, &rep, err);
     if (r)
         return r;
     *done = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
@@ -682,7 +886,7 @@ static int r_incr(cache_be *be, rt_ctx *ctx, const char *key, int64_t d, int64_t
     const char *args[] = {ds, ms};
     size_t lens[] = {strlen(ds), strlen(ms)};
     redisReply *rep;
-    int r = script(B, ctx, 2, LUA_INCR, key, 2, args, lens, &rep, err);
+    int r = script(B, ctx, ONCE, 2, LUA_INCR, key, 2, args, lens, &rep, err);
     if (r)
         return r;
     *v = rep->integer;
@@ -694,7 +898,7 @@ static int r_ttl(cache_be *be, rt_ctx *ctx, const char *key, int64_t *ttl, bz_er
 {
     const char *a[] = {"PTTL", key};
     int64_t v;
-    int r = cmd_int(B, ctx, 2, a, NULL, &v, err);
+    int r = cmd_int(B, ctx, IDEMPOTENT, 2, a, NULL, &v, err);
     if (r)
         return r;
     if (v == -2)
@@ -710,7 +914,7 @@ static int r_zincr(cache_be *be, rt_ctx *ctx, const char *key, const char *m, in
     snprintf(ds, sizeof ds, "%lld", (long long)d);
     const char *a[] = {"ZINCRBY", key, ds, m};
     redisReply *rep;
-    int r = one(B, ctx, 4, a, NULL, &rep, err);
+    int r = one(B, ctx, ONCE, 4, a, NULL, &rep, err);
     if (r)
         return r;
     *score = rep->str ? (int64_t)strtod(rep->str, NULL) : 0;
@@ -727,7 +931,7 @@ static int r_ztop(cache_be *be, rt_ctx *ctx, const char *key, int n, cache_zentr
     *count = 0;
     if (n <= 0)
         return 0;
-    int r = one(B, ctx, 5, a, NULL, &rep, err);
+    int r = one(B, ctx, IDEMPOTENT, 5, a, NULL, &rep, err);
     if (r)
         return r;
     for (size_t i = 0; i + 1 < rep->elements && *count < n; i += 2) {
@@ -745,7 +949,7 @@ static int zmember(cache_be *be, rt_ctx *ctx, const char *cmd, const char *key, 
 {
     const char *a[] = {cmd, key, m};
     redisReply *rep;
-    int r = one(B, ctx, 3, a, NULL, &rep, err);
+    int r = one(B, ctx, IDEMPOTENT, 3, a, NULL, &rep, err);
     if (r)
         return r;
     r = rep->type == REDIS_REPLY_NIL ? CACHE_MISS : 0;
@@ -768,7 +972,7 @@ static int r_zrank(cache_be *be, rt_ctx *ctx, const char *key, const char *m, in
 static int r_zcard(cache_be *be, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err)
 {
     const char *a[] = {"ZCARD", key};
-    return cmd_int(B, ctx, 2, a, NULL, n, err);
+    return cmd_int(B, ctx, IDEMPOTENT, 2, a, NULL, n, err);
 }
 
 /* SADD, the TTL re-armed and SCARD in one atomic round trip (EVAL: the
@@ -784,7 +988,7 @@ static int r_sadd(cache_be *be, rt_ctx *ctx, const char *key, const char *m, int
     snprintf(ms, sizeof ms, "%lld", (long long)(ttl > 0 ? (ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS : 0));
     const char *a[] = {"EVAL", LUA_SADD, "1", key, m, ms};
     int64_t v = 0;
-    int r = cmd_int(B, ctx, 6, a, NULL, &v, err);
+    int r = cmd_int(B, ctx, IDEMPOTENT, 6, a, NULL, &v, err);
     if (r == 0 && card)
         *card = v;
     return r;
@@ -793,7 +997,7 @@ static int r_sadd(cache_be *be, rt_ctx *ctx, const char *key, const char *m, int
 static int r_srem(cache_be *be, rt_ctx *ctx, const char *key, const char *m, bz_error *err)
 {
     const char *a[] = {"SREM", key, m};
-    return cmd_int(B, ctx, 3, a, NULL, NULL, err);
+    return cmd_int(B, ctx, IDEMPOTENT, 3, a, NULL, NULL, err);
 }
 
 static int r_smembers(cache_be *be, rt_ctx *ctx, const char *key, int max, bz_buf *out, int *n, bz_error *err)
@@ -802,7 +1006,7 @@ static int r_smembers(cache_be *be, rt_ctx *ctx, const char *key, int max, bz_bu
     redisReply *rep;
     *n = 0;
     bz_buf_clear(out);
-    int r = one(B, ctx, 2, a, NULL, &rep, err);
+    int r = one(B, ctx, IDEMPOTENT, 2, a, NULL, &rep, err);
     if (r)
         return r;
     for (size_t i = 0; i < rep->elements && *n < max; i++)
@@ -819,7 +1023,7 @@ static int r_publish(cache_be *be, rt_ctx *ctx, const char *ch, const void *m, s
 {
     const char *a[] = {"PUBLISH", ch, m};
     size_t l[] = {7, strlen(ch), n};
-    return cmd_int(B, ctx, 3, a, l, NULL, err);
+    return cmd_int(B, ctx, ONCE, 3, a, l, NULL, err);
 }
 
 /* ---- the subscriber connection ---- */
@@ -930,6 +1134,7 @@ static void sub_reader(void *p)
             continue; /* kicked */
         if (redisBufferRead(c->rc) != REDIS_OK) {
             bz_log_warn("redis: subscriber connection lost; reconnecting");
+            master_lost(b);
             conn_free(c);
             c = NULL;
             pthread_mutex_lock(&b->sub_lk);
@@ -1067,21 +1272,14 @@ cache_be *cache__redis_new(const char *url, const cache_opts *o, bz_error *err)
     if (!b)
         abort();
     b->base.ops = &ops;
-    /* redis://host:port[/N] (validated by the flag parser too) */
-    const char *hp = url + 8;
-    const char *slash = strchr(hp, '/');
-    size_t n = slash ? (size_t)(slash - hp) : strlen(hp);
-    char tmp[300];
-    if (n >= sizeof tmp)
-        n = sizeof tmp - 1;
-    memcpy(tmp, hp, n);
-    tmp[n] = '\0';
-    if (bz_parse_addr(tmp, b->host, sizeof b->host, &b->port) != 0 || !b->host[0]) {
+    char why[200];
+    if (bz_redis_url_parse(url, &b->url, why, sizeof why) != 0) {
         free(b);
-        bz_err_set(err, BZ_ERR_INVALID, "bad Redis URL (want redis://host:port/N)");
+        bz_err_set(err, BZ_ERR_INVALID, "bad Redis URL: %s", why);
         return NULL;
     }
-    b->dbn = slash ? atoi(slash + 1) : 0;
+    snprintf(b->host, sizeof b->host, "%s", b->url.addrs[0].host);
+    b->port = b->url.addrs[0].port;
     b->max = o && o->redis_pool > 0 ? o->redis_pool : 8;
     pthread_mutex_init(&b->lk, NULL);
     pthread_mutex_init(&b->sub_lk, NULL);
