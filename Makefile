@@ -37,6 +37,8 @@ endif
 CFLAGS   := $(CFLAGS_common) $(OPT) $(EXTRA_CFLAGS)
 LDFLAGS  := -pthread $(OPT)
 LDLIBS   := -lsqlite3 -lhiredis -ljansson -lsodium -lnghttp2 -lprotobuf-c -lz -lm -ldl
+# rediss:// (cache/redis-tls.c)
+LDLIBS   += -lssl -lcrypto
 
 # Protocol buffers: C code generated at build time by protoc-c (Debian's
 # protobuf-c-compiler) into build/gen, for every mode.  The contract's

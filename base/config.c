@@ -44,7 +44,7 @@ static const flagdef flags[] = {
     {"http-addr", T_ADDR, ":8080", OFF(http_addr), 0, C_SERVE, "REST/JSON over HTTP/1.1 and h2c; also gRPC and gRPC-Web"},
     {"grpc-addr", T_ADDR_OFF, ":9090", OFF(grpc_addr), 0, C_SERVE, "gRPC over h2c (prior knowledge); 'off' disables"},
     {"db", T_DB, "sqlite://bazaar.db", OFF(db), 0, C_ALL, "sqlite://PATH or postgres://user:pass@host:port/dbname?..."},
-    {"cache", T_CACHE, "memory", OFF(cache), 0, C_SERVE | C_SEED, "memory (in-process), redis://[user:pass@]host:port/N, redis-sentinel://host:port[,host:port...]/MASTER/N, or none"},
+    {"cache", T_CACHE, "memory", OFF(cache), 0, C_SERVE | C_SEED, "memory (in-process), redis://[user:pass@]host:port/N, rediss://...[?ca=PATH] (TLS), redis-sentinel://host:port[,host:port...]/MASTER/N, or none"},
     {"threads", T_INT, NULL, OFF(threads), 1, C_ALL, "event-loop threads (default: number of cores)"},
     {"db-max-open", T_INT, "25", OFF(db_max_open), 1, C_ALL, "cap on open connections (in use + idle)"},
     {"db-max-idle", T_INT, "25", OFF(db_max_idle), 0, C_ALL, "cap on idle connections kept for reuse"},
@@ -275,12 +275,14 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
         return 0;
     case T_CACHE:
         if (strcmp(v, "memory") && strcmp(v, "none") && !bz_redis_url_is(v))
-            return fail(why, whylen, "want memory, none, redis://[user:pass@]host:port/N or "
+            return fail(why, whylen, "want memory, none, redis://[user:pass@]host:port/N, rediss://... or "
                                      "redis-sentinel://host:port[,host:port...]/MASTER/N");
         if (bz_redis_url_is(v)) {
             bz_redis_url u;
             if (bz_redis_url_parse(v, &u, why, whylen) != 0)
                 return -1;
+            if (u.ca[0] && access(u.ca, R_OK) != 0)
+                return fail(why, whylen, "cannot read the CA file %s: %s", u.ca, strerror(errno));
         }
         if (!copy_str(dst, 1024, v))
             return fail(why, whylen, "too long");

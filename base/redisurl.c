@@ -70,12 +70,33 @@ int bz_redis_url_parse(const char *url, bz_redis_url *u, char *why, size_t whyle
         u->sentinel = true;
         p = url + 17;
     } else if (!strncmp(url, "rediss://", 9)) {
-        return fail(why, whylen, "rediss:// (Redis over TLS) is not supported by this build; use redis://");
+        form = "rediss://[user:pass@]host:port/N[?ca=PATH]";
+        u->tls = true;
+        p = url + 9;
     } else {
         return fail(why, whylen, "want redis://[user:pass@]host:port/N or redis-sentinel://...");
     }
-    if (strpbrk(p, "?#"))
-        return fail(why, whylen, "want %s (no query or fragment)", form);
+    char rest[1100];
+    const char *query = strchr(p, '?');
+    if (strchr(p, '#'))
+        return fail(why, whylen, "want %s (no fragment)", form);
+    if (query && !u->tls)
+        return fail(why, whylen, "want %s (no query)", form);
+    if (query) {
+        /* the one parameter: ca=PATH (percent-decoded) */
+        if (strncmp(query + 1, "ca=", 3) || strchr(query + 1, '&'))
+            return fail(why, whylen, "want %s (the only parameter is ca=PATH)", form);
+        if (decode(query + 4, strlen(query + 4), u->ca, sizeof u->ca) != 0 || !u->ca[0])
+            return fail(why, whylen, "bad ca= path (empty, bad percent-encoding, or longer than %zu bytes)",
+                        sizeof u->ca - 1);
+        /* the rest is parsed without the query */
+        size_t n = (size_t)(query - p);
+        if (n >= sizeof rest)
+            return fail(why, whylen, "want %s (too long)", form);
+        memcpy(rest, p, n);
+        rest[n] = '\0';
+        p = rest;
+    }
     /* userinfo: up to the last '@' before the path (a raw '@' in a password
      * is taken as part of it) */
     const char *path = strchr(p, '/');

@@ -2,6 +2,7 @@
  * base/redisurl.h — the Redis forms of --cache (API.md §1), parsed once:
  *
  *     redis://[user:pass@ | :pass@]host:port[/N]
+ *     rediss://[user:pass@ | :pass@]host:port[/N][?ca=/path/to/ca.pem]
  *     redis-sentinel://[user:pass@ | :pass@]host:port[,host:port...]/MASTER[/N]
  *
  * The flag parser checks a value with it (a malformed URL is a one-line
@@ -10,6 +11,11 @@
  * percent-decoded (a password may hold '@', ':' or '/' written as %40,
  * %3A, %2F).  With Sentinel the credentials are those of the data nodes
  * (master and replicas); the sentinels are asked without AUTH.
+ *
+ * rediss:// is Redis over TLS: the server's certificate is verified, and
+ * must name the host dialled.  ?ca=PATH names the CA bundle (PEM) to trust;
+ * without it the system's store is used (OpenSSL's default paths, which
+ * SSL_CERT_FILE / SSL_CERT_DIR override).
  */
 #ifndef BZ_REDISURL_H
 #define BZ_REDISURL_H
@@ -26,6 +32,8 @@ typedef struct bz_redis_addr {
 
 typedef struct bz_redis_url {
     bool sentinel;                        /* redis-sentinel:// */
+    bool tls;                             /* rediss:// */
+    char ca[512];                         /* rediss://...?ca=: CA bundle, "" = system store */
     bool has_pass;                        /* AUTH is sent (pass may be "") */
     char user[128];                       /* "" = the default user: AUTH pass */
     char pass[256];

@@ -17,6 +17,7 @@
  * BZ_ERR_UNAVAILABLE instead of each waiting for a connect; the first call
  * after it tries again, so service resumes by itself. */
 #include "cache/cache-private.h"
+#include "cache/redis-conn.h"
 
 #include "base/log.h"
 #include "base/redisurl.h"
@@ -42,12 +43,6 @@ static const char *LUA_INCR = "local v = redis.call('incrby', KEYS[1], ARGV[1]) 
                               "if tonumber(ARGV[2]) > 0 and redis.call('pttl', KEYS[1]) == -1 then "
                               "redis.call('pexpire', KEYS[1], ARGV[2]) end return v";
 
-typedef struct rconn {
-    redisContext *rc;
-    rt_io io;
-    struct rconn *next;
-    bool broken;
-} rconn;
 
 /* A SUBSCRIBE/UNSUBSCRIBE for the reader to send.  Owned jointly by the
  * requester and the reader (both under sub_lk): whoever comes second
@@ -69,6 +64,7 @@ typedef struct rb {
     cache_be base;
     struct rpipe *pipes[MAX_PIPES]; /* per event loop; touched only by that loop */
     bz_redis_url url;     /* the parsed --cache (credentials, sentinels) */
+    cache_rtls *tls;      /* rediss://: the client TLS context, else NULL */
     pthread_mutex_t lk;
     /* where the data node is: url.addrs[0], or with Sentinel the master
      * last named by a sentinel (valid while master_known; under lk) */
@@ -100,58 +96,6 @@ static int64_t deadline_of(rt_ctx *ctx)
 {
     int64_t d = rt_ctx_deadline(ctx), def = bz_now_ns() + CALL_TIMEOUT;
     return d < def ? d : def;
-}
-
-static void conn_free(rconn *c)
-{
-    if (c->io.loop)
-        rt_io_detach(&c->io);
-    redisFree(c->rc);
-    free(c);
-}
-
-/* An idle connection (no reply pending) that shows any event — the server
- * closed it (a restart), reset it, or sent something unasked — cannot be
- * trusted with a command: sending on it would fail the caller although a
- * fresh connection would succeed.  A zero-timeout poll(2); true also when
- * poll itself fails. */
-static bool conn_stale(rconn *c)
-{
-    struct pollfd p = {.fd = c->rc->fd, .events = POLLIN | POLLRDHUP};
-    return c->io.hup || poll(&p, 1, 0) != 0;
-}
-
-static int flush(rconn *c, rt_ctx *ctx, int64_t dl)
-{
-    int done = 0;
-    while (!done) {
-        if (redisBufferWrite(c->rc, &done) != REDIS_OK)
-            return -EPIPE;
-        if (!done) {
-            int r = rt_io_await_writable(&c->io, ctx, dl);
-            if (r)
-                return r;
-        }
-    }
-    return 0;
-}
-
-static int read_reply(rconn *c, rt_ctx *ctx, int64_t dl, redisReply **out)
-{
-    for (;;) {
-        void *rep = NULL;
-        if (redisGetReplyFromReader(c->rc, &rep) != REDIS_OK)
-            return -EPROTO;
-        if (rep) {
-            *out = rep;
-            return 0;
-        }
-        int r = rt_io_await_readable(&c->io, ctx, dl);
-        if (r)
-            return r;
-        if (redisBufferRead(c->rc) != REDIS_OK)
-            return -ECONNRESET;
-    }
 }
 
 /* Redis looks unreachable: fail calls fast for a backoff.  Only when no
@@ -187,34 +131,6 @@ static bool is_readonly(const redisReply *r)
     return r && r->type == REDIS_REPLY_ERROR && r->str && !strncmp(r->str, "READONLY", 8);
 }
 
-/* A non-blocking TCP connect to host:port, done by dl.  0 or -errno. */
-static int conn_open(const char *host, int port, rt_ctx *ctx, int64_t dl, rconn **out)
-{
-    rconn *c = calloc(1, sizeof *c);
-    if (!c)
-        abort();
-    c->rc = redisConnectNonBlock(host, port);
-    if (!c->rc || c->rc->err) {
-        if (c->rc)
-            redisFree(c->rc);
-        free(c);
-        return -ECONNREFUSED;
-    }
-    int r = rt_io_open(&c->io, c->rc->fd);
-    if (r == 0)
-        r = rt_io_await_writable(&c->io, ctx, dl);
-    int soerr = 0;
-    socklen_t sl = sizeof soerr;
-    if (r == 0 && (getsockopt(c->rc->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr))
-        r = -(soerr ? soerr : errno);
-    if (r) {
-        conn_free(c);
-        return r;
-    }
-    *out = c;
-    return 0;
-}
-
 /* Sends n commands in one write and reads their n replies (each freed by
  * the caller; NULL after a failure). */
 static int exchange(rconn *c, rt_ctx *ctx, int64_t dl, int n, const int *argc, const char **argv[],
@@ -222,11 +138,11 @@ static int exchange(rconn *c, rt_ctx *ctx, int64_t dl, int n, const int *argc, c
 {
     for (int i = 0; i < n; i++) {
         reps[i] = NULL;
-        redisAppendCommandArgv(c->rc, argc[i], argv[i], NULL);
+        rconn_append(c, argc[i], argv[i], NULL);
     }
-    int r = flush(c, ctx, dl);
+    int r = rconn_flush(c, ctx, dl);
     for (int i = 0; r == 0 && i < n; i++)
-        r = read_reply(c, ctx, dl, &reps[i]);
+        r = rconn_read_reply(c, ctx, dl, &reps[i]);
     return r;
 }
 
@@ -259,14 +175,15 @@ static int locate_master(rb *b, rt_ctx *ctx, char *host, int *port, bz_error *er
         if (rt_ctx_deadline(ctx) < dl)
             dl = rt_ctx_deadline(ctx);
         rconn *c;
-        if (conn_open(s->host, s->port, ctx, dl, &c) != 0)
+        char why[128];
+        if (rconn_open(s->host, s->port, NULL, ctx, dl, &c, why, sizeof why) != 0)
             continue;
         const char *q[] = {"SENTINEL", "get-master-addr-by-name", b->url.master};
         int qc = 3;
         const char **qv[] = {q};
         redisReply *rep;
         int r = exchange(c, ctx, dl, 1, &qc, qv, &rep);
-        conn_free(c);
+        rconn_free(c);
         bool ok = r == 0 && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
                   rep->element[0]->type == REDIS_REPLY_STRING && rep->element[1]->type == REDIS_REPLY_STRING &&
                   rep->element[0]->len < sizeof b->host;
@@ -313,7 +230,8 @@ static int dial(rb *b, rt_ctx *ctx, rconn **out, bz_error *err)
     if (rt_ctx_deadline(ctx) < dl)
         dl = rt_ctx_deadline(ctx);
     rconn *c = NULL;
-    int r = conn_open(host, port, ctx, dl, &c);
+    char why[200] = "";
+    int r = rconn_open(host, port, b->tls, ctx, dl, &c, why, sizeof why);
     /* AUTH, SELECT, the scripts (and ROLE), pipelined: one round trip */
     enum { MAXC = 6 };
     int argc[MAXC], n = 0, auth = -1, role = -1;
@@ -342,7 +260,6 @@ static int dial(rb *b, rt_ctx *ctx, rconn **out, bz_error *err)
     redisReply *reps[MAXC] = {0};
     if (r == 0)
         r = exchange(c, ctx, dl, n, argc, argv, reps);
-    char why[200] = "";
     for (int i = 0; r == 0 && i < n; i++) {
         redisReply *rep = reps[i];
         if (rep->type == REDIS_REPLY_ERROR) {
@@ -373,11 +290,19 @@ static int dial(rb *b, rt_ctx *ctx, rconn **out, bz_error *err)
     }
     free_replies(reps, n);
     if (r) {
+        bool cut = c && (r == -ECONNRESET || r == -EPIPE);
         if (c)
-            conn_free(c);
+            rconn_free(c);
         if (r == -ECANCELED) /* the caller gave up: says nothing about Redis */
             return bz_err_set(err, BZ_ERR_CANCELLED, "redis: connect cancelled"), r;
         master_lost(b);
+        if (cut) {
+            /* Redis accepted us, then the connection was cut (CLIENT KILL,
+             * a restart): not an outage to back off from, and the caller's
+             * command was never sent, so it may be tried again */
+            unavailable(err, "connection cut while it was set up");
+            return -ENOTCONN;
+        }
         mark_down(b);
         return unavailable(err, why[0] ? why : r == -ETIMEDOUT ? "connect timed out" : strerror(-r));
     }
@@ -398,8 +323,8 @@ static int acquire(rb *b, rt_ctx *ctx, rconn **out, bz_error *err)
             rconn *c = b->idle;
             b->idle = c->next;
             pthread_mutex_unlock(&b->lk);
-            if (conn_stale(c)) { /* e.g. Redis restarted since: open a fresh one */
-                conn_free(c);
+            if (rconn_stale(c)) { /* e.g. Redis restarted since: open a fresh one */
+                rconn_free(c);
                 pthread_mutex_lock(&b->lk);
                 b->nopen--;
                 continue;
@@ -407,7 +332,7 @@ static int acquire(rb *b, rt_ctx *ctx, rconn **out, bz_error *err)
             if (c->io.loop != rt_loop_current()) { /* move it to this loop */
                 if (c->io.loop)
                     rt_io_detach(&c->io);
-                rt_io_open(&c->io, c->rc->fd);
+                rt_io_open(&c->io, c->io.fd);
             }
             *out = c;
             return 0;
@@ -449,7 +374,7 @@ static void release(rb *b, rconn *c)
         b->nopen--;
         rt_waitq_wake_one(&b->waiters, 0, NULL);
         pthread_mutex_unlock(&b->lk);
-        conn_free(c);
+        rconn_free(c);
         return;
     }
     c->next = b->idle;
@@ -470,10 +395,10 @@ static int run(rb *b, rt_ctx *ctx, int n, int *argc, const char **argv[], const 
         return r;
     int64_t dl = deadline_of(ctx);
     for (int i = 0; i < n; i++)
-        redisAppendCommandArgv(c->rc, argc[i], argv[i], lens ? lens[i] : NULL);
-    r = flush(c, ctx, dl);
+        rconn_append(c, argc[i], argv[i], lens ? lens[i] : NULL);
+    r = rconn_flush(c, ctx, dl);
     for (int i = 0; r == 0 && i < n; i++)
-        r = read_reply(c, ctx, dl, &replies[i]);
+        r = rconn_read_reply(c, ctx, dl, &replies[i]);
     if (r) {
         /* a half-done exchange leaves the stream unusable */
         c->broken = true;
@@ -504,7 +429,8 @@ static int piped(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *
 /* One attempt: pipelined on this loop's connection when there is one,
  * else through the pool.  -ECONNRESET: the connection broke after the
  * command was (maybe) sent, so it may or may not have run; -EROFS: the
- * node answered -READONLY (a demoted master), so it did not run. */
+ * node answered -READONLY (a demoted master), so it did not run;
+ * -ENOTCONN: a fresh connection was cut before the command was sent. */
 static int attempt(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *lens, redisReply **rep,
                    bz_error *err)
 {
@@ -536,17 +462,18 @@ static int attempt(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t
  * first attempt took would look taken by someone else), the
  * compare-and-delete script (a release that happened would report "not
  * ours"), PUBLISH (subscribers would see the event twice).  A -READONLY
- * answer means the command did not run: every kind is tried again then. */
+ * answer, or a fresh connection cut before the command went out, means
+ * the command did not run: every kind is tried again then. */
 typedef enum { ONCE = 0, IDEMPOTENT = 1 } redo;
 
 static int one(rb *b, rt_ctx *ctx, redo kind, int argc, const char **argv, const size_t *lens, redisReply **rep,
                bz_error *err)
 {
     int r = attempt(b, ctx, argc, argv, lens, rep, err);
-    if ((r == -EROFS || (r == -ECONNRESET && kind == IDEMPOTENT)) && rt_ctx_err(ctx) == 0 &&
+    if ((r == -EROFS || r == -ENOTCONN || (r == -ECONNRESET && kind == IDEMPOTENT)) && rt_ctx_err(ctx) == 0 &&
         bz_now_ns() < deadline_of(ctx))
         r = attempt(b, ctx, argc, argv, lens, rep, err);
-    return r == -ECONNRESET || r == -EROFS ? -EAGAIN : r;
+    return r == -ECONNRESET || r == -EROFS || r == -ENOTCONN ? -EAGAIN : r;
 }
 
 /* Runs one command whose reply is dropped, or read as an integer into
@@ -655,7 +582,7 @@ static void pwait_free(pwait *w)
 static void pipe_maybe_free(rpipe *p)
 {
     if (p->dead && !p->reading && !p->writing) {
-        conn_free(p->c);
+        rconn_free(p->c);
         free(p);
     }
 }
@@ -684,7 +611,7 @@ static void pipe_reader(void *arg)
     rpipe *p = arg;
     while (p->head && !p->dead) {
         redisReply *rep = NULL;
-        int r = read_reply(p->c, NULL, bz_now_ns() + CALL_TIMEOUT, &rep);
+        int r = rconn_read_reply(p->c, NULL, bz_now_ns() + CALL_TIMEOUT, &rep);
         if (r) {
             if (r != -ETIMEDOUT)
                 master_lost(p->b);
@@ -696,7 +623,7 @@ static void pipe_reader(void *arg)
              * "connection lost" and the pipe is replaced by a dial to the
              * master the sentinels name now */
             master_lost(p->b);
-            shutdown(p->c->rc->fd, SHUT_RDWR);
+            shutdown(p->c->io.fd, SHUT_RDWR);
         }
         pwait *w = p->head;
         p->head = w->next;
@@ -718,10 +645,10 @@ static void pipe_writer(void *arg)
 {
     rpipe *p = arg;
     rt_yield(); /* let this iteration's other callers append */
-    int r = p->dead ? -EPIPE : flush(p->c, NULL, bz_now_ns() + CALL_TIMEOUT);
+    int r = p->dead ? -EPIPE : rconn_flush(p->c, NULL, bz_now_ns() + CALL_TIMEOUT);
     p->writing = false;
     if (r && !p->dead)
-        shutdown(p->c->rc->fd, SHUT_RDWR); /* the reader fails the waiters */
+        shutdown(p->c->io.fd, SHUT_RDWR); /* the reader fails the waiters */
     pipe_maybe_free(p);
 }
 
@@ -735,7 +662,7 @@ static int piped(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *
         return 1;
     rpipe *p = b->pipes[i];
     if (p && !p->head && !p->reading && !p->writing &&
-        (p->c->io.hup || (bz_now_ns() - p->idle_since > PIPE_CHECK_IDLE_NS && conn_stale(p->c)))) {
+        (p->c->io.hup || (bz_now_ns() - p->idle_since > PIPE_CHECK_IDLE_NS && rconn_stale(p->c)))) {
         pipe_fail_all(p, -ECONNRESET); /* no waiters: only detaches it */
         pipe_maybe_free(p);
         p = NULL;
@@ -751,7 +678,7 @@ static int piped(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *
         if (r)
             return r;
         if (b->pipes[i]) { /* another caller on this loop dialled meanwhile */
-            conn_free(c);
+            rconn_free(c);
         } else {
             p = calloc(1, sizeof *p);
             if (!p)
@@ -768,7 +695,7 @@ static int piped(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *
     if (!w)
         abort();
     rt_sem_init(&w->sem, 0);
-    redisAppendCommandArgv(p->c->rc, argc, argv, lens);
+    rconn_append(p->c, argc, argv, lens);
     if (p->tail)
         p->tail->next = w;
     else
@@ -1086,11 +1013,11 @@ static void sub_reader(void *p)
             int n = cache__hub_channels(b->base.hub, chans, 64);
             for (int i = 0; i < n; i++) {
                 const char *a[] = {"SUBSCRIBE", chans[i]};
-                redisAppendCommandArgv(c->rc, 2, a, NULL);
+                rconn_append(c, 2, a, NULL);
             }
             free(chans);
-            if (n && flush(c, NULL, bz_now_ns() + CALL_TIMEOUT)) {
-                conn_free(c);
+            if (n && rconn_flush(c, NULL, bz_now_ns() + CALL_TIMEOUT)) {
+                rconn_free(c);
                 c = NULL;
                 continue;
             }
@@ -1104,14 +1031,14 @@ static void sub_reader(void *p)
             subreq *q = todo;
             todo = q->next;
             const char *a[] = {q->sub ? "SUBSCRIBE" : "UNSUBSCRIBE", q->channel};
-            redisAppendCommandArgv(c->rc, 2, a, NULL);
+            rconn_append(c, 2, a, NULL);
             pthread_mutex_lock(&b->sub_lk);
             q->next = b->awaiting;
             b->awaiting = q;
             pthread_mutex_unlock(&b->sub_lk);
         }
-        if (flush(c, NULL, bz_now_ns() + CALL_TIMEOUT)) {
-            conn_free(c);
+        if (rconn_flush(c, NULL, bz_now_ns() + CALL_TIMEOUT)) {
+            rconn_free(c);
             c = NULL;
             pthread_mutex_lock(&b->sub_lk);
             fail_awaiting(b, &b->awaiting);
@@ -1125,26 +1052,25 @@ static void sub_reader(void *p)
         bool more = b->pending || b->closing;
         b->kick = &k;
         pthread_mutex_unlock(&b->sub_lk);
-        int r = more ? -ECANCELED : rt_io_await_readable(&c->io, &k, BZ_NO_DEADLINE);
+        redisReply *x = NULL;
+        int r = more ? -ECANCELED : rconn_read_reply(c, &k, BZ_NO_DEADLINE, &x);
         pthread_mutex_lock(&b->sub_lk);
         b->kick = NULL;
         pthread_mutex_unlock(&b->sub_lk);
         rt_ctx_release(&k);
-        if (r)
-            continue; /* kicked */
-        if (redisBufferRead(c->rc) != REDIS_OK) {
+        if (r == -ECANCELED)
+            continue; /* kicked: what was read so far stays in the reader */
+        if (r) {
             bz_log_warn("redis: subscriber connection lost; reconnecting");
             master_lost(b);
-            conn_free(c);
+            rconn_free(c);
             c = NULL;
             pthread_mutex_lock(&b->sub_lk);
             fail_awaiting(b, &b->awaiting);
             pthread_mutex_unlock(&b->sub_lk);
             continue;
         }
-        void *rep;
-        while (redisGetReplyFromReader(c->rc, &rep) == REDIS_OK && rep) {
-            redisReply *x = rep;
+        {
             if (x->type == REDIS_REPLY_ARRAY && x->elements == 3 && x->element[0]->str) {
                 const char *kind = x->element[0]->str;
                 if (!strcmp(kind, "message")) {
@@ -1165,7 +1091,7 @@ static void sub_reader(void *p)
         }
     }
     if (c)
-        conn_free(c);
+        rconn_free(c);
     pthread_mutex_lock(&b->sub_lk);
     fail_awaiting(b, &b->pending);
     fail_awaiting(b, &b->awaiting);
@@ -1252,11 +1178,12 @@ static void r_close(cache_be *be)
         }
     while (c) {
         rconn *n = c->next;
-        conn_free(c);
+        rconn_free(c);
         c = n;
     }
     pthread_mutex_destroy(&b->lk);
     pthread_mutex_destroy(&b->sub_lk);
+    cache_rtls_free(b->tls);
     free(b);
 }
 
@@ -1276,6 +1203,11 @@ cache_be *cache__redis_new(const char *url, const cache_opts *o, bz_error *err)
     if (bz_redis_url_parse(url, &b->url, why, sizeof why) != 0) {
         free(b);
         bz_err_set(err, BZ_ERR_INVALID, "bad Redis URL: %s", why);
+        return NULL;
+    }
+    if (b->url.tls && !(b->tls = cache_rtls_new(b->url.ca[0] ? b->url.ca : NULL, why, sizeof why))) {
+        free(b);
+        bz_err_set(err, BZ_ERR_INVALID, "rediss: %s", why);
         return NULL;
     }
     snprintf(b->host, sizeof b->host, "%s", b->url.addrs[0].host);
