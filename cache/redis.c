@@ -71,7 +71,7 @@ typedef struct rb {
     char host[256];
     int port;
     bool master_known;
-    bool setup_warned;     /* a refused AUTH/SELECT was logged (once per outage) */
+    bool setup_warned;    /* setup_refused() logged (once per outage) */
     rconn *idle;
     int nopen, max;
     rt_waitq waiters;
@@ -211,6 +211,20 @@ static int locate_master(rb *b, rt_ctx *ctx, char *host, int *port, bz_error *er
     return unavailable(err, "no sentinel could name the master");
 }
 
+/* A connection refused for a reason that is a setting to fix (a wrong
+ * password, an ACL that denies SELECT or the scripts, a certificate that
+ * does not verify): logged once per outage, not once per retry. */
+static void setup_refused(rb *b, const char *what, const char *host, int port, const char *error)
+{
+    pthread_mutex_lock(&b->lk);
+    bool warned = b->setup_warned;
+    b->setup_warned = true;
+    pthread_mutex_unlock(&b->lk);
+    if (!warned)
+        bz_log_err(what, BZ_F_STR("user", b->url.user[0] ? b->url.user : "default"), BZ_F_STR("host", host),
+                   BZ_F_INT("port", port), BZ_F_STR("error", error));
+}
+
 static int dial(rb *b, rt_ctx *ctx, rconn **out, bz_error *err)
 {
     char host[256];
@@ -258,25 +272,21 @@ static int dial(rb *b, rt_ctx *ctx, rconn **out, bz_error *err)
     if (b->url.sentinel)
         role = n, argv[n] = a_role, argc[n++] = 1;
     redisReply *reps[MAXC] = {0};
+    if (r && b->tls && !strncmp(why, "TLS", 3))
+        setup_refused(b, "redis: TLS handshake failed", host, port, why);
     if (r == 0)
         r = exchange(c, ctx, dl, n, argc, argv, reps);
     for (int i = 0; r == 0 && i < n; i++) {
         redisReply *rep = reps[i];
         if (rep->type == REDIS_REPLY_ERROR) {
             /* a wrong password (WRONGPASS), none given (NOAUTH), an ACL
-             * that denies SELECT or the scripts (NOPERM): a setting to fix,
-             * logged once per outage.  Redis's messages never quote the
-             * password; the log's secret filter would hide it anyway. */
+             * that denies SELECT or the scripts (NOPERM).  Redis's messages
+             * never quote the password; the log's secret filter would hide
+             * it anyway. */
             bool authn = i == auth || !strncmp(rep->str, "NOAUTH", 6);
             snprintf(why, sizeof why, "%s%s", authn ? "authentication failed: " : "", rep->str);
-            pthread_mutex_lock(&b->lk);
-            bool warned = b->setup_warned;
-            b->setup_warned = true;
-            pthread_mutex_unlock(&b->lk);
-            if (!warned)
-                bz_log_err(authn ? "redis: authentication failed" : "redis: connection setup refused",
-                           BZ_F_STR("user", b->url.user[0] ? b->url.user : "default"), BZ_F_STR("host", host),
-                           BZ_F_INT("port", port), BZ_F_STR("error", rep->str));
+            setup_refused(b, authn ? "redis: authentication failed" : "redis: connection setup refused", host, port,
+                          rep->str);
             r = authn ? -EACCES : -EPROTO;
         } else if (i == role && !(rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
                                   rep->element[0]->type == REDIS_REPLY_STRING && !strcmp(rep->element[0]->str, "master"))) {

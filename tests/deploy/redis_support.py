@@ -11,15 +11,20 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
+import uuid
 
-from harness import free_port, wait_for
+from harness import Conn, free_port, wait_for
 
 
-def cli(port, *args, password=None, user=None, timeout=5):
-    """redis-cli against 127.0.0.1:port; returns its stdout stripped.  The
-    password goes through REDISCLI_AUTH (not argv: ps would show it)."""
+def cli(port, *args, password=None, user=None, timeout=5, ca=None):
+    """redis-cli against 127.0.0.1:port (over TLS trusting `ca` when
+    given); returns its stdout stripped.  The password goes through
+    REDISCLI_AUTH (not argv: ps would show it)."""
     env = dict(os.environ)
     a = ["redis-cli", "-h", "127.0.0.1", "-p", str(port)]
+    if ca:
+        a += ["--tls", "--cacert", ca]
     if user:
         a += ["--user", user]
     if password:
@@ -36,18 +41,26 @@ class Node:
     extra ACL users given as full `user` rules, optionally a replica of
     another node."""
 
-    def __init__(self, password=None, users=(), replica_of=None):
+    def __init__(self, password=None, users=(), replica_of=None, tls=None):
         self.dir = tempfile.mkdtemp(prefix="bazaar-deploy-redis.")
         self.port = free_port()
         self.password = password
+        self.tls = tls            # Certs: TLS only (the plain port is off)
         self.users = list(users)
         self.replica_of = replica_of
         self.proc = None
         self.start()
 
     def argv(self):
-        a = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        # a TLS node also listens on 127.0.0.2: a name its certificate lacks
+        a = ["redis-server", "--bind", "127.0.0.1"] + (["127.0.0.2"] if self.tls else []) + [
+             "--save", "", "--appendonly", "no",
              "--dir", self.dir, "--loglevel", "warning", "--logfile", os.path.join(self.dir, "redis.log")]
+        if self.tls:
+            a += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.tls.cert, "--tls-key-file",
+                  self.tls.key, "--tls-ca-cert-file", self.tls.ca, "--tls-auth-clients", "no"]
+        else:
+            a += ["--port", str(self.port)]
         if self.password:
             a += ["--requirepass", self.password, "--masterauth", self.password]
         for u in self.users:
@@ -62,7 +75,7 @@ class Node:
         assert ok, "redis-server did not start"
 
     def cli(self, *args):
-        return cli(self.port, *args, password=self.password)
+        return cli(self.port, *args, password=self.password, ca=self.tls.ca if self.tls else None)
 
     def kill(self):
         if self.proc and self.proc.poll() is None:
@@ -77,6 +90,28 @@ class Node:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Certs:
+    """A throwaway CA and a server certificate it signed (EC P-256), for
+    127.0.0.1 and the names given, made with the openssl command."""
+
+    def __init__(self, names=("localhost",), ips=("127.0.0.1",)):
+        self.dir = tempfile.mkdtemp(prefix="bazaar-deploy-certs.")
+        d = lambda n: os.path.join(self.dir, n)
+        self.ca, self.ca_key, self.cert, self.key = d("ca.crt"), d("ca.key"), d("server.crt"), d("server.key")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        run = lambda *a: subprocess.run(["openssl"] + list(a), check=True, capture_output=True, timeout=30)
+        run("req", "-x509", *ec, "-keyout", self.ca_key, "-out", self.ca, "-days", "2", "-subj", "/CN=bazaar test CA")
+        run("req", *ec, "-keyout", self.key, "-out", d("server.csr"), "-subj", "/CN=redis test server")
+        with open(d("ext"), "w") as f:
+            f.write("subjectAltName=" + ",".join(["DNS:" + n for n in names] + ["IP:" + i for i in ips]) + "\n")
+        run("x509", "-req", "-in", d("server.csr"), "-CA", self.ca, "-CAkey", self.ca_key, "-CAcreateserial",
+            "-out", self.cert, "-days", "2", "-extfile", d("ext"))
+        os.chmod(self.key, 0o644)
+
+    def close(self):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -200,3 +235,36 @@ class EventStream:
         except OSError:
             pass
         self.t.join(5)
+
+
+def quote(s):
+    return urllib.parse.quote(s, safe="")
+
+
+def end_to_end(srv, node, dbn):
+    """Sign-up, login, an authenticated request, an item created and read
+    twice (the second read a cache hit: the entry is in Redis database
+    dbn and the hit counter moved)."""
+    c = Conn(srv.port)
+    email = "u-%s@example.com" % uuid.uuid4().hex[:8]
+    r = c.request("POST", "/v1/users", {"email": email, "name": "u", "password": "correct horse battery"})
+    assert r.status == 201, (r.status, r.body)
+    uid = r.json()["id"]
+    r = c.request("POST", "/v1/sessions", {"email": email, "password": "correct horse battery"})
+    assert r.status == 201, (r.status, r.body)
+    auth = {"Authorization": "Bearer " + r.json()["token"]}
+    r = c.request("GET", "/v1/me", None, auth)
+    assert r.status == 200 and r.json()["id"] == uid, (r.status, r.body)
+    r = c.request("POST", "/v1/items", {"sku": "s-" + uuid.uuid4().hex[:8], "name": "thing", "price_cents": 100,
+                                        "currency": "USD", "stock": 5}, auth)
+    assert r.status == 201, (r.status, r.body)
+    item = r.json()["id"]
+    for _ in range(2):
+        r = c.request("GET", "/v1/items/%d" % item)
+        assert r.status == 200, (r.status, r.body)
+    c.close()
+    keys = node.cli("-n", str(dbn), "--scan", "--pattern", "bazaar:session:*")
+    assert keys, "no session in Redis database %d" % dbn
+    r = Conn(srv.port).request("GET", "/metrics")
+    hits = [l for l in r.body.decode().splitlines() if l.startswith("bazaar_cache_hits_total")]
+    assert hits and float(hits[0].split()[-1]) >= 1, hits

@@ -11,15 +11,11 @@ import pytest
 
 from common import finish, readyz, wait_ready
 from harness import BAZAAR, Bazaar, Conn, LiteQ, Load, wait_for
-from redis_support import EventStream, Node, SentinelSet, cli
+from redis_support import EventStream, Node, SentinelSet, end_to_end, quote
 
 PASSWORD = "Pw-d3f@ult:9/x"       # '@', ':' and '/' must be percent-encoded in the URL
 ACL_SECRET = "acl-s3cret-Z7"
 ACL_USER = "app on >%s ~* &* +@all" % ACL_SECRET
-
-
-def quote(s):
-    return urllib.parse.quote(s, safe="")
 
 
 @pytest.fixture
@@ -33,35 +29,6 @@ def secured():
     n = Node(PASSWORD, users=[ACL_USER])
     yield n
     n.close()
-
-
-def end_to_end(srv, node, dbn):
-    """Sign-up, login, an authenticated request, an item created and read
-    twice (the second read a cache hit: the entry is in Redis database
-    dbn and the hit counter moved)."""
-    c = Conn(srv.port)
-    email = "u-%s@example.com" % uuid.uuid4().hex[:8]
-    r = c.request("POST", "/v1/users", {"email": email, "name": "u", "password": "correct horse battery"})
-    assert r.status == 201, (r.status, r.body)
-    uid = r.json()["id"]
-    r = c.request("POST", "/v1/sessions", {"email": email, "password": "correct horse battery"})
-    assert r.status == 201, (r.status, r.body)
-    auth = {"Authorization": "Bearer " + r.json()["token"]}
-    r = c.request("GET", "/v1/me", None, auth)
-    assert r.status == 200 and r.json()["id"] == uid, (r.status, r.body)
-    r = c.request("POST", "/v1/items", {"sku": "s-" + uuid.uuid4().hex[:8], "name": "thing", "price_cents": 100,
-                                        "currency": "USD", "stock": 5}, auth)
-    assert r.status == 201, (r.status, r.body)
-    item = r.json()["id"]
-    for _ in range(2):
-        r = c.request("GET", "/v1/items/%d" % item)
-        assert r.status == 200, (r.status, r.body)
-    c.close()
-    keys = node.cli("-n", str(dbn), "--scan", "--pattern", "bazaar:session:*")
-    assert keys, "no session in Redis database %d" % dbn
-    r = Conn(srv.port).request("GET", "/metrics")
-    hits = [l for l in r.body.decode().splitlines() if l.startswith("bazaar_cache_hits_total")]
-    assert hits and float(hits[0].split()[-1]) >= 1, hits
 
 
 def assert_no_secret(srv, *secrets):
