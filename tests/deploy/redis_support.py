@@ -5,7 +5,6 @@ loopback port in its own temp dir, stopped by PID.  Every wait is bounded."""
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -14,7 +13,7 @@ import time
 import urllib.parse
 import uuid
 
-from harness import Conn, free_port, wait_for
+from harness import Conn, Redis, free_port, wait_for
 
 
 def cli(port, *args, password=None, user=None, timeout=5, ca=None):
@@ -36,10 +35,10 @@ def cli(port, *args, password=None, user=None, timeout=5, ca=None):
     return r.stdout.strip()
 
 
-class Node:
+class Node(Redis):
     """One redis-server: password (requirepass, also used as masterauth),
     extra ACL users given as full `user` rules, optionally a replica of
-    another node."""
+    another node.  kill() and close() are harness.Redis's."""
 
     def __init__(self, password=None, users=(), replica_of=None, tls=None):
         self.dir = tempfile.mkdtemp(prefix="bazaar-deploy-redis.")
@@ -77,22 +76,6 @@ class Node:
     def cli(self, *args):
         return cli(self.port, *args, password=self.password, ca=self.tls.ca if self.tls else None)
 
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def close(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 class Certs:
     """A throwaway CA and a server certificate it signed (EC P-256), for
     127.0.0.1 and the names given, made with the openssl command."""
@@ -115,9 +98,10 @@ class Certs:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class Sentinel:
+class Sentinel(Redis):
     """One redis-sentinel watching `master` at 127.0.0.1:master_port
-    (quorum 2, down after 1 s, failover timeout 3 s)."""
+    (quorum 2, down after 1 s, failover timeout 3 s).  close() is
+    harness.Redis's."""
 
     def __init__(self, name, master_port, password=None):
         self.dir = tempfile.mkdtemp(prefix="bazaar-deploy-sentinel.")
@@ -139,16 +123,6 @@ class Sentinel:
     def master_port(self, name):
         out = cli(self.port, "sentinel", "get-master-addr-by-name", name).split()
         return int(out[1]) if len(out) == 2 else None
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class SentinelSet:
