@@ -36,9 +36,7 @@ OPT      := -O1 -g -fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-p
 endif
 CFLAGS   := $(CFLAGS_common) $(OPT) $(EXTRA_CFLAGS)
 LDFLAGS  := -pthread $(OPT)
-LDLIBS   := -lsqlite3 -lhiredis -ljansson -lsodium -lnghttp2 -lprotobuf-c -lz -lm -ldl
-# rediss:// (cache/redis-tls.c)
-LDLIBS   += -lssl -lcrypto
+LDLIBS   := -lsqlite3 -lhiredis -ljansson -lsodium -lnghttp2 -lprotobuf-c -lssl -lcrypto -lz -lm -ldl
 
 # Protocol buffers: C code generated at build time by protoc-c (Debian's
 # protobuf-c-compiler) into build/gen, for every mode.  The contract's

@@ -43,6 +43,8 @@ void rt_io_close(rt_io *io)
 {
     if (io->fd < 0)
         return;
+    if (io->tls)
+        rt__tls_free(io);
     /* close() drops the fd from the epoll set (we never dup it). */
     close(io->fd);
     io->fd = -1;
@@ -119,6 +121,8 @@ int rt_io_await_writable(rt_io *io, rt_ctx *ctx, int64_t deadline) { return awai
 
 ssize_t rt_read(rt_io *io, void *buf, size_t n, rt_ctx *ctx, int64_t deadline)
 {
+    if (io->tls)
+        return rt__tls_read(io, buf, n, ctx, deadline);
     for (;;) {
         if (io->fd < 0)
             return -EBADF;
@@ -143,6 +147,8 @@ ssize_t rt_read(rt_io *io, void *buf, size_t n, rt_ctx *ctx, int64_t deadline)
 
 int rt_writev_all(rt_io *io, struct iovec *iov, int iovcnt, rt_ctx *ctx, int64_t deadline)
 {
+    if (io->tls)
+        return rt__tls_writev_all(io, iov, iovcnt, ctx, deadline);
     while (iovcnt > 0) {
         if (io->fd < 0)
             return -EBADF;

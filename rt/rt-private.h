@@ -144,6 +144,13 @@ int rt__signals_start(rt_loop *l0);
 void rt__signals_stop(void);
 size_t rt__stack_size(void);
 
+/* TLS sessions (tls.c): the parked reads and writes rt_read and
+ * rt_writev_all hand over when io->tls is set, and freeing the session
+ * (rt_io_close). */
+ssize_t rt__tls_read(rt_io *io, void *buf, size_t n, rt_ctx *ctx, int64_t deadline);
+int rt__tls_writev_all(rt_io *io, struct iovec *iov, int iovcnt, rt_ctx *ctx, int64_t deadline);
+void rt__tls_free(rt_io *io);
+
 /* waitq helpers (caller holds the owner's lock) */
 void rt__wq_push(rt_waitq *q, rt_coro *co);
 rt_coro *rt__wq_pop(rt_waitq *q);

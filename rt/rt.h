@@ -24,6 +24,7 @@
 #ifndef RT_RT_H
 #define RT_RT_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -176,6 +177,8 @@ struct rt_io {
     bool readable, writable, hup;
     void (*on_event)(rt_io *io, uint32_t events);
     void *data;
+    void *tls;          /* the TLS session (an OpenSSL SSL *), or NULL:
+                           set by rt_tls_accept/rt_tls_connect (rt/tls.h) */
 };
 
 /* Registers fd (made non-blocking) with the current loop. */
@@ -201,6 +204,55 @@ int rt_write_all(rt_io *io, const void *buf, size_t n, rt_ctx *ctx, int64_t dead
 /* writev of all iovecs; the array is modified. */
 struct iovec;
 int rt_writev_all(rt_io *io, struct iovec *iov, int iovcnt, rt_ctx *ctx, int64_t deadline);
+/* Non-parking I/O for code driven by readiness events without a coroutine
+ * (an idle HTTP/2 connection): bytes moved (> 0), 0 at EOF (reads only),
+ * -EAGAIN when the socket (or, over TLS, the session) must wait for the
+ * next readiness event — which may be either direction over TLS, so such
+ * code retries both on any event — or another -errno (-EPROTO: a TLS
+ * protocol error).  Over TLS a read loop must go on until -EAGAIN: bytes
+ * OpenSSL has buffered raise no new event (see rt_io_pending).  Plain
+ * sockets cost one branch over recv/send. */
+ssize_t rt__tls_try_read(rt_io *io, void *buf, size_t n);
+ssize_t rt__tls_try_write(rt_io *io, const void *buf, size_t n);
+bool rt__tls_pending(const rt_io *io);
+static inline ssize_t rt_io_try_read(rt_io *io, void *buf, size_t n)
+{
+    if (io->tls)
+        return rt__tls_try_read(io, buf, n);
+    for (;;) {
+        ssize_t r = recv(io->fd, buf, n, 0);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            io->readable = false;
+            return -EAGAIN;
+        }
+        return -errno;
+    }
+}
+static inline ssize_t rt_io_try_write(rt_io *io, const void *buf, size_t n)
+{
+    if (io->tls)
+        return rt__tls_try_write(io, buf, n);
+    for (;;) {
+        ssize_t r = send(io->fd, buf, n, MSG_NOSIGNAL);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            io->writable = false;
+            return -EAGAIN;
+        }
+        return -errno;
+    }
+}
+/* True if plaintext is already buffered inside the TLS session: a reader
+ * must take it before waiting for the fd, since it raises no event.
+ * Always false on a plain socket. */
+static inline bool rt_io_pending(const rt_io *io) { return io->tls && rt__tls_pending(io); }
 /* Non-blocking connect to host:port parked until done: fd or -errno. */
 int rt_connect_tcp(const char *host, int port, rt_ctx *ctx, int64_t deadline);
 
