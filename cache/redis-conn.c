@@ -1,6 +1,8 @@
 /* cache/redis-conn.c — see redis-conn.h. */
 #include "cache/redis-conn.h"
 
+#include "rt/tls.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -11,7 +13,7 @@
 /* Replies are read this much at a time (hiredis's own size). */
 #define READ_CHUNK (16 * 1024)
 
-int rconn_open(const char *host, int port, const cache_rtls *tls, rt_ctx *ctx, int64_t dl, rconn **out, char *why,
+int rconn_open(const char *host, int port, rt_tls_client *tls, rt_ctx *ctx, int64_t dl, rconn **out, char *why,
                size_t whylen)
 {
     int fd = rt_connect_tcp(host, port, ctx, dl);
@@ -33,7 +35,12 @@ int rconn_open(const char *host, int port, const cache_rtls *tls, rt_ctx *ctx, i
         snprintf(why, whylen, "%s", strerror(-r));
         return r;
     }
-    if (tls && (r = cache_rtls_handshake(tls, c, host, ctx, dl, why, whylen)) != 0) {
+    if (tls && (r = rt_tls_connect(&c->io, tls, host, ctx, dl)) != 0) {
+        /* read the reason before anything else of this thread fails */
+        if (r == -ETIMEDOUT || r == -ECANCELED)
+            snprintf(why, whylen, "TLS handshake %s", r == -ETIMEDOUT ? "timed out" : "cancelled");
+        else
+            snprintf(why, whylen, "TLS: %s", rt_tls_last_error());
         rconn_free(c);
         return r;
     }
@@ -43,13 +50,11 @@ int rconn_open(const char *host, int port, const cache_rtls *tls, rt_ctx *ctx, i
 
 void rconn_free(rconn *c)
 {
-    if (c->ssl)
-        cache_rtls_close(c);
-    /* it may be freed off its loop (close, a pool on another loop) */
+    /* it may be freed off its loop (close, a pool on another loop):
+     * leave the epoll set explicitly, then close (and free the session) */
     if (c->io.loop)
         rt_io_detach(&c->io);
-    if (c->io.fd >= 0)
-        close(c->io.fd);
+    rt_io_close(&c->io);
     redisReaderFree(c->rd);
     bz_buf_free(&c->out);
     free(c);
@@ -68,27 +73,19 @@ void rconn_append(rconn *c, int argc, const char **argv, const size_t *lens)
 int rconn_flush(rconn *c, rt_ctx *ctx, int64_t dl)
 {
     /* Another coroutine of this loop may append while we park, moving the
-     * buffer: no pointer into it is held across a wait. */
+     * buffer: no pointer into it is held across a wait (and a TLS write
+     * retried from a moved buffer is allowed, see rt/tls.h). */
     while (c->out_off < c->out.len) {
-        const char *p = c->out.data + c->out_off;
-        size_t n = c->out.len - c->out_off;
-        ssize_t w;
-        if (c->ssl) {
-            w = cache_rtls_write_some(c, p, n);
-        } else {
-            do
-                w = write(c->io.fd, p, n);
-            while (w < 0 && errno == EINTR);
-            if (w < 0)
-                w = -errno;
-        }
+        ssize_t w = rt_io_try_write(&c->io, c->out.data + c->out_off, c->out.len - c->out_off);
         if (w > 0) {
             c->out_off += (size_t)w;
             continue;
         }
         if (w != -EAGAIN)
             return w ? (int)w : -EPIPE;
-        c->io.writable = false; /* the next edge sets it */
+        /* Over TLS a write could want a read (a renegotiation, which
+         * rt/tls refuses): the wait is bounded by dl all the same. */
+        c->io.writable = false;
         int r = rt_wait_writable(&c->io, ctx, dl);
         if (r)
             return r;
@@ -110,14 +107,15 @@ int rconn_read_reply(rconn *c, rt_ctx *ctx, int64_t dl, redisReply **out)
         }
         /* After a short read the socket was empty: its readiness flag is
          * set again only by a new edge, so park first rather than pay a
-         * read(2) that would only say EAGAIN. */
-        if (!c->ssl && !c->io.readable) {
+         * read(2) that would only say EAGAIN.  (Over TLS, rt_read knows
+         * what the session has buffered.) */
+        if (!c->io.tls && !c->io.readable) {
             int w = rt_wait_readable(&c->io, ctx, dl);
             if (w)
                 return w;
         }
         char buf[READ_CHUNK];
-        ssize_t n = c->ssl ? cache_rtls_read(c, buf, sizeof buf, ctx, dl) : rt_read(&c->io, buf, sizeof buf, ctx, dl);
+        ssize_t n = rt_read(&c->io, buf, sizeof buf, ctx, dl);
         if (n == 0)
             return -ECONNRESET;
         if (n < 0)
@@ -135,7 +133,10 @@ bool rconn_stale(rconn *c)
     int r = poll(&p, 1, 0);
     if (r == 0)
         return false;
-    if (r < 0 || (p.revents & ~POLLIN) || !c->ssl)
+    if (r < 0 || (p.revents & ~POLLIN) || !c->io.tls)
         return true;
-    return cache_rtls_stale(c);
+    /* Over TLS a readable socket may hold only a protocol record (a TLS
+     * 1.3 session ticket): that is no reason to drop the connection. */
+    char b;
+    return rt_io_try_read(&c->io, &b, 1) != -EAGAIN;
 }

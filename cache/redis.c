@@ -18,6 +18,7 @@
  * after it tries again, so service resumes by itself. */
 #include "cache/cache-private.h"
 #include "cache/redis-conn.h"
+#include "rt/tls.h"
 
 #include "base/log.h"
 #include "base/redisurl.h"
@@ -64,7 +65,7 @@ typedef struct rb {
     cache_be base;
     struct rpipe *pipes[MAX_PIPES]; /* per event loop; touched only by that loop */
     bz_redis_url url;     /* the parsed --cache (credentials, sentinels) */
-    cache_rtls *tls;      /* rediss://: the client TLS context, else NULL */
+    rt_tls_client *tls;   /* rediss://: the client TLS context, else NULL */
     pthread_mutex_t lk;
     /* where the data node is: url.addrs[0], or with Sentinel the master
      * last named by a sentinel (valid while master_known; under lk) */
@@ -1193,7 +1194,8 @@ static void r_close(cache_be *be)
     }
     pthread_mutex_destroy(&b->lk);
     pthread_mutex_destroy(&b->sub_lk);
-    cache_rtls_free(b->tls);
+    if (b->tls)
+        rt_tls_client_free(b->tls);
     free(b);
 }
 
@@ -1215,7 +1217,8 @@ cache_be *cache__redis_new(const char *url, const cache_opts *o, bz_error *err)
         bz_err_set(err, BZ_ERR_INVALID, "bad Redis URL: %s", why);
         return NULL;
     }
-    if (b->url.tls && !(b->tls = cache_rtls_new(b->url.ca[0] ? b->url.ca : NULL, why, sizeof why))) {
+    rt_tls_client_opts to = {.ca_file = b->url.ca[0] ? b->url.ca : NULL};
+    if (b->url.tls && !(b->tls = rt_tls_client_new(&to, why, sizeof why))) {
         free(b);
         bz_err_set(err, BZ_ERR_INVALID, "rediss: %s", why);
         return NULL;
