@@ -185,3 +185,12 @@ def test_sentinel_failover_under_load(ha, tmp_path):
         if stream:
             stream.close()
         srv.close()
+
+
+def test_password_not_in_help():
+    # --help shows the table's default, never the environment's value
+    url = "redis://app:%s@127.0.0.1:1/0" % quote(ACL_SECRET)
+    r = subprocess.run([BAZAAR, "--help"], capture_output=True, text=True, timeout=10,
+                       env={"PATH": "/usr/bin:/bin", "BAZAAR_CACHE": url})
+    assert r.returncode == 0 and "--cache" in r.stdout + r.stderr
+    assert ACL_SECRET not in r.stdout + r.stderr and quote(ACL_SECRET) not in r.stdout + r.stderr
