@@ -1,9 +1,9 @@
-/* cache/redis.c — the Redis backend: hiredis's protocol reader/writer on
- * non-blocking sockets driven by the runtime (a command parks only its
- * coroutine), a small connection pool, commands pipelined where they go
- * together, Lua scripts (loaded once, called by SHA) for the
- * compare-and-act operations, and a subscriber connection owned by one
- * reader coroutine for pub/sub.
+/* cache/redis.c — the Redis backend: hiredis's protocol encoder and
+ * reader over connections whose bytes the runtime moves (cache/redis-conn.c;
+ * a command parks only its coroutine; TLS for rediss://), a small
+ * connection pool, commands pipelined where they go together, Lua scripts
+ * (loaded once, called by SHA) for the compare-and-act operations, and a
+ * subscriber connection owned by one reader coroutine for pub/sub.
  *
  * Every connection (the per-loop pipelines, the pool, the subscriber) is
  * opened by dial(), which sends AUTH (when the URL has a password) before
@@ -13,9 +13,10 @@
  * is no longer master makes the next dial ask the sentinels again.
  *
  * When Redis cannot be reached, the backend marks itself down for a
- * backoff (100 ms doubling to 2 s): calls in that window fail at once with
- * BZ_ERR_UNAVAILABLE instead of each waiting for a connect; the first call
- * after it tries again, so service resumes by itself. */
+ * backoff (100 ms doubling to 2 s; to 500 ms with Sentinel): calls in that
+ * window fail at once with BZ_ERR_UNAVAILABLE instead of each waiting for
+ * a connect; the first call after it tries again, so service resumes by
+ * itself. */
 #include "cache/cache-private.h"
 #include "cache/redis-conn.h"
 #include "rt/tls.h"
@@ -109,8 +110,11 @@ static void mark_down(rb *b)
         pthread_mutex_unlock(&b->lk);
         return;
     }
-    b->backoff = b->backoff ? (b->backoff * 2 > 2 * BZ_NS_PER_S ? 2 * BZ_NS_PER_S : b->backoff * 2)
-                            : 100 * BZ_NS_PER_MS;
+    /* With Sentinel the outage is usually a failover that ends when a
+     * replica is promoted: asking the sentinels again is cheap, so the
+     * backoff stops at 500 ms and service resumes soon after. */
+    int64_t max = b->url.sentinel ? 500 * BZ_NS_PER_MS : 2 * BZ_NS_PER_S;
+    b->backoff = b->backoff ? (b->backoff * 2 > max ? max : b->backoff * 2) : 100 * BZ_NS_PER_MS;
     b->down_until = bz_now_ns() + b->backoff;
     pthread_mutex_unlock(&b->lk);
 }
