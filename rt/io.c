@@ -204,8 +204,13 @@ int rt_connect_tcp(const char *host, int port, rt_ctx *ctx, int64_t deadline)
 {
     resolve_job j = {.host = host};
     snprintf(j.port, sizeof j.port, "%d", port);
-    /* getaddrinfo blocks (DNS): resolve on the offload pool. */
-    int r = rt_offload(ctx, resolve, &j);
+    /* An address literal needs no DNS: resolved here, not behind whatever
+     * the offload pool is busy with (a Redis reconnect must not queue
+     * behind SQLite statements).  A name blocks (DNS): on the pool. */
+    struct addrinfo numeric = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST};
+    int r = 0;
+    if ((j.err = getaddrinfo(host, j.port, &numeric, &j.res)) != 0)
+        r = rt_offload(ctx, resolve, &j);
     if (r)
         return r;
     if (j.err)

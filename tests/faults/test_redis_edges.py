@@ -67,8 +67,9 @@ def test_killed_connections_cost_no_read(own_redis, tmp_path):
                     r = c.request("GET", "/v1/me", None, {"Authorization": "Bearer " + u.token})
                 else:
                     r = c.request("GET", "/v1/items/%d" % load.items[i % len(load.items)])
+                k = r.status if r.status is not None else r.err   # a connection error, by name
                 with lk:
-                    statuses[r.status] = statuses.get(r.status, 0) + 1
+                    statuses[k] = statuses.get(k, 0) + 1
             c.close()
         kt, killed = kill_clients(own_redis.port, stop)
         ts = [threading.Thread(target=reader, args=(u,)) for u in load.users for _ in range(2)]
