@@ -218,7 +218,7 @@ def quote(s):
 def end_to_end(srv, node, dbn):
     """Sign-up, login, an authenticated request, an item created and read
     twice (the second read a cache hit: the entry is in Redis database
-    dbn and the hit counter moved)."""
+    dbn and the hit counter moved).  Returns the user's (id, token)."""
     c = Conn(srv.port)
     email = "u-%s@example.com" % uuid.uuid4().hex[:8]
     r = c.request("POST", "/v1/users", {"email": email, "name": "u", "password": "correct horse battery"})
@@ -242,3 +242,4 @@ def end_to_end(srv, node, dbn):
     r = Conn(srv.port).request("GET", "/metrics")
     hits = [l for l in r.body.decode().splitlines() if l.startswith("bazaar_cache_hits_total")]
     assert hits and float(hits[0].split()[-1]) >= 1, hits
+    return uid, auth["Authorization"][7:]

@@ -47,12 +47,22 @@ def test_auth_end_to_end(secured, db, who):
     srv = Bazaar(db, url, "--log-level", "info")
     try:
         assert readyz(srv)[0] == 200
-        end_to_end(srv, secured, 3 if who == "password" else 4)
-        # every connection kind authenticated: pipelined per-loop ones
-        # (above), the pool and the subscriber (CLIENT LIST by user)
-        clients = secured.cli("client", "list")
-        user = "default" if who == "password" else "app"
-        assert "user=%s" % user in clients, clients
+        uid, token = end_to_end(srv, secured, 3 if who == "password" else 4)
+
+        class U:
+            id = uid
+        U.token = token
+        stream = EventStream(srv.port, U)     # the subscriber connection
+        try:
+            assert wait_for(lambda: "sub=1" in secured.cli("client", "list"), 5), "no subscriber connection"
+            # every connection bazaar opened (the loops' pipelines, the
+            # subscriber) authenticated as the URL's user; the redis-cli
+            # asking is the one default-user client (for the ACL case)
+            clients = [l for l in secured.cli("client", "list").splitlines() if "cmd=client" not in l]
+            user = "default" if who == "password" else "app"
+            assert len(clients) >= 2 and all(" user=%s " % user in l for l in clients), clients
+        finally:
+            stream.close()
         assert_no_secret(srv, PASSWORD, ACL_SECRET)
     finally:
         srv.close()
