@@ -6,7 +6,6 @@ import http.client
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import tempfile
@@ -33,27 +32,18 @@ def env_twin(flag):
     return "BAZAAR_" + flag.upper().replace("-", "_")
 
 
-class Server:
-    """bazaar serve on free loopback ports, SQLite in a temp dir unless db
-    is given, JSON log at debug level into a file."""
+class Server(harness.Bazaar):
+    """bazaar serve (the fault suite's harness.Bazaar) on free loopback
+    ports, SQLite in a temp dir unless db is given, gRPC on its own port
+    unless grpc=False, and the JSON log at debug level, read in full."""
 
-    def __init__(self, *flags, db=None, cache="memory", grpc=True, threads=2, env=None):
+    def __init__(self, *flags, db=None, cache="memory", grpc=True, threads=2):
         self.dir = tempfile.mkdtemp(prefix="bazaar-obs-")
-        self.port = harness.free_port()
         self.grpc_port = harness.free_port() if grpc else None
-        self.url = "http://127.0.0.1:%d" % self.port
-        self.logpath = os.path.join(self.dir, "bazaar.log")
-        argv = [BAZAAR, "serve", "--http-addr", "127.0.0.1:%d" % self.port,
-                "--grpc-addr", "127.0.0.1:%d" % self.grpc_port if grpc else "off",
-                "--threads", str(threads), "--log-format", "json", "--log-level", "debug",
-                "--db", db or "sqlite://%s/bazaar.db" % self.dir, "--cache", cache] + list(flags)
+        extra = ["--log-level", "debug"] + (["--grpc-addr", "127.0.0.1:%d" % self.grpc_port] if grpc else [])
         self.t_start = time.time()
-        with open(self.logpath, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log,
-                                         env=dict(os.environ, **(env or {})))
-        ok = harness.wait_for(lambda: self.proc.poll() is not None or
-                              harness.get(self.url + "/healthz", 0.5)[0] == 200, 30)
-        assert ok and self.proc.poll() is None, "bazaar did not come up:\n" + self.log_text()
+        super().__init__(db or "sqlite://%s/bazaar.db" % self.dir, cache, *(extra + list(flags)), threads=threads,
+                         logdir=self.dir)
         self.t_ready = time.time()
 
     def log_text(self):
@@ -62,11 +52,7 @@ class Server:
 
     def log_lines(self):
         """The JSON log lines so far (every line must be JSON)."""
-        out = []
-        for line in self.log_text().splitlines():
-            if line.strip():
-                out.append(json.loads(line))
-        return out
+        return [json.loads(line) for line in self.log_text().splitlines() if line.strip()]
 
     def request(self, method, path, body=None, headers=None, port=None, timeout=5.0):
         c = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)
@@ -83,13 +69,7 @@ class Server:
             c.close()
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().close()
         subprocess.run(["rm", "-rf", self.dir])
 
 
