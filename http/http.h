@@ -209,8 +209,10 @@ void http_mux_free(http_mux *m);
  * no traceparent can still find it. */
 http_handler http_mw_request_id(http_handler next, void *cfg);
 /* One structured log line per request: method, route pattern, path,
- * status, bytes, duration, request id, peer (and trace_id, span_id, as every
- * line served for the request; parent_id when the caller sent one). */
+ * status, bytes, duration, request id, peer, parent_id (the caller's span
+ * from traceparent; empty when the trace started here) — and trace_id and
+ * span_id, as every line logged while the request is served.  At debug
+ * level also a "request started" line before the handler runs. */
 http_handler http_mw_access_log(http_handler next, void *cfg);
 /* Turns a handler's error return into a 500 problem+json and a log line. */
 http_handler http_mw_recover(http_handler next, void *cfg);
