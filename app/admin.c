@@ -61,6 +61,7 @@ static void runtime_loops(bz_buf *b)
         jw_open(b, NULL, '{');
         jw_i64(b, "index", i);
         jw_i64(b, "coroutines", s.coros_live);
+        jw_i64(b, "connections", http_loop_conns(i));
         jw_i64(b, "pooled_stacks", s.coros_pooled);
         jw_i64(b, "timers", s.timers);
         jw_double(b, "lag_last_seconds", (double)s.lag_last_ns / 1e9);

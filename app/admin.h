@@ -6,7 +6,8 @@
  *   GET /readyz          as the public /readyz (503 while draining)
  *   GET /healthz         200 "ok"
  *   GET /debug/runtime   JSON: build, uptime_seconds, process, loops[]
- *                        (coroutines, pooled_stacks, timers, lag), coroutine_stacks,
+ *                        (coroutines, connections, pooled_stacks, timers, lag),
+ *                        coroutine_stacks,
  *                        offload, listeners[] (open connections), db (open, idle,
  *                        in_use, waiting), cache (kind; entries, bytes for the
  *                        in-process backend; evictions), config (no secrets:

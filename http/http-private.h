@@ -97,6 +97,7 @@ typedef struct http__loop {
     rt_ctx ctx;         /* parent of this loop's request contexts */
     char date[32];      /* cached Date value */
     int64_t date_at;    /* rt_now() when it was made */
+    _Atomic int64_t nconns; /* open connections of this loop (http_loop_conns) */
 } http__loop;
 
 struct http_server {

@@ -273,5 +273,7 @@ typedef struct http_server_stats {
     bool draining;
 } http_server_stats;
 int http_servers_stats(http_server_stats *out, int max);
+/* Open connections owned by event loop `loop`, over every live server. */
+int64_t http_loop_conns(int loop);
 
 #endif

@@ -81,6 +81,7 @@ void http__conn_shut(http_conn *c)
         c->next->prev = c->prev;
     rt_io_close(&c->io);
     atomic_fetch_sub_explicit(c->h2 ? &c->srv->open_h2 : &c->srv->open_h1, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&c->ls->nconns, 1, memory_order_relaxed);
     if (c->gate) {
         rt_gate_leave(c->gate); /* a paused listener may accept again */
         c->gate = NULL;
@@ -685,6 +686,7 @@ static void conn_start(http_server *s, rt_loop *l, int fd, const struct sockaddr
     c->timer.data = c;
     rt_wg_add(&s->conns, 1);
     atomic_fetch_add_explicit(&s->open_h1, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->ls->nconns, 1, memory_order_relaxed);
     c->next = c->ls->conns;
     if (c->next)
         c->next->prev = c;
@@ -765,6 +767,17 @@ int http_servers_stats(http_server_stats *out, int max)
             .draining = atomic_load(&s->draining),
         };
     }
+    pthread_mutex_unlock(&registry_lk);
+    return n;
+}
+
+int64_t http_loop_conns(int loop)
+{
+    int64_t n = 0;
+    pthread_mutex_lock(&registry_lk);
+    for (int i = 0; i < MAX_SERVERS; i++)
+        if (registry[i] && loop >= 0 && loop < registry[i]->nloops)
+            n += atomic_load_explicit(&registry[i]->ls[loop].nconns, memory_order_relaxed);
     pthread_mutex_unlock(&registry_lk);
     return n;
 }

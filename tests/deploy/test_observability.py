@@ -264,7 +264,9 @@ def test_admin_listener_serves_its_paths_without_secrets():
             assert set(d) >= {"build", "uptime_seconds", "process", "loops", "coroutine_stacks", "offload",
                               "listeners", "db", "cache", "config"}
             assert len(d["loops"]) == 2
-            assert set(d["loops"][0]) >= {"coroutines", "pooled_stacks", "timers", "lag_last_seconds"}
+            assert set(d["loops"][0]) >= {"coroutines", "connections", "pooled_stacks", "timers",
+                                          "lag_last_seconds"}
+            assert sum(l["connections"] for l in d["loops"]) >= 1  # this request's own
             assert set(d["db"]) >= {"open", "idle", "in_use", "waiting"} and d["db"]["dialect"] == "postgres"
             assert d["cache"]["kind"] == "memory" and set(d["cache"]) >= {"entries", "bytes", "evictions"}
             assert {l["name"] for l in d["listeners"]} == {"public", "admin"}
@@ -324,6 +326,11 @@ def test_admin_answers_while_the_public_port_is_at_max_conns():
         assert value(samples, "bazaar_http_open_connections", listener="public", protocol="http1") == 4
         st, _, b = s.request("GET", "/debug/runtime", port=admin, timeout=3)
         assert st == 200
+        d = json.loads(b)
+        # the four held public connections and the one asking, spread over the loops (an
+        # earlier admin connection the client closed may not be reaped yet)
+        assert 5 <= sum(l["connections"] for l in d["loops"]) <= 7
+        assert [l["open_http1"] for l in d["listeners"] if l["name"] == "public"] == [4]
     finally:
         for c in held:
             c.close()
