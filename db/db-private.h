@@ -76,6 +76,7 @@ struct db {
     pthread_mutex_t lk;
     db_conn *idle;
     int nidle, nopen, ninuse;
+    int nwaiting;           /* parked in waiters now (db_stats.waiting) */
     rt_waitq waiters;
     db_stats st;
     bool closed;

@@ -73,6 +73,7 @@ typedef struct db_stats {
     int open;                    /* in use + idle */
     int in_use;
     int idle;
+    int waiting;                 /* callers parked for a connection now */
     int64_t wait_count;          /* callers that had to wait for a connection */
     int64_t wait_ns;             /* total time they waited */
     int64_t max_idle_closed;     /* closed because idle > max_idle */

@@ -117,6 +117,7 @@ db_stats db_get_stats(db *d)
     s.open = d->nopen;
     s.in_use = d->ninuse;
     s.idle = d->nidle;
+    s.waiting = d->nwaiting;
     pthread_mutex_unlock(&d->lk);
     return s;
 }
@@ -251,7 +252,9 @@ static int acquire(db *d, rt_ctx *ctx, db_conn **out, bz_error *err)
             t0 = bz_now_ns();
         }
         void *handed = NULL;
+        d->nwaiting++;
         int r = rt_waitq_wait(&d->waiters, &d->lk, ctx, BZ_NO_DEADLINE, &handed);
+        d->nwaiting--;
         if (r) {
             d->st.wait_count++;
             d->st.wait_ns += bz_now_ns() - t0;

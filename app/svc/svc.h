@@ -42,6 +42,7 @@
 #include "base/buf.h"
 #include "base/config.h"
 #include "base/error.h"
+#include "base/trace.h"
 #include "cache/cache.h"
 #include "db/db.h"
 #include "rt/rt.h"
@@ -146,6 +147,9 @@ typedef struct svc_call {
     const svc_principal *who;
     const char *idem_key;      /* Idempotency-Key, NULL when none was sent */
     size_t idem_key_len;
+    const bz_trace *trace;     /* the request's W3C trace context (trace id, span id), set
+                                  by the transport; NULL when there is none (seed, tests).
+                                  Every log line of the request carries it already. */
     /* outputs for the transport */
     bool replayed;             /* the result is a stored idempotent one */
     svc_rate rate;             /* a limiter the operation consulted (login) */
