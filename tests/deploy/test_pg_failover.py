@@ -1,0 +1,162 @@
+"""PostgreSQL as deployed: a libpq multi-host URL over a primary and its
+synchronous streaming standby.  libpq options pass through untouched; a
+connection to a server that turned read-only is dropped, not reused; and
+when the primary dies and the standby is promoted, bazaar carries on by
+itself, answering 503 problem+json in the gap, and loses or duplicates no
+acknowledged write.
+
+One primary+standby pair serves the whole module; the failover test runs
+last, since it ends the pair as it was."""
+import subprocess
+import time
+import uuid
+
+import pytest
+
+import harness
+from common import finish
+from harness import Bazaar, Conn, Load, PgQ, wait_for
+from pg_support import Pair
+
+BAZAAR = harness.BAZAAR
+
+
+@pytest.fixture(scope="module")
+def pair():
+    p = Pair()
+    yield p
+    p.close()
+
+
+def newdb(pair):
+    name = "bz_dep_%s" % uuid.uuid4().hex[:8]
+    pair.createdb(name)
+    return name
+
+
+def problem(r):
+    """The answer is 503 problem+json with Retry-After; its code."""
+    assert r.status == 503, (r.status, r.err, r.body[:300])
+    assert r.headers.get("content-type", "").startswith("application/problem+json"), r.headers
+    assert r.headers.get("retry-after"), r.headers
+    return r.json()["code"]
+
+
+def test_libpq_options_pass_through(pair):
+    """sslmode, application_name and connect_timeout reach libpq as written
+    (with the multi-host list and target_session_attrs); our own
+    statement_cache option is taken out before libpq sees the URL."""
+    db = newdb(pair)
+    url = pair.multi_url(db, "&sslmode=disable&application_name=bazaar-x&connect_timeout=3&statement_cache=on")
+    srv = Bazaar(url, "memory")
+    try:
+        st, _, body = harness.get(srv.url + "/readyz")
+        assert st == 200, body
+        names = pair.primary.psql("postgres", "SELECT DISTINCT application_name FROM pg_stat_activity "
+                                              "WHERE datname = '%s'" % db)
+        assert ["bazaar-x"] in names, names
+    finally:
+        srv.close()
+
+
+def test_sslmode_require_without_ssl_fails_clearly(pair):
+    """sslmode=require against a server without SSL: bazaar refuses to start
+    with a line naming the database (password redacted) and libpq's reason;
+    no crash, and the password never reaches the log."""
+    db = newdb(pair)
+    secret = "pw-%s" % uuid.uuid4().hex[:10]
+    url = "postgres://postgres:%s@127.0.0.1:%d,127.0.0.1:%d/%s?target_session_attrs=read-write&sslmode=require" % (
+        secret, pair.primary.port, pair.standby.port, db)
+    r = subprocess.run([BAZAAR, "serve", "--http-addr", "127.0.0.1:%d" % harness.free_port(), "--grpc-addr", "off",
+                        "--log-format", "json", "--db", url], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    assert "cannot open the database" in r.stderr, r.stderr[-2000:]
+    assert "SSL" in r.stderr, r.stderr[-2000:]
+    assert "127.0.0.1:%d,127.0.0.1:%d" % (pair.primary.port, pair.standby.port) in r.stderr, r.stderr[-2000:]
+    assert secret not in r.stderr and secret not in r.stdout, r.stderr[-2000:]
+
+
+def test_bad_statement_cache_value_is_refused(pair):
+    db = newdb(pair)
+    r = subprocess.run([BAZAAR, "migrate", "--log-format", "json", "--db", pair.multi_url(db, "&statement_cache=maybe")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and r.returncode < 128, r.returncode
+    assert "statement_cache wants on or off" in r.stderr, r.stderr[-2000:]
+
+
+def test_read_only_server_connections_are_dropped(pair):
+    """A server that turns read-only under us (as an old primary does when it
+    comes back as a standby) answers writes with SQLSTATE 25006: bazaar
+    answers 503 unavailable (never 500) and drops those connections; new
+    ones are refused by target_session_attrs=read-write until a writable
+    server is back, and then it carries on without a restart."""
+    db = newdb(pair)
+    srv = Bazaar(pair.multi_url(db, "&application_name=bz-ro"), "memory", "--db-max-open", "4")
+    load = Load(srv.url, nthreads=1, nitems=4)
+    u = load.users[0]
+    conn = Conn(srv.port)
+
+    def deposit():
+        return conn.request("POST", "/v1/accounts/%d/deposits" % u.account, {"amount_cents": 5},
+                            {"Authorization": "Bearer " + u.token, "Idempotency-Key": uuid.uuid4().hex})
+
+    def backends():
+        return int(pair.primary.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                                 "'bz-ro'")[0][0])
+    try:
+        assert deposit().status == 201
+        assert backends() >= 1
+        pair.primary.psql("postgres", "ALTER SYSTEM SET default_transaction_read_only = on")
+        pair.primary.psql("postgres", "SELECT pg_reload_conf()")
+        time.sleep(0.5)
+        codes = set()
+        for _ in range(8):          # more than --db-max-open: every pooled connection is tried
+            codes.add(problem(deposit()))
+            if backends() == 0:
+                break
+        assert codes == {"unavailable"}, codes
+        assert wait_for(lambda: backends() == 0, 5), "connections to the read-only server were kept"
+        r = conn.request("GET", "/readyz")
+        assert r.status == 503 and b'"db":"unavailable"' in r.body, (r.status, r.body)
+    finally:
+        pair.primary.psql("postgres", "ALTER SYSTEM RESET default_transaction_read_only")
+        pair.primary.psql("postgres", "SELECT pg_reload_conf()")
+    try:
+        assert wait_for(lambda: deposit().status == 201, 10), "no write succeeded once the server was writable"
+    finally:
+        conn.close()
+        srv.close()
+
+
+def test_failover_to_promoted_standby(pair):
+    """Mixed write load; the primary is killed (immediate stop) and the
+    standby promoted.  bazaar follows the multi-host URL to the new primary
+    by itself; in the gap every failure is 503 problem+json `unavailable`
+    within the request timeout + 1 s; every acknowledged write is on the new
+    primary exactly once."""
+    db = newdb(pair)
+    srv = Bazaar(pair.multi_url(db), "memory", "--cache-ttl", "1s")
+    try:
+        load = Load(srv.url)
+        load.start()
+        time.sleep(2)
+        before = load.summary()["acked_writes"]
+        t_kill = time.monotonic()
+        pair.primary.stop_immediate()
+        time.sleep(1)
+        pair.standby.promote()
+        t_promoted = time.monotonic()
+        back = wait_for(lambda: any(t0 > t_promoted and s is not None and s < 300 and what != "item"
+                                    for t0, _, s, what in list(load.latencies)), 20, 0.05)
+        assert back, "no write succeeded after the promotion:\n" + srv.log()
+        t_back = time.monotonic()
+        # a generous bound on a loaded machine; measured ~0.1-0.3 s
+        assert t_back - t_promoted < 5, "writes came back %.2f s after the promotion" % (t_back - t_promoted)
+        print("writes back %.2f s after promote" % (t_back - t_promoted))
+        time.sleep(2)
+        assert load.summary()["acked_writes"] > before
+        finish("PostgreSQL failover to the promoted standby", load, PgQ(pair.standby, db),
+               "writes back %.2f s after promote (%.2f s after the kill)" % (t_back - t_promoted, t_back - t_kill))
+        assert srv.proc.poll() is None
+    finally:
+        srv.close()
