@@ -42,7 +42,8 @@ typedef struct {
 static const flagdef flags[] = {
     {"http-addr", T_ADDR, ":8080", OFF(http_addr), 0, C_SERVE, "REST/JSON over HTTP/1.1 and h2c; also gRPC and gRPC-Web"},
     {"grpc-addr", T_ADDR_OFF, ":9090", OFF(grpc_addr), 0, C_SERVE, "gRPC over h2c (prior knowledge); 'off' disables"},
-    {"db", T_DB, "sqlite://bazaar.db", OFF(db), 0, C_ALL, "sqlite://PATH or postgres://user:pass@host:port/dbname?..."},
+    {"db", T_DB, "sqlite://bazaar.db", OFF(db), 0, C_ALL, "sqlite://PATH or postgres://user:pass@host:port[,host:port...]/dbname?... (libpq options pass through; "
+                                                        "statement_cache=off runs statements unnamed, for PgBouncer transaction pooling)"},
     {"cache", T_CACHE, "memory", OFF(cache), 0, C_SERVE | C_SEED, "memory (in-process), redis://host:port/N, or none"},
     {"threads", T_INT, NULL, OFF(threads), 1, C_ALL, "event-loop threads (default: number of cores)"},
     {"db-max-open", T_INT, "25", OFF(db_max_open), 1, C_ALL, "cap on open connections (in use + idle)"},
@@ -77,6 +78,21 @@ static const flagdef flags[] = {
     {"seed", T_I64, "1", OFF(seed_seed), 0, C_SEED, "seed: random seed"},
 };
 #define NFLAGS (sizeof flags / sizeof flags[0])
+
+/* Our own query option in a postgres:// URL (db/pgurl.c takes it out
+ * before libpq sees the URL): statement_cache=on|off. */
+static bool pg_url_options_ok(const char *v)
+{
+    const char *q = strchr(v, '?');
+    for (const char *p = q; p && *p; p = strchr(p + 1, '&')) {
+        const char *kv = p + 1;
+        size_t n = strcspn(kv, "&");
+        if (n >= 16 && !strncmp(kv, "statement_cache=", 16) &&
+            !((n == 18 && !strncmp(kv + 16, "on", 2)) || (n == 19 && !strncmp(kv + 16, "off", 3))))
+            return false;
+    }
+    return true;
+}
 
 static const char *const commands[] = {"serve", "migrate", "seed", "explain", "version", "help"};
 
@@ -271,6 +287,8 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
             return fail(why, whylen, "want sqlite://PATH or postgres://...");
         if ((strncmp(v, "sqlite://", 9) == 0 && v[9] == '\0') || !copy_str(dst, 1024, v))
             return fail(why, whylen, "want sqlite://PATH or postgres://... (at most 1023 bytes)");
+        if (strncmp(v, "sqlite://", 9) != 0 && !pg_url_options_ok(v))
+            return fail(why, whylen, "want statement_cache=on or statement_cache=off in the URL");
         return 0;
     case T_CACHE:
         if (strcmp(v, "memory") && strcmp(v, "none") && strncmp(v, "redis://", 8))

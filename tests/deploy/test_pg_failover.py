@@ -80,8 +80,9 @@ def test_bad_statement_cache_value_is_refused(pair):
     db = newdb(pair)
     r = subprocess.run([BAZAAR, "migrate", "--log-format", "json", "--db", pair.multi_url(db, "&statement_cache=maybe")],
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode != 0 and r.returncode < 128, r.returncode
-    assert "statement_cache wants on or off" in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 2, r.returncode
+    assert "--db" in r.stderr and "statement_cache=on or statement_cache=off" in r.stderr, r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_read_only_server_connections_are_dropped(pair):
