@@ -32,8 +32,11 @@
  * connection is given up.  A live server confirms in a round trip. */
 #define CANCEL_GRACE_NS (200 * BZ_NS_PER_MS)
 /* A ROLLBACK (run without the caller's context, which may have ended) on
- * a connection the server stopped answering: give it up after this. */
-#define ROLLBACK_NS (1 * BZ_NS_PER_S)
+ * a connection the server stopped answering: give it up after this.  The
+ * caller is still waiting, past its deadline maybe, so no longer than a
+ * cancel's grace; a live server answers in a round trip, and a dropped
+ * connection rolls back on the server anyway. */
+#define ROLLBACK_NS CANCEL_GRACE_NS
 /* Any other statement run without a context (seeding, migrations at
  * start-up): still not a wait without end. */
 #define NO_CTX_NS (5 * 60 * BZ_NS_PER_S)
