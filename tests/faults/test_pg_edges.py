@@ -50,6 +50,8 @@ def test_hung_database_answers_at_deadline(pg, world):
     and several at once, each answer 503 unavailable within
     --request-timeout + 200 ms (+ client slack)."""
     srv, load = world()
+    load.start()              # and a steady mixed load meets the freeze too
+    time.sleep(1)
     pg.freeze()
     try:
         out = []
@@ -72,9 +74,13 @@ def test_hung_database_answers_at_deadline(pg, world):
         c.close()
     finally:
         pg.thaw()
+    load.stop()
     worst = max(r.elapsed for _, r in out)
-    print("frozen database: slowest answer %.3f s (deadline %.1f s)" % (worst, REQUEST_TIMEOUT))
+    print("frozen database: slowest probe %.3f s, slowest of %d load requests %.3f s (deadline %.1f s); 5xx %s"
+          % (worst, len(load.latencies), load.summary()["max_latency"], REQUEST_TIMEOUT, load.codes))
     assert_unavailable(out, fast=REQUEST_TIMEOUT + GRACE + CLIENT_SLACK)
+    assert load.summary()["max_latency"] <= REQUEST_TIMEOUT + GRACE + CLIENT_SLACK, load.summary()
+    assert set(load.codes) <= {(503, "unavailable")}, load.codes
 
 
 class Locker:
