@@ -18,6 +18,7 @@
 typedef enum {
     T_ADDR, T_ADDR_OFF, T_DB, T_CACHE, T_INT, T_I64, T_DURATION, T_SIZE, T_RATE, T_EVICTION, T_ORIGINS,
     T_LOG_FORMAT, T_LOG_LEVEL,
+    T_DB_READ,
 } ftype;
 
 /* Which subcommands take a flag. */
@@ -50,6 +51,9 @@ static const flagdef flags[] = {
     {"db-max-idle", T_INT, "25", OFF(db_max_idle), 0, C_ALL, "cap on idle connections kept for reuse"},
     {"db-conn-max-lifetime", T_DURATION, "5m", OFF(db_conn_max_lifetime_ns), 0, C_ALL, "recycle a connection after this age (0 = never)"},
     {"db-conn-max-idle-time", T_DURATION, "1m", OFF(db_conn_max_idle_time_ns), 0, C_ALL, "close a connection idle this long (0 = never)"},
+    {"db-read-url", T_DB_READ, "", OFF(db_read_url), 0, C_SERVE, "PostgreSQL replica for stale-tolerant reads (postgres://...; libpq options pass through); "
+                                                                 "a user's own reads after a write still see it; replica down or lagging: reads go to --db"},
+    {"db-read-max-lag", T_DURATION, "5s", OFF(db_read_max_lag_ns), 1, C_SERVE, "with --db-read-url: a replica further behind the primary than this serves no reads"},
     {"read-header-timeout", T_DURATION, "5s", OFF(read_header_timeout_ns), 0, C_SERVE, "time to receive the request line and headers"},
     {"read-timeout", T_DURATION, "15s", OFF(read_timeout_ns), 0, C_SERVE, "time to receive the whole request"},
     {"write-timeout", T_DURATION, "30s", OFF(write_timeout_ns), 0, C_SERVE, "time to write the response"},
@@ -290,6 +294,18 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
         if (strncmp(v, "sqlite://", 9) != 0 && !pg_url_options_ok(v))
             return fail(why, whylen, "want statement_cache=on or statement_cache=off in the URL");
         return 0;
+    case T_DB_READ:
+        if (!*v) {
+            *(char *)dst = '\0';
+            return 0;
+        }
+        if (strncmp(v, "postgres://", 11) != 0 && strncmp(v, "postgresql://", 13) != 0)
+            return fail(why, whylen, "want postgres://... (a PostgreSQL replica), or empty for none");
+        if (!copy_str(dst, 1024, v))
+            return fail(why, whylen, "want postgres://... (at most 1023 bytes)");
+        if (!pg_url_options_ok(v))
+            return fail(why, whylen, "want statement_cache=on or statement_cache=off in the URL");
+        return 0;
     case T_CACHE:
         if (strcmp(v, "memory") && strcmp(v, "none") && strncmp(v, "redis://", 8))
             return fail(why, whylen, "want memory, none or redis://host:port/N");
@@ -515,6 +531,8 @@ int bz_config_parse(bz_config *cfg, int argc, char **argv, char *err, size_t err
     }
     if (cfg->db_max_idle > cfg->db_max_open)
         cfg->db_max_idle = cfg->db_max_open; /* database/sql does the same */
+    if (cfg->db_read_url[0] && !strncmp(cfg->db, "sqlite://", 9))
+        return fail(err, errlen, "bazaar: --db-read-url needs a PostgreSQL --db (SQLite has no replicas)");
     return 0;
 }
 

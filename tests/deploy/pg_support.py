@@ -14,6 +14,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 
 import harness
 from harness import PGBIN, free_port, wait_for
@@ -170,8 +171,12 @@ class Bouncer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def timed(conn, method, path, body=None, headers=None):
-    """One request on a harness.Conn; (Resp, seconds)."""
-    t0 = time.monotonic()
-    r = conn.request(method, path, body, headers)
-    return r, time.monotonic() - t0
+def sign_up(conn, tag):
+    """A new user, logged in: (id, {"Authorization": ...})."""
+    email = "%s-%s@example.com" % (tag, uuid.uuid4().hex[:8])
+    r = conn.request("POST", "/v1/users", {"email": email, "name": tag, "password": "correct horse battery"})
+    assert r.status == 201, (r.status, r.body)
+    uid = r.json()["id"]
+    r = conn.request("POST", "/v1/sessions", {"email": email, "password": "correct horse battery"})
+    assert r.status == 201, (r.status, r.body)
+    return uid, {"Authorization": "Bearer " + r.json()["token"]}

@@ -15,8 +15,8 @@ import pytest
 
 import harness
 from common import finish
-from harness import Bazaar, Conn, Load, PgQ, wait_for
-from pg_support import Pair
+from harness import Bazaar, Conn, Load, PgQ, Proxy, wait_for
+from pg_support import Pair, sign_up
 
 BAZAAR = harness.BAZAAR
 
@@ -127,6 +127,148 @@ def test_read_only_server_connections_are_dropped(pair):
     finally:
         conn.close()
         srv.close()
+
+
+# ---- read replicas (--db-read-url) -------------------------------------------------------------
+
+MAX_LAG = 3.0
+
+
+def skus(r):
+    assert r.status == 200, (r.status, r.body[:300])
+    return {it["sku"]: it for it in r.json()["data"]}
+
+
+def replay(pair, what):
+    """Pauses or resumes WAL replay on the standby (WAL still streams and is
+    flushed there, so synchronous commits on the primary go on)."""
+    pair.standby.psql("postgres", "SELECT pg_wal_replay_%s()" % what)
+    want = "paused" if what == "pause" else "not paused"
+    assert wait_for(lambda: pair.standby.psql("postgres", "SELECT pg_get_wal_replay_pause_state()")[0][0] == want,
+                    10), "replay did not become " + want
+
+
+def test_read_replica_routing_read_your_writes_and_cache(pair):
+    """With replay paused on the standby: an anonymous item list is served
+    by the replica (it misses the newest item and shows an old name), the
+    writer's own list sees its writes (read-your-writes), an item GET —
+    whose answer fills the shared cache — reads the primary and so never
+    caches the stale row, and once the replica is more than
+    --db-read-max-lag behind every read goes to the primary."""
+    db = newdb(pair)
+    secret = "pw-%s" % uuid.uuid4().hex[:10]
+    read_url = "postgres://postgres:%s@127.0.0.1:%d/%s?application_name=bz-replica" % (secret, pair.standby.port, db)
+    srv = Bazaar(pair.multi_url(db), "memory", "--db-read-url", read_url, "--db-read-max-lag", "%gs" % MAX_LAG,
+                 "--log-level", "info")
+    c = Conn(srv.port)
+    paused = False
+    try:
+        seller, auth = sign_up(c, "seller")
+        mine = "/v1/items?seller_id=%d&limit=100" % seller
+
+        def create(sku, name):
+            r = c.request("POST", "/v1/items", {"sku": sku, "name": name, "price_cents": 100, "currency": "USD",
+                                                "stock": 5}, auth)
+            assert r.status == 201, (r.status, r.body)
+            return r.json()["id"]
+        a = create("a-" + uuid.uuid4().hex[:6], "old name")
+        sku_a = c.request("GET", "/v1/items/%d" % a).json()["sku"]
+        time.sleep(1.5)       # the writer's own mark ages past the clock-skew margin
+        assert sku_a in skus(c.request("GET", mine))
+        assert int(pair.standby.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                                 "'bz-replica'")[0][0]) >= 1, "no read reached the replica"
+        replay(pair, "pause")
+        paused = True
+        t_pause = time.monotonic()
+        sku_b = "b-" + uuid.uuid4().hex[:6]
+        b = create(sku_b, "new item")
+        r = c.request("PATCH", "/v1/items/%d" % a, {"name": "new name"}, auth)
+        assert r.status == 200 and r.json()["name"] == "new name", (r.status, r.body)
+        # anonymous: the replica's (stale) view
+        anon = skus(c.request("GET", mine))
+        # the writer: its own writes
+        own = skus(c.request("GET", mine, None, auth))
+        # the item GET fills the shared cache: from the primary, twice (miss, then hit)
+        got = [c.request("GET", "/v1/items/%d" % i) for i in (a, a, b)]
+        stale_window = time.monotonic() - t_pause
+        assert stale_window < MAX_LAG, "too slow to observe the replica (%.2f s)" % stale_window
+        assert sku_b not in anon and anon[sku_a]["name"] == "old name", anon
+        assert sku_b in own and own[sku_a]["name"] == "new name", own
+        assert [g.status for g in got] == [200, 200, 200], [(g.status, g.body) for g in got]
+        assert got[0].json()["name"] == "new name" and got[1].json()["name"] == "new name", got[1].body
+        assert got[1].headers.get("cache-status", "").endswith("hit"), got[1].headers
+        # past the lag bound: the replica serves nobody
+        time.sleep(MAX_LAG + 0.5 - (time.monotonic() - t_pause))
+        late = skus(c.request("GET", mine))
+        assert sku_b in late and late[sku_a]["name"] == "new name", late
+        replay(pair, "resume")
+        paused = False
+        assert wait_for(lambda: sku_b in skus(c.request("GET", mine)), 10)
+    finally:
+        if paused:
+            replay(pair, "resume")
+        c.close()
+        srv.close()
+
+
+def test_read_replica_down_or_hung_reads_go_to_primary(pair):
+    """A replica that refuses connections, or one that stops answering
+    (network blackholed) mid-run: reads still answer 200 with the right
+    data — within about a second while the hang is being found out, at once
+    after — and the replica URL's password never reaches the log."""
+    db = newdb(pair)
+    secret = "pw-%s" % uuid.uuid4().hex[:10]
+    px = Proxy(pair.standby.port)
+    read_url = "postgres://postgres:%s@127.0.0.1:%d/%s" % (secret, px.port, db)
+    srv = Bazaar(pair.multi_url(db), "memory", "--db-read-url", read_url, "--log-level", "info")
+    c = Conn(srv.port)
+    try:
+        seller, auth = sign_up(c, "seller")
+        r = c.request("POST", "/v1/items", {"sku": "h-" + uuid.uuid4().hex[:6], "name": "x", "price_cents": 100,
+                                            "currency": "USD", "stock": 5}, auth)
+        assert r.status == 201
+        want = r.json()["sku"]
+        time.sleep(1.5)
+        px.cut("blackhole")
+        slow = []
+        for _ in range(12):
+            t0 = time.monotonic()
+            got = skus(c.request("GET", "/v1/items?seller_id=%d" % seller))
+            slow.append(time.monotonic() - t0)
+            assert want in got
+            r = c.request("GET", "/v1/users/%d" % seller)
+            assert r.status == 200 and r.json()["id"] == seller, (r.status, r.body)
+            time.sleep(0.1)
+        print("reads while the replica hangs: %s s" % ", ".join("%.2f" % x for x in slow))
+        assert max(slow) < 1.0 + 0.8, slow       # REPLICA_READ_NS, then the primary
+        assert max(slow[-5:]) < 0.5, slow         # found out: straight to the primary
+        px.heal()
+    finally:
+        c.close()
+        srv.close()
+        px.close()
+    # refused from the start (nothing listens there)
+    dead = "postgres://postgres:%s@127.0.0.1:%d/%s" % (secret, harness.free_port(), db)
+    srv = Bazaar(pair.multi_url(db), "memory", "--db-read-url", dead, "--log-level", "info")
+    c = Conn(srv.port)
+    try:
+        t0 = time.monotonic()
+        r = c.request("GET", "/v1/items?limit=5")
+        assert r.status == 200 and time.monotonic() - t0 < 1.0, (r.status, r.body)
+        time.sleep(0.5)
+        with open(srv.logpath, errors="replace") as f:
+            log = f.read()
+        assert "read replica does not answer" in log and "postgres://postgres:***@" in log, log[-2000:]
+        assert secret not in log, log[-2000:]
+    finally:
+        c.close()
+        srv.close()
+
+
+def test_read_url_needs_postgres():
+    r = subprocess.run([BAZAAR, "--db", "sqlite:///tmp/x.db", "--db-read-url", "postgres://u@127.0.0.1:1/x"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--db-read-url" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_failover_to_promoted_standby(pair):
