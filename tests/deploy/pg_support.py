@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 
 import harness
@@ -22,9 +21,10 @@ from harness import PGBIN, free_port, wait_for
 AS_PG = harness._as_postgres()
 
 
-class Server:
-    """A cluster in its own data dir (initdb'd, or a base backup of
-    another), with the psql/url helpers harness.PgQ and verify() use."""
+class Server(harness.Postgres):
+    """harness.Postgres (log, url, psql, stop_immediate, freeze, close...)
+    that is either initdb'd or a streaming standby of another server (a
+    base backup of it), started with replication settings."""
 
     def __init__(self, base=None):
         self.dir = tempfile.mkdtemp(prefix="bazaar-deploy-pg.")
@@ -37,8 +37,8 @@ class Server:
             self._run([PGBIN + "/initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync", "-E",
                        "UTF8", "--locale=C"])
         else:
-            # a streaming standby of base: -R writes standby.signal and
-            # primary_conninfo; -X stream brings the WAL of the copy along
+            # -R writes standby.signal and primary_conninfo; -X stream
+            # brings the WAL of the copy along
             self._run([PGBIN + "/pg_basebackup", "-h", "127.0.0.1", "-p", str(base.port), "-U", "postgres", "-D",
                        self.data, "-R", "-X", "stream", "-c", "fast", "--no-sync"])
         self.start()
@@ -49,40 +49,13 @@ class Server:
         return r
 
     def start(self):
-        r = subprocess.run(AS_PG + [
-            PGBIN + "/pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "pg.log"), "-w", "-t", "30", "start",
-            "-o", "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=on "
-                  "-c max_connections=200 -c wal_level=replica -c hot_standby=on" % (self.port, self.dir)],
-            capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stdout + r.stderr + self.log()
-
-    def log(self):
-        try:
-            with open(os.path.join(self.dir, "pg.log"), errors="replace") as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
-
-    def stop_immediate(self):
-        self._run([PGBIN + "/pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop"], 60)
+        self._run([PGBIN + "/pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "pg.log"), "-w", "-t", "30",
+                   "start", "-o", "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=on "
+                                  "-c max_connections=200 -c wal_level=replica -c hot_standby=on"
+                   % (self.port, self.dir)], 60)
 
     def promote(self):
         self._run([PGBIN + "/pg_ctl", "-D", self.data, "-w", "-t", "30", "promote"], 60)
-
-    def url(self, dbname, port=None):
-        return "postgres://postgres@127.0.0.1:%d/%s" % (port or self.port, dbname)
-
-    def psql(self, dbname, sql):
-        r = subprocess.run(["psql", "-X", "-q", "-At", "-F", "|", "-v", "ON_ERROR_STOP=1", self.url(dbname),
-                            "-c", sql], capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
-        return [line.split("|") for line in r.stdout.splitlines() if line]
-
-    def close(self):
-        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
-            subprocess.run(AS_PG + [PGBIN + "/pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop"],
-                           capture_output=True, timeout=60)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Pair:
