@@ -298,6 +298,9 @@ def test_failover_to_promoted_standby(pair):
         print("writes back %.2f s after promote" % (t_back - t_promoted))
         time.sleep(2)
         assert load.summary()["acked_writes"] > before
+        s = load.summary()
+        print("failover: %d requests, %d acked writes, %d x 503, max latency %.2f s; 5xx %s"
+              % (s["requests"], s["acked_writes"], s["s503"], s["max_latency"], load.codes))
         finish("PostgreSQL failover to the promoted standby", load, PgQ(pair.standby, db),
                "writes back %.2f s after promote (%.2f s after the kill)" % (t_back - t_promoted, t_back - t_kill))
         assert srv.proc.poll() is None

@@ -80,7 +80,12 @@ def test_hung_database_answers_at_deadline(pg, world):
           % (worst, len(load.latencies), load.summary()["max_latency"], REQUEST_TIMEOUT, load.codes))
     assert_unavailable(out, fast=REQUEST_TIMEOUT + GRACE + CLIENT_SLACK)
     assert load.summary()["max_latency"] <= REQUEST_TIMEOUT + GRACE + CLIENT_SLACK, load.summary()
-    assert set(load.codes) <= {(503, "unavailable")}, load.codes
+    # A load request whose deadline falls in the cancel grace just as the
+    # server wakes (SIGCONT) sees the server answer — its statement done,
+    # or cancelled — and that is `timeout`; the probes, well inside the
+    # freeze, must all be `unavailable` (checked above).
+    assert all(st == 503 and code.split(" (")[0] in ("unavailable", "timeout") for st, code in load.codes), \
+        load.codes
 
 
 class Locker:
