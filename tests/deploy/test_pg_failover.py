@@ -7,6 +7,8 @@ acknowledged write.
 
 One primary+standby pair serves the whole module; the failover test runs
 last, since it ends the pair as it was."""
+import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -16,7 +18,7 @@ import pytest
 import harness
 from common import finish
 from harness import Bazaar, Conn, Load, PgQ, Proxy, wait_for
-from pg_support import Pair, sign_up
+from pg_support import Pair, Server, sign_up
 
 BAZAAR = harness.BAZAAR
 
@@ -74,6 +76,50 @@ def test_sslmode_require_without_ssl_fails_clearly(pair):
     assert "SSL" in r.stderr, r.stderr[-2000:]
     assert "127.0.0.1:%d,127.0.0.1:%d" % (pair.primary.port, pair.standby.port) in r.stderr, r.stderr[-2000:]
     assert secret not in r.stderr and secret not in r.stdout, r.stderr[-2000:]
+
+
+def test_sslmode_verify_full_against_a_tls_server(tmp_path):
+    """A PostgreSQL with ssl=on and a self-signed certificate for
+    127.0.0.1: sslmode=verify-full with that certificate as sslrootcert
+    connects over TLS (pg_stat_ssl says so); with another root it refuses
+    to start, naming the verification failure."""
+    def cert(name):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                        "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout",
+                        str(tmp_path / (name + ".key")), "-out", str(tmp_path / (name + ".crt"))],
+                       check=True, capture_output=True, timeout=60)
+        return str(tmp_path / (name + ".crt")), str(tmp_path / (name + ".key"))
+    crt, key = cert("server")
+    other, _ = cert("other")
+    srvpg = Server()
+    try:
+        for f, mode in ((crt, 0o644), (key, 0o600)):
+            dst = os.path.join(srvpg.dir, os.path.basename(f))
+            shutil.copy(f, dst)
+            os.chmod(dst, mode)
+            if os.geteuid() == 0:
+                shutil.chown(dst, "postgres")
+        srvpg.psql("postgres", "ALTER SYSTEM SET ssl_cert_file = '%s'" % os.path.join(srvpg.dir, "server.crt"))
+        srvpg.psql("postgres", "ALTER SYSTEM SET ssl_key_file = '%s'" % os.path.join(srvpg.dir, "server.key"))
+        srvpg.psql("postgres", "ALTER SYSTEM SET ssl = on")
+        srvpg.psql("postgres", "SELECT pg_reload_conf()")
+        srvpg.psql("postgres", "CREATE DATABASE tlsdb")
+        base = "postgres://postgres@127.0.0.1:%d/tlsdb?sslmode=verify-full&application_name=bz-tls" % srvpg.port
+        srv = Bazaar(base + "&sslrootcert=" + crt, "memory")
+        try:
+            st, _, body = harness.get(srv.url + "/readyz")
+            assert st == 200, body
+            rows = srvpg.psql("postgres", "SELECT s.ssl, s.version FROM pg_stat_ssl s JOIN pg_stat_activity a "
+                                          "USING (pid) WHERE a.application_name = 'bz-tls'")
+            assert rows and all(r[0] == "t" for r in rows), rows
+        finally:
+            srv.close()
+        r = subprocess.run([BAZAAR, "migrate", "--log-format", "json", "--db", base + "&sslrootcert=" + other],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "cannot open the database" in r.stderr, (r.returncode, r.stderr[-2000:])
+        assert "certificate verify failed" in r.stderr, r.stderr[-2000:]
+    finally:
+        srvpg.close()
 
 
 def test_bad_statement_cache_value_is_refused(pair):
@@ -298,11 +344,11 @@ def test_failover_to_promoted_standby(pair):
         print("writes back %.2f s after promote" % (t_back - t_promoted))
         time.sleep(2)
         assert load.summary()["acked_writes"] > before
-        s = load.summary()
-        print("failover: %d requests, %d acked writes, %d x 503, max latency %.2f s; 5xx %s"
-              % (s["requests"], s["acked_writes"], s["s503"], s["max_latency"], load.codes))
         finish("PostgreSQL failover to the promoted standby", load, PgQ(pair.standby, db),
                "writes back %.2f s after promote (%.2f s after the kill)" % (t_back - t_promoted, t_back - t_kill))
+        s = load.summary()
+        print("failover: %d requests, %d acked writes (all verified), %d x 503, max latency %.2f s; 5xx %s"
+              % (s["requests"], s["acked_writes"], s["s503"], s["max_latency"], load.codes))
         assert srv.proc.poll() is None
     finally:
         srv.close()
