@@ -20,10 +20,11 @@
  * P; once R >= P, the replica shows all of them.  caught_up_us is the
  * latest such t.  The replica serves reads only while the last probe
  * reached it and now - caught_up_us <= --db-read-max-lag; otherwise every
- * read goes to the primary.  A routed read that fails because the replica
- * does not answer (connection, or REPLICA_READ_NS without an answer) is
- * re-run on the primary at once, and the replica is taken out until the
- * next good probe: a replica outage never fails a read.
+ * read goes to the primary.  A routed read that fails on the replica for
+ * any reason is re-run on the primary at once; when the replica did not
+ * answer (connection, or REPLICA_READ_NS without an answer) it is also
+ * taken out until the next good probe: a replica outage never fails a
+ * read.
  *
  * Read-your-writes: after each committed write that changes routed data
  * (items; the user's own name), svc_wrote marks the authenticated user
@@ -217,13 +218,17 @@ static int routed(svc *s, svc_call *c, const svc_sql *q, const db_arg *a, int n,
         rt_ctx_init_timeout(&rc, c->ctx, REPLICA_READ_NS);
         int r = one ? sql_row(DB(s->rep.db), &rc, q, a, n, rows, be) : sql_query(DB(s->rep.db), &rc, q, a, n, rows, be);
         rt_ctx_release(&rc);
-        if (r >= 0 || rt_ctx_err(c->ctx) ||
-            !(be->kind == BZ_ERR_CONNECTION || be->kind == BZ_ERR_UNAVAILABLE || be->kind == BZ_ERR_TIMEOUT ||
-              be->kind == BZ_ERR_CANCELLED))
+        if (r >= 0 || rt_ctx_err(c->ctx))
             return r;
-        if (atomic_exchange(&s->rep.up, false))
+        /* Whatever went wrong there (no answer, a connection lost, a query
+         * cancelled by a recovery conflict), the primary can answer. */
+        bool gone = be->kind == BZ_ERR_CONNECTION || be->kind == BZ_ERR_UNAVAILABLE || be->kind == BZ_ERR_TIMEOUT ||
+                    be->kind == BZ_ERR_CANCELLED;
+        if (gone && atomic_exchange(&s->rep.up, false))
             bz_log_warn("read replica failed a read; reads go to the primary until it answers a probe",
                         BZ_F_STR("error", be->msg));
+        else if (!gone)
+            bz_log_warn("read replica refused a read; it runs on the primary", BZ_F_STR("error", be->msg));
     }
     return one ? sql_row(DB(s->db), c->ctx, q, a, n, rows, be) : sql_query(DB(s->db), c->ctx, q, a, n, rows, be);
 }
