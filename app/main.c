@@ -68,6 +68,28 @@ static void close_backends(app *a)
     svc_close(a->svc);
     cache_close(a->cache);
     db_close(a->db);
+    db_close(a->db_read);
+}
+
+/* --db-read-url: a pool on the replica, opened lazily (a replica that is
+ * down at start only sends every read to the primary).  0 or -1 (logged). */
+static int open_replica(app *a, const bz_config *cfg)
+{
+    if (!cfg->db_read_url[0])
+        return 0;
+    bz_error e;
+    db_opts dbo = {cfg->db_max_open, cfg->db_max_idle, cfg->db_conn_max_lifetime_ns, cfg->db_conn_max_idle_time_ns,
+                   false};
+    char shown[1100];
+    bz_redact_url(cfg->db_read_url, shown, sizeof shown);
+    a->db_read = db_open(cfg->db_read_url, &dbo, &e);
+    if (!a->db_read) {
+        bz_log_err("cannot open the read replica", BZ_F_STR("db_read", shown), BZ_F_STR("error", e.msg));
+        return -1;
+    }
+    svc_use_replica(a->svc, a->db_read, cfg->db_read_max_lag_ns);
+    bz_log_info("stale-tolerant reads go to a replica", BZ_F_STR("db_read", shown));
+    return 0;
 }
 
 /* One address serves REST and gRPC: gRPC (and gRPC-Web, and its CORS
@@ -141,6 +163,10 @@ static void serve_main(void *p)
     app a = {0};
     if (open_backends(&a, cfg, true) != 0)
         return;
+    if (open_replica(&a, cfg) != 0) {
+        close_backends(&a);
+        return;
+    }
     static int64_t request_timeout;
     request_timeout = cfg->request_timeout_ns;
     char err[256];
@@ -280,6 +306,7 @@ int app_main(const bz_config *cfg)
      * quotes it (our lines, libpq's or Redis's messages). */
     bz_log_url_secrets(cfg->db);
     bz_log_url_secrets(cfg->cache);
+    bz_log_url_secrets(cfg->db_read_url);
     run_state s = {cfg, 1};
     rt_fn fn;
     switch (cfg->command) {

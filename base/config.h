@@ -51,6 +51,8 @@ typedef struct bz_config {
     int db_max_idle;          /* ≥ 0 */
     int64_t db_conn_max_lifetime_ns; /* 0 = forever */
     int64_t db_conn_max_idle_time_ns; /* 0 = forever */
+    char db_read_url[1024];   /* "" none, else postgres://... of a replica */
+    int64_t db_read_max_lag_ns; /* a replica further behind serves no reads, > 0 */
     int64_t read_header_timeout_ns;
     int64_t read_timeout_ns;
     int64_t write_timeout_ns;

@@ -274,6 +274,12 @@ void svc_stop_worker(svc *s);
  * minute. */
 int svc_idem_purge(svc *s, rt_ctx *ctx, int max_batches, int64_t *purged, bz_error *err);
 db *svc_db(const svc *s);
+/* Serve with a PostgreSQL replica for stale-tolerant reads (before
+ * svc_start_worker, which starts its lag prober); see app/svc/replica.c
+ * for which reads go there and how read-your-writes is kept.  read stays
+ * the caller's to close, after svc_stop_worker. */
+void svc_use_replica(svc *s, db *read, int64_t max_lag_ns);
+bool svc_has_replica(const svc *s);
 /* The schema version this build migrates to. */
 int svc_schema_version(void);
 cache *svc_cache(const svc *s);
