@@ -10,9 +10,11 @@
 #   make test-faults     the fault suite: outages of PostgreSQL, Redis, the disk, fds and bazaar itself under load (root)
 #   make bench   benchmarks, printed as tables
 #   make fuzz    libFuzzer targets (clang), FUZZ_SECONDS each (default 60)
+#   make install PREFIX=/usr/local DESTDIR=   the binary, man page, systemd unit, env file (after make)
+#   make uninstall                            removes what install put there
 
 .DEFAULT_GOAL := all
-.PHONY: all run test unit blackbox test-deploy test-faults test-ucontext asan tsan test-asan test-tsan bench fuzz deps deps-test deps-bench clean format
+.PHONY: all run test unit blackbox test-deploy test-faults test-ucontext asan tsan test-asan test-tsan bench fuzz deps deps-test deps-bench clean format install uninstall FORCE
 
 MODE     ?= release
 BUILD    := build/$(MODE)
@@ -91,6 +93,19 @@ $(BUILD)/obj/%.o: %.c | $(GEN)/.stamp
 $(BUILD)/obj/%.o: %.S
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# Build information (base/metrics.c: bazaar_build_info): the git commit when
+# there is a checkout, else "unknown", so a tarball builds too.  Rewritten
+# only when it changes, so an unchanged tree does not recompile.
+BUILDINFO := $(GEN)/buildinfo.h
+$(BUILDINFO): FORCE
+	@mkdir -p $(GEN)
+	@c=$$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown); \
+	if [ "$$c" != unknown ] && ! git diff --quiet HEAD -- 2>/dev/null; then c="$$c+dirty"; fi; \
+	printf '#define BAZAAR_COMMIT "%s"\n' "$$c" > $@.tmp; \
+	if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+$(BUILD)/obj/base/metrics.o: $(BUILDINFO)
+FORCE:
 
 $(BUILD)/libbazaar.a: $(LIB_OBJ)
 	@rm -f $@
@@ -183,3 +198,41 @@ clean:
 	rm -rf build
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# ---- install ------------------------------------------------------------------
+# `make && sudo make install`: install never builds (so root never rebuilds
+# with its own environment, and no network is needed); it refuses when the
+# binary is missing.  Debian's places: a unit of a PREFIX=/usr install goes
+# to /lib/systemd/system (as packages do), of any other PREFIX to
+# $(PREFIX)/lib/systemd/system (systemd searches /usr/local/lib/systemd/system
+# too); the environment file is /etc/default/bazaar.  An existing
+# environment file is kept (the fresh template goes beside it as .new).
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+BINDIR     := $(PREFIX)/bin
+MANDIR     := $(PREFIX)/share/man/man1
+UNITDIR    ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+ENVFILE    := $(SYSCONFDIR)/default/bazaar
+
+install:
+	@test -x $(BUILD)/bazaar || { echo "make install: $(BUILD)/bazaar is missing; run make first" >&2; exit 1; }
+	@command -v help2man >/dev/null || { echo "make install: help2man is needed for the man page" >&2; exit 1; }
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/default
+	install -m 0755 $(BUILD)/bazaar $(DESTDIR)$(BINDIR)/bazaar
+	help2man --no-info --no-discard-stderr --section=1 \
+	  --name="marketplace backend (REST/JSON and gRPC)" $(BUILD)/bazaar | gzip -9n > $(DESTDIR)$(MANDIR)/bazaar.1.gz
+	chmod 0644 $(DESTDIR)$(MANDIR)/bazaar.1.gz
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@ENVFILE@|$(ENVFILE)|g' dist/bazaar.service.in > $(DESTDIR)$(UNITDIR)/bazaar.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/bazaar.service
+	@if [ -e $(DESTDIR)$(ENVFILE) ]; then \
+	  $(BUILD)/bazaar env-template > $(DESTDIR)$(ENVFILE).new && chmod 0644 $(DESTDIR)$(ENVFILE).new && \
+	  echo "kept $(DESTDIR)$(ENVFILE); the current template is $(DESTDIR)$(ENVFILE).new"; \
+	else \
+	  $(BUILD)/bazaar env-template > $(DESTDIR)$(ENVFILE) && chmod 0644 $(DESTDIR)$(ENVFILE); \
+	fi
+
+# The environment file stays when it was edited (it differs from the template).
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/bazaar $(DESTDIR)$(MANDIR)/bazaar.1.gz $(DESTDIR)$(UNITDIR)/bazaar.service $(DESTDIR)$(ENVFILE).new
+	@if [ -e $(DESTDIR)$(ENVFILE) ] && [ -x $(BUILD)/bazaar ] && $(BUILD)/bazaar env-template | cmp -s - $(DESTDIR)$(ENVFILE); then \
+	  rm -f $(DESTDIR)$(ENVFILE); else [ ! -e $(DESTDIR)$(ENVFILE) ] || echo "kept $(DESTDIR)$(ENVFILE) (edited)"; fi

@@ -13,6 +13,7 @@
 typedef struct app {
     const bz_config *cfg;
     db *db;
+    db *db_read;          /* --db-read-url (serve only), or NULL */
     cache *cache;
     svc *svc;
     db_dialect dialect;

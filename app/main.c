@@ -1,10 +1,12 @@
 /* app/main.c — subcommand dispatch and the serve lifecycle. */
 #include "app/app.h"
+#include "app/admin.h"
 #include "app/app-private.h"
 #include "app/grpc/rpc.h"
 #include "app/rest/rest.h"
 
 #include "base/log.h"
+#include "base/notify.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -66,6 +68,28 @@ static void close_backends(app *a)
     svc_close(a->svc);
     cache_close(a->cache);
     db_close(a->db);
+    db_close(a->db_read);
+}
+
+/* --db-read-url: a pool on the replica, opened lazily (a replica that is
+ * down at start only sends every read to the primary).  0 or -1 (logged). */
+static int open_replica(app *a, const bz_config *cfg)
+{
+    if (!cfg->db_read_url[0])
+        return 0;
+    bz_error e;
+    db_opts dbo = {cfg->db_max_open, cfg->db_max_idle, cfg->db_conn_max_lifetime_ns, cfg->db_conn_max_idle_time_ns,
+                   false};
+    char shown[1100];
+    bz_redact_url(cfg->db_read_url, shown, sizeof shown);
+    a->db_read = db_open(cfg->db_read_url, &dbo, &e);
+    if (!a->db_read) {
+        bz_log_err("cannot open the read replica", BZ_F_STR("db_read", shown), BZ_F_STR("error", e.msg));
+        return -1;
+    }
+    svc_use_replica(a->svc, a->db_read, cfg->db_read_max_lag_ns);
+    bz_log_info("stale-tolerant reads go to a replica", BZ_F_STR("db_read", shown));
+    return 0;
 }
 
 /* One address serves REST and gRPC: gRPC (and gRPC-Web, and its CORS
@@ -112,6 +136,26 @@ static void serve_other(void *p)
     rt_wg_done(x->wg);
 }
 
+/* systemd: WATCHDOG=1 at half WATCHDOG_USEC while every event loop still
+ * ticks (sent from loop 0's coroutine, and only when all loops ticked
+ * recently: a stuck loop stops the pings and systemd restarts us), then
+ * STOPPING=1 as soon as shutdown begins. */
+static void notify_watch(void *unused)
+{
+    (void)unused;
+    int64_t period = bz_notify_watchdog_ns() / 2;
+    int64_t stale = period > BZ_NS_PER_S ? period : BZ_NS_PER_S;
+    rt_ctx *stop = rt_shutdown_ctx();
+    if (period > 0) {
+        while (rt_sleep(stop, period) == 0)
+            if (rt_loops_alive(stale))
+                bz_notify("WATCHDOG=1");
+    } else {
+        rt_park(stop, BZ_NO_DEADLINE, NULL);
+    }
+    bz_notify("STOPPING=1");
+}
+
 static void serve_main(void *p)
 {
     run_state *s = p;
@@ -119,6 +163,10 @@ static void serve_main(void *p)
     app a = {0};
     if (open_backends(&a, cfg, true) != 0)
         return;
+    if (open_replica(&a, cfg) != 0) {
+        close_backends(&a);
+        return;
+    }
     static int64_t request_timeout;
     request_timeout = cfg->request_timeout_ns;
     char err[256];
@@ -144,12 +192,14 @@ static void serve_main(void *p)
     /* --max-conns is per process: both addresses share one gate. */
     rt_gate *gate = rt_gate_new(cfg->max_conns);
     o.conn_gate = gate;
+    o.name = "public";
     int e = 0;
     http_server *srv = http_server_new(&o, (http_handler){by_protocol, &both}, &e);
     http_server *gsrv = NULL;
     if (srv && cfg->grpc_addr[0]) {
         http_server_opts go = o;
         go.addr = cfg->grpc_addr;
+        go.name = "grpc";
         gsrv = http_server_new(&go, grpc_http_handler(rpc_server(G)), &e);
         if (!gsrv) {
             bz_log_err("cannot listen", BZ_F_STR("addr", cfg->grpc_addr), BZ_F_STR("error", strerror(-e)));
@@ -159,17 +209,25 @@ static void serve_main(void *p)
         }
     }
     rt_gate_unref(gate); /* the servers hold their own references */
+    app_admin *admin = NULL;
     if (!srv) {
         if (e)
             bz_log_err("cannot listen", BZ_F_STR("addr", cfg->http_addr), BZ_F_STR("error", strerror(-e)));
     } else {
         rest_set_server(R, srv);
         rd.http = srv;
+        if (cfg->admin_addr[0]) {
+            admin = app_admin_start(&a, R, &e);
+            if (!admin) {
+                bz_log_err("cannot listen", BZ_F_STR("admin_addr", cfg->admin_addr), BZ_F_STR("error", strerror(-e)));
+                goto out;
+            }
+        }
         svc_start_worker(a.svc);
         bz_log_info("listening", BZ_F_STR("http_addr", cfg->http_addr), BZ_F_INT("port", http_server_port(srv)),
                     BZ_F_INT("grpc_port", gsrv ? http_server_port(gsrv) : 0), BZ_F_INT("threads", cfg->threads),
                     BZ_F_STR("db", a.dialect == DB_SQLITE ? "sqlite" : "postgres"), BZ_F_STR("cache", cache_kind(a.cache)),
-                    BZ_F_STR("version", BAZAAR_VERSION));
+                    BZ_F_INT("admin_port", admin ? app_admin_port(admin) : 0), BZ_F_STR("version", BAZAAR_VERSION));
         rt_wg wg;
         rt_wg_init(&wg);
         serve_arg ga = {gsrv, &wg};
@@ -177,15 +235,29 @@ static void serve_main(void *p)
             rt_wg_add(&wg, 1);
             rt_go(serve_other, &ga);
         }
+        serve_arg aa = {admin ? app_admin_server(admin) : NULL, &wg};
+        if (admin) {
+            rt_wg_add(&wg, 1);
+            rt_go(serve_other, &aa);
+        }
+        if (bz_notify_enabled()) {
+            char st[600];
+            snprintf(st, sizeof st, "READY=1\nSTATUS=serving: http port %d, grpc port %d, admin port %d",
+                     http_server_port(srv), gsrv ? http_server_port(gsrv) : 0, admin ? app_admin_port(admin) : 0);
+            bz_notify(st);
+            rt_go(notify_watch, NULL);
+        }
         int r = http_server_serve(srv);
         rt_wg_wait(&wg, NULL);
         rt_wg_destroy(&wg);
         bz_log_info("stopped", BZ_F_STR("drain", r == 0 ? "complete" : "grace period ran out"));
         svc_stop_worker(a.svc);
-        http_server_free(gsrv);
-        http_server_free(srv);
         s->status = 0;
     }
+out:
+    app_admin_free(admin);
+    http_server_free(gsrv);
+    http_server_free(srv);
     rpc_free(G);
     http_chain_free(chain);
     rest_metrics_middleware_free(inner);
@@ -234,6 +306,7 @@ int app_main(const bz_config *cfg)
      * quotes it (our lines, libpq's or Redis's messages). */
     bz_log_url_secrets(cfg->db);
     bz_log_url_secrets(cfg->cache);
+    bz_log_url_secrets(cfg->db_read_url);
     run_state s = {cfg, 1};
     rt_fn fn;
     switch (cfg->command) {

@@ -19,6 +19,7 @@
 typedef enum {
     T_ADDR, T_ADDR_OFF, T_DB, T_CACHE, T_INT, T_I64, T_DURATION, T_SIZE, T_RATE, T_EVICTION, T_ORIGINS,
     T_LOG_FORMAT, T_LOG_LEVEL,
+    T_DB_READ,
 } ftype;
 
 /* Which subcommands take a flag. */
@@ -43,13 +44,18 @@ typedef struct {
 static const flagdef flags[] = {
     {"http-addr", T_ADDR, ":8080", OFF(http_addr), 0, C_SERVE, "REST/JSON over HTTP/1.1 and h2c; also gRPC and gRPC-Web"},
     {"grpc-addr", T_ADDR_OFF, ":9090", OFF(grpc_addr), 0, C_SERVE, "gRPC over h2c (prior knowledge); 'off' disables"},
-    {"db", T_DB, "sqlite://bazaar.db", OFF(db), 0, C_ALL, "sqlite://PATH or postgres://user:pass@host:port/dbname?..."},
+    {"admin-addr", T_ADDR_OFF, "off", OFF(admin_addr), 0, C_SERVE, "admin listener (/metrics, /readyz, /healthz, /debug/runtime) away from the public port; 'off' disables; when set, the public port no longer serves /metrics"},
+    {"db", T_DB, "sqlite://bazaar.db", OFF(db), 0, C_ALL, "sqlite://PATH or postgres://user:pass@host:port[,host:port...]/dbname?... (libpq options pass through; "
+                                                        "statement_cache=off runs statements unnamed, for PgBouncer transaction pooling)"},
     {"cache", T_CACHE, "memory", OFF(cache), 0, C_SERVE | C_SEED, "memory (in-process), redis://[user:pass@]host:port/N, rediss://...[?ca=PATH] (TLS), redis-sentinel://host:port[,host:port...]/MASTER/N, or none"},
     {"threads", T_INT, NULL, OFF(threads), 1, C_ALL, "event-loop threads (default: number of cores)"},
     {"db-max-open", T_INT, "25", OFF(db_max_open), 1, C_ALL, "cap on open connections (in use + idle)"},
     {"db-max-idle", T_INT, "25", OFF(db_max_idle), 0, C_ALL, "cap on idle connections kept for reuse"},
     {"db-conn-max-lifetime", T_DURATION, "5m", OFF(db_conn_max_lifetime_ns), 0, C_ALL, "recycle a connection after this age (0 = never)"},
     {"db-conn-max-idle-time", T_DURATION, "1m", OFF(db_conn_max_idle_time_ns), 0, C_ALL, "close a connection idle this long (0 = never)"},
+    {"db-read-url", T_DB_READ, "", OFF(db_read_url), 0, C_SERVE, "PostgreSQL replica for stale-tolerant reads (postgres://...; libpq options pass through); "
+                                                                 "a user's own reads after a write still see it; replica down or lagging: reads go to --db"},
+    {"db-read-max-lag", T_DURATION, "5s", OFF(db_read_max_lag_ns), 1, C_SERVE, "with --db-read-url: a replica further behind the primary than this serves no reads"},
     {"read-header-timeout", T_DURATION, "5s", OFF(read_header_timeout_ns), 0, C_SERVE, "time to receive the request line and headers"},
     {"read-timeout", T_DURATION, "15s", OFF(read_timeout_ns), 0, C_SERVE, "time to receive the whole request"},
     {"write-timeout", T_DURATION, "30s", OFF(write_timeout_ns), 0, C_SERVE, "time to write the response"},
@@ -79,7 +85,22 @@ static const flagdef flags[] = {
 };
 #define NFLAGS (sizeof flags / sizeof flags[0])
 
-static const char *const commands[] = {"serve", "migrate", "seed", "explain", "version", "help"};
+/* Our own query option in a postgres:// URL (db/pgurl.c takes it out
+ * before libpq sees the URL): statement_cache=on|off. */
+static bool pg_url_options_ok(const char *v)
+{
+    const char *q = strchr(v, '?');
+    for (const char *p = q; p && *p; p = strchr(p + 1, '&')) {
+        const char *kv = p + 1;
+        size_t n = strcspn(kv, "&");
+        if (n >= 16 && !strncmp(kv, "statement_cache=", 16) &&
+            !((n == 18 && !strncmp(kv + 16, "on", 2)) || (n == 19 && !strncmp(kv + 16, "off", 3))))
+            return false;
+    }
+    return true;
+}
+
+static const char *const commands[] = {"serve", "migrate", "seed", "explain", "version", "help", "env-template"};
 
 /* ---- notations ---------------------------------------------------------- */
 
@@ -272,6 +293,20 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
             return fail(why, whylen, "want sqlite://PATH or postgres://...");
         if ((strncmp(v, "sqlite://", 9) == 0 && v[9] == '\0') || !copy_str(dst, 1024, v))
             return fail(why, whylen, "want sqlite://PATH or postgres://... (at most 1023 bytes)");
+        if (strncmp(v, "sqlite://", 9) != 0 && !pg_url_options_ok(v))
+            return fail(why, whylen, "want statement_cache=on or statement_cache=off in the URL");
+        return 0;
+    case T_DB_READ:
+        if (!*v) {
+            *(char *)dst = '\0';
+            return 0;
+        }
+        if (strncmp(v, "postgres://", 11) != 0 && strncmp(v, "postgresql://", 13) != 0)
+            return fail(why, whylen, "want postgres://... (a PostgreSQL replica), or empty for none");
+        if (!copy_str(dst, 1024, v))
+            return fail(why, whylen, "want postgres://... (at most 1023 bytes)");
+        if (!pg_url_options_ok(v))
+            return fail(why, whylen, "want statement_cache=on or statement_cache=off in the URL");
         return 0;
     case T_CACHE:
         if (strcmp(v, "memory") && strcmp(v, "none") && !bz_redis_url_is(v))
@@ -486,6 +521,8 @@ int bz_config_parse(bz_config *cfg, int argc, char **argv, char *err, size_t err
     }
     if (cfg->db_max_idle > cfg->db_max_open)
         cfg->db_max_idle = cfg->db_max_open; /* database/sql does the same */
+    if (cfg->db_read_url[0] && !strncmp(cfg->db, "sqlite://", 9))
+        return fail(err, errlen, "bazaar: --db-read-url needs a PostgreSQL --db (SQLite has no replicas)");
     return 0;
 }
 
@@ -500,7 +537,8 @@ void bz_config_usage(FILE *out)
             "  migrate   apply schema migrations and exit\n"
             "  seed      fill an empty database with deterministic demo data\n"
             "  explain   print the plan of every hot query; non-zero exit if one scans a table\n"
-            "  version   print the version\n\n"
+            "  version   print the version\n"
+            "  env-template  print an environment file with every BAZAAR_* variable at its default\n\n"
             "flags (each has an environment twin; flags win over the environment):\n",
             BAZAAR_VERSION);
     for (size_t i = 0; i < NFLAGS; i++) {
@@ -511,4 +549,23 @@ void bz_config_usage(FILE *out)
                 flags[i].def ? flags[i].def : "(see text)", env);
     }
     fprintf(out, "\nDurations accept ms, s, m, h (e.g. 1m30s).  Bad values exit with status 2.\n");
+}
+
+void bz_config_env_template(FILE *out)
+{
+    char env[64];
+    fprintf(out, "# bazaar %s: environment for `bazaar serve` (systemd EnvironmentFile=).\n"
+                 "# Generated by `bazaar env-template` from the flag table: every variable is\n"
+                 "# here, commented out at its default.  Uncomment a line to change it;\n"
+                 "# a command-line flag wins over its variable.\n",
+            BAZAAR_VERSION);
+    for (size_t i = 0; i < NFLAGS; i++) {
+        env_name(&flags[i], env, sizeof env);
+        const char *only = flags[i].cmds == C_SEED ? " (bazaar seed only)" : "";
+        fprintf(out, "\n# --%s: %s%s\n", flags[i].name, flags[i].help, only);
+        if (flags[i].def)
+            fprintf(out, "#%s=%s\n", env, flags[i].def);
+        else
+            fprintf(out, "# default: computed (see the text above)\n#%s=\n", env);
+    }
 }

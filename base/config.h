@@ -23,6 +23,7 @@ typedef enum bz_command {
     BZ_CMD_EXPLAIN,
     BZ_CMD_VERSION,
     BZ_CMD_HELP,
+    BZ_CMD_ENV_TEMPLATE,
 } bz_command;
 
 typedef enum bz_eviction {
@@ -42,6 +43,7 @@ typedef struct bz_config {
     bz_command command;
     char http_addr[256];      /* "[host]:port" */
     char grpc_addr[256];      /* "[host]:port", or "" when --grpc-addr off */
+    char admin_addr[256];     /* "[host]:port" of the admin listener, or "" (off, the default) */
     char db[1024];            /* sqlite://PATH or postgres://... */
     char cache[1024];         /* memory | none | redis://host:port/N */
     int threads;              /* event-loop threads, ≥ 1 */
@@ -49,6 +51,8 @@ typedef struct bz_config {
     int db_max_idle;          /* ≥ 0 */
     int64_t db_conn_max_lifetime_ns; /* 0 = forever */
     int64_t db_conn_max_idle_time_ns; /* 0 = forever */
+    char db_read_url[1024];   /* "" none, else postgres://... of a replica */
+    int64_t db_read_max_lag_ns; /* a replica further behind serves no reads, > 0 */
     int64_t read_header_timeout_ns;
     int64_t read_timeout_ns;
     int64_t write_timeout_ns;
@@ -81,6 +85,11 @@ int bz_config_parse(bz_config *cfg, int argc, char **argv, char *err, size_t err
 
 /* Prints the usage text with every flag, its environment twin and default. */
 void bz_config_usage(FILE *out);
+/* Prints an environment file (systemd EnvironmentFile= syntax) naming every
+ * flag's BAZAAR_* twin, commented out at its default, each after a comment
+ * with its meaning: `bazaar env-template`, installed as the env file, so
+ * it is made from this table and cannot drift from it. */
+void bz_config_env_template(FILE *out);
 
 /* Exposed for tests and other layers that read the same notations. */
 int bz_parse_duration(const char *s, int64_t *ns);  /* "1m30s", "250ms", "0" */

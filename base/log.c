@@ -3,9 +3,11 @@
 
 #include "base/buf.h"
 #include "base/clock.h"
+#include "base/trace.h"
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,6 +15,11 @@
 static bz_log_level g_level = BZ_LOG_INFO;
 static bz_log_format g_format = BZ_LOG_TEXT;
 static int g_fd = STDERR_FILENO;
+typedef const bz_trace *(*trace_source)(void);
+/* Atomic: set by a loop thread while others may be logging. */
+static _Atomic(trace_source) g_trace_source;
+
+void bz_log_set_trace_source(const bz_trace *(*fn)(void)) { atomic_store(&g_trace_source, fn); }
 
 void bz_log_setup(bz_log_level level, bz_log_format format)
 {
@@ -262,6 +269,16 @@ void bz__log(bz_log_level level, const char *msg, ...)
         bz_buf_append_c(&b, level_name(level, true));
         bz_buf_putc(&b, ' ');
         bz_buf_append_c(&b, msg);
+    }
+    trace_source src = atomic_load_explicit(&g_trace_source, memory_order_relaxed);
+    const bz_trace *tr = src ? src() : NULL;
+    if (tr) {
+        bz_buf_append_c(&b, json ? ",\"trace_id\":\"" : " trace_id=");
+        bz_buf_append_c(&b, tr->trace_id);
+        bz_buf_append_c(&b, json ? "\",\"span_id\":\"" : " span_id=");
+        bz_buf_append_c(&b, tr->span_id);
+        if (json)
+            bz_buf_putc(&b, '"');
     }
     va_list ap;
     va_start(ap, msg);

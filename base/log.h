@@ -61,6 +61,15 @@ void bz_redact_url(const char *url, char *out, size_t cap);
 void bz_log_secret(const char *s);
 void bz_log_url_secrets(const char *url);
 
+/* Where the log finds the trace of the work being done right now (the
+ * request the running coroutine serves), or NULL: set once at start-up by
+ * the layer that knows (http/ does, from the runtime's per-coroutine
+ * pointer; base cannot see coroutines).  Every line written while it
+ * returns a trace carries "trace_id" and "span_id" after "msg".  fn runs on
+ * every log call: it must be cheap and must not log. */
+struct bz_trace;
+void bz_log_set_trace_source(const struct bz_trace *(*fn)(void));
+
 /* Per thread: batch lines below error level in memory until bz_log_flush
  * (event loops flush before each wait for events, and every 16 KiB).  Off
  * flushes.  Lines of one thread keep their order. */

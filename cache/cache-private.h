@@ -58,6 +58,11 @@ struct cache_be {
 };
 
 cache_be *cache__memory_new(const cache_opts *o, bz_error *err);
+/* The memory backend's keys (live or not yet expired), bytes accounted
+ * and cap (0 = none), for cache_get_stats. */
+int64_t cache__memory_keys(cache_be *b);
+int64_t cache__memory_used(cache_be *b);
+int64_t cache__memory_max(cache_be *b);
 cache_be *cache__redis_new(const char *url, const cache_opts *o, bz_error *err);
 
 /* ---- the hub: channel → local subscribers ---- */

@@ -91,6 +91,12 @@ cache_stats cache_get_stats(cache *c)
     LD(evictions);
     LD(expired);
 #undef LD
+    s.keys = s.bytes = s.max_bytes = -1;
+    if (strcmp(c->kind, "redis") != 0) {
+        s.keys = cache__memory_keys(c->be);
+        s.bytes = cache__memory_used(c->be);
+        s.max_bytes = cache__memory_max(c->be);
+    }
     return s;
 }
 

@@ -139,6 +139,8 @@ typedef enum cache_status { CACHE_HIT = 0, CACHE_LOADED, CACHE_SHARED, CACHE_DEG
 
 typedef struct cache_stats {
     int64_t hits, misses, shared_loads, loads, errors, evictions, expired;
+    /* The in-process backend's size (memory, and none's state); -1 for Redis. */
+    int64_t keys, bytes, max_bytes;
 } cache_stats;
 
 int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl_ns, cache_loader load, void *arg,

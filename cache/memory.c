@@ -782,8 +782,10 @@ cache_be *cache__memory_new(const cache_opts *o, bz_error *err)
     return &m->base;
 }
 
-/* Exposed for tests: bytes accounted, and keys (live or not yet expired). */
+/* Bytes accounted, cap, and keys (live or not yet expired): for
+ * cache_get_stats and tests. */
 int64_t cache__memory_used(cache_be *b) { return atomic_load(&((mem *)b)->used); }
+int64_t cache__memory_max(cache_be *b) { return ((mem *)b)->max; }
 int64_t cache__memory_keys(cache_be *b)
 {
     mem *m = (mem *)b;

@@ -22,6 +22,9 @@ int main(int argc, char **argv)
     case BZ_CMD_VERSION:
         printf("bazaar %s\n", BAZAAR_VERSION);
         return 0;
+    case BZ_CMD_ENV_TEMPLATE:
+        bz_config_env_template(stdout);
+        return 0;
     default:
         break;
     }

@@ -76,10 +76,12 @@ struct db {
     pthread_mutex_t lk;
     db_conn *idle;
     int nidle, nopen, ninuse;
+    int nwaiting;           /* parked in waiters now (db_stats.waiting) */
     rt_waitq waiters;
     db_stats st;
     bool closed;
     bool no_group_commit; /* db_opts.no_group_commit */
+    bool no_stmt_cache;   /* PostgreSQL: statement_cache=off in the URL */
     rt_mutex lite_writer; /* SQLite: one write transaction at a time */
     /* SQLite group commit (group.c): queued db_run_tx write transactions */
     pthread_mutex_t gc_lk;
@@ -143,6 +145,12 @@ db_stmt *db__stmt_slot(db_conn *c, db_stmt *evicted);
 
 db_rows *db__rows_new(db *d, int ncols);
 db_cell *db__rows_add(db_rows *r); /* appends a row; returns its cells */
+
+/* Takes our own options out of a postgres:// URL (db/pgurl.c):
+ * statement_cache=on|off (default on; off runs every statement unnamed,
+ * for PgBouncer's transaction pooling).  *out (malloc'd) is the URL for
+ * libpq.  0, or -1 with err filled on a bad value. */
+int db__pg_url(const char *url, char **out, bool *no_cache, bz_error *err);
 
 /* Maps a PostgreSQL SQLSTATE to an error kind. */
 bz_err_kind db__pg_kind(const char *sqlstate);

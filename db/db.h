@@ -17,7 +17,13 @@
  * - Drivers: sqlite://PATH (embedded; WAL, synchronous=FULL, foreign keys,
  *   write transactions BEGIN IMMEDIATE behind one process-wide writer
  *   lock) and postgres://... (libpq, non-blocking: a query parks only its
- *   coroutine).
+ *   coroutine).  The PostgreSQL URL goes to libpq as written (several
+ *   host:port pairs with target_session_attrs for failover, sslmode,
+ *   connect_timeout, application_name, ...) except statement_cache=on|off,
+ *   ours: off runs every statement unnamed instead of preparing it per
+ *   connection (PgBouncer transaction pooling).  A server that answers
+ *   SQLSTATE 25006 (read-only: a standby now) is treated as a lost
+ *   connection: dropped, not reused.
  * - Parameters are always bound, written $1..$n in both dialects.
  * - Result rows are read completely before the call returns and the
  *   connection goes straight back to the pool (unlike Go, where an open
@@ -30,7 +36,10 @@
  * Errors: functions return 0 or a negative errno-style code and fill a
  * bz_error whose kind tells unique / foreign_key / check / serialization /
  * deadlock / connection / cancelled / timeout / other, with the SQLSTATE or
- * SQLite code and the driver's message.  DB_NO_ROWS is not an error kind:
+ * SQLite code and the driver's message.  A deadline that passes while the
+ * caller waits for a pool connection is unavailable (-ETIMEDOUT with
+ * BZ_ERR_UNAVAILABLE: the database could not serve it in time); one that
+ * passes while a live server runs the statement is timeout.  DB_NO_ROWS is not an error kind:
  * db_query_row returns it (a positive 1) when there is no row.
  */
 #ifndef DB_DB_H
@@ -73,6 +82,7 @@ typedef struct db_stats {
     int open;                    /* in use + idle */
     int in_use;
     int idle;
+    int waiting;                 /* callers parked for a connection now */
     int64_t wait_count;          /* callers that had to wait for a connection */
     int64_t wait_ns;             /* total time they waited */
     int64_t max_idle_closed;     /* closed because idle > max_idle */

@@ -28,9 +28,12 @@ db *db_open(const char *url, const db_opts *o, bz_error *err)
             free(d);
             return NULL;
         }
-        d->conninfo = strdup(url);
+        if (db__pg_url(url, &d->conninfo, &d->no_stmt_cache, err) != 0) {
+            free(d);
+            return NULL;
+        }
         char *e = NULL;
-        PQconninfoOption *opts = PQconninfoParse(url, &e);
+        PQconninfoOption *opts = PQconninfoParse(d->conninfo, &e);
         if (!opts) {
             bz_err_set(err, BZ_ERR_INVALID, "bad PostgreSQL URL: %s", e ? e : "unparseable");
             PQfreemem(e);
@@ -117,6 +120,7 @@ db_stats db_get_stats(db *d)
     s.open = d->nopen;
     s.in_use = d->ninuse;
     s.idle = d->nidle;
+    s.waiting = d->nwaiting;
     pthread_mutex_unlock(&d->lk);
     return s;
 }
@@ -251,15 +255,22 @@ static int acquire(db *d, rt_ctx *ctx, db_conn **out, bz_error *err)
             t0 = bz_now_ns();
         }
         void *handed = NULL;
+        d->nwaiting++;
         int r = rt_waitq_wait(&d->waiters, &d->lk, ctx, BZ_NO_DEADLINE, &handed);
+        d->nwaiting--;
         if (r) {
             d->st.wait_count++;
             d->st.wait_ns += bz_now_ns() - t0;
             pthread_mutex_unlock(&d->lk);
-            return bz_err_set(err, r == -ETIMEDOUT ? BZ_ERR_TIMEOUT : BZ_ERR_CANCELLED,
-                              "gave up waiting for a database connection (%s)",
-                              r == -ETIMEDOUT ? "deadline" : "cancelled"),
-                   r;
+            /* No connection came free before the deadline: the database
+             * could not serve us in time (every connection busy or stuck),
+             * which is an outage (503 unavailable), not a request that took
+             * too long by its own doing. */
+            if (r == -ETIMEDOUT)
+                return bz_err_set(err, BZ_ERR_UNAVAILABLE,
+                                  "no database connection came free before the deadline (pool exhausted)"),
+                       r;
+            return bz_err_set(err, BZ_ERR_CANCELLED, "gave up waiting for a database connection (cancelled)"), r;
         }
         if (handed) { /* a releaser gave us its connection directly */
             d->st.wait_count++;
@@ -900,6 +911,13 @@ bz_err_kind db__pg_kind(const char *st)
     if (!strcmp(st, "57014"))
         return BZ_ERR_CANCELLED;
     if (!strncmp(st, "08", 2) || !strcmp(st, "57P01") || !strcmp(st, "57P02") || !strcmp(st, "57P03"))
+        return BZ_ERR_CONNECTION;
+    /* read_only_sql_transaction: we never write in a READ ONLY transaction,
+     * so this is a server that is (now) a standby or was made read-only —
+     * after a failover, a connection to the old primary.  The connection
+     * is no use for writes: treat it as lost, so the pool drops it and the
+     * next connect (target_session_attrs=read-write) finds the primary. */
+    if (!strcmp(st, "25006"))
         return BZ_ERR_CONNECTION;
     if (!strncmp(st, "22", 2) || !strncmp(st, "42", 2))
         return BZ_ERR_INVALID;

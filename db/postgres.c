@@ -4,7 +4,8 @@
  * thread keeps many queries in flight on many connections.
  *
  * Prepared statements are cached per connection (LRU, DB_STMT_CACHE): the
- * first use prepares (one round trip), later uses only execute.  When a
+ * first use prepares (one round trip), later uses only execute; with
+ * statement_cache=off in the URL every statement runs unnamed instead.  When a
  * context ends mid-query a cancel request is sent (PQcancel blocks, so on
  * a detached thread of its own that nobody waits for) and the connection
  * is drained, briefly, until the server says the statement stopped, so it
@@ -31,8 +32,11 @@
  * connection is given up.  A live server confirms in a round trip. */
 #define CANCEL_GRACE_NS (200 * BZ_NS_PER_MS)
 /* A ROLLBACK (run without the caller's context, which may have ended) on
- * a connection the server stopped answering: give it up after this. */
-#define ROLLBACK_NS (1 * BZ_NS_PER_S)
+ * a connection the server stopped answering: give it up after this.  The
+ * caller is still waiting, past its deadline maybe, so no longer than a
+ * cancel's grace; a live server answers in a round trip, and a dropped
+ * connection rolls back on the server anyway. */
+#define ROLLBACK_NS CANCEL_GRACE_NS
 /* Any other statement run without a context (seeding, migrations at
  * start-up): still not a wait without end. */
 #define NO_CTX_NS (5 * 60 * BZ_NS_PER_S)
@@ -86,7 +90,10 @@ static int set_pg_err(db_conn *c, const PGresult *res, rt_ctx *ctx, bz_error *er
         k = BZ_ERR_TIMEOUT;
     if (k == BZ_ERR_CONNECTION) {
         c->broken = true;
-        ret = -ECONNRESET;
+        /* 25006 (read-only server) refuses a statement before it runs:
+         * nothing happened, so the pool may run it again on a new
+         * connection, as for one that never left (-ENOTCONN). */
+        ret = st && !strcmp(st, "25006") ? -ENOTCONN : -ECONNRESET;
     } else if (k == BZ_ERR_CANCELLED) {
         ret = -ECANCELED;
     } else if (k == BZ_ERR_TIMEOUT) {
@@ -319,6 +326,12 @@ static int pg_connect(db *d, db_conn *c, rt_ctx *ctx, bz_error *err)
             conn_broken(c, err, r);
             break;
         }
+        /* With several hosts (or addresses) libpq closes one socket and
+         * opens the next inside PQconnectPoll; the new socket often gets
+         * the same number, and closing the old one took it out of the
+         * epoll set.  So register afresh at every step of the connect. */
+        if (c->pgio.loop)
+            rt_io_detach(&c->pgio);
         if ((r = attach(c)) != 0)
             break;
         if (st == PGRES_POLLING_READING)
@@ -461,8 +474,13 @@ static int pg_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args, 
         return conn_broken(c, err, -ENOTCONN);
     size_t n;
     uint64_t h = 0;
-    db_stmt *s = db__stmt_lookup(c, sql, &n, &h);
-    if (!s) {
+    /* statement_cache=off: nothing is prepared by name; each statement is
+     * parsed, bound and run in one unnamed exchange (PQsendQueryParams),
+     * which is all PgBouncer's transaction pooling can carry (a named
+     * statement lives on one server connection, and the next transaction
+     * may get another). */
+    db_stmt *s = c->d->no_stmt_cache ? NULL : db__stmt_lookup(c, sql, &n, &h);
+    if (!s && !c->d->no_stmt_cache) {
         db_stmt old;
         s = db__stmt_slot(c, &old);
         if (old.sql) {
@@ -503,7 +521,8 @@ static int pg_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args, 
         free_params(&p);
         return bz_err_set(err, BZ_ERR_INVALID, "postgres: bad argument (too many, or NUL in text)"), r;
     }
-    int sent = PQsendQueryPrepared(c->pg, s->u.pgname, nargs, p.vals, p.lens, p.fmts, 0);
+    int sent = s ? PQsendQueryPrepared(c->pg, s->u.pgname, nargs, p.vals, p.lens, p.fmts, 0)
+                 : PQsendQueryParams(c->pg, sql, nargs, NULL, p.vals, p.lens, p.fmts, 0);
     free_params(&p);
     if (!sent)
         return conn_broken(c, err, -ENOTCONN);

@@ -22,7 +22,7 @@
     X(PQsetnonblocking) X(PQsetNoticeProcessor) X(PQsendQueryPrepared) X(PQsendQuery) X(PQsendPrepare)            \
     X(PQprepare) X(PQnfields) X(PQisBusy) X(PQgetisnull) X(PQgetResult) X(PQgetCancel) X(PQfreemem)               \
     X(PQfreeCancel) X(PQflush) X(PQconninfoParse) X(PQconninfoFree) X(PQconnectdb) X(PQconnectStart)             \
-    X(PQconnectPoll) X(PQcmdTuples) X(PQcmdStatus)
+    X(PQconnectPoll) X(PQcmdTuples) X(PQcmdStatus) X(PQsendQueryParams)
 
 #define DB_PQ_FIELD(name) __typeof__(name) *name;
 typedef struct db_pq_api {
@@ -70,6 +70,7 @@ int db__pq_load(bz_error *err);
 #define PQconnectPoll (db__pq.PQconnectPoll)
 #define PQcmdTuples (db__pq.PQcmdTuples)
 #define PQcmdStatus (db__pq.PQcmdStatus)
+#define PQsendQueryParams (db__pq.PQsendQueryParams)
 #endif
 
 #endif

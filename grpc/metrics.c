@@ -5,19 +5,18 @@
 #include "grpc/grpc-private.h"
 
 #include "base/clock.h"
+#include "base/metrics.h"
 
 #include <stdatomic.h>
 #include <string.h>
 
 #define MAX_METHODS 64
-#define NBUCKETS 12
-static const double bucket_s[NBUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30};
+static const bz_hist_bounds bounds = {12, {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30}};
 
 typedef struct {
     _Atomic(const char *) path;           /* NULL = free */
     _Atomic int64_t handled[GRPC_CODE__COUNT];
-    _Atomic int64_t buckets[NBUCKETS];
-    _Atomic int64_t count, sum_ns;
+    bz_hist h;
 } mslot;
 
 static mslot slots[MAX_METHODS];
@@ -46,52 +45,41 @@ void grpc_metrics_observe(const char *path, grpc_code code, int64_t ns)
     if (code < 0 || code >= GRPC_CODE__COUNT)
         code = GRPC_UNKNOWN;
     atomic_fetch_add_explicit(&s->handled[code], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&s->sum_ns, ns, memory_order_relaxed);
-    double sec = (double)ns / 1e9;
-    for (int b = 0; b < NBUCKETS; b++)
-        if (sec <= bucket_s[b]) {
-            atomic_fetch_add_explicit(&s->buckets[b], 1, memory_order_relaxed);
-            break;
-        }
+    bz_hist_observe(&s->h, &bounds, ns);
 }
 
 static void render_slot(bz_buf *o, const char *method, mslot *s, bool histogram)
 {
+    bz_buf l = BZ_BUF_INIT;
+    bz_metric_label(&l, "method", method);
+    size_t base = l.len;
     if (!histogram) {
         for (int c = 0; c < GRPC_CODE__COUNT; c++) {
             int64_t v = atomic_load_explicit(&s->handled[c], memory_order_relaxed);
-            if (v)
-                bz_buf_printf(o, "bazaar_grpc_server_handled_total{method=\"%s\",code=\"%s\"} %lld\n", method,
-                              grpc_code_name((grpc_code)c), (long long)v);
+            if (!v)
+                continue;
+            l.len = base;
+            bz_metric_label(&l, "code", grpc_code_name((grpc_code)c));
+            bz_metric_int(o, "bazaar_grpc_server_handled_total", l.data, v);
         }
-        return;
+    } else {
+        bz_hist_snap snap = {0};
+        bz_hist_read(&s->h, &snap);
+        if (snap.count)
+            bz_metric_hist(o, "bazaar_grpc_server_handling_seconds", l.data, &bounds, &snap);
     }
-    int64_t n = atomic_load_explicit(&s->count, memory_order_relaxed);
-    if (!n)
-        return;
-    int64_t cum = 0;
-    for (int b = 0; b < NBUCKETS; b++) {
-        cum += atomic_load_explicit(&s->buckets[b], memory_order_relaxed);
-        bz_buf_printf(o, "bazaar_grpc_server_handling_seconds_bucket{method=\"%s\",le=\"%g\"} %lld\n", method,
-                      bucket_s[b], (long long)cum);
-    }
-    bz_buf_printf(o, "bazaar_grpc_server_handling_seconds_bucket{method=\"%s\",le=\"+Inf\"} %lld\n", method,
-                  (long long)n);
-    bz_buf_printf(o, "bazaar_grpc_server_handling_seconds_sum{method=\"%s\"} %.6f\n", method,
-                  (double)atomic_load_explicit(&s->sum_ns, memory_order_relaxed) / 1e9);
-    bz_buf_printf(o, "bazaar_grpc_server_handling_seconds_count{method=\"%s\"} %lld\n", method, (long long)n);
+    bz_buf_free(&l);
 }
 
 void grpc_metrics_render(bz_buf *o)
 {
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 0)
-            bz_buf_append_c(o, "# HELP bazaar_grpc_server_handled_total gRPC calls completed, by method and status code.\n"
-                               "# TYPE bazaar_grpc_server_handled_total counter\n");
+            bz_metric_family(o, "bazaar_grpc_server_handled_total", "counter",
+                             "gRPC calls completed, by method and status code.");
         else
-            bz_buf_append_c(o, "# HELP bazaar_grpc_server_handling_seconds Time from call start to its status.\n"
-                               "# TYPE bazaar_grpc_server_handling_seconds histogram\n");
+            bz_metric_family(o, "bazaar_grpc_server_handling_seconds", "histogram",
+                             "Time from call start to its status.");
         for (int i = 0; i < MAX_METHODS; i++) {
             const char *p = atomic_load_explicit(&slots[i].path, memory_order_acquire);
             if (!p)

@@ -490,6 +490,7 @@ static void stream_run(void *p)
     http_req *r = &s->req;
     if (!s->closed && !h->closed && !rt_ctx_err(&s->ctx)) {
         int rc = 0;
+        http__trace_begin(r);
         if (s->bad) {
             http_send_problem(r, 431, "header_too_large", "the request header fields are too large");
         } else if (r->content_length > srv->o.max_body_bytes) {
@@ -510,6 +511,7 @@ static void stream_run(void *p)
         } else {
             http__h2_flush(r, true);
         }
+        http__trace_end(r);
     }
     s->running = false;
     h->nrunning--;
@@ -856,6 +858,10 @@ static http__h2 *h2_new(http_conn *c, uint32_t skip_preface)
     c->timer.fn = h2_timer;
     c->timer.data = c;
     c->h2 = h;
+    if (!c->dead) { /* the connection now counts as HTTP/2 */
+        atomic_fetch_sub_explicit(&srv->open_h1, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->open_h2, 1, memory_order_relaxed);
+    }
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)srv->o.h2_max_concurrent_streams},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)srv->o.max_header_bytes},

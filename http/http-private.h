@@ -97,6 +97,7 @@ typedef struct http__loop {
     rt_ctx ctx;         /* parent of this loop's request contexts */
     char date[32];      /* cached Date value */
     int64_t date_at;    /* rt_now() when it was made */
+    _Atomic int64_t nconns; /* open connections of this loop (http_loop_conns) */
 } http__loop;
 
 struct http_server {
@@ -113,6 +114,7 @@ struct http_server {
     size_t bufcap;
     void *h2cb, *h2opt; /* nghttp2 callbacks and options, shared by every
                            HTTP/2 session (read-only once made) */
+    _Atomic int64_t open_h1, open_h2; /* open connections, for http_servers_stats */
 };
 
 struct http_conn {
@@ -144,6 +146,12 @@ struct http_conn {
 
 /* Marks c dead, unlinks it from its loop and closes the socket; does not
  * free it (HTTP/2 frees once its coroutines are gone). */
+/* trace.c: before a request's handler runs, on the coroutine that runs it —
+ * reads its trace context and makes it the coroutine's current request
+ * (what the log's trace source reads); after, forgets it. */
+void http__trace_begin(http_req *r);
+void http__trace_end(http_req *r);
+
 void http__conn_shut(http_conn *c);
 /* Frees c (and its HTTP/2 state) and tells the server it is gone. */
 void http__conn_free(http_conn *c);

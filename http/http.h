@@ -32,6 +32,7 @@
 
 #include "base/arena.h"
 #include "base/buf.h"
+#include "base/trace.h"
 #include "rt/rt.h"
 
 #include <stdbool.h>
@@ -96,6 +97,10 @@ struct http_req {
     const char *pattern;/* the route pattern that matched, or NULL */
     char request_id[64];
     char peer[64];      /* "ip:port" of the client */
+    bz_trace trace;     /* W3C trace context: from `traceparent`/`tracestate` (REST and
+                           gRPC metadata alike) when valid, else a new trace; set before
+                           the handler runs.  While the handler runs, every log line
+                           of its coroutine carries trace_id and span_id. */
     int64_t start_ns;
 
     /* path values captured by the router */
@@ -198,10 +203,16 @@ void http_mux_free(http_mux *m);
 /* ---- middleware ----------------------------------------------------------------------- */
 
 /* X-Request-Id: echoes a valid incoming id (1..64 of [A-Za-z0-9._:-]), else
- * generates one; sets r->request_id and the response header. */
+ * generates one; sets r->request_id and the response header.  Also answers
+ * `traceresponse: 00-<trace_id>-<span_id>-<flags>` (W3C Trace Context
+ * level 2): the trace the request was logged under, so a caller that sent
+ * no traceparent can still find it. */
 http_handler http_mw_request_id(http_handler next, void *cfg);
 /* One structured log line per request: method, route pattern, path,
- * status, bytes, duration, request id, peer. */
+ * status, bytes, duration, request id, peer, parent_id (the caller's span
+ * from traceparent; empty when the trace started here) — and trace_id and
+ * span_id, as every line logged while the request is served.  At debug
+ * level also a "request started" line before the handler runs. */
 http_handler http_mw_access_log(http_handler next, void *cfg);
 /* Turns a handler's error return into a 500 problem+json and a log line. */
 http_handler http_mw_recover(http_handler next, void *cfg);
@@ -229,6 +240,8 @@ typedef struct http_server_opts {
     rt_gate *conn_gate;             /* if set, the cap is this gate's, shared with the
                                        other servers given it (one per-process cap
                                        over both addresses); max_conns is ignored */
+    const char *name;               /* for metrics ("public", "grpc", "admin"); NULL = "http";
+                                       a string that outlives the server */
 } http_server_opts;
 
 /* The server settings of a parsed command line (API.md §1 flags). */
@@ -248,5 +261,19 @@ int http_server_serve(http_server *s);
 /* True once shutdown began (for /readyz). */
 bool http_server_draining(const http_server *s);
 void http_server_free(http_server *s);
+
+/* Open connections of every live server (up to 8), for /metrics and
+ * /debug/runtime.  A connection counts as HTTP/1.1 until it switches to
+ * HTTP/2 (preface or h2c upgrade).  Adopted connections (tests) count too.
+ * Returns how many entries were written.  Any thread. */
+typedef struct http_server_stats {
+    const char *name;
+    int port;
+    int64_t open_http1, open_http2;
+    bool draining;
+} http_server_stats;
+int http_servers_stats(http_server_stats *out, int max);
+/* Open connections owned by event loop `loop`, over every live server. */
+int64_t http_loop_conns(int loop);
 
 #endif

@@ -55,6 +55,18 @@ static void new_id(char out[33])
     out[32] = '\0';
 }
 
+/* The headers that identify a response: X-Request-Id and traceresponse.
+ * Added again by the paths below that throw a handler's headers away. */
+static void add_ids(http_req *r)
+{
+    if (!r->request_id[0])
+        return;
+    http_add_header(r, "X-Request-Id", r->request_id);
+    char tp[56];
+    bz_trace_format(&r->trace, tp);
+    http_add_header(r, "traceresponse", tp);
+}
+
 static int request_id(http_req *r, void *data)
 {
     bz_str in = http_header_get(r, "X-Request-Id");
@@ -64,7 +76,7 @@ static int request_id(http_req *r, void *data)
     } else {
         new_id(r->request_id);
     }
-    http_add_header(r, "X-Request-Id", r->request_id);
+    add_ids(r);
     return call_next(data, r);
 }
 
@@ -74,6 +86,8 @@ http_handler http_mw_request_id(http_handler next, void *cfg) { return wrap(requ
 
 static int access_log(http_req *r, void *data)
 {
+    bz_log_dbg("request started", BZ_F_STRN("method", r->method.p, r->method.n),
+               BZ_F_STRN("path", r->path.p, r->path.n), BZ_F_STR("request_id", r->request_id));
     int rc = call_next(data, r);
     if (bz_log_enabled(BZ_LOG_INFO)) {
         int64_t dur = bz_now_ns() - r->start_ns;
@@ -81,7 +95,8 @@ static int access_log(http_req *r, void *data)
                     BZ_F_STR("route", r->pattern ? r->pattern : ""), BZ_F_STRN("path", r->path.p, r->path.n),
                     BZ_F_INT("status", rc < 0 && !r->started ? 500 : r->status ? r->status : 200),
                     BZ_F_INT("bytes", r->bytes_out), BZ_F_DBL("duration_ms", (double)dur / 1e6),
-                    BZ_F_STR("request_id", r->request_id), BZ_F_STR("peer", r->peer));
+                    BZ_F_STR("request_id", r->request_id), BZ_F_STR("peer", r->peer),
+                    BZ_F_STR("parent_id", r->trace.parent_id));
     }
     return rc;
 }
@@ -100,16 +115,14 @@ static int recover(http_req *r, void *data)
     if (rc == -ECANCELED && rt_ctx_err(r->ctx)) {
         /* The client left or the server is stopping: not a bug. */
         r->resp_headers.len = 0;
-        if (r->request_id[0])
-            http_add_header(r, "X-Request-Id", r->request_id);
+        add_ids(r);
         http_send_problem(r, 503, "unavailable", "the request was cancelled");
         return 0;
     }
     bz_log_err("handler failed", BZ_F_STR("route", r->pattern ? r->pattern : ""),
                BZ_F_STR("error", strerror(-rc)), BZ_F_STR("request_id", r->request_id));
     r->resp_headers.len = 0;
-    if (r->request_id[0])
-        http_add_header(r, "X-Request-Id", r->request_id);
+    add_ids(r);
     http_send_problem(r, 500, "internal", "the server failed to handle the request");
     return 0;
 }
@@ -128,8 +141,7 @@ static int timeout(http_req *r, void *data)
     int rc = call_next(m, r);
     if (rc < 0 && !r->started && (rc == -ETIMEDOUT || rt_ctx_err(r->ctx) == ETIMEDOUT)) {
         r->resp_headers.len = 0;
-        if (r->request_id[0])
-            http_add_header(r, "X-Request-Id", r->request_id);
+        add_ids(r);
         http_add_header(r, "Retry-After", "1");
         http_send_problem(r, 503, "timeout", "the request took longer than the server allows");
         return 0;

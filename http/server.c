@@ -80,6 +80,8 @@ void http__conn_shut(http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     rt_io_close(&c->io);
+    atomic_fetch_sub_explicit(c->h2 ? &c->srv->open_h2 : &c->srv->open_h1, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&c->ls->nconns, 1, memory_order_relaxed);
     if (c->gate) {
         rt_gate_leave(c->gate); /* a paused listener may accept again */
         c->gate = NULL;
@@ -453,6 +455,7 @@ static bool serve_one(http_conn *c, http_req *r, bz_arena *arena, int64_t t0)
     c->write_deadline = bz_now_ns() + s->o.write_timeout_ns;
 
     bool cut = false;
+    http__trace_begin(r);
     if (r->content_length > s->o.max_body_bytes) {
         /* Refuse before reading it; the unread body forbids keep-alive. */
         r->close_after = true;
@@ -475,6 +478,7 @@ static bool serve_one(http_conn *c, http_req *r, bz_arena *arena, int64_t t0)
         r->close_after = true;
     if (!cut)
         http__conn_flush(r, true);
+    http__trace_end(r);
     c->req_ctx = NULL;
     rt_ctx_release(&ctx);
     /* Keep the buffers for the next request on this connection. */
@@ -681,6 +685,8 @@ static void conn_start(http_server *s, rt_loop *l, int fd, const struct sockaddr
     c->timer.fn = idle_expired;
     c->timer.data = c;
     rt_wg_add(&s->conns, 1);
+    atomic_fetch_add_explicit(&s->open_h1, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->ls->nconns, 1, memory_order_relaxed);
     c->next = c->ls->conns;
     if (c->next)
         c->next->prev = c;
@@ -720,6 +726,62 @@ http_server_opts http_opts_from_config(const bz_config *cfg)
     };
 }
 
+/* Every live server, for http_servers_stats (a scrape on any thread). */
+#define MAX_SERVERS 8
+static pthread_mutex_t registry_lk = PTHREAD_MUTEX_INITIALIZER;
+static http_server *registry[MAX_SERVERS];
+
+static void registry_add(http_server *s)
+{
+    pthread_mutex_lock(&registry_lk);
+    for (int i = 0; i < MAX_SERVERS; i++)
+        if (!registry[i]) {
+            registry[i] = s;
+            break;
+        }
+    pthread_mutex_unlock(&registry_lk);
+}
+
+static void registry_remove(http_server *s)
+{
+    pthread_mutex_lock(&registry_lk);
+    for (int i = 0; i < MAX_SERVERS; i++)
+        if (registry[i] == s)
+            registry[i] = NULL;
+    pthread_mutex_unlock(&registry_lk);
+}
+
+int http_servers_stats(http_server_stats *out, int max)
+{
+    int n = 0;
+    pthread_mutex_lock(&registry_lk);
+    for (int i = 0; i < MAX_SERVERS && n < max; i++) {
+        http_server *s = registry[i];
+        if (!s)
+            continue;
+        out[n++] = (http_server_stats){
+            .name = s->o.name ? s->o.name : "http",
+            .port = rt_listener_port(s->L),
+            .open_http1 = atomic_load_explicit(&s->open_h1, memory_order_relaxed),
+            .open_http2 = atomic_load_explicit(&s->open_h2, memory_order_relaxed),
+            .draining = atomic_load(&s->draining),
+        };
+    }
+    pthread_mutex_unlock(&registry_lk);
+    return n;
+}
+
+int64_t http_loop_conns(int loop)
+{
+    int64_t n = 0;
+    pthread_mutex_lock(&registry_lk);
+    for (int i = 0; i < MAX_SERVERS; i++)
+        if (registry[i] && loop >= 0 && loop < registry[i]->nloops)
+            n += atomic_load_explicit(&registry[i]->ls[loop].nconns, memory_order_relaxed);
+    pthread_mutex_unlock(&registry_lk);
+    return n;
+}
+
 http_server *http_server_new(const http_server_opts *o, http_handler h, int *err)
 {
     http_server *s = calloc(1, sizeof *s);
@@ -750,6 +812,7 @@ http_server *http_server_new(const http_server_opts *o, http_handler h, int *err
         http_server_free(s);
         return NULL;
     }
+    registry_add(s);
     return s;
 }
 
@@ -829,6 +892,7 @@ void http_server_free(http_server *s)
     pthread_mutex_unlock(&s->conns.lk);
     if (busy)
         return; /* connections still unwinding: the process is exiting; leave it */
+    registry_remove(s);
     if (s->L)
         rt_listener_close(s->L);
     for (int i = 0; i < s->nloops; i++) {

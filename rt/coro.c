@@ -148,6 +148,7 @@ static rt_coro *coro_alloc(rt_loop *l)
     if (l->all)
         l->all->all_prev = co;
     l->all = co;
+    l->ncoros++;
     return co;
 }
 
@@ -159,6 +160,7 @@ static void coro_unmap(rt_loop *l, rt_coro *co)
         l->all = co->all_next;
     if (co->all_next)
         co->all_next->all_prev = co->all_prev;
+    l->ncoros--;
 #ifdef RT_TSAN
     __tsan_destroy_fiber(co->tsan_fiber);
 #endif

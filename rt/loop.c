@@ -325,6 +325,7 @@ static void loop_enter(rt_loop *l)
 #endif
     rt__signals_install_guard(l);
     bz_log_batch(true);
+    rt__stats_start(l);
     loop_body(l);
     bz_log_batch(false); /* flushes */
     rt__signals_remove_guard(l);

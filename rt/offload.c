@@ -19,6 +19,9 @@ static job *g_head, *g_tail;
 static bool g_quit;
 static pthread_t *g_threads;
 static int g_n;
+/* statistics, under g_lk */
+static int64_t g_queued, g_done;
+static int g_busy;
 
 static void *worker(void *unused)
 {
@@ -34,9 +37,13 @@ static void *worker(void *unused)
         if (!g_head)
             g_tail = NULL;
         j->state = 1;
+        g_queued--;
+        g_busy++;
         pthread_mutex_unlock(&g_lk);
         j->fn(j->arg);
         pthread_mutex_lock(&g_lk);
+        g_busy--;
+        g_done++;
         j->state = 2;
         /* Under the lock: the waiter checks state under it too, so it
          * cannot return (and free the job) between these two lines. */
@@ -69,6 +76,15 @@ void rt__offload_stop(void)
     g_threads = NULL;
     g_n = 0;
     g_head = g_tail = NULL;
+    g_queued = 0;
+}
+
+rt_offload_stats rt_offload_stats_read(void)
+{
+    pthread_mutex_lock(&g_lk);
+    rt_offload_stats s = {g_n, g_busy, g_queued, g_done};
+    pthread_mutex_unlock(&g_lk);
+    return s;
 }
 
 int rt_offload(rt_ctx *ctx, rt_fn fn, void *arg)
@@ -82,6 +98,7 @@ int rt_offload(rt_ctx *ctx, rt_fn fn, void *arg)
     else
         g_head = &j;
     g_tail = &j;
+    g_queued++;
     pthread_cond_signal(&g_cv);
     int r = rt_park(ctx, BZ_NO_DEADLINE, &g_lk);
     pthread_mutex_lock(&g_lk);
@@ -92,8 +109,10 @@ int rt_offload(rt_ctx *ctx, rt_fn fn, void *arg)
             prev = *pp;
             pp = &(*pp)->next;
         }
-        if (*pp)
+        if (*pp) {
             *pp = j.next;
+            g_queued--;
+        }
         if (g_tail == &j)
             g_tail = prev;
         pthread_mutex_unlock(&g_lk);

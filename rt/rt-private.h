@@ -82,6 +82,16 @@ struct rt_coro {
 };
 
 /* ---- loops ----------------------------------------------------------------- */
+
+/* Per-loop statistics (stats.c).  The owner loop's lag tick measures how
+ * late it fires and publishes the loop's counters here; other threads
+ * (a scrape) only read, with relaxed atomics — so the hot paths that keep
+ * the counters (coroutine start/exit, timers) stay plain stores. */
+typedef struct rt__loop_stats {
+    rt_timer tick;
+    _Atomic int64_t live, pooled, timers, last_tick, lag_last;
+    bz_hist lag;
+} rt__loop_stats;
 typedef struct rt__post {
     rt_fn fn;
     void *arg;
@@ -109,6 +119,8 @@ struct rt_loop {
     /* coroutine stacks */
     rt_coro *free_coros;
     size_t nfree;
+    size_t ncoros;          /* mapped: live, joinable or free */
+    rt__loop_stats st;      /* stats.c: lag tick and published counters */
     rt_coro *all;           /* every coroutine (live, joinable or free) */
     char *altstack;         /* sigaltstack for the guard-page report */
 #ifdef RT_ASAN
@@ -137,6 +149,8 @@ void rt__io_dispatch(rt_loop *l, rt_io *io, uint32_t ev);
 void rt__ctx_add_waiter(rt_ctx *c, rt_coro *co, int *err);
 void rt__ctx_remove_waiter(rt_coro *co);
 void rt__offload_start(int nthreads);
+/* Arms l's lag tick (stats.c); call on l's thread before it runs. */
+void rt__stats_start(rt_loop *l);
 void rt__offload_stop(void);
 void rt__signals_install_guard(rt_loop *l);
 void rt__signals_remove_guard(rt_loop *l);

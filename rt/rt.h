@@ -33,6 +33,7 @@
 #include <sys/types.h>
 
 #include "base/clock.h"
+#include "base/metrics.h"
 
 typedef struct rt_loop rt_loop;
 typedef struct rt_coro rt_coro;
@@ -377,5 +378,37 @@ void rt_chan_close(rt_chan *c);
  * -ETIMEDOUT is returned; once running, it is waited for (fn may use the
  * caller's stack).  Returns 0 when fn ran. */
 int rt_offload(rt_ctx *ctx, rt_fn fn, void *arg);
+
+/* ---- statistics (for /metrics and /debug/runtime) ---------------------------
+ *
+ * Each loop runs a lag tick every RT_LAG_TICK_NS: a timer whose lateness
+ * (fire time minus due time) is the event-loop lag — how long a ready
+ * timer or socket waited because the loop was busy.  The tick also
+ * publishes the loop's counters, so they may be up to one tick old.  Safe
+ * from any thread while rt_run runs. */
+#define RT_LAG_TICK_NS (100 * BZ_NS_PER_MS)
+extern const bz_hist_bounds rt_lag_bounds;
+
+typedef struct rt_loop_stats {
+    int64_t coros_live;   /* coroutines started and not finished */
+    int64_t coros_pooled; /* finished coroutines whose stacks wait for reuse */
+    int64_t timers;       /* armed timers */
+    int64_t lag_last_ns;  /* lateness of the last tick */
+    int64_t last_tick_ns; /* bz_now_ns() of the last tick; 0 before the first */
+    bz_hist_snap lag;     /* lateness of every tick so far (rt_lag_bounds) */
+} rt_loop_stats;
+/* Loop i's statistics (0 ≤ i < rt_nloops()). */
+rt_loop_stats rt_loop_stats_read(int i);
+/* True when every loop ticked within max_age_ns: no loop is stuck (the
+ * systemd watchdog pings only then). */
+bool rt_loops_alive(int64_t max_age_ns);
+
+typedef struct rt_offload_stats {
+    int threads;    /* pool size */
+    int busy;       /* running a job now */
+    int64_t queued; /* jobs waiting for a thread */
+    int64_t done;   /* jobs run since start */
+} rt_offload_stats;
+rt_offload_stats rt_offload_stats_read(void);
 
 #endif

@@ -23,7 +23,12 @@ const svc_principal *rpc_who(grpc_call *c)
     return st ? &st->who : &anonymous;
 }
 
-svc_call rpc_call(grpc_call *c) { return SVC_CALL(grpc_ctx(c), grpc_arena(c), rpc_who(c)); }
+svc_call rpc_call(grpc_call *c)
+{
+    svc_call sc = SVC_CALL(grpc_ctx(c), grpc_arena(c), rpc_who(c));
+    sc.trace = &grpc_http(c)->trace; /* from the `traceparent` metadata, as on REST */
+    return sc;
+}
 
 static bool id_ok(bz_str v)
 {
@@ -52,6 +57,10 @@ static int observe(grpc_call *c, const grpc_method *m, void *data,
     else
         snprintf(st->request_id, sizeof st->request_id, "%016llx", (unsigned long long)bz_rand64());
     grpc_add_header(c, "x-request-id", st->request_id);
+    char tp[56];
+    bz_trace_format(&grpc_http(c)->trace, tp);
+    grpc_add_header(c, "traceresponse", tp);
+    bz_log_dbg("grpc started", BZ_F_STR("method", m ? m->path : "(unknown)"), BZ_F_STR("request_id", st->request_id));
     int64_t t0 = bz_now_ns();
     int rc = next(c, m);
     /* recovery: a handler that failed without a status is INTERNAL */

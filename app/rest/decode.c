@@ -9,6 +9,7 @@
 svc_call rest_call(http_req *r, const svc_principal *who)
 {
     svc_call c = SVC_CALL(r->ctx, r->arena, who);
+    c.trace = &r->trace;
     bz_str k = http_header_get(r, "Idempotency-Key");
     if (k.p) {
         c.idem_key = k.p;

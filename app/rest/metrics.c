@@ -7,25 +7,23 @@
 #include "app/rest/rest-private.h"
 
 #include "base/clock.h"
+#include "base/metrics.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define NSLOTS 512
-#define NBUCKETS 14
-static const double bucket_s[NBUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                          0.1,    0.25,  0.5,    1,     2.5,   5,     10};
+static const bz_hist_bounds bounds = {14, {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}};
 
 typedef struct {
     _Atomic(const char *) route; /* NULL = free; the mux's pattern string (stable) */
     int method;
     int status;
-    _Atomic int64_t count;
-    _Atomic int64_t sum_ns;
-    _Atomic int64_t buckets[NBUCKETS];
+    bz_hist h;
 } slot;
 
 typedef struct shard {
@@ -74,14 +72,7 @@ static void observe(const char *route, int method, int status, int64_t ns)
             r = route;
         }
         if (r == route && s->method == method && s->status == status) {
-            atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
-            atomic_fetch_add_explicit(&s->sum_ns, ns, memory_order_relaxed);
-            double sec = (double)ns / 1e9;
-            for (int b = 0; b < NBUCKETS; b++)
-                if (sec <= bucket_s[b]) {
-                    atomic_fetch_add_explicit(&s->buckets[b], 1, memory_order_relaxed);
-                    break;
-                }
+            bz_hist_observe(&s->h, &bounds, ns);
             return;
         }
     }
@@ -116,7 +107,7 @@ void rest_metrics_middleware_free(http_handler h) { free(h.data); }
 typedef struct {
     const char *route;
     int method, status;
-    int64_t count, sum_ns, buckets[NBUCKETS];
+    bz_hist_snap h;
 } agg;
 
 static int agg_cmp(const void *x, const void *y)
@@ -130,15 +121,121 @@ static int agg_cmp(const void *x, const void *y)
     return a->status - b->status;
 }
 
-static void label(bz_buf *o, const char *route, int method)
+static void labels(bz_buf *l, const char *route, int method)
 {
-    bz_buf_append_c(o, "route=\"");
-    for (const char *p = route; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            bz_buf_putc(o, '\\');
-        bz_buf_putc(o, *p);
+    bz_buf_clear(l);
+    bz_metric_label(l, "route", route);
+    bz_metric_label(l, "method", methods[method]);
+}
+
+/* The database pool, the cache, the runtime, the listeners, the process
+ * and the build: everything /metrics shows besides requests. */
+static void render_db(bz_buf *o, db_stats d)
+{
+    bz_metric_gauge1(o, "bazaar_db_max_open_connections", "Cap on open database connections (--db-max-open).",
+                     d.max_open);
+    bz_metric_gauge1(o, "bazaar_db_open_connections", "Open database connections (in use + idle).", d.open);
+    bz_metric_gauge1(o, "bazaar_db_in_use_connections", "Database connections in use.", d.in_use);
+    bz_metric_gauge1(o, "bazaar_db_idle_connections", "Idle database connections.", d.idle);
+    bz_metric_gauge1(o, "bazaar_db_waiting", "Callers waiting for a database connection now.", d.waiting);
+    bz_metric_counter1(o, "bazaar_db_wait_count_total", "Callers that had to wait for a database connection.",
+                       d.wait_count);
+    bz_metric_family(o, "bazaar_db_wait_duration_seconds_total", "counter",
+                     "Total time callers waited for a database connection.");
+    bz_metric_double(o, "bazaar_db_wait_duration_seconds_total", NULL, (double)d.wait_ns / 1e9);
+    bz_metric_counter1(o, "bazaar_db_max_idle_closed_total", "Connections closed because of --db-max-idle.",
+                       d.max_idle_closed);
+    bz_metric_counter1(o, "bazaar_db_max_idle_time_closed_total",
+                       "Connections closed because of --db-conn-max-idle-time.", d.max_idle_time_closed);
+    bz_metric_counter1(o, "bazaar_db_max_lifetime_closed_total",
+                       "Connections closed because of --db-conn-max-lifetime.", d.max_lifetime_closed);
+}
+
+static void render_cache(bz_buf *o, cache *c)
+{
+    cache_stats st = cache_get_stats(c);
+    bz_metric_counter1(o, "bazaar_cache_hits_total", "Cache lookups that found an entry.", st.hits);
+    bz_metric_counter1(o, "bazaar_cache_misses_total", "Cache lookups that found nothing.", st.misses);
+    bz_metric_counter1(o, "bazaar_cache_shared_loads_total",
+                       "Misses that waited for another caller's load of the same key (single flight).",
+                       st.shared_loads);
+    bz_metric_counter1(o, "bazaar_cache_loads_total", "Loads run after a miss.", st.loads);
+    bz_metric_counter1(o, "bazaar_cache_errors_total", "Cache backend errors.", st.errors);
+    bz_metric_counter1(o, "bazaar_cache_evictions_total", "Entries evicted to stay under --cache-max-memory.",
+                       st.evictions);
+    if (st.bytes >= 0) { /* the in-process backend only: Redis keeps its own */
+        bz_metric_gauge1(o, "bazaar_cache_entries", "Keys held by the in-process cache.", st.keys);
+        bz_metric_gauge1(o, "bazaar_cache_bytes", "Bytes accounted to the in-process cache.", st.bytes);
+        bz_metric_gauge1(o, "bazaar_cache_max_bytes", "The in-process cache's cap (--cache-max-memory).",
+                         st.max_bytes);
     }
-    bz_buf_printf(o, "\",method=\"%s\"", methods[method]);
+}
+
+static void loop_label(bz_buf *l, int i)
+{
+    char idx[16];
+    snprintf(idx, sizeof idx, "%d", i);
+    bz_buf_clear(l);
+    bz_metric_label(l, "loop", idx);
+}
+
+static void render_runtime(bz_buf *o)
+{
+    int n = rt_nloops();
+    bz_buf l = BZ_BUF_INIT;
+    static const struct {
+        const char *name, *help;
+    } g[] = {
+        {"bazaar_runtime_coroutines", "Coroutines started and not finished, per event loop."},
+        {"bazaar_runtime_coroutine_stacks_pooled", "Finished coroutine stacks kept for reuse, per event loop."},
+        {"bazaar_runtime_timers", "Armed timers, per event loop."},
+    };
+    rt_loop_stats *st = calloc((size_t)(n > 0 ? n : 1), sizeof *st);
+    if (!st)
+        abort();
+    for (int i = 0; i < n; i++)
+        st[i] = rt_loop_stats_read(i);
+    for (int k = 0; k < 3; k++) {
+        bz_metric_family(o, g[k].name, "gauge", g[k].help);
+        for (int i = 0; i < n; i++) {
+            loop_label(&l, i);
+            bz_metric_int(o, g[k].name, l.data, k == 0 ? st[i].coros_live : k == 1 ? st[i].coros_pooled : st[i].timers);
+        }
+    }
+    bz_metric_family(o, "bazaar_runtime_loop_lag_seconds", "histogram",
+                     "How late each event loop's 100 ms tick fired (how long ready work waited for a busy loop).");
+    for (int i = 0; i < n; i++) {
+        loop_label(&l, i);
+        bz_metric_hist(o, "bazaar_runtime_loop_lag_seconds", l.data, &rt_lag_bounds, &st[i].lag);
+    }
+    free(st);
+    rt_offload_stats of = rt_offload_stats_read();
+    bz_metric_gauge1(o, "bazaar_runtime_offload_threads", "Threads of the blocking-call pool.", of.threads);
+    bz_metric_gauge1(o, "bazaar_runtime_offload_busy", "Blocking-call pool threads running a job now.", of.busy);
+    bz_metric_gauge1(o, "bazaar_runtime_offload_queued", "Blocking calls waiting for a pool thread.", of.queued);
+    bz_metric_counter1(o, "bazaar_runtime_offload_jobs_total", "Blocking calls run by the pool.", of.done);
+
+    http_server_stats hs[8];
+    int ns = http_servers_stats(hs, 8);
+    bz_metric_family(o, "bazaar_http_open_connections", "gauge",
+                     "Open client connections by listener and protocol (http1 until a connection switches to h2).");
+    for (int i = 0; i < ns; i++)
+        for (int p = 0; p < 2; p++) {
+            bz_buf_clear(&l);
+            bz_metric_label(&l, "listener", hs[i].name);
+            bz_metric_label(&l, "protocol", p ? "h2" : "http1");
+            bz_metric_int(o, "bazaar_http_open_connections", l.data, p ? hs[i].open_http2 : hs[i].open_http1);
+        }
+    bz_buf_free(&l);
+}
+
+static void render_backends(svc *sv, bz_buf *o)
+{
+    render_db(o, db_get_stats(svc_db(sv)));
+    render_cache(o, svc_cache(sv));
+    render_runtime(o);
+    bz_metrics_process(o);
+    bz_metrics_build(o);
 }
 
 void rest_metrics_render(svc *sv, bz_buf *o)
@@ -168,81 +265,34 @@ void rest_metrics_render(svc *sv, bz_buf *o)
                 v[n].status = sl->status;
                 n++;
             }
-            v[k].count += atomic_load_explicit(&sl->count, memory_order_relaxed);
-            v[k].sum_ns += atomic_load_explicit(&sl->sum_ns, memory_order_relaxed);
-            for (int b = 0; b < NBUCKETS; b++)
-                v[k].buckets[b] += atomic_load_explicit(&sl->buckets[b], memory_order_relaxed);
+            bz_hist_read(&sl->h, &v[k].h);
         }
     pthread_mutex_unlock(&shards_lk);
     if (n)
         qsort(v, n, sizeof *v, agg_cmp);
 
-    bz_buf_append_c(o, "# HELP bazaar_http_requests_total HTTP requests by route pattern, method and status.\n"
-                       "# TYPE bazaar_http_requests_total counter\n");
+    bz_buf l = BZ_BUF_INIT;
+    bz_metric_family(o, "bazaar_http_requests_total", "counter", "HTTP requests by route pattern, method and status.");
     for (size_t i = 0; i < n; i++) {
-        bz_buf_append_c(o, "bazaar_http_requests_total{");
-        label(o, v[i].route, v[i].method);
-        bz_buf_printf(o, ",status=\"%d\"} %lld\n", v[i].status, (long long)v[i].count);
+        labels(&l, v[i].route, v[i].method);
+        bz_buf_printf(&l, ",status=\"%d\"", v[i].status);
+        bz_metric_int(o, "bazaar_http_requests_total", l.data, v[i].h.count);
     }
-    bz_buf_append_c(o, "# HELP bazaar_http_request_duration_seconds Time from request head to handler return.\n"
-                       "# TYPE bazaar_http_request_duration_seconds histogram\n");
+    bz_metric_family(o, "bazaar_http_request_duration_seconds", "histogram",
+                     "Time from request head to handler return.");
     /* histograms are per route and method: sum the statuses */
     for (size_t i = 0; i < n;) {
         size_t j = i;
-        int64_t cnt = 0, sum = 0, b[NBUCKETS] = {0};
-        while (j < n && v[j].route == v[i].route && v[j].method == v[i].method) {
-            cnt += v[j].count;
-            sum += v[j].sum_ns;
-            for (int k = 0; k < NBUCKETS; k++)
-                b[k] += v[j].buckets[k];
-            j++;
-        }
-        int64_t cum = 0;
-        for (int k = 0; k < NBUCKETS; k++) {
-            cum += b[k];
-            bz_buf_append_c(o, "bazaar_http_request_duration_seconds_bucket{");
-            label(o, v[i].route, v[i].method);
-            bz_buf_printf(o, ",le=\"%g\"} %lld\n", bucket_s[k], (long long)cum);
-        }
-        bz_buf_append_c(o, "bazaar_http_request_duration_seconds_bucket{");
-        label(o, v[i].route, v[i].method);
-        bz_buf_printf(o, ",le=\"+Inf\"} %lld\n", (long long)cnt);
-        bz_buf_append_c(o, "bazaar_http_request_duration_seconds_sum{");
-        label(o, v[i].route, v[i].method);
-        bz_buf_printf(o, "} %.6f\n", (double)sum / 1e9);
-        bz_buf_append_c(o, "bazaar_http_request_duration_seconds_count{");
-        label(o, v[i].route, v[i].method);
-        bz_buf_printf(o, "} %lld\n", (long long)cnt);
+        bz_hist_snap sum = {0};
+        while (j < n && v[j].route == v[i].route && v[j].method == v[i].method)
+            bz_hist_snap_add(&sum, &v[j++].h);
+        labels(&l, v[i].route, v[i].method);
+        bz_metric_hist(o, "bazaar_http_request_duration_seconds", l.data, &bounds, &sum);
         i = j;
     }
+    bz_buf_free(&l);
     free(v);
-    bz_buf_printf(o,
-                  "# HELP bazaar_http_requests_in_flight Requests being handled now.\n"
-                  "# TYPE bazaar_http_requests_in_flight gauge\n"
-                  "bazaar_http_requests_in_flight %lld\n",
-                  (long long)atomic_load(&in_flight));
-    db_stats d = db_get_stats(svc_db(sv));
-    bz_buf_printf(o,
-                  "# TYPE bazaar_db_max_open_connections gauge\nbazaar_db_max_open_connections %d\n"
-                  "# TYPE bazaar_db_open_connections gauge\nbazaar_db_open_connections %d\n"
-                  "# TYPE bazaar_db_in_use_connections gauge\nbazaar_db_in_use_connections %d\n"
-                  "# TYPE bazaar_db_idle_connections gauge\nbazaar_db_idle_connections %d\n"
-                  "# TYPE bazaar_db_wait_count_total counter\nbazaar_db_wait_count_total %lld\n"
-                  "# TYPE bazaar_db_wait_duration_seconds_total counter\nbazaar_db_wait_duration_seconds_total %.6f\n"
-                  "# TYPE bazaar_db_max_idle_closed_total counter\nbazaar_db_max_idle_closed_total %lld\n"
-                  "# TYPE bazaar_db_max_idle_time_closed_total counter\nbazaar_db_max_idle_time_closed_total %lld\n"
-                  "# TYPE bazaar_db_max_lifetime_closed_total counter\nbazaar_db_max_lifetime_closed_total %lld\n",
-                  d.max_open, d.open, d.in_use, d.idle, (long long)d.wait_count, (double)d.wait_ns / 1e9,
-                  (long long)d.max_idle_closed, (long long)d.max_idle_time_closed, (long long)d.max_lifetime_closed);
-    cache_stats c = cache_get_stats(svc_cache(sv));
-    bz_buf_printf(o,
-                  "# TYPE bazaar_cache_hits_total counter\nbazaar_cache_hits_total %lld\n"
-                  "# TYPE bazaar_cache_misses_total counter\nbazaar_cache_misses_total %lld\n"
-                  "# TYPE bazaar_cache_shared_loads_total counter\nbazaar_cache_shared_loads_total %lld\n"
-                  "# TYPE bazaar_cache_loads_total counter\nbazaar_cache_loads_total %lld\n"
-                  "# TYPE bazaar_cache_errors_total counter\nbazaar_cache_errors_total %lld\n"
-                  "# TYPE bazaar_cache_evictions_total counter\nbazaar_cache_evictions_total %lld\n"
-                  "# TYPE bazaar_rate_limited_total counter\nbazaar_rate_limited_total %lld\n",
-                  (long long)c.hits, (long long)c.misses, (long long)c.shared_loads, (long long)c.loads,
-                  (long long)c.errors, (long long)c.evictions, (long long)atomic_load(&rate_limited));
+    bz_metric_gauge1(o, "bazaar_http_requests_in_flight", "Requests being handled now.", atomic_load(&in_flight));
+    render_backends(sv, o);
+    bz_metric_counter1(o, "bazaar_rate_limited_total", "Requests refused by --rate-limit.", atomic_load(&rate_limited));
 }

@@ -30,7 +30,7 @@ int ops_readyz(rest *R, http_req *r, const svc_principal *who)
     return http_send(r, db_ok && cache_ok ? 200 : 503, "application/json; charset=utf-8", body, (size_t)n);
 }
 
-int ops_metrics(rest *R, http_req *r, const svc_principal *who)
+int rest_ops_metrics(rest *R, http_req *r)
 {
     bz_buf b = BZ_BUF_INIT;
     rest_metrics_render(R->s, &b);
@@ -39,6 +39,18 @@ int ops_metrics(rest *R, http_req *r, const svc_principal *who)
     bz_buf_free(&b);
     return 0;
 }
+
+int ops_metrics(rest *R, http_req *r, const svc_principal *who)
+{
+    /* An operator who gave metrics an address of their own does not want
+     * them on the public port too. */
+    if (R->cfg && R->cfg->admin_addr[0])
+        return http_send_problem(r, 404, "not_found", "metrics are served on the admin address");
+    return rest_ops_metrics(R, r);
+}
+
+int rest_ops_healthz(rest *R, http_req *r) { return ops_healthz(R, r, NULL); }
+int rest_ops_readyz(rest *R, http_req *r) { return ops_readyz(R, r, NULL); }
 
 /* ---- OpenAPI 3.1 ---- */
 

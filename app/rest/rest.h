@@ -31,6 +31,14 @@ void rest_openapi(bz_buf *out);
 http_handler rest_metrics_middleware(http_handler next, void *cfg);
 void rest_metrics_middleware_free(http_handler h);
 
+/* The operations answers for another listener (the admin one,
+ * app/admin.c): the same as the public GET /healthz, /readyz and /metrics.
+ * The public /metrics answers 404 while --admin-addr is set (the metrics
+ * moved there); rest_ops_metrics always renders. */
+int rest_ops_healthz(rest *R, http_req *r);
+int rest_ops_readyz(rest *R, http_req *r);
+int rest_ops_metrics(rest *R, http_req *r);
+
 /* If-None-Match (a client header) against a strong ETag: "*", or a comma
  * list of tags compared weakly (RFC 9110 §13.1.2). */
 bool rest_none_match(bz_str inm, const char *etag);

@@ -60,9 +60,17 @@ static int dispatch(http_req *r, void *data)
     /* The caller, once: the session behind a bearer token (public routes
      * without the limiter do not look it up). */
     svc_principal who;
+    bz_str authz = http_header_get(r, "Authorization");
     if (b->route->auth || b->limited) {
-        if (svc_authenticate_bearer(R->s, r->ctx, http_header_get(r, "Authorization"), r->peer, &who, &e) != 0)
+        if (svc_authenticate_bearer(R->s, r->ctx, authz, r->peer, &who, &e) != 0)
             return rest_fail(r, &e);
+    } else if (authz.n && svc_has_replica(R->s)) {
+        /* A public read may go to the replica: a signed-in caller's own
+         * writes must still show (read-your-writes), so find out who it
+         * is.  If the session store fails, the read goes on unidentified
+         * (and on the primary: see replica.c). */
+        svc_authenticate_bearer(R->s, r->ctx, authz, r->peer, &who, &e);
+        svc_err_clear(&e);
     } else {
         svc_anonymous(r->peer, &who);
     }

@@ -77,6 +77,7 @@ void svc_start_worker(svc *s)
     s->worker_on = true;
     rt_go(worker, s);
     idem_start_purger(s);
+    replica_start(s);
 }
 
 void svc_stop_worker(svc *s)

@@ -110,16 +110,16 @@ int svc_items_list(svc *s, svc_call *c, const svc_items_query *q, svc_item_page 
     int rc;
     if (offset_mode && seller) {
         db_arg args[] = {DB_INT(seller), DB_INT(limit + 1), DB_INT(q->offset.v)};
-        rc = sql_query(DB(s->db), c->ctx, &SQL_ITEMS_OF_SELLER_OFFSET, args, 3, &rows, &be);
+        rc = svc_read_query(s, c, &SQL_ITEMS_OF_SELLER_OFFSET, args, 3, &rows, &be);
     } else if (offset_mode) {
         db_arg args[] = {DB_INT(limit + 1), DB_INT(q->offset.v)};
-        rc = sql_query(DB(s->db), c->ctx, &SQL_ITEMS_OFFSET, args, 2, &rows, &be);
+        rc = svc_read_query(s, c, &SQL_ITEMS_OFFSET, args, 2, &rows, &be);
     } else if (seller) {
         db_arg args[] = {DB_INT(seller), DB_INT(cur.id), DB_INT(limit + 1)};
-        rc = sql_query(DB(s->db), c->ctx, &SQL_ITEMS_OF_SELLER, args, 3, &rows, &be);
+        rc = svc_read_query(s, c, &SQL_ITEMS_OF_SELLER, args, 3, &rows, &be);
     } else {
         db_arg args[] = {DB_INT(cur.id), DB_INT(limit + 1)};
-        rc = sql_query(DB(s->db), c->ctx, &SQL_ITEMS_PAGE, args, 2, &rows, &be);
+        rc = svc_read_query(s, c, &SQL_ITEMS_PAGE, args, 2, &rows, &be);
     }
     if (rc != 0)
         return svc_fail_from(e, &be);
@@ -212,6 +212,7 @@ int svc_item_create(svc *s, svc_call *c, const svc_item_in *in, svc_item *out, s
     write_args x = {{s, c, &im, e, enc_item_v, dec_item_v, out}, c->who->user_id, 0, in, out};
     if (tx_run_op(&x.run, create_tx, &x, SVC_ALREADY_EXISTS, "sku_taken", "another item already has this sku") != 0)
         return -1;
+    svc_wrote(s, c);
     fx_item_changed(s, out->id); /* a negative entry may be cached */
     return 0;
 }
@@ -258,6 +259,7 @@ int svc_item_update(svc *s, svc_call *c, int64_t id, const svc_item_in *in, bool
     write_args x = {{s, c, NULL, e, enc_item_v, dec_item_v, out}, c->who->user_id, id, in, out};
     if (tx_run_op(&x.run, update_tx, &x, SVC_ALREADY_EXISTS, "sku_taken", "another item already has this sku") != 0)
         return -1;
+    svc_wrote(s, c);
     fx_item_changed(s, id);
     return 0;
 }
@@ -273,6 +275,7 @@ int svc_item_delete(svc *s, svc_call *c, int64_t id, svc_err *e)
         return svc_fail_from(e, &be);
     if (n == 0)
         return not_found(e, id);
+    svc_wrote(s, c);
     fx_item_changed(s, id);
     return 0;
 }
@@ -348,6 +351,7 @@ int svc_items_import(svc *s, svc_call *c, const svc_item_in *items, int n, svc_i
     db_tx_opts o = {.isolation = DB_SERIALIZABLE};
     if (db_run_tx(s->db, c->ctx, &o, import_tx, &x, &be) != 0)
         return svc_fail_from(e, &be);
+    svc_wrote(s, c);
     for (int i = 0; i < n; i++) {
         if (!valid[i])
             continue;

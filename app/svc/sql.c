@@ -213,6 +213,14 @@ const svc_sql SQL_IDEM_PURGE = {"idempotency retention purge (one batch)",
     "WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
     NULL, true, 2, {TM(0), I(1000)}};
 
+/* The read replica's lag probe (replica.c; PostgreSQL only, never run on
+ * SQLite): WAL positions as byte offsets.  A replica that is not in
+ * recovery (promoted, or a primary given as --db-read-url) has replayed
+ * everything it has. */
+const svc_sql SQL_WAL_PRIMARY = {"WAL position (primary)", "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"};
+const svc_sql SQL_WAL_REPLAY = {"WAL replayed (replica)",
+    "SELECT (COALESCE(pg_last_wal_replay_lsn(), pg_current_wal_lsn()) - '0/0'::pg_lsn)::bigint"};
+
 const svc_sql *const svc_sql_all[] = {
     &SQL_USER_INSERT, &SQL_USER_BY_ID, &SQL_USER_BY_EMAIL, &SQL_USER_LOGIN, &SQL_USER_SET_NAME,
     &SQL_USER_SET_PASSWORD, &SQL_USERS_AFTER, &SQL_ACCOUNT_INSERT, &SQL_ACCOUNT_BY_ID, &SQL_ACCOUNTS_OF_USER,
@@ -224,6 +232,6 @@ const svc_sql *const svc_sql_all[] = {
     &SQL_ORDER_BY_ID, &SQL_ORDERS_PAGE, &SQL_ORDERS_PAGE_STATUS, &SQL_ORDER_HEAD, &SQL_ACCOUNT_DEBIT,
     &SQL_ORDER_SELLER_CREDITS, &SQL_ACCOUNT_CREDIT_UPSERT, &SQL_ORDER_SET_STATUS, &SQL_JOB_INSERT,
     &SQL_ORDER_LINES, &SQL_ITEM_RESTOCK, &SQL_JOB_DUE, &SQL_ORDER_SHIP, &SQL_JOB_DELETE, &SQL_SPENDERS,
-    &SQL_IDEM_INSERT, &SQL_IDEM_GET, &SQL_IDEM_PURGE,
+    &SQL_IDEM_INSERT, &SQL_IDEM_GET, &SQL_IDEM_PURGE, &SQL_WAL_PRIMARY, &SQL_WAL_REPLAY,
 };
 const int svc_sql_count = sizeof svc_sql_all / sizeof svc_sql_all[0];

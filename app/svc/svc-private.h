@@ -39,6 +39,18 @@ typedef struct stream_table {
     stream_count *b[SVC_STREAM_BUCKETS];
 } stream_table;
 
+/* The read replica (replica.c): its pool, how far behind it is, and the
+ * in-process read-your-writes marks. */
+#define REPLICA_SAMPLES 128     /* primary WAL samples awaiting replay (12.8 s of probes) */
+#define REPLICA_MARKS 4096      /* per-user write marks, by hash (a power of two) */
+typedef struct svc_replica {
+    db *db;                     /* NULL: no replica, every read on the primary */
+    int64_t max_lag_us;         /* --db-read-max-lag */
+    atomic_bool up;             /* the last probe reached it */
+    _Atomic int64_t caught_up_us; /* every commit acknowledged before this wall time is replayed (0: none yet) */
+    _Atomic int64_t marks[REPLICA_MARKS]; /* wall µs of the last write of the users hashed here */
+} svc_replica;
+
 /* How many hashes may wait per hashing thread. */
 #define PW_QUEUE_PER_THREAD 8
 
@@ -60,6 +72,7 @@ struct svc {
     atomic_bool stopping;
     bool worker_on;
     rt_wg workers;
+    svc_replica rep;
 };
 
 /* A detached context for work that must happen even if the caller went
@@ -222,5 +235,18 @@ int pw_hash(svc *s, rt_ctx *ctx, const char *pw, size_t n, char out[160], svc_er
 int pw_verify(svc *s, rt_ctx *ctx, const char *hash, const char *pw, size_t n, bool *ok, svc_err *e);
 /* Verified against for unknown emails (equal timing). */
 extern const char svc_dummy_hash[];
+
+/* ---- the read replica (replica.c) ----------------------------------------------------------
+ *
+ * Stale-tolerant reads: on the replica when it is up, keeps up and the
+ * caller has no write it may not have replayed yet; else on the primary.
+ * Same contract as sql_row / sql_query. */
+int svc_read_row(svc *s, svc_call *c, const svc_sql *q, const db_arg *a, int n, db_rows **rows, bz_error *be);
+int svc_read_query(svc *s, svc_call *c, const svc_sql *q, const db_arg *a, int n, db_rows **rows, bz_error *be);
+/* After a committed write that changes routed data: the caller's next
+ * reads see it (read-your-writes). */
+void svc_wrote(svc *s, svc_call *c);
+/* Starts the lag prober (from svc_start_worker; nothing without a replica). */
+void replica_start(svc *s);
 
 #endif

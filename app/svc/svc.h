@@ -42,6 +42,7 @@
 #include "base/buf.h"
 #include "base/config.h"
 #include "base/error.h"
+#include "base/trace.h"
 #include "cache/cache.h"
 #include "db/db.h"
 #include "rt/rt.h"
@@ -146,6 +147,9 @@ typedef struct svc_call {
     const svc_principal *who;
     const char *idem_key;      /* Idempotency-Key, NULL when none was sent */
     size_t idem_key_len;
+    const bz_trace *trace;     /* the request's W3C trace context (trace id, span id), set
+                                  by the transport; NULL when there is none (seed, tests).
+                                  Every log line of the request carries it already. */
     /* outputs for the transport */
     bool replayed;             /* the result is a stored idempotent one */
     svc_rate rate;             /* a limiter the operation consulted (login) */
@@ -270,6 +274,12 @@ void svc_stop_worker(svc *s);
  * minute. */
 int svc_idem_purge(svc *s, rt_ctx *ctx, int max_batches, int64_t *purged, bz_error *err);
 db *svc_db(const svc *s);
+/* Serve with a PostgreSQL replica for stale-tolerant reads (before
+ * svc_start_worker, which starts its lag prober); see app/svc/replica.c
+ * for which reads go there and how read-your-writes is kept.  read stays
+ * the caller's to close, after svc_stop_worker. */
+void svc_use_replica(svc *s, db *read, int64_t max_lag_ns);
+bool svc_has_replica(const svc *s);
 /* The schema version this build migrates to. */
 int svc_schema_version(void);
 cache *svc_cache(const svc *s);

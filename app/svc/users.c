@@ -8,12 +8,14 @@
 
 #define SESSION_TTL_NS (24 * 3600 * BZ_NS_PER_S)
 
-static int load_user(svc *s, svc_call *c, int64_t id, bool with_email, svc_user *out, svc_err *e)
+/* stale_ok: the read may go to the replica (read-your-writes still holds). */
+static int load_user(svc *s, svc_call *c, int64_t id, bool with_email, bool stale_ok, svc_user *out, svc_err *e)
 {
     db_rows *rows = NULL;
     bz_error be;
     db_arg args[] = {DB_INT(id)};
-    int rc = sql_row(DB(s->db), c->ctx, &SQL_USER_BY_ID, args, 1, &rows, &be);
+    int rc = stale_ok ? svc_read_row(s, c, &SQL_USER_BY_ID, args, 1, &rows, &be)
+                      : sql_row(DB(s->db), c->ctx, &SQL_USER_BY_ID, args, 1, &rows, &be);
     if (rc == DB_NO_ROWS)
         return svc_fail(e, SVC_NOT_FOUND, "not_found", "user %lld does not exist", (long long)id);
     if (rc < 0)
@@ -53,7 +55,7 @@ int svc_user_get(svc *s, svc_call *c, int64_t id, svc_user *out, svc_err *e)
 {
     if (id <= 0)
         return svc_fail(e, SVC_NOT_FOUND, "not_found", "user %lld does not exist", (long long)id);
-    return load_user(s, c, id, c->who && c->who->user_id == id, out, e);
+    return load_user(s, c, id, c->who && c->who->user_id == id, true, out, e);
 }
 
 int svc_user_find(svc *s, svc_call *c, svc_str email, svc_user *out, bool *found, svc_err *e)
@@ -67,7 +69,7 @@ int svc_user_find(svc *s, svc_call *c, svc_str email, svc_user *out, bool *found
     db_rows *rows = NULL;
     bz_error be;
     db_arg args[] = {DB_TEXT(norm)};
-    int rc = sql_row(DB(s->db), c->ctx, &SQL_USER_BY_EMAIL, args, 1, &rows, &be);
+    int rc = svc_read_row(s, c, &SQL_USER_BY_EMAIL, args, 1, &rows, &be);
     if (rc < 0)
         return svc_fail_from(e, &be);
     if (rc == 0) {
@@ -82,7 +84,7 @@ int svc_user_me(svc *s, svc_call *c, svc_user *out, svc_err *e)
 {
     if (need_user(c, e))
         return -1;
-    return load_user(s, c, c->who->user_id, true, out, e);
+    return load_user(s, c, c->who->user_id, true, true, out, e);
 }
 
 int svc_user_patch_op(svc *s, svc_call *c, int64_t id, const svc_user_patch *in, svc_user *out, svc_err *e)
@@ -117,7 +119,8 @@ int svc_user_patch_op(svc *s, svc_call *c, int64_t id, const svc_user_patch *in,
         if (cache_sessions_end_others(s->cache, c->ctx, id, c->who->token_hash, NULL, &be) != 0)
             return svc_fail_from(e, &be);
     }
-    return load_user(s, c, id, true, out, e);
+    svc_wrote(s, c);
+    return load_user(s, c, id, true, false, out, e);
 }
 
 /* Reads in batches by keyset (one short query each, no transaction held
@@ -138,7 +141,7 @@ int svc_users_list(svc *s, svc_call *c, int64_t after_id, int64_t limit, svc_use
         db_rows *rows = NULL;
         bz_error be;
         db_arg args[] = {DB_INT(last), DB_INT(want)};
-        if (sql_query(DB(s->db), c->ctx, &SQL_USERS_AFTER, args, 2, &rows, &be) != 0)
+        if (svc_read_query(s, c, &SQL_USERS_AFTER, args, 2, &rows, &be) != 0)
             return svc_fail_from(e, &be);
         int n = 0;
         while (db_rows_next(rows)) {

@@ -1,0 +1,38 @@
+/*
+ * app/admin.h — the admin listener (--admin-addr, default off).
+ *
+ *   GET /metrics         the Prometheus page (the public port's /metrics
+ *                        answers 404 while this listener is on)
+ *   GET /readyz          as the public /readyz (503 while draining)
+ *   GET /healthz         200 "ok"
+ *   GET /debug/runtime   JSON: build, uptime_seconds, process, loops[]
+ *                        (coroutines, connections, pooled_stacks, timers, lag),
+ *                        coroutine_stacks,
+ *                        offload, listeners[] (open connections), db (open, idle,
+ *                        in_use, waiting), cache (kind; entries, bytes for the
+ *                        in-process backend; evictions), config (no secrets:
+ *                        URLs are redacted)
+ *
+ * Its own connection cap (64), not --max-conns: it answers while the
+ * public port is saturated.
+ */
+#ifndef APP_ADMIN_H
+#define APP_ADMIN_H
+
+#include "app/app-private.h"
+#include "app/rest/rest.h"
+
+typedef struct app_admin app_admin;
+
+/* Listens on a->cfg->admin_addr (call from a coroutine inside rt_run).
+ * NULL with *err = -errno when it cannot listen. */
+app_admin *app_admin_start(app *a, rest *R, int *err);
+int app_admin_port(const app_admin *ad);
+/* Its server, to serve (http_server_serve) beside the public ones. */
+http_server *app_admin_server(app_admin *ad);
+void app_admin_free(app_admin *ad);
+
+/* The /debug/runtime document, appended to b. */
+void app_admin_runtime_json(app *a, int64_t uptime_ns, bz_buf *b);
+
+#endif

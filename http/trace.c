@@ -1,0 +1,31 @@
+/* http/trace.c — a request's W3C trace context, and the log's view of the
+ * request a coroutine serves.  The runtime's per-coroutine pointer
+ * (rt_coro_local) is this layer's: it points at the http_req being served
+ * while its handler runs, and is NULL otherwise. */
+#include "http/http-private.h"
+
+#include "base/log.h"
+
+#include <pthread.h>
+
+static const bz_trace *current_trace(void)
+{
+    const http_req *r = rt_coro_local();
+    return r ? &r->trace : NULL;
+}
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static void install(void) { bz_log_set_trace_source(current_trace); }
+
+void http__trace_begin(http_req *r)
+{
+    pthread_once(&once, install);
+    bz_trace_start(&r->trace, http_header_get(r, "traceparent"), http_header_get(r, "tracestate"));
+    rt_coro_set_local(r);
+}
+
+void http__trace_end(http_req *r)
+{
+    if (rt_coro_local() == r)
+        rt_coro_set_local(NULL);
+}
