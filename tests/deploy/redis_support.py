@@ -215,7 +215,7 @@ def quote(s):
     return urllib.parse.quote(s, safe="")
 
 
-def end_to_end(srv, node, dbn):
+def end_to_end(srv, node, dbn, metrics_port=None):
     """Sign-up, login, an authenticated request, an item created and read
     twice (the second read a cache hit: the entry is in Redis database
     dbn and the hit counter moved).  Returns the user's (id, token)."""
@@ -239,7 +239,7 @@ def end_to_end(srv, node, dbn):
     c.close()
     keys = node.cli("-n", str(dbn), "--scan", "--pattern", "bazaar:session:*")
     assert keys, "no session in Redis database %d" % dbn
-    r = Conn(srv.port).request("GET", "/metrics")
+    r = Conn(metrics_port or srv.port).request("GET", "/metrics")   # the admin port, when there is one
     hits = [l for l in r.body.decode().splitlines() if l.startswith("bazaar_cache_hits_total")]
     assert hits and float(hits[0].split()[-1]) >= 1, hits
     return uid, auth["Authorization"][7:]

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from common import finish, readyz, wait_ready
-from harness import BAZAAR, Bazaar, Conn, LiteQ, Load, wait_for
+from harness import BAZAAR, Bazaar, Conn, LiteQ, Load, free_port, get, wait_for
 from redis_support import EventStream, Node, SentinelSet, end_to_end, quote
 
 PASSWORD = "Pw-d3f@ult:9/x"       # '@', ':' and '/' must be percent-encoded in the URL
@@ -44,10 +44,15 @@ def test_auth_end_to_end(secured, db, who):
         url = "redis://:%s@127.0.0.1:%d/3" % (quote(PASSWORD), secured.port)
     else:
         url = "redis://app:%s@127.0.0.1:%d/4" % (quote(ACL_SECRET), secured.port)
-    srv = Bazaar(db, url, "--log-level", "info")
+    admin = free_port()
+    srv = Bazaar(db, url, "--log-level", "info", "--admin-addr", "127.0.0.1:%d" % admin)
     try:
         assert readyz(srv)[0] == 200
-        uid, token = end_to_end(srv, secured, 3 if who == "password" else 4)
+        uid, token = end_to_end(srv, secured, 3 if who == "password" else 4, admin)
+        for path in ("/debug/runtime", "/metrics", "/readyz"):
+            st, _, body = get("http://127.0.0.1:%d%s" % (admin, path), 5)
+            assert st == 200, (path, st)
+            assert PASSWORD.encode() not in body and ACL_SECRET.encode() not in body, path
 
         class U:
             id = uid
