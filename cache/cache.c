@@ -52,7 +52,7 @@ cache *cache_open(const char *spec, const cache_opts *o, bz_error *err)
         c->store_entries = true;
         c->be = cache__redis_new(spec, o, err);
     } else {
-        bz_err_set(err, BZ_ERR_INVALID, "unknown cache \"%s\" (want memory, none or redis://host:port/N)", spec);
+        bz_err_set(err, BZ_ERR_INVALID, "unknown cache \"%s\" (want memory, none, redis://, rediss:// or redis-sentinel://)", spec);
     }
     if (!c->be) {
         cache__hub_free(c->hub);

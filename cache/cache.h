@@ -8,10 +8,13 @@
  *   memory  in-process: sharded hash table safe across loop threads,
  *           expiry lazy and active (Redis-style sampling), --cache-max-memory
  *           with allkeys-lru / allkeys-lfu / volatile-ttl / noeviction
- *   redis   real Redis through hiredis on the runtime (the coroutine parks
- *           on the socket), a small connection pool, reconnection with
- *           backoff; while Redis is down every call fails fast with
- *           BZ_ERR_UNAVAILABLE and service resumes by itself
+ *   redis   real Redis (redis://, rediss:// over TLS, redis-sentinel://
+ *           with master discovery; AUTH from the URL's user:pass@; the
+ *           grammar is base/redisurl.h): hiredis's protocol on the
+ *           runtime's sockets (the coroutine parks), a small connection
+ *           pool, reconnection with backoff; while Redis is down every
+ *           call fails fast with BZ_ERR_UNAVAILABLE and service resumes by
+ *           itself
  *   none    cache entries are never stored (every cache_get misses); the
  *           state operations — counters, locks, sessions, sorted sets,
  *           pub/sub — are kept in process, as with memory
