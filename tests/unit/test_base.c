@@ -1,5 +1,5 @@
 /* tests/unit/test_base.c — base/: arena, buffers and slices, clocks,
- * logging, errors, and the flag/environment parser. */
+ * logging, errors, the flag/environment parser and the Redis URL grammar. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +11,7 @@
 #include "base/config.h"
 #include "base/error.h"
 #include "base/log.h"
+#include "base/redisurl.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -335,6 +336,60 @@ static void notations(void **state)
     assert_int_equal(bz_parse_addr("::1:80", host, sizeof host, &port), -1);
 }
 
+/* The --cache Redis forms: credentials percent-decoded, sentinels in
+ * order, the CA parameter of rediss://, and one-line refusals that never
+ * quote the password. */
+static void redis_urls(void **state)
+{
+    (void)state;
+    bz_redis_url u;
+    char why[256];
+    assert_int_equal(bz_redis_url_parse("redis://127.0.0.1:6379/2", &u, why, sizeof why), 0);
+    assert_false(u.has_pass || u.sentinel || u.tls);
+    assert_int_equal(u.naddrs, 1);
+    assert_string_equal(u.addrs[0].host, "127.0.0.1");
+    assert_int_equal(u.addrs[0].port, 6379);
+    assert_int_equal(u.db, 2);
+    assert_int_equal(bz_redis_url_parse("redis://:p%40ss%3Aw%2Fd@h:1", &u, why, sizeof why), 0);
+    assert_true(u.has_pass);
+    assert_string_equal(u.user, "");
+    assert_string_equal(u.pass, "p@ss:w/d");
+    assert_int_equal(u.db, 0);
+    assert_int_equal(bz_redis_url_parse("redis://a%2Bb:raw@pw@[::1]:7000/15", &u, why, sizeof why), 0);
+    assert_string_equal(u.user, "a+b");
+    assert_string_equal(u.pass, "raw@pw"); /* the last '@' ends the password */
+    assert_string_equal(u.addrs[0].host, "::1");
+    assert_int_equal(u.db, 15);
+    assert_int_equal(bz_redis_url_parse("redis-sentinel://app:s3cret@s1:26379,s2:26380,s3:26381/mymaster/4", &u, why,
+                                        sizeof why),
+                     0);
+    assert_true(u.sentinel);
+    assert_int_equal(u.naddrs, 3);
+    assert_string_equal(u.addrs[2].host, "s3");
+    assert_int_equal(u.addrs[2].port, 26381);
+    assert_string_equal(u.master, "mymaster");
+    assert_int_equal(u.db, 4);
+    assert_string_equal(u.user, "app");
+    assert_int_equal(bz_redis_url_parse("rediss://:pw12@cache.internal:6380/1?ca=%2Fetc%2Fca.pem", &u, why, sizeof why),
+                     0);
+    assert_true(u.tls);
+    assert_string_equal(u.ca, "/etc/ca.pem");
+    assert_string_equal(u.addrs[0].host, "cache.internal");
+    assert_int_equal(u.db, 1);
+    const char *bad[] = {
+        "redis://u@h:1/0",        "redis://:@h:1/0",           "redis://:s3cret%4@h:1/0",
+        "redis://:s3cret@h/0",    "redis://:s3cret@h:1/100",   "redis://:s3cret@h:1/0?ca=/x",
+        "redis-sentinel://h:1",   "redis-sentinel://h:1,/m/0", "redis-sentinel://h:1,h:2,h:3,h:4,h:5,h:6,h:7,h:8,h:9/m",
+        "rediss://h:1/0?verify=0", "rediss://h:1/0?ca=",        "redis://:s3cret@h:1/0#frag",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        why[0] = '\0';
+        assert_int_equal(bz_redis_url_parse(bad[i], &u, why, sizeof why), -1);
+        assert_true(why[0] != '\0');
+        assert_null(strstr(why, "s3cret"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -348,6 +403,7 @@ int main(void)
         cmocka_unit_test(config_flags_env_precedence),
         cmocka_unit_test(config_rejects_bad_values),
         cmocka_unit_test(notations),
+        cmocka_unit_test(redis_urls),
     };
     return cmocka_run_group_tests_name("base", tests, NULL, NULL);
 }
