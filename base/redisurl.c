@@ -19,12 +19,16 @@ static int fail(char *why, size_t n, const char *fmt, ...)
 
 bool bz_redis_url_is(const char *url)
 {
-    return !strncmp(url, "redis://", 8) || !strncmp(url, "rediss://", 9) || !strncmp(url, "redis-sentinel://", 17);
+    return !strncmp(url, "redis://", 8) || !strncmp(url, "rediss://", 9) ||
+           !strncmp(url, "redis-sentinel://", 17);
 }
 
 static int hexval(char c)
 {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* Percent-decodes s[0, n) into out (cap bytes, NUL-terminated). */

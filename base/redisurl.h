@@ -26,21 +26,21 @@
 #define BZ_REDIS_MAX_ADDRS 8
 
 typedef struct bz_redis_addr {
-    char host[256];
+    char host[256]; /* a name or an address literal (IPv6 without brackets) */
     int port;
 } bz_redis_addr;
 
 typedef struct bz_redis_url {
-    bool sentinel;                        /* redis-sentinel:// */
-    bool tls;                             /* rediss:// */
-    char ca[512];                         /* rediss://...?ca=: CA bundle, "" = system store */
-    bool has_pass;                        /* AUTH is sent (pass may be "") */
-    char user[128];                       /* "" = the default user: AUTH pass */
-    char pass[256];
-    int naddrs;                           /* ≥ 1: the server, or the sentinels in order */
+    bool sentinel;  /* redis-sentinel:// */
+    bool tls;       /* rediss:// */
+    char ca[512];   /* rediss://...?ca=: CA bundle, "" = system store */
+    bool has_pass;  /* the URL had user:pass@ or :pass@: AUTH is sent */
+    char user[128]; /* "" = the default user: AUTH pass */
+    char pass[256]; /* the password, decoded (never empty when has_pass) */
+    int naddrs;     /* ≥ 1: the server, or the sentinels in order */
     bz_redis_addr addrs[BZ_REDIS_MAX_ADDRS];
-    char master[128];                     /* Sentinel: the monitored master's name */
-    int db;                               /* SELECT N (0..99) */
+    char master[128]; /* Sentinel: the monitored master's name */
+    int db;           /* SELECT N (0..99) */
 } bz_redis_url;
 
 /* True when url names a Redis form (redis://, rediss://, redis-sentinel://). */

@@ -13,8 +13,8 @@
 /* Replies are read this much at a time (hiredis's own size). */
 #define READ_CHUNK (16 * 1024)
 
-int rconn_open(const char *host, int port, rt_tls_client *tls, rt_ctx *ctx, int64_t dl, rconn **out, char *why,
-               size_t whylen)
+int rconn_open(const char *host, int port, rt_tls_client *tls, rt_ctx *ctx, int64_t dl, rconn **out,
+               char *why, size_t whylen)
 {
     int fd = rt_connect_tcp(host, port, ctx, dl);
     if (fd < 0) {

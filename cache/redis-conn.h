@@ -22,17 +22,17 @@ typedef struct rt_tls_client rt_tls_client; /* rt/tls.h */
 typedef struct rconn {
     rt_io io;
     redisReader *rd;
-    bz_buf out;           /* encoded commands not yet written */
-    size_t out_off;       /* how much of out is written */
-    struct rconn *next;   /* the pool's idle list */
-    bool broken;          /* a half-done exchange: never reuse */
+    bz_buf out;         /* encoded commands not yet written */
+    size_t out_off;     /* how much of out is written */
+    struct rconn *next; /* the pool's idle list */
+    bool broken;        /* a half-done exchange: never reuse */
 } rconn;
 
 /* Connects to host:port by dl (TCP, then the TLS handshake when tls is
  * given: the certificate must verify and name host).  0, or -errno with a
  * one-line reason in why ("TLS..." for a handshake that failed). */
-int rconn_open(const char *host, int port, rt_tls_client *tls, rt_ctx *ctx, int64_t dl, rconn **out, char *why,
-               size_t whylen);
+int rconn_open(const char *host, int port, rt_tls_client *tls, rt_ctx *ctx, int64_t dl, rconn **out,
+               char *why, size_t whylen);
 void rconn_free(rconn *c);
 /* Encodes one command into the output buffer (nothing is sent yet). */
 void rconn_append(rconn *c, int argc, const char **argv, const size_t *lens);
