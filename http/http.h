@@ -33,6 +33,7 @@
 #include "base/arena.h"
 #include "base/buf.h"
 #include "rt/rt.h"
+#include "rt/tls.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -229,6 +230,10 @@ typedef struct http_server_opts {
     rt_gate *conn_gate;             /* if set, the cap is this gate's, shared with the
                                        other servers given it (one per-process cap
                                        over both addresses); max_conns is ignored */
+    rt_tls_server *tls;             /* if set, every connection speaks TLS: ALPN h2 is
+                                       HTTP/2, http/1.1 or none is HTTP/1.1 (no h2c
+                                       upgrade, no prior-knowledge preface); borrowed:
+                                       must outlive the server (rt/tls.h) */
 } http_server_opts;
 
 /* The server settings of a parsed command line (API.md §1 flags). */

@@ -47,7 +47,8 @@ typedef struct rt_options {
                              (1 MiB under sanitizers); committed only as used */
     int offload_threads;  /* blocking-call pool; 0 = 2 */
     bool handle_signals;  /* SIGTERM/SIGINT cancel rt_shutdown_ctx(); a
-                             second signal exits the process at once */
+                             second signal exits the process at once;
+                             SIGHUP runs rt_on_sighup's callback */
 } rt_options;
 
 /* Runs the runtime: starts the loops, runs main_fn(arg) as a coroutine on
@@ -146,6 +147,13 @@ void rt_ctx_release(rt_ctx *c);
  * rt_shutdown().  Live for the whole rt_run. */
 rt_ctx *rt_shutdown_ctx(void);
 void rt_shutdown(void);
+
+/* With handle_signals, each SIGHUP starts fn(arg) on a new coroutine of
+ * loop 0 (it may park: blocking file reads belong on rt_offload).  One
+ * callback per process; a later call replaces it, NULL removes it.
+ * Without a callback a SIGHUP is logged and ignored (it never kills the
+ * process).  Any thread, before or during rt_run. */
+void rt_on_sighup(rt_fn fn, void *arg);
 
 /* ---- timers (loop-local) -------------------------------------------------- */
 
