@@ -244,6 +244,21 @@ static int ssl_wait(rt_io *io, SSL *ssl, int ret, rt_ctx *ctx, int64_t deadline)
     }
 }
 
+/* Watches OpenSSL's reads of the socket: with read-ahead it asks for as
+ * much as its buffer holds, so a shorter answer means the socket is
+ * drained — the next bytes raise a new edge.  Clearing `readable` then
+ * saves the read that would only say EAGAIN, as rt_read does on a plain
+ * socket (one system call per keep-alive request).  Bytes OpenSSL holds
+ * are still there: readers check rt_io_pending. */
+static long raw_read_seen(BIO *b, int oper, const char *argp, size_t len, int argi, long argl, int ret,
+                          size_t *processed)
+{
+    (void)argp, (void)argi, (void)argl;
+    if (oper == (BIO_CB_READ | BIO_CB_RETURN) && ret > 0 && processed && *processed < len)
+        ((rt_io *)BIO_get_callback_arg(b))->readable = false;
+    return ret;
+}
+
 static int handshake(rt_io *io, SSL *ssl, rt_ctx *ctx, int64_t deadline)
 {
     if (!SSL_set_fd(ssl, io->fd)) {
@@ -251,6 +266,9 @@ static int handshake(rt_io *io, SSL *ssl, rt_ctx *ctx, int64_t deadline)
         SSL_free(ssl);
         return -ENOMEM;
     }
+    BIO *rb = SSL_get_rbio(ssl);
+    BIO_set_callback_ex(rb, raw_read_seen);
+    BIO_set_callback_arg(rb, (char *)io);
     for (;;) {
         if (io->fd < 0) {
             SSL_free(ssl);
