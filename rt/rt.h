@@ -223,39 +223,34 @@ int rt_writev_all(rt_io *io, struct iovec *iov, int iovcnt, rt_ctx *ctx, int64_t
 ssize_t rt__tls_try_read(rt_io *io, void *buf, size_t n);
 ssize_t rt__tls_try_write(rt_io *io, const void *buf, size_t n);
 bool rt__tls_pending(const rt_io *io);
+/* A recv/send result as the try pair returns it; -EINTR: call again. */
+static inline ssize_t rt__try_result(ssize_t r, bool *ready)
+{
+    if (r >= 0)
+        return r;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        *ready = false; /* the next edge sets it again */
+        return -EAGAIN;
+    }
+    return -errno;
+}
 static inline ssize_t rt_io_try_read(rt_io *io, void *buf, size_t n)
 {
     if (io->tls)
         return rt__tls_try_read(io, buf, n);
-    for (;;) {
-        ssize_t r = recv(io->fd, buf, n, 0);
-        if (r >= 0)
-            return r;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            io->readable = false;
-            return -EAGAIN;
-        }
-        return -errno;
+    ssize_t r;
+    while ((r = rt__try_result(recv(io->fd, buf, n, 0), &io->readable)) == -EINTR) {
     }
+    return r;
 }
 static inline ssize_t rt_io_try_write(rt_io *io, const void *buf, size_t n)
 {
     if (io->tls)
         return rt__tls_try_write(io, buf, n);
-    for (;;) {
-        ssize_t r = send(io->fd, buf, n, MSG_NOSIGNAL);
-        if (r >= 0)
-            return r;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            io->writable = false;
-            return -EAGAIN;
-        }
-        return -errno;
+    ssize_t r;
+    while ((r = rt__try_result(send(io->fd, buf, n, MSG_NOSIGNAL), &io->writable)) == -EINTR) {
     }
+    return r;
 }
 /* True if plaintext is already buffered inside the TLS session: a reader
  * must take it before waiting for the fd, since it raises no event.
