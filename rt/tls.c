@@ -131,6 +131,10 @@ static SSL_CTX *server_ctx(const char *cert, const char *key, char *err, size_t 
      * server-side cache for 1.2 clients resuming by session id. */
     SSL_CTX_set_session_id_context(c, (const unsigned char *)"bazaar", 6);
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_SERVER);
+    /* ~1 KiB a session: 4096 bound the cache to a few MiB (OpenSSL's
+     * default, 20480, to ~20 MiB) — only TLS 1.2 clients without ticket
+     * support end up in it. */
+    SSL_CTX_sess_set_cache_size(c, 4096);
     SSL_CTX_set_timeout(c, 3600);
     SSL_CTX_set_alpn_select_cb(c, alpn_select, NULL);
     if (SSL_CTX_use_certificate_chain_file(c, cert) != 1) {
