@@ -18,6 +18,8 @@ import grpc
 import pytest
 import requests
 
+from google.protobuf.internal.encoder import _VarintBytes  # protobuf's own varint writer
+
 import harness
 from tls_support import TlsBazaar, curl, make_pki, peer_cn, read_response, s_client
 
@@ -309,15 +311,7 @@ def test_pipelined_requests_buffered_inside_tls_are_all_served(srv):
     s.close()
 
 
-def _varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
+_varint = _VarintBytes
 
 
 def _field(num, payload):
