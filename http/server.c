@@ -497,7 +497,16 @@ static bool tls_start(http_conn *c)
     if (r != 0) {
         /* Scanners and broken clients: not worth more than debug. */
         bz_log_dbg("tls: handshake failed", BZ_F_STR("peer", c->peer), BZ_F_STR("error", rt_tls_last_error()),
-                     BZ_F_INT("code", -r));
+                   BZ_F_INT("code", -r));
+        /* Plain HTTP on the TLS port (OpenSSL recognises the request
+         * line): say so in plain text, as Go's server does, rather than a
+         * bare close nobody with curl can read. */
+        if (r == -EPROTO && strstr(rt_tls_last_error(), "http request")) {
+            static const char msg[] = "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                                      "Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+            rt_write_all(&c->io, msg, sizeof msg - 1, &c->ls->ctx, rt_now() + c->srv->o.write_timeout_ns);
+            rt_tls_shutdown(&c->io);
+        }
         return false;
     }
     const char *alpn = rt_tls_alpn(&c->io);
