@@ -137,7 +137,7 @@ static void echo(rt_io *io)
     assert_memory_equal(b, "ping", 4);
     size_t put = 0;
     while (put < 4) {
-        ssize_t n = rt_io_try_write(io, "pong" + put, 4 - put);
+        ssize_t n = rt_io_try_write(io, &"pong"[put], 4 - put);
         if (n == -EAGAIN) {
             assert_int_equal(rt_wait_writable(io, NULL, soon(5000)), 0);
             continue;
