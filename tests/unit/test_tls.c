@@ -312,6 +312,19 @@ static void garbage_and_silence_end_the_handshake(void **state) { run(junk_main)
 
 /* ---- reload ---- */
 
+typedef struct {
+    rt_tls_server *srv;
+    const char *cert, *key;
+    int rc;
+} reload_job;
+
+static void reload_off_loop(void *p)
+{
+    reload_job *j = p;
+    char err[256];
+    j->rc = rt_tls_server_reload(j->srv, j->cert, j->key, err, sizeof err);
+}
+
 static void reload_main(void *p)
 {
     (void)p;
@@ -339,9 +352,13 @@ static void reload_main(void *p)
     assert_non_null(strstr(err, "mismatch"));
     int sr;
     assert_int_equal(try_connect(srv, ca, "localhost", &sr), 0);
-    /* The second pair: new handshakes get it. */
+    /* The second pair, loaded on an offload thread as bazaar does on
+     * SIGHUP (the swap races with nothing here, but TSan sees the
+     * cross-thread hand-over): new handshakes get it. */
     path(cert, sizeof cert, "second.pem");
-    assert_int_equal(rt_tls_server_reload(srv, cert, key, err, sizeof err), 0);
+    reload_job j = {srv, cert, key, -1};
+    assert_int_equal(rt_offload(NULL, reload_off_loop, &j), 0);
+    assert_int_equal(j.rc, 0);
     rt_tls_server_describe(srv, desc, sizeof desc);
     assert_non_null(strstr(desc, "second"));
     assert_int_equal(try_connect(srv, ca2, "localhost", &sr), 0);
