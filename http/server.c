@@ -658,7 +658,9 @@ static void go_idle(http_conn *c)
     bz_buf_free(&c->out);
     bz_buf_free(&c->hbuf);
     bz_buf_free(&c->bbuf);
-    rt_timer_start(&c->timer, rt_now() + c->srv->o.idle_timeout_ns);
+    /* Before the first request (over TLS: after the handshake) the head is
+     * due within read-header-timeout, as Go does; after it, idle-timeout. */
+    rt_timer_start(&c->timer, rt_now() + (c->served ? c->srv->o.idle_timeout_ns : c->srv->o.read_header_timeout_ns));
 }
 
 static void conn_event(rt_io *io, uint32_t ev)

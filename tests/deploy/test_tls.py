@@ -267,6 +267,7 @@ def test_unfinished_handshakes_are_cut_at_read_header_timeout(pki):
         half = socket.create_connection(("127.0.0.1", s.port))
         half.sendall(hello[: len(hello) // 2])
         gsilent = socket.create_connection(("127.0.0.1", s.gport))
+        quiet = s.connect()  # a whole handshake, then no request
         t0 = time.monotonic()
         # others are served meanwhile
         served = []
@@ -276,9 +277,9 @@ def test_unfinished_handshakes_are_cut_at_read_header_timeout(pki):
                 served.append(s.get("/healthz")[0])
         th = threading.Thread(target=others)
         th.start()
-        times = [closed_after(x, 6.0, t0) for x in (silent, half, gsilent)]
+        times = [closed_after(x, 6.0, t0) for x in (silent, half, gsilent, quiet)]
         th.join(20)
-        for x in (silent, half, gsilent):
+        for x in (silent, half, gsilent, quiet):
             x.close()
         elapsed = time.monotonic() - t0
         assert all(t is not None for t in times), times
