@@ -2,7 +2,9 @@
 # tests/bench/tls.sh — TLS /healthz: bazaar (--threads 1, --tls-cert/--tls-key)
 # against nginx (1 worker, ssl + http2, fixed 2-byte body) with the same
 # ECDSA P-256 certificate.  Server on core 0, client on core 1; ROUNDS
-# rounds interleaved; medians.  Scenarios:
+# rounds interleaved; medians.  Besides req/s it reports the server's CPU
+# time per request (utime+stime of the serving process over the run /
+# requests done), which a busy machine distorts far less.  Scenarios:
 #   keep-alive   wrk -c64 over https (HTTP/1.1, TLS 1.3)
 #   handshakes   wrk -c16 with "Connection: close": a full handshake per request
 #   h2           h2load -c16 -m32 over https (ALPN h2)
@@ -58,49 +60,62 @@ for i in $(seq 50); do
   sleep 0.1
 done
 
-# wrk: -> "rps p99_us errors"
-run_wrk() { # conns url [header]
-  local c=$1 url=$2; shift 2
+# CPU ticks (utime + stime) of a process; nginx's is its one worker.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TCK=$(getconf CLK_TCK)
+
+# wrk: -> "rps p99_us errors cpu_us_per_request"
+run_wrk() { # server_pid conns url [header]
+  local pid=$1 c=$2 url=$3; shift 3
+  local t0; t0=$(ticks "$pid")
   taskset -c 1 wrk -t1 -c"$c" -d"${DUR}s" --latency "$@" "$url" >"$tmp/wrk.out" 2>&1 || true
-  /usr/bin/python3 - "$tmp/wrk.out" <<'PY'
+  /usr/bin/python3 - "$tmp/wrk.out" "$(( $(ticks "$pid") - t0 ))" "$TCK" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
 m = re.search(r'^\s+99%\s+([\d.]+)(us|ms|s)\s*$', t, re.M)
 p99 = float(m.group(1)) * {'us': 1, 'ms': 1000, 's': 1e6}[m.group(2)] if m else 0
 rps = float(re.search(r'Requests/sec:\s+([\d.]+)', t).group(1))
+n = int(re.search(r'(\d+) requests in', t).group(1))
 err = re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', t)
 bad = re.search(r'Non-2xx or 3xx responses: (\d+)', t)
-print(rps, p99, (sum(map(int, err.groups())) if err else 0) + (int(bad.group(1)) if bad else 0))
+print(rps, p99, (sum(map(int, err.groups())) if err else 0) + (int(bad.group(1)) if bad else 0),
+      int(sys.argv[2]) * 1e6 / int(sys.argv[3]) / max(n, 1))
 PY
 }
 
-run_h2load() { # url -> "rps mean_us failed"
-  taskset -c 1 h2load -c16 -m32 -D"$DUR" --warm-up-time=1 "$1" >"$tmp/h2load.out" 2>&1 || true
-  /usr/bin/python3 - "$tmp/h2load.out" <<'PY'
+run_h2load() { # server_pid url -> "rps mean_us failed cpu_us_per_request"
+  local t0; t0=$(ticks "$1")
+  # no warm-up period: its requests would not be counted, its CPU would
+  taskset -c 1 h2load -c16 -m32 -D"$DUR" "$2" >"$tmp/h2load.out" 2>&1 || true
+  /usr/bin/python3 - "$tmp/h2load.out" "$(( $(ticks "$1") - t0 ))" "$TCK" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
 rps = float(re.search(r'finished in [\d.]+m?s, ([\d.]+) req/s', t).group(1))
 m = re.search(r'time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)', t)
 mean = float(m.group(5)) * {'us': 1, 'ms': 1000, 's': 1e6}[m.group(6)]
-f = re.search(r'(\d+) failed, (\d+) errored', t)
-print(rps, mean, int(f.group(1)) + int(f.group(2)))
+f = re.search(r'(\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored', t)
+n = int(f.group(3))
+print(rps, mean, int(f.group(4)) + int(f.group(5)), int(sys.argv[2]) * 1e6 / int(sys.argv[3]) / max(n, 1))
 PY
 }
 
 B="https://127.0.0.1:$bport/healthz" N="https://127.0.0.1:$nport/"
-echo "round  scenario     bazaar_rps  nginx_rps  ratio  bazaar_p99/mean  nginx_p99/mean"
+bpid=${pids[0]}
+npid=$(cat "/proc/${pids[1]}/task/${pids[1]}/children" | awk '{print $1}') # the one worker
+echo "round  scenario     bazaar_rps  nginx_rps  ratio  bazaar_p99/mean  nginx_p99/mean  bazaar_cpu/req  nginx_cpu/req"
 : >"$tmp/res"
 for r in $(seq "$ROUNDS"); do
   taskset -c 1 wrk -t1 -c64 -d1s "$B" >/dev/null 2>&1 || true # warm-up
   for sc in keepalive handshakes h2; do
     case $sc in
-      keepalive)  read -r b bl be <<<"$(run_wrk 64 "$B")"; read -r n nl ne <<<"$(run_wrk 64 "$N")" ;;
-      handshakes) read -r b bl be <<<"$(run_wrk 16 "$B" -H 'Connection: close')"
-                  read -r n nl ne <<<"$(run_wrk 16 "$N" -H 'Connection: close')" ;;
-      h2)         read -r b bl be <<<"$(run_h2load "$B")"; read -r n nl ne <<<"$(run_h2load "$N")" ;;
+      keepalive)  read -r b bl be bc <<<"$(run_wrk "$bpid" 64 "$B")"; read -r n nl ne nc <<<"$(run_wrk "$npid" 64 "$N")" ;;
+      handshakes) read -r b bl be bc <<<"$(run_wrk "$bpid" 16 "$B" -H 'Connection: close')"
+                  read -r n nl ne nc <<<"$(run_wrk "$npid" 16 "$N" -H 'Connection: close')" ;;
+      h2)         read -r b bl be bc <<<"$(run_h2load "$bpid" "$B")"; read -r n nl ne nc <<<"$(run_h2load "$npid" "$N")" ;;
     esac
-    printf '%5d  %-11s %10.0f %10.0f %6.2f %14.0fus %13.0fus\n' "$r" "$sc" "$b" "$n" "$(echo "$b / $n" | bc -l)" "$bl" "$nl"
-    echo "$sc $b $n $bl $nl $be $ne" >>"$tmp/res"
+    printf '%5d  %-11s %10.0f %10.0f %6.2f %14.0fus %13.0fus %13.1fus %12.1fus\n' "$r" "$sc" "$b" "$n" \
+      "$(echo "$b / $n" | bc -l)" "$bl" "$nl" "$bc" "$nc"
+    echo "$sc $b $n $bl $nl $be $ne $bc $nc" >>"$tmp/res"
   done
 done
 /usr/bin/python3 - "$tmp/res" <<'PY'
@@ -109,8 +124,9 @@ rows = [l.split() for l in open(sys.argv[1])]
 for sc in ("keepalive", "handshakes", "h2"):
     rs = [list(map(float, r[1:])) for r in rows if r[0] == sc]
     med = lambda i: statistics.median(x[i] for x in rs)
-    print("median %-11s %10.0f %10.0f %6.2f %14.0fus %13.0fus   (errors bazaar %d, nginx %d)" % (
-        sc, med(0), med(1), med(0) / med(1), med(2), med(3), sum(x[4] for x in rs), sum(x[5] for x in rs)))
+    print("median %-11s %10.0f %10.0f %6.2f %14.0fus %13.0fus %13.1fus %12.1fus   (errors bazaar %d, nginx %d; cpu/req ratio %.2f)" % (
+        sc, med(0), med(1), med(0) / med(1), med(2), med(3), med(6), med(7), sum(x[4] for x in rs), sum(x[5] for x in rs),
+        med(6) / med(7)))
 PY
 
 # RSS per idle TLS keep-alive connection: N connections that made one
