@@ -293,12 +293,7 @@ def test_unfinished_handshakes_are_cut_at_read_header_timeout(pki):
 def test_plain_http_on_the_tls_port_gets_a_plain_400(srv):
     c = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
     c.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-    got = b""
-    while True:
-        b = c.recv(4096)
-        if not b:
-            break
-        got += b
+    got = c.makefile("rb").read()  # to the server's close
     c.close()
     assert got.startswith(b"HTTP/1.0 400 Bad Request\r\n") and b"HTTP request to an HTTPS server" in got, got
 
