@@ -135,7 +135,7 @@ struct http_conn {
     int64_t hs_deadline; /* TLS: the handshake ends by then (read-header-timeout) */
     http__h2 *h2;       /* set once the connection speaks HTTP/2 */
     rt_ctx *req_ctx;    /* the request in progress, for disconnect */
-    char peer[48];
+    char peer[64]; /* "[v6addr]:port" is up to 54 bytes */
     /* current request's body */
     size_t rpos;        /* offset of unconsumed bytes in rbuf */
     size_t head_len;

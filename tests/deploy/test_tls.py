@@ -232,6 +232,42 @@ def test_sighup_reloads_the_pair_and_keeps_connections(pki):
         s.close()
 
 
+def test_sighup_reload_is_bracketed_for_systemd(pki, tmp_path):
+    """Under systemd (NOTIFY_SOCKET) a reload says RELOADING=1 first and
+    READY=1 when done — also when the new files are refused."""
+    path = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(10)
+    s = TlsBazaar(pki, env=dict(os.environ, NOTIFY_SOCKET=path))
+    try:
+        def until(want):
+            seen = []
+            while True:
+                m = sock.recv(4096).decode()
+                seen.append(m)
+                if want in m.split("\n"):
+                    return seen
+        until("READY=1")
+        for src, dst in (("two.pem", s.cert), ("two.key", s.key)):
+            with open(os.path.join(pki, src), "rb") as f, open(dst + ".new", "wb") as g:
+                g.write(f.read())
+            os.rename(dst + ".new", dst)
+        s.signal(signal.SIGHUP)
+        seen = until("READY=1")
+        assert "RELOADING=1" in seen[0].split("\n") and "MONOTONIC_USEC=" in seen[0], seen
+        assert "tls: certificate reloaded" in s.log()
+        with open(s.cert, "w") as f:
+            f.write("not a certificate\n")
+        s.signal(signal.SIGHUP)
+        seen = until("READY=1")
+        assert "RELOADING=1" in seen[0].split("\n"), seen
+        assert "tls: reload failed" in s.log() and s.alive()
+    finally:
+        s.close()
+        sock.close()
+
+
 # ---- handshakes that never finish ------------------------------------------------------------------
 
 

@@ -41,7 +41,7 @@ class TlsBazaar:
     in its own dir, so a test can swap the files and SIGHUP), SQLite and
     the memory cache, both addresses on free ports."""
 
-    def __init__(self, pki, *flags, threads=1):
+    def __init__(self, pki, *flags, threads=1, env=None):
         self.dir = tempfile.mkdtemp(prefix="bazaar-tls-")
         self.cert = os.path.join(self.dir, "cert.pem")
         self.key = os.path.join(self.dir, "key.pem")
@@ -56,7 +56,7 @@ class TlsBazaar:
                 "sqlite://" + os.path.join(self.dir, "db.sqlite"), "--cache", "memory", "--tls-cert", self.cert,
                 "--tls-key", self.key] + list(flags)
         with open(self.logpath, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
         ok = harness.wait_for(lambda: self.proc.poll() is not None or self.get("/healthz")[0] == 200, 30)
         assert ok and self.proc.poll() is None, "bazaar did not come up:\n" + self.log()
 
