@@ -41,6 +41,21 @@ typedef struct cache_be_ops {
     /* Optional (NULL: the backend has one class): key becomes a cache
      * entry, evicted before any state (sessions, locks, counters). */
     void (*evictable)(cache_be *b, const char *key);
+    /* Compare-and-set (atomic): stores v (a string, TTL ttl_ns) only if
+     * key is absent (elen == 0) or its value begins with the elen bytes of
+     * expect; *stored tells which. */
+    int (*set_if)(cache_be *b, rt_ctx *ctx, const char *key, const void *expect, size_t elen, const void *v,
+                  size_t n, int64_t ttl_ns, bool *stored, bz_error *err);
+    /* Leases: key is a set of members, each with its own expiry (Redis: a
+     * sorted set scored by expiry in server-time ms).  lease_take first
+     * drops expired members; then renews member for ttl_ns if present,
+     * else adds it if fewer than cap (cap <= 0: no cap) are live; the key
+     * itself expires ttl_ns after the last take.  lease_count: live
+     * members. */
+    int (*lease_take)(cache_be *b, rt_ctx *ctx, const char *key, const char *m, int cap, int64_t ttl_ns,
+                      bool *taken, bz_error *err);
+    int (*lease_drop)(cache_be *b, rt_ctx *ctx, const char *key, const char *m, bz_error *err);
+    int (*lease_count)(cache_be *b, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err);
     int (*publish)(cache_be *b, rt_ctx *ctx, const char *channel, const void *msg, size_t n, bz_error *err);
     /* First local subscriber of a channel / last one gone (Redis:
      * SUBSCRIBE / UNSUBSCRIBE on the subscriber connection). */

@@ -373,6 +373,22 @@ static int m_get(cache_be *b, rt_ctx *ctx, const char *key, bz_buf *out, bz_erro
     return 0;
 }
 
+/* Makes key (entry e, or a new one when NULL) the string copy (owned from
+ * now on).  Caller holds the shard lock. */
+static void put_str(mem *m, shard *s, const char *key, uint64_t h, mentry *e, char *copy, size_t n, int64_t ttl)
+{
+    if (!e)
+        e = insert(m, s, key, h, T_STR);
+    atomic_fetch_sub(&m->used, entry_size(e));
+    value_free(e);
+    e->type = T_STR;
+    e->u.val = copy;
+    e->vlen = n;
+    e->expire = ttl > 0 ? bz_now_ns() + ttl : 0;
+    touch(e);
+    atomic_fetch_add(&m->used, entry_size(e));
+}
+
 static int m_set(cache_be *b, rt_ctx *ctx, const char *key, const void *v, size_t n, int64_t ttl, bool nx,
                  bool *stored, bz_error *err)
 {
@@ -392,20 +408,34 @@ static int m_set(cache_be *b, rt_ctx *ctx, const char *key, const void *v, size_
             *stored = false;
         return 0;
     }
-    if (!e)
-        e = insert(m, s, key, h, T_STR);
-    atomic_fetch_sub(&m->used, entry_size(e));
-    value_free(e);
-    e->type = T_STR;
-    e->u.val = copy;
-    e->vlen = n;
-    e->expire = ttl > 0 ? bz_now_ns() + ttl : 0;
-    touch(e);
-    atomic_fetch_add(&m->used, entry_size(e));
+    put_str(m, s, key, h, e, copy, n, ttl);
     pthread_mutex_unlock(&s->lk);
     if (stored)
         *stored = true;
     evict(m);
+    return 0;
+}
+
+static int m_set_if(cache_be *b, rt_ctx *ctx, const char *key, const void *expect, size_t elen, const void *v,
+                    size_t n, int64_t ttl, bool *stored, bz_error *err)
+{
+    mem *m = (mem *)b;
+    if (full(m))
+        return nomem(err);
+    char *copy = malloc(n ? n : 1);
+    if (!copy)
+        abort();
+    memcpy(copy, v, n);
+    LOCKED(m, key, h, s);
+    mentry *e = lookup(m, s, key, h, NULL);
+    *stored = elen == 0 ? !e : e && e->type == T_STR && e->vlen >= elen && !memcmp(e->u.val, expect, elen);
+    if (*stored)
+        put_str(m, s, key, h, e, copy, n, ttl);
+    pthread_mutex_unlock(&s->lk);
+    if (!*stored)
+        free(copy);
+    else
+        evict(m);
     return 0;
 }
 
@@ -515,6 +545,36 @@ static ptrdiff_t zfind(zset *z, const char *member)
     return -1;
 }
 
+/* Adds d to member's score (add) or sets it to d, adding the member if
+ * missing, and moves it to its place; returns the new score. */
+static int64_t zupdate(zset *z, const char *member, int64_t d, bool add)
+{
+    ptrdiff_t i = zfind(z, member);
+    if (i < 0) {
+        if (z->n == z->cap) {
+            z->cap = z->cap ? z->cap * 2 : 8;
+            z->m = realloc(z->m, z->cap * sizeof *z->m);
+            if (!z->m)
+                abort();
+        }
+        i = (ptrdiff_t)z->n++;
+        memset(&z->m[i], 0, sizeof z->m[i]);
+        strcpy(z->m[i].member, member);
+    }
+    z->m[i].score = add ? z->m[i].score + d : d;
+    cache_zentry x = z->m[i];
+    while (i > 0 && zcmp(&x, &z->m[i - 1]) < 0) {
+        z->m[i] = z->m[i - 1];
+        i--;
+    }
+    while ((size_t)i + 1 < z->n && zcmp(&x, &z->m[i + 1]) > 0) {
+        z->m[i] = z->m[i + 1];
+        i++;
+    }
+    z->m[i] = x;
+    return x.score;
+}
+
 static int m_zincr(cache_be *b, rt_ctx *ctx, const char *key, const char *member, int64_t d, int64_t *score,
                    bz_error *err)
 {
@@ -536,32 +596,7 @@ static int m_zincr(cache_be *b, rt_ctx *ctx, const char *key, const char *member
             abort();
     }
     atomic_fetch_sub(&m->used, entry_size(e));
-    zset *z = e->u.z;
-    ptrdiff_t i = zfind(z, member);
-    if (i < 0) {
-        if (z->n == z->cap) {
-            z->cap = z->cap ? z->cap * 2 : 8;
-            z->m = realloc(z->m, z->cap * sizeof *z->m);
-            if (!z->m)
-                abort();
-        }
-        i = (ptrdiff_t)z->n++;
-        memset(&z->m[i], 0, sizeof z->m[i]);
-        strcpy(z->m[i].member, member);
-    }
-    z->m[i].score += d;
-    *score = z->m[i].score;
-    /* move it to its place */
-    cache_zentry x = z->m[i];
-    while (i > 0 && zcmp(&x, &z->m[i - 1]) < 0) {
-        z->m[i] = z->m[i - 1];
-        i--;
-    }
-    while ((size_t)i + 1 < z->n && zcmp(&x, &z->m[i + 1]) > 0) {
-        z->m[i] = z->m[i + 1];
-        i++;
-    }
-    z->m[i] = x;
+    *score = zupdate(e->u.z, member, d, true);
     touch(e);
     atomic_fetch_add(&m->used, entry_size(e));
     pthread_mutex_unlock(&s->lk);
@@ -619,6 +654,81 @@ static int m_zcard(cache_be *b, rt_ctx *ctx, const char *key, int64_t *n, bz_err
     mem *m = (mem *)b;
     LOCKED(m, key, h, s);
     zset *z = zget(m, s, key, h);
+    *n = z ? (int64_t)z->n : 0;
+    pthread_mutex_unlock(&s->lk);
+    return 0;
+}
+
+/* ---- leases: a sorted set scored by expiry (wall ms), as on Redis ---- */
+
+static int64_t wall_ms(void) { return bz_wall_us() / 1000; }
+
+/* Expired members sort last (lowest expiry): drop them. */
+static void lease_prune(zset *z, int64_t now_ms)
+{
+    while (z->n && z->m[z->n - 1].score <= now_ms)
+        z->n--;
+}
+
+static int m_lease_take(cache_be *b, rt_ctx *ctx, const char *key, const char *member, int cap, int64_t ttl,
+                        bool *taken, bz_error *err)
+{
+    mem *m = (mem *)b;
+    *taken = false;
+    if (strlen(member) >= sizeof(((cache_zentry *)0)->member))
+        return bz_err_set(err, BZ_ERR_INVALID, "cache: lease member too long"), -EINVAL;
+    if (full(m))
+        return nomem(err);
+    LOCKED(m, key, h, s);
+    mentry *e = lookup(m, s, key, h, NULL);
+    if (e && e->type != T_ZSET) {
+        pthread_mutex_unlock(&s->lk);
+        return bz_err_set(err, BZ_ERR_INVALID, "cache: %s is not a lease set", key), -EINVAL;
+    }
+    int64_t now = wall_ms();
+    if (e)
+        lease_prune(e->u.z, now);
+    *taken = cap <= 0 || !e || zfind(e->u.z, member) >= 0 || e->u.z->n < (size_t)cap;
+    if (*taken) {
+        if (!e) {
+            e = insert(m, s, key, h, T_ZSET);
+            e->u.z = calloc(1, sizeof(zset));
+            if (!e->u.z)
+                abort();
+        }
+        atomic_fetch_sub(&m->used, entry_size(e));
+        zupdate(e->u.z, member, now + ttl / BZ_NS_PER_MS, false);
+        e->expire = bz_now_ns() + ttl;
+        touch(e);
+        atomic_fetch_add(&m->used, entry_size(e));
+    }
+    pthread_mutex_unlock(&s->lk);
+    if (*taken)
+        evict(m);
+    return 0;
+}
+
+static int m_lease_drop(cache_be *b, rt_ctx *ctx, const char *key, const char *member, bz_error *err)
+{
+    mem *m = (mem *)b;
+    LOCKED(m, key, h, s);
+    zset *z = zget(m, s, key, h);
+    ptrdiff_t i = z ? zfind(z, member) : -1;
+    if (i >= 0) {
+        memmove(&z->m[i], &z->m[i + 1], (z->n - (size_t)i - 1) * sizeof *z->m);
+        z->n--;
+    }
+    pthread_mutex_unlock(&s->lk);
+    return 0;
+}
+
+static int m_lease_count(cache_be *b, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err)
+{
+    mem *m = (mem *)b;
+    LOCKED(m, key, h, s);
+    zset *z = zget(m, s, key, h);
+    if (z)
+        lease_prune(z, wall_ms());
     *n = z ? (int64_t)z->n : 0;
     pthread_mutex_unlock(&s->lk);
     return 0;
@@ -765,6 +875,7 @@ static const cache_be_ops ops = {
     .ping = m_ping, .get = m_get, .set = m_set, .del = m_del, .del_if = m_del_if, .extend_if = m_extend_if,
     .incr = m_incr, .ttl = m_ttl, .zincr = m_zincr, .ztop = m_ztop, .zscore = m_zscore, .zrank = m_zrank,
     .zcard = m_zcard, .sadd = m_sadd, .srem = m_srem, .smembers = m_smembers, .evictable = m_evictable,
+    .set_if = m_set_if, .lease_take = m_lease_take, .lease_drop = m_lease_drop, .lease_count = m_lease_count,
     .publish = m_publish, .sub_first = m_sub_first, .sub_last = m_sub_last, .close = m_close,
 };
 

@@ -52,7 +52,10 @@ void pages_drop(svc *s, rt_ctx *ctx, int64_t uid)
             break;
         const char *m = b.data;
         for (int i = 0; i < n; i++, m += strlen(m) + 1) {
-            cache_invalidate(s->cache, ctx, m, &e);
+            /* a plain delete, no tombstone: no reader asks for a page of a
+             * superseded version, so a load of one storing late is
+             * unreachable — and tracked here, to be dropped next time */
+            cache_del(s->cache, ctx, m, &e);
             cache_srem(s->cache, ctx, set, m, &e);
         }
     }
