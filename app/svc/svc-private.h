@@ -31,13 +31,12 @@ typedef struct pw_pool {
     pthread_t *th;
     bool quit;
 } pw_pool;
-/* Open event streams per user, in this process (orders.c). */
-#define SVC_STREAM_BUCKETS 256
-typedef struct stream_count stream_count;
-typedef struct stream_table {
-    pthread_mutex_t lk;
-    stream_count *b[SVC_STREAM_BUCKETS];
-} stream_table;
+/* Event streams per user are leases in the cache (orders.c): each lasts
+ * SVC_STREAM_LEASE_NS unless renewed, and an open stream renews it every
+ * SVC_STREAM_RENEW_NS, so a crashed instance's streams free their slots
+ * within a lease. */
+#define SVC_STREAM_LEASE_NS (10 * BZ_NS_PER_S)
+#define SVC_STREAM_RENEW_NS (3 * BZ_NS_PER_S)
 
 /* How many hashes may wait per hashing thread. */
 #define PW_QUEUE_PER_THREAD 8
@@ -54,7 +53,8 @@ struct svc {
     rt_mutex acct_locks[SVC_ACCT_STRIPES];
     bool acct_locks_on;
     pw_pool pw;
-    stream_table streams;
+    char instance[17];        /* random: names this process's stream leases */
+    atomic_llong stream_seq;
     /* the fulfilment worker and the idempotency purge */
     rt_ctx bg_stop;           /* cancelled by svc_stop_worker */
     atomic_bool stopping;
