@@ -1,0 +1,171 @@
+"""Cross-instance correctness (issue #13 part 3): two bazaar processes on
+one PostgreSQL and one Redis.
+
+- an item's cache entry never goes stale for good: while B updates an
+  item back to back, A serves the cache misses each update causes through
+  a Redis link that lags 3 ms each way (the window a load needs to store
+  an older row after B's invalidation); once B's last update returned,
+  both instances answer the database's row at once;
+- the spenders leaderboard, deleted over and over while payments commit
+  on both instances (every read rebuilds it), ends equal to SQL's sums;
+- --sse-max-per-user counts a user's streams on every instance (SSE and
+  WatchOrders together), a closed stream frees its slot, and the streams of
+  a killed instance free theirs once their leases lapse (10 s)."""
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+import grpc
+import pytest
+
+import harness
+from xinst_support import Client, DelayProxy, Watch, new_user, open_sse
+
+
+@pytest.fixture(scope="module")
+def services():
+    pg = harness.Postgres()
+    rd = harness.Redis()
+    yield pg, rd
+    rd.close()
+    pg.close()
+
+
+def pair(services, *flags, lag=None):
+    """Two instances on a fresh database and Redis db; A's Redis link lags
+    by `lag` seconds each way when given."""
+    pg, rd = services
+    dbname = pg.createdb()
+    n = int(uuid.uuid4().int % 15) + 1
+    subprocess.run(["redis-cli", "-p", str(rd.port), "-n", str(n), "flushdb"], capture_output=True, timeout=10)
+    proxy = DelayProxy(rd.port, lag) if lag else None
+    a_cache = "redis://127.0.0.1:%d/%d" % (proxy.port if proxy else rd.port, n)
+    a = harness.Bazaar(pg.url(dbname), a_cache, *flags)
+    b = harness.Bazaar(pg.url(dbname), rd.url(n), *flags)
+    return dbname, n, a, b, proxy
+
+
+def close_pair(a, b, proxy):
+    for x in (a, b):
+        x.close()
+    if proxy:
+        proxy.close()
+
+
+# ---- (a) no stale item survives the last write ------------------------------------------------------
+
+
+def test_item_cache_never_keeps_a_stale_row(services):
+    pg, rd = services
+    dbname, n, a, b, proxy = pair(services, "--cache-ttl", "60s", lag=0.003)
+    try:
+        uid, tok = new_user(b.port, "seller")
+        cb = Client(b.port, tok)
+        st, item = cb.call("POST", "/v1/items", {"sku": "race-1", "name": "racer", "price_cents": 1,
+                                                 "currency": "USD", "stock": 5})
+        assert st == 201, item
+        iid = item["id"]
+        price = 1
+        stale_rounds = []
+        rounds, writes = 12, 15
+        for rnd in range(rounds):
+            stop = threading.Event()
+
+            def reader():
+                c = Client(a.port)
+                while not stop.is_set():
+                    c.call("GET", "/v1/items/%d" % iid)
+                c.close()
+
+            rs = [threading.Thread(target=reader, daemon=True) for _ in range(4)]
+            for t in rs:
+                t.start()
+            time.sleep(0.05)
+            for _ in range(writes):
+                price += 1
+                st, body = cb.call("PATCH", "/v1/items/%d" % iid, {"price_cents": price})
+                assert st == 200, body
+            # B's last update returned: committed and invalidated.  A's
+            # readers may still have loads in flight; none may store.
+            stop.set()
+            for t in rs:
+                t.join(15)
+                assert not t.is_alive()
+            row = int(pg.psql(dbname, "SELECT price_cents FROM items WHERE id = %d" % iid)[0][0])
+            assert row == price
+            seen = []
+            for inst in (a, b):
+                c = Client(inst.port)
+                st, got = c.call("GET", "/v1/items/%d" % iid)
+                c.close()
+                assert st == 200, got
+                seen.append(got["price_cents"])
+            if seen != [row, row]:
+                stale_rounds.append((rnd, row, seen))
+        assert not stale_rounds, "stale item served after the last write (round, db, [A, B]): %r" % stale_rounds
+    finally:
+        close_pair(a, b, proxy)
+
+
+# ---- (c) the per-user stream cap holds across instances ----------------------------------------------
+
+
+def _open_until(pred, timeout):
+    return harness.wait_for(pred, timeout, step=0.2)
+
+
+def test_stream_cap_is_per_user_across_instances(services):
+    dbname, n, a, b, proxy = pair(services, "--sse-max-per-user", "3")
+    try:
+        uid, tok = new_user(a.port, "watcher")
+        other, otok = new_user(a.port, "other")
+        # two SSE streams on A and a WatchOrders on A: the cap of 3
+        s1 = open_sse(a.port, uid, tok)
+        s2 = open_sse(a.port, uid, tok)
+        assert s1[0] == 200 and s2[0] == 200
+        w = Watch(a.port, tok)
+        assert w.code is None, w.code
+        # the 4th, on B, over either transport: refused
+        st, _ = open_sse(b.port, uid, tok)
+        assert st == 429
+        w4 = Watch(b.port, tok)
+        assert w4.code == grpc.StatusCode.RESOURCE_EXHAUSTED, w4.code
+        w4.close()
+        # another user is not affected
+        so = open_sse(b.port, other, otok)
+        assert so[0] == 200
+        so[1].close()
+        # closing one on A frees a slot for B (the close reaches A at once;
+        # the lease is dropped as the stream ends)
+        s1[1].close()
+        got = _open_until(lambda: (lambda r: r if r[0] == 200 else None)(open_sse(b.port, uid, tok)), 5)
+        assert got, "a closed stream's slot was not freed"
+        on_b = got[1]
+        st, _ = open_sse(b.port, uid, tok)
+        assert st == 429
+        # A dies with two streams open (s2 and w): their leases lapse
+        t_kill = time.monotonic()
+        a.signal(signal.SIGKILL)
+        a.wait(10)
+        st, _ = open_sse(b.port, uid, tok)
+        assert st == 429, "a killed instance's streams freed before their lease ran out"
+        freed = _open_until(lambda: (lambda r: r if r[0] == 200 else None)(open_sse(b.port, uid, tok)), 25)
+        waited = time.monotonic() - t_kill
+        assert freed, "a killed instance's stream slots never freed"
+        print("\nslots of a killed instance free after %.1f s (lease 10 s)" % waited)
+        assert waited >= 5
+        # B's own streams renew their leases: still counted after the lapse
+        time.sleep(1)
+        s3 = open_sse(b.port, uid, tok)
+        assert s3[0] == 200  # 2 on B + this one = 3
+        st, _ = open_sse(b.port, uid, tok)
+        assert st == 429
+        for c in (on_b, freed[1], s3[1]):
+            c.close()
+        s2[1].close()
+        w.close()
+    finally:
+        close_pair(a, b, proxy)
