@@ -56,6 +56,13 @@ typedef struct cache_be_ops {
                       bool *taken, bz_error *err);
     int (*lease_drop)(cache_be *b, rt_ctx *ctx, const char *key, const char *m, bz_error *err);
     int (*lease_count)(cache_be *b, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err);
+    /* Epoch-guarded sorted sets (cache.h), atomic: stage is key's staging
+     * set for epoch; the epoch marker is member CACHE_ZEPOCH_MEMBER with
+     * score cache__zepoch_score(epoch). */
+    int (*zincr_epoch)(cache_be *b, rt_ctx *ctx, const char *key, const char *stage, int64_t epoch, const char *m,
+                       int64_t d, int64_t stage_ttl_ns, bz_error *err);
+    int (*zpublish_epoch)(cache_be *b, rt_ctx *ctx, const char *key, const char *stage, int64_t epoch,
+                          bool *published, bz_error *err);
     int (*publish)(cache_be *b, rt_ctx *ctx, const char *channel, const void *msg, size_t n, bz_error *err);
     /* First local subscriber of a channel / last one gone (Redis:
      * SUBSCRIBE / UNSUBSCRIBE on the subscriber connection). */
@@ -73,6 +80,11 @@ struct cache_be {
 };
 
 cache_be *cache__memory_new(const cache_opts *o, bz_error *err);
+
+/* The marker's score for epoch: below any real score (sums of cents), and
+ * exact as a double (Redis scores are doubles) for epochs < 2^51. */
+#define CACHE_ZEPOCH_BASE (-(1LL << 52))
+static inline int64_t cache__zepoch_score(int64_t epoch) { return CACHE_ZEPOCH_BASE + epoch; }
 cache_be *cache__redis_new(const char *url, const cache_opts *o, bz_error *err);
 
 /* ---- the hub: channel → local subscribers ---- */

@@ -530,6 +530,43 @@ int cache_invalidate(cache *c, rt_ctx *ctx, const char *key, bz_error *err)
     return r;
 }
 
+/* ---- epoch-guarded sorted sets ---- */
+
+static int stage_of(char *out, const char *fk, int64_t epoch, bz_error *err)
+{
+    if (snprintf(out, KEYMAX, "%s~%lld", fk, (long long)epoch) >= KEYMAX)
+        return bz_err_set(err, BZ_ERR_INVALID, "cache: key too long"), -EINVAL;
+    return 0;
+}
+
+int cache_zincr_epoch(cache *c, rt_ctx *ctx, const char *key, int64_t epoch, const char *m, int64_t d,
+                      int64_t stage_ttl, bz_error *err)
+{
+    K(key);
+    char stage[KEYMAX];
+    if (stage_of(stage, fk, epoch, err))
+        return -EINVAL;
+    return c->be->ops->zincr_epoch(c->be, ctx, fk, stage, epoch, m, d, stage_ttl, err);
+}
+
+int cache_zpublish_epoch(cache *c, rt_ctx *ctx, const char *key, int64_t epoch, bool *published, bz_error *err)
+{
+    K(key);
+    char stage[KEYMAX];
+    if (stage_of(stage, fk, epoch, err))
+        return -EINVAL;
+    return c->be->ops->zpublish_epoch(c->be, ctx, fk, stage, epoch, published, err);
+}
+
+int cache_zepoch(cache *c, rt_ctx *ctx, const char *key, int64_t *epoch, bz_error *err)
+{
+    int64_t sc;
+    int r = cache_zscore(c, ctx, key, CACHE_ZEPOCH_MEMBER, &sc, err);
+    if (r == 0)
+        *epoch = sc - CACHE_ZEPOCH_BASE;
+    return r;
+}
+
 /* ---- leases ---- */
 
 int cache_lease_take(cache *c, rt_ctx *ctx, const char *key, const char *m, int cap, int64_t ttl, bool *taken,

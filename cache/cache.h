@@ -93,6 +93,33 @@ int cache_zscore(cache *c, rt_ctx *ctx, const char *key, const char *member, int
 int cache_zrank(cache *c, rt_ctx *ctx, const char *key, const char *member, int64_t *rank, bz_error *err);
 int cache_zcard(cache *c, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err);
 
+/* ---- epoch-guarded sorted sets: a derived set rebuilt without double counts ---------
+ *
+ * For a sorted set that is rebuilt from a snapshot while increments keep
+ * coming (a leaderboard).  Every rebuild has an epoch, a number that grows
+ * with each rebuild, and every increment carries the epoch its source
+ * change saw — so the caller must make "the change is in snapshot N" the
+ * same as "the change saw an epoch < N" (bazaar: the payment reads the
+ * epoch and the rebuild bumps it and reads its snapshot, in SERIALIZABLE
+ * transactions).  The set's epoch is a marker member (CACHE_ZEPOCH_MEMBER,
+ * scored below any real score: callers skip it when listing).
+ *
+ * cache_zincr_epoch adds delta to member in key if key is at epoch; drops
+ * it if key is at a later epoch (its snapshot has it); else (key absent or
+ * older: a rebuild for epoch is under way) deletes key and adds delta to
+ * the staging set of epoch ("<key>~<epoch>", kept stage_ttl_ns), so it is
+ * published with that rebuild.  A rebuild adds its snapshot with
+ * cache_zincr_epoch at its own epoch (they land in staging), then
+ * cache_zpublish_epoch: staging becomes key at epoch, unless key is
+ * already at that epoch or a later one (*published false: staging is
+ * dropped). */
+#define CACHE_ZEPOCH_MEMBER "~epoch"
+int cache_zincr_epoch(cache *c, rt_ctx *ctx, const char *key, int64_t epoch, const char *member, int64_t delta,
+                      int64_t stage_ttl_ns, bz_error *err);
+int cache_zpublish_epoch(cache *c, rt_ctx *ctx, const char *key, int64_t epoch, bool *published, bz_error *err);
+/* key's epoch; CACHE_MISS if key has none (absent or never published). */
+int cache_zepoch(cache *c, rt_ctx *ctx, const char *key, int64_t *epoch, bz_error *err);
+
 /* ---- sets (small: a user's sessions, a user's cached page keys) ------------------------ */
 
 /* Adds member; ttl_ns > 0 re-arms the set's TTL.  *card (may be NULL):

@@ -734,6 +734,140 @@ static int m_lease_count(cache_be *b, rt_ctx *ctx, const char *key, int64_t *n, 
     return 0;
 }
 
+/* ---- epoch-guarded sorted sets (cache.h): two keys, so both shards are
+ * locked (in address order; once if they are the same) ---- */
+
+typedef struct {
+    uint64_t h;
+    shard *s;
+} keyref;
+
+static void lock2(mem *m, const char *k1, const char *k2, keyref *a, keyref *b)
+{
+    a->h = hash_key(k1, strlen(k1));
+    b->h = hash_key(k2, strlen(k2));
+    a->s = shard_of(m, a->h);
+    b->s = shard_of(m, b->h);
+    start_expirer(m);
+    shard *first = a->s < b->s ? a->s : b->s, *second = a->s < b->s ? b->s : a->s;
+    pthread_mutex_lock(&first->lk);
+    if (second != first)
+        pthread_mutex_lock(&second->lk);
+}
+
+static void unlock2(keyref *a, keyref *b)
+{
+    pthread_mutex_unlock(&a->s->lk);
+    if (b->s != a->s)
+        pthread_mutex_unlock(&b->s->lk);
+}
+
+/* key's epoch marker: true with *epoch when key is a sorted set with one. */
+static bool zepoch_of(mem *m, keyref *k, const char *key, int64_t *epoch)
+{
+    zset *z = zget(m, k->s, key, k->h);
+    ptrdiff_t i = z ? zfind(z, CACHE_ZEPOCH_MEMBER) : -1;
+    if (i >= 0)
+        *epoch = z->m[i].score - CACHE_ZEPOCH_BASE;
+    return i >= 0;
+}
+
+static void zdel(mem *m, keyref *k, const char *key)
+{
+    mentry **pp;
+    if (lookup(m, k->s, key, k->h, &pp))
+        unlink_entry(m, k->s, pp);
+}
+
+static int m_zincr_epoch(cache_be *b, rt_ctx *ctx, const char *key, const char *stage, int64_t epoch,
+                         const char *member, int64_t d, int64_t ttl, bz_error *err)
+{
+    mem *m = (mem *)b;
+    if (strlen(member) >= sizeof(((cache_zentry *)0)->member))
+        return bz_err_set(err, BZ_ERR_INVALID, "cache: sorted-set member too long"), -EINVAL;
+    if (full(m))
+        return nomem(err);
+    keyref kk, ks;
+    lock2(m, key, stage, &kk, &ks);
+    int64_t at;
+    bool has = zepoch_of(m, &kk, key, &at);
+    if (has && at > epoch) {
+        unlock2(&kk, &ks);
+        return 0;
+    }
+    if (has && at < epoch) {
+        zdel(m, &kk, key);
+        has = false;
+    }
+    const char *target = has ? key : stage;
+    keyref *t = has ? &kk : &ks;
+    mentry *e = lookup(m, t->s, target, t->h, NULL);
+    if (e && e->type != T_ZSET) {
+        unlock2(&kk, &ks);
+        return bz_err_set(err, BZ_ERR_INVALID, "cache: %s is not a sorted set", target), -EINVAL;
+    }
+    if (!e) {
+        e = insert(m, t->s, target, t->h, T_ZSET);
+        e->u.z = calloc(1, sizeof(zset));
+        if (!e->u.z)
+            abort();
+    }
+    atomic_fetch_sub(&m->used, entry_size(e));
+    zupdate(e->u.z, member, d, true);
+    if (!has)
+        e->expire = bz_now_ns() + ttl;
+    touch(e);
+    atomic_fetch_add(&m->used, entry_size(e));
+    unlock2(&kk, &ks);
+    evict(m);
+    return 0;
+}
+
+static int m_zpublish_epoch(cache_be *b, rt_ctx *ctx, const char *key, const char *stage, int64_t epoch,
+                            bool *published, bz_error *err)
+{
+    mem *m = (mem *)b;
+    keyref kk, ks;
+    lock2(m, key, stage, &kk, &ks);
+    int64_t at;
+    *published = !zepoch_of(m, &kk, key, &at) || at < epoch;
+    if (!*published) {
+        zdel(m, &ks, stage);
+        unlock2(&kk, &ks);
+        return 0;
+    }
+    /* the staging set's array moves to key (or key starts empty) */
+    zset *z = NULL;
+    mentry **sp;
+    mentry *se = lookup(m, ks.s, stage, ks.h, &sp);
+    if (se && se->type == T_ZSET) {
+        atomic_fetch_sub(&m->used, entry_size(se));
+        z = se->u.z;
+        se->u.z = NULL;
+        atomic_fetch_add(&m->used, entry_size(se));
+        unlink_entry(m, ks.s, sp);
+    }
+    if (!z) {
+        z = calloc(1, sizeof(zset));
+        if (!z)
+            abort();
+    }
+    mentry *e = lookup(m, kk.s, key, kk.h, NULL);
+    if (!e)
+        e = insert(m, kk.s, key, kk.h, T_ZSET);
+    atomic_fetch_sub(&m->used, entry_size(e));
+    value_free(e);
+    e->type = T_ZSET;
+    e->u.z = z;
+    e->expire = 0;
+    zupdate(z, CACHE_ZEPOCH_MEMBER, cache__zepoch_score(epoch), false);
+    touch(e);
+    atomic_fetch_add(&m->used, entry_size(e));
+    unlock2(&kk, &ks);
+    evict(m);
+    return 0;
+}
+
 /* ---- sets: an unsorted array; meant for small sets (a user's sessions,
  * the page keys of a user's order lists) ---- */
 
@@ -876,6 +1010,7 @@ static const cache_be_ops ops = {
     .incr = m_incr, .ttl = m_ttl, .zincr = m_zincr, .ztop = m_ztop, .zscore = m_zscore, .zrank = m_zrank,
     .zcard = m_zcard, .sadd = m_sadd, .srem = m_srem, .smembers = m_smembers, .evictable = m_evictable,
     .set_if = m_set_if, .lease_take = m_lease_take, .lease_drop = m_lease_drop, .lease_count = m_lease_count,
+    .zincr_epoch = m_zincr_epoch, .zpublish_epoch = m_zpublish_epoch,
     .publish = m_publish, .sub_first = m_sub_first, .sub_last = m_sub_last, .close = m_close,
 };
 

@@ -876,6 +876,47 @@ static int r_lease_count(cache_be *be, rt_ctx *ctx, const char *key, int64_t *n,
     return cmd_int(B, ctx, 4, a, NULL, n, err);
 }
 
+/* ---- epoch-guarded sorted sets (cache.h): KEYS[1] the set, KEYS[2] its
+ * staging set for the epoch; the marker's score comes as a string (Lua
+ * would print a 16-digit number in %.14g and lose it) ---- */
+
+static const char *LUA_ZINCR_EPOCH =
+    "local m = redis.call('zscore', KEYS[1], '~epoch') local e = tonumber(ARGV[1]) "
+    "if m then local be = tonumber(m) - tonumber(ARGV[5]) "
+    "if be == e then redis.call('zincrby', KEYS[1], ARGV[3], ARGV[2]) return 1 end "
+    "if be > e then return 0 end redis.call('del', KEYS[1]) end "
+    "redis.call('zincrby', KEYS[2], ARGV[3], ARGV[2]) redis.call('pexpire', KEYS[2], ARGV[4]) return 2";
+static const char *LUA_ZPUBLISH_EPOCH =
+    "local m = redis.call('zscore', KEYS[1], '~epoch') "
+    "if m and tonumber(m) >= tonumber(ARGV[1]) then redis.call('del', KEYS[2]) return 0 end "
+    "if redis.call('exists', KEYS[2]) == 1 then redis.call('rename', KEYS[2], KEYS[1]) "
+    "redis.call('persist', KEYS[1]) else redis.call('del', KEYS[1]) end "
+    "redis.call('zadd', KEYS[1], ARGV[1], '~epoch') return 1";
+
+static int r_zincr_epoch(cache_be *be, rt_ctx *ctx, const char *key, const char *stage, int64_t epoch,
+                         const char *m, int64_t d, int64_t ttl, bz_error *err)
+{
+    char es[24], ds[24], ms[24], base[24];
+    snprintf(es, sizeof es, "%lld", (long long)epoch);
+    snprintf(ds, sizeof ds, "%lld", (long long)d);
+    snprintf(ms, sizeof ms, "%lld", (long long)((ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS));
+    snprintf(base, sizeof base, "%lld", (long long)CACHE_ZEPOCH_BASE);
+    const char *a[] = {"EVAL", LUA_ZINCR_EPOCH, "2", key, stage, es, m, ds, ms, base};
+    return cmd_int(B, ctx, 10, a, NULL, NULL, err);
+}
+
+static int r_zpublish_epoch(cache_be *be, rt_ctx *ctx, const char *key, const char *stage, int64_t epoch,
+                            bool *published, bz_error *err)
+{
+    char sc[24];
+    snprintf(sc, sizeof sc, "%lld", (long long)cache__zepoch_score(epoch));
+    const char *a[] = {"EVAL", LUA_ZPUBLISH_EPOCH, "2", key, stage, sc};
+    int64_t v = 0;
+    int r = cmd_int(B, ctx, 6, a, NULL, &v, err);
+    *published = r == 0 && v == 1;
+    return r;
+}
+
 static int r_publish(cache_be *be, rt_ctx *ctx, const char *ch, const void *m, size_t n, bz_error *err)
 {
     const char *a[] = {"PUBLISH", ch, m};
@@ -1121,6 +1162,7 @@ static const cache_be_ops ops = {
     .incr = r_incr, .ttl = r_ttl, .zincr = r_zincr, .ztop = r_ztop, .zscore = r_zscore, .zrank = r_zrank,
     .zcard = r_zcard, .sadd = r_sadd, .srem = r_srem, .smembers = r_smembers, .publish = r_publish, .sub_first = r_sub_first, .sub_last = r_sub_last, .close = r_close,
     .set_if = r_set_if, .lease_take = r_lease_take, .lease_drop = r_lease_drop, .lease_count = r_lease_count,
+    .zincr_epoch = r_zincr_epoch, .zpublish_epoch = r_zpublish_epoch,
 };
 
 cache_be *cache__redis_new(const char *url, const cache_opts *o, bz_error *err)

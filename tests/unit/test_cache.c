@@ -804,6 +804,77 @@ static void lease_body(void)
 
 static void leases_are_capped_and_lapse(void **state) { run(lease_body); }
 
+/* ---- epoch-guarded sorted sets: a rebuild never counts twice or loses ---- */
+
+static int64_t zs(cache *c, const char *k, const char *m)
+{
+    bz_error e;
+    int64_t v = -1;
+    int r = cache_zscore(c, NULL, k, m, &v, &e);
+    return r == 0 ? v : -1;
+}
+
+static void zepoch_body(void)
+{
+    cache *c = open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU);
+    bz_error e;
+    const char *k = K("board");
+    const int64_t T = 60 * BZ_NS_PER_S;
+    int64_t ep;
+    bool pub;
+    cache_state_del(c, NULL, k, &e);
+    assert_int_equal(cache_zepoch(c, NULL, k, &ep, &e), CACHE_MISS);
+    /* rebuild 5 under way: its snapshot and a payment that saw epoch 5
+     * (not in the snapshot) both stage; one that saw 4 stages for 4 */
+    OK(cache_zincr_epoch(c, NULL, k, 5, "u1", 100, T, &e)); /* snapshot */
+    OK(cache_zincr_epoch(c, NULL, k, 5, "u1", 7, T, &e));   /* paid after it */
+    OK(cache_zincr_epoch(c, NULL, k, 4, "u2", 50, T, &e));  /* in it: a dead stage */
+    assert_int_equal(cache_zepoch(c, NULL, k, &ep, &e), CACHE_MISS); /* nothing published yet */
+    OK(cache_zpublish_epoch(c, NULL, k, 5, &pub, &e));
+    assert_true(pub);
+    OK(cache_zepoch(c, NULL, k, &ep, &e));
+    assert_int_equal(ep, 5);
+    assert_int_equal(zs(c, k, "u1"), 107);
+    assert_int_equal(zs(c, k, "u2"), -1);
+    /* at epoch 5: same epoch adds, an older one is dropped (counted) */
+    OK(cache_zincr_epoch(c, NULL, k, 5, "u1", 3, T, &e));
+    OK(cache_zincr_epoch(c, NULL, k, 4, "u1", 1000, T, &e));
+    assert_int_equal(zs(c, k, "u1"), 110);
+    /* the marker sorts last */
+    cache_zentry top[4];
+    int n;
+    OK(cache_ztop(c, NULL, k, 4, top, &n, &e));
+    assert_int_equal(n, 2);
+    assert_string_equal(top[1].member, CACHE_ZEPOCH_MEMBER);
+    /* a newer epoch's increment means rebuild 6 is under way: the old
+     * board goes, the increment stages for 6 */
+    OK(cache_zincr_epoch(c, NULL, k, 6, "u3", 9, T, &e));
+    assert_int_equal(cache_zepoch(c, NULL, k, &ep, &e), CACHE_MISS);
+    OK(cache_zincr_epoch(c, NULL, k, 6, "u1", 110, T, &e)); /* rebuild 6's snapshot */
+    /* an older rebuild publishing late is refused once 6 published */
+    OK(cache_zpublish_epoch(c, NULL, k, 6, &pub, &e));
+    assert_true(pub);
+    OK(cache_zincr_epoch(c, NULL, k, 5, "u9", 1, T, &e));
+    OK(cache_zpublish_epoch(c, NULL, k, 5, &pub, &e));
+    assert_false(pub);
+    OK(cache_zepoch(c, NULL, k, &ep, &e));
+    assert_int_equal(ep, 6);
+    assert_int_equal(zs(c, k, "u1"), 110);
+    assert_int_equal(zs(c, k, "u3"), 9);
+    assert_int_equal(zs(c, k, "u9"), -1);
+    /* a rebuild with an empty snapshot still publishes (a marker alone) */
+    const char *k2 = K("board-empty");
+    cache_state_del(c, NULL, k2, &e);
+    OK(cache_zpublish_epoch(c, NULL, k2, 1, &pub, &e));
+    assert_true(pub);
+    int64_t card;
+    OK(cache_zcard(c, NULL, k2, &card, &e));
+    assert_int_equal(card, 1);
+    cache_close(c);
+}
+
+static void epoch_sorted_sets_count_each_change_once(void **state) { run(zepoch_body); }
+
 /* ---- two processes share one Redis ---- */
 
 static void child_body(void)
@@ -896,6 +967,7 @@ int main(void)
         cmocka_unit_test(guarantees_hold_across_processes),
         cmocka_unit_test(loads_in_flight_never_resurrect_stale_values),
         cmocka_unit_test(leases_are_capped_and_lapse),
+        cmocka_unit_test(epoch_sorted_sets_count_each_change_once),
         cmocka_unit_test(redis_outage_fails_fast_and_recovers),
     };
     int fails = cmocka_run_group_tests_name("cache/memory", tests, setup_memory, NULL);
