@@ -111,16 +111,15 @@ void fx_order_event(svc *s, int64_t user_id, int64_t order_id, const char *statu
     bz_buf_free(&b);
 }
 
-void fx_spent(svc *s, int64_t uid, const char *currency, int64_t cents)
+void fx_spent(svc *s, int64_t uid, const char *currency, int64_t cents, int64_t epoch)
 {
     char key[32], member[24];
     snprintf(key, sizeof key, "lb:spenders:%s", currency);
     snprintf(member, sizeof member, "%lld", (long long)uid);
     bz_error e;
-    int64_t score;
     rt_ctx c;
     rt_ctx_init_timeout(&c, NULL, SVC_DETACHED_NS);
-    if (cache_zincr(s->cache, &c, key, member, cents, &score, &e) != 0)
+    if (cache_zincr_epoch(s->cache, &c, key, epoch, member, cents, SVC_LB_STAGE_TTL_NS, &e) != 0)
         bz_log_warn("leaderboard not updated", BZ_F_STR("error", e.msg));
     rt_ctx_release(&c);
 }

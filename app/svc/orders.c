@@ -335,6 +335,7 @@ typedef struct {
     bool changed;           /* the status moved (effects after commit) */
     int64_t total, at_us;
     char currency[4];
+    int64_t lb_epoch;       /* the leaderboard epoch this payment saw */
     int64_t items[SVC_MAX_LINES];
     int nitems;
 } state_args;
@@ -367,6 +368,8 @@ static int pay_lines(state_args *x, db_tx *tx, rt_ctx *ctx, int64_t account, int
     }
     db_arg u[] = {DB_TEXT("paid"), DB_TIME(now), DB_INT(x->id)};
     if (sql_exec(TX(tx), ctx, &SQL_ORDER_SET_STATUS, u, 3, NULL, err) != 0)
+        return -1;
+    if (lb_epoch_read(tx, ctx, x->currency, &x->lb_epoch, err) != 0)
         return -1;
     /* The job commits with the payment: durable fulfilment. */
     db_arg j[] = {DB_INT(x->id), DB_TIME(now + SHIP_DELAY_US)};
@@ -507,7 +510,7 @@ static int change_state(svc *s, svc_call *c, int64_t id, bool pay, svc_order *ou
         for (int i = 0; i < x.nitems; i++)
             fx_item_changed(s, x.items[i]);
         if (pay)
-            fx_spent(s, x.uid, x.currency, x.total);
+            fx_spent(s, x.uid, x.currency, x.total, x.lb_epoch);
         fx_order_event(s, x.uid, id, pay ? "paid" : "cancelled", x.at_us);
     }
     return rc;

@@ -188,7 +188,15 @@ int page_limit(const svc_page_in *pg, svc_err *e);
 void fx_item_changed(svc *s, int64_t item_id);
 void fx_orders_changed(svc *s, int64_t user_id);
 void fx_order_event(svc *s, int64_t user_id, int64_t order_id, const char *status, int64_t at_us);
-void fx_spent(svc *s, int64_t user_id, const char *currency, int64_t cents);
+/* A leaderboard's staging set outlives the slowest rebuild (its lock
+ * lasts 30 s). */
+#define SVC_LB_STAGE_TTL_NS (120 * BZ_NS_PER_S)
+/* A payment's addition to its currency's leaderboard; epoch is what the
+ * payment's transaction read (lb_epoch_read). */
+void fx_spent(svc *s, int64_t user_id, const char *currency, int64_t cents, int64_t epoch);
+/* The leaderboard epoch of currency, read inside a payment's transaction
+ * (leaderboard.c explains why). */
+int lb_epoch_read(db_tx *tx, rt_ctx *ctx, const char *currency, int64_t *epoch, bz_error *err);
 /* The cached order pages of a user: remember one, drop them all. */
 #define SVC_OLIST_MAX_PAGES 64
 void pages_track(svc *s, rt_ctx *ctx, int64_t uid, const char *page_key);
