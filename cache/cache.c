@@ -405,8 +405,8 @@ int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl, cache
 {
     K(key);
     bool degraded = false;
-    seen_t seen = {.n = 0};
-    int64_t seen_ns = bz_now_ns();
+    seen_t seen;
+    seen.n = 0;
     if (c->store_entries) {
         int r = c->be->ops->get(c->be, ctx, fk, out, err);
         if (r == 0) {
@@ -426,6 +426,9 @@ int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl, cache
         }
     }
     STAT(c, misses);
+    /* (a moment after the read: the margin of CACHE_TOMBSTONE_TTL / 2
+     * covers it; a clock read on the hit path would not be free) */
+    int64_t seen_ns = bz_now_ns();
     /* single flight: the first caller for a key loads, the others wait */
     pthread_mutex_lock(&c->flights_lk);
     flight *f = c->flights;
