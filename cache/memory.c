@@ -373,6 +373,15 @@ static int m_get(cache_be *b, rt_ctx *ctx, const char *key, bz_buf *out, bz_erro
     return 0;
 }
 
+static char *copy_of(const void *v, size_t n)
+{
+    char *copy = malloc(n ? n : 1);
+    if (!copy)
+        abort();
+    memcpy(copy, v, n);
+    return copy;
+}
+
 /* Makes key (entry e, or a new one when NULL) the string copy (owned from
  * now on).  Caller holds the shard lock. */
 static void put_str(mem *m, shard *s, const char *key, uint64_t h, mentry *e, char *copy, size_t n, int64_t ttl)
@@ -389,54 +398,41 @@ static void put_str(mem *m, shard *s, const char *key, uint64_t h, mentry *e, ch
     atomic_fetch_add(&m->used, entry_size(e));
 }
 
+/* Stores the string v at key: always, or (!always) only if key is absent
+ * (elen == 0) or its value begins with expect — SET, SET NX and the
+ * compare-and-set are this one rule. */
+static int put_when(mem *m, const char *key, const void *v, size_t n, int64_t ttl, bool always, const void *expect,
+                    size_t elen, bool *stored, bz_error *err)
+{
+    if (full(m))
+        return nomem(err);
+    char *copy = copy_of(v, n);
+    LOCKED(m, key, h, s);
+    mentry *e = lookup(m, s, key, h, NULL);
+    bool ok = always || (elen == 0 ? !e
+                                   : e && e->type == T_STR && e->vlen >= elen && !memcmp(e->u.val, expect, elen));
+    if (ok)
+        put_str(m, s, key, h, e, copy, n, ttl);
+    pthread_mutex_unlock(&s->lk);
+    if (stored)
+        *stored = ok;
+    if (!ok)
+        free(copy);
+    else
+        evict(m);
+    return 0;
+}
+
 static int m_set(cache_be *b, rt_ctx *ctx, const char *key, const void *v, size_t n, int64_t ttl, bool nx,
                  bool *stored, bz_error *err)
 {
-    mem *m = (mem *)b;
-    if (full(m))
-        return nomem(err);
-    char *copy = malloc(n ? n : 1);
-    if (!copy)
-        abort();
-    memcpy(copy, v, n);
-    LOCKED(m, key, h, s);
-    mentry *e = lookup(m, s, key, h, NULL);
-    if (e && nx) {
-        pthread_mutex_unlock(&s->lk);
-        free(copy);
-        if (stored)
-            *stored = false;
-        return 0;
-    }
-    put_str(m, s, key, h, e, copy, n, ttl);
-    pthread_mutex_unlock(&s->lk);
-    if (stored)
-        *stored = true;
-    evict(m);
-    return 0;
+    return put_when((mem *)b, key, v, n, ttl, !nx, NULL, 0, stored, err);
 }
 
 static int m_set_if(cache_be *b, rt_ctx *ctx, const char *key, const void *expect, size_t elen, const void *v,
                     size_t n, int64_t ttl, bool *stored, bz_error *err)
 {
-    mem *m = (mem *)b;
-    if (full(m))
-        return nomem(err);
-    char *copy = malloc(n ? n : 1);
-    if (!copy)
-        abort();
-    memcpy(copy, v, n);
-    LOCKED(m, key, h, s);
-    mentry *e = lookup(m, s, key, h, NULL);
-    *stored = elen == 0 ? !e : e && e->type == T_STR && e->vlen >= elen && !memcmp(e->u.val, expect, elen);
-    if (*stored)
-        put_str(m, s, key, h, e, copy, n, ttl);
-    pthread_mutex_unlock(&s->lk);
-    if (!*stored)
-        free(copy);
-    else
-        evict(m);
-    return 0;
+    return put_when((mem *)b, key, v, n, ttl, false, expect, elen, stored, err);
 }
 
 static int m_del(cache_be *b, rt_ctx *ctx, const char *key, bz_error *err)
@@ -575,6 +571,24 @@ static int64_t zupdate(zset *z, const char *member, int64_t d, bool add)
     return x.score;
 }
 
+/* The sorted set at key for a write: *out the entry (made, empty, when
+ * missing), or an error when key holds another type.  Caller holds the
+ * shard lock (and releases it on error). */
+static int zopen(mem *m, shard *s, const char *key, uint64_t h, mentry **out, bz_error *err)
+{
+    mentry *e = lookup(m, s, key, h, NULL);
+    if (e && e->type != T_ZSET)
+        return bz_err_set(err, BZ_ERR_INVALID, "cache: %s is not a sorted set", key), -EINVAL;
+    if (!e) {
+        e = insert(m, s, key, h, T_ZSET);
+        e->u.z = calloc(1, sizeof(zset));
+        if (!e->u.z)
+            abort();
+    }
+    *out = e;
+    return 0;
+}
+
 static int m_zincr(cache_be *b, rt_ctx *ctx, const char *key, const char *member, int64_t d, int64_t *score,
                    bz_error *err)
 {
@@ -584,16 +598,10 @@ static int m_zincr(cache_be *b, rt_ctx *ctx, const char *key, const char *member
     if (full(m))
         return nomem(err);
     LOCKED(m, key, h, s);
-    mentry *e = lookup(m, s, key, h, NULL);
-    if (e && e->type != T_ZSET) {
+    mentry *e;
+    if (zopen(m, s, key, h, &e, err)) {
         pthread_mutex_unlock(&s->lk);
-        return bz_err_set(err, BZ_ERR_INVALID, "cache: %s is not a sorted set", key), -EINVAL;
-    }
-    if (!e) {
-        e = insert(m, s, key, h, T_ZSET);
-        e->u.z = calloc(1, sizeof(zset));
-        if (!e->u.z)
-            abort();
+        return -EINVAL;
     }
     atomic_fetch_sub(&m->used, entry_size(e));
     *score = zupdate(e->u.z, member, d, true);
@@ -690,12 +698,7 @@ static int m_lease_take(cache_be *b, rt_ctx *ctx, const char *key, const char *m
         lease_prune(e->u.z, now);
     *taken = cap <= 0 || !e || zfind(e->u.z, member) >= 0 || e->u.z->n < (size_t)cap;
     if (*taken) {
-        if (!e) {
-            e = insert(m, s, key, h, T_ZSET);
-            e->u.z = calloc(1, sizeof(zset));
-            if (!e->u.z)
-                abort();
-        }
+        zopen(m, s, key, h, &e, err); /* a sorted set or none: checked above */
         atomic_fetch_sub(&m->used, entry_size(e));
         zupdate(e->u.z, member, now + ttl / BZ_NS_PER_MS, false);
         e->expire = bz_now_ns() + ttl;
@@ -801,16 +804,10 @@ static int m_zincr_epoch(cache_be *b, rt_ctx *ctx, const char *key, const char *
     }
     const char *target = has ? key : stage;
     keyref *t = has ? &kk : &ks;
-    mentry *e = lookup(m, t->s, target, t->h, NULL);
-    if (e && e->type != T_ZSET) {
+    mentry *e;
+    if (zopen(m, t->s, target, t->h, &e, err)) {
         unlock2(&kk, &ks);
-        return bz_err_set(err, BZ_ERR_INVALID, "cache: %s is not a sorted set", target), -EINVAL;
-    }
-    if (!e) {
-        e = insert(m, t->s, target, t->h, T_ZSET);
-        e->u.z = calloc(1, sizeof(zset));
-        if (!e->u.z)
-            abort();
+        return -EINVAL;
     }
     atomic_fetch_sub(&m->used, entry_size(e));
     zupdate(e->u.z, member, d, true);

@@ -840,7 +840,8 @@ static int r_set_if(cache_be *be, rt_ctx *ctx, const char *key, const void *expe
 
 /* Lease expiries are Redis's own clock (TIME), so instances whose clocks
  * disagree still agree on which leases are live. */
-#define LUA_NOW "local t = redis.call('time') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+#define LUA_NOW                                                                                                 \
+    "local t = redis.call('time') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
 
 static const char *LUA_LEASE_TAKE =
     LUA_NOW "redis.call('zremrangebyscore', KEYS[1], '-inf', now) "

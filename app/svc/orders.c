@@ -586,8 +586,8 @@ int svc_orders_watch(svc *s, svc_call *c, int64_t user_id, svc_watch **out, svc_
     snprintf(lease, sizeof lease, "%s:%lld", s->instance, (long long)atomic_fetch_add(&s->stream_seq, 1));
     bool taken = false;
     bz_error be;
-    if (cache_lease_take(s->cache, c->ctx, key, lease, s->cfg->sse_max_per_user, SVC_STREAM_LEASE_NS, &taken, &be) !=
-        0)
+    int cap = s->cfg->sse_max_per_user;
+    if (cache_lease_take(s->cache, c->ctx, key, lease, cap, SVC_STREAM_LEASE_NS, &taken, &be) != 0)
         return svc_fail_from(e, &be);
     if (!taken) {
         svc_fail(e, SVC_RATE_LIMITED, "too_many_streams",

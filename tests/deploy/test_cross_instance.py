@@ -48,6 +48,15 @@ def pair(services, *flags, lag=None):
     return dbname, n, a, b, proxy
 
 
+def make_item(port, token, sku, stock):
+    c = Client(port, token)
+    st, item = c.call("POST", "/v1/items", {"sku": sku, "name": sku, "price_cents": 100, "currency": "USD",
+                                            "stock": stock})
+    c.close()
+    assert st == 201, item
+    return item
+
+
 def close_pair(a, b, proxy):
     for x in (a, b):
         x.close()
@@ -64,11 +73,8 @@ def test_item_cache_never_keeps_a_stale_row(services):
     try:
         uid, tok = new_user(b.port, "seller")
         cb = Client(b.port, tok)
-        st, item = cb.call("POST", "/v1/items", {"sku": "race-1", "name": "racer", "price_cents": 1,
-                                                 "currency": "USD", "stock": 5})
-        assert st == 201, item
-        iid = item["id"]
-        price = 1
+        iid = make_item(b.port, tok, "race-1", 5)["id"]
+        price = 100
         stale_rounds = []
         rounds, writes = 20, 15
         for rnd in range(rounds):
@@ -127,10 +133,7 @@ def test_leaderboard_equals_sql_through_rebuilds(services):
     board = "bazaar:lb:spenders:USD"
     try:
         sid, stok = new_user(a.port, "seller")
-        cs = Client(a.port, stok)
-        st, item = cs.call("POST", "/v1/items", {"sku": "lb-1", "name": "thing", "price_cents": 100,
-                                                 "currency": "USD", "stock": 1000000})
-        assert st == 201, item
+        item = make_item(a.port, stok, "lb-1", 1000000)
         buyers = []
         for i in range(8):
             uid, tok = new_user(a.port if i % 2 else b.port, "buyer%d" % i)
