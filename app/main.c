@@ -4,6 +4,7 @@
 #include "app/app-private.h"
 #include "app/grpc/rpc.h"
 #include "app/rest/rest.h"
+#include "app/tls.h"
 
 #include "base/log.h"
 #include "base/notify.h"
@@ -17,6 +18,7 @@
 typedef struct {
     const bz_config *cfg;
     int status;
+    rt_tls_server *tls; /* --tls-cert/--tls-key, or NULL */
 } run_state;
 
 /* Opens the database (pinged) and the cache into a.  0 or -1 (logged). */
@@ -193,6 +195,9 @@ static void serve_main(void *p)
     rt_gate *gate = rt_gate_new(cfg->max_conns);
     o.conn_gate = gate;
     o.name = "public";
+    o.tls = s->tls;
+    if (s->tls)
+        app_tls_reload_on_sighup(s->tls, cfg);
     int e = 0;
     http_server *srv = http_server_new(&o, (http_handler){by_protocol, &both}, &e);
     http_server *gsrv = NULL;
@@ -307,7 +312,14 @@ int app_main(const bz_config *cfg)
     bz_log_url_secrets(cfg->db);
     bz_log_url_secrets(cfg->cache);
     bz_log_url_secrets(cfg->db_read_url);
-    run_state s = {cfg, 1};
+    run_state s = {cfg, 1, NULL};
+    if (cfg->command == BZ_CMD_SERVE && cfg->tls_cert[0]) {
+        char err[512];
+        if (!(s.tls = app_tls_open(cfg, err, sizeof err))) {
+            fprintf(stderr, "bazaar: %s\n", err);
+            return 2;
+        }
+    }
     rt_fn fn;
     switch (cfg->command) {
     case BZ_CMD_SERVE: fn = serve_main; break;
@@ -319,6 +331,7 @@ int app_main(const bz_config *cfg)
     rt_options o = {.threads = cfg->command == BZ_CMD_SERVE ? cfg->threads : 1,
                     .handle_signals = cfg->command == BZ_CMD_SERVE};
     int r = rt_run(&o, fn, &s);
+    rt_tls_server_unref(s.tls);
     if (r) {
         fprintf(stderr, "bazaar: cannot start the runtime (error %d)\n", -r);
         return 1;

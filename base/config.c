@@ -18,7 +18,7 @@
 
 typedef enum {
     T_ADDR, T_ADDR_OFF, T_DB, T_CACHE, T_INT, T_I64, T_DURATION, T_SIZE, T_RATE, T_EVICTION, T_ORIGINS,
-    T_LOG_FORMAT, T_LOG_LEVEL,
+    T_LOG_FORMAT, T_LOG_LEVEL, T_FILE,
     T_DB_READ,
 } ftype;
 
@@ -78,6 +78,8 @@ static const flagdef flags[] = {
     {"cache-eviction", T_EVICTION, "allkeys-lru", OFF(cache_eviction), 0, C_SERVE, "allkeys-lru, allkeys-lfu, volatile-ttl, noeviction"},
     {"log-format", T_LOG_FORMAT, NULL, OFF(log_format), 0, C_ALL, "text or json (default: text on a TTY, else json)"},
     {"log-level", T_LOG_LEVEL, "info", OFF(log_level), 0, C_ALL, "debug, info, warn, error"},
+    {"tls-cert", T_FILE, "", OFF(tls_cert), 0, C_SERVE, "PEM certificate chain; with --tls-key both addresses speak TLS (ALPN h2, http/1.1); reloaded on SIGHUP"},
+    {"tls-key", T_FILE, "", OFF(tls_key), 0, C_SERVE, "PEM private key for --tls-cert"},
     {"users", T_I64, "1000", OFF(seed_users), 1, C_SEED, "seed: number of users"},
     {"items", T_I64, "10000", OFF(seed_items), 0, C_SEED, "seed: number of items"},
     {"orders", T_I64, "20000", OFF(seed_orders), 0, C_SEED, "seed: number of orders"},
@@ -322,6 +324,14 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
         if (!copy_str(dst, 1024, v))
             return fail(why, whylen, "too long");
         return 0;
+    case T_FILE:
+        /* A readable file (its content is checked by whoever loads it);
+         * "" is none, the default. */
+        if (!copy_str(dst, 1024, v))
+            return fail(why, whylen, "too long");
+        if (*v && access(v, R_OK) != 0)
+            return fail(why, whylen, "cannot read it: %s", strerror(errno));
+        return 0;
     case T_ORIGINS:
         /* "*", or origins like https://shop.example:8443, comma separated
          * (spaces around the commas are allowed) */
@@ -523,6 +533,9 @@ int bz_config_parse(bz_config *cfg, int argc, char **argv, char *err, size_t err
         cfg->db_max_idle = cfg->db_max_open; /* database/sql does the same */
     if (cfg->db_read_url[0] && !strncmp(cfg->db, "sqlite://", 9))
         return fail(err, errlen, "bazaar: --db-read-url needs a PostgreSQL --db (SQLite has no replicas)");
+    if (!cfg->tls_cert[0] != !cfg->tls_key[0])
+        return fail(err, errlen, "bazaar: --%s needs --%s (TLS takes both)", cfg->tls_cert[0] ? "tls-cert" : "tls-key",
+                    cfg->tls_cert[0] ? "tls-key" : "tls-cert");
     return 0;
 }
 

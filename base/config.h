@@ -75,6 +75,8 @@ typedef struct bz_config {
     bz_eviction cache_eviction;
     int log_format;           /* bz_log_format */
     int log_level;            /* bz_log_level */
+    char tls_cert[1024];      /* PEM chain, or "" (no TLS); set iff tls_key is */
+    char tls_key[1024];       /* PEM private key, or "" */
     /* seed only (API.md §9) */
     int64_t seed_users, seed_items, seed_orders, seed_seed;
 } bz_config;

@@ -41,6 +41,28 @@ typedef struct cache_be_ops {
     /* Optional (NULL: the backend has one class): key becomes a cache
      * entry, evicted before any state (sessions, locks, counters). */
     void (*evictable)(cache_be *b, const char *key);
+    /* Compare-and-set (atomic): stores v (a string, TTL ttl_ns) only if
+     * key is absent (elen == 0) or its value begins with the elen bytes of
+     * expect; *stored tells which. */
+    int (*set_if)(cache_be *b, rt_ctx *ctx, const char *key, const void *expect, size_t elen, const void *v,
+                  size_t n, int64_t ttl_ns, bool *stored, bz_error *err);
+    /* Leases: key is a set of members, each with its own expiry (Redis: a
+     * sorted set scored by expiry in server-time ms).  lease_take first
+     * drops expired members; then renews member for ttl_ns if present,
+     * else adds it if fewer than cap (cap <= 0: no cap) are live; the key
+     * itself expires ttl_ns after the last take.  lease_count: live
+     * members. */
+    int (*lease_take)(cache_be *b, rt_ctx *ctx, const char *key, const char *m, int cap, int64_t ttl_ns,
+                      bool *taken, bz_error *err);
+    int (*lease_drop)(cache_be *b, rt_ctx *ctx, const char *key, const char *m, bz_error *err);
+    int (*lease_count)(cache_be *b, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err);
+    /* Epoch-guarded sorted sets (cache.h), atomic: stage is key's staging
+     * set for epoch; the epoch marker is member CACHE_ZEPOCH_MEMBER with
+     * score cache__zepoch_score(epoch). */
+    int (*zincr_epoch)(cache_be *b, rt_ctx *ctx, const char *key, const char *stage, int64_t epoch, const char *m,
+                       int64_t d, int64_t stage_ttl_ns, bz_error *err);
+    int (*zpublish_epoch)(cache_be *b, rt_ctx *ctx, const char *key, const char *stage, int64_t epoch,
+                          bool *published, bz_error *err);
     int (*publish)(cache_be *b, rt_ctx *ctx, const char *channel, const void *msg, size_t n, bz_error *err);
     /* First local subscriber of a channel / last one gone (Redis:
      * SUBSCRIBE / UNSUBSCRIBE on the subscriber connection). */
@@ -63,6 +85,11 @@ cache_be *cache__memory_new(const cache_opts *o, bz_error *err);
 int64_t cache__memory_keys(cache_be *b);
 int64_t cache__memory_used(cache_be *b);
 int64_t cache__memory_max(cache_be *b);
+
+/* The marker's score for epoch: below any real score (sums of cents), and
+ * exact as a double (Redis scores are doubles) for epochs < 2^51. */
+#define CACHE_ZEPOCH_BASE (-(1LL << 52))
+static inline int64_t cache__zepoch_score(int64_t epoch) { return CACHE_ZEPOCH_BASE + epoch; }
 cache_be *cache__redis_new(const char *url, const cache_opts *o, bz_error *err);
 
 /* ---- the hub: channel → local subscribers ---- */

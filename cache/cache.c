@@ -252,12 +252,18 @@ int cache_publish(cache *c, rt_ctx *ctx, const char *channel, const void *m, siz
 
 /* ---- get-or-load ----
  *
- * Stored entries carry a header: magic, flags (negative), how long the
- * load took (µs) and when the entry expires (wall µs), so any process can
- * run XFetch: refresh early with probability that grows as expiry nears
- * and with how slow the load is. */
+ * Stored entries carry a header: magic, flags (negative, tombstone), how
+ * long the load took (µs), when the entry expires (wall µs) — so any
+ * process can run XFetch: refresh early with probability that grows as
+ * expiry nears and with how slow the load is — and a random stamp.  The
+ * header is what a load compares before it stores (cache.h: no stale
+ * resurrection): the stamp makes every stored entry and every tombstone
+ * differ from any other, so a compare never mistakes a newer one for the
+ * one the load saw. */
 
-#define HDR 20
+#define HDR 28
+#define F_NEGATIVE 1
+#define F_TOMBSTONE 2
 typedef struct {
     char magic[3];
     uint8_t flags;
@@ -265,19 +271,21 @@ typedef struct {
     int64_t expire_us;
 } hdr;
 
-static void put_hdr(bz_buf *b, bool negative, int64_t delta_us, int64_t expire_us)
+static void put_hdr(bz_buf *b, uint8_t flags, int64_t delta_us, int64_t expire_us)
 {
     char h[HDR];
-    memcpy(h, "BZ1", 3);
-    h[3] = negative ? 1 : 0;
+    memcpy(h, "BZ2", 3);
+    h[3] = (char)flags;
     memcpy(h + 4, &delta_us, 8);
     memcpy(h + 12, &expire_us, 8);
+    uint64_t stamp = bz_rand64();
+    memcpy(h + 20, &stamp, 8);
     bz_buf_append(b, h, HDR);
 }
 
 static bool get_hdr(const bz_buf *b, hdr *h)
 {
-    if (b->len < HDR || memcmp(b->data, "BZ1", 3))
+    if (b->len < HDR || memcmp(b->data, "BZ2", 3))
         return false;
     h->flags = (uint8_t)b->data[3];
     memcpy(&h->delta_us, b->data + 4, 8);
@@ -285,24 +293,46 @@ static bool get_hdr(const bz_buf *b, hdr *h)
     return true;
 }
 
+/* What a load saw in the key before it loaded: nothing (n == 0) or the
+ * first bytes (the header) of the value there. */
+typedef struct {
+    char b[HDR];
+    size_t n;
+} seen_t;
+
+static void saw(seen_t *sn, int r, const bz_buf *v)
+{
+    sn->n = r == 0 ? (v->len < HDR ? v->len : HDR) : 0;
+    memcpy(sn->b, v->data, sn->n);
+}
+
 /* Stores an entry in the get-or-load format: jittered TTL for values, a
- * short one for "not found". */
+ * short one for "not found"; with sn, only if the key still holds what sn
+ * saw. */
 static int store_entry(cache *c, rt_ctx *ctx, const char *fk, bool negative, const void *v, size_t n, int64_t ttl,
-                       int64_t load_us, bz_error *err)
+                       int64_t load_us, const seen_t *sn, bz_error *err)
 {
     if (negative)
         ttl = ttl < NEGATIVE_TTL ? ttl : NEGATIVE_TTL;
     else
         ttl = (int64_t)((double)ttl * (0.9 + 0.2 * bz_rand01())); /* ±10% jitter */
     bz_buf stored = BZ_BUF_INIT;
-    put_hdr(&stored, negative, load_us, bz_wall_us() + ttl / 1000);
+    put_hdr(&stored, negative ? F_NEGATIVE : 0, load_us, bz_wall_us() + ttl / 1000);
     if (!negative)
         bz_buf_append(&stored, v, n);
-    int r = c->be->ops->set(c->be, ctx, fk, stored.data, stored.len, ttl, false, NULL, err);
+    bool done = true;
+    int r = sn ? c->be->ops->set_if(c->be, ctx, fk, sn->b, sn->n, stored.data, stored.len, ttl, &done, err)
+               : c->be->ops->set(c->be, ctx, fk, stored.data, stored.len, ttl, false, NULL, err);
     bz_buf_free(&stored);
-    if (r == 0)
+    if (r == 0 && done)
         entry_class(c, fk);
     return r;
+}
+
+/* A live entry (not a tombstone) whose time has not come. */
+static bool live(const hdr *h, int64_t now_us, double early_us)
+{
+    return !(h->flags & F_TOMBSTONE) && (double)now_us + early_us < (double)h->expire_us;
 }
 
 /* A live entry's answer: its value (header stripped) or, for a stored
@@ -310,7 +340,7 @@ static int store_entry(cache *c, rt_ctx *ctx, const char *fk, bool negative, con
 static int entry_answer(cache *c, bz_buf *out, const hdr *h)
 {
     STAT(c, hits);
-    if (h->flags & 1) {
+    if (h->flags & F_NEGATIVE) {
         bz_buf_clear(out);
         return CACHE_MISS;
     }
@@ -323,7 +353,7 @@ int cache_store(cache *c, rt_ctx *ctx, const char *key, const void *v, size_t n,
     if (!c->store_entries)
         return 0;
     K(key);
-    return store_entry(c, ctx, fk, false, v, n, ttl, 0, err);
+    return store_entry(c, ctx, fk, false, v, n, ttl, 0, NULL, err);
 }
 
 typedef struct flight {
@@ -346,6 +376,8 @@ typedef struct {
     void *arg;
     bool store;
     flight *f;
+    seen_t seen;      /* the key before the load: the store's compare */
+    int64_t seen_ns;  /* when it was read */
 } load_job;
 
 /* Runs the loader and stores its result (leader only). */
@@ -366,10 +398,11 @@ static int do_load(load_job *j, rt_ctx *parent, bz_buf *val, bz_error *err)
     pthread_mutex_lock(&j->c->flights_lk);
     bool stale = j->f->stale;
     pthread_mutex_unlock(&j->c->flights_lk);
-    if (stale)
+    /* too slow: a tombstone set after our read may have expired since */
+    if (stale || bz_now_ns() - j->seen_ns > CACHE_TOMBSTONE_TTL / 2)
         return r;
     bz_error e2;
-    if (store_entry(j->c, NULL, j->fk, r == CACHE_MISS, val->data, val->len, j->ttl, took_us, &e2) != 0)
+    if (store_entry(j->c, NULL, j->fk, r == CACHE_MISS, val->data, val->len, j->ttl, took_us, &j->seen, &e2) != 0)
         STAT(j->c, errors); /* the value is still served: degraded, not down */
     return r;
 }
@@ -379,20 +412,19 @@ int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl, cache
 {
     K(key);
     bool degraded = false;
+    seen_t seen;
+    seen.n = 0;
     if (c->store_entries) {
         int r = c->be->ops->get(c->be, ctx, fk, out, err);
         if (r == 0) {
             hdr h;
-            if (get_hdr(out, &h)) {
-                int64_t now = bz_wall_us();
-                /* XFetch: expire early with probability rising near expiry */
-                double early = (double)h.delta_us * -log(bz_rand01() + 1e-12);
-                if ((double)now + early < (double)h.expire_us) {
-                    if (st)
-                        *st = CACHE_HIT;
-                    return entry_answer(c, out, &h);
-                }
+            /* XFetch: expire early with probability rising near expiry */
+            if (get_hdr(out, &h) && live(&h, bz_wall_us(), (double)h.delta_us * -log(bz_rand01() + 1e-12))) {
+                if (st)
+                    *st = CACHE_HIT;
+                return entry_answer(c, out, &h);
             }
+            saw(&seen, r, out);
         } else if (r < 0) {
             if (r == -ECANCELED || r == -ETIMEDOUT)
                 return r;
@@ -401,6 +433,9 @@ int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl, cache
         }
     }
     STAT(c, misses);
+    /* (a moment after the read: the margin of CACHE_TOMBSTONE_TTL / 2
+     * covers it; a clock read on the hit path would not be free) */
+    int64_t seen_ns = bz_now_ns();
     /* single flight: the first caller for a key loads, the others wait */
     pthread_mutex_lock(&c->flights_lk);
     flight *f = c->flights;
@@ -442,13 +477,19 @@ int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl, cache
     /* A load that finished between our miss and taking the lead has
      * stored its value: look once more before loading again. */
     int r = 1;
-    if (c->store_entries && !degraded && c->be->ops->get(c->be, ctx, fk, out, err) == 0) {
+    if (c->store_entries && !degraded) {
+        int64_t t = bz_now_ns();
+        int g = c->be->ops->get(c->be, ctx, fk, out, err);
         hdr h;
-        if (get_hdr(out, &h) && bz_wall_us() < h.expire_us)
+        if (g == 0 && get_hdr(out, &h) && live(&h, bz_wall_us(), 0))
             r = entry_answer(c, out, &h);
+        else if (g >= 0) {
+            saw(&seen, g, out);
+            seen_ns = t;
+        }
     }
     if (r == 1) {
-        load_job j = {c, fk, ttl, load, arg, c->store_entries && !degraded, f};
+        load_job j = {c, fk, ttl, load, arg, c->store_entries && !degraded, f, seen, seen_ns};
         r = do_load(&j, ctx, out, err);
     }
 
@@ -490,7 +531,71 @@ int cache_invalidate(cache *c, rt_ctx *ctx, const char *key, bz_error *err)
             break;
         }
     pthread_mutex_unlock(&c->flights_lk);
-    return c->be->ops->del(c->be, ctx, fk, err);
+    bz_buf t = BZ_BUF_INIT;
+    put_hdr(&t, F_TOMBSTONE, 0, bz_wall_us() + CACHE_TOMBSTONE_TTL / 1000);
+    int r = c->be->ops->set(c->be, ctx, fk, t.data, t.len, CACHE_TOMBSTONE_TTL, false, NULL, err);
+    bz_buf_free(&t);
+    if (r == 0)
+        entry_class(c, fk);
+    return r;
+}
+
+/* ---- epoch-guarded sorted sets ---- */
+
+static int stage_of(char *out, const char *fk, int64_t epoch, bz_error *err)
+{
+    if (snprintf(out, KEYMAX, "%s~%lld", fk, (long long)epoch) >= KEYMAX)
+        return bz_err_set(err, BZ_ERR_INVALID, "cache: key too long"), -EINVAL;
+    return 0;
+}
+
+int cache_zincr_epoch(cache *c, rt_ctx *ctx, const char *key, int64_t epoch, const char *m, int64_t d,
+                      int64_t stage_ttl, bz_error *err)
+{
+    K(key);
+    char stage[KEYMAX];
+    if (stage_of(stage, fk, epoch, err))
+        return -EINVAL;
+    return c->be->ops->zincr_epoch(c->be, ctx, fk, stage, epoch, m, d, stage_ttl, err);
+}
+
+int cache_zpublish_epoch(cache *c, rt_ctx *ctx, const char *key, int64_t epoch, bool *published, bz_error *err)
+{
+    K(key);
+    char stage[KEYMAX];
+    if (stage_of(stage, fk, epoch, err))
+        return -EINVAL;
+    return c->be->ops->zpublish_epoch(c->be, ctx, fk, stage, epoch, published, err);
+}
+
+int cache_zepoch(cache *c, rt_ctx *ctx, const char *key, int64_t *epoch, bz_error *err)
+{
+    int64_t sc;
+    int r = cache_zscore(c, ctx, key, CACHE_ZEPOCH_MEMBER, &sc, err);
+    if (r == 0)
+        *epoch = sc - CACHE_ZEPOCH_BASE;
+    return r;
+}
+
+/* ---- leases ---- */
+
+int cache_lease_take(cache *c, rt_ctx *ctx, const char *key, const char *m, int cap, int64_t ttl, bool *taken,
+                     bz_error *err)
+{
+    K(key);
+    return c->be->ops->lease_take(c->be, ctx, fk, m, cap, ttl, taken, err);
+}
+
+int cache_lease_drop(cache *c, rt_ctx *ctx, const char *key, const char *m, bz_error *err)
+{
+    K(key);
+    return c->be->ops->lease_drop(c->be, ctx, fk, m, err);
+}
+
+int cache_lease_count(cache *c, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err)
+{
+    K(key);
+    return c->be->ops->lease_count(c->be, ctx, fk, n, err);
 }
 
 /* ---- locks ---- */

@@ -96,6 +96,33 @@ int cache_zscore(cache *c, rt_ctx *ctx, const char *key, const char *member, int
 int cache_zrank(cache *c, rt_ctx *ctx, const char *key, const char *member, int64_t *rank, bz_error *err);
 int cache_zcard(cache *c, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err);
 
+/* ---- epoch-guarded sorted sets: a derived set rebuilt without double counts ---------
+ *
+ * For a sorted set that is rebuilt from a snapshot while increments keep
+ * coming (a leaderboard).  Every rebuild has an epoch, a number that grows
+ * with each rebuild, and every increment carries the epoch its source
+ * change saw — so the caller must make "the change is in snapshot N" the
+ * same as "the change saw an epoch < N" (bazaar: the payment reads the
+ * epoch and the rebuild bumps it and reads its snapshot, in SERIALIZABLE
+ * transactions).  The set's epoch is a marker member (CACHE_ZEPOCH_MEMBER,
+ * scored below any real score: callers skip it when listing).
+ *
+ * cache_zincr_epoch adds delta to member in key if key is at epoch; drops
+ * it if key is at a later epoch (its snapshot has it); else (key absent or
+ * older: a rebuild for epoch is under way) deletes key and adds delta to
+ * the staging set of epoch ("<key>~<epoch>", kept stage_ttl_ns), so it is
+ * published with that rebuild.  A rebuild adds its snapshot with
+ * cache_zincr_epoch at its own epoch (they land in staging), then
+ * cache_zpublish_epoch: staging becomes key at epoch, unless key is
+ * already at that epoch or a later one (*published false: staging is
+ * dropped). */
+#define CACHE_ZEPOCH_MEMBER "~epoch"
+int cache_zincr_epoch(cache *c, rt_ctx *ctx, const char *key, int64_t epoch, const char *member, int64_t delta,
+                      int64_t stage_ttl_ns, bz_error *err);
+int cache_zpublish_epoch(cache *c, rt_ctx *ctx, const char *key, int64_t epoch, bool *published, bz_error *err);
+/* key's epoch; CACHE_MISS if key has none (absent or never published). */
+int cache_zepoch(cache *c, rt_ctx *ctx, const char *key, int64_t *epoch, bz_error *err);
+
 /* ---- sets (small: a user's sessions, a user's cached page keys) ------------------------ */
 
 /* Adds member; ttl_ns > 0 re-arms the set's TTL.  *card (may be NULL):
@@ -135,7 +162,19 @@ void cache_unsubscribe(cache_sub *s);
  * and refreshes hot keys shortly before expiry (probabilistic early
  * expiration, XFetch).  A loader answering CACHE_MISS ("not found") is
  * cached as such for a short time (negative caching).  If the backend
- * fails, the loader's value is served anyway (degraded, not down). */
+ * fails, the loader's value is served anyway (degraded, not down).
+ *
+ * No stale resurrection, across processes too: a load stores its value
+ * only if the key still holds what the caller saw before loading (nothing,
+ * an expiring entry, or a tombstone) — a compare-and-set in the backend
+ * (a Lua script on Redis, the shard lock in memory).  cache_invalidate
+ * replaces the entry with a tombstone (a new random stamp each time, kept
+ * CACHE_TOMBSTONE_TTL), so a load that began before an invalidation — in
+ * this process or any other — can never store its older value after it.
+ * A load that took longer than CACHE_TOMBSTONE_TTL / 2 is served but not
+ * stored (its tombstone could have expired meanwhile).  The only way back
+ * for a stale value is the tombstone being evicted under memory pressure
+ * while such a load is in flight. */
 typedef int (*cache_loader)(void *arg, rt_ctx *ctx, bz_buf *out, bz_error *err);
 
 typedef enum cache_status { CACHE_HIT = 0, CACHE_LOADED, CACHE_SHARED, CACHE_DEGRADED } cache_status;
@@ -150,15 +189,32 @@ int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl_ns, ca
                       bz_buf *out, cache_status *st, bz_error *err);
 cache_stats cache_get_stats(cache *c);
 /* Write-through: stores a fresh value for key in the get-or-load format
- * (so the next cache_get_or_load hits it).  Invalidate with cache_del. */
+ * (so the next cache_get_or_load hits it).  Invalidate with
+ * cache_invalidate. */
 int cache_store(cache *c, rt_ctx *ctx, const char *key, const void *val, size_t n, int64_t ttl_ns, bz_error *err);
 
-/* After a committed write: deletes key and detaches any load of it in
- * flight in this process (callers arriving later start a fresh load, and
- * the old one is not stored), so a writer never reads its own write stale.
- * A load in flight in another process may still store its older value
- * (bounded by the TTL). */
+/* After a committed write: replaces key's entry with a tombstone (a miss
+ * for every reader) and detaches any load of it in flight in this process
+ * (callers arriving later start a fresh load), so a writer never reads its
+ * own write stale, and no load in flight anywhere (it saw the key before
+ * the tombstone) can store its older value. */
 int cache_invalidate(cache *c, rt_ctx *ctx, const char *key, bz_error *err);
+#define CACHE_TOMBSTONE_TTL (60 * BZ_NS_PER_S)
+
+/* ---- leases: a capped set of holders that survives no crash -------------------------
+ *
+ * key holds members (≤ 63 bytes), each with its own expiry, so a member
+ * whose holder died (a crashed instance) frees itself after ttl_ns unless
+ * renewed.  Expiry is judged by the backend's clock (Redis: TIME), never
+ * by the callers'.  cache_lease_take drops expired members, then renews
+ * member if it holds a lease, else adds it if fewer than cap are live
+ * (cap <= 0: no cap — a renewal that re-adds a lease lost meanwhile);
+ * *taken false means the cap was reached. */
+int cache_lease_take(cache *c, rt_ctx *ctx, const char *key, const char *member, int cap, int64_t ttl_ns,
+                     bool *taken, bz_error *err);
+int cache_lease_drop(cache *c, rt_ctx *ctx, const char *key, const char *member, bz_error *err);
+/* Live (unexpired) leases of key. */
+int cache_lease_count(cache *c, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err);
 
 /* Distributed lock: token is random (caller's buffer, 33 bytes).  With
  * wait, retries until acquired or ctx ends; else CACHE_MISS if held. */

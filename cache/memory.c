@@ -373,25 +373,19 @@ static int m_get(cache_be *b, rt_ctx *ctx, const char *key, bz_buf *out, bz_erro
     return 0;
 }
 
-static int m_set(cache_be *b, rt_ctx *ctx, const char *key, const void *v, size_t n, int64_t ttl, bool nx,
-                 bool *stored, bz_error *err)
+static char *copy_of(const void *v, size_t n)
 {
-    mem *m = (mem *)b;
-    if (full(m))
-        return nomem(err);
     char *copy = malloc(n ? n : 1);
     if (!copy)
         abort();
     memcpy(copy, v, n);
-    LOCKED(m, key, h, s);
-    mentry *e = lookup(m, s, key, h, NULL);
-    if (e && nx) {
-        pthread_mutex_unlock(&s->lk);
-        free(copy);
-        if (stored)
-            *stored = false;
-        return 0;
-    }
+    return copy;
+}
+
+/* Makes key (entry e, or a new one when NULL) the string copy (owned from
+ * now on).  Caller holds the shard lock. */
+static void put_str(mem *m, shard *s, const char *key, uint64_t h, mentry *e, char *copy, size_t n, int64_t ttl)
+{
     if (!e)
         e = insert(m, s, key, h, T_STR);
     atomic_fetch_sub(&m->used, entry_size(e));
@@ -402,11 +396,43 @@ static int m_set(cache_be *b, rt_ctx *ctx, const char *key, const void *v, size_
     e->expire = ttl > 0 ? bz_now_ns() + ttl : 0;
     touch(e);
     atomic_fetch_add(&m->used, entry_size(e));
+}
+
+/* Stores the string v at key: always, or (!always) only if key is absent
+ * (elen == 0) or its value begins with expect — SET, SET NX and the
+ * compare-and-set are this one rule. */
+static int put_when(mem *m, const char *key, const void *v, size_t n, int64_t ttl, bool always, const void *expect,
+                    size_t elen, bool *stored, bz_error *err)
+{
+    if (full(m))
+        return nomem(err);
+    char *copy = copy_of(v, n);
+    LOCKED(m, key, h, s);
+    mentry *e = lookup(m, s, key, h, NULL);
+    bool ok = always || (elen == 0 ? !e
+                                   : e && e->type == T_STR && e->vlen >= elen && !memcmp(e->u.val, expect, elen));
+    if (ok)
+        put_str(m, s, key, h, e, copy, n, ttl);
     pthread_mutex_unlock(&s->lk);
     if (stored)
-        *stored = true;
-    evict(m);
+        *stored = ok;
+    if (!ok)
+        free(copy);
+    else
+        evict(m);
     return 0;
+}
+
+static int m_set(cache_be *b, rt_ctx *ctx, const char *key, const void *v, size_t n, int64_t ttl, bool nx,
+                 bool *stored, bz_error *err)
+{
+    return put_when((mem *)b, key, v, n, ttl, !nx, NULL, 0, stored, err);
+}
+
+static int m_set_if(cache_be *b, rt_ctx *ctx, const char *key, const void *expect, size_t elen, const void *v,
+                    size_t n, int64_t ttl, bool *stored, bz_error *err)
+{
+    return put_when((mem *)b, key, v, n, ttl, false, expect, elen, stored, err);
 }
 
 static int m_del(cache_be *b, rt_ctx *ctx, const char *key, bz_error *err)
@@ -515,28 +541,10 @@ static ptrdiff_t zfind(zset *z, const char *member)
     return -1;
 }
 
-static int m_zincr(cache_be *b, rt_ctx *ctx, const char *key, const char *member, int64_t d, int64_t *score,
-                   bz_error *err)
+/* Adds d to member's score (add) or sets it to d, adding the member if
+ * missing, and moves it to its place; returns the new score. */
+static int64_t zupdate(zset *z, const char *member, int64_t d, bool add)
 {
-    mem *m = (mem *)b;
-    if (strlen(member) >= sizeof(((cache_zentry *)0)->member))
-        return bz_err_set(err, BZ_ERR_INVALID, "cache: sorted-set member too long"), -EINVAL;
-    if (full(m))
-        return nomem(err);
-    LOCKED(m, key, h, s);
-    mentry *e = lookup(m, s, key, h, NULL);
-    if (e && e->type != T_ZSET) {
-        pthread_mutex_unlock(&s->lk);
-        return bz_err_set(err, BZ_ERR_INVALID, "cache: %s is not a sorted set", key), -EINVAL;
-    }
-    if (!e) {
-        e = insert(m, s, key, h, T_ZSET);
-        e->u.z = calloc(1, sizeof(zset));
-        if (!e->u.z)
-            abort();
-    }
-    atomic_fetch_sub(&m->used, entry_size(e));
-    zset *z = e->u.z;
     ptrdiff_t i = zfind(z, member);
     if (i < 0) {
         if (z->n == z->cap) {
@@ -549,9 +557,7 @@ static int m_zincr(cache_be *b, rt_ctx *ctx, const char *key, const char *member
         memset(&z->m[i], 0, sizeof z->m[i]);
         strcpy(z->m[i].member, member);
     }
-    z->m[i].score += d;
-    *score = z->m[i].score;
-    /* move it to its place */
+    z->m[i].score = add ? z->m[i].score + d : d;
     cache_zentry x = z->m[i];
     while (i > 0 && zcmp(&x, &z->m[i - 1]) < 0) {
         z->m[i] = z->m[i - 1];
@@ -562,6 +568,43 @@ static int m_zincr(cache_be *b, rt_ctx *ctx, const char *key, const char *member
         i++;
     }
     z->m[i] = x;
+    return x.score;
+}
+
+/* The sorted set at key for a write: *out the entry (made, empty, when
+ * missing), or an error when key holds another type.  Caller holds the
+ * shard lock (and releases it on error). */
+static int zopen(mem *m, shard *s, const char *key, uint64_t h, mentry **out, bz_error *err)
+{
+    mentry *e = lookup(m, s, key, h, NULL);
+    if (e && e->type != T_ZSET)
+        return bz_err_set(err, BZ_ERR_INVALID, "cache: %s is not a sorted set", key), -EINVAL;
+    if (!e) {
+        e = insert(m, s, key, h, T_ZSET);
+        e->u.z = calloc(1, sizeof(zset));
+        if (!e->u.z)
+            abort();
+    }
+    *out = e;
+    return 0;
+}
+
+static int m_zincr(cache_be *b, rt_ctx *ctx, const char *key, const char *member, int64_t d, int64_t *score,
+                   bz_error *err)
+{
+    mem *m = (mem *)b;
+    if (strlen(member) >= sizeof(((cache_zentry *)0)->member))
+        return bz_err_set(err, BZ_ERR_INVALID, "cache: sorted-set member too long"), -EINVAL;
+    if (full(m))
+        return nomem(err);
+    LOCKED(m, key, h, s);
+    mentry *e;
+    if (zopen(m, s, key, h, &e, err)) {
+        pthread_mutex_unlock(&s->lk);
+        return -EINVAL;
+    }
+    atomic_fetch_sub(&m->used, entry_size(e));
+    *score = zupdate(e->u.z, member, d, true);
     touch(e);
     atomic_fetch_add(&m->used, entry_size(e));
     pthread_mutex_unlock(&s->lk);
@@ -621,6 +664,204 @@ static int m_zcard(cache_be *b, rt_ctx *ctx, const char *key, int64_t *n, bz_err
     zset *z = zget(m, s, key, h);
     *n = z ? (int64_t)z->n : 0;
     pthread_mutex_unlock(&s->lk);
+    return 0;
+}
+
+/* ---- leases: a sorted set scored by expiry (wall ms), as on Redis ---- */
+
+static int64_t wall_ms(void) { return bz_wall_us() / 1000; }
+
+/* Expired members sort last (lowest expiry): drop them. */
+static void lease_prune(zset *z, int64_t now_ms)
+{
+    while (z->n && z->m[z->n - 1].score <= now_ms)
+        z->n--;
+}
+
+static int m_lease_take(cache_be *b, rt_ctx *ctx, const char *key, const char *member, int cap, int64_t ttl,
+                        bool *taken, bz_error *err)
+{
+    mem *m = (mem *)b;
+    *taken = false;
+    if (strlen(member) >= sizeof(((cache_zentry *)0)->member))
+        return bz_err_set(err, BZ_ERR_INVALID, "cache: lease member too long"), -EINVAL;
+    if (full(m))
+        return nomem(err);
+    LOCKED(m, key, h, s);
+    mentry *e = lookup(m, s, key, h, NULL);
+    if (e && e->type != T_ZSET) {
+        pthread_mutex_unlock(&s->lk);
+        return bz_err_set(err, BZ_ERR_INVALID, "cache: %s is not a lease set", key), -EINVAL;
+    }
+    int64_t now = wall_ms();
+    if (e)
+        lease_prune(e->u.z, now);
+    *taken = cap <= 0 || !e || zfind(e->u.z, member) >= 0 || e->u.z->n < (size_t)cap;
+    if (*taken) {
+        zopen(m, s, key, h, &e, err); /* a sorted set or none: checked above */
+        atomic_fetch_sub(&m->used, entry_size(e));
+        zupdate(e->u.z, member, now + ttl / BZ_NS_PER_MS, false);
+        e->expire = bz_now_ns() + ttl;
+        touch(e);
+        atomic_fetch_add(&m->used, entry_size(e));
+    }
+    pthread_mutex_unlock(&s->lk);
+    if (*taken)
+        evict(m);
+    return 0;
+}
+
+static int m_lease_drop(cache_be *b, rt_ctx *ctx, const char *key, const char *member, bz_error *err)
+{
+    mem *m = (mem *)b;
+    LOCKED(m, key, h, s);
+    zset *z = zget(m, s, key, h);
+    ptrdiff_t i = z ? zfind(z, member) : -1;
+    if (i >= 0) {
+        memmove(&z->m[i], &z->m[i + 1], (z->n - (size_t)i - 1) * sizeof *z->m);
+        z->n--;
+    }
+    pthread_mutex_unlock(&s->lk);
+    return 0;
+}
+
+static int m_lease_count(cache_be *b, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err)
+{
+    mem *m = (mem *)b;
+    LOCKED(m, key, h, s);
+    zset *z = zget(m, s, key, h);
+    if (z)
+        lease_prune(z, wall_ms());
+    *n = z ? (int64_t)z->n : 0;
+    pthread_mutex_unlock(&s->lk);
+    return 0;
+}
+
+/* ---- epoch-guarded sorted sets (cache.h): two keys, so both shards are
+ * locked (in address order; once if they are the same) ---- */
+
+typedef struct {
+    uint64_t h;
+    shard *s;
+} keyref;
+
+static void lock2(mem *m, const char *k1, const char *k2, keyref *a, keyref *b)
+{
+    a->h = hash_key(k1, strlen(k1));
+    b->h = hash_key(k2, strlen(k2));
+    a->s = shard_of(m, a->h);
+    b->s = shard_of(m, b->h);
+    start_expirer(m);
+    shard *first = a->s < b->s ? a->s : b->s, *second = a->s < b->s ? b->s : a->s;
+    pthread_mutex_lock(&first->lk);
+    if (second != first)
+        pthread_mutex_lock(&second->lk);
+}
+
+static void unlock2(keyref *a, keyref *b)
+{
+    pthread_mutex_unlock(&a->s->lk);
+    if (b->s != a->s)
+        pthread_mutex_unlock(&b->s->lk);
+}
+
+/* key's epoch marker: true with *epoch when key is a sorted set with one. */
+static bool zepoch_of(mem *m, keyref *k, const char *key, int64_t *epoch)
+{
+    zset *z = zget(m, k->s, key, k->h);
+    ptrdiff_t i = z ? zfind(z, CACHE_ZEPOCH_MEMBER) : -1;
+    if (i >= 0)
+        *epoch = z->m[i].score - CACHE_ZEPOCH_BASE;
+    return i >= 0;
+}
+
+static void zdel(mem *m, keyref *k, const char *key)
+{
+    mentry **pp;
+    if (lookup(m, k->s, key, k->h, &pp))
+        unlink_entry(m, k->s, pp);
+}
+
+static int m_zincr_epoch(cache_be *b, rt_ctx *ctx, const char *key, const char *stage, int64_t epoch,
+                         const char *member, int64_t d, int64_t ttl, bz_error *err)
+{
+    mem *m = (mem *)b;
+    if (strlen(member) >= sizeof(((cache_zentry *)0)->member))
+        return bz_err_set(err, BZ_ERR_INVALID, "cache: sorted-set member too long"), -EINVAL;
+    if (full(m))
+        return nomem(err);
+    keyref kk, ks;
+    lock2(m, key, stage, &kk, &ks);
+    int64_t at;
+    bool has = zepoch_of(m, &kk, key, &at);
+    if (has && at > epoch) {
+        unlock2(&kk, &ks);
+        return 0;
+    }
+    if (has && at < epoch) {
+        zdel(m, &kk, key);
+        has = false;
+    }
+    const char *target = has ? key : stage;
+    keyref *t = has ? &kk : &ks;
+    mentry *e;
+    if (zopen(m, t->s, target, t->h, &e, err)) {
+        unlock2(&kk, &ks);
+        return -EINVAL;
+    }
+    atomic_fetch_sub(&m->used, entry_size(e));
+    zupdate(e->u.z, member, d, true);
+    if (!has)
+        e->expire = bz_now_ns() + ttl;
+    touch(e);
+    atomic_fetch_add(&m->used, entry_size(e));
+    unlock2(&kk, &ks);
+    evict(m);
+    return 0;
+}
+
+static int m_zpublish_epoch(cache_be *b, rt_ctx *ctx, const char *key, const char *stage, int64_t epoch,
+                            bool *published, bz_error *err)
+{
+    mem *m = (mem *)b;
+    keyref kk, ks;
+    lock2(m, key, stage, &kk, &ks);
+    int64_t at;
+    *published = !zepoch_of(m, &kk, key, &at) || at < epoch;
+    if (!*published) {
+        zdel(m, &ks, stage);
+        unlock2(&kk, &ks);
+        return 0;
+    }
+    /* the staging set's array moves to key (or key starts empty) */
+    zset *z = NULL;
+    mentry **sp;
+    mentry *se = lookup(m, ks.s, stage, ks.h, &sp);
+    if (se && se->type == T_ZSET) {
+        atomic_fetch_sub(&m->used, entry_size(se));
+        z = se->u.z;
+        se->u.z = NULL;
+        atomic_fetch_add(&m->used, entry_size(se));
+        unlink_entry(m, ks.s, sp);
+    }
+    if (!z) {
+        z = calloc(1, sizeof(zset));
+        if (!z)
+            abort();
+    }
+    mentry *e = lookup(m, kk.s, key, kk.h, NULL);
+    if (!e)
+        e = insert(m, kk.s, key, kk.h, T_ZSET);
+    atomic_fetch_sub(&m->used, entry_size(e));
+    value_free(e);
+    e->type = T_ZSET;
+    e->u.z = z;
+    e->expire = 0;
+    zupdate(z, CACHE_ZEPOCH_MEMBER, cache__zepoch_score(epoch), false);
+    touch(e);
+    atomic_fetch_add(&m->used, entry_size(e));
+    unlock2(&kk, &ks);
+    evict(m);
     return 0;
 }
 
@@ -765,6 +1006,8 @@ static const cache_be_ops ops = {
     .ping = m_ping, .get = m_get, .set = m_set, .del = m_del, .del_if = m_del_if, .extend_if = m_extend_if,
     .incr = m_incr, .ttl = m_ttl, .zincr = m_zincr, .ztop = m_ztop, .zscore = m_zscore, .zrank = m_zrank,
     .zcard = m_zcard, .sadd = m_sadd, .srem = m_srem, .smembers = m_smembers, .evictable = m_evictable,
+    .set_if = m_set_if, .lease_take = m_lease_take, .lease_drop = m_lease_drop, .lease_count = m_lease_count,
+    .zincr_epoch = m_zincr_epoch, .zpublish_epoch = m_zpublish_epoch,
     .publish = m_publish, .sub_first = m_sub_first, .sub_last = m_sub_last, .close = m_close,
 };
 

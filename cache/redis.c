@@ -961,6 +961,109 @@ static int r_smembers(cache_be *be, rt_ctx *ctx, const char *key, int max, bz_bu
     return 0;
 }
 
+/* ---- compare-and-set and leases (EVAL: short scripts, and a miss or a
+ * stream's open/renew is rare next to a GET) ---- */
+
+static const char *LUA_SET_IF =
+    "local e = ARGV[1] "
+    "if e == '' then if redis.call('exists', KEYS[1]) == 1 then return 0 end "
+    "elseif redis.call('getrange', KEYS[1], 0, #e - 1) ~= e then return 0 end "
+    "if tonumber(ARGV[3]) > 0 then redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) "
+    "else redis.call('set', KEYS[1], ARGV[2]) end return 1";
+
+static int r_set_if(cache_be *be, rt_ctx *ctx, const char *key, const void *expect, size_t elen, const void *v,
+                    size_t n, int64_t ttl, bool *stored, bz_error *err)
+{
+    char ms[24];
+    snprintf(ms, sizeof ms, "%lld", (long long)(ttl > 0 ? (ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS : 0));
+    const char *a[] = {"EVAL", LUA_SET_IF, "1", key, elen ? expect : "", v, ms};
+    size_t l[] = {4, strlen(LUA_SET_IF), 1, strlen(key), elen, n, strlen(ms)};
+    int64_t done = 0;
+    int r = cmd_int(B, ctx, ONCE, 7, a, l, &done, err);
+    *stored = r == 0 && done == 1;
+    return r;
+}
+
+/* Lease expiries are Redis's own clock (TIME), so instances whose clocks
+ * disagree still agree on which leases are live. */
+#define LUA_NOW                                                                                                 \
+    "local t = redis.call('time') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+
+static const char *LUA_LEASE_TAKE =
+    LUA_NOW "redis.call('zremrangebyscore', KEYS[1], '-inf', now) "
+    "local cap = tonumber(ARGV[2]) "
+    "if cap > 0 and not redis.call('zscore', KEYS[1], ARGV[1]) and redis.call('zcard', KEYS[1]) >= cap then "
+    "return 0 end "
+    "redis.call('zadd', KEYS[1], now + tonumber(ARGV[3]), ARGV[1]) "
+    "redis.call('pexpire', KEYS[1], ARGV[3]) return 1";
+static const char *LUA_LEASE_COUNT = LUA_NOW "return redis.call('zcount', KEYS[1], '(' .. now, '+inf')";
+
+static int r_lease_take(cache_be *be, rt_ctx *ctx, const char *key, const char *m, int cap, int64_t ttl,
+                        bool *taken, bz_error *err)
+{
+    char cs[16], ms[24];
+    snprintf(cs, sizeof cs, "%d", cap);
+    snprintf(ms, sizeof ms, "%lld", (long long)((ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS));
+    const char *a[] = {"EVAL", LUA_LEASE_TAKE, "1", key, m, cs, ms};
+    int64_t done = 0;
+    int r = cmd_int(B, ctx, IDEMPOTENT, 7, a, NULL, &done, err);
+    *taken = r == 0 && done == 1;
+    return r;
+}
+
+static int r_lease_drop(cache_be *be, rt_ctx *ctx, const char *key, const char *m, bz_error *err)
+{
+    const char *a[] = {"ZREM", key, m};
+    return cmd_int(B, ctx, IDEMPOTENT, 3, a, NULL, NULL, err);
+}
+
+static int r_lease_count(cache_be *be, rt_ctx *ctx, const char *key, int64_t *n, bz_error *err)
+{
+    const char *a[] = {"EVAL", LUA_LEASE_COUNT, "1", key};
+    return cmd_int(B, ctx, IDEMPOTENT, 4, a, NULL, n, err);
+}
+
+/* ---- epoch-guarded sorted sets (cache.h): KEYS[1] the set, KEYS[2] its
+ * staging set for the epoch; the marker's score comes as a string (Lua
+ * would print a 16-digit number in %.14g and lose it) ---- */
+
+static const char *LUA_ZINCR_EPOCH =
+    "local m = redis.call('zscore', KEYS[1], '~epoch') local e = tonumber(ARGV[1]) "
+    "if m then local be = tonumber(m) - tonumber(ARGV[5]) "
+    "if be == e then redis.call('zincrby', KEYS[1], ARGV[3], ARGV[2]) return 1 end "
+    "if be > e then return 0 end redis.call('del', KEYS[1]) end "
+    "redis.call('zincrby', KEYS[2], ARGV[3], ARGV[2]) redis.call('pexpire', KEYS[2], ARGV[4]) return 2";
+static const char *LUA_ZPUBLISH_EPOCH =
+    "local m = redis.call('zscore', KEYS[1], '~epoch') "
+    "if m and tonumber(m) >= tonumber(ARGV[1]) then redis.call('del', KEYS[2]) return 0 end "
+    "if redis.call('exists', KEYS[2]) == 1 then redis.call('rename', KEYS[2], KEYS[1]) "
+    "redis.call('persist', KEYS[1]) else redis.call('del', KEYS[1]) end "
+    "redis.call('zadd', KEYS[1], ARGV[1], '~epoch') return 1";
+
+static int r_zincr_epoch(cache_be *be, rt_ctx *ctx, const char *key, const char *stage, int64_t epoch,
+                         const char *m, int64_t d, int64_t ttl, bz_error *err)
+{
+    char es[24], ds[24], ms[24], base[24];
+    snprintf(es, sizeof es, "%lld", (long long)epoch);
+    snprintf(ds, sizeof ds, "%lld", (long long)d);
+    snprintf(ms, sizeof ms, "%lld", (long long)((ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS));
+    snprintf(base, sizeof base, "%lld", (long long)CACHE_ZEPOCH_BASE);
+    const char *a[] = {"EVAL", LUA_ZINCR_EPOCH, "2", key, stage, es, m, ds, ms, base};
+    return cmd_int(B, ctx, ONCE, 10, a, NULL, NULL, err);
+}
+
+static int r_zpublish_epoch(cache_be *be, rt_ctx *ctx, const char *key, const char *stage, int64_t epoch,
+                            bool *published, bz_error *err)
+{
+    char sc[24];
+    snprintf(sc, sizeof sc, "%lld", (long long)cache__zepoch_score(epoch));
+    const char *a[] = {"EVAL", LUA_ZPUBLISH_EPOCH, "2", key, stage, sc};
+    int64_t v = 0;
+    int r = cmd_int(B, ctx, ONCE, 6, a, NULL, &v, err);
+    *published = r == 0 && v == 1;
+    return r;
+}
+
 static int r_publish(cache_be *be, rt_ctx *ctx, const char *ch, const void *m, size_t n, bz_error *err)
 {
     const char *a[] = {"PUBLISH", ch, m};
@@ -1207,6 +1310,8 @@ static const cache_be_ops ops = {
     .ping = r_ping, .get = r_get, .set = r_set, .del = r_del, .del_if = r_del_if, .extend_if = r_extend_if,
     .incr = r_incr, .ttl = r_ttl, .zincr = r_zincr, .ztop = r_ztop, .zscore = r_zscore, .zrank = r_zrank,
     .zcard = r_zcard, .sadd = r_sadd, .srem = r_srem, .smembers = r_smembers, .publish = r_publish, .sub_first = r_sub_first, .sub_last = r_sub_last, .close = r_close,
+    .set_if = r_set_if, .lease_take = r_lease_take, .lease_drop = r_lease_drop, .lease_count = r_lease_count,
+    .zincr_epoch = r_zincr_epoch, .zpublish_epoch = r_zpublish_epoch,
 };
 
 cache_be *cache__redis_new(const char *url, const cache_opts *o, bz_error *err)

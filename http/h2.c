@@ -932,7 +932,7 @@ static void h2_linger(http__h2 *h)
         return;
     h->lingering = true;
     cancel_streams(h);
-    shutdown(h->c->io.fd, SHUT_WR);
+    rt_tls_shutdown(&h->c->io);
     rt_timer_start(&h->c->timer, rt_now() + H2_LINGER_NS);
 }
 
@@ -1080,18 +1080,15 @@ static void h2_timers(http__h2 *h)
 /* Writes what is serialised; false if the connection was closed. */
 static bool h2_write(http__h2 *h)
 {
-    int fd = h->c->io.fd;
     /* Bounded: each turn writes bytes or stops. */
     while (h->out_off < h->out.len) {
-        ssize_t n = send(fd, h->out.data + h->out_off, h->out.len - h->out_off, MSG_NOSIGNAL);
+        ssize_t n = rt_io_try_write(&h->c->io, h->out.data + h->out_off, h->out.len - h->out_off);
         if (n > 0) {
             h->out_off += (size_t)n;
             continue;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return true; /* EPOLLOUT brings us back */
+        if (n == -EAGAIN)
+            return true; /* an event brings us back (over TLS, either way) */
         http__h2_abort(h->c);
         return false;
     }
@@ -1200,7 +1197,6 @@ static void h2_feed(http__h2 *h, const uint8_t *p, size_t n)
 static void h2_input(http__h2 *h)
 {
     static _Thread_local uint8_t buf[H2_READ_CHUNK];
-    int fd = h->c->io.fd;
     for (int i = 0;; i++) {
         if (h->closed)
             return;
@@ -1213,10 +1209,10 @@ static void h2_input(http__h2 *h)
             h2_kick(h);
             break;
         }
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        /* Over TLS this goes on until OpenSSL has nothing buffered either:
+         * bytes it holds raise no event. */
+        ssize_t n = rt_io_try_read(&h->c->io, buf, sizeof buf);
+        if (n == -EAGAIN)
             break;
         if (n <= 0) {
             http__h2_abort(h->c); /* EOF or error */
@@ -1236,7 +1232,9 @@ void http__h2_event(http_conn *c, uint32_t ev)
         http__h2_abort(c);
         return;
     }
-    if (ev & (EPOLLIN | EPOLLRDHUP))
+    /* Over TLS a read may wait for the socket to take a write (and a
+     * write for a read): any event retries both — h2_input ends in h2_send. */
+    if (ev & (EPOLLIN | EPOLLRDHUP) || c->io.tls)
         h2_input(h);
     else if (ev & EPOLLOUT)
         h2_send(h);

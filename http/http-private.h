@@ -131,9 +131,11 @@ struct http_conn {
     bool active;        /* a coroutine is serving (HTTP/1.1) */
     bool dead;          /* closed: the coroutine frees on the way out */
     bool served;        /* a request was served: no HTTP/2 preface now */
+    bool tls_h2;        /* TLS with ALPN h2: the only way to HTTP/2 over TLS */
+    int64_t hs_deadline; /* TLS: the handshake ends by then (read-header-timeout) */
     http__h2 *h2;       /* set once the connection speaks HTTP/2 */
     rt_ctx *req_ctx;    /* the request in progress, for disconnect */
-    char peer[48];
+    char peer[64]; /* "[v6addr]:port" is up to 54 bytes */
     /* current request's body */
     size_t rpos;        /* offset of unconsumed bytes in rbuf */
     size_t head_len;

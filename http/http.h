@@ -34,6 +34,7 @@
 #include "base/buf.h"
 #include "base/trace.h"
 #include "rt/rt.h"
+#include "rt/tls.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -242,6 +243,10 @@ typedef struct http_server_opts {
                                        over both addresses); max_conns is ignored */
     const char *name;               /* for metrics ("public", "grpc", "admin"); NULL = "http";
                                        a string that outlives the server */
+    rt_tls_server *tls;             /* if set, every connection speaks TLS: ALPN h2 is
+                                       HTTP/2, http/1.1 or none is HTTP/1.1 (no h2c
+                                       upgrade, no prior-knowledge preface); borrowed:
+                                       must outlive the server (rt/tls.h) */
 } http_server_opts;
 
 /* The server settings of a parsed command line (API.md §1 flags). */

@@ -217,7 +217,7 @@ static void send_error_and_close(http_conn *c, int status)
     c->write_deadline = bz_now_ns() + c->srv->o.write_timeout_ns;
     out_flush(c);
     /* Let the client read the answer before the close resets the socket. */
-    shutdown(c->io.fd, SHUT_WR);
+    rt_tls_shutdown(&c->io);
     conn_close(c);
 }
 
@@ -491,6 +491,33 @@ static bool serve_one(http_conn *c, http_req *r, bz_arena *arena, int64_t t0)
 
 static void go_idle(http_conn *c);
 
+/* TLS: the handshake, on the connection's first coroutine, within the
+ * read-header timeout counted from the accept (a client that never
+ * finishes it is cut then).  ALPN h2 makes the connection HTTP/2 once
+ * the preface comes; anything else is HTTP/1.1. */
+static bool tls_start(http_conn *c)
+{
+    int r = rt_tls_accept(&c->io, c->srv->o.tls, &c->ls->ctx, c->hs_deadline);
+    if (r != 0) {
+        /* Scanners and broken clients: not worth more than debug. */
+        bz_log_dbg("tls: handshake failed", BZ_F_STR("peer", c->peer), BZ_F_STR("error", rt_tls_last_error()),
+                   BZ_F_INT("code", -r));
+        /* Plain HTTP on the TLS port (OpenSSL recognises the request
+         * line): say so in plain text, as Go's server does, rather than a
+         * bare close nobody with curl can read. */
+        if (r == -EPROTO && strstr(rt_tls_last_error(), "http request")) {
+            static const char msg[] = "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                                      "Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+            rt_write_all(&c->io, msg, sizeof msg - 1, &c->ls->ctx, rt_now() + c->srv->o.write_timeout_ns);
+            rt_tls_shutdown(&c->io);
+        }
+        return false;
+    }
+    const char *alpn = rt_tls_alpn(&c->io);
+    c->tls_h2 = alpn && alpn[0] == 'h' && alpn[1] == '2';
+    return true;
+}
+
 static void conn_serve(void *p)
 {
     http_conn *c = p;
@@ -503,6 +530,10 @@ static void conn_serve(void *p)
         c->rlen = 0;
     }
     bool keep = true;
+    if (s->o.tls && !c->io.tls && !tls_start(c)) {
+        keep = false;
+        goto idle;
+    }
     while (keep && !c->dead) {
         /* Read until a whole head is buffered. */
         int64_t t0 = rt_now();
@@ -517,7 +548,7 @@ static void conn_serve(void *p)
         for (;;) {
             /* A connection whose first bytes are the HTTP/2 client preface
              * speaks h2c with prior knowledge (RFC 9113 §3.3). */
-            int pf = c->served ? -1 : http__h2_preface(c->rbuf, c->rlen);
+            int pf = c->served || (c->io.tls && !c->tls_h2) ? -1 : http__h2_preface(c->rbuf, c->rlen);
             if (pf > 0) {
                 http__h2_start(c, c->rbuf, c->rlen);
                 goto h2;
@@ -527,7 +558,7 @@ static void conn_serve(void *p)
                                                  hdrs, HTTP_MAX_HEADERS, &status);
             if (hl != 0)
                 break;
-            if (c->rlen == 0 && !c->io.readable) {
+            if (c->rlen == 0 && !c->io.readable && !rt_io_pending(&c->io)) {
                 /* Nothing buffered and nothing pending: go idle. */
                 if (out_flush(c) != 0)
                     keep = false;
@@ -557,7 +588,7 @@ static void conn_serve(void *p)
         /* Upgrade: h2c on the first request (RFC 7540 §3.2): 101, and the
          * request is answered as stream 1 of the new HTTP/2 connection.
          * Requests with a body stay on HTTP/1.1 (the RFC allows refusing). */
-        if (!c->served && r.content_length <= 0 && !r.chunked && !atomic_load(&s->draining) &&
+        if (!c->served && !c->io.tls && r.content_length <= 0 && !r.chunked && !atomic_load(&s->draining) &&
             http__h2_wants_upgrade(&r) && http__h2_upgrade(c, &r, c->rbuf + hl, c->rlen - (size_t)hl))
             goto h2;
         c->served = true;
@@ -584,7 +615,7 @@ static void conn_serve(void *p)
         if (!keep) {
             out_flush(c);
             if (!c->dead)
-                shutdown(c->io.fd, SHUT_WR);
+                rt_tls_shutdown(&c->io);
         }
     }
     goto idle;
@@ -631,7 +662,9 @@ static void go_idle(http_conn *c)
     bz_buf_free(&c->out);
     bz_buf_free(&c->hbuf);
     bz_buf_free(&c->bbuf);
-    rt_timer_start(&c->timer, rt_now() + c->srv->o.idle_timeout_ns);
+    /* Before the first request (over TLS: after the handshake) the head is
+     * due within read-header-timeout, as Go does; after it, idle-timeout. */
+    rt_timer_start(&c->timer, rt_now() + (c->served ? c->srv->o.idle_timeout_ns : c->srv->o.read_header_timeout_ns));
 }
 
 static void conn_event(rt_io *io, uint32_t ev)
@@ -691,8 +724,10 @@ static void conn_start(http_server *s, rt_loop *l, int fd, const struct sockaddr
     if (c->next)
         c->next->prev = c;
     c->ls->conns = c;
-    /* The first request's head must come within read-header-timeout. */
-    rt_timer_start(&c->timer, rt_now() + s->o.read_header_timeout_ns);
+    /* The first request's head (over TLS, the handshake) must come within
+     * read-header-timeout. */
+    c->hs_deadline = rt_now() + s->o.read_header_timeout_ns;
+    rt_timer_start(&c->timer, c->hs_deadline);
 }
 
 static void on_accept(rt_loop *l, int fd, const struct sockaddr *peer, socklen_t pl, void *arg)

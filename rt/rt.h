@@ -48,7 +48,8 @@ typedef struct rt_options {
                              (1 MiB under sanitizers); committed only as used */
     int offload_threads;  /* blocking-call pool; 0 = 2 */
     bool handle_signals;  /* SIGTERM/SIGINT cancel rt_shutdown_ctx(); a
-                             second signal exits the process at once */
+                             second signal exits the process at once;
+                             SIGHUP runs rt_on_sighup's callback */
 } rt_options;
 
 /* Runs the runtime: starts the loops, runs main_fn(arg) as a coroutine on
@@ -148,6 +149,13 @@ void rt_ctx_release(rt_ctx *c);
 rt_ctx *rt_shutdown_ctx(void);
 void rt_shutdown(void);
 
+/* With handle_signals, each SIGHUP starts fn(arg) on a new coroutine of
+ * loop 0 (it may park: blocking file reads belong on rt_offload).  One
+ * callback per process; a later call replaces it, NULL removes it.
+ * Without a callback a SIGHUP is logged and ignored (it never kills the
+ * process).  Any thread, before or during rt_run. */
+void rt_on_sighup(rt_fn fn, void *arg);
+
 /* ---- timers (loop-local) -------------------------------------------------- */
 
 typedef struct rt_timer {
@@ -216,39 +224,34 @@ int rt_writev_all(rt_io *io, struct iovec *iov, int iovcnt, rt_ctx *ctx, int64_t
 ssize_t rt__tls_try_read(rt_io *io, void *buf, size_t n);
 ssize_t rt__tls_try_write(rt_io *io, const void *buf, size_t n);
 bool rt__tls_pending(const rt_io *io);
+/* A recv/send result as the try pair returns it; -EINTR: call again. */
+static inline ssize_t rt__try_result(ssize_t r, bool *ready)
+{
+    if (r >= 0)
+        return r;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        *ready = false; /* the next edge sets it again */
+        return -EAGAIN;
+    }
+    return -errno;
+}
 static inline ssize_t rt_io_try_read(rt_io *io, void *buf, size_t n)
 {
     if (io->tls)
         return rt__tls_try_read(io, buf, n);
-    for (;;) {
-        ssize_t r = recv(io->fd, buf, n, 0);
-        if (r >= 0)
-            return r;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            io->readable = false;
-            return -EAGAIN;
-        }
-        return -errno;
+    ssize_t r;
+    while ((r = rt__try_result(recv(io->fd, buf, n, 0), &io->readable)) == -EINTR) {
     }
+    return r;
 }
 static inline ssize_t rt_io_try_write(rt_io *io, const void *buf, size_t n)
 {
     if (io->tls)
         return rt__tls_try_write(io, buf, n);
-    for (;;) {
-        ssize_t r = send(io->fd, buf, n, MSG_NOSIGNAL);
-        if (r >= 0)
-            return r;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            io->writable = false;
-            return -EAGAIN;
-        }
-        return -errno;
+    ssize_t r;
+    while ((r = rt__try_result(send(io->fd, buf, n, MSG_NOSIGNAL), &io->writable)) == -EINTR) {
     }
+    return r;
 }
 /* True if plaintext is already buffered inside the TLS session: a reader
  * must take it before waiting for the fd, since it raises no event.

@@ -2,6 +2,8 @@
  *
  * SIGTERM/SIGINT are blocked in every thread and read from a signalfd on
  * loop 0: the first cancels rt_shutdown_ctx(), a second one exits at once.
+ * SIGHUP comes through the same signalfd and starts the registered reload
+ * callback on a coroutine (rt_on_sighup).
  *
  * SIGSEGV on a coroutine's guard page is reported as a stack overflow
  * (then the process dies by the signal, keeping the core dump): a handler
@@ -82,12 +84,41 @@ static int g_sigfd = -1;
 static rt_io g_sigio;
 static int g_count;
 static sigset_t g_oldmask;
+static pthread_mutex_t g_hup_lk = PTHREAD_MUTEX_INITIALIZER;
+static rt_fn g_hup_fn;
+static void *g_hup_arg;
+
+void rt_on_sighup(rt_fn fn, void *arg)
+{
+    pthread_mutex_lock(&g_hup_lk);
+    g_hup_fn = fn;
+    g_hup_arg = arg;
+    pthread_mutex_unlock(&g_hup_lk);
+}
+
+/* SIGHUP: the reload callback on its own coroutine (it may park on files
+ * read through the offload pool); the loop goes on meanwhile. */
+static void on_hangup(void)
+{
+    pthread_mutex_lock(&g_hup_lk);
+    rt_fn fn = g_hup_fn;
+    void *arg = g_hup_arg;
+    pthread_mutex_unlock(&g_hup_lk);
+    if (fn)
+        rt_go(fn, arg);
+    else
+        bz_log_info("SIGHUP ignored: nothing to reload");
+}
 
 static void on_signal(rt_io *io, uint32_t ev)
 {
     (void)ev;
     struct signalfd_siginfo si;
     while (read(io->fd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGHUP) {
+            on_hangup();
+            continue;
+        }
         if (++g_count > 1) {
             static const char msg[] = "bazaar: second signal, exiting now\n";
             ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
@@ -115,6 +146,7 @@ int rt__signals_start(rt_loop *l0)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     /* Blocked before the other loop threads start, so they inherit it. */
     pthread_sigmask(SIG_BLOCK, &set, &g_oldmask);
     g_sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);

@@ -131,6 +131,10 @@ static SSL_CTX *server_ctx(const char *cert, const char *key, char *err, size_t 
      * server-side cache for 1.2 clients resuming by session id. */
     SSL_CTX_set_session_id_context(c, (const unsigned char *)"bazaar", 6);
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_SERVER);
+    /* ~1 KiB a session: 4096 bound the cache to a few MiB (OpenSSL's
+     * default, 20480, to ~20 MiB) — only TLS 1.2 clients without ticket
+     * support end up in it. */
+    SSL_CTX_sess_set_cache_size(c, 4096);
     SSL_CTX_set_timeout(c, 3600);
     SSL_CTX_set_alpn_select_cb(c, alpn_select, NULL);
     if (SSL_CTX_use_certificate_chain_file(c, cert) != 1) {
@@ -244,6 +248,21 @@ static int ssl_wait(rt_io *io, SSL *ssl, int ret, rt_ctx *ctx, int64_t deadline)
     }
 }
 
+/* Watches OpenSSL's reads of the socket: with read-ahead it asks for as
+ * much as its buffer holds, so a shorter answer means the socket is
+ * drained — the next bytes raise a new edge.  Clearing `readable` then
+ * saves the read that would only say EAGAIN, as rt_read does on a plain
+ * socket (one system call per keep-alive request).  Bytes OpenSSL holds
+ * are still there: readers check rt_io_pending. */
+static long raw_read_seen(BIO *b, int oper, const char *argp, size_t len, int argi, long argl, int ret,
+                          size_t *processed)
+{
+    (void)argp, (void)argi, (void)argl;
+    if (oper == (BIO_CB_READ | BIO_CB_RETURN) && ret > 0 && processed && *processed < len)
+        ((rt_io *)BIO_get_callback_arg(b))->readable = false;
+    return ret;
+}
+
 static int handshake(rt_io *io, SSL *ssl, rt_ctx *ctx, int64_t deadline)
 {
     if (!SSL_set_fd(ssl, io->fd)) {
@@ -251,6 +270,9 @@ static int handshake(rt_io *io, SSL *ssl, rt_ctx *ctx, int64_t deadline)
         SSL_free(ssl);
         return -ENOMEM;
     }
+    BIO *rb = SSL_get_rbio(ssl);
+    BIO_set_callback_ex(rb, raw_read_seen);
+    BIO_set_callback_arg(rb, (char *)io);
     for (;;) {
         if (io->fd < 0) {
             SSL_free(ssl);

@@ -16,7 +16,10 @@
  *
  * Concurrency: one coroutine reading and one writing the same rt_io (on
  * its loop) is fine — OpenSSL allows a write while a read waits for
- * bytes — but never two readers or two writers.
+ * bytes — but never two readers or two writers.  The rt_io must not move
+ * while its session lives: OpenSSL's socket reads update its readiness
+ * flag (a short read clears `readable`, as rt_read does, so callers that
+ * test the flag must also test rt_io_pending).
  *
  * Errors: -ETIMEDOUT / -ECANCELED (the deadline or context ended),
  * -EPROTO (the peer broke the protocol: not TLS, no shared version or

@@ -4,6 +4,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/rand.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,7 @@ svc *svc_open(const bz_config *cfg, db *d, cache *c, rt_ctx *ctx, bz_error *err)
     for (int i = 0; i < SVC_ACCT_STRIPES; i++)
         rt_mutex_init(&s->acct_locks[i]);
     pw_pool_start(s);
-    pthread_mutex_init(&s->streams.lk, NULL);
+    snprintf(s->instance, sizeof s->instance, "%016llx", (unsigned long long)bz_rand64());
     if (svc_prepare_db(s, ctx, err) != 0) {
         svc_close(s);
         return NULL;
@@ -35,7 +36,6 @@ void svc_close(svc *s)
     if (!s)
         return;
     pw_pool_stop(s);
-    pthread_mutex_destroy(&s->streams.lk); /* every stream is closed by now: the table is empty */
     for (int i = 0; i < SVC_ACCT_STRIPES; i++)
         rt_mutex_destroy(&s->acct_locks[i]);
     free(s);

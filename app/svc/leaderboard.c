@@ -1,26 +1,113 @@
 /* app/svc/leaderboard.c — the spenders leaderboard (API.md §7).
  *
- * The leaderboard is derived data: payments add to it (effects.c), and
- * when the cache lost it (no "built" marker: restart of an in-process
- * cache, FLUSHALL, eviction) it is rebuilt from paid orders, once, under a
- * lock.  The marker is a member of the sorted set itself (LB_BUILT, with a
- * score below any real one), so the set and its marker can only vanish
- * together: an evicted leaderboard is rebuilt, never read half-empty.
- * Leaderboards are cache entries (evictable before any session or lock):
- * a client can ask for any currency, so it can multiply them.  A payment committing during the milliseconds of a rebuild may be
- * counted twice or not at all; everything committed before it is exact. */
+ * The leaderboard is derived data: payments add to it after they commit
+ * (effects.c), and when the cache lost it (no epoch marker: restart of an
+ * in-process cache, FLUSHALL, eviction) a reader rebuilds it from paid
+ * orders, once, under a lock.  Exact even while payments commit during a
+ * rebuild, on any number of instances:
+ *
+ * - Every rebuild has an epoch: meta "lb_epoch:<currency>", bumped by the
+ *   rebuild in the same SERIALIZABLE transaction that reads its snapshot
+ *   (SQL_SPENDERS).  Every payment reads the epoch in its own SERIALIZABLE
+ *   transaction.  Serializability makes the two facts the same: a payment
+ *   is in rebuild N's snapshot exactly when it read an epoch < N (had it
+ *   read < N and not been seen, the two transactions would form a cycle,
+ *   and one of them is aborted and retried).
+ * - The increment carries that epoch, and the cache applies it by epoch
+ *   (cache_zincr_epoch, atomic): on a board at its epoch it is added; on a
+ *   board at a later epoch it is dropped (the snapshot has it); otherwise
+ *   a rebuild for its epoch is under way, and it goes to that rebuild's
+ *   staging set, which the rebuild publishes with its snapshot
+ *   (cache_zpublish_epoch) — never lost, never counted twice.
+ * - A rebuild that dies leaves its staging set to expire; the next one
+ *   takes a new epoch whose snapshot has everything before it.  Two
+ *   rebuilds (a lock that expired) publish in epoch order; the older one
+ *   is refused.
+ *
+ * The marker is a member of the sorted set itself (scored below any real
+ * score), so the set and its marker can only vanish together: an evicted
+ * leaderboard is rebuilt, never read half-empty.  Leaderboards are cache
+ * entries (evictable before any session or lock): a client can ask for any
+ * currency, so it can multiply them. */
 #include "app/svc/svc-private.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#define LB_BUILT "~built"
-#define LB_BUILT_SCORE (-(1LL << 52)) /* exact as a Redis double, below any sum of cents */
+#define LB_LOCK_TTL (30 * BZ_NS_PER_S)
+
+static void epoch_key(const char *currency, char out[24]) { snprintf(out, 24, "lb_epoch:%.3s", currency); }
+
+int lb_epoch_read(db_tx *tx, rt_ctx *ctx, const char *currency, int64_t *epoch, bz_error *err)
+{
+    char k[24];
+    epoch_key(currency, k);
+    db_rows *rows = NULL;
+    db_arg a[] = {DB_TEXT(k)};
+    *epoch = 0;
+    int rc = sql_row(TX(tx), ctx, &SQL_LB_EPOCH, a, 1, &rows, err);
+    if (rc < 0)
+        return -1;
+    if (rc == 0) {
+        bz_str_to_i64(bz_str_c(db_col_text(rows, 0, NULL)), epoch);
+        db_rows_close(rows);
+    }
+    return 0;
+}
+
+typedef struct {
+    const char *currency;
+    int64_t epoch;
+    bz_buf rows;    /* (user id, cents) pairs of the snapshot */
+} snap_args;
+
+static int snapshot_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
+{
+    snap_args *x = p;
+    bz_buf_clear(&x->rows);
+    char k[24];
+    epoch_key(x->currency, k);
+    db_rows *rows = NULL;
+    db_arg a[] = {DB_TEXT(k)};
+    if (sql_row(TX(tx), ctx, &SQL_LB_EPOCH_BUMP, a, 1, &rows, err) != 0)
+        return -1;
+    bz_str_to_i64(bz_str_c(db_col_text(rows, 0, NULL)), &x->epoch);
+    db_rows_close(rows);
+    db_arg c[] = {DB_TEXT(x->currency)};
+    if (sql_query(TX(tx), ctx, &SQL_SPENDERS, c, 1, &rows, err) != 0)
+        return -1;
+    while (db_rows_next(rows)) {
+        int64_t pair[2] = {db_col_int(rows, 0), db_col_int(rows, 1)};
+        bz_buf_append(&x->rows, pair, sizeof pair);
+    }
+    db_rows_close(rows);
+    return 0;
+}
+
+static int rebuild(svc *s, rt_ctx *ctx, const char *key, const char *currency, bz_error *err)
+{
+    snap_args x = {currency, 0, BZ_BUF_INIT};
+    db_tx_opts o = {.isolation = DB_SERIALIZABLE};
+    int rc = db_run_tx(s->db, ctx, &o, snapshot_tx, &x, err);
+    const int64_t *pair = (const int64_t *)(const void *)x.rows.data;
+    for (size_t i = 0; rc == 0 && i < x.rows.len / (2 * sizeof(int64_t)); i++) {
+        char member[24];
+        snprintf(member, sizeof member, "%lld", (long long)pair[2 * i]);
+        rc = cache_zincr_epoch(s->cache, ctx, key, x.epoch, member, pair[2 * i + 1], SVC_LB_STAGE_TTL_NS, err);
+    }
+    bool published;
+    if (rc == 0)
+        rc = cache_zpublish_epoch(s->cache, ctx, key, x.epoch, &published, err);
+    if (rc == 0)
+        cache_mark_evictable(s->cache, key);
+    bz_buf_free(&x.rows);
+    return rc;
+}
 
 static int built(svc *s, rt_ctx *ctx, const char *key, bz_error *err)
 {
-    int64_t sc;
-    return cache_zscore(s->cache, ctx, key, LB_BUILT, &sc, err);
+    int64_t epoch;
+    return cache_zepoch(s->cache, ctx, key, &epoch, err);
 }
 
 static int ensure(svc *s, rt_ctx *ctx, const char *key, const char *currency, bz_error *err)
@@ -30,29 +117,11 @@ static int ensure(svc *s, rt_ctx *ctx, const char *key, const char *currency, bz
         return rc < 0 ? -1 : 0;
     char lock[48], token[33];
     snprintf(lock, sizeof lock, "lb:rebuild:%s", currency);
-    if (cache_lock(s->cache, ctx, lock, 30 * BZ_NS_PER_S, true, token, err) != 0)
+    if (cache_lock(s->cache, ctx, lock, LB_LOCK_TTL, true, token, err) != 0)
         return -1;
     rc = built(s, ctx, key, err);
-    if (rc == CACHE_MISS) {
-        rc = cache_state_del(s->cache, ctx, key, err);
-        db_rows *rows = NULL;
-        db_arg args[] = {DB_TEXT(currency)};
-        if (rc == 0)
-            rc = sql_query(DB(s->db), ctx, &SQL_SPENDERS, args, 1, &rows, err);
-        while (rc == 0 && db_rows_next(rows)) {
-            char member[24];
-            int64_t score;
-            snprintf(member, sizeof member, "%lld", (long long)db_col_int(rows, 0));
-            rc = cache_zincr(s->cache, ctx, key, member, db_col_int(rows, 1), &score, err);
-        }
-        if (rows)
-            db_rows_close(rows);
-        int64_t score;
-        if (rc == 0)
-            rc = cache_zincr(s->cache, ctx, key, LB_BUILT, LB_BUILT_SCORE, &score, err);
-        if (rc == 0)
-            cache_mark_evictable(s->cache, key);
-    }
+    if (rc == CACHE_MISS)
+        rc = rebuild(s, ctx, key, currency, err);
     bool released;
     bz_error e2;
     cache_unlock(s->cache, ctx, lock, token, &released, &e2);
@@ -82,7 +151,7 @@ int svc_leaderboard(svc *s, svc_call *c, svc_str currency, svc_int limit, svc_sp
         return svc_fail_from(e, &be);
     int k = 0; /* drop the marker */
     for (int i = 0; i < cnt && k < lim; i++)
-        if (strcmp(top[i].member, LB_BUILT) != 0)
+        if (strcmp(top[i].member, CACHE_ZEPOCH_MEMBER) != 0)
             top[k++] = top[i];
     cnt = k;
     *out = bz_arena_calloc(c->arena, (size_t)(cnt ? cnt : 1), sizeof **out);

@@ -9,6 +9,7 @@
 #include "app/svc/svc-private.h"
 
 #include "base/clock.h"
+#include "base/log.h"
 #include "base/rand.h"
 
 #include <errno.h>
@@ -334,6 +335,7 @@ typedef struct {
     bool changed;           /* the status moved (effects after commit) */
     int64_t total, at_us;
     char currency[4];
+    int64_t lb_epoch;       /* the leaderboard epoch this payment saw */
     int64_t items[SVC_MAX_LINES];
     int nitems;
 } state_args;
@@ -366,6 +368,8 @@ static int pay_lines(state_args *x, db_tx *tx, rt_ctx *ctx, int64_t account, int
     }
     db_arg u[] = {DB_TEXT("paid"), DB_TIME(now), DB_INT(x->id)};
     if (sql_exec(TX(tx), ctx, &SQL_ORDER_SET_STATUS, u, 3, NULL, err) != 0)
+        return -1;
+    if (lb_epoch_read(tx, ctx, x->currency, &x->lb_epoch, err) != 0)
         return -1;
     /* The job commits with the payment: durable fulfilment. */
     db_arg j[] = {DB_INT(x->id), DB_TIME(now + SHIP_DELAY_US)};
@@ -506,7 +510,7 @@ static int change_state(svc *s, svc_call *c, int64_t id, bool pay, svc_order *ou
         for (int i = 0; i < x.nitems; i++)
             fx_item_changed(s, x.items[i]);
         if (pay)
-            fx_spent(s, x.uid, x.currency, x.total);
+            fx_spent(s, x.uid, x.currency, x.total, x.lb_epoch);
         fx_order_event(s, x.uid, id, pay ? "paid" : "cancelled", x.at_us);
     }
     return rc;
@@ -525,63 +529,27 @@ int svc_order_cancel(svc *s, svc_call *c, int64_t id, svc_order *out, svc_err *e
 /* ---- events ----
  *
  * At most --sse-max-per-user streams per user (SSE and WatchOrders alike:
- * both are svc_orders_watch), counted in this process: a count shared
- * through the cache would outlive a crashed instance unless every stream
- * renewed a lease, which costs more than the cap is worth.  With N
- * instances a user can hold at most N times the cap. */
+ * both are svc_orders_watch), counted across every instance that shares
+ * the cache: each stream holds a lease in "streams:<user>" named
+ * "<instance>:<n>", taken under the cap and renewed by svc_watch_next.  A
+ * crashed instance cannot give its leases back; they lapse within
+ * SVC_STREAM_LEASE_NS.  With the memory backend this is the same count,
+ * in process. */
 
-struct stream_count {
-    stream_count *next;
-    int64_t uid;
-    int n;
-};
-
-/* Takes one of uid's stream slots: false if all are taken. */
-static bool stream_take(svc *s, int64_t uid)
-{
-    stream_table *t = &s->streams;
-    stream_count **pp = &t->b[(uint64_t)uid % SVC_STREAM_BUCKETS];
-    pthread_mutex_lock(&t->lk);
-    while (*pp && (*pp)->uid != uid)
-        pp = &(*pp)->next;
-    bool ok = !*pp || (*pp)->n < s->cfg->sse_max_per_user;
-    if (ok && !*pp) {
-        *pp = calloc(1, sizeof **pp);
-        if (!*pp)
-            abort();
-        (*pp)->uid = uid;
-    }
-    if (ok)
-        (*pp)->n++;
-    pthread_mutex_unlock(&t->lk);
-    return ok;
-}
-
-static void stream_give(svc *s, int64_t uid)
-{
-    stream_table *t = &s->streams;
-    stream_count **pp = &t->b[(uint64_t)uid % SVC_STREAM_BUCKETS];
-    pthread_mutex_lock(&t->lk);
-    while (*pp && (*pp)->uid != uid)
-        pp = &(*pp)->next;
-    if (*pp && --(*pp)->n <= 0) {
-        stream_count *dead = *pp;
-        *pp = dead->next;
-        free(dead);
-    }
-    pthread_mutex_unlock(&t->lk);
-}
+static void streams_key(int64_t uid, char out[40]) { snprintf(out, 40, "streams:%lld", (long long)uid); }
 
 int svc_streams_open(svc *s, int64_t uid)
 {
-    stream_table *t = &s->streams;
-    pthread_mutex_lock(&t->lk);
-    stream_count *c = t->b[(uint64_t)uid % SVC_STREAM_BUCKETS];
-    while (c && c->uid != uid)
-        c = c->next;
-    int n = c ? c->n : 0;
-    pthread_mutex_unlock(&t->lk);
-    return n;
+    char key[40];
+    streams_key(uid, key);
+    int64_t n = 0;
+    bz_error be;
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, SVC_DETACHED_NS);
+    if (cache_lease_count(s->cache, &c, key, &n, &be) != 0)
+        n = -1;
+    rt_ctx_release(&c);
+    return (int)n;
 }
 
 struct svc_watch {
@@ -589,7 +557,22 @@ struct svc_watch {
     int64_t uid;
     cache_sub *sub;
     bz_buf msg;
+    char lease[40];      /* this stream's member in streams:<uid> */
+    int64_t renew_at;    /* bz_now_ns() of the next renewal */
 };
+
+/* Gives the stream's slot back (detached: the caller may be gone). */
+static void lease_give(svc *s, int64_t uid, const char *lease)
+{
+    char key[40];
+    streams_key(uid, key);
+    bz_error be;
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, SVC_DETACHED_NS);
+    if (cache_lease_drop(s->cache, &c, key, lease, &be) != 0)
+        bz_log_warn("stream lease not dropped (it lapses by itself)", BZ_F_STR("error", be.msg));
+    rt_ctx_release(&c);
+}
 
 int svc_orders_watch(svc *s, svc_call *c, int64_t user_id, svc_watch **out, svc_err *e)
 {
@@ -598,7 +581,15 @@ int svc_orders_watch(svc *s, svc_call *c, int64_t user_id, svc_watch **out, svc_
         return -1;
     if (user_id != c->who->user_id)
         return svc_fail(e, SVC_NOT_FOUND, "not_found", "user %lld does not exist", (long long)user_id);
-    if (!stream_take(s, user_id)) {
+    char key[40], lease[40];
+    streams_key(user_id, key);
+    snprintf(lease, sizeof lease, "%s:%lld", s->instance, (long long)atomic_fetch_add(&s->stream_seq, 1));
+    bool taken = false;
+    bz_error be;
+    int cap = s->cfg->sse_max_per_user;
+    if (cache_lease_take(s->cache, c->ctx, key, lease, cap, SVC_STREAM_LEASE_NS, &taken, &be) != 0)
+        return svc_fail_from(e, &be);
+    if (!taken) {
         svc_fail(e, SVC_RATE_LIMITED, "too_many_streams",
                  "this user already has %d event streams open; close one first", s->cfg->sse_max_per_user);
         e->retry_after_s = 1;
@@ -607,9 +598,8 @@ int svc_orders_watch(svc *s, svc_call *c, int64_t user_id, svc_watch **out, svc_
     char ch[48];
     key_events(user_id, ch);
     cache_sub *sub = NULL;
-    bz_error be;
     if (cache_subscribe(s->cache, c->ctx, ch, &sub, &be) != 0) {
-        stream_give(s, user_id);
+        lease_give(s, user_id, lease);
         return svc_fail_from(e, &be);
     }
     svc_watch *w = calloc(1, sizeof *w);
@@ -619,13 +609,36 @@ int svc_orders_watch(svc *s, svc_call *c, int64_t user_id, svc_watch **out, svc_
     w->uid = user_id;
     w->sub = sub;
     w->msg = BZ_BUF_INIT;
+    memcpy(w->lease, lease, sizeof lease);
+    w->renew_at = bz_now_ns() + SVC_STREAM_RENEW_NS;
     *out = w;
     return 0;
+}
+
+/* Keeps the stream's lease alive.  No cap: a lease lost meanwhile (the
+ * cache restarted) is taken again rather than ending a stream that was
+ * let in. */
+static void lease_renew(svc_watch *w)
+{
+    int64_t now = bz_now_ns();
+    if (now < w->renew_at)
+        return;
+    w->renew_at = now + SVC_STREAM_RENEW_NS;
+    char key[40];
+    streams_key(w->uid, key);
+    bool taken;
+    bz_error be;
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, SVC_DETACHED_NS);
+    if (cache_lease_take(w->s->cache, &c, key, w->lease, 0, SVC_STREAM_LEASE_NS, &taken, &be) != 0)
+        bz_log_warn("stream lease not renewed", BZ_F_STR("error", be.msg));
+    rt_ctx_release(&c);
 }
 
 int svc_watch_next(svc_watch *w, rt_ctx *ctx, svc_order_event *ev)
 {
     for (;;) {
+        lease_renew(w);
         int rc = cache_sub_recv(w->sub, ctx, &w->msg);
         if (rc != 0)
             return rc;
@@ -641,7 +654,7 @@ void svc_watch_close(svc_watch *w)
     if (!w)
         return;
     cache_unsubscribe(w->sub);
-    stream_give(w->s, w->uid);
+    lease_give(w->s, w->uid, w->lease);
     bz_buf_free(&w->msg);
     free(w);
 }

@@ -189,6 +189,15 @@ const svc_sql SQL_SPENDERS = {"leaderboard rebuild",
     "SELECT customer_id, SUM(total_cents) FROM orders WHERE currency = $1 AND status IN ('paid', 'shipped') "
     "GROUP BY customer_id",
     NULL, true, 1, {T("USD")}};
+/* The leaderboard epoch of a currency (meta "lb_epoch:<currency>"; none
+ * is epoch 0): a payment reads it, a rebuild bumps it, both SERIALIZABLE,
+ * so a payment is in a rebuild's snapshot exactly when it read an older
+ * epoch (leaderboard.c). */
+const svc_sql SQL_LB_EPOCH = {"pay: the leaderboard epoch", "SELECT value FROM meta WHERE key = $1", NULL, true, 1,
+                              {T("lb_epoch:USD")}};
+const svc_sql SQL_LB_EPOCH_BUMP = {"leaderboard rebuild: next epoch",
+    "INSERT INTO meta (key, value) VALUES ($1, '1') "
+    "ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(meta.value AS BIGINT) + 1 AS TEXT) RETURNING value"};
 
 /* ---- idempotency ---- */
 
@@ -232,6 +241,7 @@ const svc_sql *const svc_sql_all[] = {
     &SQL_ORDER_BY_ID, &SQL_ORDERS_PAGE, &SQL_ORDERS_PAGE_STATUS, &SQL_ORDER_HEAD, &SQL_ACCOUNT_DEBIT,
     &SQL_ORDER_SELLER_CREDITS, &SQL_ACCOUNT_CREDIT_UPSERT, &SQL_ORDER_SET_STATUS, &SQL_JOB_INSERT,
     &SQL_ORDER_LINES, &SQL_ITEM_RESTOCK, &SQL_JOB_DUE, &SQL_ORDER_SHIP, &SQL_JOB_DELETE, &SQL_SPENDERS,
+    &SQL_LB_EPOCH, &SQL_LB_EPOCH_BUMP,
     &SQL_IDEM_INSERT, &SQL_IDEM_GET, &SQL_IDEM_PURGE, &SQL_WAL_PRIMARY, &SQL_WAL_REPLAY,
 };
 const int svc_sql_count = sizeof svc_sql_all / sizeof svc_sql_all[0];

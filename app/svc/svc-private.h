@@ -31,13 +31,12 @@ typedef struct pw_pool {
     pthread_t *th;
     bool quit;
 } pw_pool;
-/* Open event streams per user, in this process (orders.c). */
-#define SVC_STREAM_BUCKETS 256
-typedef struct stream_count stream_count;
-typedef struct stream_table {
-    pthread_mutex_t lk;
-    stream_count *b[SVC_STREAM_BUCKETS];
-} stream_table;
+/* Event streams per user are leases in the cache (orders.c): each lasts
+ * SVC_STREAM_LEASE_NS unless renewed, and an open stream renews it every
+ * SVC_STREAM_RENEW_NS, so a crashed instance's streams free their slots
+ * within a lease. */
+#define SVC_STREAM_LEASE_NS (10 * BZ_NS_PER_S)
+#define SVC_STREAM_RENEW_NS (3 * BZ_NS_PER_S)
 
 /* The read replica (replica.c): its pool, how far behind it is, and the
  * in-process read-your-writes marks. */
@@ -66,7 +65,8 @@ struct svc {
     rt_mutex acct_locks[SVC_ACCT_STRIPES];
     bool acct_locks_on;
     pw_pool pw;
-    stream_table streams;
+    char instance[17];        /* random: names this process's stream leases */
+    atomic_llong stream_seq;
     /* the fulfilment worker and the idempotency purge */
     rt_ctx bg_stop;           /* cancelled by svc_stop_worker */
     atomic_bool stopping;
@@ -201,7 +201,15 @@ int page_limit(const svc_page_in *pg, svc_err *e);
 void fx_item_changed(svc *s, int64_t item_id);
 void fx_orders_changed(svc *s, int64_t user_id);
 void fx_order_event(svc *s, int64_t user_id, int64_t order_id, const char *status, int64_t at_us);
-void fx_spent(svc *s, int64_t user_id, const char *currency, int64_t cents);
+/* A leaderboard's staging set outlives the slowest rebuild (its lock
+ * lasts 30 s). */
+#define SVC_LB_STAGE_TTL_NS (120 * BZ_NS_PER_S)
+/* A payment's addition to its currency's leaderboard; epoch is what the
+ * payment's transaction read (lb_epoch_read). */
+void fx_spent(svc *s, int64_t user_id, const char *currency, int64_t cents, int64_t epoch);
+/* The leaderboard epoch of currency, read inside a payment's transaction
+ * (leaderboard.c explains why). */
+int lb_epoch_read(db_tx *tx, rt_ctx *ctx, const char *currency, int64_t *epoch, bz_error *err);
 /* The cached order pages of a user: remember one, drop them all. */
 #define SVC_OLIST_MAX_PAGES 64
 void pages_track(svc *s, rt_ctx *ctx, int64_t uid, const char *page_key);

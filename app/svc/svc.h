@@ -407,15 +407,19 @@ int svc_order_pay(svc *s, svc_call *c, int64_t id, svc_order *out, svc_err *e);
 int svc_order_cancel(svc *s, svc_call *c, int64_t id, svc_order *out, svc_err *e);
 
 /* Order events of the caller (user_id must be the caller) from now on.
- * At most --sse-max-per-user watches per user in this process (SSE and
- * WatchOrders together): more is SVC_RATE_LIMITED "too_many_streams". */
+ * At most --sse-max-per-user watches per user (SSE and WatchOrders
+ * together) across every instance sharing the cache: more is
+ * SVC_RATE_LIMITED "too_many_streams".  A watch holds a lease in the cache
+ * that svc_watch_next renews (call it at least every second or two); the
+ * lease of a watch whose instance died frees itself within
+ * SVC_STREAM_LEASE_NS (10 s). */
 typedef struct svc_watch svc_watch;
 int svc_orders_watch(svc *s, svc_call *c, int64_t user_id, svc_watch **out, svc_err *e);
 /* Parks for the next event: 0 with *ev filled, or -ETIMEDOUT/-ECANCELED
  * when ctx ends, -EPIPE when the subscription ended. */
 int svc_watch_next(svc_watch *w, rt_ctx *ctx, svc_order_event *ev);
 void svc_watch_close(svc_watch *w);
-/* How many watches uid has open in this process. */
+/* How many watches uid has open (live leases, every instance). */
 int svc_streams_open(svc *s, int64_t uid);
 
 /* Top spenders in a currency (default USD, limit default 10, 1..100). */

@@ -12,6 +12,9 @@ echo
 echo "== http/2: h2c /healthz, bazaar (1 loop) vs h2o (1 thread); server core 0, h2load core 1"
 tests/bench/h2.sh
 echo
+echo "== tls: /healthz over TLS, bazaar (1 loop) vs nginx (1 worker), same certificate; server core 0, client core 1"
+tests/bench/tls.sh
+echo
 echo "== db: primary-key SELECT through the pool vs the floors"
 tests/bench/db.sh
 echo

@@ -634,6 +634,247 @@ static void redis_outage_fails_fast_and_recovers(void **state)
     run(outage_body);
 }
 
+/* ---- no stale resurrection: a load in flight loses to an invalidation ---- */
+
+typedef struct {
+    rt_sem started, go;     /* the loader has read the "row"; it may return */
+    const char *value;      /* what the "row" held when the loader read it */
+} gated;
+
+static int gated_loader(void *arg, rt_ctx *ctx, bz_buf *out, bz_error *err)
+{
+    gated *g = arg;
+    const char *v = g->value;
+    rt_sem_release(&g->started);
+    rt_sem_acquire(&g->go, NULL, BZ_NO_DEADLINE);
+    bz_buf_append_c(out, v);
+    return 0;
+}
+
+typedef struct {
+    cache *c;
+    const char *key;
+    gated *g;
+    rt_wg *wg;
+    char got[32];
+} slow_get;
+
+static void slow_getter(void *p)
+{
+    slow_get *a = p;
+    bz_buf b = BZ_BUF_INIT;
+    bz_error e;
+    cache_status st;
+    if (cache_get_or_load(a->c, NULL, a->key, 60 * BZ_NS_PER_S, gated_loader, a->g, &b, &st, &e) == 0)
+        snprintf(a->got, sizeof a->got, "%.*s", (int)b.len, b.data);
+    bz_buf_free(&b);
+    rt_wg_done(a->wg);
+}
+
+static int fixed_loader(void *arg, rt_ctx *ctx, bz_buf *out, bz_error *err)
+{
+    atomic_fetch_add(&loads, 1);
+    bz_buf_append_c(out, arg);
+    return 0;
+}
+
+/* Instance A loads (reads the old row, then stalls); instance B commits,
+ * then writes (how) — invalidation or write-through — while A's load is in
+ * flight.  A's old value must not land: the next read sees the new row.
+ * On Redis, A and B are two cache handles (two flight tables: what two
+ * processes are); in memory one handle is both. */
+static void race_once(cache *a, cache *b, const char *k, bool write_through)
+{
+    bz_error e;
+    gated g = {.value = "old"};
+    rt_sem_init(&g.started, 0);
+    rt_sem_init(&g.go, 0);
+    rt_wg wg;
+    rt_wg_init(&wg);
+    rt_wg_add(&wg, 1);
+    slow_get sg = {a, k, &g, &wg, ""};
+    rt_go(slow_getter, &sg);
+    rt_sem_acquire(&g.started, NULL, BZ_NO_DEADLINE);
+    /* B's write commits: the row is "new" now */
+    if (write_through)
+        OK(cache_store(b, NULL, k, "new", 3, 60 * BZ_NS_PER_S, &e));
+    else
+        OK(cache_invalidate(b, NULL, k, &e));
+    rt_sem_release(&g.go);
+    rt_wg_wait(&wg, NULL);
+    assert_string_equal(sg.got, "old"); /* served to its caller, not stored */
+    bz_buf v = BZ_BUF_INIT;
+    cache_status st;
+    atomic_store(&loads, 0);
+    OK(cache_get_or_load(a, NULL, k, 60 * BZ_NS_PER_S, fixed_loader, "new", &v, &st, &e));
+    assert_true(bz_str_eq_c(bz_buf_str(&v), "new"));
+    assert_int_equal(atomic_load(&loads), write_through ? 0 : 1);
+    /* and that load was stored (it compared against the tombstone) */
+    OK(cache_get_or_load(b, NULL, k, 60 * BZ_NS_PER_S, fixed_loader, "never", &v, &st, &e));
+    assert_int_equal(st, CACHE_HIT);
+    assert_true(bz_str_eq_c(bz_buf_str(&v), "new"));
+    bz_buf_free(&v);
+    rt_wg_destroy(&wg);
+    rt_sem_destroy(&g.started);
+    rt_sem_destroy(&g.go);
+}
+
+static void resurrection_body(void)
+{
+    cache *a = open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU);
+    cache *b = is_redis() ? open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU) : a;
+    bz_error e;
+    const char *k = K("resurrect");
+    cache_del(a, NULL, k, &e);
+    race_once(a, b, k, false); /* the key was absent when A looked */
+    OK(cache_invalidate(b, NULL, k, &e));
+    race_once(a, b, k, false); /* A saw a tombstone; B's is a new one */
+    OK(cache_del(b, NULL, k, &e));
+    race_once(a, b, k, true); /* the key was absent; B wrote through */
+    /* a tombstone is a miss for everyone and lives CACHE_TOMBSTONE_TTL */
+    OK(cache_invalidate(b, NULL, k, &e));
+    int64_t ttl;
+    OK(cache_ttl(a, NULL, k, &ttl, &e));
+    assert_true(ttl > CACHE_TOMBSTONE_TTL - 5 * BZ_NS_PER_S && ttl <= CACHE_TOMBSTONE_TTL);
+    bz_buf v = BZ_BUF_INIT;
+    cache_status st;
+    atomic_store(&loads, 0);
+    OK(cache_get_or_load(a, NULL, k, 60 * BZ_NS_PER_S, fixed_loader, "fresh", &v, &st, &e));
+    assert_int_equal(st, CACHE_LOADED);
+    assert_int_equal(atomic_load(&loads), 1);
+    bz_buf_free(&v);
+    if (b != a)
+        cache_close(b);
+    cache_close(a);
+}
+
+static void loads_in_flight_never_resurrect_stale_values(void **state) { run(resurrection_body); }
+
+/* ---- leases: a capped set of holders whose members lapse ---- */
+
+static void lease_body(void)
+{
+    cache *c = open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU);
+    bz_error e;
+    const char *k = K("leases");
+    cache_state_del(c, NULL, k, &e);
+    bool t;
+    int64_t n;
+    const char *m[] = {"a:1", "a:2", "b:1", "b:2"};
+    for (int i = 0; i < 3; i++) {
+        OK(cache_lease_take(c, NULL, k, m[i], 3, 10 * BZ_NS_PER_S, &t, &e));
+        assert_true(t);
+    }
+    OK(cache_lease_take(c, NULL, k, m[3], 3, 10 * BZ_NS_PER_S, &t, &e));
+    assert_false(t); /* the cap */
+    OK(cache_lease_count(c, NULL, k, &n, &e));
+    assert_int_equal(n, 3);
+    OK(cache_lease_take(c, NULL, k, m[0], 3, 10 * BZ_NS_PER_S, &t, &e));
+    assert_true(t); /* a holder renews at the cap */
+    OK(cache_lease_drop(c, NULL, k, m[1], &e));
+    OK(cache_lease_take(c, NULL, k, m[3], 3, 10 * BZ_NS_PER_S, &t, &e));
+    assert_true(t); /* a dropped lease frees its slot */
+    OK(cache_lease_take(c, NULL, k, "extra", 0, 10 * BZ_NS_PER_S, &t, &e));
+    assert_true(t); /* cap 0: a renewal re-adds whatever the count */
+    OK(cache_lease_count(c, NULL, k, &n, &e));
+    assert_int_equal(n, 4);
+    /* leases that are not renewed lapse; a renewed one stays */
+    const char *k2 = K("leases-lapse");
+    cache_state_del(c, NULL, k2, &e);
+    OK(cache_lease_take(c, NULL, k2, "dies", 2, 300 * BZ_NS_PER_MS, &t, &e));
+    OK(cache_lease_take(c, NULL, k2, "lives", 2, 300 * BZ_NS_PER_MS, &t, &e));
+    for (int i = 0; i < 4; i++) {
+        rt_sleep(NULL, 100 * BZ_NS_PER_MS);
+        OK(cache_lease_take(c, NULL, k2, "lives", 2, 300 * BZ_NS_PER_MS, &t, &e));
+    }
+    OK(cache_lease_count(c, NULL, k2, &n, &e));
+    assert_int_equal(n, 1);
+    OK(cache_lease_take(c, NULL, k2, "new", 2, 300 * BZ_NS_PER_MS, &t, &e));
+    assert_true(t);
+    OK(cache_lease_take(c, NULL, k2, "over", 2, 300 * BZ_NS_PER_MS, &t, &e));
+    assert_false(t);
+    /* the whole key goes once every lease lapsed */
+    rt_sleep(NULL, 500 * BZ_NS_PER_MS);
+    OK(cache_lease_count(c, NULL, k2, &n, &e));
+    assert_int_equal(n, 0);
+    int64_t ttl;
+    assert_int_equal(cache_ttl(c, NULL, k2, &ttl, &e), CACHE_MISS);
+    cache_close(c);
+}
+
+static void leases_are_capped_and_lapse(void **state) { run(lease_body); }
+
+/* ---- epoch-guarded sorted sets: a rebuild never counts twice or loses ---- */
+
+static int64_t zs(cache *c, const char *k, const char *m)
+{
+    bz_error e;
+    int64_t v = -1;
+    int r = cache_zscore(c, NULL, k, m, &v, &e);
+    return r == 0 ? v : -1;
+}
+
+static void zepoch_body(void)
+{
+    cache *c = open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU);
+    bz_error e;
+    const char *k = K("board");
+    const int64_t T = 60 * BZ_NS_PER_S;
+    int64_t ep;
+    bool pub;
+    cache_state_del(c, NULL, k, &e);
+    assert_int_equal(cache_zepoch(c, NULL, k, &ep, &e), CACHE_MISS);
+    /* rebuild 5 under way: its snapshot and a payment that saw epoch 5
+     * (not in the snapshot) both stage; one that saw 4 stages for 4 */
+    OK(cache_zincr_epoch(c, NULL, k, 5, "u1", 100, T, &e)); /* snapshot */
+    OK(cache_zincr_epoch(c, NULL, k, 5, "u1", 7, T, &e));   /* paid after it */
+    OK(cache_zincr_epoch(c, NULL, k, 4, "u2", 50, T, &e));  /* in it: a dead stage */
+    assert_int_equal(cache_zepoch(c, NULL, k, &ep, &e), CACHE_MISS); /* nothing published yet */
+    OK(cache_zpublish_epoch(c, NULL, k, 5, &pub, &e));
+    assert_true(pub);
+    OK(cache_zepoch(c, NULL, k, &ep, &e));
+    assert_int_equal(ep, 5);
+    assert_int_equal(zs(c, k, "u1"), 107);
+    assert_int_equal(zs(c, k, "u2"), -1);
+    /* at epoch 5: same epoch adds, an older one is dropped (counted) */
+    OK(cache_zincr_epoch(c, NULL, k, 5, "u1", 3, T, &e));
+    OK(cache_zincr_epoch(c, NULL, k, 4, "u1", 1000, T, &e));
+    assert_int_equal(zs(c, k, "u1"), 110);
+    /* the marker sorts last */
+    cache_zentry top[4];
+    int n;
+    OK(cache_ztop(c, NULL, k, 4, top, &n, &e));
+    assert_int_equal(n, 2);
+    assert_string_equal(top[1].member, CACHE_ZEPOCH_MEMBER);
+    /* a newer epoch's increment means rebuild 6 is under way: the old
+     * board goes, the increment stages for 6 */
+    OK(cache_zincr_epoch(c, NULL, k, 6, "u3", 9, T, &e));
+    assert_int_equal(cache_zepoch(c, NULL, k, &ep, &e), CACHE_MISS);
+    OK(cache_zincr_epoch(c, NULL, k, 6, "u1", 110, T, &e)); /* rebuild 6's snapshot */
+    /* an older rebuild publishing late is refused once 6 published */
+    OK(cache_zpublish_epoch(c, NULL, k, 6, &pub, &e));
+    assert_true(pub);
+    OK(cache_zincr_epoch(c, NULL, k, 5, "u9", 1, T, &e));
+    OK(cache_zpublish_epoch(c, NULL, k, 5, &pub, &e));
+    assert_false(pub);
+    OK(cache_zepoch(c, NULL, k, &ep, &e));
+    assert_int_equal(ep, 6);
+    assert_int_equal(zs(c, k, "u1"), 110);
+    assert_int_equal(zs(c, k, "u3"), 9);
+    assert_int_equal(zs(c, k, "u9"), -1);
+    /* a rebuild with an empty snapshot still publishes (a marker alone) */
+    const char *k2 = K("board-empty");
+    cache_state_del(c, NULL, k2, &e);
+    OK(cache_zpublish_epoch(c, NULL, k2, 1, &pub, &e));
+    assert_true(pub);
+    int64_t card;
+    OK(cache_zcard(c, NULL, k2, &card, &e));
+    assert_int_equal(card, 1);
+    cache_close(c);
+}
+
+static void epoch_sorted_sets_count_each_change_once(void **state) { run(zepoch_body); }
+
 /* ---- two processes share one Redis ---- */
 
 static void child_body(void)
@@ -724,6 +965,9 @@ int main(void)
         cmocka_unit_test(active_expiry_frees_untouched_keys),
         cmocka_unit_test(none_backend_stores_no_entries),
         cmocka_unit_test(guarantees_hold_across_processes),
+        cmocka_unit_test(loads_in_flight_never_resurrect_stale_values),
+        cmocka_unit_test(leases_are_capped_and_lapse),
+        cmocka_unit_test(epoch_sorted_sets_count_each_change_once),
         cmocka_unit_test(redis_outage_fails_fast_and_recovers),
     };
     int fails = cmocka_run_group_tests_name("cache/memory", tests, setup_memory, NULL);
