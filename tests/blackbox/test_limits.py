@@ -82,8 +82,9 @@ def test_signup_flood_is_refused_overloaded_and_deposits_stay_fast(tmp_path):
         assert all(ra and int(ra) >= 1 for ra in retry_after)
         print("deposit p95: %.1f ms quiet, %.1f ms during a 16-thread sign-up flood (%d sign-ups, %d refused)" %
               (p95(base) * 1000, p95(during) * 1000, codes.count(201), codes.count(503)))
-        # before the pool: 480-630 ms; the bound leaves room for a loaded CI box
-        assert p95(during) < 0.15, p95(during)
+        # before the pool: p95 480-630 ms; 20-60 ms on a quiet box, up to
+        # ~270 ms seen when other jobs hold both cores — the bound sits below the bug
+        assert p95(during) < 0.4, p95(during)
         # the flood over, sign-up and login work
         new_user(s)
     finally:
