@@ -26,6 +26,11 @@
  * stacks' RSS crept from 35 to 60+ MiB in ten minutes (make soak). */
 #define RT_STACK_KEEP (12 * 1024)
 #define RT_STACK_MARK 0x6b6565705f737461ull /* "keep_sta": never a pointer or a small int */
+/* Mark words spread over the page RT_STACK_KEEP below the top: a frame
+ * with a large uninitialised local can step over one word, rarely over
+ * all of them (one word alone missed a third of the deep uses). */
+#define RT_STACK_MARKS 16
+#define RT_MARK_STRIDE 32 /* words: 256 bytes */
 
 _Noreturn void rt__panic(const char *msg)
 {
@@ -134,8 +139,18 @@ void rt__to_scheduler(void)
 
 NO_ASAN static void stack_mark_set(rt_coro *co)
 {
-    *co->stack_mark = RT_STACK_MARK;
+    for (int i = 0; i < RT_STACK_MARKS; i++)
+        co->stack_mark[i * RT_MARK_STRIDE] = RT_STACK_MARK;
     co->min_sp = (char *)co;
+}
+
+/* True when every mark word is intact. */
+NO_ASAN static bool stack_marks_intact(const rt_coro *co)
+{
+    for (int i = 0; i < RT_STACK_MARKS; i++)
+        if (co->stack_mark[i * RT_MARK_STRIDE] != RT_STACK_MARK)
+            return false;
+    return true;
 }
 
 static rt_coro *coro_alloc(rt_loop *l)
@@ -165,7 +180,7 @@ static rt_coro *coro_alloc(rt_loop *l)
     co->map_size = map_size;
     co->stack_lo = map + ps;
     co->stack_size = (size_t)((char *)co - co->stack_lo) & ~(size_t)15;
-    co->stack_mark = (uint64_t *)(((uintptr_t)co - RT_STACK_KEEP) & ~(uintptr_t)7);
+    co->stack_mark = (uint64_t *)(((uintptr_t)co - RT_STACK_KEEP) & ~(uintptr_t)(ps - 1));
     stack_mark_set(co);
     co->loop = l;
 #ifdef RT_TSAN
@@ -219,19 +234,17 @@ rt_coro *rt__coro_new(rt_loop *l, rt_fn fn, void *arg)
     return co;
 }
 
-/* Gives back the stack pages below the mark's page if this use went
- * below the mark: it overwrote the mark (a deep call writes its frames
- * there; SQLite clears 32 KiB), or parked below it.  A use that only ran
- * below without writing that word and never parked there is missed; its
- * pages stay until a later use is caught.  The common shallow use costs
- * two comparisons and no system call. */
+/* Gives back the stack pages below the mark page if this use went
+ * below it: it overwrote a mark (a deep call writes its frames there;
+ * SQLite clears 32 KiB), or parked below the page.  A use that ran below
+ * without writing any mark and never parked there is missed; its pages
+ * stay until a later use is caught.  The common shallow use costs a few
+ * loads and no system call. */
 NO_ASAN static void stack_trim(rt_coro *co)
 {
-    char *mark = (char *)co->stack_mark;
-    if (*co->stack_mark == RT_STACK_MARK && co->min_sp >= mark)
+    char *end = (char *)co->stack_mark; /* the mark page's start */
+    if (co->min_sp >= end && stack_marks_intact(co))
         return;
-    size_t ps = page_size();
-    char *end = (char *)((uintptr_t)mark & ~(uintptr_t)(ps - 1));
     if (end > co->stack_lo)
         madvise(co->stack_lo, (size_t)(end - co->stack_lo), MADV_DONTNEED);
     stack_mark_set(co);
