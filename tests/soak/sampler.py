@@ -1,5 +1,5 @@
 """What the soak watches in the server process, from /proc: resident
-memory, open descriptors (and how many of them are client connections on
+memory (what stays resident: the least of three reads), open descriptors (and how many of them are client connections on
 the HTTP port), threads.  One Sample every few seconds."""
 import os
 import threading
@@ -45,7 +45,14 @@ def _port_inodes(port):
 
 
 def sample(pid, port, t):
+    # RSS is the least of three reads 0.1 s apart: what stays resident.
+    # Bursts that come and go within a second (+15..20 MiB, a few times a
+    # minute under the hordes) are not what a leak looks like, and one
+    # caught mid-flight would otherwise count as growth.
     rss, threads = _status(pid)
+    for _ in range(2):
+        time.sleep(0.1)
+        rss = min(rss, _status(pid)[0])
     # Connections come and go while we look: one read of the table before
     # the fd list and one after, so a connection is known by either.
     conns = _port_inodes(port)
