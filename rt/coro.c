@@ -81,7 +81,7 @@ static void switch_out(rt_coro *co, bool exiting)
     /* The deepest point of a park (a database wait deep in a call chain)
      * is known without touching the mark (see stack_trim). */
     char here;
-    if (&here < co->min_sp)
+    if ((uintptr_t)&here < (uintptr_t)co->min_sp) /* integers: different objects */
         co->min_sp = &here;
     rt__mctx_swap(&co->mctx, &l->sched);
 #ifdef RT_ASAN
@@ -243,7 +243,7 @@ rt_coro *rt__coro_new(rt_loop *l, rt_fn fn, void *arg)
 NO_ASAN static void stack_trim(rt_coro *co)
 {
     char *end = (char *)co->stack_mark; /* the mark page's start */
-    if (co->min_sp >= end && stack_marks_intact(co))
+    if ((uintptr_t)co->min_sp >= (uintptr_t)end && stack_marks_intact(co))
         return;
     if (end > co->stack_lo)
         madvise(co->stack_lo, (size_t)(end - co->stack_lo), MADV_DONTNEED);
