@@ -67,6 +67,12 @@ struct rt_coro {
     size_t map_size;
     char *stack_lo;
     size_t stack_size;
+    /* Stack pages kept for reuse: mark words on the page RT_STACK_KEEP
+     * below the top and the lowest stack pointer seen at a park tell
+     * whether this use went deeper; if so the pages below the mark page
+     * are given back when the coroutine is pooled (rt/coro.c, stack_trim). */
+    uint64_t *stack_mark;
+    char *min_sp;
     /* lifecycle */
     bool exited;
     bool joinable;
