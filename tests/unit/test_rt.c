@@ -821,7 +821,7 @@ static int resident_pages(uintptr_t lo, uintptr_t hi)
     return r;
 }
 
-static void deep_main(void *unused)
+__attribute__((unused)) /* not run under a sanitizer */ static void deep_main(void *unused)
 {
     deep_done = 0;
     rt_go(deep_coro, NULL);
