@@ -303,7 +303,8 @@ typedef struct {
 static void saw(seen_t *sn, int r, const bz_buf *v)
 {
     sn->n = r == 0 ? (v->len < HDR ? v->len : HDR) : 0;
-    memcpy(sn->b, v->data, sn->n);
+    if (sn->n) /* an empty buffer's data may be NULL */
+        memcpy(sn->b, v->data, sn->n);
 }
 
 /* Stores an entry in the get-or-load format: jittered TTL for values, a
