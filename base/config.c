@@ -3,6 +3,7 @@
 #include "base/config.h"
 
 #include "base/clock.h"
+#include "base/error.h"
 #include "base/log.h"
 #include "base/redisurl.h"
 
@@ -255,15 +256,6 @@ int bz_parse_addr(const char *s, char *host, size_t hostlen, int *port)
 
 /* ---- one value ------------------------------------------------------------ */
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static bool copy_str(char *dst, size_t cap, const char *v)
 {
@@ -286,17 +278,17 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
             return 0;
         }
         if (bz_parse_addr(v, NULL, 256, NULL) != 0 || !copy_str(dst, 256, v))
-            return fail(why, whylen, "want [host]:port, e.g. :8080 or 127.0.0.1:8080%s",
+            return bz_fail_msg(why, whylen, "want [host]:port, e.g. :8080 or 127.0.0.1:8080%s",
                         f->type == T_ADDR_OFF ? ", or off" : "");
         return 0;
     case T_DB:
         if (strncmp(v, "sqlite://", 9) != 0 && strncmp(v, "postgres://", 11) != 0 &&
             strncmp(v, "postgresql://", 13) != 0)
-            return fail(why, whylen, "want sqlite://PATH or postgres://...");
+            return bz_fail_msg(why, whylen, "want sqlite://PATH or postgres://...");
         if ((strncmp(v, "sqlite://", 9) == 0 && v[9] == '\0') || !copy_str(dst, 1024, v))
-            return fail(why, whylen, "want sqlite://PATH or postgres://... (at most 1023 bytes)");
+            return bz_fail_msg(why, whylen, "want sqlite://PATH or postgres://... (at most 1023 bytes)");
         if (strncmp(v, "sqlite://", 9) != 0 && !pg_url_options_ok(v))
-            return fail(why, whylen, "want statement_cache=on or statement_cache=off in the URL");
+            return bz_fail_msg(why, whylen, "want statement_cache=on or statement_cache=off in the URL");
         return 0;
     case T_DB_READ:
         if (!*v) {
@@ -304,42 +296,42 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
             return 0;
         }
         if (strncmp(v, "postgres://", 11) != 0 && strncmp(v, "postgresql://", 13) != 0)
-            return fail(why, whylen, "want postgres://... (a PostgreSQL replica), or empty for none");
+            return bz_fail_msg(why, whylen, "want postgres://... (a PostgreSQL replica), or empty for none");
         if (!copy_str(dst, 1024, v))
-            return fail(why, whylen, "want postgres://... (at most 1023 bytes)");
+            return bz_fail_msg(why, whylen, "want postgres://... (at most 1023 bytes)");
         if (!pg_url_options_ok(v))
-            return fail(why, whylen, "want statement_cache=on or statement_cache=off in the URL");
+            return bz_fail_msg(why, whylen, "want statement_cache=on or statement_cache=off in the URL");
         return 0;
     case T_CACHE:
         if (strcmp(v, "memory") && strcmp(v, "none") && !bz_redis_url_is(v))
-            return fail(why, whylen, "want memory, none, redis://[user:pass@]host:port/N, rediss://... or "
+            return bz_fail_msg(why, whylen, "want memory, none, redis://[user:pass@]host:port/N, rediss://... or "
                                      "redis-sentinel://host:port[,host:port...]/MASTER/N");
         if (bz_redis_url_is(v)) {
             bz_redis_url u;
             if (bz_redis_url_parse(v, &u, why, whylen) != 0)
                 return -1;
             if (u.ca[0] && access(u.ca, R_OK) != 0)
-                return fail(why, whylen, "cannot read the CA file %s: %s", u.ca, strerror(errno));
+                return bz_fail_msg(why, whylen, "cannot read the CA file %s: %s", u.ca, strerror(errno));
         }
         if (!copy_str(dst, 1024, v))
-            return fail(why, whylen, "too long");
+            return bz_fail_msg(why, whylen, "too long");
         return 0;
     case T_FILE:
         /* A readable file (its content is checked by whoever loads it);
          * "" is none, the default. */
         if (!copy_str(dst, 1024, v))
-            return fail(why, whylen, "too long");
+            return bz_fail_msg(why, whylen, "too long");
         if (*v && access(v, R_OK) != 0)
-            return fail(why, whylen, "cannot read it: %s", strerror(errno));
+            return bz_fail_msg(why, whylen, "cannot read it: %s", strerror(errno));
         return 0;
     case T_ORIGINS:
         /* "*", or origins like https://shop.example:8443, comma separated
          * (spaces around the commas are allowed) */
         for (const char *q = v; *q; q++)
             if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f)
-                return fail(why, whylen, "want a comma-separated list of origins, or *");
+                return bz_fail_msg(why, whylen, "want a comma-separated list of origins, or *");
         if (!copy_str(dst, 1024, v))
-            return fail(why, whylen, "too long");
+            return bz_fail_msg(why, whylen, "too long");
         return 0;
     case T_INT:
     case T_I64: {
@@ -347,14 +339,14 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
         errno = 0;
         long long n = strtoll(v, &end, 10);
         if (!*v || *end || errno || !(isdigit((unsigned char)*v) || *v == '-'))
-            return fail(why, whylen, "want a whole number");
+            return bz_fail_msg(why, whylen, "want a whole number");
         if (n < f->min)
-            return fail(why, whylen, "want a whole number >= %lld", (long long)f->min);
+            return bz_fail_msg(why, whylen, "want a whole number >= %lld", (long long)f->min);
         if (f->type == T_I64) {
             *(int64_t *)dst = n;
         } else {
             if (n > 100000)
-                return fail(why, whylen, "want a whole number <= 100000");
+                return bz_fail_msg(why, whylen, "want a whole number <= 100000");
             *(int *)dst = (int)n;
         }
         return 0;
@@ -362,24 +354,24 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
     case T_DURATION: {
         int64_t ns;
         if (bz_parse_duration(v, &ns) != 0)
-            return fail(why, whylen, "want a duration like 250ms, 5s, 1m or 1h30m");
+            return bz_fail_msg(why, whylen, "want a duration like 250ms, 5s, 1m or 1h30m");
         if (ns < f->min)
-            return fail(why, whylen, "want a duration > 0");
+            return bz_fail_msg(why, whylen, "want a duration > 0");
         *(int64_t *)dst = ns;
         return 0;
     }
     case T_SIZE: {
         int64_t b;
         if (bz_parse_size(v, &b) != 0)
-            return fail(why, whylen, "want a size in bytes, optionally with KiB, MiB or GiB");
+            return bz_fail_msg(why, whylen, "want a size in bytes, optionally with KiB, MiB or GiB");
         if (b < f->min)
-            return fail(why, whylen, "want a size >= %lld bytes", (long long)f->min);
+            return bz_fail_msg(why, whylen, "want a size >= %lld bytes", (long long)f->min);
         *(int64_t *)dst = b;
         return 0;
     }
     case T_RATE:
         if (bz_parse_rate(v, dst) != 0)
-            return fail(why, whylen, "want N (per second) or N/s, N/min, N/h");
+            return bz_fail_msg(why, whylen, "want N (per second) or N/s, N/min, N/h");
         return 0;
     case T_EVICTION: {
         static const char *names[] = {"allkeys-lru", "allkeys-lfu", "volatile-ttl", "noeviction"};
@@ -388,7 +380,7 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
                 *(bz_eviction *)dst = (bz_eviction)i;
                 return 0;
             }
-        return fail(why, whylen, "want allkeys-lru, allkeys-lfu, volatile-ttl or noeviction");
+        return bz_fail_msg(why, whylen, "want allkeys-lru, allkeys-lfu, volatile-ttl or noeviction");
     }
     case T_LOG_FORMAT:
         if (!strcmp(v, "text"))
@@ -396,7 +388,7 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
         else if (!strcmp(v, "json"))
             *(int *)dst = BZ_LOG_JSON;
         else
-            return fail(why, whylen, "want text or json");
+            return bz_fail_msg(why, whylen, "want text or json");
         return 0;
     case T_LOG_LEVEL: {
         static const char *names[] = {"debug", "info", "warn", "error"};
@@ -405,10 +397,10 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
                 *(int *)dst = i;
                 return 0;
             }
-        return fail(why, whylen, "want debug, info, warn or error");
+        return bz_fail_msg(why, whylen, "want debug, info, warn or error");
     }
     }
-    return fail(why, whylen, "unknown flag type");
+    return bz_fail_msg(why, whylen, "unknown flag type");
 }
 
 static void env_name(const flagdef *f, char *out, size_t cap)
@@ -456,7 +448,7 @@ int bz_config_parse(bz_config *cfg, int argc, char **argv, char *err, size_t err
     cfg->auth_concurrency = cfg->threads;
     for (size_t i = 0; i < NFLAGS; i++)
         if (flags[i].def && set_value(cfg, &flags[i], flags[i].def, why, sizeof why) != 0)
-            return fail(err, errlen, "bazaar: internal error: bad default for --%s", flags[i].name);
+            return bz_fail_msg(err, errlen, "bazaar: internal error: bad default for --%s", flags[i].name);
 
     /* Subcommand: the first argument when it does not start with '-'. */
     int argi = 1;
@@ -468,7 +460,7 @@ int bz_config_parse(bz_config *cfg, int argc, char **argv, char *err, size_t err
                 break;
         if (k == sizeof commands / sizeof commands[0]) {
             show(shown, sizeof shown, argv[1]);
-            return fail(err, errlen,
+            return bz_fail_msg(err, errlen,
                         "bazaar: unknown command \"%s\" (want serve, migrate, seed, explain or version)", shown);
         }
         cfg->command = (bz_command)k;
@@ -484,7 +476,7 @@ int bz_config_parse(bz_config *cfg, int argc, char **argv, char *err, size_t err
         const char *v = getenv(env);
         if (v && set_value(cfg, &flags[i], v, why, sizeof why) != 0) {
             show(shown, sizeof shown, v);
-            return fail(err, errlen, "bazaar: invalid value \"%s\" for %s (--%s): %s", shown, env,
+            return bz_fail_msg(err, errlen, "bazaar: invalid value \"%s\" for %s (--%s): %s", shown, env,
                         flags[i].name, why);
         }
     }
@@ -501,7 +493,7 @@ int bz_config_parse(bz_config *cfg, int argc, char **argv, char *err, size_t err
         }
         if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
             show(shown, sizeof shown, a);
-            return fail(err, errlen, "bazaar: unexpected argument \"%s\" (flags look like --name value)", shown);
+            return bz_fail_msg(err, errlen, "bazaar: unexpected argument \"%s\" (flags look like --name value)", shown);
         }
         const char *name = a + 2;
         const char *eq = strchr(name, '=');
@@ -511,30 +503,30 @@ int bz_config_parse(bz_config *cfg, int argc, char **argv, char *err, size_t err
             show(shown, sizeof shown, a);
             if (eq && (size_t)(eq - a) < sizeof shown)
                 shown[eq - a] = '\0';
-            return fail(err, errlen, "bazaar: unknown flag %s (see bazaar --help)", shown);
+            return bz_fail_msg(err, errlen, "bazaar: unknown flag %s (see bazaar --help)", shown);
         }
         if (!(f->cmds & mask))
-            return fail(err, errlen, "bazaar: flag --%s does not apply to \"%s\"", f->name,
+            return bz_fail_msg(err, errlen, "bazaar: flag --%s does not apply to \"%s\"", f->name,
                         commands[cfg->command]);
         const char *v;
         if (eq) {
             v = eq + 1;
         } else {
             if (i + 1 >= argc)
-                return fail(err, errlen, "bazaar: flag --%s needs a value", f->name);
+                return bz_fail_msg(err, errlen, "bazaar: flag --%s needs a value", f->name);
             v = argv[++i];
         }
         if (set_value(cfg, f, v, why, sizeof why) != 0) {
             show(shown, sizeof shown, v);
-            return fail(err, errlen, "bazaar: invalid value \"%s\" for --%s: %s", shown, f->name, why);
+            return bz_fail_msg(err, errlen, "bazaar: invalid value \"%s\" for --%s: %s", shown, f->name, why);
         }
     }
     if (cfg->db_max_idle > cfg->db_max_open)
         cfg->db_max_idle = cfg->db_max_open; /* database/sql does the same */
     if (cfg->db_read_url[0] && !strncmp(cfg->db, "sqlite://", 9))
-        return fail(err, errlen, "bazaar: --db-read-url needs a PostgreSQL --db (SQLite has no replicas)");
+        return bz_fail_msg(err, errlen, "bazaar: --db-read-url needs a PostgreSQL --db (SQLite has no replicas)");
     if (!cfg->tls_cert[0] != !cfg->tls_key[0])
-        return fail(err, errlen, "bazaar: --%s needs --%s (TLS takes both)", cfg->tls_cert[0] ? "tls-cert" : "tls-key",
+        return bz_fail_msg(err, errlen, "bazaar: --%s needs --%s (TLS takes both)", cfg->tls_cert[0] ? "tls-cert" : "tls-key",
                     cfg->tls_cert[0] ? "tls-key" : "tls-cert");
     return 0;
 }

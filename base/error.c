@@ -65,3 +65,12 @@ bz_err_kind bz_err_from_errno(int e)
     default: return BZ_ERR_IO;
     }
 }
+
+int bz_fail_msg(char *buf, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, n, fmt, ap);
+    va_end(ap);
+    return -1;
+}

@@ -11,6 +11,7 @@
 #define BZ_ERROR_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef enum bz_err_kind {
     BZ_OK = 0,
@@ -54,6 +55,10 @@ static inline void bz_err_clear(bz_error *err)
         err->msg[0] = '\0';
     }
 }
+
+/* Writes a one-line message (printf-style) into buf and returns -1, so a
+ * parser can say "return bz_fail_msg(why, n, ...)" where it gives up. */
+int bz_fail_msg(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* A stable lower-case name for a kind ("not_found", "timeout", ...). */
 const char *bz_err_kind_name(bz_err_kind kind);

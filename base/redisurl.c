@@ -2,20 +2,12 @@
 #include "base/redisurl.h"
 
 #include "base/config.h"
+#include "base/error.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-static int fail(char *why, size_t n, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 bool bz_redis_url_is(const char *url)
 {
@@ -78,25 +70,25 @@ int bz_redis_url_parse(const char *url, bz_redis_url *u, char *why, size_t whyle
         u->tls = true;
         p = url + 9;
     } else {
-        return fail(why, whylen, "want redis://[user:pass@]host:port/N or redis-sentinel://...");
+        return bz_fail_msg(why, whylen, "want redis://[user:pass@]host:port/N or redis-sentinel://...");
     }
     char rest[1100];
     const char *query = strchr(p, '?');
     if (strchr(p, '#'))
-        return fail(why, whylen, "want %s (no fragment)", form);
+        return bz_fail_msg(why, whylen, "want %s (no fragment)", form);
     if (query && !u->tls)
-        return fail(why, whylen, "want %s (no query)", form);
+        return bz_fail_msg(why, whylen, "want %s (no query)", form);
     if (query) {
         /* the one parameter: ca=PATH (percent-decoded) */
         if (strncmp(query + 1, "ca=", 3) || strchr(query + 1, '&'))
-            return fail(why, whylen, "want %s (the only parameter is ca=PATH)", form);
+            return bz_fail_msg(why, whylen, "want %s (the only parameter is ca=PATH)", form);
         if (decode(query + 4, strlen(query + 4), u->ca, sizeof u->ca) != 0 || !u->ca[0])
-            return fail(why, whylen, "bad ca= path (empty, bad percent-encoding, or longer than %zu bytes)",
+            return bz_fail_msg(why, whylen, "bad ca= path (empty, bad percent-encoding, or longer than %zu bytes)",
                         sizeof u->ca - 1);
         /* the rest is parsed without the query */
         size_t n = (size_t)(query - p);
         if (n >= sizeof rest)
-            return fail(why, whylen, "want %s (too long)", form);
+            return bz_fail_msg(why, whylen, "want %s (too long)", form);
         memcpy(rest, p, n);
         rest[n] = '\0';
         p = rest;
@@ -114,58 +106,58 @@ int bz_redis_url_parse(const char *url, bz_redis_url *u, char *why, size_t whyle
     if (!at && path) {
         const char *q = strchr(path, '@');
         if (q)
-            return fail(why, whylen, "a '/' in the password must be written %%2F");
+            return bz_fail_msg(why, whylen, "a '/' in the password must be written %%2F");
     }
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         if (!colon)
-            return fail(why, whylen, "want user:pass@ or :pass@ before the host (a user needs a password)");
+            return bz_fail_msg(why, whylen, "want user:pass@ or :pass@ before the host (a user needs a password)");
         if (decode(p, (size_t)(colon - p), u->user, sizeof u->user) != 0)
-            return fail(why, whylen, "bad user name in %s (percent-encoding, or longer than %zu bytes)", form,
+            return bz_fail_msg(why, whylen, "bad user name in %s (percent-encoding, or longer than %zu bytes)", form,
                         sizeof u->user - 1);
         if (decode(colon + 1, (size_t)(at - colon - 1), u->pass, sizeof u->pass) != 0)
-            return fail(why, whylen, "bad password in %s (percent-encoding, or longer than %zu bytes)", form,
+            return bz_fail_msg(why, whylen, "bad password in %s (percent-encoding, or longer than %zu bytes)", form,
                         sizeof u->pass - 1);
         if (!u->pass[0])
-            return fail(why, whylen, "empty password after ':' in %s", form);
+            return bz_fail_msg(why, whylen, "empty password after ':' in %s", form);
         u->has_pass = true;
         p = at + 1;
     }
     /* host:port, or the sentinels' comma-separated list */
     size_t hn = (size_t)(end - p);
     if (hn == 0)
-        return fail(why, whylen, "want %s (no host)", form);
+        return bz_fail_msg(why, whylen, "want %s (no host)", form);
     const char *q = p;
     while (q < end) {
         const char *comma = memchr(q, ',', (size_t)(end - q));
         const char *e = comma ? comma : end;
         char hp[300];
         if (u->naddrs == (u->sentinel ? BZ_REDIS_MAX_ADDRS : 1))
-            return fail(why, whylen, u->sentinel ? "at most %d sentinels in %s" : "one host:port in %s",
-                        BZ_REDIS_MAX_ADDRS, form);
+            return u->sentinel ? bz_fail_msg(why, whylen, "at most %d sentinels in %s", BZ_REDIS_MAX_ADDRS, form)
+                               : bz_fail_msg(why, whylen, "one host:port in %s", form);
         if ((size_t)(e - q) >= sizeof hp || e == q)
-            return fail(why, whylen, "want %s (bad host:port)", form);
+            return bz_fail_msg(why, whylen, "want %s (bad host:port)", form);
         memcpy(hp, q, (size_t)(e - q));
         hp[e - q] = '\0';
         bz_redis_addr *a = &u->addrs[u->naddrs++];
         if (bz_parse_addr(hp, a->host, sizeof a->host, &a->port) != 0 || !a->host[0] || a->port <= 0)
-            return fail(why, whylen, "want %s (bad host:port \"%s\")", form, hp);
+            return bz_fail_msg(why, whylen, "want %s (bad host:port \"%s\")", form, hp);
         q = comma ? comma + 1 : end;
         if (comma && q == end)
-            return fail(why, whylen, "want %s (empty host:port after ',')", form);
+            return bz_fail_msg(why, whylen, "want %s (empty host:port after ',')", form);
     }
     /* path: [/MASTER]/N */
     const char *d = path ? path + 1 : NULL;
     if (u->sentinel) {
         if (!d || !*d || *d == '/')
-            return fail(why, whylen, "want %s (the master's name is missing)", form);
+            return bz_fail_msg(why, whylen, "want %s (the master's name is missing)", form);
         const char *s2 = strchr(d, '/');
         size_t mn = s2 ? (size_t)(s2 - d) : strlen(d);
         if (mn >= sizeof u->master)
-            return fail(why, whylen, "master name longer than %zu bytes", sizeof u->master - 1);
+            return bz_fail_msg(why, whylen, "master name longer than %zu bytes", sizeof u->master - 1);
         for (size_t i = 0; i < mn; i++)
             if (!isgraph((unsigned char)d[i]))
-                return fail(why, whylen, "want %s (the master's name has a bad character)", form);
+                return bz_fail_msg(why, whylen, "want %s (the master's name has a bad character)", form);
         memcpy(u->master, d, mn);
         u->master[mn] = '\0';
         d = s2 ? s2 + 1 : NULL;
@@ -173,7 +165,7 @@ int bz_redis_url_parse(const char *url, bz_redis_url *u, char *why, size_t whyle
     if (d) {
         size_t n = strlen(d);
         if (n > 2 || !all_digits(d, n))
-            return fail(why, whylen, "want %s with N a database number (0-99)", form);
+            return bz_fail_msg(why, whylen, "want %s with N a database number (0-99)", form);
         u->db = (d[0] - '0') * (n == 2 ? 10 : 1) + (n == 2 ? d[1] - '0' : 0);
     }
     return 0;

@@ -109,6 +109,7 @@ def test_wrong_password(secured, db, who):
     ("redis-sentinel://127.0.0.1:1,/m/0", "empty host:port"),
     ("redis-sentinel://127.0.0.1/m/0", "bad host:port"),
     ("redis://:secret-77@127.0.0.1:1/0?x=1", "no query"),
+    ("redis://:secret-77@127.0.0.1:1,127.0.0.1:2/0", "one host:port in redis://"),
 ])
 def test_malformed_cache_urls(db, url, says):
     for how in ("flag", "env"):
