@@ -122,11 +122,7 @@ class Bouncer:
         return "postgres://postgres@127.0.0.1:%d/%s" % (self.port, dbname)
 
     def log(self):
-        try:
-            with open(os.path.join(self.dir, "pgb.log"), errors="replace") as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
+        return harness.tail(os.path.join(self.dir, "pgb.log"))
 
     def close(self):
         try:
@@ -134,13 +130,7 @@ class Bouncer:
                 os.kill(int(f.read().strip()), signal.SIGTERM)    # pgbouncer itself, under runuser
         except (OSError, ValueError):
             pass
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        harness.stop(self.proc, 10)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

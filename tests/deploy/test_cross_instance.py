@@ -11,7 +11,6 @@ one PostgreSQL and one Redis.
 - --sse-max-per-user counts a user's streams on every instance (SSE and
   WatchOrders together), a closed stream frees its slot, and the streams of
   a killed instance free theirs once their leases lapse (10 s)."""
-import os
 import signal
 import subprocess
 import threading

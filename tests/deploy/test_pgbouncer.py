@@ -13,7 +13,6 @@ import uuid
 
 import pytest
 
-import harness
 from common import finish
 from harness import Bazaar, Conn, Load, PgQ
 from pg_support import Bouncer, Server

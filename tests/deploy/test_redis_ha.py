@@ -4,7 +4,6 @@ failover under load.  Real redis-server / redis-sentinel processes on free
 loopback ports; bazaar is the real binary."""
 import subprocess
 import time
-import urllib.parse
 import uuid
 
 import pytest

@@ -4,7 +4,6 @@ dir on free loopback ports, stopped by PID), and thin wrappers over the
 real clients (openssl s_client, curl, Python's ssl)."""
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -96,13 +95,7 @@ class TlsBazaar:
         self.proc.send_signal(sig)
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        harness.stop(self.proc, 20)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

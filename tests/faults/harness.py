@@ -56,6 +56,26 @@ def wait_for(pred, timeout, step=0.05):
     return None
 
 
+def tail(path, n=4000):
+    """The last n characters of a log file ("" if it cannot be read)."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-n:]
+    except OSError:
+        return ""
+
+
+def stop(proc, grace):
+    """SIGTERM, then SIGKILL after grace seconds; reaps the process."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _as_postgres():
     return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
@@ -90,11 +110,7 @@ class Postgres:
         assert r.returncode == 0, r.stdout + r.stderr + self.log()
 
     def log(self):
-        try:
-            with open(os.path.join(self.dir, "pg.log"), errors="replace") as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
+        return tail(os.path.join(self.dir, "pg.log"))
 
     def pid(self):
         with open(os.path.join(self.data, "postmaster.pid")) as f:
@@ -386,13 +402,7 @@ class Bazaar:
             raise
 
     def close(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, 20)
         if os.environ.get("BAZAAR_FAULTS_KEEP_LOGS"):
             print("bazaar log kept: %s" % self.logpath)
             return
