@@ -50,7 +50,7 @@ PROTO_DIRS := -Iproto -I/usr/include -I/usr/share/grpc-proto
 PROTOS   := bazaar.proto google/rpc/status.proto google/protobuf/timestamp.proto google/protobuf/any.proto \
             google/protobuf/descriptor.proto grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto \
             grpc/reflection/v1alpha/reflection.proto grpc/testing/test.proto grpc/testing/messages.proto \
-            grpc/testing/empty.proto
+            grpc/testing/empty.proto google/protobuf/empty.proto google/protobuf/wrappers.proto
 GEN      := build/gen
 GEN_C    := $(PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/descriptors.c
 # The services reflection describes, with every file they import.

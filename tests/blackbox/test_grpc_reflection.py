@@ -172,7 +172,10 @@ def test_third_party_client(server, node_client, version):
 
     want = [("GetUser", ".bazaar.v1.GetUserRequest", ".bazaar.v1.User", False, False),
             ("CreateUser", ".bazaar.v1.CreateUserRequest", ".bazaar.v1.User", False, False),
-            ("ListUsers", ".bazaar.v1.ListUsersRequest", ".bazaar.v1.User", False, True)]
+            ("ListUsers", ".bazaar.v1.ListUsersRequest", ".bazaar.v1.User", False, True),
+            ("GetMe", ".google.protobuf.Empty", ".bazaar.v1.User", False, False),
+            ("UpdateUser", ".bazaar.v1.UpdateUserRequest", ".bazaar.v1.User", False, False),
+            ("FindUserByEmail", ".bazaar.v1.FindUserByEmailRequest", ".bazaar.v1.User", False, False)]
     got = [(m["name"], m["requestType"], m["responseType"], m["requestStream"], m["responseStream"])
            for m in d["userService"]]
     assert got == want
