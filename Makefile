@@ -97,14 +97,15 @@ $(BUILD)/obj/%.o: %.S
 
 # Build information (base/metrics.c: bazaar_build_info): the git commit when
 # there is a checkout, else "unknown", so a tarball builds too.  Rewritten
-# only when it changes, so an unchanged tree does not recompile.
+# only when it changes, so an unchanged tree does not recompile; the scratch
+# file is per process because .ci/run runs several makes at once.
 BUILDINFO := $(GEN)/buildinfo.h
 $(BUILDINFO): FORCE
 	@mkdir -p $(GEN)
 	@c=$$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown); \
 	if [ "$$c" != unknown ] && ! git diff --quiet HEAD -- 2>/dev/null; then c="$$c+dirty"; fi; \
-	printf '#define BAZAAR_COMMIT "%s"\n' "$$c" > $@.tmp; \
-	if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+	t=$@.$$$$.tmp; printf '#define BAZAAR_COMMIT "%s"\n' "$$c" > $$t; \
+	if cmp -s $$t $@; then rm -f $$t; else mv $$t $@; fi
 $(BUILD)/obj/base/metrics.o: $(BUILDINFO)
 FORCE:
 

@@ -4,7 +4,6 @@ database + its own Redis database number), and a small REST client."""
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -13,19 +12,12 @@ import uuid
 import requests
 
 from conftest import BUILD
+from harness import free_port  # noqa: F401 (the suites import it from here)
 
 BAZAAR = os.path.join(BUILD, "bazaar")
 PG_URL = os.environ.get("BAZAAR_TEST_PG_URL")
 REDIS_URL = os.environ.get("BAZAAR_TEST_REDIS_URL")
 _dbno = itertools.count(1)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 class Backend:

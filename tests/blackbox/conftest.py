@@ -4,11 +4,14 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+# the harness every Python suite shares (tests/lib)
+sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 BUILD = os.environ.get("BAZAAR_BUILD", os.path.join(ROOT, "build"))
 
 

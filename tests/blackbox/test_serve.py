@@ -3,7 +3,6 @@ SQLite + memory and on PostgreSQL + Redis, graceful exit."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -11,16 +10,9 @@ import pytest
 import requests
 
 from conftest import BUILD
+from harness import free_port
 
 BAZAAR = os.path.join(BUILD, "bazaar")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def serve(tmp_path, *flags):

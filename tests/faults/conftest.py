@@ -2,9 +2,14 @@
 tests break (stop, kill, freeze, cut off, fill up) under steady load, then
 check the database against every acknowledged response.  At the end a
 table of every case is printed (quote it)."""
+import os
+import sys
+
 import pytest
 
-from harness import RESULTS, REQUEST_TIMEOUT, Postgres, Redis
+# the shared harness of every Python suite (tests/lib)
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from harness import RESULTS, REQUEST_TIMEOUT, Postgres, Redis  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
-"""The fault suite's harness: real processes (bazaar, PostgreSQL, Redis, a
-TCP proxy) that the tests start, break and stop by PID, and a load
-generator that records every response so the database can be checked
-against every acknowledged write afterwards.
+"""The harness every Python suite shares (faults, deploy, soak, black-box):
+real processes (bazaar, PostgreSQL, Redis, a TCP proxy) that the tests
+start, break and stop by PID, and a load generator that records every
+response so the database can be checked against every acknowledged write
+afterwards.  Each suite puts tests/lib on sys.path and imports `harness`.
 
 Every wait here is bounded in count and time; everything listens on
 loopback only."""
