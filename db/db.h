@@ -30,8 +30,8 @@
  *   Rows pins its connection): db_rows is plain memory.
  * - Every call takes a context; when it ends, the wait for a connection is
  *   abandoned and the running statement is cancelled (PostgreSQL: a cancel
- *   request sent from the offload pool; SQLite: interrupted through the
- *   progress handler).
+ *   request sent from a short-lived thread of its own, since PQcancel
+ *   blocks; SQLite: interrupted through the progress handler).
  *
  * Errors: functions return 0 or a negative errno-style code and fill a
  * bz_error whose kind tells unique / foreign_key / check / serialization /
