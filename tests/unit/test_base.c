@@ -106,6 +106,49 @@ static void buf_ops(void **state)
 
 /* ---- clocks ---- */
 
+/* The escaper checks 8 bytes at a time: every byte that needs escaping,
+ * at every offset of a word, next to bytes >= 0x80 and near the ends,
+ * must come out as the byte-at-a-time definition says. */
+static void ref_escape(bz_buf *o, const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        if (c == '"')
+            bz_buf_append(o, "\\\"", 2);
+        else if (c == '\\')
+            bz_buf_append(o, "\\\\", 2);
+        else if (c == '\n')
+            bz_buf_append(o, "\\n", 2);
+        else if (c == '\r')
+            bz_buf_append(o, "\\r", 2);
+        else if (c == '\t')
+            bz_buf_append(o, "\\t", 2);
+        else if (c < 0x20)
+            bz_buf_printf(o, "\\u%04x", c);
+        else
+            bz_buf_putc(o, (char)c);
+    }
+}
+
+static void json_escape_every_byte_at_every_offset(void **state)
+{
+    unsigned char in[40];
+    for (int c = 0; c < 256; c++)
+        for (size_t len = 1; len <= sizeof in; len += 3)
+            for (size_t at = 0; at < len; at++) {
+                for (size_t i = 0; i < len; i++)
+                    in[i] = (unsigned char)(i % 3 == 0 ? 0xc3 : 'a' + i % 26); /* bytes >= 0x80 too */
+                in[at] = (unsigned char)c;
+                bz_buf got = BZ_BUF_INIT, want = BZ_BUF_INIT;
+                bz_buf_append_json_escaped(&got, bz_str_make((const char *)in, len));
+                ref_escape(&want, in, len);
+                assert_int_equal(got.len, want.len);
+                assert_memory_equal(got.data, want.data, want.len);
+                bz_buf_free(&got);
+                bz_buf_free(&want);
+            }
+}
+
 static void clock_formats(void **state)
 {
     char out[32];
@@ -396,6 +439,7 @@ int main(void)
         cmocka_unit_test(arena_alloc_align_and_reset),
         cmocka_unit_test(str_ops),
         cmocka_unit_test(buf_ops),
+        cmocka_unit_test(json_escape_every_byte_at_every_offset),
         cmocka_unit_test(clock_formats),
         cmocka_unit_test(log_json_and_text),
         cmocka_unit_test(error_values),
