@@ -184,6 +184,18 @@ void bz_buf_append_json_escaped(bz_buf *b, bz_str s)
             break;
         i += 8;
     }
+    if (i < s.n && s.n - i < 8) {
+        /* The last bytes, padded with spaces (never escaped): short
+         * strings (keys, methods, numbers as text) take one test. */
+        uint64_t w = 0x2020202020202020ull;
+        memcpy(&w, s.p + i, s.n - i);
+        if (!word_needs_escape(w))
+            i = s.n;
+    }
+    if (i == s.n) {
+        bz_buf_append(b, s.p, s.n);
+        return;
+    }
     bz_buf_reserve(b, s.n);
     size_t start = 0;
     for (; i < s.n; i++) {
