@@ -38,8 +38,17 @@ typedef struct route {
     seg *segs;
     int nsegs;
     bool multi;   /* the last segment is multi: matches paths of >= nsegs segments */
+    uint32_t sig, sigmask; /* a byte per literal among the first 4 segments (sig_of) */
     http_handler h;
 } route;
+
+/* A byte that two equal segments share (length, first and last byte): a
+ * route whose literal's byte differs from the path segment's cannot
+ * match, which rejects most candidates in one compare. */
+static uint32_t sig_of(const char *p, size_t n)
+{
+    return n ? (uint32_t)((n * 31u + (unsigned char)p[0] * 7u + (unsigned char)p[n - 1]) & 0xffu) : 0xffu;
+}
 
 /* Routes by segment count, remade at each registration (registration
  * happens before serving; lookups from every loop only read): byn[k] lists (in registration order) the routes a path of
@@ -246,6 +255,11 @@ static int parse_pattern(const char *pat, route *rt, char *err, size_t errlen)
     }
     rt->text = strdup(pat);
     rt->multi = rt->nsegs > 0 && rt->segs[rt->nsegs - 1].multi;
+    for (int i = 0; i < rt->nsegs && i < 4; i++)
+        if (!rt->segs[i].wild && !rt->segs[i].multi) {
+            rt->sig |= sig_of(rt->segs[i].s, rt->segs[i].n) << (8 * i);
+            rt->sigmask |= 0xffu << (8 * i);
+        }
     return 0;
 }
 
@@ -348,6 +362,7 @@ typedef struct {
     int n;
     bool too_many;
     bool pct;            /* the path has a '%': literals compare unescaped */
+    uint32_t sig;        /* sig_of the first 4 segments (unused when pct) */
 } reqsegs;
 
 static void split_path(bz_str path, reqsegs *rs)
@@ -377,9 +392,9 @@ static void split_path(bz_str path, reqsegs *rs)
 /* The trailing-slash marker: a real segment never contains '/'. */
 static bool is_trailing(bz_str s) { return s.n == 1 && s.p[0] == '/'; }
 
-static bool lit_eq(bz_str raw, const seg *sg, bool pct)
+static bool lit_eq(bz_str raw, const seg *sg)
 {
-    if (!pct || !memchr(raw.p, '%', raw.n))
+    if (!memchr(raw.p, '%', raw.n))
         return raw.n == sg->n && memcmp(raw.p, sg->s, raw.n) == 0;
     char tmp[512];
     if (raw.n > sizeof tmp)
@@ -423,7 +438,12 @@ static bool match_path(const route *rt, const reqsegs *rs, bz_str path, http_req
         } else if (is_slash(sg)) {
             if (!trailing)
                 return false;
-        } else if (trailing || !lit_eq(s, sg, rs->pct)) {
+        } else if (trailing) {
+            return false;
+        } else if (!rs->pct) {
+            if (s.n != sg->n || memcmp(s.p, sg->s, s.n) != 0)
+                return false;
+        } else if (!lit_eq(s, sg)) {
             return false;
         }
     }
@@ -479,6 +499,10 @@ void http__mux_route(http_mux *m, http_req *r, http_route_match *out, http_handl
     out->allow[0] = '\0';
     if (rs.too_many)
         return;
+    rs.sig = 0;
+    for (int i = 0; i < rs.n && i < 4; i++)
+        rs.sig |= sig_of(rs.s[i].p, rs.s[i].n) << (8 * i);
+    uint32_t sigon = rs.pct ? 0 : 0xffffffffu; /* escaped segments: no quick reject */
     const route *best = NULL;
     bool other_methods = false; /* a route matched the path, not the method */
     const int *cand = rs.n <= IDX_SEGS ? m->byn[rs.n] : NULL;
@@ -486,7 +510,7 @@ void http__mux_route(http_mux *m, http_req *r, http_route_match *out, http_handl
         if (!cand)
             i = ci;
         const route *rt = &m->routes[i];
-        if (!fits(rt, rs.n))
+        if (!fits(rt, rs.n) || ((rt->sig ^ rs.sig) & rt->sigmask & sigon))
             continue; /* what match_path would find first, for less */
         if (!match_path(rt, &rs, r->path, NULL))
             continue;
