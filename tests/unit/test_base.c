@@ -11,12 +11,14 @@
 #include "base/config.h"
 #include "base/error.h"
 #include "base/log.h"
+#include "base/rand.h"
 #include "base/redisurl.h"
 
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- arena ---- */
@@ -149,6 +151,28 @@ static void json_escape_every_byte_at_every_offset(void **state)
             }
 }
 
+/* Random hex ids: every length, only lower-case hex digits, NUL after,
+ * and every digit shows up (the eight-at-a-time conversion reaches a-f). */
+static void random_hex_ids(void **state)
+{
+    int seen[16] = {0};
+    for (size_t n = 0; n <= 40; n++)
+        for (int rep = 0; rep < 50; rep++) {
+            char out[48];
+            memset(out, 'X', sizeof out);
+            bz_rand_hex(out, n);
+            assert_int_equal(out[n], '\0');
+            assert_int_equal(out[n + 1], 'X');
+            for (size_t i = 0; i < n; i++) {
+                char c = out[i];
+                assert_true((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+                seen[c <= '9' ? c - '0' : c - 'a' + 10]++;
+            }
+        }
+    for (int d = 0; d < 16; d++)
+        assert_true(seen[d] > 1000); /* ~2,000 each of 32,800 digits */
+}
+
 static void clock_formats(void **state)
 {
     char out[32];
@@ -156,6 +180,22 @@ static void clock_formats(void **state)
     assert_string_equal(out, "2026-11-28T02:18:16.123456Z");
     assert_int_equal(bz_fmt_rfc3339_us(out, 0), 27);
     assert_string_equal(out, "1970-01-01T00:00:00.000000Z");
+    /* The formatter remembers the last four seconds: repeated, alternating,
+     * more than four in turn, and one before the epoch must each come out
+     * as gmtime says. */
+    int64_t secs[] = {1795832296, 1795832300, 1795832296, 1795832297, 1795832304, 1795832296, -1, 0, 4102444799,
+                      1795832301, 1795832302, 1795832300};
+    for (int k = 0; k < 3; k++)
+        for (size_t i = 0; i < sizeof secs / sizeof secs[0]; i++) {
+            time_t t = (time_t)secs[i];
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            char want[96];
+            snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(i * 7919 % 1000000));
+            bz_fmt_rfc3339_us(out, secs[i] * 1000000 + (int64_t)(i * 7919 % 1000000));
+            assert_string_equal(out, want);
+        }
     assert_int_equal(bz_fmt_http_date(out, 1795832296), 29);
     assert_string_equal(out, "Sat, 28 Nov 2026 02:18:16 GMT");
     int64_t a = bz_now_ns();
@@ -440,6 +480,7 @@ int main(void)
         cmocka_unit_test(str_ops),
         cmocka_unit_test(buf_ops),
         cmocka_unit_test(json_escape_every_byte_at_every_offset),
+        cmocka_unit_test(random_hex_ids),
         cmocka_unit_test(clock_formats),
         cmocka_unit_test(log_json_and_text),
         cmocka_unit_test(error_values),
