@@ -299,9 +299,17 @@ void bz__log(bz_log_level level, const char *msg, ...)
         else if (f.type == BZ_FT_STRN)
             sv = bz_str_make(f.v.s ? f.v.s : "", f.v.s && f.len > 0 ? (size_t)f.len : 0);
         if (json) {
-            bz_buf_append_c(o, ",\"");
-            bz_buf_append_json_escaped(o, bz_str_c(f.key));
-            bz_buf_append_c(o, "\":");
+            /* Keys are identifiers from code (log.h): written as they are. */
+            size_t kn = strlen(f.key);
+            bz_buf_reserve(o, kn + 4);
+            char *w = o->data + o->len;
+            w[0] = ',';
+            w[1] = '"';
+            memcpy(w + 2, f.key, kn);
+            w[kn + 2] = '"';
+            w[kn + 3] = ':';
+            o->len += kn + 4;
+            o->data[o->len] = '\0';
         } else {
             bz_buf_putc(o, ' ');
             bz_buf_append_c(o, f.key);

@@ -52,14 +52,16 @@ static uint64_t hex8(uint32_t v)
 void bz_rand_hex(char *out, size_t n)
 {
     size_t i = 0;
-    while (i < n) {
-        uint64_t r = bz_rand64();
-        for (int h = 0; h < 2 && i < n; h++) {
-            uint64_t d = hex8((uint32_t)(r >> (32 * h)));
-            size_t k = n - i < 8 ? n - i : 8;
-            memcpy(out + i, &d, k);
-            i += k;
-        }
+    uint64_t r = 0;
+    for (; i + 8 <= n; i += 8) {
+        if (i % 16 == 0)
+            r = bz_rand64();
+        uint64_t d = hex8((uint32_t)(r >> (i % 16 ? 32 : 0)));
+        memcpy(out + i, &d, 8);
+    }
+    if (i < n) {
+        uint64_t d = hex8((uint32_t)bz_rand64());
+        memcpy(out + i, &d, n - i);
     }
     out[n] = '\0';
 }
