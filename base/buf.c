@@ -133,21 +133,37 @@ void bz_buf_printf(bz_buf *b, const char *fmt, ...)
     va_end(ap);
 }
 
+/* "00".."99": two digits per division (ids, cents and timestamps fill
+ * every JSON list). */
+const char bz__digits2[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                               "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                               "8081828384858687888990919293949596979899";
+
 size_t bz_fmt_i64(char *out, int64_t v)
 {
-    char tmp[24];
-    size_t n = 0;
     uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    size_t k = 0;
-    if (v < 0)
-        out[k++] = '-';
-    while (n)
-        out[k++] = tmp[--n];
-    return k;
+    size_t nd = 1;
+    for (uint64_t t = u; t >= 10; t /= 10)
+        nd++;
+    size_t k = v < 0;
+    if (k)
+        out[0] = '-';
+    char *p = out + k + nd;
+    while (u >= 100) {
+        unsigned d = (unsigned)(u % 100) * 2;
+        u /= 100;
+        p -= 2;
+        p[0] = bz__digits2[d];
+        p[1] = bz__digits2[d + 1];
+    }
+    if (u >= 10) {
+        p -= 2;
+        p[0] = bz__digits2[u * 2];
+        p[1] = bz__digits2[u * 2 + 1];
+    } else {
+        *--p = (char)('0' + u);
+    }
+    return k + nd;
 }
 
 void bz_buf_append_i64(bz_buf *b, int64_t v)

@@ -94,5 +94,7 @@ static inline bz_str bz_buf_str(const bz_buf *b) { return (bz_str){b->data, b->l
 /* Writes the decimal form of v into out (at least 21 bytes); returns the
  * number of characters written, no NUL. */
 size_t bz_fmt_i64(char *out, int64_t v);
+/* "00" "01" … "99": the pairs the decimal formatters write two at a time. */
+extern const char bz__digits2[201];
 
 #endif

@@ -1,6 +1,8 @@
 /* base/clock.c — see clock.h. */
 #include "base/clock.h"
 
+#include "base/buf.h"
+
 #include <string.h>
 #include <time.h>
 
@@ -49,10 +51,16 @@ static void civil(int64_t unix_s, struct tm *tm)
 /* Writes v as exactly `width` decimal digits (zero-padded, truncated). */
 static char *digits(char *p, unsigned v, int width)
 {
-    for (int i = width - 1; i >= 0; i--) {
-        p[i] = (char)('0' + v % 10);
-        v /= 10;
+    int i = width;
+    while (i >= 2) {
+        unsigned d = (v % 100) * 2;
+        v /= 100;
+        i -= 2;
+        p[i] = bz__digits2[d];
+        p[i + 1] = bz__digits2[d + 1];
     }
+    if (i)
+        p[0] = (char)('0' + v % 10);
     return p + width;
 }
 

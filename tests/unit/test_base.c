@@ -173,6 +173,34 @@ static void random_hex_ids(void **state)
         assert_true(seen[d] > 1000); /* ~2,000 each of 32,800 digits */
 }
 
+/* Decimal formatting two digits at a time: every length and both signs,
+ * the extremes, against printf. */
+static void decimal_formatting(void **state)
+{
+    int64_t vals[200];
+    int n = 0;
+    vals[n++] = INT64_MIN;
+    vals[n++] = INT64_MAX;
+    vals[n++] = 0;
+    for (int64_t p = 1; p <= 1000000000000000000LL; p *= 10) {
+        vals[n++] = p;
+        vals[n++] = p - 1;
+        vals[n++] = p + 7;
+        vals[n++] = -p;
+        vals[n++] = -(p - 1) - 1;
+        if (p > INT64_MAX / 10)
+            break;
+        vals[n++] = p * 10 - 1; /* all nines */
+    }
+    for (int i = 0; i < n; i++) {
+        char got[32], want[32];
+        size_t k = bz_fmt_i64(got, vals[i]);
+        got[k] = '\0';
+        snprintf(want, sizeof want, "%lld", (long long)vals[i]);
+        assert_string_equal(got, want);
+    }
+}
+
 static void clock_formats(void **state)
 {
     char out[32];
@@ -481,6 +509,7 @@ int main(void)
         cmocka_unit_test(buf_ops),
         cmocka_unit_test(json_escape_every_byte_at_every_offset),
         cmocka_unit_test(random_hex_ids),
+        cmocka_unit_test(decimal_formatting),
         cmocka_unit_test(clock_formats),
         cmocka_unit_test(log_json_and_text),
         cmocka_unit_test(error_values),
