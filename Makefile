@@ -10,12 +10,14 @@
 #   make test-faults     the fault suite: outages of PostgreSQL, Redis, the disk, fds and bazaar itself under load (root)
 #   make soak    the long run: mixed load + 10,000 keep-alive + 2,000 slowloris, SOAK_SECONDS per backend (default 600)
 #   make bench   benchmarks, printed as tables
+#   make bench-instr         instructions (callgrind), system calls and page faults per request
+#   make bench-instr-check   the same, failing when a count is over tests/bench/instr-baseline.txt
 #   make fuzz    libFuzzer targets (clang), FUZZ_SECONDS each (default 60)
 #   make install PREFIX=/usr/local DESTDIR=   the binary, man page, systemd unit, env file (after make)
 #   make uninstall                            removes what install put there
 
 .DEFAULT_GOAL := all
-.PHONY: all run test unit blackbox test-deploy test-faults soak test-ucontext asan tsan test-asan test-tsan bench fuzz deps deps-test deps-bench clean format install uninstall FORCE
+.PHONY: all run test unit blackbox test-deploy test-faults soak test-ucontext asan tsan test-asan test-tsan bench bench-instr bench-instr-check fuzz deps deps-test deps-bench clean format install uninstall FORCE
 
 MODE     ?= release
 BUILD    := build/$(MODE)
@@ -190,6 +192,15 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libbazaar.a
 bench: deps-bench
 	@$(MAKE) --no-print-directory $(BUILD)/bench_rt $(BUILD)/bench_db $(BUILD)/bench_cache $(BUILD)/bazaar
 	@tests/bench/run.sh
+
+# The hot path's budgets (tests/bench/instr.py): user-space instructions
+# per request under callgrind (deterministic: the check allows 3 % over
+# the baseline), system calls and minor faults per request under
+# keep-alive load (absolute limits).  About a minute.
+bench-instr: deps-test $(BUILD)/bazaar
+	@/usr/bin/python3 tests/bench/instr.py
+bench-instr-check: deps-test $(BUILD)/bazaar
+	@/usr/bin/python3 tests/bench/instr.py --check
 
 # bench_db calls libpq directly (the synchronous baseline), so it links it.
 $(BUILD)/bench_db: tests/bench/bench_db.c $(BUILD)/libbazaar.a

@@ -87,7 +87,7 @@ bool bz_str_to_i64(bz_str s, int64_t *out)
     return true;
 }
 
-void bz_buf_reserve(bz_buf *b, size_t extra)
+void bz__buf_grow(bz_buf *b, size_t extra)
 {
     if (b->len + extra + 1 <= b->cap)
         return;
@@ -108,24 +108,6 @@ void bz_buf_reserve(bz_buf *b, size_t extra)
     b->cap = cap;
 }
 
-void bz_buf_append(bz_buf *b, const void *p, size_t n)
-{
-    bz_buf_reserve(b, n);
-    if (n)
-        memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-void bz_buf_append_str(bz_buf *b, bz_str s) { bz_buf_append(b, s.p, s.n); }
-void bz_buf_append_c(bz_buf *b, const char *s) { bz_buf_append(b, s, strlen(s)); }
-
-void bz_buf_putc(bz_buf *b, char c)
-{
-    bz_buf_reserve(b, 1);
-    b->data[b->len++] = c;
-    b->data[b->len] = '\0';
-}
 
 void bz_buf_vprintf(bz_buf *b, const char *fmt, va_list ap)
 {
@@ -151,27 +133,56 @@ void bz_buf_printf(bz_buf *b, const char *fmt, ...)
     va_end(ap);
 }
 
+/* "00".."99": two digits per division (ids, cents and timestamps fill
+ * every JSON list). */
+const char bz__digits2[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                               "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                               "8081828384858687888990919293949596979899";
+
 size_t bz_fmt_i64(char *out, int64_t v)
 {
-    char tmp[24];
-    size_t n = 0;
     uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    size_t k = 0;
-    if (v < 0)
-        out[k++] = '-';
-    while (n)
-        out[k++] = tmp[--n];
-    return k;
+    size_t nd = 1;
+    for (uint64_t t = u; t >= 10; t /= 10)
+        nd++;
+    size_t k = v < 0;
+    if (k)
+        out[0] = '-';
+    char *p = out + k + nd;
+    while (u >= 100) {
+        unsigned d = (unsigned)(u % 100) * 2;
+        u /= 100;
+        p -= 2;
+        p[0] = bz__digits2[d];
+        p[1] = bz__digits2[d + 1];
+    }
+    if (u >= 10) {
+        p -= 2;
+        p[0] = bz__digits2[u * 2];
+        p[1] = bz__digits2[u * 2 + 1];
+    } else {
+        *--p = (char)('0' + u);
+    }
+    return k + nd;
 }
 
 void bz_buf_append_i64(bz_buf *b, int64_t v)
 {
     char tmp[24];
     bz_buf_append(b, tmp, bz_fmt_i64(tmp, v));
+}
+
+/* Does the 8-byte word w hold a byte JSON must escape (< 0x20, '"',
+ * '\\')?  Exact as a yes/no (the classic "has a zero byte" test), so
+ * the common text with nothing to escape is checked 8 bytes at a time:
+ * the access log line is most of its cost. */
+static inline bool word_needs_escape(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t lt = (w - ones * 0x20) & ~w & highs;
+    uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
+    uint64_t zq = (q - ones) & ~q & highs, zb = (bs - ones) & ~bs & highs;
+    return (lt | zq | zb) != 0;
 }
 
 void bz_buf_append_json_escaped(bz_buf *b, bz_str s)
@@ -181,9 +192,29 @@ void bz_buf_append_json_escaped(bz_buf *b, bz_str s)
     static const unsigned char esc[256] = {
         [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1,
     };
+    size_t i = 0;
+    while (i + 8 <= s.n) {
+        uint64_t w;
+        memcpy(&w, s.p + i, 8);
+        if (word_needs_escape(w))
+            break;
+        i += 8;
+    }
+    if (i < s.n && s.n - i < 8) {
+        /* The last bytes, padded with spaces (never escaped): short
+         * strings (keys, methods, numbers as text) take one test. */
+        uint64_t w = 0x2020202020202020ull;
+        memcpy(&w, s.p + i, s.n - i);
+        if (!word_needs_escape(w))
+            i = s.n;
+    }
+    if (i == s.n) {
+        bz_buf_append(b, s.p, s.n);
+        return;
+    }
     bz_buf_reserve(b, s.n);
     size_t start = 0;
-    for (size_t i = 0; i < s.n; i++) {
+    for (; i < s.n; i++) {
         unsigned char c = (unsigned char)s.p[i];
         if (!esc[c])
             continue;

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct bz_str {
     const char *p;
@@ -52,12 +53,31 @@ typedef struct bz_buf {
 
 #define BZ_BUF_INIT ((bz_buf){NULL, 0, 0})
 
-/* Makes room for at least extra more bytes; aborts on allocation failure. */
-void bz_buf_reserve(bz_buf *b, size_t extra);
-void bz_buf_append(bz_buf *b, const void *p, size_t n);
-void bz_buf_append_str(bz_buf *b, bz_str s);
-void bz_buf_append_c(bz_buf *b, const char *s);
-void bz_buf_putc(bz_buf *b, char c);
+/* Makes room for at least extra more bytes; aborts on allocation failure.
+ * The appends are inline: on the hot paths (a response head, a log line)
+ * they are a compare and a copy; only growing calls out. */
+void bz__buf_grow(bz_buf *b, size_t extra);
+static inline void bz_buf_reserve(bz_buf *b, size_t extra)
+{
+    if (b->len + extra + 1 > b->cap)
+        bz__buf_grow(b, extra);
+}
+static inline void bz_buf_append(bz_buf *b, const void *p, size_t n)
+{
+    bz_buf_reserve(b, n);
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+static inline void bz_buf_append_str(bz_buf *b, bz_str s) { bz_buf_append(b, s.p, s.n); }
+static inline void bz_buf_append_c(bz_buf *b, const char *s) { bz_buf_append(b, s, strlen(s)); }
+static inline void bz_buf_putc(bz_buf *b, char c)
+{
+    bz_buf_reserve(b, 1);
+    b->data[b->len++] = c;
+    b->data[b->len] = '\0';
+}
 void bz_buf_printf(bz_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void bz_buf_vprintf(bz_buf *b, const char *fmt, va_list ap);
 /* Appends the decimal form of v (faster than printf on hot paths). */
@@ -74,5 +94,7 @@ static inline bz_str bz_buf_str(const bz_buf *b) { return (bz_str){b->data, b->l
 /* Writes the decimal form of v into out (at least 21 bytes); returns the
  * number of characters written, no NUL. */
 size_t bz_fmt_i64(char *out, int64_t v);
+/* "00" "01" … "99": the pairs the decimal formatters write two at a time. */
+extern const char bz__digits2[201];
 
 #endif

@@ -1,6 +1,8 @@
 /* base/clock.c — see clock.h. */
 #include "base/clock.h"
 
+#include "base/buf.h"
+
 #include <string.h>
 #include <time.h>
 
@@ -49,10 +51,16 @@ static void civil(int64_t unix_s, struct tm *tm)
 /* Writes v as exactly `width` decimal digits (zero-padded, truncated). */
 static char *digits(char *p, unsigned v, int width)
 {
-    for (int i = width - 1; i >= 0; i--) {
-        p[i] = (char)('0' + v % 10);
-        v /= 10;
+    int i = width;
+    while (i >= 2) {
+        unsigned d = (v % 100) * 2;
+        v /= 100;
+        i -= 2;
+        p[i] = bz__digits2[d];
+        p[i + 1] = bz__digits2[d + 1];
     }
+    if (i)
+        p[0] = (char)('0' + v % 10);
     return p + width;
 }
 
@@ -63,22 +71,38 @@ size_t bz_fmt_rfc3339_us(char *out, int64_t unix_us)
         us += 1000000;
         s -= 1;
     }
-    struct tm tm;
-    civil(s, &tm);
-    char *p = out;
-    p = digits(p, (unsigned)(tm.tm_year + 1900), 4);
-    *p++ = '-';
-    p = digits(p, (unsigned)tm.tm_mon + 1, 2);
-    *p++ = '-';
-    p = digits(p, (unsigned)tm.tm_mday, 2);
-    *p++ = 'T';
-    p = digits(p, (unsigned)tm.tm_hour, 2);
-    *p++ = ':';
-    p = digits(p, (unsigned)tm.tm_min, 2);
-    *p++ = ':';
-    p = digits(p, (unsigned)tm.tm_sec, 2);
-    *p++ = '.';
-    p = digits(p, (unsigned)us, 6);
+    /* "YYYY-MM-DDTHH:MM:SS." of the last four seconds formatted on this
+     * thread (any four: a log line's ts and a record's created_at and
+     * updated_at alternate), so most calls only write the microseconds. */
+    static _Thread_local struct {
+        int64_t s;
+        char head[20];
+    } memo[4] = {{INT64_MIN, {0}}, {INT64_MIN, {0}}, {INT64_MIN, {0}}, {INT64_MIN, {0}}};
+    static _Thread_local unsigned next;
+    unsigned slot = 0;
+    while (slot < 4 && memo[slot].s != s)
+        slot++;
+    if (slot == 4) {
+        slot = next++ & 3u;
+        struct tm tm;
+        civil(s, &tm);
+        char *p = memo[slot].head;
+        p = digits(p, (unsigned)(tm.tm_year + 1900), 4);
+        *p++ = '-';
+        p = digits(p, (unsigned)tm.tm_mon + 1, 2);
+        *p++ = '-';
+        p = digits(p, (unsigned)tm.tm_mday, 2);
+        *p++ = 'T';
+        p = digits(p, (unsigned)tm.tm_hour, 2);
+        *p++ = ':';
+        p = digits(p, (unsigned)tm.tm_min, 2);
+        *p++ = ':';
+        p = digits(p, (unsigned)tm.tm_sec, 2);
+        *p++ = '.';
+        memo[slot].s = s;
+    }
+    memcpy(out, memo[slot].head, 20);
+    char *p = digits(out + 20, (unsigned)us, 6);
     *p++ = 'Z';
     *p = '\0';
     return (size_t)(p - out);

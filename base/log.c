@@ -249,36 +249,42 @@ void bz__log(bz_log_level level, const char *msg, ...)
 {
     if (!b.data) {
         pthread_once(&g_once, make_key);
-        pthread_setspecific(g_key, &b);
+        pthread_setspecific(g_key, &b); /* frees both buffers, flushing first */
+        bz_buf_reserve(&b, 512);
     }
-    bz_buf_clear(&b);
+    /* A batched line is written straight into the batch (no copy), unless
+     * secrets must be scrubbed from it first. */
+    bool direct = batching && level < BZ_LOG_ERROR && !g_nsecrets;
+    bz_buf *o = direct ? &pending : &b;
+    if (!direct)
+        bz_buf_clear(o);
     char ts[32];
     bz_fmt_rfc3339_us(ts, bz_wall_us());
     bool json = g_format == BZ_LOG_JSON;
     if (json) {
-        bz_buf_append_c(&b, "{\"ts\":\"");
-        bz_buf_append(&b, ts, 27);
-        bz_buf_append_c(&b, "\",\"level\":\"");
-        bz_buf_append_c(&b, level_name(level, false));
-        bz_buf_append_c(&b, "\",\"msg\":\"");
-        bz_buf_append_json_escaped(&b, bz_str_c(msg));
-        bz_buf_putc(&b, '"');
+        bz_buf_append_c(o, "{\"ts\":\"");
+        bz_buf_append(o, ts, 27);
+        bz_buf_append_c(o, "\",\"level\":\"");
+        bz_buf_append_c(o, level_name(level, false));
+        bz_buf_append_c(o, "\",\"msg\":\"");
+        bz_buf_append_json_escaped(o, bz_str_c(msg));
+        bz_buf_putc(o, '"');
     } else {
-        bz_buf_append(&b, ts, 27);
-        bz_buf_putc(&b, ' ');
-        bz_buf_append_c(&b, level_name(level, true));
-        bz_buf_putc(&b, ' ');
-        bz_buf_append_c(&b, msg);
+        bz_buf_append(o, ts, 27);
+        bz_buf_putc(o, ' ');
+        bz_buf_append_c(o, level_name(level, true));
+        bz_buf_putc(o, ' ');
+        bz_buf_append_c(o, msg);
     }
     trace_source src = atomic_load_explicit(&g_trace_source, memory_order_relaxed);
     const bz_trace *tr = src ? src() : NULL;
     if (tr) {
-        bz_buf_append_c(&b, json ? ",\"trace_id\":\"" : " trace_id=");
-        bz_buf_append_c(&b, tr->trace_id);
-        bz_buf_append_c(&b, json ? "\",\"span_id\":\"" : " span_id=");
-        bz_buf_append_c(&b, tr->span_id);
+        bz_buf_append_c(o, json ? ",\"trace_id\":\"" : " trace_id=");
+        bz_buf_append_c(o, tr->trace_id);
+        bz_buf_append_c(o, json ? "\",\"span_id\":\"" : " span_id=");
+        bz_buf_append_c(o, tr->span_id);
         if (json)
-            bz_buf_putc(&b, '"');
+            bz_buf_putc(o, '"');
     }
     va_list ap;
     va_start(ap, msg);
@@ -293,47 +299,60 @@ void bz__log(bz_log_level level, const char *msg, ...)
         else if (f.type == BZ_FT_STRN)
             sv = bz_str_make(f.v.s ? f.v.s : "", f.v.s && f.len > 0 ? (size_t)f.len : 0);
         if (json) {
-            bz_buf_append_c(&b, ",\"");
-            bz_buf_append_json_escaped(&b, bz_str_c(f.key));
-            bz_buf_append_c(&b, "\":");
+            /* Keys are identifiers from code (log.h): written as they are. */
+            size_t kn = strlen(f.key);
+            bz_buf_reserve(o, kn + 4);
+            char *w = o->data + o->len;
+            w[0] = ',';
+            w[1] = '"';
+            memcpy(w + 2, f.key, kn);
+            w[kn + 2] = '"';
+            w[kn + 3] = ':';
+            o->len += kn + 4;
+            o->data[o->len] = '\0';
         } else {
-            bz_buf_putc(&b, ' ');
-            bz_buf_append_c(&b, f.key);
-            bz_buf_putc(&b, '=');
+            bz_buf_putc(o, ' ');
+            bz_buf_append_c(o, f.key);
+            bz_buf_putc(o, '=');
         }
         if (is_str) {
             if (json) {
-                bz_buf_putc(&b, '"');
-                bz_buf_append_json_escaped(&b, sv);
-                bz_buf_putc(&b, '"');
+                bz_buf_putc(o, '"');
+                bz_buf_append_json_escaped(o, sv);
+                bz_buf_putc(o, '"');
             } else {
-                text_value(&b, sv);
+                text_value(o, sv);
             }
         } else if (f.type == BZ_FT_INT) {
-            bz_buf_append_i64(&b, f.v.i);
+            bz_buf_append_i64(o, f.v.i);
         } else if (f.v.d >= 0 && f.v.d < 1e12) {
             /* Fixed point, microsecond resolution, without printf (this is
              * on every request's access-log line). */
             int64_t u = (int64_t)(f.v.d * 1000.0 + 0.5);
-            bz_buf_append_i64(&b, u / 1000);
+            bz_buf_append_i64(o, u / 1000);
             int frac = (int)(u % 1000);
             if (frac) {
                 char d[5] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10), (char)('0' + frac % 10), 0};
                 int n = 4;
                 while (d[n - 1] == '0')
                     n--;
-                bz_buf_append(&b, d, (size_t)n);
+                bz_buf_append(o, d, (size_t)n);
             }
         } else {
-            bz_buf_printf(&b, "%.6g", f.v.d);
+            bz_buf_printf(o, "%.6g", f.v.d);
         }
     }
     va_end(ap);
     if (json)
-        bz_buf_putc(&b, '}');
-    bz_buf_putc(&b, '\n');
+        bz_buf_putc(o, '}');
+    bz_buf_putc(o, '\n');
+    if (direct) {
+        if (pending.len >= BATCH_MAX)
+            bz_log_flush();
+        return;
+    }
     if (g_nsecrets)
-        scrub(&b);
+        scrub(o);
     if (batching && level < BZ_LOG_ERROR) {
         bz_buf_append(&pending, b.data, b.len);
         if (pending.len >= BATCH_MAX)

@@ -2,7 +2,8 @@
  * base/log.h — leveled, structured logging on stderr.
  *
  * Each call writes one line with one write(2), so lines from different
- * threads never interleave.  Format: human text when stderr is a TTY,
+ * threads never interleave.  Keys are identifiers from code ([a-z_0-9]),
+ * written as they are; values are escaped.  Format: human text when stderr is a TTY,
  * JSON lines otherwise (or as set by --log-format).  Fields are typed
  * key/value pairs:
  *

@@ -44,19 +44,6 @@ bool bz_traceparent_valid(bz_str v)
     return hex_run(p + 53, 2, NULL);
 }
 
-static void rand_hex(char *out, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (i % 16 == 0)
-            v = bz_rand64();
-        out[i] = hex[v & 15];
-        v >>= 4;
-    }
-    out[n] = '\0';
-}
-
 /* tracestate: list-members of printable ASCII, at most 512 bytes (the
  * specification's limit for what must be propagated).  Anything else is
  * dropped rather than passed on. */
@@ -81,14 +68,14 @@ bool bz_trace_start(bz_trace *t, bz_str traceparent, bz_str tracestate)
         t->flags = (uint8_t)(hexdig(traceparent.p[53]) * 16 + hexdig(traceparent.p[54]));
     } else {
         do
-            rand_hex(t->trace_id, 32);
+            bz_rand_hex(t->trace_id, 32);
         while (!strcmp(t->trace_id, "00000000000000000000000000000000"));
         t->parent_id[0] = '\0';
         t->flags = 0;
     }
     t->from_caller = ok;
     do
-        rand_hex(t->span_id, 16);
+        bz_rand_hex(t->span_id, 16);
     while (!strcmp(t->span_id, "0000000000000000"));
     t->tracestate = ok && tracestate_ok(tracestate) ? tracestate : BZ_STR_NULL;
     return ok;

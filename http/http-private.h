@@ -94,6 +94,8 @@ typedef struct http__loop {
     http_conn *conns;   /* every connection of this loop */
     char **pool;        /* free read buffers */
     int npool;
+    struct http__bufset *sets; /* free output/header/body buffers (server.c) */
+    int nsets;
     rt_ctx ctx;         /* parent of this loop's request contexts */
     char date[32];      /* cached Date value */
     int64_t date_at;    /* rt_now() when it was made */
@@ -128,6 +130,7 @@ struct http_conn {
     size_t rlen;
     bz_buf out;
     bz_buf hbuf, bbuf;  /* response header/body buffers, reused per request */
+    bz_arena arena;     /* the requests' arena while a coroutine serves */
     bool active;        /* a coroutine is serving (HTTP/1.1) */
     bool dead;          /* closed: the coroutine frees on the way out */
     bool served;        /* a request was served: no HTTP/2 preface now */

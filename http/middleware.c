@@ -44,16 +44,7 @@ static bool valid_id(bz_str v)
 }
 
 /* 128 random bits as 32 hex digits (ids need to be unique, not secret). */
-static void new_id(char out[33])
-{
-    static const char hex[] = "0123456789abcdef";
-    for (int k = 0; k < 2; k++) {
-        uint64_t v = bz_rand64();
-        for (int i = 0; i < 16; i++)
-            out[k * 16 + i] = hex[(v >> (i * 4)) & 15];
-    }
-    out[32] = '\0';
-}
+static void new_id(char out[33]) { bz_rand_hex(out, 32); }
 
 /* The headers that identify a response: X-Request-Id and traceresponse.
  * Added again by the paths below that throw a handler's headers away. */

@@ -75,15 +75,71 @@ static void buf_put(http_conn *c, char *b)
     }
 }
 
+/* The output, response-header and response-body buffers and the arena
+ * a connection uses while it serves, pooled per loop as the read buffers
+ * are: a keep-alive connection between requests holds none, and a
+ * request neither grows three fresh buffers from 64 bytes nor mallocs
+ * its arena's first chunk (five mallocs, four reallocs and their frees
+ * per /healthz before).  Buffers past SET_KEEP_MAX bytes (a large
+ * response) are freed instead. */
+#define SET_KEEP_MAX (64 * 1024)
+typedef struct http__bufset {
+    bz_buf out, hbuf, bbuf;
+    bz_arena arena;
+} http__bufset;
+
+static void bufs_get(http_conn *c)
+{
+    http__loop *ls = c->ls;
+    if (!ls->nsets) {
+        bz_arena_init(&c->arena, 4096);
+        return;
+    }
+    http__bufset *set = &ls->sets[--ls->nsets];
+    c->out = set->out;
+    c->hbuf = set->hbuf;
+    c->bbuf = set->bbuf;
+    c->arena = set->arena;
+}
+
+static void keep_or_free(bz_buf *b)
+{
+    if (b->cap > SET_KEEP_MAX)
+        bz_buf_free(b);
+    bz_buf_clear(b);
+}
+
+/* After a coroutine served (c->arena was set up by bufs_get). */
+static void bufs_put(http_conn *c)
+{
+    http__loop *ls = c->ls;
+    bz_arena_reset(&c->arena);
+    if (ls->nsets < POOL_MAX && c->arena.total <= SET_KEEP_MAX) {
+        http__bufset *set = &ls->sets[ls->nsets++];
+        keep_or_free(&c->out);
+        keep_or_free(&c->hbuf);
+        keep_or_free(&c->bbuf);
+        *set = (http__bufset){c->out, c->hbuf, c->bbuf, c->arena};
+    } else {
+        bz_buf_free(&c->out);
+        bz_buf_free(&c->hbuf);
+        bz_buf_free(&c->bbuf);
+        bz_arena_free(&c->arena);
+    }
+    c->out = c->hbuf = c->bbuf = BZ_BUF_INIT;
+    bz_arena_init(&c->arena, 4096);
+}
+
 void http__conn_free(http_conn *c)
 {
     if (c->h2)
         http__h2_free(c->h2);
     if (c->rbuf)
         buf_put(c, c->rbuf);
-    bz_buf_free(&c->out);
+    bz_buf_free(&c->out); /* a coroutine that served put the rest back */
     bz_buf_free(&c->hbuf);
     bz_buf_free(&c->bbuf);
+    bz_arena_free(&c->arena);
     http_server *s = c->srv;
     free(c);
     rt_wg_done(&s->conns);
@@ -382,8 +438,9 @@ int http_read_body(http_req *r, const char **data, size_t *len)
 }
 
 /* Reads and drops what the handler left of the body, so the connection
- * can carry the next request.  False if that is not worth it or failed. */
-static bool discard_body(http_req *r, http_conn *c)
+ * can carry the next request.  False if that is not worth it or failed.
+ * Not inlined: its 4 KiB buffer would sit in every request's frame. */
+__attribute__((noinline)) static bool discard_body(http_req *r, http_conn *c)
 {
     if (c->body_done)
         return true;
@@ -545,12 +602,11 @@ static void conn_serve(void *p)
     http_conn *c = p;
     http_server *s = c->srv;
     http_header hdrs[HTTP_MAX_HEADERS];
-    bz_arena arena;
-    bz_arena_init(&arena, 4096);
     if (!c->rbuf) {
         c->rbuf = buf_get(c);
         c->rlen = 0;
     }
+    bufs_get(c);
     bool keep = true;
     if (s->o.tls && !c->io.tls && !tls_start(c)) {
         keep = false;
@@ -623,8 +679,8 @@ static void conn_serve(void *p)
         r.pattern = NULL;
         r.request_id[0] = '\0';
         r.npv = 0;
-        keep = serve_one(c, &r, &arena, t0);
-        bz_arena_reset(&arena);
+        keep = serve_one(c, &r, &c->arena, t0);
+        bz_arena_reset(&c->arena);
         /* Drop this request's bytes; a pipelined next one moves up. */
         if (c->rpos < c->rlen)
             memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
@@ -644,19 +700,16 @@ static void conn_serve(void *p)
 h2:
     /* The connection is HTTP/2 now: h2.c owns it, and it needs neither this
      * coroutine nor the read buffer. */
-    bz_arena_free(&arena);
     buf_put(c, c->rbuf);
     c->rbuf = NULL;
     c->rlen = 0;
-    bz_buf_free(&c->out);
-    bz_buf_free(&c->hbuf);
-    bz_buf_free(&c->bbuf);
+    bufs_put(c);
     c->active = false;
     return;
 idle:
-    bz_arena_free(&arena);
     c->active = false;
     if (!keep || c->dead || atomic_load(&s->draining)) {
+        bufs_put(c);
         if (c->dead)
             http__conn_free(c);
         else
@@ -681,9 +734,7 @@ static void go_idle(http_conn *c)
         buf_put(c, c->rbuf);
         c->rbuf = NULL;
     }
-    bz_buf_free(&c->out);
-    bz_buf_free(&c->hbuf);
-    bz_buf_free(&c->bbuf);
+    bufs_put(c);
     /* Before the first request (over TLS: after the handshake) the head is
      * due within read-header-timeout, as Go does; after it, idle-timeout. */
     rt_timer_start(&c->timer, rt_now() + (c->served ? c->srv->o.idle_timeout_ns : c->srv->o.read_header_timeout_ns));
@@ -854,6 +905,7 @@ http_server *http_server_new(const http_server_opts *o, http_handler h, int *err
     for (int i = 0; i < s->nloops; i++) {
         rt_ctx_init(&s->ls[i].ctx, &s->ctx);
         s->ls[i].pool = calloc(POOL_MAX, sizeof(char *));
+        s->ls[i].sets = calloc(POOL_MAX, sizeof(http__bufset));
     }
     if (!s->o.h2_max_concurrent_streams)
         s->o.h2_max_concurrent_streams = 128;
@@ -956,6 +1008,13 @@ void http_server_free(http_server *s)
         for (int k = 0; k < s->ls[i].npool; k++)
             free(s->ls[i].pool[k]);
         free(s->ls[i].pool);
+        for (int k = 0; k < s->ls[i].nsets; k++) {
+            bz_arena_free(&s->ls[i].sets[k].arena);
+            bz_buf_free(&s->ls[i].sets[k].out);
+            bz_buf_free(&s->ls[i].sets[k].hbuf);
+            bz_buf_free(&s->ls[i].sets[k].bbuf);
+        }
+        free(s->ls[i].sets);
         rt_ctx_release(&s->ls[i].ctx);
     }
     free(s->ls);

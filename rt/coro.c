@@ -25,6 +25,9 @@
  * slowloris connections (each parks a coroutine taken from the pool) the
  * stacks' RSS crept from 35 to 60+ MiB in ten minutes (make soak). */
 #define RT_STACK_KEEP (12 * 1024)
+/* Pooled coroutines per loop that keep the pages of a deeper use (see
+ * warm_add): enough for every request in flight on a busy loop. */
+#define RT_STACK_WARM 128
 #define RT_STACK_MARK 0x6b6565705f737461ull /* "keep_sta": never a pointer or a small int */
 /* Mark words spread over the page RT_STACK_KEEP below the top: a frame
  * with a large uninitialised local can step over one word, rarely over
@@ -194,8 +197,12 @@ static rt_coro *coro_alloc(rt_loop *l)
     return co;
 }
 
+static void warm_unlink(rt_loop *l, rt_coro *co);
+
 static void coro_unmap(rt_loop *l, rt_coro *co)
 {
+    if (co->warm)
+        warm_unlink(l, co);
     if (co->all_prev)
         co->all_prev->all_next = co->all_next;
     else
@@ -215,6 +222,8 @@ rt_coro *rt__coro_new(rt_loop *l, rt_fn fn, void *arg)
     if (co) {
         l->free_coros = co->next;
         l->nfree--;
+        if (co->warm)
+            warm_unlink(l, co); /* in use: its depth is this use's again */
     } else {
         co = coro_alloc(l);
     }
@@ -236,20 +245,62 @@ rt_coro *rt__coro_new(rt_loop *l, rt_fn fn, void *arg)
     return co;
 }
 
-/* Gives back the stack pages below the mark page if this use went
- * below it: it overwrote a mark (a deep call writes its frames there;
- * SQLite clears 32 KiB), or parked below the page.  A use that ran below
- * without writing any mark and never parked there is missed; its pages
- * stay until a later use is caught.  The common shallow use costs a few
- * loads and no system call. */
+/* True if this use went below the mark page: it overwrote a mark (a
+ * deep call writes its frames there; SQLite clears 32 KiB), or parked
+ * below the page.  A use that ran below without writing any mark and
+ * never parked there is missed; its pages stay until a later use is
+ * caught.  The common shallow use costs a few loads. */
+NO_ASAN static bool stack_deep(rt_coro *co)
+{
+    return (uintptr_t)co->min_sp < (uintptr_t)co->stack_mark || !stack_marks_intact(co);
+}
+
+/* Gives back the stack pages below the mark page. */
 NO_ASAN static void stack_trim(rt_coro *co)
 {
     char *end = (char *)co->stack_mark; /* the mark page's start */
-    if ((uintptr_t)co->min_sp >= (uintptr_t)end && stack_marks_intact(co))
-        return;
     if (end > co->stack_lo)
         madvise(co->stack_lo, (size_t)(end - co->stack_lo), MADV_DONTNEED);
     stack_mark_set(co);
+}
+
+static void warm_unlink(rt_loop *l, rt_coro *co)
+{
+    if (co->warm_prev)
+        co->warm_prev->warm_next = co->warm_next;
+    else
+        l->warm_head = co->warm_next;
+    if (co->warm_next)
+        co->warm_next->warm_prev = co->warm_prev;
+    else
+        l->warm_tail = co->warm_prev;
+    co->warm_prev = co->warm_next = NULL;
+    co->warm = false;
+    l->nwarm--;
+}
+
+/* A coroutine that went deep is pooled with its pages: the next request
+ * (the free list is LIFO) reuses them without a fault, and a loop under
+ * steady load trims nothing.  Only past RT_STACK_WARM such coroutines in
+ * the pool is the one pooled longest ago trimmed, so what the pool holds
+ * beyond RT_STACK_KEEP per coroutine stays bounded (the soak's flat RSS)
+ * and a madvise is paid when the set of deep coroutines churns, not per
+ * request (issue 18: one madvise and one page fault per request). */
+static void warm_add(rt_loop *l, rt_coro *co)
+{
+    co->warm = true;
+    co->warm_next = NULL;
+    co->warm_prev = l->warm_tail;
+    if (l->warm_tail)
+        l->warm_tail->warm_next = co;
+    else
+        l->warm_head = co;
+    l->warm_tail = co;
+    if (++l->nwarm > RT_STACK_WARM) {
+        rt_coro *old = l->warm_head;
+        warm_unlink(l, old);
+        stack_trim(old);
+    }
 }
 
 static void release_local(void *p)
@@ -265,7 +316,8 @@ static void release_local(void *p)
         coro_unmap(l, co);
         return;
     }
-    stack_trim(co);
+    if (stack_deep(co))
+        warm_add(l, co);
     co->next = l->free_coros;
     l->free_coros = co;
     l->nfree++;
@@ -291,6 +343,8 @@ void rt__coro_free_all(rt_loop *l)
     }
     l->free_coros = NULL;
     l->nfree = 0;
+    l->warm_head = l->warm_tail = NULL;
+    l->nwarm = 0;
 }
 
 /* ---- spawn ------------------------------------------------------------------- */

@@ -70,9 +70,13 @@ struct rt_coro {
     /* Stack pages kept for reuse: mark words on the page RT_STACK_KEEP
      * below the top and the lowest stack pointer seen at a park tell
      * whether this use went deeper; if so the pages below the mark page
-     * are given back when the coroutine is pooled (rt/coro.c, stack_trim). */
+     * are given back (rt/coro.c, stack_trim) — not at once: a pooled
+     * coroutine that went deep waits in the loop's warm list (oldest
+     * first) until RT_STACK_WARM newer deep ones are pooled. */
     uint64_t *stack_mark;
     char *min_sp;
+    bool warm;              /* pooled with its deep pages, on the warm list */
+    rt_coro *warm_prev, *warm_next;
     /* lifecycle */
     bool exited;
     bool joinable;
@@ -125,6 +129,8 @@ struct rt_loop {
     /* coroutine stacks */
     rt_coro *free_coros;
     size_t nfree;
+    rt_coro *warm_head, *warm_tail; /* pooled deep coroutines, oldest first */
+    size_t nwarm;
     size_t ncoros;          /* mapped: live, joinable or free */
     rt__loop_stats st;      /* stats.c: lag tick and published counters */
     rt_coro *all;           /* every coroutine (live, joinable or free) */

@@ -15,7 +15,7 @@ build=(gcc make libc6-dev pkg-config libsqlite3-dev libpq-dev libhiredis-dev lib
 test=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-requests
       postgresql redis-server redis-tools curl bc nghttp2-client python3-h2 python3-hyperframe
       python3-grpcio python3-protobuf
-      openssl pgbouncer redis-sentinel prometheus)
+      openssl pgbouncer redis-sentinel prometheus valgrind strace)
 bench=(wrk nginx-light nghttp2-client h2o redis-tools)
 
 # The gRPC-Web and reflection tests drive npm clients: Node.js from Debian

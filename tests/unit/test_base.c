@@ -11,12 +11,14 @@
 #include "base/config.h"
 #include "base/error.h"
 #include "base/log.h"
+#include "base/rand.h"
 #include "base/redisurl.h"
 
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- arena ---- */
@@ -106,6 +108,99 @@ static void buf_ops(void **state)
 
 /* ---- clocks ---- */
 
+/* The escaper checks 8 bytes at a time: every byte that needs escaping,
+ * at every offset of a word, next to bytes >= 0x80 and near the ends,
+ * must come out as the byte-at-a-time definition says. */
+static void ref_escape(bz_buf *o, const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        if (c == '"')
+            bz_buf_append(o, "\\\"", 2);
+        else if (c == '\\')
+            bz_buf_append(o, "\\\\", 2);
+        else if (c == '\n')
+            bz_buf_append(o, "\\n", 2);
+        else if (c == '\r')
+            bz_buf_append(o, "\\r", 2);
+        else if (c == '\t')
+            bz_buf_append(o, "\\t", 2);
+        else if (c < 0x20)
+            bz_buf_printf(o, "\\u%04x", c);
+        else
+            bz_buf_putc(o, (char)c);
+    }
+}
+
+static void json_escape_every_byte_at_every_offset(void **state)
+{
+    unsigned char in[40];
+    for (int c = 0; c < 256; c++)
+        for (size_t len = 1; len <= sizeof in; len += 3)
+            for (size_t at = 0; at < len; at++) {
+                for (size_t i = 0; i < len; i++)
+                    in[i] = (unsigned char)(i % 3 == 0 ? 0xc3 : 'a' + i % 26); /* bytes >= 0x80 too */
+                in[at] = (unsigned char)c;
+                bz_buf got = BZ_BUF_INIT, want = BZ_BUF_INIT;
+                bz_buf_append_json_escaped(&got, bz_str_make((const char *)in, len));
+                ref_escape(&want, in, len);
+                assert_int_equal(got.len, want.len);
+                assert_memory_equal(got.data, want.data, want.len);
+                bz_buf_free(&got);
+                bz_buf_free(&want);
+            }
+}
+
+/* Random hex ids: every length, only lower-case hex digits, NUL after,
+ * and every digit shows up (the eight-at-a-time conversion reaches a-f). */
+static void random_hex_ids(void **state)
+{
+    int seen[16] = {0};
+    for (size_t n = 0; n <= 40; n++)
+        for (int rep = 0; rep < 50; rep++) {
+            char out[48];
+            memset(out, 'X', sizeof out);
+            bz_rand_hex(out, n);
+            assert_int_equal(out[n], '\0');
+            assert_int_equal(out[n + 1], 'X');
+            for (size_t i = 0; i < n; i++) {
+                char c = out[i];
+                assert_true((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+                seen[c <= '9' ? c - '0' : c - 'a' + 10]++;
+            }
+        }
+    for (int d = 0; d < 16; d++)
+        assert_true(seen[d] > 1000); /* ~2,000 each of 32,800 digits */
+}
+
+/* Decimal formatting two digits at a time: every length and both signs,
+ * the extremes, against printf. */
+static void decimal_formatting(void **state)
+{
+    int64_t vals[200];
+    int n = 0;
+    vals[n++] = INT64_MIN;
+    vals[n++] = INT64_MAX;
+    vals[n++] = 0;
+    for (int64_t p = 1; p <= 1000000000000000000LL; p *= 10) {
+        vals[n++] = p;
+        vals[n++] = p - 1;
+        vals[n++] = p + 7;
+        vals[n++] = -p;
+        vals[n++] = -(p - 1) - 1;
+        if (p > INT64_MAX / 10)
+            break;
+        vals[n++] = p * 10 - 1; /* all nines */
+    }
+    for (int i = 0; i < n; i++) {
+        char got[32], want[32];
+        size_t k = bz_fmt_i64(got, vals[i]);
+        got[k] = '\0';
+        snprintf(want, sizeof want, "%lld", (long long)vals[i]);
+        assert_string_equal(got, want);
+    }
+}
+
 static void clock_formats(void **state)
 {
     char out[32];
@@ -113,6 +208,22 @@ static void clock_formats(void **state)
     assert_string_equal(out, "2026-11-28T02:18:16.123456Z");
     assert_int_equal(bz_fmt_rfc3339_us(out, 0), 27);
     assert_string_equal(out, "1970-01-01T00:00:00.000000Z");
+    /* The formatter remembers the last four seconds: repeated, alternating,
+     * more than four in turn, and one before the epoch must each come out
+     * as gmtime says. */
+    int64_t secs[] = {1795832296, 1795832300, 1795832296, 1795832297, 1795832304, 1795832296, -1, 0, 4102444799,
+                      1795832301, 1795832302, 1795832300};
+    for (int k = 0; k < 3; k++)
+        for (size_t i = 0; i < sizeof secs / sizeof secs[0]; i++) {
+            time_t t = (time_t)secs[i];
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            char want[96];
+            snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(i * 7919 % 1000000));
+            bz_fmt_rfc3339_us(out, secs[i] * 1000000 + (int64_t)(i * 7919 % 1000000));
+            assert_string_equal(out, want);
+        }
     assert_int_equal(bz_fmt_http_date(out, 1795832296), 29);
     assert_string_equal(out, "Sat, 28 Nov 2026 02:18:16 GMT");
     int64_t a = bz_now_ns();
@@ -396,6 +507,9 @@ int main(void)
         cmocka_unit_test(arena_alloc_align_and_reset),
         cmocka_unit_test(str_ops),
         cmocka_unit_test(buf_ops),
+        cmocka_unit_test(json_escape_every_byte_at_every_offset),
+        cmocka_unit_test(random_hex_ids),
+        cmocka_unit_test(decimal_formatting),
         cmocka_unit_test(clock_formats),
         cmocka_unit_test(log_json_and_text),
         cmocka_unit_test(error_values),

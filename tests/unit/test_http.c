@@ -450,6 +450,15 @@ static void router_picks_most_specific(void **state)
         {"GET", "/files/", "/files/{p...}"},
         {"GET", "/z/", "/z/{$}"},
         {"GET", "/z/q", "/"},
+        /* literals match the unescaped segment (the index by segment
+         * count and the no-'%' fast compare must not change that) */
+        {"GET", "/a/%62", "/a/b"},
+        {"GET", "/a/%62/c", "/a/b/c"},
+        {"GET", "/a/%2F", "/a/{x}"},
+        /* more segments than the router's index covers (16) */
+        {"GET", "/files/1/2/3/4/5/6/7/8/9/10/11/12/13/14/15/16/17/18/", "/files/{p...}"},
+        {"GET", "/a/1/2/3/4/5/6/7/8/9/10/11/12/13/14/15/16/17/18", "/a/"},
+        {"GET", "/1/2/3/4/5/6/7/8/9/10/11/12/13/14/15/16/17/18/19/20", "/"},
     };
     http_route_match mt;
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
