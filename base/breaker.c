@@ -60,12 +60,19 @@ bz_breaker_verdict bz_breaker_allow(bz_breaker *b, int64_t now, int64_t *retry_n
     return BZ_BREAKER_REJECT;
 }
 
-bool bz_breaker_report(bz_breaker *b, bool probe, bz_breaker_outcome o, int64_t now)
+bool bz_breaker_report(bz_breaker *b, bool probe, bz_breaker_outcome o, int64_t started, int64_t now)
 {
     if (b->failures <= 0)
         return false;
     if (o == BZ_BREAKER_SUCCESS) {
-        atomic_store_explicit(&b->fails, 0, memory_order_relaxed);
+        /* written only when it changes (by 1 ms): a success on the hot
+         * path reads the shared line, it does not bounce it between loops */
+        if (atomic_load_explicit(&b->fails, memory_order_relaxed))
+            atomic_store_explicit(&b->fails, 0, memory_order_relaxed);
+        if (now - atomic_load_explicit(&b->last_ok, memory_order_relaxed) >= MS)
+            atomic_store_explicit(&b->last_ok, now, memory_order_relaxed);
+        if (!probe && atomic_load_explicit(&b->state, memory_order_relaxed) == BZ_BREAKER_CLOSED)
+            return false;
         /* the dependency answered: closed, from whichever state */
         for (int i = 0; i < 4; i++) {
             int s = atomic_load_explicit(&b->state, memory_order_acquire);
@@ -88,7 +95,9 @@ bool bz_breaker_report(bz_breaker *b, bool probe, bz_breaker_outcome o, int64_t 
         /* closed meanwhile by another call's success: an ordinary failure */
     }
     int n = atomic_fetch_add_explicit(&b->fails, 1, memory_order_relaxed) + 1;
-    if (n < b->failures || atomic_load_explicit(&b->state, memory_order_acquire) != BZ_BREAKER_CLOSED)
+    /* nothing answered for at least the second half of this call's wait */
+    bool silent = started > 0 && now - atomic_load_explicit(&b->last_ok, memory_order_relaxed) >= (now - started) / 2;
+    if ((n < b->failures && !silent) || atomic_load_explicit(&b->state, memory_order_acquire) != BZ_BREAKER_CLOSED)
         return false; /* calls still in flight when it opened change nothing */
     atomic_store_explicit(&b->probe_at, now + b->open_ns, memory_order_release);
     return change(b, BZ_BREAKER_CLOSED, BZ_BREAKER_OPEN);

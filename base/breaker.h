@@ -6,12 +6,19 @@
  *     bz_breaker_verdict v = bz_breaker_allow(&b, bz_now_ns(), &retry_ns);
  *     if (v == BZ_BREAKER_REJECT) fail at once: unavailable, retry in retry_ns
  *     ... the call ...
- *     bz_breaker_report(&b, v == BZ_BREAKER_PROBE, outcome, bz_now_ns());
+ *     bz_breaker_report(&b, v == BZ_BREAKER_PROBE, outcome, started, bz_now_ns());
  *
  * States:
  *   closed     every call goes through.  `failures` calls in a row that got
  *              no answer in time (a deadline missed, a connect that did not
- *              finish) open it; any answer resets the count.
+ *              finish) open it; any answer resets the count.  So does a
+ *              single such call if no call at all got an answer during the
+ *              second half of its wait or longer: the dependency has gone
+ *              silent (a frozen server), so the calls sent after it hang
+ *              too, and waiting for `failures` of them to time out would
+ *              hold every request that arrives meanwhile for a whole
+ *              deadline.  (A slow call on a server that keeps answering
+ *              others is not silence: only `failures` in a row count.)
  *   open       every call is refused at once (BZ_BREAKER_REJECT) until
  *              `open_ns` has passed since it opened.
  *   half-open  then exactly one caller — the probe — is let through (the
@@ -61,6 +68,7 @@ typedef struct bz_breaker {
     int64_t open_ns;    /* open this long before a probe */
     _Atomic int state;  /* bz_breaker_state */
     _Atomic int fails;  /* failures in a row (closed) */
+    _Atomic int64_t last_ok;  /* when a call last got an answer (to within 1 ms) */
     _Atomic int64_t probe_at; /* open: when the probe may go (bz_now_ns clock) */
     /* counters, for /metrics */
     _Atomic int64_t to_open, to_half_open, to_closed; /* state changes */
@@ -73,10 +81,11 @@ void bz_breaker_init(bz_breaker *b, const char *name, int failures, int64_t open
  * long until a probe may go (at least 1 ms). */
 bz_breaker_verdict bz_breaker_allow(bz_breaker *b, int64_t now, int64_t *retry_ns);
 /* The outcome of a call bz_breaker_allow let through (probe: its verdict
- * was PROBE; exactly one report per probe).  Returns true when this report
- * opened the breaker (the caller may wake its waiters, who then fail
- * fast). */
-bool bz_breaker_report(bz_breaker *b, bool probe, bz_breaker_outcome o, int64_t now);
+ * was PROBE; exactly one report per probe), which began at `started` (0:
+ * unknown: no silence rule) and ended `now`.  Returns true when this report opened the
+ * breaker (the caller may wake its waiters, who then fail fast).  While
+ * closed, a success costs a few relaxed loads. */
+bool bz_breaker_report(bz_breaker *b, bool probe, bz_breaker_outcome o, int64_t started, int64_t now);
 bz_breaker_state bz_breaker_get_state(const bz_breaker *b);
 /* "closed", "open", "half_open". */
 const char *bz_breaker_state_name(bz_breaker_state s);

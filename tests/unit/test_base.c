@@ -406,19 +406,19 @@ static void breaker_opens_probes_and_closes(void **state)
     /* closed: failures below the threshold, interrupted by any answer */
     for (int round = 0; round < 3; round++) {
         assert_int_equal(bz_breaker_allow(&b, 0, &retry), BZ_BREAKER_PASS);
-        assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 10));
-        assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 10));
-        assert_false(bz_breaker_report(&b, false, BZ_BREAKER_SUCCESS, 10)); /* e.g. a unique violation */
+        assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 10));
+        assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 10));
+        assert_false(bz_breaker_report(&b, false, BZ_BREAKER_SUCCESS, 0, 10)); /* e.g. a unique violation */
     }
     /* neutral outcomes (refused, cancelled) neither count nor reset */
-    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 10));
-    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_NEUTRAL, 10));
-    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 10));
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 10));
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_NEUTRAL, 0, 10));
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 10));
     assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_CLOSED);
     /* the third in a row opens it, once */
-    assert_true(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 100));
+    assert_true(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 100));
     assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_OPEN);
-    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 200)); /* calls in flight change nothing */
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 200)); /* calls in flight change nothing */
     /* open: refused, told when the probe may go */
     assert_int_equal(bz_breaker_allow(&b, 100 + SEC / 4, &retry), BZ_BREAKER_REJECT);
     assert_int_equal(retry, SEC - SEC / 4);
@@ -430,26 +430,26 @@ static void breaker_opens_probes_and_closes(void **state)
     assert_int_equal(bz_breaker_allow(&b, 100 + SEC, &retry), BZ_BREAKER_REJECT);
     assert_int_equal(retry, SEC);
     /* the probe fails: open for another interval from then */
-    assert_true(bz_breaker_report(&b, true, BZ_BREAKER_FAILURE, 3 * SEC));
+    assert_true(bz_breaker_report(&b, true, BZ_BREAKER_FAILURE, 0, 3 * SEC));
     assert_int_equal(bz_breaker_allow(&b, 3 * SEC + SEC / 2, &retry), BZ_BREAKER_REJECT);
     assert_int_equal(retry, SEC / 2);
     /* a probe that learns nothing hands the probe on at once */
     assert_int_equal(bz_breaker_allow(&b, 4 * SEC, &retry), BZ_BREAKER_PROBE);
-    assert_false(bz_breaker_report(&b, true, BZ_BREAKER_NEUTRAL, 4 * SEC));
+    assert_false(bz_breaker_report(&b, true, BZ_BREAKER_NEUTRAL, 0, 4 * SEC));
     assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_OPEN);
     assert_int_equal(bz_breaker_allow(&b, 4 * SEC + 1, &retry), BZ_BREAKER_PROBE);
     /* its first success closes it */
-    assert_false(bz_breaker_report(&b, true, BZ_BREAKER_SUCCESS, 4 * SEC + 2));
+    assert_false(bz_breaker_report(&b, true, BZ_BREAKER_SUCCESS, 0, 4 * SEC + 2));
     assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_CLOSED);
     assert_int_equal(bz_breaker_allow(&b, 4 * SEC + 3, &retry), BZ_BREAKER_PASS);
     /* the count starts again from zero */
-    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 5 * SEC));
-    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 5 * SEC));
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 5 * SEC));
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 5 * SEC));
     assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_CLOSED);
     /* open again; a call that was in flight and got an answer closes it
      * without waiting for a probe (the server answered) */
-    assert_true(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 5 * SEC));
-    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_SUCCESS, 5 * SEC + 1));
+    assert_true(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 5 * SEC));
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_SUCCESS, 0, 5 * SEC + 1));
     assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_CLOSED);
     /* every state change and refusal was counted */
     assert_int_equal(atomic_load(&b.to_open), 4);      /* 2 opens, 1 failed probe, 1 neutral probe */
@@ -465,10 +465,26 @@ static void breaker_opens_probes_and_closes(void **state)
     assert_non_null(strstr(o.data, "bazaar_breaker_rejected_total{dependency=\"db\"} 4\n"));
     bz_buf_free(&o);
 
+    /* silence: one call that got no answer opens it at once when nothing
+     * at all was answered during the second half of its wait ... */
+    bz_breaker_init(&b, "cache", 3, 1 * SEC);
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_SUCCESS, 1 * SEC, 2 * SEC)); /* last answer at 2 s */
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 1 * SEC, 3 * SEC - 1000)); /* not 1 of 2 s */
+    assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_CLOSED);
+    assert_true(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 1 * SEC, 4 * SEC)); /* 2 of 3 s */
+    assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_OPEN);
+    /* ... but not when other calls got answers meanwhile (a slow call) */
+    bz_breaker_init(&b, "cache", 3, 1 * SEC);
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_SUCCESS, 1 * SEC, 3 * SEC + SEC / 2));
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 2 * SEC, 4 * SEC));
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_SUCCESS, 4 * SEC, 5 * SEC));
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 4 * SEC, 5 * SEC + SEC / 2));
+    assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_CLOSED);
+
     /* failures 0: no breaker at all */
     bz_breaker_init(&b, "off", 0, SEC);
     for (int i = 0; i < 100; i++)
-        assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0));
+        assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 0));
     assert_int_equal(bz_breaker_allow(&b, 0, &retry), BZ_BREAKER_PASS);
 }
 
@@ -500,7 +516,7 @@ static void *racer(void *p)
         pthread_barrier_wait(x->start); /* the breaker is closed */
         line_up(x, r, 0);
         for (int i = 0; i < 3; i++)
-            if (bz_breaker_report(x->b, false, BZ_BREAKER_FAILURE, (int64_t)r * 10 * SEC))
+            if (bz_breaker_report(x->b, false, BZ_BREAKER_FAILURE, 0, (int64_t)r * 10 * SEC))
                 atomic_fetch_add(&x->opens, 1);
         pthread_barrier_wait(x->done);
         pthread_barrier_wait(x->start); /* now open, its probe due */
@@ -533,7 +549,7 @@ static void breaker_one_probe_across_threads(void **state)
         pthread_barrier_wait(&done);
         assert_int_equal(atomic_load(&x.probes), r + 1);
         assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_HALF_OPEN);
-        bz_breaker_report(&b, true, BZ_BREAKER_SUCCESS, 0); /* closed for the next round */
+        bz_breaker_report(&b, true, BZ_BREAKER_SUCCESS, 0, 0); /* closed for the next round */
     }
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
