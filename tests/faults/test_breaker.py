@@ -28,7 +28,7 @@ import uuid
 import pytest
 
 from common import finish, readyz, recovered
-from harness import REQUEST_TIMEOUT, Bazaar, Conn, Load, PgQ, Redis, Write, get, wait_for
+from harness import REQUEST_TIMEOUT, Bazaar, Conn, Load, PgQ, Redis, Write, get, verify, wait_for
 
 PROBE_INTERVAL = 1.0   # --breaker-probe-interval's default
 FAST = 0.050           # the target for the fast 503s' p99
@@ -282,5 +282,58 @@ def test_frozen_redis_fails_fast(pg, own_redis):
                "first miss %.2f s after SIGSTOP; then %d fast 503s, p99 %.1f ms; item GETs from the database 200 "
                "p99 %.1f ms; back %.2f s after SIGCONT" % (t_miss - t_freeze, nfast, q * 1e3, item_p99 * 1e3, took),
                codes=("unavailable", "timeout"))
+    finally:
+        srv.close()
+
+
+def test_live_server_errors_do_not_trip_it(pg):
+    """What proves the server alive never opens the breaker: statements
+    cancelled at their deadline behind a lock (the server confirms the
+    cancel: 503 `timeout`, six in a row, three at once) and unique
+    violations (409).  /readyz and /metrics show it closed, never opened,
+    and the next deposit after the lock goes succeeds at once."""
+    from test_pg_edges import Locker
+    dbname = pg.createdb()
+    srv = Bazaar(pg.url(dbname), "memory")
+    try:
+        load = Load(srv.url, nthreads=3, nitems=2)
+        lk = Locker(pg, dbname, "accounts")
+        out, olk = [], threading.Lock()
+        try:
+            for _ in range(2):
+                def one(u):
+                    c = Conn(load.port)
+                    r = deposit_op(load, u)(c)[1]
+                    c.close()
+                    with olk:
+                        out.append(r)
+                ts = [threading.Thread(target=one, args=(u,)) for u in load.users]
+                for t in ts:
+                    t.start()
+                for t in ts:
+                    t.join(REQUEST_TIMEOUT + 10)
+        finally:
+            lk.close()
+        assert len(out) == 6, out
+        for r in out:
+            assert r.status == 503 and r.json()["code"] == "timeout", (r.status, r.body)
+        c = Conn(load.port)
+        u = load.users[0]
+        for _ in range(5):
+            r = c.request("POST", "/v1/users", {"email": u.email, "name": "again", "password": "correct horse"})
+            assert r.status == 409, (r.status, r.body)
+        st, body = readyz(srv)
+        assert st == 200 and b"open_breakers" not in body, (st, body)
+        text = metrics(srv)
+        assert sample(text, "bazaar_breaker_state", dependency="db") == 0
+        assert sample(text, "bazaar_breaker_transitions_total", dependency="db", to="open") == 0
+        assert sample(text, "bazaar_breaker_rejected_total", dependency="db") == 0
+        t0 = time.monotonic()
+        kind, r = deposit_op(load, u)(c)
+        c.close()
+        assert r.status == 201 and time.monotonic() - t0 < 1.0, (r.status, r.body)
+        load.settle()
+        lost, dup, notes = verify(load, PgQ(pg, dbname))
+        assert lost == 0 and dup == 0 and not notes, notes
     finally:
         srv.close()
