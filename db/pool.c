@@ -198,16 +198,16 @@ static void sweep(void *p)
  * acquire() asks the breaker before anything else (while it is closed: one
  * atomic load); refused, the caller fails at once.  The caller that is
  * handed the probe fails at once too, and starts the probe: a coroutine of
- * its own (probe_task) that runs SELECT 1 with the probe interval as its deadline — so
- * no request ever waits on a server that may still be frozen, and no
- * request that joined another's work (a cache single-flight) waits on it
- * either.  (Off a loop, at start-up, the caller probes itself.)  The probe
- * is marked on the connection it gets, and every call's outcome is
- * reported by note():
- * a connection the driver marked hung (no answer, not even to a cancel,
- * or a connect that did not finish) is a failure; any answer from the
- * server — rows, or an error with a SQLSTATE — is a success; anything else
- * (cancelled by the caller, a refused or reset connection) says nothing. */
+ * its own (probe_task) that runs SELECT 1 with the probe interval as its
+ * deadline — so no request ever waits on a server that may still be
+ * frozen, and no request that joined another's work (a cache
+ * single-flight) waits on it either.  (Off a loop, at start-up, the caller
+ * probes itself.)  The probe is marked on the connection it gets, and
+ * every call's outcome is reported by note(): a connection the driver
+ * marked hung (no answer, not even to a cancel, or a connect that did not
+ * finish) is a failure; any answer from the server — rows, or an error
+ * with a SQLSTATE — is a success; anything else (cancelled by the caller,
+ * a refused or reset connection) says nothing. */
 
 /* A connect that timed out this soon says more about the caller's
  * nearly-spent deadline than about the server. */

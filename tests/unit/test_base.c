@@ -488,6 +488,27 @@ static void breaker_opens_probes_and_closes(void **state)
     assert_int_equal(bz_breaker_allow(&b, 0, &retry), BZ_BREAKER_PASS);
 }
 
+/* --breaker-failures and --breaker-probe-interval, and their twins. */
+static void breaker_flags(void **state)
+{
+    static bz_config c;
+    char err[512];
+    assert_int_equal(parse(&c, err, "serve", NULL), 0);
+    assert_int_equal(c.breaker_failures, 3);
+    assert_true(c.breaker_probe_interval_ns == 1 * SEC);
+    setenv("BAZAAR_BREAKER_FAILURES", "0", 1); /* off */
+    setenv("BAZAAR_BREAKER_PROBE_INTERVAL", "5s", 1);
+    assert_int_equal(parse(&c, err, "serve", "--breaker-probe-interval", "250ms", NULL), 0);
+    assert_int_equal(c.breaker_failures, 0);
+    assert_true(c.breaker_probe_interval_ns == SEC / 4); /* the flag beats the environment */
+    unsetenv("BAZAAR_BREAKER_FAILURES");
+    unsetenv("BAZAAR_BREAKER_PROBE_INTERVAL");
+    assert_int_equal(parse(&c, err, "serve", "--breaker-failures", "-1", NULL), -1);
+    assert_non_null(strstr(err, "--breaker-failures"));
+    assert_int_equal(parse(&c, err, "serve", "--breaker-probe-interval", "0", NULL), -1);
+    assert_non_null(strstr(err, "--breaker-probe-interval"));
+}
+
 /* Many threads at the moment a probe is due: exactly one gets it, every
  * round; many threads reporting the failures that open it: exactly one
  * opens it. */
@@ -577,6 +598,7 @@ int main(void)
         cmocka_unit_test(redis_urls),
         cmocka_unit_test(breaker_opens_probes_and_closes),
         cmocka_unit_test(breaker_one_probe_across_threads),
+        cmocka_unit_test(breaker_flags),
     };
     return cmocka_run_group_tests_name("base", tests, NULL, NULL);
 }
