@@ -544,32 +544,41 @@ static void probe_task(void *p)
     atomic_fetch_sub(&b->probes, 1);
 }
 
+/* Asks the breaker whether a command may go: 0 (*probe set when the
+ * caller, off a loop, is the probe itself), or -EAGAIN with err filled
+ * (open: fail fast; the caller handed the probe starts probe_task and
+ * fails fast too). */
+static int gate(rb *b, int64_t now, bool *probe, bz_error *err)
+{
+    *probe = false;
+    if (b->brk.failures <= 0 || bz_breaker_get_state(&b->brk) == BZ_BREAKER_CLOSED)
+        return 0;
+    int64_t retry = 0;
+    bz_breaker_verdict v = bz_breaker_allow(&b->brk, now, &retry);
+    if (v == BZ_BREAKER_PROBE && rt_loop_current()) {
+        atomic_fetch_add(&b->probes, 1);
+        rt_go(probe_task, b);
+        v = BZ_BREAKER_REJECT;
+        retry = b->brk.open_ns;
+    }
+    if (v == BZ_BREAKER_REJECT) {
+        unavailable(err, "no reply in time to recent commands; failing fast (circuit breaker open) until a probe "
+                         "gets a reply");
+        if (err)
+            err->retry_ms = (int)((retry + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS);
+        return -EAGAIN;
+    }
+    *probe = v == BZ_BREAKER_PROBE;
+    return 0;
+}
+
 static int one(rb *b, rt_ctx *ctx, redo kind, int argc, const char **argv, const size_t *lens, redisReply **rep,
                bz_error *err)
 {
     bool probe = false;
-    int64_t t0 = 0;
-    if (b->brk.failures > 0) {
-        t0 = bz_now_ns();
-        if (bz_breaker_get_state(&b->brk) != BZ_BREAKER_CLOSED) {
-            int64_t retry = 0;
-            bz_breaker_verdict v = bz_breaker_allow(&b->brk, t0, &retry);
-            if (v == BZ_BREAKER_PROBE && rt_loop_current()) { /* off a loop the caller probes itself */
-                atomic_fetch_add(&b->probes, 1);
-                rt_go(probe_task, b);
-                v = BZ_BREAKER_REJECT;
-                retry = b->brk.open_ns;
-            }
-            if (v == BZ_BREAKER_REJECT) {
-                unavailable(err, "no reply in time to recent commands; failing fast (circuit breaker open) until a "
-                                 "probe gets a reply");
-                if (err)
-                    err->retry_ms = (int)((retry + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS);
-                return -EAGAIN;
-            }
-            probe = v == BZ_BREAKER_PROBE;
-        }
-    }
+    int64_t t0 = b->brk.failures > 0 ? bz_now_ns() : 0;
+    if (gate(b, t0, &probe, err))
+        return -EAGAIN;
     int r = attempt(b, ctx, argc, argv, lens, rep, err);
     if ((r == -EROFS || r == -ENOTCONN || (r == -ECONNRESET && kind == IDEMPOTENT)) && rt_ctx_err(ctx) == 0 &&
         bz_now_ns() < deadline_of(ctx))
@@ -1347,6 +1356,13 @@ static int sub_request(rb *b, rt_ctx *ctx, const char *channel, bool sub, bool w
 
 static int r_sub_first(cache_be *be, rt_ctx *ctx, const char *channel, bz_error *err)
 {
+    /* while the breaker is open a subscribe would only wait out its
+     * deadline for a confirmation: fail it fast like any command */
+    bool probe;
+    if (gate(B, bz_now_ns(), &probe, err))
+        return -EAGAIN;
+    if (probe)
+        bz_breaker_report(&B->brk, true, BZ_BREAKER_NEUTRAL, 0, 0);
     return sub_request(B, ctx, channel, true, true, err);
 }
 

@@ -338,8 +338,8 @@ def test_live_server_errors_do_not_trip_it(pg):
         finally:
             lk.close()
         assert len(out) == 6, out
-        for r in out:
-            assert r.status == 503 and r.json()["code"] == "timeout", (r.status, r.body)
+        for r in out:   # (now and then one reads `cancelled`: a 57014 either way, the server answered)
+            assert r.status == 503 and r.json()["code"] in ("timeout", "cancelled"), (r.status, r.body)
         c = Conn(load.port)
         u = load.users[0]
         for _ in range(5):
