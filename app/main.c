@@ -32,6 +32,8 @@ static int open_backends(app *a, const bz_config *cfg, bool want_cache)
                    gc && !strcmp(gc, "off")};
     a->cfg = cfg;
     a->db = db_open(cfg->db, &dbo, &e);
+    if (a->db)
+        db_set_breaker(a->db, "db", cfg->breaker_failures, cfg->breaker_probe_interval_ns);
     if (!a->db || db_ping(a->db, NULL, &e) != 0) {
         char shown[1100];
         bz_redact_url(cfg->db, shown, sizeof shown);
@@ -42,7 +44,10 @@ static int open_backends(app *a, const bz_config *cfg, bool want_cache)
     }
     a->dialect = db_get_dialect(a->db);
     if (want_cache) {
-        cache_opts co = {.max_memory = cfg->cache_max_memory, .eviction = cfg->cache_eviction};
+        cache_opts co = {.max_memory = cfg->cache_max_memory,
+                         .eviction = cfg->cache_eviction,
+                         .breaker_failures = cfg->breaker_failures,
+                         .breaker_open_ns = cfg->breaker_probe_interval_ns};
         a->cache = cache_open(cfg->cache, &co, &e);
         if (!a->cache) {
             char shown[1100];
@@ -89,6 +94,7 @@ static int open_replica(app *a, const bz_config *cfg)
         bz_log_err("cannot open the read replica", BZ_F_STR("db_read", shown), BZ_F_STR("error", e.msg));
         return -1;
     }
+    db_set_breaker(a->db_read, "db_read", cfg->breaker_failures, cfg->breaker_probe_interval_ns);
     svc_use_replica(a->svc, a->db_read, cfg->db_read_max_lag_ns);
     bz_log_info("stale-tolerant reads go to a replica", BZ_F_STR("db_read", shown));
     return 0;
@@ -113,7 +119,9 @@ typedef struct {
     http_server *http; /* for draining */
 } readiness;
 
-/* grpc.health.v1: serving while not draining and the database answers. */
+/* grpc.health.v1: serving while not draining, the database answers and
+ * neither the database's nor Redis's circuit breaker is open (the
+ * replica's does not count: reads go to the primary meanwhile). */
 static bool ready(void *arg, rt_ctx *ctx)
 {
     readiness *rd = arg;
@@ -123,6 +131,11 @@ static bool ready(void *arg, rt_ctx *ctx)
         return false;
     bool db_ok, cache_ok;
     svc_ready(rd->a->svc, ctx, &db_ok, &cache_ok);
+    const bz_breaker *bs[4];
+    int nb = svc_breakers(rd->a->svc, bs, 4);
+    for (int i = 0; i < nb; i++)
+        if (strcmp(bs[i]->name, "db_read") && bz_breaker_get_state(bs[i]) != BZ_BREAKER_CLOSED)
+            return false;
     return db_ok;
 }
 

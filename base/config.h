@@ -53,6 +53,8 @@ typedef struct bz_config {
     int64_t db_conn_max_idle_time_ns; /* 0 = forever */
     char db_read_url[1024];   /* "" none, else postgres://... of a replica */
     int64_t db_read_max_lag_ns; /* a replica further behind serves no reads, > 0 */
+    int breaker_failures;     /* no-answer calls in a row that open a dependency's breaker; 0 = off */
+    int64_t breaker_probe_interval_ns; /* open this long before one probe, > 0 */
     int64_t read_header_timeout_ns;
     int64_t read_timeout_ns;
     int64_t write_timeout_ns;

@@ -13,6 +13,7 @@ bz_err_kind bz_err_set(bz_error *err, bz_err_kind kind, const char *fmt, ...)
     err->kind = kind;
     err->code = 0;
     err->sqlstate[0] = '\0';
+    err->retry_ms = 0;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof err->msg, fmt, ap);

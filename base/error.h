@@ -39,6 +39,8 @@ typedef struct bz_error {
     int code;       /* errno, SQLite result code, ... (0 if none) */
     char sqlstate[6]; /* PostgreSQL SQLSTATE, "" if none */
     char msg[256];  /* one line, NUL-terminated, truncated if longer */
+    int retry_ms;   /* the callee's advice: retry after this long (0: none);
+                       a circuit breaker's fast failure sets it */
 } bz_error;
 
 /* Fills err (if not NULL) and returns kind, so "return bz_err_set(...)"
@@ -53,6 +55,7 @@ static inline void bz_err_clear(bz_error *err)
         err->code = 0;
         err->sqlstate[0] = '\0';
         err->msg[0] = '\0';
+        err->retry_ms = 0;
     }
 }
 

@@ -77,6 +77,7 @@ struct cache_be {
     const cache_be_ops *ops;
     cache_hub *hub;       /* local fan-out of pub/sub messages */
     cache_stats *stats;   /* the front end's counters (evictions, expired) */
+    const bz_breaker *breaker; /* set by a backend that has one (Redis) */
 };
 
 cache_be *cache__memory_new(const cache_opts *o, bz_error *err);

@@ -79,6 +79,8 @@ const char *cache_kind(const cache *c) { return c->kind; }
 
 int cache_ping(cache *c, rt_ctx *ctx, bz_error *err) { return c->be->ops->ping(c->be, ctx, err); }
 
+const bz_breaker *cache_get_breaker(const cache *c) { return c->be->breaker; }
+
 cache_stats cache_get_stats(cache *c)
 {
     cache_stats s;

@@ -28,6 +28,7 @@
 #ifndef CACHE_CACHE_H
 #define CACHE_CACHE_H
 
+#include "base/breaker.h"
 #include "base/buf.h"
 #include "base/config.h"
 #include "base/error.h"
@@ -44,6 +45,14 @@ typedef struct cache_opts {
     int64_t max_memory;      /* memory backend cap in bytes (0 = none) */
     bz_eviction eviction;    /* memory backend policy */
     int redis_pool;          /* redis connections (0 = 8) */
+    /* Redis's circuit breaker (base/breaker.h): this many commands in a
+     * row that get no reply in time (or connects that do not finish) open
+     * it (0: no breaker); open, every command fails at once with
+     * BZ_ERR_UNAVAILABLE (err->retry_ms set) until one probe command, let
+     * through breaker_open_ns after it opened, gets a reply.  An error
+     * reply is a reply. */
+    int breaker_failures;
+    int64_t breaker_open_ns;
 } cache_opts;
 
 cache *cache_open(const char *spec, const cache_opts *o, bz_error *err);
@@ -188,6 +197,8 @@ typedef struct cache_stats {
 int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl_ns, cache_loader load, void *arg,
                       bz_buf *out, cache_status *st, bz_error *err);
 cache_stats cache_get_stats(cache *c);
+/* Redis's circuit breaker; NULL for memory and none (nothing to hang on). */
+const bz_breaker *cache_get_breaker(const cache *c);
 /* Write-through: stores a fresh value for key in the get-or-load format
  * (so the next cache_get_or_load hits it).  Invalidate with
  * cache_invalidate. */

@@ -16,7 +16,19 @@
  * backoff (100 ms doubling to 2 s; to 500 ms with Sentinel): calls in that
  * window fail at once with BZ_ERR_UNAVAILABLE instead of each waiting for
  * a connect; the first call after it tries again, so service resumes by
- * itself. */
+ * itself.
+ *
+ * When Redis accepts connections but does not answer (frozen, or a
+ * network that drops packets), that backoff never starts: connects and
+ * commands each wait out their deadlines.  A circuit breaker around every
+ * command (one(): base/breaker.h) counts those in a row — a command that
+ * waited at least HANG_MIN_NS and got no reply, a connect whose setup timed
+ * out — and, open, fails commands at once while one probe at a time (a
+ * PING in a coroutine of its own, started by the caller that was handed
+ * the probe, with the probe interval as its deadline: no request waits on
+ * it) checks whether Redis answers again.  Any reply (an error reply too)
+ * closes it; a refused or reset connection is neutral (the backoff above
+ * handles it). */
 #include "cache/cache-private.h"
 #include "cache/redis-conn.h"
 #include "rt/tls.h"
@@ -79,6 +91,8 @@ typedef struct rb {
     rt_waitq waiters;
     int64_t down_until, backoff;
     char sha[3][48];
+    bz_breaker brk;       /* fails commands fast while Redis hangs */
+    atomic_int probes;    /* its probe coroutines running (0 or 1) */
     /* subscriber */
     pthread_mutex_t sub_lk;
     subreq *pending, *awaiting;
@@ -318,8 +332,15 @@ static int dial(rb *b, rt_ctx *ctx, rconn **out, bz_error *err)
             unavailable(err, "connection cut while it was set up");
             return -ENOTCONN;
         }
-        mark_down(b);
-        return unavailable(err, why[0] ? why : r == -ETIMEDOUT ? "connect timed out" : strerror(-r));
+        /* A refused connect starts the backoff; a connect that got no
+         * answer in time is the circuit breaker's to count and pace (a
+         * backoff on top would delay the probe that finds Redis back). */
+        if (r != -ETIMEDOUT || b->brk.failures <= 0)
+            mark_down(b);
+        unavailable(err, why[0] ? why : r == -ETIMEDOUT ? "connect timed out" : strerror(-r));
+        if (err && r == -ETIMEDOUT)
+            err->code = ETIMEDOUT; /* accepted (maybe) but no answer: the breaker counts it */
+        return -EAGAIN;
     }
     pthread_mutex_lock(&b->lk);
     b->backoff = 0;
@@ -481,13 +502,89 @@ static int attempt(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t
  * the command did not run: every kind is tried again then. */
 typedef enum { ONCE = 0, IDEMPOTENT = 1 } redo;
 
+/* A command or connect that timed out sooner than this says more about
+ * the caller's nearly-spent deadline than about Redis. */
+#define HANG_MIN_NS (100 * BZ_NS_PER_MS)
+
+/* Reports a command's outcome (begun at t0) to the breaker: a reply (an
+ * error reply, -READONLY included) proves Redis alive; a wait of at least
+ * HANG_MIN_NS for a reply or a connect that ended in a timeout is a
+ * failure; anything else (cancelled, refused, reset) says nothing. */
+static void breaker_note(rb *b, bool probe, int r, const bz_error *err, int64_t t0)
+{
+    bool timed_out = r == -ETIMEDOUT || (r == -EAGAIN && err && err->code == ETIMEDOUT);
+    int64_t now = bz_now_ns();
+    bz_breaker_outcome o = r == 0 || r == -EINVAL || r == -EROFS       ? BZ_BREAKER_SUCCESS
+                           : timed_out && now - t0 >= HANG_MIN_NS ? BZ_BREAKER_FAILURE
+                                                                   : BZ_BREAKER_NEUTRAL;
+    bz_breaker_state was = bz_breaker_get_state(&b->brk);
+    if (bz_breaker_report(&b->brk, probe, o, t0, now))
+        bz_log_warn("redis: circuit breaker open: commands got no reply in time; they fail fast until a probe "
+                    "gets a reply",
+                    BZ_F_INT("probe_interval_ms", b->brk.open_ns / BZ_NS_PER_MS));
+    else if (was != BZ_BREAKER_CLOSED && bz_breaker_get_state(&b->brk) == BZ_BREAKER_CLOSED)
+        bz_log_info("redis: circuit breaker closed: Redis answers again");
+}
+
+static void probe_task(void *p)
+{
+    rb *b = p;
+    rt_ctx ctx;
+    rt_ctx_init_timeout(&ctx, NULL, b->brk.open_ns);
+    const char *a[] = {"PING"};
+    int argc = 1;
+    redisReply *rep = NULL;
+    bz_error e;
+    int64_t t0 = bz_now_ns();
+    int r = attempt(b, &ctx, argc, a, NULL, &rep, &e);
+    if (rep)
+        freeReplyObject(rep);
+    breaker_note(b, true, r, &e, t0);
+    rt_ctx_release(&ctx);
+    atomic_fetch_sub(&b->probes, 1);
+}
+
+/* Asks the breaker whether a command may go: 0 (*probe set when the
+ * caller, off a loop, is the probe itself), or -EAGAIN with err filled
+ * (open: fail fast; the caller handed the probe starts probe_task and
+ * fails fast too). */
+static int gate(rb *b, int64_t now, bool *probe, bz_error *err)
+{
+    *probe = false;
+    if (b->brk.failures <= 0 || bz_breaker_get_state(&b->brk) == BZ_BREAKER_CLOSED)
+        return 0;
+    int64_t retry = 0;
+    bz_breaker_verdict v = bz_breaker_allow(&b->brk, now, &retry);
+    if (v == BZ_BREAKER_PROBE && rt_loop_current()) {
+        atomic_fetch_add(&b->probes, 1);
+        rt_go(probe_task, b);
+        v = BZ_BREAKER_REJECT;
+        retry = b->brk.open_ns;
+    }
+    if (v == BZ_BREAKER_REJECT) {
+        unavailable(err, "no reply in time to recent commands; failing fast (circuit breaker open) until a probe "
+                         "gets a reply");
+        if (err)
+            err->retry_ms = (int)((retry + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS);
+        return -EAGAIN;
+    }
+    *probe = v == BZ_BREAKER_PROBE;
+    return 0;
+}
+
 static int one(rb *b, rt_ctx *ctx, redo kind, int argc, const char **argv, const size_t *lens, redisReply **rep,
                bz_error *err)
 {
+    bool probe = false;
+    int64_t t0 = b->brk.failures > 0 ? bz_now_ns() : 0;
+    if (gate(b, t0, &probe, err))
+        return -EAGAIN;
     int r = attempt(b, ctx, argc, argv, lens, rep, err);
     if ((r == -EROFS || r == -ENOTCONN || (r == -ECONNRESET && kind == IDEMPOTENT)) && rt_ctx_err(ctx) == 0 &&
         bz_now_ns() < deadline_of(ctx))
         r = attempt(b, ctx, argc, argv, lens, rep, err);
+    if (b->brk.failures > 0)
+        breaker_note(b, probe, r, err, t0);
     return r == -ECONNRESET || r == -EROFS || r == -ENOTCONN ? -EAGAIN : r;
 }
 
@@ -1259,6 +1356,13 @@ static int sub_request(rb *b, rt_ctx *ctx, const char *channel, bool sub, bool w
 
 static int r_sub_first(cache_be *be, rt_ctx *ctx, const char *channel, bz_error *err)
 {
+    /* while the breaker is open a subscribe would only wait out its
+     * deadline for a confirmation: fail it fast like any command */
+    bool probe;
+    if (gate(B, bz_now_ns(), &probe, err))
+        return -EAGAIN;
+    if (probe)
+        bz_breaker_report(&B->brk, true, BZ_BREAKER_NEUTRAL, 0, 0);
     return sub_request(B, ctx, channel, true, true, err);
 }
 
@@ -1272,6 +1376,8 @@ static void r_sub_last(cache_be *be, const char *channel)
 static void r_close(cache_be *be)
 {
     rb *b = B;
+    while (atomic_load(&b->probes) > 0) /* ends by its deadline, the probe interval */
+        rt_sleep(NULL, BZ_NS_PER_MS);
     pthread_mutex_lock(&b->sub_lk);
     b->closing = true;
     kick(b);
@@ -1335,6 +1441,8 @@ cache_be *cache__redis_new(const char *url, const cache_opts *o, bz_error *err)
     snprintf(b->host, sizeof b->host, "%s", b->url.addrs[0].host);
     b->port = b->url.addrs[0].port;
     b->max = o && o->redis_pool > 0 ? o->redis_pool : 8;
+    bz_breaker_init(&b->brk, "cache", o ? o->breaker_failures : 0, o ? o->breaker_open_ns : 0);
+    b->base.breaker = &b->brk;
     pthread_mutex_init(&b->lk, NULL);
     pthread_mutex_init(&b->sub_lk, NULL);
     return &b->base;

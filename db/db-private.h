@@ -55,6 +55,9 @@ struct db_conn {
     int64_t created_ns;
     int64_t returned_ns;
     bool broken;          /* must not go back to the pool */
+    bool hung;            /* the server gave no answer in time (set by the
+                             driver; read and cleared by the pool's breaker) */
+    bool probe;           /* this call is the breaker's probe */
     bool in_tx;
     int row_limit;        /* rows the caller wants (0 = all); a hint */
     db_stmt stmts[DB_STMT_CACHE];
@@ -79,6 +82,8 @@ struct db {
     int nwaiting;           /* parked in waiters now (db_stats.waiting) */
     rt_waitq waiters;
     db_stats st;
+    bz_breaker brk;       /* PostgreSQL: fails calls fast while the server hangs */
+    atomic_int probes;    /* the breaker's probe coroutines running (0 or 1) */
     bool closed;
     bool no_group_commit; /* db_opts.no_group_commit */
     bool no_stmt_cache;   /* PostgreSQL: statement_cache=off in the URL */

@@ -39,13 +39,22 @@
  * SQLite code and the driver's message.  A deadline that passes while the
  * caller waits for a pool connection is unavailable (-ETIMEDOUT with
  * BZ_ERR_UNAVAILABLE: the database could not serve it in time); one that
- * passes while a live server runs the statement is timeout.  DB_NO_ROWS is not an error kind:
+ * passes while a live server runs the statement is timeout.
+ *
+ * A server that stops answering (PostgreSQL): a call whose server does not
+ * even confirm the cancel at its deadline, or a connect that does not
+ * finish, counts against the pool's circuit breaker (db_set_breaker);
+ * while it is open every call fails at once with BZ_ERR_UNAVAILABLE and
+ * err->retry_ms, and one probe at a time checks whether the server is
+ * back.  Any answer from the server — an
+ * error with a SQLSTATE included — counts as a success.  DB_NO_ROWS is not an error kind:
  * db_query_row returns it (a positive 1) when there is no row.
  */
 #ifndef DB_DB_H
 #define DB_DB_H
 
 #include "base/arena.h"
+#include "base/breaker.h"
 #include "base/error.h"
 #include "rt/rt.h"
 
@@ -92,6 +101,17 @@ typedef struct db_stats {
     int64_t group_members;       /* SQLite: db_run_tx writes they carried */
 } db_stats;
 db_stats db_get_stats(db *d);
+/* Arms the pool's circuit breaker (PostgreSQL only; none until this is
+ * called), before the pool is used: `failures` calls in a row that get no
+ * answer in time open it (0: none), or one such call when the server
+ * answered nothing during the second half of its wait (base/breaker.h);
+ * open, every call fails at once (BZ_ERR_UNAVAILABLE, err->retry_ms set)
+ * while a probe (SELECT 1, bounded by open_ns) is sent every open_ns until
+ * one gets an answer.  name labels it ("db", "db_read"). */
+void db_set_breaker(db *d, const char *name, int failures, int64_t open_ns);
+/* The pool's circuit breaker (its state and counters, for /readyz and
+ * /metrics). */
+const bz_breaker *db_get_breaker(const db *d);
 
 /* ---- arguments ----------------------------------------------------------------- */
 

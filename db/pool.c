@@ -3,6 +3,7 @@
  * helpers the drivers share. */
 #include "db/db-private.h"
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/rand.h"
 
@@ -59,8 +60,17 @@ db *db_open(const char *url, const db_opts *o, bz_error *err)
     pthread_mutex_init(&d->gc_lk, NULL);
     d->no_group_commit = o && o->no_group_commit;
     d->st.max_open = d->o.max_open;
+    bz_breaker_init(&d->brk, "db", 0, 0);
     return d;
 }
+
+void db_set_breaker(db *d, const char *name, int failures, int64_t open_ns)
+{
+    /* SQLite never hangs on a peer: no breaker */
+    bz_breaker_init(&d->brk, name, d->dialect == DB_POSTGRES ? failures : 0, open_ns);
+}
+
+const bz_breaker *db_get_breaker(const db *d) { return &d->brk; }
 
 db_dialect db_get_dialect(const db *d) { return d->dialect; }
 
@@ -82,6 +92,9 @@ void db_close(db *d)
     d->nidle = 0;
     bool sweeping = d->sweeping;
     pthread_mutex_unlock(&d->lk);
+    /* a probe in flight ends by its deadline (the probe interval) */
+    while (atomic_load(&d->probes) > 0)
+        rt_sleep(NULL, BZ_NS_PER_MS);
     if (sweeping) {
         rt_ctx_cancel(&d->sweep_ctx);
         /* the sweeper notices on its next tick and exits; wait for it */
@@ -180,9 +193,94 @@ static void sweep(void *p)
     pthread_mutex_unlock(&d->lk);
 }
 
+/* ---- the circuit breaker ----------------------------------------------------------
+ *
+ * acquire() asks the breaker before anything else (while it is closed: one
+ * atomic load); refused, the caller fails at once.  The caller that is
+ * handed the probe fails at once too, and starts the probe: a coroutine of
+ * its own (probe_task) that runs SELECT 1 with the probe interval as its
+ * deadline — so no request ever waits on a server that may still be
+ * frozen, and no request that joined another's work (a cache
+ * single-flight) waits on it either.  (Off a loop, at start-up, the caller
+ * probes itself.)  The probe is marked on the connection it gets, and
+ * every call's outcome is reported by note(): a connection the driver
+ * marked hung (no answer, not even to a cancel, or a connect that did not
+ * finish) is a failure; any answer from the server — rows, or an error
+ * with a SQLSTATE — is a success; anything else (cancelled by the caller,
+ * a refused or reset connection) says nothing. */
+
+/* A connect that timed out this soon says more about the caller's
+ * nearly-spent deadline than about the server. */
+#define HANG_MIN_NS (100 * BZ_NS_PER_MS)
+
+/* When a call began, for note() (0 without a breaker: no clock read). */
+static int64_t call_start(const db *d) { return d->brk.failures > 0 ? bz_now_ns() : 0; }
+
+static void note(db *d, db_conn *c, int r, const bz_error *err, int64_t started)
+{
+    bool probe = c->probe;
+    c->probe = false;
+    if (d->brk.failures <= 0)
+        return;
+    bz_breaker_outcome o = c->hung                          ? BZ_BREAKER_FAILURE
+                           : r == 0 || (err && err->sqlstate[0]) ? BZ_BREAKER_SUCCESS
+                                                                 : BZ_BREAKER_NEUTRAL;
+    c->hung = false; /* reported once, whatever else runs on this connection */
+    bz_breaker_state was = bz_breaker_get_state(&d->brk);
+    if (bz_breaker_report(&d->brk, probe, o, started, bz_now_ns())) {
+        bz_log_warn("db: circuit breaker open: the server stopped answering in time; calls fail fast until a probe "
+                    "gets an answer",
+                    BZ_F_STR("breaker", d->brk.name), BZ_F_INT("probe_interval_ms", d->brk.open_ns / BZ_NS_PER_MS));
+        /* callers parked for a connection fail fast too, instead of
+         * waiting out their deadlines behind the stuck ones */
+        pthread_mutex_lock(&d->lk);
+        rt_waitq_wake_all(&d->waiters, 0);
+        pthread_mutex_unlock(&d->lk);
+    } else if (was != BZ_BREAKER_CLOSED && bz_breaker_get_state(&d->brk) == BZ_BREAKER_CLOSED) {
+        bz_log_info("db: circuit breaker closed: the server answers again", BZ_F_STR("breaker", d->brk.name));
+    }
+}
+
+static int acquire_as(db *d, rt_ctx *ctx, db_conn **out, bz_error *err, bool probe);
+
+static void release(db_conn *c);
+
+static void probe_task(void *p)
+{
+    db *d = p;
+    rt_ctx ctx;
+    rt_ctx_init_timeout(&ctx, NULL, d->brk.open_ns);
+    bz_error e;
+    int64_t t0 = bz_now_ns();
+    db_conn *c;
+    /* acquire_as reports a failed connect, or a wait for a slot that came
+     * to nothing, itself */
+    if (acquire_as(d, &ctx, &c, &e, true) == 0) {
+        int r = d->drv->run(c, &ctx, "SELECT 1", NULL, 0, NULL, NULL, &e);
+        note(d, c, r, &e, t0);
+        release(c);
+    }
+    rt_ctx_release(&ctx);
+    atomic_fetch_sub(&d->probes, 1);
+}
+
+static int fail_fast(db *d, int64_t retry_ns, bz_error *err)
+{
+    bz_err_set(err, BZ_ERR_UNAVAILABLE,
+               "%s: the database stopped answering in time; failing fast (circuit breaker open) until a probe gets "
+               "an answer",
+               d->brk.name);
+    if (err)
+        err->retry_ms = (int)((retry_ns + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS);
+    return -EAGAIN;
+}
+
 /* ---- acquire / release -------------------------------------------------------------- */
 
-static int acquire(db *d, rt_ctx *ctx, db_conn **out, bz_error *err)
+static int acquire(db *d, rt_ctx *ctx, db_conn **out, bz_error *err) { return acquire_as(d, ctx, out, err, false); }
+
+/* probe: the caller is the breaker's probe already (never refused). */
+static int acquire_as(db *d, rt_ctx *ctx, db_conn **out, bz_error *err, bool probe)
 {
     bool waited = false;
     int64_t t0 = 0;
@@ -195,7 +293,28 @@ static int acquire(db *d, rt_ctx *ctx, db_conn **out, bz_error *err)
     for (;;) {
         if (d->closed) {
             pthread_mutex_unlock(&d->lk);
+            if (probe)
+                bz_breaker_report(&d->brk, true, BZ_BREAKER_NEUTRAL, 0, 0);
             return bz_err_set(err, BZ_ERR_UNAVAILABLE, "database pool is closed"), -ESHUTDOWN;
+        }
+        if (!probe && bz_breaker_get_state(&d->brk) != BZ_BREAKER_CLOSED) {
+            int64_t retry = 0;
+            bz_breaker_verdict v = bz_breaker_allow(&d->brk, bz_now_ns(), &retry);
+            if (v == BZ_BREAKER_PROBE && rt_loop_current()) {
+                atomic_fetch_add(&d->probes, 1);
+                rt_go(probe_task, d);
+                v = BZ_BREAKER_REJECT;
+                retry = d->brk.open_ns;
+            }
+            if (v == BZ_BREAKER_REJECT) {
+                if (waited) {
+                    d->st.wait_count++;
+                    d->st.wait_ns += bz_now_ns() - t0;
+                }
+                pthread_mutex_unlock(&d->lk);
+                return fail_fast(d, retry, err);
+            }
+            probe = v == BZ_BREAKER_PROBE;
         }
         int64_t now = rt_now();
         while (d->idle) {
@@ -220,6 +339,7 @@ static int acquire(db *d, rt_ctx *ctx, db_conn **out, bz_error *err)
                 d->st.wait_ns += bz_now_ns() - t0;
             }
             pthread_mutex_unlock(&d->lk);
+            c->probe = probe;
             *out = c;
             return 0;
         }
@@ -237,7 +357,11 @@ static int acquire(db *d, rt_ctx *ctx, db_conn **out, bz_error *err)
             c->d = d;
             c->created_ns = c->returned_ns = bz_now_ns();
             c->pgio.fd = -1;
+            c->probe = probe;
             int r = d->drv->connect(d, c, ctx, err);
+            if (c->hung && bz_now_ns() - c->created_ns < HANG_MIN_NS)
+                c->hung = false;
+            note(d, c, r, err, c->created_ns); /* a connect is a call: answered, hung or refused */
             if (r) {
                 free(c);
                 pthread_mutex_lock(&d->lk);
@@ -262,6 +386,8 @@ static int acquire(db *d, rt_ctx *ctx, db_conn **out, bz_error *err)
             d->st.wait_count++;
             d->st.wait_ns += bz_now_ns() - t0;
             pthread_mutex_unlock(&d->lk);
+            if (probe)
+                bz_breaker_report(&d->brk, true, BZ_BREAKER_NEUTRAL, 0, 0);
             /* No connection came free before the deadline: the database
              * could not serve us in time (every connection busy or stuck),
              * which is an outage (503 unavailable), not a request that took
@@ -276,6 +402,7 @@ static int acquire(db *d, rt_ctx *ctx, db_conn **out, bz_error *err)
             d->st.wait_count++;
             d->st.wait_ns += bz_now_ns() - t0;
             pthread_mutex_unlock(&d->lk);
+            ((db_conn *)handed)->probe = probe;
             *out = handed;
             return 0;
         }
@@ -286,6 +413,8 @@ static int acquire(db *d, rt_ctx *ctx, db_conn **out, bz_error *err)
 static void release(db_conn *c)
 {
     db *d = c->d;
+    if (c->probe) /* a probe whose call reported nothing */
+        note(d, c, -ECANCELED, NULL, 0);
     if (d->drv->idle && !c->broken)
         d->drv->idle(c);
     int64_t now = rt_now();
@@ -366,7 +495,10 @@ static int run(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nar
         if (q.tx->done)
             return bz_err_set(err, BZ_ERR_INVALID, "transaction already ended"), -EINVAL;
         q.tx->c->row_limit = limit;
-        return q.tx->d->drv->run(q.tx->c, ctx, sql, args, nargs, rows, affected, err);
+        int64_t t0 = call_start(q.tx->d);
+        int r = q.tx->d->drv->run(q.tx->c, ctx, sql, args, nargs, rows, affected, err);
+        note(q.tx->d, q.tx->c, r, err, t0);
+        return r;
     }
     db *d = q.d;
     bz_error local;
@@ -376,6 +508,7 @@ static int run(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nar
      * when that cannot repeat a write: it never reached the server
      * (-ENOTCONN) or it only reads.  A failed connect is tried again too
      * (nothing was sent), as database/sql does with ErrBadConn. */
+    int64_t t0 = call_start(d);
     for (int attempt = 0;; attempt++) {
         db_conn *c;
         int r = acquire(d, ctx, &c, err);
@@ -388,6 +521,7 @@ static int run(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nar
         }
         c->row_limit = limit;
         r = d->drv->run(c, ctx, sql, args, nargs, rows, affected, err);
+        note(d, c, r, err, t0);
         bool broken = c->broken;
         release(c);
         if (r == 0 || attempt >= 2 || !broken)
@@ -438,13 +572,19 @@ int db_query_row(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int n
 int db_exec_script(db_q q, rt_ctx *ctx, const char *sql, bz_error *err)
 {
     bz_err_clear(err);
-    if (q.tx)
-        return q.tx->d->drv->script(q.tx->c, ctx, sql, err);
+    db *d = q.tx ? q.tx->d : q.d;
+    int64_t t0 = call_start(d);
+    if (q.tx) {
+        int r = d->drv->script(q.tx->c, ctx, sql, err);
+        note(d, q.tx->c, r, err, t0);
+        return r;
+    }
     db_conn *c;
-    int r = acquire(q.d, ctx, &c, err);
+    int r = acquire(d, ctx, &c, err);
     if (r)
         return r;
-    r = q.d->drv->script(c, ctx, sql, err);
+    r = d->drv->script(c, ctx, sql, err);
+    note(d, c, r, err, t0);
     release(c);
     return r;
 }
@@ -462,6 +602,7 @@ int db_begin(db *d, rt_ctx *ctx, const db_tx_opts *o, db_tx **out, bz_error *err
         abort();
     tx->d = d;
     tx->ctx = ctx;
+    int64_t t0 = call_start(d);
     int r = acquire(d, ctx, &tx->c, err);
     if (r) {
         free(tx);
@@ -483,6 +624,7 @@ int db_begin(db *d, rt_ctx *ctx, const db_tx_opts *o, db_tx **out, bz_error *err
         tx->writer = true;
     }
     r = d->drv->begin(tx->c, ctx, o, err);
+    note(d, tx->c, r, err, t0);
     if (r) {
         if (tx->writer)
             rt_mutex_unlock(&d->lite_writer);
@@ -511,12 +653,15 @@ int db_commit(db_tx *tx, bz_error *err)
 {
     if (tx->done)
         return bz_err_set(err, BZ_ERR_INVALID, "transaction already ended"), -EINVAL;
+    int64_t t0 = call_start(tx->d);
     int r = tx->d->drv->commit(tx->c, tx->ctx, err);
+    note(tx->d, tx->c, r, err, t0);
     if (r == 0) {
         tx->c->in_tx = false;
     } else if (tx->d->drv->rollback(tx->c, NULL) == 0) {
         tx->c->in_tx = false; /* failed commit rolled back; connection clean */
     }
+    note(tx->d, tx->c, -ECANCELED, NULL, t0); /* only a rollback that hung counts */
     tx_end(tx);
     return r;
 }
@@ -528,8 +673,10 @@ int db_rollback(db_tx *tx)
     if (!tx->done) {
         /* Roll back even if the caller's context ended: the connection must
          * come back clean (or be discarded). */
+        int64_t t0 = call_start(tx->d);
         if (tx->d->drv->rollback(tx->c, NULL) == 0)
             tx->c->in_tx = false;
+        note(tx->d, tx->c, -ECANCELED, NULL, t0); /* only a rollback that hung counts */
         tx_end(tx);
     }
     free(tx);

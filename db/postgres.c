@@ -194,6 +194,7 @@ static int flush(db_conn *c, rt_ctx *ctx, bz_error *err)
 static int unresponsive(db_conn *c, bz_error *err)
 {
     c->broken = true;
+    c->hung = true;
     bz_err_set(err, BZ_ERR_CONNECTION, "postgres: the server did not answer in time; connection abandoned");
     return -ETIMEDOUT;
 }
@@ -342,6 +343,7 @@ static int pg_connect(db *d, db_conn *c, rt_ctx *ctx, bz_error *err)
             /* A live server completes a connect in a few round trips: one
              * that outlasts the deadline is not answering (§10: 503
              * unavailable, not a timeout of the request's own making). */
+            c->hung = r == -ETIMEDOUT;
             bz_err_set(err, r == -ETIMEDOUT ? BZ_ERR_CONNECTION : BZ_ERR_CANCELLED,
                        r == -ETIMEDOUT ? "postgres: the server did not complete the connect in time"
                                        : "postgres: connect cancelled");

@@ -31,6 +31,12 @@ int rpc_fail(grpc_call *c, const svc_err *e)
         char v[16];
         snprintf(v, sizeof v, "%d", e->retry_after_s);
         grpc_add_trailer(c, "retry-after", v);
+        /* gRPC's own form, which a client with a retry policy obeys: an
+         * UNAVAILABLE from an open circuit breaker says when to retry */
+        if (code == GRPC_UNAVAILABLE) {
+            snprintf(v, sizeof v, "%d", e->retry_after_s * 1000);
+            grpc_add_trailer(c, "grpc-retry-pushback-ms", v);
+        }
     }
     if (e->nviol == 0)
         return grpc_finish(c, code, "%s", msg);

@@ -233,6 +233,10 @@ static void render_backends(svc *sv, bz_buf *o)
 {
     render_db(o, db_get_stats(svc_db(sv)));
     render_cache(o, svc_cache(sv));
+    const bz_breaker *bs[4];
+    int nb = svc_breakers(sv, bs, 4);
+    if (nb)
+        bz_breaker_metrics(o, bs, nb);
     render_runtime(o);
     bz_metrics_process(o);
     bz_metrics_build(o);

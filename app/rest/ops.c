@@ -14,7 +14,9 @@ int ops_healthz(rest *R, http_req *r, const svc_principal *who)
 }
 
 /* 200 {"db":"ok","cache":"ok"} while both answer; 503 naming the failing
- * part, and 503 once shutdown began. */
+ * part, and 503 once shutdown began.  A circuit breaker that is not closed
+ * is named too ("open_breakers":["db"]): the reason for the 503, or, for
+ * the replica's ("db_read"), a note on a 200 (reads go to the primary). */
 int ops_readyz(rest *R, http_req *r, const svc_principal *who)
 {
     if (R->srv && http_server_draining(R->srv)) {
@@ -24,9 +26,18 @@ int ops_readyz(rest *R, http_req *r, const svc_principal *who)
     }
     bool db_ok, cache_ok;
     svc_ready(R->s, r->ctx, &db_ok, &cache_ok);
-    char body[64];
-    int n = snprintf(body, sizeof body, "{\"db\":\"%s\",\"cache\":\"%s\"}", db_ok ? "ok" : "unavailable",
+    char body[160];
+    int n = snprintf(body, sizeof body, "{\"db\":\"%s\",\"cache\":\"%s\"", db_ok ? "ok" : "unavailable",
                      cache_ok ? "ok" : "unavailable");
+    const bz_breaker *bs[4];
+    int nb = svc_breakers(R->s, bs, 4), nopen = 0;
+    for (int i = 0; i < nb; i++)
+        if (bz_breaker_get_state(bs[i]) != BZ_BREAKER_CLOSED)
+            n += snprintf(body + n, sizeof body - (size_t)n, "%s\"%s\"", nopen++ ? "," : ",\"open_breakers\":[",
+                          bs[i]->name);
+    n += snprintf(body + n, sizeof body - (size_t)n, "%s}", nopen ? "]" : "");
+    if (!(db_ok && cache_ok))
+        http_add_header(r, "Retry-After", "1");
     return http_send(r, db_ok && cache_ok ? 200 : 503, "application/json; charset=utf-8", body, (size_t)n);
 }
 
@@ -86,7 +97,7 @@ static const char schemas[] =
     "\"OrderPage\":" PAGE("Order") ","
     "\"Leaderboard\":{\"type\":\"object\",\"properties\":{\"data\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":"
     "{\"rank\":{\"type\":\"integer\"},\"user_id\":" I64 ",\"name\":" STR ",\"spent_cents\":" I64 "}}}}},"
-    "\"Ready\":{\"type\":\"object\",\"properties\":{\"db\":" STR ",\"cache\":" STR "}}";
+    "\"Ready\":{\"type\":\"object\",\"properties\":{\"db\":" STR ",\"cache\":" STR ",\"open_breakers\":{\"type\":\"array\",\"items\":" STR "}}}";
 
 /* The request schemas, from the limits table (app/svc/limits.h). */
 static void limit_schema(bz_buf *o, const svc_limit *l)

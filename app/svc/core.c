@@ -54,6 +54,17 @@ void svc_ready(svc *s, rt_ctx *ctx, bool *db_ok, bool *cache_ok)
     rt_ctx_release(&c);
 }
 
+int svc_breakers(const svc *s, const bz_breaker **out, int max)
+{
+    const bz_breaker *all[] = {db_get_breaker(s->db), s->rep.db ? db_get_breaker(s->rep.db) : NULL,
+                               s->cache ? cache_get_breaker(s->cache) : NULL};
+    int n = 0;
+    for (size_t i = 0; i < sizeof all / sizeof all[0] && n < max; i++)
+        if (all[i] && all[i]->failures > 0)
+            out[n++] = all[i];
+    return n;
+}
+
 int need_user(const svc_call *c, svc_err *e)
 {
     if (c->who && c->who->user_id > 0)
@@ -77,8 +88,12 @@ int svc_authenticate(svc *s, rt_ctx *ctx, const char *token, size_t n, const cha
     bz_error be;
     int64_t id = 0;
     int rc = cache_session_get(s->cache, ctx, p->token_hash, &id, &be);
-    if (rc < 0)
-        return svc_fail(e, SVC_UNAVAILABLE, "unavailable", "the session store is unavailable; retry");
+    if (rc < 0) {
+        svc_fail(e, SVC_UNAVAILABLE, "unavailable", "the session store is unavailable; retry");
+        if (be.retry_ms > 0) /* its circuit breaker is open: retry after its next probe */
+            e->retry_after_s = (be.retry_ms + 999) / 1000;
+        return -1;
+    }
     if (rc == 0 && id > 0)
         p->user_id = id;
     return 0;

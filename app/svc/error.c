@@ -78,7 +78,11 @@ int svc_fail_from(svc_err *e, const bz_error *be)
     case BZ_ERR_CANCELLED: return svc_fail(e, SVC_CANCELLED, "cancelled", "the request was cancelled");
     case BZ_ERR_CONNECTION:
     case BZ_ERR_UNAVAILABLE:
-        return svc_fail(e, SVC_UNAVAILABLE, "unavailable", "a backing service is unavailable; retry later");
+        svc_fail(e, SVC_UNAVAILABLE, "unavailable", "a backing service is unavailable; retry later");
+        /* a circuit breaker's fast failure says when its next probe goes */
+        if (be->retry_ms > 0)
+            e->retry_after_s = (be->retry_ms + 999) / 1000;
+        return -1;
     default:
         bz_log_err("request failed", BZ_F_STR("kind", bz_err_kind_name(be->kind)), BZ_F_STR("error", be->msg));
         return svc_fail(e, SVC_INTERNAL, "internal", "internal error");

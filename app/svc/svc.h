@@ -285,6 +285,10 @@ int svc_schema_version(void);
 cache *svc_cache(const svc *s);
 /* Readiness: whether the database and the cache answer now. */
 void svc_ready(svc *s, rt_ctx *ctx, bool *db_ok, bool *cache_ok);
+/* The dependencies' circuit breakers (base/breaker.h): the database's,
+ * the replica's (named "db_read") when there is one, Redis's ("cache")
+ * when the cache is Redis.  Returns how many were written to out. */
+int svc_breakers(const svc *s, const bz_breaker **out, int max);
 
 /* ---- users and sessions (API.md §3) ------------------------------------------------------ */
 

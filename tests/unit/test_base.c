@@ -1,11 +1,13 @@
 /* tests/unit/test_base.c — base/: arena, buffers and slices, clocks,
- * logging, errors, the flag/environment parser and the Redis URL grammar. */
+ * logging, errors, the flag/environment parser, the Redis URL grammar and
+ * the circuit breaker's state machine. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
 #include "base/arena.h"
+#include "base/breaker.h"
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/config.h"
@@ -15,6 +17,8 @@
 #include "base/redisurl.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -501,6 +505,194 @@ static void redis_urls(void **state)
     }
 }
 
+/* ---- the circuit breaker ---- */
+
+#define SEC 1000000000LL
+
+static void breaker_opens_probes_and_closes(void **state)
+{
+    bz_breaker b;
+    int64_t retry = -1;
+    bz_breaker_init(&b, "db", 3, 1 * SEC);
+    /* closed: failures below the threshold, interrupted by any answer */
+    for (int round = 0; round < 3; round++) {
+        assert_int_equal(bz_breaker_allow(&b, 0, &retry), BZ_BREAKER_PASS);
+        assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 10));
+        assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 10));
+        assert_false(bz_breaker_report(&b, false, BZ_BREAKER_SUCCESS, 0, 10)); /* e.g. a unique violation */
+    }
+    /* neutral outcomes (refused, cancelled) neither count nor reset */
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 10));
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_NEUTRAL, 0, 10));
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 10));
+    assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_CLOSED);
+    /* the third in a row opens it, once */
+    assert_true(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 100));
+    assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_OPEN);
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 200)); /* calls in flight change nothing */
+    /* open: refused, told when the probe may go */
+    assert_int_equal(bz_breaker_allow(&b, 100 + SEC / 4, &retry), BZ_BREAKER_REJECT);
+    assert_int_equal(retry, SEC - SEC / 4);
+    assert_int_equal(bz_breaker_allow(&b, 100 + SEC - 1, &retry), BZ_BREAKER_REJECT);
+    assert_int_equal(retry, 1000000); /* never less than 1 ms */
+    /* then one probe; the others are still refused */
+    assert_int_equal(bz_breaker_allow(&b, 100 + SEC, &retry), BZ_BREAKER_PROBE);
+    assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_HALF_OPEN);
+    assert_int_equal(bz_breaker_allow(&b, 100 + SEC, &retry), BZ_BREAKER_REJECT);
+    assert_int_equal(retry, SEC);
+    /* the probe fails: open for another interval from then */
+    assert_true(bz_breaker_report(&b, true, BZ_BREAKER_FAILURE, 0, 3 * SEC));
+    assert_int_equal(bz_breaker_allow(&b, 3 * SEC + SEC / 2, &retry), BZ_BREAKER_REJECT);
+    assert_int_equal(retry, SEC / 2);
+    /* a probe that learns nothing hands the probe on at once */
+    assert_int_equal(bz_breaker_allow(&b, 4 * SEC, &retry), BZ_BREAKER_PROBE);
+    assert_false(bz_breaker_report(&b, true, BZ_BREAKER_NEUTRAL, 0, 4 * SEC));
+    assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_OPEN);
+    assert_int_equal(bz_breaker_allow(&b, 4 * SEC + 1, &retry), BZ_BREAKER_PROBE);
+    /* its first success closes it */
+    assert_false(bz_breaker_report(&b, true, BZ_BREAKER_SUCCESS, 0, 4 * SEC + 2));
+    assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_CLOSED);
+    assert_int_equal(bz_breaker_allow(&b, 4 * SEC + 3, &retry), BZ_BREAKER_PASS);
+    /* the count starts again from zero */
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 5 * SEC));
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 5 * SEC));
+    assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_CLOSED);
+    /* open again; a call that was in flight and got an answer closes it
+     * without waiting for a probe (the server answered) */
+    assert_true(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 5 * SEC));
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_SUCCESS, 0, 5 * SEC + 1));
+    assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_CLOSED);
+    /* every state change and refusal was counted */
+    assert_int_equal(atomic_load(&b.to_open), 4);      /* 2 opens, 1 failed probe, 1 neutral probe */
+    assert_int_equal(atomic_load(&b.to_half_open), 3);
+    assert_int_equal(atomic_load(&b.to_closed), 2);
+    assert_int_equal(atomic_load(&b.rejected), 4);
+    assert_string_equal(bz_breaker_state_name(BZ_BREAKER_HALF_OPEN), "half_open");
+    bz_buf o = BZ_BUF_INIT;
+    const bz_breaker *bs[] = {&b, NULL};
+    bz_breaker_metrics(&o, bs, 2);
+    assert_non_null(strstr(o.data, "# TYPE bazaar_breaker_state gauge\nbazaar_breaker_state{dependency=\"db\"} 0\n"));
+    assert_non_null(strstr(o.data, "bazaar_breaker_transitions_total{dependency=\"db\",to=\"open\"} 4\n"));
+    assert_non_null(strstr(o.data, "bazaar_breaker_rejected_total{dependency=\"db\"} 4\n"));
+    bz_buf_free(&o);
+
+    /* silence: one call that got no answer opens it at once when nothing
+     * at all was answered during the second half of its wait ... */
+    bz_breaker_init(&b, "cache", 3, 1 * SEC);
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_SUCCESS, 1 * SEC, 2 * SEC)); /* last answer at 2 s */
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 1 * SEC, 3 * SEC - 1000)); /* not 1 of 2 s */
+    assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_CLOSED);
+    assert_true(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 1 * SEC, 4 * SEC)); /* 2 of 3 s */
+    assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_OPEN);
+    /* ... but not when other calls got answers meanwhile (a slow call) */
+    bz_breaker_init(&b, "cache", 3, 1 * SEC);
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_SUCCESS, 1 * SEC, 3 * SEC + SEC / 2));
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 2 * SEC, 4 * SEC));
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_SUCCESS, 4 * SEC, 5 * SEC));
+    assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 4 * SEC, 5 * SEC + SEC / 2));
+    assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_CLOSED);
+
+    /* failures 0: no breaker at all */
+    bz_breaker_init(&b, "off", 0, SEC);
+    for (int i = 0; i < 100; i++)
+        assert_false(bz_breaker_report(&b, false, BZ_BREAKER_FAILURE, 0, 0));
+    assert_int_equal(bz_breaker_allow(&b, 0, &retry), BZ_BREAKER_PASS);
+}
+
+/* --breaker-failures and --breaker-probe-interval, and their twins. */
+static void breaker_flags(void **state)
+{
+    static bz_config c;
+    char err[512];
+    assert_int_equal(parse(&c, err, "serve", NULL), 0);
+    assert_int_equal(c.breaker_failures, 3);
+    assert_true(c.breaker_probe_interval_ns == 1 * SEC);
+    setenv("BAZAAR_BREAKER_FAILURES", "0", 1); /* off */
+    setenv("BAZAAR_BREAKER_PROBE_INTERVAL", "5s", 1);
+    assert_int_equal(parse(&c, err, "serve", "--breaker-probe-interval", "250ms", NULL), 0);
+    assert_int_equal(c.breaker_failures, 0);
+    assert_true(c.breaker_probe_interval_ns == SEC / 4); /* the flag beats the environment */
+    unsetenv("BAZAAR_BREAKER_FAILURES");
+    unsetenv("BAZAAR_BREAKER_PROBE_INTERVAL");
+    assert_int_equal(parse(&c, err, "serve", "--breaker-failures", "-1", NULL), -1);
+    assert_non_null(strstr(err, "--breaker-failures"));
+    assert_int_equal(parse(&c, err, "serve", "--breaker-probe-interval", "0", NULL), -1);
+    assert_non_null(strstr(err, "--breaker-probe-interval"));
+}
+
+/* Many threads at the moment a probe is due: exactly one gets it, every
+ * round; many threads reporting the failures that open it: exactly one
+ * opens it. */
+typedef struct {
+    bz_breaker *b;
+    pthread_barrier_t *start, *done;
+    _Atomic int probes, opens, ready;
+    int rounds, threads;
+} race;
+
+/* After the barrier (whose waiters wake one by one), spin until every
+ * thread is here, so that the calls below really overlap. */
+static void line_up(race *x, int round, int phase)
+{
+    int want = (round * 2 + phase + 1) * x->threads;
+    atomic_fetch_add(&x->ready, 1);
+    for (int spins = 0; atomic_load(&x->ready) < want; spins++)
+        if (spins > 20000) /* a thread not on a core: let it run */
+            sched_yield();
+}
+
+static void *racer(void *p)
+{
+    race *x = p;
+    for (int r = 0; r < x->rounds; r++) {
+        pthread_barrier_wait(x->start); /* the breaker is closed */
+        line_up(x, r, 0);
+        for (int i = 0; i < 3; i++)
+            if (bz_breaker_report(x->b, false, BZ_BREAKER_FAILURE, 0, (int64_t)r * 10 * SEC))
+                atomic_fetch_add(&x->opens, 1);
+        pthread_barrier_wait(x->done);
+        pthread_barrier_wait(x->start); /* now open, its probe due */
+        line_up(x, r, 1);
+        if (bz_breaker_allow(x->b, (int64_t)r * 10 * SEC + 2 * SEC, NULL) == BZ_BREAKER_PROBE)
+            atomic_fetch_add(&x->probes, 1);
+        pthread_barrier_wait(x->done);
+    }
+    return NULL;
+}
+
+static void breaker_one_probe_across_threads(void **state)
+{
+    enum { THREADS = 4, ROUNDS = 500 };
+    bz_breaker b;
+    bz_breaker_init(&b, "db", 3, 1 * SEC);
+    pthread_barrier_t start, done;
+    pthread_barrier_init(&start, NULL, THREADS + 1);
+    pthread_barrier_init(&done, NULL, THREADS + 1);
+    race x = {.b = &b, .start = &start, .done = &done, .rounds = ROUNDS, .threads = THREADS};
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, racer, &x), 0);
+    for (int r = 0; r < ROUNDS; r++) {
+        pthread_barrier_wait(&start);
+        pthread_barrier_wait(&done);
+        assert_int_equal(atomic_load(&x.opens), r + 1);
+        assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_OPEN);
+        pthread_barrier_wait(&start);
+        pthread_barrier_wait(&done);
+        assert_int_equal(atomic_load(&x.probes), r + 1);
+        assert_int_equal(bz_breaker_get_state(&b), BZ_BREAKER_HALF_OPEN);
+        bz_breaker_report(&b, true, BZ_BREAKER_SUCCESS, 0, 0); /* closed for the next round */
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&start);
+    pthread_barrier_destroy(&done);
+    assert_int_equal(atomic_load(&b.to_open), ROUNDS);
+    assert_int_equal(atomic_load(&b.to_half_open), ROUNDS);
+    assert_int_equal(atomic_load(&b.to_closed), ROUNDS);
+    assert_int_equal(atomic_load(&b.rejected), (int64_t)ROUNDS * (THREADS - 1));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -518,6 +710,9 @@ int main(void)
         cmocka_unit_test(config_rejects_bad_values),
         cmocka_unit_test(notations),
         cmocka_unit_test(redis_urls),
+        cmocka_unit_test(breaker_opens_probes_and_closes),
+        cmocka_unit_test(breaker_one_probe_across_threads),
+        cmocka_unit_test(breaker_flags),
     };
     return cmocka_run_group_tests_name("base", tests, NULL, NULL);
 }
