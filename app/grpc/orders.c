@@ -1,28 +1,10 @@
-/* app/grpc/orders.c — bazaar.v1.OrderService: GetOrder, and WatchOrders on
- * the same pub/sub channel as the REST event stream. */
+/* app/grpc/orders.c — bazaar.v1.OrderService's WatchOrders stream, on the
+ * same pub/sub channel as the REST event stream. */
 #include "app/grpc/rpc-private.h"
 
 #include <errno.h>
 
-int rpc_get_order(grpc_call *c, void *data)
-{
-    rpc *R = data;
-    Bazaar__V1__GetOrderRequest *in;
-    if (rpc_recv1(c, &bazaar__v1__get_order_request__descriptor, (ProtobufCMessage **)&in) != 0)
-        return 0;
-    svc_call sc = rpc_call(c);
-    svc_err e;
-    svc_err_clear(&e);
-    svc_order o;
-    if (svc_order_get(R->s, &sc, in->id, &o, &e) != 0)
-        return rpc_fail(c, &e);
-    Bazaar__V1__Order out;
-    rpc_order(grpc_arena(c), &o, &out);
-    grpc_send(c, &out.base);
-    return grpc_finish(c, GRPC_OK, NULL);
-}
-
-int rpc_watch_orders(grpc_call *c, void *data)
+int rpc_orders_watch(grpc_call *c, void *data)
 {
     rpc *R = data;
     Bazaar__V1__WatchOrdersRequest *in;

@@ -105,9 +105,6 @@ static int limit(grpc_call *c, const grpc_method *m, void *data, int (*next)(grp
     return next(c, m);
 }
 
-static const char *const services[] = {"bazaar.v1.UserService", "bazaar.v1.ItemService", "bazaar.v1.OrderService",
-                                       NULL};
-
 rpc *rpc_new(svc *s, const bz_config *cfg, grpc_serving_fn ready, void *ready_arg)
 {
     rpc *R = calloc(1, sizeof *R);
@@ -119,19 +116,8 @@ rpc *rpc_new(svc *s, const bz_config *cfg, grpc_serving_fn ready, void *ready_ar
                    .web_origins = cfg->grpc_web_origins,
                    .unary_timeout_ns = cfg->request_timeout_ns};
     R->g = grpc_server_new(&o);
-    const grpc_method ms[] = {
-        {"/bazaar.v1.UserService/GetUser", rpc_get_user, R, false, false},
-        {"/bazaar.v1.UserService/CreateUser", rpc_create_user, R, false, false},
-        {"/bazaar.v1.UserService/ListUsers", rpc_list_users, R, false, true},
-        {"/bazaar.v1.ItemService/GetItem", rpc_get_item, R, false, false},
-        {"/bazaar.v1.ItemService/ImportItems", rpc_import_items, R, true, false},
-        {"/bazaar.v1.ItemService/LookupItems", rpc_lookup_items, R, true, true},
-        {"/bazaar.v1.OrderService/GetOrder", rpc_get_order, R, false, false},
-        {"/bazaar.v1.OrderService/WatchOrders", rpc_watch_orders, R, false, true},
-    };
-    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
-        grpc_server_add(R->g, &ms[i]);
-    grpc_health_register(R->g, services, ready, ready_arg);
+    rpc_register(R); /* app/ops.def's gRPC rows (methods.c) */
+    grpc_health_register(R->g, R->services, ready, ready_arg);
     grpc_reflection_register(R->g);
     grpc_testing_register(R->g);
     grpc_server_intercept(R->g, observe, R);
@@ -147,5 +133,9 @@ void rpc_free(rpc *R)
     if (!R)
         return;
     grpc_server_free(R->g);
+    for (int i = 0; R->services && R->services[i]; i++)
+        free((char *)R->services[i]);
+    free(R->services);
+    free(R->bindings);
     free(R);
 }
