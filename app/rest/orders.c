@@ -121,17 +121,24 @@ static int sse_flush(rest *R, http_req *r)
     return http_flush(r);
 }
 
-int orders_events(rest *R, http_req *r, const svc_principal *who)
+/* The loop is the service's (svc_orders_stream); this is where its
+ * events go: one SSE "order" event each, and a heartbeat comment when the
+ * stream has been quiet for HEARTBEAT_NS.  A draining server ends it. */
+typedef struct {
+    rest *R;
+    http_req *r;
+    int64_t next_beat;
+    bz_buf msg;
+    bool subscribed;
+} sse_state;
+
+static int sse_more(sse_state *st, int rc) { return rc != 0 || (st->R->srv && http_server_draining(st->R->srv)); }
+
+static int sse_ready(void *arg)
 {
-    svc_err e;
-    svc_err_clear(&e);
-    int64_t id;
-    if (!rest_path_id(r, "id", &id, &e))
-        return rest_fail(r, &e);
-    svc_call c = rest_call(r, who);
-    svc_watch *w = NULL;
-    if (svc_orders_watch(R->s, &c, id, &w, &e) != 0)
-        return rest_fail(r, &e);
+    sse_state *st = arg;
+    http_req *r = st->r;
+    st->subscribed = true;
     http_set_status(r, 200);
     http_add_header(r, "Content-Type", "text/event-stream");
     http_add_header(r, "Cache-Control", "no-cache");
@@ -140,35 +147,50 @@ int orders_events(rest *R, http_req *r, const svc_principal *who)
      * is subscribed. */
     static const char hello[] = ": subscribed\n\n";
     http_write(r, hello, sizeof hello - 1);
-    int rc = sse_flush(R, r);
-    int64_t next_beat = bz_now_ns() + HEARTBEAT_NS;
-    bz_buf msg = BZ_BUF_INIT;
-    while (rc == 0 && !(R->srv && http_server_draining(R->srv))) {
-        rt_ctx tick;
-        rt_ctx_init_timeout(&tick, r->ctx, BZ_NS_PER_S);
-        svc_order_event ev;
-        int got = svc_watch_next(w, &tick, &ev);
-        rt_ctx_release(&tick);
-        if (got == 0) {
-            static const char head[] = "event: order\ndata: ";
-            bz_buf_clear(&msg);
-            enc_event_json(&msg, &ev);
-            http_write(r, head, sizeof head - 1);
-            http_write(r, msg.data, msg.len);
-            http_write(r, "\n\n", 2);
-            rc = sse_flush(R, r);
-        } else if (got == -EPIPE || rt_ctx_err(r->ctx)) {
-            break;
-        } else if (bz_now_ns() >= next_beat) {
-            static const char beat[] = ": heartbeat\n\n";
-            http_write(r, beat, sizeof beat - 1);
-            rc = sse_flush(R, r);
-            next_beat = bz_now_ns() + HEARTBEAT_NS;
-        }
+    st->next_beat = bz_now_ns() + HEARTBEAT_NS;
+    return sse_more(st, sse_flush(st->R, r));
+}
+
+static int sse_event(void *arg, const svc_order_event *ev)
+{
+    sse_state *st = arg;
+    static const char head[] = "event: order\ndata: ";
+    bz_buf_clear(&st->msg);
+    enc_event_json(&st->msg, ev);
+    http_write(st->r, head, sizeof head - 1);
+    http_write(st->r, st->msg.data, st->msg.len);
+    http_write(st->r, "\n\n", 2);
+    return sse_more(st, sse_flush(st->R, st->r));
+}
+
+static int sse_idle(void *arg)
+{
+    sse_state *st = arg;
+    int rc = 0;
+    if (bz_now_ns() >= st->next_beat) {
+        static const char beat[] = ": heartbeat\n\n";
+        http_write(st->r, beat, sizeof beat - 1);
+        rc = sse_flush(st->R, st->r);
+        st->next_beat = bz_now_ns() + HEARTBEAT_NS;
     }
-    bz_buf_free(&msg);
-    svc_watch_close(w);
-    return 0;
+    return sse_more(st, rc);
+}
+
+int orders_events(rest *R, http_req *r, const svc_principal *who)
+{
+    svc_err e;
+    svc_err_clear(&e);
+    int64_t id;
+    if (!rest_path_id(r, "id", &id, &e))
+        return rest_fail(r, &e);
+    svc_call c = rest_call(r, who);
+    sse_state st = {R, r, 0, BZ_BUF_INIT, false};
+    svc_watch_sink sink = {sse_ready, sse_event, sse_idle, &st};
+    int rc = svc_orders_stream(R->s, &c, id, &sink, &e);
+    bz_buf_free(&st.msg);
+    if (rc != 0 && !st.subscribed)
+        return rest_fail(r, &e); /* refused before the stream began */
+    return 0;                    /* a stream ends by ending */
 }
 
 /* ---- GET /v1/leaderboard/spenders ---- */

@@ -658,3 +658,44 @@ void svc_watch_close(svc_watch *w)
     bz_buf_free(&w->msg);
     free(w);
 }
+
+/* The lease tick: how long a watch parks before it looks at the world
+ * (renews the lease, lets the transport beat its heart, sees shutdown). */
+#define WATCH_TICK_NS BZ_NS_PER_S
+
+int svc_orders_stream(svc *s, svc_call *c, int64_t user_id, const svc_watch_sink *sink, svc_err *e)
+{
+    svc_watch *w;
+    if (svc_orders_watch(s, c, user_id, &w, e) != 0)
+        return -1;
+    int rc = 0;
+    if (sink->ready && sink->ready(sink->arg) != 0) {
+        svc_watch_close(w);
+        return 0;
+    }
+    for (;;) {
+        rt_ctx tick;
+        rt_ctx_init_timeout(&tick, c->ctx, WATCH_TICK_NS);
+        svc_order_event ev;
+        int got = svc_watch_next(w, &tick, &ev);
+        rt_ctx_release(&tick);
+        if (got == 0) {
+            if (sink->event(sink->arg, &ev) != 0)
+                break;
+        } else if (got == -EPIPE) {
+            rc = svc_fail(e, SVC_UNAVAILABLE, "stream_ended", "the event stream ended");
+            break;
+        } else if (rt_ctx_err(c->ctx)) {
+            rc = rt_ctx_err(c->ctx) == ETIMEDOUT ? svc_fail(e, SVC_TIMEOUT, "timeout", "deadline exceeded")
+                                                 : svc_fail(e, SVC_CANCELLED, "cancelled", "cancelled");
+            break;
+        } else if (rt_ctx_err(rt_shutdown_ctx())) {
+            rc = svc_fail(e, SVC_UNAVAILABLE, "shutting_down", "the server is shutting down");
+            break;
+        } else if (sink->idle && sink->idle(sink->arg) != 0) {
+            break;
+        }
+    }
+    svc_watch_close(w);
+    return rc;
+}

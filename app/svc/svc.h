@@ -419,6 +419,21 @@ int svc_orders_watch(svc *s, svc_call *c, int64_t user_id, svc_watch **out, svc_
  * when ctx ends, -EPIPE when the subscription ended. */
 int svc_watch_next(svc_watch *w, rt_ctx *ctx, svc_order_event *ev);
 void svc_watch_close(svc_watch *w);
+/* The watch loop, once for every transport: subscribes as
+ * svc_orders_watch does (its refusals are returned before sink->ready
+ * runs), then hands each event to sink->event as it comes and calls
+ * sink->idle on each quiet lease tick (about a second: the lease is
+ * renewed between).  A callback returning non-zero ends the stream: 0 is
+ * returned.  Otherwise -1 with e: SVC_TIMEOUT / SVC_CANCELLED when the
+ * caller's context ends, SVC_UNAVAILABLE "shutting_down" when the process
+ * stops, SVC_UNAVAILABLE "stream_ended" when the subscription ended. */
+typedef struct svc_watch_sink {
+    int (*ready)(void *arg);                                  /* subscribed (may be NULL) */
+    int (*event)(void *arg, const svc_order_event *ev);
+    int (*idle)(void *arg);                                   /* may be NULL */
+    void *arg;
+} svc_watch_sink;
+int svc_orders_stream(svc *s, svc_call *c, int64_t user_id, const svc_watch_sink *sink, svc_err *e);
 /* How many watches uid has open (live leases, every instance). */
 int svc_streams_open(svc *s, int64_t uid);
 
