@@ -13,7 +13,6 @@
 
 typedef struct {
     svc_principal who;
-    char request_id[64];
 } call_state;
 
 const svc_principal *rpc_who(grpc_call *c)
@@ -30,19 +29,6 @@ svc_call rpc_call(grpc_call *c)
     return sc;
 }
 
-static bool id_ok(bz_str v)
-{
-    if (v.n < 1 || v.n > 64)
-        return false;
-    for (size_t i = 0; i < v.n; i++) {
-        char ch = v.p[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
-              ch == '_' || ch == ':' || ch == '-'))
-            return false;
-    }
-    return true;
-}
-
 /* Outermost: the request id (x-request-id metadata echoed, else made),
  * then one access-log line and the metrics when the call ends. */
 static int observe(grpc_call *c, const grpc_method *m, void *data,
@@ -51,16 +37,13 @@ static int observe(grpc_call *c, const grpc_method *m, void *data,
     (void)data;
     call_state *st = bz_arena_calloc(grpc_arena(c), 1, sizeof *st);
     grpc_set_user(c, st);
-    bz_str rid = grpc_metadata(c, "x-request-id");
-    if (rid.p && id_ok(rid))
-        snprintf(st->request_id, sizeof st->request_id, "%.*s", (int)rid.n, rid.p);
-    else
-        snprintf(st->request_id, sizeof st->request_id, "%016llx", (unsigned long long)bz_rand64());
-    grpc_add_header(c, "x-request-id", st->request_id);
+    http_req *r = grpc_http(c);
+    http_request_id_set(r, grpc_metadata(c, "x-request-id")); /* REST's policy, one place (http/middleware.c) */
+    grpc_add_header(c, "x-request-id", r->request_id);
     char tp[56];
     bz_trace_format(&grpc_http(c)->trace, tp);
     grpc_add_header(c, "traceresponse", tp);
-    bz_log_dbg("grpc started", BZ_F_STR("method", m ? m->path : "(unknown)"), BZ_F_STR("request_id", st->request_id));
+    bz_log_dbg("grpc started", BZ_F_STR("method", m ? m->path : "(unknown)"), BZ_F_STR("request_id", r->request_id));
     int64_t t0 = bz_now_ns();
     int rc = next(c, m);
     /* recovery: a handler that failed without a status is INTERNAL */
@@ -71,9 +54,8 @@ static int observe(grpc_call *c, const grpc_method *m, void *data,
     int64_t dt = bz_now_ns() - t0;
     grpc_code code = grpc_finished(c) ? grpc_status(c) : GRPC_OK;
     grpc_metrics_observe(m ? m->path : NULL, code, dt);
-    http_req *r = grpc_http(c);
     bz_log_info("grpc", BZ_F_STR("method", m ? m->path : "(unknown)"), BZ_F_STR("code", grpc_code_name(code)),
-                BZ_F_DBL("duration_ms", (double)dt / 1e6), BZ_F_STR("request_id", st->request_id),
+                BZ_F_DBL("duration_ms", (double)dt / 1e6), BZ_F_STR("request_id", r->request_id),
                 BZ_F_STR("peer", r->peer));
     return rc;
 }

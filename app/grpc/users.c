@@ -29,8 +29,6 @@ int rpc_users_list(grpc_call *c, void *data)
     Bazaar__V1__ListUsersRequest *in;
     if (rpc_recv1(c, &bazaar__v1__list_users_request__descriptor, (ProtobufCMessage **)&in) != 0)
         return 0;
-    if (in->limit < 0)
-        return grpc_finish(c, GRPC_INVALID_ARGUMENT, "limit must not be negative");
     svc_call sc = rpc_call(c);
     svc_err e;
     svc_err_clear(&e);

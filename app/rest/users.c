@@ -31,9 +31,8 @@ int users_get(rest *R, http_req *r, const svc_principal *who)
         return rest_fail(r, &e);
     svc_call c = rest_call(r, who);
     svc_user u;
-    if (svc_user_get(R->s, &c, id, &u, &e) != 0)
+    if (svc_user_profile(R->s, &c, id, &u, &e) != 0)
         return rest_fail(r, &e);
-    u.email = NULL; /* GET /v1/users/{id} is the public profile */
     return rest_send(r, 200, enc_user_json, &u, NULL, 0);
 }
 

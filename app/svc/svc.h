@@ -304,6 +304,8 @@ typedef struct svc_login_in {
 int svc_user_create(svc *s, svc_call *c, const svc_user_in *in, svc_user *out, svc_err *e);
 /* A user by id; the email only when the caller is that user. */
 int svc_user_get(svc *s, svc_call *c, int64_t id, svc_user *out, svc_err *e);
+/* A user's public profile: the public fields only, whoever asks. */
+int svc_user_profile(svc *s, svc_call *c, int64_t id, svc_user *out, svc_err *e);
 /* The user with this email (case-insensitive): *found false if none.
  * The result is public (no email).  A missing email is a violation. */
 int svc_user_find(svc *s, svc_call *c, svc_str email, svc_user *out, bool *found, svc_err *e);
@@ -313,7 +315,8 @@ int svc_user_me(svc *s, svc_call *c, svc_user *out, svc_err *e);
 int svc_user_patch_op(svc *s, svc_call *c, int64_t id, const svc_user_patch *in, svc_user *out, svc_err *e);
 /* Every user with id > after_id, ascending, up to limit (0 = no limit),
  * handed to emit one at a time as they are read (in batches), public
- * fields only.  emit returning non-zero stops the walk (0 returned).
+ * fields only (a negative limit is a violation).  emit returning non-zero
+ * stops the walk (0 returned).
  * Checks the context between rows: a cancelled caller stops the walk with
  * SVC_CANCELLED / SVC_TIMEOUT. */
 typedef int (*svc_user_fn)(void *arg, const svc_user *u);

@@ -58,6 +58,13 @@ int svc_user_get(svc *s, svc_call *c, int64_t id, svc_user *out, svc_err *e)
     return load_user(s, c, id, c->who && c->who->user_id == id, true, out, e);
 }
 
+int svc_user_profile(svc *s, svc_call *c, int64_t id, svc_user *out, svc_err *e)
+{
+    if (id <= 0)
+        return svc_fail(e, SVC_NOT_FOUND, "not_found", "user %lld does not exist", (long long)id);
+    return load_user(s, c, id, false, true, out, e);
+}
+
 int svc_user_find(svc *s, svc_call *c, svc_str email, svc_user *out, bool *found, svc_err *e)
 {
     *found = false;
@@ -129,8 +136,10 @@ int svc_user_patch_op(svc *s, svc_call *c, int64_t id, const svc_user_patch *in,
 
 int svc_users_list(svc *s, svc_call *c, int64_t after_id, int64_t limit, svc_user_fn emit, void *arg, svc_err *e)
 {
-    if (limit < 0)
-        limit = 0;
+    if (limit < 0) {
+        svc_violate(e, "limit", "must not be negative (0 is no limit)");
+        return -1;
+    }
     int64_t sent = 0, last = after_id < 0 ? 0 : after_id;
     for (;;) {
         int64_t want = LIST_BATCH;

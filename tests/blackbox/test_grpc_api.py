@@ -524,3 +524,41 @@ def test_every_contract_method_is_served(srv):
                 stub(b"", timeout=10)
             except grpc.RpcError as e:
                 assert e.code() != grpc.StatusCode.UNIMPLEMENTED, (svc.full_name, m.name)
+
+
+# ---- one policy for both transports ----
+
+
+def test_request_id_is_the_rest_policy(srv):
+    """x-request-id: a valid one is echoed, else one is made as REST makes
+    it (128 bits, 32 hex digits)."""
+    import re
+    for sent, want in ((None, None), ("bad id!", None), ("x" * 65, None), ("rid:grpc-7", "rid:grpc-7")):
+        md = [("x-request-id", sent)] if sent else []
+        stub = srv.channel.unary_unary(P + "ItemService/ListItems", request_serializer=lambda m: m.SerializeToString(),
+                                       response_deserializer=pb.ListItemsResponse.FromString)
+        _, c = stub.with_call(pb.ListItemsRequest(page_size=1), metadata=md, timeout=10)
+        got = dict(c.initial_metadata())["x-request-id"]
+        if want:
+            assert got == want
+        else:
+            assert re.fullmatch(r"[0-9a-f]{32}", got), got
+    r = Client(srv).get("/v1/items", params={"limit": 1})
+    assert re.fullmatch(r"[0-9a-f]{32}", r.headers["X-Request-Id"])
+
+
+def test_list_users_limit_is_the_services_rule(srv):
+    stream = srv.channel.unary_stream(P + "UserService/ListUsers", request_serializer=lambda m: m.SerializeToString(),
+                                      response_deserializer=pb.User.FromString)
+    with pytest.raises(grpc.RpcError) as e:
+        list(stream(pb.ListUsersRequest(limit=-1), timeout=10))
+    assert violations(e.value) == {"limit"}
+
+
+def test_public_profile_on_rest_own_email_on_get_user(srv):
+    """GET /v1/users/{id} is the public profile even for its owner (the
+    service's svc_user_profile); GetUser shows the caller their email."""
+    c, u = new_user(srv)
+    assert "email" not in c.get("/v1/users/%d" % u["id"]).json()
+    assert call(srv, "UserService/GetUser", pb.GetUserRequest(id=u["id"]), token=c.token).email == u["email"]
+    assert call(srv, "UserService/GetUser", pb.GetUserRequest(id=u["id"])).email == ""
