@@ -37,20 +37,25 @@ void rpc_user(bz_arena *a, const svc_user *u, Bazaar__V1__User *out)
     out->email = u->email ? dup(a, u->email) : (char *)"";
 }
 
-void rpc_item(bz_arena *a, const svc_item *it, Bazaar__V1__Item *out)
-{
-    bazaar__v1__item__init(out);
-    out->id = it->id;
-    out->seller_id = it->seller_id;
-    out->sku = dup(a, it->sku);
-    out->name = dup(a, it->name);
-    out->price_cents = it->price_cents;
-    out->currency = dup(a, it->currency);
-    out->stock = it->stock;
-    out->version = it->version;
-    out->created_at = rpc_time(a, it->created_us);
-    out->updated_at = rpc_time(a, it->updated_us);
-}
+
+/* The models with a field list (svc.h): protobuf field names are the
+ * model's (a field bazaar.proto lacks does not build). */
+#define X__PB_ID(n) out->n = v->n;
+#define X__PB_INT(n) out->n = v->n;
+#define X__PB_STR(n) out->n = dup(a, v->n);
+#define X__PB_CUR(n) out->n = dup(a, v->n);
+#define X__PB_TIME(n) out->n##_at = rpc_time(a, v->n##_us);
+#define X__PB(kind, n) X__PB_##kind(n)
+#define X__PB_CONVERTER(fn, T, M, init, FIELDS)                                                                      \
+    void fn(bz_arena *a, const T *v, M *out)                                                                          \
+    {                                                                                                                 \
+        init(out);                                                                                                    \
+        FIELDS(X__PB)                                                                                                 \
+    }
+X__PB_CONVERTER(rpc_item, svc_item, Bazaar__V1__Item, bazaar__v1__item__init, SVC_ITEM_FIELDS)
+X__PB_CONVERTER(rpc_account, svc_account, Bazaar__V1__Account, bazaar__v1__account__init, SVC_ACCOUNT_FIELDS)
+X__PB_CONVERTER(rpc_transfer, svc_transfer, Bazaar__V1__TransferRecord, bazaar__v1__transfer_record__init,
+                SVC_TRANSFER_FIELDS)
 
 void rpc_order(bz_arena *a, const svc_order *o, Bazaar__V1__Order *out)
 {
@@ -77,26 +82,7 @@ void rpc_order(bz_arena *a, const svc_order *o, Bazaar__V1__Order *out)
 
 svc_str rpc_str(const char *s) { return SVC_STR_SET(s ? s : "", s ? strlen(s) : 0); }
 
-void rpc_account(bz_arena *a, const svc_account *ac, Bazaar__V1__Account *out)
-{
-    bazaar__v1__account__init(out);
-    out->id = ac->id;
-    out->user_id = ac->user_id;
-    out->currency = dup(a, ac->currency);
-    out->balance_cents = ac->balance_cents;
-    out->created_at = rpc_time(a, ac->created_us);
-}
 
-void rpc_transfer(bz_arena *a, const svc_transfer *t, Bazaar__V1__TransferRecord *out)
-{
-    bazaar__v1__transfer_record__init(out);
-    out->id = t->id;
-    out->from_account_id = t->from_account_id;
-    out->to_account_id = t->to_account_id;
-    out->amount_cents = t->amount_cents;
-    out->currency = dup(a, t->currency);
-    out->created_at = rpc_time(a, t->created_us);
-}
 
 void rpc_session(bz_arena *a, const svc_session *s, Bazaar__V1__Session *out)
 {

@@ -61,6 +61,15 @@ int rest_ops_readyz(rest *R, http_req *r) { return ops_readyz(R, r, NULL); }
 #define PAGE(item) "{\"type\":\"object\",\"properties\":{\"data\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/" item "\"}},\"next_cursor\":{\"type\":[\"string\",\"null\"]}}}"
 #define LIST(item) "{\"type\":\"object\",\"properties\":{\"data\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/" item "\"}}}}"
 
+/* The models with a field list (svc.h): one property per field. */
+#define X__OAS_ID(n) "\"" #n "\":" I64
+#define X__OAS_INT(n) ",\"" #n "\":" I64
+#define X__OAS_STR(n) ",\"" #n "\":" STR
+#define X__OAS_CUR(n) ",\"" #n "\":" CUR
+#define X__OAS_TIME(n) ",\"" #n "_at\":" TS
+#define X__OAS(kind, n) X__OAS_##kind(n)
+#define OBJECT(props) "{\"type\":\"object\",\"properties\":{" props "}}"
+
 static const char schemas[] =
     "\"Problem\":{\"type\":\"object\",\"properties\":{\"type\":" STR ",\"title\":" STR ",\"status\":{\"type\":\"integer\"},"
     "\"detail\":" STR ",\"code\":" STR ",\"errors\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":"
@@ -69,14 +78,11 @@ static const char schemas[] =
     "\"PublicUser\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"name\":" STR ",\"created_at\":" TS "}},"
     "\"PublicUserList\":" LIST("PublicUser") ","
     "\"Session\":{\"type\":\"object\",\"properties\":{\"token\":" STR ",\"expires_at\":" TS "}},"
-    "\"Account\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"user_id\":" I64 ",\"currency\":" CUR
-    ",\"balance_cents\":" I64 ",\"created_at\":" TS "}},"
+    "\"Account\":" OBJECT(SVC_ACCOUNT_FIELDS(X__OAS)) ","
     "\"AccountList\":" LIST("Account") ","
-    "\"Transfer\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"from_account_id\":" I64 ",\"to_account_id\":" I64
-    ",\"amount_cents\":" I64 ",\"currency\":" CUR ",\"created_at\":" TS "}},"
+    "\"Transfer\":" OBJECT(SVC_TRANSFER_FIELDS(X__OAS)) ","
     "\"TransferPage\":" PAGE("Transfer") ","
-    "\"Item\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"seller_id\":" I64 ",\"sku\":" STR ",\"name\":" STR
-    ",\"price_cents\":" I64 ",\"currency\":" CUR ",\"stock\":" I64 ",\"version\":" I64 ",\"created_at\":" TS ",\"updated_at\":" TS "}},"
+    "\"Item\":" OBJECT(SVC_ITEM_FIELDS(X__OAS)) ","
     "\"ItemPage\":" PAGE("Item") ","
     "\"OrderLine\":{\"type\":\"object\",\"properties\":{\"item_id\":" I64 ",\"quantity\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000},"
     "\"unit_price_cents\":" I64 "}},"

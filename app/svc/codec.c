@@ -108,74 +108,46 @@ static const char *dec_status(svc_rd *r)
 
 /* ---- model values ---- */
 
-void enc_account(bz_buf *b, const svc_account *v)
-{
-    enc_int(b, v->id);
-    enc_int(b, v->user_id);
-    enc_cstr(b, v->currency);
-    enc_int(b, v->balance_cents);
-    enc_int(b, v->created_us);
-}
+/* The record of a model with a field list (svc.h): its fields in order. */
+#define X__ENC_ID(n) enc_int(b, v->n);
+#define X__ENC_INT(n) enc_int(b, v->n);
+#define X__ENC_STR(n) enc_cstr(b, v->n);
+#define X__ENC_CUR(n) enc_cstr(b, v->n);
+#define X__ENC_TIME(n) enc_int(b, v->n##_us);
+#define X__ENC(kind, n) X__ENC_##kind(n)
+#define X__DEC_ID(n) v->n = dec_int(r);
+#define X__DEC_INT(n) v->n = dec_int(r);
+#define X__DEC_STR(n) v->n = dec_str(r, a, NULL);
+#define X__DEC_CUR(n) dec_cur(r, v->n);
+#define X__DEC_TIME(n) v->n##_us = dec_int(r);
+#define X__DEC(kind, n) X__DEC_##kind(n)
 
+void enc_account(bz_buf *b, const svc_account *v) { SVC_ACCOUNT_FIELDS(X__ENC) }
 bool dec_account(svc_rd *r, svc_account *v)
 {
-    v->id = dec_int(r);
-    v->user_id = dec_int(r);
-    dec_cur(r, v->currency);
-    v->balance_cents = dec_int(r);
-    v->created_us = dec_int(r);
+    SVC_ACCOUNT_FIELDS(X__DEC)
     return !r->bad;
 }
 
-void enc_transfer(bz_buf *b, const svc_transfer *v)
-{
-    enc_int(b, v->id);
-    enc_int(b, v->from_account_id);
-    enc_int(b, v->to_account_id);
-    enc_int(b, v->amount_cents);
-    enc_cstr(b, v->currency);
-    enc_int(b, v->created_us);
-}
-
+void enc_transfer(bz_buf *b, const svc_transfer *v) { SVC_TRANSFER_FIELDS(X__ENC) }
 bool dec_transfer(svc_rd *r, svc_transfer *v)
 {
-    v->id = dec_int(r);
-    v->from_account_id = dec_int(r);
-    v->to_account_id = dec_int(r);
-    v->amount_cents = dec_int(r);
-    dec_cur(r, v->currency);
-    v->created_us = dec_int(r);
+    SVC_TRANSFER_FIELDS(X__DEC)
     return !r->bad;
 }
 
-void enc_item(bz_buf *b, const svc_item *v)
-{
-    enc_int(b, v->id);
-    enc_int(b, v->seller_id);
-    enc_cstr(b, v->sku);
-    enc_cstr(b, v->name);
-    enc_int(b, v->price_cents);
-    enc_cstr(b, v->currency);
-    enc_int(b, v->stock);
-    enc_int(b, v->version);
-    enc_int(b, v->created_us);
-    enc_int(b, v->updated_us);
-}
-
+void enc_item(bz_buf *b, const svc_item *v) { SVC_ITEM_FIELDS(X__ENC) }
 bool dec_item(svc_rd *r, bz_arena *a, svc_item *v)
 {
-    v->id = dec_int(r);
-    v->seller_id = dec_int(r);
-    v->sku = dec_str(r, a, NULL);
-    v->name = dec_str(r, a, NULL);
-    v->price_cents = dec_int(r);
-    dec_cur(r, v->currency);
-    v->stock = dec_int(r);
-    v->version = dec_int(r);
-    v->created_us = dec_int(r);
-    v->updated_us = dec_int(r);
+    SVC_ITEM_FIELDS(X__DEC)
     return !r->bad;
 }
+
+
+
+
+
+
 
 void enc_order(bz_buf *b, const svc_order *v)
 {
@@ -259,37 +231,55 @@ void row_user(db_rows *r, bz_arena *a, svc_user *u, bool with_email)
     u->created_us = db_col_time(r, 3);
 }
 
+
+
+
+/* A row of the model's columns (ITEM_COLS, ...) into its record. */
+#define X__ROW_ID(n) v->n = db_col_int(r, col++);
+#define X__ROW_INT(n) v->n = db_col_int(r, col++);
+#define X__ROW_STR(n) v->n = col_str(r, col++, a);
+#define X__ROW_CUR(n) col_cur(r, col++, v->n);
+#define X__ROW_TIME(n) v->n##_us = db_col_time(r, col++);
+#define X__ROW(kind, n) X__ROW_##kind(n)
+
 void row_account(db_rows *r, svc_account *v)
 {
-    v->id = db_col_int(r, 0);
-    v->user_id = db_col_int(r, 1);
-    col_cur(r, 2, v->currency);
-    v->balance_cents = db_col_int(r, 3);
-    v->created_us = db_col_time(r, 4);
+    int col = 0;
+    SVC_ACCOUNT_FIELDS(X__ROW)
 }
 
 void row_transfer(db_rows *r, svc_transfer *v)
 {
-    v->id = db_col_int(r, 0);
-    v->from_account_id = db_col_int(r, 1);
-    v->to_account_id = db_col_int(r, 2);
-    v->amount_cents = db_col_int(r, 3);
-    col_cur(r, 4, v->currency);
-    v->created_us = db_col_time(r, 5);
+    int col = 0;
+    SVC_TRANSFER_FIELDS(X__ROW)
 }
 
 void row_item(db_rows *r, bz_arena *a, svc_item *v)
 {
-    v->id = db_col_int(r, 0);
-    v->seller_id = db_col_int(r, 1);
-    v->sku = col_str(r, 2, a);
-    v->name = col_str(r, 3, a);
-    v->price_cents = db_col_int(r, 4);
-    col_cur(r, 5, v->currency);
-    v->stock = db_col_int(r, 6);
-    v->version = db_col_int(r, 7);
-    v->created_us = db_col_time(r, 8);
-    v->updated_us = db_col_time(r, 9);
+    int col = 0;
+    SVC_ITEM_FIELDS(X__ROW)
+}
+
+/* The same row straight into the record, without the model (a cache
+ * miss needs no arena): the same field list, so the two cannot drift. */
+#define X__ROWENC_ID(n) enc_int(b, db_col_int(r, col++));
+#define X__ROWENC_INT(n) enc_int(b, db_col_int(r, col++));
+#define X__ROWENC_STR(n) x__rowenc_text(b, r, col++);
+#define X__ROWENC_CUR(n) x__rowenc_text(b, r, col++);
+#define X__ROWENC_TIME(n) enc_int(b, db_col_time(r, col++));
+#define X__ROWENC(kind, n) X__ROWENC_##kind(n)
+
+static void x__rowenc_text(bz_buf *b, db_rows *r, int col)
+{
+    size_t n;
+    const char *t = db_col_text(r, col, &n);
+    enc_str(b, t, n);
+}
+
+void enc_item_row(bz_buf *b, db_rows *r)
+{
+    int col = 0;
+    SVC_ITEM_FIELDS(X__ROWENC)
 }
 
 void row_order(db_rows *r, bz_arena *a, svc_order *v)

@@ -39,21 +39,7 @@ static int item_load(void *p, rt_ctx *ctx, bz_buf *out, bz_error *err)
     if (rc < 0)
         return rc;
     /* Encode straight from the row: no arena needed for a miss. */
-    size_t n;
-    const char *t;
-    enc_int(out, db_col_int(rows, 0));
-    enc_int(out, db_col_int(rows, 1));
-    t = db_col_text(rows, 2, &n);
-    enc_str(out, t, n);
-    t = db_col_text(rows, 3, &n);
-    enc_str(out, t, n);
-    enc_int(out, db_col_int(rows, 4));
-    t = db_col_text(rows, 5, &n);
-    enc_str(out, t, n);
-    enc_int(out, db_col_int(rows, 6));
-    enc_int(out, db_col_int(rows, 7));
-    enc_int(out, db_col_time(rows, 8));
-    enc_int(out, db_col_time(rows, 9));
+    enc_item_row(out, rows);
     db_rows_close(rows);
     return 0;
 }

@@ -116,6 +116,8 @@ void row_user(db_rows *r, bz_arena *a, svc_user *u, bool with_email);
 void row_account(db_rows *r, svc_account *v);
 void row_transfer(db_rows *r, svc_transfer *v);
 void row_item(db_rows *r, bz_arena *a, svc_item *v);
+/* An item row (ITEM_COLS) straight into enc_item's record. */
+void enc_item_row(bz_buf *b, db_rows *r);
 /* An order row (O_COLS + packed lines in column 8). */
 void row_order(db_rows *r, bz_arena *a, svc_order *v);
 

@@ -183,6 +183,33 @@ typedef struct svc_page_in {
 
 /* ---- the model ------------------------------------------------------------------------------ */
 
+/* A model's fields are declared once, as a list of F(kind, name) in
+ * column order, and expanded into the record below, the SQL column list
+ * and the row reader (svc/sql.c, svc/codec.c), the cache record codec and
+ * the row-to-record encoder (svc/codec.c), the JSON encoder
+ * (rest/encode.c), the protobuf converter (grpc/models.c) and the OpenAPI
+ * schema (rest/ops.c); a field added here shows up in each (the protobuf
+ * converter does not build until bazaar.proto has it too).  Kinds:
+ *   ID    int64, the first column ("id")
+ *   INT   int64
+ *   STR   a string carved from the arena
+ *   CUR   an ISO 4217 code (char[4])
+ *   TIME  name##_us, microseconds since the epoch; name##_at in SQL,
+ *         JSON and protobuf */
+#define SVC_ACCOUNT_FIELDS(F) F(ID, id) F(INT, user_id) F(CUR, currency) F(INT, balance_cents) F(TIME, created)
+#define SVC_TRANSFER_FIELDS(F)                                                                                        \
+    F(ID, id) F(INT, from_account_id) F(INT, to_account_id) F(INT, amount_cents) F(CUR, currency) F(TIME, created)
+#define SVC_ITEM_FIELDS(F)                                                                                            \
+    F(ID, id) F(INT, seller_id) F(STR, sku) F(STR, name) F(INT, price_cents) F(CUR, currency) F(INT, stock)            \
+    F(INT, version) F(TIME, created) F(TIME, updated)
+
+#define SVC_FIELD_ID(n) int64_t n;
+#define SVC_FIELD_INT(n) int64_t n;
+#define SVC_FIELD_STR(n) const char *n;
+#define SVC_FIELD_CUR(n) char n[4];
+#define SVC_FIELD_TIME(n) int64_t n##_us;
+#define SVC_FIELD(kind, n) SVC_FIELD_##kind(n)
+
 typedef struct svc_user {
     int64_t id;
     const char *email;      /* NULL unless the caller may see it */
@@ -196,25 +223,15 @@ typedef struct svc_session {
 } svc_session;
 
 typedef struct svc_account {
-    int64_t id, user_id;
-    char currency[4];
-    int64_t balance_cents;
-    int64_t created_us;
+    SVC_ACCOUNT_FIELDS(SVC_FIELD)
 } svc_account;
 
 typedef struct svc_transfer {
-    int64_t id, from_account_id, to_account_id, amount_cents;
-    char currency[4];
-    int64_t created_us;
+    SVC_TRANSFER_FIELDS(SVC_FIELD)
 } svc_transfer;
 
 typedef struct svc_item {
-    int64_t id, seller_id;
-    const char *sku, *name;
-    int64_t price_cents;
-    char currency[4];
-    int64_t stock, version;
-    int64_t created_us, updated_us;
+    SVC_ITEM_FIELDS(SVC_FIELD)
 } svc_item;
 
 typedef struct svc_line {
