@@ -91,33 +91,14 @@ void enc_event_json(bz_buf *b, const void *svc_order_event_v);
 void enc_spender_json(bz_buf *b, const void *svc_spender_v);
 
 /* ---- handlers, by file ---- */
-int users_create(rest *R, http_req *r, const svc_principal *who);
-int users_get(rest *R, http_req *r, const svc_principal *who);
-int users_find(rest *R, http_req *r, const svc_principal *who);
-int users_me(rest *R, http_req *r, const svc_principal *who);
-int users_patch(rest *R, http_req *r, const svc_principal *who);
-int sessions_create(rest *R, http_req *r, const svc_principal *who);
-int sessions_delete(rest *R, http_req *r, const svc_principal *who);
-int accounts_create(rest *R, http_req *r, const svc_principal *who);
-int accounts_list(rest *R, http_req *r, const svc_principal *who);
-int accounts_get(rest *R, http_req *r, const svc_principal *who);
-int accounts_deposit(rest *R, http_req *r, const svc_principal *who);
-int transfers_create(rest *R, http_req *r, const svc_principal *who);
-int transfers_get(rest *R, http_req *r, const svc_principal *who);
-int transfers_list(rest *R, http_req *r, const svc_principal *who);
-int items_create(rest *R, http_req *r, const svc_principal *who);
-int items_get(rest *R, http_req *r, const svc_principal *who);
-int items_list(rest *R, http_req *r, const svc_principal *who);
-int items_put(rest *R, http_req *r, const svc_principal *who);
-int items_patch(rest *R, http_req *r, const svc_principal *who);
-int items_delete(rest *R, http_req *r, const svc_principal *who);
-int orders_create(rest *R, http_req *r, const svc_principal *who);
-int orders_get(rest *R, http_req *r, const svc_principal *who);
-int orders_list(rest *R, http_req *r, const svc_principal *who);
-int orders_pay(rest *R, http_req *r, const svc_principal *who);
-int orders_cancel(rest *R, http_req *r, const svc_principal *who);
-int orders_events(rest *R, http_req *r, const svc_principal *who);
-int leaderboard_get(rest *R, http_req *r, const svc_principal *who);
+/* the operations' handlers: app/ops.def's REST column */
+#define X__R_DECL_REST(fn) int fn(rest *R, http_req *r, const svc_principal *who);
+#define X__R_DECL_REST_STREAM(fn) int fn(rest *R, http_req *r, const svc_principal *who);
+#define X__R_DECL_NO_REST(fn)
+#define OP(id, svc_fn, auth, idem, rkind, pattern, fn, gkind, gmethod, summary, req, resp, codes) X__R_DECL_##rkind(fn)
+#include "app/ops.def"
+#undef OP
+/* the ops routes */
 int ops_healthz(rest *R, http_req *r, const svc_principal *who);
 int ops_readyz(rest *R, http_req *r, const svc_principal *who);
 int ops_metrics(rest *R, http_req *r, const svc_principal *who);
