@@ -16,7 +16,6 @@ int accounts_create(rest *R, http_req *r, const svc_principal *who)
     svc_call c = rest_call(r, who);
     svc_account a;
     int rc = svc_account_create(R->s, &c, cur, &a, &e);
-    json_decref(j);
     rest_call_headers(r, &c);
     if (rc != 0)
         return rest_fail(r, &e);
@@ -61,7 +60,6 @@ int accounts_deposit(rest *R, http_req *r, const svc_principal *who)
     if (rest_body(r, &j, &reals, &e) != 0)
         return rest_fail(r, &e);
     in.amount_cents = rest_get_int(j, L_DEPOSIT_AMOUNT, reals, NULL, &e);
-    json_decref(j);
     svc_call c = rest_call(r, who);
     svc_account a;
     int rc = svc_deposit(R->s, &c, &in, &a, &e);
@@ -82,7 +80,6 @@ int transfers_create(rest *R, http_req *r, const svc_principal *who)
     svc_transfer_in in = {rest_get_int(j, L_TRANSFER_FROM, reals, NULL, &e),
                           rest_get_int(j, L_TRANSFER_TO, reals, NULL, &e),
                           rest_get_int(j, L_TRANSFER_AMOUNT, reals, NULL, &e)};
-    json_decref(j);
     svc_call c = rest_call(r, who);
     svc_transfer t;
     int rc = svc_transfer_create(R->s, &c, &in, &t, &e);

@@ -115,7 +115,6 @@ static int write_item(rest *R, http_req *r, const svc_principal *who, bool creat
     svc_call c = rest_call(r, who);
     svc_item it;
     int rc = create ? svc_item_create(R->s, &c, &in, &it, &e) : svc_item_update(R->s, &c, id, &in, full, &it, &e);
-    json_decref(j);
     rest_call_headers(r, &c);
     if (rc != 0)
         return rest_fail(r, &e);

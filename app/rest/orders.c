@@ -49,7 +49,6 @@ int orders_create(rest *R, http_req *r, const svc_principal *who)
             in->lines[i].quantity = rest_get_int(l, L_LINE_QUANTITY, reals, fq, &e);
         }
     }
-    json_decref(j);
     svc_call c = rest_call(r, who);
     svc_order o;
     if (svc_order_create(R->s, &c, in, &o, &e) != 0) {

@@ -68,7 +68,9 @@ void rest_rate_headers(http_req *r, const svc_rate *rt);
 /* A svc_call for this request: context, arena, caller, Idempotency-Key. */
 svc_call rest_call(http_req *r, const svc_principal *who);
 /* Reads and parses the JSON object body: 0, or -1 with e (415, 413, 400
- * invalid_json).  *reals: integers were parsed as reals (one was too big). */
+ * invalid_json).  *reals: integers were parsed as reals (one was too big).
+ * The tree belongs to the request (released when its arena is): never
+ * json_decref it. */
 int rest_body(http_req *r, json_t **out, bool *reals, svc_err *e);
 /* Members into typed fields, named by a limits row; a wrong type becomes a
  * violation and SVC_BAD. */

@@ -16,7 +16,6 @@ int users_create(rest *R, http_req *r, const svc_principal *who)
     svc_call c = rest_call(r, who);
     svc_user u;
     int rc = svc_user_create(R->s, &c, &in, &u, &e);
-    json_decref(j);
     if (rc != 0)
         return rest_fail(r, &e);
     return rest_send(r, 201, enc_user_json, &u, "/v1/users/", u.id);
@@ -76,7 +75,6 @@ int users_patch(rest *R, http_req *r, const svc_principal *who)
     svc_call c = rest_call(r, who);
     svc_user u;
     int rc = svc_user_patch_op(R->s, &c, id, &in, &u, &e);
-    json_decref(j);
     if (rc != 0)
         return rest_fail(r, &e);
     return rest_send(r, 200, enc_user_json, &u, NULL, 0);
@@ -94,7 +92,6 @@ int sessions_create(rest *R, http_req *r, const svc_principal *who)
     svc_call c = rest_call(r, who);
     svc_session s;
     int rc = svc_session_create(R->s, &c, &in, &s, &e);
-    json_decref(j);
     rest_call_headers(r, &c);
     if (rc != 0) {
         if (e.kind == SVC_RATE_LIMITED)
