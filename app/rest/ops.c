@@ -8,15 +8,14 @@
 #include <stdio.h>
 #include <string.h>
 
-int ops_healthz(rest *R, http_req *r, const svc_principal *who)
-{
-    return http_send(r, 200, "text/plain; charset=utf-8", "ok", 2);
-}
+int ops_healthz(rest_x *x) { return http_send(x->r, 200, "text/plain; charset=utf-8", "ok", 2); }
 
 /* 200 {"db":"ok","cache":"ok"} while both answer; 503 naming the failing
  * part, and 503 once shutdown began. */
-int ops_readyz(rest *R, http_req *r, const svc_principal *who)
+int ops_readyz(rest_x *x)
 {
+    rest *R = x->R;
+    http_req *r = x->r;
     if (R->srv && http_server_draining(R->srv)) {
         http_add_header(r, "Retry-After", "1");
         static const char b[] = "{\"status\":\"shutting down\"}";
@@ -40,17 +39,17 @@ int rest_ops_metrics(rest *R, http_req *r)
     return 0;
 }
 
-int ops_metrics(rest *R, http_req *r, const svc_principal *who)
+int ops_metrics(rest_x *x)
 {
     /* An operator who gave metrics an address of their own does not want
      * them on the public port too. */
-    if (R->cfg && R->cfg->admin_addr[0])
-        return http_send_problem(r, 404, "not_found", "metrics are served on the admin address");
-    return rest_ops_metrics(R, r);
+    if (x->R->cfg && x->R->cfg->admin_addr[0])
+        return http_send_problem(x->r, 404, "not_found", "metrics are served on the admin address");
+    return rest_ops_metrics(x->R, x->r);
 }
 
-int rest_ops_healthz(rest *R, http_req *r) { return ops_healthz(R, r, NULL); }
-int rest_ops_readyz(rest *R, http_req *r) { return ops_readyz(R, r, NULL); }
+int rest_ops_healthz(rest *R, http_req *r) { return ops_healthz(&(rest_x){.R = R, .r = r}); }
+int rest_ops_readyz(rest *R, http_req *r) { return ops_readyz(&(rest_x){.R = R, .r = r}); }
 
 /* ---- OpenAPI 3.1 ---- */
 
@@ -272,11 +271,11 @@ void rest_openapi(bz_buf *o)
     bz_buf_append_c(o, "}}}");
 }
 
-int ops_openapi(rest *R, http_req *r, const svc_principal *who)
+int ops_openapi(rest_x *x)
 {
     bz_buf b = BZ_BUF_INIT;
     rest_openapi(&b);
-    http_send(r, 200, "application/json; charset=utf-8", b.data, b.len);
+    http_send(x->r, 200, "application/json; charset=utf-8", b.data, b.len);
     bz_buf_free(&b);
     return 0;
 }

@@ -34,6 +34,7 @@ typedef struct rest_binding {
     rest *R;
     const rest_route *route;
     bool limited; /* subject to --rate-limit */
+    bool has_id;  /* the pattern has {id}: read before the handler runs */
 } binding;
 
 static int dispatch(http_req *r, void *data)
@@ -73,7 +74,11 @@ static int dispatch(http_req *r, void *data)
     if (b->route->auth && who.user_id <= 0)
         return rest_fail(r, &(svc_err){.kind = SVC_UNAUTHENTICATED, .code = "unauthorized",
                                        .msg = "a valid bearer token is required"});
-    return b->route->fn(R, r, &who);
+    rest_x x = {.R = R, .r = r, .who = &who, .c = rest_call(r, &who)};
+    svc_err_clear(&x.e);
+    if (b->has_id && !rest_path_id(r, "id", &x.id, &x.e))
+        return rest_fail(r, &x.e);
+    return b->route->fn(&x);
 }
 
 rest *rest_new(svc *s, const bz_config *cfg, const int64_t *request_timeout, char *err, size_t errlen)
@@ -92,7 +97,7 @@ rest *rest_new(svc *s, const bz_config *cfg, const int64_t *request_timeout, cha
     for (int i = 0; i < rest_nroutes; i++) {
         const rest_route *rt = &rest_routes[i];
         bool ops = strstr(rt->pattern, " /v1/") == NULL; /* health, metrics: never limited */
-        R->bindings[i] = (binding){R, rt, limit_on && !ops};
+        R->bindings[i] = (binding){R, rt, limit_on && !ops, strstr(rt->pattern, "{id}") != NULL};
         http_handler h = {dispatch, &R->bindings[i]};
         /* Streams live until the client or the server ends them; every
          * other route gets --request-timeout on its context. */
