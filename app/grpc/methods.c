@@ -368,6 +368,15 @@ static int call_op(grpc_call *c, void *data)
     const ProtobufCMessage *out = op->run(&x, in, &e);
     if (x.c.replayed)
         grpc_add_header(c, "idempotent-replayed", "true");
+    if (x.c.rate.set) { /* a limiter the operation consulted (login): REST's RateLimit-* */
+        char v[3][24];
+        snprintf(v[0], sizeof v[0], "%lld", (long long)x.c.rate.limit);
+        snprintf(v[1], sizeof v[1], "%lld", (long long)x.c.rate.remaining);
+        snprintf(v[2], sizeof v[2], "%lld", (long long)x.c.rate.reset_s);
+        grpc_add_header(c, "ratelimit-limit", v[0]);
+        grpc_add_header(c, "ratelimit-remaining", v[1]);
+        grpc_add_header(c, "ratelimit-reset", v[2]);
+    }
     if (!out)
         return rpc_fail(c, &e);
     grpc_send(c, out);

@@ -130,8 +130,13 @@ def new_item(c, **kw):
 def test_create_session_and_delete_session(srv):
     addr = email()
     Client(srv).post("/v1/users", {"email": addr, "name": "Sid", "password": "password1"})
-    s = call(srv, "SessionService/CreateSession", pb.CreateSessionRequest(email=addr.upper(), password="password1"))
+    s, c = call(srv, "SessionService/CreateSession", pb.CreateSessionRequest(email=addr.upper(), password="password1"),
+                with_call=True)
     assert len(s.token) > 20 and s.expires_at.seconds > time.time() + 23 * 3600
+    # the login limiter's state, as REST's RateLimit-* headers (--login-rate-limit 1000/min)
+    md = dict(c.initial_metadata())
+    assert md["ratelimit-limit"] == "1000" and 0 <= int(md["ratelimit-remaining"]) < 1000
+    assert int(md["ratelimit-reset"]) >= 1
     assert Client(srv, s.token).get("/v1/me").json()["email"] == addr.lower()  # a token for REST too
     # a wrong password and an unknown email: the same answer
     for em, pw in ((addr, "password2"), ("nobody-%s@example.com" % uuid.uuid4().hex[:6], "password1")):
