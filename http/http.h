@@ -209,6 +209,10 @@ void http_mux_free(http_mux *m);
  * level 2): the trace the request was logged under, so a caller that sent
  * no traceparent can still find it. */
 http_handler http_mw_request_id(http_handler next, void *cfg);
+/* The same id policy for a transport that does not run the middleware
+ * (gRPC's x-request-id metadata): r->request_id from in when it is a
+ * valid id, else 128 random bits as 32 hex digits. */
+void http_request_id_set(http_req *r, bz_str in);
 /* One structured log line per request: method, route pattern, path,
  * status, bytes, duration, request id, peer, parent_id (the caller's span
  * from traceparent; empty when the trace started here) — and trace_id and

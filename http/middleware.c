@@ -58,15 +58,19 @@ static void add_ids(http_req *r)
     http_add_header(r, "traceresponse", tp);
 }
 
-static int request_id(http_req *r, void *data)
+void http_request_id_set(http_req *r, bz_str in)
 {
-    bz_str in = http_header_get(r, "X-Request-Id");
     if (valid_id(in)) {
         memcpy(r->request_id, in.p, in.n);
         r->request_id[in.n] = '\0';
     } else {
         new_id(r->request_id);
     }
+}
+
+static int request_id(http_req *r, void *data)
+{
+    http_request_id_set(r, http_header_get(r, "X-Request-Id"));
     add_ids(r);
     return call_next(data, r);
 }

@@ -1,5 +1,6 @@
 /* app/grpc/errors.c — the one mapping from service errors to gRPC status
- * codes (bazaar.proto's header comment), and the model conversions. */
+ * codes (bazaar.proto's header comment): the REST `code` starts the
+ * status message, field violations ride in google.rpc.BadRequest. */
 #include "app/grpc/rpc-private.h"
 
 #include <stdio.h>
@@ -56,67 +57,3 @@ int rpc_recv1(grpc_call *c, const ProtobufCMessageDescriptor *d, ProtobufCMessag
     return rc;
 }
 
-Google__Protobuf__Timestamp *rpc_time(bz_arena *a, int64_t us)
-{
-    Google__Protobuf__Timestamp *t = bz_arena_alloc(a, sizeof *t);
-    google__protobuf__timestamp__init(t);
-    int64_t s = us / 1000000, r = us % 1000000;
-    if (r < 0) {
-        s--;
-        r += 1000000;
-    }
-    t->seconds = s;
-    t->nanos = (int32_t)(r * 1000);
-    return t;
-}
-
-static char *dup(bz_arena *a, const char *s) { return bz_arena_strdup(a, s ? s : ""); }
-
-void rpc_user(bz_arena *a, const svc_user *u, Bazaar__V1__User *out)
-{
-    bazaar__v1__user__init(out);
-    out->id = u->id;
-    out->name = dup(a, u->name);
-    out->created_at = rpc_time(a, u->created_us);
-    out->email = u->email ? dup(a, u->email) : (char *)"";
-}
-
-void rpc_item(bz_arena *a, const svc_item *it, Bazaar__V1__Item *out)
-{
-    bazaar__v1__item__init(out);
-    out->id = it->id;
-    out->seller_id = it->seller_id;
-    out->sku = dup(a, it->sku);
-    out->name = dup(a, it->name);
-    out->price_cents = it->price_cents;
-    out->currency = dup(a, it->currency);
-    out->stock = it->stock;
-    out->version = it->version;
-    out->created_at = rpc_time(a, it->created_us);
-    out->updated_at = rpc_time(a, it->updated_us);
-}
-
-void rpc_order(bz_arena *a, const svc_order *o, Bazaar__V1__Order *out)
-{
-    bazaar__v1__order__init(out);
-    out->id = o->id;
-    out->customer_id = o->customer_id;
-    out->account_id = o->account_id;
-    out->status = dup(a, o->status);
-    out->total_cents = o->total_cents;
-    out->currency = dup(a, o->currency);
-    out->n_lines = (size_t)o->nlines;
-    out->lines = bz_arena_calloc(a, (size_t)(o->nlines ? o->nlines : 1), sizeof *out->lines);
-    for (int i = 0; i < o->nlines; i++) {
-        Bazaar__V1__OrderLine *l = bz_arena_alloc(a, sizeof *l);
-        bazaar__v1__order_line__init(l);
-        l->item_id = o->lines[i].item_id;
-        l->quantity = (int32_t)o->lines[i].quantity;
-        l->unit_price_cents = o->lines[i].unit_price_cents;
-        out->lines[i] = l;
-    }
-    out->created_at = rpc_time(a, o->created_us);
-    out->updated_at = rpc_time(a, o->updated_us);
-}
-
-svc_str rpc_str(const char *s) { return SVC_STR_SET(s ? s : "", s ? strlen(s) : 0); }

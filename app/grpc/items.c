@@ -1,39 +1,18 @@
-/* app/grpc/items.c — bazaar.v1.ItemService: GetItem (the same cache path
- * as REST's GET), ImportItems (client streaming, in batches), LookupItems
- * (bidirectional, answered in order as each is known). */
+/* app/grpc/items.c — bazaar.v1.ItemService's streams: ImportItems (client
+ * streaming, in batches) and LookupItems (bidirectional, answered in order
+ * as each is known, through the same cache path as GetItem). */
 #include "app/grpc/rpc-private.h"
 
 #define IMPORT_BATCH 100
 
-int rpc_get_item(grpc_call *c, void *data)
-{
-    rpc *R = data;
-    Bazaar__V1__GetItemRequest *in;
-    if (rpc_recv1(c, &bazaar__v1__get_item_request__descriptor, (ProtobufCMessage **)&in) != 0)
-        return 0;
-    svc_call sc = rpc_call(c);
-    svc_err e;
-    svc_err_clear(&e);
-    svc_item it;
-    bool hit;
-    if (svc_item_get(R->s, &sc, in->id, &it, &hit, &e) != 0)
-        return rpc_fail(c, &e);
-    Bazaar__V1__Item out;
-    rpc_item(grpc_arena(c), &it, &out);
-    grpc_send(c, &out.base);
-    return grpc_finish(c, GRPC_OK, NULL);
-}
-
 /* Messages are read into a scratch arena that is recycled per batch, so an
  * import of any length holds one batch in memory. */
-int rpc_import_items(grpc_call *c, void *data)
+int rpc_items_import(grpc_call *c, void *data)
 {
     rpc *R = data;
     svc_call sc = rpc_call(c);
     svc_err e;
     svc_err_clear(&e);
-    if (rpc_who(c)->user_id <= 0) /* before reading a stream we would refuse */
-        return grpc_finish(c, GRPC_UNAUTHENTICATED, "unauthorized: a valid bearer token is required");
     svc_import_result res = {0};
     res.arena = grpc_arena(c);
     bz_arena scratch;
@@ -73,7 +52,7 @@ int rpc_import_items(grpc_call *c, void *data)
     return grpc_finish(c, GRPC_OK, NULL);
 }
 
-int rpc_lookup_items(grpc_call *c, void *data)
+int rpc_items_lookup(grpc_call *c, void *data)
 {
     rpc *R = data;
     bz_arena scratch;

@@ -1,28 +1,39 @@
-/* app/grpc/orders.c — bazaar.v1.OrderService: GetOrder, and WatchOrders on
- * the same pub/sub channel as the REST event stream. */
+/* app/grpc/orders.c — bazaar.v1.OrderService's WatchOrders stream, on the
+ * same pub/sub channel as the REST event stream. */
 #include "app/grpc/rpc-private.h"
 
 #include <errno.h>
 
-int rpc_get_order(grpc_call *c, void *data)
+/* The loop is the service's (svc_orders_stream); this is where its
+ * events go: one OrderEvent message each. */
+typedef struct {
+    grpc_call *c;
+    bool subscribed;
+} watch_state;
+
+static int watch_ready(void *arg)
 {
-    rpc *R = data;
-    Bazaar__V1__GetOrderRequest *in;
-    if (rpc_recv1(c, &bazaar__v1__get_order_request__descriptor, (ProtobufCMessage **)&in) != 0)
-        return 0;
-    svc_call sc = rpc_call(c);
-    svc_err e;
-    svc_err_clear(&e);
-    svc_order o;
-    if (svc_order_get(R->s, &sc, in->id, &o, &e) != 0)
-        return rpc_fail(c, &e);
-    Bazaar__V1__Order out;
-    rpc_order(grpc_arena(c), &o, &out);
-    grpc_send(c, &out.base);
-    return grpc_finish(c, GRPC_OK, NULL);
+    watch_state *st = arg;
+    st->subscribed = true;
+    /* The response headers go out now: the client knows it is subscribed. */
+    return grpc_send_headers(st->c);
 }
 
-int rpc_watch_orders(grpc_call *c, void *data)
+static int watch_event(void *arg, const svc_order_event *ev)
+{
+    watch_state *st = arg;
+    bz_arena scratch;
+    bz_arena_init(&scratch, 256);
+    Bazaar__V1__OrderEvent out = BAZAAR__V1__ORDER_EVENT__INIT;
+    out.order_id = ev->order_id;
+    out.status = (char *)ev->status;
+    out.at = rpc_time(&scratch, ev->at_us);
+    int rc = grpc_send(st->c, &out.base);
+    bz_arena_free(&scratch);
+    return rc;
+}
+
+int rpc_orders_watch(grpc_call *c, void *data)
 {
     rpc *R = data;
     Bazaar__V1__WatchOrdersRequest *in;
@@ -31,40 +42,16 @@ int rpc_watch_orders(grpc_call *c, void *data)
     svc_call sc = rpc_call(c);
     svc_err e;
     svc_err_clear(&e);
-    svc_watch *w;
-    if (svc_orders_watch(R->s, &sc, rpc_who(c)->user_id, &w, &e) != 0)
-        return rpc_fail(c, &e);
-    /* The response headers go out now: the client knows it is subscribed. */
-    int rc = grpc_send_headers(c);
-    if (rc != 0) {
-        svc_watch_close(w);
+    watch_state st = {c, false};
+    svc_watch_sink sink = {watch_ready, watch_event, NULL, &st};
+    int rc = svc_orders_stream(R->s, &sc, rpc_who(c)->user_id, &sink, &e);
+    if (rc != 0 && !st.subscribed)
+        return rpc_fail(c, &e); /* refused: too many streams, the cache is down */
+    if (rc != 0 && e.kind == SVC_UNAVAILABLE)
+        return grpc_finish(c, GRPC_UNAVAILABLE, "%s", e.msg);
+    if (grpc_finished(c)) /* the headers could not be sent */
         return 0;
-    }
-    for (;;) {
-        rt_ctx tick;
-        rt_ctx_init_timeout(&tick, grpc_ctx(c), BZ_NS_PER_S);
-        svc_order_event ev;
-        rc = svc_watch_next(w, &tick, &ev);
-        rt_ctx_release(&tick);
-        if (rc == 0) {
-            bz_arena scratch;
-            bz_arena_init(&scratch, 256);
-            Bazaar__V1__OrderEvent out = BAZAAR__V1__ORDER_EVENT__INIT;
-            out.order_id = ev.order_id;
-            out.status = (char *)ev.status;
-            out.at = rpc_time(&scratch, ev.at_us);
-            int sr = grpc_send(c, &out.base);
-            bz_arena_free(&scratch);
-            if (sr != 0)
-                break;
-        } else if (rc == -EPIPE || rt_ctx_err(grpc_ctx(c))) {
-            break;
-        } else if (rt_ctx_err(rt_shutdown_ctx())) {
-            svc_watch_close(w);
-            return grpc_finish(c, GRPC_UNAVAILABLE, "the server is shutting down");
-        }
-    }
-    svc_watch_close(w);
+    /* the client went away, or its deadline passed */
     int ce = rt_ctx_err(grpc_ctx(c));
     if (ce == ETIMEDOUT)
         return grpc_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded");

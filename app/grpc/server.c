@@ -13,7 +13,6 @@
 
 typedef struct {
     svc_principal who;
-    char request_id[64];
 } call_state;
 
 const svc_principal *rpc_who(grpc_call *c)
@@ -30,19 +29,6 @@ svc_call rpc_call(grpc_call *c)
     return sc;
 }
 
-static bool id_ok(bz_str v)
-{
-    if (v.n < 1 || v.n > 64)
-        return false;
-    for (size_t i = 0; i < v.n; i++) {
-        char ch = v.p[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
-              ch == '_' || ch == ':' || ch == '-'))
-            return false;
-    }
-    return true;
-}
-
 /* Outermost: the request id (x-request-id metadata echoed, else made),
  * then one access-log line and the metrics when the call ends. */
 static int observe(grpc_call *c, const grpc_method *m, void *data,
@@ -51,16 +37,13 @@ static int observe(grpc_call *c, const grpc_method *m, void *data,
     (void)data;
     call_state *st = bz_arena_calloc(grpc_arena(c), 1, sizeof *st);
     grpc_set_user(c, st);
-    bz_str rid = grpc_metadata(c, "x-request-id");
-    if (rid.p && id_ok(rid))
-        snprintf(st->request_id, sizeof st->request_id, "%.*s", (int)rid.n, rid.p);
-    else
-        snprintf(st->request_id, sizeof st->request_id, "%016llx", (unsigned long long)bz_rand64());
-    grpc_add_header(c, "x-request-id", st->request_id);
+    http_req *r = grpc_http(c);
+    http_request_id_set(r, grpc_metadata(c, "x-request-id")); /* REST's policy, one place (http/middleware.c) */
+    grpc_add_header(c, "x-request-id", r->request_id);
     char tp[56];
     bz_trace_format(&grpc_http(c)->trace, tp);
     grpc_add_header(c, "traceresponse", tp);
-    bz_log_dbg("grpc started", BZ_F_STR("method", m ? m->path : "(unknown)"), BZ_F_STR("request_id", st->request_id));
+    bz_log_dbg("grpc started", BZ_F_STR("method", m ? m->path : "(unknown)"), BZ_F_STR("request_id", r->request_id));
     int64_t t0 = bz_now_ns();
     int rc = next(c, m);
     /* recovery: a handler that failed without a status is INTERNAL */
@@ -71,9 +54,8 @@ static int observe(grpc_call *c, const grpc_method *m, void *data,
     int64_t dt = bz_now_ns() - t0;
     grpc_code code = grpc_finished(c) ? grpc_status(c) : GRPC_OK;
     grpc_metrics_observe(m ? m->path : NULL, code, dt);
-    http_req *r = grpc_http(c);
     bz_log_info("grpc", BZ_F_STR("method", m ? m->path : "(unknown)"), BZ_F_STR("code", grpc_code_name(code)),
-                BZ_F_DBL("duration_ms", (double)dt / 1e6), BZ_F_STR("request_id", st->request_id),
+                BZ_F_DBL("duration_ms", (double)dt / 1e6), BZ_F_STR("request_id", r->request_id),
                 BZ_F_STR("peer", r->peer));
     return rc;
 }
@@ -105,9 +87,6 @@ static int limit(grpc_call *c, const grpc_method *m, void *data, int (*next)(grp
     return next(c, m);
 }
 
-static const char *const services[] = {"bazaar.v1.UserService", "bazaar.v1.ItemService", "bazaar.v1.OrderService",
-                                       NULL};
-
 rpc *rpc_new(svc *s, const bz_config *cfg, grpc_serving_fn ready, void *ready_arg)
 {
     rpc *R = calloc(1, sizeof *R);
@@ -119,19 +98,8 @@ rpc *rpc_new(svc *s, const bz_config *cfg, grpc_serving_fn ready, void *ready_ar
                    .web_origins = cfg->grpc_web_origins,
                    .unary_timeout_ns = cfg->request_timeout_ns};
     R->g = grpc_server_new(&o);
-    const grpc_method ms[] = {
-        {"/bazaar.v1.UserService/GetUser", rpc_get_user, R, false, false},
-        {"/bazaar.v1.UserService/CreateUser", rpc_create_user, R, false, false},
-        {"/bazaar.v1.UserService/ListUsers", rpc_list_users, R, false, true},
-        {"/bazaar.v1.ItemService/GetItem", rpc_get_item, R, false, false},
-        {"/bazaar.v1.ItemService/ImportItems", rpc_import_items, R, true, false},
-        {"/bazaar.v1.ItemService/LookupItems", rpc_lookup_items, R, true, true},
-        {"/bazaar.v1.OrderService/GetOrder", rpc_get_order, R, false, false},
-        {"/bazaar.v1.OrderService/WatchOrders", rpc_watch_orders, R, false, true},
-    };
-    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
-        grpc_server_add(R->g, &ms[i]);
-    grpc_health_register(R->g, services, ready, ready_arg);
+    rpc_register(R); /* app/ops.def's gRPC rows (methods.c) */
+    grpc_health_register(R->g, R->services, ready, ready_arg);
     grpc_reflection_register(R->g);
     grpc_testing_register(R->g);
     grpc_server_intercept(R->g, observe, R);
@@ -147,5 +115,9 @@ void rpc_free(rpc *R)
     if (!R)
         return;
     grpc_server_free(R->g);
+    for (int i = 0; R->services && R->services[i]; i++)
+        free((char *)R->services[i]);
+    free(R->services);
+    free(R->bindings);
     free(R);
 }

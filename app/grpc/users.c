@@ -1,42 +1,6 @@
-/* app/grpc/users.c — bazaar.v1.UserService. */
+/* app/grpc/users.c — bazaar.v1.UserService's ListUsers stream (the
+ * unary methods are rows of methods.c). */
 #include "app/grpc/rpc-private.h"
-
-int rpc_get_user(grpc_call *c, void *data)
-{
-    rpc *R = data;
-    Bazaar__V1__GetUserRequest *in;
-    if (rpc_recv1(c, &bazaar__v1__get_user_request__descriptor, (ProtobufCMessage **)&in) != 0)
-        return 0;
-    svc_call sc = rpc_call(c);
-    svc_err e;
-    svc_err_clear(&e);
-    svc_user u;
-    if (svc_user_get(R->s, &sc, in->id, &u, &e) != 0)
-        return rpc_fail(c, &e);
-    Bazaar__V1__User out;
-    rpc_user(grpc_arena(c), &u, &out);
-    grpc_send(c, &out.base);
-    return grpc_finish(c, GRPC_OK, NULL);
-}
-
-int rpc_create_user(grpc_call *c, void *data)
-{
-    rpc *R = data;
-    Bazaar__V1__CreateUserRequest *in;
-    if (rpc_recv1(c, &bazaar__v1__create_user_request__descriptor, (ProtobufCMessage **)&in) != 0)
-        return 0;
-    svc_call sc = rpc_call(c);
-    svc_err e;
-    svc_err_clear(&e);
-    svc_user_in ui = {rpc_str(in->email), rpc_str(in->name), rpc_str(in->password)};
-    svc_user u;
-    if (svc_user_create(R->s, &sc, &ui, &u, &e) != 0)
-        return rpc_fail(c, &e);
-    Bazaar__V1__User out;
-    rpc_user(grpc_arena(c), &u, &out);
-    grpc_send(c, &out.base);
-    return grpc_finish(c, GRPC_OK, NULL);
-}
 
 /* ListUsers streams as it reads: each row the service hands over is sent
  * at once (grpc_send parks while the client's window is shut). */
@@ -59,14 +23,12 @@ static int emit_user(void *arg, const svc_user *u)
     return rc != 0;
 }
 
-int rpc_list_users(grpc_call *c, void *data)
+int rpc_users_list(grpc_call *c, void *data)
 {
     rpc *R = data;
     Bazaar__V1__ListUsersRequest *in;
     if (rpc_recv1(c, &bazaar__v1__list_users_request__descriptor, (ProtobufCMessage **)&in) != 0)
         return 0;
-    if (in->limit < 0)
-        return grpc_finish(c, GRPC_INVALID_ARGUMENT, "limit must not be negative");
     svc_call sc = rpc_call(c);
     svc_err e;
     svc_err_clear(&e);

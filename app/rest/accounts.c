@@ -4,121 +4,86 @@
 
 #include <stdio.h>
 
-int accounts_create(rest *R, http_req *r, const svc_principal *who)
+int accounts_create(rest_x *x)
 {
-    svc_err e;
-    svc_err_clear(&e);
     json_t *j;
     bool reals;
-    if (rest_body(r, &j, &reals, &e) != 0)
-        return rest_fail(r, &e);
-    svc_str cur = rest_get_str(j, L_ACCOUNT_CURRENCY, &e);
-    svc_call c = rest_call(r, who);
+    if (rest_body(x->r, &j, &reals, &x->e) != 0)
+        return rest_fail(x->r, &x->e);
+    svc_str cur = rest_get_str(j, L_ACCOUNT_CURRENCY, &x->e);
     svc_account a;
-    int rc = svc_account_create(R->s, &c, cur, &a, &e);
-    json_decref(j);
-    rest_call_headers(r, &c);
+    int rc = svc_account_create(x->R->s, &x->c, cur, &a, &x->e);
+    rest_call_headers(x->r, &x->c);
     if (rc != 0)
-        return rest_fail(r, &e);
-    return rest_send(r, 201, enc_account_json, &a, "/v1/accounts/", a.id);
+        return rest_fail(x->r, &x->e);
+    return rest_send(x->r, 201, enc_account_json, &a, "/v1/accounts/", a.id);
 }
 
-int accounts_list(rest *R, http_req *r, const svc_principal *who)
+int accounts_list(rest_x *x)
 {
-    svc_err e;
-    svc_err_clear(&e);
-    svc_call c = rest_call(r, who);
     svc_account *v;
     int n;
-    if (svc_accounts_list(R->s, &c, &v, &n, &e) != 0)
-        return rest_fail(r, &e);
-    return rest_send_list(r, enc_account_json, v, sizeof *v, n, false, NULL);
+    if (svc_accounts_list(x->R->s, &x->c, &v, &n, &x->e) != 0)
+        return rest_fail(x->r, &x->e);
+    return rest_send_list(x->r, enc_account_json, v, sizeof *v, n, false, NULL);
 }
 
-int accounts_get(rest *R, http_req *r, const svc_principal *who)
+int accounts_get(rest_x *x)
 {
-    svc_err e;
-    svc_err_clear(&e);
-    int64_t id;
-    if (!rest_path_id(r, "id", &id, &e))
-        return rest_fail(r, &e);
-    svc_call c = rest_call(r, who);
     svc_account a;
-    if (svc_account_get(R->s, &c, id, &a, &e) != 0)
-        return rest_fail(r, &e);
-    return rest_send(r, 200, enc_account_json, &a, NULL, 0);
+    if (svc_account_get(x->R->s, &x->c, x->id, &a, &x->e) != 0)
+        return rest_fail(x->r, &x->e);
+    return rest_send(x->r, 200, enc_account_json, &a, NULL, 0);
 }
 
-int accounts_deposit(rest *R, http_req *r, const svc_principal *who)
+int accounts_deposit(rest_x *x)
 {
-    svc_err e;
-    svc_err_clear(&e);
-    svc_deposit_in in = {0};
-    if (!rest_path_id(r, "id", &in.account_id, &e))
-        return rest_fail(r, &e);
+    svc_deposit_in in = {x->id, {0, SVC_ABSENT}};
     json_t *j;
     bool reals;
-    if (rest_body(r, &j, &reals, &e) != 0)
-        return rest_fail(r, &e);
-    in.amount_cents = rest_get_int(j, L_DEPOSIT_AMOUNT, reals, NULL, &e);
-    json_decref(j);
-    svc_call c = rest_call(r, who);
+    if (rest_body(x->r, &j, &reals, &x->e) != 0)
+        return rest_fail(x->r, &x->e);
+    in.amount_cents = rest_get_int(j, L_DEPOSIT_AMOUNT, reals, NULL, &x->e);
     svc_account a;
-    int rc = svc_deposit(R->s, &c, &in, &a, &e);
-    rest_call_headers(r, &c);
+    int rc = svc_deposit(x->R->s, &x->c, &in, &a, &x->e);
+    rest_call_headers(x->r, &x->c);
     if (rc != 0)
-        return rest_fail(r, &e);
-    return rest_send(r, 201, enc_account_json, &a, "/v1/accounts/", a.id);
+        return rest_fail(x->r, &x->e);
+    return rest_send(x->r, 201, enc_account_json, &a, "/v1/accounts/", a.id);
 }
 
-int transfers_create(rest *R, http_req *r, const svc_principal *who)
+int transfers_create(rest_x *x)
 {
-    svc_err e;
-    svc_err_clear(&e);
     json_t *j;
     bool reals;
-    if (rest_body(r, &j, &reals, &e) != 0)
-        return rest_fail(r, &e);
-    svc_transfer_in in = {rest_get_int(j, L_TRANSFER_FROM, reals, NULL, &e),
-                          rest_get_int(j, L_TRANSFER_TO, reals, NULL, &e),
-                          rest_get_int(j, L_TRANSFER_AMOUNT, reals, NULL, &e)};
-    json_decref(j);
-    svc_call c = rest_call(r, who);
+    if (rest_body(x->r, &j, &reals, &x->e) != 0)
+        return rest_fail(x->r, &x->e);
+    svc_transfer_in in = {rest_get_int(j, L_TRANSFER_FROM, reals, NULL, &x->e),
+                          rest_get_int(j, L_TRANSFER_TO, reals, NULL, &x->e),
+                          rest_get_int(j, L_TRANSFER_AMOUNT, reals, NULL, &x->e)};
     svc_transfer t;
-    int rc = svc_transfer_create(R->s, &c, &in, &t, &e);
-    rest_call_headers(r, &c);
+    int rc = svc_transfer_create(x->R->s, &x->c, &in, &t, &x->e);
+    rest_call_headers(x->r, &x->c);
     if (rc != 0)
-        return rest_fail(r, &e);
-    return rest_send(r, 201, enc_transfer_json, &t, "/v1/transfers/", t.id);
+        return rest_fail(x->r, &x->e);
+    return rest_send(x->r, 201, enc_transfer_json, &t, "/v1/transfers/", t.id);
 }
 
-int transfers_get(rest *R, http_req *r, const svc_principal *who)
+int transfers_get(rest_x *x)
 {
-    svc_err e;
-    svc_err_clear(&e);
-    int64_t id;
-    if (!rest_path_id(r, "id", &id, &e))
-        return rest_fail(r, &e);
-    svc_call c = rest_call(r, who);
     svc_transfer t;
-    if (svc_transfer_get(R->s, &c, id, &t, &e) != 0)
-        return rest_fail(r, &e);
-    return rest_send(r, 200, enc_transfer_json, &t, NULL, 0);
+    if (svc_transfer_get(x->R->s, &x->c, x->id, &t, &x->e) != 0)
+        return rest_fail(x->r, &x->e);
+    return rest_send(x->r, 200, enc_transfer_json, &t, NULL, 0);
 }
 
-int transfers_list(rest *R, http_req *r, const svc_principal *who)
+int transfers_list(rest_x *x)
 {
-    svc_err e;
-    svc_err_clear(&e);
-    int64_t id;
-    if (!rest_path_id(r, "id", &id, &e))
-        return rest_fail(r, &e);
-    svc_page_in pg = rest_page(r, &e);
-    if (e.kind)
-        return rest_fail(r, &e);
-    svc_call c = rest_call(r, who);
+    svc_page_in pg = rest_page(x->r, &x->e);
+    if (x->e.kind)
+        return rest_fail(x->r, &x->e);
     svc_transfer_page p;
-    if (svc_transfers_list(R->s, &c, id, &pg, &p, &e) != 0)
-        return rest_fail(r, &e);
-    return rest_send_list(r, enc_transfer_json, p.data, sizeof *p.data, p.n, true, p.next_cursor);
+    if (svc_transfers_list(x->R->s, &x->c, x->id, &pg, &p, &x->e) != 0)
+        return rest_fail(x->r, &x->e);
+    return rest_send_list(x->r, enc_transfer_json, p.data, sizeof *p.data, p.n, true, p.next_cursor);
 }

@@ -25,6 +25,8 @@ static bool is_json_type(bz_str ct)
     return bz_str_ieq_c(media, "application/json");
 }
 
+static void x__json_release(void *j) { json_decref(j); }
+
 int rest_body(http_req *r, json_t **out, bool *reals, svc_err *e)
 {
     *out = NULL;
@@ -42,6 +44,9 @@ int rest_body(http_req *r, json_t **out, bool *reals, svc_err *e)
     *out = json_parse_object(data, len, reals, why, sizeof why);
     if (!*out)
         return svc_fail(e, SVC_INVALID, "invalid_json", "%s", why);
+    /* The tree is the request's: released with its arena, so the strings
+     * rest_get_str hands out live as long as the request. */
+    bz_arena_defer_fn(r->arena, x__json_release, *out);
     return 0;
 }
 

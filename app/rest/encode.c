@@ -15,47 +15,27 @@ void enc_user_json(bz_buf *b, const void *p)
     bz_buf_putc(b, '}');
 }
 
-void enc_account_json(bz_buf *b, const void *p)
-{
-    const svc_account *v = p;
-    bz_buf_putc(b, '{');
-    jw_i64(b, "id", v->id);
-    jw_i64(b, "user_id", v->user_id);
-    jw_str(b, "currency", v->currency);
-    jw_i64(b, "balance_cents", v->balance_cents);
-    jw_time(b, "created_at", v->created_us);
-    bz_buf_putc(b, '}');
-}
 
-void enc_transfer_json(bz_buf *b, const void *p)
-{
-    const svc_transfer *v = p;
-    bz_buf_putc(b, '{');
-    jw_i64(b, "id", v->id);
-    jw_i64(b, "from_account_id", v->from_account_id);
-    jw_i64(b, "to_account_id", v->to_account_id);
-    jw_i64(b, "amount_cents", v->amount_cents);
-    jw_str(b, "currency", v->currency);
-    jw_time(b, "created_at", v->created_us);
-    bz_buf_putc(b, '}');
-}
 
-void enc_item_json(bz_buf *b, const void *p)
-{
-    const svc_item *v = p;
-    bz_buf_putc(b, '{');
-    jw_i64(b, "id", v->id);
-    jw_i64(b, "seller_id", v->seller_id);
-    jw_str(b, "sku", v->sku);
-    jw_str(b, "name", v->name);
-    jw_i64(b, "price_cents", v->price_cents);
-    jw_str(b, "currency", v->currency);
-    jw_i64(b, "stock", v->stock);
-    jw_i64(b, "version", v->version);
-    jw_time(b, "created_at", v->created_us);
-    jw_time(b, "updated_at", v->updated_us);
-    bz_buf_putc(b, '}');
-}
+
+/* The models with a field list (svc.h): one member per field, in order. */
+#define X__JSON_ID(n) jw_i64(b, #n, v->n);
+#define X__JSON_INT(n) jw_i64(b, #n, v->n);
+#define X__JSON_STR(n) jw_str(b, #n, v->n);
+#define X__JSON_CUR(n) jw_str(b, #n, v->n);
+#define X__JSON_TIME(n) jw_time(b, #n "_at", v->n##_us);
+#define X__JSON(kind, n) X__JSON_##kind(n)
+#define X__JSON_ENCODER(fn, T, FIELDS)                                                                               \
+    void fn(bz_buf *b, const void *p)                                                                                 \
+    {                                                                                                                 \
+        const T *v = p;                                                                                               \
+        bz_buf_putc(b, '{');                                                                                          \
+        FIELDS(X__JSON)                                                                                               \
+        bz_buf_putc(b, '}');                                                                                          \
+    }
+X__JSON_ENCODER(enc_account_json, svc_account, SVC_ACCOUNT_FIELDS)
+X__JSON_ENCODER(enc_transfer_json, svc_transfer, SVC_TRANSFER_FIELDS)
+X__JSON_ENCODER(enc_item_json, svc_item, SVC_ITEM_FIELDS)
 
 void enc_order_json(bz_buf *b, const void *p)
 {

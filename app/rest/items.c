@@ -52,42 +52,33 @@ bool rest_none_match(bz_str inm, const char *etag)
     return false;
 }
 
-int items_get(rest *R, http_req *r, const svc_principal *who)
+int items_get(rest_x *x)
 {
-    svc_err e;
-    svc_err_clear(&e);
-    int64_t id;
-    if (!rest_path_id(r, "id", &id, &e))
-        return rest_fail(r, &e);
-    svc_call c = rest_call(r, who);
     svc_item it;
     bool hit = false;
-    int rc = svc_item_get(R->s, &c, id, &it, &hit, &e);
-    http_add_header(r, "Cache-Status", hit ? "bazaar; hit" : "bazaar; fwd=miss");
+    int rc = svc_item_get(x->R->s, &x->c, x->id, &it, &hit, &x->e);
+    http_add_header(x->r, "Cache-Status", hit ? "bazaar; hit" : "bazaar; fwd=miss");
     if (rc != 0)
-        return rest_fail(r, &e);
+        return rest_fail(x->r, &x->e);
     char etag[24];
     etag_of(&it, etag);
-    http_add_header(r, "ETag", etag);
-    bz_str inm = http_header_get(r, "If-None-Match");
+    http_add_header(x->r, "ETag", etag);
+    bz_str inm = http_header_get(x->r, "If-None-Match");
     if (inm.p && rest_none_match(inm, etag))
-        return http_send(r, 304, NULL, NULL, 0);
-    return rest_send(r, 200, enc_item_json, &it, NULL, 0);
+        return http_send(x->r, 304, NULL, NULL, 0);
+    return rest_send(x->r, 200, enc_item_json, &it, NULL, 0);
 }
 
-int items_list(rest *R, http_req *r, const svc_principal *who)
+int items_list(rest_x *x)
 {
-    svc_err e;
-    svc_err_clear(&e);
-    svc_items_query q = {rest_query_int(r, L_ITEMS_SELLER, &e), rest_query_int(r, L_ITEMS_OFFSET, &e),
-                         rest_page(r, &e)};
-    if (e.kind)
-        return rest_fail(r, &e);
-    svc_call c = rest_call(r, who);
+    svc_items_query q = {rest_query_int(x->r, L_ITEMS_SELLER, &x->e), rest_query_int(x->r, L_ITEMS_OFFSET, &x->e),
+                         rest_page(x->r, &x->e)};
+    if (x->e.kind)
+        return rest_fail(x->r, &x->e);
     svc_item_page p;
-    if (svc_items_list(R->s, &c, &q, &p, &e) != 0)
-        return rest_fail(r, &e);
-    return rest_send_list(r, enc_item_json, p.data, sizeof *p.data, p.n, true, p.next_cursor);
+    if (svc_items_list(x->R->s, &x->c, &q, &p, &x->e) != 0)
+        return rest_fail(x->r, &x->e);
+    return rest_send_list(x->r, enc_item_json, p.data, sizeof *p.data, p.n, true, p.next_cursor);
 }
 
 static void read_item(json_t *j, bool reals, bool full, svc_item_in *in, svc_err *e)
@@ -99,42 +90,31 @@ static void read_item(json_t *j, bool reals, bool full, svc_item_in *in, svc_err
     in->stock = rest_get_int(j, full ? L_ITEM_STOCK : L_IPATCH_STOCK, reals, NULL, e);
 }
 
-static int write_item(rest *R, http_req *r, const svc_principal *who, bool create, bool full)
+/* POST (create), PUT (full) and PATCH: one body reader, one answer. */
+static int write_item(rest_x *x, bool create, bool full)
 {
-    svc_err e;
-    svc_err_clear(&e);
-    int64_t id = 0;
-    if (!create && !rest_path_id(r, "id", &id, &e))
-        return rest_fail(r, &e);
     json_t *j;
     bool reals;
-    if (rest_body(r, &j, &reals, &e) != 0)
-        return rest_fail(r, &e);
+    if (rest_body(x->r, &j, &reals, &x->e) != 0)
+        return rest_fail(x->r, &x->e);
     svc_item_in in;
-    read_item(j, reals, full, &in, &e);
-    svc_call c = rest_call(r, who);
+    read_item(j, reals, full, &in, &x->e);
     svc_item it;
-    int rc = create ? svc_item_create(R->s, &c, &in, &it, &e) : svc_item_update(R->s, &c, id, &in, full, &it, &e);
-    json_decref(j);
-    rest_call_headers(r, &c);
+    int rc = create ? svc_item_create(x->R->s, &x->c, &in, &it, &x->e)
+                    : svc_item_update(x->R->s, &x->c, x->id, &in, full, &it, &x->e);
+    rest_call_headers(x->r, &x->c);
     if (rc != 0)
-        return rest_fail(r, &e);
-    return rest_send(r, create ? 201 : 200, enc_item_json, &it, create ? "/v1/items/" : NULL, it.id);
+        return rest_fail(x->r, &x->e);
+    return rest_send(x->r, create ? 201 : 200, enc_item_json, &it, create ? "/v1/items/" : NULL, it.id);
 }
 
-int items_create(rest *R, http_req *r, const svc_principal *who) { return write_item(R, r, who, true, true); }
-int items_put(rest *R, http_req *r, const svc_principal *who) { return write_item(R, r, who, false, true); }
-int items_patch(rest *R, http_req *r, const svc_principal *who) { return write_item(R, r, who, false, false); }
+int items_create(rest_x *x) { return write_item(x, true, true); }
+int items_put(rest_x *x) { return write_item(x, false, true); }
+int items_patch(rest_x *x) { return write_item(x, false, false); }
 
-int items_delete(rest *R, http_req *r, const svc_principal *who)
+int items_delete(rest_x *x)
 {
-    svc_err e;
-    svc_err_clear(&e);
-    int64_t id;
-    if (!rest_path_id(r, "id", &id, &e))
-        return rest_fail(r, &e);
-    svc_call c = rest_call(r, who);
-    if (svc_item_delete(R->s, &c, id, &e) != 0)
-        return rest_fail(r, &e);
-    return http_send(r, 204, NULL, NULL, 0);
+    if (svc_item_delete(x->R->s, &x->c, x->id, &x->e) != 0)
+        return rest_fail(x->r, &x->e);
+    return http_send(x->r, 204, NULL, NULL, 0);
 }

@@ -8,17 +8,16 @@
 #include <stdio.h>
 #include <string.h>
 
-int ops_healthz(rest *R, http_req *r, const svc_principal *who)
-{
-    return http_send(r, 200, "text/plain; charset=utf-8", "ok", 2);
-}
+int ops_healthz(rest_x *x) { return http_send(x->r, 200, "text/plain; charset=utf-8", "ok", 2); }
 
 /* 200 {"db":"ok","cache":"ok"} while both answer; 503 naming the failing
  * part, and 503 once shutdown began.  A circuit breaker that is not closed
  * is named too ("open_breakers":["db"]): the reason for the 503, or, for
  * the replica's ("db_read"), a note on a 200 (reads go to the primary). */
-int ops_readyz(rest *R, http_req *r, const svc_principal *who)
+int ops_readyz(rest_x *x)
 {
+    rest *R = x->R;
+    http_req *r = x->r;
     if (R->srv && http_server_draining(R->srv)) {
         http_add_header(r, "Retry-After", "1");
         static const char b[] = "{\"status\":\"shutting down\"}";
@@ -51,17 +50,17 @@ int rest_ops_metrics(rest *R, http_req *r)
     return 0;
 }
 
-int ops_metrics(rest *R, http_req *r, const svc_principal *who)
+int ops_metrics(rest_x *x)
 {
     /* An operator who gave metrics an address of their own does not want
      * them on the public port too. */
-    if (R->cfg && R->cfg->admin_addr[0])
-        return http_send_problem(r, 404, "not_found", "metrics are served on the admin address");
-    return rest_ops_metrics(R, r);
+    if (x->R->cfg && x->R->cfg->admin_addr[0])
+        return http_send_problem(x->r, 404, "not_found", "metrics are served on the admin address");
+    return rest_ops_metrics(x->R, x->r);
 }
 
-int rest_ops_healthz(rest *R, http_req *r) { return ops_healthz(R, r, NULL); }
-int rest_ops_readyz(rest *R, http_req *r) { return ops_readyz(R, r, NULL); }
+int rest_ops_healthz(rest *R, http_req *r) { return ops_healthz(&(rest_x){.R = R, .r = r}); }
+int rest_ops_readyz(rest *R, http_req *r) { return ops_readyz(&(rest_x){.R = R, .r = r}); }
 
 /* ---- OpenAPI 3.1 ---- */
 
@@ -72,6 +71,15 @@ int rest_ops_readyz(rest *R, http_req *r) { return ops_readyz(R, r, NULL); }
 #define PAGE(item) "{\"type\":\"object\",\"properties\":{\"data\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/" item "\"}},\"next_cursor\":{\"type\":[\"string\",\"null\"]}}}"
 #define LIST(item) "{\"type\":\"object\",\"properties\":{\"data\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/" item "\"}}}}"
 
+/* The models with a field list (svc.h): one property per field. */
+#define X__OAS_ID(n) "\"" #n "\":" I64
+#define X__OAS_INT(n) ",\"" #n "\":" I64
+#define X__OAS_STR(n) ",\"" #n "\":" STR
+#define X__OAS_CUR(n) ",\"" #n "\":" CUR
+#define X__OAS_TIME(n) ",\"" #n "_at\":" TS
+#define X__OAS(kind, n) X__OAS_##kind(n)
+#define OBJECT(props) "{\"type\":\"object\",\"properties\":{" props "}}"
+
 static const char schemas[] =
     "\"Problem\":{\"type\":\"object\",\"properties\":{\"type\":" STR ",\"title\":" STR ",\"status\":{\"type\":\"integer\"},"
     "\"detail\":" STR ",\"code\":" STR ",\"errors\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":"
@@ -80,14 +88,11 @@ static const char schemas[] =
     "\"PublicUser\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"name\":" STR ",\"created_at\":" TS "}},"
     "\"PublicUserList\":" LIST("PublicUser") ","
     "\"Session\":{\"type\":\"object\",\"properties\":{\"token\":" STR ",\"expires_at\":" TS "}},"
-    "\"Account\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"user_id\":" I64 ",\"currency\":" CUR
-    ",\"balance_cents\":" I64 ",\"created_at\":" TS "}},"
+    "\"Account\":" OBJECT(SVC_ACCOUNT_FIELDS(X__OAS)) ","
     "\"AccountList\":" LIST("Account") ","
-    "\"Transfer\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"from_account_id\":" I64 ",\"to_account_id\":" I64
-    ",\"amount_cents\":" I64 ",\"currency\":" CUR ",\"created_at\":" TS "}},"
+    "\"Transfer\":" OBJECT(SVC_TRANSFER_FIELDS(X__OAS)) ","
     "\"TransferPage\":" PAGE("Transfer") ","
-    "\"Item\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"seller_id\":" I64 ",\"sku\":" STR ",\"name\":" STR
-    ",\"price_cents\":" I64 ",\"currency\":" CUR ",\"stock\":" I64 ",\"version\":" I64 ",\"created_at\":" TS ",\"updated_at\":" TS "}},"
+    "\"Item\":" OBJECT(SVC_ITEM_FIELDS(X__OAS)) ","
     "\"ItemPage\":" PAGE("Item") ","
     "\"OrderLine\":{\"type\":\"object\",\"properties\":{\"item_id\":" I64 ",\"quantity\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000},"
     "\"unit_price_cents\":" I64 "}},"
@@ -277,11 +282,11 @@ void rest_openapi(bz_buf *o)
     bz_buf_append_c(o, "}}}");
 }
 
-int ops_openapi(rest *R, http_req *r, const svc_principal *who)
+int ops_openapi(rest_x *x)
 {
     bz_buf b = BZ_BUF_INIT;
     rest_openapi(&b);
-    http_send(r, 200, "application/json; charset=utf-8", b.data, b.len);
+    http_send(x->r, 200, "application/json; charset=utf-8", b.data, b.len);
     bz_buf_free(&b);
     return 0;
 }

@@ -7,28 +7,21 @@
 #include <errno.h>
 #include <stdio.h>
 
-static int send_order(http_req *r, const svc_call *c, int status, const svc_order *o, bool loc)
+int orders_create(rest_x *x)
 {
-    rest_call_headers(r, c);
-    return rest_send(r, status, enc_order_json, o, loc ? "/v1/orders/" : NULL, o->id);
-}
-
-int orders_create(rest *R, http_req *r, const svc_principal *who)
-{
-    svc_err e;
-    svc_err_clear(&e);
     json_t *j;
     bool reals;
-    if (rest_body(r, &j, &reals, &e) != 0)
-        return rest_fail(r, &e);
-    svc_order_in *in = bz_arena_calloc(r->arena, 1, sizeof *in);
-    in->account_id = rest_get_int(j, L_ORDER_ACCOUNT, reals, NULL, &e);
+    if (rest_body(x->r, &j, &reals, &x->e) != 0)
+        return rest_fail(x->r, &x->e);
+    svc_err *e = &x->e;
+    svc_order_in *in = bz_arena_calloc(x->r->arena, 1, sizeof *in);
+    in->account_id = rest_get_int(j, L_ORDER_ACCOUNT, reals, NULL, e);
     json_t *lines = json_object_get(j, "lines");
     if (!lines || json_is_null(lines)) {
         in->lines_st = SVC_ABSENT;
     } else if (!json_is_array(lines)) {
         in->lines_st = SVC_BAD;
-        svc_violate(&e, "lines", "must be an array of 1 to 50 lines");
+        svc_violate(e, "lines", "must be an array of 1 to 50 lines");
     } else {
         in->lines_st = SVC_SET;
         in->nlines_sent = (int)json_array_size(lines);
@@ -41,75 +34,55 @@ int orders_create(rest *R, http_req *r, const svc_principal *who)
             if (!json_is_object(l)) {
                 char f[24];
                 snprintf(f, sizeof f, "lines[%d]", i);
-                svc_violate(&e, f, "must be an object");
+                svc_violate(e, f, "must be an object");
                 in->lines[i].item_id.st = in->lines[i].quantity.st = SVC_BAD;
                 continue;
             }
-            in->lines[i].item_id = rest_get_int(l, L_LINE_ITEM, reals, fi, &e);
-            in->lines[i].quantity = rest_get_int(l, L_LINE_QUANTITY, reals, fq, &e);
+            in->lines[i].item_id = rest_get_int(l, L_LINE_ITEM, reals, fi, e);
+            in->lines[i].quantity = rest_get_int(l, L_LINE_QUANTITY, reals, fq, e);
         }
     }
-    json_decref(j);
-    svc_call c = rest_call(r, who);
     svc_order o;
-    if (svc_order_create(R->s, &c, in, &o, &e) != 0) {
-        rest_call_headers(r, &c);
-        return rest_fail(r, &e);
-    }
-    return send_order(r, &c, 201, &o, true);
+    int rc = svc_order_create(x->R->s, &x->c, in, &o, e);
+    rest_call_headers(x->r, &x->c);
+    if (rc != 0)
+        return rest_fail(x->r, e);
+    return rest_send(x->r, 201, enc_order_json, &o, "/v1/orders/", o.id);
 }
 
-int orders_get(rest *R, http_req *r, const svc_principal *who)
+int orders_get(rest_x *x)
 {
-    svc_err e;
-    svc_err_clear(&e);
-    int64_t id;
-    if (!rest_path_id(r, "id", &id, &e))
-        return rest_fail(r, &e);
-    svc_call c = rest_call(r, who);
     svc_order o;
-    if (svc_order_get(R->s, &c, id, &o, &e) != 0)
-        return rest_fail(r, &e);
-    return send_order(r, &c, 200, &o, false);
+    if (svc_order_get(x->R->s, &x->c, x->id, &o, &x->e) != 0)
+        return rest_fail(x->r, &x->e);
+    rest_call_headers(x->r, &x->c);
+    return rest_send(x->r, 200, enc_order_json, &o, NULL, 0);
 }
 
-int orders_list(rest *R, http_req *r, const svc_principal *who)
+int orders_list(rest_x *x)
 {
-    svc_err e;
-    svc_err_clear(&e);
-    int64_t id;
-    if (!rest_path_id(r, "id", &id, &e))
-        return rest_fail(r, &e);
-    svc_page_in pg = rest_page(r, &e);
-    svc_call c = rest_call(r, who);
+    svc_page_in pg = rest_page(x->r, &x->e);
     svc_order_page p;
     bool hit = false;
-    int rc = svc_orders_list(R->s, &c, id, rest_query_str(r, L_ORDERS_STATUS), &pg, &p, &hit, &e);
-    if (rc != 0)
-        return rest_fail(r, &e);
-    http_add_header(r, "Cache-Status", hit ? "bazaar; hit" : "bazaar; fwd=miss");
-    return rest_send_list(r, enc_order_json, p.data, sizeof *p.data, p.n, true, p.next_cursor);
+    if (svc_orders_list(x->R->s, &x->c, x->id, rest_query_str(x->r, L_ORDERS_STATUS), &pg, &p, &hit, &x->e) != 0)
+        return rest_fail(x->r, &x->e);
+    http_add_header(x->r, "Cache-Status", hit ? "bazaar; hit" : "bazaar; fwd=miss");
+    return rest_send_list(x->r, enc_order_json, p.data, sizeof *p.data, p.n, true, p.next_cursor);
 }
 
-static int change_state(rest *R, http_req *r, const svc_principal *who, bool pay)
+/* pay and cancel: the same shape, another service function */
+static int change_state(rest_x *x, int (*op)(svc *, svc_call *, int64_t, svc_order *, svc_err *))
 {
-    svc_err e;
-    svc_err_clear(&e);
-    int64_t id;
-    if (!rest_path_id(r, "id", &id, &e))
-        return rest_fail(r, &e);
-    svc_call c = rest_call(r, who);
     svc_order o;
-    int rc = pay ? svc_order_pay(R->s, &c, id, &o, &e) : svc_order_cancel(R->s, &c, id, &o, &e);
-    if (rc != 0) {
-        rest_call_headers(r, &c);
-        return rest_fail(r, &e);
-    }
-    return send_order(r, &c, 200, &o, false);
+    int rc = op(x->R->s, &x->c, x->id, &o, &x->e);
+    rest_call_headers(x->r, &x->c);
+    if (rc != 0)
+        return rest_fail(x->r, &x->e);
+    return rest_send(x->r, 200, enc_order_json, &o, NULL, 0);
 }
 
-int orders_pay(rest *R, http_req *r, const svc_principal *who) { return change_state(R, r, who, true); }
-int orders_cancel(rest *R, http_req *r, const svc_principal *who) { return change_state(R, r, who, false); }
+int orders_pay(rest_x *x) { return change_state(x, svc_order_pay); }
+int orders_cancel(rest_x *x) { return change_state(x, svc_order_cancel); }
 
 /* ---- GET /v1/users/{id}/orders/events (SSE) ---- */
 
@@ -121,17 +94,24 @@ static int sse_flush(rest *R, http_req *r)
     return http_flush(r);
 }
 
-int orders_events(rest *R, http_req *r, const svc_principal *who)
+/* The loop is the service's (svc_orders_stream); this is where its
+ * events go: one SSE "order" event each, and a heartbeat comment when the
+ * stream has been quiet for HEARTBEAT_NS.  A draining server ends it. */
+typedef struct {
+    rest *R;
+    http_req *r;
+    int64_t next_beat;
+    bz_buf msg;
+    bool subscribed;
+} sse_state;
+
+static int sse_more(sse_state *st, int rc) { return rc != 0 || (st->R->srv && http_server_draining(st->R->srv)); }
+
+static int sse_ready(void *arg)
 {
-    svc_err e;
-    svc_err_clear(&e);
-    int64_t id;
-    if (!rest_path_id(r, "id", &id, &e))
-        return rest_fail(r, &e);
-    svc_call c = rest_call(r, who);
-    svc_watch *w = NULL;
-    if (svc_orders_watch(R->s, &c, id, &w, &e) != 0)
-        return rest_fail(r, &e);
+    sse_state *st = arg;
+    http_req *r = st->r;
+    st->subscribed = true;
     http_set_status(r, 200);
     http_add_header(r, "Content-Type", "text/event-stream");
     http_add_header(r, "Cache-Control", "no-cache");
@@ -140,49 +120,55 @@ int orders_events(rest *R, http_req *r, const svc_principal *who)
      * is subscribed. */
     static const char hello[] = ": subscribed\n\n";
     http_write(r, hello, sizeof hello - 1);
-    int rc = sse_flush(R, r);
-    int64_t next_beat = bz_now_ns() + HEARTBEAT_NS;
-    bz_buf msg = BZ_BUF_INIT;
-    while (rc == 0 && !(R->srv && http_server_draining(R->srv))) {
-        rt_ctx tick;
-        rt_ctx_init_timeout(&tick, r->ctx, BZ_NS_PER_S);
-        svc_order_event ev;
-        int got = svc_watch_next(w, &tick, &ev);
-        rt_ctx_release(&tick);
-        if (got == 0) {
-            static const char head[] = "event: order\ndata: ";
-            bz_buf_clear(&msg);
-            enc_event_json(&msg, &ev);
-            http_write(r, head, sizeof head - 1);
-            http_write(r, msg.data, msg.len);
-            http_write(r, "\n\n", 2);
-            rc = sse_flush(R, r);
-        } else if (got == -EPIPE || rt_ctx_err(r->ctx)) {
-            break;
-        } else if (bz_now_ns() >= next_beat) {
-            static const char beat[] = ": heartbeat\n\n";
-            http_write(r, beat, sizeof beat - 1);
-            rc = sse_flush(R, r);
-            next_beat = bz_now_ns() + HEARTBEAT_NS;
-        }
+    st->next_beat = bz_now_ns() + HEARTBEAT_NS;
+    return sse_more(st, sse_flush(st->R, r));
+}
+
+static int sse_event(void *arg, const svc_order_event *ev)
+{
+    sse_state *st = arg;
+    static const char head[] = "event: order\ndata: ";
+    bz_buf_clear(&st->msg);
+    enc_event_json(&st->msg, ev);
+    http_write(st->r, head, sizeof head - 1);
+    http_write(st->r, st->msg.data, st->msg.len);
+    http_write(st->r, "\n\n", 2);
+    return sse_more(st, sse_flush(st->R, st->r));
+}
+
+static int sse_idle(void *arg)
+{
+    sse_state *st = arg;
+    int rc = 0;
+    if (bz_now_ns() >= st->next_beat) {
+        static const char beat[] = ": heartbeat\n\n";
+        http_write(st->r, beat, sizeof beat - 1);
+        rc = sse_flush(st->R, st->r);
+        st->next_beat = bz_now_ns() + HEARTBEAT_NS;
     }
-    bz_buf_free(&msg);
-    svc_watch_close(w);
-    return 0;
+    return sse_more(st, rc);
+}
+
+int orders_events(rest_x *x)
+{
+    sse_state st = {x->R, x->r, 0, BZ_BUF_INIT, false};
+    svc_watch_sink sink = {sse_ready, sse_event, sse_idle, &st};
+    int rc = svc_orders_stream(x->R->s, &x->c, x->id, &sink, &x->e);
+    bz_buf_free(&st.msg);
+    if (rc != 0 && !st.subscribed)
+        return rest_fail(x->r, &x->e); /* refused before the stream began */
+    return 0;                          /* a stream ends by ending */
 }
 
 /* ---- GET /v1/leaderboard/spenders ---- */
 
-int leaderboard_get(rest *R, http_req *r, const svc_principal *who)
+int leaderboard_get(rest_x *x)
 {
-    svc_err e;
-    svc_err_clear(&e);
-    svc_str cur = rest_query_str(r, L_LB_CURRENCY);
-    svc_int lim = rest_query_int(r, L_LB_LIMIT, &e);
-    svc_call c = rest_call(r, who);
+    svc_str cur = rest_query_str(x->r, L_LB_CURRENCY);
+    svc_int lim = rest_query_int(x->r, L_LB_LIMIT, &x->e);
     svc_spender *top;
     int n;
-    if (svc_leaderboard(R->s, &c, cur, lim, &top, &n, &e) != 0)
-        return rest_fail(r, &e);
-    return rest_send_list(r, enc_spender_json, top, sizeof *top, n, false, NULL);
+    if (svc_leaderboard(x->R->s, &x->c, cur, lim, &top, &n, &x->e) != 0)
+        return rest_fail(x->r, &x->e);
+    return rest_send_list(x->r, enc_spender_json, top, sizeof *top, n, false, NULL);
 }

@@ -27,9 +27,22 @@ struct rest {
     int n;
 };
 
-/* A handler: the caller (resolved once per request by the dispatcher) and
- * the request. */
-typedef int (*rest_fn)(rest *R, http_req *r, const svc_principal *who);
+/* What a handler works with, set up once by the dispatcher: the caller
+ * (resolved once per request), the request, a svc_call for it (context,
+ * arena, caller, Idempotency-Key), a cleared svc_err, and the {id} path
+ * value of a route that has one (a non-number was answered 404 before the
+ * handler ran). */
+typedef struct rest_x {
+    rest *R;
+    http_req *r;
+    const svc_principal *who;
+    svc_call c;
+    svc_err e;
+    int64_t id;
+} rest_x;
+
+/* A handler: answers x->r.  Returns 0 (or a negative errno: 500). */
+typedef int (*rest_fn)(rest_x *x);
 
 struct rest_route {
     const char *pattern;    /* "GET /v1/items/{id}" */
@@ -65,10 +78,13 @@ void rest_rate_headers(http_req *r, const svc_rate *rt);
 
 /* ---- decoding (decode.c) ---- */
 
-/* A svc_call for this request: context, arena, caller, Idempotency-Key. */
+/* A svc_call for this request: context, arena, caller, Idempotency-Key
+ * (the dispatcher makes rest_x.c with it). */
 svc_call rest_call(http_req *r, const svc_principal *who);
 /* Reads and parses the JSON object body: 0, or -1 with e (415, 413, 400
- * invalid_json).  *reals: integers were parsed as reals (one was too big). */
+ * invalid_json).  *reals: integers were parsed as reals (one was too big).
+ * The tree belongs to the request (released when its arena is): never
+ * json_decref it. */
 int rest_body(http_req *r, json_t **out, bool *reals, svc_err *e);
 /* Members into typed fields, named by a limits row; a wrong type becomes a
  * violation and SVC_BAD. */
@@ -78,7 +94,8 @@ svc_int rest_get_int(json_t *o, svc_limit_id id, bool reals, const char *field, 
 svc_str rest_query_str(http_req *r, svc_limit_id id);
 svc_int rest_query_int(http_req *r, svc_limit_id id, svc_err *e);
 svc_page_in rest_page(http_req *r, svc_err *e);
-/* Path value {name} as a positive id: false (e: not found) if not one. */
+/* Path value {name} as a positive id: false (e: not found) if not one
+ * (the dispatcher reads {id} into rest_x.id). */
 bool rest_path_id(http_req *r, const char *name, int64_t *id, svc_err *e);
 
 /* ---- encoders (encode.c): each takes the model struct its name says ---- */
@@ -91,37 +108,18 @@ void enc_event_json(bz_buf *b, const void *svc_order_event_v);
 void enc_spender_json(bz_buf *b, const void *svc_spender_v);
 
 /* ---- handlers, by file ---- */
-int users_create(rest *R, http_req *r, const svc_principal *who);
-int users_get(rest *R, http_req *r, const svc_principal *who);
-int users_find(rest *R, http_req *r, const svc_principal *who);
-int users_me(rest *R, http_req *r, const svc_principal *who);
-int users_patch(rest *R, http_req *r, const svc_principal *who);
-int sessions_create(rest *R, http_req *r, const svc_principal *who);
-int sessions_delete(rest *R, http_req *r, const svc_principal *who);
-int accounts_create(rest *R, http_req *r, const svc_principal *who);
-int accounts_list(rest *R, http_req *r, const svc_principal *who);
-int accounts_get(rest *R, http_req *r, const svc_principal *who);
-int accounts_deposit(rest *R, http_req *r, const svc_principal *who);
-int transfers_create(rest *R, http_req *r, const svc_principal *who);
-int transfers_get(rest *R, http_req *r, const svc_principal *who);
-int transfers_list(rest *R, http_req *r, const svc_principal *who);
-int items_create(rest *R, http_req *r, const svc_principal *who);
-int items_get(rest *R, http_req *r, const svc_principal *who);
-int items_list(rest *R, http_req *r, const svc_principal *who);
-int items_put(rest *R, http_req *r, const svc_principal *who);
-int items_patch(rest *R, http_req *r, const svc_principal *who);
-int items_delete(rest *R, http_req *r, const svc_principal *who);
-int orders_create(rest *R, http_req *r, const svc_principal *who);
-int orders_get(rest *R, http_req *r, const svc_principal *who);
-int orders_list(rest *R, http_req *r, const svc_principal *who);
-int orders_pay(rest *R, http_req *r, const svc_principal *who);
-int orders_cancel(rest *R, http_req *r, const svc_principal *who);
-int orders_events(rest *R, http_req *r, const svc_principal *who);
-int leaderboard_get(rest *R, http_req *r, const svc_principal *who);
-int ops_healthz(rest *R, http_req *r, const svc_principal *who);
-int ops_readyz(rest *R, http_req *r, const svc_principal *who);
-int ops_metrics(rest *R, http_req *r, const svc_principal *who);
-int ops_openapi(rest *R, http_req *r, const svc_principal *who);
+/* the operations' handlers: app/ops.def's REST column */
+#define X__R_DECL_REST(fn) int fn(rest_x *x);
+#define X__R_DECL_REST_STREAM(fn) int fn(rest_x *x);
+#define X__R_DECL_NO_REST(fn)
+#define OP(id, svc_fn, auth, idem, rkind, pattern, fn, gkind, gmethod, summary, req, resp, codes) X__R_DECL_##rkind(fn)
+#include "app/ops.def"
+#undef OP
+/* the ops routes */
+int ops_healthz(rest_x *x);
+int ops_readyz(rest_x *x);
+int ops_metrics(rest_x *x);
+int ops_openapi(rest_x *x);
 
 /* metrics.c */
 void rest_metrics_render(svc *s, bz_buf *out);

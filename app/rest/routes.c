@@ -1,5 +1,6 @@
-/* app/rest/routes.c — the route table (one row per endpoint, also the
- * source of /openapi.json) and the per-route dispatcher: the caller is
+/* app/rest/routes.c — the route table (the ops routes, then one row per
+ * operation of app/ops.def; also the source of /openapi.json) and the
+ * per-route dispatcher: the caller is
  * resolved once per request (session, then the rate limiter's principal),
  * then the handler runs. */
 #include "app/rest/rest-private.h"
@@ -10,45 +11,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The operations' REST columns (app/ops.def); NO_REST rows leave none. */
+#define X__AUTH_PUBLIC false
+#define X__AUTH_AUTH true
+#define X__R_REST(pattern, fn, auth, summary, req, resp, codes) {pattern, fn, auth, false, summary, req, resp, codes},
+#define X__R_REST_STREAM(pattern, fn, auth, summary, req, resp, codes) {pattern, fn, auth, true, summary, req, resp, codes},
+#define X__R_NO_REST(pattern, fn, auth, summary, req, resp, codes)
+#define OP(id, svc_fn, auth, idem, rkind, pattern, fn, gkind, gmethod, summary, req, resp, codes)                     \
+    X__R_##rkind(pattern, fn, X__AUTH_##auth, summary, req, resp, codes)
+
 const rest_route rest_routes[] = {
     {"GET /healthz", ops_healthz, false, false, "Liveness: 200 while the process runs", NULL, "text", "200"},
     {"GET /readyz", ops_readyz, false, false, "Readiness of the database and the cache", NULL, "Ready", "200 503"},
     {"GET /metrics", ops_metrics, false, false, "Prometheus metrics", NULL, "text", "200"},
     {"GET /openapi.json", ops_openapi, false, false, "This document", NULL, "object", "200"},
-    {"POST /v1/users", users_create, false, false, "Sign up", "NewUser", "User", "201 400 409 415"},
-    {"GET /v1/users", users_find, false, false, "Find a user by email (case-insensitive)", NULL, "PublicUserList", "200 400"},
-    {"GET /v1/users/{id}", users_get, false, false, "A user's public profile", NULL, "PublicUser", "200 404"},
-    {"PATCH /v1/users/{id}", users_patch, true, false, "Change your name or password", "UserPatch", "User", "200 400 401 404 415"},
-    {"GET /v1/me", users_me, true, false, "The signed-in user", NULL, "User", "200 401"},
-    {"POST /v1/sessions", sessions_create, false, false, "Log in: a bearer token valid 24 h", "Login", "Session", "201 400 401 415 429"},
-    {"DELETE /v1/sessions/current", sessions_delete, true, false, "Log out: the token stops working everywhere", NULL, NULL, "204 401"},
-    {"POST /v1/accounts", accounts_create, true, false, "Open an account in a currency", "NewAccount", "Account", "201 400 401 409 415"},
-    {"GET /v1/accounts", accounts_list, true, false, "Your accounts", NULL, "AccountList", "200 401"},
-    {"GET /v1/accounts/{id}", accounts_get, true, false, "One of your accounts", NULL, "Account", "200 401 404"},
-    {"POST /v1/accounts/{id}/deposits", accounts_deposit, true, false, "Deposit (Idempotency-Key required)", "Deposit", "Account", "201 400 401 404 409 415 422 503"},
-    {"GET /v1/accounts/{id}/transfers", transfers_list, true, false, "Transfers in and out of an account, newest first", NULL, "TransferPage", "200 400 401 404"},
-    {"POST /v1/transfers", transfers_create, true, false, "Move money between accounts (Idempotency-Key required)", "NewTransfer", "Transfer", "201 400 401 404 409 415 422 503"},
-    {"GET /v1/transfers/{id}", transfers_get, true, false, "A transfer touching one of your accounts", NULL, "Transfer", "200 401 404"},
-    {"POST /v1/items", items_create, true, false, "List an item for sale", "NewItem", "Item", "201 400 401 409 415"},
-    {"GET /v1/items", items_list, false, false, "Items by id (keyset cursor, or ?offset= which is slower)", NULL, "ItemPage", "200 400"},
-    {"GET /v1/items/{id}", items_get, false, false, "An item (cache-aside; ETag, If-None-Match, Cache-Status)", NULL, "Item", "200 304 404"},
-    {"PUT /v1/items/{id}", items_put, true, false, "Replace your item", "NewItem", "Item", "200 400 401 404 409 415"},
-    {"PATCH /v1/items/{id}", items_patch, true, false, "Change some fields of your item", "ItemPatch", "Item", "200 400 401 404 409 415"},
-    {"DELETE /v1/items/{id}", items_delete, true, false, "Delete your item", NULL, NULL, "204 401 404"},
-    {"POST /v1/orders", orders_create, true, false, "Order items; reserves stock (Idempotency-Key required)", "NewOrder", "Order", "201 400 401 404 409 415 422 503"},
-    {"GET /v1/orders/{id}", orders_get, true, false, "One of your orders", NULL, "Order", "200 401 404"},
-    {"POST /v1/orders/{id}/pay", orders_pay, true, false, "Pay a pending order", NULL, "Order", "200 401 404 409 503"},
-    {"POST /v1/orders/{id}/cancel", orders_cancel, true, false, "Cancel a pending order; returns stock", NULL, "Order", "200 401 404 409"},
-    {"GET /v1/users/{id}/orders", orders_list, true, false, "Your orders, newest first, optionally by status", NULL, "OrderPage", "200 400 401 404"},
-    {"GET /v1/users/{id}/orders/events", orders_events, true, true, "Server-sent events: your orders' status changes", NULL, "text", "200 401 404"},
-    {"GET /v1/leaderboard/spenders", leaderboard_get, false, false, "Top spenders in a currency", NULL, "Leaderboard", "200 400"},
+#include "app/ops.def"
 };
+#undef OP
 const int rest_nroutes = sizeof rest_routes / sizeof rest_routes[0];
 
 typedef struct rest_binding {
     rest *R;
     const rest_route *route;
     bool limited; /* subject to --rate-limit */
+    bool has_id;  /* the pattern has {id}: read before the handler runs */
 } binding;
 
 static int dispatch(http_req *r, void *data)
@@ -88,7 +74,11 @@ static int dispatch(http_req *r, void *data)
     if (b->route->auth && who.user_id <= 0)
         return rest_fail(r, &(svc_err){.kind = SVC_UNAUTHENTICATED, .code = "unauthorized",
                                        .msg = "a valid bearer token is required"});
-    return b->route->fn(R, r, &who);
+    rest_x x = {.R = R, .r = r, .who = &who, .c = rest_call(r, &who)};
+    svc_err_clear(&x.e);
+    if (b->has_id && !rest_path_id(r, "id", &x.id, &x.e))
+        return rest_fail(r, &x.e);
+    return b->route->fn(&x);
 }
 
 rest *rest_new(svc *s, const bz_config *cfg, const int64_t *request_timeout, char *err, size_t errlen)
@@ -107,7 +97,7 @@ rest *rest_new(svc *s, const bz_config *cfg, const int64_t *request_timeout, cha
     for (int i = 0; i < rest_nroutes; i++) {
         const rest_route *rt = &rest_routes[i];
         bool ops = strstr(rt->pattern, " /v1/") == NULL; /* health, metrics: never limited */
-        R->bindings[i] = (binding){R, rt, limit_on && !ops};
+        R->bindings[i] = (binding){R, rt, limit_on && !ops, strstr(rt->pattern, "{id}") != NULL};
         http_handler h = {dispatch, &R->bindings[i]};
         /* Streams live until the client or the server ends them; every
          * other route gets --request-timeout on its context. */

@@ -10,10 +10,10 @@
 #include <stdio.h>
 #include <string.h>
 
-static void enc_account_v(bz_buf *b, const void *v) { enc_account(b, v); }
-static bool dec_account_v(svc_rd *r, bz_arena *a, void *v) { (void)a; return dec_account(r, v); }
-static void enc_transfer_v(bz_buf *b, const void *v) { enc_transfer(b, v); }
-static bool dec_transfer_v(svc_rd *r, bz_arena *a, void *v) { (void)a; return dec_transfer(r, v); }
+static void enc_account_v(bz_buf *b, const void *v) { svc__enc_account(b, v); }
+static bool dec_account_v(svc_rd *r, bz_arena *a, void *v) { (void)a; return svc__dec_account(r, v); }
+static void enc_transfer_v(bz_buf *b, const void *v) { svc__enc_transfer(b, v); }
+static bool dec_transfer_v(svc_rd *r, bz_arena *a, void *v) { (void)a; return svc__dec_transfer(r, v); }
 
 static int not_found(svc_err *e, int64_t id)
 {
@@ -31,7 +31,7 @@ static int own_account(svc *s, svc_call *c, int64_t id, svc_account *out, svc_er
         return svc_fail_from(e, &be);
     if (rc == DB_NO_ROWS)
         return not_found(e, id);
-    row_account(rows, out);
+    svc__row_account(rows, out);
     db_rows_close(rows);
     if (out->user_id != c->who->user_id)
         return not_found(e, id);
@@ -56,14 +56,14 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     int rc = sql_row(TX(tx), ctx, &SQL_ACCOUNT_INSERT, args, 3, &rows, err);
     if (rc != 0)
         return rc < 0 ? rc : -1;
-    row_account(rows, x->out);
+    svc__row_account(rows, x->out);
     db_rows_close(rows);
-    return tx_record(tx, ctx, &x->run, err);
+    return svc__tx_record(tx, ctx, &x->run, err);
 }
 
 int svc_account_create(svc *s, svc_call *c, svc_str currency, svc_account *out, svc_err *e)
 {
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     if (!svc_check_str(e, L_ACCOUNT_CURRENCY, &currency, NULL))
         return -1;
@@ -71,13 +71,13 @@ int svc_account_create(svc *s, svc_call *c, svc_str currency, svc_account *out, 
     memcpy(cur, currency.p, 3);
     cur[3] = '\0';
     svc_fp fp;
-    fp_begin(&fp, "account.create");
-    fp_str(&fp, cur, 3);
+    svc__fp_begin(&fp, "account.create");
+    svc__fp_str(&fp, cur, 3);
     svc_idem im;
-    if (idem_begin(s, c, &fp, false, &im, e) != 0)
+    if (svc__idem_begin(s, c, &fp, false, &im, e) != 0)
         return -1;
     create_args x = {{s, c, &im, e, enc_account_v, dec_account_v, out}, c->who->user_id, cur, out};
-    return tx_run_op(&x.run, create_tx, &x, SVC_ALREADY_EXISTS, "account_exists",
+    return svc__tx_run_op(&x.run, create_tx, &x, SVC_ALREADY_EXISTS, "account_exists",
                      "you already have an account in this currency");
 }
 
@@ -85,7 +85,7 @@ int svc_accounts_list(svc *s, svc_call *c, svc_account **out, int *n, svc_err *e
 {
     *out = NULL;
     *n = 0;
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     db_rows *rows = NULL;
     bz_error be;
@@ -95,14 +95,14 @@ int svc_accounts_list(svc *s, svc_call *c, svc_account **out, int *n, svc_err *e
     int cnt = db_rows_count(rows);
     *out = bz_arena_calloc(c->arena, (size_t)(cnt ? cnt : 1), sizeof **out);
     while (db_rows_next(rows) && *n < cnt)
-        row_account(rows, &(*out)[(*n)++]);
+        svc__row_account(rows, &(*out)[(*n)++]);
     db_rows_close(rows);
     return 0;
 }
 
 int svc_account_get(svc *s, svc_call *c, int64_t id, svc_account *out, svc_err *e)
 {
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     return own_account(s, c, id, out, e);
 }
@@ -111,17 +111,17 @@ int svc_account_get(svc *s, svc_call *c, int64_t id, svc_account *out, svc_err *
 static int money_tx(svc *s, tx_run *run, db_tx_fn fn, void *x, int64_t acct1, int64_t acct2)
 {
     int held[2];
-    if (acct_lock(s, run->c->ctx, acct1, acct2, held) != 0) {
-        acct_unlock(s, held);
-        idem_end(s, run->im);
+    if (svc__acct_lock(s, run->c->ctx, acct1, acct2, held) != 0) {
+        svc__acct_unlock(s, held);
+        svc__idem_end(s, run->im);
         /* The request before it on these accounts held them to the end of
          * this one's deadline — in practice a database that stopped
          * answering (API.md §10: 503 unavailable).  Nothing was done. */
         return svc_fail(run->e, SVC_UNAVAILABLE, "unavailable",
                         "the request's accounts stayed busy past its deadline; retry later");
     }
-    int rc = tx_run_op(run, fn, x, SVC_OK, NULL, NULL);
-    acct_unlock(s, held);
+    int rc = svc__tx_run_op(run, fn, x, SVC_OK, NULL, NULL);
+    svc__acct_unlock(s, held);
     return rc;
 }
 
@@ -143,26 +143,26 @@ static int deposit_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     if (rc < 0)
         return -1;
     if (rc == DB_NO_ROWS) {
-        tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "account %lld does not exist", (long long)x->account);
+        svc__tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "account %lld does not exist", (long long)x->account);
     } else {
-        row_account(rows, x->out);
+        svc__row_account(rows, x->out);
         db_rows_close(rows);
     }
-    return tx_record(tx, ctx, &x->run, err);
+    return svc__tx_record(tx, ctx, &x->run, err);
 }
 
 int svc_deposit(svc *s, svc_call *c, const svc_deposit_in *in, svc_account *out, svc_err *e)
 {
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     if (!svc_check_int(e, L_DEPOSIT_AMOUNT, &in->amount_cents, NULL))
         return -1;
     svc_fp fp;
-    fp_begin(&fp, "account.deposit");
-    fp_int(&fp, in->account_id);
-    fp_int(&fp, in->amount_cents.v);
+    svc__fp_begin(&fp, "account.deposit");
+    svc__fp_int(&fp, in->account_id);
+    svc__fp_int(&fp, in->amount_cents.v);
     svc_idem im;
-    if (idem_begin(s, c, &fp, true, &im, e) != 0)
+    if (svc__idem_begin(s, c, &fp, true, &im, e) != 0)
         return -1;
     deposit_args x = {{s, c, &im, e, enc_account_v, dec_account_v, out}, c->who->user_id, in->account_id,
                       in->amount_cents.v, out};
@@ -203,13 +203,13 @@ static int transfer_refusal(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error *
     }
     db_rows_close(rows);
     if (!have_from || from_owner != x->uid)
-        tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "account %lld does not exist", (long long)x->from);
+        svc__tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "account %lld does not exist", (long long)x->from);
     else if (!have_to)
-        tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "account %lld does not exist", (long long)x->to);
+        svc__tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "account %lld does not exist", (long long)x->to);
     else if (strcmp(cur_from, cur_to) != 0)
-        tx_refuse(&x->run, SVC_UNPROCESSABLE, "currency_mismatch", "the accounts hold %s and %s", cur_from, cur_to);
+        svc__tx_refuse(&x->run, SVC_UNPROCESSABLE, "currency_mismatch", "the accounts hold %s and %s", cur_from, cur_to);
     else if (balance < x->amount)
-        tx_refuse(&x->run, SVC_CONFLICT, "insufficient_funds", "account %lld holds %lld cents", (long long)x->from,
+        svc__tx_refuse(&x->run, SVC_CONFLICT, "insufficient_funds", "account %lld holds %lld cents", (long long)x->from,
                   (long long)balance);
     else /* it changed under us: SERIALIZABLE makes this a conflict */
         return bz_err_set(err, BZ_ERR_SERIALIZATION, "transfer guard raced"), -1;
@@ -233,7 +233,7 @@ static int transfer_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     if (rc == DB_NO_ROWS) {
         if (transfer_refusal(x, tx, ctx, err) != 0)
             return -1;
-        return tx_record(tx, ctx, &x->run, err);
+        return svc__tx_record(tx, ctx, &x->run, err);
     }
     char currency[4];
     snprintf(currency, sizeof currency, "%s", db_col_text(rows, 0, NULL));
@@ -251,20 +251,20 @@ static int transfer_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     *x->out = (svc_transfer){db_col_int(rows, 0), x->from, x->to, x->amount, "", now};
     memcpy(x->out->currency, currency, 4);
     db_rows_close(rows);
-    return tx_record(tx, ctx, &x->run, err);
+    return svc__tx_record(tx, ctx, &x->run, err);
 }
 
 /* Records an answer decided before any effect (same_account). */
 static int record_only_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
 {
     transfer_args *x = p;
-    tx_refuse(&x->run, SVC_UNPROCESSABLE, "same_account", "from_account_id and to_account_id are the same account");
-    return tx_record(tx, ctx, &x->run, err);
+    svc__tx_refuse(&x->run, SVC_UNPROCESSABLE, "same_account", "from_account_id and to_account_id are the same account");
+    return svc__tx_record(tx, ctx, &x->run, err);
 }
 
 int svc_transfer_create(svc *s, svc_call *c, const svc_transfer_in *in, svc_transfer *out, svc_err *e)
 {
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     svc_check_int(e, L_TRANSFER_FROM, &in->from_account_id, NULL);
     svc_check_int(e, L_TRANSFER_TO, &in->to_account_id, NULL);
@@ -272,25 +272,25 @@ int svc_transfer_create(svc *s, svc_call *c, const svc_transfer_in *in, svc_tran
     if (e->kind)
         return -1;
     svc_fp fp;
-    fp_begin(&fp, "transfer.create");
-    fp_int(&fp, in->from_account_id.v);
-    fp_int(&fp, in->to_account_id.v);
-    fp_int(&fp, in->amount_cents.v);
+    svc__fp_begin(&fp, "transfer.create");
+    svc__fp_int(&fp, in->from_account_id.v);
+    svc__fp_int(&fp, in->to_account_id.v);
+    svc__fp_int(&fp, in->amount_cents.v);
     svc_idem im;
-    if (idem_begin(s, c, &fp, true, &im, e) != 0)
+    if (svc__idem_begin(s, c, &fp, true, &im, e) != 0)
         return -1;
     transfer_args x = {{s, c, &im, e, enc_transfer_v, dec_transfer_v, out}, c->who->user_id,
                        in->from_account_id.v, in->to_account_id.v, in->amount_cents.v, out};
     /* Refused without touching money, but still recorded so a replay gets
      * the same answer. */
     if (x.from == x.to)
-        return tx_run_op(&x.run, record_only_tx, &x, SVC_OK, NULL, NULL);
+        return svc__tx_run_op(&x.run, record_only_tx, &x, SVC_OK, NULL, NULL);
     return money_tx(s, &x.run, transfer_tx, &x, x.from, x.to);
 }
 
 int svc_transfer_get(svc *s, svc_call *c, int64_t id, svc_transfer *out, svc_err *e)
 {
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     db_rows *rows = NULL;
     bz_error be;
@@ -300,7 +300,7 @@ int svc_transfer_get(svc *s, svc_call *c, int64_t id, svc_transfer *out, svc_err
         return svc_fail_from(e, &be);
     if (rc == DB_NO_ROWS)
         return svc_fail(e, SVC_NOT_FOUND, "not_found", "transfer %lld does not exist", (long long)id);
-    row_transfer(rows, out);
+    svc__row_transfer(rows, out);
     db_rows_close(rows);
     return 0;
 }
@@ -309,18 +309,18 @@ int svc_transfers_list(svc *s, svc_call *c, int64_t account_id, const svc_page_i
                        svc_err *e)
 {
     memset(out, 0, sizeof *out);
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     svc_account acct;
     if (own_account(s, c, account_id, &acct, e) != 0)
         return -1;
-    int limit = page_limit(pg, e);
+    int limit = svc__page_limit(pg, e);
     if (limit < 0)
         return -1;
     char scope[64];
     snprintf(scope, sizeof scope, "transfers:%lld", (long long)account_id);
     svc_cursor cur = {SVC_CURSOR_TOP_US, INT64_MAX};
-    if (cursor_decode(s, &pg->cursor, scope, &cur, e) < 0)
+    if (svc__cursor_decode(s, &pg->cursor, scope, &cur, e) < 0)
         return -1;
     db_arg args[] = {DB_INT(account_id), DB_TIME(cur.t_us), DB_INT(cur.id), DB_INT(limit + 1)};
     db_rows *rows = NULL;
@@ -329,11 +329,11 @@ int svc_transfers_list(svc *s, svc_call *c, int64_t account_id, const svc_page_i
         return svc_fail_from(e, &be);
     out->data = bz_arena_calloc(c->arena, (size_t)limit, sizeof *out->data);
     while (out->n < limit && db_rows_next(rows))
-        row_transfer(rows, &out->data[out->n++]);
+        svc__row_transfer(rows, &out->data[out->n++]);
     if (db_rows_count(rows) > limit) {
         svc_transfer *last = &out->data[out->n - 1];
         svc_cursor next = {last->created_us, last->id};
-        out->next_cursor = cursor_encode(s, c->arena, &next, scope);
+        out->next_cursor = svc__cursor_encode(s, c->arena, &next, scope);
     }
     db_rows_close(rows);
     return 0;

@@ -5,20 +5,20 @@
 
 /* ---- writing ---- */
 
-void enc_int(bz_buf *b, int64_t v)
+void svc__enc_int(bz_buf *b, int64_t v)
 {
     bz_buf_append_i64(b, v);
     bz_buf_putc(b, '|');
 }
 
-void enc_str(bz_buf *b, const char *s, size_t n)
+void svc__enc_str(bz_buf *b, const char *s, size_t n)
 {
     bz_buf_append_i64(b, (int64_t)n);
     bz_buf_putc(b, ':');
     bz_buf_append(b, s, n);
 }
 
-static void enc_cstr(bz_buf *b, const char *s) { enc_str(b, s ? s : "", s ? strlen(s) : 0); }
+static void enc_cstr(bz_buf *b, const char *s) { svc__enc_str(b, s ? s : "", s ? strlen(s) : 0); }
 
 /* ---- reading: every reader checks bounds; a malformed record sets bad ---- */
 
@@ -46,9 +46,9 @@ static int64_t dec_num(svc_rd *r, char term)
     return neg ? -v : v;
 }
 
-int64_t dec_int(svc_rd *r) { return r->bad ? 0 : dec_num(r, '|'); }
+int64_t svc__dec_int(svc_rd *r) { return r->bad ? 0 : dec_num(r, '|'); }
 
-const char *dec_str(svc_rd *r, bz_arena *a, size_t *n)
+const char *svc__dec_str(svc_rd *r, bz_arena *a, size_t *n)
 {
     if (n)
         *n = 0;
@@ -66,7 +66,7 @@ const char *dec_str(svc_rd *r, bz_arena *a, size_t *n)
     return s;
 }
 
-void dec_cur(svc_rd *r, char out[4])
+void svc__dec_cur(svc_rd *r, char out[4])
 {
     out[0] = '\0';
     if (r->bad)
@@ -81,7 +81,7 @@ void dec_cur(svc_rd *r, char out[4])
     r->p += 3;
 }
 
-const char *status_static(const char *s, size_t n)
+const char *svc__status_static(const char *s, size_t n)
 {
     static const char *const all[] = {"pending", "paid", "shipped", "cancelled"};
     for (int i = 0; i < 4; i++)
@@ -99,7 +99,7 @@ static const char *dec_status(svc_rd *r)
         r->bad = true;
         return NULL;
     }
-    const char *st = status_static(r->p, (size_t)len);
+    const char *st = svc__status_static(r->p, (size_t)len);
     r->p += len;
     if (!st)
         r->bad = true;
@@ -108,128 +108,100 @@ static const char *dec_status(svc_rd *r)
 
 /* ---- model values ---- */
 
-void enc_account(bz_buf *b, const svc_account *v)
-{
-    enc_int(b, v->id);
-    enc_int(b, v->user_id);
-    enc_cstr(b, v->currency);
-    enc_int(b, v->balance_cents);
-    enc_int(b, v->created_us);
-}
+/* The record of a model with a field list (svc.h): its fields in order. */
+#define X__ENC_ID(n) svc__enc_int(b, v->n);
+#define X__ENC_INT(n) svc__enc_int(b, v->n);
+#define X__ENC_STR(n) enc_cstr(b, v->n);
+#define X__ENC_CUR(n) enc_cstr(b, v->n);
+#define X__ENC_TIME(n) svc__enc_int(b, v->n##_us);
+#define X__ENC(kind, n) X__ENC_##kind(n)
+#define X__DEC_ID(n) v->n = svc__dec_int(r);
+#define X__DEC_INT(n) v->n = svc__dec_int(r);
+#define X__DEC_STR(n) v->n = svc__dec_str(r, a, NULL);
+#define X__DEC_CUR(n) svc__dec_cur(r, v->n);
+#define X__DEC_TIME(n) v->n##_us = svc__dec_int(r);
+#define X__DEC(kind, n) X__DEC_##kind(n)
 
-bool dec_account(svc_rd *r, svc_account *v)
+void svc__enc_account(bz_buf *b, const svc_account *v) { SVC_ACCOUNT_FIELDS(X__ENC) }
+bool svc__dec_account(svc_rd *r, svc_account *v)
 {
-    v->id = dec_int(r);
-    v->user_id = dec_int(r);
-    dec_cur(r, v->currency);
-    v->balance_cents = dec_int(r);
-    v->created_us = dec_int(r);
+    SVC_ACCOUNT_FIELDS(X__DEC)
     return !r->bad;
 }
 
-void enc_transfer(bz_buf *b, const svc_transfer *v)
+void svc__enc_transfer(bz_buf *b, const svc_transfer *v) { SVC_TRANSFER_FIELDS(X__ENC) }
+bool svc__dec_transfer(svc_rd *r, svc_transfer *v)
 {
-    enc_int(b, v->id);
-    enc_int(b, v->from_account_id);
-    enc_int(b, v->to_account_id);
-    enc_int(b, v->amount_cents);
-    enc_cstr(b, v->currency);
-    enc_int(b, v->created_us);
-}
-
-bool dec_transfer(svc_rd *r, svc_transfer *v)
-{
-    v->id = dec_int(r);
-    v->from_account_id = dec_int(r);
-    v->to_account_id = dec_int(r);
-    v->amount_cents = dec_int(r);
-    dec_cur(r, v->currency);
-    v->created_us = dec_int(r);
+    SVC_TRANSFER_FIELDS(X__DEC)
     return !r->bad;
 }
 
-void enc_item(bz_buf *b, const svc_item *v)
+void svc__enc_item(bz_buf *b, const svc_item *v) { SVC_ITEM_FIELDS(X__ENC) }
+bool svc__dec_item(svc_rd *r, bz_arena *a, svc_item *v)
 {
-    enc_int(b, v->id);
-    enc_int(b, v->seller_id);
-    enc_cstr(b, v->sku);
-    enc_cstr(b, v->name);
-    enc_int(b, v->price_cents);
-    enc_cstr(b, v->currency);
-    enc_int(b, v->stock);
-    enc_int(b, v->version);
-    enc_int(b, v->created_us);
-    enc_int(b, v->updated_us);
-}
-
-bool dec_item(svc_rd *r, bz_arena *a, svc_item *v)
-{
-    v->id = dec_int(r);
-    v->seller_id = dec_int(r);
-    v->sku = dec_str(r, a, NULL);
-    v->name = dec_str(r, a, NULL);
-    v->price_cents = dec_int(r);
-    dec_cur(r, v->currency);
-    v->stock = dec_int(r);
-    v->version = dec_int(r);
-    v->created_us = dec_int(r);
-    v->updated_us = dec_int(r);
+    SVC_ITEM_FIELDS(X__DEC)
     return !r->bad;
 }
 
-void enc_order(bz_buf *b, const svc_order *v)
+
+
+
+
+
+
+void svc__enc_order(bz_buf *b, const svc_order *v)
 {
-    enc_int(b, v->id);
-    enc_int(b, v->customer_id);
-    enc_int(b, v->account_id);
+    svc__enc_int(b, v->id);
+    svc__enc_int(b, v->customer_id);
+    svc__enc_int(b, v->account_id);
     enc_cstr(b, v->status);
-    enc_int(b, v->total_cents);
+    svc__enc_int(b, v->total_cents);
     enc_cstr(b, v->currency);
-    enc_int(b, v->created_us);
-    enc_int(b, v->updated_us);
-    enc_int(b, v->nlines);
+    svc__enc_int(b, v->created_us);
+    svc__enc_int(b, v->updated_us);
+    svc__enc_int(b, v->nlines);
     for (int i = 0; i < v->nlines; i++) {
-        enc_int(b, v->lines[i].item_id);
-        enc_int(b, v->lines[i].quantity);
-        enc_int(b, v->lines[i].unit_price_cents);
+        svc__enc_int(b, v->lines[i].item_id);
+        svc__enc_int(b, v->lines[i].quantity);
+        svc__enc_int(b, v->lines[i].unit_price_cents);
     }
 }
 
-bool dec_order(svc_rd *r, bz_arena *a, svc_order *v)
+bool svc__dec_order(svc_rd *r, bz_arena *a, svc_order *v)
 {
-    v->id = dec_int(r);
-    v->customer_id = dec_int(r);
-    v->account_id = dec_int(r);
+    v->id = svc__dec_int(r);
+    v->customer_id = svc__dec_int(r);
+    v->account_id = svc__dec_int(r);
     v->status = dec_status(r);
-    v->total_cents = dec_int(r);
-    dec_cur(r, v->currency);
-    v->created_us = dec_int(r);
-    v->updated_us = dec_int(r);
-    int64_t n = dec_int(r);
+    v->total_cents = svc__dec_int(r);
+    svc__dec_cur(r, v->currency);
+    v->created_us = svc__dec_int(r);
+    v->updated_us = svc__dec_int(r);
+    int64_t n = svc__dec_int(r);
     if (r->bad || n < 0 || n > SVC_MAX_LINES)
         return r->bad = true, false;
     v->nlines = (int)n;
     v->lines = bz_arena_calloc(a, (size_t)(n ? n : 1), sizeof *v->lines);
     for (int i = 0; i < v->nlines; i++) {
-        v->lines[i].item_id = dec_int(r);
-        v->lines[i].quantity = dec_int(r);
-        v->lines[i].unit_price_cents = dec_int(r);
+        v->lines[i].item_id = svc__dec_int(r);
+        v->lines[i].quantity = svc__dec_int(r);
+        v->lines[i].unit_price_cents = svc__dec_int(r);
     }
     return !r->bad;
 }
 
-void enc_event(bz_buf *b, const svc_order_event *v)
+void svc__enc_event(bz_buf *b, const svc_order_event *v)
 {
-    enc_int(b, v->order_id);
+    svc__enc_int(b, v->order_id);
     enc_cstr(b, v->status);
-    enc_int(b, v->at_us);
+    svc__enc_int(b, v->at_us);
 }
 
-bool dec_event(svc_rd *r, svc_order_event *v)
+bool svc__dec_event(svc_rd *r, svc_order_event *v)
 {
-    v->order_id = dec_int(r);
+    v->order_id = svc__dec_int(r);
     v->status = dec_status(r);
-    v->at_us = dec_int(r);
+    v->at_us = svc__dec_int(r);
     return !r->bad;
 }
 
@@ -251,7 +223,7 @@ static const char *col_str(db_rows *r, int col, bz_arena *a)
     return bz_arena_strndup(a, s, n);
 }
 
-void row_user(db_rows *r, bz_arena *a, svc_user *u, bool with_email)
+void svc__row_user(db_rows *r, bz_arena *a, svc_user *u, bool with_email)
 {
     u->id = db_col_int(r, 0);
     u->email = with_email ? col_str(r, 1, a) : NULL;
@@ -259,47 +231,65 @@ void row_user(db_rows *r, bz_arena *a, svc_user *u, bool with_email)
     u->created_us = db_col_time(r, 3);
 }
 
-void row_account(db_rows *r, svc_account *v)
+
+
+
+/* A row of the model's columns (ITEM_COLS, ...) into its record. */
+#define X__ROW_ID(n) v->n = db_col_int(r, col++);
+#define X__ROW_INT(n) v->n = db_col_int(r, col++);
+#define X__ROW_STR(n) v->n = col_str(r, col++, a);
+#define X__ROW_CUR(n) col_cur(r, col++, v->n);
+#define X__ROW_TIME(n) v->n##_us = db_col_time(r, col++);
+#define X__ROW(kind, n) X__ROW_##kind(n)
+
+void svc__row_account(db_rows *r, svc_account *v)
 {
-    v->id = db_col_int(r, 0);
-    v->user_id = db_col_int(r, 1);
-    col_cur(r, 2, v->currency);
-    v->balance_cents = db_col_int(r, 3);
-    v->created_us = db_col_time(r, 4);
+    int col = 0;
+    SVC_ACCOUNT_FIELDS(X__ROW)
 }
 
-void row_transfer(db_rows *r, svc_transfer *v)
+void svc__row_transfer(db_rows *r, svc_transfer *v)
 {
-    v->id = db_col_int(r, 0);
-    v->from_account_id = db_col_int(r, 1);
-    v->to_account_id = db_col_int(r, 2);
-    v->amount_cents = db_col_int(r, 3);
-    col_cur(r, 4, v->currency);
-    v->created_us = db_col_time(r, 5);
+    int col = 0;
+    SVC_TRANSFER_FIELDS(X__ROW)
 }
 
-void row_item(db_rows *r, bz_arena *a, svc_item *v)
+void svc__row_item(db_rows *r, bz_arena *a, svc_item *v)
 {
-    v->id = db_col_int(r, 0);
-    v->seller_id = db_col_int(r, 1);
-    v->sku = col_str(r, 2, a);
-    v->name = col_str(r, 3, a);
-    v->price_cents = db_col_int(r, 4);
-    col_cur(r, 5, v->currency);
-    v->stock = db_col_int(r, 6);
-    v->version = db_col_int(r, 7);
-    v->created_us = db_col_time(r, 8);
-    v->updated_us = db_col_time(r, 9);
+    int col = 0;
+    SVC_ITEM_FIELDS(X__ROW)
 }
 
-void row_order(db_rows *r, bz_arena *a, svc_order *v)
+/* The same row straight into the record, without the model (a cache
+ * miss needs no arena): the same field list, so the two cannot drift. */
+#define X__ROWENC_ID(n) svc__enc_int(b, db_col_int(r, col++));
+#define X__ROWENC_INT(n) svc__enc_int(b, db_col_int(r, col++));
+#define X__ROWENC_STR(n) x__rowenc_text(b, r, col++);
+#define X__ROWENC_CUR(n) x__rowenc_text(b, r, col++);
+#define X__ROWENC_TIME(n) svc__enc_int(b, db_col_time(r, col++));
+#define X__ROWENC(kind, n) X__ROWENC_##kind(n)
+
+static void x__rowenc_text(bz_buf *b, db_rows *r, int col)
+{
+    size_t n;
+    const char *t = db_col_text(r, col, &n);
+    svc__enc_str(b, t, n);
+}
+
+void svc__enc_item_row(bz_buf *b, db_rows *r)
+{
+    int col = 0;
+    SVC_ITEM_FIELDS(X__ROWENC)
+}
+
+void svc__row_order(db_rows *r, bz_arena *a, svc_order *v)
 {
     size_t n;
     v->id = db_col_int(r, 0);
     v->customer_id = db_col_int(r, 1);
     v->account_id = db_col_int(r, 2);
     const char *st = db_col_text(r, 3, &n);
-    v->status = status_static(st, n);
+    v->status = svc__status_static(st, n);
     if (!v->status)
         v->status = "pending"; /* the CHECK constraint makes this unreachable */
     v->total_cents = db_col_int(r, 4);

@@ -22,7 +22,7 @@ svc *svc_open(const bz_config *cfg, db *d, cache *c, rt_ctx *ctx, bz_error *err)
     s->acct_locks_on = s->dialect == DB_POSTGRES;
     for (int i = 0; i < SVC_ACCT_STRIPES; i++)
         rt_mutex_init(&s->acct_locks[i]);
-    pw_pool_start(s);
+    svc__pw_pool_start(s);
     snprintf(s->instance, sizeof s->instance, "%016llx", (unsigned long long)bz_rand64());
     if (svc_prepare_db(s, ctx, err) != 0) {
         svc_close(s);
@@ -35,7 +35,7 @@ void svc_close(svc *s)
 {
     if (!s)
         return;
-    pw_pool_stop(s);
+    svc__pw_pool_stop(s);
     for (int i = 0; i < SVC_ACCT_STRIPES; i++)
         rt_mutex_destroy(&s->acct_locks[i]);
     free(s);
@@ -65,7 +65,7 @@ int svc_breakers(const svc *s, const bz_breaker **out, int max)
     return n;
 }
 
-int need_user(const svc_call *c, svc_err *e)
+int svc__need_user(const svc_call *c, svc_err *e)
 {
     if (c->who && c->who->user_id > 0)
         return 0;
@@ -175,7 +175,7 @@ int svc_rate_check(svc *s, rt_ctx *ctx, const svc_principal *p, svc_rate *rate, 
  * so they meet PostgreSQL one at a time per account.  Correctness does not
  * depend on it: across instances SERIALIZABLE still decides.  SQLite has
  * one writer and group commit already; it skips this. */
-int acct_lock(svc *s, rt_ctx *ctx, int64_t x, int64_t y, int held[2])
+int svc__acct_lock(svc *s, rt_ctx *ctx, int64_t x, int64_t y, int held[2])
 {
     held[0] = held[1] = -1;
     if (!s->acct_locks_on)
@@ -197,7 +197,7 @@ int acct_lock(svc *s, rt_ctx *ctx, int64_t x, int64_t y, int held[2])
     return 0;
 }
 
-void acct_unlock(svc *s, const int held[2])
+void svc__acct_unlock(svc *s, const int held[2])
 {
     for (int i = 1; i >= 0; i--)
         if (held[i] >= 0)

@@ -31,7 +31,7 @@ static int64_t get64(const uint8_t *p)
     return (int64_t)v;
 }
 
-const char *cursor_encode(svc *s, bz_arena *a, const svc_cursor *c, const char *scope)
+const char *svc__cursor_encode(svc *s, bz_arena *a, const svc_cursor *c, const char *scope)
 {
     uint8_t raw[16 + CURSOR_MAC];
     put64(raw, c->t_us);
@@ -42,7 +42,7 @@ const char *cursor_encode(svc *s, bz_arena *a, const svc_cursor *c, const char *
     return out;
 }
 
-int cursor_decode(svc *s, const svc_str *cur, const char *scope, svc_cursor *out, svc_err *e)
+int svc__cursor_decode(svc *s, const svc_str *cur, const char *scope, svc_cursor *out, svc_err *e)
 {
     if (cur->st == SVC_ABSENT)
         return 0;
@@ -63,7 +63,7 @@ int cursor_decode(svc *s, const svc_str *cur, const char *scope, svc_cursor *out
     return svc_fail(e, SVC_INVALID, "invalid_cursor", "the cursor is malformed or belongs to another list");
 }
 
-int page_limit(const svc_page_in *pg, svc_err *e)
+int svc__page_limit(const svc_page_in *pg, svc_err *e)
 {
     if (pg->limit.st == SVC_ABSENT)
         return 20;

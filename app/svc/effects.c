@@ -12,18 +12,18 @@
 #include <string.h>
 
 /* "item:<id>" (no printf: this is on every item GET) */
-void key_item(int64_t id, char out[40])
+void svc__key_item(int64_t id, char out[40])
 {
     memcpy(out, "item:", 5);
     out[5 + bz_fmt_i64(out + 5, id)] = '\0';
 }
 
-void key_events(int64_t user_id, char out[48]) { snprintf(out, 48, "orders:%lld", (long long)user_id); }
+void svc__key_events(int64_t user_id, char out[48]) { snprintf(out, 48, "orders:%lld", (long long)user_id); }
 
-void fx_item_changed(svc *s, int64_t item_id)
+void svc__fx_item_changed(svc *s, int64_t item_id)
 {
     char key[40];
-    key_item(item_id, key);
+    svc__key_item(item_id, key);
     bz_error e;
     rt_ctx c;
     rt_ctx_init_timeout(&c, NULL, SVC_DETACHED_NS);
@@ -38,7 +38,7 @@ void fx_item_changed(svc *s, int64_t item_id)
  * SVC_OLIST_MAX_PAGES pages: past it, all of them are dropped. */
 static void olpages_key(int64_t uid, char out[40]) { snprintf(out, 40, "olpages:%lld", (long long)uid); }
 
-void pages_drop(svc *s, rt_ctx *ctx, int64_t uid)
+void svc__pages_drop(svc *s, rt_ctx *ctx, int64_t uid)
 {
     char set[40];
     olpages_key(uid, set);
@@ -62,7 +62,7 @@ void pages_drop(svc *s, rt_ctx *ctx, int64_t uid)
     bz_buf_free(&b);
 }
 
-void pages_track(svc *s, rt_ctx *ctx, int64_t uid, const char *page_key)
+void svc__pages_track(svc *s, rt_ctx *ctx, int64_t uid, const char *page_key)
 {
     char set[40];
     olpages_key(uid, set);
@@ -71,16 +71,16 @@ void pages_track(svc *s, rt_ctx *ctx, int64_t uid, const char *page_key)
     /* the set outlives its pages (TTL + jitter) */
     if (cache_sadd(s->cache, ctx, set, page_key, 2 * s->cfg->cache_ttl_ns, &card, &e) == 0 &&
         card > SVC_OLIST_MAX_PAGES)
-        pages_drop(s, ctx, uid);
+        svc__pages_drop(s, ctx, uid);
 }
 
 /* Order pages are cached under a per-user version ("olv:<user>", a random
  * value): every committed change of the user's orders (create, pay,
  * cancel, ship) replaces the version before the operation returns, so
  * later reads use new keys and never see the old pages; the old pages are
- * then deleted (pages_drop).  A version is never reused, so an old page
+ * then deleted (svc__pages_drop).  A version is never reused, so an old page
  * can never come back. */
-void fx_orders_changed(svc *s, int64_t uid)
+void svc__fx_orders_changed(svc *s, int64_t uid)
 {
     char key[40], v[24];
     snprintf(key, sizeof key, "olv:%lld", (long long)uid);
@@ -91,17 +91,17 @@ void fx_orders_changed(svc *s, int64_t uid)
     if (cache_state_set(s->cache, &c, key, v, (size_t)n, 0, &e) != 0)
         bz_log_warn("order list version not bumped", BZ_F_STR("error", e.msg));
     else
-        pages_drop(s, &c, uid);
+        svc__pages_drop(s, &c, uid);
     rt_ctx_release(&c);
 }
 
-void fx_order_event(svc *s, int64_t user_id, int64_t order_id, const char *status, int64_t at_us)
+void svc__fx_order_event(svc *s, int64_t user_id, int64_t order_id, const char *status, int64_t at_us)
 {
     char ch[48];
-    key_events(user_id, ch);
+    svc__key_events(user_id, ch);
     bz_buf b = BZ_BUF_INIT;
     svc_order_event ev = {order_id, status, at_us};
-    enc_event(&b, &ev);
+    svc__enc_event(&b, &ev);
     bz_error e;
     rt_ctx c;
     rt_ctx_init_timeout(&c, NULL, SVC_DETACHED_NS);
@@ -111,7 +111,7 @@ void fx_order_event(svc *s, int64_t user_id, int64_t order_id, const char *statu
     bz_buf_free(&b);
 }
 
-void fx_spent(svc *s, int64_t uid, const char *currency, int64_t cents, int64_t epoch)
+void svc__fx_spent(svc *s, int64_t uid, const char *currency, int64_t cents, int64_t epoch)
 {
     char key[32], member[24];
     snprintf(key, sizeof key, "lb:spenders:%s", currency);

@@ -59,9 +59,9 @@ static void worker(void *p)
             if (!x.order_id)
                 break;
             if (x.shipped) {
-                fx_orders_changed(s, x.customer);
+                svc__fx_orders_changed(s, x.customer);
                 bz_log_info("order shipped", BZ_F_INT("order_id", x.order_id));
-                fx_order_event(s, x.customer, x.order_id, "shipped", bz_wall_us());
+                svc__fx_order_event(s, x.customer, x.order_id, "shipped", bz_wall_us());
             }
         }
         rt_sleep(rt_shutdown_ctx(), WORKER_POLL_NS);
@@ -76,8 +76,8 @@ void svc_start_worker(svc *s)
     rt_wg_add(&s->workers, 1);
     s->worker_on = true;
     rt_go(worker, s);
-    idem_start_purger(s);
-    replica_start(s);
+    svc__idem_start_purger(s);
+    svc__replica_start(s);
 }
 
 void svc_stop_worker(svc *s)

@@ -10,14 +10,14 @@
 #include <stdio.h>
 #include <string.h>
 
-void fp_begin(svc_fp *f, const char *op)
+void svc__fp_begin(svc_fp *f, const char *op)
 {
     crypto_hash_sha256_init(&f->st);
-    fp_str(f, op, strlen(op));
+    svc__fp_str(f, op, strlen(op));
 }
 
 /* Each part is length-framed, so ("ab","c") and ("a","bc") differ. */
-void fp_int(svc_fp *f, int64_t v)
+void svc__fp_int(svc_fp *f, int64_t v)
 {
     uint8_t b[9] = {'i'};
     for (int i = 0; i < 8; i++)
@@ -25,9 +25,9 @@ void fp_int(svc_fp *f, int64_t v)
     crypto_hash_sha256_update(&f->st, b, sizeof b);
 }
 
-void fp_str(svc_fp *f, const char *s, size_t n)
+void svc__fp_str(svc_fp *f, const char *s, size_t n)
 {
-    fp_int(f, (int64_t)n);
+    svc__fp_int(f, (int64_t)n);
     crypto_hash_sha256_update(&f->st, (const uint8_t *)s, n);
 }
 
@@ -41,7 +41,7 @@ static bool key_ok(const char *k, size_t n)
     return true;
 }
 
-int idem_begin(svc *s, svc_call *c, svc_fp *fp, bool required, svc_idem *im, svc_err *e)
+int svc__idem_begin(svc *s, svc_call *c, svc_fp *fp, bool required, svc_idem *im, svc_err *e)
 {
     memset(im, 0, sizeof *im);
     if (!c->idem_key) {
@@ -78,13 +78,13 @@ int idem_begin(svc *s, svc_call *c, svc_fp *fp, bool required, svc_idem *im, svc
     /* A committed record is not looked up here: the operation's
      * transaction inserts the record last, and if the key was used before,
      * that insert fails on the primary key, the whole transaction (effect
-     * included) rolls back, and tx_run_op answers from the stored record —
+     * included) rolls back, and svc__tx_run_op answers from the stored record —
      * the replay, or "reused" for a different request.  The common case (a
      * new key) saves a query. */
     return 0;
 }
 
-void idem_end(svc *s, svc_idem *im)
+void svc__idem_end(svc *s, svc_idem *im)
 {
     if (!im->locked)
         return;
@@ -138,13 +138,13 @@ static void purger(void *p)
     rt_wg_done(&s->workers);
 }
 
-void idem_start_purger(svc *s)
+void svc__idem_start_purger(svc *s)
 {
     rt_wg_add(&s->workers, 1);
     rt_go(purger, s);
 }
 
-int tx_refuse(tx_run *run, svc_kind kind, const char *code, const char *fmt, ...)
+int svc__tx_refuse(tx_run *run, svc_kind kind, const char *code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -153,7 +153,7 @@ int tx_refuse(tx_run *run, svc_kind kind, const char *code, const char *fmt, ...
     return 0;
 }
 
-int tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err)
+int svc__tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err)
 {
     const svc_idem *im = run->im;
     if (!im || !im->active)
@@ -234,7 +234,7 @@ static int idem_settle(tx_run *run, int *outcome)
     return 1;
 }
 
-int tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, const char *uniq_code, const char *uniq_msg)
+int svc__tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, const char *uniq_code, const char *uniq_msg)
 {
     svc_err_clear(run->e);
     bz_error be;
@@ -258,6 +258,6 @@ int tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, const cha
             result = svc_fail_from(run->e, &be);
     }
     if (run->im)
-        idem_end(run->s, run->im);
+        svc__idem_end(run->s, run->im);
     return result;
 }

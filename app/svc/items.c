@@ -13,8 +13,8 @@
 #include <stdio.h>
 #include <string.h>
 
-static void enc_item_v(bz_buf *b, const void *v) { enc_item(b, v); }
-static bool dec_item_v(svc_rd *r, bz_arena *a, void *v) { return dec_item(r, a, v); }
+static void enc_item_v(bz_buf *b, const void *v) { svc__enc_item(b, v); }
+static bool dec_item_v(svc_rd *r, bz_arena *a, void *v) { return svc__dec_item(r, a, v); }
 
 static int not_found(svc_err *e, int64_t id)
 {
@@ -39,21 +39,7 @@ static int item_load(void *p, rt_ctx *ctx, bz_buf *out, bz_error *err)
     if (rc < 0)
         return rc;
     /* Encode straight from the row: no arena needed for a miss. */
-    size_t n;
-    const char *t;
-    enc_int(out, db_col_int(rows, 0));
-    enc_int(out, db_col_int(rows, 1));
-    t = db_col_text(rows, 2, &n);
-    enc_str(out, t, n);
-    t = db_col_text(rows, 3, &n);
-    enc_str(out, t, n);
-    enc_int(out, db_col_int(rows, 4));
-    t = db_col_text(rows, 5, &n);
-    enc_str(out, t, n);
-    enc_int(out, db_col_int(rows, 6));
-    enc_int(out, db_col_int(rows, 7));
-    enc_int(out, db_col_time(rows, 8));
-    enc_int(out, db_col_time(rows, 9));
+    svc__enc_item_row(out, rows);
     db_rows_close(rows);
     return 0;
 }
@@ -64,7 +50,7 @@ int svc_item_get(svc *s, svc_call *c, int64_t id, svc_item *out, bool *hit, svc_
     if (id <= 0)
         return not_found(e, id);
     char key[40];
-    key_item(id, key);
+    svc__key_item(id, key);
     load_args x = {s, id};
     bz_buf b = BZ_BUF_INIT;
     bz_buf_reserve(&b, 256); /* one allocation for a typical entry */
@@ -81,7 +67,7 @@ int svc_item_get(svc *s, svc_call *c, int64_t id, svc_item *out, bool *hit, svc_
         return svc_fail_from(e, &be);
     }
     svc_rd r = {b.data, b.data + b.len, false};
-    bool ok = dec_item(&r, c->arena, out);
+    bool ok = svc__dec_item(&r, c->arena, out);
     bz_buf_free(&b);
     if (!ok)
         return svc_fail(e, SVC_INTERNAL, "internal", "a cached item is unreadable");
@@ -91,7 +77,7 @@ int svc_item_get(svc *s, svc_call *c, int64_t id, svc_item *out, bool *hit, svc_
 int svc_items_list(svc *s, svc_call *c, const svc_items_query *q, svc_item_page *out, svc_err *e)
 {
     memset(out, 0, sizeof *out);
-    int limit = page_limit(&q->page, e);
+    int limit = svc__page_limit(&q->page, e);
     bool seller_ok = svc_check_int(e, L_ITEMS_SELLER, &q->seller_id, NULL);
     bool offset_mode = svc_check_int(e, L_ITEMS_OFFSET, &q->offset, NULL);
     if (e->kind)
@@ -100,7 +86,7 @@ int svc_items_list(svc *s, svc_call *c, const svc_items_query *q, svc_item_page 
     char scope[48];
     snprintf(scope, sizeof scope, "items:%lld", (long long)seller);
     svc_cursor cur = {0, 0};
-    int have = cursor_decode(s, &q->page.cursor, scope, &cur, e);
+    int have = svc__cursor_decode(s, &q->page.cursor, scope, &cur, e);
     if (have < 0)
         return -1;
     if (have && offset_mode)
@@ -125,10 +111,10 @@ int svc_items_list(svc *s, svc_call *c, const svc_items_query *q, svc_item_page 
         return svc_fail_from(e, &be);
     out->data = bz_arena_calloc(c->arena, (size_t)limit, sizeof *out->data);
     while (out->n < limit && db_rows_next(rows))
-        row_item(rows, c->arena, &out->data[out->n++]);
+        svc__row_item(rows, c->arena, &out->data[out->n++]);
     if (db_rows_count(rows) > limit) {
         svc_cursor next = {0, out->data[out->n - 1].id};
-        out->next_cursor = cursor_encode(s, c->arena, &next, scope);
+        out->next_cursor = svc__cursor_encode(s, c->arena, &next, scope);
     }
     db_rows_close(rows);
     return 0;
@@ -155,11 +141,11 @@ static void check_fields(svc_err *e, const svc_item_in *in, bool full)
 
 static void fp_item(svc_fp *fp, const svc_item_in *in)
 {
-    fp_str(fp, in->sku.p, in->sku.n);
-    fp_str(fp, in->name.p, in->name.n);
-    fp_int(fp, in->price_cents.v);
-    fp_str(fp, in->currency.p, in->currency.n);
-    fp_int(fp, in->stock.v);
+    svc__fp_str(fp, in->sku.p, in->sku.n);
+    svc__fp_str(fp, in->name.p, in->name.n);
+    svc__fp_int(fp, in->price_cents.v);
+    svc__fp_str(fp, in->currency.p, in->currency.n);
+    svc__fp_int(fp, in->stock.v);
 }
 
 /* The parameters of SQL_ITEM_INSERT and SQL_ITEM_IMPORT. */
@@ -190,30 +176,30 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     db_rows *rows = NULL;
     if (sql_row(TX(tx), ctx, &SQL_ITEM_INSERT, args, 7, &rows, err) != 0)
         return -1;
-    row_item(rows, x->run.c->arena, x->out);
+    svc__row_item(rows, x->run.c->arena, x->out);
     db_rows_close(rows);
     x->id = x->out->id;
-    return tx_record(tx, ctx, &x->run, err);
+    return svc__tx_record(tx, ctx, &x->run, err);
 }
 
 int svc_item_create(svc *s, svc_call *c, const svc_item_in *in, svc_item *out, svc_err *e)
 {
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     check_fields(e, in, true);
     if (e->kind)
         return -1;
     svc_fp fp;
-    fp_begin(&fp, "item.create");
+    svc__fp_begin(&fp, "item.create");
     fp_item(&fp, in);
     svc_idem im;
-    if (idem_begin(s, c, &fp, false, &im, e) != 0)
+    if (svc__idem_begin(s, c, &fp, false, &im, e) != 0)
         return -1;
     write_args x = {{s, c, &im, e, enc_item_v, dec_item_v, out}, c->who->user_id, 0, in, out};
-    if (tx_run_op(&x.run, create_tx, &x, SVC_ALREADY_EXISTS, "sku_taken", "another item already has this sku") != 0)
+    if (svc__tx_run_op(&x.run, create_tx, &x, SVC_ALREADY_EXISTS, "sku_taken", "another item already has this sku") != 0)
         return -1;
     svc_wrote(s, c);
-    fx_item_changed(s, out->id); /* a negative entry may be cached */
+    svc__fx_item_changed(s, out->id); /* a negative entry may be cached */
     return 0;
 }
 
@@ -240,33 +226,33 @@ static int update_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     if (rc < 0)
         return -1;
     if (rc == 0) {
-        row_item(rows, x->run.c->arena, x->out);
+        svc__row_item(rows, x->run.c->arena, x->out);
         db_rows_close(rows);
     }
     /* Nothing updated: unchanged, or not there / not the caller's. */
     if (rc == DB_NO_ROWS || x->out->seller_id != x->uid)
-        tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "item %lld does not exist", (long long)x->id);
+        svc__tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "item %lld does not exist", (long long)x->id);
     return 0;
 }
 
 int svc_item_update(svc *s, svc_call *c, int64_t id, const svc_item_in *in, bool full, svc_item *out, svc_err *e)
 {
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     check_fields(e, in, full);
     if (e->kind)
         return -1;
     write_args x = {{s, c, NULL, e, enc_item_v, dec_item_v, out}, c->who->user_id, id, in, out};
-    if (tx_run_op(&x.run, update_tx, &x, SVC_ALREADY_EXISTS, "sku_taken", "another item already has this sku") != 0)
+    if (svc__tx_run_op(&x.run, update_tx, &x, SVC_ALREADY_EXISTS, "sku_taken", "another item already has this sku") != 0)
         return -1;
     svc_wrote(s, c);
-    fx_item_changed(s, id);
+    svc__fx_item_changed(s, id);
     return 0;
 }
 
 int svc_item_delete(svc *s, svc_call *c, int64_t id, svc_err *e)
 {
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     db_arg args[] = {DB_TIME(bz_wall_us()), DB_INT(id), DB_INT(c->who->user_id)};
     int64_t n = 0;
@@ -276,7 +262,7 @@ int svc_item_delete(svc *s, svc_call *c, int64_t id, svc_err *e)
     if (n == 0)
         return not_found(e, id);
     svc_wrote(s, c);
-    fx_item_changed(s, id);
+    svc__fx_item_changed(s, id);
     return 0;
 }
 
@@ -328,7 +314,7 @@ static void import_reject(svc_import_result *res, bz_arena *a, int index, const 
 
 int svc_items_import(svc *s, svc_call *c, const svc_item_in *items, int n, svc_import_result *res, svc_err *e)
 {
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     if (n <= 0)
         return 0;
@@ -357,7 +343,7 @@ int svc_items_import(svc *s, svc_call *c, const svc_item_in *items, int n, svc_i
             continue;
         if (ids[i]) {
             res->created++;
-            fx_item_changed(s, ids[i]); /* a negative entry may be cached */
+            svc__fx_item_changed(s, ids[i]); /* a negative entry may be cached */
         } else {
             import_reject(res, c->arena, base + i, &items[i], "sku_taken: another item already has this sku");
         }

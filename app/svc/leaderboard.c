@@ -38,7 +38,7 @@
 
 static void epoch_key(const char *currency, char out[24]) { snprintf(out, 24, "lb_epoch:%.3s", currency); }
 
-int lb_epoch_read(db_tx *tx, rt_ctx *ctx, const char *currency, int64_t *epoch, bz_error *err)
+int svc__lb_epoch_read(db_tx *tx, rt_ctx *ctx, const char *currency, int64_t *epoch, bz_error *err)
 {
     char k[24];
     epoch_key(currency, k);
@@ -167,7 +167,7 @@ int svc_leaderboard(svc *s, svc_call *c, svc_str currency, svc_int limit, svc_sp
             return svc_fail_from(e, &be);
         if (rc == 0) {
             svc_user u;
-            row_user(rows, c->arena, &u, false);
+            svc__row_user(rows, c->arena, &u, false);
             sp->name = u.name;
             db_rows_close(rows);
         }

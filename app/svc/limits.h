@@ -3,7 +3,7 @@
  *
  * Each row is one input field of one schema: its type, whether it is
  * required, its bounds and its format.  The same rows drive validation
- * (svc_check_*), the request schemas of /openapi.json (rest_openapi in app/rest/ops.c)
+ * (svc_check_*), the request schemas of /openapi.json (app/rest/ops.c)
  * and the fuzz target (tests/fuzz/fuzz_app.c), so a limit changes in one
  * place.
  */

@@ -19,8 +19,8 @@
 
 #define SHIP_DELAY_US 1000000 /* "fulfilment" takes a second */
 
-static void enc_order_v(bz_buf *b, const void *v) { enc_order(b, v); }
-static bool dec_order_v(svc_rd *r, bz_arena *a, void *v) { return dec_order(r, a, v); }
+static void enc_order_v(bz_buf *b, const void *v) { svc__enc_order(b, v); }
+static bool dec_order_v(svc_rd *r, bz_arena *a, void *v) { return svc__dec_order(r, a, v); }
 
 static int not_found(svc_err *e, int64_t id)
 {
@@ -35,7 +35,7 @@ static int load_order(db_q q, rt_ctx *ctx, int64_t id, bz_arena *a, svc_order *o
     int rc = sql_row(q, ctx, &SQL_ORDER_BY_ID, args, 1, &rows, err);
     if (rc != 0)
         return rc;
-    row_order(rows, a, out);
+    svc__row_order(rows, a, out);
     db_rows_close(rows);
     return 0;
 }
@@ -63,14 +63,14 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     char currency[4] = "";
     if (rc == 0) {
         svc_account a;
-        row_account(rows, &a);
+        svc__row_account(rows, &a);
         db_rows_close(rows);
         if (a.user_id == x->uid)
             memcpy(currency, a.currency, 4);
     }
     if (!currency[0]) {
-        tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "account %lld does not exist", (long long)x->account);
-        return tx_record(tx, ctx, &x->run, err);
+        svc__tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "account %lld does not exist", (long long)x->account);
+        return svc__tx_record(tx, ctx, &x->run, err);
     }
     /* Check every line before changing anything, so a refusal commits only
      * its idempotency record.  Lines naming the same item add up. */
@@ -82,26 +82,26 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
         if (rc < 0)
             return -1;
         if (rc == DB_NO_ROWS) {
-            tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "item %lld does not exist", (long long)item);
-            return tx_record(tx, ctx, &x->run, err);
+            svc__tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "item %lld does not exist", (long long)item);
+            return svc__tx_record(tx, ctx, &x->run, err);
         }
         int64_t price = db_col_int(rows, 0);
         bool same_cur = strcmp(db_col_text(rows, 1, NULL), currency) == 0;
         int64_t stock = db_col_int(rows, 2);
         db_rows_close(rows);
         if (!same_cur) {
-            tx_refuse(&x->run, SVC_UNPROCESSABLE, "currency_mismatch", "item %lld is not sold in %s",
+            svc__tx_refuse(&x->run, SVC_UNPROCESSABLE, "currency_mismatch", "item %lld is not sold in %s",
                       (long long)item, currency);
-            return tx_record(tx, ctx, &x->run, err);
+            return svc__tx_record(tx, ctx, &x->run, err);
         }
         int64_t want = 0;
         for (int k = 0; k < in->nlines; k++)
             if (in->lines[k].item_id.v == item)
                 want += in->lines[k].quantity.v;
         if (stock < want) {
-            tx_refuse(&x->run, SVC_CONFLICT, "out_of_stock", "item %lld has %lld in stock", (long long)item,
+            svc__tx_refuse(&x->run, SVC_CONFLICT, "out_of_stock", "item %lld has %lld in stock", (long long)item,
                       (long long)stock);
-            return tx_record(tx, ctx, &x->run, err);
+            return svc__tx_record(tx, ctx, &x->run, err);
         }
         o->lines[i] = (svc_line){item, qty, price};
         total += price * qty;
@@ -133,12 +133,12 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     memcpy(o->currency, currency, 4);
     o->nlines = in->nlines;
     o->created_us = o->updated_us = now;
-    return tx_record(tx, ctx, &x->run, err);
+    return svc__tx_record(tx, ctx, &x->run, err);
 }
 
 int svc_order_create(svc *s, svc_call *c, const svc_order_in *in, svc_order *out, svc_err *e)
 {
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     svc_check_int(e, L_ORDER_ACCOUNT, &in->account_id, NULL);
     const svc_limit *ll = &svc_limits[L_ORDER_LINES];
@@ -157,32 +157,32 @@ int svc_order_create(svc *s, svc_call *c, const svc_order_in *in, svc_order *out
     if (e->kind)
         return -1;
     svc_fp fp;
-    fp_begin(&fp, "order.create");
-    fp_int(&fp, in->account_id.v);
-    fp_int(&fp, in->nlines);
+    svc__fp_begin(&fp, "order.create");
+    svc__fp_int(&fp, in->account_id.v);
+    svc__fp_int(&fp, in->nlines);
     for (int i = 0; i < in->nlines; i++) {
-        fp_int(&fp, in->lines[i].item_id.v);
-        fp_int(&fp, in->lines[i].quantity.v);
+        svc__fp_int(&fp, in->lines[i].item_id.v);
+        svc__fp_int(&fp, in->lines[i].quantity.v);
     }
     svc_idem im;
-    if (idem_begin(s, c, &fp, true, &im, e) != 0)
+    if (svc__idem_begin(s, c, &fp, true, &im, e) != 0)
         return -1;
     memset(out, 0, sizeof *out);
     out->lines = bz_arena_calloc(c->arena, (size_t)in->nlines, sizeof *out->lines);
     create_args x = {{s, c, &im, e, enc_order_v, dec_order_v, out}, c->who->user_id, in->account_id.v, in, out};
-    if (tx_run_op(&x.run, create_tx, &x, SVC_OK, NULL, NULL) != 0)
+    if (svc__tx_run_op(&x.run, create_tx, &x, SVC_OK, NULL, NULL) != 0)
         return -1;
     if (!c->replayed) {
         for (int i = 0; i < in->nlines; i++)
-            fx_item_changed(s, in->lines[i].item_id.v);
-        fx_orders_changed(s, c->who->user_id);
+            svc__fx_item_changed(s, in->lines[i].item_id.v);
+        svc__fx_orders_changed(s, c->who->user_id);
     }
     return 0;
 }
 
 int svc_order_get(svc *s, svc_call *c, int64_t id, svc_order *out, svc_err *e)
 {
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     bz_error be;
     int rc = load_order(DB(s->db), c->ctx, id, c->arena, out, &be);
@@ -250,21 +250,21 @@ static int page_load(void *p, rt_ctx *ctx, bz_buf *b, bz_error *err)
     if (rc != 0)
         return -1;
     int n = db_rows_count(rows) < x->limit ? db_rows_count(rows) : x->limit;
-    enc_int(b, n);
+    svc__enc_int(b, n);
     bz_arena scratch;
     bz_arena_init(&scratch, 2048);
     svc_order o = {0};
     for (int k = 0; k < n && db_rows_next(rows); k++) {
-        row_order(rows, &scratch, &o);
-        enc_order(b, &o);
+        svc__row_order(rows, &scratch, &o);
+        svc__enc_order(b, &o);
     }
     bz_arena_free(&scratch);
     if (db_rows_count(rows) > x->limit) {
-        enc_int(b, o.created_us);
-        enc_int(b, o.id);
+        svc__enc_int(b, o.created_us);
+        svc__enc_int(b, o.id);
     } else {
-        enc_int(b, -1);
-        enc_int(b, -1);
+        svc__enc_int(b, -1);
+        svc__enc_int(b, -1);
     }
     db_rows_close(rows);
     return 0;
@@ -275,19 +275,19 @@ int svc_orders_list(svc *s, svc_call *c, int64_t user_id, svc_str status, const 
 {
     memset(out, 0, sizeof *out);
     *hit = false;
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     if (user_id != c->who->user_id)
         return svc_fail(e, SVC_NOT_FOUND, "not_found", "user %lld does not exist", (long long)user_id);
-    int limit = page_limit(pg, e);
+    int limit = svc__page_limit(pg, e);
     bool by_status = svc_check_str(e, L_ORDERS_STATUS, &status, NULL);
     if (e->kind)
         return -1;
-    const char *st = by_status ? status_static(status.p, status.n) : NULL;
+    const char *st = by_status ? svc__status_static(status.p, status.n) : NULL;
     char scope[64];
     snprintf(scope, sizeof scope, "orders:%lld:%s", (long long)user_id, st ? st : "");
     page_args x = {s, user_id, st, {SVC_CURSOR_TOP_US, INT64_MAX}, limit, scope};
-    if (cursor_decode(s, &pg->cursor, scope, &x.cur, e) < 0)
+    if (svc__cursor_decode(s, &pg->cursor, scope, &x.cur, e) < 0)
         return -1;
     bz_buf b = BZ_BUF_INIT;
     bz_error be;
@@ -301,7 +301,7 @@ int svc_orders_list(svc *s, svc_call *c, int64_t user_id, svc_str status, const 
         rc = cache_get_or_load(s->cache, c->ctx, key, s->cfg->cache_ttl_ns, page_load, &x, &b, &cst, &be);
         *hit = cst == CACHE_HIT;
         if (rc == 0 && cst == CACHE_LOADED)
-            pages_track(s, c->ctx, user_id, key);
+            svc__pages_track(s, c->ctx, user_id, key);
     } else {
         rc = page_load(&x, c->ctx, &b, &be);
     }
@@ -310,19 +310,19 @@ int svc_orders_list(svc *s, svc_call *c, int64_t user_id, svc_str status, const 
         return svc_fail_from(e, &be);
     }
     svc_rd r = {b.data, b.data + b.len, false};
-    int64_t n = dec_int(&r);
+    int64_t n = svc__dec_int(&r);
     if (n < 0 || n > limit)
         r.bad = true;
     out->data = bz_arena_calloc(c->arena, (size_t)limit, sizeof *out->data);
     for (int i = 0; !r.bad && i < n; i++)
-        if (dec_order(&r, c->arena, &out->data[i]))
+        if (svc__dec_order(&r, c->arena, &out->data[i]))
             out->n++;
-    svc_cursor next = {dec_int(&r), dec_int(&r)};
+    svc_cursor next = {svc__dec_int(&r), svc__dec_int(&r)};
     bz_buf_free(&b);
     if (r.bad)
         return svc_fail(e, SVC_INTERNAL, "internal", "a cached order page is unreadable");
     if (next.id >= 0)
-        out->next_cursor = cursor_encode(s, c->arena, &next, scope);
+        out->next_cursor = svc__cursor_encode(s, c->arena, &next, scope);
     return 0;
 }
 
@@ -347,7 +347,7 @@ static int pay_lines(state_args *x, db_tx *tx, rt_ctx *ctx, int64_t account, int
     if (sql_exec(TX(tx), ctx, &SQL_ACCOUNT_DEBIT, d, 2, &aff, err) != 0)
         return -1;
     if (aff == 0)
-        return tx_refuse(&x->run, SVC_CONFLICT, "insufficient_funds", "account %lld cannot pay %lld cents",
+        return svc__tx_refuse(&x->run, SVC_CONFLICT, "insufficient_funds", "account %lld cannot pay %lld cents",
                          (long long)account, (long long)x->total);
     db_rows *rows = NULL;
     db_arg oid[] = {DB_INT(x->id)};
@@ -369,7 +369,7 @@ static int pay_lines(state_args *x, db_tx *tx, rt_ctx *ctx, int64_t account, int
     db_arg u[] = {DB_TEXT("paid"), DB_TIME(now), DB_INT(x->id)};
     if (sql_exec(TX(tx), ctx, &SQL_ORDER_SET_STATUS, u, 3, NULL, err) != 0)
         return -1;
-    if (lb_epoch_read(tx, ctx, x->currency, &x->lb_epoch, err) != 0)
+    if (svc__lb_epoch_read(tx, ctx, x->currency, &x->lb_epoch, err) != 0)
         return -1;
     /* The job commits with the payment: durable fulfilment. */
     db_arg j[] = {DB_INT(x->id), DB_TIME(now + SHIP_DELAY_US)};
@@ -420,8 +420,8 @@ static int state_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     if (rc == DB_NO_ROWS || db_col_int(rows, 0) != x->uid) {
         if (rc == 0)
             db_rows_close(rows);
-        tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "order %lld does not exist", (long long)x->id);
-        return tx_record(tx, ctx, &x->run, err);
+        svc__tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "order %lld does not exist", (long long)x->id);
+        return svc__tx_record(tx, ctx, &x->run, err);
     }
     int64_t account = db_col_int(rows, 1);
     char status[16];
@@ -433,15 +433,15 @@ static int state_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     x->at_us = now;
     if (x->pay) {
         if (!strcmp(status, "cancelled")) {
-            tx_refuse(&x->run, SVC_CONFLICT, "order_not_payable", "order %lld is cancelled", (long long)x->id);
-            return tx_record(tx, ctx, &x->run, err);
+            svc__tx_refuse(&x->run, SVC_CONFLICT, "order_not_payable", "order %lld is cancelled", (long long)x->id);
+            return svc__tx_record(tx, ctx, &x->run, err);
         }
         if (!strcmp(status, "pending") && pay_lines(x, tx, ctx, account, now, err) != 0)
             return -1;
     } else {
         if (!strcmp(status, "paid") || !strcmp(status, "shipped")) {
-            tx_refuse(&x->run, SVC_CONFLICT, "order_not_cancellable", "order %lld is %s", (long long)x->id, status);
-            return tx_record(tx, ctx, &x->run, err);
+            svc__tx_refuse(&x->run, SVC_CONFLICT, "order_not_cancellable", "order %lld is %s", (long long)x->id, status);
+            return svc__tx_record(tx, ctx, &x->run, err);
         }
         if (!strcmp(status, "pending") && cancel_lines(x, tx, ctx, now, err) != 0)
             return -1;
@@ -451,19 +451,19 @@ static int state_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
         if (rc != 0)
             return rc < 0 ? -1 : (bz_err_set(err, BZ_ERR_INTERNAL, "order vanished"), -1);
     }
-    return tx_record(tx, ctx, &x->run, err);
+    return svc__tx_record(tx, ctx, &x->run, err);
 }
 
 static int change_state(svc *s, svc_call *c, int64_t id, bool pay, svc_order *out, svc_err *e)
 {
     svc_err_clear(e);
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     svc_fp fp;
-    fp_begin(&fp, pay ? "order.pay" : "order.cancel");
-    fp_int(&fp, id);
+    svc__fp_begin(&fp, pay ? "order.pay" : "order.cancel");
+    svc__fp_int(&fp, id);
     svc_idem im;
-    if (idem_begin(s, c, &fp, false, &im, e) != 0)
+    if (svc__idem_begin(s, c, &fp, false, &im, e) != 0)
         return -1;
     /* One payer per order across all instances — but the lock is taken
      * only once the caller is known to own the order, so nobody can stall
@@ -479,13 +479,13 @@ static int change_state(svc *s, svc_call *c, int64_t id, bool pay, svc_order *ou
         if (rc == 0)
             db_rows_close(rows);
         if (rc < 0) {
-            idem_end(s, &im);
+            svc__idem_end(s, &im);
             return svc_fail_from(e, &be);
         }
         if (mine) {
             snprintf(lock, sizeof lock, "order:%lld", (long long)id);
             if (cache_lock(s->cache, c->ctx, lock, 30 * BZ_NS_PER_S, true, token, &be) != 0) {
-                idem_end(s, &im);
+                svc__idem_end(s, &im);
                 return svc_fail_from(e, &be);
             }
             locked = true;
@@ -496,7 +496,7 @@ static int change_state(svc *s, svc_call *c, int64_t id, bool pay, svc_order *ou
     memset(out, 0, sizeof *out);
     state_args x = {.run = {s, c, &im, e, enc_order_v, dec_order_v, out}, .uid = c->who->user_id, .id = id,
                     .pay = pay};
-    int rc = tx_run_op(&x.run, state_tx, &x, SVC_OK, NULL, NULL);
+    int rc = svc__tx_run_op(&x.run, state_tx, &x, SVC_OK, NULL, NULL);
     if (locked) {
         bool released;
         bz_error be;
@@ -506,12 +506,12 @@ static int change_state(svc *s, svc_call *c, int64_t id, bool pay, svc_order *ou
         rt_ctx_release(&dc);
     }
     if (rc == 0 && x.changed && !c->replayed) {
-        fx_orders_changed(s, x.uid);
+        svc__fx_orders_changed(s, x.uid);
         for (int i = 0; i < x.nitems; i++)
-            fx_item_changed(s, x.items[i]);
+            svc__fx_item_changed(s, x.items[i]);
         if (pay)
-            fx_spent(s, x.uid, x.currency, x.total, x.lb_epoch);
-        fx_order_event(s, x.uid, id, pay ? "paid" : "cancelled", x.at_us);
+            svc__fx_spent(s, x.uid, x.currency, x.total, x.lb_epoch);
+        svc__fx_order_event(s, x.uid, id, pay ? "paid" : "cancelled", x.at_us);
     }
     return rc;
 }
@@ -577,7 +577,7 @@ static void lease_give(svc *s, int64_t uid, const char *lease)
 int svc_orders_watch(svc *s, svc_call *c, int64_t user_id, svc_watch **out, svc_err *e)
 {
     *out = NULL;
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     if (user_id != c->who->user_id)
         return svc_fail(e, SVC_NOT_FOUND, "not_found", "user %lld does not exist", (long long)user_id);
@@ -596,7 +596,7 @@ int svc_orders_watch(svc *s, svc_call *c, int64_t user_id, svc_watch **out, svc_
         return -1;
     }
     char ch[48];
-    key_events(user_id, ch);
+    svc__key_events(user_id, ch);
     cache_sub *sub = NULL;
     if (cache_subscribe(s->cache, c->ctx, ch, &sub, &be) != 0) {
         lease_give(s, user_id, lease);
@@ -643,7 +643,7 @@ int svc_watch_next(svc_watch *w, rt_ctx *ctx, svc_order_event *ev)
         if (rc != 0)
             return rc;
         svc_rd r = {w->msg.data, w->msg.data + w->msg.len, false};
-        if (dec_event(&r, ev))
+        if (svc__dec_event(&r, ev))
             return 0;
         /* not ours to understand (another version's format): skip it */
     }
@@ -657,4 +657,45 @@ void svc_watch_close(svc_watch *w)
     lease_give(w->s, w->uid, w->lease);
     bz_buf_free(&w->msg);
     free(w);
+}
+
+/* The lease tick: how long a watch parks before it looks at the world
+ * (renews the lease, lets the transport beat its heart, sees shutdown). */
+#define WATCH_TICK_NS BZ_NS_PER_S
+
+int svc_orders_stream(svc *s, svc_call *c, int64_t user_id, const svc_watch_sink *sink, svc_err *e)
+{
+    svc_watch *w;
+    if (svc_orders_watch(s, c, user_id, &w, e) != 0)
+        return -1;
+    int rc = 0;
+    if (sink->ready && sink->ready(sink->arg) != 0) {
+        svc_watch_close(w);
+        return 0;
+    }
+    for (;;) {
+        rt_ctx tick;
+        rt_ctx_init_timeout(&tick, c->ctx, WATCH_TICK_NS);
+        svc_order_event ev;
+        int got = svc_watch_next(w, &tick, &ev);
+        rt_ctx_release(&tick);
+        if (got == 0) {
+            if (sink->event(sink->arg, &ev) != 0)
+                break;
+        } else if (got == -EPIPE) {
+            rc = svc_fail(e, SVC_UNAVAILABLE, "stream_ended", "the event stream ended");
+            break;
+        } else if (rt_ctx_err(c->ctx)) {
+            rc = rt_ctx_err(c->ctx) == ETIMEDOUT ? svc_fail(e, SVC_TIMEOUT, "timeout", "deadline exceeded")
+                                                 : svc_fail(e, SVC_CANCELLED, "cancelled", "cancelled");
+            break;
+        } else if (rt_ctx_err(rt_shutdown_ctx())) {
+            rc = svc_fail(e, SVC_UNAVAILABLE, "shutting_down", "the server is shutting down");
+            break;
+        } else if (sink->idle && sink->idle(sink->arg) != 0) {
+            break;
+        }
+    }
+    svc_watch_close(w);
+    return rc;
 }

@@ -82,7 +82,7 @@ static void *pw_thread(void *p)
     return NULL;
 }
 
-void pw_pool_start(svc *s)
+void svc__pw_pool_start(svc *s)
 {
     pw_pool *pl = &s->pw;
     memset(pl, 0, sizeof *pl);
@@ -106,7 +106,7 @@ void pw_pool_start(svc *s)
         bz_log_err("password hashing: no thread could be started");
 }
 
-void pw_pool_stop(svc *s)
+void svc__pw_pool_stop(svc *s)
 {
     pw_pool *pl = &s->pw;
     if (!pl->th)
@@ -180,7 +180,7 @@ static int pw_refused(int r, svc_err *e)
     return svc_fail_from(e, &be);
 }
 
-int pw_hash(svc *s, rt_ctx *ctx, const char *pw, size_t n, char out[160], svc_err *e)
+int svc__pw_hash(svc *s, rt_ctx *ctx, const char *pw, size_t n, char out[160], svc_err *e)
 {
     char buf[crypto_pwhash_STRBYTES];
     pw_job j = {.pw = pw, .n = n, .out = buf, .rc = -1};
@@ -194,7 +194,7 @@ int pw_hash(svc *s, rt_ctx *ctx, const char *pw, size_t n, char out[160], svc_er
     return 0;
 }
 
-int pw_verify(svc *s, rt_ctx *ctx, const char *hash, const char *pw, size_t n, bool *ok, svc_err *e)
+int svc__pw_verify(svc *s, rt_ctx *ctx, const char *hash, const char *pw, size_t n, bool *ok, svc_err *e)
 {
     *ok = false;
     pw_job j = {.pw = pw, .n = n, .hash = hash, .rc = -1};

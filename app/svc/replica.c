@@ -138,7 +138,7 @@ static void prober(void *p)
     rt_wg_done(&s->workers);
 }
 
-void replica_start(svc *s)
+void svc__replica_start(svc *s)
 {
     if (!s->rep.db)
         return;

@@ -2,6 +2,8 @@
  * on is named in app/schema.c. */
 #include "app/svc/sql.h"
 
+#include "app/svc/svc.h"
+
 /* Rows name only what they use: a cold statement is a name and a text. */
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
@@ -12,9 +14,16 @@
 #define BIG 9223372036854775807LL
 
 #define USER_COLS "id, email, name, created_at"
-#define ACCOUNT_COLS "id, user_id, currency, balance_cents, created_at"
-#define TRANSFER_COLS "id, from_account_id, to_account_id, amount_cents, currency, created_at"
-#define ITEM_COLS "id, seller_id, sku, name, price_cents, currency, stock, version, created_at, updated_at"
+/* The models' columns from their field lists (svc.h): "id, seller_id, ..." */
+#define X__COL_ID(n) #n
+#define X__COL_INT(n) ", " #n
+#define X__COL_STR(n) ", " #n
+#define X__COL_CUR(n) ", " #n
+#define X__COL_TIME(n) ", " #n "_at"
+#define X__COL(kind, n) X__COL_##kind(n)
+#define ACCOUNT_COLS SVC_ACCOUNT_FIELDS(X__COL)
+#define TRANSFER_COLS SVC_TRANSFER_FIELDS(X__COL)
+#define ITEM_COLS SVC_ITEM_FIELDS(X__COL)
 
 /* ---- users ---- */
 

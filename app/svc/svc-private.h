@@ -1,7 +1,10 @@
 /*
  * app/svc/svc-private.h — what the service's files share: the service
  * state, the record codec, idempotency, cursors, after-commit effects and
- * passwords.  Nothing outside app/svc/ includes it.
+ * passwords.  Nothing outside app/svc/ includes it but the fuzz target
+ * (the record codec and cursors take client-influenced bytes).  Its
+ * functions are the service's internals: `svc__name`, as the tree names
+ * internals (`http__`, `x__`); `svc_` is the service's API (svc.h).
  */
 #ifndef APP_SVC_PRIVATE_H
 #define APP_SVC_PRIVATE_H
@@ -91,33 +94,35 @@ typedef struct svc_rd {
     bool bad;
 } svc_rd;
 
-void enc_int(bz_buf *b, int64_t v);
-void enc_str(bz_buf *b, const char *s, size_t n);
-int64_t dec_int(svc_rd *r);
+void svc__enc_int(bz_buf *b, int64_t v);
+void svc__enc_str(bz_buf *b, const char *s, size_t n);
+int64_t svc__dec_int(svc_rd *r);
 /* A string copied into the arena (NUL-terminated). */
-const char *dec_str(svc_rd *r, bz_arena *a, size_t *n);
-void dec_cur(svc_rd *r, char out[4]);
+const char *svc__dec_str(svc_rd *r, bz_arena *a, size_t *n);
+void svc__dec_cur(svc_rd *r, char out[4]);
 
-void enc_account(bz_buf *b, const svc_account *v);
-bool dec_account(svc_rd *r, svc_account *v);
-void enc_transfer(bz_buf *b, const svc_transfer *v);
-bool dec_transfer(svc_rd *r, svc_transfer *v);
-void enc_item(bz_buf *b, const svc_item *v);
-bool dec_item(svc_rd *r, bz_arena *a, svc_item *v);
-void enc_order(bz_buf *b, const svc_order *v);
-bool dec_order(svc_rd *r, bz_arena *a, svc_order *v);
-void enc_event(bz_buf *b, const svc_order_event *v);
-bool dec_event(svc_rd *r, svc_order_event *v);
+void svc__enc_account(bz_buf *b, const svc_account *v);
+bool svc__dec_account(svc_rd *r, svc_account *v);
+void svc__enc_transfer(bz_buf *b, const svc_transfer *v);
+bool svc__dec_transfer(svc_rd *r, svc_transfer *v);
+void svc__enc_item(bz_buf *b, const svc_item *v);
+bool svc__dec_item(svc_rd *r, bz_arena *a, svc_item *v);
+void svc__enc_order(bz_buf *b, const svc_order *v);
+bool svc__dec_order(svc_rd *r, bz_arena *a, svc_order *v);
+void svc__enc_event(bz_buf *b, const svc_order_event *v);
+bool svc__dec_event(svc_rd *r, svc_order_event *v);
 /* "pending" etc. as the static string, NULL if unknown. */
-const char *status_static(const char *s, size_t n);
+const char *svc__status_static(const char *s, size_t n);
 
 /* Rows into model values (column orders of sql.c), strings in the arena. */
-void row_user(db_rows *r, bz_arena *a, svc_user *u, bool with_email);
-void row_account(db_rows *r, svc_account *v);
-void row_transfer(db_rows *r, svc_transfer *v);
-void row_item(db_rows *r, bz_arena *a, svc_item *v);
+void svc__row_user(db_rows *r, bz_arena *a, svc_user *u, bool with_email);
+void svc__row_account(db_rows *r, svc_account *v);
+void svc__row_transfer(db_rows *r, svc_transfer *v);
+void svc__row_item(db_rows *r, bz_arena *a, svc_item *v);
+/* An item row (ITEM_COLS) straight into svc__enc_item's record. */
+void svc__enc_item_row(bz_buf *b, db_rows *r);
 /* An order row (O_COLS + packed lines in column 8). */
-void row_order(db_rows *r, bz_arena *a, svc_order *v);
+void svc__row_order(db_rows *r, bz_arena *a, svc_order *v);
 
 /* ---- idempotency (idem.c) ------------------------------------------------------------------
  *
@@ -128,9 +133,9 @@ void row_order(db_rows *r, bz_arena *a, svc_order *v);
 typedef struct svc_fp {
     crypto_hash_sha256_state st;
 } svc_fp;
-void fp_begin(svc_fp *f, const char *op);
-void fp_int(svc_fp *f, int64_t v);
-void fp_str(svc_fp *f, const char *s, size_t n);
+void svc__fp_begin(svc_fp *f, const char *op);
+void svc__fp_int(svc_fp *f, int64_t v);
+void svc__fp_str(svc_fp *f, const char *s, size_t n);
 
 typedef struct svc_idem {
     bool active;            /* a key was sent (and the caller is known) */
@@ -145,21 +150,21 @@ typedef struct svc_idem {
 /* Starts an idempotent operation: checks the key (required or not), and
  * takes the in-flight lock so a concurrent repeat is told "in use".
  * 0 to go on, -1 refused (e filled). */
-int idem_begin(svc *s, svc_call *c, svc_fp *fp, bool required, svc_idem *im, svc_err *e);
+int svc__idem_begin(svc *s, svc_call *c, svc_fp *fp, bool required, svc_idem *im, svc_err *e);
 /* Releases the in-flight lock (detached: even if the caller went away). */
-void idem_end(svc *s, svc_idem *im);
+void svc__idem_end(svc *s, svc_idem *im);
 /* Records created before this (wall µs) are expired: now - retention. */
 int64_t idem_cutoff_us(const svc *s);
 /* The background purge of expired records (serve only). */
 #define IDEM_PURGE_BATCH 1000
 #define IDEM_PURGE_MAX_BATCHES 100
 #define IDEM_PURGE_EVERY_NS (60 * BZ_NS_PER_S)
-void idem_start_purger(svc *s);
+void svc__idem_start_purger(svc *s);
 
 /* ---- transactions with their idempotency record (tx.c) -------------------------------------
  *
  * An operation's transaction function does its work and ends every
- * attempt that should commit with tx_record: the outcome — a result, or a
+ * attempt that should commit with svc__tx_record: the outcome — a result, or a
  * business refusal put in run->e — is recorded with the effect, in the
  * same transaction. */
 typedef struct tx_run {
@@ -173,16 +178,16 @@ typedef struct tx_run {
 } tx_run;
 
 /* Records run's outcome in tx (no-op without a key).  Call it last. */
-int tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err);
+int svc__tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err);
 /* Runs fn in a SERIALIZABLE transaction (retried on contention), then
  * settles: 0 committed with a result; -1 with run->e (a committed refusal,
  * the stored outcome of a key another request used first, uniq_code on
  * another unique violation when given, or the mapped error).  Ends the
  * idempotency lock. */
-int tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, const char *uniq_code, const char *uniq_msg);
+int svc__tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, const char *uniq_code, const char *uniq_msg);
 /* Starts a refusal inside a transaction function: fills run->e, returns 0
- * so the caller goes on to tx_record. */
-int tx_refuse(tx_run *run, svc_kind kind, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+ * so the caller goes on to svc__tx_record. */
+int svc__tx_refuse(tx_run *run, svc_kind kind, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* ---- cursors (cursor.c): opaque keyset positions, HMAC'd so they cannot
  * be forged or moved to another list ---- */
@@ -192,38 +197,38 @@ typedef struct svc_cursor {
 #define SVC_CURSOR_TOP_US 253402300799000000LL /* far future: the first newest-first page */
 
 /* 1 decoded, 0 absent, -1 invalid (e: invalid_cursor). */
-int cursor_decode(svc *s, const svc_str *cur, const char *scope, svc_cursor *out, svc_err *e);
-const char *cursor_encode(svc *s, bz_arena *a, const svc_cursor *c, const char *scope);
+int svc__cursor_decode(svc *s, const svc_str *cur, const char *scope, svc_cursor *out, svc_err *e);
+const char *svc__cursor_encode(svc *s, bz_arena *a, const svc_cursor *c, const char *scope);
 /* The page size (default 20, 1..100): ≥ 1, or -1 with a violation. */
-int page_limit(const svc_page_in *pg, svc_err *e);
+int svc__page_limit(const svc_page_in *pg, svc_err *e);
 
 /* ---- effects after a commit (effects.c); each runs detached ---- */
-void fx_item_changed(svc *s, int64_t item_id);
-void fx_orders_changed(svc *s, int64_t user_id);
-void fx_order_event(svc *s, int64_t user_id, int64_t order_id, const char *status, int64_t at_us);
+void svc__fx_item_changed(svc *s, int64_t item_id);
+void svc__fx_orders_changed(svc *s, int64_t user_id);
+void svc__fx_order_event(svc *s, int64_t user_id, int64_t order_id, const char *status, int64_t at_us);
 /* A leaderboard's staging set outlives the slowest rebuild (its lock
  * lasts 30 s). */
 #define SVC_LB_STAGE_TTL_NS (120 * BZ_NS_PER_S)
 /* A payment's addition to its currency's leaderboard; epoch is what the
- * payment's transaction read (lb_epoch_read). */
-void fx_spent(svc *s, int64_t user_id, const char *currency, int64_t cents, int64_t epoch);
+ * payment's transaction read (svc__lb_epoch_read). */
+void svc__fx_spent(svc *s, int64_t user_id, const char *currency, int64_t cents, int64_t epoch);
 /* The leaderboard epoch of currency, read inside a payment's transaction
  * (leaderboard.c explains why). */
-int lb_epoch_read(db_tx *tx, rt_ctx *ctx, const char *currency, int64_t *epoch, bz_error *err);
+int svc__lb_epoch_read(db_tx *tx, rt_ctx *ctx, const char *currency, int64_t *epoch, bz_error *err);
 /* The cached order pages of a user: remember one, drop them all. */
 #define SVC_OLIST_MAX_PAGES 64
-void pages_track(svc *s, rt_ctx *ctx, int64_t uid, const char *page_key);
-void pages_drop(svc *s, rt_ctx *ctx, int64_t uid);
+void svc__pages_track(svc *s, rt_ctx *ctx, int64_t uid, const char *page_key);
+void svc__pages_drop(svc *s, rt_ctx *ctx, int64_t uid);
 /* "item:<id>", "orders:<user>" (the event channel). */
-void key_item(int64_t id, char out[40]);
-void key_events(int64_t user_id, char out[48]);
+void svc__key_item(int64_t id, char out[40]);
+void svc__key_events(int64_t user_id, char out[48]);
 
 /* ---- small shared rules ---- */
 /* The caller's user id, or -1 with SVC_UNAUTHENTICATED. */
-int need_user(const svc_call *c, svc_err *e);
+int svc__need_user(const svc_call *c, svc_err *e);
 /* Queues transfers and deposits touching these accounts (PostgreSQL). */
-int acct_lock(svc *s, rt_ctx *ctx, int64_t a, int64_t b, int held[2]);
-void acct_unlock(svc *s, const int held[2]);
+int svc__acct_lock(svc *s, rt_ctx *ctx, int64_t a, int64_t b, int held[2]);
+void svc__acct_unlock(svc *s, const int held[2]);
 
 /* Migrates and loads the shared secrets (schema.c). */
 int svc_prepare_db(svc *s, rt_ctx *ctx, bz_error *err);
@@ -234,13 +239,13 @@ int svc__rate(svc *s, rt_ctx *ctx, const char *key, const bz_rate *lim, svc_rate
               const char *msg);
 
 /* ---- passwords (password.c), off the loop on the service's own pool ---- */
-void pw_pool_start(svc *s);
-void pw_pool_stop(svc *s);
+void svc__pw_pool_start(svc *s);
+void svc__pw_pool_stop(svc *s);
 /* 0 hashed; -1 refused with e filled (overloaded: the queue is full;
  * timeout / cancelled; unavailable). */
-int pw_hash(svc *s, rt_ctx *ctx, const char *pw, size_t n, char out[160], svc_err *e);
-/* 0 with *ok telling whether pw matches; -1 refused as pw_hash. */
-int pw_verify(svc *s, rt_ctx *ctx, const char *hash, const char *pw, size_t n, bool *ok, svc_err *e);
+int svc__pw_hash(svc *s, rt_ctx *ctx, const char *pw, size_t n, char out[160], svc_err *e);
+/* 0 with *ok telling whether pw matches; -1 refused as svc__pw_hash. */
+int svc__pw_verify(svc *s, rt_ctx *ctx, const char *hash, const char *pw, size_t n, bool *ok, svc_err *e);
 /* Verified against for unknown emails (equal timing). */
 extern const char svc_dummy_hash[];
 
@@ -255,6 +260,6 @@ int svc_read_query(svc *s, svc_call *c, const svc_sql *q, const db_arg *a, int n
  * reads see it (read-your-writes). */
 void svc_wrote(svc *s, svc_call *c);
 /* Starts the lag prober (from svc_start_worker; nothing without a replica). */
-void replica_start(svc *s);
+void svc__replica_start(svc *s);
 
 #endif

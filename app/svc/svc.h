@@ -183,6 +183,33 @@ typedef struct svc_page_in {
 
 /* ---- the model ------------------------------------------------------------------------------ */
 
+/* A model's fields are declared once, as a list of F(kind, name) in
+ * column order, and expanded into the record below, the SQL column list
+ * and the row reader (svc/sql.c, svc/codec.c), the cache record codec and
+ * the row-to-record encoder (svc/codec.c), the JSON encoder
+ * (rest/encode.c), the protobuf converter (grpc/models.c) and the OpenAPI
+ * schema (rest/ops.c); a field added here shows up in each (the protobuf
+ * converter does not build until bazaar.proto has it too).  Kinds:
+ *   ID    int64, the first column ("id")
+ *   INT   int64
+ *   STR   a string carved from the arena
+ *   CUR   an ISO 4217 code (char[4])
+ *   TIME  name##_us, microseconds since the epoch; name##_at in SQL,
+ *         JSON and protobuf */
+#define SVC_ACCOUNT_FIELDS(F) F(ID, id) F(INT, user_id) F(CUR, currency) F(INT, balance_cents) F(TIME, created)
+#define SVC_TRANSFER_FIELDS(F)                                                                                        \
+    F(ID, id) F(INT, from_account_id) F(INT, to_account_id) F(INT, amount_cents) F(CUR, currency) F(TIME, created)
+#define SVC_ITEM_FIELDS(F)                                                                                            \
+    F(ID, id) F(INT, seller_id) F(STR, sku) F(STR, name) F(INT, price_cents) F(CUR, currency) F(INT, stock)            \
+    F(INT, version) F(TIME, created) F(TIME, updated)
+
+#define SVC_FIELD_ID(n) int64_t n;
+#define SVC_FIELD_INT(n) int64_t n;
+#define SVC_FIELD_STR(n) const char *n;
+#define SVC_FIELD_CUR(n) char n[4];
+#define SVC_FIELD_TIME(n) int64_t n##_us;
+#define SVC_FIELD(kind, n) SVC_FIELD_##kind(n)
+
 typedef struct svc_user {
     int64_t id;
     const char *email;      /* NULL unless the caller may see it */
@@ -196,25 +223,15 @@ typedef struct svc_session {
 } svc_session;
 
 typedef struct svc_account {
-    int64_t id, user_id;
-    char currency[4];
-    int64_t balance_cents;
-    int64_t created_us;
+    SVC_ACCOUNT_FIELDS(SVC_FIELD)
 } svc_account;
 
 typedef struct svc_transfer {
-    int64_t id, from_account_id, to_account_id, amount_cents;
-    char currency[4];
-    int64_t created_us;
+    SVC_TRANSFER_FIELDS(SVC_FIELD)
 } svc_transfer;
 
 typedef struct svc_item {
-    int64_t id, seller_id;
-    const char *sku, *name;
-    int64_t price_cents;
-    char currency[4];
-    int64_t stock, version;
-    int64_t created_us, updated_us;
+    SVC_ITEM_FIELDS(SVC_FIELD)
 } svc_item;
 
 typedef struct svc_line {
@@ -308,6 +325,8 @@ typedef struct svc_login_in {
 int svc_user_create(svc *s, svc_call *c, const svc_user_in *in, svc_user *out, svc_err *e);
 /* A user by id; the email only when the caller is that user. */
 int svc_user_get(svc *s, svc_call *c, int64_t id, svc_user *out, svc_err *e);
+/* A user's public profile: the public fields only, whoever asks. */
+int svc_user_profile(svc *s, svc_call *c, int64_t id, svc_user *out, svc_err *e);
 /* The user with this email (case-insensitive): *found false if none.
  * The result is public (no email).  A missing email is a violation. */
 int svc_user_find(svc *s, svc_call *c, svc_str email, svc_user *out, bool *found, svc_err *e);
@@ -317,7 +336,8 @@ int svc_user_me(svc *s, svc_call *c, svc_user *out, svc_err *e);
 int svc_user_patch_op(svc *s, svc_call *c, int64_t id, const svc_user_patch *in, svc_user *out, svc_err *e);
 /* Every user with id > after_id, ascending, up to limit (0 = no limit),
  * handed to emit one at a time as they are read (in batches), public
- * fields only.  emit returning non-zero stops the walk (0 returned).
+ * fields only (a negative limit is a violation).  emit returning non-zero
+ * stops the walk (0 returned).
  * Checks the context between rows: a cancelled caller stops the walk with
  * SVC_CANCELLED / SVC_TIMEOUT. */
 typedef int (*svc_user_fn)(void *arg, const svc_user *u);
@@ -423,6 +443,21 @@ int svc_orders_watch(svc *s, svc_call *c, int64_t user_id, svc_watch **out, svc_
  * when ctx ends, -EPIPE when the subscription ended. */
 int svc_watch_next(svc_watch *w, rt_ctx *ctx, svc_order_event *ev);
 void svc_watch_close(svc_watch *w);
+/* The watch loop, once for every transport: subscribes as
+ * svc_orders_watch does (its refusals are returned before sink->ready
+ * runs), then hands each event to sink->event as it comes and calls
+ * sink->idle on each quiet lease tick (about a second: the lease is
+ * renewed between).  A callback returning non-zero ends the stream: 0 is
+ * returned.  Otherwise -1 with e: SVC_TIMEOUT / SVC_CANCELLED when the
+ * caller's context ends, SVC_UNAVAILABLE "shutting_down" when the process
+ * stops, SVC_UNAVAILABLE "stream_ended" when the subscription ended. */
+typedef struct svc_watch_sink {
+    int (*ready)(void *arg);                                  /* subscribed (may be NULL) */
+    int (*event)(void *arg, const svc_order_event *ev);
+    int (*idle)(void *arg);                                   /* may be NULL */
+    void *arg;
+} svc_watch_sink;
+int svc_orders_stream(svc *s, svc_call *c, int64_t user_id, const svc_watch_sink *sink, svc_err *e);
 /* How many watches uid has open (live leases, every instance). */
 int svc_streams_open(svc *s, int64_t uid);
 

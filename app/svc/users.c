@@ -20,7 +20,7 @@ static int load_user(svc *s, svc_call *c, int64_t id, bool with_email, bool stal
         return svc_fail(e, SVC_NOT_FOUND, "not_found", "user %lld does not exist", (long long)id);
     if (rc < 0)
         return svc_fail_from(e, &be);
-    row_user(rows, c->arena, out, with_email);
+    svc__row_user(rows, c->arena, out, with_email);
     db_rows_close(rows);
     return 0;
 }
@@ -35,7 +35,7 @@ int svc_user_create(svc *s, svc_call *c, const svc_user_in *in, svc_user *out, s
     char norm[256];
     svc_email_norm(in->email.p, in->email.n, norm);
     char hash[160];
-    if (pw_hash(s, c->ctx, in->password.p, in->password.n, hash, e) != 0)
+    if (svc__pw_hash(s, c->ctx, in->password.p, in->password.n, hash, e) != 0)
         return -1;
     db_arg args[] = {DB_TEXT(norm), DB_TEXTN(in->name.p, in->name.n), DB_TEXT(hash), DB_TIME(bz_wall_us())};
     db_rows *rows = NULL;
@@ -46,7 +46,7 @@ int svc_user_create(svc *s, svc_call *c, const svc_user_in *in, svc_user *out, s
         return svc_fail(e, SVC_ALREADY_EXISTS, "email_taken", "a user with this email already exists");
     if (rc != 0)
         return rc < 0 ? svc_fail_from(e, &be) : svc_fail(e, SVC_INTERNAL, "internal", "no user row returned");
-    row_user(rows, c->arena, out, true);
+    svc__row_user(rows, c->arena, out, true);
     db_rows_close(rows);
     return 0;
 }
@@ -56,6 +56,13 @@ int svc_user_get(svc *s, svc_call *c, int64_t id, svc_user *out, svc_err *e)
     if (id <= 0)
         return svc_fail(e, SVC_NOT_FOUND, "not_found", "user %lld does not exist", (long long)id);
     return load_user(s, c, id, c->who && c->who->user_id == id, true, out, e);
+}
+
+int svc_user_profile(svc *s, svc_call *c, int64_t id, svc_user *out, svc_err *e)
+{
+    if (id <= 0)
+        return svc_fail(e, SVC_NOT_FOUND, "not_found", "user %lld does not exist", (long long)id);
+    return load_user(s, c, id, false, true, out, e);
 }
 
 int svc_user_find(svc *s, svc_call *c, svc_str email, svc_user *out, bool *found, svc_err *e)
@@ -73,7 +80,7 @@ int svc_user_find(svc *s, svc_call *c, svc_str email, svc_user *out, bool *found
     if (rc < 0)
         return svc_fail_from(e, &be);
     if (rc == 0) {
-        row_user(rows, c->arena, out, false);
+        svc__row_user(rows, c->arena, out, false);
         db_rows_close(rows);
         *found = true;
     }
@@ -82,14 +89,14 @@ int svc_user_find(svc *s, svc_call *c, svc_str email, svc_user *out, bool *found
 
 int svc_user_me(svc *s, svc_call *c, svc_user *out, svc_err *e)
 {
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     return load_user(s, c, c->who->user_id, true, true, out, e);
 }
 
 int svc_user_patch_op(svc *s, svc_call *c, int64_t id, const svc_user_patch *in, svc_user *out, svc_err *e)
 {
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     if (id != c->who->user_id)
         return svc_fail(e, SVC_NOT_FOUND, "not_found", "user %lld does not exist", (long long)id);
@@ -105,7 +112,7 @@ int svc_user_patch_op(svc *s, svc_call *c, int64_t id, const svc_user_patch *in,
     }
     if (has_pw) {
         char hash[160];
-        if (pw_hash(s, c->ctx, in->password.p, in->password.n, hash, e) != 0)
+        if (svc__pw_hash(s, c->ctx, in->password.p, in->password.n, hash, e) != 0)
             return -1;
         db_arg args[] = {DB_TEXT(hash), DB_INT(id)};
         int rc = sql_exec(DB(s->db), c->ctx, &SQL_USER_SET_PASSWORD, args, 2, NULL, &be);
@@ -129,8 +136,10 @@ int svc_user_patch_op(svc *s, svc_call *c, int64_t id, const svc_user_patch *in,
 
 int svc_users_list(svc *s, svc_call *c, int64_t after_id, int64_t limit, svc_user_fn emit, void *arg, svc_err *e)
 {
-    if (limit < 0)
-        limit = 0;
+    if (limit < 0) {
+        svc_violate(e, "limit", "must not be negative (0 is no limit)");
+        return -1;
+    }
     int64_t sent = 0, last = after_id < 0 ? 0 : after_id;
     for (;;) {
         int64_t want = LIST_BATCH;
@@ -157,7 +166,7 @@ int svc_users_list(svc *s, svc_call *c, int64_t after_id, int64_t limit, svc_use
             bz_arena scratch;
             bz_arena_init(&scratch, 512);
             svc_user u;
-            row_user(rows, &scratch, &u, false);
+            svc__row_user(rows, &scratch, &u, false);
             last = u.id;
             n++;
             sent++;
@@ -210,7 +219,7 @@ int svc_session_create(svc *s, svc_call *c, const svc_login_in *in, svc_session 
     }
     /* Unknown emails verify against a dummy hash: same answer, similar time. */
     bool ok = false;
-    if (pw_verify(s, c->ctx, hash, in->password.p, in->password.n, &ok, e) != 0)
+    if (svc__pw_verify(s, c->ctx, hash, in->password.p, in->password.n, &ok, e) != 0)
         return -1;
     if (!ok || uid <= 0)
         return svc_fail(e, SVC_UNAUTHENTICATED, "invalid_credentials", "wrong email or password");
@@ -232,7 +241,7 @@ int svc_session_create(svc *s, svc_call *c, const svc_login_in *in, svc_session 
 
 int svc_session_delete(svc *s, svc_call *c, svc_err *e)
 {
-    if (need_user(c, e))
+    if (svc__need_user(c, e))
         return -1;
     bz_error be;
     if (cache_session_end(s->cache, c->ctx, c->who->user_id, c->who->token_hash, &be) != 0)

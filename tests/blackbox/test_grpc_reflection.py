@@ -31,7 +31,8 @@ CLIENT_DIR = os.path.join(ROOT, "tests", "blackbox", "reflection")
 PROTO_INCLUDES = ["-I" + os.path.join(ROOT, "proto"), "-I/usr/include", "-I/usr/share/grpc-proto"]
 VERSIONS = ["v1", "v1alpha"]
 
-BAZAAR_SERVICES = {"bazaar.v1.UserService", "bazaar.v1.ItemService", "bazaar.v1.OrderService"}
+BAZAAR_SERVICES = {"bazaar.v1.UserService", "bazaar.v1.SessionService", "bazaar.v1.AccountService",
+                   "bazaar.v1.ItemService", "bazaar.v1.OrderService", "bazaar.v1.LeaderboardService"}
 STANDARD_SERVICES = {"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
                      "grpc.reflection.v1alpha.ServerReflection"}
 # registered by grpc/testing.c once it serves the interop service
@@ -180,9 +181,11 @@ def test_third_party_client(server, node_client, version):
            for m in d["userService"]]
     assert got == want
     # grpc-js's own view (what a dynamic client would call)
-    got = [(m["name"], m["path"], "." + "bazaar.v1." + m["requestType"], "." + "bazaar.v1." + m["responseType"],
-            m["requestStream"], m["responseStream"]) for m in d["listMethods"]]
-    assert got == [(n, "/bazaar.v1.UserService/" + n, i, o, cs, ss) for n, i, o, cs, ss in want]
+    # (grpc-js names a message type without its package: "User", "Empty")
+    got = [(m["name"], m["path"], m["requestType"], m["responseType"], m["requestStream"], m["responseStream"])
+           for m in d["listMethods"]]
+    assert got == [(n, "/bazaar.v1.UserService/" + n, i.rsplit(".", 1)[1], o.rsplit(".", 1)[1], cs, ss)
+                   for n, i, o, cs, ss in want]
 
     # protobufjs camel-cases field names (created_at -> createdAt)
     fields = [(f["id"], f["name"], f["type"], f["repeated"]) for f in d["user"]]
@@ -216,17 +219,29 @@ def test_list_services(server, pb, version):
 def test_service_and_message(server, pb, version):
     fds = files_of(one(server["grpc"], pb, version, file_containing_symbol="bazaar.v1.UserService"))
     assert fds[0].name == "bazaar.proto" and fds[0].package == "bazaar.v1"
-    assert [f.name for f in fds] == ["bazaar.proto", "google/protobuf/timestamp.proto"]
+    assert [f.name for f in fds] == ["bazaar.proto", "google/protobuf/empty.proto", "google/protobuf/timestamp.proto",
+                                     "google/protobuf/wrappers.proto"]
     pool = pool_of(fds)
     svc = pool.FindServiceByName("bazaar.v1.UserService")
     assert [(m.name, m.input_type.full_name, m.output_type.full_name) for m in svc.methods] == [
         ("GetUser", "bazaar.v1.GetUserRequest", "bazaar.v1.User"),
         ("CreateUser", "bazaar.v1.CreateUserRequest", "bazaar.v1.User"),
-        ("ListUsers", "bazaar.v1.ListUsersRequest", "bazaar.v1.User")]
+        ("ListUsers", "bazaar.v1.ListUsersRequest", "bazaar.v1.User"),
+        ("GetMe", "google.protobuf.Empty", "bazaar.v1.User"),
+        ("UpdateUser", "bazaar.v1.UpdateUserRequest", "bazaar.v1.User"),
+        ("FindUserByEmail", "bazaar.v1.FindUserByEmailRequest", "bazaar.v1.User")]
     streaming = {m.name: (m.client_streaming, m.server_streaming) for m in fds[0].service[0].method}
-    assert streaming == {"GetUser": (False, False), "CreateUser": (False, False), "ListUsers": (False, True)}
-    items = {m.name: (m.client_streaming, m.server_streaming) for m in fds[0].service[1].method}
+    assert streaming == {"GetUser": (False, False), "CreateUser": (False, False), "ListUsers": (False, True),
+                         "GetMe": (False, False), "UpdateUser": (False, False), "FindUserByEmail": (False, False)}
+    by_name = {s.name: s for s in fds[0].service}
+    items = {m.name: (m.client_streaming, m.server_streaming) for m in by_name["ItemService"].method}
     assert items["ImportItems"] == (True, False) and items["LookupItems"] == (True, True)
+    orders = {m.name: (m.client_streaming, m.server_streaming) for m in by_name["OrderService"].method}
+    assert orders["WatchOrders"] == (False, True)
+    # every other method of the contract is unary
+    assert all(cs == ss == False for s in fds[0].service for m in s.method
+               if m.name not in ("ListUsers", "ImportItems", "LookupItems", "WatchOrders")
+               for cs, ss in [(m.client_streaming, m.server_streaming)])
 
     user = pool.FindMessageTypeByName("bazaar.v1.User")
     assert [(f.number, f.name) for f in user.fields] == [(1, "id"), (2, "name"), (3, "created_at"), (4, "email")]
@@ -318,7 +333,8 @@ def test_stream_answers_in_order(server, pb, version):
     assert kinds == ["list_services_response", "file_descriptor_response", "file_descriptor_response",
                      "error_response"]
     # every answer is complete on its own, not only the first of the stream
-    assert [len(r.file_descriptor_response.file_descriptor_proto) for r in rs[1::4]] == [2] * 40
+    # (bazaar.proto and its three imports: empty, timestamp, wrappers)
+    assert [len(r.file_descriptor_response.file_descriptor_proto) for r in rs[1::4]] == [4] * 40
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         svc_cursor c;
         svc_err e;
         svc_err_clear(&e);
-        cursor_decode(&s, &cur, "orders:1:", &c, &e);
+        svc__cursor_decode(&s, &cur, "orders:1:", &c, &e);
         break;
     }
     case 2: rest_none_match(bz_str_make(d, n), "\"0123456789abcdef\""); break;
@@ -77,9 +77,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         svc_item it;
         svc_order_event ev;
         switch (n ? (unsigned char)d[0] % 3 : 0) {
-        case 0: dec_order(&r, &ar, &o); break;
-        case 1: dec_item(&r, &ar, &it); break;
-        default: dec_event(&r, &ev); break;
+        case 0: svc__dec_order(&r, &ar, &o); break;
+        case 1: svc__dec_item(&r, &ar, &it); break;
+        default: svc__dec_event(&r, &ev); break;
         }
     }
     }

@@ -1,0 +1,101 @@
+/* app/grpc/models.c — the model conversions of the gRPC adapter: each
+ * service result as its bazaar.proto message, every string and
+ * sub-message carved from the call's arena (nothing to free). */
+#include "app/grpc/rpc-private.h"
+
+#include <string.h>
+
+void *rpc_msg(bz_arena *a, const ProtobufCMessageDescriptor *d)
+{
+    void *m = bz_arena_alloc(a, d->sizeof_message);
+    protobuf_c_message_init(d, m);
+    return m;
+}
+
+Google__Protobuf__Timestamp *rpc_time(bz_arena *a, int64_t us)
+{
+    Google__Protobuf__Timestamp *t = bz_arena_alloc(a, sizeof *t);
+    google__protobuf__timestamp__init(t);
+    int64_t s = us / 1000000, r = us % 1000000;
+    if (r < 0) {
+        s--;
+        r += 1000000;
+    }
+    t->seconds = s;
+    t->nanos = (int32_t)(r * 1000);
+    return t;
+}
+
+static char *dup(bz_arena *a, const char *s) { return bz_arena_strdup(a, s ? s : ""); }
+
+void rpc_user(bz_arena *a, const svc_user *u, Bazaar__V1__User *out)
+{
+    bazaar__v1__user__init(out);
+    out->id = u->id;
+    out->name = dup(a, u->name);
+    out->created_at = rpc_time(a, u->created_us);
+    out->email = u->email ? dup(a, u->email) : (char *)"";
+}
+
+
+/* The models with a field list (svc.h): protobuf field names are the
+ * model's (a field bazaar.proto lacks does not build). */
+#define X__PB_ID(n) out->n = v->n;
+#define X__PB_INT(n) out->n = v->n;
+#define X__PB_STR(n) out->n = dup(a, v->n);
+#define X__PB_CUR(n) out->n = dup(a, v->n);
+#define X__PB_TIME(n) out->n##_at = rpc_time(a, v->n##_us);
+#define X__PB(kind, n) X__PB_##kind(n)
+#define X__PB_CONVERTER(fn, T, M, init, FIELDS)                                                                      \
+    void fn(bz_arena *a, const T *v, M *out)                                                                          \
+    {                                                                                                                 \
+        init(out);                                                                                                    \
+        FIELDS(X__PB)                                                                                                 \
+    }
+X__PB_CONVERTER(rpc_item, svc_item, Bazaar__V1__Item, bazaar__v1__item__init, SVC_ITEM_FIELDS)
+X__PB_CONVERTER(rpc_account, svc_account, Bazaar__V1__Account, bazaar__v1__account__init, SVC_ACCOUNT_FIELDS)
+X__PB_CONVERTER(rpc_transfer, svc_transfer, Bazaar__V1__TransferRecord, bazaar__v1__transfer_record__init,
+                SVC_TRANSFER_FIELDS)
+
+void rpc_order(bz_arena *a, const svc_order *o, Bazaar__V1__Order *out)
+{
+    bazaar__v1__order__init(out);
+    out->id = o->id;
+    out->customer_id = o->customer_id;
+    out->account_id = o->account_id;
+    out->status = dup(a, o->status);
+    out->total_cents = o->total_cents;
+    out->currency = dup(a, o->currency);
+    out->n_lines = (size_t)o->nlines;
+    out->lines = bz_arena_calloc(a, (size_t)(o->nlines ? o->nlines : 1), sizeof *out->lines);
+    for (int i = 0; i < o->nlines; i++) {
+        Bazaar__V1__OrderLine *l = bz_arena_alloc(a, sizeof *l);
+        bazaar__v1__order_line__init(l);
+        l->item_id = o->lines[i].item_id;
+        l->quantity = (int32_t)o->lines[i].quantity;
+        l->unit_price_cents = o->lines[i].unit_price_cents;
+        out->lines[i] = l;
+    }
+    out->created_at = rpc_time(a, o->created_us);
+    out->updated_at = rpc_time(a, o->updated_us);
+}
+
+svc_str rpc_str(const char *s) { return SVC_STR_SET(s ? s : "", s ? strlen(s) : 0); }
+
+
+
+void rpc_session(bz_arena *a, const svc_session *s, Bazaar__V1__Session *out)
+{
+    bazaar__v1__session__init(out);
+    out->token = dup(a, s->token);
+    out->expires_at = rpc_time(a, s->expires_us);
+}
+
+void rpc_spender(bz_arena *a, const svc_spender *s, Bazaar__V1__Spender *out)
+{
+    bazaar__v1__spender__init(out);
+    out->rank = s->rank;
+    out->user_id = s->user_id;
+    out->name = dup(a, s->name);
+    out->spent_cents = s->spent_cents;
+}
