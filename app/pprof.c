@@ -76,6 +76,42 @@ static int x__slurp(int fd, bz_buf *b)
     }
 }
 
+/* ProfilerStop prints "PROFILE: interrupts/evictions/bytes = ..." on
+ * stderr, which would be the one line of a JSON log that is not JSON.
+ * stderr points at a temporary file while it stops; whatever else was
+ * written there meanwhile (log lines of other threads: one write each)
+ * is passed on. */
+static void x__stop_quietly(void)
+{
+    char path[] = "/tmp/bazaar-stderr-XXXXXX";
+    int tmp = mkstemp(path);
+    int saved = tmp >= 0 ? dup(2) : -1;
+    if (tmp < 0 || saved < 0) {
+        if (tmp >= 0)
+            close(tmp), unlink(path);
+        prof.stop();
+        return;
+    }
+    unlink(path);
+    dup2(tmp, 2);
+    prof.stop();
+    dup2(saved, 2);
+    close(saved);
+    lseek(tmp, 0, SEEK_SET);
+    bz_buf b = BZ_BUF_INIT;
+    if (x__slurp(tmp, &b) == 0 && b.len) {
+        for (size_t at = 0; at < b.len;) {
+            const char *nl = memchr(b.data + at, '\n', b.len - at);
+            size_t end = nl ? (size_t)(nl - b.data) + 1 : b.len;
+            if (strncmp(b.data + at, "PROFILE: ", 9) != 0 && write(2, b.data + at, end - at) < 0)
+                break;
+            at = end;
+        }
+    }
+    bz_buf_free(&b);
+    close(tmp);
+}
+
 static int h_profile(http_req *r, void *data)
 {
     (void)data;
@@ -110,7 +146,7 @@ static int h_profile(http_req *r, void *data)
     bz_log_info("cpu profile started", BZ_F_INT("seconds", seconds));
     /* A client that goes away ends the profile early (r->ctx). */
     int w = rt_sleep(r->ctx, seconds * BZ_NS_PER_S);
-    prof.stop();
+    x__stop_quietly();
     atomic_store(&profiling, false);
     bz_buf b = BZ_BUF_INIT;
     int rd = x__slurp(fd, &b);

@@ -21,10 +21,12 @@ import subprocess
 import threading
 import time
 
+import grpc
 import pytest
 
 import harness
 from obs_support import Server
+from test_observability import get_item_request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT_DIR = os.path.join(HERE, "console")
@@ -145,6 +147,10 @@ def test_page_and_assets_come_from_the_binary_and_are_small(srv):
 
 def test_data_document_and_incremental_points(srv):
     srv.request("GET", "/v1/items/424242")  # a 404: a problem answer, in the error ring
+    with grpc.insecure_channel("127.0.0.1:%d" % srv.grpc_port) as ch:  # and a gRPC NOT_FOUND
+        with pytest.raises(grpc.RpcError) as e:
+            ch.unary_unary("/bazaar.v1.ItemService/GetItem")(get_item_request(424242), timeout=5)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
     time.sleep(2.2)
     st, _, b = get(srv.admin, "/console/data")
     assert st == 200
@@ -157,6 +163,9 @@ def test_data_document_and_incremental_points(srv):
     assert set(d["gauges"]) >= {"inflight", "conns_http1", "conns_http2", "db_in_use", "lag_ms", "coroutines"}
     err = [e for e in d["errors"] if e["where"] == "GET /v1/items/{id}" and e["status"] == 404]
     assert err and len(err[0]["trace_id"]) == 32 and err[0]["code"] == "not_found", d["errors"][:3]
+    gerr = [e for e in d["errors"] if e["where"] == "/bazaar.v1.ItemService/GetItem"]
+    assert gerr and gerr[0]["code"] == "NOT_FOUND" and gerr[0]["status"] == 0 and gerr[0]["message"], d["errors"][:3]
+    assert "bazaar.v1.ItemService/GetItem" in names, names
     assert d["runtime"]["build"]["version"] and "config" in d["runtime"]
     # Only the points after ?since=.
     st, _, b = get(srv.admin, "/console/data?since=%d" % d["seq"])
@@ -210,6 +219,8 @@ def test_cpu_profile_under_load_names_hot_functions(srv, tmp_path):
                        timeout=120, env=dict(os.environ, HOME=str(tmp_path), GOCACHE=str(tmp_path / "gocache")))
     assert r.returncode == 0, r.stderr
     assert "Type: cpu" in r.stdout
+    srv.log_lines()  # every line still JSON: libprofiler's "PROFILE: ..." line on stderr was kept out
+    assert [x for x in srv.log_lines() if x.get("msg") == "cpu profile started" and x.get("seconds") == 4]
     ours = ["conn_serve", "http__parse_head", "bz_buf_", "items_get", "dispatch", "rt__", "match_path", "bz__log"]
     named = [f for f in ours if f in r.stdout]
     assert len(named) >= 3, r.stdout

@@ -7,7 +7,7 @@
 // Loads URL, waits until the page says it is live, then reads the
 // "requests since start" tile and the chart count every 500 ms for
 // SECONDS (the test runs a load meanwhile), saves a full-page screenshot
-// (desktop) and a phone-sized one next to it, and prints one JSON object:
+// (desktop), its first screen (-top.png) and a phone-sized one (-phone.png), and prints one JSON object:
 // {errors: [...], samples: [...], charts, routes, phoneOverflow, ...}.
 import puppeteer from "puppeteer-core";
 
@@ -48,6 +48,7 @@ try {
     status: document.getElementById("status").textContent,
   }));
   await page.screenshot({ path: shot, fullPage: true });
+  await page.screenshot({ path: shot.replace(/\.png$/, "-top.png") }); // the first screen (docs/console.png)
   // A phone: nothing may stick out sideways.
   await page.setViewport({ width: 390, height: 844, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
   await new Promise((r) => setTimeout(r, 1500));
