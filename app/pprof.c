@@ -8,6 +8,8 @@
  *                                         heap profiler runs (else 501, saying how)
  *   GET /debug/pprof/goroutine?debug=1|2  every live coroutine, as text: its
  *                                         request and what it is parked on
+ *   GET, POST /debug/pprof/symbol         addresses to names, for pprof's
+ *                                         remote symbolisation
  *
  * CPU profiles come from gperftools' libprofiler (Debian
  * libgoogle-perftools4), loaded with dlopen on the first request: its
@@ -31,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -293,6 +296,51 @@ static int h_goroutine(http_req *r, void *data)
     return 0;
 }
 
+/* ---- symbols ---------------------------------------------------------------------------
+ *
+ * `go tool pprof http://...` symbolises what it can from the binaries on
+ * its own machine, then posts the addresses left (shared libraries
+ * without debug symbols) here, as net/http/pprof's /symbol takes them:
+ * "0x1234+0x5678".  Each one dladdr can name (an exported symbol) comes
+ * back as "0x1234 name"; the others are left out.  dladdr only looks the
+ * address up in the loaded objects' tables: it never reads memory there,
+ * so any number a client sends is safe. */
+static int h_symbol(http_req *r, void *data)
+{
+    (void)data;
+    bz_buf out = BZ_BUF_INIT;
+    bz_buf_append_c(&out, "num_symbols: 1\n");
+    if (bz_str_eq_c(r->method, "POST")) {
+        const char *body;
+        size_t n;
+        int rc = http_read_body(r, &body, &n);
+        if (rc) {
+            bz_buf_free(&out);
+            return rc == -EMSGSIZE ? http_send_problem(r, 413, "body_too_large", "too many addresses") : rc;
+        }
+        for (size_t at = 0; at < n;) {
+            size_t end = at;
+            while (end < n && body[end] != '+')
+                end++;
+            char num[24];
+            size_t len = end - at;
+            if (len > 0 && len < sizeof num) {
+                memcpy(num, body + at, len);
+                num[len] = 0;
+                char *stop;
+                unsigned long long a = strtoull(num, &stop, 0);
+                Dl_info di;
+                if (*stop == 0 && a && dladdr((void *)(uintptr_t)a, &di) && di.dli_sname)
+                    bz_buf_printf(&out, "%#llx %s\n", a, di.dli_sname);
+            }
+            at = end + 1;
+        }
+    }
+    http_send(r, 200, "text/plain; charset=utf-8", out.data, out.len);
+    bz_buf_free(&out);
+    return 0;
+}
+
 static int h_index(http_req *r, void *data)
 {
     (void)data;
@@ -318,6 +366,8 @@ void app_pprof_routes(http_mux *mux)
         {"GET /debug/pprof/profile", h_profile},
         {"GET /debug/pprof/heap", h_heap},
         {"GET /debug/pprof/goroutine", h_goroutine},
+        {"GET /debug/pprof/symbol", h_symbol},
+        {"POST /debug/pprof/symbol", h_symbol},
     };
     char why[256];
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)

@@ -224,6 +224,24 @@ def test_cpu_profile_under_load_names_hot_functions(srv, tmp_path):
     ours = ["conn_serve", "http__parse_head", "bz_buf_", "items_get", "dispatch", "rt__", "match_path", "bz__log"]
     named = [f for f in ours if f in r.stdout]
     assert len(named) >= 3, r.stdout
+    # As the README says: pprof fetches it, symbolises bazaar from the binary
+    # and the shared libraries through /debug/pprof/symbol (a 404 there is fatal).
+    load = Load(srv)
+    try:
+        r = subprocess.run([go, "tool", "pprof", "-top", "http://127.0.0.1:%d/debug/pprof/profile?seconds=3" % srv.admin],
+                           capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, HOME=str(tmp_path), GOCACHE=str(tmp_path / "gocache")))
+    finally:
+        load.close()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Type: cpu" in r.stdout and len([f for f in ours if f in r.stdout]) >= 3, r.stdout
+    st, _, b = get(srv.admin, "/debug/pprof/symbol")
+    assert st == 200 and b.startswith(b"num_symbols: 1")
+    c = http.client.HTTPConnection("127.0.0.1", srv.admin, timeout=10)
+    c.request("POST", "/debug/pprof/symbol", body=b"0x0+zzz++0xffffffffffffffff+" + b"9" * 40)
+    resp = c.getresponse()
+    assert resp.status == 200 and resp.read() == b"num_symbols: 1\n"  # nothing to name, nothing broken
+    c.close()
     # One profile at a time; bad durations are refused.
     assert get(srv.admin, "/debug/pprof/profile?seconds=0")[0] == 400
     assert get(srv.admin, "/debug/pprof/profile?seconds=301")[0] == 400
