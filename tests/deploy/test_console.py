@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -353,3 +354,37 @@ def test_slow_query_threshold_on_sqlite():
         assert json.loads(b)["slow_query_ms"] == 200
     finally:
         quiet.close()
+
+
+def test_dump_names_the_redis_command_a_request_waits_on():
+    redis = harness.Redis()
+    s = None
+    try:
+        s = admin_server(cache=redis.url(0), grpc=False)
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        done = {}
+
+        def call():
+            c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+            c.request("GET", "/v1/items/31337", headers={"traceparent": "00-%s-b7ad6b7169203331-01" % TRACE})
+            done["status"] = c.getresponse().status
+            c.close()
+
+        t = threading.Thread(target=call)
+        t.start()
+        block = []
+        deadline = time.time() + 10
+        while time.time() < deadline and not block:
+            st, _, b = get(s.admin, "/debug/pprof/goroutine?debug=2")
+            block = [x for x in b.decode().split("\n\n") if TRACE in x]
+            time.sleep(0.1)
+        os.kill(redis.proc.pid, signal.SIGCONT)
+        t.join(30)
+        assert block and "request: GET /v1/items/{id}" in block[0] and "in redis: GET" in block[0], block
+        assert "[socket read fd " in block[0] or "[redis pool wait" in block[0], block[0]
+        assert done.get("status") in (404, 503), done
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+        if s:
+            s.close()
+        redis.close()
