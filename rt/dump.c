@@ -11,6 +11,7 @@
 #include "rt/rt-private.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 rt_note rt_note_set(const char *what, const char *detail)
 {
@@ -73,7 +74,8 @@ static void dump_loop(void *p)
             .id = co->id,
             .state = parked ? 1 : 0,
             .why = parked ? co->why : NULL,
-            .fd = parked && co->why && co->why[0] == 's' && co->why[1] == 'o' ? co->why_fd : -1,
+            /* why_fd is stored by socket waits only (rt/io.c) */
+            .fd = parked && co->why && !strncmp(co->why, "socket ", 7) ? co->why_fd : -1,
             .note = co->note,
             .age_ns = co->born ? now - co->born : 0,
             .parked_ns = parked && co->parked_at ? now - co->parked_at : 0,
