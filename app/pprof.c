@@ -267,11 +267,16 @@ static int h_goroutine(http_req *r, void *data)
         abort();
     d->out = &out;
     d->each = dbg && !strcmp(dbg, "2");
-    int rc = rt_coro_dump(r->ctx, x__one, d);
+    /* A loop stuck in a long call answers late or never: give up after 5 s
+     * (the loops not asked yet are skipped, the late one's answer dropped). */
+    rt_ctx wait;
+    rt_ctx_init_timeout(&wait, r->ctx, 5 * BZ_NS_PER_S);
+    int rc = rt_coro_dump(&wait, x__one, d);
+    rt_ctx_release(&wait);
     if (rc) {
         free(d);
         bz_buf_free(&out);
-        return rc == -ECANCELED ? 0 : http_send_problem(r, 503, "timeout", "the loops did not answer in time");
+        return rt_ctx_err(r->ctx) ? 0 : http_send_problem(r, 503, "timeout", "an event loop did not answer within 5 s");
     }
     bz_buf head = BZ_BUF_INIT;
     bz_buf_printf(&head, "bazaar coroutine dump: %lld coroutines on %d loops (this request's included)\n\n",

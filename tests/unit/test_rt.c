@@ -961,10 +961,60 @@ static void coroutine_dump_names_every_wait(void **state)
     free(d);
 }
 
+/* A loop busy past the caller's deadline: the dump gives up, and the
+ * late loop's answer is dropped (the callback never runs after return). */
+static _Atomic int spin_started;
+static void dump_spinner(void *p)
+{
+    (void)p;
+    atomic_store(&spin_started, 1);
+    int64_t until = bz_now_ns() + 300 * BZ_NS_PER_MS;
+    while (bz_now_ns() < until) {
+    }
+}
+
+static void dump_sleeper(void *p)
+{
+    (void)p;
+    rt_sleep(NULL, 2 * BZ_NS_PER_S); /* parked on loop 1 when the late job runs */
+}
+
+static void dump_late_collect(const rt_coro_info *in, void *arg)
+{
+    if (in->loop == 1)
+        atomic_fetch_add((_Atomic int *)arg, 1);
+}
+
+static void dump_timeout_main(void *p)
+{
+    (void)p;
+    static _Atomic int late;
+    atomic_store(&late, 0);
+    atomic_store(&spin_started, 0);
+    rt_go_on(rt_loop_at(1), dump_sleeper, NULL);
+    rt_go_on(rt_loop_at(1), dump_spinner, NULL);
+    while (!atomic_load(&spin_started))
+        rt_sleep(NULL, BZ_NS_PER_MS);
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, 50 * BZ_NS_PER_MS);
+    /* loop 0 answers at once; loop 1 is spinning */
+    assert_int_equal(rt_coro_dump(&c, dump_late_collect, (void *)&late), -ETIMEDOUT);
+    rt_ctx_release(&c);
+    rt_sleep(NULL, 400 * BZ_NS_PER_MS); /* the spinner is done and the job ran */
+    assert_int_equal(atomic_load(&late), 0);
+}
+
+static void coroutine_dump_gives_up_on_a_busy_loop(void **state)
+{
+    (void)state;
+    run(2, dump_timeout_main, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(coroutine_dump_names_every_wait),
+        cmocka_unit_test(coroutine_dump_gives_up_on_a_busy_loop),
         cmocka_unit_test(context_switch_preserves_registers_and_fp_state),
         cmocka_unit_test(hundred_thousand_coroutines),
         cmocka_unit_test(timers_fire_in_deadline_order),
