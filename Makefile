@@ -54,7 +54,7 @@ PROTOS   := bazaar.proto google/rpc/status.proto google/protobuf/timestamp.proto
             grpc/reflection/v1alpha/reflection.proto grpc/testing/test.proto grpc/testing/messages.proto \
             grpc/testing/empty.proto google/protobuf/empty.proto google/protobuf/wrappers.proto
 GEN      := build/gen
-GEN_C    := $(PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/descriptors.c
+GEN_C    := $(PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/descriptors.c $(GEN)/console_assets.c
 # The services reflection describes, with every file they import.
 REFLECTED := bazaar.proto grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto \
              grpc/reflection/v1alpha/reflection.proto grpc/testing/test.proto
@@ -84,6 +84,15 @@ $(GEN)/.stamp: $(addprefix proto/,bazaar.proto google/rpc/status.proto)
 	scripts/embed.sh $(GEN)/descriptors.pb grpc_descriptor_set > $(GEN)/descriptors.c
 	@touch $@
 $(GEN_C): $(GEN)/.stamp
+
+# The admin console's page and its charting library (uPlot, MIT, vendored
+# in app/console with its licence), embedded so the page needs no network.
+CONSOLE_ASSETS := app/console/index.html app/console/uPlot.iife.min.js app/console/uPlot.min.css
+$(GEN)/console_assets.c: $(CONSOLE_ASSETS) scripts/embed.sh
+	@mkdir -p $(GEN)
+	{ scripts/embed.sh app/console/index.html console_index_html; \
+	  scripts/embed.sh app/console/uPlot.iife.min.js console_uplot_js; \
+	  scripts/embed.sh app/console/uPlot.min.css console_uplot_css; } > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/obj/gen/%.o: $(GEN)/%.c
 	@mkdir -p $(dir $@)

@@ -1,12 +1,17 @@
 /* app/admin.c — the admin listener (--admin-addr): /metrics, /readyz,
  * /healthz and /debug/runtime on an address of their own.
  *
+ * It also serves the operator's console at / (app/console.c) and Go's
+ * /debug/pprof (app/pprof.c).
+ *
  * It is an http_server like the public ones, on the same loops, but with
  * a gate of its own (ADMIN_MAX_CONNS) instead of the process's
  * --max-conns gate: a public port at its cap (accept waiting) leaves the
  * admin port answering, and a flood of the admin port cannot take the
  * public port's slots. */
 #include "app/admin.h"
+#include "app/console.h"
+#include "app/pprof.h"
 #include "app/rest/json.h"
 
 #include "base/log.h"
@@ -25,6 +30,7 @@ struct app_admin {
     http_mux *mux;
     http_handler chain;
     http_server *srv;
+    app_console *console;
     int64_t started_ns;
 };
 
@@ -210,6 +216,8 @@ app_admin *app_admin_start(app *a, rest *R, int *err)
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if (http_mux_handle(ad->mux, routes[i].pattern, (http_handler){routes[i].fn, ad}, why, sizeof why) != 0)
             abort(); /* a fixed table: a bug, not input */
+    ad->console = app_console_start(a, ad->mux);
+    app_pprof_routes(ad->mux);
     const http_mw mws[] = {
         {http_mw_request_id, NULL},
         {http_mw_access_log, NULL},
@@ -221,6 +229,9 @@ app_admin *app_admin_start(app *a, rest *R, int *err)
     o.name = "admin";
     o.max_conns = ADMIN_MAX_CONNS;
     o.conn_gate = NULL;
+    /* A CPU profile answers after up to 300 s (app/pprof.c). */
+    if (o.write_timeout_ns < 330 * BZ_NS_PER_S)
+        o.write_timeout_ns = 330 * BZ_NS_PER_S;
     ad->srv = http_server_new(&o, ad->chain, err);
     if (!ad->srv) {
         app_admin_free(ad);
@@ -238,6 +249,7 @@ void app_admin_free(app_admin *ad)
     if (!ad)
         return;
     http_server_free(ad->srv);
+    app_console_free(ad->console);
     http_chain_free(ad->chain);
     http_mux_free(ad->mux);
     free(ad);

@@ -12,6 +12,8 @@
  *                        in_use, waiting), cache (kind; entries, bytes for the
  *                        in-process backend; evictions), config (no secrets:
  *                        URLs are redacted)
+ *   GET /                the console page (app/console.h), GET /console/data
+ *   GET /debug/pprof/... CPU and heap profiles, the coroutine dump (app/pprof.h)
  *
  * Its own connection cap (64), not --max-conns: it answers while the
  * public port is saturated.

@@ -1,6 +1,7 @@
 /* app/main.c — subcommand dispatch and the serve lifecycle. */
 #include "app/app.h"
 #include "app/admin.h"
+#include "app/console.h"
 #include "app/app-private.h"
 #include "app/grpc/rpc.h"
 #include "app/rest/rest.h"
@@ -31,6 +32,7 @@ static int open_backends(app *a, const bz_config *cfg, bool want_cache)
     db_opts dbo = {cfg->db_max_open, cfg->db_max_idle, cfg->db_conn_max_lifetime_ns, cfg->db_conn_max_idle_time_ns,
                    gc && !strcmp(gc, "off")};
     a->cfg = cfg;
+    app_console_name_statements(cfg);
     a->db = db_open(cfg->db, &dbo, &e);
     if (a->db)
         db_set_breaker(a->db, "db", cfg->breaker_failures, cfg->breaker_probe_interval_ns);

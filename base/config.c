@@ -64,6 +64,7 @@ static const flagdef flags[] = {
     {"write-timeout", T_DURATION, "30s", OFF(write_timeout_ns), 0, C_SERVE, "time to write the response"},
     {"idle-timeout", T_DURATION, "60s", OFF(idle_timeout_ns), 0, C_SERVE, "keep-alive idle time"},
     {"request-timeout", T_DURATION, "10s", OFF(request_timeout_ns), 0, C_SERVE, "deadline given to each handler's context"},
+    {"slow-query", T_DURATION, "200ms", OFF(slow_query_ns), 0, C_SERVE, "log each database statement slower than this once (name, duration, rows, trace id); 0 = off"},
     {"shutdown-grace", T_DURATION, "10s", OFF(shutdown_grace_ns), 0, C_SERVE, "how long SIGTERM/SIGINT waits for in-flight work"},
     {"max-header-bytes", T_SIZE, "16384", OFF(max_header_bytes), 1024, C_SERVE, "larger request headers get 431"},
     {"max-body-bytes", T_SIZE, "1048576", OFF(max_body_bytes), 1, C_SERVE, "larger request bodies get 413"},
@@ -136,6 +137,12 @@ int bz_parse_duration(const char *s, int64_t *ns)
         long double unit;
         if (strncmp(p, "ms", 2) == 0) {
             unit = BZ_NS_PER_MS;
+            p += 2;
+        } else if (strncmp(p, "us", 2) == 0) {
+            unit = 1000;
+            p += 2;
+        } else if (strncmp(p, "ns", 2) == 0) {
+            unit = 1;
             p += 2;
         } else if (*p == 's') {
             unit = BZ_NS_PER_S;

@@ -60,6 +60,7 @@ typedef struct bz_config {
     int64_t write_timeout_ns;
     int64_t idle_timeout_ns;
     int64_t request_timeout_ns;
+    int64_t slow_query_ns;    /* --slow-query: statements this slow are logged; 0 = off */
     int64_t shutdown_grace_ns;
     int64_t max_header_bytes;
     int64_t max_body_bytes;

@@ -447,8 +447,10 @@ int cache_get_or_load(cache *c, rt_ctx *ctx, const char *key, int64_t ttl, cache
     if (f) {
         f->refs++;
         int r = 0;
-        while (!f->done && r == 0)
+        while (!f->done && r == 0) {
+            rt_park_reason("cache single-flight wait"); /* for the coroutine dump */
             r = rt_waitq_wait(&f->waiters, &c->flights_lk, ctx, BZ_NO_DEADLINE, NULL);
+        }
         int res = r ? r : f->result;
         if (r == 0) {
             bz_buf_clear(out);

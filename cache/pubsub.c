@@ -116,7 +116,9 @@ int cache_subscribe(cache *c, rt_ctx *ctx, const char *channel, cache_sub **out,
 int cache_sub_recv(cache_sub *s, rt_ctx *ctx, bz_buf *out)
 {
     void *p;
+    rt_note prev = rt_note_set("pub/sub", s->channel); /* for the coroutine dump */
     int r = rt_chan_recv(&s->q, &p, ctx, BZ_NO_DEADLINE);
+    rt_note_restore(prev);
     if (r)
         return r;
     msg *m = p;

@@ -389,6 +389,7 @@ static int acquire(rb *b, rt_ctx *ctx, rconn **out, bz_error *err)
             }
             return r;
         }
+        rt_park_reason("redis pool wait");
         int r = rt_waitq_wait(&b->waiters, &b->lk, ctx, deadline_of(ctx), NULL);
         if (r) {
             pthread_mutex_unlock(&b->lk);
@@ -470,9 +471,11 @@ static int piped(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *
 static int attempt(rb *b, rt_ctx *ctx, int argc, const char **argv, const size_t *lens, redisReply **rep,
                    bz_error *err)
 {
+    rt_note prev = rt_note_set("redis", argv[0]); /* the command, for the coroutine dump */
     int r = piped(b, ctx, argc, argv, lens, rep, err);
     if (r == 1)
         r = run(b, ctx, 1, &argc, &argv, lens ? &lens : NULL, rep, err);
+    rt_note_restore(prev);
     if (r)
         return r;
     if ((*rep)->type == REDIS_REPLY_ERROR) {

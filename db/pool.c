@@ -2,6 +2,7 @@
  * dispatch with safe retries, transactions, rows, and the statement cache
  * helpers the drivers share. */
 #include "db/db-private.h"
+#include "db/stats.h"
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -380,6 +381,7 @@ static int acquire_as(db *d, rt_ctx *ctx, db_conn **out, bz_error *err, bool pro
         }
         void *handed = NULL;
         d->nwaiting++;
+        rt_park_reason("db pool wait");
         int r = rt_waitq_wait(&d->waiters, &d->lk, ctx, BZ_NO_DEADLINE, &handed);
         d->nwaiting--;
         if (r) {
@@ -482,8 +484,8 @@ static int ctx_ended(rt_ctx *ctx, bz_error *err)
     return -e;
 }
 
-static int run(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
-               int64_t *affected, int limit, bz_error *err)
+static int run1(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
+                int64_t *affected, int limit, bz_error *err)
 {
     bz_err_clear(err);
     if (rows)
@@ -531,6 +533,18 @@ static int run(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nar
         bz_log_warn("db: connection lost, retrying on a new one", BZ_F_STR("error", err->msg));
         bz_err_clear(err);
     }
+}
+
+/* Every statement, timed and counted under its name (db/stats.c). */
+static int run(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
+               int64_t *affected, int limit, bz_error *err)
+{
+    db__probe p;
+    db__probe_begin(&p, sql);
+    int64_t n = -1;
+    int r = run1(q, ctx, sql, args, nargs, rows, rows ? affected : affected ? affected : &n, limit, err);
+    db__probe_end(&p, r, r != 0 ? -1 : rows ? (*rows ? db_rows_count(*rows) : 0) : affected ? *affected : n);
+    return r;
 }
 
 int db_exec(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, int64_t *affected,

@@ -2,6 +2,8 @@
  * the status at the end (grpc.h). */
 #include "grpc/grpc-private.h"
 
+#include "base/errlog.h"
+
 #include "google/rpc/status.pb-c.h"
 
 #include <errno.h>
@@ -313,6 +315,8 @@ static int finish(grpc_call *c, grpc_code code, const char *msg, const uint8_t *
         return 0;
     c->finished = true;
     c->code = code;
+    if (code != GRPC_OK) /* the admin console's last errors */
+        bz_errlog_add(c->m ? c->m->path : "(unknown method)", 0, grpc_code_name(code), c->r->trace.trace_id, msg);
     char num[8];
     snprintf(num, sizeof num, "%d", (int)code);
     grpc_add_trailer(c, "grpc-status", num);

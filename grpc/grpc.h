@@ -173,6 +173,12 @@ void grpc_set_compress(grpc_call *c, bool on);
 /* Counts one finished call (path: a registered method's path string, or
  * NULL for an unknown one). */
 void grpc_metrics_observe(const char *path, grpc_code code, int64_t ns);
+/* The admin console's view: fn for every method seen (and the unknown
+ * ones), with its calls per code (GRPC_CODE__COUNT) and its latency
+ * histogram (in grpc_metrics_bounds). */
+void grpc_metrics_each(void (*fn)(const char *path, const int64_t *handled, const bz_hist_snap *h, void *arg),
+                       void *arg);
+const bz_hist_bounds *grpc_metrics_bounds(void);
 /* bazaar_grpc_server_handled_total and _handling_seconds, Prometheus text. */
 void grpc_metrics_render(bz_buf *out);
 

@@ -89,3 +89,22 @@ void grpc_metrics_render(bz_buf *o)
         render_slot(o, "unknown", &unknown_slot, pass == 1);
     }
 }
+
+void grpc_metrics_each(void (*fn)(const char *path, const int64_t *handled, const bz_hist_snap *h, void *arg),
+                       void *arg)
+{
+    for (int i = 0; i <= MAX_METHODS; i++) {
+        mslot *s = i < MAX_METHODS ? &slots[i] : &unknown_slot;
+        const char *p = i < MAX_METHODS ? atomic_load_explicit(&s->path, memory_order_acquire) : "(unknown method)";
+        if (!p)
+            continue;
+        int64_t handled[GRPC_CODE__COUNT];
+        for (int c = 0; c < GRPC_CODE__COUNT; c++)
+            handled[c] = atomic_load_explicit(&s->handled[c], memory_order_relaxed);
+        bz_hist_snap h = {0};
+        bz_hist_read(&s->h, &h);
+        fn(p, handled, &h, arg);
+    }
+}
+
+const bz_hist_bounds *grpc_metrics_bounds(void) { return &bounds; }

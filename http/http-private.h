@@ -170,4 +170,8 @@ const char *http__date(http__loop *ls);
  * the connection should not be reused (HTTP/1.1). */
 bool http__handler_failed(http_req *r, int rc);
 
+/* Records an error answer in base/errlog (trace.c): the route (or method
+ * and path when none matched), the status and code, the trace, the detail. */
+void http__errlog(const http_req *r, int status, const char *code, const char *detail);
+
 #endif

@@ -178,6 +178,7 @@ int http_send_problem_ext(http_req *r, int status, const char *code, const char 
         bz_buf_append_c(&b, members);
     }
     bz_buf_putc(&b, '}');
+    http__errlog(r, status, code, detail);
     r->body.len = 0; /* a problem replaces anything buffered */
     r->bytes_out = 0;
     http_send(r, status, "application/problem+json", b.data, b.len);

@@ -4,9 +4,12 @@
  * while its handler runs, and is NULL otherwise. */
 #include "http/http-private.h"
 
+#include "base/errlog.h"
 #include "base/log.h"
 
 #include <pthread.h>
+#include <stdio.h>
+#include <string.h>
 
 static const bz_trace *current_trace(void)
 {
@@ -28,4 +31,17 @@ void http__trace_end(http_req *r)
 {
     if (rt_coro_local() == r)
         rt_coro_set_local(NULL);
+}
+
+void http__errlog(const http_req *r, int status, const char *code, const char *detail)
+{
+    if (status < 400)
+        return;
+    char where[112];
+    if (r->pattern && strchr(r->pattern, ' '))
+        snprintf(where, sizeof where, "%s", r->pattern);
+    else
+        snprintf(where, sizeof where, "%.*s %.*s", (int)(r->method.n < 16 ? r->method.n : 16), r->method.p,
+                 (int)(r->path.n < 90 ? r->path.n : 90), r->path.p);
+    bz_errlog_add(where, status, code, r->trace.trace_id, detail);
 }

@@ -241,6 +241,10 @@ rt_coro *rt__coro_new(rt_loop *l, rt_fn fn, void *arg)
     co->joinable = false;
     co->join_wg = NULL;
     co->local = NULL;
+    co->why = NULL;
+    co->note = (rt_note){0};
+    co->born = l->now;
+    co->id = ++l->next_id;
     rt__mctx_make(&co->mctx, co->stack_lo, co->stack_size, coro_main, co);
     return co;
 }
@@ -498,6 +502,7 @@ int rt_park(rt_ctx *ctx, int64_t deadline, pthread_mutex_t *unlock)
             rt__ctx_remove_waiter(co);
         if (unlock)
             pthread_mutex_unlock(unlock);
+        co->why = NULL;
         return early;
     }
     if (deadline != BZ_NO_DEADLINE) {
@@ -505,9 +510,11 @@ int rt_park(rt_ctx *ctx, int64_t deadline, pthread_mutex_t *unlock)
         co->timer.data = co;
         rt_timer_start(&co->timer, deadline);
     }
+    co->parked_at = co->loop->now;
     if (unlock)
         pthread_mutex_unlock(unlock);
     rt__to_scheduler();
+    co->why = NULL;
     /* Woken: whoever won the wake-up race set wake_result.  Undo the other
      * registrations. */
     if (rt_timer_armed(&co->timer))
@@ -540,6 +547,9 @@ void rt_yield(void)
 int rt_sleep(rt_ctx *ctx, int64_t ns)
 {
     int64_t until = bz_now_ns() + (ns > 0 ? ns : 0);
+    rt_coro *co = rt_self();
+    if (co)
+        rt__why(co, "sleep");
     int r = rt_park(ctx, until, NULL);
     if (r == -ETIMEDOUT && (!ctx || rt_ctx_deadline(ctx) > until))
         return 0; /* our own deadline: the sleep is over */

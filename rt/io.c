@@ -88,7 +88,12 @@ static int wait_on(rt_io *io, rt_coro **slot, bool *ready, rt_ctx *ctx, int64_t 
         return 0;
     if (*slot)
         rt__panic("two coroutines wait on the same fd direction");
-    *slot = rt_self();
+    rt_coro *co = rt_self();
+    *slot = co;
+    if (co) {
+        rt__why(co, slot == &io->reader ? "socket read" : "socket write");
+        co->why_fd = io->fd;
+    }
     int r = rt_park(ctx, deadline, NULL);
     *slot = NULL;
     return r;

@@ -100,6 +100,9 @@ int rt_offload(rt_ctx *ctx, rt_fn fn, void *arg)
     g_tail = &j;
     g_queued++;
     pthread_cond_signal(&g_cv);
+    rt_coro *self = rt_self();
+    if (self)
+        rt__why(self, "offload");
     int r = rt_park(ctx, BZ_NO_DEADLINE, &g_lk);
     pthread_mutex_lock(&g_lk);
     if (r != 0 && j.state == 0) {
@@ -121,6 +124,8 @@ int rt_offload(rt_ctx *ctx, rt_fn fn, void *arg)
     /* Running (or done): wait for the worker whatever the context says,
      * since fn may be using our stack. */
     while (j.state != 2) {
+        if (self)
+            rt__why(self, "offload (running)");
         rt_park(NULL, BZ_NO_DEADLINE, &g_lk);
         pthread_mutex_lock(&g_lk);
     }

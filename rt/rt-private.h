@@ -83,6 +83,15 @@ struct rt_coro {
     rt_wg *join_wg;         /* joinable coroutines only */
     void *local;
     rt_coro *all_prev, *all_next; /* every coroutine of the loop, for teardown */
+    /* What it is waiting on, for the coroutine dump (rt/dump.c): `why`
+     * names the park in progress (first namer wins, cleared when rt_park
+     * returns), `note` the work it is inside (rt_note_set).  Plain
+     * stores, read only on the owner loop's thread. */
+    const char *why;
+    int why_fd;
+    rt_note note;
+    int64_t born, parked_at; /* the loop's cached clock */
+    uint64_t id;            /* per loop, from 1 */
 #ifdef RT_ASAN
     void *asan_fake;
 #endif
@@ -134,6 +143,7 @@ struct rt_loop {
     size_t ncoros;          /* mapped: live, joinable or free */
     rt__loop_stats st;      /* stats.c: lag tick and published counters */
     rt_coro *all;           /* every coroutine (live, joinable or free) */
+    uint64_t next_id;       /* coroutine ids (rt/dump.c) */
     char *altstack;         /* sigaltstack for the guard-page report */
 #ifdef RT_ASAN
     const void *sched_stack_lo;
@@ -181,6 +191,13 @@ void rt__tls_free(rt_io *io);
 void rt__wq_push(rt_waitq *q, rt_coro *co);
 rt_coro *rt__wq_pop(rt_waitq *q);
 void rt__wq_remove(rt_waitq *q, rt_coro *co);
+
+/* Names the park about to happen, unless a caller named it already. */
+static inline void rt__why(rt_coro *co, const char *why)
+{
+    if (!co->why)
+        co->why = why;
+}
 
 /* Aborts with a message: misuse of the runtime (a bug, not bad input). */
 _Noreturn void rt__panic(const char *msg);

@@ -382,6 +382,46 @@ void rt_chan_close(rt_chan *c);
  * caller's stack).  Returns 0 when fn ran. */
 int rt_offload(rt_ctx *ctx, rt_fn fn, void *arg);
 
+/* ---- what a coroutine waits on (the coroutine dump) ------------------------
+ *
+ * Every park records why it parks (socket read or write with its fd,
+ * sleep, mutex, semaphore, wait group, channel, wait queue, offload) — a
+ * couple of stores, no allocation.  Layers above add a note naming the
+ * work the coroutine is inside (a database statement, a cache call, an
+ * event stream), and may name a park the runtime would only call a
+ * "wait queue" (a pool wait).  rt_coro_dump reads it all from each
+ * coroutine's owner loop, so nothing here is shared between threads. */
+typedef struct rt_note {
+    const char *what;   /* "db", "cache", "sse", ...: a static string */
+    const char *detail; /* a statement's name, a key; static or outliving the note */
+} rt_note;
+/* Sets the running coroutine's note and returns the one it replaces, for
+ * rt_note_restore.  Outside a coroutine: does nothing, returns {0}. */
+rt_note rt_note_set(const char *what, const char *detail);
+void rt_note_restore(rt_note prev);
+/* Names the running coroutine's next park (a static string), unless a
+ * name is already set; cleared when that park returns. */
+void rt_park_reason(const char *why);
+
+typedef struct rt_coro_info {
+    int loop;
+    uint64_t id;          /* per loop */
+    int state;            /* 0 running or runnable, 1 parked */
+    const char *why;      /* the park's name, NULL when unnamed or not parked */
+    int fd;               /* for socket waits, else -1 */
+    rt_note note;
+    int64_t age_ns;       /* since it started */
+    int64_t parked_ns;    /* since it parked (0 when not parked) */
+    void *local;          /* rt_coro_local of it (the http layer's request) */
+} rt_coro_info;
+/* Calls fn(info, arg) for every live coroutine of every loop, on that
+ * loop's thread, one loop after another (never two at once), while the
+ * coroutines described are parked or queued: fn must not park, and may
+ * read what info->local points to.  Parks the caller (a coroutine) until
+ * every loop has answered: 0, or -ECANCELED/-ETIMEDOUT when ctx ends
+ * first (loops not asked yet are skipped). */
+int rt_coro_dump(rt_ctx *ctx, void (*fn)(const rt_coro_info *info, void *arg), void *arg);
+
 /* ---- statistics (for /metrics and /debug/runtime) ---------------------------
  *
  * Each loop runs a lag tick every RT_LAG_TICK_NS: a timer whose lateness

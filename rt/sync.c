@@ -47,11 +47,12 @@ rt_coro *rt__wq_pop(rt_waitq *q)
 
 /* Caller holds *lk; returns with *lk held.  Result of the park: 0 when a
  * releaser woke us (and handed us what we waited for), else -errno. */
-static int wq_wait(rt_waitq *q, pthread_mutex_t *lk, rt_ctx *ctx, int64_t deadline)
+static int wq_wait(rt_waitq *q, pthread_mutex_t *lk, rt_ctx *ctx, int64_t deadline, const char *why)
 {
     rt_coro *co = rt_self();
     if (!co)
         rt__panic("a blocking wait was called outside a coroutine");
+    rt__why(co, why);
     rt__wq_push(q, co);
     int r = rt_park(ctx, deadline, lk);
     pthread_mutex_lock(lk);
@@ -82,7 +83,7 @@ int rt_waitq_wait(rt_waitq *q, pthread_mutex_t *lk, rt_ctx *ctx, int64_t deadlin
     if (!self)
         rt__panic("rt_waitq_wait outside a coroutine");
     self->wq_val = NULL;
-    int r = wq_wait(q, lk, ctx, deadline);
+    int r = wq_wait(q, lk, ctx, deadline, "wait queue");
     if (r == 0 && val)
         *val = self->wq_val;
     return r;
@@ -120,7 +121,7 @@ int rt_mutex_lock(rt_mutex *m, rt_ctx *ctx)
         pthread_mutex_unlock(&m->lk);
         return 0;
     }
-    int r = wq_wait(&m->q, &m->lk, ctx, BZ_NO_DEADLINE);
+    int r = wq_wait(&m->q, &m->lk, ctx, BZ_NO_DEADLINE, "mutex");
     pthread_mutex_unlock(&m->lk);
     return r; /* 0: unlock handed the mutex to us */
 }
@@ -161,7 +162,7 @@ int rt_sem_acquire(rt_sem *s, rt_ctx *ctx, int64_t deadline)
         pthread_mutex_unlock(&s->lk);
         return 0;
     }
-    int r = wq_wait(&s->q, &s->lk, ctx, deadline);
+    int r = wq_wait(&s->q, &s->lk, ctx, deadline, "semaphore");
     pthread_mutex_unlock(&s->lk);
     return r;
 }
@@ -213,7 +214,7 @@ int rt_wg_wait(rt_wg *w, rt_ctx *ctx)
     pthread_mutex_lock(&w->lk);
     int r = 0;
     if (w->count > 0)
-        r = wq_wait(&w->q, &w->lk, ctx, BZ_NO_DEADLINE);
+        r = wq_wait(&w->q, &w->lk, ctx, BZ_NO_DEADLINE, "wait group");
     pthread_mutex_unlock(&w->lk);
     return r;
 }
@@ -297,7 +298,7 @@ int rt_chan_send(rt_chan *c, void *v, rt_ctx *ctx, int64_t deadline)
         return 0;
     }
     rt_self()->wq_val = v;
-    int r = wq_wait(&c->sendq, &c->lk, ctx, deadline);
+    int r = wq_wait(&c->sendq, &c->lk, ctx, deadline, "channel send");
     pthread_mutex_unlock(&c->lk);
     return r;
 }
@@ -322,7 +323,7 @@ int rt_chan_recv(rt_chan *c, void **out, rt_ctx *ctx, int64_t deadline)
         return -EPIPE;
     }
     rt_coro *self = rt_self();
-    int r = wq_wait(&c->recvq, &c->lk, ctx, deadline);
+    int r = wq_wait(&c->recvq, &c->lk, ctx, deadline, "channel receive");
     if (r == 0)
         *out = self->wq_val;
     pthread_mutex_unlock(&c->lk);

@@ -15,9 +15,13 @@ build=(gcc make libc6-dev pkg-config libsqlite3-dev libpq-dev libhiredis-dev lib
 test=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-requests
       postgresql redis-server redis-tools curl bc nghttp2-client python3-h2 python3-hyperframe
       python3-grpcio python3-protobuf
-      openssl pgbouncer redis-sentinel prometheus valgrind strace)
+      openssl pgbouncer redis-sentinel prometheus valgrind strace
+      chromium golang-go libgoogle-perftools4)
 bench=(wrk nginx-light nghttp2-client h2o redis-tools)
 
+# The console test drives Debian's chromium (puppeteer-core from npm);
+# go tool pprof reads the CPU profiles that libprofiler (loaded by bazaar
+# with dlopen) writes.
 # The gRPC-Web and reflection tests drive npm clients: Node.js from Debian
 # when the machine has none (a Node.js already installed is left alone).
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

@@ -300,3 +300,27 @@ void rest_metrics_render(svc *sv, bz_buf *o)
     render_backends(sv, o);
     bz_metric_counter1(o, "bazaar_rate_limited_total", "Requests refused by --rate-limit.", atomic_load(&rate_limited));
 }
+
+/* For the admin console's sampler: every series summed per (route,
+ * method, status) as the shards hold it (a series may come once per
+ * shard), and the requests in flight now. */
+int64_t rest_metrics_each(void (*fn)(const char *route, const char *method, int status, const bz_hist_snap *h,
+                                     void *arg),
+                          void *arg)
+{
+    pthread_mutex_lock(&shards_lk);
+    for (shard *sh = shards; sh; sh = sh->next)
+        for (int i = 0; i < NSLOTS; i++) {
+            slot *s = &sh->slots[i];
+            const char *r = atomic_load_explicit(&s->route, memory_order_acquire);
+            if (!r)
+                continue;
+            bz_hist_snap h = {0};
+            bz_hist_read(&s->h, &h);
+            fn(r, methods[s->method], s->status, &h, arg);
+        }
+    pthread_mutex_unlock(&shards_lk);
+    return atomic_load_explicit(&in_flight, memory_order_relaxed);
+}
+
+const bz_hist_bounds *rest_metrics_bounds(void) { return &bounds; }

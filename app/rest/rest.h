@@ -30,6 +30,14 @@ void rest_openapi(bz_buf *out);
 /* The request metrics middleware and /metrics (metrics.c). */
 http_handler rest_metrics_middleware(http_handler next, void *cfg);
 void rest_metrics_middleware_free(http_handler h);
+/* The admin console's view of the request metrics (app/console.c): fn for
+ * every (route, method, status) series with its latency histogram (in
+ * rest_metrics_bounds), possibly several times per series; returns the
+ * REST requests in flight. */
+int64_t rest_metrics_each(void (*fn)(const char *route, const char *method, int status, const bz_hist_snap *h,
+                                     void *arg),
+                          void *arg);
+const bz_hist_bounds *rest_metrics_bounds(void);
 
 /* The operations answers for another listener (the admin one,
  * app/admin.c): the same as the public GET /healthz, /readyz and /metrics.

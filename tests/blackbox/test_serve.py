@@ -83,6 +83,9 @@ def test_unreachable_database_fails_start_with_a_message(tmp_path):
     (["--db-max-open", "-1"], b"--db-max-open"),
     (["--nope"], b"--nope"),
     (["--cache", "memcached://x"], b"--cache"),
+    (["--slow-query", "soon"], b"--slow-query"),
+    (["--slow-query", "-1s"], b"--slow-query"),
+    (["--slow-query", "200"], b"--slow-query"),
 ])
 def test_bad_flags_exit_2_with_one_line(flags, needle):
     p = subprocess.run([BAZAAR, "serve"] + flags, capture_output=True, timeout=10)
@@ -98,7 +101,7 @@ def test_help_and_version():
                  "--db-conn-max-lifetime", "--db-conn-max-idle-time", "--read-header-timeout", "--read-timeout",
                  "--write-timeout", "--idle-timeout", "--request-timeout", "--shutdown-grace", "--max-header-bytes",
                  "--max-body-bytes", "--rate-limit", "--login-rate-limit", "--cache-ttl", "--cache-max-memory",
-                 "--cache-eviction", "--log-format", "--log-level"]:
+                 "--cache-eviction", "--log-format", "--log-level", "--slow-query"]:
         assert flag.encode() in p.stdout, flag
     v = subprocess.run([BAZAAR, "version"], capture_output=True, timeout=10)
     assert v.returncode == 0 and v.stdout.startswith(b"bazaar ")

@@ -432,6 +432,10 @@ static void notations(void **state)
     assert_true(ns == 5400 * BZ_NS_PER_S);
     assert_int_equal(bz_parse_duration("0", &ns), 0);
     assert_int_equal(ns, 0);
+    assert_int_equal(bz_parse_duration("1ns", &ns), 0); /* --slow-query 1ns: log every statement */
+    assert_int_equal(ns, 1);
+    assert_int_equal(bz_parse_duration("250us", &ns), 0);
+    assert_int_equal(ns, 250000);
     assert_int_equal(bz_parse_duration("5", &ns), -1);
     assert_int_equal(bz_parse_duration("", &ns), -1);
     assert_int_equal(bz_parse_duration("s", &ns), -1);

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "db/db.h"
+#include "db/stats.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -871,6 +872,77 @@ static int setup_pg(void **state)
     return g_url ? 0 : -1;
 }
 
+/* Statement statistics (db/stats.c): counted under the registered name,
+ * rows and errors too, p50/p99 within the observed range, and the slow
+ * counter obeys the threshold. */
+static const char STATS_SQL[] = "SELECT i FROM t_vals WHERE i >= $1 ORDER BY i";
+static const char STATS_BAD[] = "SELECT no_such_column FROM t_vals";
+
+static const db_stmt_stat *stats_find(const db_stmt_stat *st, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(st[i].name, name))
+            return &st[i];
+    return NULL;
+}
+
+static db_stmt_stat stats_of(const char *name)
+{
+    static db_stmt_stat st[DB_STATS_MAX + 1];
+    int cnt = db_stats_top(st, DB_STATS_MAX + 1);
+    for (int i = 1; i < cnt; i++) /* by total time, largest first */
+        assert_true(st[i - 1].total_ns >= st[i].total_ns);
+    const db_stmt_stat *s = stats_find(st, cnt, name);
+    return s ? *s : (db_stmt_stat){.name = name};
+}
+
+/* The suite runs on SQLite and then PostgreSQL in one process, and the
+ * statistics are the process's: compare before and after. */
+static void stats_body(void)
+{
+    db *d = open_db(2, 2, 0, 0);
+    reset_tables(d);
+    bz_error e;
+    db_stats_name(STATS_SQL, "values from i (test)");
+    db_stats_name(STATS_BAD, "a broken statement (test)");
+    db_stmt_stat s0 = stats_of("values from i (test)"), b0 = stats_of("a broken statement (test)");
+    int64_t n = 0;
+    OK(db_exec(DB(d), NULL, "INSERT INTO t_vals (i) VALUES ($1), ($2), ($3)", (db_arg[]){DB_INT(1), DB_INT(2), DB_INT(3)},
+               3, &n, &e));
+    db_stats_set_slow(0); /* off */
+    for (int k = 0; k < 10; k++) {
+        db_rows *rows;
+        OK(db_query(DB(d), NULL, STATS_SQL, (db_arg[]){DB_INT(2)}, 1, &rows, &e));
+        db_rows_close(rows);
+    }
+    db_rows *rows = NULL;
+    assert_true(db_query(DB(d), NULL, STATS_BAD, NULL, 0, &rows, &e) != 0);
+    db_stmt_stat s = stats_of("values from i (test)"), bad = stats_of("a broken statement (test)");
+    assert_int_equal(s.count - s0.count, 10);
+    assert_int_equal(s.rows - s0.rows, 20); /* two rows each */
+    assert_int_equal(s.errors - s0.errors, 0);
+    assert_int_equal(s.slow - s0.slow, 0);
+    assert_true(s.total_ns > s0.total_ns && s.p50_ns > 0 && s.p50_ns <= s.p99_ns && s.p99_ns <= s.max_ns);
+    assert_int_equal(bad.count - b0.count, 1);
+    assert_int_equal(bad.errors - b0.errors, 1);
+    /* an unnamed statement is shown by its words, spaces squeezed */
+    assert_true(stats_of("INSERT INTO t_vals (i) VALUES ($1), ($2), ($3)").count >= 1);
+    /* every statement over 1 ns is slow; none over an hour */
+    db_stats_set_slow(1);
+    OK(db_query(DB(d), NULL, STATS_SQL, (db_arg[]){DB_INT(2)}, 1, &rows, &e));
+    db_rows_close(rows);
+    db_stats_set_slow(3600 * BZ_NS_PER_S);
+    OK(db_query(DB(d), NULL, STATS_SQL, (db_arg[]){DB_INT(2)}, 1, &rows, &e));
+    db_rows_close(rows);
+    db_stmt_stat s2 = stats_of("values from i (test)");
+    assert_int_equal(s2.count - s0.count, 12);
+    assert_int_equal(s2.slow - s0.slow, 1);
+    db_stats_set_slow(200 * BZ_NS_PER_MS);
+    db_close(d);
+}
+
+static void statement_stats_by_name(void **state) { run(stats_body); }
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -890,6 +962,7 @@ int main(void)
         cmocka_unit_test(sqlite_group_commit_batches_and_isolates_failures),
         cmocka_unit_test(url_errors),
         cmocka_unit_test(statement_cache_off_prepares_nothing),
+        cmocka_unit_test(statement_stats_by_name),
     };
     int fails = cmocka_run_group_tests_name("db/sqlite", tests, setup_sqlite, teardown_sqlite);
     if (!getenv("BAZAAR_TEST_PG_URL")) {

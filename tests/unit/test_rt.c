@@ -886,9 +886,173 @@ static void pooled_stack_is_trimmed_after_a_deep_use(void **state)
 #endif
 }
 
+/* ---- the coroutine dump (rt/dump.c) ---- */
+
+typedef struct {
+    rt_chan ch;
+    rt_mutex mu;
+    rt_waitq q;
+    pthread_mutex_t qlk;
+    rt_wg wg;
+    rt_coro_info seen[64];
+    int n;
+} dump_arg;
+
+static void dump_chan_waiter(void *p)
+{
+    dump_arg *d = p;
+    rt_note prev = rt_note_set("test", "waiting on the channel");
+    void *v;
+    assert_int_equal(rt_chan_recv(&d->ch, &v, NULL, BZ_NO_DEADLINE), -EPIPE);
+    rt_note_restore(prev);
+    rt_wg_done(&d->wg);
+}
+
+static void dump_mutex_waiter(void *p)
+{
+    dump_arg *d = p;
+    assert_int_equal(rt_mutex_lock(&d->mu, NULL), 0);
+    rt_mutex_unlock(&d->mu);
+    rt_wg_done(&d->wg);
+}
+
+static void dump_named_waiter(void *p)
+{
+    dump_arg *d = p;
+    pthread_mutex_lock(&d->qlk);
+    rt_park_reason("pool wait (test)");
+    assert_int_equal(rt_waitq_wait(&d->q, &d->qlk, NULL, BZ_NO_DEADLINE, NULL), 0);
+    pthread_mutex_unlock(&d->qlk);
+    /* The name was for that park only: the next one is the runtime's. */
+    assert_int_equal(rt_sleep(NULL, BZ_NS_PER_MS), 0);
+    rt_wg_done(&d->wg);
+}
+
+static void dump_collect(const rt_coro_info *in, void *arg)
+{
+    dump_arg *d = arg;
+    if (d->n < 64)
+        d->seen[d->n++] = *in;
+}
+
+static const rt_coro_info *dump_find(dump_arg *d, const char *why)
+{
+    for (int i = 0; i < d->n; i++)
+        if (d->seen[i].why && !strcmp(d->seen[i].why, why))
+            return &d->seen[i];
+    return NULL;
+}
+
+static void dump_main(void *p)
+{
+    dump_arg *d = p;
+    rt_chan_init(&d->ch, 1);
+    rt_mutex_init(&d->mu);
+    pthread_mutex_init(&d->qlk, NULL);
+    rt_wg_init(&d->wg);
+    rt_wg_add(&d->wg, 3);
+    assert_int_equal(rt_mutex_lock(&d->mu, NULL), 0);
+    rt_go_on(rt_loop_at(1), dump_chan_waiter, d);
+    rt_go_on(rt_loop_at(1), dump_mutex_waiter, d);
+    rt_go(dump_named_waiter, d);
+    rt_sleep(NULL, 50 * BZ_NS_PER_MS);
+    assert_int_equal(rt_coro_dump(NULL, dump_collect, d), 0);
+    const rt_coro_info *c = dump_find(d, "channel receive");
+    assert_non_null(c);
+    assert_int_equal(c->loop, 1);
+    assert_int_equal(c->state, 1);
+    assert_string_equal(c->note.what, "test");
+    assert_string_equal(c->note.detail, "waiting on the channel");
+    assert_true(c->parked_ns >= 40 * BZ_NS_PER_MS && c->age_ns >= c->parked_ns);
+    const rt_coro_info *m = dump_find(d, "mutex");
+    assert_non_null(m);
+    assert_int_equal(m->loop, 1);
+    assert_null(m->note.what);
+    const rt_coro_info *w = dump_find(d, "pool wait (test)");
+    assert_non_null(w);
+    assert_int_equal(w->loop, 0);
+    /* The caller is in the dump too, waiting for the loops' answers. */
+    assert_non_null(dump_find(d, "semaphore"));
+    /* Let them go; a second dump no longer sees them. */
+    rt_chan_close(&d->ch);
+    rt_mutex_unlock(&d->mu);
+    pthread_mutex_lock(&d->qlk);
+    rt_waitq_wake_one(&d->q, 0, NULL);
+    pthread_mutex_unlock(&d->qlk);
+    assert_int_equal(rt_wg_wait(&d->wg, NULL), 0);
+    d->n = 0;
+    assert_int_equal(rt_coro_dump(NULL, dump_collect, d), 0);
+    assert_null(dump_find(d, "channel receive"));
+    assert_null(dump_find(d, "mutex"));
+    assert_null(dump_find(d, "pool wait (test)"));
+    rt_wg_destroy(&d->wg);
+    rt_mutex_destroy(&d->mu);
+    rt_chan_destroy(&d->ch);
+    pthread_mutex_destroy(&d->qlk);
+}
+
+static void coroutine_dump_names_every_wait(void **state)
+{
+    (void)state;
+    dump_arg *d = calloc(1, sizeof *d);
+    run(2, dump_main, d);
+    free(d);
+}
+
+/* A loop busy past the caller's deadline: the dump gives up, and the
+ * late loop's answer is dropped (the callback never runs after return). */
+static _Atomic int spin_started;
+static void dump_spinner(void *p)
+{
+    (void)p;
+    atomic_store(&spin_started, 1);
+    int64_t until = bz_now_ns() + 300 * BZ_NS_PER_MS;
+    while (bz_now_ns() < until) {
+    }
+}
+
+static void dump_sleeper(void *p)
+{
+    (void)p;
+    rt_sleep(NULL, 2 * BZ_NS_PER_S); /* parked on loop 1 when the late job runs */
+}
+
+static void dump_late_collect(const rt_coro_info *in, void *arg)
+{
+    if (in->loop == 1)
+        atomic_fetch_add((_Atomic int *)arg, 1);
+}
+
+static void dump_timeout_main(void *p)
+{
+    (void)p;
+    static _Atomic int late;
+    atomic_store(&late, 0);
+    atomic_store(&spin_started, 0);
+    rt_go_on(rt_loop_at(1), dump_sleeper, NULL);
+    rt_go_on(rt_loop_at(1), dump_spinner, NULL);
+    while (!atomic_load(&spin_started))
+        rt_sleep(NULL, BZ_NS_PER_MS);
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, 50 * BZ_NS_PER_MS);
+    /* loop 0 answers at once; loop 1 is spinning */
+    assert_int_equal(rt_coro_dump(&c, dump_late_collect, (void *)&late), -ETIMEDOUT);
+    rt_ctx_release(&c);
+    rt_sleep(NULL, 400 * BZ_NS_PER_MS); /* the spinner is done and the job ran */
+    assert_int_equal(atomic_load(&late), 0);
+}
+
+static void coroutine_dump_gives_up_on_a_busy_loop(void **state)
+{
+    (void)state;
+    run(2, dump_timeout_main, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(coroutine_dump_names_every_wait),
+        cmocka_unit_test(coroutine_dump_gives_up_on_a_busy_loop),
         cmocka_unit_test(context_switch_preserves_registers_and_fp_state),
         cmocka_unit_test(hundred_thousand_coroutines),
         cmocka_unit_test(timers_fire_in_deadline_order),
