@@ -152,6 +152,7 @@ class H2:
         self.enc, self.dec = Encoder(), Decoder()
         self.buf = b""
         self.settings = None
+        self.conn_credit = 0  # WINDOW_UPDATE increments received for the connection
         self.s.sendall(PREFACE + SettingsFrame(0).serialize())
 
     def send(self, *frames):
@@ -184,6 +185,8 @@ class H2:
             self.send(SettingsFrame(0, flags=["ACK"]))
         if isinstance(f, HeadersFrame):
             f.decoded = dict(self.dec.decode(f.data))
+        if isinstance(f, WindowUpdateFrame) and f.stream_id == 0:
+            self.conn_credit += f.window_increment
         if isinstance(f, DataFrame) and f.flow_controlled_length:
             self.send(WindowUpdateFrame(0, f.flow_controlled_length),
                       WindowUpdateFrame(f.stream_id, f.flow_controlled_length))
@@ -344,6 +347,39 @@ def test_an_early_answer_is_followed_by_rst_stream_no_error_and_frees_the_slot(s
 def test_grpc_go_over_limit_calls_then_a_burst_on_one_connection(srv, goclient, addr):
     codes, log = goclient("burst", "127.0.0.1:%d" % srv.ports[addr], 2 * MCS, 200)
     assert codes == {"ResourceExhausted": 2 * MCS, "OK": 200}, (codes, log[-2000:])
+
+
+def test_rest_early_answer_over_h2_lets_the_body_finish_then_resets_past_a_bound(srv):
+    # a 413 on REST: the client may finish sending its body (curl before
+    # 8.x fails a transfer whose upload a RST_STREAM cut short), dropped;
+    # past 16 MiB of it the stream is reset with NO_ERROR
+    h = H2(srv.port)
+    h.sync()
+    total = 20 << 20
+    h.headers(1, "/v1/users", ctype="application/json", extra=[("content-length", str(total))])
+    got = h.until([1])[1]
+    assert final_headers(got)[":status"] == "413"
+    stream_win = h.settings.get(0x4, 65535)
+    sent, rst, chunk = 0, None, b"x" * 16384
+    while sent < total and rst is None:
+        conn_win = 65535 + h.conn_credit - sent
+        if min(conn_win, stream_win) >= len(chunk):
+            h.data(1, chunk)
+            sent += len(chunk)
+            stream_win -= len(chunk)
+            continue
+        try:
+            f = h.frame()
+        except socket.timeout:
+            raise AssertionError("stalled after %d bytes (windows %d/%d)" % (sent, conn_win, stream_win))
+        assert not isinstance(f, GoAwayFrame), f
+        if isinstance(f, WindowUpdateFrame) and f.stream_id == 1:
+            stream_win += f.window_increment
+        elif isinstance(f, RstStreamFrame) and f.stream_id == 1:
+            rst = f
+    assert rst is not None and rst.error_code == NO_ERROR, sent
+    assert (16 << 20) <= sent <= (17 << 20), sent
+    h.close()
 
 
 # ---- 4. gRPC-Web over HTTP/1.1: --grpc-max-recv-bytes, statuses with CORS ----
