@@ -112,7 +112,7 @@ typedef struct {
 static int by_protocol(http_req *r, void *data)
 {
     protocols *p = data;
-    http_handler h = grpc_is_grpc(r) ? p->grpc : p->rest;
+    http_handler h = grpc_serves(p->grpc.data, r) ? p->grpc : p->rest;
     return h.fn(r, h.data);
 }
 

@@ -6,6 +6,8 @@
 
 #include "google/rpc/status.pb-c.h"
 
+#include "base/rand.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -207,6 +209,22 @@ int grpc_recv_in(grpc_call *c, const ProtobufCMessageDescriptor *d, bz_arena *a,
         return -1;
     }
     c->received++;
+    if (c->m && !c->m->client_streaming) {
+        /* One request message, then the end of the stream: a second one is
+         * a protocol violation (grpc-go and grpc-java answer INTERNAL), and
+         * the handler runs on the whole request, as theirs do.  The
+         * message decoded above lives in the arena, not in c->in. */
+        int more = fill(c, 1);
+        if (more < 0) {
+            *msg = NULL;
+            return -1;
+        }
+        if (more > 0) {
+            *msg = NULL;
+            grpc_finish(c, GRPC_INTERNAL, "more than one request message for a method that takes one");
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -313,6 +331,13 @@ static int finish(grpc_call *c, grpc_code code, const char *msg, const uint8_t *
 {
     if (c->finished)
         return 0;
+    if (code == GRPC_CANCELLED && rt_ctx_err(&c->ctx) == ETIMEDOUT) {
+        /* A handler whose sends failed cannot tell an expired deadline from
+         * a client's reset; the context can: a call past its deadline ended
+         * by it, and gRPC clients expect DEADLINE_EXCEEDED. */
+        code = GRPC_DEADLINE_EXCEEDED;
+        msg = "deadline exceeded";
+    }
     c->finished = true;
     c->code = code;
     if (code != GRPC_OK) /* the admin console's last errors */
@@ -375,10 +400,44 @@ int grpc_finish_violations(grpc_call *c, grpc_code code, const char *msg, const 
     return finish(c, code, msg, sb, sn);
 }
 
+static bool pairs_have(const bz_buf *b, const char *name)
+{
+    for (size_t i = 0; i < b->len;) {
+        const char *n = b->data + i, *v = n + strlen(n) + 1;
+        if (!strcasecmp(n, name))
+            return true;
+        i = (size_t)(v + strlen(v) + 1 - b->data);
+    }
+    return false;
+}
+
+/* Every answer carries x-request-id, also those given before any
+ * interceptor ran (a malformed grpc-timeout, an unsupported codec or
+ * encoding): the client's if it sent a plausible one, else a new one. */
+static void ensure_request_id(grpc_call *c)
+{
+    if (c->headers_sent || pairs_have(&c->headers, "x-request-id"))
+        return;
+    bz_str in = http_header_get(c->r, "x-request-id");
+    bool ok = in.p && in.n >= 1 && in.n <= 64;
+    for (size_t i = 0; ok && i < in.n; i++) {
+        char ch = in.p[i];
+        ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+             ch == '_' || ch == ':' || ch == '-';
+    }
+    char id[65];
+    if (ok)
+        snprintf(id, sizeof id, "%.*s", (int)in.n, in.p);
+    else
+        snprintf(id, sizeof id, "%016llx", (unsigned long long)bz_rand64());
+    grpc_add_header(c, "x-request-id", id);
+}
+
 /* The end: a status if the handler set none, then headers (or the
  * trailers-only form), and the trailers. */
 void grpc__call_end(grpc_call *c, int rc)
 {
+    ensure_request_id(c);
     if (!c->finished) {
         int e = rt_ctx_err(&c->ctx);
         if (e == ETIMEDOUT)

@@ -109,6 +109,10 @@ http_handler grpc_http_handler(grpc_server *g);
 /* Whether r is a gRPC or gRPC-Web request (by content type), or a CORS
  * preflight for one. */
 bool grpc_is_grpc(const http_req *r);
+/* Whether g answers r on an address shared with REST: gRPC by content type
+ * (grpc_is_grpc), or a POST to one of g's methods whatever its content
+ * type, which then gets the gRPC protocol's 415 rather than a REST 404. */
+bool grpc_serves(const grpc_server *g, const http_req *r);
 
 /* ---- inside a call ---------------------------------------------------------------------- */
 

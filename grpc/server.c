@@ -7,6 +7,7 @@
 #include "base/log.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +115,11 @@ static bool is_preflight(const http_req *r)
 
 bool grpc_is_grpc(const http_req *r) { return mode_of(r) >= 0 || is_preflight(r); }
 
+bool grpc_serves(const grpc_server *g, const http_req *r)
+{
+    return grpc_is_grpc(r) || (bz_str_eq_c(r->method, "POST") && lookup(g, r->path));
+}
+
 static bool list_has(bz_str list, const char *tok)
 {
     size_t i = 0, n = strlen(tok);
@@ -143,6 +149,23 @@ static const char *cors_origin(const grpc_server *g, http_req *r)
     return NULL;
 }
 
+/* True if v is a comma-separated list of header names (RFC 9110 tokens),
+ * as Access-Control-Request-Headers is. */
+static bool header_list(bz_str v)
+{
+    if (v.n == 0 || v.n > 4096)
+        return false;
+    for (size_t i = 0; i < v.n; i++) {
+        unsigned char ch = (unsigned char)v.p[i];
+        if (!(ch == ',' || ch == ' ' || ch == '\t' || (ch > 32 && ch < 127 && !strchr("\"(),/:;<=>?@[\\]{}", ch))))
+            return false;
+    }
+    return true;
+}
+
+/* A preflight from an allowed origin may send whatever request headers it
+ * asks for: gRPC metadata is open-ended (custom keys, traceparent), and
+ * the origin is what is trusted, not the header names. */
 static int preflight(grpc_server *g, http_req *r)
 {
     const char *o = cors_origin(g, r);
@@ -150,12 +173,22 @@ static int preflight(grpc_server *g, http_req *r)
         return http_send_problem(r, 403, "origin_not_allowed", "this origin may not call the gRPC-Web API");
     http_add_header(r, "Access-Control-Allow-Origin", o);
     http_add_header(r, "Access-Control-Allow-Methods", "POST, OPTIONS");
-    http_add_header(r, "Access-Control-Allow-Headers",
-                    "content-type, x-grpc-web, x-user-agent, grpc-timeout, authorization, grpc-accept-encoding, "
-                    "grpc-encoding, x-request-id");
+    /* gRPC-Web's own headers always (a client caching the answer may send
+     * them later), and what was asked for. */
+    static const char std_headers[] = "content-type, x-grpc-web, x-user-agent, grpc-timeout, authorization, "
+                                      "grpc-accept-encoding, grpc-encoding, x-request-id, traceparent, tracestate";
+    bz_str asked = bz_str_trim(http_header_get(r, "Access-Control-Request-Headers"));
+    if (header_list(asked)) {
+        size_t n = sizeof std_headers - 1 + 2 + asked.n;
+        char *v = bz_arena_alloc(r->arena, n + 1);
+        snprintf(v, n + 1, "%s, %.*s", std_headers, (int)asked.n, asked.p);
+        http_add_header(r, "Access-Control-Allow-Headers", v);
+    } else {
+        http_add_header(r, "Access-Control-Allow-Headers", std_headers);
+    }
     http_add_header(r, "Access-Control-Max-Age", "86400");
-    if (strcmp(o, "*"))
-        http_add_header(r, "Vary", "Origin");
+    http_add_header(r, "Vary",
+                    strcmp(o, "*") ? "Origin, Access-Control-Request-Headers" : "Access-Control-Request-Headers");
     return http_send(r, 204, NULL, NULL, 0);
 }
 
@@ -177,17 +210,28 @@ static int serve(http_req *r, void *data)
     if (is_preflight(r))
         return preflight(g, r);
     int mode = mode_of(r);
-    if (mode < 0 || mode == MODE_UNSUPPORTED)
+    /* A content type that is not gRPC's at all is refused as HTTP (the
+     * gRPC HTTP/2 protocol: 415, so that no HTTP client takes an error for
+     * a success); one that is gRPC's with a codec we lack (+json) is a gRPC
+     * call we cannot decode: UNIMPLEMENTED, with the status where gRPC
+     * clients look for it (as for a grpc-encoding we lack). */
+    if (mode < 0)
         return http_send_problem(r, 415, "unsupported_media_type",
                                  "gRPC requests must be application/grpc, grpc-web or grpc-web-text, with the proto codec");
+    bz_str ct = media(http_header_get(r, "Content-Type"));
+    bool codec_ok = mode != MODE_UNSUPPORTED;
+    if (!codec_ok)
+        mode = strncasecmp(ct.p, "application/grpc-web-text", 25) == 0 ? GRPC_MODE_WEB_TEXT
+               : strncasecmp(ct.p, "application/grpc-web", 20) == 0  ? GRPC_MODE_WEB
+                                                                      : GRPC_MODE_NATIVE;
     if (mode == GRPC_MODE_NATIVE && !r->h2)
         return http_send_problem(r, 505, "http2_required", "gRPC needs HTTP/2 (gRPC-Web works over HTTP/1.1)");
     if (!bz_str_eq_c(r->method, "POST"))
         return http_send_problem(r, 405, "method_not_allowed", "gRPC calls are POSTs");
-    /* Each message is bounded by --grpc-max-recv-bytes; a client stream as
-     * a whole is not bounded by --max-body-bytes. */
-    if (mode == GRPC_MODE_NATIVE)
-        r->body_limit = -1;
+    /* Each message is bounded by --grpc-max-recv-bytes (gRPC-Web over
+     * HTTP/1.1 too); a client stream as a whole is not bounded by
+     * --max-body-bytes. */
+    r->body_limit = -1;
     const grpc_method *m = lookup(g, r->path);
     grpc_call *c = bz_arena_alloc(r->arena, sizeof *c);
     grpc__call_init(c, g, r, m, (grpc_mode)mode);
@@ -227,7 +271,10 @@ static int serve(http_req *r, void *data)
     /* A client that compresses its messages gets compressed answers. */
     c->compress = c->req_gzip && c->accept_gzip;
     int rc = 0;
-    if (bad_timeout)
+    if (!codec_ok)
+        grpc_finish(c, GRPC_UNIMPLEMENTED, "content-type %.*s is not supported (only the proto codec is)", (int)ct.n,
+                    ct.p);
+    else if (bad_timeout)
         grpc_finish(c, GRPC_INTERNAL, "malformed grpc-timeout");
     else if (!enc_ok)
         grpc_finish(c, GRPC_UNIMPLEMENTED, "grpc-encoding %.*s is not supported", (int)enc.n, enc.p);

@@ -109,6 +109,14 @@ static uint32_t frame(http__h2_guard *g, int64_t now)
     case F_PING:
         if (flags & FL_ACK)
             return 0;
+        if (g->ping_earned) {
+            /* A PING after response data is a gRPC client measuring the
+             * bandwidth-delay product (grpc-go and grpc-core do, after
+             * every burst of data): one per batch of our output is not a
+             * flood; answering costs less than the output that earned it. */
+            g->ping_earned = false;
+            return 0;
+        }
         return http__h2_bucket_take(&g->ping, now) ? 0 : trip(g, "PING flood");
     case F_SETTINGS:
         if (flags & FL_ACK)

@@ -74,6 +74,7 @@ typedef struct http__h2_guard {
     uint32_t skip;      /* payload bytes still to pass over */
     uint32_t preface;   /* preface bytes still to pass over */
     bool in_block;      /* inside a header block (HEADERS without END_HEADERS) */
+    bool ping_earned;   /* h2.c sent response HEADERS or DATA since the last PING */
     uint32_t block_frames; /* CONTINUATION frames of the current block */
     uint64_t block_bytes;  /* payload bytes of the current block */
     uint64_t max_block_bytes;

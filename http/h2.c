@@ -50,8 +50,14 @@
 #define H2_READ_CHUNK 16384
 #define H2_READS_PER_TURN 16     /* then yield to other connections */
 #define H2_CONN_WINDOW (1 << 20) /* connection receive window */
+#define H2_DISCARD_MAX (16 << 20) /* request body dropped after an early answer before RST_STREAM */
 #define H2_LINGER_NS (1 * BZ_NS_PER_S) /* after GOAWAY, wait this long for the peer's close */
 #define H2_HIBERNATE_NS (1 * BZ_NS_PER_S) /* idle this long: give buffer pages back */
+
+/* An unassigned SETTINGS id (RFC 9113 §6.5.2: unknown ids are ignored)
+ * that carries SETTINGS_MAX_CONCURRENT_STREAMS past nghttp2; see h2_new. */
+#define SETTINGS_MCS_UNSEEN 0xb2c3
+#define SETTINGS_MCS 0x3
 
 static const char PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define PREFACE_LEN 24
@@ -89,6 +95,9 @@ struct http__h2_stream {
     bool deferred;      /* the data provider returned DEFERRED */
     bool final;         /* the handler returned: no more body */
     bool closed;        /* nghttp2 closed the stream */
+    bool slot;          /* accepted: holds one of the connection's stream slots */
+    bool answered;      /* the response's END_STREAM went out */
+    int64_t discarded;  /* request bytes dropped after the answer */
 };
 
 struct http__h2 {
@@ -96,6 +105,7 @@ struct http__h2 {
     nghttp2_session *ses;
     h2_stream *streams;
     int nstreams;       /* stream objects alive */
+    int nslots;         /* accepted streams alive (open, or their handler winds down) */
     int nrunning;       /* handler coroutines alive */
     int nhdr_pending;   /* header blocks still arriving */
     int npend;          /* streams with response DATA still to send */
@@ -115,6 +125,7 @@ struct http__h2 {
     bool closed;        /* socket closed; freed once no coroutine refers to it */
     bool freeing;
     bool hibernated;    /* the frame buffer's pages were given back */
+    bool settings_out;  /* our first SETTINGS frame was serialised (and its limit written in) */
     void *fb;           /* nghttp2's outbound frame buffer (whole pages) */
     void *maptab;       /* nghttp2's stream-map bucket table (one page) */
     size_t fblen;
@@ -355,6 +366,8 @@ static void stream_free(h2_stream *s)
     if (s->next)
         s->next->prev = s->prev;
     h->nstreams--;
+    if (s->slot)
+        h->nslots--;
     if (s->hdr_pending)
         h->nhdr_pending--;
     if (s->has_data)
@@ -462,12 +475,17 @@ static void stream_start(http__h2 *h, h2_stream *s, bool end_stream)
     http_server *srv = h->c->srv;
     req_build(s, end_stream);
     s->in_eof = end_stream;
-    if (h->nrunning >= srv->o.h2_max_concurrent_streams) {
-        /* Only reset streams whose handlers still wind down get here (open
-         * streams are capped by SETTINGS): refuse, the client may retry. */
+    if (h->nslots >= srv->o.h2_max_concurrent_streams) {
+        /* Past SETTINGS_MAX_CONCURRENT_STREAMS (counting streams reset by
+         * the client whose handlers still wind down): a stream error, not
+         * a connection error (RFC 9113 §5.1.2), so the calls in flight go
+         * on and the client may retry this one.  See h2_new for why
+         * nghttp2 does not count this itself. */
         nghttp2_submit_rst_stream(h->ses, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
         return;
     }
+    s->slot = true;
+    h->nslots++;
     int64_t now = rt_now();
     s->read_deadline = now + srv->o.read_timeout_ns;
     s->write_deadline = now + srv->o.write_timeout_ns;
@@ -491,10 +509,10 @@ static void stream_run(void *p)
     if (!s->closed && !h->closed && !rt_ctx_err(&s->ctx)) {
         int rc = 0;
         http__trace_begin(r);
+        /* A body over the limit is refused when read (http__h2_body_read):
+         * the limit is the handler's (gRPC raises it, r->body_limit). */
         if (s->bad) {
             http_send_problem(r, 431, "header_too_large", "the request header fields are too large");
-        } else if (r->content_length > srv->o.max_body_bytes) {
-            http_send_problem(r, 413, "body_too_large", "the request body is larger than the server accepts");
         } else {
             rc = srv->h.fn(r, srv->h.data);
         }
@@ -550,8 +568,11 @@ int http__h2_flush(http_req *r, bool final)
         const char *date = http__date(h->c->ls);
         nv[k++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date, 4, strlen(date), NGHTTP2_NV_FLAG_NONE};
         /* No content-length when trailers follow (gRPC): the message does
-         * not end with the body, and clients read on for the trailers. */
-        bool with_cl = final && !no_body_status(r->status) && !s->trailers.len;
+         * not end with the body, and clients read on for the trailers.  Nor
+         * for an empty answer: its HEADERS frame ends the stream, which says
+         * as much (a gRPC trailers-only answer carries none, as grpc-go's
+         * and grpc-java's do not). */
+        bool with_cl = final && !no_body_status(r->status) && !s->trailers.len && (r->body.len || r->head);
         if (with_cl) {
             int n = snprintf(cl, sizeof cl, "%zu", r->body.len);
             nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)n, NGHTTP2_NV_FLAG_NONE};
@@ -619,6 +640,9 @@ ssize_t http__h2_body_read(http_req *r, void *buf, size_t n)
     http__h2 *h = s->h;
     if (n == 0)
         return 0;
+    int64_t limit = r->body_limit ? r->body_limit : h->c->srv->o.max_body_bytes;
+    if (r->body_limit >= 0 && r->content_length > limit)
+        return -EMSGSIZE; /* refused before a byte is read */
     for (;;) {
         size_t avail = s->in.len - s->in_off;
         if (avail) {
@@ -635,7 +659,7 @@ ssize_t http__h2_body_read(http_req *r, void *buf, size_t n)
                 nghttp2_session_consume_stream(h->ses, s->id, k);
                 h2_kick(h);
             }
-            if (r->body_limit >= 0 && s->in_read > (r->body_limit ? r->body_limit : h->c->srv->o.max_body_bytes))
+            if (r->body_limit >= 0 && s->in_read > limit)
                 return -EMSGSIZE;
             return (ssize_t)k;
         }
@@ -802,6 +826,8 @@ static int on_data_chunk(nghttp2_session *ses, uint8_t flags, int32_t id, const 
     h2_stream *s = nghttp2_session_get_stream_user_data(ses, id);
     if (!s || !s->running || s->final) {
         nghttp2_session_consume_stream(ses, id, len); /* nobody will read it */
+        if (s && s->answered && (s->discarded += (int64_t)len) > H2_DISCARD_MAX)
+            nghttp2_submit_rst_stream(ses, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR); /* enough: see on_frame_send */
         return 0;
     }
     bz_buf_append(&s->in, data, len);
@@ -830,6 +856,36 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code, void
     } else {
         stream_free(s);
     }
+    return 0;
+}
+
+/* After the last frame of a response (END_STREAM) on a stream whose
+ * request is still open — an early answer — RST_STREAM(NO_ERROR) asks the
+ * client to stop sending (RFC 9113 §8.1) and closes the stream, so its
+ * slot is free at once rather than when (if ever) the client ends its
+ * half.  At once for framed streams (gRPC, r->body_limit < 0: e.g.
+ * RESOURCE_EXHAUSTED for an over-limit message), as grpc-go's and
+ * grpc-java's servers do and every gRPC client expects.  Other requests
+ * (a 413) are let finish their body, discarded, up to H2_DISCARD_MAX
+ * (on_data_chunk) before the reset: curl before 8.x fails a transfer whose
+ * upload a RST_STREAM(NO_ERROR) cut short, though the RFC says not to.
+ *
+ * A response frame sent is also what lets the client's next PING through
+ * the flood guard (h2-guard.c): gRPC clients probe the bandwidth-delay
+ * product with a PING after receiving data. */
+static int on_frame_send(nghttp2_session *ses, const nghttp2_frame *f, void *ud)
+{
+    http__h2 *h = ud;
+    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
+        return 0;
+    h->guard.ping_earned = true;
+    if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    h2_stream *s = nghttp2_session_get_stream_user_data(ses, f->hd.stream_id);
+    if (s)
+        s->answered = true;
+    if (s && s->req.body_limit < 0 && nghttp2_session_get_stream_remote_close(ses, f->hd.stream_id) == 0)
+        nghttp2_submit_rst_stream(ses, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
     return 0;
 }
 
@@ -862,8 +918,15 @@ static http__h2 *h2_new(http_conn *c, uint32_t skip_preface)
         atomic_fetch_sub_explicit(&srv->open_h1, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&srv->open_h2, 1, memory_order_relaxed);
     }
+    /* SETTINGS_MAX_CONCURRENT_STREAMS goes to nghttp2 under an id it does
+     * not know (and ignores), and h2_send writes the real id into the
+     * frame on its way out: nghttp2 1.52 treats a HEADERS frame past a
+     * limit it knows as a connection error (GOAWAY(PROTOCOL_ERROR) ends
+     * every call on the connection), where RFC 9113 §5.1.2 makes it a
+     * stream error.  So nghttp2 has no limit and stream_start enforces
+     * ours with RST_STREAM(REFUSED_STREAM). */
     nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)srv->o.h2_max_concurrent_streams},
+        {SETTINGS_MCS_UNSEEN, (uint32_t)srv->o.h2_max_concurrent_streams},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)srv->o.max_header_bytes},
         {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
     };
@@ -1100,6 +1163,20 @@ static bool h2_write(http__h2 *h)
     return true;
 }
 
+/* Our first frame is our SETTINGS (RFC 9113 §3.4): the concurrency
+ * limit's entry gets its real id back (see h2_new). */
+static void settings_fix(uint8_t *f, size_t n)
+{
+    if (n < 9 || f[3] != NGHTTP2_SETTINGS || (f[4] & NGHTTP2_FLAG_ACK))
+        return;
+    size_t len = (size_t)f[0] << 16 | (size_t)f[1] << 8 | f[2];
+    for (size_t i = 9; i + 6 <= 9 + len && i + 6 <= n; i += 6)
+        if (f[i] == SETTINGS_MCS_UNSEEN >> 8 && f[i + 1] == (SETTINGS_MCS_UNSEEN & 0xff)) {
+            f[i] = 0;
+            f[i + 1] = SETTINGS_MCS;
+        }
+}
+
 /* Serialises what nghttp2 has to say (up to H2_OUT_MAX) and writes it. */
 static void h2_send(http__h2 *h)
 {
@@ -1126,7 +1203,12 @@ static void h2_send(http__h2 *h)
             }
             if (n == 0)
                 break;
+            size_t at = h->out.len;
             bz_buf_append(&h->out, d, (size_t)n);
+            if (!h->settings_out) {
+                h->settings_out = true;
+                settings_fix((uint8_t *)h->out.data + at, (size_t)n);
+            }
             h->hibernated = false;
         }
         if (!h2_write(h))
@@ -1324,6 +1406,7 @@ void http__h2_server_init(http_server *s)
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
     nghttp2_option *opt;
     if (nghttp2_option_new(&opt) != 0)
         abort();

@@ -28,6 +28,9 @@
 
 #define POOL_MAX 64
 #define DISCARD_MAX (256 * 1024) /* unread body we drain to keep a connection */
+/* Lingering close: input read and dropped after the answer, before close. */
+#define LINGER_MAX (16 * 1024 * 1024)
+#define LINGER_NS (5 * BZ_NS_PER_S)
 /* Output of pipelined responses a connection may queue before it stops
  * reading and serving until the client has taken it (API.md §10). */
 #define OUT_PENDING_MAX (1024 * 1024)
@@ -343,6 +346,12 @@ ssize_t http__conn_body_read(http_req *r, void *buf, size_t n)
     http_conn *c = r->conn;
     if (c->body_done || n == 0)
         return 0;
+    /* The limit is the handler's (gRPC raises it, r->body_limit), so it is
+     * applied here rather than before the handler runs: a declared length
+     * over it is refused before a byte is read (or 100 Continue sent). */
+    int64_t limit = r->body_limit ? r->body_limit : c->srv->o.max_body_bytes;
+    if (r->body_limit >= 0 && !c->body_chunked && r->content_length > limit)
+        return -EMSGSIZE;
     int e = send_continue(r, c);
     if (e)
         return e;
@@ -382,7 +391,7 @@ ssize_t http__conn_body_read(http_req *r, void *buf, size_t n)
             memcpy(buf, data, dlen);
             c->rpos += used;
             c->body_total += (int64_t)dlen;
-            if (c->body_total > c->srv->o.max_body_bytes)
+            if (r->body_limit >= 0 && c->body_total > limit)
                 return -EMSGSIZE;
             return (ssize_t)dlen;
         }
@@ -462,6 +471,24 @@ __attribute__((noinline)) static bool discard_body(http_req *r, http_conn *c)
     }
 }
 
+/* Lingering close, as nginx's lingering_close: after answering a request
+ * whose body we did not read (a 413, an early gRPC-Web status), the write
+ * side is shut and the rest of the body is read and dropped until the
+ * client closes, for at most LINGER_MAX bytes and LINGER_NS.  Closing with
+ * unread input would make the kernel answer RST, which can destroy the
+ * answer before a client that sends its whole body first has read it. */
+static void linger(http_conn *c)
+{
+    char tmp[16384];
+    int64_t deadline = bz_now_ns() + LINGER_NS, left = LINGER_MAX;
+    while (left > 0) {
+        ssize_t n = rt_read(&c->io, tmp, sizeof tmp, &c->ls->ctx, deadline);
+        if (n <= 0)
+            return;
+        left -= n;
+    }
+}
+
 /* ---- one request ----------------------------------------------------------------------------- */
 
 static void format_peer(http_conn *c, const struct sockaddr *sa)
@@ -535,21 +562,16 @@ static bool serve_one(http_conn *c, http_req *r, bz_arena *arena, int64_t t0)
 
     bool cut = false;
     http__trace_begin(r);
-    if (r->content_length > s->o.max_body_bytes) {
-        /* Refuse before reading it; the unread body forbids keep-alive. */
-        r->close_after = true;
-        http_send_problem(r, 413, "body_too_large", "the request body is larger than the server accepts");
-    } else {
-        int rc = s->h.fn(r, s->h.data);
-        if (rc < 0 && !r->started) {
-            if (http__handler_failed(r, rc))
-                r->close_after = true;
-        } else if (rc < 0) {
-            /* Failed mid-stream: close without the last chunk, so the
-             * client sees a truncated response rather than a wrong one. */
+    int rc = s->h.fn(r, s->h.data);
+    if (rc < 0 && !r->started) {
+        /* 413/400 leave a body unread: it forbids keep-alive. */
+        if (http__handler_failed(r, rc))
             r->close_after = true;
-            cut = true;
-        }
+    } else if (rc < 0) {
+        /* Failed mid-stream: close without the last chunk, so the
+         * client sees a truncated response rather than a wrong one. */
+        r->close_after = true;
+        cut = true;
     }
     if (!r->close_after && !discard_body(r, c))
         r->close_after = true;
@@ -692,8 +714,11 @@ static void conn_serve(void *p)
             keep = false;
         if (!keep) {
             out_flush(c);
-            if (!c->dead)
+            if (!c->dead) {
                 rt_tls_shutdown(&c->io);
+                if (!c->body_done)
+                    linger(c);
+            }
         }
     }
     goto idle;

@@ -48,8 +48,14 @@ void rt_ctx_tighten(rt_ctx *c, int64_t deadline)
 /* Caller holds c->lock. */
 static void cancel_locked(rt_ctx *c, int err)
 {
+    /* The deadline is only noticed when someone looks (rt_ctx_err, a
+     * park's timer), so a cancel may come after it passed unobserved: it
+     * came first, and the context ended by timing out.  (gRPC: a client
+     * resetting a stream at its deadline must not turn DEADLINE_EXCEEDED
+     * into CANCELLED.) */
     if (!c->err)
-        c->err = err;
+        c->err =
+            err == ECANCELED && c->deadline != BZ_NO_DEADLINE && bz_now_ns() >= c->deadline ? ETIMEDOUT : err;
     while (c->waiters) {
         rt_coro *co = c->waiters;
         c->waiters = co->ctx_next;
@@ -57,7 +63,7 @@ static void cancel_locked(rt_ctx *c, int err)
             c->waiters->ctx_prev = NULL;
         co->ctx_next = co->ctx_prev = NULL;
         __atomic_store_n(&co->wait_ctx, NULL, __ATOMIC_RELEASE);
-        rt_wake(co, -err);
+        rt_wake(co, -c->err);
     }
     for (rt_ctx *k = c->children; k; k = k->sib_next) {
         pthread_mutex_lock(&k->lock);

@@ -137,6 +137,21 @@ static void guard_rates_rst_ping_settings(void **state)
         n += frame(buf + n, 0, 4, 0x1, 0, NULL);
         assert_int_equal(http__h2_guard_feed(&g, buf, n, 0), 0);
     }
+    /* A PING after response data (h2.c sets ping_earned) is a gRPC client's
+     * bandwidth probe: never counted; one earned PING lets one through. */
+    http__h2_guard_init(&g, 4096, 0);
+    for (int i = 0; i < 5000; i++) {
+        g.ping_earned = true;
+        size_t n = frame(buf, 8, 6, 0, 0, NULL);
+        assert_int_equal(http__h2_guard_feed(&g, buf, n, 0), 0);
+        assert_false(g.ping_earned);
+    }
+    uint32_t e = 0;
+    for (int i = 0; i < 2000 && !e; i++) {
+        size_t n = frame(buf, 8, 6, 0, 0, NULL);
+        e = http__h2_guard_feed(&g, buf, n, 0);
+    }
+    assert_int_equal(e, 0xb); /* unearned ones still trip it */
 }
 
 static void upgrade_detection(void **state)

@@ -305,6 +305,30 @@ static void deadline_main(void *unused)
 
 static void nested_context_deadlines(void **state) { run(1, deadline_main, NULL); }
 
+/* A cancel that comes after the deadline passed unobserved (nobody had
+ * looked at the clock yet) does not make the context cancelled: it had
+ * already timed out, and it says so — its children too.  A cancel before
+ * the deadline stays a cancel. */
+static void cancel_after_an_unobserved_deadline_is_a_timeout(void **state)
+{
+    (void)state;
+    rt_ctx parent, child, early;
+    rt_ctx_init(&parent, NULL);
+    rt_ctx_tighten(&parent, bz_now_ns() + BZ_NS_PER_MS);
+    rt_ctx_init(&child, &parent);
+    rt_ctx_init_timeout(&early, NULL, 5 * BZ_NS_PER_S);
+    struct timespec ts = {0, 3 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    rt_ctx_cancel(&parent);
+    rt_ctx_cancel(&early);
+    assert_int_equal(rt_ctx_err(&child), ETIMEDOUT);
+    assert_int_equal(rt_ctx_err(&parent), ETIMEDOUT);
+    assert_int_equal(rt_ctx_err(&early), ECANCELED);
+    rt_ctx_release(&child);
+    rt_ctx_release(&parent);
+    rt_ctx_release(&early);
+}
+
 /* ---- sync primitives across loops ---- */
 
 typedef struct {
@@ -1059,6 +1083,7 @@ int main(void)
         cmocka_unit_test(raw_timers_in_order_and_stoppable),
         cmocka_unit_test(cancel_from_another_thread_wakes_waits),
         cmocka_unit_test(nested_context_deadlines),
+        cmocka_unit_test(cancel_after_an_unobserved_deadline_is_a_timeout),
         cmocka_unit_test(mutex_semaphore_waitgroup_across_loops),
         cmocka_unit_test(channel_fan_in_across_loops),
         cmocka_unit_test(offload_runs_on_workers_and_honours_context),
