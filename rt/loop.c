@@ -235,22 +235,29 @@ static void run_ready(rt_loop *l)
 }
 
 /* While coroutines stay runnable, poll for I/O only every POLL_EVERY
- * batches: an epoll_wait per batch would cost a system call per couple of
- * context switches, yet I/O must not starve behind busy coroutines. */
+ * batches or POLL_NS of running, whichever comes first: an epoll_wait per
+ * batch would cost a system call per couple of context switches, yet I/O
+ * must not starve behind busy coroutines — one connection that always has
+ * input (each turn a slice of it, then a yield) must not hold every other
+ * socket off for 32 slices. */
 #define POLL_EVERY 32
+#define POLL_NS (500 * 1000)
 
 static void loop_body(rt_loop *l)
 {
     struct epoll_event evs[MAX_EVENTS];
     unsigned skipped = 0;
+    int64_t polled = bz_now_ns();
     while (!atomic_load_explicit(&g_stop, memory_order_acquire)) {
         l->now = bz_now_ns();
         run_ready(l);
         int timeout = -1;
         if (l->runq_head) {
-            if (++skipped < POLL_EVERY && !atomic_load_explicit(&l->mb_rung, memory_order_relaxed)) {
+            int64_t t = bz_now_ns();
+            if (++skipped < POLL_EVERY && t - polled < POLL_NS &&
+                !atomic_load_explicit(&l->mb_rung, memory_order_relaxed)) {
                 if (l->heap_len)
-                    rt__timers_run(l, bz_now_ns());
+                    rt__timers_run(l, t);
                 continue;
             }
             timeout = 0;
@@ -271,7 +278,7 @@ static void loop_body(rt_loop *l)
             perror("bazaar: epoll_wait");
             abort();
         }
-        l->now = bz_now_ns();
+        l->now = polled = bz_now_ns();
         for (int i = 0; i < n; i++)
             rt__io_dispatch(l, evs[i].data.ptr, evs[i].events);
         if (l->heap_len)
