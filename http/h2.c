@@ -43,7 +43,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/sockios.h>
 
 #define H2_PEND_MAX (64 * 1024)  /* response bytes a stream may queue before flush parks */
 #define H2_OUT_MAX (64 * 1024)   /* serialised bytes waiting for the socket before reading pauses */
@@ -111,7 +113,8 @@ struct http__h2 {
     int64_t last_in;    /* rt_now() when bytes last arrived */
     int64_t ping_at;    /* when our unanswered PING went out, 0 if none */
     int64_t progress, stall_mark; /* DATA bytes sent; at the last stall check */
-    int64_t progress_at; /* rt_now() when DATA last moved */
+    int64_t progress_at; /* rt_now() when DATA last moved (or the kernel's queue shrank) */
+    int outq_seen;      /* the socket's unsent bytes at the last stall check */
     const char *calm_why; /* a callback found abuse: GOAWAY(ENHANCE_YOUR_CALM) */
     int64_t buffered;   /* budgeted bytes (response pend + request reservations) */
     bool sender_queued; /* a sender coroutine will run */
@@ -535,9 +538,12 @@ static void stream_start(http__h2 *h, h2_stream *s, bool end_stream)
         nghttp2_submit_rst_stream(h->ses, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
         return;
     }
-    if (atomic_fetch_add(&g_streams, 1) >= srv->o.max_streams) {
+    if (atomic_fetch_add(&g_streams, 1) >= srv->o.max_streams && h->nrunning > 0) {
         /* The process-wide budget of streams (each holds a coroutine and
-         * its request): refused, the client may retry later. */
+         * its request): refused, the client may retry later.  A
+         * connection's first stream is always admitted, so a client that
+         * asks for one thing at a time is never refused because others
+         * hold many (the bound is --max-streams + --max-conns). */
         atomic_fetch_sub(&g_streams, 1);
         nghttp2_submit_rst_stream(h->ses, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
         return;
@@ -1119,20 +1125,46 @@ static void h2_timer(rt_timer *t)
     h2_send(h);
 }
 
+/* Bytes the kernel has not sent yet (SIOCOUTQ), or -1. */
+static int kernel_outq(http__h2 *h)
+{
+    int n = 0;
+    if (h->closed || ioctl(h->c->io.fd, SIOCOUTQ, &n) != 0)
+        return -1;
+    return n;
+}
+
 static void stall_check(rt_timer *t)
 {
     http__h2 *h = t->data;
-    if (!output_waiting(h))
+    /* What the kernel still holds counts too: a handler that gave up
+     * (its write deadline) leaves no output here, yet a client that reads
+     * nothing keeps megabytes of socket buffer and the connection. */
+    int q = kernel_outq(h);
+    if (q < h->outq_seen)
+        h->progress_at = rt_now(); /* the client took some since the last look */
+    h->outq_seen = q;
+    if (!output_waiting(h) && q <= 0)
         return;
     /* Counted from the last progress, not from the last check: a client
      * that stops reading is released --write-timeout after it stopped. */
     int64_t due = h->progress_at + h->c->srv->o.write_timeout_ns;
-    if (h->progress != h->stall_mark && due > rt_now()) {
+    if (due > rt_now()) {
         h->stall_mark = h->progress;
         rt_timer_start(&h->stall, due);
         return;
     }
-    h2_close_with(h, NGHTTP2_ENHANCE_YOUR_CALM, "no output progress for the write timeout (zero window?)");
+    /* Nothing moved for the write timeout.  If the socket is empty (a
+     * shut window: the peer reads but grants nothing), GOAWAY says why;
+     * if it is full, a GOAWAY would wait behind bytes the peer does not
+     * take, and lingering for it only holds the connection longer. */
+    if (q <= 0 && h->out_off == h->out.len) {
+        h2_close_with(h, NGHTTP2_ENHANCE_YOUR_CALM, "no output progress for the write timeout (zero window?)");
+        return;
+    }
+    bz_log_warn("http2: closing connection", BZ_F_STR("peer", h->c->peer),
+                BZ_F_STR("reason", "no output progress for the write timeout"), BZ_F_INT("code", NGHTTP2_ENHANCE_YOUR_CALM));
+    http__h2_abort(h->c);
 }
 
 /* Keepalive: while calls run (a quiet event stream, say), a connection
@@ -1224,9 +1256,11 @@ static void h2_timers(http__h2 *h)
         if (!rt_timer_armed(&h->stall)) {
             h->stall_mark = h->progress;
             h->progress_at = rt_now();
+            h->outq_seen = INT32_MAX;
             rt_timer_start(&h->stall, rt_now() + c->srv->o.write_timeout_ns);
         }
-    } else if (rt_timer_armed(&h->stall)) {
+    } else if (rt_timer_armed(&h->stall) && kernel_outq(h) <= 0) {
+        /* (with bytes still in the socket the check goes on) */
         rt_timer_stop(&h->stall);
     }
 }
