@@ -85,7 +85,7 @@ static const flagdef flags[] = {
     {"log-level", T_LOG_LEVEL, "info", OFF(log_level), 0, C_ALL, "debug, info, warn, error"},
     {"tls-cert", T_FILE, "", OFF(tls_cert), 0, C_SERVE, "PEM certificate chain; with --tls-key both addresses speak TLS (ALPN h2, http/1.1); reloaded on SIGHUP"},
     {"tls-handshake-timeout", T_DURATION, "3s", OFF(tls_handshake_timeout_ns), 1, C_SERVE, "time a client has to finish the TLS handshake (at most --read-header-timeout)"},
-    {"tls-max-handshakes", T_INT, "256", OFF(tls_max_handshakes), 1, C_SERVE, "TLS handshakes in progress at once per process; later ones wait (their timeout running) without a coroutine or TLS state"},
+    {"tls-max-handshakes", T_INT, "128", OFF(tls_max_handshakes), 1, C_SERVE, "TLS handshakes in progress at once per process; later ones wait (their timeout running) without a coroutine or TLS state"},
     {"tls-key", T_FILE, "", OFF(tls_key), 0, C_SERVE, "PEM private key for --tls-cert"},
     {"users", T_I64, "1000", OFF(seed_users), 1, C_SEED, "seed: number of users"},
     {"items", T_I64, "10000", OFF(seed_items), 0, C_SEED, "seed: number of items"},

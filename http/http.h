@@ -265,7 +265,7 @@ typedef struct http_server_opts {
     int64_t buffer_bytes;           /* the same for the whole process; 0 = 64 MiB */
     bool reuse_port;                /* share the port with other processes (SO_REUSEPORT) */
     int64_t tls_handshake_timeout_ns; /* 0 = read_header_timeout_ns */
-    int tls_max_handshakes;         /* TLS handshakes in progress per process; 0 = 256 */
+    int tls_max_handshakes;         /* TLS handshakes in progress per process; 0 = 128 */
     int64_t max_conns;              /* open client connections (HTTP/1.1 and HTTP/2);
                                        past it accept waits; 0 = no cap */
     rt_gate *conn_gate;             /* if set, the cap is this gate's, shared with the

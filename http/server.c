@@ -540,7 +540,12 @@ static int hs_cap(const http_server *s)
     return n > 0 ? n : 1;
 }
 
-/* A handshake ended: its slot goes to the oldest waiting connection. */
+/* A handshake ended: its slot goes to the newest waiting connection
+ * (LIFO, as a server under a flood should: the oldest waiters are the
+ * likeliest to be flood and the closest to their deadline).  A waiter
+ * with less than a quarter of the handshake timeout left is not started
+ * (its handshake would cost CPU and most likely not finish in time); its
+ * timer closes it. */
 static void hs_done(http_conn *c)
 {
     http__loop *ls = c->ls;
@@ -548,8 +553,11 @@ static void hs_done(http_conn *c)
         return;
     c->hs_slot = false;
     ls->hs_running--;
-    while (ls->hs_head && ls->hs_running < hs_cap(c->srv)) {
-        http_conn *w = ls->hs_head;
+    int64_t late = rt_now() + c->srv->o.tls_handshake_timeout_ns / 4;
+    while (ls->hs_tail && ls->hs_running < hs_cap(c->srv)) {
+        http_conn *w = ls->hs_tail;
+        if (w->hs_deadline < late)
+            break; /* and so are all older ones: their timers close them */
         hs_unqueue(w);
         w->hs_slot = true;
         ls->hs_running++;
@@ -941,7 +949,7 @@ http_server *http_server_new(const http_server_opts *o, http_handler h, int *err
     if (!s->o.tls_handshake_timeout_ns || s->o.tls_handshake_timeout_ns > s->o.read_header_timeout_ns)
         s->o.tls_handshake_timeout_ns = s->o.read_header_timeout_ns;
     if (!s->o.tls_max_handshakes)
-        s->o.tls_max_handshakes = 256;
+        s->o.tls_max_handshakes = 128;
     http__h2_server_init(s);
     if (o->conn_gate) {
         s->gate = o->conn_gate;
