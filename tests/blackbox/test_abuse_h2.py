@@ -157,10 +157,17 @@ def run_case(name, attack, *flags, tls=None, ca=None):
         srv.stop()
 
 
+# Under ASan/TSan (make test-asan) memory and time are the sanitizer's:
+# the verdicts and the benign client's errors are still checked.
+SANITIZED = any(x in os.path.realpath(BUILD) for x in ("/asan", "/tsan"))
+
+
 def assert_budgets(r):
+    assert r["benign"]["nerrors"] == 0, (r["row"], r["benign"]["errors"])
+    if SANITIZED:
+        return
     assert r["peak"] - r["before"] < 64 * MiB, r["row"]
     assert r["after"] - r["before"] < 32 * MiB, r["row"]
-    assert r["benign"]["nerrors"] == 0, (r["row"], r["benign"]["errors"])
     assert r["benign"]["p99_ms"] < 100, r["row"]
 
 
@@ -589,7 +596,7 @@ def test_client_that_stops_reading_is_released_after_the_write_timeout():
         print("\nreleased %.2f s after the last progress (--write-timeout 2s)" % took)
         # the write timeout and slack: the old code took up to twice the
         # write timeout, plus a 1 s linger for a GOAWAY nobody could read
-        assert took < 2.4, took
+        assert took < (2.4 if not SANITIZED else 4.0), took
     finally:
         srv.stop()
 
