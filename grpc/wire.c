@@ -139,7 +139,9 @@ static void gunzip_run(void *p)
 
 int grpc__gunzip_off_loop(rt_ctx *ctx, const uint8_t *in, size_t n, int64_t max, bz_buf *out)
 {
-    uint32_t hint = grpc__gzip_isize(in, n);
+    int64_t hint = grpc__gzip_isize(in, n);
+    if (hint > max)
+        hint = max;
     /* Small messages inflate in microseconds: not worth a thread hop. */
     if (n <= GRPC__INLINE_GUNZIP && hint <= GRPC__INLINE_GUNZIP)
         return grpc__gunzip(in, n, max, out);

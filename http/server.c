@@ -1081,4 +1081,7 @@ void http_set_read_deadline(http_req *r, int64_t deadline_ns)
         http__h2_set_read_deadline(r, deadline_ns);
 }
 
-int64_t http_read_timeout(const http_req *r) { return r->conn->srv->o.read_timeout_ns; }
+int64_t http_read_timeout(const http_req *r)
+{
+    return r->conn ? r->conn->srv->o.read_timeout_ns : 15 * BZ_NS_PER_S; /* a request without a server (tests) */
+}
