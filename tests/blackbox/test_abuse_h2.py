@@ -617,3 +617,34 @@ def test_second_server_on_the_same_port_fails():
             assert len(lines) == 1 and "already in use" in lines[0], p.stderr
     finally:
         first.stop()
+
+
+def test_quiet_grpc_stream_ends_at_the_idle_timeout():
+    """Every wait for client bytes has a deadline: a streaming call whose
+    client sends nothing is ended after --idle-timeout (not held until the
+    call's own deadline, or forever without one)."""
+    import grpc
+    srv = Bazaar("--idle-timeout", "1s")
+    try:
+        ch = grpc.insecure_channel("127.0.0.1:%d" % srv.grpc_port)
+        quiet = threading.Event()
+
+        def nothing():
+            quiet.wait(20)  # sends no message, keeps the stream open
+            return
+            yield  # noqa: unreachable - makes this a generator
+
+        call = ch.stream_stream("/bazaar.v1.ItemService/LookupItems", request_serializer=lambda b: b,
+                                response_deserializer=lambda b: b)(nothing(), timeout=15)
+        t0 = time.time()
+        with pytest.raises(grpc.RpcError) as e:
+            for _ in call:
+                pass
+        took = time.time() - t0
+        quiet.set()
+        ch.close()
+        print("\nquiet stream ended after %.2f s: %s %s" % (took, e.value.code(), e.value.details()))
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert took < 4, took
+    finally:
+        srv.stop()
