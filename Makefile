@@ -17,7 +17,7 @@
 #   make uninstall                            removes what install put there
 
 .DEFAULT_GOAL := all
-.PHONY: all run test unit blackbox test-deploy test-faults soak test-ucontext asan tsan test-asan test-tsan bench bench-instr bench-instr-check fuzz deps deps-test deps-bench clean format install uninstall FORCE
+.PHONY: all run test unit blackbox test-abuse test-deploy test-faults soak test-ucontext asan tsan test-asan test-tsan bench bench-instr bench-instr-check fuzz deps deps-test deps-bench clean format install uninstall FORCE
 
 MODE     ?= release
 BUILD    := build/$(MODE)
@@ -144,6 +144,9 @@ unit: $(UNIT_BIN)
 	@tests/with_services.sh tests/run_unit.sh $(UNIT_BIN)
 
 # Black-box suites: real servers, real sockets and HTTP clients (pytest).
+test-abuse: $(BUILD)/bazaar
+	cd tests/blackbox && BAZAAR_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -p no:cacheprovider -q -s test_abuse_h2.py
+
 blackbox: $(BUILD)/bazaar $(BUILD)/http_testd
 	cd tests/blackbox && BAZAAR_BUILD=$(CURDIR)/$(BUILD) ../with_services.sh /usr/bin/python3 -m pytest -p no:cacheprovider -q
 	@echo "== the REST contract again, over HTTP/2 (h2c prior knowledge)"

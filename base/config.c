@@ -19,7 +19,7 @@
 
 typedef enum {
     T_ADDR, T_ADDR_OFF, T_DB, T_CACHE, T_INT, T_I64, T_DURATION, T_SIZE, T_RATE, T_EVICTION, T_ORIGINS,
-    T_LOG_FORMAT, T_LOG_LEVEL, T_FILE,
+    T_LOG_FORMAT, T_LOG_LEVEL, T_FILE, T_BOOL,
     T_DB_READ,
 } ftype;
 
@@ -70,6 +70,10 @@ static const flagdef flags[] = {
     {"max-body-bytes", T_SIZE, "1048576", OFF(max_body_bytes), 1, C_SERVE, "larger request bodies get 413"},
     {"max-conns", T_INT, "10000", OFF(max_conns), 1, C_SERVE, "open client connections per process (HTTP/1.1 and HTTP/2, both addresses); past it, accept waits"},
     {"h2-max-concurrent-streams", T_INT, "128", OFF(h2_max_concurrent_streams), 1, C_SERVE, "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (streams per connection)"},
+    {"max-streams", T_INT, "2048", OFF(max_streams), 1, C_SERVE, "HTTP/2 streams open at once per process (every connection, both addresses); past it new streams are refused (REFUSED_STREAM)"},
+    {"conn-buffer-bytes", T_SIZE, "8MiB", OFF(conn_buffer_bytes), 65536, C_SERVE, "request and response bytes one HTTP/2 connection may hold buffered (large messages being received, responses the client has not taken); past it those streams wait"},
+    {"buffer-bytes", T_SIZE, "64MiB", OFF(buffer_bytes), 65536, C_SERVE, "the same budget for the whole process; past it large requests get RESOURCE_EXHAUSTED and large sends wait"},
+    {"reuse-port", T_BOOL, "off", OFF(reuse_port), 0, C_SERVE, "on: share the listening ports with other processes (SO_REUSEPORT, for rolling restarts); off: a port in use is an error"},
     {"grpc-max-recv-bytes", T_SIZE, "4MiB", OFF(grpc_max_recv_bytes), 1, C_SERVE, "larger gRPC request messages get RESOURCE_EXHAUSTED"},
     {"grpc-web-origins", T_ORIGINS, "", OFF(grpc_web_origins), 0, C_SERVE, "origins allowed by CORS for gRPC-Web (comma list, * for any)"},
     {"auth-concurrency", T_INT, NULL, OFF(auth_concurrency), 1, C_SERVE, "password hashes computed at once (default: number of cores); a full queue answers 503 overloaded"},
@@ -83,6 +87,8 @@ static const flagdef flags[] = {
     {"log-format", T_LOG_FORMAT, NULL, OFF(log_format), 0, C_ALL, "text or json (default: text on a TTY, else json)"},
     {"log-level", T_LOG_LEVEL, "info", OFF(log_level), 0, C_ALL, "debug, info, warn, error"},
     {"tls-cert", T_FILE, "", OFF(tls_cert), 0, C_SERVE, "PEM certificate chain; with --tls-key both addresses speak TLS (ALPN h2, http/1.1); reloaded on SIGHUP"},
+    {"tls-handshake-timeout", T_DURATION, "3s", OFF(tls_handshake_timeout_ns), 1, C_SERVE, "time a client has to finish the TLS handshake (at most --read-header-timeout)"},
+    {"tls-max-handshakes", T_INT, "128", OFF(tls_max_handshakes), 1, C_SERVE, "TLS handshakes in progress at once per process; later ones wait (their timeout running) without a coroutine or TLS state"},
     {"tls-key", T_FILE, "", OFF(tls_key), 0, C_SERVE, "PEM private key for --tls-cert"},
     {"users", T_I64, "1000", OFF(seed_users), 1, C_SEED, "seed: number of users"},
     {"items", T_I64, "10000", OFF(seed_items), 0, C_SEED, "seed: number of items"},
@@ -341,6 +347,14 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
                 return bz_fail_msg(why, whylen, "want a comma-separated list of origins, or *");
         if (!copy_str(dst, 1024, v))
             return bz_fail_msg(why, whylen, "too long");
+        return 0;
+    case T_BOOL:
+        if (!strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "1"))
+            *(int *)dst = 1;
+        else if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "0"))
+            *(int *)dst = 0;
+        else
+            return bz_fail_msg(why, whylen, "want on or off");
         return 0;
     case T_INT:
     case T_I64: {

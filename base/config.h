@@ -66,6 +66,10 @@ typedef struct bz_config {
     int64_t max_body_bytes;
     int max_conns;            /* open client connections per process, 1..100000 */
     int h2_max_concurrent_streams; /* HTTP/2 streams per connection, 1..100000 */
+    int max_streams;          /* HTTP/2 streams per process, 1..100000 */
+    int64_t conn_buffer_bytes; /* buffered request/response bytes per HTTP/2 connection */
+    int64_t buffer_bytes;     /* the same, per process */
+    int reuse_port;           /* 1: SO_REUSEPORT open to other processes */
     int64_t grpc_max_recv_bytes;
     char grpc_web_origins[1024]; /* "" none, "*" any, else a comma list */
     int auth_concurrency;     /* password hashes at once (default: cores), ≥ 1 */
@@ -80,6 +84,8 @@ typedef struct bz_config {
     int log_level;            /* bz_log_level */
     char tls_cert[1024];      /* PEM chain, or "" (no TLS); set iff tls_key is */
     char tls_key[1024];       /* PEM private key, or "" */
+    int64_t tls_handshake_timeout_ns; /* > 0 */
+    int tls_max_handshakes;   /* in progress at once per process, ≥ 1 */
     /* seed only (API.md §9) */
     int64_t seed_users, seed_items, seed_orders, seed_seed;
 } bz_config;

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void grpc__call_init(grpc_call *c, grpc_server *g, http_req *r, const grpc_method *m, grpc_mode mode)
@@ -106,8 +107,13 @@ static int fill(grpc_call *c, size_t want)
             continue;
         }
         if (n < 0) {
-            if (n == -ETIMEDOUT || rt_ctx_err(&c->ctx) == ETIMEDOUT)
+            if (rt_ctx_err(&c->ctx) == ETIMEDOUT)
                 grpc_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded while reading the request");
+            else if (n == -ETIMEDOUT)
+                /* Not the call's deadline: the wait for client bytes (the
+                 * idle timeout between messages, the read timeout inside
+                 * one) — a peer that stopped sending is not waited for. */
+                grpc_finish(c, GRPC_DEADLINE_EXCEEDED, "the client sent nothing for too long");
             else if (n == -EMSGSIZE)
                 grpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "the request stream is larger than the server accepts");
             else
@@ -152,6 +158,9 @@ int grpc_recv_in(grpc_call *c, const ProtobufCMessageDescriptor *d, bz_arena *a,
         bz_buf_consume(&c->in, c->in_off);
         c->in_off = 0;
     }
+    /* Between messages the wait for the next one is the idle rule
+     * (http_set_read_deadline 0); inside one, the read timeout. */
+    http_set_read_deadline(c->r, 0);
     int rc = fill(c, 5);
     if (rc <= 0) {
         if (rc == 0 && c->in.len - c->in_off > 0) {
@@ -172,6 +181,39 @@ int grpc_recv_in(grpc_call *c, const ProtobufCMessageDescriptor *d, bz_arena *a,
         grpc_finish(c, GRPC_INTERNAL, "unknown message flags 0x%02x", flags);
         return -1;
     }
+    bool reserved = false;
+    if (len > GRPC__RESERVE_MIN && c->in.len - c->in_off < 5 + (size_t)len) {
+        /* A large message: its bytes are taken from the connection's and
+         * the process's budgets before they are read (waiting while the
+         * connection's is full), and the buffer grows to the exact size
+         * once, not by doubling. */
+        int e = http_body_reserve(c->r, (int64_t)len);
+        if (e == -ENOBUFS) {
+            grpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "the server is receiving too many large messages; retry later");
+            return -1;
+        }
+        if (e < 0) {
+            if (rt_ctx_err(&c->ctx) == ETIMEDOUT)
+                grpc_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded while reading the request");
+            else if (e == -ETIMEDOUT)
+                grpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "the connection's receive budget stayed full");
+            else
+                grpc_finish(c, GRPC_CANCELLED, "the request stream ended abnormally");
+            return -1;
+        }
+        reserved = true;
+        size_t need = c->in.len + (5 + (size_t)len - (c->in.len - c->in_off)) + 1;
+        if (need > c->in.cap) {
+            char *nd = realloc(c->in.data, need);
+            if (!nd) {
+                grpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+                return -1;
+            }
+            c->in.data = nd;
+            c->in.cap = need;
+        }
+    }
+    http_set_read_deadline(c->r, rt_now() + http_read_timeout(c->r));
     rc = fill(c, 5 + (size_t)len);
     if (rc <= 0) {
         if (rc == 0)
@@ -187,23 +229,49 @@ int grpc_recv_in(grpc_call *c, const ProtobufCMessageDescriptor *d, bz_arena *a,
             grpc_finish(c, GRPC_INTERNAL, "a compressed message without grpc-encoding");
             return -1;
         }
-        int zr = grpc__gunzip(p, len, max, &plain);
+        /* The inflated bytes are budgeted like a large message's (the
+         * gzip trailer's length, which zlib checks, bounds them). */
+        uint32_t isize = grpc__gzip_isize(p, len);
+        int64_t lim = isize && (int64_t)isize < max ? (int64_t)isize : max;
+        if (lim > GRPC__RESERVE_MIN) {
+            int e = http_body_reserve(c->r, lim);
+            if (e < 0) {
+                grpc_finish(c, GRPC_RESOURCE_EXHAUSTED, e == -ENOBUFS ? "the server is receiving too many large messages; retry later"
+                                                                      : "the connection's receive budget stayed full");
+                return -1;
+            }
+            reserved = true;
+        }
+        int zr = grpc__gunzip_off_loop(&c->ctx, p, len, lim, &plain);
+        if (zr == -EMSGSIZE && lim < max)
+            zr = -EBADMSG; /* longer than its own trailer says: corrupt */
         if (zr == -EMSGSIZE) {
             bz_buf_free(&plain);
+            if (reserved)
+                http_body_release(c->r);
             grpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "decompressed message larger than max (%lld)", (long long)max);
             return -1;
         }
         if (zr != 0) {
             bz_buf_free(&plain);
-            grpc_finish(c, GRPC_INTERNAL, "the message could not be decompressed");
+            if (reserved)
+                http_body_release(c->r);
+            if (zr == -ECANCELED || zr == -ETIMEDOUT)
+                grpc_finish(c, zr == -ETIMEDOUT ? GRPC_DEADLINE_EXCEEDED : GRPC_CANCELLED, "the call ended while its message inflated");
+            else
+                grpc_finish(c, GRPC_INTERNAL, "the message could not be decompressed");
             return -1;
         }
         p = (const uint8_t *)(plain.data ? plain.data : "");
         len = (uint32_t)plain.len;
     }
+    /* Our own bytes (c->in or plain), consumed by this message. */
+    len = (uint32_t)grpc__strip_unknown(d, (uint8_t *)p, len);
     ProtobufCAllocator al = grpc__arena_allocator(a);
     *msg = protobuf_c_message_unpack(d, &al, len, p);
     bz_buf_free(&plain);
+    if (reserved)
+        http_body_release(c->r);
     if (!*msg) {
         grpc_finish(c, GRPC_INVALID_ARGUMENT, "the request message is not a valid %s", d->name);
         return -1;
@@ -287,6 +355,20 @@ int grpc_send_headers(grpc_call *c)
     return http_flush(c->r) == 0 ? 0 : -1;
 }
 
+/* A ProtobufCBuffer that writes straight into the response, paced. */
+typedef struct {
+    ProtobufCBuffer base;
+    http_req *r;
+    int err;
+} paced_buf;
+
+static void paced_append(ProtobufCBuffer *b, size_t n, const uint8_t *p)
+{
+    paced_buf *pb = (paced_buf *)b;
+    if (!pb->err)
+        pb->err = http_write_paced(pb->r, p, n);
+}
+
 int grpc_send(grpc_call *c, const ProtobufCMessage *msg)
 {
     if (c->finished)
@@ -295,6 +377,20 @@ int grpc_send(grpc_call *c, const ProtobufCMessage *msg)
         return -1;
     send_headers(c);
     size_t n = protobuf_c_message_get_packed_size(msg);
+    if (n > GRPC__RESERVE_MIN && !(c->compress && n >= 64) && c->mode != GRPC_MODE_WEB_TEXT) {
+        /* A large message is packed straight into the response, which
+         * leaves in slices as the client reads: no whole copy of it waits
+         * in memory, and a client that does not read parks the handler
+         * (http_write_paced) instead of growing a buffer. */
+        uint8_t h[5] = {0, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+        http_write(c->r, h, 5);
+        paced_buf pb = {{NULL}, c->r, 0};
+        pb.base.append = paced_append;
+        protobuf_c_message_pack_to_buffer(msg, &pb.base);
+        if (pb.err)
+            return -1;
+        goto sent;
+    }
     uint8_t stackbuf[512];
     uint8_t *p = stackbuf;
     if (n > sizeof stackbuf) {

@@ -8,6 +8,9 @@
 #include "grpc/grpc.h"
 
 #define GRPC_MAX_INTERCEPTORS 8
+/* Messages larger than this are budgeted (received: http_body_reserve)
+ * and paced (sent: http_write_paced); smaller ones just go. */
+#define GRPC__RESERVE_MIN (64 * 1024)
 
 typedef enum grpc_mode {
     GRPC_MODE_NATIVE,    /* application/grpc over HTTP/2 */
@@ -56,6 +59,18 @@ struct grpc_call {
 int grpc__gzip(const uint8_t *in, size_t n, bz_buf *out);
 /* Inflates at most max bytes: 0, -EMSGSIZE if larger, -EBADMSG if corrupt. */
 int grpc__gunzip(const uint8_t *in, size_t n, int64_t max, bz_buf *out);
+/* The length a gzip member says it inflates to (mod 2^32; 0 if too short). */
+uint32_t grpc__gzip_isize(const uint8_t *in, size_t n);
+/* grpc__gunzip on the offload pool (the loop keeps serving others while
+ * a large message inflates); small ones inline.  Also -ECANCELED or
+ * -ETIMEDOUT if ctx ends while the job waits for a thread. */
+#define GRPC__INLINE_GUNZIP (64 * 1024)
+int grpc__gunzip_off_loop(rt_ctx *ctx, const uint8_t *in, size_t n, int64_t max, bz_buf *out);
+/* Drops the top-level fields of the message in p[0..n) that d does not
+ * know, in place; returns the new length.  protobuf-c would copy each
+ * into the arena as an unknown field — a client could fill a message
+ * with megabytes nobody reads.  Malformed input is left for the decoder. */
+size_t grpc__strip_unknown(const ProtobufCMessageDescriptor *d, uint8_t *p, size_t n);
 /* Base64 (padded or not) into out; false if malformed. */
 bool grpc__b64_decode(const char *s, size_t n, bz_buf *out);
 void grpc__b64_encode(const uint8_t *p, size_t n, bz_buf *out);

@@ -78,12 +78,25 @@ int grpc__gzip(const uint8_t *in, size_t n, bz_buf *out)
     return rc == Z_STREAM_END ? 0 : -EIO;
 }
 
+uint32_t grpc__gzip_isize(const uint8_t *in, size_t n)
+{
+    if (n < 18) /* a gzip member is at least a 10-byte header and an 8-byte trailer */
+        return 0;
+    const uint8_t *t = in + n - 4;
+    return (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
+}
+
 int grpc__gunzip(const uint8_t *in, size_t n, int64_t max, bz_buf *out)
 {
     z_stream z;
     memset(&z, 0, sizeof z);
     if (inflateInit2(&z, 15 + 32) != Z_OK)
         return -ENOMEM;
+    /* The trailer's length (checked by zlib at the end) sizes the buffer
+     * once, rather than by doubling past what the message needs. */
+    uint32_t hint = grpc__gzip_isize(in, n);
+    if (hint && (int64_t)hint <= max)
+        bz_buf_reserve(out, hint);
     z.next_in = (Bytef *)in;
     z.avail_in = (uInt)n;
     int rc = Z_OK;
@@ -108,6 +121,94 @@ int grpc__gunzip(const uint8_t *in, size_t n, int64_t max, bz_buf *out)
     }
     inflateEnd(&z);
     return 0;
+}
+
+typedef struct {
+    const uint8_t *in;
+    size_t n;
+    int64_t max;
+    bz_buf *out;
+    int rc;
+} gunzip_job;
+
+static void gunzip_run(void *p)
+{
+    gunzip_job *j = p;
+    j->rc = grpc__gunzip(j->in, j->n, j->max, j->out);
+}
+
+int grpc__gunzip_off_loop(rt_ctx *ctx, const uint8_t *in, size_t n, int64_t max, bz_buf *out)
+{
+    int64_t hint = grpc__gzip_isize(in, n);
+    if (hint > max)
+        hint = max;
+    /* Small messages inflate in microseconds: not worth a thread hop. */
+    if (n <= GRPC__INLINE_GUNZIP && hint <= GRPC__INLINE_GUNZIP)
+        return grpc__gunzip(in, n, max, out);
+    gunzip_job j = {in, n, max, out, 0};
+    int e = rt_offload(ctx, gunzip_run, &j);
+    return e ? e : j.rc;
+}
+
+/* A varint at p[*i..n): false if it does not end in time. */
+static bool varint(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int shift = 0; shift < 64 && *i < n; shift += 7) {
+        uint8_t b = p[(*i)++];
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return true;
+        }
+    }
+    return false;
+}
+
+size_t grpc__strip_unknown(const ProtobufCMessageDescriptor *d, uint8_t *p, size_t n)
+{
+    size_t i = 0, w = 0;
+    while (i < n) {
+        size_t start = i;
+        uint64_t tag, len = 0;
+        if (!varint(p, n, &i, &tag))
+            goto rest;
+        switch (tag & 7) {
+        case 0:
+            if (!varint(p, n, &i, &len))
+                goto rest;
+            break;
+        case 1:
+            if (n - i < 8)
+                goto rest;
+            i += 8;
+            break;
+        case 2:
+            if (!varint(p, n, &i, &len) || len > n - i)
+                goto rest;
+            i += (size_t)len;
+            break;
+        case 5:
+            if (n - i < 4)
+                goto rest;
+            i += 4;
+            break;
+        default: /* groups, or malformed: left for the decoder to judge */
+            i = start;
+            goto rest;
+        }
+        if (tag >> 3 > 0 && tag >> 3 <= 0x1fffffff && protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3))) {
+            if (w != start)
+                memmove(p + w, p + start, i - start);
+            w += i - start;
+        }
+        /* else: an unknown field, dropped */
+    }
+    return w;
+rest:
+    if (w != i)
+        memmove(p + w, p + i, n - i);
+    return w + (n - i);
 }
 
 /* Decodes one 4-character group at a time: a -text stream may be the

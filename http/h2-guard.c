@@ -27,10 +27,22 @@
  * unknown types. */
 #define EMPTY_BURST 1000
 #define EMPTY_RATE 200
+/* HPACK-decoded header bytes, in units of --max-header-bytes: a client
+ * may send many requests with full header lists, but not hundreds of
+ * MiB of them (16,000 references to one 4,000-byte table entry decode
+ * to 66 MB from 16 KB on the wire). */
+#define DECODED_BURST 256 /* × max-header-bytes */
+#define DECODED_RATE 1024 /* × max-header-bytes per second */
+/* Header lists over the limit (each answered 431): a mistake now and then,
+ * not a stream of them. */
+#define OVERSIZED_BURST 32
+#define OVERSIZED_RATE 4
+/* WINDOW_UPDATEs the DATA we send may explain, at most (see sent_data). */
+#define WU_CREDIT_MAX 4096
 
 enum { F_DATA = 0, F_HEADERS = 1, F_PRIORITY = 2, F_RST_STREAM = 3, F_SETTINGS = 4, F_PUSH_PROMISE = 5,
        F_PING = 6, F_GOAWAY = 7, F_WINDOW_UPDATE = 8, F_CONTINUATION = 9 };
-enum { FL_END_STREAM = 0x1, FL_ACK = 0x1, FL_END_HEADERS = 0x4 };
+enum { FL_END_STREAM = 0x1, FL_ACK = 0x1, FL_END_HEADERS = 0x4, FL_PADDED = 0x8 };
 #define ENHANCE_YOUR_CALM 0xbu
 
 bool http__h2_bucket_take(http__h2_bucket *b, int64_t now)
@@ -52,6 +64,17 @@ static void bucket(http__h2_bucket *b, int64_t burst, int64_t rate)
     b->burst = burst;
 }
 
+/* n events at once (n ≥ 1); the bucket's interval must be ≥ 1 ns. */
+static bool bucket_take_n(http__h2_bucket *b, int64_t n, int64_t now)
+{
+    int64_t t = b->tat > now ? b->tat : now;
+    t += b->interval * n;
+    if (t - now > b->burst * b->interval)
+        return false;
+    b->tat = t;
+    return true;
+}
+
 void http__h2_guard_init(http__h2_guard *g, int64_t max_header_bytes, uint32_t skip_preface)
 {
     memset(g, 0, sizeof *g);
@@ -61,6 +84,33 @@ void http__h2_guard_init(http__h2_guard *g, int64_t max_header_bytes, uint32_t s
     bucket(&g->ping, PING_BURST, PING_RATE);
     bucket(&g->settings, SETTINGS_BURST, SETTINGS_RATE);
     bucket(&g->empty, EMPTY_BURST, EMPTY_RATE);
+    bucket(&g->oversized, OVERSIZED_BURST, OVERSIZED_RATE);
+    /* Bytes: one "event" per 16 bytes keeps the interval above 1 ns for
+     * any --max-header-bytes. */
+    int64_t unit = max_header_bytes / 16 > 0 ? max_header_bytes / 16 : 1;
+    bucket(&g->decoded, DECODED_BURST * unit, DECODED_RATE * unit);
+}
+
+bool http__h2_guard_decoded(http__h2_guard *g, size_t n, int64_t now)
+{
+    if (bucket_take_n(&g->decoded, (int64_t)(n + 15) / 16, now))
+        return true;
+    g->why = "HPACK bomb (too many decoded header bytes)";
+    return false;
+}
+
+bool http__h2_guard_oversized(http__h2_guard *g, int64_t now)
+{
+    if (http__h2_bucket_take(&g->oversized, now))
+        return true;
+    g->why = "too many header lists over the limit";
+    return false;
+}
+
+void http__h2_guard_sent_data(http__h2_guard *g)
+{
+    if (g->wu_credit < WU_CREDIT_MAX)
+        g->wu_credit += 2;
 }
 
 static uint32_t trip(http__h2_guard *g, const char *why)
@@ -123,10 +173,25 @@ static uint32_t frame(http__h2_guard *g, int64_t now)
             return 0;
         return http__h2_bucket_take(&g->settings, now) ? 0 : trip(g, "SETTINGS flood");
     case F_DATA:
+        if (len > 0 && (flags & FL_PADDED)) {
+            /* Padding is not progress: what counts is the data left after
+             * it, known once the pad length byte is read. */
+            g->pad_next = true;
+            g->pad_es = flags & FL_END_STREAM;
+            g->pad_len = len;
+            return 0;
+        }
         if (len > 0 || (flags & FL_END_STREAM))
             return 0;
         return http__h2_bucket_take(&g->empty, now) ? 0 : trip(g, "empty frame flood");
     case F_WINDOW_UPDATE:
+        /* Window updates answer DATA we sent; beyond that (+1 increments on
+         * closed streams, say) they cost work for nothing. */
+        if (g->wu_credit > 0) {
+            g->wu_credit--;
+            return 0;
+        }
+        return http__h2_bucket_take(&g->empty, now) ? 0 : trip(g, "WINDOW_UPDATE flood");
     case F_GOAWAY:
     case F_PUSH_PROMISE:
         return 0;
@@ -145,6 +210,16 @@ uint32_t http__h2_guard_feed(http__h2_guard *g, const uint8_t *p, size_t n, int6
     }
     /* Each turn consumes at least one byte, so the loop is bounded by n. */
     while (i < n) {
+        if (g->pad_next && g->skip) {
+            /* The pad length of a padded DATA frame (a length beyond the
+             * payload is nghttp2's PROTOCOL_ERROR). */
+            g->pad_next = false;
+            uint32_t pad = p[i++];
+            g->skip--;
+            if (pad + 1 >= g->pad_len && !g->pad_es && !http__h2_bucket_take(&g->empty, now))
+                return trip(g, "empty frame flood (padding only)");
+            continue;
+        }
         if (g->skip) {
             size_t k = n - i < g->skip ? n - i : g->skip;
             g->skip -= (uint32_t)k;

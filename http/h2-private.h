@@ -46,6 +46,12 @@ void http__h2_server_free(http_server *s);
 int http__h2_flush(http_req *r, bool final);
 ssize_t http__h2_body_read(http_req *r, void *buf, size_t n);
 void http__h2_set_write_deadline(http_req *r, int64_t deadline_ns);
+void http__h2_set_read_deadline(http_req *r, int64_t deadline_ns);
+int http__h2_body_reserve(http_req *r, int64_t n);
+void http__h2_body_release(http_req *r);
+/* Budgeted bytes and running streams of the process (tests, metrics). */
+int64_t http__h2_buffered_bytes(void);
+int64_t http__h2_streams(void);
 
 /* Bytes of heap nghttp2 holds for live sessions of this process (counted
  * by our allocator hooks), for tests and the idle-connection benchmark. */
@@ -79,6 +85,12 @@ typedef struct http__h2_guard {
     uint64_t block_bytes;  /* payload bytes of the current block */
     uint64_t max_block_bytes;
     http__h2_bucket rst, ping, settings, empty;
+    http__h2_bucket decoded; /* HPACK-decoded header bytes (one event per byte) */
+    http__h2_bucket oversized; /* header lists refused with 431 */
+    bool pad_next;      /* the next payload byte is a padded DATA frame's pad length */
+    bool pad_es;        /* that frame has END_STREAM */
+    uint32_t pad_len;   /* its payload length */
+    int64_t wu_credit;  /* WINDOW_UPDATEs the DATA we sent may explain */
     const char *why;    /* what tripped, for the log */
 } http__h2_guard;
 
@@ -94,5 +106,16 @@ void http__h2_guard_init(http__h2_guard *g, int64_t max_header_bytes, uint32_t s
  * error code to close the connection with (ENHANCE_YOUR_CALM = 0xb), with
  * g->why set. */
 uint32_t http__h2_guard_feed(http__h2_guard *g, const uint8_t *p, size_t n, int64_t now);
+/* A request header field of n decoded bytes (name + value + 32, the
+ * SETTINGS_MAX_HEADER_LIST_SIZE measure): HPACK turns a few bytes into up
+ * to a table entry each, so the decoded size is counted, not only the
+ * compressed one.  False (g->why set) past the connection's budget. */
+bool http__h2_guard_decoded(http__h2_guard *g, size_t n, int64_t now);
+/* A header list refused with 431 (or cut short); false (g->why set) when
+ * the peer keeps sending them. */
+bool http__h2_guard_oversized(http__h2_guard *g, int64_t now);
+/* We sent a DATA frame: the peer may answer with two WINDOW_UPDATEs
+ * (stream and connection) that are not counted as empty frames. */
+void http__h2_guard_sent_data(http__h2_guard *g);
 
 #endif

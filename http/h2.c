@@ -43,12 +43,14 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/sockios.h>
 
 #define H2_PEND_MAX (64 * 1024)  /* response bytes a stream may queue before flush parks */
 #define H2_OUT_MAX (64 * 1024)   /* serialised bytes waiting for the socket before reading pauses */
 #define H2_READ_CHUNK 16384
-#define H2_READS_PER_TURN 16     /* then yield to other connections */
+#define H2_READS_PER_TURN 4      /* 64 KiB, then yield to other connections (fairness) */
 #define H2_CONN_WINDOW (1 << 20) /* connection receive window */
 #define H2_DISCARD_MAX (16 << 20) /* request body dropped after an early answer before RST_STREAM */
 #define H2_LINGER_NS (1 * BZ_NS_PER_S) /* after GOAWAY, wait this long for the peer's close */
@@ -82,9 +84,13 @@ struct http__h2_stream {
     size_t in_off;
     int64_t in_read;    /* bytes the handler read */
     bool in_eof;
+    int64_t reserved;   /* budget held for a large message being received */
+    int64_t msg_deadline; /* a framed body's current read deadline, 0 = the idle rule */
+    bool budget_wait;   /* the handler waits for budget (woken as it frees) */
     /* response */
     bz_buf pend;        /* body bytes not yet taken by nghttp2 */
     size_t pend_off;
+    int64_t pend_counted; /* bytes of pend counted in the budgets */
     bz_buf trailers;    /* "name: value\r\n" lines */
     rt_coro *waiter;    /* the handler, parked for body bytes or output room */
     int64_t read_deadline, write_deadline;
@@ -117,6 +123,10 @@ struct http__h2 {
     int64_t last_in;    /* rt_now() when bytes last arrived */
     int64_t ping_at;    /* when our unanswered PING went out, 0 if none */
     int64_t progress, stall_mark; /* DATA bytes sent; at the last stall check */
+    int64_t progress_at; /* rt_now() when DATA last moved (or the kernel's queue shrank) */
+    int outq_seen;      /* the socket's unsent bytes at the last stall check */
+    const char *calm_why; /* a callback found abuse: GOAWAY(ENHANCE_YOUR_CALM) */
+    int64_t buffered;   /* budgeted bytes (response pend + request reservations) */
     bool sender_queued; /* a sender coroutine will run */
     bool read_paused;   /* input left in the socket; the sender resumes it */
     bool draining;      /* graceful GOAWAY sent: close once streams are done */
@@ -335,6 +345,62 @@ static size_t count_lines(const bz_buf *b)
     return n;
 }
 
+/* ---- budgets ---------------------------------------------------------------------------
+ *
+ * Memory is a budget, not a consequence of what peers send.  Counted per
+ * connection (h->buffered, --conn-buffer-bytes) and per process
+ * (g_buffered, --buffer-bytes, every server and loop): response bytes
+ * queued in streams' pend buffers, and request bytes reserved for large
+ * messages being assembled (http_body_reserve).  Streams running
+ * handlers are counted per process too (g_streams, --max-streams). */
+
+static _Atomic int64_t g_buffered, g_streams;
+
+int64_t http__h2_buffered_bytes(void) { return atomic_load(&g_buffered); }
+int64_t http__h2_streams(void) { return atomic_load(&g_streams); }
+
+static void budget_add(http__h2 *h, int64_t d)
+{
+    h->buffered += d;
+    atomic_fetch_add_explicit(&g_buffered, d, memory_order_relaxed);
+}
+
+static bool over_budget(const http__h2 *h)
+{
+    const http_server_opts *o = &h->c->srv->o;
+    return h->buffered > o->conn_buffer_bytes || atomic_load_explicit(&g_buffered, memory_order_relaxed) > o->buffer_bytes;
+}
+
+/* Budget freed on h: streams of h waiting for it look again. */
+static void budget_wake(http__h2 *h)
+{
+    for (h2_stream *w = h->streams; w; w = w->next)
+        if (w->budget_wait && w->waiter)
+            rt_wake(w->waiter, 0);
+}
+
+/* Brings the stream's pend accounting up to date. */
+static void pend_account(h2_stream *s)
+{
+    int64_t now = (int64_t)(s->pend.len - s->pend_off);
+    int64_t d = now - s->pend_counted;
+    if (!d)
+        return;
+    s->pend_counted = now;
+    budget_add(s->h, d);
+    if (d < 0)
+        budget_wake(s->h);
+}
+
+static void reserve_release(h2_stream *s)
+{
+    if (!s->reserved)
+        return;
+    budget_add(s->h, -s->reserved);
+    s->reserved = 0;
+    budget_wake(s->h);
+}
+
 /* ---- streams --------------------------------------------------------------------------- */
 
 static h2_stream *stream_new(http__h2 *h, int32_t id)
@@ -373,6 +439,10 @@ static void stream_free(h2_stream *s)
     if (s->has_data)
         h->npend--;
     bz_buf_free(&s->in);
+    bz_buf_clear(&s->pend);
+    s->pend_off = 0;
+    pend_account(s);
+    reserve_release(s);
     bz_buf_free(&s->pend);
     bz_buf_free(&s->trailers);
     bz_buf_free(&s->req.resp_headers);
@@ -484,6 +554,16 @@ static void stream_start(http__h2 *h, h2_stream *s, bool end_stream)
         nghttp2_submit_rst_stream(h->ses, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
         return;
     }
+    if (atomic_fetch_add(&g_streams, 1) >= srv->o.max_streams && h->nrunning > 0) {
+        /* The process-wide budget of streams (each holds a coroutine and
+         * its request): refused, the client may retry later.  A
+         * connection's first stream is always admitted, so a client that
+         * asks for one thing at a time is never refused because others
+         * hold many (the bound is --max-streams + --max-conns). */
+        atomic_fetch_sub(&g_streams, 1);
+        nghttp2_submit_rst_stream(h->ses, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
+        return;
+    }
     s->slot = true;
     h->nslots++;
     int64_t now = rt_now();
@@ -533,6 +613,8 @@ static void stream_run(void *p)
     }
     s->running = false;
     h->nrunning--;
+    atomic_fetch_sub(&g_streams, 1);
+    reserve_release(s);
     if (s->closed || h->closed)
         stream_free(s);
     h2_maybe_free(h);
@@ -601,6 +683,7 @@ int http__h2_flush(http_req *r, bool final)
         } else {
             bz_buf_append(&s->pend, r->body.data, r->body.len);
         }
+        pend_account(s);
     }
     bz_buf_clear(&r->body);
     if (final)
@@ -616,11 +699,23 @@ int http__h2_flush(http_req *r, bool final)
     for (;;) {
         if (s->closed || h->closed || h->closing)
             return -EPIPE;
-        if (pend_len(s) <= H2_PEND_MAX)
+        /* Over the connection's or the process's budget, a stream with
+         * bytes queued waits for them to leave (one with none may always
+         * queue a slice, so every stream makes progress). */
+        bool budget = pend_len(s) > 0 && over_budget(h);
+        if (pend_len(s) <= H2_PEND_MAX && !budget)
             return 0;
         s->waiter = rt_self();
-        int e = rt_park(&s->ctx, s->write_deadline, NULL);
+        s->budget_wait = budget;
+        /* Budget freed on other connections wakes nobody here: look again
+         * every few ms while waiting for it. */
+        int64_t until = budget && s->write_deadline > rt_now() + 20 * BZ_NS_PER_MS ? rt_now() + 20 * BZ_NS_PER_MS
+                                                                               : s->write_deadline;
+        int e = rt_park(&s->ctx, until, NULL);
         s->waiter = NULL;
+        s->budget_wait = false;
+        if (e == -ETIMEDOUT && until < s->write_deadline)
+            continue;
         if (e == -ETIMEDOUT && !h->closing && !h->closed &&
             (nghttp2_session_get_stream_remote_window_size(h->ses, s->id) <= 0 ||
              nghttp2_session_get_remote_window_size(h->ses) <= 0)) {
@@ -672,7 +767,14 @@ ssize_t http__h2_body_read(http_req *r, void *buf, size_t n)
          * messages for as long as the call lives; its deadline is the
          * call's (grpc-timeout tightens the stream's context) and dead
          * peers are found by keepalive PINGs. */
-        int e = rt_park(&s->ctx, r->body_limit < 0 ? BZ_NO_DEADLINE : s->read_deadline, NULL);
+        /* Every wait for client bytes has a deadline: a framed stream's is
+         * set by its framing layer while a message arrives (gRPC: the read
+         * timeout), else the idle timeout — no bytes at all for that long
+         * and the stream is given up. */
+        int64_t dl = s->read_deadline;
+        if (r->body_limit < 0)
+            dl = s->msg_deadline ? s->msg_deadline : rt_now() + h->c->srv->o.idle_timeout_ns;
+        int e = rt_park(&s->ctx, dl, NULL);
         s->waiter = NULL;
         if (e < 0)
             return e;
@@ -680,6 +782,40 @@ ssize_t http__h2_body_read(http_req *r, void *buf, size_t n)
 }
 
 void http__h2_set_write_deadline(http_req *r, int64_t deadline_ns) { r->h2s->write_deadline = deadline_ns; }
+
+void http__h2_set_read_deadline(http_req *r, int64_t deadline_ns) { r->h2s->msg_deadline = deadline_ns; }
+
+int http__h2_body_reserve(http_req *r, int64_t n)
+{
+    h2_stream *s = r->h2s;
+    http__h2 *h = s->h;
+    const http_server_opts *o = &h->c->srv->o;
+    reserve_release(s);
+    int64_t deadline = rt_now() + o->read_timeout_ns;
+    for (;;) {
+        if (s->closed || h->closed)
+            return -ECONNRESET;
+        int64_t g = atomic_load_explicit(&g_buffered, memory_order_relaxed);
+        if (g > 0 && g + n > o->buffer_bytes)
+            return -ENOBUFS; /* the process is full: refuse rather than queue */
+        if (h->buffered == 0 || h->buffered + n <= o->conn_buffer_bytes) {
+            s->reserved = n;
+            budget_add(h, n);
+            return 0;
+        }
+        /* The connection is full: wait for its other streams (the peer
+         * sends them all, so one of them finishes). */
+        s->waiter = rt_self();
+        s->budget_wait = true;
+        int e = rt_park(&s->ctx, deadline, NULL);
+        s->waiter = NULL;
+        s->budget_wait = false;
+        if (e < 0)
+            return e;
+    }
+}
+
+void http__h2_body_release(http_req *r) { reserve_release(r->h2s); }
 
 int http_add_trailer(http_req *r, const char *name, const char *value)
 {
@@ -709,7 +845,10 @@ static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t 
             bz_buf_clear(&s->pend);
             s->pend_off = 0;
         }
+        pend_account(s);
         h->progress += (int64_t)k;
+        h->progress_at = rt_now();
+        http__h2_guard_sent_data(&h->guard);
         if (s->waiter && s->running && !s->final && pend_len(s) <= H2_PEND_MAX)
             rt_wake(s->waiter, 0);
     }
@@ -762,10 +901,27 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *f, const uint8_t
     h2_stream *s = nghttp2_session_get_stream_user_data(ses, f->hd.stream_id);
     if (!s)
         return 0;
-    /* The SETTINGS_MAX_HEADER_LIST_SIZE measure (RFC 9113 §6.5.2). */
+    /* The SETTINGS_MAX_HEADER_LIST_SIZE measure (RFC 9113 §6.5.2),
+     * counted per connection too: decoding is work whatever we keep. */
     s->hdr_bytes += nl + vl + 32;
-    if (s->hdr_bytes > (size_t)h->c->srv->o.max_header_bytes) {
+    if (!http__h2_guard_decoded(&h->guard, nl + vl + 32, rt_now())) {
+        h->calm_why = h->guard.why;
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    size_t max = (size_t)h->c->srv->o.max_header_bytes;
+    if (s->hdr_bytes > max) {
+        if (!s->bad && !http__h2_guard_oversized(&h->guard, rt_now())) {
+            h->calm_why = h->guard.why;
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
         s->bad = 431;
+        /* Past four times the limit we advertised the client is not
+         * mistaken but decoding for nothing: stop (nghttp2 would go on
+         * decoding and validating every field of the block). */
+        if (s->hdr_bytes > 4 * max + 16384) {
+            h->calm_why = "header list far beyond SETTINGS_MAX_HEADER_LIST_SIZE (HPACK bomb)";
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
         return 0; /* keep decoding (HPACK state), store nothing more */
     }
     if (s->bad)
@@ -1032,17 +1188,46 @@ static void h2_timer(rt_timer *t)
     h2_send(h);
 }
 
+/* Bytes the kernel has not sent yet (SIOCOUTQ), or -1. */
+static int kernel_outq(http__h2 *h)
+{
+    int n = 0;
+    if (h->closed || ioctl(h->c->io.fd, SIOCOUTQ, &n) != 0)
+        return -1;
+    return n;
+}
+
 static void stall_check(rt_timer *t)
 {
     http__h2 *h = t->data;
-    if (!output_waiting(h))
+    /* What the kernel still holds counts too: a handler that gave up
+     * (its write deadline) leaves no output here, yet a client that reads
+     * nothing keeps megabytes of socket buffer and the connection. */
+    int q = kernel_outq(h);
+    if (q < h->outq_seen)
+        h->progress_at = rt_now(); /* the client took some since the last look */
+    h->outq_seen = q;
+    if (!output_waiting(h) && q <= 0)
         return;
-    if (h->progress != h->stall_mark) {
+    /* Counted from the last progress, not from the last check: a client
+     * that stops reading is released --write-timeout after it stopped. */
+    int64_t due = h->progress_at + h->c->srv->o.write_timeout_ns;
+    if (due > rt_now()) {
         h->stall_mark = h->progress;
-        rt_timer_start(&h->stall, rt_now() + h->c->srv->o.write_timeout_ns);
+        rt_timer_start(&h->stall, due);
         return;
     }
-    h2_close_with(h, NGHTTP2_ENHANCE_YOUR_CALM, "no output progress for the write timeout (zero window?)");
+    /* Nothing moved for the write timeout.  If the socket is empty (a
+     * shut window: the peer reads but grants nothing), GOAWAY says why;
+     * if it is full, a GOAWAY would wait behind bytes the peer does not
+     * take, and lingering for it only holds the connection longer. */
+    if (q <= 0 && h->out_off == h->out.len) {
+        h2_close_with(h, NGHTTP2_ENHANCE_YOUR_CALM, "no output progress for the write timeout (zero window?)");
+        return;
+    }
+    bz_log_warn("http2: closing connection", BZ_F_STR("peer", h->c->peer),
+                BZ_F_STR("reason", "no output progress for the write timeout"), BZ_F_INT("code", NGHTTP2_ENHANCE_YOUR_CALM));
+    http__h2_abort(h->c);
 }
 
 /* Keepalive: while calls run (a quiet event stream, say), a connection
@@ -1133,9 +1318,12 @@ static void h2_timers(http__h2 *h)
     if (waiting_out) {
         if (!rt_timer_armed(&h->stall)) {
             h->stall_mark = h->progress;
+            h->progress_at = rt_now();
+            h->outq_seen = INT32_MAX;
             rt_timer_start(&h->stall, rt_now() + c->srv->o.write_timeout_ns);
         }
-    } else if (rt_timer_armed(&h->stall)) {
+    } else if (rt_timer_armed(&h->stall) && kernel_outq(h) <= 0) {
+        /* (with bytes still in the socket the check goes on) */
         rt_timer_stop(&h->stall);
     }
 }
@@ -1269,6 +1457,10 @@ static void h2_feed(http__h2 *h, const uint8_t *p, size_t n)
     if (rv < 0) {
         if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
             http__h2_abort(h->c);
+            return;
+        }
+        if (h->calm_why) { /* a callback found abuse */
+            h2_close_with(h, NGHTTP2_ENHANCE_YOUR_CALM, h->calm_why);
             return;
         }
         h2_close_with(h, rv == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR,

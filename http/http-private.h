@@ -100,6 +100,10 @@ typedef struct http__loop {
     char date[32];      /* cached Date value */
     int64_t date_at;    /* rt_now() when it was made */
     _Atomic int64_t nconns; /* open connections of this loop (http_loop_conns) */
+    /* TLS handshakes: in progress on this loop, and the connections
+     * waiting for one of its share of --tls-max-handshakes (FIFO) */
+    int hs_running;
+    http_conn *hs_head, *hs_tail;
 } http__loop;
 
 struct http_server {
@@ -135,7 +139,10 @@ struct http_conn {
     bool dead;          /* closed: the coroutine frees on the way out */
     bool served;        /* a request was served: no HTTP/2 preface now */
     bool tls_h2;        /* TLS with ALPN h2: the only way to HTTP/2 over TLS */
-    int64_t hs_deadline; /* TLS: the handshake ends by then (read-header-timeout) */
+    int64_t hs_deadline; /* TLS: the handshake ends by then (--tls-handshake-timeout) */
+    bool hs_slot;       /* holds one of the loop's handshake slots */
+    bool hs_queued;     /* waits for one (no coroutine, no TLS state yet) */
+    http_conn *hs_prev, *hs_next; /* the loop's handshake queue */
     http__h2 *h2;       /* set once the connection speaks HTTP/2 */
     rt_ctx *req_ctx;    /* the request in progress, for disconnect */
     char peer[64]; /* "[v6addr]:port" is up to 54 bytes */

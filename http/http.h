@@ -180,6 +180,28 @@ int http_send_problem_ext(http_req *r, int status, const char *code, const char 
  * BZ_NO_DEADLINE for none).  Streaming handlers (SSE) call it before each
  * flush, as Go's ResponseController.SetWriteDeadline. */
 void http_set_write_deadline(http_req *r, int64_t deadline_ns);
+/* Appends body bytes like http_write, but on HTTP/2 a large body leaves in
+ * slices as it is written (http_flush every 64 KiB, which parks while the
+ * client's window or the connection's and process's budgets for buffered
+ * response bytes are full): a large answer costs bounded memory however
+ * slowly it is read.  0, or the failed flush's -errno (the rest is
+ * dropped).  On HTTP/1.1 the same as http_write. */
+int http_write_paced(http_req *r, const void *data, size_t n);
+/* For a framing layer about to assemble a large request message of n bytes
+ * (gRPC): takes n bytes of the connection's and the process's budgets for
+ * buffered request bytes, parking (up to --read-timeout) while the
+ * connection's is full.  0; -ENOBUFS when the process's is full (answer
+ * RESOURCE_EXHAUSTED); -ETIMEDOUT, -ECANCELED, -ECONNRESET.  Released by
+ * http_body_release or when the handler returns.  HTTP/1.1: always 0 (one
+ * request per connection, bounded by --max-conns). */
+int http_body_reserve(http_req *r, int64_t n);
+void http_body_release(http_req *r);
+/* The deadline of the next body reads of a framed (body_limit -1) HTTP/2
+ * stream: absolute, or 0 for the idle rule (no bytes for --idle-timeout).
+ * No-op on HTTP/1.1, whose request has one read deadline. */
+void http_set_read_deadline(http_req *r, int64_t deadline_ns);
+/* --read-timeout of the server r came to. */
+int64_t http_read_timeout(const http_req *r);
 /* Standard reason phrase ("Not Found"). */
 const char *http_status_text(int status);
 
@@ -240,6 +262,14 @@ typedef struct http_server_opts {
     int64_t max_header_bytes;
     int64_t max_body_bytes;
     int h2_max_concurrent_streams;  /* SETTINGS_MAX_CONCURRENT_STREAMS; 0 = 128 */
+    int max_streams;                /* HTTP/2 streams open at once in the process (every
+                                       server); past it new ones get REFUSED_STREAM; 0 = 2048 */
+    int64_t conn_buffer_bytes;      /* request/response bytes one HTTP/2 connection may
+                                       hold buffered; 0 = 8 MiB */
+    int64_t buffer_bytes;           /* the same for the whole process; 0 = 64 MiB */
+    bool reuse_port;                /* share the port with other processes (SO_REUSEPORT) */
+    int64_t tls_handshake_timeout_ns; /* 0 = read_header_timeout_ns */
+    int tls_max_handshakes;         /* TLS handshakes in progress per process; 0 = 128 */
     int64_t max_conns;              /* open client connections (HTTP/1.1 and HTTP/2);
                                        past it accept waits; 0 = no cap */
     rt_gate *conn_gate;             /* if set, the cap is this gate's, shared with the

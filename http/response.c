@@ -82,6 +82,31 @@ void http_write(http_req *r, const void *data, size_t n)
     r->bytes_out += (int64_t)n;
 }
 
+int http_write_paced(http_req *r, const void *data, size_t n)
+{
+    enum { SLICE = 64 * 1024 };
+    if (!r->h2s) {
+        http_write(r, data, n);
+        return 0;
+    }
+    const char *p = data;
+    while (n) {
+        size_t room = r->body.len < SLICE ? SLICE - r->body.len : 0;
+        size_t k = n < room ? n : room;
+        if (k) {
+            http_write(r, p, k);
+            p += k;
+            n -= k;
+        }
+        if (r->body.len >= SLICE) {
+            int e = http_flush(r);
+            if (e)
+                return e;
+        }
+    }
+    return 0;
+}
+
 void http_write_with(http_req *r, void (*fn)(bz_buf *b, const void *arg), const void *arg)
 {
     size_t before = r->body.len;

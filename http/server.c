@@ -148,10 +148,28 @@ void http__conn_free(http_conn *c)
     rt_wg_done(&s->conns);
 }
 
+static void hs_unqueue(http_conn *c)
+{
+    http__loop *ls = c->ls;
+    if (!c->hs_queued)
+        return;
+    c->hs_queued = false;
+    if (c->hs_prev)
+        c->hs_prev->hs_next = c->hs_next;
+    else
+        ls->hs_head = c->hs_next;
+    if (c->hs_next)
+        c->hs_next->hs_prev = c->hs_prev;
+    else
+        ls->hs_tail = c->hs_prev;
+    c->hs_prev = c->hs_next = NULL;
+}
+
 void http__conn_shut(http_conn *c)
 {
     if (c->dead)
         return;
+    hs_unqueue(c);
     c->dead = true;
     rt_timer_stop(&c->timer);
     if (c->prev)
@@ -591,6 +609,41 @@ static bool serve_one(http_conn *c, http_req *r, bz_arena *arena, int64_t t0)
 }
 
 static void go_idle(http_conn *c);
+static void conn_serve(void *p);
+
+/* The loop's share of --tls-max-handshakes (each loop keeps its own
+ * count and queue: no cross-thread hand-off). */
+static int hs_cap(const http_server *s)
+{
+    int n = s->o.tls_max_handshakes / (s->nloops > 0 ? s->nloops : 1);
+    return n > 0 ? n : 1;
+}
+
+/* A handshake ended: its slot goes to the newest waiting connection
+ * (LIFO, as a server under a flood should: the oldest waiters are the
+ * likeliest to be flood and the closest to their deadline).  A waiter
+ * with less than a quarter of the handshake timeout left is not started
+ * (its handshake would cost CPU and most likely not finish in time); its
+ * timer closes it. */
+static void hs_done(http_conn *c)
+{
+    http__loop *ls = c->ls;
+    if (!c->hs_slot)
+        return;
+    c->hs_slot = false;
+    ls->hs_running--;
+    int64_t late = rt_now() + c->srv->o.tls_handshake_timeout_ns / 4;
+    while (ls->hs_tail && ls->hs_running < hs_cap(c->srv)) {
+        http_conn *w = ls->hs_tail;
+        if (w->hs_deadline < late)
+            break; /* and so are all older ones: their timers close them */
+        hs_unqueue(w);
+        w->hs_slot = true;
+        ls->hs_running++;
+        w->active = true;
+        rt_go(conn_serve, w); /* its ClientHello waits in the socket */
+    }
+}
 
 /* TLS: the handshake, on the connection's first coroutine, within the
  * read-header timeout counted from the accept (a client that never
@@ -599,6 +652,7 @@ static void go_idle(http_conn *c);
 static bool tls_start(http_conn *c)
 {
     int r = rt_tls_accept(&c->io, c->srv->o.tls, &c->ls->ctx, c->hs_deadline);
+    hs_done(c);
     if (r != 0) {
         /* Scanners and broken clients: not worth more than debug. */
         bz_log_dbg("tls: handshake failed", BZ_F_STR("peer", c->peer), BZ_F_STR("error", rt_tls_last_error()),
@@ -750,7 +804,7 @@ static void idle_expired(rt_timer *t)
 {
     http_conn *c = t->data;
     if (!c->active)
-        conn_close(c);
+        conn_close(c); /* a connection still queued for a handshake too */
 }
 
 static void go_idle(http_conn *c)
@@ -780,7 +834,30 @@ static void conn_event(rt_io *io, uint32_t ev)
             rt_ctx_cancel(c->req_ctx);
         return;
     }
+    if (c->hs_queued) {
+        if (ev & (EPOLLHUP | EPOLLERR))
+            conn_close(c);
+        return; /* its turn comes when a handshake slot frees */
+    }
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        if (c->srv->o.tls && !c->io.tls && !c->hs_slot) {
+            /* A handshake costs a coroutine and ~64 KiB of TLS state for
+             * up to --tls-handshake-timeout: past the loop's share of
+             * --tls-max-handshakes, wait in line holding neither (the
+             * timer, the handshake deadline, keeps running). */
+            if (c->ls->hs_running >= hs_cap(c->srv)) {
+                c->hs_queued = true;
+                c->hs_prev = c->ls->hs_tail;
+                if (c->ls->hs_tail)
+                    c->ls->hs_tail->hs_next = c;
+                else
+                    c->ls->hs_head = c;
+                c->ls->hs_tail = c;
+                return;
+            }
+            c->hs_slot = true;
+            c->ls->hs_running++;
+        }
         c->active = true;
         rt_timer_stop(&c->timer);
         rt_go(conn_serve, c);
@@ -824,7 +901,7 @@ static void conn_start(http_server *s, rt_loop *l, int fd, const struct sockaddr
     c->ls->conns = c;
     /* The first request's head (over TLS, the handshake) must come within
      * read-header-timeout. */
-    c->hs_deadline = rt_now() + s->o.read_header_timeout_ns;
+    c->hs_deadline = rt_now() + (s->o.tls ? s->o.tls_handshake_timeout_ns : s->o.read_header_timeout_ns);
     rt_timer_start(&c->timer, c->hs_deadline);
 }
 
@@ -855,6 +932,12 @@ http_server_opts http_opts_from_config(const bz_config *cfg)
         .max_header_bytes = cfg->max_header_bytes,
         .max_body_bytes = cfg->max_body_bytes,
         .h2_max_concurrent_streams = cfg->h2_max_concurrent_streams,
+        .max_streams = cfg->max_streams,
+        .conn_buffer_bytes = cfg->conn_buffer_bytes,
+        .buffer_bytes = cfg->buffer_bytes,
+        .reuse_port = cfg->reuse_port,
+        .tls_handshake_timeout_ns = cfg->tls_handshake_timeout_ns,
+        .tls_max_handshakes = cfg->tls_max_handshakes,
         .max_conns = cfg->max_conns,
     };
 }
@@ -934,6 +1017,16 @@ http_server *http_server_new(const http_server_opts *o, http_handler h, int *err
     }
     if (!s->o.h2_max_concurrent_streams)
         s->o.h2_max_concurrent_streams = 128;
+    if (!s->o.max_streams)
+        s->o.max_streams = 2048;
+    if (!s->o.conn_buffer_bytes)
+        s->o.conn_buffer_bytes = 8 << 20;
+    if (!s->o.buffer_bytes)
+        s->o.buffer_bytes = 64 << 20;
+    if (!s->o.tls_handshake_timeout_ns || s->o.tls_handshake_timeout_ns > s->o.read_header_timeout_ns)
+        s->o.tls_handshake_timeout_ns = s->o.read_header_timeout_ns;
+    if (!s->o.tls_max_handshakes)
+        s->o.tls_max_handshakes = 128;
     http__h2_server_init(s);
     if (o->conn_gate) {
         s->gate = o->conn_gate;
@@ -941,7 +1034,7 @@ http_server *http_server_new(const http_server_opts *o, http_handler h, int *err
     } else if (o->max_conns > 0) {
         s->gate = rt_gate_new(o->max_conns);
     }
-    s->L = rt_listen_gated(o->addr, on_accept, s, s->gate, err);
+    s->L = rt_listen_ex(o->addr, on_accept, s, s->gate, o->reuse_port, err);
     if (!s->L) {
         http_server_free(s);
         return NULL;
@@ -1056,4 +1149,23 @@ void http_set_write_deadline(http_req *r, int64_t deadline_ns)
         http__h2_set_write_deadline(r, deadline_ns);
     else
         r->conn->write_deadline = deadline_ns;
+}
+
+int http_body_reserve(http_req *r, int64_t n) { return r->h2s ? http__h2_body_reserve(r, n) : 0; }
+
+void http_body_release(http_req *r)
+{
+    if (r->h2s)
+        http__h2_body_release(r);
+}
+
+void http_set_read_deadline(http_req *r, int64_t deadline_ns)
+{
+    if (r->h2s)
+        http__h2_set_read_deadline(r, deadline_ns);
+}
+
+int64_t http_read_timeout(const http_req *r)
+{
+    return r->conn ? r->conn->srv->o.read_timeout_ns : 15 * BZ_NS_PER_S; /* a request without a server (tests) */
 }

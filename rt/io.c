@@ -505,7 +505,9 @@ static void lsock_close(void *p)
     listener_unref(s->owner);
 }
 
-static int bind_one(const char *host, int port, int *out_port)
+/* reuseport: set SO_REUSEPORT (a group of our loops' sockets, or a port
+ * shared with other processes on purpose). */
+static int bind_one(const char *host, int port, int *out_port, bool reuseport, bool do_listen)
 {
     struct sockaddr_storage ss;
     socklen_t sl;
@@ -546,10 +548,11 @@ static int bind_one(const char *host, int port, int *out_port)
         return -errno;
     int one = 1, zero = 0;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (reuseport)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 4096) != 0) {
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || (do_listen && listen(fd, 4096) != 0)) {
         int e = -errno;
         close(fd);
         return e;
@@ -569,6 +572,12 @@ rt_listener *rt_listen(const char *addr, rt_accept_fn on_accept, void *arg, int 
 
 rt_listener *rt_listen_gated(const char *addr, rt_accept_fn on_accept, void *arg, rt_gate *gate, int *err)
 {
+    return rt_listen_ex(addr, on_accept, arg, gate, false, err);
+}
+
+rt_listener *rt_listen_ex(const char *addr, rt_accept_fn on_accept, void *arg, rt_gate *gate, bool share_port,
+                          int *err)
+{
     char host[256];
     int port;
     if (bz_parse_addr(addr, host, sizeof host, &port) != 0) {
@@ -576,6 +585,20 @@ rt_listener *rt_listen_gated(const char *addr, rt_accept_fn on_accept, void *arg
         return NULL;
     }
     int n = rt_nloops();
+    if (port != 0 && !share_port) {
+        /* Our loops' sockets form an SO_REUSEPORT group, which another
+         * process (same user) could join silently — a second server
+         * started on the same port by mistake would take half the
+         * connections.  A bind without SO_REUSEPORT first fails with
+         * EADDRINUSE if anyone listens there; then the group is made. */
+        int got = 0;
+        int probe = bind_one(host, port, &got, false, false);
+        if (probe < 0) {
+            *err = probe;
+            return NULL;
+        }
+        close(probe);
+    }
     rt_listener *L = calloc(1, sizeof *L + (size_t)n * sizeof(lsock));
     if (!L)
         rt__panic("out of memory");
@@ -586,7 +609,7 @@ rt_listener *rt_listen_gated(const char *addr, rt_accept_fn on_accept, void *arg
         /* The first bind settles the port (port 0 picks one); the others
          * join it through SO_REUSEPORT. */
         int got = 0;
-        int fd = bind_one(host, i == 0 ? port : L->port, &got);
+        int fd = bind_one(host, i == 0 ? port : L->port, &got, n > 1 || share_port, true);
         if (fd < 0) {
             for (int j = 0; j < i; j++)
                 close(L->socks[j].io.fd);

@@ -220,37 +220,74 @@ int64_t rt__timers_next(rt_loop *l) { return l->heap_len ? l->heap[0]->deadline 
 
 #define MAX_EVENTS 256
 
-static void run_ready(rt_loop *l)
+/* A batch runs for at most this long; what is left of it waits behind
+ * the coroutines the next poll makes runnable (see run_ready). */
+#define BATCH_NS (500 * 1000)
+
+/* Runs what is runnable now; coroutines made runnable meanwhile wait for
+ * the next turn, so I/O is polled between batches.  A batch that runs
+ * past BATCH_NS is cut: its rest is returned (*rest, *rest_tail) to be
+ * queued after whatever the next poll wakes — so a burst of expensive
+ * steps (thousands of TLS handshakes, say) delays a newly readable
+ * socket by one slice, not by the whole burst. */
+static void run_ready(rt_loop *l, rt_coro **rest, rt_coro **rest_tail)
 {
-    /* Run only what is runnable now; coroutines made runnable meanwhile
-     * wait for the next turn, so I/O is polled between batches. */
-    rt_coro *batch = l->runq_head;
+    rt_coro *batch = l->runq_head, *tail = l->runq_tail;
     l->runq_head = l->runq_tail = NULL;
+    int64_t t0 = bz_now_ns();
+    unsigned k = 0;
     while (batch) {
         rt_coro *co = batch;
         batch = co->next;
         co->next = NULL;
         rt__resume(l, co);
+        /* the clock is read every 8 resumes: cheap steps stay cheap */
+        if (batch && (++k & 7) == 0 && bz_now_ns() - t0 > BATCH_NS) {
+            *rest = batch;
+            *rest_tail = tail;
+            return;
+        }
     }
+    *rest = *rest_tail = NULL;
+}
+
+/* Appends a cut batch's rest behind the run queue. */
+static void requeue(rt_loop *l, rt_coro *rest, rt_coro *rest_tail)
+{
+    if (!rest)
+        return;
+    if (l->runq_tail)
+        l->runq_tail->next = rest;
+    else
+        l->runq_head = rest;
+    l->runq_tail = rest_tail;
 }
 
 /* While coroutines stay runnable, poll for I/O only every POLL_EVERY
- * batches: an epoll_wait per batch would cost a system call per couple of
- * context switches, yet I/O must not starve behind busy coroutines. */
+ * batches or POLL_NS of running, whichever comes first: an epoll_wait per
+ * batch would cost a system call per couple of context switches, yet I/O
+ * must not starve behind busy coroutines — one connection that always has
+ * input (each turn a slice of it, then a yield) must not hold every other
+ * socket off for 32 slices. */
 #define POLL_EVERY 32
+#define POLL_NS (500 * 1000)
 
 static void loop_body(rt_loop *l)
 {
     struct epoll_event evs[MAX_EVENTS];
     unsigned skipped = 0;
+    int64_t polled = bz_now_ns();
     while (!atomic_load_explicit(&g_stop, memory_order_acquire)) {
         l->now = bz_now_ns();
-        run_ready(l);
+        rt_coro *rest, *rest_tail;
+        run_ready(l, &rest, &rest_tail);
         int timeout = -1;
-        if (l->runq_head) {
-            if (++skipped < POLL_EVERY && !atomic_load_explicit(&l->mb_rung, memory_order_relaxed)) {
+        if (l->runq_head || rest) {
+            int64_t t = bz_now_ns();
+            if (!rest && ++skipped < POLL_EVERY && t - polled < POLL_NS &&
+                !atomic_load_explicit(&l->mb_rung, memory_order_relaxed)) {
                 if (l->heap_len)
-                    rt__timers_run(l, bz_now_ns());
+                    rt__timers_run(l, t);
                 continue;
             }
             timeout = 0;
@@ -271,12 +308,13 @@ static void loop_body(rt_loop *l)
             perror("bazaar: epoll_wait");
             abort();
         }
-        l->now = bz_now_ns();
+        l->now = polled = bz_now_ns();
         for (int i = 0; i < n; i++)
             rt__io_dispatch(l, evs[i].data.ptr, evs[i].events);
         if (l->heap_len)
             rt__timers_run(l, l->now);
         drain_mailbox(l);
+        requeue(l, rest, rest_tail);
     }
 }
 

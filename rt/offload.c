@@ -4,6 +4,9 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 typedef struct job {
     rt_fn fn;
@@ -23,9 +26,17 @@ static int g_n;
 static int64_t g_queued, g_done;
 static int g_busy;
 
+/* Offloaded work (password hashes, inflating large messages) is bulk
+ * work: on a machine with as many busy pool threads as cores, the loops
+ * must still get a core at once when a socket wakes them, or every
+ * client's latency becomes the pool's.  A lower priority (nice 10) for
+ * the pool threads only, so the scheduler prefers the loops. */
+#define OFFLOAD_NICE 10
+
 static void *worker(void *unused)
 {
     (void)unused;
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), OFFLOAD_NICE);
     pthread_mutex_lock(&g_lk);
     for (;;) {
         while (!g_head && !g_quit)

@@ -298,6 +298,12 @@ int64_t rt_gate_count(const rt_gate *g);
 /* rt_listen whose sockets accept only while g has room (g may be NULL).
  * The listener holds a reference to g until it is freed. */
 rt_listener *rt_listen_gated(const char *addr, rt_accept_fn on_accept, void *arg, rt_gate *g, int *err);
+/* share_port: SO_REUSEPORT open to other processes (of the same user) on
+ * the same port, on purpose (a rolling restart).  Without it, a port some
+ * socket already listens on fails with -EADDRINUSE, even though the
+ * loops' own sockets still share the port among themselves. */
+rt_listener *rt_listen_ex(const char *addr, rt_accept_fn on_accept, void *arg, rt_gate *gate, bool share_port,
+                          int *err);
 
 /* ---- cross-thread synchronisation ------------------------------------------
  *

@@ -35,8 +35,15 @@ static int handler(http_req *r, void *d)
     int64_t total = 0;
     for (int i = 0; i < 10000 && (n = http_body_read(r, buf, sizeof buf)) > 0; i++)
         total += n;
+    /* The budgets: a large message's reservation, and a paced answer
+     * (64 KiB slices, parked while the client's window is shut). */
+    if (total > 0 && http_body_reserve(r, 100000) == 0)
+        http_body_release(r);
     http_set_status(r, 200);
     http_add_header(r, "Content-Type", "text/plain");
+    static const char pad[70000];
+    if (total > 20000 && http_write_paced(r, pad, sizeof pad))
+        return 0;
     http_write(r, "hello ", 6);
     if (http_flush(r))
         return 0;

@@ -154,6 +154,75 @@ static void guard_rates_rst_ping_settings(void **state)
     assert_int_equal(e, 0xb); /* unearned ones still trip it */
 }
 
+/* Padding is not progress: DATA whose payload is all padding counts as
+ * empty, whatever the split (the pad length byte may arrive alone);
+ * DATA with one byte of data does not. */
+static void guard_counts_padding_only_data_as_empty(void **state)
+{
+    static uint8_t buf[1 << 16];
+    for (size_t step = 1; step <= 11; step += 5) {
+        http__h2_guard g;
+        http__h2_guard_init(&g, 4096, 0);
+        uint32_t e = 0;
+        int i;
+        for (i = 0; i < 3000 && !e; i++) {
+            uint8_t pad[6] = {5, 0, 0, 0, 0, 0}; /* pad length 5, no data */
+            size_t n = frame(buf, 6, 0, 0x8, 1, pad);
+            e = feed_split(&g, buf, n, step);
+        }
+        assert_int_equal(e, 0xb);
+        assert_true(i > 900);
+        assert_non_null(strstr(g.why, "padding"));
+        /* one data byte after the padding length: progress */
+        http__h2_guard_init(&g, 4096, 0);
+        for (i = 0; i < 5000; i++) {
+            uint8_t pd[2] = {0, 'x'};
+            size_t n = frame(buf, 2, 0, 0x8, 1, pd);
+            assert_int_equal(feed_split(&g, buf, n, step), 0);
+        }
+    }
+}
+
+/* WINDOW_UPDATEs are free only as answers to DATA we sent. */
+static void guard_counts_window_updates_beyond_our_data(void **state)
+{
+    static uint8_t buf[64];
+    uint8_t inc[4] = {0, 0, 0, 1};
+    http__h2_guard g;
+    http__h2_guard_init(&g, 4096, 0);
+    uint32_t e = 0;
+    int i;
+    for (i = 0; i < 5000 && !e; i++)
+        e = http__h2_guard_feed(&g, buf, frame(buf, 4, 8, 0, 1, inc), 0);
+    assert_int_equal(e, 0xb);
+    assert_true(i > 900 && i < 1100);
+    http__h2_guard_init(&g, 4096, 0);
+    for (i = 0; i < 20000; i++) {
+        http__h2_guard_sent_data(&g); /* one DATA frame out, two updates back */
+        assert_int_equal(http__h2_guard_feed(&g, buf, frame(buf, 4, 8, 0, 1, inc), 0), 0);
+        assert_int_equal(http__h2_guard_feed(&g, buf, frame(buf, 4, 8, 0, 0, inc), 0), 0);
+    }
+}
+
+/* Decoded header bytes: a burst of full header lists, then a rate. */
+static void guard_counts_decoded_header_bytes(void **state)
+{
+    http__h2_guard g;
+    http__h2_guard_init(&g, 16384, 0);
+    int64_t t = 10 * BZ_NS_PER_S;
+    int i;
+    for (i = 0; i < 1000; i++)
+        if (!http__h2_guard_decoded(&g, 16384, t))
+            break;
+    assert_true(i >= 255 && i < 300); /* 256 x --max-header-bytes at once */
+    assert_non_null(strstr(g.why, "HPACK"));
+    /* 100 ms later, about a tenth of 1,024 more */
+    for (i = 0; i < 2000; i++)
+        if (!http__h2_guard_decoded(&g, 16384, t + BZ_NS_PER_S / 10))
+            break;
+    assert_true(i > 90 && i < 115);
+}
+
 static void upgrade_detection(void **state)
 {
     static http_header hdrs[HTTP_MAX_HEADERS];
@@ -307,6 +376,9 @@ int main(void)
         cmocka_unit_test(guard_counts_continuations_whatever_the_split),
         cmocka_unit_test(guard_caps_header_block_size),
         cmocka_unit_test(guard_rates_rst_ping_settings),
+        cmocka_unit_test(guard_counts_padding_only_data_as_empty),
+        cmocka_unit_test(guard_counts_window_updates_beyond_our_data),
+        cmocka_unit_test(guard_counts_decoded_header_bytes),
         cmocka_unit_test(upgrade_detection),
         cmocka_unit_test(serves_a_request_and_frees_on_close),
         cmocka_unit_test(garbage_closes_cleanly),
