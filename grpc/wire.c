@@ -167,9 +167,9 @@ static bool varint(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
 
 size_t grpc__strip_unknown(const ProtobufCMessageDescriptor *d, uint8_t *p, size_t n)
 {
-    size_t i = 0, w = 0;
+    size_t i = 0, w = 0, start = 0;
     while (i < n) {
-        size_t start = i;
+        start = i;
         uint64_t tag, len = 0;
         if (!varint(p, n, &i, &tag))
             goto rest;
@@ -194,7 +194,6 @@ size_t grpc__strip_unknown(const ProtobufCMessageDescriptor *d, uint8_t *p, size
             i += 4;
             break;
         default: /* groups, or malformed: left for the decoder to judge */
-            i = start;
             goto rest;
         }
         if (tag >> 3 > 0 && tag >> 3 <= 0x1fffffff && protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3))) {
@@ -206,9 +205,11 @@ size_t grpc__strip_unknown(const ProtobufCMessageDescriptor *d, uint8_t *p, size
     }
     return w;
 rest:
-    if (w != i)
-        memmove(p + w, p + i, n - i);
-    return w + (n - i);
+    /* From the start of the field that did not parse: the decoder sees the
+     * malformed bytes as they came and refuses them. */
+    if (w != start)
+        memmove(p + w, p + start, n - start);
+    return w + (n - start);
 }
 
 /* Decodes one 4-character group at a time: a -text stream may be the
