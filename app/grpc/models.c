@@ -28,14 +28,6 @@ Google__Protobuf__Timestamp *rpc_time(bz_arena *a, int64_t us)
 
 static char *dup(bz_arena *a, const char *s) { return bz_arena_strdup(a, s ? s : ""); }
 
-void rpc_user(bz_arena *a, const svc_user *u, Bazaar__V1__User *out)
-{
-    bazaar__v1__user__init(out);
-    out->id = u->id;
-    out->name = dup(a, u->name);
-    out->created_at = rpc_time(a, u->created_us);
-    out->email = u->email ? dup(a, u->email) : (char *)"";
-}
 
 
 /* The models with a field list (svc.h): protobuf field names are the
@@ -43,6 +35,7 @@ void rpc_user(bz_arena *a, const svc_user *u, Bazaar__V1__User *out)
 #define X__PB_ID(n) out->n = v->n;
 #define X__PB_INT(n) out->n = v->n;
 #define X__PB_STR(n) out->n = dup(a, v->n);
+#define X__PB_OPT(n) out->n = v->n ? dup(a, v->n) : (char *)"";
 #define X__PB_CUR(n) out->n = dup(a, v->n);
 #define X__PB_TIME(n) out->n##_at = rpc_time(a, v->n##_us);
 #define X__PB(kind, n) X__PB_##kind(n)
@@ -52,6 +45,7 @@ void rpc_user(bz_arena *a, const svc_user *u, Bazaar__V1__User *out)
         init(out);                                                                                                    \
         FIELDS(X__PB)                                                                                                 \
     }
+X__PB_CONVERTER(rpc_user, svc_user, Bazaar__V1__User, bazaar__v1__user__init, SVC_USER_FIELDS)
 X__PB_CONVERTER(rpc_item, svc_item, Bazaar__V1__Item, bazaar__v1__item__init, SVC_ITEM_FIELDS)
 X__PB_CONVERTER(rpc_account, svc_account, Bazaar__V1__Account, bazaar__v1__account__init, SVC_ACCOUNT_FIELDS)
 X__PB_CONVERTER(rpc_transfer, svc_transfer, Bazaar__V1__TransferRecord, bazaar__v1__transfer_record__init,

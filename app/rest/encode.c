@@ -3,17 +3,6 @@
 
 #include <string.h>
 
-void enc_user_json(bz_buf *b, const void *p)
-{
-    const svc_user *u = p;
-    bz_buf_putc(b, '{');
-    jw_i64(b, "id", u->id);
-    if (u->email)
-        jw_str(b, "email", u->email);
-    jw_str(b, "name", u->name);
-    jw_time(b, "created_at", u->created_us);
-    bz_buf_putc(b, '}');
-}
 
 
 
@@ -22,6 +11,9 @@ void enc_user_json(bz_buf *b, const void *p)
 #define X__JSON_ID(n) jw_i64(b, #n, v->n);
 #define X__JSON_INT(n) jw_i64(b, #n, v->n);
 #define X__JSON_STR(n) jw_str(b, #n, v->n);
+#define X__JSON_OPT(n)                                                                                                \
+    if (v->n)                                                                                                         \
+        jw_str(b, #n, v->n);
 #define X__JSON_CUR(n) jw_str(b, #n, v->n);
 #define X__JSON_TIME(n) jw_time(b, #n "_at", v->n##_us);
 #define X__JSON(kind, n) X__JSON_##kind(n)
@@ -33,6 +25,7 @@ void enc_user_json(bz_buf *b, const void *p)
         FIELDS(X__JSON)                                                                                               \
         bz_buf_putc(b, '}');                                                                                          \
     }
+X__JSON_ENCODER(enc_user_json, svc_user, SVC_USER_FIELDS)
 X__JSON_ENCODER(enc_account_json, svc_account, SVC_ACCOUNT_FIELDS)
 X__JSON_ENCODER(enc_transfer_json, svc_transfer, SVC_TRANSFER_FIELDS)
 X__JSON_ENCODER(enc_item_json, svc_item, SVC_ITEM_FIELDS)

@@ -66,15 +66,24 @@ int rest_ops_readyz(rest *R, http_req *r) { return ops_readyz(&(rest_x){.R = R, 
 #define X__OAS_STR(n) ",\"" #n "\":" STR
 #define X__OAS_CUR(n) ",\"" #n "\":" CUR
 #define X__OAS_TIME(n) ",\"" #n "_at\":" TS
+#define X__OAS_OPT(n) ",\"" #n "\":" STR
 #define X__OAS(kind, n) X__OAS_##kind(n)
+/* the public view: without the fields only some callers see */
+#define X__OAS_PUBLIC_OPT(n)
+#define X__OAS_PUBLIC(kind, n) X__OAS_PUBLIC_##kind(n)
+#define X__OAS_PUBLIC_ID X__OAS_ID
+#define X__OAS_PUBLIC_INT X__OAS_INT
+#define X__OAS_PUBLIC_STR X__OAS_STR
+#define X__OAS_PUBLIC_CUR X__OAS_CUR
+#define X__OAS_PUBLIC_TIME X__OAS_TIME
 #define OBJECT(props) "{\"type\":\"object\",\"properties\":{" props "}}"
 
 static const char schemas[] =
     "\"Problem\":{\"type\":\"object\",\"properties\":{\"type\":" STR ",\"title\":" STR ",\"status\":{\"type\":\"integer\"},"
     "\"detail\":" STR ",\"code\":" STR ",\"errors\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":"
     "{\"field\":" STR ",\"message\":" STR "}}}}},"
-    "\"User\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"email\":" STR ",\"name\":" STR ",\"created_at\":" TS "}},"
-    "\"PublicUser\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"name\":" STR ",\"created_at\":" TS "}},"
+    "\"User\":" OBJECT(SVC_USER_FIELDS(X__OAS)) ","
+    "\"PublicUser\":" OBJECT(SVC_USER_FIELDS(X__OAS_PUBLIC)) ","
     "\"PublicUserList\":" LIST("PublicUser") ","
     "\"Session\":{\"type\":\"object\",\"properties\":{\"token\":" STR ",\"expires_at\":" TS "}},"
     "\"Account\":" OBJECT(SVC_ACCOUNT_FIELDS(X__OAS)) ","

@@ -223,13 +223,6 @@ static const char *col_str(db_rows *r, int col, bz_arena *a)
     return bz_arena_strndup(a, s, n);
 }
 
-void svc__row_user(db_rows *r, bz_arena *a, svc_user *u, bool with_email)
-{
-    u->id = db_col_int(r, 0);
-    u->email = with_email ? col_str(r, 1, a) : NULL;
-    u->name = col_str(r, 2, a);
-    u->created_us = db_col_time(r, 3);
-}
 
 
 
@@ -238,9 +231,16 @@ void svc__row_user(db_rows *r, bz_arena *a, svc_user *u, bool with_email)
 #define X__ROW_ID(n) v->n = db_col_int(r, col++);
 #define X__ROW_INT(n) v->n = db_col_int(r, col++);
 #define X__ROW_STR(n) v->n = col_str(r, col++, a);
+#define X__ROW_OPT(n) v->n = shown ? col_str(r, col, a) : NULL, col++;
 #define X__ROW_CUR(n) col_cur(r, col++, v->n);
 #define X__ROW_TIME(n) v->n##_us = db_col_time(r, col++);
 #define X__ROW(kind, n) X__ROW_##kind(n)
+
+void svc__row_user(db_rows *r, bz_arena *a, svc_user *v, bool shown)
+{
+    int col = 0;
+    SVC_USER_FIELDS(X__ROW)
+}
 
 void svc__row_account(db_rows *r, svc_account *v)
 {

@@ -13,11 +13,12 @@
 #define TOP_US 253402300799000000LL /* far-future keyset start (newest first) */
 #define BIG 9223372036854775807LL
 
-#define USER_COLS "id, email, name, created_at"
+#define USER_COLS SVC_USER_FIELDS(X__COL)
 /* The models' columns from their field lists (svc.h): "id, seller_id, ..." */
 #define X__COL_ID(n) #n
 #define X__COL_INT(n) ", " #n
 #define X__COL_STR(n) ", " #n
+#define X__COL_OPT(n) ", " #n
 #define X__COL_CUR(n) ", " #n
 #define X__COL_TIME(n) ", " #n "_at"
 #define X__COL(kind, n) X__COL_##kind(n)

@@ -193,9 +193,13 @@ typedef struct svc_page_in {
  *   ID    int64, the first column ("id")
  *   INT   int64
  *   STR   a string carved from the arena
+ *   OPT   the same, NULL when the caller may not see it (the user's
+ *         email): left out of JSON and of the public schema, "" in
+ *         protobuf, read from its column only when shown
  *   CUR   an ISO 4217 code (char[4])
  *   TIME  name##_us, microseconds since the epoch; name##_at in SQL,
  *         JSON and protobuf */
+#define SVC_USER_FIELDS(F) F(ID, id) F(OPT, email) F(STR, name) F(TIME, created)
 #define SVC_ACCOUNT_FIELDS(F) F(ID, id) F(INT, user_id) F(CUR, currency) F(INT, balance_cents) F(TIME, created)
 #define SVC_TRANSFER_FIELDS(F)                                                                                        \
     F(ID, id) F(INT, from_account_id) F(INT, to_account_id) F(INT, amount_cents) F(CUR, currency) F(TIME, created)
@@ -206,15 +210,13 @@ typedef struct svc_page_in {
 #define SVC_FIELD_ID(n) int64_t n;
 #define SVC_FIELD_INT(n) int64_t n;
 #define SVC_FIELD_STR(n) const char *n;
+#define SVC_FIELD_OPT(n) const char *n;
 #define SVC_FIELD_CUR(n) char n[4];
 #define SVC_FIELD_TIME(n) int64_t n##_us;
 #define SVC_FIELD(kind, n) SVC_FIELD_##kind(n)
 
 typedef struct svc_user {
-    int64_t id;
-    const char *email;      /* NULL unless the caller may see it */
-    const char *name;
-    int64_t created_us;
+    SVC_USER_FIELDS(SVC_FIELD) /* email: NULL unless the caller may see it */
 } svc_user;
 
 typedef struct svc_session {
