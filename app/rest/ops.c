@@ -67,6 +67,8 @@ int rest_ops_readyz(rest *R, http_req *r) { return ops_readyz(&(rest_x){.R = R, 
 #define X__OAS_CUR(n) ",\"" #n "\":" CUR
 #define X__OAS_TIME(n) ",\"" #n "_at\":" TS
 #define X__OAS_OPT(n) ",\"" #n "\":" STR
+#define X__OAS_STATUS(n) ",\"" #n "\":{\"enum\":[\"pending\",\"paid\",\"shipped\",\"cancelled\"]}"
+#define X__OAS_LINES(n) ",\"" #n "\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/OrderLine\"}}"
 #define X__OAS(kind, n) X__OAS_##kind(n)
 /* the public view: without the fields only some callers see */
 #define X__OAS_PUBLIC_OPT(n)
@@ -94,9 +96,7 @@ static const char schemas[] =
     "\"ItemPage\":" PAGE("Item") ","
     "\"OrderLine\":{\"type\":\"object\",\"properties\":{\"item_id\":" I64 ",\"quantity\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000},"
     "\"unit_price_cents\":" I64 "}},"
-    "\"Order\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"customer_id\":" I64 ",\"account_id\":" I64 ","
-    "\"status\":{\"enum\":[\"pending\",\"paid\",\"shipped\",\"cancelled\"]},\"total_cents\":" I64 ",\"currency\":" CUR ","
-    "\"lines\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/OrderLine\"}},\"created_at\":" TS ",\"updated_at\":" TS "}},"
+    "\"Order\":" OBJECT(SVC_ORDER_FIELDS(X__OAS)) ","
     "\"OrderPage\":" PAGE("Order") ","
     "\"Leaderboard\":{\"type\":\"object\",\"properties\":{\"data\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":"
     "{\"rank\":{\"type\":\"integer\"},\"user_id\":" I64 ",\"name\":" STR ",\"spent_cents\":" I64 "}}}}},"
