@@ -28,14 +28,6 @@ Google__Protobuf__Timestamp *rpc_time(bz_arena *a, int64_t us)
 
 static char *dup(bz_arena *a, const char *s) { return bz_arena_strdup(a, s ? s : ""); }
 
-void rpc_user(bz_arena *a, const svc_user *u, Bazaar__V1__User *out)
-{
-    bazaar__v1__user__init(out);
-    out->id = u->id;
-    out->name = dup(a, u->name);
-    out->created_at = rpc_time(a, u->created_us);
-    out->email = u->email ? dup(a, u->email) : (char *)"";
-}
 
 
 /* The models with a field list (svc.h): protobuf field names are the
@@ -43,42 +35,39 @@ void rpc_user(bz_arena *a, const svc_user *u, Bazaar__V1__User *out)
 #define X__PB_ID(n) out->n = v->n;
 #define X__PB_INT(n) out->n = v->n;
 #define X__PB_STR(n) out->n = dup(a, v->n);
+#define X__PB_OPT(n) out->n = v->n ? dup(a, v->n) : (char *)"";
 #define X__PB_CUR(n) out->n = dup(a, v->n);
 #define X__PB_TIME(n) out->n##_at = rpc_time(a, v->n##_us);
+#define X__PB_STATUS(n) out->n = dup(a, v->n);
+#define X__PB_LINES(x) out->x = x__lines_pb(a, v->x, v->n##x, &out->n_##x);
 #define X__PB(kind, n) X__PB_##kind(n)
+
+static Bazaar__V1__OrderLine **x__lines_pb(bz_arena *a, const svc_line *l, int n, size_t *count)
+{
+    Bazaar__V1__OrderLine **out = bz_arena_calloc(a, (size_t)(n ? n : 1), sizeof *out);
+    for (int i = 0; i < n; i++) {
+        out[i] = bz_arena_alloc(a, sizeof *out[i]);
+        bazaar__v1__order_line__init(out[i]);
+        out[i]->item_id = l[i].item_id;
+        out[i]->quantity = (int32_t)l[i].quantity;
+        out[i]->unit_price_cents = l[i].unit_price_cents;
+    }
+    *count = (size_t)n;
+    return out;
+}
 #define X__PB_CONVERTER(fn, T, M, init, FIELDS)                                                                      \
     void fn(bz_arena *a, const T *v, M *out)                                                                          \
     {                                                                                                                 \
         init(out);                                                                                                    \
         FIELDS(X__PB)                                                                                                 \
     }
+X__PB_CONVERTER(rpc_user, svc_user, Bazaar__V1__User, bazaar__v1__user__init, SVC_USER_FIELDS)
+X__PB_CONVERTER(rpc_order, svc_order, Bazaar__V1__Order, bazaar__v1__order__init, SVC_ORDER_FIELDS)
 X__PB_CONVERTER(rpc_item, svc_item, Bazaar__V1__Item, bazaar__v1__item__init, SVC_ITEM_FIELDS)
 X__PB_CONVERTER(rpc_account, svc_account, Bazaar__V1__Account, bazaar__v1__account__init, SVC_ACCOUNT_FIELDS)
 X__PB_CONVERTER(rpc_transfer, svc_transfer, Bazaar__V1__TransferRecord, bazaar__v1__transfer_record__init,
                 SVC_TRANSFER_FIELDS)
 
-void rpc_order(bz_arena *a, const svc_order *o, Bazaar__V1__Order *out)
-{
-    bazaar__v1__order__init(out);
-    out->id = o->id;
-    out->customer_id = o->customer_id;
-    out->account_id = o->account_id;
-    out->status = dup(a, o->status);
-    out->total_cents = o->total_cents;
-    out->currency = dup(a, o->currency);
-    out->n_lines = (size_t)o->nlines;
-    out->lines = bz_arena_calloc(a, (size_t)(o->nlines ? o->nlines : 1), sizeof *out->lines);
-    for (int i = 0; i < o->nlines; i++) {
-        Bazaar__V1__OrderLine *l = bz_arena_alloc(a, sizeof *l);
-        bazaar__v1__order_line__init(l);
-        l->item_id = o->lines[i].item_id;
-        l->quantity = (int32_t)o->lines[i].quantity;
-        l->unit_price_cents = o->lines[i].unit_price_cents;
-        out->lines[i] = l;
-    }
-    out->created_at = rpc_time(a, o->created_us);
-    out->updated_at = rpc_time(a, o->updated_us);
-}
 
 svc_str rpc_str(const char *s) { return SVC_STR_SET(s ? s : "", s ? strlen(s) : 0); }
 

@@ -1,12 +1,13 @@
 /*
  * app/grpc/rpc.h — the gRPC adapter (bazaar.proto) over the service.
  *
- * Each method decodes its protobuf request into the service's typed input,
- * calls the same operation REST calls, and encodes the result — or maps
- * the svc_err through the one gRPC table (errors.c), with field violations
- * as google.rpc.BadRequest in grpc-status-details-bin.  Interceptors
- * resolve the caller from `authorization: Bearer` metadata once per call,
- * apply --rate-limit, and log and count every call.
+ * The methods are app/ops.def's gRPC rows (methods.c): each decodes its
+ * protobuf request into the service's typed input, calls the same service
+ * function REST calls, and encodes the result (models.c) — or maps the
+ * svc_err through the one gRPC table (errors.c), with field violations as
+ * google.rpc.BadRequest in grpc-status-details-bin.  Interceptors resolve
+ * the caller from `authorization: Bearer` metadata once per call, apply
+ * --rate-limit, and log and count every call (server.c).
  */
 #ifndef APP_GRPC_RPC_H
 #define APP_GRPC_RPC_H

@@ -3,17 +3,6 @@
 
 #include <string.h>
 
-void enc_user_json(bz_buf *b, const void *p)
-{
-    const svc_user *u = p;
-    bz_buf_putc(b, '{');
-    jw_i64(b, "id", u->id);
-    if (u->email)
-        jw_str(b, "email", u->email);
-    jw_str(b, "name", u->name);
-    jw_time(b, "created_at", u->created_us);
-    bz_buf_putc(b, '}');
-}
 
 
 
@@ -22,9 +11,29 @@ void enc_user_json(bz_buf *b, const void *p)
 #define X__JSON_ID(n) jw_i64(b, #n, v->n);
 #define X__JSON_INT(n) jw_i64(b, #n, v->n);
 #define X__JSON_STR(n) jw_str(b, #n, v->n);
+#define X__JSON_OPT(n)                                                                                                \
+    if (v->n)                                                                                                         \
+        jw_str(b, #n, v->n);
 #define X__JSON_CUR(n) jw_str(b, #n, v->n);
 #define X__JSON_TIME(n) jw_time(b, #n "_at", v->n##_us);
+#define X__JSON_STATUS(n) jw_str(b, #n, v->n);
+#define X__JSON_LINES(x) x__lines_json(b, #x, v->x, v->n##x);
 #define X__JSON(kind, n) X__JSON_##kind(n)
+
+static void x__lines_json(bz_buf *b, const char *key, const svc_line *l, int n)
+{
+    jw_key(b, key);
+    bz_buf_putc(b, '[');
+    for (int i = 0; i < n; i++) {
+        jw_sep(b);
+        bz_buf_putc(b, '{');
+        jw_i64(b, "item_id", l[i].item_id);
+        jw_i64(b, "quantity", l[i].quantity);
+        jw_i64(b, "unit_price_cents", l[i].unit_price_cents);
+        bz_buf_putc(b, '}');
+    }
+    bz_buf_putc(b, ']');
+}
 #define X__JSON_ENCODER(fn, T, FIELDS)                                                                               \
     void fn(bz_buf *b, const void *p)                                                                                 \
     {                                                                                                                 \
@@ -33,35 +42,12 @@ void enc_user_json(bz_buf *b, const void *p)
         FIELDS(X__JSON)                                                                                               \
         bz_buf_putc(b, '}');                                                                                          \
     }
+X__JSON_ENCODER(enc_user_json, svc_user, SVC_USER_FIELDS)
 X__JSON_ENCODER(enc_account_json, svc_account, SVC_ACCOUNT_FIELDS)
 X__JSON_ENCODER(enc_transfer_json, svc_transfer, SVC_TRANSFER_FIELDS)
 X__JSON_ENCODER(enc_item_json, svc_item, SVC_ITEM_FIELDS)
+X__JSON_ENCODER(enc_order_json, svc_order, SVC_ORDER_FIELDS)
 
-void enc_order_json(bz_buf *b, const void *p)
-{
-    const svc_order *v = p;
-    bz_buf_putc(b, '{');
-    jw_i64(b, "id", v->id);
-    jw_i64(b, "customer_id", v->customer_id);
-    jw_i64(b, "account_id", v->account_id);
-    jw_str(b, "status", v->status);
-    jw_i64(b, "total_cents", v->total_cents);
-    jw_str(b, "currency", v->currency);
-    jw_key(b, "lines");
-    bz_buf_putc(b, '[');
-    for (int i = 0; i < v->nlines; i++) {
-        jw_sep(b);
-        bz_buf_putc(b, '{');
-        jw_i64(b, "item_id", v->lines[i].item_id);
-        jw_i64(b, "quantity", v->lines[i].quantity);
-        jw_i64(b, "unit_price_cents", v->lines[i].unit_price_cents);
-        bz_buf_putc(b, '}');
-    }
-    bz_buf_putc(b, ']');
-    jw_time(b, "created_at", v->created_us);
-    jw_time(b, "updated_at", v->updated_us);
-    bz_buf_putc(b, '}');
-}
 
 void enc_event_json(bz_buf *b, const void *p)
 {

@@ -77,15 +77,26 @@ int rest_ops_readyz(rest *R, http_req *r) { return ops_readyz(&(rest_x){.R = R, 
 #define X__OAS_STR(n) ",\"" #n "\":" STR
 #define X__OAS_CUR(n) ",\"" #n "\":" CUR
 #define X__OAS_TIME(n) ",\"" #n "_at\":" TS
+#define X__OAS_OPT(n) ",\"" #n "\":" STR
+#define X__OAS_STATUS(n) ",\"" #n "\":{\"enum\":[\"pending\",\"paid\",\"shipped\",\"cancelled\"]}"
+#define X__OAS_LINES(n) ",\"" #n "\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/OrderLine\"}}"
 #define X__OAS(kind, n) X__OAS_##kind(n)
+/* the public view: without the fields only some callers see */
+#define X__OAS_PUBLIC_OPT(n)
+#define X__OAS_PUBLIC(kind, n) X__OAS_PUBLIC_##kind(n)
+#define X__OAS_PUBLIC_ID X__OAS_ID
+#define X__OAS_PUBLIC_INT X__OAS_INT
+#define X__OAS_PUBLIC_STR X__OAS_STR
+#define X__OAS_PUBLIC_CUR X__OAS_CUR
+#define X__OAS_PUBLIC_TIME X__OAS_TIME
 #define OBJECT(props) "{\"type\":\"object\",\"properties\":{" props "}}"
 
 static const char schemas[] =
     "\"Problem\":{\"type\":\"object\",\"properties\":{\"type\":" STR ",\"title\":" STR ",\"status\":{\"type\":\"integer\"},"
     "\"detail\":" STR ",\"code\":" STR ",\"errors\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":"
     "{\"field\":" STR ",\"message\":" STR "}}}}},"
-    "\"User\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"email\":" STR ",\"name\":" STR ",\"created_at\":" TS "}},"
-    "\"PublicUser\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"name\":" STR ",\"created_at\":" TS "}},"
+    "\"User\":" OBJECT(SVC_USER_FIELDS(X__OAS)) ","
+    "\"PublicUser\":" OBJECT(SVC_USER_FIELDS(X__OAS_PUBLIC)) ","
     "\"PublicUserList\":" LIST("PublicUser") ","
     "\"Session\":{\"type\":\"object\",\"properties\":{\"token\":" STR ",\"expires_at\":" TS "}},"
     "\"Account\":" OBJECT(SVC_ACCOUNT_FIELDS(X__OAS)) ","
@@ -96,9 +107,7 @@ static const char schemas[] =
     "\"ItemPage\":" PAGE("Item") ","
     "\"OrderLine\":{\"type\":\"object\",\"properties\":{\"item_id\":" I64 ",\"quantity\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000},"
     "\"unit_price_cents\":" I64 "}},"
-    "\"Order\":{\"type\":\"object\",\"properties\":{\"id\":" I64 ",\"customer_id\":" I64 ",\"account_id\":" I64 ","
-    "\"status\":{\"enum\":[\"pending\",\"paid\",\"shipped\",\"cancelled\"]},\"total_cents\":" I64 ",\"currency\":" CUR ","
-    "\"lines\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/OrderLine\"}},\"created_at\":" TS ",\"updated_at\":" TS "}},"
+    "\"Order\":" OBJECT(SVC_ORDER_FIELDS(X__OAS)) ","
     "\"OrderPage\":" PAGE("Order") ","
     "\"Leaderboard\":{\"type\":\"object\",\"properties\":{\"data\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":"
     "{\"rank\":{\"type\":\"integer\"},\"user_id\":" I64 ",\"name\":" STR ",\"spent_cents\":" I64 "}}}}},"

@@ -74,7 +74,15 @@ static int dispatch(http_req *r, void *data)
     if (b->route->auth && who.user_id <= 0)
         return rest_fail(r, &(svc_err){.kind = SVC_UNAUTHENTICATED, .code = "unauthorized",
                                        .msg = "a valid bearer token is required"});
-    rest_x x = {.R = R, .r = r, .who = &who, .c = rest_call(r, &who)};
+    /* Field by field: an initializer would zero the 2.6 KB svc_err that
+     * svc_err_clear makes valid with five stores (measured: ~350
+     * instructions a request). */
+    rest_x x;
+    x.R = R;
+    x.r = r;
+    x.who = &who;
+    x.c = rest_call(r, &who);
+    x.id = 0;
     svc_err_clear(&x.e);
     if (b->has_id && !rest_path_id(r, "id", &x.id, &x.e))
         return rest_fail(r, &x.e);

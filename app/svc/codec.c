@@ -114,12 +114,16 @@ static const char *dec_status(svc_rd *r)
 #define X__ENC_STR(n) enc_cstr(b, v->n);
 #define X__ENC_CUR(n) enc_cstr(b, v->n);
 #define X__ENC_TIME(n) svc__enc_int(b, v->n##_us);
+#define X__ENC_STATUS(n) enc_cstr(b, v->n);
+#define X__ENC_LINES(n) /* after the fields */
 #define X__ENC(kind, n) X__ENC_##kind(n)
 #define X__DEC_ID(n) v->n = svc__dec_int(r);
 #define X__DEC_INT(n) v->n = svc__dec_int(r);
 #define X__DEC_STR(n) v->n = svc__dec_str(r, a, NULL);
 #define X__DEC_CUR(n) svc__dec_cur(r, v->n);
 #define X__DEC_TIME(n) v->n##_us = svc__dec_int(r);
+#define X__DEC_STATUS(n) v->n = dec_status(r);
+#define X__DEC_LINES(n) /* after the fields */
 #define X__DEC(kind, n) X__DEC_##kind(n)
 
 void svc__enc_account(bz_buf *b, const svc_account *v) { SVC_ACCOUNT_FIELDS(X__ENC) }
@@ -143,22 +147,11 @@ bool svc__dec_item(svc_rd *r, bz_arena *a, svc_item *v)
     return !r->bad;
 }
 
-
-
-
-
-
-
+/* The order's fields, then its lines (the record format stored records
+ * hold: lines last). */
 void svc__enc_order(bz_buf *b, const svc_order *v)
 {
-    svc__enc_int(b, v->id);
-    svc__enc_int(b, v->customer_id);
-    svc__enc_int(b, v->account_id);
-    enc_cstr(b, v->status);
-    svc__enc_int(b, v->total_cents);
-    enc_cstr(b, v->currency);
-    svc__enc_int(b, v->created_us);
-    svc__enc_int(b, v->updated_us);
+    SVC_ORDER_FIELDS(X__ENC)
     svc__enc_int(b, v->nlines);
     for (int i = 0; i < v->nlines; i++) {
         svc__enc_int(b, v->lines[i].item_id);
@@ -169,14 +162,7 @@ void svc__enc_order(bz_buf *b, const svc_order *v)
 
 bool svc__dec_order(svc_rd *r, bz_arena *a, svc_order *v)
 {
-    v->id = svc__dec_int(r);
-    v->customer_id = svc__dec_int(r);
-    v->account_id = svc__dec_int(r);
-    v->status = dec_status(r);
-    v->total_cents = svc__dec_int(r);
-    svc__dec_cur(r, v->currency);
-    v->created_us = svc__dec_int(r);
-    v->updated_us = svc__dec_int(r);
+    SVC_ORDER_FIELDS(X__DEC)
     int64_t n = svc__dec_int(r);
     if (r->bad || n < 0 || n > SVC_MAX_LINES)
         return r->bad = true, false;
@@ -223,24 +209,30 @@ static const char *col_str(db_rows *r, int col, bz_arena *a)
     return bz_arena_strndup(a, s, n);
 }
 
-void svc__row_user(db_rows *r, bz_arena *a, svc_user *u, bool with_email)
+static const char *x__row_status(db_rows *r, int col)
 {
-    u->id = db_col_int(r, 0);
-    u->email = with_email ? col_str(r, 1, a) : NULL;
-    u->name = col_str(r, 2, a);
-    u->created_us = db_col_time(r, 3);
+    size_t n;
+    const char *t = db_col_text(r, col, &n);
+    const char *st = svc__status_static(t, n);
+    return st ? st : "pending"; /* the CHECK constraint makes this unreachable */
 }
-
-
-
 
 /* A row of the model's columns (ITEM_COLS, ...) into its record. */
 #define X__ROW_ID(n) v->n = db_col_int(r, col++);
 #define X__ROW_INT(n) v->n = db_col_int(r, col++);
 #define X__ROW_STR(n) v->n = col_str(r, col++, a);
+#define X__ROW_OPT(n) v->n = shown ? col_str(r, col, a) : NULL, col++;
 #define X__ROW_CUR(n) col_cur(r, col++, v->n);
 #define X__ROW_TIME(n) v->n##_us = db_col_time(r, col++);
+#define X__ROW_STATUS(n) v->n = x__row_status(r, col++);
+#define X__ROW_LINES(n) /* the packed column after the fields */
 #define X__ROW(kind, n) X__ROW_##kind(n)
+
+void svc__row_user(db_rows *r, bz_arena *a, svc_user *v, bool shown)
+{
+    int col = 0;
+    SVC_USER_FIELDS(X__ROW)
+}
 
 void svc__row_account(db_rows *r, svc_account *v)
 {
@@ -285,20 +277,11 @@ void svc__enc_item_row(bz_buf *b, db_rows *r)
 void svc__row_order(db_rows *r, bz_arena *a, svc_order *v)
 {
     size_t n;
-    v->id = db_col_int(r, 0);
-    v->customer_id = db_col_int(r, 1);
-    v->account_id = db_col_int(r, 2);
-    const char *st = db_col_text(r, 3, &n);
-    v->status = svc__status_static(st, n);
-    if (!v->status)
-        v->status = "pending"; /* the CHECK constraint makes this unreachable */
-    v->total_cents = db_col_int(r, 4);
-    col_cur(r, 5, v->currency);
-    v->created_us = db_col_time(r, 6);
-    v->updated_us = db_col_time(r, 7);
+    int col = 0;
+    SVC_ORDER_FIELDS(X__ROW)
     /* packed lines "item:qty:price,..." */
-    const char *p = db_col_is_null(r, 8) ? "" : db_col_text(r, 8, &n);
-    if (db_col_is_null(r, 8))
+    const char *p = db_col_is_null(r, col) ? "" : db_col_text(r, col, &n);
+    if (db_col_is_null(r, col))
         n = 0;
     int cnt = n ? 1 : 0;
     for (size_t i = 0; i < n; i++)

@@ -13,11 +13,12 @@
 #define TOP_US 253402300799000000LL /* far-future keyset start (newest first) */
 #define BIG 9223372036854775807LL
 
-#define USER_COLS "id, email, name, created_at"
+#define USER_COLS SVC_USER_FIELDS(X__COL)
 /* The models' columns from their field lists (svc.h): "id, seller_id, ..." */
 #define X__COL_ID(n) #n
 #define X__COL_INT(n) ", " #n
 #define X__COL_STR(n) ", " #n
+#define X__COL_OPT(n) ", " #n
 #define X__COL_CUR(n) ", " #n
 #define X__COL_TIME(n) ", " #n "_at"
 #define X__COL(kind, n) X__COL_##kind(n)
@@ -144,7 +145,15 @@ const svc_sql SQL_LINE_INSERT = {"order line",
 #define LINES_PG                                                                                                 \
     "(SELECT string_agg(item_id || ':' || quantity || ':' || unit_price_cents, ',' ORDER BY line_no) "         \
     "FROM order_lines WHERE order_id = o.id)"
-#define O_COLS "o.id, o.customer_id, o.account_id, o.status, o.total_cents, o.currency, o.created_at, o.updated_at, "
+/* the order's own columns (its lines come packed after them) */
+#define X__OCOL_ID(n) "o." #n
+#define X__OCOL_INT(n) ", o." #n
+#define X__OCOL_STATUS(n) ", o." #n
+#define X__OCOL_CUR(n) ", o." #n
+#define X__OCOL_LINES(n)
+#define X__OCOL_TIME(n) ", o." #n "_at"
+#define X__OCOL(kind, n) X__OCOL_##kind(n)
+#define O_COLS SVC_ORDER_FIELDS(X__OCOL) ", "
 #define BY_ID " FROM orders o WHERE o.id = $1"
 #define ALL_ORDERS                                                                                               \
     " FROM orders o WHERE o.customer_id = $1 "                                                                   \

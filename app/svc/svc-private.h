@@ -115,6 +115,7 @@ bool svc__dec_event(svc_rd *r, svc_order_event *v);
 const char *svc__status_static(const char *s, size_t n);
 
 /* Rows into model values (column orders of sql.c), strings in the arena. */
+/* with_email: the OPT fields (the email) are read, else NULL */
 void svc__row_user(db_rows *r, bz_arena *a, svc_user *u, bool with_email);
 void svc__row_account(db_rows *r, svc_account *v);
 void svc__row_transfer(db_rows *r, svc_transfer *v);

@@ -193,9 +193,21 @@ typedef struct svc_page_in {
  *   ID    int64, the first column ("id")
  *   INT   int64
  *   STR   a string carved from the arena
+ *   OPT   the same, NULL when the caller may not see it (the user's
+ *         email): left out of JSON and of the public schema, "" in
+ *         protobuf, read from its column only when shown
  *   CUR   an ISO 4217 code (char[4])
+ *   STATUS an order status, a static string
+ *   LINES n##name and name: the order's lines (svc_line), written by
+ *         each consumer's LINES case; the record codec and the row put
+ *         them after every other field (the record format stays what
+ *         stored records hold)
  *   TIME  name##_us, microseconds since the epoch; name##_at in SQL,
  *         JSON and protobuf */
+#define SVC_USER_FIELDS(F) F(ID, id) F(OPT, email) F(STR, name) F(TIME, created)
+#define SVC_ORDER_FIELDS(F)                                                                                           \
+    F(ID, id) F(INT, customer_id) F(INT, account_id) F(STATUS, status) F(INT, total_cents) F(CUR, currency)           \
+    F(LINES, lines) F(TIME, created) F(TIME, updated)
 #define SVC_ACCOUNT_FIELDS(F) F(ID, id) F(INT, user_id) F(CUR, currency) F(INT, balance_cents) F(TIME, created)
 #define SVC_TRANSFER_FIELDS(F)                                                                                        \
     F(ID, id) F(INT, from_account_id) F(INT, to_account_id) F(INT, amount_cents) F(CUR, currency) F(TIME, created)
@@ -206,15 +218,17 @@ typedef struct svc_page_in {
 #define SVC_FIELD_ID(n) int64_t n;
 #define SVC_FIELD_INT(n) int64_t n;
 #define SVC_FIELD_STR(n) const char *n;
+#define SVC_FIELD_OPT(n) const char *n;
 #define SVC_FIELD_CUR(n) char n[4];
+#define SVC_FIELD_STATUS(n) const char *n; /* "pending" | "paid" | "shipped" | "cancelled" (static) */
+#define SVC_FIELD_LINES(x)                                                                                            \
+    int n##x;                                                                                                         \
+    struct svc_line *x;
 #define SVC_FIELD_TIME(n) int64_t n##_us;
 #define SVC_FIELD(kind, n) SVC_FIELD_##kind(n)
 
 typedef struct svc_user {
-    int64_t id;
-    const char *email;      /* NULL unless the caller may see it */
-    const char *name;
-    int64_t created_us;
+    SVC_USER_FIELDS(SVC_FIELD) /* email: NULL unless the caller may see it */
 } svc_user;
 
 typedef struct svc_session {
@@ -241,13 +255,7 @@ typedef struct svc_line {
 } svc_line;
 
 typedef struct svc_order {
-    int64_t id, customer_id, account_id;
-    const char *status;     /* "pending" | "paid" | "shipped" | "cancelled" (static) */
-    int64_t total_cents;
-    char currency[4];
-    int nlines;
-    svc_line *lines;
-    int64_t created_us, updated_us;
+    SVC_ORDER_FIELDS(SVC_FIELD)
 } svc_order;
 
 typedef struct svc_order_event {

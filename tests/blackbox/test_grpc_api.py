@@ -207,6 +207,13 @@ def test_accounts_create_list_get(srv):
     lst = call(srv, "AccountService/ListAccounts", token=c.token)
     assert sorted(x.id for x in lst.accounts) == sorted([a.id, b["id"]])
     assert [x["id"] for x in c.get("/v1/accounts").json()["data"]] == [x.id for x in lst.accounts]
+    # a key is honoured when sent: REST then gRPC
+    k = key()
+    r = c.post("/v1/accounts", {"currency": "GBP"}, key=k)
+    assert r.status_code == 201
+    again, cl = call(srv, "AccountService/CreateAccount", pb.CreateAccountRequest(currency="GBP"), token=c.token,
+                     idem=k, with_call=True)
+    assert again.id == r.json()["id"] and replayed(cl) == "true"
     got = call(srv, "AccountService/GetAccount", pb.GetAccountRequest(id=b["id"]), token=c.token)
     assert (got.id, got.currency) == (b["id"], "USD")
     fails(refused(srv, "AccountService/GetAccount", pb.GetAccountRequest(id=b["id"]), token=other.token),
@@ -450,8 +457,14 @@ def test_pay_and_cancel_order(srv):
     unauthenticated(srv, "OrderService/PayOrder", pb.PayOrderRequest(id=o.id))
     fails(refused(srv, "OrderService/PayOrder", pb.PayOrderRequest(id=o.id), token=seller.token),
           grpc.StatusCode.NOT_FOUND, "not_found")
-    paid = call(srv, "OrderService/PayOrder", pb.PayOrderRequest(id=o.id), token=buyer.token)
-    assert paid.id == o.id and paid.status == "paid"
+    k = key()
+    paid, cl = call(srv, "OrderService/PayOrder", pb.PayOrderRequest(id=o.id), token=buyer.token, idem=k,
+                    with_call=True)
+    assert paid.id == o.id and paid.status == "paid" and replayed(cl) is None
+    assert buyer.get("/v1/accounts/%d" % acct["id"]).json()["balance_cents"] == 400
+    # the same key over REST: the stored answer, no second payment
+    r = buyer.post("/v1/orders/%d/pay" % o.id, key=k)
+    assert r.status_code == 200 and r.headers.get("Idempotent-Replayed") == "true" and r.json()["status"] == "paid"
     assert buyer.get("/v1/accounts/%d" % acct["id"]).json()["balance_cents"] == 400
     fails(refused(srv, "OrderService/CancelOrder", pb.CancelOrderRequest(id=o.id), token=buyer.token),
           grpc.StatusCode.FAILED_PRECONDITION, "order_not_cancellable")

@@ -1754,6 +1754,97 @@ static void event_streams_are_capped_per_user(void **state)
     run(streams_body);
 }
 
+/* ---- the one watch loop (svc_orders_stream) ---- */
+
+typedef struct {
+    int ready, idle, stop_after_idle;
+    int nev;
+    const char *status[4];
+    svc_call *act_c; /* what ready does: cancel this order (an event to follow) */
+    int64_t act_order;
+} sink_log;
+
+static int sink_ready(void *arg)
+{
+    sink_log *l = arg;
+    l->ready++;
+    if (l->act_order) {
+        svc_order o;
+        svc_err e;
+        OK(svc_order_cancel(F.s, l->act_c, l->act_order, &o, &e));
+    }
+    return 0;
+}
+
+static int sink_event(void *arg, const svc_order_event *ev)
+{
+    sink_log *l = arg;
+    if (l->nev < 4)
+        l->status[l->nev] = ev->status;
+    l->nev++;
+    return 0;
+}
+
+static int sink_idle(void *arg)
+{
+    sink_log *l = arg;
+    return ++l->idle >= l->stop_after_idle && l->stop_after_idle > 0;
+}
+
+static void stream_body(void)
+{
+    svc_err e;
+    int64_t us = signup("s@example.com", "S"), ub = signup("b@example.com", "B");
+    svc_principal ps = who(us), pb = who(ub);
+    int64_t acct = open_account(&pb, "USD");
+    deposit(&pb, acct, 10000);
+    svc_item item;
+    svc_call cs = call(&ps);
+    svc_item_in ii = item_in("lamp-1", "Lamp", 100, "USD", 5);
+    OK(svc_item_create(F.s, &cs, &ii, &item, &e));
+    svc_order o;
+    svc_order_in oi = order_in(acct, 1);
+    line(&oi, 0, item.id, 1);
+    svc_call ck = key_call(&pb, "stream-order");
+    OK(svc_order_create(F.s, &ck, &oi, &o, &e));
+
+    /* subscribed, then the event, then quiet ticks until the sink stops it */
+    svc_call cb = call(&pb);
+    sink_log l = {.stop_after_idle = 2, .act_c = &cb, .act_order = o.id};
+    svc_watch_sink sink = {sink_ready, sink_event, sink_idle, &l};
+    OK(svc_orders_stream(F.s, &cb, ub, &sink, &e));
+    CHECK_INT(l.ready, 1);
+    CHECK_INT(l.nev, 1);
+    CHECK_STR(l.status[0], "cancelled");
+    CHECK_INT(l.idle, 2);
+    CHECK_INT(svc_streams_open(F.s, ub), 0); /* the lease went back */
+
+    /* refused before anything is sent: another user's events */
+    sink_log l2 = {.stop_after_idle = 1};
+    svc_watch_sink sink2 = {sink_ready, sink_event, sink_idle, &l2};
+    svc_call cs2 = call(&ps);
+    REFUSED(svc_orders_stream(F.s, &cs2, ub, &sink2, &e), SVC_NOT_FOUND, "not_found");
+    CHECK_INT(l2.ready, 0);
+
+    /* the caller's deadline ends it: timeout, after at least one quiet tick */
+    rt_ctx dl;
+    rt_ctx_init_timeout(&dl, &F.ctx, 1500 * BZ_NS_PER_MS);
+    svc_call cd = SVC_CALL(&dl, &F.arena, &pb);
+    sink_log l3 = {0};
+    svc_watch_sink sink3 = {sink_ready, sink_event, sink_idle, &l3};
+    REFUSED(svc_orders_stream(F.s, &cd, ub, &sink3, &e), SVC_TIMEOUT, "timeout");
+    rt_ctx_release(&dl);
+    CHECK_INT(l3.ready, 1);
+    CHECK(l3.idle >= 1);
+    CHECK_INT(svc_streams_open(F.s, ub), 0);
+}
+
+static void order_streams_are_one_loop(void **state)
+{
+    (void)state;
+    run(stream_body);
+}
+
 /* ---- idempotency retention ---- */
 
 static int dep_key(const svc_principal *p, int64_t acct, int64_t cents, const char *key, bool *replayed,
@@ -2018,6 +2109,7 @@ int main(void)
         cmocka_unit_test(cursors_are_opaque_and_scoped),
         cmocka_unit_test(auth_pool_is_bounded_and_apart),
         cmocka_unit_test(event_streams_are_capped_per_user),
+        cmocka_unit_test(order_streams_are_one_loop),
         cmocka_unit_test(idempotency_keys_expire_and_are_purged),
         cmocka_unit_test(password_change_ends_other_sessions),
         cmocka_unit_test(multiplied_entries_never_evict_sessions),
