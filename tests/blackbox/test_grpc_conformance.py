@@ -3,7 +3,8 @@
 addresses:
 
 * grpc-go (Debian's golang-google-grpc-dev 1.33, built offline by this
-  file from tests/blackbox/goclient) and python3-grpcio: expired
+  file from tests/blackbox/goclient), @grpc/grpc-js (npm,
+  tests/blackbox/grpcjs) and python3-grpcio: expired
   deadlines are DEADLINE_EXCEEDED, never CANCELLED; over-limit calls
   followed by a burst of calls on the same connection all succeed;
 * frames by hand (python3-h2's hyperframe + hpack): a stream past
@@ -138,6 +139,29 @@ def goclient(tmp_path_factory):
         r = subprocess.run([binary] + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
         assert r.returncode == 0, r.stderr[-3000:]
         return json.loads(r.stdout.strip().splitlines()[-1]), r.stderr
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def grpcjs():
+    """tests/blackbox/grpcjs/burst.js on @grpc/grpc-js, the copy npm ci puts
+    in tests/blackbox/reflection/node_modules (shared with the reflection
+    test's client, so no second lockfile)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        pytest.fail("node and npm are needed for the grpc-js client (scripts/deps.sh test)")
+    mods = os.path.join(HERE, "reflection", "node_modules")
+    if not os.path.isdir(os.path.join(mods, "@grpc", "grpc-js")):
+        r = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=os.path.join(HERE, "reflection"),
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, "npm ci failed:\n" + r.stdout + r.stderr
+
+    def run(*args, timeout=180):
+        r = subprocess.run([node, os.path.join(HERE, "grpcjs", "burst.js")] + [str(a) for a in args],
+                           env=dict(os.environ, NODE_PATH=mods), capture_output=True, text=True, timeout=timeout)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return json.loads(r.stdout.strip().splitlines()[-1])
 
     return run
 
@@ -380,6 +404,12 @@ def test_rest_early_answer_over_h2_lets_the_body_finish_then_resets_past_a_bound
     assert rst is not None and rst.error_code == NO_ERROR, sent
     assert (16 << 20) <= sent <= (17 << 20), sent
     h.close()
+
+
+@pytest.mark.parametrize("addr", ["grpc-addr", "http-addr"])
+def test_grpc_js_over_limit_calls_then_a_burst_on_one_connection(srv, grpcjs, addr):
+    codes = grpcjs("127.0.0.1:%d" % srv.ports[addr], 2 * MCS, 200)
+    assert codes == {"RESOURCE_EXHAUSTED": 2 * MCS, "OK": 200}, codes
 
 
 # ---- 4. gRPC-Web over HTTP/1.1: --grpc-max-recv-bytes, statuses with CORS ----
