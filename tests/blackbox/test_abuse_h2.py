@@ -91,6 +91,10 @@ class Bazaar:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.log.close()
+        log = open(self.log.name, errors="replace").read()
+        # a sanitizer build (make test-asan) reports here
+        assert "Sanitizer" not in log and "runtime error" not in log, log[-4000:]
 
 
 class RssWatch:
