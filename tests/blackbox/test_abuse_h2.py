@@ -621,6 +621,20 @@ def test_second_server_on_the_same_port_fails():
             assert len(lines) == 1 and "already in use" in lines[0], p.stderr
     finally:
         first.stop()
+    # Opted in on both sides, two servers share the port (a rolling restart).
+    a = Bazaar("--reuse-port", "on")
+    try:
+        d = tempfile.mkdtemp(prefix="bazaar-abuse-")
+        b = subprocess.Popen([os.path.join(BUILD, "bazaar"), "serve", "--threads", "2", "--reuse-port", "on",
+                              "--http-addr", "127.0.0.1:%d" % a.http_port, "--grpc-addr", "off",
+                              "--db", "sqlite://%s/b.db" % d, "--log-level", "warn"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(1.5)
+        assert b.poll() is None, b.stderr.read()
+        b.terminate()
+        assert b.wait(10) == 0
+    finally:
+        a.stop()
 
 
 def test_quiet_grpc_stream_ends_at_the_idle_timeout():
