@@ -97,11 +97,23 @@ void grpc_add_trailer_bin(grpc_call *c, const char *name, const uint8_t *data, s
  * 1 ok, 0 the body ended first, -1 error (status set). */
 static int fill(grpc_call *c, size_t want)
 {
-    char buf[16384];
     while (c->in.len - c->in_off < want) {
         if (c->eos)
             return 0;
-        ssize_t n = http_body_read(c->r, buf, sizeof buf);
+        /* Read straight into the buffer it ends up in (-text mode: the
+         * base64 buffer): no copy, and no 16 KiB stack buffer that every
+         * stream's coroutine would keep resident once it received data. */
+        bz_buf *into = c->mode == GRPC_MODE_WEB_TEXT ? &c->text : &c->in;
+        size_t room = into->cap > into->len + 1 ? into->cap - into->len - 1 : 0;
+        size_t need = want - (c->in.len - c->in_off);
+        if (room == 0 || (room < 4096 && room < need)) {
+            /* what is needed now, no more: a stream waiting for its first
+             * message holds no large buffer (an exactly sized message
+             * buffer is never grown) */
+            bz_buf_reserve(into, need > 64 ? need : 64);
+            room = into->cap - into->len - 1;
+        }
+        ssize_t n = http_body_read(c->r, into->data + into->len, room);
         if (n == 0) {
             c->eos = true;
             continue;
@@ -120,17 +132,16 @@ static int fill(grpc_call *c, size_t want)
                 grpc_finish(c, GRPC_CANCELLED, "the request stream ended abnormally");
             return -1;
         }
+        into->len += (size_t)n;
+        into->data[into->len] = '\0';
         if (c->mode == GRPC_MODE_WEB_TEXT) {
             /* decode whole 4-character groups; keep the rest for later */
-            bz_buf_append(&c->text, buf, (size_t)n);
             size_t whole = c->text.len / 4 * 4;
             if (whole && !grpc__b64_decode(c->text.data, whole, &c->in)) {
                 grpc_finish(c, GRPC_INVALID_ARGUMENT, "the grpc-web-text body is not base64");
                 return -1;
             }
             bz_buf_consume(&c->text, whole);
-        } else {
-            bz_buf_append(&c->in, buf, (size_t)n);
         }
     }
     return 1;

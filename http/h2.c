@@ -1204,7 +1204,7 @@ static void stall_check(rt_timer *t)
      * (its write deadline) leaves no output here, yet a client that reads
      * nothing keeps megabytes of socket buffer and the connection. */
     int q = kernel_outq(h);
-    if (q < h->outq_seen)
+    if (q >= 0 && q < h->outq_seen)
         h->progress_at = rt_now(); /* the client took some since the last look */
     h->outq_seen = q;
     if (!output_waiting(h) && q <= 0)
@@ -1319,7 +1319,7 @@ static void h2_timers(http__h2 *h)
         if (!rt_timer_armed(&h->stall)) {
             h->stall_mark = h->progress;
             h->progress_at = rt_now();
-            h->outq_seen = INT32_MAX;
+            h->outq_seen = kernel_outq(h);
             rt_timer_start(&h->stall, rt_now() + c->srv->o.write_timeout_ns);
         }
     } else if (rt_timer_armed(&h->stall) && kernel_outq(h) <= 0) {

@@ -34,6 +34,9 @@
 /* Output of pipelined responses a connection may queue before it stops
  * reading and serving until the client has taken it (API.md §10). */
 #define OUT_PENDING_MAX (1024 * 1024)
+/* How long one connection's coroutine may serve pipelined requests in a
+ * loop turn before it yields (the loop polls I/O every 0.5 ms anyway). */
+#define SERVE_SLICE_NS (500 * 1000)
 
 /* ---- buffers and bookkeeping ------------------------------------------------------------ */
 
@@ -766,6 +769,16 @@ static void conn_serve(void *p)
          * stop reading and serving until the client has taken them. */
         if (keep && c->out.len >= OUT_PENDING_MAX && out_flush(c) != 0)
             keep = false;
+        /* Fairness: a client pipelining requests as fast as we answer
+         * never makes this coroutine wait for input; past a slice of the
+         * loop's turn, send what is ready and let the others run.  (Only
+         * with more input at hand: a lone request pays no clock read.) */
+        if (keep && (c->rlen || c->io.readable) && bz_now_ns() - rt_now() > SERVE_SLICE_NS) {
+            if (out_flush(c) != 0)
+                keep = false;
+            else
+                rt_yield();
+        }
         if (!keep) {
             out_flush(c);
             if (!c->dead) {

@@ -91,6 +91,10 @@ class Bazaar:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.log.close()
+        log = open(self.log.name, errors="replace").read()
+        # a sanitizer build (make test-asan) reports here
+        assert "Sanitizer" not in log and "runtime error" not in log, log[-4000:]
 
 
 class RssWatch:
@@ -497,6 +501,37 @@ def test_idle_streams_past_the_process_budget_are_refused():
     assert_budgets(r)
 
 
+def test_pipelining_flood_does_not_hold_the_loop():
+    """Fairness: one HTTP/1.1 connection pipelining requests as fast as
+    they are answered never waits for input, so it must yield after a
+    slice of the loop's turn (it held the loop for hundreds of ms)."""
+    def attack(srv, stop):
+        s = socket.create_connection(("127.0.0.1", srv.http_port))
+        req = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 500
+
+        def reader():
+            while not stop.is_set():
+                try:
+                    if not s.recv(1 << 20):
+                        break
+                except OSError:
+                    break
+        th = threading.Thread(target=reader, daemon=True)
+        th.start()
+        n = 0
+        try:
+            while not stop.is_set():
+                s.sendall(req)
+                n += 500
+        except OSError:
+            pass
+        s.close()
+        return {"sent": n}
+    out, r = run_case("HTTP/1.1 pipelining flood", attack)
+    assert out.get("sent", 0) > 10000, out
+    assert_budgets(r)
+
+
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory):
     d = tmp_path_factory.mktemp("tls")
@@ -617,6 +652,20 @@ def test_second_server_on_the_same_port_fails():
             assert len(lines) == 1 and "already in use" in lines[0], p.stderr
     finally:
         first.stop()
+    # Opted in on both sides, two servers share the port (a rolling restart).
+    a = Bazaar("--reuse-port", "on")
+    try:
+        d = tempfile.mkdtemp(prefix="bazaar-abuse-")
+        b = subprocess.Popen([os.path.join(BUILD, "bazaar"), "serve", "--threads", "2", "--reuse-port", "on",
+                              "--http-addr", "127.0.0.1:%d" % a.http_port, "--grpc-addr", "off",
+                              "--db", "sqlite://%s/b.db" % d, "--log-level", "warn"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(1.5)
+        assert b.poll() is None, b.stderr.read()
+        b.terminate()
+        assert b.wait(10) == 0
+    finally:
+        a.stop()
 
 
 def test_quiet_grpc_stream_ends_at_the_idle_timeout():

@@ -321,6 +321,12 @@ static void config_defaults(void **state)
     assert_int_equal(c.max_body_bytes, 1048576);
     assert_int_equal(c.max_conns, 10000);
     assert_int_equal(c.h2_max_concurrent_streams, 128);
+    assert_int_equal(c.max_streams, 2048);
+    assert_int_equal(c.conn_buffer_bytes, 8 << 20);
+    assert_int_equal(c.buffer_bytes, 64 << 20);
+    assert_int_equal(c.reuse_port, 0);
+    assert_true(c.tls_handshake_timeout_ns == 3 * BZ_NS_PER_S);
+    assert_int_equal(c.tls_max_handshakes, 128);
     assert_int_equal(c.rate_limit.count, 0);
     assert_int_equal(c.login_rate_limit.count, 10);
     assert_true(c.login_rate_limit.window_ns == 60 * BZ_NS_PER_S);
@@ -338,7 +344,8 @@ static void config_flags_env_precedence(void **state)
     setenv("BAZAAR_THREADS", "3", 1);
     setenv("BAZAAR_H2_MAX_CONCURRENT_STREAMS", "16", 1);
     setenv("BAZAAR_MAX_CONNS", "20", 1);
-    assert_int_equal(parse(&c, err, "serve", "--threads", "2", "--grpc-addr=off", "--cache",
+    setenv("BAZAAR_REUSE_PORT", "on", 1);
+    assert_int_equal(parse(&c, err, "serve", "--threads", "2", "--grpc-addr=off", "--max-streams", "300", "--cache",
                            "redis://127.0.0.1:6379/0", "--read-timeout", "1m30s", "--cache-max-memory",
                            "64KiB", "--cache-eviction", "volatile-ttl", "--login-rate-limit", "5/h",
                            "--log-level", "debug", NULL),
@@ -346,6 +353,8 @@ static void config_flags_env_precedence(void **state)
     assert_int_equal(c.db_max_open, 7); /* from the environment */
     assert_int_equal(c.h2_max_concurrent_streams, 16);
     assert_int_equal(c.max_conns, 20);
+    assert_int_equal(c.reuse_port, 1);
+    assert_int_equal(c.max_streams, 300);
     assert_int_equal(c.threads, 2);     /* flag beats environment */
     assert_string_equal(c.grpc_addr, "");
     assert_string_equal(c.cache, "redis://127.0.0.1:6379/0");
@@ -359,6 +368,7 @@ static void config_flags_env_precedence(void **state)
     unsetenv("BAZAAR_THREADS");
     unsetenv("BAZAAR_H2_MAX_CONCURRENT_STREAMS");
     unsetenv("BAZAAR_MAX_CONNS");
+    unsetenv("BAZAAR_REUSE_PORT");
     assert_int_equal(parse(&c, err, "seed", "--users", "5", "--items", "9", "--orders", "3", "--seed", "42", NULL), 0);
     assert_int_equal(c.command, BZ_CMD_SEED);
     assert_int_equal(c.seed_users, 5);
@@ -401,6 +411,11 @@ static void config_rejects_bad_values(void **state)
         {"--max-conns", "-3", "--max-conns"},
         {"--max-conns", "many", "--max-conns"},
         {"--max-conns", "1000001", "--max-conns"},
+        {"--reuse-port", "maybe", "--reuse-port"},
+        {"--max-streams", "0", "--max-streams"},
+        {"--conn-buffer-bytes", "1KiB", "--conn-buffer-bytes"},
+        {"--tls-handshake-timeout", "0", "--tls-handshake-timeout"},
+        {"--tls-max-handshakes", "none", "--tls-max-handshakes"},
         {"--bogus", "1", "--bogus"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
