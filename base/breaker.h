@@ -77,6 +77,12 @@ typedef struct bz_breaker {
 
 /* failures 0 disables it (bz_breaker_allow always passes). */
 void bz_breaker_init(bz_breaker *b, const char *name, int failures, int64_t open_ns);
+/* The deadline a probe gets: the probe interval, but at least 1 s (a
+ * connect to a live server that is far away must fit in it). */
+static inline int64_t bz_breaker_probe_timeout(const bz_breaker *b)
+{
+    return b->open_ns > 1000000000LL ? b->open_ns : 1000000000LL;
+}
 /* Whether a call may go now.  On REJECT, *retry_ns (if not NULL) gets how
  * long until a probe may go (at least 1 ms). */
 bz_breaker_verdict bz_breaker_allow(bz_breaker *b, int64_t now, int64_t *retry_ns);

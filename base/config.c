@@ -58,7 +58,7 @@ static const flagdef flags[] = {
                                                                  "a user's own reads after a write still see it; replica down or lagging: reads go to --db"},
     {"db-read-max-lag", T_DURATION, "5s", OFF(db_read_max_lag_ns), 1, C_SERVE, "with --db-read-url: a replica further behind the primary than this serves no reads"},
     {"breaker-failures", T_INT, "3", OFF(breaker_failures), 0, C_SERVE, "calls in a row to PostgreSQL (each pool: primary, replica) or Redis that get no answer in time (deadline missed, connect unfinished) before its circuit breaker opens and requests needing it fail fast with 503 unavailable (or one such call, when the dependency answered nothing for half its wait or more); 0 = no breakers"},
-    {"breaker-probe-interval", T_DURATION, "1s", OFF(breaker_probe_interval_ns), 1, C_SERVE, "how long an open circuit breaker fails calls fast before one probe (SELECT 1 / PING in the background, bounded by this too) checks the dependency; its answer closes the breaker"},
+    {"breaker-probe-interval", T_DURATION, "1s", OFF(breaker_probe_interval_ns), 1, C_SERVE, "how long an open circuit breaker fails calls fast before one probe (SELECT 1 / PING in the background, bounded by this too, at least 1 s) checks the dependency; its answer closes the breaker"},
     {"read-header-timeout", T_DURATION, "5s", OFF(read_header_timeout_ns), 0, C_SERVE, "time to receive the request line and headers"},
     {"read-timeout", T_DURATION, "15s", OFF(read_timeout_ns), 0, C_SERVE, "time to receive the whole request"},
     {"write-timeout", T_DURATION, "30s", OFF(write_timeout_ns), 0, C_SERVE, "time to write the response"},

@@ -25,7 +25,7 @@
  * waited at least HANG_MIN_NS and got no reply, a connect whose setup timed
  * out — and, open, fails commands at once while one probe at a time (a
  * PING in a coroutine of its own, started by the caller that was handed
- * the probe, with the probe interval as its deadline: no request waits on
+ * the probe, with the probe interval (≥ 1 s) as its deadline: no request waits on
  * it) checks whether Redis answers again.  Any reply (an error reply too)
  * closes it; a refused or reset connection is neutral (the backoff above
  * handles it). */
@@ -533,7 +533,7 @@ static void probe_task(void *p)
 {
     rb *b = p;
     rt_ctx ctx;
-    rt_ctx_init_timeout(&ctx, NULL, b->brk.open_ns);
+    rt_ctx_init_timeout(&ctx, NULL, bz_breaker_probe_timeout(&b->brk));
     const char *a[] = {"PING"};
     int argc = 1;
     redisReply *rep = NULL;

@@ -106,7 +106,7 @@ db_stats db_get_stats(db *d);
  * answer in time open it (0: none), or one such call when the server
  * answered nothing during the second half of its wait (base/breaker.h);
  * open, every call fails at once (BZ_ERR_UNAVAILABLE, err->retry_ms set)
- * while a probe (SELECT 1, bounded by open_ns) is sent every open_ns until
+ * while a probe (SELECT 1, bounded by open_ns, at least 1 s) is sent every open_ns until
  * one gets an answer.  name labels it ("db", "db_read"). */
 void db_set_breaker(db *d, const char *name, int failures, int64_t open_ns);
 /* The pool's circuit breaker (its state and counters, for /readyz and

@@ -199,7 +199,7 @@ static void sweep(void *p)
  * acquire() asks the breaker before anything else (while it is closed: one
  * atomic load); refused, the caller fails at once.  The caller that is
  * handed the probe fails at once too, and starts the probe: a coroutine of
- * its own (probe_task) that runs SELECT 1 with the probe interval as its
+ * its own (probe_task) that runs SELECT 1 with the probe interval (≥ 1 s) as its
  * deadline — so no request ever waits on a server that may still be
  * frozen, and no request that joined another's work (a cache
  * single-flight) waits on it either.  (Off a loop, at start-up, the caller
@@ -250,7 +250,7 @@ static void probe_task(void *p)
 {
     db *d = p;
     rt_ctx ctx;
-    rt_ctx_init_timeout(&ctx, NULL, d->brk.open_ns);
+    rt_ctx_init_timeout(&ctx, NULL, bz_breaker_probe_timeout(&d->brk));
     bz_error e;
     int64_t t0 = bz_now_ns();
     db_conn *c;

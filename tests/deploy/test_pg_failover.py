@@ -261,7 +261,9 @@ def test_read_replica_down_or_hung_reads_go_to_primary(pair):
     """A replica that refuses connections, or one that stops answering
     (network blackholed) mid-run: reads still answer 200 with the right
     data — within about a second while the hang is being found out, at once
-    after — and the replica URL's password never reaches the log."""
+    after; the replica's circuit breaker opens (/readyz names it and stays
+    200) and closes once the network heals — and the replica URL's password
+    never reaches the log."""
     db = newdb(pair)
     secret = "pw-%s" % uuid.uuid4().hex[:10]
     px = Proxy(pair.standby.port)
@@ -288,7 +290,16 @@ def test_read_replica_down_or_hung_reads_go_to_primary(pair):
         print("reads while the replica hangs: %s s" % ", ".join("%.2f" % x for x in slow))
         assert max(slow) < 1.0 + 0.8, slow       # REPLICA_READ_NS, then the primary
         assert max(slow[-5:]) < 0.5, slow         # found out: straight to the primary
+        # the replica's circuit breaker is open: named by /readyz, which
+        # stays 200 (reads go to the primary), and counted in /metrics
+        st, _, body = harness.get(srv.url + "/readyz", 5)
+        assert st == 200 and b'"open_breakers":["db_read"]' in body, (st, body)
+        st, _, body = harness.get(srv.url + "/metrics", 5)
+        assert b'bazaar_breaker_state{dependency="db_read"} 0' not in body, body[-3000:]
+        assert b'bazaar_breaker_transitions_total{dependency="db_read",to="open"} 0' not in body
         px.heal()
+        ok = wait_for(lambda: b"open_breakers" not in harness.get(srv.url + "/readyz", 5)[2], 10, 0.1)
+        assert ok, "the replica's breaker did not close after the network healed"
     finally:
         c.close()
         srv.close()
