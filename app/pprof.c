@@ -41,6 +41,18 @@
 
 #define PROFILE_MAX_SECONDS 300
 
+/* Under AddressSanitizer, SIGPROF on coroutine stacks yields false
+ * "unknown-crash" reports in ordinary request frames (reproduced on the
+ * commit before this endpoint existed, with LD_PRELOAD=libprofiler.so.0
+ * CPUPROFILE=...): sanitizer builds answer 501 instead of dying. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define PROFILE_UNDER_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define PROFILE_UNDER_SANITIZER 1
+#endif
+#endif
+
 /* ---- CPU profile -------------------------------------------------------------------- */
 
 static struct {
@@ -127,6 +139,9 @@ static int h_profile(http_req *r, void *data)
             return http_send_problem(r, 400, "invalid_argument", "seconds: want a whole number from 1 to 300");
         seconds = v;
     }
+#ifdef PROFILE_UNDER_SANITIZER
+    return http_send_problem(r, 501, "unavailable", "CPU profiles are off in sanitizer builds (SIGPROF on coroutine stacks)");
+#endif
     pthread_once(&prof.once, x__load_profiler);
     if (!prof.lib)
         return http_send_problem(r, 501, "unavailable",

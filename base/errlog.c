@@ -4,29 +4,32 @@
 #include "base/clock.h"
 
 #include <pthread.h>
-#include <stdio.h>
 #include <string.h>
 
 static pthread_mutex_t lk = PTHREAD_MUTEX_INITIALIZER;
 static bz_errlog_entry ring[BZ_ERRLOG_MAX];
 static int64_t added;
 
+/* Truncating copy: no printf machinery, since a load of 404s pays it
+ * per request (snprintf was ~2,000 instructions for the five fields). */
 static void x__copy(char *dst, size_t cap, const char *src)
 {
-    snprintf(dst, cap, "%s", src ? src : "");
+    size_t n = src ? strnlen(src, cap - 1) : 0;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
 }
 
 void bz_errlog_add(const char *where, int status, const char *code, const char *trace_id, const char *message)
 {
-    bz_errlog_entry e;
-    e.time_us = bz_wall_us();
-    x__copy(e.where, sizeof e.where, where);
-    e.status = status;
-    x__copy(e.code, sizeof e.code, code);
-    x__copy(e.trace_id, sizeof e.trace_id, trace_id);
-    x__copy(e.message, sizeof e.message, message);
+    int64_t now = bz_wall_us();
     pthread_mutex_lock(&lk);
-    ring[added % BZ_ERRLOG_MAX] = e;
+    bz_errlog_entry *e = &ring[added % BZ_ERRLOG_MAX]; /* filled in place: a few hundred bytes */
+    e->time_us = now;
+    x__copy(e->where, sizeof e->where, where);
+    e->status = status;
+    x__copy(e->code, sizeof e->code, code);
+    x__copy(e->trace_id, sizeof e->trace_id, trace_id);
+    x__copy(e->message, sizeof e->message, message);
     added++;
     pthread_mutex_unlock(&lk);
 }

@@ -106,13 +106,14 @@ void db__probe_begin(db__probe *p, const char *sql)
     p->t0 = bz_now_ns();
 }
 
+/* The first bucket whose bound 2^b µs is >= the duration (NB: beyond). */
 static int x__bucket(int64_t ns)
 {
-    int64_t us = ns / 1000;
-    int b = 0;
-    while (b < NB && us > ((int64_t)1 << b))
-        b++;
-    return b;
+    uint64_t us = ns > 0 ? (uint64_t)ns / 1000 : 0;
+    if (us <= 1)
+        return 0;
+    int b = 64 - __builtin_clzll(us - 1); /* ceil(log2(us)) */
+    return b < NB ? b : NB;
 }
 
 void db__probe_end(db__probe *p, int rc, int64_t rows)

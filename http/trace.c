@@ -8,7 +8,6 @@
 #include "base/log.h"
 
 #include <pthread.h>
-#include <stdio.h>
 #include <string.h>
 
 static const bz_trace *current_trace(void)
@@ -37,11 +36,15 @@ void http__errlog(const http_req *r, int status, const char *code, const char *d
 {
     if (status < 400)
         return;
-    char where[112];
-    if (r->pattern && strchr(r->pattern, ' '))
-        snprintf(where, sizeof where, "%s", r->pattern);
-    else
-        snprintf(where, sizeof where, "%.*s %.*s", (int)(r->method.n < 16 ? r->method.n : 16), r->method.p,
-                 (int)(r->path.n < 90 ? r->path.n : 90), r->path.p);
+    if (r->pattern && strchr(r->pattern, ' ')) {
+        bz_errlog_add(r->pattern, status, code, r->trace.trace_id, detail);
+        return;
+    }
+    char where[112]; /* "METHOD /path" (truncated) when no route matched */
+    size_t m = r->method.n < 16 ? r->method.n : 16, p = r->path.n < 90 ? r->path.n : 90;
+    memcpy(where, r->method.p, m);
+    where[m] = ' ';
+    memcpy(where + m + 1, r->path.p, p);
+    where[m + 1 + p] = '\0';
     bz_errlog_add(where, status, code, r->trace.trace_id, detail);
 }

@@ -208,6 +208,11 @@ def test_console_in_headless_chromium_moves_under_load(srv):
 def test_cpu_profile_under_load_names_hot_functions(srv, tmp_path):
     go = shutil.which("go")
     assert go, "go (Debian golang-go) is needed for go tool pprof"
+    st, _, b = get(srv.admin, "/debug/pprof/profile?seconds=99999")
+    assert st == 400
+    st, _, b = get(srv.admin, "/debug/pprof/profile?seconds=1", timeout=30)
+    if st == 501 and b"sanitizer" in b:
+        pytest.skip("CPU profiles are off in sanitizer builds")
     load = Load(srv)
     try:
         st, h, prof = get(srv.admin, "/debug/pprof/profile?seconds=4", timeout=30)
@@ -251,6 +256,30 @@ def test_cpu_profile_under_load_names_hot_functions(srv, tmp_path):
 def test_heap_profile_says_why_not_on_glibc(srv):
     st, _, b = get(srv.admin, "/debug/pprof/heap")
     assert st == 501 and b"tcmalloc" in b
+
+
+def test_heap_profile_on_tcmalloc_reads_in_pprof(tmp_path, monkeypatch):
+    go = shutil.which("go")
+    assert go, "go (Debian golang-go) is needed for go tool pprof"
+    assert subprocess.run(["sh", "-c", "ldconfig -p | grep -q libtcmalloc.so.4"]).returncode == 0, \
+        "libtcmalloc.so.4 (Debian libgoogle-perftools4) is needed"
+    if harness.BUILD.rstrip("/").endswith(("asan", "tsan")):
+        pytest.skip("tcmalloc cannot replace the sanitizers' allocator")
+    monkeypatch.setenv("LD_PRELOAD", "libtcmalloc.so.4")
+    monkeypatch.setenv("HEAPPROFILE", str(tmp_path / "hp"))
+    s = admin_server(grpc=False)
+    monkeypatch.delenv("LD_PRELOAD")
+    try:
+        for i in range(30):
+            s.request("GET", "/v1/items/%d" % (500 + i))
+        r = subprocess.run([go, "tool", "pprof", "-top", "http://127.0.0.1:%d/debug/pprof/heap" % s.admin],
+                           capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, HOME=str(tmp_path), GOCACHE=str(tmp_path / "gocache")))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "Type: inuse_space" in r.stdout
+        assert "conn_serve" in r.stdout or "metrics_mw" in r.stdout or "svc_open" in r.stdout, r.stdout
+    finally:
+        s.close()
 
 
 # ---- the coroutine dump and the slow-query log on a frozen PostgreSQL ----------------------------------------
