@@ -4,7 +4,7 @@
  * passwords.  Nothing outside app/svc/ includes it but the fuzz target
  * (the record codec and cursors take client-influenced bytes).  Its
  * functions are the service's internals: `svc__name`, as the tree names
- * internals (`http__`, `x__`); `svc_` is the service's API (svc.h).
+ * internals (`x__`); `svc_` is the service's API (svc.h).
  */
 #ifndef APP_SVC_PRIVATE_H
 #define APP_SVC_PRIVATE_H
