@@ -16,7 +16,7 @@ int accounts_create(rest_x *x)
     rest_call_headers(x->r, &x->c);
     if (rc != 0)
         return rest_fail(x->r, &x->e);
-    return rest_send(x->r, 201, enc_account_json, &a, "/v1/accounts/", a.id);
+    return rest_send(x->r, 201, rest_json_account, &a, "/v1/accounts/", a.id);
 }
 
 int accounts_list(rest_x *x)
@@ -25,7 +25,7 @@ int accounts_list(rest_x *x)
     int n;
     if (svc_accounts_list(x->R->s, &x->c, &v, &n, &x->e) != 0)
         return rest_fail(x->r, &x->e);
-    return rest_send_list(x->r, enc_account_json, v, sizeof *v, n, false, NULL);
+    return rest_send_list(x->r, rest_json_account, v, sizeof *v, n, false, NULL);
 }
 
 int accounts_get(rest_x *x)
@@ -33,7 +33,7 @@ int accounts_get(rest_x *x)
     svc_account a;
     if (svc_account_get(x->R->s, &x->c, x->id, &a, &x->e) != 0)
         return rest_fail(x->r, &x->e);
-    return rest_send(x->r, 200, enc_account_json, &a, NULL, 0);
+    return rest_send(x->r, 200, rest_json_account, &a, NULL, 0);
 }
 
 int accounts_deposit(rest_x *x)
@@ -49,7 +49,7 @@ int accounts_deposit(rest_x *x)
     rest_call_headers(x->r, &x->c);
     if (rc != 0)
         return rest_fail(x->r, &x->e);
-    return rest_send(x->r, 201, enc_account_json, &a, "/v1/accounts/", a.id);
+    return rest_send(x->r, 201, rest_json_account, &a, "/v1/accounts/", a.id);
 }
 
 int transfers_create(rest_x *x)
@@ -66,7 +66,7 @@ int transfers_create(rest_x *x)
     rest_call_headers(x->r, &x->c);
     if (rc != 0)
         return rest_fail(x->r, &x->e);
-    return rest_send(x->r, 201, enc_transfer_json, &t, "/v1/transfers/", t.id);
+    return rest_send(x->r, 201, rest_json_transfer, &t, "/v1/transfers/", t.id);
 }
 
 int transfers_get(rest_x *x)
@@ -74,7 +74,7 @@ int transfers_get(rest_x *x)
     svc_transfer t;
     if (svc_transfer_get(x->R->s, &x->c, x->id, &t, &x->e) != 0)
         return rest_fail(x->r, &x->e);
-    return rest_send(x->r, 200, enc_transfer_json, &t, NULL, 0);
+    return rest_send(x->r, 200, rest_json_transfer, &t, NULL, 0);
 }
 
 int transfers_list(rest_x *x)
@@ -85,5 +85,5 @@ int transfers_list(rest_x *x)
     svc_transfer_page p;
     if (svc_transfers_list(x->R->s, &x->c, x->id, &pg, &p, &x->e) != 0)
         return rest_fail(x->r, &x->e);
-    return rest_send_list(x->r, enc_transfer_json, p.data, sizeof *p.data, p.n, true, p.next_cursor);
+    return rest_send_list(x->r, rest_json_transfer, p.data, sizeof *p.data, p.n, true, p.next_cursor);
 }

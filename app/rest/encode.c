@@ -42,14 +42,14 @@ static void x__lines_json(bz_buf *b, const char *key, const svc_line *l, int n)
         FIELDS(X__JSON)                                                                                               \
         bz_buf_putc(b, '}');                                                                                          \
     }
-X__JSON_ENCODER(enc_user_json, svc_user, SVC_USER_FIELDS)
-X__JSON_ENCODER(enc_account_json, svc_account, SVC_ACCOUNT_FIELDS)
-X__JSON_ENCODER(enc_transfer_json, svc_transfer, SVC_TRANSFER_FIELDS)
-X__JSON_ENCODER(enc_item_json, svc_item, SVC_ITEM_FIELDS)
-X__JSON_ENCODER(enc_order_json, svc_order, SVC_ORDER_FIELDS)
+X__JSON_ENCODER(rest_json_user, svc_user, SVC_USER_FIELDS)
+X__JSON_ENCODER(rest_json_account, svc_account, SVC_ACCOUNT_FIELDS)
+X__JSON_ENCODER(rest_json_transfer, svc_transfer, SVC_TRANSFER_FIELDS)
+X__JSON_ENCODER(rest_json_item, svc_item, SVC_ITEM_FIELDS)
+X__JSON_ENCODER(rest_json_order, svc_order, SVC_ORDER_FIELDS)
 
 
-void enc_event_json(bz_buf *b, const void *p)
+void rest_json_event(bz_buf *b, const void *p)
 {
     const svc_order_event *v = p;
     bz_buf_putc(b, '{');
@@ -59,7 +59,7 @@ void enc_event_json(bz_buf *b, const void *p)
     bz_buf_putc(b, '}');
 }
 
-void enc_spender_json(bz_buf *b, const void *p)
+void rest_json_spender(bz_buf *b, const void *p)
 {
     const svc_spender *v = p;
     bz_buf_putc(b, '{');

@@ -66,7 +66,7 @@ int items_get(rest_x *x)
     bz_str inm = http_header_get(x->r, "If-None-Match");
     if (inm.p && rest_none_match(inm, etag))
         return http_send(x->r, 304, NULL, NULL, 0);
-    return rest_send(x->r, 200, enc_item_json, &it, NULL, 0);
+    return rest_send(x->r, 200, rest_json_item, &it, NULL, 0);
 }
 
 int items_list(rest_x *x)
@@ -78,7 +78,7 @@ int items_list(rest_x *x)
     svc_item_page p;
     if (svc_items_list(x->R->s, &x->c, &q, &p, &x->e) != 0)
         return rest_fail(x->r, &x->e);
-    return rest_send_list(x->r, enc_item_json, p.data, sizeof *p.data, p.n, true, p.next_cursor);
+    return rest_send_list(x->r, rest_json_item, p.data, sizeof *p.data, p.n, true, p.next_cursor);
 }
 
 static void read_item(json_t *j, bool reals, bool full, svc_item_in *in, svc_err *e)
@@ -105,7 +105,7 @@ static int write_item(rest_x *x, bool create, bool full)
     rest_call_headers(x->r, &x->c);
     if (rc != 0)
         return rest_fail(x->r, &x->e);
-    return rest_send(x->r, create ? 201 : 200, enc_item_json, &it, create ? "/v1/items/" : NULL, it.id);
+    return rest_send(x->r, create ? 201 : 200, rest_json_item, &it, create ? "/v1/items/" : NULL, it.id);
 }
 
 int items_create(rest_x *x) { return write_item(x, true, true); }

@@ -47,7 +47,7 @@ int orders_create(rest_x *x)
     rest_call_headers(x->r, &x->c);
     if (rc != 0)
         return rest_fail(x->r, e);
-    return rest_send(x->r, 201, enc_order_json, &o, "/v1/orders/", o.id);
+    return rest_send(x->r, 201, rest_json_order, &o, "/v1/orders/", o.id);
 }
 
 int orders_get(rest_x *x)
@@ -56,7 +56,7 @@ int orders_get(rest_x *x)
     if (svc_order_get(x->R->s, &x->c, x->id, &o, &x->e) != 0)
         return rest_fail(x->r, &x->e);
     rest_call_headers(x->r, &x->c);
-    return rest_send(x->r, 200, enc_order_json, &o, NULL, 0);
+    return rest_send(x->r, 200, rest_json_order, &o, NULL, 0);
 }
 
 int orders_list(rest_x *x)
@@ -67,7 +67,7 @@ int orders_list(rest_x *x)
     if (svc_orders_list(x->R->s, &x->c, x->id, rest_query_str(x->r, L_ORDERS_STATUS), &pg, &p, &hit, &x->e) != 0)
         return rest_fail(x->r, &x->e);
     http_add_header(x->r, "Cache-Status", hit ? "bazaar; hit" : "bazaar; fwd=miss");
-    return rest_send_list(x->r, enc_order_json, p.data, sizeof *p.data, p.n, true, p.next_cursor);
+    return rest_send_list(x->r, rest_json_order, p.data, sizeof *p.data, p.n, true, p.next_cursor);
 }
 
 /* pay and cancel: the same shape, another service function */
@@ -78,7 +78,7 @@ static int change_state(rest_x *x, int (*op)(svc *, svc_call *, int64_t, svc_ord
     rest_call_headers(x->r, &x->c);
     if (rc != 0)
         return rest_fail(x->r, &x->e);
-    return rest_send(x->r, 200, enc_order_json, &o, NULL, 0);
+    return rest_send(x->r, 200, rest_json_order, &o, NULL, 0);
 }
 
 int orders_pay(rest_x *x) { return change_state(x, svc_order_pay); }
@@ -129,7 +129,7 @@ static int sse_event(void *arg, const svc_order_event *ev)
     sse_state *st = arg;
     static const char head[] = "event: order\ndata: ";
     bz_buf_clear(&st->msg);
-    enc_event_json(&st->msg, ev);
+    rest_json_event(&st->msg, ev);
     http_write(st->r, head, sizeof head - 1);
     http_write(st->r, st->msg.data, st->msg.len);
     http_write(st->r, "\n\n", 2);
@@ -170,5 +170,5 @@ int leaderboard_get(rest_x *x)
     int n;
     if (svc_leaderboard(x->R->s, &x->c, cur, lim, &top, &n, &x->e) != 0)
         return rest_fail(x->r, &x->e);
-    return rest_send_list(x->r, enc_spender_json, top, sizeof *top, n, false, NULL);
+    return rest_send_list(x->r, rest_json_spender, top, sizeof *top, n, false, NULL);
 }

@@ -99,13 +99,13 @@ svc_page_in rest_page(http_req *r, svc_err *e);
 bool rest_path_id(http_req *r, const char *name, int64_t *id, svc_err *e);
 
 /* ---- encoders (encode.c): each takes the model struct its name says ---- */
-void enc_user_json(bz_buf *b, const void *svc_user_v);
-void enc_account_json(bz_buf *b, const void *svc_account_v);
-void enc_transfer_json(bz_buf *b, const void *svc_transfer_v);
-void enc_item_json(bz_buf *b, const void *svc_item_v);
-void enc_order_json(bz_buf *b, const void *svc_order_v);
-void enc_event_json(bz_buf *b, const void *svc_order_event_v);
-void enc_spender_json(bz_buf *b, const void *svc_spender_v);
+void rest_json_user(bz_buf *b, const void *svc_user_v);
+void rest_json_account(bz_buf *b, const void *svc_account_v);
+void rest_json_transfer(bz_buf *b, const void *svc_transfer_v);
+void rest_json_item(bz_buf *b, const void *svc_item_v);
+void rest_json_order(bz_buf *b, const void *svc_order_v);
+void rest_json_event(bz_buf *b, const void *svc_order_event_v);
+void rest_json_spender(bz_buf *b, const void *svc_spender_v);
 
 /* ---- handlers, by file ---- */
 /* the operations' handlers: app/ops.def's REST column */

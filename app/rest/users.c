@@ -14,7 +14,7 @@ int users_create(rest_x *x)
     svc_user u;
     if (svc_user_create(x->R->s, &x->c, &in, &u, &x->e) != 0)
         return rest_fail(x->r, &x->e);
-    return rest_send(x->r, 201, enc_user_json, &u, "/v1/users/", u.id);
+    return rest_send(x->r, 201, rest_json_user, &u, "/v1/users/", u.id);
 }
 
 int users_get(rest_x *x)
@@ -22,7 +22,7 @@ int users_get(rest_x *x)
     svc_user u;
     if (svc_user_profile(x->R->s, &x->c, x->id, &u, &x->e) != 0)
         return rest_fail(x->r, &x->e);
-    return rest_send(x->r, 200, enc_user_json, &u, NULL, 0);
+    return rest_send(x->r, 200, rest_json_user, &u, NULL, 0);
 }
 
 int users_find(rest_x *x)
@@ -31,7 +31,7 @@ int users_find(rest_x *x)
     bool found;
     if (svc_user_find(x->R->s, &x->c, rest_query_str(x->r, L_USERS_EMAIL), &u, &found, &x->e) != 0)
         return rest_fail(x->r, &x->e);
-    return rest_send_list(x->r, enc_user_json, &u, sizeof u, found ? 1 : 0, false, NULL);
+    return rest_send_list(x->r, rest_json_user, &u, sizeof u, found ? 1 : 0, false, NULL);
 }
 
 int users_me(rest_x *x)
@@ -39,7 +39,7 @@ int users_me(rest_x *x)
     svc_user u;
     if (svc_user_me(x->R->s, &x->c, &u, &x->e) != 0)
         return rest_fail(x->r, &x->e);
-    return rest_send(x->r, 200, enc_user_json, &u, NULL, 0);
+    return rest_send(x->r, 200, rest_json_user, &u, NULL, 0);
 }
 
 int users_patch(rest_x *x)
@@ -54,7 +54,7 @@ int users_patch(rest_x *x)
     svc_user u;
     if (svc_user_patch_op(x->R->s, &x->c, x->id, &in, &u, &x->e) != 0)
         return rest_fail(x->r, &x->e);
-    return rest_send(x->r, 200, enc_user_json, &u, NULL, 0);
+    return rest_send(x->r, 200, rest_json_user, &u, NULL, 0);
 }
 
 int sessions_create(rest_x *x)

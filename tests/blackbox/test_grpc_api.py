@@ -580,3 +580,19 @@ def test_public_profile_on_rest_own_email_on_get_user(srv):
     assert "email" not in c.get("/v1/users/%d" % u["id"]).json()
     assert call(srv, "UserService/GetUser", pb.GetUserRequest(id=u["id"]), token=c.token).email == u["email"]
     assert call(srv, "UserService/GetUser", pb.GetUserRequest(id=u["id"])).email == ""
+
+
+def test_ids_that_name_nothing_are_not_found(srv):
+    """REST answers 404 for a path id that is not a positive number; over
+    gRPC such an id reaches the service, which finds nothing."""
+    c, u = new_user(srv)
+    for method, req in [("AccountService/GetAccount", pb.GetAccountRequest(id=0)),
+                        ("AccountService/Deposit", pb.DepositRequest(account_id=-5, amount_cents=5)),
+                        ("AccountService/GetTransfer", pb.GetTransferRequest(id=-1)),
+                        ("AccountService/ListTransfers", pb.ListTransfersRequest(account_id=0)),
+                        ("ItemService/UpdateItem", pb.UpdateItemRequest(id=0, stock={"value": 1})),
+                        ("ItemService/DeleteItem", pb.DeleteItemRequest(id=-1)),
+                        ("OrderService/PayOrder", pb.PayOrderRequest(id=0)),
+                        ("OrderService/CancelOrder", pb.CancelOrderRequest(id=-1)),
+                        ("UserService/UpdateUser", pb.UpdateUserRequest(id=0, name={"value": "x"}))]:
+        fails(refused(srv, method, req, token=c.token, idem=key()), grpc.StatusCode.NOT_FOUND, "not_found")
