@@ -438,10 +438,14 @@ static int finish(grpc_call *c, grpc_code code, const char *msg, const uint8_t *
 {
     if (c->finished)
         return 0;
-    if (code == GRPC_CANCELLED && rt_ctx_err(&c->ctx) == ETIMEDOUT) {
+    if ((code == GRPC_CANCELLED || code == GRPC_UNAVAILABLE) && rt_ctx_err(&c->ctx) == ETIMEDOUT) {
         /* A handler whose sends failed cannot tell an expired deadline from
-         * a client's reset; the context can: a call past its deadline ended
-         * by it, and gRPC clients expect DEADLINE_EXCEEDED. */
+         * a client's reset, nor a database connect the deadline cut short
+         * from a database that is down; the context can: a call past its
+         * deadline ended by it, and gRPC clients expect DEADLINE_EXCEEDED
+         * (they report it themselves once their own timer fires, so any
+         * other status only races it).  Other statuses stand: they are
+         * answers, not failures to answer. */
         code = GRPC_DEADLINE_EXCEEDED;
         msg = "deadline exceeded";
     }

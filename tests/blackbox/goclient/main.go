@@ -51,13 +51,17 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: goclient deadline|burst ADDR ...")
 		os.Exit(2)
 	}
-	conn, err := grpc.Dial(os.Args[2], grpc.WithInsecure(), grpc.WithBlock(),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{}), grpc.MaxCallSendMsgSize(64<<20)))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "dial:", err)
-		os.Exit(1)
+	dial := func() *grpc.ClientConn {
+		conn, err := grpc.Dial(os.Args[2], grpc.WithInsecure(), grpc.WithBlock(),
+			grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{}), grpc.MaxCallSendMsgSize(64<<20)))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dial:", err)
+			os.Exit(1)
+		}
+		return conn
 	}
-	defer conn.Close()
+	conn := dial()
+	defer func() { conn.Close() }()
 	counts := map[string]int{}
 	var mu sync.Mutex
 	count := func(err error) {
@@ -78,6 +82,11 @@ func main() {
 			deadlines = []time.Duration{time.Minute}
 		}
 		for _, d := range deadlines {
+			// one connection per deadline: each call that expires is a
+			// RST_STREAM, and a few hundred in a second on one connection
+			// is what the server's rapid-reset guard counts
+			conn.Close()
+			conn = dial()
 			for i := 0; i < n; i++ {
 				ctx, cancel := context.WithTimeout(context.Background(), d)
 				st, err := conn.NewStream(ctx, desc, "/bazaar.v1.UserService/ListUsers")
