@@ -2990,8 +2990,11 @@ CASE(superseded_order_pages_are_dropped)
     SQLITE(multiplied_entries_never_evict_sessions)                                                 \
     BOTH(superseded_order_pages_are_dropped)
 
-#define UNIT(name) cmocka_unit_test(name),
-#define NONE(name)
+/* Case names carry the backend, so a failure line says where it failed
+ * (cmocka 1.1.5 prints no group name). */
+#define ON_SQLITE(fn) {.name = "sqlite/" #fn, .test_func = fn},
+#define ON_POSTGRES(fn) {.name = "postgres/" #fn, .test_func = fn},
+#define NONE(fn)
 
 static int setup_sqlite(void **state)
 {
@@ -3012,14 +3015,18 @@ int main(void)
     if (sodium_init() < 0)
         return 1;
     bz_log_setup(BZ_LOG_WARN, bz_log_default_format()); /* not every case's migrations */
-    const struct CMUnitTest on_sqlite[] = {SVC_CASES(UNIT, UNIT)};
-    const struct CMUnitTest on_postgres[] = {SVC_CASES(UNIT, NONE)};
+    const struct CMUnitTest on_sqlite[] = {SVC_CASES(ON_SQLITE, ON_SQLITE)};
+    const struct CMUnitTest on_postgres[] = {SVC_CASES(ON_POSTGRES, NONE)};
+    printf("svc/sqlite: SQLite in a temporary file per case, the memory cache\n");
+    fflush(stdout);
     int fails = cmocka_run_group_tests_name("svc/sqlite", on_sqlite, setup_sqlite, NULL);
     if (!getenv("BAZAAR_TEST_PG_URL") || !getenv("BAZAAR_TEST_REDIS_URL")) {
         fprintf(stderr, "svc/postgres: BAZAAR_TEST_PG_URL or BAZAAR_TEST_REDIS_URL not set, not run "
                         "(run under tests/with_services.sh, as make unit does)\n");
         return fails;
     }
+    printf("svc/postgres: PostgreSQL (a schema per case), Redis (database %d, flushed per case)\n", SVC_REDIS_DB);
+    fflush(stdout);
     fails += cmocka_run_group_tests_name("svc/postgres", on_postgres, setup_postgres, NULL);
     return fails;
 }
