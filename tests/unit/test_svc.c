@@ -126,8 +126,10 @@ typedef struct backend {
 
 static backend g_be;
 
-/* The Redis database the cases use (flushed by each fixture): not 0,
- * which test_cache.c shares between its runs with per-process keys. */
+/* The Redis database the cases use, flushed by each fixture.  The Redis
+ * is this run's own (tests/with_services.sh starts one per run), and the
+ * database is not 0, where the unit suites run before this one
+ * (test_cache.c) keep their per-process keys. */
 #define SVC_REDIS_DB 5
 
 /* ---- the fixture: a fresh database, a fresh cache, the service ---- */
