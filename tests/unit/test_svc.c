@@ -145,7 +145,7 @@ typedef struct fx {
     bool ctx_on;
     bz_arena arena; /* results of the case's calls */
     char path[64];
-    svc_watch *watch;     /* closed by the fixture, even after a failure */
+    svc_watch *watch; /* closed by the fixture, even after a failure */
     svc_watch *watches[4];
     int keyn;
 } fx;
@@ -178,7 +178,8 @@ static long long redis_cmd(const char *cmd)
     if (r == 0)
         r = rconn_read_reply(rc, &F.ctx, dl, &r2);
     long long v = -1;
-    bool ok = r == 0 && r1->type == REDIS_REPLY_STATUS && (r2->type == REDIS_REPLY_STATUS || r2->type == REDIS_REPLY_INTEGER);
+    bool ok = r == 0 && r1->type == REDIS_REPLY_STATUS &&
+              (r2->type == REDIS_REPLY_STATUS || r2->type == REDIS_REPLY_INTEGER);
     if (ok)
         v = r2->type == REDIS_REPLY_INTEGER ? r2->integer : 0;
     if (r1)
@@ -873,7 +874,8 @@ CASE(transfer_from_another_users_account_is_not_found)
     svc_err e;
     svc_transfer t;
     parties w = two_parties(true);
-    REFUSED(xfer(&w.pa, w.b1, w.a1, 100, &t, &e), SVC_NOT_FOUND, "not_found"); /* Bob's account, Alice calling */
+    REFUSED(xfer(&w.pa, w.b1, w.a1, 100, &t, &e), SVC_NOT_FOUND,
+            "not_found"); /* Bob's account, Alice calling */
     check_untouched(&w);
 }
 
@@ -1295,8 +1297,8 @@ CASE(another_users_order_is_not_found)
     REFUSED(svc_order_get(F.s, &c, 999999, &o, &e), SVC_NOT_FOUND, "not_found");
     svc_order_page page;
     svc_page_in pg = {INT_ABSENT, {NULL, 0, SVC_ABSENT}};
-    REFUSED(svc_orders_list(F.s, &c, w.ub, (svc_str){NULL, 0, SVC_ABSENT}, &pg, &page, &hit, &e), SVC_NOT_FOUND,
-            "not_found");
+    REFUSED(svc_orders_list(F.s, &c, w.ub, (svc_str){NULL, 0, SVC_ABSENT}, &pg, &page, &hit, &e),
+            SVC_NOT_FOUND, "not_found");
     CHECK_STR(get_order(&w.pb, o1.id).status, "paid");
     CHECK_STR(get_order(&w.pb, o2.id).status, "cancelled");
     CHECK_INT(stock_of(w.item.id), 3);
@@ -1397,7 +1399,8 @@ CASE(orders_list_cursor_belongs_to_its_filter)
     OK(svc_orders_list(F.s, &c, w.ub, (svc_str){NULL, 0, SVC_ABSENT}, &two, &page, &hit, &e));
     CHECK(page.next_cursor != NULL);
     two.cursor = S(page.next_cursor);
-    REFUSED(svc_orders_list(F.s, &c, w.ub, S("shipped"), &two, &page, &hit, &e), SVC_INVALID, "invalid_cursor");
+    REFUSED(svc_orders_list(F.s, &c, w.ub, S("shipped"), &two, &page, &hit, &e), SVC_INVALID,
+            "invalid_cursor");
 }
 
 /* The events of a watch opened before anything happens: o1 paid (once,
@@ -2648,7 +2651,8 @@ CASE(password_hashing_pool_is_bounded_and_apart)
     svc_session ses;
     svc_err e;
     OK(svc_session_create(F.s, &c, &li, &ses, &e));
-    fprintf(stderr, "auth pool (%s): %d of %d sign-ups refused overloaded; a deposit took %lld ms meanwhile\n",
+    fprintf(stderr,
+            "auth pool (%s): %d of %d sign-ups refused overloaded; a deposit took %lld ms meanwhile\n",
             g_be.name, refused, NFLOOD, (long long)took_ms);
 }
 
@@ -2896,100 +2900,100 @@ CASE(superseded_order_pages_are_dropped)
 /* Every case, with where it runs: BOTH backends, or SQLITE's group only
  * (the comment at the case says why). */
 #define SVC_CASES(BOTH, SQLITE)                                                                              \
-    BOTH(second_account_in_a_currency_already_exists)                                               \
-    BOTH(account_currency_must_be_an_upper_case_code)                                               \
-    BOTH(deposit_needs_an_idempotency_key)                                                          \
-    BOTH(deposit_to_another_users_account_is_not_found)                                             \
-    BOTH(deposit_must_be_positive)                                                                  \
-    BOTH(deposits_add_to_an_empty_new_account)                                                      \
-    BOTH(transfer_moves_money_in_either_lock_order)                                                 \
-    BOTH(transfer_beyond_the_balance_is_insufficient_funds)                                         \
-    BOTH(transfer_between_currencies_is_refused)                                                    \
-    BOTH(transfer_to_own_account_is_refused)                                                        \
-    BOTH(transfer_from_another_users_account_is_not_found)                                          \
-    BOTH(transfer_to_a_missing_account_is_not_found)                                                \
-    BOTH(transfer_needs_an_idempotency_key)                                                         \
-    BOTH(transfer_names_every_bad_field)                                                            \
-    BOTH(anonymous_transfer_is_unauthenticated)                                                     \
-    BOTH(another_users_account_is_not_found)                                                        \
-    BOTH(transfer_is_visible_to_both_parties)                                                       \
-    BOTH(transfers_conserve_money_under_concurrency)                                                \
-    BOTH(new_item_has_the_fields_it_was_given)                                                      \
-    BOTH(item_sku_is_unique)                                                                        \
-    BOTH(watching_another_users_orders_is_not_found)                                                \
-    BOTH(order_reserves_stock_without_paying)                                                       \
-    BOTH(order_replay_reserves_once)                                                                \
-    BOTH(pay_debits_the_buyer_and_credits_the_seller)                                               \
-    BOTH(paying_a_paid_order_again_moves_nothing)                                                   \
-    BOTH(paid_order_cannot_be_cancelled)                                                            \
-    BOTH(cancel_returns_the_reserved_stock)                                                         \
-    BOTH(cancelled_order_cannot_be_paid)                                                            \
-    BOTH(cancelling_twice_restocks_once)                                                            \
-    BOTH(order_beyond_the_stock_reserves_nothing)                                                   \
-    BOTH(unaffordable_order_is_refused_at_pay_and_stays_pending)                                    \
-    BOTH(leaderboard_counts_paid_orders_only)                                                       \
-    BOTH(another_users_order_is_not_found)                                                          \
-    BOTH(ordering_on_another_users_account_is_not_found)                                            \
-    BOTH(worker_ships_paid_orders_only)                                                             \
-    BOTH(orders_list_by_status_sees_the_shipment)                                                   \
-    BOTH(orders_list_is_newest_first_in_pages)                                                      \
-    BOTH(orders_list_cursor_belongs_to_its_filter)                                                  \
-    BOTH(order_events_arrive_once_each_in_order)                                                    \
-    BOTH(deposit_replay_has_one_effect)                                                             \
-    BOTH(transfer_replay_returns_the_same_transfer)                                                 \
-    BOTH(key_reused_for_another_request_is_refused)                                                 \
-    BOTH(stored_refusal_replays_even_once_it_would_succeed)                                         \
-    BOTH(refusal_before_money_moves_is_stored_too)                                                  \
-    BOTH(idempotency_keys_are_per_user)                                                             \
-    BOTH(malformed_idempotency_key_is_refused)                                                      \
-    BOTH(concurrent_requests_with_one_key_have_one_effect)                                          \
-    BOTH(limits_table_holds_the_documented_bounds)                                                  \
-    BOTH(signup_names_every_bad_field_at_once)                                                      \
-    BOTH(user_name_counts_characters_not_bytes)                                                     \
-    BOTH(password_needs_eight_characters)                                                           \
-    BOTH(email_is_unique_ignoring_case)                                                             \
-    BOTH(order_needs_lines)                                                                         \
-    BOTH(order_line_quantity_must_be_positive)                                                      \
-    BOTH(order_names_every_bad_field)                                                               \
-    BOTH(order_with_too_many_lines_is_invalid)                                                      \
-    BOTH(order_at_the_limits_is_valid_input)                                                        \
-    BOTH(item_names_every_bad_field)                                                                \
-    BOTH(undecoded_field_is_refused_once)                                                           \
-    BOTH(decoder_violation_joins_the_operations_own)                                                \
-    BOTH(decoder_violation_alone_still_refuses)                                                     \
-    BOTH(undecoded_order_integer_is_reported_once)                                                  \
-    BOTH(undecoded_field_of_a_single_field_operation_refuses)                                       \
-    BOTH(anonymous_caller_is_refused_without_decoder_violations)                                    \
-    BOTH(invalid_input_does_not_use_up_an_idempotency_key)                                          \
-    BOTH(users_list_streams_public_fields_in_id_order)                                              \
-    BOTH(users_list_starts_after_an_id)                                                             \
-    BOTH(users_list_honours_its_limit)                                                              \
-    BOTH(users_list_stops_when_emit_says_so)                                                        \
-    BOTH(users_list_refuses_a_caller_already_gone)                                                  \
-    BOTH(users_list_stops_when_the_caller_goes_mid_stream)                                          \
-    BOTH(users_list_refuses_a_passed_deadline)                                                      \
-    BOTH(login_checks_the_password_and_ignores_email_case)                                          \
-    BOTH(logout_ends_the_session)                                                                   \
-    BOTH(password_change_ends_the_other_sessions)                                                   \
-    BOTH(rename_ends_no_session)                                                                    \
-    BOTH(logout_removes_the_session_from_the_users_set)                                             \
-    BOTH(import_counts_and_explains_each_rejection)                                                 \
-    BOTH(import_results_accumulate_across_batches)                                                  \
-    BOTH(import_creates_each_good_item_once)                                                        \
-    BOTH(item_reads_miss_then_hit_the_cache)                                                        \
-    BOTH(item_change_invalidates_its_cache_entry)                                                   \
-    BOTH(deleted_item_is_gone_and_frees_its_sku)                                                    \
-    BOTH(items_pages_follow_an_opaque_cursor)                                                       \
-    BOTH(altered_cursor_is_refused)                                                                 \
-    BOTH(cursor_of_one_list_is_refused_by_another)                                                  \
-    BOTH(page_limit_comes_from_the_table)                                                           \
-    BOTH(password_hashing_pool_is_bounded_and_apart)                                                \
-    BOTH(stream_past_the_cap_is_refused)                                                            \
-    BOTH(stream_cap_is_per_user)                                                                    \
-    BOTH(closed_stream_frees_its_slot)                                                              \
-    BOTH(idempotency_key_past_its_retention_is_new_again)                                           \
-    BOTH(purge_deletes_only_expired_idempotency_records)                                            \
-    SQLITE(multiplied_entries_never_evict_sessions)                                                 \
+    BOTH(second_account_in_a_currency_already_exists)                                                        \
+    BOTH(account_currency_must_be_an_upper_case_code)                                                        \
+    BOTH(deposit_needs_an_idempotency_key)                                                                   \
+    BOTH(deposit_to_another_users_account_is_not_found)                                                      \
+    BOTH(deposit_must_be_positive)                                                                           \
+    BOTH(deposits_add_to_an_empty_new_account)                                                               \
+    BOTH(transfer_moves_money_in_either_lock_order)                                                          \
+    BOTH(transfer_beyond_the_balance_is_insufficient_funds)                                                  \
+    BOTH(transfer_between_currencies_is_refused)                                                             \
+    BOTH(transfer_to_own_account_is_refused)                                                                 \
+    BOTH(transfer_from_another_users_account_is_not_found)                                                   \
+    BOTH(transfer_to_a_missing_account_is_not_found)                                                         \
+    BOTH(transfer_needs_an_idempotency_key)                                                                  \
+    BOTH(transfer_names_every_bad_field)                                                                     \
+    BOTH(anonymous_transfer_is_unauthenticated)                                                              \
+    BOTH(another_users_account_is_not_found)                                                                 \
+    BOTH(transfer_is_visible_to_both_parties)                                                                \
+    BOTH(transfers_conserve_money_under_concurrency)                                                         \
+    BOTH(new_item_has_the_fields_it_was_given)                                                               \
+    BOTH(item_sku_is_unique)                                                                                 \
+    BOTH(watching_another_users_orders_is_not_found)                                                         \
+    BOTH(order_reserves_stock_without_paying)                                                                \
+    BOTH(order_replay_reserves_once)                                                                         \
+    BOTH(pay_debits_the_buyer_and_credits_the_seller)                                                        \
+    BOTH(paying_a_paid_order_again_moves_nothing)                                                            \
+    BOTH(paid_order_cannot_be_cancelled)                                                                     \
+    BOTH(cancel_returns_the_reserved_stock)                                                                  \
+    BOTH(cancelled_order_cannot_be_paid)                                                                     \
+    BOTH(cancelling_twice_restocks_once)                                                                     \
+    BOTH(order_beyond_the_stock_reserves_nothing)                                                            \
+    BOTH(unaffordable_order_is_refused_at_pay_and_stays_pending)                                             \
+    BOTH(leaderboard_counts_paid_orders_only)                                                                \
+    BOTH(another_users_order_is_not_found)                                                                   \
+    BOTH(ordering_on_another_users_account_is_not_found)                                                     \
+    BOTH(worker_ships_paid_orders_only)                                                                      \
+    BOTH(orders_list_by_status_sees_the_shipment)                                                            \
+    BOTH(orders_list_is_newest_first_in_pages)                                                               \
+    BOTH(orders_list_cursor_belongs_to_its_filter)                                                           \
+    BOTH(order_events_arrive_once_each_in_order)                                                             \
+    BOTH(deposit_replay_has_one_effect)                                                                      \
+    BOTH(transfer_replay_returns_the_same_transfer)                                                          \
+    BOTH(key_reused_for_another_request_is_refused)                                                          \
+    BOTH(stored_refusal_replays_even_once_it_would_succeed)                                                  \
+    BOTH(refusal_before_money_moves_is_stored_too)                                                           \
+    BOTH(idempotency_keys_are_per_user)                                                                      \
+    BOTH(malformed_idempotency_key_is_refused)                                                               \
+    BOTH(concurrent_requests_with_one_key_have_one_effect)                                                   \
+    BOTH(limits_table_holds_the_documented_bounds)                                                           \
+    BOTH(signup_names_every_bad_field_at_once)                                                               \
+    BOTH(user_name_counts_characters_not_bytes)                                                              \
+    BOTH(password_needs_eight_characters)                                                                    \
+    BOTH(email_is_unique_ignoring_case)                                                                      \
+    BOTH(order_needs_lines)                                                                                  \
+    BOTH(order_line_quantity_must_be_positive)                                                               \
+    BOTH(order_names_every_bad_field)                                                                        \
+    BOTH(order_with_too_many_lines_is_invalid)                                                               \
+    BOTH(order_at_the_limits_is_valid_input)                                                                 \
+    BOTH(item_names_every_bad_field)                                                                         \
+    BOTH(undecoded_field_is_refused_once)                                                                    \
+    BOTH(decoder_violation_joins_the_operations_own)                                                         \
+    BOTH(decoder_violation_alone_still_refuses)                                                              \
+    BOTH(undecoded_order_integer_is_reported_once)                                                           \
+    BOTH(undecoded_field_of_a_single_field_operation_refuses)                                                \
+    BOTH(anonymous_caller_is_refused_without_decoder_violations)                                             \
+    BOTH(invalid_input_does_not_use_up_an_idempotency_key)                                                   \
+    BOTH(users_list_streams_public_fields_in_id_order)                                                       \
+    BOTH(users_list_starts_after_an_id)                                                                      \
+    BOTH(users_list_honours_its_limit)                                                                       \
+    BOTH(users_list_stops_when_emit_says_so)                                                                 \
+    BOTH(users_list_refuses_a_caller_already_gone)                                                           \
+    BOTH(users_list_stops_when_the_caller_goes_mid_stream)                                                   \
+    BOTH(users_list_refuses_a_passed_deadline)                                                               \
+    BOTH(login_checks_the_password_and_ignores_email_case)                                                   \
+    BOTH(logout_ends_the_session)                                                                            \
+    BOTH(password_change_ends_the_other_sessions)                                                            \
+    BOTH(rename_ends_no_session)                                                                             \
+    BOTH(logout_removes_the_session_from_the_users_set)                                                      \
+    BOTH(import_counts_and_explains_each_rejection)                                                          \
+    BOTH(import_results_accumulate_across_batches)                                                           \
+    BOTH(import_creates_each_good_item_once)                                                                 \
+    BOTH(item_reads_miss_then_hit_the_cache)                                                                 \
+    BOTH(item_change_invalidates_its_cache_entry)                                                            \
+    BOTH(deleted_item_is_gone_and_frees_its_sku)                                                             \
+    BOTH(items_pages_follow_an_opaque_cursor)                                                                \
+    BOTH(altered_cursor_is_refused)                                                                          \
+    BOTH(cursor_of_one_list_is_refused_by_another)                                                           \
+    BOTH(page_limit_comes_from_the_table)                                                                    \
+    BOTH(password_hashing_pool_is_bounded_and_apart)                                                         \
+    BOTH(stream_past_the_cap_is_refused)                                                                     \
+    BOTH(stream_cap_is_per_user)                                                                             \
+    BOTH(closed_stream_frees_its_slot)                                                                       \
+    BOTH(idempotency_key_past_its_retention_is_new_again)                                                    \
+    BOTH(purge_deletes_only_expired_idempotency_records)                                                     \
+    SQLITE(multiplied_entries_never_evict_sessions)                                                          \
     BOTH(superseded_order_pages_are_dropped)
 
 /* Case names carry the backend, so a failure line says where it failed
@@ -3027,7 +3031,8 @@ int main(void)
                         "(run under tests/with_services.sh, as make unit does)\n");
         return fails;
     }
-    printf("svc/postgres: PostgreSQL (a schema per case), Redis (database %d, flushed per case)\n", SVC_REDIS_DB);
+    printf("svc/postgres: PostgreSQL (a schema per case), Redis (database %d, flushed per case)\n",
+           SVC_REDIS_DB);
     fflush(stdout);
     fails += cmocka_run_group_tests_name("svc/postgres", on_postgres, setup_postgres, NULL);
     return fails;
