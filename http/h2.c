@@ -1562,7 +1562,8 @@ bool http__h2_upgrade(http_conn *c, http_req *r, const char *rest, size_t nrest)
                                          arena_str(&s->arena, (const uint8_t *)r->headers[i].value.p,
                                                    r->headers[i].value.n)};
     }
-    if (nghttp2_session_upgrade2(h->ses, settings, (size_t)ns, r->head || bz_str_eq_c(r->method, "HEAD"), s) != 0) {
+    /* (r->head is not set yet on this path: the method says it) */
+    if (nghttp2_session_upgrade2(h->ses, settings, (size_t)ns, bz_str_eq_c(r->method, "HEAD"), s) != 0) {
         /* Settings nghttp2 refuses: the 101 is out, so end it as HTTP/2. */
         stream_free(s);
         h2_close_with(h, NGHTTP2_PROTOCOL_ERROR, "bad HTTP2-Settings");

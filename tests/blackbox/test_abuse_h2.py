@@ -697,3 +697,34 @@ def test_quiet_grpc_stream_ends_at_the_idle_timeout():
         assert took < 4, took
     finally:
         srv.stop()
+
+
+def test_process_buffer_budget_refuses_large_messages():
+    """--buffer-bytes is per process: while one connection holds a large
+    message's reservation, a large message on another connection that
+    would pass the budget gets RESOURCE_EXHAUSTED at once (small ones
+    still pass)."""
+    import grpc
+    srv = Bazaar("--buffer-bytes", "4MiB")
+    try:
+        a = Raw(srv.grpc_port)
+        a.send(a.headers(1, grpc_head("/bazaar.v1.ItemService/LookupItems")),
+               DataFrame(1, data=b"\x00" + struct.pack(">I", 4 * MiB - 16) + b"\x00" * 8000))
+        time.sleep(0.3)
+        ch = grpc.insecure_channel("127.0.0.1:%d" % srv.grpc_port)
+        look = ch.stream_stream("/bazaar.v1.ItemService/LookupItems", request_serializer=lambda b: b,
+                                response_deserializer=lambda b: b)
+        t0 = time.time()
+        with pytest.raises(grpc.RpcError) as e:
+            list(look(iter([b"\x0a" + varint(100000) + b"x" * 100000]), timeout=10))
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value
+        assert "retry later" in e.value.details()
+        assert time.time() - t0 < 2
+        # the health check (a small message) is not affected
+        check = ch.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
+                               response_deserializer=lambda b: b)
+        assert check(b"", timeout=5) == b"\x08\x01"
+        ch.close()
+        a.close()
+    finally:
+        srv.stop()
