@@ -91,6 +91,11 @@ typedef struct http__h2_guard {
     bool pad_es;        /* that frame has END_STREAM */
     uint32_t pad_len;   /* its payload length */
     int64_t wu_credit;  /* WINDOW_UPDATEs the DATA we sent may explain */
+    /* Whether a client RST_STREAM of stream id is expected rather than
+     * abuse (h2.c: the stream's own deadline has come); such resets are
+     * not counted.  NULL: every reset counts. */
+    bool (*reset_expected)(void *arg, uint32_t stream_id, int64_t now);
+    void *reset_arg;
     const char *why;    /* what tripped, for the log */
 } http__h2_guard;
 

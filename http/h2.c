@@ -539,6 +539,24 @@ static void req_build(h2_stream *s, bool end_stream)
 
 static void stream_run(void *p);
 
+/* The flood guard asks whether a client's RST_STREAM is the normal end of
+ * a call whose deadline came: the stream is running, at least 1 ms old
+ * (so a reset right behind its HEADERS always counts), and in the last
+ * quarter (at least the last 5 ms) of the time its deadline gave it
+ * (grpc-timeout, or --request-timeout) — a client's timer starts before
+ * ours, and fires a little early or late. */
+#define RESET_DEADLINE_SLACK_NS (5 * BZ_NS_PER_MS)
+static bool reset_expected(void *arg, uint32_t id, int64_t now)
+{
+    http__h2 *h = arg;
+    h2_stream *s = nghttp2_session_get_stream_user_data(h->ses, (int32_t)id);
+    if (!s || !s->running || s->ctx.deadline == BZ_NO_DEADLINE)
+        return false;
+    int64_t age = now - s->req.start_ns, left = s->ctx.deadline - now;
+    int64_t slack = (s->ctx.deadline - s->req.start_ns) / 4;
+    return age >= BZ_NS_PER_MS && left <= (slack > RESET_DEADLINE_SLACK_NS ? slack : RESET_DEADLINE_SLACK_NS);
+}
+
 /* The head is complete: start the handler. */
 static void stream_start(http__h2 *h, h2_stream *s, bool end_stream)
 {
@@ -1062,6 +1080,8 @@ static http__h2 *h2_new(http_conn *c, uint32_t skip_preface)
     if (nghttp2_session_server_new3(&h->ses, srv->h2cb, h, srv->h2opt, &h->mem) != 0)
         abort();
     http__h2_guard_init(&h->guard, srv->o.max_header_bytes, skip_preface);
+    h->guard.reset_expected = reset_expected;
+    h->guard.reset_arg = h;
     h->stall.fn = stall_check;
     h->stall.data = h;
     h->keepalive.fn = keepalive_check;

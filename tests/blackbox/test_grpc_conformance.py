@@ -619,3 +619,56 @@ def test_rest_413_reaches_a_client_that_sends_the_whole_body_first(srv, tmp_path
     assert p.stdout == "413", (p.stdout, p.stderr)
     # the server stays healthy
     assert requests.get(srv.url + "/healthz", timeout=5).status_code == 200
+
+
+# ---- resets at a call's deadline are not a rapid-reset attack ----
+
+def resets_in_batches(port, timeout, wait, batches=5, per_batch=120):
+    """Opens per_batch health checks whose request stays open, with
+    grpc-timeout `timeout`, waits `wait` seconds and resets them all
+    (RST_STREAM CANCEL, as grpc-go and grpc-js do at a deadline); then one
+    more call on the connection.  The GOAWAY error code, or None when the
+    connection lived through it all and answered the last call."""
+    h = H2(port)
+    h.sync()
+    sid = 1
+    try:
+        for _ in range(batches):
+            ids = list(range(sid, sid + 2 * per_batch, 2))
+            sid += 2 * per_batch
+            for i in ids:
+                h.headers(i, HEALTH, extra=[("grpc-timeout", timeout)])
+            time.sleep(wait)
+            h.send(*[RstStreamFrame(i, error_code=0x8) for i in ids])
+        h.headers(sid, HEALTH)
+        h.data(sid, msg(b""), end_stream=True)
+        got = h.until([sid])
+        assert final_headers(got[sid]).get("grpc-status") == "0", got[sid]
+        return None
+    except AssertionError as e:
+        if "GOAWAY(" not in str(e):
+            raise
+        return int(str(e).split("GOAWAY(")[1].split(",")[0])
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return -1
+    finally:
+        h.close()
+
+
+def test_resets_at_the_deadline_are_not_a_flood_but_early_ones_are(tmp_path):
+    """grpc-go resets every call whose deadline passes: 600 such resets in
+    about half a second (past the guard's burst of 400) must not cost the
+    connection; the same resets long before the calls' deadlines still do."""
+    backend = Backend("sqlite", str(tmp_path))
+    gport = free_port()
+    s = Server(backend, "--grpc-addr", "127.0.0.1:%d" % gport)
+    try:
+        # deadline 100 ms, reset at ~85 ms: in the last quarter of the call
+        assert resets_in_batches(gport, "100m", 0.085) is None
+        # deadline 60 s, reset at ~10 ms: the rapid-reset guard's case
+        assert resets_in_batches(gport, "60S", 0.01) == 0xb  # ENHANCE_YOUR_CALM
+    finally:
+        s.stop()
+        log = s.log()
+        os.unlink(s.logf.name)
+    assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]
