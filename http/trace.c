@@ -42,9 +42,11 @@ void http__errlog(const http_req *r, int status, const char *code, const char *d
     }
     char where[112]; /* "METHOD /path" (truncated) when no route matched */
     size_t m = r->method.n < 16 ? r->method.n : 16, p = r->path.n < 90 ? r->path.n : 90;
-    memcpy(where, r->method.p, m);
+    if (m) /* a request that never parsed has no method or path (memcpy from NULL is undefined) */
+        memcpy(where, r->method.p, m);
     where[m] = ' ';
-    memcpy(where + m + 1, r->path.p, p);
+    if (p)
+        memcpy(where + m + 1, r->path.p, p);
     where[m + 1 + p] = '\0';
     bz_errlog_add(where, status, code, r->trace.trace_id, detail);
 }
