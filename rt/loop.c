@@ -227,7 +227,7 @@ int64_t rt__timers_next(rt_loop *l) { return l->heap_len ? l->heap[0]->deadline 
 /* Runs what is runnable now; coroutines made runnable meanwhile wait for
  * the next turn, so I/O is polled between batches.  A batch that runs
  * past BATCH_NS is cut: its rest is returned (*rest, *rest_tail) to be
- * queued after whatever the next poll wakes — so a burst of expensive
+ * queued after whatever the next poll's I/O wakes — so a burst of expensive
  * steps (thousands of TLS handshakes, say) delays a newly readable
  * socket by one slice, not by the whole burst. */
 static void run_ready(rt_loop *l, rt_coro **rest, rt_coro **rest_tail)
@@ -311,10 +311,13 @@ static void loop_body(rt_loop *l)
         l->now = polled = bz_now_ns();
         for (int i = 0; i < n; i++)
             rt__io_dispatch(l, evs[i].data.ptr, evs[i].events);
+        /* A cut batch's rest goes behind what I/O woke (the point of the
+         * cut) but ahead of timers that expired since: timers still wake
+         * their coroutines in deadline order. */
+        requeue(l, rest, rest_tail);
         if (l->heap_len)
             rt__timers_run(l, l->now);
         drain_mailbox(l);
-        requeue(l, rest, rest_tail);
     }
 }
 
