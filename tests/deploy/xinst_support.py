@@ -172,6 +172,11 @@ class Watch:
             self.md = self.call.initial_metadata()
         except grpc.RpcError:
             pass
+        # a refusal is a Trailers-Only answer: grpcio may hand out its
+        # (empty) initial metadata a moment before it marks the call done
+        end = time.monotonic() + 0.3
+        while self.md is not None and not self.md and not self.call.done() and time.monotonic() < end:
+            time.sleep(0.01)
         if self.call.done() or self.md is None:
             self.code = self.call.code()
 
