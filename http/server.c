@@ -646,6 +646,12 @@ static void conn_serve(void *p)
                 keep = false;
                 goto idle;
             }
+            /* Part of a head and a wait for the rest: a slow client may
+             * park here for the whole header timeout, so the stack pages
+             * an earlier deep request left on this pooled coroutine go
+             * back now (2,000 slowloris must not each hold ~30 KiB). */
+            if (c->rlen)
+                rt_stack_release();
             ssize_t n = rt_read(&c->io, c->rbuf + c->rlen, s->bufcap - c->rlen, &c->ls->ctx,
                                 c->rlen ? head_deadline : bz_now_ns() - 1);
             if (n == -ETIMEDOUT && c->rlen == 0) {

@@ -264,6 +264,21 @@ NO_ASAN static void stack_trim(rt_coro *co)
     stack_mark_set(co);
 }
 
+NO_ASAN void rt_stack_release(void)
+{
+    rt_loop *l = rt__cur;
+    rt_coro *co = l ? l->current : NULL;
+    if (!co || !stack_deep(co))
+        return;
+    /* Only from above the mark page (with a page to spare for this call
+     * and madvise's frames): below it the page holds live frames, and
+     * the marks could not be reset. */
+    char here;
+    if ((uintptr_t)&here < (uintptr_t)co->stack_mark + 2 * page_size())
+        return;
+    stack_trim(co);
+}
+
 static void warm_unlink(rt_loop *l, rt_coro *co)
 {
     if (co->warm_prev)
