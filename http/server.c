@@ -669,6 +669,7 @@ static void conn_serve(void *p)
             break;
         }
         c->head_len = (size_t)hl;
+        r.head = false; /* read by the upgrade below (the memset stops at status) */
         /* Upgrade: h2c on the first request (RFC 7540 §3.2): 101, and the
          * request is answered as stream 1 of the new HTTP/2 connection.
          * Requests with a body stay on HTTP/1.1 (the RFC allows refusing). */
