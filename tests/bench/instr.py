@@ -24,6 +24,9 @@ minor faults, both over a fixed number of requests after a warm-up.  These
 depend on scheduling (how many requests one epoll_wait returns), so their
 budgets are absolute limits, not a baseline to 3 %.
 
+INSTR_SERVE_ARGS adds flags to `bazaar serve` (e.g. "--log-level warn" to
+see a request without its access-log line; not for the baseline).
+
 Output: one table per side; with --check, a list of the counts over budget
 and exit status 1 if there is one; with --write-baseline, the baseline file
 rewritten from this run (instruction counts; the kernel limits are kept).
@@ -143,7 +146,7 @@ class Setup:
     def serve_cmd(self, http_port, grpc_port):
         return [self.bazaar, "serve", "--threads", "1", "--http-addr", "127.0.0.1:%d" % http_port,
                 "--grpc-addr", "127.0.0.1:%d" % grpc_port, "--db", "sqlite://" + self.db, "--cache", "memory",
-                "--log-format", "json"]
+                "--log-format", "json"] + os.environ.get("INSTR_SERVE_ARGS", "").split()
 
 
 def wait_up(proc, port, secs, log):
