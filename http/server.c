@@ -80,9 +80,14 @@ static void buf_put(http_conn *c, char *b)
  * are: a keep-alive connection between requests holds none, and a
  * request neither grows three fresh buffers from 64 bytes nor mallocs
  * its arena's first chunk (five mallocs, four reallocs and their frees
- * per /healthz before).  Buffers past SET_KEEP_MAX bytes (a large
- * response) are freed instead. */
-#define SET_KEEP_MAX (64 * 1024)
+ * per /healthz before).  Only small ones are kept (SET_KEEP_MAX: a
+ * larger response's buffers are freed as before). */
+#define SET_KEEP_MAX 4096
+/* Sets pooled per loop and server: a request that does not park returns
+ * its set before the next one takes it, so a few cover a busy loop; the
+ * read buffers' 64 held 1 MiB per loop and server that the soak saw
+ * fill slowly (RSS rising after the warm-up). */
+#define SETS_MAX 16
 typedef struct http__bufset {
     bz_buf out, hbuf, bbuf;
     bz_arena arena;
@@ -114,7 +119,7 @@ static void bufs_put(http_conn *c)
 {
     http__loop *ls = c->ls;
     bz_arena_reset(&c->arena);
-    if (ls->nsets < POOL_MAX && c->arena.total <= SET_KEEP_MAX) {
+    if (ls->nsets < SETS_MAX && c->arena.total <= SET_KEEP_MAX + 64) {
         http__bufset *set = &ls->sets[ls->nsets++];
         keep_or_free(&c->out);
         keep_or_free(&c->hbuf);
@@ -912,7 +917,7 @@ http_server *http_server_new(const http_server_opts *o, http_handler h, int *err
     for (int i = 0; i < s->nloops; i++) {
         rt_ctx_init(&s->ls[i].ctx, &s->ctx);
         s->ls[i].pool = calloc(POOL_MAX, sizeof(char *));
-        s->ls[i].sets = calloc(POOL_MAX, sizeof(http__bufset));
+        s->ls[i].sets = calloc(SETS_MAX, sizeof(http__bufset));
     }
     if (!s->o.h2_max_concurrent_streams)
         s->o.h2_max_concurrent_streams = 128;
