@@ -75,8 +75,8 @@ struct rt_coro {
      * first) until RT_STACK_WARM newer deep ones are pooled. */
     uint64_t *stack_mark;
     char *min_sp;
-    bool warm;              /* pooled with its deep pages, on the warm list */
-    int64_t warm_since;     /* bz_now_ns() when it was pooled so */
+    bool warm;          /* pooled with its deep pages, on the warm list */
+    int64_t warm_since; /* bz_now_ns() when it was pooled so */
     rt_coro *warm_prev, *warm_next;
     /* lifecycle */
     bool exited;

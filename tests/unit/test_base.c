@@ -211,16 +211,16 @@ static void clock_formats(void **state)
     /* The formatter remembers the last four seconds: repeated, alternating,
      * more than four in turn, and one before the epoch must each come out
      * as gmtime says. */
-    int64_t secs[] = {1795832296, 1795832300, 1795832296, 1795832297, 1795832304, 1795832296, -1, 0, 4102444799,
-                      1795832301, 1795832302, 1795832300};
+    int64_t secs[] = {1795832296, 1795832300, 1795832296, 1795832297, 1795832304, 1795832296,
+                      -1,         0,          4102444799, 1795832301, 1795832302, 1795832300};
     for (int k = 0; k < 3; k++)
         for (size_t i = 0; i < sizeof secs / sizeof secs[0]; i++) {
             time_t t = (time_t)secs[i];
             struct tm tm;
             gmtime_r(&t, &tm);
             char want[96];
-            snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(i * 7919 % 1000000));
+            snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(i * 7919 % 1000000));
             bz_fmt_rfc3339_us(out, secs[i] * 1000000 + (int64_t)(i * 7919 % 1000000));
             assert_string_equal(out, want);
         }
@@ -283,8 +283,8 @@ static void log_batch_holds_exactly_the_lines(void **state)
     close(fds[0]);
     assert_true(n > 0);
     assert_int_equal(strlen(got), (size_t)n); /* no NUL bytes in the output */
-    const char *want[] = {"\"msg\":\"first\",\"n\":1}", "\"msg\":\"second\",\"s\":\"x\"}", "\"msg\":\"third\"}",
-                          "\"msg\":\"fourth\"}"};
+    const char *want[] = {"\"msg\":\"first\",\"n\":1}", "\"msg\":\"second\",\"s\":\"x\"}",
+                          "\"msg\":\"third\"}", "\"msg\":\"fourth\"}"};
     char *line = got;
     for (int i = 0; i < 4; i++) {
         char *nl = strchr(line, '\n');
