@@ -70,8 +70,14 @@ static inline void bz_buf_append(bz_buf *b, const void *p, size_t n)
     b->len += n;
     b->data[b->len] = '\0';
 }
-static inline void bz_buf_append_str(bz_buf *b, bz_str s) { bz_buf_append(b, s.p, s.n); }
-static inline void bz_buf_append_c(bz_buf *b, const char *s) { bz_buf_append(b, s, strlen(s)); }
+static inline void bz_buf_append_str(bz_buf *b, bz_str s)
+{
+    bz_buf_append(b, s.p, s.n);
+}
+static inline void bz_buf_append_c(bz_buf *b, const char *s)
+{
+    bz_buf_append(b, s, strlen(s));
+}
 static inline void bz_buf_putc(bz_buf *b, char c)
 {
     bz_buf_reserve(b, 1);

@@ -44,7 +44,10 @@ static bool valid_id(bz_str v)
 }
 
 /* 128 random bits as 32 hex digits (ids need to be unique, not secret). */
-static void new_id(char out[33]) { bz_rand_hex(out, 32); }
+static void new_id(char out[33])
+{
+    bz_rand_hex(out, 32);
+}
 
 /* The headers that identify a response: X-Request-Id and traceresponse.
  * Added again by the paths below that throw a handler's headers away. */

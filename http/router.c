@@ -13,9 +13,11 @@
  * match; with tens of routes a scan beats a tree in both code and time,
  * as long as a route that cannot match costs little: only the routes
  * whose segment count fits the path's are scanned (an index by segment
- * count, made once after registration), and literals are compared without unescaping
- * when the path has no '%' (the scan cost 3,100 instructions per
- * /healthz against the marketplace's routes before; issue 18).  Which
+ * count, remade at each registration), a route whose literal bytes
+ * differ from the path's first segments is passed over in one compare
+ * (sig_of), and literals are compared without unescaping when the path
+ * has no '%' (the scan cost 3,100 instructions per /healthz against the
+ * marketplace's routes before; issue 18).  Which
  * routes are scanned never changes the answer: registration refuses two
  * patterns that both match a request unless one is more specific. */
 #include "http/http-private.h"
@@ -37,7 +39,7 @@ typedef struct route {
     char *method; /* NULL = every method */
     seg *segs;
     int nsegs;
-    bool multi;   /* the last segment is multi: matches paths of >= nsegs segments */
+    bool multi;            /* the last segment is multi: matches paths of >= nsegs segments */
     uint32_t sig, sigmask; /* a byte per literal among the first 4 segments (sig_of) */
     http_handler h;
 } route;
@@ -51,9 +53,10 @@ static uint32_t sig_of(const char *p, size_t n)
 }
 
 /* Routes by segment count, remade at each registration (registration
- * happens before serving; lookups from every loop only read): byn[k] lists (in registration order) the routes a path of
- * k segments can match — those of exactly k segments and the multi ones
- * of at most k — so a lookup scans only those. */
+ * happens before serving; lookups from every loop only read): byn[k]
+ * lists, in registration order, the routes a path of k segments can
+ * match — those of exactly k segments and the multi ones of at most k —
+ * so a lookup scans only those. */
 #define IDX_SEGS 16
 
 struct http_mux {
@@ -271,7 +274,10 @@ static void idx_free(http_mux *m)
     }
 }
 
-static bool fits(const route *rt, int n) { return rt->multi ? n >= rt->nsegs : n == rt->nsegs; }
+static bool fits(const route *rt, int n)
+{
+    return rt->multi ? n >= rt->nsegs : n == rt->nsegs;
+}
 
 static void idx_make(http_mux *m)
 {
@@ -361,8 +367,8 @@ typedef struct {
     bz_str s[MAX_SEGS];  /* raw (escaped) segments; "/" = trailing slash */
     int n;
     bool too_many;
-    bool pct;            /* the path has a '%': literals compare unescaped */
-    uint32_t sig;        /* sig_of the first 4 segments (unused when pct) */
+    bool pct;     /* the path has a '%': literals compare unescaped */
+    uint32_t sig; /* sig_of the first 4 segments (unused when pct) */
 } reqsegs;
 
 static void split_path(bz_str path, reqsegs *rs)

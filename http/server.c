@@ -86,9 +86,14 @@ static void buf_put(http_conn *c, char *b)
  * are: a keep-alive connection between requests holds none, and a
  * request neither grows three fresh buffers from 64 bytes nor mallocs
  * its arena's first chunk (five mallocs, four reallocs and their frees
- * per /healthz before).  Buffers past SET_KEEP_MAX bytes (a large
- * response) are freed instead. */
-#define SET_KEEP_MAX (64 * 1024)
+ * per /healthz before).  Only small ones are kept (SET_KEEP_MAX: a
+ * larger response's buffers are freed as before). */
+#define SET_KEEP_MAX 4096
+/* Sets pooled per loop and server: a request that does not park returns
+ * its set before the next one takes it, so a few cover a busy loop; the
+ * read buffers' 64 held 1 MiB per loop and server that the soak saw
+ * fill slowly (RSS rising after the warm-up). */
+#define SETS_MAX 16
 typedef struct http__bufset {
     bz_buf out, hbuf, bbuf;
     bz_arena arena;
@@ -120,7 +125,7 @@ static void bufs_put(http_conn *c)
 {
     http__loop *ls = c->ls;
     bz_arena_reset(&c->arena);
-    if (ls->nsets < POOL_MAX && c->arena.total <= SET_KEEP_MAX) {
+    if (ls->nsets < SETS_MAX && c->arena.total <= SET_KEEP_MAX + 64) {
         http__bufset *set = &ls->sets[ls->nsets++];
         keep_or_free(&c->out);
         keep_or_free(&c->hbuf);
@@ -725,6 +730,12 @@ static void conn_serve(void *p)
                 keep = false;
                 goto idle;
             }
+            /* Part of a head and a wait for the rest: a slow client may
+             * park here for the whole header timeout, so the stack pages
+             * an earlier deep request left on this pooled coroutine go
+             * back now (2,000 slowloris must not each hold ~30 KiB). */
+            if (c->rlen)
+                rt_stack_release();
             ssize_t n = rt_read(&c->io, c->rbuf + c->rlen, s->bufcap - c->rlen, &c->ls->ctx,
                                 c->rlen ? head_deadline : bz_now_ns() - 1);
             if (n == -ETIMEDOUT && c->rlen == 0) {
@@ -742,6 +753,7 @@ static void conn_serve(void *p)
             break;
         }
         c->head_len = (size_t)hl;
+        r.head = false; /* read by the upgrade below (the memset stops at status) */
         /* Upgrade: h2c on the first request (RFC 7540 §3.2): 101, and the
          * request is answered as stream 1 of the new HTTP/2 connection.
          * Requests with a body stay on HTTP/1.1 (the RFC allows refusing). */
@@ -1026,7 +1038,7 @@ http_server *http_server_new(const http_server_opts *o, http_handler h, int *err
     for (int i = 0; i < s->nloops; i++) {
         rt_ctx_init(&s->ls[i].ctx, &s->ctx);
         s->ls[i].pool = calloc(POOL_MAX, sizeof(char *));
-        s->ls[i].sets = calloc(POOL_MAX, sizeof(http__bufset));
+        s->ls[i].sets = calloc(SETS_MAX, sizeof(http__bufset));
     }
     if (!s->o.h2_max_concurrent_streams)
         s->o.h2_max_concurrent_streams = 128;

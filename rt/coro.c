@@ -28,6 +28,7 @@
 /* Pooled coroutines per loop that keep the pages of a deeper use (see
  * warm_add): enough for every request in flight on a busy loop. */
 #define RT_STACK_WARM 128
+#define RT_STACK_WARM_NS BZ_NS_PER_S
 #define RT_STACK_MARK 0x6b6565705f737461ull /* "keep_sta": never a pointer or a small int */
 /* Mark words spread over the page RT_STACK_KEEP below the top: a frame
  * with a large uninitialised local can step over one word, rarely over
@@ -268,6 +269,21 @@ NO_ASAN static void stack_trim(rt_coro *co)
     stack_mark_set(co);
 }
 
+NO_ASAN void rt_stack_release(void)
+{
+    rt_loop *l = rt__cur;
+    rt_coro *co = l ? l->current : NULL;
+    if (!co || !stack_deep(co))
+        return;
+    /* Only from above the mark page (with a page to spare for this call
+     * and madvise's frames): below it the page holds live frames, and
+     * the marks could not be reset. */
+    char here;
+    if ((uintptr_t)&here < (uintptr_t)co->stack_mark + 2 * page_size())
+        return;
+    stack_trim(co);
+}
+
 static void warm_unlink(rt_loop *l, rt_coro *co)
 {
     if (co->warm_prev)
@@ -293,6 +309,7 @@ static void warm_unlink(rt_loop *l, rt_coro *co)
 static void warm_add(rt_loop *l, rt_coro *co)
 {
     co->warm = true;
+    co->warm_since = rt_now();
     co->warm_next = NULL;
     co->warm_prev = l->warm_tail;
     if (l->warm_tail)
@@ -301,6 +318,21 @@ static void warm_add(rt_loop *l, rt_coro *co)
         l->warm_head = co;
     l->warm_tail = co;
     if (++l->nwarm > RT_STACK_WARM) {
+        rt_coro *old = l->warm_head;
+        warm_unlink(l, old);
+        stack_trim(old);
+    }
+}
+
+/* What the warm list holds follows the load of the last second: a deep
+ * coroutine not reused for RT_STACK_WARM_NS is trimmed by the stats
+ * tick, so a burst of deep requests (the soak's mixed load on two loops
+ * reached the 128-per-loop bound slowly: RSS still rising after the
+ * warm-up) leaves no pages behind once it passes.  The list is in
+ * pooling order, so the walk stops at the first young one. */
+void rt__coro_trim_cold(rt_loop *l, int64_t now)
+{
+    while (l->warm_head && now - l->warm_head->warm_since > RT_STACK_WARM_NS) {
         rt_coro *old = l->warm_head;
         warm_unlink(l, old);
         stack_trim(old);

@@ -75,7 +75,8 @@ struct rt_coro {
      * first) until RT_STACK_WARM newer deep ones are pooled. */
     uint64_t *stack_mark;
     char *min_sp;
-    bool warm;              /* pooled with its deep pages, on the warm list */
+    bool warm;          /* pooled with its deep pages, on the warm list */
+    int64_t warm_since; /* bz_now_ns() when it was pooled so */
     rt_coro *warm_prev, *warm_next;
     /* lifecycle */
     bool exited;
@@ -165,6 +166,9 @@ void rt__resume(rt_loop *l, rt_coro *co);
 rt_coro *rt__coro_new(rt_loop *l, rt_fn fn, void *arg);
 void rt__coro_free_all(rt_loop *l);
 void rt__coro_release(rt_coro *co);
+/* Trims the pooled coroutines that kept a deep use's stack pages and have
+ * not been reused for a second (the stats tick calls it every 100 ms). */
+void rt__coro_trim_cold(rt_loop *l, int64_t now);
 void rt__timers_run(rt_loop *l, int64_t now);
 int64_t rt__timers_next(rt_loop *l);
 void rt__io_dispatch(rt_loop *l, rt_io *io, uint32_t ev);

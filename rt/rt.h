@@ -94,6 +94,14 @@ rt_coro *rt_self(void);
 void *rt_coro_local(void);
 void rt_coro_set_local(void *p);
 
+/* Gives back the running coroutine's stack pages that an earlier, deeper
+ * use left resident (a pooled coroutine keeps them for the next quick
+ * use: rt/coro.c, warm list).  For a coroutine about to park for long at
+ * a shallow depth — a slow client's header read — so it does not hold
+ * another request's deep pages while it waits.  A few loads when there
+ * is nothing to give back. */
+void rt_stack_release(void);
+
 /* Lets the other runnable coroutines of this loop run first. */
 void rt_yield(void);
 /* Parks for ns nanoseconds.  0, or -ECANCELED/-ETIMEDOUT if ctx ends first. */

@@ -26,6 +26,7 @@ static void tick(rt_timer *t)
     /* Re-armed from now, not from the due time: a stalled loop gets one
      * late sample, not a burst of catch-up ticks. */
     rt_timer_start(t, now + RT_LAG_TICK_NS);
+    rt__coro_trim_cold(l, rt_now());
     publish(l, now);
 }
 

@@ -215,16 +215,16 @@ static void clock_formats(void **state)
     /* The formatter remembers the last four seconds: repeated, alternating,
      * more than four in turn, and one before the epoch must each come out
      * as gmtime says. */
-    int64_t secs[] = {1795832296, 1795832300, 1795832296, 1795832297, 1795832304, 1795832296, -1, 0, 4102444799,
-                      1795832301, 1795832302, 1795832300};
+    int64_t secs[] = {1795832296, 1795832300, 1795832296, 1795832297, 1795832304, 1795832296,
+                      -1,         0,          4102444799, 1795832301, 1795832302, 1795832300};
     for (int k = 0; k < 3; k++)
         for (size_t i = 0; i < sizeof secs / sizeof secs[0]; i++) {
             time_t t = (time_t)secs[i];
             struct tm tm;
             gmtime_r(&t, &tm);
             char want[96];
-            snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(i * 7919 % 1000000));
+            snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(i * 7919 % 1000000));
             bz_fmt_rfc3339_us(out, secs[i] * 1000000 + (int64_t)(i * 7919 % 1000000));
             assert_string_equal(out, want);
         }
@@ -262,6 +262,43 @@ static void log_json_and_text(void **state)
     assert_true(got[0] == '{');
     assert_null(strstr(nl + 1, "hidden"));
     assert_non_null(strstr(nl + 1, "WARN  two words k=\"a b\""));
+    bz_log_setup(BZ_LOG_INFO, BZ_LOG_TEXT);
+}
+
+/* Batched lines (event loops) are formatted straight into the batch: the
+ * batch holds exactly the lines, in order, and an error line flushes what
+ * was batched before it. */
+static void log_batch_holds_exactly_the_lines(void **state)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    bz_log_set_fd(fds[1]);
+    bz_log_setup(BZ_LOG_INFO, BZ_LOG_JSON);
+    bz_log_batch(true);
+    bz_log_info("first", BZ_F_INT("n", 1));
+    bz_log_info("second", BZ_F_STR("s", "x"));
+    bz_log_err("third");
+    bz_log_info("fourth");
+    bz_log_batch(false);
+    bz_log_set_fd(-1);
+    close(fds[1]);
+    char got[2048] = {0};
+    ssize_t n = read(fds[0], got, sizeof got - 1);
+    close(fds[0]);
+    assert_true(n > 0);
+    assert_int_equal(strlen(got), (size_t)n); /* no NUL bytes in the output */
+    const char *want[] = {"\"msg\":\"first\",\"n\":1}", "\"msg\":\"second\",\"s\":\"x\"}",
+                          "\"msg\":\"third\"}", "\"msg\":\"fourth\"}"};
+    char *line = got;
+    for (int i = 0; i < 4; i++) {
+        char *nl = strchr(line, '\n');
+        assert_non_null(nl);
+        *nl = '\0';
+        assert_true(line[0] == '{');
+        assert_non_null(strstr(line, want[i]));
+        line = nl + 1;
+    }
+    assert_int_equal(*line, '\0');
     bz_log_setup(BZ_LOG_INFO, BZ_LOG_TEXT);
 }
 
@@ -723,6 +760,7 @@ int main(void)
         cmocka_unit_test(decimal_formatting),
         cmocka_unit_test(clock_formats),
         cmocka_unit_test(log_json_and_text),
+        cmocka_unit_test(log_batch_holds_exactly_the_lines),
         cmocka_unit_test(error_values),
         cmocka_unit_test(config_defaults),
         cmocka_unit_test(config_flags_env_precedence),

@@ -833,6 +833,14 @@ static void deep_coro(void *unused)
     deep_done = 1;
 }
 
+static void shallow_release_coro(void *unused)
+{
+    char probe;
+    deep_top = (uintptr_t)&probe;
+    rt_stack_release();
+    deep_done = 1;
+}
+
 /* Resident pages in [lo, hi), page-aligned inwards. */
 static int resident_pages(uintptr_t lo, uintptr_t hi)
 {
@@ -903,6 +911,32 @@ __attribute__((unused)) /* not run under a sanitizer */ static void deep_main(vo
     /* The first released are the ones given back. */
     for (int i = 0; i < MANY - WARM; i++)
         assert_int_equal(resident_pages(many_top[i] - 90 * 1024, many_top[i] - 24 * 1024), 0);
+    /* A coroutine that reuses a warm stack and is about to park for long
+     * at a shallow depth (a slow client) gives the deep pages back. */
+    deep_done = 0;
+    rt_go(deep_coro, NULL);
+    while (!deep_done)
+        rt_yield();
+    rt_yield();
+    uintptr_t top = deep_top;
+    assert_true(resident_pages(top - 90 * 1024, top - 24 * 1024) > 8);
+    deep_done = 0;
+    rt_go(shallow_release_coro, NULL); /* the same stack: the pool is LIFO */
+    while (!deep_done)
+        rt_yield();
+    assert_true(deep_top > top - 1024 && deep_top < top + 1024);
+    assert_int_equal(resident_pages(top - 90 * 1024, top - 24 * 1024), 0);
+    /* A warm stack nobody reuses for a second is given back by the
+     * loop's tick: the pool holds the last second's working set. */
+    deep_done = 0;
+    rt_go(deep_coro, NULL);
+    while (!deep_done)
+        rt_yield();
+    rt_yield();
+    top = deep_top;
+    assert_true(resident_pages(top - 90 * 1024, top - 24 * 1024) > 8);
+    rt_sleep(NULL, 1500 * BZ_NS_PER_MS);
+    assert_int_equal(resident_pages(top - 90 * 1024, top - 24 * 1024), 0);
 }
 
 static void pooled_stack_is_trimmed_after_a_deep_use(void **state)
