@@ -197,7 +197,7 @@ static int idem_settle(tx_run *run, int *outcome)
     db_rows *rows = NULL;
     bz_error be;
     db_arg args[] = {DB_INT(im->user_id), DB_TEXT(im->key), DB_TIME(idem_cutoff_us(run->s))};
-    int rc = sql_row(DB(run->s->db), run->c->ctx, &SQL_IDEM_GET, args, 3, &rows, &be);
+    int rc = sql_row(run->c->arena, DB(run->s->db), run->c->ctx, &SQL_IDEM_GET, args, 3, &rows, &be);
     if (rc == DB_NO_ROWS)
         return 0;
     if (rc < 0)
@@ -205,7 +205,6 @@ static int idem_settle(tx_run *run, int *outcome)
     size_t n;
     const char *fp = db_col_text(rows, 0, &n);
     if (n != 64 || memcmp(fp, im->fp, 64) != 0) {
-        db_rows_close(rows);
         svc_fail(run->e, SVC_UNPROCESSABLE, "idempotency_key_reused",
                  "this Idempotency-Key was used with a different request");
         *outcome = -1;
@@ -217,7 +216,6 @@ static int idem_settle(tx_run *run, int *outcome)
     if (!strcmp(outcome_s, "ok")) {
         svc_rd r = {res, res + n, false};
         if (!run->decode(&r, run->c->arena, run->out)) {
-            db_rows_close(rows);
             svc_fail(run->e, SVC_INTERNAL, "internal", "a stored idempotent result is unreadable");
             *outcome = -1;
             return 1;
@@ -230,7 +228,6 @@ static int idem_settle(tx_run *run, int *outcome)
         snprintf(run->e->msg, sizeof run->e->msg, "%.*s", (int)n, res);
         *outcome = -1;
     }
-    db_rows_close(rows);
     return 1;
 }
 

@@ -70,7 +70,7 @@ static int64_t wal_pos(db *d, rt_ctx *ctx, const svc_sql *q)
 {
     db_rows *rows = NULL;
     bz_error be;
-    if (sql_row(DB(d), ctx, q, NULL, 0, &rows, &be) != 0 || db_col_is_null(rows, 0)) {
+    if (sql_row(NULL, DB(d), ctx, q, NULL, 0, &rows, &be) != 0 || db_col_is_null(rows, 0)) {
         db_rows_close(rows);
         return -1;
     }
@@ -216,7 +216,7 @@ static int routed(svc *s, svc_call *c, const svc_sql *q, const db_arg *a, int n,
     if (replica_ok(s, c)) {
         rt_ctx rc;
         rt_ctx_init_timeout(&rc, c->ctx, REPLICA_READ_NS);
-        int r = one ? sql_row(DB(s->rep.db), &rc, q, a, n, rows, be) : sql_query(DB(s->rep.db), &rc, q, a, n, rows, be);
+        int r = one ? sql_row(c->arena, DB(s->rep.db), &rc, q, a, n, rows, be) : sql_query(c->arena, DB(s->rep.db), &rc, q, a, n, rows, be);
         rt_ctx_release(&rc);
         if (r >= 0 || rt_ctx_err(c->ctx))
             return r;
@@ -230,7 +230,7 @@ static int routed(svc *s, svc_call *c, const svc_sql *q, const db_arg *a, int n,
         else if (!gone)
             bz_log_warn("read replica refused a read; it runs on the primary", BZ_F_STR("error", be->msg));
     }
-    return one ? sql_row(DB(s->db), c->ctx, q, a, n, rows, be) : sql_query(DB(s->db), c->ctx, q, a, n, rows, be);
+    return one ? sql_row(c->arena, DB(s->db), c->ctx, q, a, n, rows, be) : sql_query(c->arena, DB(s->db), c->ctx, q, a, n, rows, be);
 }
 
 int svc_read_row(svc *s, svc_call *c, const svc_sql *q, const db_arg *a, int n, db_rows **rows, bz_error *be)
