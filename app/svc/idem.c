@@ -158,23 +158,22 @@ int svc__tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err)
     const svc_idem *im = run->im;
     if (!im || !im->active)
         return 0;
-    bz_buf b = BZ_BUF_INIT;
+    bz_buf *b = bz_arena_buf(run->c->arena);
     bool ok = run->e->kind == SVC_OK;
     if (ok)
-        run->encode(&b, run->out);
+        run->encode(b, run->out);
     else
-        bz_buf_append_c(&b, run->e->msg);
+        bz_buf_append_c(b, run->e->msg);
     db_arg args[] = {DB_INT(im->user_id),
                      DB_TEXT(im->key),
                      DB_TEXTN(im->fp, 64),
                      DB_TEXT(ok ? "ok" : svc_kind_name(run->e->kind)),
                      DB_TEXT(ok ? "" : run->e->code),
-                     DB_TEXTN(b.data ? b.data : "", b.len),
+                     DB_TEXTN(b->data ? b->data : "", b->len),
                      DB_TIME(bz_wall_us()),
                      DB_TIME(idem_cutoff_us(run->s))};
     int64_t aff = 0;
     int rc = sql_exec(TX(tx), ctx, &SQL_IDEM_INSERT, args, 8, &aff, err);
-    bz_buf_free(&b);
     if (rc == 0 && aff == 0) /* a live record has this key */
         return bz_err_set(err, BZ_ERR_UNIQUE, "idempotency key already recorded"), -1;
     return rc;

@@ -52,24 +52,18 @@ int svc_item_get(svc *s, svc_call *c, int64_t id, svc_item *out, bool *hit, svc_
     char key[40];
     svc__key_item(id, key);
     load_args x = {s, c->arena, id};
-    bz_buf b = BZ_BUF_INIT;
-    bz_buf_reserve(&b, 256); /* one allocation for a typical entry */
+    bz_buf *b = bz_arena_buf(c->arena);
+    bz_buf_reserve(b, 256); /* one allocation for a typical entry */
     cache_status st = CACHE_LOADED;
     bz_error be;
-    int rc = cache_get_or_load(s->cache, c->ctx, key, s->cfg->cache_ttl_ns, item_load, &x, &b, &st, &be);
+    int rc = cache_get_or_load(s->cache, c->ctx, key, s->cfg->cache_ttl_ns, item_load, &x, b, &st, &be);
     *hit = st == CACHE_HIT;
-    if (rc == CACHE_MISS) {
-        bz_buf_free(&b);
+    if (rc == CACHE_MISS)
         return not_found(e, id);
-    }
-    if (rc < 0) {
-        bz_buf_free(&b);
+    if (rc < 0)
         return svc_fail_from(e, &be);
-    }
-    svc_rd r = {b.data, b.data + b.len, false};
-    bool ok = svc__dec_item(&r, c->arena, out);
-    bz_buf_free(&b);
-    if (!ok)
+    svc_rd r = {b->data, b->data + b->len, false};
+    if (!svc__dec_item(&r, c->arena, out))
         return svc_fail(e, SVC_INTERNAL, "internal", "a cached item is unreadable");
     return 0;
 }

@@ -57,13 +57,13 @@ typedef struct {
     bz_arena *a;    /* the request's, which holds the rows */
     const char *currency;
     int64_t epoch;
-    bz_buf rows;    /* (user id, cents) pairs of the snapshot */
+    bz_buf *rows;   /* (user id, cents) pairs of the snapshot */
 } snap_args;
 
 static int snapshot_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
 {
     snap_args *x = p;
-    bz_buf_clear(&x->rows);
+    bz_buf_clear(x->rows);
     char k[24];
     epoch_key(x->currency, k);
     db_rows *rows = NULL;
@@ -76,7 +76,7 @@ static int snapshot_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
         return -1;
     while (db_rows_next(rows)) {
         int64_t pair[2] = {db_col_int(rows, 0), db_col_int(rows, 1)};
-        bz_buf_append(&x->rows, pair, sizeof pair);
+        bz_buf_append(x->rows, pair, sizeof pair);
     }
     return 0;
 }
@@ -84,11 +84,11 @@ static int snapshot_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
 static int rebuild(svc *s, svc_call *c, const char *key, const char *currency, bz_error *err)
 {
     rt_ctx *ctx = c->ctx;
-    snap_args x = {c->arena, currency, 0, BZ_BUF_INIT};
+    snap_args x = {c->arena, currency, 0, bz_arena_buf(c->arena)};
     db_tx_opts o = {.isolation = DB_SERIALIZABLE};
     int rc = db_run_tx(s->db, ctx, &o, snapshot_tx, &x, err);
-    const int64_t *pair = (const int64_t *)(const void *)x.rows.data;
-    for (size_t i = 0; rc == 0 && i < x.rows.len / (2 * sizeof(int64_t)); i++) {
+    const int64_t *pair = (const int64_t *)(const void *)x.rows->data;
+    for (size_t i = 0; rc == 0 && i < x.rows->len / (2 * sizeof(int64_t)); i++) {
         char member[24];
         snprintf(member, sizeof member, "%lld", (long long)pair[2 * i]);
         rc = cache_zincr_epoch(s->cache, ctx, key, x.epoch, member, pair[2 * i + 1], SVC_LB_STAGE_TTL_NS, err);
@@ -98,7 +98,6 @@ static int rebuild(svc *s, svc_call *c, const char *key, const char *currency, b
         rc = cache_zpublish_epoch(s->cache, ctx, key, x.epoch, &published, err);
     if (rc == 0)
         cache_mark_evictable(s->cache, key);
-    bz_buf_free(&x.rows);
     return rc;
 }
 

@@ -193,18 +193,18 @@ int svc_order_get(svc *s, svc_call *c, int64_t id, svc_order *out, svc_err *e)
 
 /* The current version, creating one if there is none.  false on a cache
  * error (the caller then reads the database directly). */
-static bool list_version(svc *s, rt_ctx *ctx, int64_t uid, char out[24])
+static bool list_version(svc *s, svc_call *c, int64_t uid, char out[24])
 {
+    rt_ctx *ctx = c->ctx;
     char key[40];
     snprintf(key, sizeof key, "olv:%lld", (long long)uid);
-    bz_buf b = BZ_BUF_INIT;
+    bz_buf *b = bz_arena_buf(c->arena);
     bz_error e;
     for (int attempt = 0; attempt < 2; attempt++) {
-        int rc = cache_state_get(s->cache, ctx, key, &b, &e);
-        if (rc == 0 && b.len > 0 && b.len < 24) {
-            memcpy(out, b.data, b.len);
-            out[b.len] = '\0';
-            bz_buf_free(&b);
+        int rc = cache_state_get(s->cache, ctx, key, b, &e);
+        if (rc == 0 && b->len > 0 && b->len < 24) {
+            memcpy(out, b->data, b->len);
+            out[b->len] = '\0';
             return true;
         }
         if (rc < 0)
@@ -215,7 +215,6 @@ static bool list_version(svc *s, rt_ctx *ctx, int64_t uid, char out[24])
         if (cache_set_nx(s->cache, ctx, key, v, (size_t)n, 0, &stored, &e) != 0)
             break;
     }
-    bz_buf_free(&b);
     return false;
 }
 
@@ -285,27 +284,25 @@ int svc_orders_list(svc *s, svc_call *c, int64_t user_id, svc_str status, const 
     page_args x = {s, c->arena, user_id, st, {SVC_CURSOR_TOP_US, INT64_MAX}, limit, scope};
     if (svc__cursor_decode(s, &pg->cursor, scope, &x.cur, e) < 0)
         return -1;
-    bz_buf b = BZ_BUF_INIT;
+    bz_buf *b = bz_arena_buf(c->arena);
     bz_error be;
     int rc;
     char ver[24];
-    if (strcmp(cache_kind(s->cache), "none") != 0 && list_version(s, c->ctx, user_id, ver)) {
+    if (strcmp(cache_kind(s->cache), "none") != 0 && list_version(s, c, user_id, ver)) {
         char key[160];
         snprintf(key, sizeof key, "olist:%lld:%s:%s:%lld.%lld:%d", (long long)user_id, ver, st ? st : "",
                  (long long)x.cur.t_us, (long long)x.cur.id, limit);
         cache_status cst = CACHE_LOADED;
-        rc = cache_get_or_load(s->cache, c->ctx, key, s->cfg->cache_ttl_ns, page_load, &x, &b, &cst, &be);
+        rc = cache_get_or_load(s->cache, c->ctx, key, s->cfg->cache_ttl_ns, page_load, &x, b, &cst, &be);
         *hit = cst == CACHE_HIT;
         if (rc == 0 && cst == CACHE_LOADED)
             svc__pages_track(s, c->ctx, user_id, key);
     } else {
-        rc = page_load(&x, c->ctx, &b, &be);
+        rc = page_load(&x, c->ctx, b, &be);
     }
-    if (rc != 0) {
-        bz_buf_free(&b);
+    if (rc != 0)
         return svc_fail_from(e, &be);
-    }
-    svc_rd r = {b.data, b.data + b.len, false};
+    svc_rd r = {b->data, b->data + b->len, false};
     int64_t n = svc__dec_int(&r);
     if (n < 0 || n > limit)
         r.bad = true;
@@ -314,7 +311,6 @@ int svc_orders_list(svc *s, svc_call *c, int64_t user_id, svc_str status, const 
         if (svc__dec_order(&r, c->arena, &out->data[i]))
             out->n++;
     svc_cursor next = {svc__dec_int(&r), svc__dec_int(&r)};
-    bz_buf_free(&b);
     if (r.bad)
         return svc_fail(e, SVC_INTERNAL, "internal", "a cached order page is unreadable");
     if (next.id >= 0)

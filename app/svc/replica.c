@@ -192,19 +192,18 @@ static bool replica_ok(svc *s, svc_call *c)
         return true;
     char key[48];
     snprintf(key, sizeof key, "rw:%lld", (long long)c->who->user_id);
-    bz_buf v = BZ_BUF_INIT;
+    bz_buf *v = bz_arena_buf(c->arena);
     bz_error be;
-    int rc = cache_state_get(s->cache, c->ctx, key, &v, &be);
+    int rc = cache_state_get(s->cache, c->ctx, key, v, &be);
     bool ok;
     if (rc < 0) {
         ok = false; /* cannot tell: the primary is always right */
-    } else if (rc > 0 || v.len == 0) {
+    } else if (rc > 0 || v->len == 0) {
         ok = true; /* no mark */
     } else {
         int64_t m = 0;
-        ok = bz_str_to_i64((bz_str){(const char *)v.data, v.len}, &m) && m + SKEW_US < cu;
+        ok = bz_str_to_i64((bz_str){(const char *)v->data, v->len}, &m) && m + SKEW_US < cu;
     }
-    bz_buf_free(&v);
     return ok;
 }
 
