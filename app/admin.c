@@ -180,14 +180,15 @@ void app_admin_runtime_json(app *a, int64_t uptime_ns, bz_buf *b)
     bz_buf_append_c(b, "}\n");
 }
 
+static void runtime_body(bz_buf *b, const void *data)
+{
+    const app_admin *ad = data;
+    app_admin_runtime_json(ad->a, bz_now_ns() - ad->started_ns, b);
+}
+
 static int h_runtime(http_req *r, void *data)
 {
-    app_admin *ad = data;
-    bz_buf b = BZ_BUF_INIT;
-    app_admin_runtime_json(ad->a, bz_now_ns() - ad->started_ns, &b);
-    http_send(r, 200, "application/json; charset=utf-8", b.data, b.len);
-    bz_buf_free(&b);
-    return 0;
+    return rest_send_with(r, 200, "application/json; charset=utf-8", runtime_body, data);
 }
 
 static int h_metrics(http_req *r, void *data) { return rest_ops_metrics(((app_admin *)data)->R, r); }

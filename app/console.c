@@ -503,6 +503,17 @@ static int h_css(http_req *r, void *data)
     return x__asset(r, "text/css; charset=utf-8", console_uplot_css, console_uplot_css_len);
 }
 
+typedef struct {
+    app_console *c;
+    int64_t since;
+} x__data_args;
+
+static void x__data(bz_buf *b, const void *p)
+{
+    const x__data_args *x = p;
+    app_console_data(x->c, x->since, b);
+}
+
 static int h_data(http_req *r, void *data)
 {
     app_console *c = data;
@@ -515,12 +526,9 @@ static int h_data(http_req *r, void *data)
             return http_send_problem(r, 400, "invalid_argument", "since: want a point number >= 0");
         since = v;
     }
-    bz_buf b = BZ_BUF_INIT;
-    app_console_data(c, since, &b);
     http_add_header(r, "Cache-Control", "no-store");
-    http_send(r, 200, "application/json; charset=utf-8", b.data, b.len);
-    bz_buf_free(&b);
-    return 0;
+    x__data_args x = {c, since};
+    return rest_send_with(r, 200, "application/json; charset=utf-8", x__data, &x);
 }
 
 app_console *app_console_start(app *a, http_mux *mux)

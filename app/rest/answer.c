@@ -57,27 +57,18 @@ int rest_fail(http_req *r, const svc_err *e)
         r->close_after = true; /* the rest of the body was not read */
     if (e->nviol == 0)
         return http_send_problem(r, m.status, e->code && *e->code ? e->code : svc_kind_name(k), e->msg);
-    bz_buf x = BZ_BUF_INIT;
-    bz_buf_append_c(&x, "\"errors\":[");
+    bz_buf *x = bz_arena_buf(r->arena);
+    bz_buf_append_c(x, "\"errors\":[");
     for (int i = 0; i < e->nviol; i++) {
         if (i)
-            bz_buf_putc(&x, ',');
-        bz_buf_putc(&x, '{');
-        jw_str(&x, "field", e->viol[i].field);
-        jw_str(&x, "message", e->viol[i].msg);
-        bz_buf_putc(&x, '}');
+            bz_buf_putc(x, ',');
+        bz_buf_putc(x, '{');
+        jw_str(x, "field", e->viol[i].field);
+        jw_str(x, "message", e->viol[i].msg);
+        bz_buf_putc(x, '}');
     }
-    bz_buf_putc(&x, ']');
-    http_send_problem_ext(r, m.status, e->code, e->msg, x.data);
-    bz_buf_free(&x);
-    return 0;
-}
-
-int rest_json(http_req *r, int status, const bz_buf *body, const char *loc)
-{
-    if (loc)
-        http_add_header(r, "Location", loc);
-    return http_send(r, status, "application/json; charset=utf-8", body->data, body->len);
+    bz_buf_putc(x, ']');
+    return http_send_problem_ext(r, m.status, e->code, e->msg, x->data);
 }
 
 void rest_rate_headers(http_req *r, const svc_rate *rt)
