@@ -11,6 +11,7 @@ typedef struct {
     int status;
     int retry_after_s;      /* default Retry-After (0: none) */
     const char *www_auth;   /* WWW-Authenticate value, or NULL */
+    bool close;             /* the rest of the body was not read: close the connection after */
 } http_map;
 
 /* One row per kind (API.md §2 status codes). */
@@ -27,24 +28,15 @@ static const http_map kinds[SVC_KIND__COUNT] = {
     [SVC_TIMEOUT] = {503, 1, NULL},
     [SVC_CANCELLED] = {503, 1, NULL},
     [SVC_INTERNAL] = {500, 0, NULL},
-};
-
-/* The adapter's own refusals that HTTP names with a status of their own. */
-static const struct {
-    const char *code;
-    int status;
-} codes[] = {
-    {"unsupported_media_type", 415},
-    {"body_too_large", 413},
+    [SVC_TOO_LARGE] = {413, 0, NULL, true},
+    [SVC_UNSUPPORTED] = {415, 0, NULL},
+    [SVC_UNREADABLE] = {400, 0, NULL, true},
 };
 
 int rest_fail(http_req *r, const svc_err *e)
 {
     svc_kind k = e->kind > SVC_OK && e->kind < SVC_KIND__COUNT ? e->kind : SVC_INTERNAL;
     http_map m = kinds[k];
-    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
-        if (e->code && !strcmp(e->code, codes[i].code))
-            m.status = codes[i].status;
     int retry = e->retry_after_s > 0 ? e->retry_after_s : m.retry_after_s;
     if (retry > 0) {
         char v[16];
@@ -53,8 +45,8 @@ int rest_fail(http_req *r, const svc_err *e)
     }
     if (m.www_auth)
         http_add_header(r, "WWW-Authenticate", m.www_auth);
-    if (m.status == 413 || (m.status == 400 && e->code && !strcmp(e->code, "bad_request")))
-        r->close_after = true; /* the rest of the body was not read */
+    if (m.close)
+        r->close_after = true;
     if (e->nviol == 0)
         return http_send_problem(r, m.status, e->code && *e->code ? e->code : svc_kind_name(k), e->msg);
     bz_buf *x = bz_arena_buf(r->arena);
