@@ -195,6 +195,14 @@ static int h_metrics(http_req *r, void *data) { return rest_ops_metrics(((app_ad
 static int h_readyz(http_req *r, void *data) { return rest_ops_readyz(((app_admin *)data)->R, r); }
 static int h_healthz(http_req *r, void *data) { return rest_ops_healthz(((app_admin *)data)->R, r); }
 
+void app_routes_add(http_mux *mux, const app_route *routes, size_t n, void *data)
+{
+    char why[256];
+    for (size_t i = 0; i < n; i++)
+        if (http_mux_handle(mux, routes[i].pattern, (http_handler){routes[i].fn, data}, why, sizeof why) != 0)
+            abort();
+}
+
 app_admin *app_admin_start(app *a, rest *R, int *err)
 {
     app_admin *ad = calloc(1, sizeof *ad);
@@ -204,19 +212,13 @@ app_admin *app_admin_start(app *a, rest *R, int *err)
     ad->R = R;
     ad->started_ns = bz_now_ns();
     ad->mux = http_mux_new();
-    static const struct {
-        const char *pattern;
-        int (*fn)(http_req *, void *);
-    } routes[] = {
+    static const app_route routes[] = {
         {"GET /metrics", h_metrics},
         {"GET /readyz", h_readyz},
         {"GET /healthz", h_healthz},
         {"GET /debug/runtime", h_runtime},
     };
-    char why[256];
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (http_mux_handle(ad->mux, routes[i].pattern, (http_handler){routes[i].fn, ad}, why, sizeof why) != 0)
-            abort(); /* a fixed table: a bug, not input */
+    app_routes_add(ad->mux, routes, sizeof routes / sizeof routes[0], ad);
     ad->console = app_console_start(a, ad->mux);
     app_pprof_routes(ad->mux);
     const http_mw mws[] = {

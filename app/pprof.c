@@ -26,6 +26,7 @@
  * then GetHeapProfile's text (legacy format, which pprof reads) is
  * served. */
 #include "app/pprof.h"
+#include "app/admin.h"
 
 #include "base/log.h"
 
@@ -360,10 +361,7 @@ static int h_index(http_req *r, void *data)
 
 void app_pprof_routes(http_mux *mux)
 {
-    static const struct {
-        const char *pattern;
-        int (*fn)(http_req *, void *);
-    } routes[] = {
+    static const app_route routes[] = {
         {"GET /debug/pprof/{$}", h_index},
         {"GET /debug/pprof/profile", h_profile},
         {"GET /debug/pprof/heap", h_heap},
@@ -371,8 +369,5 @@ void app_pprof_routes(http_mux *mux)
         {"GET /debug/pprof/symbol", h_symbol},
         {"POST /debug/pprof/symbol", h_symbol},
     };
-    char why[256];
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (http_mux_handle(mux, routes[i].pattern, (http_handler){routes[i].fn, NULL}, why, sizeof why) != 0)
-            abort(); /* a fixed table: a bug, not input */
+    app_routes_add(mux, routes, sizeof routes / sizeof routes[0], NULL);
 }

@@ -332,6 +332,24 @@ typedef struct {
     int nitems;
 } state_args;
 
+/* The (id, amount) pairs a per-line query of the order returns (at most
+ * one per line): how many, or -1. */
+static int order_pairs(state_args *x, db_tx *tx, rt_ctx *ctx, const svc_sql *q, int64_t out[SVC_MAX_LINES][2],
+                       bz_error *err)
+{
+    db_rows *rows = NULL;
+    db_arg oid[] = {DB_INT(x->id)};
+    if (sql_query(x->run.c->arena, TX(tx), ctx, q, oid, 1, &rows, err) != 0)
+        return -1;
+    int n = 0;
+    while (n < SVC_MAX_LINES && db_rows_next(rows)) {
+        out[n][0] = db_col_int(rows, 0);
+        out[n][1] = db_col_int(rows, 1);
+        n++;
+    }
+    return n;
+}
+
 static int pay_lines(state_args *x, db_tx *tx, rt_ctx *ctx, int64_t account, int64_t now, bz_error *err)
 {
     db_arg d[] = {DB_INT(x->total), DB_INT(account)};
@@ -341,17 +359,10 @@ static int pay_lines(state_args *x, db_tx *tx, rt_ctx *ctx, int64_t account, int
     if (aff == 0)
         return svc__tx_refuse(&x->run, SVC_CONFLICT, "insufficient_funds", "account %lld cannot pay %lld cents",
                          (long long)account, (long long)x->total);
-    db_rows *rows = NULL;
-    db_arg oid[] = {DB_INT(x->id)};
-    if (sql_query(x->run.c->arena, TX(tx), ctx, &SQL_ORDER_SELLER_CREDITS, oid, 1, &rows, err) != 0)
-        return -1;
     int64_t credit[SVC_MAX_LINES][2];
-    int n = 0;
-    while (n < SVC_MAX_LINES && db_rows_next(rows)) {
-        credit[n][0] = db_col_int(rows, 0);
-        credit[n][1] = db_col_int(rows, 1);
-        n++;
-    }
+    int n = order_pairs(x, tx, ctx, &SQL_ORDER_SELLER_CREDITS, credit, err);
+    if (n < 0)
+        return -1;
     for (int i = 0; i < n; i++) {
         db_arg cr[] = {DB_INT(credit[i][0]), DB_TEXT(x->currency), DB_INT(credit[i][1]), DB_TIME(now)};
         if (sql_exec(TX(tx), ctx, &SQL_ACCOUNT_CREDIT_UPSERT, cr, 4, NULL, err) != 0)
@@ -372,17 +383,10 @@ static int pay_lines(state_args *x, db_tx *tx, rt_ctx *ctx, int64_t account, int
 
 static int cancel_lines(state_args *x, db_tx *tx, rt_ctx *ctx, int64_t now, bz_error *err)
 {
-    db_rows *rows = NULL;
-    db_arg oid[] = {DB_INT(x->id)};
-    if (sql_query(x->run.c->arena, TX(tx), ctx, &SQL_ORDER_LINES, oid, 1, &rows, err) != 0)
-        return -1;
     int64_t back[SVC_MAX_LINES][2];
-    int n = 0;
-    while (n < SVC_MAX_LINES && db_rows_next(rows)) {
-        back[n][0] = db_col_int(rows, 0);
-        back[n][1] = db_col_int(rows, 1);
-        n++;
-    }
+    int n = order_pairs(x, tx, ctx, &SQL_ORDER_LINES, back, err);
+    if (n < 0)
+        return -1;
     for (int i = 0; i < n; i++) {
         db_arg u[] = {DB_INT(back[i][1]), DB_TIME(now), DB_INT(back[i][0])};
         if (sql_exec(TX(tx), ctx, &SQL_ITEM_RESTOCK, u, 3, NULL, err) != 0)
