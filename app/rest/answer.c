@@ -16,20 +16,20 @@ typedef struct {
 
 /* One row per kind (API.md §2 status codes). */
 static const http_map kinds[SVC_KIND__COUNT] = {
-    [SVC_OK] = {200, 0, NULL},
-    [SVC_INVALID] = {400, 0, NULL},
-    [SVC_UNAUTHENTICATED] = {401, 0, "Bearer"},
-    [SVC_NOT_FOUND] = {404, 0, NULL},
-    [SVC_ALREADY_EXISTS] = {409, 0, NULL},
-    [SVC_CONFLICT] = {409, 0, NULL},
-    [SVC_UNPROCESSABLE] = {422, 0, NULL},
-    [SVC_RATE_LIMITED] = {429, 1, NULL},
-    [SVC_UNAVAILABLE] = {503, 1, NULL},
-    [SVC_TIMEOUT] = {503, 1, NULL},
-    [SVC_CANCELLED] = {503, 1, NULL},
-    [SVC_INTERNAL] = {500, 0, NULL},
+    [SVC_OK] = {200, 0, NULL, false},
+    [SVC_INVALID] = {400, 0, NULL, false},
+    [SVC_UNAUTHENTICATED] = {401, 0, "Bearer", false},
+    [SVC_NOT_FOUND] = {404, 0, NULL, false},
+    [SVC_ALREADY_EXISTS] = {409, 0, NULL, false},
+    [SVC_CONFLICT] = {409, 0, NULL, false},
+    [SVC_UNPROCESSABLE] = {422, 0, NULL, false},
+    [SVC_RATE_LIMITED] = {429, 1, NULL, false},
+    [SVC_UNAVAILABLE] = {503, 1, NULL, false},
+    [SVC_TIMEOUT] = {503, 1, NULL, false},
+    [SVC_CANCELLED] = {503, 1, NULL, false},
+    [SVC_INTERNAL] = {500, 0, NULL, false},
     [SVC_TOO_LARGE] = {413, 0, NULL, true},
-    [SVC_UNSUPPORTED] = {415, 0, NULL},
+    [SVC_UNSUPPORTED] = {415, 0, NULL, false},
     [SVC_UNREADABLE] = {400, 0, NULL, true},
 };
 
