@@ -72,12 +72,15 @@ static int snapshot_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
         return -1;
     bz_str_to_i64(bz_str_c(db_col_text(rows, 0, NULL)), &x->epoch);
     db_arg c[] = {DB_TEXT(x->currency)};
-    if (sql_query(x->a, TX(tx), ctx, &SQL_SPENDERS, c, 1, &rows, err) != 0)
+    /* Every spender of the currency, copied into x->rows: closed here, not
+     * held by the request (a retried transaction would hold each attempt's). */
+    if (sql_query(NULL, TX(tx), ctx, &SQL_SPENDERS, c, 1, &rows, err) != 0)
         return -1;
     while (db_rows_next(rows)) {
         int64_t pair[2] = {db_col_int(rows, 0), db_col_int(rows, 1)};
         bz_buf_append(x->rows, pair, sizeof pair);
     }
+    db_rows_close(rows);
     return 0;
 }
 

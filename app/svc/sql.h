@@ -32,7 +32,8 @@ static inline const char *svc_sql_text(db_q q, const svc_sql *s)
 /* Runs s on q: db_exec / db_query / db_query_row with its text.  The rows
  * belong to arena ar (db_rows_adopt): a request's are closed when its
  * arena is, never by hand.  Work that has no request (the background
- * workers, the replica's probe) passes NULL and closes its rows itself. */
+ * workers, the replica's probe), and a scan copied at once that the
+ * request should not hold, pass NULL and close the rows themselves. */
 static inline int sql_exec(db_q q, rt_ctx *ctx, const svc_sql *s, const db_arg *a, int n, int64_t *aff, bz_error *e)
 {
     return db_exec(q, ctx, svc_sql_text(q, s), a, n, aff, e);
