@@ -130,6 +130,8 @@ static void errors_map_to_http_once(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         http_req r;
         memset(&r, 0, sizeof r);
+        r.method = BZ_STR_LIT("POST"); /* as every parsed request has (the error ring copies them) */
+        r.path = BZ_STR_LIT("/v1/things");
         bz_arena ar;
         bz_arena_init(&ar, 1024);
         r.arena = &ar;
@@ -172,6 +174,8 @@ static void adapter_refusals_map_by_kind(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         http_req r;
         memset(&r, 0, sizeof r);
+        r.method = BZ_STR_LIT("POST"); /* as every parsed request has (the error ring copies them) */
+        r.path = BZ_STR_LIT("/v1/things");
         bz_arena ar;
         bz_arena_init(&ar, 1024);
         r.arena = &ar;
