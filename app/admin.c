@@ -180,19 +180,28 @@ void app_admin_runtime_json(app *a, int64_t uptime_ns, bz_buf *b)
     bz_buf_append_c(b, "}\n");
 }
 
+static void runtime_body(bz_buf *b, const void *data)
+{
+    const app_admin *ad = data;
+    app_admin_runtime_json(ad->a, bz_now_ns() - ad->started_ns, b);
+}
+
 static int h_runtime(http_req *r, void *data)
 {
-    app_admin *ad = data;
-    bz_buf b = BZ_BUF_INIT;
-    app_admin_runtime_json(ad->a, bz_now_ns() - ad->started_ns, &b);
-    http_send(r, 200, "application/json; charset=utf-8", b.data, b.len);
-    bz_buf_free(&b);
-    return 0;
+    return rest_send_with(r, 200, "application/json; charset=utf-8", runtime_body, data);
 }
 
 static int h_metrics(http_req *r, void *data) { return rest_ops_metrics(((app_admin *)data)->R, r); }
 static int h_readyz(http_req *r, void *data) { return rest_ops_readyz(((app_admin *)data)->R, r); }
 static int h_healthz(http_req *r, void *data) { return rest_ops_healthz(((app_admin *)data)->R, r); }
+
+void app_routes_add(http_mux *mux, const app_route *routes, size_t n, void *data)
+{
+    char why[256];
+    for (size_t i = 0; i < n; i++)
+        if (http_mux_handle(mux, routes[i].pattern, (http_handler){routes[i].fn, data}, why, sizeof why) != 0)
+            abort();
+}
 
 app_admin *app_admin_start(app *a, rest *R, int *err)
 {
@@ -203,19 +212,13 @@ app_admin *app_admin_start(app *a, rest *R, int *err)
     ad->R = R;
     ad->started_ns = bz_now_ns();
     ad->mux = http_mux_new();
-    static const struct {
-        const char *pattern;
-        int (*fn)(http_req *, void *);
-    } routes[] = {
+    static const app_route routes[] = {
         {"GET /metrics", h_metrics},
         {"GET /readyz", h_readyz},
         {"GET /healthz", h_healthz},
         {"GET /debug/runtime", h_runtime},
     };
-    char why[256];
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (http_mux_handle(ad->mux, routes[i].pattern, (http_handler){routes[i].fn, ad}, why, sizeof why) != 0)
-            abort(); /* a fixed table: a bug, not input */
+    app_routes_add(ad->mux, routes, sizeof routes / sizeof routes[0], ad);
     ad->console = app_console_start(a, ad->mux);
     app_pprof_routes(ad->mux);
     const http_mw mws[] = {

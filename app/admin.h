@@ -34,6 +34,15 @@ int app_admin_port(const app_admin *ad);
 http_server *app_admin_server(app_admin *ad);
 void app_admin_free(app_admin *ad);
 
+/* A fixed route table of the admin listener (admin.c, console.c,
+ * pprof.c), added to mux with data; a pattern the mux refuses is a bug in
+ * the table, not input, so it aborts. */
+typedef struct app_route {
+    const char *pattern;
+    int (*fn)(http_req *r, void *data);
+} app_route;
+void app_routes_add(http_mux *mux, const app_route *routes, size_t n, void *data);
+
 /* The /debug/runtime document, appended to b. */
 void app_admin_runtime_json(app *a, int64_t uptime_ns, bz_buf *b);
 

@@ -18,6 +18,7 @@
  * of PostgreSQL/SQLite and Redis is probed (a ping each, 1 s timeout) only
  * while somebody asks for data, at most every PROBE_EVERY. */
 #include "app/console.h"
+#include "app/admin.h"
 #include "app/rest/json.h"
 #include "app/svc/sql.h"
 #include "grpc/grpc.h"
@@ -503,6 +504,17 @@ static int h_css(http_req *r, void *data)
     return x__asset(r, "text/css; charset=utf-8", console_uplot_css, console_uplot_css_len);
 }
 
+typedef struct {
+    app_console *c;
+    int64_t since;
+} x__data_args;
+
+static void x__data(bz_buf *b, const void *p)
+{
+    const x__data_args *x = p;
+    app_console_data(x->c, x->since, b);
+}
+
 static int h_data(http_req *r, void *data)
 {
     app_console *c = data;
@@ -515,12 +527,9 @@ static int h_data(http_req *r, void *data)
             return http_send_problem(r, 400, "invalid_argument", "since: want a point number >= 0");
         since = v;
     }
-    bz_buf b = BZ_BUF_INIT;
-    app_console_data(c, since, &b);
     http_add_header(r, "Cache-Control", "no-store");
-    http_send(r, 200, "application/json; charset=utf-8", b.data, b.len);
-    bz_buf_free(&b);
-    return 0;
+    x__data_args x = {c, since};
+    return rest_send_with(r, 200, "application/json; charset=utf-8", x__data, &x);
 }
 
 app_console *app_console_start(app *a, http_mux *mux)
@@ -535,19 +544,13 @@ app_console *app_console_start(app *a, http_mux *mux)
     rt_wg_init(&c->probes);
     rt_ctx_init(&c->stop, rt_shutdown_ctx());
     c->prev_cpu = x__cpu_seconds();
-    static const struct {
-        const char *pattern;
-        int (*fn)(http_req *, void *);
-    } routes[] = {
+    static const app_route routes[] = {
         {"GET /{$}", h_index},
         {"GET /console/uPlot.js", h_js},
         {"GET /console/uPlot.css", h_css},
         {"GET /console/data", h_data},
     };
-    char why[256];
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (http_mux_handle(mux, routes[i].pattern, (http_handler){routes[i].fn, c}, why, sizeof why) != 0)
-            abort(); /* a fixed table: a bug, not input */
+    app_routes_add(mux, routes, sizeof routes / sizeof routes[0], c);
     c->sampler = rt_spawn_joinable(rt_loop_at(0), x__sampler, c);
     return c;
 }

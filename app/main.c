@@ -22,6 +22,24 @@ typedef struct {
     rt_tls_server *tls; /* --tls-cert/--tls-key, or NULL */
 } run_state;
 
+/* A backend that would not open: logged (key names its URL, shown without
+ * its password), and what was opened closed again.  Returns -1. */
+static int open_failed(app *a, const char *msg, const char *key, const char *url, const char *why)
+{
+    if (url) {
+        char shown[1100];
+        bz_redact_url(url, shown, sizeof shown);
+        bz_log_err(msg, BZ_F_STR(key, shown), BZ_F_STR("error", why));
+    } else {
+        bz_log_err(msg, BZ_F_STR("error", why));
+    }
+    cache_close(a->cache);
+    db_close(a->db);
+    a->cache = NULL;
+    a->db = NULL;
+    return -1;
+}
+
 /* Opens the database (pinged) and the cache into a.  0 or -1 (logged). */
 static int open_backends(app *a, const bz_config *cfg, bool want_cache)
 {
@@ -36,14 +54,8 @@ static int open_backends(app *a, const bz_config *cfg, bool want_cache)
     a->db = db_open(cfg->db, &dbo, &e);
     if (a->db)
         db_set_breaker(a->db, "db", cfg->breaker_failures, cfg->breaker_probe_interval_ns);
-    if (!a->db || db_ping(a->db, NULL, &e) != 0) {
-        char shown[1100];
-        bz_redact_url(cfg->db, shown, sizeof shown);
-        bz_log_err("cannot open the database", BZ_F_STR("db", shown), BZ_F_STR("error", e.msg));
-        db_close(a->db);
-        a->db = NULL;
-        return -1;
-    }
+    if (!a->db || db_ping(a->db, NULL, &e) != 0)
+        return open_failed(a, "cannot open the database", "db", cfg->db, e.msg);
     a->dialect = db_get_dialect(a->db);
     if (want_cache) {
         cache_opts co = {.max_memory = cfg->cache_max_memory,
@@ -51,24 +63,12 @@ static int open_backends(app *a, const bz_config *cfg, bool want_cache)
                          .breaker_failures = cfg->breaker_failures,
                          .breaker_open_ns = cfg->breaker_probe_interval_ns};
         a->cache = cache_open(cfg->cache, &co, &e);
-        if (!a->cache) {
-            char shown[1100];
-            bz_redact_url(cfg->cache, shown, sizeof shown);
-            bz_log_err("cannot open the cache", BZ_F_STR("cache", shown), BZ_F_STR("error", e.msg));
-            db_close(a->db);
-            a->db = NULL;
-            return -1;
-        }
+        if (!a->cache)
+            return open_failed(a, "cannot open the cache", "cache", cfg->cache, e.msg);
     }
     a->svc = svc_open(cfg, a->db, a->cache, NULL, &e);
-    if (!a->svc) {
-        bz_log_err("cannot migrate the database", BZ_F_STR("error", e.msg));
-        cache_close(a->cache);
-        db_close(a->db);
-        a->db = NULL;
-        a->cache = NULL;
-        return -1;
-    }
+    if (!a->svc)
+        return open_failed(a, "cannot migrate the database", NULL, NULL, e.msg);
     return 0;
 }
 
@@ -285,34 +285,22 @@ out:
     close_backends(&a);
 }
 
-static void migrate_main(void *p)
+/* migrate, seed and explain: the backends opened (which migrates), the
+ * command's one job, the backends closed. */
+static void tool_main(void *p)
 {
     run_state *s = p;
     app a = {0};
     if (open_backends(&a, s->cfg, false) != 0)
         return;
-    printf("database is at schema version %d\n", svc_schema_version());
-    close_backends(&a);
-    s->status = 0;
-}
-
-static void seed_main(void *p)
-{
-    run_state *s = p;
-    app a = {0};
-    if (open_backends(&a, s->cfg, false) != 0)
-        return;
-    s->status = app_seed(&a, NULL) == 0 ? 0 : 1;
-    close_backends(&a);
-}
-
-static void explain_main(void *p)
-{
-    run_state *s = p;
-    app a = {0};
-    if (open_backends(&a, s->cfg, false) != 0)
-        return;
-    s->status = app_explain(&a, NULL, stdout);
+    switch (s->cfg->command) {
+    case BZ_CMD_SEED: s->status = app_seed(&a, NULL) == 0 ? 0 : 1; break;
+    case BZ_CMD_EXPLAIN: s->status = app_explain(&a, NULL, stdout); break;
+    default: /* migrate: opening did it */
+        printf("database is at schema version %d\n", svc_schema_version());
+        s->status = 0;
+        break;
+    }
     close_backends(&a);
 }
 
@@ -338,9 +326,9 @@ int app_main(const bz_config *cfg)
     rt_fn fn;
     switch (cfg->command) {
     case BZ_CMD_SERVE: fn = serve_main; break;
-    case BZ_CMD_MIGRATE: fn = migrate_main; break;
-    case BZ_CMD_SEED: fn = seed_main; break;
-    case BZ_CMD_EXPLAIN: fn = explain_main; break;
+    case BZ_CMD_MIGRATE:
+    case BZ_CMD_SEED:
+    case BZ_CMD_EXPLAIN: fn = tool_main; break;
     default: fprintf(stderr, "bazaar: unknown command\n"); return 2;
     }
     rt_options o = {.threads = cfg->command == BZ_CMD_SERVE ? cfg->threads : 1,

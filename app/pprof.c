@@ -26,6 +26,7 @@
  * then GetHeapProfile's text (legacy format, which pprof reads) is
  * served. */
 #include "app/pprof.h"
+#include "app/admin.h"
 
 #include "base/log.h"
 
@@ -166,18 +167,14 @@ static int h_profile(http_req *r, void *data)
     int w = rt_sleep(r->ctx, seconds * BZ_NS_PER_S);
     x__stop_quietly();
     atomic_store(&profiling, false);
-    bz_buf b = BZ_BUF_INIT;
-    int rd = x__slurp(fd, &b);
+    bz_buf *b = bz_arena_buf(r->arena);
+    int rd = x__slurp(fd, b);
     close(fd);
     unlink(path);
-    if (w == -ECANCELED || rd < 0) {
-        bz_buf_free(&b);
+    if (w == -ECANCELED || rd < 0)
         return rd < 0 ? http_send_problem(r, 500, "internal", "cannot read the profile back") : 0;
-    }
     http_add_header(r, "Content-Disposition", "attachment; filename=\"profile\"");
-    http_send(r, 200, "application/octet-stream", b.data, b.len);
-    bz_buf_free(&b);
-    return 0;
+    return http_send(r, 200, "application/octet-stream", b->data, b->len);
 }
 
 /* ---- heap --------------------------------------------------------------------------- */
@@ -200,9 +197,8 @@ static int h_heap(http_req *r, void *data)
     char *p = get();
     if (!p)
         return http_send_problem(r, 500, "internal", "the heap profiler returned nothing");
-    http_send(r, 200, "application/octet-stream", p, strlen(p));
-    free(p);
-    return 0;
+    bz_arena_defer_fn(r->arena, free, p); /* tcmalloc's malloc'd text: the request's now */
+    return http_send(r, 200, "application/octet-stream", p, strlen(p));
 }
 
 /* ---- coroutines -------------------------------------------------------------------- */
@@ -276,11 +272,9 @@ static int h_goroutine(http_req *r, void *data)
     const char *dbg = http_query_get(r, "debug");
     if (dbg && strcmp(dbg, "0") && strcmp(dbg, "1") && strcmp(dbg, "2"))
         return http_send_problem(r, 400, "invalid_argument", "debug: want 0, 1 or 2");
-    bz_buf out = BZ_BUF_INIT;
-    dump_state *d = calloc(1, sizeof *d);
-    if (!d)
-        abort();
-    d->out = &out;
+    bz_buf *out = bz_arena_buf(r->arena);
+    dump_state *d = bz_arena_calloc(r->arena, 1, sizeof *d);
+    d->out = out;
     d->each = dbg && !strcmp(dbg, "2");
     /* A loop stuck in a long call answers late or never: give up after 5 s
      * (the loops not asked yet are skipped, the late one's answer dropped). */
@@ -288,32 +282,25 @@ static int h_goroutine(http_req *r, void *data)
     rt_ctx_init_timeout(&wait, r->ctx, 5 * BZ_NS_PER_S);
     int rc = rt_coro_dump(&wait, x__one, d);
     rt_ctx_release(&wait);
-    if (rc) {
-        free(d);
-        bz_buf_free(&out);
+    if (rc)
         return rt_ctx_err(r->ctx) ? 0 : http_send_problem(r, 503, "timeout", "an event loop did not answer within 5 s");
-    }
-    bz_buf head = BZ_BUF_INIT;
-    bz_buf_printf(&head, "bazaar coroutine dump: %lld coroutines on %d loops (this request's included)\n\n",
+    bz_buf *head = bz_arena_buf(r->arena);
+    bz_buf_printf(head, "bazaar coroutine dump: %lld coroutines on %d loops (this request's included)\n\n",
                   (long long)d->n, rt_nloops());
     if (!d->each) {
         for (int i = 0; i < d->ng; i++) {
             struct group *g = &d->g[i];
-            bz_buf_printf(&head, "%lld coroutines [%s]", (long long)g->n, g->why);
+            bz_buf_printf(head, "%lld coroutines [%s]", (long long)g->n, g->why);
             if (g->route)
-                bz_buf_printf(&head, " request %s", g->route);
+                bz_buf_printf(head, " request %s", g->route);
             if (g->what)
-                bz_buf_printf(&head, " in %s: %s", g->what, g->detail ? g->detail : "");
-            bz_buf_putc(&head, '\n');
+                bz_buf_printf(head, " in %s: %s", g->what, g->detail ? g->detail : "");
+            bz_buf_putc(head, '\n');
         }
-        bz_buf_append_c(&head, "\n(debug=2 lists every coroutine with its request, trace id and ages)\n");
+        bz_buf_append_c(head, "\n(debug=2 lists every coroutine with its request, trace id and ages)\n");
     }
-    bz_buf_append(&head, out.data ? out.data : "", out.len);
-    http_send(r, 200, "text/plain; charset=utf-8", head.data, head.len);
-    bz_buf_free(&head);
-    bz_buf_free(&out);
-    free(d);
-    return 0;
+    bz_buf_append(head, out->data ? out->data : "", out->len);
+    return http_send(r, 200, "text/plain; charset=utf-8", head->data, head->len);
 }
 
 /* ---- symbols ---------------------------------------------------------------------------
@@ -328,16 +315,14 @@ static int h_goroutine(http_req *r, void *data)
 static int h_symbol(http_req *r, void *data)
 {
     (void)data;
-    bz_buf out = BZ_BUF_INIT;
-    bz_buf_append_c(&out, "num_symbols: 1\n");
+    bz_buf *out = bz_arena_buf(r->arena);
+    bz_buf_append_c(out, "num_symbols: 1\n");
     if (bz_str_eq_c(r->method, "POST")) {
         const char *body;
         size_t n;
         int rc = http_read_body(r, &body, &n);
-        if (rc) {
-            bz_buf_free(&out);
+        if (rc)
             return rc == -EMSGSIZE ? http_send_problem(r, 413, "body_too_large", "too many addresses") : rc;
-        }
         for (size_t at = 0; at < n;) {
             size_t end = at;
             while (end < n && body[end] != '+')
@@ -351,14 +336,12 @@ static int h_symbol(http_req *r, void *data)
                 unsigned long long a = strtoull(num, &stop, 0);
                 Dl_info di;
                 if (*stop == 0 && a && dladdr((void *)(uintptr_t)a, &di) && di.dli_sname)
-                    bz_buf_printf(&out, "%#llx %s\n", a, di.dli_sname);
+                    bz_buf_printf(out, "%#llx %s\n", a, di.dli_sname);
             }
             at = end + 1;
         }
     }
-    http_send(r, 200, "text/plain; charset=utf-8", out.data, out.len);
-    bz_buf_free(&out);
-    return 0;
+    return http_send(r, 200, "text/plain; charset=utf-8", out->data, out->len);
 }
 
 static int h_index(http_req *r, void *data)
@@ -378,10 +361,7 @@ static int h_index(http_req *r, void *data)
 
 void app_pprof_routes(http_mux *mux)
 {
-    static const struct {
-        const char *pattern;
-        int (*fn)(http_req *, void *);
-    } routes[] = {
+    static const app_route routes[] = {
         {"GET /debug/pprof/{$}", h_index},
         {"GET /debug/pprof/profile", h_profile},
         {"GET /debug/pprof/heap", h_heap},
@@ -389,8 +369,5 @@ void app_pprof_routes(http_mux *mux)
         {"GET /debug/pprof/symbol", h_symbol},
         {"POST /debug/pprof/symbol", h_symbol},
     };
-    char why[256];
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (http_mux_handle(mux, routes[i].pattern, (http_handler){routes[i].fn, NULL}, why, sizeof why) != 0)
-            abort(); /* a fixed table: a bug, not input */
+    app_routes_add(mux, routes, sizeof routes / sizeof routes[0], NULL);
 }

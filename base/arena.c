@@ -120,6 +120,15 @@ void bz_arena_defer_fn(bz_arena *a, void (*fn)(void *), void *arg)
     a->defers = d;
 }
 
+static void buf_release(void *b) { bz_buf_free(b); }
+
+bz_buf *bz_arena_buf(bz_arena *a)
+{
+    bz_buf *b = bz_arena_calloc(a, 1, sizeof *b);
+    bz_arena_defer_fn(a, buf_release, b);
+    return b;
+}
+
 static void run_defers(bz_arena *a)
 {
     /* A defer may allocate from the arena or register another defer; take

@@ -13,6 +13,8 @@
 #ifndef BZ_ARENA_H
 #define BZ_ARENA_H
 
+#include "base/buf.h"
+
 #include <stdarg.h>
 #include <stddef.h>
 
@@ -56,6 +58,11 @@ char *bz_arena_vprintf(bz_arena *a, const char *fmt, va_list ap);
 
 /* Registers fn(arg) to run when the arena is reset or freed. */
 void bz_arena_defer_fn(bz_arena *a, void (*fn)(void *), void *arg);
+
+/* A growable buffer (empty, heap-backed as any bz_buf) whose bytes are
+ * freed when the arena is reset or freed: a request's scratch text (a
+ * cache value, a record being encoded) without a bz_buf_free on each path. */
+bz_buf *bz_arena_buf(bz_arena *a);
 
 /* Runs the defers, then drops every chunk but the first one (kept for the
  * next request, so a steady-state request does no malloc at all). */

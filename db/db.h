@@ -180,6 +180,12 @@ const char *db_col_text(const db_rows *r, int col, size_t *len);
 /* A timestamp column as unix microseconds (0 if NULL or unparseable). */
 int64_t db_col_time(const db_rows *r, int col);
 void db_rows_close(db_rows *r);
+/* Hands r (NULL-safe) to arena a and returns it: r is closed when a is
+ * reset or freed (its defer list), never by hand, so a request's rows live
+ * as long as the request's other memory.  Rows are plain memory (above):
+ * holding them holds no connection.  An adopted r no longer counts as open
+ * in its pool, so the arena may outlive db_close. */
+db_rows *db_rows_adopt(bz_arena *a, db_rows *r);
 
 /* ---- transactions ------------------------------------------------------------------------- */
 

@@ -937,6 +937,20 @@ void db_rows_close(db_rows *r)
     }
 }
 
+static void rows_release(void *r) { db_rows_close(r); }
+
+db_rows *db_rows_adopt(bz_arena *a, db_rows *r)
+{
+    if (!r)
+        return NULL;
+    if (r->d) {
+        atomic_fetch_sub_explicit(&r->d->open_rows, 1, memory_order_relaxed);
+        r->d = NULL;
+    }
+    bz_arena_defer_fn(a, rows_release, r);
+    return r;
+}
+
 /* ---- shared helpers ----------------------------------------------------------------------------- */
 
 uint64_t db__hash(const char *s, size_t n)

@@ -19,6 +19,9 @@ static const grpc_code codes[SVC_KIND__COUNT] = {
     [SVC_TIMEOUT] = GRPC_DEADLINE_EXCEEDED,
     [SVC_CANCELLED] = GRPC_CANCELLED,
     [SVC_INTERNAL] = GRPC_INTERNAL,
+    [SVC_TOO_LARGE] = GRPC_RESOURCE_EXHAUSTED, /* as gRPC answers a message over its limit */
+    [SVC_UNSUPPORTED] = GRPC_INVALID_ARGUMENT,
+    [SVC_UNREADABLE] = GRPC_INVALID_ARGUMENT,
 };
 
 int rpc_fail(grpc_call *c, const svc_err *e)

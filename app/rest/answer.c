@@ -11,40 +11,32 @@ typedef struct {
     int status;
     int retry_after_s;      /* default Retry-After (0: none) */
     const char *www_auth;   /* WWW-Authenticate value, or NULL */
+    bool close;             /* the rest of the body was not read: close the connection after */
 } http_map;
 
 /* One row per kind (API.md §2 status codes). */
 static const http_map kinds[SVC_KIND__COUNT] = {
-    [SVC_OK] = {200, 0, NULL},
-    [SVC_INVALID] = {400, 0, NULL},
-    [SVC_UNAUTHENTICATED] = {401, 0, "Bearer"},
-    [SVC_NOT_FOUND] = {404, 0, NULL},
-    [SVC_ALREADY_EXISTS] = {409, 0, NULL},
-    [SVC_CONFLICT] = {409, 0, NULL},
-    [SVC_UNPROCESSABLE] = {422, 0, NULL},
-    [SVC_RATE_LIMITED] = {429, 1, NULL},
-    [SVC_UNAVAILABLE] = {503, 1, NULL},
-    [SVC_TIMEOUT] = {503, 1, NULL},
-    [SVC_CANCELLED] = {503, 1, NULL},
-    [SVC_INTERNAL] = {500, 0, NULL},
-};
-
-/* The adapter's own refusals that HTTP names with a status of their own. */
-static const struct {
-    const char *code;
-    int status;
-} codes[] = {
-    {"unsupported_media_type", 415},
-    {"body_too_large", 413},
+    [SVC_OK] = {200, 0, NULL, false},
+    [SVC_INVALID] = {400, 0, NULL, false},
+    [SVC_UNAUTHENTICATED] = {401, 0, "Bearer", false},
+    [SVC_NOT_FOUND] = {404, 0, NULL, false},
+    [SVC_ALREADY_EXISTS] = {409, 0, NULL, false},
+    [SVC_CONFLICT] = {409, 0, NULL, false},
+    [SVC_UNPROCESSABLE] = {422, 0, NULL, false},
+    [SVC_RATE_LIMITED] = {429, 1, NULL, false},
+    [SVC_UNAVAILABLE] = {503, 1, NULL, false},
+    [SVC_TIMEOUT] = {503, 1, NULL, false},
+    [SVC_CANCELLED] = {503, 1, NULL, false},
+    [SVC_INTERNAL] = {500, 0, NULL, false},
+    [SVC_TOO_LARGE] = {413, 0, NULL, true},
+    [SVC_UNSUPPORTED] = {415, 0, NULL, false},
+    [SVC_UNREADABLE] = {400, 0, NULL, true},
 };
 
 int rest_fail(http_req *r, const svc_err *e)
 {
     svc_kind k = e->kind > SVC_OK && e->kind < SVC_KIND__COUNT ? e->kind : SVC_INTERNAL;
     http_map m = kinds[k];
-    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
-        if (e->code && !strcmp(e->code, codes[i].code))
-            m.status = codes[i].status;
     int retry = e->retry_after_s > 0 ? e->retry_after_s : m.retry_after_s;
     if (retry > 0) {
         char v[16];
@@ -53,31 +45,22 @@ int rest_fail(http_req *r, const svc_err *e)
     }
     if (m.www_auth)
         http_add_header(r, "WWW-Authenticate", m.www_auth);
-    if (m.status == 413 || (m.status == 400 && e->code && !strcmp(e->code, "bad_request")))
-        r->close_after = true; /* the rest of the body was not read */
+    if (m.close)
+        r->close_after = true;
     if (e->nviol == 0)
         return http_send_problem(r, m.status, e->code && *e->code ? e->code : svc_kind_name(k), e->msg);
-    bz_buf x = BZ_BUF_INIT;
-    bz_buf_append_c(&x, "\"errors\":[");
+    bz_buf *x = bz_arena_buf(r->arena);
+    bz_buf_append_c(x, "\"errors\":[");
     for (int i = 0; i < e->nviol; i++) {
         if (i)
-            bz_buf_putc(&x, ',');
-        bz_buf_putc(&x, '{');
-        jw_str(&x, "field", e->viol[i].field);
-        jw_str(&x, "message", e->viol[i].msg);
-        bz_buf_putc(&x, '}');
+            bz_buf_putc(x, ',');
+        bz_buf_putc(x, '{');
+        jw_str(x, "field", e->viol[i].field);
+        jw_str(x, "message", e->viol[i].msg);
+        bz_buf_putc(x, '}');
     }
-    bz_buf_putc(&x, ']');
-    http_send_problem_ext(r, m.status, e->code, e->msg, x.data);
-    bz_buf_free(&x);
-    return 0;
-}
-
-int rest_json(http_req *r, int status, const bz_buf *body, const char *loc)
-{
-    if (loc)
-        http_add_header(r, "Location", loc);
-    return http_send(r, status, "application/json; charset=utf-8", body->data, body->len);
+    bz_buf_putc(x, ']');
+    return http_send_problem_ext(r, m.status, e->code, e->msg, x->data);
 }
 
 void rest_rate_headers(http_req *r, const svc_rate *rt)

@@ -32,14 +32,14 @@ int rest_body(http_req *r, json_t **out, bool *reals, svc_err *e)
     *out = NULL;
     *reals = false;
     if (!is_json_type(http_header_get(r, "Content-Type")))
-        return svc_fail(e, SVC_INVALID, "unsupported_media_type", "the body must be application/json");
+        return svc_fail(e, SVC_UNSUPPORTED, "unsupported_media_type", "the body must be application/json");
     const char *data;
     size_t len;
     int rc = http_read_body(r, &data, &len);
     if (rc == -EMSGSIZE)
-        return svc_fail(e, SVC_INVALID, "body_too_large", "the request body is larger than the server accepts");
+        return svc_fail(e, SVC_TOO_LARGE, "body_too_large", "the request body is larger than the server accepts");
     if (rc < 0)
-        return svc_fail(e, SVC_INVALID, "bad_request", "the request body could not be read");
+        return svc_fail(e, SVC_UNREADABLE, "bad_request", "the request body could not be read");
     char why[200];
     *out = json_parse_object(data, len, reals, why, sizeof why);
     if (!*out)

@@ -73,6 +73,15 @@ void rest_json_spender(bz_buf *b, const void *p)
     bz_buf_putc(b, '}');
 }
 
+void rest_json_session(bz_buf *b, const void *p)
+{
+    const svc_session *v = p;
+    bz_buf_putc(b, '{');
+    jw_str(b, "token", v->token);
+    jw_time(b, "expires_at", v->expires_us);
+    bz_buf_putc(b, '}');
+}
+
 int rest_send(http_req *r, int status, rest_enc enc, const void *v, const char *loc_prefix, int64_t id)
 {
     if (loc_prefix) {
@@ -82,28 +91,46 @@ int rest_send(http_req *r, int status, rest_enc enc, const void *v, const char *
         loc[n + bz_fmt_i64(loc + n, id)] = '\0';
         http_add_header(r, "Location", loc);
     }
+    return rest_send_with(r, status, "application/json; charset=utf-8", enc, v);
+}
+
+int rest_send_with(http_req *r, int status, const char *content_type, void (*fn)(bz_buf *b, const void *arg),
+                   const void *arg)
+{
     http_set_status(r, status);
-    http_add_header(r, "Content-Type", "application/json; charset=utf-8");
-    /* straight into the response body: no intermediate buffer */
-    http_write_with(r, enc, v);
+    http_add_header(r, "Content-Type", content_type);
+    /* straight into the response body: no intermediate buffer to free */
+    http_write_with(r, fn, arg);
     return 0;
+}
+
+typedef struct {
+    rest_enc enc;
+    const void *data;
+    size_t size;
+    int n;
+    bool paged;
+    const char *next;
+} x__list;
+
+static void x__list_json(bz_buf *b, const void *p)
+{
+    const x__list *l = p;
+    bz_buf_append_c(b, "{\"data\":[");
+    for (int i = 0; i < l->n; i++) {
+        jw_sep(b);
+        l->enc(b, (const char *)l->data + (size_t)i * l->size);
+    }
+    bz_buf_putc(b, ']');
+    if (l->paged && l->next)
+        jw_str(b, "next_cursor", l->next);
+    else if (l->paged)
+        jw_null(b, "next_cursor");
+    bz_buf_putc(b, '}');
 }
 
 int rest_send_list(http_req *r, rest_enc enc, const void *data, size_t size, int n, bool paged, const char *next)
 {
-    bz_buf b = BZ_BUF_INIT;
-    bz_buf_append_c(&b, "{\"data\":[");
-    for (int i = 0; i < n; i++) {
-        jw_sep(&b);
-        enc(&b, (const char *)data + (size_t)i * size);
-    }
-    bz_buf_putc(&b, ']');
-    if (paged && next)
-        jw_str(&b, "next_cursor", next);
-    else if (paged)
-        jw_null(&b, "next_cursor");
-    bz_buf_putc(&b, '}');
-    rest_json(r, 200, &b, NULL);
-    bz_buf_free(&b);
-    return 0;
+    x__list l = {enc, data, size, n, paged, next};
+    return rest_send(r, 200, x__list_json, &l, NULL, 0);
 }

@@ -242,36 +242,55 @@ static void render_backends(svc *sv, bz_buf *o)
     bz_metrics_build(o);
 }
 
-void rest_metrics_render(svc *sv, bz_buf *o)
+/* Every slot in use, under the shards' lock: fn(slot, its route, arg). */
+static void each_slot(void (*fn)(slot *sl, const char *route, void *arg), void *arg)
 {
-    agg *v = NULL;
-    size_t n = 0, cap = 0;
     pthread_mutex_lock(&shards_lk);
-    for (shard *s = shards; s; s = s->next)
+    for (shard *sh = shards; sh; sh = sh->next)
         for (int i = 0; i < NSLOTS; i++) {
-            slot *sl = &s->slots[i];
+            slot *sl = &sh->slots[i];
             const char *route = atomic_load_explicit(&sl->route, memory_order_acquire);
-            if (!route)
-                continue;
-            size_t k = 0;
-            while (k < n && !(v[k].route == route && v[k].method == sl->method && v[k].status == sl->status))
-                k++;
-            if (k == n) {
-                if (n == cap) {
-                    cap = cap ? 2 * cap : 64;
-                    v = realloc(v, cap * sizeof *v);
-                    if (!v)
-                        abort();
-                }
-                memset(&v[n], 0, sizeof v[n]);
-                v[n].route = route;
-                v[n].method = sl->method;
-                v[n].status = sl->status;
-                n++;
-            }
-            bz_hist_read(&sl->h, &v[k].h);
+            if (route)
+                fn(sl, route, arg);
         }
     pthread_mutex_unlock(&shards_lk);
+}
+
+typedef struct {
+    agg *v;
+    size_t n, cap;
+} aggs;
+
+/* Sums a slot into its (route, method, status) series. */
+static void add_slot(slot *sl, const char *route, void *arg)
+{
+    aggs *a = arg;
+    size_t k = 0;
+    while (k < a->n &&
+           !(a->v[k].route == route && a->v[k].method == sl->method && a->v[k].status == sl->status))
+        k++;
+    if (k == a->n) {
+        if (a->n == a->cap) {
+            a->cap = a->cap ? 2 * a->cap : 64;
+            a->v = realloc(a->v, a->cap * sizeof *a->v);
+            if (!a->v)
+                abort();
+        }
+        memset(&a->v[a->n], 0, sizeof a->v[a->n]);
+        a->v[a->n].route = route;
+        a->v[a->n].method = sl->method;
+        a->v[a->n].status = sl->status;
+        a->n++;
+    }
+    bz_hist_read(&sl->h, &a->v[k].h);
+}
+
+void rest_metrics_render(svc *sv, bz_buf *o)
+{
+    aggs a = {NULL, 0, 0};
+    each_slot(add_slot, &a);
+    agg *v = a.v;
+    size_t n = a.n;
     if (n)
         qsort(v, n, sizeof *v, agg_cmp);
 
@@ -304,22 +323,25 @@ void rest_metrics_render(svc *sv, bz_buf *o)
 /* For the admin console's sampler: every series summed per (route,
  * method, status) as the shards hold it (a series may come once per
  * shard), and the requests in flight now. */
+typedef struct {
+    void (*fn)(const char *route, const char *method, int status, const bz_hist_snap *h, void *arg);
+    void *arg;
+} each_args;
+
+static void each_one(slot *sl, const char *route, void *arg)
+{
+    each_args *x = arg;
+    bz_hist_snap h = {0};
+    bz_hist_read(&sl->h, &h);
+    x->fn(route, methods[sl->method], sl->status, &h, x->arg);
+}
+
 int64_t rest_metrics_each(void (*fn)(const char *route, const char *method, int status, const bz_hist_snap *h,
                                      void *arg),
                           void *arg)
 {
-    pthread_mutex_lock(&shards_lk);
-    for (shard *sh = shards; sh; sh = sh->next)
-        for (int i = 0; i < NSLOTS; i++) {
-            slot *s = &sh->slots[i];
-            const char *r = atomic_load_explicit(&s->route, memory_order_acquire);
-            if (!r)
-                continue;
-            bz_hist_snap h = {0};
-            bz_hist_read(&s->h, &h);
-            fn(r, methods[s->method], s->status, &h, arg);
-        }
-    pthread_mutex_unlock(&shards_lk);
+    each_args x = {fn, arg};
+    each_slot(each_one, &x);
     return atomic_load_explicit(&in_flight, memory_order_relaxed);
 }
 

@@ -40,14 +40,15 @@ int ops_readyz(rest_x *x)
     return http_send(r, db_ok && cache_ok ? 200 : 503, "application/json; charset=utf-8", body, (size_t)n);
 }
 
+static void x__metrics(bz_buf *b, const void *s)
+{
+    rest_metrics_render((svc *)s, b);
+    grpc_metrics_render(b);
+}
+
 int rest_ops_metrics(rest *R, http_req *r)
 {
-    bz_buf b = BZ_BUF_INIT;
-    rest_metrics_render(R->s, &b);
-    grpc_metrics_render(&b);
-    http_send(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
-    bz_buf_free(&b);
-    return 0;
+    return rest_send_with(r, 200, "text/plain; version=0.0.4; charset=utf-8", x__metrics, R->s);
 }
 
 int ops_metrics(rest_x *x)
@@ -291,11 +292,6 @@ void rest_openapi(bz_buf *o)
     bz_buf_append_c(o, "}}}");
 }
 
-int ops_openapi(rest_x *x)
-{
-    bz_buf b = BZ_BUF_INIT;
-    rest_openapi(&b);
-    http_send(x->r, 200, "application/json; charset=utf-8", b.data, b.len);
-    bz_buf_free(&b);
-    return 0;
-}
+static void x__openapi(bz_buf *b, const void *unused) { rest_openapi(b); }
+
+int ops_openapi(rest_x *x) { return rest_send(x->r, 200, x__openapi, NULL, NULL, 0); }

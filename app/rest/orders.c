@@ -101,7 +101,6 @@ typedef struct {
     rest *R;
     http_req *r;
     int64_t next_beat;
-    bz_buf msg;
     bool subscribed;
 } sse_state;
 
@@ -128,10 +127,8 @@ static int sse_event(void *arg, const svc_order_event *ev)
 {
     sse_state *st = arg;
     static const char head[] = "event: order\ndata: ";
-    bz_buf_clear(&st->msg);
-    rest_json_event(&st->msg, ev);
     http_write(st->r, head, sizeof head - 1);
-    http_write(st->r, st->msg.data, st->msg.len);
+    http_write_with(st->r, rest_json_event, ev);
     http_write(st->r, "\n\n", 2);
     return sse_more(st, sse_flush(st->R, st->r));
 }
@@ -151,10 +148,9 @@ static int sse_idle(void *arg)
 
 int orders_events(rest_x *x)
 {
-    sse_state st = {x->R, x->r, 0, BZ_BUF_INIT, false};
+    sse_state st = {x->R, x->r, 0, false};
     svc_watch_sink sink = {sse_ready, sse_event, sse_idle, &st};
     int rc = svc_orders_stream(x->R->s, &x->c, x->id, &sink, &x->e);
-    bz_buf_free(&st.msg);
     if (rc != 0 && !st.subscribed)
         return rest_fail(x->r, &x->e); /* refused before the stream began */
     return 0;                          /* a stream ends by ending */

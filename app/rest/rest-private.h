@@ -63,8 +63,6 @@ extern const int rest_nroutes;
 /* Answers e: status, headers (Retry-After, WWW-Authenticate) and
  * problem+json from the one table.  Returns 0. */
 int rest_fail(http_req *r, const svc_err *e);
-/* Answers a JSON body with status (and Location when loc is not NULL). */
-int rest_json(http_req *r, int status, const bz_buf *body, const char *loc);
 /* A model value as JSON through its encoder; with loc_prefix, Location is
  * loc_prefix followed by id ("/v1/items/" 7). */
 typedef void (*rest_enc)(bz_buf *b, const void *v);
@@ -106,6 +104,7 @@ void rest_json_item(bz_buf *b, const void *svc_item_v);
 void rest_json_order(bz_buf *b, const void *svc_order_v);
 void rest_json_event(bz_buf *b, const void *svc_order_event_v);
 void rest_json_spender(bz_buf *b, const void *svc_spender_v);
+void rest_json_session(bz_buf *b, const void *svc_session_v);
 
 /* ---- handlers, by file ---- */
 /* the operations' handlers: app/ops.def's REST column */

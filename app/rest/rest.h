@@ -47,6 +47,11 @@ int rest_ops_healthz(rest *R, http_req *r);
 int rest_ops_readyz(rest *R, http_req *r);
 int rest_ops_metrics(rest *R, http_req *r);
 
+/* Answers status with a body that fn(buffer, arg) writes straight into the
+ * response (no buffer of the handler's own to free). */
+int rest_send_with(http_req *r, int status, const char *content_type, void (*fn)(bz_buf *b, const void *arg),
+                   const void *arg);
+
 /* If-None-Match (a client header) against a strong ETag: "*", or a comma
  * list of tags compared weakly (RFC 9110 §13.1.2). */
 bool rest_none_match(bz_str inm, const char *etag);

@@ -72,15 +72,9 @@ int sessions_create(rest_x *x)
             rest_metrics_count_rate_limited();
         return rest_fail(x->r, &x->e);
     }
-    bz_buf b = BZ_BUF_INIT;
-    bz_buf_putc(&b, '{');
-    jw_str(&b, "token", s.token);
-    jw_time(&b, "expires_at", s.expires_us);
-    bz_buf_putc(&b, '}');
     http_add_header(x->r, "Cache-Control", "no-store");
-    rest_json(x->r, 201, &b, "/v1/sessions/current");
-    bz_buf_free(&b);
-    return 0;
+    http_add_header(x->r, "Location", "/v1/sessions/current");
+    return rest_send(x->r, 201, rest_json_session, &s, NULL, 0);
 }
 
 int sessions_delete(rest_x *x)

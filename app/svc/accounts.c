@@ -26,13 +26,12 @@ static int own_account(svc *s, svc_call *c, int64_t id, svc_account *out, svc_er
     db_rows *rows = NULL;
     bz_error be;
     db_arg args[] = {DB_INT(id)};
-    int rc = sql_row(DB(s->db), c->ctx, &SQL_ACCOUNT_BY_ID, args, 1, &rows, &be);
+    int rc = sql_row(c->arena, DB(s->db), c->ctx, &SQL_ACCOUNT_BY_ID, args, 1, &rows, &be);
     if (rc < 0)
         return svc_fail_from(e, &be);
     if (rc == DB_NO_ROWS)
         return not_found(e, id);
     svc__row_account(rows, out);
-    db_rows_close(rows);
     if (out->user_id != c->who->user_id)
         return not_found(e, id);
     return 0;
@@ -53,11 +52,10 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     svc_err_clear(x->run.e);
     db_rows *rows = NULL;
     db_arg args[] = {DB_INT(x->uid), DB_TEXT(x->currency), DB_TIME(bz_wall_us())};
-    int rc = sql_row(TX(tx), ctx, &SQL_ACCOUNT_INSERT, args, 3, &rows, err);
+    int rc = sql_row(x->run.c->arena, TX(tx), ctx, &SQL_ACCOUNT_INSERT, args, 3, &rows, err);
     if (rc != 0)
         return rc < 0 ? rc : -1;
     svc__row_account(rows, x->out);
-    db_rows_close(rows);
     return svc__tx_record(tx, ctx, &x->run, err);
 }
 
@@ -90,13 +88,12 @@ int svc_accounts_list(svc *s, svc_call *c, svc_account **out, int *n, svc_err *e
     db_rows *rows = NULL;
     bz_error be;
     db_arg args[] = {DB_INT(c->who->user_id)};
-    if (sql_query(DB(s->db), c->ctx, &SQL_ACCOUNTS_OF_USER, args, 1, &rows, &be) != 0)
+    if (sql_query(c->arena, DB(s->db), c->ctx, &SQL_ACCOUNTS_OF_USER, args, 1, &rows, &be) != 0)
         return svc_fail_from(e, &be);
     int cnt = db_rows_count(rows);
     *out = bz_arena_calloc(c->arena, (size_t)(cnt ? cnt : 1), sizeof **out);
     while (db_rows_next(rows) && *n < cnt)
         svc__row_account(rows, &(*out)[(*n)++]);
-    db_rows_close(rows);
     return 0;
 }
 
@@ -139,14 +136,13 @@ static int deposit_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     svc_err_clear(x->run.e);
     db_rows *rows = NULL;
     db_arg args[] = {DB_INT(x->amount), DB_INT(x->account), DB_INT(x->uid)};
-    int rc = sql_row(TX(tx), ctx, &SQL_ACCOUNT_DEPOSIT, args, 3, &rows, err);
+    int rc = sql_row(x->run.c->arena, TX(tx), ctx, &SQL_ACCOUNT_DEPOSIT, args, 3, &rows, err);
     if (rc < 0)
         return -1;
     if (rc == DB_NO_ROWS) {
         svc__tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "account %lld does not exist", (long long)x->account);
     } else {
         svc__row_account(rows, x->out);
-        db_rows_close(rows);
     }
     return svc__tx_record(tx, ctx, &x->run, err);
 }
@@ -183,7 +179,7 @@ static int transfer_refusal(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error *
 {
     db_rows *rows = NULL;
     db_arg ids[] = {DB_INT(x->from), DB_INT(x->to)};
-    if (sql_query(TX(tx), ctx, &SQL_TRANSFER_PAIR, ids, 2, &rows, err) != 0)
+    if (sql_query(x->run.c->arena, TX(tx), ctx, &SQL_TRANSFER_PAIR, ids, 2, &rows, err) != 0)
         return -1;
     bool have_from = false, have_to = false;
     int64_t from_owner = 0, balance = 0;
@@ -201,7 +197,6 @@ static int transfer_refusal(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error *
             snprintf(cur_to, sizeof cur_to, "%s", cur);
         }
     }
-    db_rows_close(rows);
     if (!have_from || from_owner != x->uid)
         svc__tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "account %lld does not exist", (long long)x->from);
     else if (!have_to)
@@ -227,7 +222,7 @@ static int transfer_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     bool fwd = x->from < x->to;
     db_arg a1[] = {DB_INT(x->amount), DB_INT(fwd ? x->from : x->to), DB_INT(fwd ? x->uid : x->from),
                    DB_INT(fwd ? x->to : x->uid)};
-    rc = sql_row(TX(tx), ctx, fwd ? &SQL_TRANSFER_DEBIT_FIRST : &SQL_TRANSFER_CREDIT_FIRST, a1, 4, &rows, err);
+    rc = sql_row(x->run.c->arena, TX(tx), ctx, fwd ? &SQL_TRANSFER_DEBIT_FIRST : &SQL_TRANSFER_CREDIT_FIRST, a1, 4, &rows, err);
     if (rc < 0)
         return -1;
     if (rc == DB_NO_ROWS) {
@@ -237,7 +232,6 @@ static int transfer_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     }
     char currency[4];
     snprintf(currency, sizeof currency, "%s", db_col_text(rows, 0, NULL));
-    db_rows_close(rows);
     int64_t aff = 0;
     db_arg a2[] = {DB_INT(x->amount), DB_INT(fwd ? x->to : x->from)};
     if (sql_exec(TX(tx), ctx, fwd ? &SQL_TRANSFER_CREDIT : &SQL_TRANSFER_DEBIT, a2, 2, &aff, err) != 0)
@@ -246,11 +240,10 @@ static int transfer_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
         return bz_err_set(err, BZ_ERR_SERIALIZATION, "transfer second leg raced"), -1;
     int64_t now = bz_wall_us();
     db_arg ins[] = {DB_INT(x->from), DB_INT(x->to), DB_INT(x->amount), DB_TEXT(currency), DB_TIME(now)};
-    if (sql_row(TX(tx), ctx, &SQL_TRANSFER_INSERT, ins, 5, &rows, err) != 0)
+    if (sql_row(x->run.c->arena, TX(tx), ctx, &SQL_TRANSFER_INSERT, ins, 5, &rows, err) != 0)
         return -1;
     *x->out = (svc_transfer){db_col_int(rows, 0), x->from, x->to, x->amount, "", now};
     memcpy(x->out->currency, currency, 4);
-    db_rows_close(rows);
     return svc__tx_record(tx, ctx, &x->run, err);
 }
 
@@ -295,13 +288,12 @@ int svc_transfer_get(svc *s, svc_call *c, int64_t id, svc_transfer *out, svc_err
     db_rows *rows = NULL;
     bz_error be;
     db_arg args[] = {DB_INT(id), DB_INT(c->who->user_id)};
-    int rc = sql_row(DB(s->db), c->ctx, &SQL_TRANSFER_FOR_USER, args, 2, &rows, &be);
+    int rc = sql_row(c->arena, DB(s->db), c->ctx, &SQL_TRANSFER_FOR_USER, args, 2, &rows, &be);
     if (rc < 0)
         return svc_fail_from(e, &be);
     if (rc == DB_NO_ROWS)
         return svc_fail(e, SVC_NOT_FOUND, "not_found", "transfer %lld does not exist", (long long)id);
     svc__row_transfer(rows, out);
-    db_rows_close(rows);
     return 0;
 }
 
@@ -325,7 +317,7 @@ int svc_transfers_list(svc *s, svc_call *c, int64_t account_id, const svc_page_i
     db_arg args[] = {DB_INT(account_id), DB_TIME(cur.t_us), DB_INT(cur.id), DB_INT(limit + 1)};
     db_rows *rows = NULL;
     bz_error be;
-    if (sql_query(DB(s->db), c->ctx, &SQL_TRANSFERS_OF_ACCOUNT, args, 4, &rows, &be) != 0)
+    if (sql_query(c->arena, DB(s->db), c->ctx, &SQL_TRANSFERS_OF_ACCOUNT, args, 4, &rows, &be) != 0)
         return svc_fail_from(e, &be);
     out->data = bz_arena_calloc(c->arena, (size_t)limit, sizeof *out->data);
     while (out->n < limit && db_rows_next(rows))
@@ -335,6 +327,5 @@ int svc_transfers_list(svc *s, svc_call *c, int64_t account_id, const svc_page_i
         svc_cursor next = {last->created_us, last->id};
         out->next_cursor = svc__cursor_encode(s, c->arena, &next, scope);
     }
-    db_rows_close(rows);
     return 0;
 }

@@ -20,6 +20,9 @@ static const char *const kind_names[SVC_KIND__COUNT] = {
     [SVC_TIMEOUT] = "timeout",
     [SVC_CANCELLED] = "cancelled",
     [SVC_INTERNAL] = "internal",
+    [SVC_TOO_LARGE] = "too_large",
+    [SVC_UNSUPPORTED] = "unsupported",
+    [SVC_UNREADABLE] = "unreadable",
 };
 
 const char *svc_kind_name(svc_kind k) { return k >= 0 && k < SVC_KIND__COUNT ? kind_names[k] : "internal"; }

@@ -21,14 +21,14 @@ static int ship_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     db_rows *rows = NULL;
     int64_t now = bz_wall_us();
     db_arg due[] = {DB_TIME(now)};
-    int rc = sql_row(TX(tx), ctx, &SQL_JOB_DUE, due, 1, &rows, err);
+    int rc = sql_row(NULL, TX(tx), ctx, &SQL_JOB_DUE, due, 1, &rows, err);
     if (rc != 0)
         return rc < 0 ? -1 : 0;
     int64_t job = db_col_int(rows, 0);
     x->order_id = db_col_int(rows, 1);
     db_rows_close(rows);
     db_arg u[] = {DB_TIME(now), DB_INT(x->order_id)};
-    rc = sql_row(TX(tx), ctx, &SQL_ORDER_SHIP, u, 2, &rows, err);
+    rc = sql_row(NULL, TX(tx), ctx, &SQL_ORDER_SHIP, u, 2, &rows, err);
     if (rc < 0)
         return -1;
     if (rc == 0) {

@@ -158,23 +158,22 @@ int svc__tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err)
     const svc_idem *im = run->im;
     if (!im || !im->active)
         return 0;
-    bz_buf b = BZ_BUF_INIT;
+    bz_buf *b = bz_arena_buf(run->c->arena);
     bool ok = run->e->kind == SVC_OK;
     if (ok)
-        run->encode(&b, run->out);
+        run->encode(b, run->out);
     else
-        bz_buf_append_c(&b, run->e->msg);
+        bz_buf_append_c(b, run->e->msg);
     db_arg args[] = {DB_INT(im->user_id),
                      DB_TEXT(im->key),
                      DB_TEXTN(im->fp, 64),
                      DB_TEXT(ok ? "ok" : svc_kind_name(run->e->kind)),
                      DB_TEXT(ok ? "" : run->e->code),
-                     DB_TEXTN(b.data ? b.data : "", b.len),
+                     DB_TEXTN(b->data ? b->data : "", b->len),
                      DB_TIME(bz_wall_us()),
                      DB_TIME(idem_cutoff_us(run->s))};
     int64_t aff = 0;
     int rc = sql_exec(TX(tx), ctx, &SQL_IDEM_INSERT, args, 8, &aff, err);
-    bz_buf_free(&b);
     if (rc == 0 && aff == 0) /* a live record has this key */
         return bz_err_set(err, BZ_ERR_UNIQUE, "idempotency key already recorded"), -1;
     return rc;
@@ -197,7 +196,7 @@ static int idem_settle(tx_run *run, int *outcome)
     db_rows *rows = NULL;
     bz_error be;
     db_arg args[] = {DB_INT(im->user_id), DB_TEXT(im->key), DB_TIME(idem_cutoff_us(run->s))};
-    int rc = sql_row(DB(run->s->db), run->c->ctx, &SQL_IDEM_GET, args, 3, &rows, &be);
+    int rc = sql_row(run->c->arena, DB(run->s->db), run->c->ctx, &SQL_IDEM_GET, args, 3, &rows, &be);
     if (rc == DB_NO_ROWS)
         return 0;
     if (rc < 0)
@@ -205,7 +204,6 @@ static int idem_settle(tx_run *run, int *outcome)
     size_t n;
     const char *fp = db_col_text(rows, 0, &n);
     if (n != 64 || memcmp(fp, im->fp, 64) != 0) {
-        db_rows_close(rows);
         svc_fail(run->e, SVC_UNPROCESSABLE, "idempotency_key_reused",
                  "this Idempotency-Key was used with a different request");
         *outcome = -1;
@@ -217,7 +215,6 @@ static int idem_settle(tx_run *run, int *outcome)
     if (!strcmp(outcome_s, "ok")) {
         svc_rd r = {res, res + n, false};
         if (!run->decode(&r, run->c->arena, run->out)) {
-            db_rows_close(rows);
             svc_fail(run->e, SVC_INTERNAL, "internal", "a stored idempotent result is unreadable");
             *outcome = -1;
             return 1;
@@ -230,7 +227,6 @@ static int idem_settle(tx_run *run, int *outcome)
         snprintf(run->e->msg, sizeof run->e->msg, "%.*s", (int)n, res);
         *outcome = -1;
     }
-    db_rows_close(rows);
     return 1;
 }
 

@@ -25,6 +25,7 @@ static int not_found(svc_err *e, int64_t id)
 
 typedef struct {
     svc *s;
+    bz_arena *a;            /* the caller's: holds the row */
     int64_t id;
 } load_args;
 
@@ -33,14 +34,13 @@ static int item_load(void *p, rt_ctx *ctx, bz_buf *out, bz_error *err)
     load_args *x = p;
     db_rows *rows = NULL;
     db_arg args[] = {DB_INT(x->id)};
-    int rc = sql_row(DB(x->s->db), ctx, &SQL_ITEM_LIVE, args, 1, &rows, err);
+    int rc = sql_row(x->a, DB(x->s->db), ctx, &SQL_ITEM_LIVE, args, 1, &rows, err);
     if (rc == DB_NO_ROWS)
         return CACHE_MISS;
     if (rc < 0)
         return rc;
     /* Encode straight from the row: no arena needed for a miss. */
     svc__enc_item_row(out, rows);
-    db_rows_close(rows);
     return 0;
 }
 
@@ -51,25 +51,19 @@ int svc_item_get(svc *s, svc_call *c, int64_t id, svc_item *out, bool *hit, svc_
         return not_found(e, id);
     char key[40];
     svc__key_item(id, key);
-    load_args x = {s, id};
-    bz_buf b = BZ_BUF_INIT;
-    bz_buf_reserve(&b, 256); /* one allocation for a typical entry */
+    load_args x = {s, c->arena, id};
+    bz_buf *b = bz_arena_buf(c->arena);
+    bz_buf_reserve(b, 256); /* one allocation for a typical entry */
     cache_status st = CACHE_LOADED;
     bz_error be;
-    int rc = cache_get_or_load(s->cache, c->ctx, key, s->cfg->cache_ttl_ns, item_load, &x, &b, &st, &be);
+    int rc = cache_get_or_load(s->cache, c->ctx, key, s->cfg->cache_ttl_ns, item_load, &x, b, &st, &be);
     *hit = st == CACHE_HIT;
-    if (rc == CACHE_MISS) {
-        bz_buf_free(&b);
+    if (rc == CACHE_MISS)
         return not_found(e, id);
-    }
-    if (rc < 0) {
-        bz_buf_free(&b);
+    if (rc < 0)
         return svc_fail_from(e, &be);
-    }
-    svc_rd r = {b.data, b.data + b.len, false};
-    bool ok = svc__dec_item(&r, c->arena, out);
-    bz_buf_free(&b);
-    if (!ok)
+    svc_rd r = {b->data, b->data + b->len, false};
+    if (!svc__dec_item(&r, c->arena, out))
         return svc_fail(e, SVC_INTERNAL, "internal", "a cached item is unreadable");
     return 0;
 }
@@ -116,7 +110,6 @@ int svc_items_list(svc *s, svc_call *c, const svc_items_query *q, svc_item_page 
         svc_cursor next = {0, out->data[out->n - 1].id};
         out->next_cursor = svc__cursor_encode(s, c->arena, &next, scope);
     }
-    db_rows_close(rows);
     return 0;
 }
 
@@ -174,10 +167,9 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     db_arg args[7];
     item_args(args, x->uid, x->in, bz_wall_us());
     db_rows *rows = NULL;
-    if (sql_row(TX(tx), ctx, &SQL_ITEM_INSERT, args, 7, &rows, err) != 0)
+    if (sql_row(x->run.c->arena, TX(tx), ctx, &SQL_ITEM_INSERT, args, 7, &rows, err) != 0)
         return -1;
     svc__row_item(rows, x->run.c->arena, x->out);
-    db_rows_close(rows);
     x->id = x->out->id;
     return svc__tx_record(tx, ctx, &x->run, err);
 }
@@ -222,13 +214,11 @@ static int update_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
         return -1;
     db_rows *rows = NULL;
     db_arg args[] = {DB_INT(x->id)};
-    int rc = sql_row(TX(tx), ctx, &SQL_ITEM_LIVE, args, 1, &rows, err);
+    int rc = sql_row(x->run.c->arena, TX(tx), ctx, &SQL_ITEM_LIVE, args, 1, &rows, err);
     if (rc < 0)
         return -1;
-    if (rc == 0) {
+    if (rc == 0)
         svc__row_item(rows, x->run.c->arena, x->out);
-        db_rows_close(rows);
-    }
     /* Nothing updated: unchanged, or not there / not the caller's. */
     if (rc == DB_NO_ROWS || x->out->seller_id != x->uid)
         svc__tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "item %lld does not exist", (long long)x->id);
@@ -269,6 +259,7 @@ int svc_item_delete(svc *s, svc_call *c, int64_t id, svc_err *e)
 /* ---- import (client-streamed batches) ---- */
 
 typedef struct {
+    bz_arena *a;    /* the batch's call arena: holds the rows */
     int64_t uid;
     const svc_item_in *items;
     int n;
@@ -287,13 +278,11 @@ static int import_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
         db_arg args[7];
         item_args(args, x->uid, &x->items[i], now);
         db_rows *rows = NULL;
-        int rc = sql_row(TX(tx), ctx, &SQL_ITEM_IMPORT, args, 7, &rows, err);
+        int rc = sql_row(x->a, TX(tx), ctx, &SQL_ITEM_IMPORT, args, 7, &rows, err);
         if (rc < 0)
             return -1;
-        if (rc == 0) {
+        if (rc == 0)
             x->ids[i] = db_col_int(rows, 0);
-            db_rows_close(rows);
-        }
     }
     return 0;
 }
@@ -332,7 +321,7 @@ int svc_items_import(svc *s, svc_call *c, const svc_item_in *items, int n, svc_i
             import_reject(res, c->arena, base + i, &items[i], why);
         }
     }
-    import_args x = {c->who->user_id, items, n, valid, ids};
+    import_args x = {c->arena, c->who->user_id, items, n, valid, ids};
     bz_error be;
     db_tx_opts o = {.isolation = DB_SERIALIZABLE};
     if (db_run_tx(s->db, c->ctx, &o, import_tx, &x, &be) != 0)

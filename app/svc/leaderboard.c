@@ -38,59 +38,60 @@
 
 static void epoch_key(const char *currency, char out[24]) { snprintf(out, 24, "lb_epoch:%.3s", currency); }
 
-int svc__lb_epoch_read(db_tx *tx, rt_ctx *ctx, const char *currency, int64_t *epoch, bz_error *err)
+int svc__lb_epoch_read(bz_arena *ar, db_tx *tx, rt_ctx *ctx, const char *currency, int64_t *epoch, bz_error *err)
 {
     char k[24];
     epoch_key(currency, k);
     db_rows *rows = NULL;
     db_arg a[] = {DB_TEXT(k)};
     *epoch = 0;
-    int rc = sql_row(TX(tx), ctx, &SQL_LB_EPOCH, a, 1, &rows, err);
+    int rc = sql_row(ar, TX(tx), ctx, &SQL_LB_EPOCH, a, 1, &rows, err);
     if (rc < 0)
         return -1;
-    if (rc == 0) {
+    if (rc == 0)
         bz_str_to_i64(bz_str_c(db_col_text(rows, 0, NULL)), epoch);
-        db_rows_close(rows);
-    }
     return 0;
 }
 
 typedef struct {
+    bz_arena *a;    /* the request's, which holds the rows */
     const char *currency;
     int64_t epoch;
-    bz_buf rows;    /* (user id, cents) pairs of the snapshot */
+    bz_buf *rows;   /* (user id, cents) pairs of the snapshot */
 } snap_args;
 
 static int snapshot_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
 {
     snap_args *x = p;
-    bz_buf_clear(&x->rows);
+    bz_buf_clear(x->rows);
     char k[24];
     epoch_key(x->currency, k);
     db_rows *rows = NULL;
     db_arg a[] = {DB_TEXT(k)};
-    if (sql_row(TX(tx), ctx, &SQL_LB_EPOCH_BUMP, a, 1, &rows, err) != 0)
+    if (sql_row(x->a, TX(tx), ctx, &SQL_LB_EPOCH_BUMP, a, 1, &rows, err) != 0)
         return -1;
     bz_str_to_i64(bz_str_c(db_col_text(rows, 0, NULL)), &x->epoch);
-    db_rows_close(rows);
     db_arg c[] = {DB_TEXT(x->currency)};
-    if (sql_query(TX(tx), ctx, &SQL_SPENDERS, c, 1, &rows, err) != 0)
+    /* Every spender of the currency, copied into x->rows: closed here, not
+     * held by the request (a retried transaction would hold each attempt's). */
+    if (sql_query(NULL, TX(tx), ctx, &SQL_SPENDERS, c, 1, &rows, err) != 0)
         return -1;
     while (db_rows_next(rows)) {
         int64_t pair[2] = {db_col_int(rows, 0), db_col_int(rows, 1)};
-        bz_buf_append(&x->rows, pair, sizeof pair);
+        bz_buf_append(x->rows, pair, sizeof pair);
     }
     db_rows_close(rows);
     return 0;
 }
 
-static int rebuild(svc *s, rt_ctx *ctx, const char *key, const char *currency, bz_error *err)
+static int rebuild(svc *s, svc_call *c, const char *key, const char *currency, bz_error *err)
 {
-    snap_args x = {currency, 0, BZ_BUF_INIT};
+    rt_ctx *ctx = c->ctx;
+    snap_args x = {c->arena, currency, 0, bz_arena_buf(c->arena)};
     db_tx_opts o = {.isolation = DB_SERIALIZABLE};
     int rc = db_run_tx(s->db, ctx, &o, snapshot_tx, &x, err);
-    const int64_t *pair = (const int64_t *)(const void *)x.rows.data;
-    for (size_t i = 0; rc == 0 && i < x.rows.len / (2 * sizeof(int64_t)); i++) {
+    const int64_t *pair = (const int64_t *)(const void *)x.rows->data;
+    for (size_t i = 0; rc == 0 && i < x.rows->len / (2 * sizeof(int64_t)); i++) {
         char member[24];
         snprintf(member, sizeof member, "%lld", (long long)pair[2 * i]);
         rc = cache_zincr_epoch(s->cache, ctx, key, x.epoch, member, pair[2 * i + 1], SVC_LB_STAGE_TTL_NS, err);
@@ -100,7 +101,6 @@ static int rebuild(svc *s, rt_ctx *ctx, const char *key, const char *currency, b
         rc = cache_zpublish_epoch(s->cache, ctx, key, x.epoch, &published, err);
     if (rc == 0)
         cache_mark_evictable(s->cache, key);
-    bz_buf_free(&x.rows);
     return rc;
 }
 
@@ -110,8 +110,9 @@ static int built(svc *s, rt_ctx *ctx, const char *key, bz_error *err)
     return cache_zepoch(s->cache, ctx, key, &epoch, err);
 }
 
-static int ensure(svc *s, rt_ctx *ctx, const char *key, const char *currency, bz_error *err)
+static int ensure(svc *s, svc_call *c, const char *key, const char *currency, bz_error *err)
 {
+    rt_ctx *ctx = c->ctx;
     int rc = built(s, ctx, key, err);
     if (rc != CACHE_MISS)
         return rc < 0 ? -1 : 0;
@@ -121,7 +122,7 @@ static int ensure(svc *s, rt_ctx *ctx, const char *key, const char *currency, bz
         return -1;
     rc = built(s, ctx, key, err);
     if (rc == CACHE_MISS)
-        rc = rebuild(s, ctx, key, currency, err);
+        rc = rebuild(s, c, key, currency, err);
     bool released;
     bz_error e2;
     cache_unlock(s->cache, ctx, lock, token, &released, &e2);
@@ -143,7 +144,7 @@ int svc_leaderboard(svc *s, svc_call *c, svc_str currency, svc_int limit, svc_sp
     char key[32];
     snprintf(key, sizeof key, "lb:spenders:%s", cur);
     bz_error be;
-    if (ensure(s, c->ctx, key, cur, &be) != 0)
+    if (ensure(s, c, key, cur, &be) != 0)
         return svc_fail_from(e, &be);
     cache_zentry top[101];
     int cnt = 0;
@@ -169,7 +170,6 @@ int svc_leaderboard(svc *s, svc_call *c, svc_str currency, svc_int limit, svc_sp
             svc_user u;
             svc__row_user(rows, c->arena, &u, false);
             sp->name = u.name;
-            db_rows_close(rows);
         }
     }
     *n = cnt;

@@ -32,11 +32,10 @@ static int load_order(db_q q, rt_ctx *ctx, int64_t id, bz_arena *a, svc_order *o
 {
     db_rows *rows = NULL;
     db_arg args[] = {DB_INT(id)};
-    int rc = sql_row(q, ctx, &SQL_ORDER_BY_ID, args, 1, &rows, err);
+    int rc = sql_row(a, q, ctx, &SQL_ORDER_BY_ID, args, 1, &rows, err);
     if (rc != 0)
         return rc;
     svc__row_order(rows, a, out);
-    db_rows_close(rows);
     return 0;
 }
 
@@ -57,14 +56,13 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     svc_order *o = x->out;
     db_rows *rows = NULL;
     db_arg acc[] = {DB_INT(x->account)};
-    int rc = sql_row(TX(tx), ctx, &SQL_ACCOUNT_BY_ID, acc, 1, &rows, err);
+    int rc = sql_row(x->run.c->arena, TX(tx), ctx, &SQL_ACCOUNT_BY_ID, acc, 1, &rows, err);
     if (rc < 0)
         return -1;
     char currency[4] = "";
     if (rc == 0) {
         svc_account a;
         svc__row_account(rows, &a);
-        db_rows_close(rows);
         if (a.user_id == x->uid)
             memcpy(currency, a.currency, 4);
     }
@@ -78,7 +76,7 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     for (int i = 0; i < in->nlines; i++) {
         int64_t item = in->lines[i].item_id.v, qty = in->lines[i].quantity.v;
         db_arg it[] = {DB_INT(item)};
-        rc = sql_row(TX(tx), ctx, &SQL_ITEM_FOR_ORDER, it, 1, &rows, err);
+        rc = sql_row(x->run.c->arena, TX(tx), ctx, &SQL_ITEM_FOR_ORDER, it, 1, &rows, err);
         if (rc < 0)
             return -1;
         if (rc == DB_NO_ROWS) {
@@ -88,7 +86,6 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
         int64_t price = db_col_int(rows, 0);
         bool same_cur = strcmp(db_col_text(rows, 1, NULL), currency) == 0;
         int64_t stock = db_col_int(rows, 2);
-        db_rows_close(rows);
         if (!same_cur) {
             svc__tx_refuse(&x->run, SVC_UNPROCESSABLE, "currency_mismatch", "item %lld is not sold in %s",
                       (long long)item, currency);
@@ -116,10 +113,9 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
             return bz_err_set(err, BZ_ERR_SERIALIZATION, "stock changed under the transaction"), -1;
     }
     db_arg ins[] = {DB_INT(x->uid), DB_INT(x->account), DB_INT(total), DB_TEXT(currency), DB_TIME(now)};
-    if (sql_row(TX(tx), ctx, &SQL_ORDER_INSERT, ins, 5, &rows, err) != 0)
+    if (sql_row(x->run.c->arena, TX(tx), ctx, &SQL_ORDER_INSERT, ins, 5, &rows, err) != 0)
         return -1;
     o->id = db_col_int(rows, 0);
-    db_rows_close(rows);
     for (int i = 0; i < in->nlines; i++) {
         db_arg l[] = {DB_INT(o->id), DB_INT(i + 1), DB_INT(o->lines[i].item_id), DB_INT(o->lines[i].quantity),
                       DB_INT(o->lines[i].unit_price_cents)};
@@ -197,18 +193,18 @@ int svc_order_get(svc *s, svc_call *c, int64_t id, svc_order *out, svc_err *e)
 
 /* The current version, creating one if there is none.  false on a cache
  * error (the caller then reads the database directly). */
-static bool list_version(svc *s, rt_ctx *ctx, int64_t uid, char out[24])
+static bool list_version(svc *s, svc_call *c, int64_t uid, char out[24])
 {
+    rt_ctx *ctx = c->ctx;
     char key[40];
     snprintf(key, sizeof key, "olv:%lld", (long long)uid);
-    bz_buf b = BZ_BUF_INIT;
+    bz_buf *b = bz_arena_buf(c->arena);
     bz_error e;
     for (int attempt = 0; attempt < 2; attempt++) {
-        int rc = cache_state_get(s->cache, ctx, key, &b, &e);
-        if (rc == 0 && b.len > 0 && b.len < 24) {
-            memcpy(out, b.data, b.len);
-            out[b.len] = '\0';
-            bz_buf_free(&b);
+        int rc = cache_state_get(s->cache, ctx, key, b, &e);
+        if (rc == 0 && b->len > 0 && b->len < 24) {
+            memcpy(out, b->data, b->len);
+            out[b->len] = '\0';
             return true;
         }
         if (rc < 0)
@@ -219,12 +215,12 @@ static bool list_version(svc *s, rt_ctx *ctx, int64_t uid, char out[24])
         if (cache_set_nx(s->cache, ctx, key, v, (size_t)n, 0, &stored, &e) != 0)
             break;
     }
-    bz_buf_free(&b);
     return false;
 }
 
 typedef struct {
     svc *s;
+    bz_arena *a;            /* the caller's: holds the rows */
     int64_t uid;
     const char *status;
     svc_cursor cur;
@@ -242,10 +238,10 @@ static int page_load(void *p, rt_ctx *ctx, bz_buf *b, bz_error *err)
     if (x->status) {
         db_arg args[] = {DB_INT(x->uid), DB_TEXT(x->status), DB_TIME(x->cur.t_us), DB_INT(x->cur.id),
                          DB_INT(x->limit + 1)};
-        rc = sql_query(DB(x->s->db), ctx, &SQL_ORDERS_PAGE_STATUS, args, 5, &rows, err);
+        rc = sql_query(x->a, DB(x->s->db), ctx, &SQL_ORDERS_PAGE_STATUS, args, 5, &rows, err);
     } else {
         db_arg args[] = {DB_INT(x->uid), DB_TIME(x->cur.t_us), DB_INT(x->cur.id), DB_INT(x->limit + 1)};
-        rc = sql_query(DB(x->s->db), ctx, &SQL_ORDERS_PAGE, args, 4, &rows, err);
+        rc = sql_query(x->a, DB(x->s->db), ctx, &SQL_ORDERS_PAGE, args, 4, &rows, err);
     }
     if (rc != 0)
         return -1;
@@ -266,7 +262,6 @@ static int page_load(void *p, rt_ctx *ctx, bz_buf *b, bz_error *err)
         svc__enc_int(b, -1);
         svc__enc_int(b, -1);
     }
-    db_rows_close(rows);
     return 0;
 }
 
@@ -286,30 +281,28 @@ int svc_orders_list(svc *s, svc_call *c, int64_t user_id, svc_str status, const 
     const char *st = by_status ? svc__status_static(status.p, status.n) : NULL;
     char scope[64];
     snprintf(scope, sizeof scope, "orders:%lld:%s", (long long)user_id, st ? st : "");
-    page_args x = {s, user_id, st, {SVC_CURSOR_TOP_US, INT64_MAX}, limit, scope};
+    page_args x = {s, c->arena, user_id, st, {SVC_CURSOR_TOP_US, INT64_MAX}, limit, scope};
     if (svc__cursor_decode(s, &pg->cursor, scope, &x.cur, e) < 0)
         return -1;
-    bz_buf b = BZ_BUF_INIT;
+    bz_buf *b = bz_arena_buf(c->arena);
     bz_error be;
     int rc;
     char ver[24];
-    if (strcmp(cache_kind(s->cache), "none") != 0 && list_version(s, c->ctx, user_id, ver)) {
+    if (strcmp(cache_kind(s->cache), "none") != 0 && list_version(s, c, user_id, ver)) {
         char key[160];
         snprintf(key, sizeof key, "olist:%lld:%s:%s:%lld.%lld:%d", (long long)user_id, ver, st ? st : "",
                  (long long)x.cur.t_us, (long long)x.cur.id, limit);
         cache_status cst = CACHE_LOADED;
-        rc = cache_get_or_load(s->cache, c->ctx, key, s->cfg->cache_ttl_ns, page_load, &x, &b, &cst, &be);
+        rc = cache_get_or_load(s->cache, c->ctx, key, s->cfg->cache_ttl_ns, page_load, &x, b, &cst, &be);
         *hit = cst == CACHE_HIT;
         if (rc == 0 && cst == CACHE_LOADED)
             svc__pages_track(s, c->ctx, user_id, key);
     } else {
-        rc = page_load(&x, c->ctx, &b, &be);
+        rc = page_load(&x, c->ctx, b, &be);
     }
-    if (rc != 0) {
-        bz_buf_free(&b);
+    if (rc != 0)
         return svc_fail_from(e, &be);
-    }
-    svc_rd r = {b.data, b.data + b.len, false};
+    svc_rd r = {b->data, b->data + b->len, false};
     int64_t n = svc__dec_int(&r);
     if (n < 0 || n > limit)
         r.bad = true;
@@ -318,7 +311,6 @@ int svc_orders_list(svc *s, svc_call *c, int64_t user_id, svc_str status, const 
         if (svc__dec_order(&r, c->arena, &out->data[i]))
             out->n++;
     svc_cursor next = {svc__dec_int(&r), svc__dec_int(&r)};
-    bz_buf_free(&b);
     if (r.bad)
         return svc_fail(e, SVC_INTERNAL, "internal", "a cached order page is unreadable");
     if (next.id >= 0)
@@ -340,6 +332,24 @@ typedef struct {
     int nitems;
 } state_args;
 
+/* The (id, amount) pairs a per-line query of the order returns (at most
+ * one per line): how many, or -1. */
+static int order_pairs(state_args *x, db_tx *tx, rt_ctx *ctx, const svc_sql *q, int64_t out[SVC_MAX_LINES][2],
+                       bz_error *err)
+{
+    db_rows *rows = NULL;
+    db_arg oid[] = {DB_INT(x->id)};
+    if (sql_query(x->run.c->arena, TX(tx), ctx, q, oid, 1, &rows, err) != 0)
+        return -1;
+    int n = 0;
+    while (n < SVC_MAX_LINES && db_rows_next(rows)) {
+        out[n][0] = db_col_int(rows, 0);
+        out[n][1] = db_col_int(rows, 1);
+        n++;
+    }
+    return n;
+}
+
 static int pay_lines(state_args *x, db_tx *tx, rt_ctx *ctx, int64_t account, int64_t now, bz_error *err)
 {
     db_arg d[] = {DB_INT(x->total), DB_INT(account)};
@@ -349,18 +359,10 @@ static int pay_lines(state_args *x, db_tx *tx, rt_ctx *ctx, int64_t account, int
     if (aff == 0)
         return svc__tx_refuse(&x->run, SVC_CONFLICT, "insufficient_funds", "account %lld cannot pay %lld cents",
                          (long long)account, (long long)x->total);
-    db_rows *rows = NULL;
-    db_arg oid[] = {DB_INT(x->id)};
-    if (sql_query(TX(tx), ctx, &SQL_ORDER_SELLER_CREDITS, oid, 1, &rows, err) != 0)
-        return -1;
     int64_t credit[SVC_MAX_LINES][2];
-    int n = 0;
-    while (n < SVC_MAX_LINES && db_rows_next(rows)) {
-        credit[n][0] = db_col_int(rows, 0);
-        credit[n][1] = db_col_int(rows, 1);
-        n++;
-    }
-    db_rows_close(rows);
+    int n = order_pairs(x, tx, ctx, &SQL_ORDER_SELLER_CREDITS, credit, err);
+    if (n < 0)
+        return -1;
     for (int i = 0; i < n; i++) {
         db_arg cr[] = {DB_INT(credit[i][0]), DB_TEXT(x->currency), DB_INT(credit[i][1]), DB_TIME(now)};
         if (sql_exec(TX(tx), ctx, &SQL_ACCOUNT_CREDIT_UPSERT, cr, 4, NULL, err) != 0)
@@ -369,7 +371,7 @@ static int pay_lines(state_args *x, db_tx *tx, rt_ctx *ctx, int64_t account, int
     db_arg u[] = {DB_TEXT("paid"), DB_TIME(now), DB_INT(x->id)};
     if (sql_exec(TX(tx), ctx, &SQL_ORDER_SET_STATUS, u, 3, NULL, err) != 0)
         return -1;
-    if (svc__lb_epoch_read(tx, ctx, x->currency, &x->lb_epoch, err) != 0)
+    if (svc__lb_epoch_read(x->run.c->arena, tx, ctx, x->currency, &x->lb_epoch, err) != 0)
         return -1;
     /* The job commits with the payment: durable fulfilment. */
     db_arg j[] = {DB_INT(x->id), DB_TIME(now + SHIP_DELAY_US)};
@@ -381,18 +383,10 @@ static int pay_lines(state_args *x, db_tx *tx, rt_ctx *ctx, int64_t account, int
 
 static int cancel_lines(state_args *x, db_tx *tx, rt_ctx *ctx, int64_t now, bz_error *err)
 {
-    db_rows *rows = NULL;
-    db_arg oid[] = {DB_INT(x->id)};
-    if (sql_query(TX(tx), ctx, &SQL_ORDER_LINES, oid, 1, &rows, err) != 0)
-        return -1;
     int64_t back[SVC_MAX_LINES][2];
-    int n = 0;
-    while (n < SVC_MAX_LINES && db_rows_next(rows)) {
-        back[n][0] = db_col_int(rows, 0);
-        back[n][1] = db_col_int(rows, 1);
-        n++;
-    }
-    db_rows_close(rows);
+    int n = order_pairs(x, tx, ctx, &SQL_ORDER_LINES, back, err);
+    if (n < 0)
+        return -1;
     for (int i = 0; i < n; i++) {
         db_arg u[] = {DB_INT(back[i][1]), DB_TIME(now), DB_INT(back[i][0])};
         if (sql_exec(TX(tx), ctx, &SQL_ITEM_RESTOCK, u, 3, NULL, err) != 0)
@@ -414,12 +408,10 @@ static int state_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     x->nitems = 0;
     db_rows *rows = NULL;
     db_arg oid[] = {DB_INT(x->id)};
-    int rc = sql_row(TX(tx), ctx, &SQL_ORDER_HEAD, oid, 1, &rows, err);
+    int rc = sql_row(x->run.c->arena, TX(tx), ctx, &SQL_ORDER_HEAD, oid, 1, &rows, err);
     if (rc < 0)
         return -1;
     if (rc == DB_NO_ROWS || db_col_int(rows, 0) != x->uid) {
-        if (rc == 0)
-            db_rows_close(rows);
         svc__tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "order %lld does not exist", (long long)x->id);
         return svc__tx_record(tx, ctx, &x->run, err);
     }
@@ -428,7 +420,6 @@ static int state_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     snprintf(status, sizeof status, "%s", db_col_text(rows, 2, NULL));
     x->total = db_col_int(rows, 3);
     snprintf(x->currency, sizeof x->currency, "%s", db_col_text(rows, 4, NULL));
-    db_rows_close(rows);
     int64_t now = bz_wall_us();
     x->at_us = now;
     if (x->pay) {
@@ -474,10 +465,8 @@ static int change_state(svc *s, svc_call *c, int64_t id, bool pay, svc_order *ou
         db_rows *rows = NULL;
         bz_error be;
         db_arg oid[] = {DB_INT(id)};
-        int rc = sql_row(DB(s->db), c->ctx, &SQL_ORDER_HEAD, oid, 1, &rows, &be);
+        int rc = sql_row(c->arena, DB(s->db), c->ctx, &SQL_ORDER_HEAD, oid, 1, &rows, &be);
         bool mine = rc == 0 && db_col_int(rows, 0) == c->who->user_id;
-        if (rc == 0)
-            db_rows_close(rows);
         if (rc < 0) {
             svc__idem_end(s, &im);
             return svc_fail_from(e, &be);

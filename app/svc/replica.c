@@ -70,7 +70,7 @@ static int64_t wal_pos(db *d, rt_ctx *ctx, const svc_sql *q)
 {
     db_rows *rows = NULL;
     bz_error be;
-    if (sql_row(DB(d), ctx, q, NULL, 0, &rows, &be) != 0 || db_col_is_null(rows, 0)) {
+    if (sql_row(NULL, DB(d), ctx, q, NULL, 0, &rows, &be) != 0 || db_col_is_null(rows, 0)) {
         db_rows_close(rows);
         return -1;
     }
@@ -192,19 +192,18 @@ static bool replica_ok(svc *s, svc_call *c)
         return true;
     char key[48];
     snprintf(key, sizeof key, "rw:%lld", (long long)c->who->user_id);
-    bz_buf v = BZ_BUF_INIT;
+    bz_buf *v = bz_arena_buf(c->arena);
     bz_error be;
-    int rc = cache_state_get(s->cache, c->ctx, key, &v, &be);
+    int rc = cache_state_get(s->cache, c->ctx, key, v, &be);
     bool ok;
     if (rc < 0) {
         ok = false; /* cannot tell: the primary is always right */
-    } else if (rc > 0 || v.len == 0) {
+    } else if (rc > 0 || v->len == 0) {
         ok = true; /* no mark */
     } else {
         int64_t m = 0;
-        ok = bz_str_to_i64((bz_str){(const char *)v.data, v.len}, &m) && m + SKEW_US < cu;
+        ok = bz_str_to_i64((bz_str){(const char *)v->data, v->len}, &m) && m + SKEW_US < cu;
     }
-    bz_buf_free(&v);
     return ok;
 }
 
@@ -216,7 +215,7 @@ static int routed(svc *s, svc_call *c, const svc_sql *q, const db_arg *a, int n,
     if (replica_ok(s, c)) {
         rt_ctx rc;
         rt_ctx_init_timeout(&rc, c->ctx, REPLICA_READ_NS);
-        int r = one ? sql_row(DB(s->rep.db), &rc, q, a, n, rows, be) : sql_query(DB(s->rep.db), &rc, q, a, n, rows, be);
+        int r = one ? sql_row(c->arena, DB(s->rep.db), &rc, q, a, n, rows, be) : sql_query(c->arena, DB(s->rep.db), &rc, q, a, n, rows, be);
         rt_ctx_release(&rc);
         if (r >= 0 || rt_ctx_err(c->ctx))
             return r;
@@ -230,7 +229,7 @@ static int routed(svc *s, svc_call *c, const svc_sql *q, const db_arg *a, int n,
         else if (!gone)
             bz_log_warn("read replica refused a read; it runs on the primary", BZ_F_STR("error", be->msg));
     }
-    return one ? sql_row(DB(s->db), c->ctx, q, a, n, rows, be) : sql_query(DB(s->db), c->ctx, q, a, n, rows, be);
+    return one ? sql_row(c->arena, DB(s->db), c->ctx, q, a, n, rows, be) : sql_query(c->arena, DB(s->db), c->ctx, q, a, n, rows, be);
 }
 
 int svc_read_row(svc *s, svc_call *c, const svc_sql *q, const db_arg *a, int n, db_rows **rows, bz_error *be)

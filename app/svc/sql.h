@@ -29,18 +29,30 @@ static inline const char *svc_sql_text(db_q q, const svc_sql *s)
     return s->pg && db_q_dialect(q) == DB_POSTGRES ? s->pg : s->lite;
 }
 
-/* Runs s on q: db_exec / db_query / db_query_row with its text. */
+/* Runs s on q: db_exec / db_query / db_query_row with its text.  The rows
+ * belong to arena ar (db_rows_adopt): a request's are closed when its
+ * arena is, never by hand.  Work that has no request (the background
+ * workers, the replica's probe), and a scan copied at once that the
+ * request should not hold, pass NULL and close the rows themselves. */
 static inline int sql_exec(db_q q, rt_ctx *ctx, const svc_sql *s, const db_arg *a, int n, int64_t *aff, bz_error *e)
 {
     return db_exec(q, ctx, svc_sql_text(q, s), a, n, aff, e);
 }
-static inline int sql_query(db_q q, rt_ctx *ctx, const svc_sql *s, const db_arg *a, int n, db_rows **r, bz_error *e)
+static inline int svc__sql_owned(bz_arena *ar, int rc, db_rows **r)
 {
-    return db_query(q, ctx, svc_sql_text(q, s), a, n, r, e);
+    if (rc == 0 && ar)
+        db_rows_adopt(ar, *r);
+    return rc;
 }
-static inline int sql_row(db_q q, rt_ctx *ctx, const svc_sql *s, const db_arg *a, int n, db_rows **r, bz_error *e)
+static inline int sql_query(bz_arena *ar, db_q q, rt_ctx *ctx, const svc_sql *s, const db_arg *a, int n,
+                            db_rows **r, bz_error *e)
 {
-    return db_query_row(q, ctx, svc_sql_text(q, s), a, n, r, e);
+    return svc__sql_owned(ar, db_query(q, ctx, svc_sql_text(q, s), a, n, r, e), r);
+}
+static inline int sql_row(bz_arena *ar, db_q q, rt_ctx *ctx, const svc_sql *s, const db_arg *a, int n,
+                          db_rows **r, bz_error *e)
+{
+    return svc__sql_owned(ar, db_query_row(q, ctx, svc_sql_text(q, s), a, n, r, e), r);
 }
 
 /* users */

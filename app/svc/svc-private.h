@@ -215,7 +215,7 @@ void svc__fx_order_event(svc *s, int64_t user_id, int64_t order_id, const char *
 void svc__fx_spent(svc *s, int64_t user_id, const char *currency, int64_t cents, int64_t epoch);
 /* The leaderboard epoch of currency, read inside a payment's transaction
  * (leaderboard.c explains why). */
-int svc__lb_epoch_read(db_tx *tx, rt_ctx *ctx, const char *currency, int64_t *epoch, bz_error *err);
+int svc__lb_epoch_read(bz_arena *a, db_tx *tx, rt_ctx *ctx, const char *currency, int64_t *epoch, bz_error *err);
 /* The cached order pages of a user: remember one, drop them all. */
 #define SVC_OLIST_MAX_PAGES 64
 void svc__pages_track(svc *s, rt_ctx *ctx, int64_t uid, const char *page_key);

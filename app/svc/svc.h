@@ -68,6 +68,11 @@ typedef enum svc_kind {
     SVC_TIMEOUT,         /* the call's deadline passed */
     SVC_CANCELLED,       /* the caller went away */
     SVC_INTERNAL,        /* a bug or an unexpected failure (logged) */
+    /* The adapters' own refusals of a request they could not decode, in the
+     * same model so each transport maps them in its one table: */
+    SVC_TOO_LARGE,       /* larger than the server accepts (body_too_large); the rest was not read */
+    SVC_UNSUPPORTED,     /* in an encoding the adapter does not read (unsupported_media_type) */
+    SVC_UNREADABLE,      /* could not be read whole (bad_request); the rest was not read */
     SVC_KIND__COUNT
 } svc_kind;
 

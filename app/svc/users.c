@@ -15,13 +15,12 @@ static int load_user(svc *s, svc_call *c, int64_t id, bool with_email, bool stal
     bz_error be;
     db_arg args[] = {DB_INT(id)};
     int rc = stale_ok ? svc_read_row(s, c, &SQL_USER_BY_ID, args, 1, &rows, &be)
-                      : sql_row(DB(s->db), c->ctx, &SQL_USER_BY_ID, args, 1, &rows, &be);
+                      : sql_row(c->arena, DB(s->db), c->ctx, &SQL_USER_BY_ID, args, 1, &rows, &be);
     if (rc == DB_NO_ROWS)
         return svc_fail(e, SVC_NOT_FOUND, "not_found", "user %lld does not exist", (long long)id);
     if (rc < 0)
         return svc_fail_from(e, &be);
     svc__row_user(rows, c->arena, out, with_email);
-    db_rows_close(rows);
     return 0;
 }
 
@@ -40,14 +39,13 @@ int svc_user_create(svc *s, svc_call *c, const svc_user_in *in, svc_user *out, s
     db_arg args[] = {DB_TEXT(norm), DB_TEXTN(in->name.p, in->name.n), DB_TEXT(hash), DB_TIME(bz_wall_us())};
     db_rows *rows = NULL;
     bz_error be;
-    int rc = sql_row(DB(s->db), c->ctx, &SQL_USER_INSERT, args, 4, &rows, &be);
+    int rc = sql_row(c->arena, DB(s->db), c->ctx, &SQL_USER_INSERT, args, 4, &rows, &be);
     sodium_memzero(hash, sizeof hash);
     if (rc < 0 && be.kind == BZ_ERR_UNIQUE)
         return svc_fail(e, SVC_ALREADY_EXISTS, "email_taken", "a user with this email already exists");
     if (rc != 0)
         return rc < 0 ? svc_fail_from(e, &be) : svc_fail(e, SVC_INTERNAL, "internal", "no user row returned");
     svc__row_user(rows, c->arena, out, true);
-    db_rows_close(rows);
     return 0;
 }
 
@@ -81,7 +79,6 @@ int svc_user_find(svc *s, svc_call *c, svc_str email, svc_user *out, bool *found
         return svc_fail_from(e, &be);
     if (rc == 0) {
         svc__row_user(rows, c->arena, out, false);
-        db_rows_close(rows);
         *found = true;
     }
     return 0;
@@ -141,46 +138,49 @@ int svc_users_list(svc *s, svc_call *c, int64_t after_id, int64_t limit, svc_use
         return -1;
     }
     int64_t sent = 0, last = after_id < 0 ? 0 : after_id;
+    /* A long stream must not grow the call's arena: each batch's rows and
+     * the users read from them live in a batch arena, reset per batch. */
+    bz_arena batch;
+    bz_arena_init(&batch, 4096);
+    svc_call bc = *c;
+    bc.arena = &batch;
+    int rc = 0;
     for (;;) {
         int64_t want = LIST_BATCH;
         if (limit && limit - sent < want)
             want = limit - sent;
         if (want <= 0)
-            return 0;
+            break;
+        bz_arena_reset(&batch);
         db_rows *rows = NULL;
         bz_error be;
         db_arg args[] = {DB_INT(last), DB_INT(want)};
-        if (svc_read_query(s, c, &SQL_USERS_AFTER, args, 2, &rows, &be) != 0)
-            return svc_fail_from(e, &be);
-        int n = 0;
-        while (db_rows_next(rows)) {
-            int cerr = rt_ctx_err(c->ctx);
-            if (cerr) {
-                db_rows_close(rows);
-                bz_error ce;
-                bz_err_set(&ce, bz_err_from_errno(cerr), "the call ended");
-                return svc_fail_from(e, &ce);
-            }
-            /* each row's strings are freed with the call; a long stream
-             * would grow the arena, so rows use a small scratch arena */
-            bz_arena scratch;
-            bz_arena_init(&scratch, 512);
+        if (svc_read_query(s, &bc, &SQL_USERS_AFTER, args, 2, &rows, &be) != 0) {
+            rc = svc_fail_from(e, &be);
+            break;
+        }
+        int n = 0, stop = 0, cerr = 0;
+        while (!stop && db_rows_next(rows)) {
+            if ((cerr = rt_ctx_err(c->ctx)) != 0)
+                break;
             svc_user u;
-            svc__row_user(rows, &scratch, &u, false);
+            svc__row_user(rows, &batch, &u, false);
             last = u.id;
             n++;
             sent++;
-            int stop = emit(arg, &u);
-            bz_arena_free(&scratch);
-            if (stop) {
-                db_rows_close(rows);
-                return 0;
-            }
+            stop = emit(arg, &u);
         }
-        db_rows_close(rows);
-        if (n < want)
-            return 0;
+        if (cerr) {
+            bz_error ce;
+            bz_err_set(&ce, bz_err_from_errno(cerr), "the call ended");
+            rc = svc_fail_from(e, &ce);
+            break;
+        }
+        if (stop || n < want)
+            break;
     }
+    bz_arena_free(&batch);
+    return rc;
 }
 
 int svc_session_create(svc *s, svc_call *c, const svc_login_in *in, svc_session *out, svc_err *e)
@@ -208,13 +208,12 @@ int svc_session_create(svc *s, svc_call *c, const svc_login_in *in, svc_session 
         db_rows *rows = NULL;
         bz_error be;
         db_arg args[] = {DB_TEXT(norm)};
-        int rc = sql_row(DB(s->db), c->ctx, &SQL_USER_LOGIN, args, 1, &rows, &be);
+        int rc = sql_row(c->arena, DB(s->db), c->ctx, &SQL_USER_LOGIN, args, 1, &rows, &be);
         if (rc < 0)
             return svc_fail_from(e, &be);
         if (rc == 0) {
             uid = db_col_int(rows, 0);
             snprintf(hash, sizeof hash, "%s", db_col_text(rows, 1, NULL));
-            db_rows_close(rows);
         }
     }
     /* Unknown emails verify against a dummy hash: same answer, similar time. */

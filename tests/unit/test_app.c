@@ -124,12 +124,14 @@ static void errors_map_to_http_once(void **state)
         {SVC_RATE_LIMITED, "rate_limited", 429, "Retry-After: 1"},
         {SVC_UNAVAILABLE, "contention", 503, "Retry-After: 1"},
         {SVC_INTERNAL, "internal", 500, NULL},
-        {SVC_INVALID, "unsupported_media_type", 415, NULL},
-        {SVC_INVALID, "body_too_large", 413, NULL},
+        {SVC_UNSUPPORTED, "unsupported_media_type", 415, NULL},
+        {SVC_TOO_LARGE, "body_too_large", 413, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         http_req r;
         memset(&r, 0, sizeof r);
+        r.method = BZ_STR_LIT("POST"); /* as every parsed request has (the error ring copies them) */
+        r.path = BZ_STR_LIT("/v1/things");
         bz_arena ar;
         bz_arena_init(&ar, 1024);
         r.arena = &ar;
@@ -145,6 +147,45 @@ static void errors_map_to_http_once(void **state)
             assert_non_null(strstr(r.resp_headers.data, cases[i].header));
         if (cases[i].status == 400)
             assert_non_null(strstr(r.body.data, "\"errors\":[{\"field\":\"email\""));
+        bz_buf_free(&r.body);
+        bz_buf_free(&r.resp_headers);
+        bz_arena_free(&ar);
+    }
+}
+
+/* The adapter's refusals are kinds: the status and whether the connection
+ * closes come from the kind alone, never from the code's text. */
+static void adapter_refusals_map_by_kind(void **state)
+{
+    (void)state;
+    static const struct {
+        svc_kind kind;
+        const char *code;
+        int status;
+        bool close;
+    } cases[] = {
+        {SVC_TOO_LARGE, "body_too_large", 413, true},
+        {SVC_UNREADABLE, "bad_request", 400, true},
+        {SVC_UNSUPPORTED, "unsupported_media_type", 415, false},
+        {SVC_TOO_LARGE, "some_other_code", 413, true},
+        {SVC_INVALID, "body_too_large", 400, false}, /* the text decides nothing */
+        {SVC_INVALID, "bad_request", 400, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        http_req r;
+        memset(&r, 0, sizeof r);
+        r.method = BZ_STR_LIT("POST"); /* as every parsed request has (the error ring copies them) */
+        r.path = BZ_STR_LIT("/v1/things");
+        bz_arena ar;
+        bz_arena_init(&ar, 1024);
+        r.arena = &ar;
+        svc_err e;
+        svc_err_clear(&e);
+        svc_fail(&e, cases[i].kind, cases[i].code, "why %d", (int)i);
+        assert_int_equal(rest_fail(&r, &e), 0);
+        assert_int_equal(r.status, cases[i].status);
+        assert_int_equal(r.close_after, cases[i].close);
+        assert_non_null(strstr(r.body.data, cases[i].code));
         bz_buf_free(&r.body);
         bz_buf_free(&r.resp_headers);
         bz_arena_free(&ar);
@@ -171,6 +212,7 @@ int main(void)
         cmocka_unit_test(openapi_documents_every_registered_route),
         cmocka_unit_test(decoding_collects_every_bad_field),
         cmocka_unit_test(errors_map_to_http_once),
+        cmocka_unit_test(adapter_refusals_map_by_kind),
         cmocka_unit_test(seeded_password_hashes_verify_and_repeat),
     };
     return cmocka_run_group_tests_name("app", tests, NULL, NULL);

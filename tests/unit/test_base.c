@@ -61,6 +61,25 @@ static void arena_alloc_align_and_reset(void **state)
     assert_int_equal(a.total, 0);
 }
 
+/* A buffer the arena owns: grows on the heap, freed by the reset (the
+ * leak check of the ASan build fails this test if it is not). */
+static void arena_buffers_are_freed_with_the_arena(void **state)
+{
+    bz_arena a;
+    bz_arena_init(&a, 1024);
+    bz_buf *b = bz_arena_buf(&a);
+    assert_int_equal(b->len, 0);
+    for (int i = 0; i < 1000; i++)
+        bz_buf_append_c(b, "0123456789");
+    assert_int_equal(b->len, 10000);
+    assert_true(b->cap > a.total); /* the bytes are on the heap, not in a chunk */
+    bz_arena_reset(&a);
+    bz_buf *c = bz_arena_buf(&a);
+    bz_buf_append_c(c, "again");
+    assert_string_equal(c->data, "again");
+    bz_arena_free(&a);
+}
+
 /* ---- slices and buffers ---- */
 
 static void str_ops(void **state)
@@ -753,6 +772,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(arena_alloc_align_and_reset),
+        cmocka_unit_test(arena_buffers_are_freed_with_the_arena),
         cmocka_unit_test(str_ops),
         cmocka_unit_test(buf_ops),
         cmocka_unit_test(json_escape_every_byte_at_every_offset),
