@@ -505,10 +505,15 @@ __attribute__((noinline)) static bool discard_body(http_req *r, http_conn *c)
  * answer before a client that sends its whole body first has read it. */
 static void linger(http_conn *c)
 {
-    char tmp[16384];
+    /* Into the read buffer (the request is answered): a 16 KiB array on the
+     * coroutine's stack dirtied pages below what the pooled-stack trim
+     * looks at, and the soak's RSS crept by a page per pooled stack. */
+    if (!c->rbuf)
+        c->rbuf = buf_get(c);
+    c->rlen = c->rpos = 0;
     int64_t deadline = bz_now_ns() + LINGER_NS, left = LINGER_MAX;
     while (left > 0) {
-        ssize_t n = rt_read(&c->io, tmp, sizeof tmp, &c->ls->ctx, deadline);
+        ssize_t n = rt_read(&c->io, c->rbuf, c->srv->bufcap, &c->ls->ctx, deadline);
         if (n <= 0)
             return;
         left -= n;
