@@ -249,6 +249,14 @@ static int collect(db_conn *c, rt_ctx *ctx, PGresult **out, bz_error *err)
         PGresult *res = PQgetResult(c->pg);
         if (!res)
             break;
+        if (cancelled)
+            /* A cancel request was sent off for this statement and may
+             * still be on its way: it cancels whatever this backend runs
+             * when it lands, which on a reused connection is the next
+             * caller's statement ("cancelled" for a request that cancelled
+             * nothing; 1 call in ~500 of a 1 ms-deadline flood).  So the
+             * connection is not reused, as pgx closes one after a cancel. */
+            c->broken = true;
         ExecStatusType s = PQresultStatus(res);
         if (s == PGRES_FATAL_ERROR || s == PGRES_BAD_RESPONSE || s == PGRES_NONFATAL_ERROR) {
             if (!errres && s != PGRES_NONFATAL_ERROR)
