@@ -57,10 +57,10 @@ typedef struct series {
 
 /* Whole-process gauges sampled with the series. */
 enum {
-    G_INFLIGHT, G_CONNS_H1, G_CONNS_H2, G_DB_OPEN, G_DB_INUSE, G_DB_WAITING, G_CACHE_HIT, G_LAG_MS, G_COROS,
+    G_INFLIGHT, G_GRPC_INFLIGHT, G_CONNS_H1, G_CONNS_H2, G_DB_OPEN, G_DB_INUSE, G_DB_WAITING, G_CACHE_HIT, G_LAG_MS, G_COROS,
     G_OFFLOAD_QUEUED, G_CPU, G_RSS_MB, G__COUNT
 };
-static const char *const gauge_names[G__COUNT] = {"inflight", "conns_http1", "conns_http2", "db_open", "db_in_use",
+static const char *const gauge_names[G__COUNT] = {"inflight", "grpc_inflight", "conns_http1", "conns_http2", "db_open", "db_in_use",
                                                   "db_waiting", "cache_hit_ratio", "lag_ms", "coroutines",
                                                   "offload_queued", "cpu_percent", "rss_mib"};
 
@@ -169,6 +169,7 @@ static void x__sample_series(app_console *c, int pos)
     int64_t inflight = rest_metrics_each(x__rest_series, c);
     grpc_metrics_each(x__grpc_series, c);
     c->g[G_INFLIGHT][pos] = (float)inflight;
+    c->g[G_GRPC_INFLIGHT][pos] = (float)grpc_metrics_inflight();
     for (int i = 0; i < c->ns; i++) {
         series *s = c->s[i];
         const bz_hist_bounds *b = s->grpc ? grpc_metrics_bounds() : rest_metrics_bounds();

@@ -183,6 +183,10 @@ void grpc_metrics_observe(const char *path, grpc_code code, int64_t ns);
 void grpc_metrics_each(void (*fn)(const char *path, const int64_t *handled, const bz_hist_snap *h, void *arg),
                        void *arg);
 const bz_hist_bounds *grpc_metrics_bounds(void);
+/* Calls in flight: an interceptor adds 1 when a call starts and -1 when
+ * it ends (app/grpc/server.c's observe does); the admin console reads it. */
+void grpc_metrics_inflight_add(int64_t delta);
+int64_t grpc_metrics_inflight(void);
 /* bazaar_grpc_server_handled_total and _handling_seconds, Prometheus text. */
 void grpc_metrics_render(bz_buf *out);
 

@@ -20,6 +20,10 @@ typedef struct {
 } mslot;
 
 static mslot slots[MAX_METHODS];
+static _Atomic int64_t inflight;
+
+void grpc_metrics_inflight_add(int64_t delta) { atomic_fetch_add_explicit(&inflight, delta, memory_order_relaxed); }
+int64_t grpc_metrics_inflight(void) { return atomic_load_explicit(&inflight, memory_order_relaxed); }
 static mslot unknown_slot; /* UNIMPLEMENTED and other unregistered paths */
 
 static mslot *slot_for(const char *path)

@@ -45,7 +45,9 @@ static int observe(grpc_call *c, const grpc_method *m, void *data,
     grpc_add_header(c, "traceresponse", tp);
     bz_log_dbg("grpc started", BZ_F_STR("method", m ? m->path : "(unknown)"), BZ_F_STR("request_id", r->request_id));
     int64_t t0 = bz_now_ns();
+    grpc_metrics_inflight_add(1);
     int rc = next(c, m);
+    grpc_metrics_inflight_add(-1);
     /* recovery: a handler that failed without a status is INTERNAL */
     if (rc < 0 && !grpc_finished(c)) {
         bz_log_err("grpc handler failed", BZ_F_STR("method", m ? m->path : "?"), BZ_F_INT("error", rc));

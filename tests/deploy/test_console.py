@@ -175,6 +175,26 @@ def test_data_document_and_incremental_points(srv):
     assert get(srv.admin, "/console/data?since=x")[0] == 400
 
 
+def test_grpc_calls_in_flight_are_a_gauge(srv):
+    """Two health Watch streams held open show as gRPC calls in flight; the
+    gauge falls back when they end."""
+    def grpc_inflight():
+        time.sleep(2.2)  # the sampler's second, and one more
+        d = json.loads(get(srv.admin, "/console/data")[2])
+        return d["gauges"]["grpc_inflight"][-1]
+    base = grpc_inflight()
+    with grpc.insecure_channel("127.0.0.1:%d" % srv.grpc_port) as ch:
+        watch = ch.unary_stream("/grpc.health.v1.Health/Watch", request_serializer=lambda b: b,
+                                response_deserializer=lambda b: b)
+        calls = [watch(b"", timeout=30) for _ in range(2)]
+        for c in calls:
+            next(c)  # the first status: the stream is open on the server
+        assert grpc_inflight() >= base + 2
+        for c in calls:
+            c.cancel()
+    assert grpc_inflight() <= base
+
+
 def test_console_in_headless_chromium_moves_under_load(srv):
     node = npm_ci()
     os.makedirs(ARTIFACTS, exist_ok=True)
