@@ -26,8 +26,8 @@
  * stacks' RSS crept from 35 to 60+ MiB in ten minutes (make soak). */
 #define RT_STACK_KEEP (12 * 1024)
 /* Pooled coroutines per loop that keep the pages of a deeper use (see
- * warm_add): enough for every request in flight on a busy loop. */
-#define RT_STACK_WARM 128
+ * warm_add): rt_options.stack_warm, 0 by default. */
+#define RT_STACK_WARM ((size_t)rt__stack_warm())
 #define RT_STACK_WARM_NS BZ_NS_PER_S
 #define RT_STACK_MARK 0x6b6565705f737461ull /* "keep_sta": never a pointer or a small int */
 /* Mark words spread over the page RT_STACK_KEEP below the top: a frame

@@ -31,10 +31,12 @@ _Thread_local rt_loop *rt__cur;
 static rt_loop *g_loops;
 static int g_nloops;
 static size_t g_stack_size;
+static int g_stack_warm;
 static atomic_bool g_stop;
 static rt_ctx g_shutdown;
 
 size_t rt__stack_size(void) { return g_stack_size; }
+int rt__stack_warm(void) { return g_stack_warm; }
 int rt_nloops(void) { return g_nloops; }
 int64_t rt_now(void) { return rt__cur ? rt__cur->now : bz_now_ns(); }
 rt_loop *rt_loop_at(int i) { return (i >= 0 && i < g_nloops) ? &g_loops[i] : NULL; }
@@ -404,6 +406,7 @@ int rt_run(const rt_options *opt, rt_fn main_fn, void *arg)
     /* A write to a closed socket must fail with EPIPE, not kill us. */
     signal(SIGPIPE, SIG_IGN);
     g_stack_size = o.stack_size ? o.stack_size : RT_DEFAULT_STACK;
+    g_stack_warm = o.stack_warm > 0 ? o.stack_warm : 0;
     atomic_store(&g_stop, false);
     g_nloops = o.threads;
     g_loops = calloc((size_t)o.threads, sizeof *g_loops);

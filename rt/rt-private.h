@@ -183,6 +183,7 @@ void rt__signals_remove_guard(rt_loop *l);
 int rt__signals_start(rt_loop *l0);
 void rt__signals_stop(void);
 size_t rt__stack_size(void);
+int rt__stack_warm(void); /* rt_options.stack_warm */
 
 /* TLS sessions (tls.c): the parked reads and writes rt_read and
  * rt_writev_all hand over when io->tls is set, and freeing the session

@@ -857,7 +857,7 @@ static int resident_pages(uintptr_t lo, uintptr_t hi)
     return r;
 }
 
-/* rt/coro.c's RT_STACK_WARM: deep coroutines a loop pools with their pages. */
+/* rt_options.stack_warm for the case below: deep coroutines a loop pools with their pages. */
 #define WARM 128
 #define MANY (WARM + 8)
 static uintptr_t many_top[MANY];
@@ -944,7 +944,8 @@ static void pooled_stack_is_trimmed_after_a_deep_use(void **state)
 #ifdef UNDER_SANITIZER
     skip(); /* ASan's frames and fake stacks change what a use touches */
 #else
-    run(1, deep_main, NULL);
+    rt_options o = {.threads = 1, .stack_warm = WARM}; /* the warm-stack cache on (off by default) */
+    assert_int_equal(rt_run(&o, deep_main, NULL), 0);
 #endif
 }
 
