@@ -422,8 +422,14 @@ def test_dump_names_the_redis_command_a_request_waits_on():
         t = threading.Thread(target=call)
         t.start()
         block = []
+
+        def parked(blk):
+            return blk and ("[socket read fd " in blk[0] or "[redis pool wait" in blk[0])
+
+        # until the request is in the dump parked (a dump can catch it an
+        # instant before it parks: [runnable])
         deadline = time.time() + 10
-        while time.time() < deadline and not block:
+        while time.time() < deadline and not parked(block):
             st, _, b = get(s.admin, "/debug/pprof/goroutine?debug=2")
             block = [x for x in b.decode().split("\n\n") if TRACE in x]
             time.sleep(0.1)
