@@ -27,7 +27,7 @@ BUILD    := build
 endif
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wvla
-CFLAGS_common := -std=c17 -D_GNU_SOURCE -I. -Ibuild/gen -I/usr/include/postgresql -pthread -MMD -MP $(WARN)
+CFLAGS_common := -std=c17 -D_GNU_SOURCE -Iinclude -I. -Ibuild/gen -I/usr/include/postgresql -pthread -MMD -MP $(WARN)
 ifeq ($(MODE),release)
 OPT      := -O2 -g
 else ifeq ($(MODE),asan)

@@ -14,8 +14,8 @@
 #include "app/pprof.h"
 #include "app/rest/json.h"
 
-#include "base/log.h"
-#include "base/metrics.h"
+#include <bazaar/log.h>
+#include <bazaar/metrics.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -227,7 +227,7 @@ app_admin *app_admin_start(app *a, rest *R, int *err)
         {http_mw_recover, NULL},
     };
     ad->chain = http_chain(http_mux_handler(ad->mux), mws, 3);
-    http_server_opts o = http_opts_from_config(a->cfg);
+    http_server_opts o = app_http_opts(a->cfg);
     o.addr = a->cfg->admin_addr;
     o.name = "admin";
     o.max_conns = ADMIN_MAX_CONNS;

@@ -7,6 +7,7 @@
 
 #include "app/svc/svc.h"
 #include "base/config.h"
+#include <bazaar/http.h>
 
 #include <stdio.h>
 
@@ -18,6 +19,9 @@ typedef struct app {
     svc *svc;
     db_dialect dialect;
 } app;
+
+/* main.c: the HTTP settings of the command line */
+http_server_opts app_http_opts(const bz_config *cfg);
 
 /* seed.c, explain.c */
 int app_seed(app *a, rt_ctx *ctx);

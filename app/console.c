@@ -21,11 +21,11 @@
 #include "app/admin.h"
 #include "app/rest/json.h"
 #include "app/svc/sql.h"
-#include "grpc/grpc.h"
+#include <bazaar/grpc.h>
 
-#include "base/errlog.h"
-#include "base/log.h"
-#include "db/stats.h"
+#include <bazaar/errlog.h>
+#include <bazaar/log.h>
+#include <bazaar/db-stats.h>
 
 #include <math.h>
 #include <pthread.h>

@@ -8,7 +8,7 @@
 #include "app/app-private.h"
 #include "app/svc/sql.h"
 
-#include "base/clock.h"
+#include <bazaar/clock.h>
 
 #include <stdio.h>
 #include <string.h>

@@ -7,7 +7,7 @@
 #include "app/rest/rest.h"
 #include "app/tls.h"
 
-#include "base/log.h"
+#include <bazaar/log.h>
 #include "base/notify.h"
 
 #include <errno.h>
@@ -15,6 +15,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The HTTP settings of the command line (admin.c and the serve lifecycle). */
+http_server_opts app_http_opts(const bz_config *cfg)
+{
+    return (http_server_opts){
+        .addr = cfg->http_addr,
+        .read_header_timeout_ns = cfg->read_header_timeout_ns,
+        .read_timeout_ns = cfg->read_timeout_ns,
+        .write_timeout_ns = cfg->write_timeout_ns,
+        .idle_timeout_ns = cfg->idle_timeout_ns,
+        .shutdown_grace_ns = cfg->shutdown_grace_ns,
+        .max_header_bytes = cfg->max_header_bytes,
+        .max_body_bytes = cfg->max_body_bytes,
+        .h2_max_concurrent_streams = cfg->h2_max_concurrent_streams,
+        .max_streams = cfg->max_streams,
+        .conn_buffer_bytes = cfg->conn_buffer_bytes,
+        .buffer_bytes = cfg->buffer_bytes,
+        .reuse_port = cfg->reuse_port,
+        .tls_handshake_timeout_ns = cfg->tls_handshake_timeout_ns,
+        .tls_max_handshakes = cfg->tls_max_handshakes,
+        .max_conns = cfg->max_conns,
+    };
+}
 
 typedef struct {
     const bz_config *cfg;
@@ -205,7 +228,7 @@ static void serve_main(void *p)
     rd = (readiness){&a, NULL};
     rpc *G = rpc_new(a.svc, cfg, ready, &rd);
     protocols both = {grpc_http_handler(rpc_server(G)), chain};
-    http_server_opts o = http_opts_from_config(cfg);
+    http_server_opts o = app_http_opts(cfg);
     /* --max-conns is per process: both addresses share one gate. */
     rt_gate *gate = rt_gate_new(cfg->max_conns);
     o.conn_gate = gate;

@@ -28,7 +28,7 @@
 #include "app/pprof.h"
 #include "app/admin.h"
 
-#include "base/log.h"
+#include <bazaar/log.h>
 
 #include <dlfcn.h>
 #include <errno.h>

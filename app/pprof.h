@@ -5,7 +5,7 @@
 #ifndef APP_PPROF_H
 #define APP_PPROF_H
 
-#include "http/http.h"
+#include <bazaar/http.h>
 
 /* Adds GET /debug/pprof/{,profile,heap,goroutine} to mux. */
 void app_pprof_routes(http_mux *mux);

@@ -8,8 +8,8 @@
 #include "app/app-private.h"
 #include "app/svc/password.h"
 
-#include "base/clock.h"
-#include "base/log.h"
+#include <bazaar/clock.h>
+#include <bazaar/log.h>
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* app/tls.c — see tls.h. */
 #include "app/tls.h"
 
-#include "base/log.h"
+#include <bazaar/log.h>
 #include "base/notify.h"
 
 #include <time.h>

@@ -6,7 +6,7 @@
 #define APP_TLS_H
 
 #include "base/config.h"
-#include "rt/tls.h"
+#include <bazaar/tls.h>
 
 /* Loads the pair named by cfg (both flags set).  NULL with a one-line
  * message naming the flags in err (the caller exits 2).  No runtime

@@ -1,5 +1,5 @@
 /* base/arena.c — see arena.h. */
-#include "base/arena.h"
+#include <bazaar/arena.h>
 
 #include <stdint.h>
 #include <stdio.h>

@@ -1,9 +1,9 @@
 /* base/breaker.c — see breaker.h.  Every state change is a
  * compare-and-swap on `state`, so exactly one thread makes each change and
  * counts it; probe_at is written before the swap that publishes OPEN. */
-#include "base/breaker.h"
+#include <bazaar/breaker.h>
 
-#include "base/metrics.h"
+#include <bazaar/metrics.h>
 
 #include <stdio.h>
 #include <string.h>

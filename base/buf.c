@@ -1,5 +1,5 @@
 /* base/buf.c — see buf.h. */
-#include "base/buf.h"
+#include <bazaar/buf.h>
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* base/clock.c — see clock.h. */
-#include "base/clock.h"
+#include <bazaar/clock.h>
 
-#include "base/buf.h"
+#include <bazaar/buf.h>
 
 #include <string.h>
 #include <time.h>

@@ -2,9 +2,9 @@
  * of truth for names, environment twins, defaults and help text. */
 #include "base/config.h"
 
-#include "base/clock.h"
-#include "base/error.h"
-#include "base/log.h"
+#include <bazaar/clock.h>
+#include <bazaar/error.h>
+#include <bazaar/log.h>
 #include "base/redisurl.h"
 
 #include <ctype.h>
@@ -400,7 +400,7 @@ static int set_value(bz_config *cfg, const flagdef *f, const char *v, char *why,
         static const char *names[] = {"allkeys-lru", "allkeys-lfu", "volatile-ttl", "noeviction"};
         for (int i = 0; i < 4; i++)
             if (!strcmp(v, names[i])) {
-                *(bz_eviction *)dst = (bz_eviction)i;
+                *(cache_eviction *)dst = (cache_eviction)i;
                 return 0;
             }
         return bz_fail_msg(why, whylen, "want allkeys-lru, allkeys-lfu, volatile-ttl or noeviction");

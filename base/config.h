@@ -12,6 +12,8 @@
 #ifndef BZ_CONFIG_H
 #define BZ_CONFIG_H
 
+#include <bazaar/cache.h>
+
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,13 +27,6 @@ typedef enum bz_command {
     BZ_CMD_HELP,
     BZ_CMD_ENV_TEMPLATE,
 } bz_command;
-
-typedef enum bz_eviction {
-    BZ_EVICT_ALLKEYS_LRU = 0,
-    BZ_EVICT_ALLKEYS_LFU,
-    BZ_EVICT_VOLATILE_TTL,
-    BZ_EVICT_NOEVICTION,
-} bz_eviction;
 
 /* "N per window": --rate-limit 100 (per second), --login-rate-limit 10/min. */
 typedef struct bz_rate {
@@ -79,7 +74,7 @@ typedef struct bz_config {
     bz_rate login_rate_limit;
     int64_t cache_ttl_ns;
     int64_t cache_max_memory;
-    bz_eviction cache_eviction;
+    cache_eviction cache_eviction;
     int log_format;           /* bz_log_format */
     int log_level;            /* bz_log_level */
     char tls_cert[1024];      /* PEM chain, or "" (no TLS); set iff tls_key is */

@@ -1,7 +1,7 @@
 /* base/errlog.c — the ring of the last errors answered (base/errlog.h). */
-#include "base/errlog.h"
+#include <bazaar/errlog.h>
 
-#include "base/clock.h"
+#include <bazaar/clock.h>
 
 #include <pthread.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* base/error.c — see error.h. */
-#include "base/error.h"
+#include <bazaar/error.h>
 
 #include <errno.h>
 #include <stdarg.h>

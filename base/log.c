@@ -1,9 +1,9 @@
 /* base/log.c — see log.h. */
-#include "base/log.h"
+#include <bazaar/log.h>
 
-#include "base/buf.h"
-#include "base/clock.h"
-#include "base/trace.h"
+#include <bazaar/buf.h>
+#include <bazaar/clock.h>
+#include <bazaar/trace.h>
 
 #include <pthread.h>
 #include <stdarg.h>

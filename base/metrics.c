@@ -1,5 +1,5 @@
 /* base/metrics.c — see metrics.h. */
-#include "base/metrics.h"
+#include <bazaar/metrics.h>
 
 #include "base/config.h"
 

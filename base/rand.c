@@ -1,7 +1,7 @@
 /* base/rand.c — see rand.h. */
-#include "base/rand.h"
+#include <bazaar/rand.h>
 
-#include "base/clock.h"
+#include <bazaar/clock.h>
 
 #include <stdio.h>
 #include <stdlib.h>

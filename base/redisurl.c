@@ -2,7 +2,7 @@
 #include "base/redisurl.h"
 
 #include "base/config.h"
-#include "base/error.h"
+#include <bazaar/error.h>
 
 #include <ctype.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* base/trace.c — see trace.h. */
-#include "base/trace.h"
+#include <bazaar/trace.h>
 
-#include "base/rand.h"
+#include <bazaar/rand.h>
 
 #include <string.h>
 

@@ -5,7 +5,7 @@
 #ifndef CACHE_PRIVATE_H
 #define CACHE_PRIVATE_H
 
-#include "cache/cache.h"
+#include <bazaar/cache.h>
 
 #include <stdatomic.h>
 

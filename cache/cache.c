@@ -3,8 +3,8 @@
  * refresh, locks, rate limits, sessions). */
 #include "cache/cache-private.h"
 
-#include "base/log.h"
-#include "base/rand.h"
+#include <bazaar/log.h>
+#include <bazaar/rand.h>
 #include "base/redisurl.h"
 
 #include <errno.h>

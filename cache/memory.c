@@ -18,7 +18,7 @@
  * session or a lock. */
 #include "cache/cache-private.h"
 
-#include "base/rand.h"
+#include <bazaar/rand.h>
 
 #include <errno.h>
 #include <malloc.h>
@@ -77,7 +77,7 @@ typedef struct mem {
     atomic_llong used;
     atomic_llong entries;  /* keys of class C_ENTRY */
     int64_t max;
-    bz_eviction policy;
+    cache_eviction policy;
     rt_ctx stop;
     atomic_bool expiring;
 } mem;
@@ -237,7 +237,7 @@ static int nomem(bz_error *err)
 /* Evicts until under the cap or nothing can go.  No lock held on entry. */
 static void evict(mem *m)
 {
-    if (m->policy == BZ_EVICT_NOEVICTION)
+    if (m->policy == CACHE_EVICT_NOEVICTION)
         return; /* writes are refused before they happen instead */
     for (int rounds = 0; m->max && atomic_load(&m->used) > m->max && rounds < 10000; rounds++) {
         /* Entries go first: while any is left, state is never sampled. */
@@ -251,7 +251,7 @@ static void evict(mem *m)
                 mentry **pp = &s->b[bz_rand64() % s->nb];
                 for (; *pp && seen < SAMPLE; pp = &(*pp)->next) {
                     mentry *e = *pp;
-                    if (m->policy == BZ_EVICT_VOLATILE_TTL && !e->expire)
+                    if (m->policy == CACHE_EVICT_VOLATILE_TTL && !e->expire)
                         continue;
                     if (entries_only && e->cls != C_ENTRY)
                         continue;
@@ -261,8 +261,8 @@ static void evict(mem *m)
                         continue;
                     }
                     mentry *b = *best;
-                    bool better = m->policy == BZ_EVICT_ALLKEYS_LFU ? e->lfu < b->lfu
-                                  : m->policy == BZ_EVICT_VOLATILE_TTL ? e->expire < b->expire
+                    bool better = m->policy == CACHE_EVICT_ALLKEYS_LFU ? e->lfu < b->lfu
+                                  : m->policy == CACHE_EVICT_VOLATILE_TTL ? e->expire < b->expire
                                                                       : e->atime < b->atime;
                     if (better)
                         best = pp;
@@ -275,7 +275,7 @@ static void evict(mem *m)
                 __atomic_fetch_add(&m->base.stats->evictions, 1, __ATOMIC_RELAXED);
         }
         pthread_mutex_unlock(&s->lk);
-        if (!best && m->policy == BZ_EVICT_VOLATILE_TTL && !entries_only) {
+        if (!best && m->policy == CACHE_EVICT_VOLATILE_TTL && !entries_only) {
             /* no volatile key in this shard; give up after a full sweep */
             bool any = false;
             for (int i = 0; i < NSHARDS && !any; i++) {
@@ -292,7 +292,7 @@ static void evict(mem *m)
 }
 
 /* Before a write: refuse (noeviction) if already over the cap. */
-static bool full(mem *m) { return m->max && m->policy == BZ_EVICT_NOEVICTION && atomic_load(&m->used) >= m->max; }
+static bool full(mem *m) { return m->max && m->policy == CACHE_EVICT_NOEVICTION && atomic_load(&m->used) >= m->max; }
 
 /* ---- active expiry ---- */
 
@@ -1018,7 +1018,7 @@ cache_be *cache__memory_new(const cache_opts *o, bz_error *err)
         abort();
     m->base.ops = &ops;
     m->max = o ? o->max_memory : 0;
-    m->policy = o ? o->eviction : BZ_EVICT_ALLKEYS_LRU;
+    m->policy = o ? o->eviction : CACHE_EVICT_ALLKEYS_LRU;
     for (int i = 0; i < NSHARDS; i++)
         pthread_mutex_init(&m->sh[i].lk, NULL);
     rt_ctx_init(&m->stop, NULL);

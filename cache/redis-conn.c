@@ -1,7 +1,7 @@
 /* cache/redis-conn.c — see redis-conn.h. */
 #include "cache/redis-conn.h"
 
-#include "rt/tls.h"
+#include <bazaar/tls.h>
 
 #include <errno.h>
 #include <poll.h>

@@ -11,8 +11,8 @@
 #ifndef CACHE_REDIS_CONN_H
 #define CACHE_REDIS_CONN_H
 
-#include "base/buf.h"
-#include "rt/rt.h"
+#include <bazaar/buf.h>
+#include <bazaar/rt.h>
 
 #include <hiredis/hiredis.h>
 #include <stdbool.h>

@@ -31,9 +31,9 @@
  * handles it). */
 #include "cache/cache-private.h"
 #include "cache/redis-conn.h"
-#include "rt/tls.h"
+#include <bazaar/tls.h>
 
-#include "base/log.h"
+#include <bazaar/log.h>
 #include "base/redisurl.h"
 
 #include <errno.h>

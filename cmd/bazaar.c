@@ -2,7 +2,7 @@
  * settings to the subcommand.  Exit codes: 0 ok, 1 runtime failure, 2 bad
  * command line. */
 #include "base/config.h"
-#include "base/log.h"
+#include <bazaar/log.h>
 #include "app/app.h"
 
 #include <stdio.h>

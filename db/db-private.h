@@ -5,9 +5,9 @@
 #ifndef DB_PRIVATE_H
 #define DB_PRIVATE_H
 
-#include "db/db.h"
+#include <bazaar/db.h>
 
-#include "base/buf.h"
+#include <bazaar/buf.h>
 
 #include "db/pq.h"
 #include <stdatomic.h>

@@ -28,8 +28,8 @@
  */
 #include "db/db-private.h"
 
-#include "base/clock.h"
-#include "base/rand.h"
+#include <bazaar/clock.h>
+#include <bazaar/rand.h>
 
 #include <errno.h>
 #include <string.h>

@@ -6,7 +6,7 @@
  * the first one's record and skips. */
 #include "db/db-private.h"
 
-#include "base/log.h"
+#include <bazaar/log.h>
 
 #include <errno.h>
 #include <string.h>

@@ -2,11 +2,11 @@
  * dispatch with safe retries, transactions, rows, and the statement cache
  * helpers the drivers share. */
 #include "db/db-private.h"
-#include "db/stats.h"
+#include <bazaar/db-stats.h>
 
-#include "base/clock.h"
-#include "base/log.h"
-#include "base/rand.h"
+#include <bazaar/clock.h>
+#include <bazaar/log.h>
+#include <bazaar/rand.h>
 
 #include <errno.h>
 #include <stdlib.h>

@@ -17,8 +17,8 @@
  * CANCEL_GRACE at most, and never holds a thread of the offload pool. */
 #include "db/db-private.h"
 
-#include "base/clock.h"
-#include "base/log.h"
+#include <bazaar/clock.h>
+#include <bazaar/log.h>
 
 #include <errno.h>
 #include <poll.h>

@@ -12,7 +12,7 @@
 #ifndef DB_PQ_H
 #define DB_PQ_H
 
-#include "base/error.h"
+#include <bazaar/error.h>
 
 #include <libpq-fe.h>
 

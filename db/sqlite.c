@@ -9,7 +9,7 @@
  * statement through the progress handler. */
 #include "db/db-private.h"
 
-#include "base/clock.h"
+#include <bazaar/clock.h>
 
 #include <errno.h>
 #include <stdio.h>

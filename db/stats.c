@@ -5,10 +5,10 @@
  * The key is the text's address: the application's statements are static
  * strings, so the address is their identity and no text is hashed per
  * statement. */
-#include "db/stats.h"
+#include <bazaar/db-stats.h>
 
-#include "base/clock.h"
-#include "base/log.h"
+#include <bazaar/clock.h>
+#include <bazaar/log.h>
 
 #include <pthread.h>
 #include <stdatomic.h>

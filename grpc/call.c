@@ -2,11 +2,11 @@
  * the status at the end (grpc.h). */
 #include "grpc/grpc-private.h"
 
-#include "base/errlog.h"
+#include <bazaar/errlog.h>
 
 #include "google/rpc/status.pb-c.h"
 
-#include "base/rand.h"
+#include <bazaar/rand.h>
 
 #include <errno.h>
 #include <stdarg.h>

@@ -5,7 +5,7 @@
 #ifndef GRPC_PRIVATE_H
 #define GRPC_PRIVATE_H
 
-#include "grpc/grpc.h"
+#include <bazaar/grpc.h>
 
 #define GRPC_MAX_INTERCEPTORS 8
 /* Messages larger than this are budgeted (received: http_body_reserve)

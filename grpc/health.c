@@ -1,7 +1,7 @@
 /* grpc/health.c — grpc.health.v1.Health (Check and Watch). */
 #include "grpc/grpc-private.h"
 
-#include "base/clock.h"
+#include <bazaar/clock.h>
 
 #include "grpc/health/v1/health.pb-c.h"
 

@@ -4,8 +4,8 @@
  * start-up: a slot per (method, code) with relaxed atomic counters. */
 #include "grpc/grpc-private.h"
 
-#include "base/clock.h"
-#include "base/metrics.h"
+#include <bazaar/clock.h>
+#include <bazaar/metrics.h>
 
 #include <stdatomic.h>
 #include <string.h>

@@ -51,7 +51,7 @@
  */
 #include "grpc/grpc-private.h"
 
-#include "base/log.h"
+#include <bazaar/log.h>
 
 #include "google/protobuf/descriptor.pb-c.h"
 #include "grpc/reflection/v1/reflection.pb-c.h"

@@ -3,8 +3,8 @@
  * interceptor chain, UNIMPLEMENTED (grpc.h). */
 #include "grpc/grpc-private.h"
 
-#include "base/clock.h"
-#include "base/log.h"
+#include <bazaar/clock.h>
+#include <bazaar/log.h>
 
 #include <errno.h>
 #include <stdio.h>

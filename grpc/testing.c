@@ -14,7 +14,7 @@
  * are received into a scratch arena reset after each one. */
 #include "grpc/grpc-private.h"
 
-#include "base/clock.h"
+#include <bazaar/clock.h>
 
 #include "grpc/testing/empty.pb-c.h"
 #include "grpc/testing/messages.pb-c.h"

@@ -2,7 +2,7 @@
  * percent-encoding, gzip, base64, and an arena allocator for protobuf-c. */
 #include "grpc/grpc-private.h"
 
-#include "base/clock.h"
+#include <bazaar/clock.h>
 
 #include <errno.h>
 #include <sodium.h>

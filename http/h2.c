@@ -33,7 +33,7 @@
  * happen on coroutines. */
 #include "http/h2-private.h"
 
-#include "base/log.h"
+#include <bazaar/log.h>
 
 #include <nghttp2/nghttp2.h>
 

@@ -5,7 +5,7 @@
 #ifndef HTTP_PRIVATE_H
 #define HTTP_PRIVATE_H
 
-#include "http/http.h"
+#include <bazaar/http.h>
 
 #include <string.h>
 

@@ -3,8 +3,8 @@
  * config) once, when the chain is built. */
 #include "http/http-private.h"
 
-#include "base/log.h"
-#include "base/rand.h"
+#include <bazaar/log.h>
+#include <bazaar/rand.h>
 
 #include <errno.h>
 #include <stdlib.h>

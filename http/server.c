@@ -10,8 +10,7 @@
  * fd, this struct and an idle timer between requests. */
 #include "http/h2-private.h"
 
-#include "base/config.h"
-#include "base/log.h"
+#include <bazaar/log.h>
 
 #include <arpa/inet.h>
 #include <stdatomic.h>
@@ -949,28 +948,6 @@ void http__server_adopt(http_server *s, int fd)
 }
 
 /* ---- lifecycle --------------------------------------------------------------------------------- */
-
-http_server_opts http_opts_from_config(const bz_config *cfg)
-{
-    return (http_server_opts){
-        .addr = cfg->http_addr,
-        .read_header_timeout_ns = cfg->read_header_timeout_ns,
-        .read_timeout_ns = cfg->read_timeout_ns,
-        .write_timeout_ns = cfg->write_timeout_ns,
-        .idle_timeout_ns = cfg->idle_timeout_ns,
-        .shutdown_grace_ns = cfg->shutdown_grace_ns,
-        .max_header_bytes = cfg->max_header_bytes,
-        .max_body_bytes = cfg->max_body_bytes,
-        .h2_max_concurrent_streams = cfg->h2_max_concurrent_streams,
-        .max_streams = cfg->max_streams,
-        .conn_buffer_bytes = cfg->conn_buffer_bytes,
-        .buffer_bytes = cfg->buffer_bytes,
-        .reuse_port = cfg->reuse_port,
-        .tls_handshake_timeout_ns = cfg->tls_handshake_timeout_ns,
-        .tls_max_handshakes = cfg->tls_max_handshakes,
-        .max_conns = cfg->max_conns,
-    };
-}
 
 /* Every live server, for http_servers_stats (a scrape on any thread). */
 #define MAX_SERVERS 8

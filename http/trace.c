@@ -4,8 +4,8 @@
  * while its handler runs, and is NULL otherwise. */
 #include "http/http-private.h"
 
-#include "base/errlog.h"
-#include "base/log.h"
+#include <bazaar/errlog.h>
+#include <bazaar/log.h>
 
 #include <pthread.h>
 #include <string.h>

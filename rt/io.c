@@ -3,7 +3,7 @@
 #include "rt/rt-private.h"
 
 #include "base/config.h"
-#include "base/log.h"
+#include <bazaar/log.h>
 
 #include <errno.h>
 #include <fcntl.h>

@@ -2,7 +2,7 @@
  * rt_run/rt_post.  One loop per thread; loop 0 is the caller of rt_run. */
 #include "rt/rt-private.h"
 
-#include "base/log.h"
+#include <bazaar/log.h>
 
 #include <errno.h>
 #include <signal.h>

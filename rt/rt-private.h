@@ -5,7 +5,7 @@
 #ifndef RT_PRIVATE_H
 #define RT_PRIVATE_H
 
-#include "rt/rt.h"
+#include <bazaar/rt.h>
 
 #include <stdatomic.h>
 

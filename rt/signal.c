@@ -10,7 +10,7 @@
  * on an alternate signal stack, since the faulting stack has no room. */
 #include "rt/rt-private.h"
 
-#include "base/log.h"
+#include <bazaar/log.h>
 
 #include <errno.h>
 #include <signal.h>

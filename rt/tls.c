@@ -4,7 +4,7 @@
  * on the fd); when it says WANT_READ or WANT_WRITE the socket returned
  * EAGAIN, so the rt_io's readiness flag is cleared and the coroutine
  * parks until the next edge — the same discipline as rt_read. */
-#include "rt/tls.h"
+#include <bazaar/tls.h>
 
 #include "rt/rt-private.h"
 

@@ -23,8 +23,9 @@
  *   GET  /proto                   "h2" or "h1"
  *   GET  /pad?n=N&t=TAG           TAG then '.' up to N bytes (≤ 1 MiB; pipelining tests)
  */
+#include "app/app-private.h"
 #include "base/config.h"
-#include "base/log.h"
+#include <bazaar/log.h>
 #include "http/h2-private.h"
 
 #include <errno.h>
@@ -240,7 +241,7 @@ static void serve(void *p)
     rto = cfg->request_timeout_ns;
     http_mw mws[] = {{http_mw_request_id, NULL}, {http_mw_access_log, NULL}, {http_mw_recover, NULL},
                      {http_mw_timeout, &rto}, {http_mw_gzip, NULL}};
-    http_server_opts o = http_opts_from_config(cfg);
+    http_server_opts o = app_http_opts(cfg);
     int e;
     http_handler chain = http_chain(http_mux_handler(m), mws, 5);
     http_server *s = http_server_new(&o, chain, &e);

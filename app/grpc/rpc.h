@@ -13,7 +13,7 @@
 #define APP_GRPC_RPC_H
 
 #include "app/svc/svc.h"
-#include "grpc/grpc.h"
+#include <bazaar/grpc.h>
 
 typedef struct rpc rpc;
 

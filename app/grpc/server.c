@@ -3,9 +3,9 @@
  * log, metrics, recovery, auth, rate limit). */
 #include "app/grpc/rpc-private.h"
 
-#include "base/clock.h"
-#include "base/log.h"
-#include "base/rand.h"
+#include <bazaar/clock.h>
+#include <bazaar/log.h>
+#include <bazaar/rand.h>
 
 #include <stdio.h>
 #include <stdlib.h>

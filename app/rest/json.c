@@ -1,7 +1,7 @@
 /* app/rest/json.c — see json.h. */
 #include "app/rest/json.h"
 
-#include "base/clock.h"
+#include <bazaar/clock.h>
 
 #include <stdio.h>
 #include <string.h>

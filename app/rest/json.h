@@ -10,7 +10,7 @@
 #ifndef APP_REST_JSON_H
 #define APP_REST_JSON_H
 
-#include "base/buf.h"
+#include <bazaar/buf.h>
 
 #include <jansson.h>
 #include <stdbool.h>

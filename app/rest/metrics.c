@@ -6,8 +6,8 @@
  * store, so a concurrent scrape sees either a whole slot or none. */
 #include "app/rest/rest-private.h"
 
-#include "base/clock.h"
-#include "base/metrics.h"
+#include <bazaar/clock.h>
+#include <bazaar/metrics.h>
 
 #include <errno.h>
 #include <pthread.h>

@@ -1,9 +1,9 @@
 /* app/rest/ops.c — operations endpoints (API.md §8) and the OpenAPI
  * document (request schemas and query limits come from the limits table). */
 #include "app/rest/rest-private.h"
-#include "grpc/grpc.h"
+#include <bazaar/grpc.h>
 
-#include "base/clock.h"
+#include <bazaar/clock.h>
 
 #include <stdio.h>
 #include <string.h>

@@ -2,7 +2,7 @@
  * REST (API.md §6, §7). */
 #include "app/rest/rest-private.h"
 
-#include "base/clock.h"
+#include <bazaar/clock.h>
 
 #include <errno.h>
 #include <stdio.h>

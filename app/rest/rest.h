@@ -11,8 +11,8 @@
 #define APP_REST_REST_H
 
 #include "app/svc/svc.h"
-#include "base/buf.h"
-#include "http/http.h"
+#include <bazaar/buf.h>
+#include <bazaar/http.h>
 
 typedef struct rest rest;
 

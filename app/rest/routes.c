@@ -5,7 +5,7 @@
  * then the handler runs. */
 #include "app/rest/rest-private.h"
 
-#include "base/clock.h"
+#include <bazaar/clock.h>
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -5,7 +5,7 @@
  * CHECK (balance_cents >= 0) constraint backs the funds check. */
 #include "app/svc/svc-private.h"
 
-#include "base/clock.h"
+#include <bazaar/clock.h>
 
 #include <stdio.h>
 #include <string.h>

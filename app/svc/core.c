@@ -2,9 +2,9 @@
  * rate limiter), readiness and the per-account queues. */
 #include "app/svc/svc-private.h"
 
-#include "base/clock.h"
-#include "base/log.h"
-#include "base/rand.h"
+#include <bazaar/clock.h>
+#include <bazaar/log.h>
+#include <bazaar/rand.h>
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,9 +4,9 @@
  * after the commit. */
 #include "app/svc/svc-private.h"
 
-#include "base/clock.h"
-#include "base/log.h"
-#include "base/rand.h"
+#include <bazaar/clock.h>
+#include <bazaar/log.h>
+#include <bazaar/rand.h>
 
 #include <stdio.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* app/svc/error.c — the service error model (svc.h). */
 #include "app/svc/svc.h"
 
-#include "base/log.h"
+#include <bazaar/log.h>
 
 #include <stdarg.h>
 #include <stdio.h>

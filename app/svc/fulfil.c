@@ -2,8 +2,8 @@
  * due, one transaction per job, and announces each shipment. */
 #include "app/svc/svc-private.h"
 
-#include "base/clock.h"
-#include "base/log.h"
+#include <bazaar/clock.h>
+#include <bazaar/log.h>
 
 #define WORKER_POLL_NS (250 * BZ_NS_PER_MS)
 

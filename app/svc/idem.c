@@ -3,8 +3,8 @@
  * effect (svc-private.h). */
 #include "app/svc/svc-private.h"
 
-#include "base/clock.h"
-#include "base/log.h"
+#include <bazaar/clock.h>
+#include <bazaar/log.h>
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -8,7 +8,7 @@
  * never reads its own write stale. */
 #include "app/svc/svc-private.h"
 
-#include "base/clock.h"
+#include <bazaar/clock.h>
 
 #include <stdio.h>
 #include <string.h>

@@ -8,9 +8,9 @@
  * (fulfil.c) ships due jobs. */
 #include "app/svc/svc-private.h"
 
-#include "base/clock.h"
-#include "base/log.h"
-#include "base/rand.h"
+#include <bazaar/clock.h>
+#include <bazaar/log.h>
+#include <bazaar/rand.h>
 
 #include <errno.h>
 #include <stdio.h>

@@ -17,7 +17,7 @@
 #include "app/svc/password.h"
 #include "app/svc/svc-private.h"
 
-#include "base/log.h"
+#include <bazaar/log.h>
 
 #include <errno.h>
 #include <sodium.h>

@@ -39,8 +39,8 @@
  */
 #include "app/svc/svc-private.h"
 
-#include "base/clock.h"
-#include "base/log.h"
+#include <bazaar/clock.h>
+#include <bazaar/log.h>
 
 #include <stdio.h>
 #include <stdlib.h>

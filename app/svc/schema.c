@@ -10,7 +10,7 @@
  */
 #include "app/svc/svc-private.h"
 
-#include "base/log.h"
+#include <bazaar/log.h>
 
 #include <sodium.h>
 #include <string.h>

@@ -10,7 +10,7 @@
 #ifndef APP_SVC_SQL_H
 #define APP_SVC_SQL_H
 
-#include "db/db.h"
+#include <bazaar/db.h>
 
 #include <stdbool.h>
 

@@ -13,7 +13,7 @@
 #include "app/svc/sql.h"
 #include "app/svc/svc.h"
 
-#include "base/buf.h"
+#include <bazaar/buf.h>
 
 #include <sodium.h>
 

@@ -38,14 +38,14 @@
 #ifndef APP_SVC_SVC_H
 #define APP_SVC_SVC_H
 
-#include "base/arena.h"
-#include "base/buf.h"
+#include <bazaar/arena.h>
+#include <bazaar/buf.h>
 #include "base/config.h"
-#include "base/error.h"
-#include "base/trace.h"
-#include "cache/cache.h"
-#include "db/db.h"
-#include "rt/rt.h"
+#include <bazaar/error.h>
+#include <bazaar/trace.h>
+#include <bazaar/cache.h>
+#include <bazaar/db.h>
+#include <bazaar/rt.h>
 
 #include <stdarg.h>
 #include <stdbool.h>

@@ -1,7 +1,7 @@
 /* app/svc/users.c — users and sessions (API.md §3). */
 #include "app/svc/svc-private.h"
 
-#include "base/clock.h"
+#include <bazaar/clock.h>
 
 #include <stdio.h>
 #include <string.h>

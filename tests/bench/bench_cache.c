@@ -3,7 +3,7 @@
  * concurrency redis-benchmark -c 64 uses), and get-or-load under a
  * stampede.  Usage: bench_cache REDIS_URL.  Prints "name ops/s" lines;
  * tests/bench/cache.sh runs it beside redis-benchmark. */
-#include "cache/cache.h"
+#include <bazaar/cache.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,7 +82,7 @@ static const char *g_url;
 
 static void bench(void *p)
 {
-    cache_opts o = {.max_memory = 256 << 20, .eviction = BZ_EVICT_ALLKEYS_LRU, .redis_pool = COROS};
+    cache_opts o = {.max_memory = 256 << 20, .eviction = CACHE_EVICT_ALLKEYS_LRU, .redis_pool = COROS};
     bz_error e;
     cache *mem = cache_open("memory", &o, &e);
     cache *red = cache_open(g_url, &o, &e);

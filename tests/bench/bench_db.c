@@ -5,7 +5,7 @@
  *   postgres: db_query_row from 64 coroutines on one loop vs a synchronous
  *             one-connection libpq loop (PQexecPrepared)
  * Usage: bench_db SQLITE_PATH [POSTGRES_URL] */
-#include "db/db.h"
+#include <bazaar/db.h>
 
 #include <libpq-fe.h>
 #include <sqlite3.h>

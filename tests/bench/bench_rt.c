@@ -1,7 +1,7 @@
 /* tests/bench/bench_rt.c — runtime micro-benchmarks, printed as a table:
  * context switch, spawn+exit, cross-thread wake latency, and the RSS of
  * 10,000 parked coroutines.  Each figure is the median of 7 runs. */
-#include "rt/rt.h"
+#include <bazaar/rt.h>
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,14 +6,14 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "base/arena.h"
-#include "base/breaker.h"
-#include "base/buf.h"
-#include "base/clock.h"
+#include <bazaar/arena.h>
+#include <bazaar/breaker.h>
+#include <bazaar/buf.h>
+#include <bazaar/clock.h>
 #include "base/config.h"
-#include "base/error.h"
-#include "base/log.h"
-#include "base/rand.h"
+#include <bazaar/error.h>
+#include <bazaar/log.h>
+#include <bazaar/rand.h>
 #include "base/redisurl.h"
 
 #include <errno.h>
@@ -388,7 +388,7 @@ static void config_defaults(void **state)
     assert_true(c.login_rate_limit.window_ns == 60 * BZ_NS_PER_S);
     assert_true(c.cache_ttl_ns == 60 * BZ_NS_PER_S);
     assert_int_equal(c.cache_max_memory, 256LL << 20);
-    assert_int_equal(c.cache_eviction, BZ_EVICT_ALLKEYS_LRU);
+    assert_int_equal(c.cache_eviction, CACHE_EVICT_ALLKEYS_LRU);
     assert_int_equal(c.log_level, BZ_LOG_INFO);
 }
 
@@ -416,7 +416,7 @@ static void config_flags_env_precedence(void **state)
     assert_string_equal(c.cache, "redis://127.0.0.1:6379/0");
     assert_true(c.read_timeout_ns == 90 * BZ_NS_PER_S);
     assert_int_equal(c.cache_max_memory, 65536);
-    assert_int_equal(c.cache_eviction, BZ_EVICT_VOLATILE_TTL);
+    assert_int_equal(c.cache_eviction, CACHE_EVICT_VOLATILE_TTL);
     assert_int_equal(c.login_rate_limit.count, 5);
     assert_true(c.login_rate_limit.window_ns == 3600 * BZ_NS_PER_S);
     assert_int_equal(c.log_level, BZ_LOG_DEBUG);

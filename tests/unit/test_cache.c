@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "cache/cache.h"
+#include <bazaar/cache.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -34,7 +34,7 @@ static void run(body_fn f)
     assert_int_equal(rt_run(&o, in_rt, (void *)f), 0);
 }
 
-static cache *open_cache(const char *spec, int64_t max, bz_eviction pol)
+static cache *open_cache(const char *spec, int64_t max, cache_eviction pol)
 {
     cache_opts o = {.max_memory = max, .eviction = pol};
     bz_error e;
@@ -65,7 +65,7 @@ static const char *K(const char *base)
 
 static void ops_body(void)
 {
-    cache *c = open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU);
+    cache *c = open_cache(g_spec, 0, CACHE_EVICT_ALLKEYS_LRU);
     bz_error e;
     bz_buf b = BZ_BUF_INIT;
     OK(cache_ping(c, NULL, &e));
@@ -201,7 +201,7 @@ static void getter(void *p)
 
 static void stampede_body(void)
 {
-    cache *c = open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU);
+    cache *c = open_cache(g_spec, 0, CACHE_EVICT_ALLKEYS_LRU);
     bz_error e;
     const char *k = K("cold");
     cache_del(c, NULL, k, &e);
@@ -264,7 +264,7 @@ static void get_or_load_stampede_loads_once(void **state) { run(stampede_body); 
 
 static void lock_body(void)
 {
-    cache *c = open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU);
+    cache *c = open_cache(g_spec, 0, CACHE_EVICT_ALLKEYS_LRU);
     bz_error e;
     char a[33], b[33], x[33];
     const char *name = K("order:1");
@@ -302,7 +302,7 @@ static void locks_expire_and_are_released_only_by_owner(void **state) { run(lock
 
 static void rate_body(void)
 {
-    cache *c = open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU);
+    cache *c = open_cache(g_spec, 0, CACHE_EVICT_ALLKEYS_LRU);
     bz_error e;
     const int64_t win = 500 * BZ_NS_PER_MS;
     /* start just after a window boundary */
@@ -359,8 +359,8 @@ static void subscriber(void *p)
 
 static void pubsub_body(void)
 {
-    cache *c = open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU);
-    cache *pub = open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU); /* another client */
+    cache *c = open_cache(g_spec, 0, CACHE_EVICT_ALLKEYS_LRU);
+    cache *pub = open_cache(g_spec, 0, CACHE_EVICT_ALLKEYS_LRU); /* another client */
     if (!is_redis()) {
         cache_close(pub);
         pub = c; /* in process, publisher and subscribers share the hub */
@@ -453,7 +453,7 @@ static void eviction_body(void)
     const int64_t max = 128 * 1024;
     bz_error e;
     /* allkeys-lru: keys read recently survive a flood of new ones */
-    cache *c = open_cache("memory", max, BZ_EVICT_ALLKEYS_LRU);
+    cache *c = open_cache("memory", max, CACHE_EVICT_ALLKEYS_LRU);
     fill(c, "hot", 50, 0, NULL);
     for (int round = 0; round < 20; round++) {
         present(c, "hot", 50);
@@ -466,7 +466,7 @@ static void eviction_body(void)
     assert_true(present(c, "hot", 50) >= 40);
     cache_close(c);
     /* allkeys-lfu: frequently read keys survive */
-    c = open_cache("memory", max, BZ_EVICT_ALLKEYS_LFU);
+    c = open_cache("memory", max, CACHE_EVICT_ALLKEYS_LFU);
     fill(c, "freq", 50, 0, NULL);
     for (int i = 0; i < 30; i++)
         present(c, "freq", 50);
@@ -479,7 +479,7 @@ static void eviction_body(void)
     assert_true(present(c, "freq", 50) >= 40);
     cache_close(c);
     /* volatile-ttl: only keys with a TTL go, nearest expiry first */
-    c = open_cache("memory", max, BZ_EVICT_VOLATILE_TTL);
+    c = open_cache("memory", max, CACHE_EVICT_VOLATILE_TTL);
     fill(c, "keep", 100, 0, NULL);
     fill(c, "soon", 400, 60 * BZ_NS_PER_S, NULL);
     assert_true(used(c) <= max);
@@ -487,7 +487,7 @@ static void eviction_body(void)
     assert_true(present(c, "soon", 400) < 400);
     cache_close(c);
     /* noeviction: writes are refused once full; reads still work */
-    c = open_cache("memory", max, BZ_EVICT_NOEVICTION);
+    c = open_cache("memory", max, CACHE_EVICT_NOEVICTION);
     int refused = 0;
     fill(c, "k", 2000, 0, &refused);
     assert_true(refused > 0);
@@ -508,7 +508,7 @@ static void eviction_policies(void **state)
 
 static void active_expiry_body(void)
 {
-    cache *c = open_cache("memory", 0, BZ_EVICT_ALLKEYS_LRU);
+    cache *c = open_cache("memory", 0, CACHE_EVICT_ALLKEYS_LRU);
     fill(c, "short", 500, 50 * BZ_NS_PER_MS, NULL);
     int64_t before = used(c);
     rt_sleep(NULL, 600 * BZ_NS_PER_MS); /* no access: only the active cycle can free them */
@@ -526,7 +526,7 @@ static void active_expiry_frees_untouched_keys(void **state)
 
 static void none_body(void)
 {
-    cache *c = open_cache("none", 0, BZ_EVICT_ALLKEYS_LRU);
+    cache *c = open_cache("none", 0, CACHE_EVICT_ALLKEYS_LRU);
     bz_error e;
     bz_buf b = BZ_BUF_INIT;
     OK(cache_set(c, NULL, "k", "v", 1, 0, &e));
@@ -579,7 +579,7 @@ static void outage_body(void)
 {
     const char *port = getenv("BAZAAR_TEST_REDIS_PORT"), *pidenv = getenv("BAZAAR_TEST_REDIS_PID");
     const char *pidfile = getenv("BAZAAR_TEST_REDIS_PIDFILE"), *dir = getenv("BAZAAR_TEST_REDIS_DIR");
-    cache *c = open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU);
+    cache *c = open_cache(g_spec, 0, CACHE_EVICT_ALLKEYS_LRU);
     bz_error e;
     bz_buf b = BZ_BUF_INIT;
     OK(cache_set(c, NULL, K("x"), "1", 1, 0, &e));
@@ -721,8 +721,8 @@ static void race_once(cache *a, cache *b, const char *k, bool write_through)
 
 static void resurrection_body(void)
 {
-    cache *a = open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU);
-    cache *b = is_redis() ? open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU) : a;
+    cache *a = open_cache(g_spec, 0, CACHE_EVICT_ALLKEYS_LRU);
+    cache *b = is_redis() ? open_cache(g_spec, 0, CACHE_EVICT_ALLKEYS_LRU) : a;
     bz_error e;
     const char *k = K("resurrect");
     cache_del(a, NULL, k, &e);
@@ -754,7 +754,7 @@ static void loads_in_flight_never_resurrect_stale_values(void **state) { run(res
 
 static void lease_body(void)
 {
-    cache *c = open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU);
+    cache *c = open_cache(g_spec, 0, CACHE_EVICT_ALLKEYS_LRU);
     bz_error e;
     const char *k = K("leases");
     cache_state_del(c, NULL, k, &e);
@@ -816,7 +816,7 @@ static int64_t zs(cache *c, const char *k, const char *m)
 
 static void zepoch_body(void)
 {
-    cache *c = open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU);
+    cache *c = open_cache(g_spec, 0, CACHE_EVICT_ALLKEYS_LRU);
     bz_error e;
     const char *k = K("board");
     const int64_t T = 60 * BZ_NS_PER_S;
@@ -879,7 +879,7 @@ static void epoch_sorted_sets_count_each_change_once(void **state) { run(zepoch_
 
 static void child_body(void)
 {
-    cache *c = open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU);
+    cache *c = open_cache(g_spec, 0, CACHE_EVICT_ALLKEYS_LRU);
     bz_error e;
     char t[33];
     int r = cache_lock(c, NULL, "xproc-lock", 5 * BZ_NS_PER_S, false, t, &e);
@@ -894,7 +894,7 @@ static void child_body(void)
 
 static void cross_process_body(void)
 {
-    cache *c = open_cache(g_spec, 0, BZ_EVICT_ALLKEYS_LRU);
+    cache *c = open_cache(g_spec, 0, CACHE_EVICT_ALLKEYS_LRU);
     bz_error e;
     cache_del(c, NULL, "xproc-ctr", &e);
     cache_state_del(c, NULL, "lock:xproc-lock", &e);

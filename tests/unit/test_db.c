@@ -8,8 +8,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "db/db.h"
-#include "db/stats.h"
+#include <bazaar/db.h>
+#include <bazaar/db-stats.h>
 
 #include <errno.h>
 #include <signal.h>

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "rt/rt.h"
+#include <bazaar/rt.h>
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -39,8 +39,8 @@
 #include "cache/cache-private.h" /* the memory backend's key count */
 #include "cache/redis-conn.h"    /* FLUSHDB and DBSIZE on the test's Redis database */
 
-#include "base/clock.h"
-#include "base/log.h"
+#include <bazaar/clock.h>
+#include <bazaar/log.h>
 #include "base/redisurl.h"
 
 #include <errno.h>
@@ -2923,7 +2923,7 @@ CASE(multiplied_entries_never_evict_sessions)
     svc_close(F.s);
     F.s = NULL;
     cache_close(F.c);
-    cache_opts co = {.max_memory = 256 << 10, .eviction = BZ_EVICT_ALLKEYS_LRU};
+    cache_opts co = {.max_memory = 256 << 10, .eviction = CACHE_EVICT_ALLKEYS_LRU};
     F.c = cache_open("memory", &co, &be);
     if (!F.c)
         failf(__FILE__, __LINE__, "cache_open: %s", be.msg);

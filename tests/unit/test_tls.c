@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "rt/tls.h"
+#include <bazaar/tls.h>
 
 #include <errno.h>
 #include <fcntl.h>

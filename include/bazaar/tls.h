@@ -32,7 +32,7 @@
 #ifndef RT_TLS_H
 #define RT_TLS_H
 
-#include "rt/rt.h"
+#include <bazaar/rt.h>
 
 #include <stdbool.h>
 #include <stddef.h>

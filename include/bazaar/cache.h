@@ -28,11 +28,10 @@
 #ifndef CACHE_CACHE_H
 #define CACHE_CACHE_H
 
-#include "base/breaker.h"
-#include "base/buf.h"
-#include "base/config.h"
-#include "base/error.h"
-#include "rt/rt.h"
+#include <bazaar/breaker.h>
+#include <bazaar/buf.h>
+#include <bazaar/error.h>
+#include <bazaar/rt.h>
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -41,9 +40,18 @@
 
 typedef struct cache cache;
 
+/* What the memory backend drops when --cache-max-memory is reached (Redis's
+ * policies of the same names). */
+typedef enum cache_eviction {
+    CACHE_EVICT_ALLKEYS_LRU = 0,
+    CACHE_EVICT_ALLKEYS_LFU,
+    CACHE_EVICT_VOLATILE_TTL,
+    CACHE_EVICT_NOEVICTION,
+} cache_eviction;
+
 typedef struct cache_opts {
     int64_t max_memory;      /* memory backend cap in bytes (0 = none) */
-    bz_eviction eviction;    /* memory backend policy */
+    cache_eviction eviction;    /* memory backend policy */
     int redis_pool;          /* redis connections (0 = 8) */
     /* Redis's circuit breaker (base/breaker.h): this many commands in a
      * row that get no reply in time (or connects that do not finish) open

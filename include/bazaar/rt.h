@@ -32,8 +32,8 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
-#include "base/clock.h"
-#include "base/metrics.h"
+#include <bazaar/clock.h>
+#include <bazaar/metrics.h>
 
 typedef struct rt_loop rt_loop;
 typedef struct rt_coro rt_coro;

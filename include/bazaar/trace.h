@@ -15,7 +15,7 @@
 #ifndef BZ_TRACE_H
 #define BZ_TRACE_H
 
-#include "base/buf.h"
+#include <bazaar/buf.h>
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -20,7 +20,7 @@
 #ifndef DB_STATS_H
 #define DB_STATS_H
 
-#include "rt/rt.h"
+#include <bazaar/rt.h>
 
 #include <stdint.h>
 

@@ -42,7 +42,7 @@
 #ifndef BZ_BREAKER_H
 #define BZ_BREAKER_H
 
-#include "base/buf.h"
+#include <bazaar/buf.h>
 
 #include <stdatomic.h>
 #include <stdbool.h>

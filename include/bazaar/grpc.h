@@ -36,7 +36,7 @@
 #ifndef GRPC_GRPC_H
 #define GRPC_GRPC_H
 
-#include "http/http.h"
+#include <bazaar/http.h>
 
 #include <protobuf-c/protobuf-c.h>
 #include <stdbool.h>

@@ -30,11 +30,11 @@
 #ifndef HTTP_HTTP_H
 #define HTTP_HTTP_H
 
-#include "base/arena.h"
-#include "base/buf.h"
-#include "base/trace.h"
-#include "rt/rt.h"
-#include "rt/tls.h"
+#include <bazaar/arena.h>
+#include <bazaar/buf.h>
+#include <bazaar/trace.h>
+#include <bazaar/rt.h>
+#include <bazaar/tls.h>
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -282,10 +282,6 @@ typedef struct http_server_opts {
                                        upgrade, no prior-knowledge preface); borrowed:
                                        must outlive the server (rt/tls.h) */
 } http_server_opts;
-
-/* The server settings of a parsed command line (API.md §1 flags). */
-struct bz_config;
-http_server_opts http_opts_from_config(const struct bz_config *cfg);
 
 /* Creates the server and starts listening on every loop (call from a
  * coroutine inside rt_run).  NULL with *err = -errno on failure. */

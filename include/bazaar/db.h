@@ -53,10 +53,10 @@
 #ifndef DB_DB_H
 #define DB_DB_H
 
-#include "base/arena.h"
-#include "base/breaker.h"
-#include "base/error.h"
-#include "rt/rt.h"
+#include <bazaar/arena.h>
+#include <bazaar/breaker.h>
+#include <bazaar/error.h>
+#include <bazaar/rt.h>
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -14,7 +14,7 @@
 #ifndef BZ_METRICS_H
 #define BZ_METRICS_H
 
-#include "base/buf.h"
+#include <bazaar/buf.h>
 
 #include <stdatomic.h>
 #include <stdint.h>

@@ -13,7 +13,7 @@
 #ifndef BZ_ARENA_H
 #define BZ_ARENA_H
 
-#include "base/buf.h"
+#include <bazaar/buf.h>
 
 #include <stdarg.h>
 #include <stddef.h>
