@@ -182,6 +182,15 @@ $(LIB_SO): $(LIB_PIC)
 $(BUILD)/$(LIB_SONAME) $(BUILD)/libbazaar.so: $(LIB_SO)
 	ln -sf $(notdir $(LIB_SO)) $@
 
+# The public ABI against its baseline abi/libbazaar.abi (scripts/abi.sh,
+# abigail-tools): abi-check fails on a removed or changed function or
+# variable or a changed public type and allows additions; abi-dump
+# rewrites the baseline (a deliberate change: docs/ARCHITECTURE.md).
+abi-dump: $(LIB_SO)
+	@scripts/abi.sh dump $(LIB_SO)
+abi-check: $(LIB_SO)
+	@scripts/abi.sh check $(LIB_SO)
+
 $(BUILD)/libmarket.a: $(APP_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
