@@ -1,7 +1,7 @@
 # bazaar — build, run, test, bench.
 #
 #   make run     install missing packages, build, start the server (SQLite + memory cache)
-#   make test    install missing packages, build, run every test suite
+#   make test    install missing packages, build, run every test suite (and the layer and ABI checks)
 #   make         build build/bazaar (-O2 -g, warnings are errors)
 #   make asan    ASan+UBSan build in build/asan;   make test-asan runs the suites on it
 #   make tsan    TSan build in build/tsan;         make test-tsan runs the unit suites on it
@@ -232,7 +232,7 @@ test-faults: deps-test $(BUILD)/bazaar
 # The deployment suite (tests/deploy/): bazaar against the real production
 # components — TLS clients, a PostgreSQL standby, pgbouncer, Redis Sentinel,
 # promtool, an installed tree — each started in a temp dir on free ports.
-test-deploy: deps-test $(BUILD)/bazaar
+test-deploy: deps-test $(BUILD)/bazaar lib
 	cd tests/deploy && BAZAAR_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -p no:cacheprovider -q
 
 # The soak (tests/soak/): SQLite + memory cache, then PostgreSQL + Redis,
@@ -245,7 +245,7 @@ soak: deps-test $(BUILD)/bazaar
 
 test: deps-test
 	@scripts/check-layers.sh
-	@$(MAKE) --no-print-directory all unit blackbox test-deploy
+	@$(MAKE) --no-print-directory all abi-check unit blackbox test-deploy
 
 asan:
 	@$(MAKE) --no-print-directory MODE=asan CC=clang build/asan/bazaar
