@@ -105,10 +105,15 @@ $(GEN)/.stamp: $(addprefix proto/,bazaar.proto google/rpc/status.proto)
 	protoc-c $(PROTO_DIRS) --c_out=$(GEN) $(PROTOS)
 	protoc $(PROTO_DIRS) --include_imports --descriptor_set_out=$(GEN)/descriptors.pb $(REFLECTED)
 	scripts/embed.sh $(GEN)/descriptors.pb grpc_descriptor_set > $(GEN)/descriptors.c
-	protoc $(PROTO_DIRS) --include_imports --descriptor_set_out=$(GEN)/descriptors-lib.pb $(filter-out bazaar.proto,$(REFLECTED))
-	scripts/embed.sh $(GEN)/descriptors-lib.pb grpc_descriptor_set > $(GEN)/descriptors-lib.c
 	@touch $@
-$(GEN_C) $(GEN)/descriptors-lib.c: $(GEN)/.stamp
+$(GEN_C): $(GEN)/.stamp
+# The library's default reflection set: the standard services reflected,
+# without the marketplace's bazaar.proto.
+$(GEN)/descriptors-lib.c: $(GEN)/.stamp scripts/embed.sh
+	@d=$(GEN)/.lib.$$$$; set -e; mkdir -p $$d; \
+	protoc $(PROTO_DIRS) --include_imports --descriptor_set_out=$$d/descriptors-lib.pb $(filter-out bazaar.proto,$(REFLECTED)); \
+	scripts/embed.sh $$d/descriptors-lib.pb grpc_descriptor_set > $$d/descriptors-lib.c; mv $$d/descriptors-lib.c $@; \
+	rm -rf $$d; echo "gen $@"
 
 # The admin console's page and its charting library (uPlot, MIT, vendored
 # in app/console with its licence), embedded so the page needs no network.
