@@ -59,7 +59,7 @@ GEN_C    := $(PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/descriptors.c $(GEN)/consol
 REFLECTED := bazaar.proto grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto \
              grpc/reflection/v1alpha/reflection.proto grpc/testing/test.proto
 
-LIB_SRC  := $(wildcard base/*.c rt/*.c http/*.c db/*.c cache/*.c grpc/*.c app/svc/*.c app/rest/*.c app/grpc/*.c app/*.c)
+LIB_SRC  := $(wildcard base/*.c rt/*.c http/*.c db/*.c cache/*.c grpc/*.c service/*.c app/svc/*.c app/rest/*.c app/grpc/*.c app/*.c)
 LIB_ASM  := rt/switch.S
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_ASM:%.S=$(BUILD)/obj/%.o) $(GEN_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)

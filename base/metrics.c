@@ -1,7 +1,9 @@
 /* base/metrics.c — see metrics.h. */
 #include <bazaar/metrics.h>
 
-#include "base/config.h"
+#ifndef BAZAAR_VERSION
+#define BAZAAR_VERSION "0.1.0" /* <bazaar/version.h> once the library has one */
+#endif
 
 #include <dirent.h>
 #include <stdio.h>
