@@ -179,8 +179,12 @@ typedef struct {
 static void flagset_open(flagset *f, app_config *cfg)
 {
     size_t n = bazaar_standard_flags(&cfg->srv, f->std);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         f->std[i].cmds = !strcmp(f->std[i].name, "threads") || !strncmp(f->std[i].name, "log-", 4) ? C_ALL : C_SERVE;
+        if (!strcmp(f->std[i].name, "admin-addr")) /* the marketplace's own pages, named */
+            f->std[i].help = "admin listener (/metrics, /readyz, /healthz, /debug/runtime) away from the public port; "
+                             "'off' disables; when set, the public port no longer serves /metrics";
+    }
     f->fs = bz_flags_new("bazaar", "BAZAAR");
     bz_flags_add(f->fs, f->std, n);
     bz_flags_add(f->fs, f->own, app_flags(cfg, f->own));

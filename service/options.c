@@ -39,8 +39,8 @@ size_t bazaar_standard_flags(bazaar_options *o, bz_flag out[BAZAAR_STANDARD_FLAG
         {.name = "grpc-addr", .type = BZ_FLAG_ADDR, .opts = BZ_FLAG_OFF, .def = ":9090", S(grpc_addr),
          .help = "gRPC over h2c (prior knowledge); 'off' disables"},
         {.name = "admin-addr", .type = BZ_FLAG_ADDR, .opts = BZ_FLAG_OFF, .def = "off", S(admin_addr),
-         .help = "admin listener (/metrics, /readyz, /healthz, /debug/runtime) away from the public port; 'off' "
-                 "disables; when set, the public port no longer serves /metrics"},
+         .help = "admin listener (/metrics, /readyz, /healthz and the service's own pages) away from the public "
+                 "port; 'off' disables; when set, the public port no longer serves /metrics"},
         {.name = "threads", .type = BZ_FLAG_INT, V(threads), .min = 1, .max = MAXN,
          .help = "event-loop threads (default: number of cores)"},
         {.name = "read-header-timeout", .type = BZ_FLAG_DURATION, .def = "5s", V(read_header_timeout_ns),
