@@ -17,6 +17,7 @@
 #include <bazaar/cache.h>
 #include <bazaar/flags.h>
 #include <bazaar/service.h>
+#include <bazaar/version.h>
 
 #include <stddef.h>
 #include <stdint.h>
@@ -70,8 +71,5 @@ void app_config_usage(FILE *out);
  * it is made from the tables and cannot drift from them. */
 void app_config_env_template(FILE *out);
 
-#ifndef BAZAAR_VERSION
-#define BAZAAR_VERSION "0.1.0"
-#endif
 
 #endif

@@ -1,9 +1,7 @@
 /* base/metrics.c — see metrics.h. */
 #include <bazaar/metrics.h>
 
-#ifndef BAZAAR_VERSION
-#define BAZAAR_VERSION "0.1.0" /* <bazaar/version.h> once the library has one */
-#endif
+#include <bazaar/version.h>
 
 #include <dirent.h>
 #include <stdio.h>

@@ -3,14 +3,11 @@
 #include "service/service-private.h"
 
 #include <bazaar/clock.h>
+#include <bazaar/version.h>
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifndef BAZAAR_LIB_VERSION
-#define BAZAAR_LIB_VERSION "0.1.0"
-#endif
 
 /* The admin port has its own connection cap, not --max-conns: it answers
  * while the public port is saturated, and a flood of it cannot take the
@@ -144,7 +141,7 @@ static void serve(bazaar_service *s)
             f[i] = i < s->nfields ? s->fields[i] : BZ__F_END;
         bz_log_info("listening", BZ_F_STR("http_addr", o->http_addr), BZ_F_INT("port", bazaar_http_port(s)),
                     BZ_F_INT("grpc_port", bazaar_grpc_port(s)), BZ_F_INT("threads", o->threads),
-                    BZ_F_INT("admin_port", bazaar_admin_port(s)), BZ_F_STR("version", BAZAAR_LIB_VERSION), f[0], f[1],
+                    BZ_F_INT("admin_port", bazaar_admin_port(s)), BZ_F_STR("version", bazaar_version()), f[0], f[1],
                     f[2], f[3]);
         rt_wg wg;
         rt_wg_init(&wg);

@@ -3,16 +3,13 @@
 #include "service/service-private.h"
 
 #include <bazaar/log.h>
+#include <bazaar/version.h>
 #include <bazaar/metrics.h>
 
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifndef BAZAAR_LIB_VERSION
-#define BAZAAR_LIB_VERSION "0.1.0"
-#endif
 
 /* ---- default answers --------------------------------------------------------------- */
 
@@ -150,7 +147,7 @@ bazaar_service *bazaar_new(const char *name, int argc, char **argv, const bz_fla
         exit(0);
     }
     if (rc == BZ_FLAGS_VERSION) {
-        printf("%s (bazaar %s)\n", name, BAZAAR_LIB_VERSION);
+        printf("%s (bazaar %s)\n", name, bazaar_version());
         exit(0);
     }
     bz_flags_free(fs);

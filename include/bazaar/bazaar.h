@@ -6,7 +6,7 @@
  *
  * The layers, bottom up (each header is its module's reference):
  *   base     arena.h buf.h clock.h error.h errlog.h log.h metrics.h rand.h
- *            trace.h breaker.h flags.h
+ *            trace.h breaker.h flags.h version.h
  *   runtime  rt.h (coroutines, contexts, timers, offload) tls.h
  *   http     http.h (server, router, middleware, responses, SSE)
  *   grpc     grpc.h (server, calls, metadata, status details, health, reflection)
@@ -37,10 +37,10 @@
 #include <bazaar/db-stats.h>
 #include <bazaar/cache.h>
 #include <bazaar/service.h>
-#if defined(__has_include)
-#if __has_include(<bazaar/version.h>)
 #include <bazaar/version.h>
-#endif
-#endif
+
+/* (Nothing declared here: each header exports its own.) */
+#pragma GCC visibility push(default)
+#pragma GCC visibility pop
 
 #endif

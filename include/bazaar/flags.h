@@ -46,6 +46,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#pragma GCC visibility push(default)
+
 /* "N per window": 100 (per second), 10/min, 5/h. */
 typedef struct bz_rate {
     int64_t count;     /* 0 = off */
@@ -134,5 +136,7 @@ int bz_parse_size(const char *s, int64_t *bytes);  /* "256MiB", "1048576" */
 int bz_parse_rate(const char *s, bz_rate *r);      /* "0", "100", "10/min" */
 /* "[::1]:80", ":8080", "127.0.0.1:8080": host (may be NULL) and port (may be NULL). */
 int bz_parse_addr(const char *s, char *host, size_t hostlen, int *port);
+
+#pragma GCC visibility pop
 
 #endif

@@ -67,6 +67,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#pragma GCC visibility push(default)
+
 /* ---- the standard settings ------------------------------------------------------ */
 
 /* What every service's command line sets (the flags' names in comments;
@@ -196,5 +198,7 @@ int bazaar_admin_port(const bazaar_service *s);
  * start (a hook failed, a port was in use: logged), 2 when the TLS pair
  * cannot be loaded (one line on stderr, as a bad flag). */
 int bazaar_run(bazaar_service *s);
+
+#pragma GCC visibility pop
 
 #endif
