@@ -242,7 +242,8 @@ def test_todo_on_postgres_and_redis(tree, todo, pb):
     ex = None
     try:
         dbname = pg.createdb()
-        ex = Example(tree, os.path.join(todo, "todo"), "--db", pg.url(dbname), "--cache", rd.url(0))
+        ex = Example(tree, os.path.join(todo, "todo"), "--db", pg.url(dbname), "--cache", rd.url(0),
+                     "--request-timeout", "1s")
         first, second = drive_todo(ex, pb)
         assert pg.psql(dbname, "SELECT version FROM schema_migrations") == [["1"]]
         assert sorted(pg.psql(dbname, "SELECT title FROM todos")) == [["eggs"], ["milk"]]
@@ -250,6 +251,20 @@ def test_todo_on_postgres_and_redis(tree, todo, pb):
         keys = subprocess.run(["redis-cli", "-p", str(rd.port), "--scan"], capture_output=True, text=True,
                               timeout=10).stdout.split()
         assert any("todo:%d" % first in k for k in keys) and any("todo:%d" % second in k for k in keys), keys
+        # --request-timeout bounds a handler: a frozen database is a 503
+        # "timeout" after 1 s, not a hang (and a gRPC call ends too)
+        pg.freeze()
+        try:
+            t0 = time.monotonic()
+            code, body = curl(ex.port, "/todos/424242")
+            assert code == 503 and json.loads(body)["code"] == "timeout", body
+            assert time.monotonic() - t0 < 4
+            with pytest.raises(grpc.RpcError) as e:
+                rpc(ex.grpc_port, "GetTodo", pb.GetTodoRequest(id=434343), pb.Todo)
+            assert e.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE,
+                                      grpc.StatusCode.INTERNAL), e.value
+        finally:
+            pg.thaw()
         # /readyz follows the database: stopped, the check fails
         pg.stop_immediate()
         code, body = curl(ex.port, "/readyz")
