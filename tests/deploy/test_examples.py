@@ -85,7 +85,7 @@ def pb(todo):
 class Example:
     """An example program on free loopback ports, its JSON log in a file."""
 
-    def __init__(self, tree, exe, *flags, grpc_port=True, cwd=None):
+    def __init__(self, tree, exe, *flags, grpc_port=True, cwd=None, ca=None):
         self.port = harness.free_port()
         self.grpc_port = harness.free_port() if grpc_port else 0
         self.dir = cwd or tempfile.mkdtemp(prefix="bazaar-example-run-")
@@ -96,7 +96,8 @@ class Example:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(argv, cwd=self.dir, env=user_env(tree), stdout=subprocess.DEVNULL,
                                      stderr=self.log)
-        ok = harness.wait_for(lambda: self.proc.poll() is not None or curl(self.port, "/healthz")[0] == 200, 15)
+        ok = harness.wait_for(lambda: self.proc.poll() is not None or curl(self.port, "/healthz", ca=ca)[0] == 200,
+                              15)
         assert ok and self.proc.poll() is None, self.lines()
 
     def lines(self):
@@ -110,10 +111,13 @@ class Example:
         return rc
 
 
-def curl(port, path, method="GET"):
-    """(status, body) from curl; (0, '') when nothing answers."""
-    r = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, "--max-time", "5",
-                        "http://127.0.0.1:%d%s" % (port, path)], capture_output=True, text=True, timeout=10)
+def curl(port, path, method="GET", ca=None, *extra):
+    """(status, body) from curl; (0, '') when nothing answers.  With ca:
+    https to localhost, verified against that CA."""
+    url = ("https://localhost:%d%s" if ca else "http://127.0.0.1:%d%s") % (port, path)
+    tls = ["--cacert", ca] if ca else []
+    r = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, "--max-time", "5"] + tls +
+                       list(extra) + [url], capture_output=True, text=True, timeout=10)
     body, _, code = r.stdout.rpartition("\n")
     return int(code or 0), body
 
@@ -186,6 +190,28 @@ def test_hello_admin_port_takes_metrics(tree, hello):
         assert curl(admin, "/readyz")[0] == 200
     finally:
         assert ex.stop() == 0
+
+
+def test_hello_over_tls(tree, hello):
+    from tls_support import make_pki
+    pki = make_pki(tempfile.mkdtemp(prefix="bazaar-example-pki-"))
+    ca = os.path.join(pki, "ca.pem")
+    ex = Example(tree, hello, "--tls-cert", os.path.join(pki, "one.pem"), "--tls-key", os.path.join(pki, "one.key"),
+                 grpc_port=False, ca=ca)
+    try:
+        code, body = curl(ex.port, "/hello/tls", "GET", ca)
+        assert code == 200 and json.loads(body) == {"message": "hello, tls"}
+        code, body = curl(ex.port, "/hello/h2", "GET", ca, "--http2")  # ALPN h2
+        assert code == 200 and json.loads(body) == {"message": "hello, h2"}
+        assert curl(ex.port, "/healthz")[0] == 400  # plaintext to a TLS port: 400, as Go answers
+    finally:
+        assert ex.stop() == 0
+        shutil.rmtree(pki, ignore_errors=True)
+    # a pair that does not load: one line, exit 2, before anything listens
+    r = subprocess.run([hello, "--tls-cert", "/etc/hostname", "--tls-key", "/etc/hostname"], env=user_env(tree),
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and r.stderr.startswith("hello: invalid --tls-cert/--tls-key:"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 # ---- todo ---------------------------------------------------------------------------------------
