@@ -127,7 +127,9 @@ typedef struct bazaar_service bazaar_service;
 /* Parses the command line: the standard flags and the service's own
  * (flags[0..nflags), may be NULL), environment twins NAME_FLAG_NAME in upper
  * case (hello → HELLO_HTTP_ADDR).  --help prints the usage and exits 0;
- * --version prints "name version" and exits 0; a bad value prints one line
+ * --version prints "name version" and exits 0; `name env-template` prints
+ * an environment file (systemd EnvironmentFile=, every NAME_* variable
+ * commented out at its default) and exits 0; a bad value prints one line
  * naming it and exits 2.  Sets up logging.  The name and the table are
  * borrowed: they must outlive the service. */
 bazaar_service *bazaar_new(const char *name, int argc, char **argv, const bz_flag *flags, size_t nflags);

@@ -177,6 +177,12 @@ def test_hello_flags_env_twins_and_help(tree, hello):
     for flag in ("--http-addr", "--grpc-addr", "--admin-addr", "--shutdown-grace", "--tls-cert", "--log-level"):
         assert flag in r.stdout, flag
     assert "env HELLO_SHUTDOWN_GRACE" in r.stdout
+    r = subprocess.run([hello, "env-template"], env=env, capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert all(not l or l.startswith("#") for l in lines)  # EnvironmentFile= syntax, all commented out
+    assert "#HELLO_HTTP_ADDR=:8080" in lines and "#HELLO_REQUEST_TIMEOUT=10s" in lines
+    assert "# --shutdown-grace: how long SIGTERM/SIGINT waits for in-flight work" in lines
 
 
 def test_hello_admin_port_takes_metrics(tree, hello):
