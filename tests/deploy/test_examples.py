@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -319,6 +320,33 @@ def test_todo_refuses_a_bad_flag(tree, todo):
     r = subprocess.run([exe], env=dict(user_env(tree), TODO_CACHE_TTL="soon"), capture_output=True, text=True,
                        timeout=10)
     assert r.returncode == 2 and "TODO_CACHE_TTL (--cache-ttl)" in r.stderr
+
+
+def test_todo_exit_status_when_it_cannot_start(tree, todo):
+    exe = os.path.join(todo, "todo")
+    env = user_env(tree)
+    d = tempfile.mkdtemp(prefix="bazaar-example-run-")
+    try:
+        # a start hook that fails (no database there): 1, logged, nothing left listening
+        port = harness.free_port()
+        r = subprocess.run([exe, "--http-addr", "127.0.0.1:%d" % port, "--grpc-addr", "off", "--log-format", "json",
+                            "--db", "postgres://nobody@127.0.0.1:%d/x?connect_timeout=2" % harness.free_port()],
+                           cwd=d, env=env, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and "cannot open the backends" in r.stderr, r.stderr
+        assert '"listening"' not in r.stderr
+        # a port in use: 1, "cannot listen" naming the address
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        addr = "127.0.0.1:%d" % busy.getsockname()[1]
+        r = subprocess.run([exe, "--http-addr", addr, "--grpc-addr", "off", "--log-format", "json"], cwd=d, env=env,
+                           capture_output=True, text=True, timeout=30)
+        busy.close()
+        assert r.returncode == 1, r.stderr
+        line = [json.loads(l) for l in r.stderr.splitlines() if '"cannot listen"' in l][0]
+        assert line["addr"] == addr
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_mini_serves_a_route_and_an_rpc_in_80_lines(tree, todo, pb):
