@@ -1,11 +1,18 @@
 /* tests/unit/test_http.c — http/ internals: the request-head parser, the
- * chunked decoder, path cleaning and the router (Go 1.22 precedence). */
+ * chunked decoder, path cleaning, the router (Go 1.22 precedence) and the
+ * observation module's recorder. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
 #include "http/http-private.h"
+
+#include <bazaar/clock.h>
+#include <bazaar/observe.h>
+
+#include <errno.h>
+#include <pthread.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -506,6 +513,90 @@ static void path_values_are_decoded(void **state)
     http_mux_free(m);
 }
 
+/* ---- the observation module's recorder (http/observe.c) ---- */
+
+static const bz_hist_bounds t_bounds = {2, {0.001, 10}};
+static const char *t_variant(int v) { return v ? "POST" : "GET"; }
+static const char *t_outcome(int o, char buf[16])
+{
+    snprintf(buf, 16, "%d", o);
+    return buf;
+}
+static const http_obs_spec t_spec = {"t_total", "T.", "t_seconds", "T time.", "route", "method", "status", "(none)",
+                                     &t_bounds, t_variant, t_outcome, NULL};
+static http_obs t_obs = HTTP_OBS_INIT(&t_spec);
+static const char t_route[] = "/a";
+
+static void t_one(const char *route, int variant, int status)
+{
+    http_req r;
+    memset(&r, 0, sizeof r);
+    r.start_ns = bz_now_ns();
+    http_obs_attach(&r, &t_obs);
+    http_obs_attach(&r, &t_obs); /* a second attach is ignored */
+    assert_int_equal(http_obs_in_flight(&t_obs), 1);
+    http_obs_end(&r, &(http_obs_done){NULL, BZ_STR_LIT("GET"), route, variant, status});
+    assert_int_equal(http_obs_in_flight(&t_obs), 0);
+    assert_null(r.obs);
+}
+
+static void *t_thread(void *arg)
+{
+    (void)arg;
+    t_one(t_route, 0, 200); /* another thread: its own shard */
+    return NULL;
+}
+
+static void observe_recorder_sums_shards_and_renders_its_spec(void **state)
+{
+    (void)state;
+    t_one(t_route, 0, 200);
+    t_one(t_route, 0, 200);
+    t_one(t_route, 0, 404);
+    t_one(t_route, 1, 201);
+    t_one(NULL, 0, 404);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, t_thread, NULL), 0);
+    pthread_join(th, NULL);
+    bz_buf o = BZ_BUF_INIT;
+    http_obs_render(&t_obs, &o);
+    const char *want[] = {
+        "# TYPE t_total counter\n",
+        "t_total{route=\"(none)\",method=\"GET\",status=\"404\"} 1\n",
+        "t_total{route=\"/a\",method=\"GET\",status=\"200\"} 3\n", /* two shards summed */
+        "t_total{route=\"/a\",method=\"GET\",status=\"404\"} 1\n",
+        "t_total{route=\"/a\",method=\"POST\",status=\"201\"} 1\n",
+        "# TYPE t_seconds histogram\n",
+        "t_seconds_count{route=\"/a\",method=\"GET\"} 4\n", /* the statuses summed */
+        "t_seconds_count{route=\"/a\",method=\"POST\"} 1\n",
+        "t_seconds_count{route=\"(none)\",method=\"GET\"} 1\n",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(o.data, want[i]))
+            fail_msg("missing %s in:\n%s", want[i], o.data);
+    /* sorted by key: "(none)" before "/a" */
+    assert_true(strstr(o.data, "t_total{route=\"(none)\"") < strstr(o.data, "t_total{route=\"/a\""));
+    bz_buf_free(&o);
+}
+
+static void observe_status_is_what_the_client_got(void **state)
+{
+    (void)state;
+    http_req r;
+    memset(&r, 0, sizeof r);
+    assert_int_equal(http_obs_status(&r, 0), 200);
+    assert_int_equal(http_obs_status(&r, -EMSGSIZE), 413);
+    assert_int_equal(http_obs_status(&r, -EBADMSG), 400);
+    assert_int_equal(http_obs_status(&r, -EIO), 500);
+    r.status = 201;
+    assert_int_equal(http_obs_status(&r, 0), 201);
+    assert_int_equal(http_obs_status(&r, -EIO), 500); /* not sent yet: the server answers 500 */
+    r.started = true;
+    assert_int_equal(http_obs_status(&r, -EIO), 201); /* on the wire already: the connection is cut */
+    assert_int_equal(http_obs_method_index(BZ_STR_LIT("DELETE")), 5);
+    assert_int_equal(http_obs_method_index(BZ_STR_LIT("BREW")), 7);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -520,6 +611,8 @@ int main(void)
         cmocka_unit_test(router_conflicts_like_go),
         cmocka_unit_test(router_picks_most_specific),
         cmocka_unit_test(path_values_are_decoded),
+        cmocka_unit_test(observe_recorder_sums_shards_and_renders_its_spec),
+        cmocka_unit_test(observe_status_is_what_the_client_got),
     };
     return cmocka_run_group_tests_name("http", tests, NULL, NULL);
 }
