@@ -15,6 +15,7 @@
 #include <pthread.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static http_header hdrs[HTTP_MAX_HEADERS];
@@ -597,6 +598,53 @@ static void observe_status_is_what_the_client_got(void **state)
     assert_int_equal(http_obs_method_index(BZ_STR_LIT("BREW")), 7);
 }
 
+static int t_handler(http_req *r, void *data)
+{
+    (void)data;
+    r->pattern = "POST /x";
+    r->status = 201;
+    return 0;
+}
+
+static int64_t t_count(http_obs *o)
+{
+    bz_buf b = BZ_BUF_INIT;
+    http_obs_render(o, &b);
+    const char *p = strstr(b.data, "t_total{route=\"POST /x\",method=\"POST\",status=\"201\"} ");
+    int64_t n = p ? strtoll(p + strlen("t_total{route=\"POST /x\",method=\"POST\",status=\"201\"} "), NULL, 10) : 0;
+    bz_buf_free(&b);
+    return n;
+}
+
+/* A request is counted once however the chain names its recorder: the
+ * access log's cfg, an inner http_mw_metrics (ended by the access log
+ * outside), both, or http_mw_metrics alone (ended there, without a line). */
+static void observe_middleware_counts_each_request_once(void **state)
+{
+    (void)state;
+    static http_obs o = HTTP_OBS_INIT(&t_spec);
+    http_handler h = {t_handler, NULL};
+    const http_mw chains[][2] = {
+        {{http_mw_access_log, &o}, {NULL, NULL}},
+        {{http_mw_access_log, NULL}, {http_mw_metrics, &o}},
+        {{http_mw_access_log, &o}, {http_mw_metrics, &o}},
+        {{http_mw_metrics, &o}, {NULL, NULL}},
+    };
+    for (int i = 0; i < 4; i++) {
+        int n = chains[i][1].wrap ? 2 : 1;
+        http_handler c = http_chain(h, chains[i], n);
+        http_req r;
+        memset(&r, 0, sizeof r);
+        r.method = BZ_STR_LIT("POST");
+        r.path = BZ_STR_LIT("/x");
+        r.start_ns = bz_now_ns();
+        assert_int_equal(c.fn(&r, c.data), 0);
+        assert_int_equal(t_count(&o), i + 1);
+        assert_int_equal(http_obs_in_flight(&o), 0);
+        http_chain_free(c);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -613,6 +661,7 @@ int main(void)
         cmocka_unit_test(path_values_are_decoded),
         cmocka_unit_test(observe_recorder_sums_shards_and_renders_its_spec),
         cmocka_unit_test(observe_status_is_what_the_client_got),
+        cmocka_unit_test(observe_middleware_counts_each_request_once),
     };
     return cmocka_run_group_tests_name("http", tests, NULL, NULL);
 }
