@@ -73,10 +73,12 @@ typedef struct http_obs {
 } http_obs;
 #define HTTP_OBS_INIT(spec_) {.spec = (spec_)}
 
-/* The HTTP requests' recorder: bazaar_http_requests_total{route,method,status},
- * bazaar_http_request_duration_seconds{route,method} and (with
- * http_obs_render_in_flight) bazaar_http_requests_in_flight.  A chain
- * records into it from http_mw_metrics inward. */
+/* The HTTP requests' recorder: bazaar_http_requests_total{route,method,status}
+ * and bazaar_http_request_duration_seconds{route,method}; its in-flight
+ * count (http_obs_in_flight) is the user's to show (the app's
+ * bazaar_http_requests_in_flight).  A chain counts into it the requests
+ * that reach http_mw_metrics, or every request when it is the access
+ * log's cfg. */
 extern http_obs http_obs_requests;
 
 /* ---- one request ---------------------------------------------------------------------------- */
@@ -97,7 +99,7 @@ void http_obs_start(const http_req *r, const http_obs_kind *k, bz_str method);
 void http_obs_attach(http_req *r, http_obs *o);
 
 typedef struct http_obs_done {
-    const http_obs_kind *kind;
+    const http_obs_kind *kind; /* NULL: counted, no line */
     bz_str method;      /* the HTTP method, or the gRPC method */
     const char *route;  /* the pattern or registered method that matched; NULL: none (the
                            recorder's unknown key); a string that outlives the process */
