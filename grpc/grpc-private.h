@@ -77,6 +77,10 @@ void grpc__b64_encode(const uint8_t *p, size_t n, bz_buf *out);
 /* A ProtobufCAllocator over an arena (free is a no-op). */
 ProtobufCAllocator grpc__arena_allocator(bz_arena *a);
 
+/* metrics.c: the calls' recorder and the access-log words (grpc/observe.c) */
+extern struct http_obs grpc__obs;
+extern const struct http_obs_kind grpc__obs_kind;
+
 /* call.c */
 void grpc__call_init(grpc_call *c, grpc_server *g, http_req *r, const grpc_method *m, grpc_mode mode);
 /* Sends what is left (headers, status) and releases the call. */

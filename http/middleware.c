@@ -1,9 +1,11 @@
-/* http/middleware.c — request id, access log, recovery, request deadline,
- * gzip.  Each middleware allocates a small closure (next handler + its
- * config) once, when the chain is built. */
+/* http/middleware.c — request id, access log and metrics (the transport's
+ * ends of http/observe.c), recovery, request deadline, gzip.  Each
+ * middleware allocates a small closure (next handler + its config) once,
+ * when the chain is built. */
 #include "http/http-private.h"
 
 #include <bazaar/log.h>
+#include <bazaar/observe.h>
 #include <bazaar/rand.h>
 
 #include <errno.h>
@@ -80,26 +82,35 @@ static int request_id(http_req *r, void *data)
 
 http_handler http_mw_request_id(http_handler next, void *cfg) { return wrap(request_id, next, cfg); }
 
-/* ---- access log ---- */
+/* ---- access log and metrics (the ends of http/observe.c) ---- */
 
 static int access_log(http_req *r, void *data)
 {
-    bz_log_dbg("request started", BZ_F_STRN("method", r->method.p, r->method.n),
-               BZ_F_STRN("path", r->path.p, r->path.n), BZ_F_STR("request_id", r->request_id));
-    int rc = call_next(data, r);
-    if (bz_log_enabled(BZ_LOG_INFO)) {
-        int64_t dur = bz_now_ns() - r->start_ns;
-        bz_log_info("request", BZ_F_STRN("method", r->method.p, r->method.n),
-                    BZ_F_STR("route", r->pattern ? r->pattern : ""), BZ_F_STRN("path", r->path.p, r->path.n),
-                    BZ_F_INT("status", rc < 0 && !r->started ? 500 : r->status ? r->status : 200),
-                    BZ_F_INT("bytes", r->bytes_out), BZ_F_DBL("duration_ms", (double)dur / 1e6),
-                    BZ_F_STR("request_id", r->request_id), BZ_F_STR("peer", r->peer),
-                    BZ_F_STR("parent_id", r->trace.parent_id));
-    }
+    mw *m = data;
+    http_obs_start(r, &http_obs_http, r->method);
+    if (m->cfg)
+        http_obs_attach(r, m->cfg);
+    r->obs_ends = true;
+    int rc = call_next(m, r);
+    int status = http_obs_status(r, rc);
+    http_obs_end(r, &(http_obs_done){&http_obs_http, r->method, r->pattern, http_obs_method_index(r->method), status});
     return rc;
 }
 
 http_handler http_mw_access_log(http_handler next, void *cfg) { return wrap(access_log, next, cfg); }
+
+static int metrics(http_req *r, void *data)
+{
+    mw *m = data;
+    http_obs_attach(r, m->cfg ? m->cfg : &http_obs_requests);
+    int rc = call_next(m, r);
+    if (!r->obs_ends) /* no access log outside to end it: counted here, without a line */
+        http_obs_end(r, &(http_obs_done){NULL, r->method, r->pattern, http_obs_method_index(r->method),
+                                         http_obs_status(r, rc)});
+    return rc;
+}
+
+http_handler http_mw_metrics(http_handler next, void *cfg) { return wrap(metrics, next, cfg); }
 
 /* ---- recovery ---- */
 
@@ -234,7 +245,7 @@ http_handler http_mw_gzip(http_handler next, void *cfg) { return wrap(gzip_mw, n
 
 void http_chain_free(http_handler h)
 {
-    static int (*const ours[])(http_req *, void *) = {request_id, access_log, recover, timeout, gzip_mw};
+    static int (*const ours[])(http_req *, void *) = {request_id, access_log, metrics, recover, timeout, gzip_mw};
     for (;;) {
         bool mine = false;
         for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)

@@ -28,8 +28,6 @@ Google__Protobuf__Timestamp *rpc_time(bz_arena *a, int64_t us)
 
 static char *dup(bz_arena *a, const char *s) { return bz_arena_strdup(a, s ? s : ""); }
 
-
-
 /* The models with a field list (svc.h): protobuf field names are the
  * model's (a field bazaar.proto lacks does not build). */
 #define X__PB_ID(n) out->n = v->n;
@@ -39,6 +37,9 @@ static char *dup(bz_arena *a, const char *s) { return bz_arena_strdup(a, s ? s :
 #define X__PB_CUR(n) out->n = dup(a, v->n);
 #define X__PB_TIME(n) out->n##_at = rpc_time(a, v->n##_us);
 #define X__PB_STATUS(n) out->n = dup(a, v->n);
+#define X__PB_WHEN(n) out->n = rpc_time(a, v->n##_us);
+#define X__PB_RANK(n) out->n = v->n;
+#define X__PB_NULLSTR(n) out->n = dup(a, v->n);
 #define X__PB_LINES(x) out->x = x__lines_pb(a, v->x, v->n##x, &out->n_##x);
 #define X__PB(kind, n) X__PB_##kind(n)
 
@@ -67,24 +68,8 @@ X__PB_CONVERTER(rpc_item, svc_item, Bazaar__V1__Item, bazaar__v1__item__init, SV
 X__PB_CONVERTER(rpc_account, svc_account, Bazaar__V1__Account, bazaar__v1__account__init, SVC_ACCOUNT_FIELDS)
 X__PB_CONVERTER(rpc_transfer, svc_transfer, Bazaar__V1__TransferRecord, bazaar__v1__transfer_record__init,
                 SVC_TRANSFER_FIELDS)
-
+X__PB_CONVERTER(rpc_session, svc_session, Bazaar__V1__Session, bazaar__v1__session__init, SVC_SESSION_FIELDS)
+X__PB_CONVERTER(rpc_event, svc_order_event, Bazaar__V1__OrderEvent, bazaar__v1__order_event__init, SVC_EVENT_FIELDS)
+X__PB_CONVERTER(rpc_spender, svc_spender, Bazaar__V1__Spender, bazaar__v1__spender__init, SVC_SPENDER_FIELDS)
 
 svc_str rpc_str(const char *s) { return SVC_STR_SET(s ? s : "", s ? strlen(s) : 0); }
-
-
-
-void rpc_session(bz_arena *a, const svc_session *s, Bazaar__V1__Session *out)
-{
-    bazaar__v1__session__init(out);
-    out->token = dup(a, s->token);
-    out->expires_at = rpc_time(a, s->expires_us);
-}
-
-void rpc_spender(bz_arena *a, const svc_spender *s, Bazaar__V1__Spender *out)
-{
-    bazaar__v1__spender__init(out);
-    out->rank = s->rank;
-    out->user_id = s->user_id;
-    out->name = dup(a, s->name);
-    out->spent_cents = s->spent_cents;
-}

@@ -24,10 +24,8 @@ static int watch_event(void *arg, const svc_order_event *ev)
     watch_state *st = arg;
     bz_arena scratch;
     bz_arena_init(&scratch, 256);
-    Bazaar__V1__OrderEvent out = BAZAAR__V1__ORDER_EVENT__INIT;
-    out.order_id = ev->order_id;
-    out.status = (char *)ev->status;
-    out.at = rpc_time(&scratch, ev->at_us);
+    Bazaar__V1__OrderEvent out;
+    rpc_event(&scratch, ev, &out);
     int rc = grpc_send(st->c, &out.base);
     bz_arena_free(&scratch);
     return rc;

@@ -35,6 +35,7 @@ void rpc_account(bz_arena *a, const svc_account *ac, Bazaar__V1__Account *out);
 void rpc_transfer(bz_arena *a, const svc_transfer *t, Bazaar__V1__TransferRecord *out);
 void rpc_session(bz_arena *a, const svc_session *s, Bazaar__V1__Session *out);
 void rpc_spender(bz_arena *a, const svc_spender *s, Bazaar__V1__Spender *out);
+void rpc_event(bz_arena *a, const svc_order_event *s, Bazaar__V1__OrderEvent *out);
 /* protobuf → typed input (proto3 scalars are always set) */
 svc_str rpc_str(const char *s);
 

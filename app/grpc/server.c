@@ -1,13 +1,10 @@
 /* app/grpc/server.c — the gRPC server of bazaar: the method table and the
- * interceptors (the gRPC side of the middleware chain: request id, access
- * log, metrics, recovery, auth, rate limit). */
+ * interceptors (the gRPC side of the middleware chain: the library's
+ * grpc_observe — request id, access log, metrics, recovery —, then auth
+ * and rate limit). */
 #include "app/grpc/rpc-private.h"
 
-#include <bazaar/clock.h>
-#include <bazaar/log.h>
-#include <bazaar/rand.h>
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,44 +26,12 @@ svc_call rpc_call(grpc_call *c)
     return sc;
 }
 
-/* Outermost: the request id (x-request-id metadata echoed, else made),
- * then one access-log line and the metrics when the call ends. */
-static int observe(grpc_call *c, const grpc_method *m, void *data,
-                   int (*next)(grpc_call *c, const grpc_method *m))
-{
-    (void)data;
-    call_state *st = bz_arena_calloc(grpc_arena(c), 1, sizeof *st);
-    grpc_set_user(c, st);
-    http_req *r = grpc_http(c);
-    http_request_id_set(r, grpc_metadata(c, "x-request-id")); /* REST's policy, one place (http/middleware.c) */
-    grpc_add_header(c, "x-request-id", r->request_id);
-    char tp[56];
-    bz_trace_format(&grpc_http(c)->trace, tp);
-    grpc_add_header(c, "traceresponse", tp);
-    bz_log_dbg("grpc started", BZ_F_STR("method", m ? m->path : "(unknown)"), BZ_F_STR("request_id", r->request_id));
-    int64_t t0 = bz_now_ns();
-    grpc_metrics_inflight_add(1);
-    int rc = next(c, m);
-    grpc_metrics_inflight_add(-1);
-    /* recovery: a handler that failed without a status is INTERNAL */
-    if (rc < 0 && !grpc_finished(c)) {
-        bz_log_err("grpc handler failed", BZ_F_STR("method", m ? m->path : "?"), BZ_F_INT("error", rc));
-        grpc_finish(c, GRPC_INTERNAL, "internal error");
-    }
-    int64_t dt = bz_now_ns() - t0;
-    grpc_code code = grpc_finished(c) ? grpc_status(c) : GRPC_OK;
-    grpc_metrics_observe(m ? m->path : NULL, code, dt);
-    bz_log_info("grpc", BZ_F_STR("method", m ? m->path : "(unknown)"), BZ_F_STR("code", grpc_code_name(code)),
-                BZ_F_DBL("duration_ms", (double)dt / 1e6), BZ_F_STR("request_id", r->request_id),
-                BZ_F_STR("peer", r->peer));
-    return rc;
-}
-
 /* The caller from `authorization: Bearer <token>`, once per call. */
 static int auth(grpc_call *c, const grpc_method *m, void *data, int (*next)(grpc_call *c, const grpc_method *m))
 {
     rpc *R = data;
-    call_state *st = grpc_user(c);
+    call_state *st = bz_arena_calloc(grpc_arena(c), 1, sizeof *st);
+    grpc_set_user(c, st);
     svc_err e;
     svc_err_clear(&e);
     if (svc_authenticate_bearer(R->s, grpc_ctx(c), grpc_metadata(c, "authorization"), grpc_http(c)->peer, &st->who,
@@ -104,7 +69,7 @@ rpc *rpc_new(svc *s, const app_config *cfg, grpc_serving_fn ready, void *ready_a
     grpc_health_register(R->g, R->services, ready, ready_arg);
     grpc_reflection_register(R->g);
     grpc_testing_register(R->g);
-    grpc_server_intercept(R->g, observe, R);
+    grpc_server_intercept(R->g, grpc_observe, NULL); /* request id, access log, metrics, recovery */
     grpc_server_intercept(R->g, auth, R);
     grpc_server_intercept(R->g, limit, R);
     return R;

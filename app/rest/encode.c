@@ -3,10 +3,6 @@
 
 #include <string.h>
 
-
-
-
-
 /* The models with a field list (svc.h): one member per field, in order. */
 #define X__JSON_ID(n) jw_i64(b, #n, v->n);
 #define X__JSON_INT(n) jw_i64(b, #n, v->n);
@@ -17,6 +13,13 @@
 #define X__JSON_CUR(n) jw_str(b, #n, v->n);
 #define X__JSON_TIME(n) jw_time(b, #n "_at", v->n##_us);
 #define X__JSON_STATUS(n) jw_str(b, #n, v->n);
+#define X__JSON_WHEN(n) jw_time(b, #n, v->n##_us);
+#define X__JSON_RANK(n) jw_i64(b, #n, v->n);
+#define X__JSON_NULLSTR(n)                                                                                            \
+    if (v->n)                                                                                                         \
+        jw_str(b, #n, v->n);                                                                                          \
+    else                                                                                                              \
+        jw_null(b, #n);
 #define X__JSON_LINES(x) x__lines_json(b, #x, v->x, v->n##x);
 #define X__JSON(kind, n) X__JSON_##kind(n)
 
@@ -47,40 +50,10 @@ X__JSON_ENCODER(rest_json_account, svc_account, SVC_ACCOUNT_FIELDS)
 X__JSON_ENCODER(rest_json_transfer, svc_transfer, SVC_TRANSFER_FIELDS)
 X__JSON_ENCODER(rest_json_item, svc_item, SVC_ITEM_FIELDS)
 X__JSON_ENCODER(rest_json_order, svc_order, SVC_ORDER_FIELDS)
+X__JSON_ENCODER(rest_json_session, svc_session, SVC_SESSION_FIELDS)
+X__JSON_ENCODER(rest_json_event, svc_order_event, SVC_EVENT_FIELDS)
+X__JSON_ENCODER(rest_json_spender, svc_spender, SVC_SPENDER_FIELDS)
 
-
-void rest_json_event(bz_buf *b, const void *p)
-{
-    const svc_order_event *v = p;
-    bz_buf_putc(b, '{');
-    jw_i64(b, "order_id", v->order_id);
-    jw_str(b, "status", v->status);
-    jw_time(b, "at", v->at_us);
-    bz_buf_putc(b, '}');
-}
-
-void rest_json_spender(bz_buf *b, const void *p)
-{
-    const svc_spender *v = p;
-    bz_buf_putc(b, '{');
-    jw_i64(b, "rank", v->rank);
-    jw_i64(b, "user_id", v->user_id);
-    if (v->name)
-        jw_str(b, "name", v->name);
-    else
-        jw_null(b, "name");
-    jw_i64(b, "spent_cents", v->spent_cents);
-    bz_buf_putc(b, '}');
-}
-
-void rest_json_session(bz_buf *b, const void *p)
-{
-    const svc_session *v = p;
-    bz_buf_putc(b, '{');
-    jw_str(b, "token", v->token);
-    jw_time(b, "expires_at", v->expires_us);
-    bz_buf_putc(b, '}');
-}
 
 int rest_send(http_req *r, int status, rest_enc enc, const void *v, const char *loc_prefix, int64_t id)
 {

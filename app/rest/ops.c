@@ -73,13 +73,17 @@ int rest_ops_readyz(rest *R, http_req *r) { return ops_readyz(&(rest_x){.R = R, 
 #define PAGE(item) "{\"type\":\"object\",\"properties\":{\"data\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/" item "\"}},\"next_cursor\":{\"type\":[\"string\",\"null\"]}}}"
 #define LIST(item) "{\"type\":\"object\",\"properties\":{\"data\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/" item "\"}}}}"
 
-/* The models with a field list (svc.h): one property per field. */
-#define X__OAS_ID(n) "\"" #n "\":" I64
+/* The models with a field list (svc.h): one property per field, each
+ * after a comma (x__object drops the first). */
+#define X__OAS_ID(n) ",\"" #n "\":" I64
 #define X__OAS_INT(n) ",\"" #n "\":" I64
 #define X__OAS_STR(n) ",\"" #n "\":" STR
 #define X__OAS_CUR(n) ",\"" #n "\":" CUR
 #define X__OAS_TIME(n) ",\"" #n "_at\":" TS
+#define X__OAS_WHEN(n) ",\"" #n "\":" TS
 #define X__OAS_OPT(n) ",\"" #n "\":" STR
+#define X__OAS_RANK(n) ",\"" #n "\":{\"type\":\"integer\"}"
+#define X__OAS_NULLSTR(n) ",\"" #n "\":" STR
 #define X__OAS_STATUS(n) ",\"" #n "\":{\"enum\":[\"pending\",\"paid\",\"shipped\",\"cancelled\"]}"
 #define X__OAS_LINES(n) ",\"" #n "\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/OrderLine\"}}"
 #define X__OAS(kind, n) X__OAS_##kind(n)
@@ -91,29 +95,62 @@ int rest_ops_readyz(rest *R, http_req *r) { return ops_readyz(&(rest_x){.R = R, 
 #define X__OAS_PUBLIC_STR X__OAS_STR
 #define X__OAS_PUBLIC_CUR X__OAS_CUR
 #define X__OAS_PUBLIC_TIME X__OAS_TIME
-#define OBJECT(props) "{\"type\":\"object\",\"properties\":{" props "}}"
 
-static const char schemas[] =
-    "\"Problem\":{\"type\":\"object\",\"properties\":{\"type\":" STR ",\"title\":" STR ",\"status\":{\"type\":\"integer\"},"
-    "\"detail\":" STR ",\"code\":" STR ",\"errors\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":"
-    "{\"field\":" STR ",\"message\":" STR "}}}}},"
-    "\"User\":" OBJECT(SVC_USER_FIELDS(X__OAS)) ","
-    "\"PublicUser\":" OBJECT(SVC_USER_FIELDS(X__OAS_PUBLIC)) ","
-    "\"PublicUserList\":" LIST("PublicUser") ","
-    "\"Session\":{\"type\":\"object\",\"properties\":{\"token\":" STR ",\"expires_at\":" TS "}},"
-    "\"Account\":" OBJECT(SVC_ACCOUNT_FIELDS(X__OAS)) ","
-    "\"AccountList\":" LIST("Account") ","
-    "\"Transfer\":" OBJECT(SVC_TRANSFER_FIELDS(X__OAS)) ","
-    "\"TransferPage\":" PAGE("Transfer") ","
-    "\"Item\":" OBJECT(SVC_ITEM_FIELDS(X__OAS)) ","
-    "\"ItemPage\":" PAGE("Item") ","
-    "\"OrderLine\":{\"type\":\"object\",\"properties\":{\"item_id\":" I64 ",\"quantity\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000},"
-    "\"unit_price_cents\":" I64 "}},"
-    "\"Order\":" OBJECT(SVC_ORDER_FIELDS(X__OAS)) ","
-    "\"OrderPage\":" PAGE("Order") ","
-    "\"Leaderboard\":{\"type\":\"object\",\"properties\":{\"data\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":"
-    "{\"rank\":{\"type\":\"integer\"},\"user_id\":" I64 ",\"name\":" STR ",\"spent_cents\":" I64 "}}}}},"
-    "\"Ready\":{\"type\":\"object\",\"properties\":{\"db\":" STR ",\"cache\":" STR ",\"open_breakers\":{\"type\":\"array\",\"items\":" STR "}}}";
+/* The response schemas, in document order: written as they are (RAW), an
+ * object of a field list's properties (OBJECT), or a {"data":[...]} of
+ * such objects (OBJECTS, the leaderboard's). */
+typedef enum { RAW, OBJECT, OBJECTS } x__shape;
+static const struct {
+    const char *name;
+    x__shape shape;
+    const char *text;
+} x__schemas[] = {
+    {"Problem", RAW,
+     "{\"type\":\"object\",\"properties\":{\"type\":" STR ",\"title\":" STR ",\"status\":{\"type\":\"integer\"},"
+     "\"detail\":" STR ",\"code\":" STR ",\"errors\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":"
+     "{\"field\":" STR ",\"message\":" STR "}}}}}"},
+    {"User", OBJECT, SVC_USER_FIELDS(X__OAS)},
+    {"PublicUser", OBJECT, SVC_USER_FIELDS(X__OAS_PUBLIC)},
+    {"PublicUserList", RAW, LIST("PublicUser")},
+    {"Session", OBJECT, SVC_SESSION_FIELDS(X__OAS)},
+    {"Account", OBJECT, SVC_ACCOUNT_FIELDS(X__OAS)},
+    {"AccountList", RAW, LIST("Account")},
+    {"Transfer", OBJECT, SVC_TRANSFER_FIELDS(X__OAS)},
+    {"TransferPage", RAW, PAGE("Transfer")},
+    {"Item", OBJECT, SVC_ITEM_FIELDS(X__OAS)},
+    {"ItemPage", RAW, PAGE("Item")},
+    {"OrderLine", RAW,
+     "{\"type\":\"object\",\"properties\":{\"item_id\":" I64 ",\"quantity\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000},"
+     "\"unit_price_cents\":" I64 "}}"},
+    {"Order", OBJECT, SVC_ORDER_FIELDS(X__OAS)},
+    {"OrderPage", RAW, PAGE("Order")},
+    {"Leaderboard", OBJECTS, SVC_SPENDER_FIELDS(X__OAS)},
+    {"Ready", RAW,
+     "{\"type\":\"object\",\"properties\":{\"db\":" STR ",\"cache\":" STR ",\"open_breakers\":{\"type\":\"array\",\"items\":" STR "}}}"},
+};
+
+static void x__object(bz_buf *o, const char *props)
+{
+    bz_buf_append_c(o, "{\"type\":\"object\",\"properties\":{");
+    bz_buf_append_c(o, props + 1);
+    bz_buf_append_c(o, "}}");
+}
+
+static void response_schemas(bz_buf *o)
+{
+    for (size_t i = 0; i < sizeof x__schemas / sizeof x__schemas[0]; i++) {
+        bz_buf_printf(o, "%s\"%s\":", i ? "," : "", x__schemas[i].name);
+        if (x__schemas[i].shape == RAW) {
+            bz_buf_append_c(o, x__schemas[i].text);
+        } else if (x__schemas[i].shape == OBJECT) {
+            x__object(o, x__schemas[i].text);
+        } else {
+            bz_buf_append_c(o, "{\"type\":\"object\",\"properties\":{\"data\":{\"type\":\"array\",\"items\":");
+            x__object(o, x__schemas[i].text);
+            bz_buf_append_c(o, "}}}");
+        }
+    }
+}
 
 /* The request schemas, from the limits table (app/svc/limits.h). */
 static void limit_schema(bz_buf *o, const svc_limit *l)
@@ -288,7 +325,7 @@ void rest_openapi(bz_buf *o)
     }
     bz_buf_append_c(o, "},\"components\":{\"securitySchemes\":{\"bearer\":{\"type\":\"http\",\"scheme\":\"bearer\"}},"
                        "\"schemas\":{");
-    bz_buf_append_c(o, schemas);
+    response_schemas(o);
     request_schemas(o);
     bz_buf_append_c(o, "}}}");
 }

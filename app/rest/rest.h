@@ -29,7 +29,11 @@ void rest_free(rest *R);
 /* The OpenAPI 3.1 document for the route table. */
 void rest_openapi(bz_buf *out);
 
-/* The request metrics middleware and /metrics (metrics.c). */
+/* The request metrics middleware (http_mw_metrics into http_obs_requests:
+ * the REST routes' requests are counted, and ended by the access log
+ * outside) and /metrics (metrics.c).  Its closure is freed by
+ * http_chain_free of the chain it is put in; the _free is a no-op kept for
+ * the callers. */
 http_handler rest_metrics_middleware(http_handler next, void *cfg);
 void rest_metrics_middleware_free(http_handler h);
 /* The admin console's view of the request metrics (app/console.c): fn for

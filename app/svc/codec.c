@@ -115,6 +115,7 @@ static const char *dec_status(svc_rd *r)
 #define X__ENC_CUR(n) enc_cstr(b, v->n);
 #define X__ENC_TIME(n) svc__enc_int(b, v->n##_us);
 #define X__ENC_STATUS(n) enc_cstr(b, v->n);
+#define X__ENC_WHEN(n) svc__enc_int(b, v->n##_us);
 #define X__ENC_LINES(n) /* after the fields */
 #define X__ENC(kind, n) X__ENC_##kind(n)
 #define X__DEC_ID(n) v->n = svc__dec_int(r);
@@ -123,6 +124,7 @@ static const char *dec_status(svc_rd *r)
 #define X__DEC_CUR(n) svc__dec_cur(r, v->n);
 #define X__DEC_TIME(n) v->n##_us = svc__dec_int(r);
 #define X__DEC_STATUS(n) v->n = dec_status(r);
+#define X__DEC_WHEN(n) v->n##_us = svc__dec_int(r);
 #define X__DEC_LINES(n) /* after the fields */
 #define X__DEC(kind, n) X__DEC_##kind(n)
 
@@ -176,18 +178,10 @@ bool svc__dec_order(svc_rd *r, bz_arena *a, svc_order *v)
     return !r->bad;
 }
 
-void svc__enc_event(bz_buf *b, const svc_order_event *v)
-{
-    svc__enc_int(b, v->order_id);
-    enc_cstr(b, v->status);
-    svc__enc_int(b, v->at_us);
-}
-
+void svc__enc_event(bz_buf *b, const svc_order_event *v) { SVC_EVENT_FIELDS(X__ENC) }
 bool svc__dec_event(svc_rd *r, svc_order_event *v)
 {
-    v->order_id = svc__dec_int(r);
-    v->status = dec_status(r);
-    v->at_us = svc__dec_int(r);
+    SVC_EVENT_FIELDS(X__DEC)
     return !r->bad;
 }
 

@@ -208,7 +208,12 @@ typedef struct svc_page_in {
  *         them after every other field (the record format stays what
  *         stored records hold)
  *   TIME  name##_us, microseconds since the epoch; name##_at in SQL,
- *         JSON and protobuf */
+ *         JSON and protobuf
+ *   WHEN  the same, named name itself outside (the order event's `at`)
+ *   RANK  a small int (int; int32 in protobuf, a plain integer in OpenAPI)
+ *   NULLSTR a string, NULL when there is none: JSON null, "" in protobuf
+ * A model read from no row (sessions, order events, spenders) expands only
+ * what it has: the record, and its codec, JSON, protobuf and OpenAPI. */
 #define SVC_USER_FIELDS(F) F(ID, id) F(OPT, email) F(STR, name) F(TIME, created)
 #define SVC_ORDER_FIELDS(F)                                                                                           \
     F(ID, id) F(INT, customer_id) F(INT, account_id) F(STATUS, status) F(INT, total_cents) F(CUR, currency)           \
@@ -219,6 +224,9 @@ typedef struct svc_page_in {
 #define SVC_ITEM_FIELDS(F)                                                                                            \
     F(ID, id) F(INT, seller_id) F(STR, sku) F(STR, name) F(INT, price_cents) F(CUR, currency) F(INT, stock)            \
     F(INT, version) F(TIME, created) F(TIME, updated)
+#define SVC_SESSION_FIELDS(F) F(STR, token) F(TIME, expires) /* token: the bearer token, shown once */
+#define SVC_EVENT_FIELDS(F) F(INT, order_id) F(STATUS, status) F(WHEN, at)
+#define SVC_SPENDER_FIELDS(F) F(RANK, rank) F(INT, user_id) F(NULLSTR, name) F(INT, spent_cents) /* name: NULL if the user is gone */
 
 #define SVC_FIELD_ID(n) int64_t n;
 #define SVC_FIELD_INT(n) int64_t n;
@@ -230,6 +238,9 @@ typedef struct svc_page_in {
     int n##x;                                                                                                         \
     struct svc_line *x;
 #define SVC_FIELD_TIME(n) int64_t n##_us;
+#define SVC_FIELD_WHEN(n) int64_t n##_us;
+#define SVC_FIELD_RANK(n) int n;
+#define SVC_FIELD_NULLSTR(n) const char *n;
 #define SVC_FIELD(kind, n) SVC_FIELD_##kind(n)
 
 typedef struct svc_user {
@@ -237,8 +248,7 @@ typedef struct svc_user {
 } svc_user;
 
 typedef struct svc_session {
-    const char *token;      /* bearer token; shown once */
-    int64_t expires_us;
+    SVC_SESSION_FIELDS(SVC_FIELD)
 } svc_session;
 
 typedef struct svc_account {
@@ -264,16 +274,11 @@ typedef struct svc_order {
 } svc_order;
 
 typedef struct svc_order_event {
-    int64_t order_id;
-    const char *status;     /* static */
-    int64_t at_us;
+    SVC_EVENT_FIELDS(SVC_FIELD)
 } svc_order_event;
 
 typedef struct svc_spender {
-    int rank;
-    int64_t user_id;
-    const char *name;       /* NULL if the user is gone */
-    int64_t spent_cents;
+    SVC_SPENDER_FIELDS(SVC_FIELD)
 } svc_spender;
 
 /* Pages: data[0..n), next_cursor NULL on the last page. */

@@ -83,8 +83,9 @@ typedef struct grpc_method {
     bool server_streaming;
 } grpc_method;
 
-/* Interceptors: run around every call, outermost first (request id,
- * access log, metrics, recovery, auth, rate limit are the application's). */
+/* Interceptors: run around every call, outermost first (grpc_observe is
+ * the library's: request id, access log, metrics, recovery; auth and rate
+ * limit are the application's). */
 typedef int (*grpc_interceptor)(grpc_call *c, const grpc_method *m, void *data,
                                 int (*next)(grpc_call *c, const grpc_method *m));
 
@@ -174,20 +175,25 @@ grpc_code grpc_status(const grpc_call *c);
 /* Compress response messages with gzip (when the client accepts it). */
 void grpc_set_compress(grpc_call *c, bool on);
 
-/* ---- metrics ---- */
+/* ---- observation and metrics ---- */
 
-/* Counts one finished call (path: a registered method's path string, or
- * NULL for an unknown one). */
-void grpc_metrics_observe(const char *path, grpc_code code, int64_t ns);
-/* The admin console's view: fn for every method seen (and the unknown
- * ones), with its calls per code (GRPC_CODE__COUNT) and its latency
- * histogram (in grpc_metrics_bounds). */
+/* The outermost interceptor every server wants (<bazaar/observe.h>): the
+ * request id from `x-request-id` by REST's rule (http_request_id_set),
+ * echoed with `traceresponse` in the headers; a handler that fails without
+ * a status ends INTERNAL; and the call's end — the access-log line (the
+ * same keys as REST's, `code` for `status`), the count in
+ * bazaar_grpc_server_handled_total{method,code} and
+ * bazaar_grpc_server_handling_seconds{method}, the in-flight gauge.
+ *     grpc_server_intercept(g, grpc_observe, NULL);  // first */
+int grpc_observe(grpc_call *c, const grpc_method *m, void *data, int (*next)(grpc_call *c, const grpc_method *m));
+/* The admin console's view: fn for every (method, code) series a thread
+ * counted (the unknown methods as "(unknown method)"), with its calls in
+ * handled[code] (GRPC_CODE__COUNT, the other codes 0) and its latency
+ * histogram (in grpc_metrics_bounds); a method comes once per series. */
 void grpc_metrics_each(void (*fn)(const char *path, const int64_t *handled, const bz_hist_snap *h, void *arg),
                        void *arg);
 const bz_hist_bounds *grpc_metrics_bounds(void);
-/* Calls in flight: an interceptor adds 1 when a call starts and -1 when
- * it ends (app/grpc/server.c's observe does); the admin console reads it. */
-void grpc_metrics_inflight_add(int64_t delta);
+/* Calls in flight (between grpc_observe's start and end of a call). */
 int64_t grpc_metrics_inflight(void);
 /* bazaar_grpc_server_handled_total and _handling_seconds, Prometheus text. */
 void grpc_metrics_render(bz_buf *out);

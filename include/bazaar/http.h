@@ -105,6 +105,9 @@ struct http_req {
                            the handler runs.  While the handler runs, every log line
                            of its coroutine carries trace_id and span_id. */
     int64_t start_ns;
+    struct http_obs *obs; /* the recorder the request is counted into when it ends
+                             (<bazaar/observe.h>), NULL: none */
+    bool obs_ends;      /* an access log outside ends the observation */
 
     /* path values captured by the router */
     int npv;
@@ -237,12 +240,21 @@ http_handler http_mw_request_id(http_handler next, void *cfg);
  * (gRPC's x-request-id metadata): r->request_id from in when it is a
  * valid id, else 128 random bits as 32 hex digits. */
 void http_request_id_set(http_req *r, bz_str in);
-/* One structured log line per request: method, route pattern, path,
- * status, bytes, duration, request id, peer, parent_id (the caller's span
- * from traceparent; empty when the trace started here) — and trace_id and
- * span_id, as every line logged while the request is served.  At debug
- * level also a "request started" line before the handler runs. */
+/* The end of every request (<bazaar/observe.h>, http_obs_end): one
+ * structured log line — method, route pattern, path, status, bytes,
+ * duration, request id, peer, parent_id (the caller's span from
+ * traceparent; empty when the trace started here), and trace_id and
+ * span_id as every line logged while the request is served; the same keys
+ * as gRPC's line —, and the request counted into its recorder, if it has
+ * one.  cfg: a recorder (http_obs *) to count every request into, or NULL
+ * (only those an inner http_mw_metrics attaches).  At debug level also a
+ * "request started" line before the handler runs. */
 http_handler http_mw_access_log(http_handler next, void *cfg);
+/* Counts the requests that reach it into a recorder (cfg: http_obs *; NULL:
+ * http_obs_requests, the bazaar_http_requests_* families): in flight from
+ * here, counted when the access log outside ends them (or here, without a
+ * line, when there is none). */
+http_handler http_mw_metrics(http_handler next, void *cfg);
 /* Turns a handler's error return into a 500 problem+json and a log line. */
 http_handler http_mw_recover(http_handler next, void *cfg);
 /* cfg: pointer to int64_t nanoseconds; the handler's context gets this

@@ -234,6 +234,54 @@ def test_grpc_metadata_traceparent_is_honoured(srv):
     assert all(l["trace_id"] == trace for l in every), every
 
 
+def test_rest_and_grpc_write_one_access_line_format(srv):
+    """One observation module (http/observe.c) ends both transports: one
+    REST request and one gRPC call each leave a line with the same keys in
+    the same order, the outcome key alone being the transport's (status,
+    code); the shared keys carry the same kinds of values."""
+    tp = "00-%s-%s-01" % (TRACE, PARENT)
+    st, _, _ = srv.request("GET", "/v1/items/77777777", headers={"traceparent": tp, "X-Request-Id": "obs-one-rest"})
+    assert st == 404
+    with grpc.insecure_channel("127.0.0.1:%d" % srv.grpc_port) as ch:
+        get = ch.unary_unary("/bazaar.v1.ItemService/GetItem")
+        with pytest.raises(grpc.RpcError) as e:
+            get(get_item_request(77777777), timeout=5,
+                metadata=[("traceparent", tp), ("x-request-id", "obs-one-grpc")])
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    rest = harness.wait_for(lambda: [l for l in lines_of(srv, "obs-one-rest") if l["msg"] == "request"], 5)
+    rpc = harness.wait_for(lambda: [l for l in lines_of(srv, "obs-one-grpc") if l["msg"] == "grpc"], 5)
+    assert len(rest) == 1 and len(rpc) == 1, (rest, rpc)  # once per request, not per middleware
+    rest, rpc = rest[0], rpc[0]
+    shared = [k for k in rest if k != "status"]
+    assert shared == [k for k in rpc if k != "code"], (list(rest), list(rpc))
+    assert "status" in rest and "code" in rpc and "code" not in rest and "status" not in rpc
+    assert {"method", "route", "path", "bytes", "duration_ms", "request_id", "peer", "parent_id", "trace_id",
+            "span_id"} <= set(shared)
+    assert rest["status"] == 404 and rpc["code"] == "NOT_FOUND"
+    assert rest["bytes"] > 0 and rpc["bytes"] == 0  # a problem body; the gRPC status travels in trailers
+    assert (rest["method"], rest["route"], rest["path"]) == ("GET", "GET /v1/items/{id}", "/v1/items/77777777")
+    path = "/bazaar.v1.ItemService/GetItem"
+    assert (rpc["method"], rpc["route"], rpc["path"]) == (path, path, path)
+    for l in (rest, rpc):
+        assert l["trace_id"] == TRACE and l["parent_id"] == PARENT and HEX16.match(l["span_id"]), l
+        assert isinstance(l["bytes"], int) and l["bytes"] >= 0, l
+        assert isinstance(l["duration_ms"], (int, float)) and l["duration_ms"] >= 0, l
+        assert re.match(r"^127\.0\.0\.1:\d+$", l["peer"]), l
+
+
+def test_unknown_grpc_method_logs_an_empty_route_and_counts_as_unknown(srv):
+    with grpc.insecure_channel("127.0.0.1:%d" % srv.grpc_port) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            ch.unary_unary("/bazaar.v1.ItemService/NoSuchMethod")(b"", timeout=5,
+                                                                   metadata=[("x-request-id", "obs-grpc-unknown")])
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    lines = harness.wait_for(lambda: [l for l in lines_of(srv, "obs-grpc-unknown") if l["msg"] == "grpc"], 5)
+    assert lines and lines[0]["route"] == "" and lines[0]["path"] == "/bazaar.v1.ItemService/NoSuchMethod"
+    assert lines[0]["code"] == "UNIMPLEMENTED"
+    samples = parse_metrics(scrape(srv))[1]
+    assert value(samples, "bazaar_grpc_server_handled_total", method="unknown", code="UNIMPLEMENTED") >= 1
+
+
 # ---- the admin listener ----
 
 

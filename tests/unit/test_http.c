@@ -1,5 +1,6 @@
 /* tests/unit/test_http.c — http/ internals: the request-head parser, the
- * chunked decoder, path cleaning and the router (Go 1.22 precedence). */
+ * chunked decoder, path cleaning, the router (Go 1.22 precedence) and the
+ * observation module's recorder. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,7 +8,14 @@
 
 #include "http/http-private.h"
 
+#include <bazaar/clock.h>
+#include <bazaar/observe.h>
+
+#include <errno.h>
+#include <pthread.h>
+
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static http_header hdrs[HTTP_MAX_HEADERS];
@@ -506,6 +514,137 @@ static void path_values_are_decoded(void **state)
     http_mux_free(m);
 }
 
+/* ---- the observation module's recorder (http/observe.c) ---- */
+
+static const bz_hist_bounds t_bounds = {2, {0.001, 10}};
+static const char *t_variant(int v) { return v ? "POST" : "GET"; }
+static const char *t_outcome(int o, char buf[16])
+{
+    snprintf(buf, 16, "%d", o);
+    return buf;
+}
+static const http_obs_spec t_spec = {"t_total", "T.", "t_seconds", "T time.", "route", "method", "status", "(none)",
+                                     &t_bounds, t_variant, t_outcome, NULL};
+static http_obs t_obs = HTTP_OBS_INIT(&t_spec);
+static const char t_route[] = "/a";
+
+static void t_one(const char *route, int variant, int status)
+{
+    http_req r;
+    memset(&r, 0, sizeof r);
+    r.start_ns = bz_now_ns();
+    http_obs_attach(&r, &t_obs);
+    http_obs_attach(&r, &t_obs); /* a second attach is ignored */
+    assert_int_equal(http_obs_in_flight(&t_obs), 1);
+    http_obs_end(&r, &(http_obs_done){NULL, BZ_STR_LIT("GET"), route, variant, status});
+    assert_int_equal(http_obs_in_flight(&t_obs), 0);
+    assert_null(r.obs);
+}
+
+static void *t_thread(void *arg)
+{
+    (void)arg;
+    t_one(t_route, 0, 200); /* another thread: its own shard */
+    return NULL;
+}
+
+static void observe_recorder_sums_shards_and_renders_its_spec(void **state)
+{
+    (void)state;
+    t_one(t_route, 0, 200);
+    t_one(t_route, 0, 200);
+    t_one(t_route, 0, 404);
+    t_one(t_route, 1, 201);
+    t_one(NULL, 0, 404);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, t_thread, NULL), 0);
+    pthread_join(th, NULL);
+    bz_buf o = BZ_BUF_INIT;
+    http_obs_render(&t_obs, &o);
+    const char *want[] = {
+        "# TYPE t_total counter\n",
+        "t_total{route=\"(none)\",method=\"GET\",status=\"404\"} 1\n",
+        "t_total{route=\"/a\",method=\"GET\",status=\"200\"} 3\n", /* two shards summed */
+        "t_total{route=\"/a\",method=\"GET\",status=\"404\"} 1\n",
+        "t_total{route=\"/a\",method=\"POST\",status=\"201\"} 1\n",
+        "# TYPE t_seconds histogram\n",
+        "t_seconds_count{route=\"/a\",method=\"GET\"} 4\n", /* the statuses summed */
+        "t_seconds_count{route=\"/a\",method=\"POST\"} 1\n",
+        "t_seconds_count{route=\"(none)\",method=\"GET\"} 1\n",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(o.data, want[i]))
+            fail_msg("missing %s in:\n%s", want[i], o.data);
+    /* sorted by key: "(none)" before "/a" */
+    assert_true(strstr(o.data, "t_total{route=\"(none)\"") < strstr(o.data, "t_total{route=\"/a\""));
+    bz_buf_free(&o);
+}
+
+static void observe_status_is_what_the_client_got(void **state)
+{
+    (void)state;
+    http_req r;
+    memset(&r, 0, sizeof r);
+    assert_int_equal(http_obs_status(&r, 0), 200);
+    assert_int_equal(http_obs_status(&r, -EMSGSIZE), 413);
+    assert_int_equal(http_obs_status(&r, -EBADMSG), 400);
+    assert_int_equal(http_obs_status(&r, -EIO), 500);
+    r.status = 201;
+    assert_int_equal(http_obs_status(&r, 0), 201);
+    assert_int_equal(http_obs_status(&r, -EIO), 500); /* not sent yet: the server answers 500 */
+    r.started = true;
+    assert_int_equal(http_obs_status(&r, -EIO), 201); /* on the wire already: the connection is cut */
+    assert_int_equal(http_obs_method_index(BZ_STR_LIT("DELETE")), 5);
+    assert_int_equal(http_obs_method_index(BZ_STR_LIT("BREW")), 7);
+}
+
+static int t_handler(http_req *r, void *data)
+{
+    (void)data;
+    r->pattern = "POST /x";
+    r->status = 201;
+    return 0;
+}
+
+static int64_t t_count(http_obs *o)
+{
+    bz_buf b = BZ_BUF_INIT;
+    http_obs_render(o, &b);
+    const char *p = strstr(b.data, "t_total{route=\"POST /x\",method=\"POST\",status=\"201\"} ");
+    int64_t n = p ? strtoll(p + strlen("t_total{route=\"POST /x\",method=\"POST\",status=\"201\"} "), NULL, 10) : 0;
+    bz_buf_free(&b);
+    return n;
+}
+
+/* A request is counted once however the chain names its recorder: the
+ * access log's cfg, an inner http_mw_metrics (ended by the access log
+ * outside), both, or http_mw_metrics alone (ended there, without a line). */
+static void observe_middleware_counts_each_request_once(void **state)
+{
+    (void)state;
+    static http_obs o = HTTP_OBS_INIT(&t_spec);
+    http_handler h = {t_handler, NULL};
+    const http_mw chains[][2] = {
+        {{http_mw_access_log, &o}, {NULL, NULL}},
+        {{http_mw_access_log, NULL}, {http_mw_metrics, &o}},
+        {{http_mw_access_log, &o}, {http_mw_metrics, &o}},
+        {{http_mw_metrics, &o}, {NULL, NULL}},
+    };
+    for (int i = 0; i < 4; i++) {
+        int n = chains[i][1].wrap ? 2 : 1;
+        http_handler c = http_chain(h, chains[i], n);
+        http_req r;
+        memset(&r, 0, sizeof r);
+        r.method = BZ_STR_LIT("POST");
+        r.path = BZ_STR_LIT("/x");
+        r.start_ns = bz_now_ns();
+        assert_int_equal(c.fn(&r, c.data), 0);
+        assert_int_equal(t_count(&o), i + 1);
+        assert_int_equal(http_obs_in_flight(&o), 0);
+        http_chain_free(c);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -520,6 +659,9 @@ int main(void)
         cmocka_unit_test(router_conflicts_like_go),
         cmocka_unit_test(router_picks_most_specific),
         cmocka_unit_test(path_values_are_decoded),
+        cmocka_unit_test(observe_recorder_sums_shards_and_renders_its_spec),
+        cmocka_unit_test(observe_status_is_what_the_client_got),
+        cmocka_unit_test(observe_middleware_counts_each_request_once),
     };
     return cmocka_run_group_tests_name("http", tests, NULL, NULL);
 }

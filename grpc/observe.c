@@ -1,0 +1,35 @@
+/* grpc/observe.c — the gRPC end of http/observe.c: the interceptor that
+ * gives a call its request id and traceresponse, ends a handler that
+ * failed without a status as INTERNAL, and leaves the access-log line, the
+ * count and the in-flight gauge (grpc/metrics.c's recorder). */
+#include "grpc/grpc-private.h"
+
+#include <bazaar/log.h>
+#include <bazaar/observe.h>
+
+#include <string.h>
+
+int grpc_observe(grpc_call *c, const grpc_method *m, void *data, int (*next)(grpc_call *c, const grpc_method *m))
+{
+    (void)data;
+    http_req *r = grpc_http(c);
+    http_request_id_set(r, grpc_metadata(c, "x-request-id")); /* REST's rule (http/middleware.c) */
+    grpc_add_header(c, "x-request-id", r->request_id);
+    char tp[56];
+    bz_trace_format(&r->trace, tp);
+    grpc_add_header(c, "traceresponse", tp);
+    /* the method the client asked for: a registered one's path, else its :path */
+    bz_str method = m ? bz_str_c(m->path) : r->path;
+    http_obs_start(r, &grpc__obs_kind, method);
+    http_obs_attach(r, &grpc__obs);
+    int rc = next(c, m);
+    if (rc < 0 && !grpc_finished(c)) {
+        bz_log_err("grpc handler failed", BZ_F_STRN("method", method.p, method.n), BZ_F_INT("error", rc));
+        grpc_finish(c, GRPC_INTERNAL, "internal error");
+    }
+    grpc_code code = grpc_finished(c) ? grpc_status(c) : GRPC_OK;
+    if (code < 0 || code >= GRPC_CODE__COUNT)
+        code = GRPC_UNKNOWN;
+    http_obs_end(r, &(http_obs_done){&grpc__obs_kind, method, m ? m->path : NULL, 0, code});
+    return rc;
+}
