@@ -48,16 +48,27 @@ LDLIBS   := -lsqlite3 -lhiredis -ljansson -lsodium -lnghttp2 -lprotobuf-c -lssl 
 # bazaar.proto is copied into proto/ (tests check it matches the spec);
 # google.rpc.Status/BadRequest are declared in proto/google/rpc; the rest
 # comes from Debian's protobuf and grpc-proto packages.
+#
+# Two owners: the library (libbazaar) holds the generic generated code —
+# the standard services (health, reflection, grpc.testing), the well-known
+# types and google.rpc.Status — and their descriptor set, which its
+# reflection serves (grpc__std_descriptor_set); the marketplace (app/)
+# holds bazaar.proto's code and its own descriptor set (app_descriptor_set,
+# given to reflection by app/grpc/server.c) and the console's assets.
 PROTO_DIRS := -Iproto -I/usr/include -I/usr/share/grpc-proto
-PROTOS   := bazaar.proto google/rpc/status.proto google/protobuf/timestamp.proto google/protobuf/any.proto \
-            google/protobuf/descriptor.proto grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto \
-            grpc/reflection/v1alpha/reflection.proto grpc/testing/test.proto grpc/testing/messages.proto \
-            grpc/testing/empty.proto google/protobuf/empty.proto google/protobuf/wrappers.proto
+LIB_PROTOS := google/rpc/status.proto google/protobuf/timestamp.proto google/protobuf/any.proto \
+              google/protobuf/descriptor.proto grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto \
+              grpc/reflection/v1alpha/reflection.proto grpc/testing/test.proto grpc/testing/messages.proto \
+              grpc/testing/empty.proto google/protobuf/empty.proto google/protobuf/wrappers.proto
+APP_PROTOS := bazaar.proto
+PROTOS   := $(APP_PROTOS) $(LIB_PROTOS)
 GEN      := build/gen
-GEN_C    := $(PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/descriptors.c $(GEN)/console_assets.c
-# The services reflection describes, with every file they import.
-REFLECTED := bazaar.proto grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto \
-             grpc/reflection/v1alpha/reflection.proto grpc/testing/test.proto
+GEN_LIB_C := $(LIB_PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/grpc_std_descriptors.c
+GEN_APP_C := $(APP_PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/app_descriptors.c $(GEN)/console_assets.c
+GEN_C    := $(GEN_LIB_C) $(GEN_APP_C)
+# What each descriptor set describes, with every file it imports.
+LIB_REFLECTED := $(LIB_PROTOS)
+APP_REFLECTED := $(APP_PROTOS)
 
 LIB_SRC  := $(wildcard base/*.c rt/*.c http/*.c db/*.c cache/*.c grpc/*.c app/svc/*.c app/rest/*.c app/grpc/*.c app/*.c)
 LIB_ASM  := rt/switch.S
@@ -76,12 +87,15 @@ deps-test:
 deps-bench:
 	@scripts/deps.sh bench
 
-$(GEN)/.stamp: $(addprefix proto/,bazaar.proto google/rpc/status.proto)
+# (A build tree generated before the sets were split regenerates once.)
+$(GEN)/.stamp: $(addprefix proto/,bazaar.proto google/rpc/status.proto) $(if $(wildcard $(GEN)/grpc_std_descriptors.c),,FORCE)
 	@scripts/deps.sh build
 	@mkdir -p $(GEN)
 	protoc-c $(PROTO_DIRS) --c_out=$(GEN) $(PROTOS)
-	protoc $(PROTO_DIRS) --include_imports --descriptor_set_out=$(GEN)/descriptors.pb $(REFLECTED)
-	scripts/embed.sh $(GEN)/descriptors.pb grpc_descriptor_set > $(GEN)/descriptors.c
+	protoc $(PROTO_DIRS) --include_imports --descriptor_set_out=$(GEN)/grpc_std_descriptors.pb $(LIB_REFLECTED)
+	scripts/embed.sh $(GEN)/grpc_std_descriptors.pb grpc__std_descriptor_set > $(GEN)/grpc_std_descriptors.c
+	protoc $(PROTO_DIRS) --include_imports --descriptor_set_out=$(GEN)/app_descriptors.pb $(APP_REFLECTED)
+	scripts/embed.sh $(GEN)/app_descriptors.pb app_descriptor_set > $(GEN)/app_descriptors.c
 	@touch $@
 $(GEN_C): $(GEN)/.stamp
 
