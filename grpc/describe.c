@@ -245,11 +245,18 @@ static char *c_escape(bz_arena *a, const ProtobufCBinaryData *b)
     return out;
 }
 
+/* Whether the field declares a default (protoc-c points proto3 strings,
+ * and proto2 ones without a default, at its shared empty string). */
+static bool has_default(const ProtobufCFieldDescriptor *f)
+{
+    return f->default_value && !(f->type == PROTOBUF_C_TYPE_STRING && f->default_value == protobuf_c_empty_string);
+}
+
 /* A proto2 default as FieldDescriptorProto.default_value writes it. */
 static char *default_of(bz_arena *a, const ProtobufCFieldDescriptor *f)
 {
     const void *v = f->default_value;
-    if (!v)
+    if (!has_default(f))
         return NULL;
     switch (f->type) {
     case PROTOBUF_C_TYPE_INT32:
@@ -327,7 +334,7 @@ static void build_message(ctx *x, node *nd, bool proto2)
             fp->type_name = ref(a, f->type == PROTOBUF_C_TYPE_MESSAGE
                                        ? ((const ProtobufCMessageDescriptor *)f->descriptor)->name
                                        : ((const ProtobufCEnumDescriptor *)f->descriptor)->name);
-        fp->default_value = default_of(a, f);
+        fp->default_value = proto2 ? default_of(a, f) : NULL;
         fp->json_name = json_name(a, f->name);
         if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
             int k = 0;
@@ -499,7 +506,7 @@ int grpc__describe(const grpc__service *const *svcs, int nsvcs, const grpc__desc
             const ProtobufCFieldDescriptor *f = &m->fields[k];
             if (f->label == PROTOBUF_C_LABEL_NONE)
                 proto3[x.nodes[i].file] = true;
-            else if (f->label != PROTOBUF_C_LABEL_REPEATED || f->default_value)
+            else if (f->label != PROTOBUF_C_LABEL_REPEATED || has_default(f))
                 x.files[x.nodes[i].file].proto2 = true;
         }
     }

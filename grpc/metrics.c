@@ -88,7 +88,7 @@ void grpc_metrics_render(bz_buf *o)
             const char *p = atomic_load_explicit(&slots[i].path, memory_order_acquire);
             if (!p)
                 break;
-            render_slot(o, p + 1, &slots[i], pass == 1); /* "bazaar.v1.UserService/GetUser" */
+            render_slot(o, p + 1, &slots[i], pass == 1); /* "package.Service/Method" */
         }
         render_slot(o, "unknown", &unknown_slot, pass == 1);
     }

@@ -2,17 +2,28 @@
  * grpc/grpc.h — gRPC over the HTTP layer (HTTP/2 streams, and gRPC-Web
  * over HTTP/1.1 or HTTP/2), with protobuf-c messages.
  *
- *     static int get_user(grpc_call *c, void *data) {
- *         Bazaar__V1__GetUserRequest *in;
- *         if (grpc_recv(c, &bazaar__v1__get_user_request__descriptor, (ProtobufCMessage **)&in) != 0)
- *             return 0;                       // status already set
- *         ... bazaar__v1__user__init(&u) ...
- *         grpc_send(c, &u.base);
- *         return grpc_finish(c, GRPC_OK, NULL);
+ *     // a unary method of a protoc-c service, typed
+ *     static int say_hello(grpc_call *c, const ProtobufCMessage *in, ProtobufCMessage *out, void *data) {
+ *         const Helloworld__HelloRequest *req = (const void *)in;
+ *         Helloworld__HelloReply *rep = (void *)out;
+ *         rep->message = bz_arena_printf(grpc_arena(c), "Hello, %s", req->name);
+ *         return 0;                           // sends rep with OK
  *     }
  *     grpc_server *g = grpc_server_new(&opts);
- *     grpc_server_add(g, &(grpc_method){"/bazaar.v1.UserService/GetUser", get_user, NULL, ...});
+ *     grpc_server_add_service(g, &helloworld__greeter__descriptor,
+ *                             (const grpc_handler[]){{"SayHello", .unary = say_hello}, {NULL}}, NULL);
+ *     grpc_reflection_register(g);
  *     http_mux_handle(mux, "POST /", grpc_http_handler(g), err, sizeof err);
+ *
+ *     // any method, by path, reading and writing the stream itself
+ *     static int list(grpc_call *c, void *data) {
+ *         Pkg__ListRequest *in;
+ *         if (grpc_recv(c, &pkg__list_request__descriptor, (ProtobufCMessage **)&in) != 0)
+ *             return 0;                       // status already set
+ *         for (...) grpc_send(c, &item.base);
+ *         return grpc_finish(c, GRPC_OK, NULL);
+ *     }
+ *     grpc_server_add(g, &(grpc_method){"/pkg.Things/List", list, NULL, .server_streaming = true});
  *
  * A call runs on the stream's coroutine, like any HTTP handler: it reads
  * request messages as they arrive (grpc_recv parks), writes response
@@ -76,7 +87,7 @@ typedef struct grpc_server grpc_server;
 typedef int (*grpc_fn)(grpc_call *c, void *data);
 
 typedef struct grpc_method {
-    const char *path;          /* "/bazaar.v1.UserService/GetUser" */
+    const char *path;          /* "/package.Service/Method" */
     grpc_fn fn;
     void *data;
     bool client_streaming;     /* for metrics and docs; the handler decides how much it reads */
