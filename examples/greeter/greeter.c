@@ -56,7 +56,7 @@ static int say_hellos(grpc_call *c, void *data)
 static const grpc_handler greeter[] = {
     {"SayHello", .unary = say_hello},
     {"SayHellos", .fn = say_hellos, .server_streaming = true},
-    {NULL},
+    {0},
 };
 
 static bool serving(void *arg, rt_ctx *ctx) { return !rt_ctx_err(rt_shutdown_ctx()); }

@@ -11,7 +11,7 @@
  *     }
  *     grpc_server *g = grpc_server_new(&opts);
  *     grpc_server_add_service(g, &helloworld__greeter__descriptor,
- *                             (const grpc_handler[]){{"SayHello", .unary = say_hello}, {NULL}}, NULL);
+ *                             (const grpc_handler[]){{"SayHello", .unary = say_hello}, {0}}, NULL);
  *     grpc_reflection_register(g);
  *     http_mux_handle(mux, "POST /", grpc_http_handler(g), err, sizeof err);
  *
@@ -137,13 +137,13 @@ typedef struct grpc_handler {
 
 /* Registers the methods of a protoc-c service (its generated
  * ProtobufCServiceDescriptor, e.g. &helloworld__greeter__descriptor) at
- * "/package.Service/Method", one for each entry of h (ended by an entry
+ * "/package.Service/Method", one for each entry of h (ended by {0}, an entry
  * whose method is NULL), each called with data:
  *
  *     static const grpc_handler greeter[] = {
  *         {"SayHello", .unary = say_hello},
  *         {"SayHellos", .fn = say_hellos, .server_streaming = true},
- *         {NULL},
+ *         {0},
  *     };
  *     grpc_server_add_service(g, &helloworld__greeter__descriptor, greeter, NULL);
  *

@@ -24,9 +24,9 @@ static const grpc_handler kitchen[] = {
     {"List", .fn = unimplemented, .server_streaming = true},
     {"Upload", .fn = unimplemented, .client_streaming = true},
     {"Chat", .fn = unimplemented, .client_streaming = true, .server_streaming = true},
-    {NULL},
+    {0},
 };
-static const grpc_handler admin[] = {{"Apply", .fn = unimplemented}, {NULL}};
+static const grpc_handler admin[] = {{"Apply", .fn = unimplemented}, {0}};
 
 static void serve(void *arg)
 {
