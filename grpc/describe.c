@@ -33,8 +33,15 @@
  *                     shape is wire-identical to it)
  *   enclosing types   a message only reached as the parent of a nested
  *                     type the services use is described without fields
+ *   enum defaults     a proto2 default naming an alias is described by
+ *                     the value's first name (the same number)
  *   the rest          options other than packed, deprecated, allow_alias
- *                     and map_entry; comments, reserved ranges, extensions
+ *                     and map_entry; comments, reserved ranges, extensions;
+ *                     proto3 `optional` (protoc-c 1.4 refuses it anyway)
+ *
+ * Two packages whose types use each other would import each other's
+ * files, which descriptor pools refuse; the .protos themselves cannot do
+ * that within one package, across packages it is rare.
  *
  * Everything is built in a scratch arena and packed into one serialized
  * FileDescriptorSet, which reflection then indexes like any other.

@@ -1,15 +1,25 @@
 /*
  * grpc/reflection.c — grpc.reflection.v1 and v1alpha ServerReflection
- * (grpc.h), over the FileDescriptorSet the build embeds
- * (build/gen/descriptors.c: the served protos with all their imports).
+ * (grpc.h), per server, over:
  *
- * The set is split once, on first registration, into its files: each
- * file keeps its serialized FileDescriptorProto exactly as protoc wrote it
- * (a slice of the embedded bytes, no re-encoding), its unpacked form, its
- * dependencies, and every name it declares goes into a sorted symbol
- * table (messages and nested messages, enums, enum values, fields, oneofs,
- * services, methods, extensions).  The index is read-only afterwards, so
- * calls on any thread share it without locks.
+ *   - the FileDescriptorSets the program gave (grpc_reflection_add_descriptor_set,
+ *     copied: the marketplace gives bazaar.proto's with its imports);
+ *   - the library's own set, embedded at build time
+ *     (build/gen/grpc_std_descriptors.c: health, reflection, grpc.testing,
+ *     the well-known types, google.rpc.Status, as protoc wrote them);
+ *   - for every service added with grpc_server_add_service that none of
+ *     those declares, FileDescriptorProtos made from its protobuf-c
+ *     descriptors (grpc/describe.c), importing the set files of the types
+ *     the sets declare.
+ *
+ * The index is built on the first reflection request (under the server's
+ * mutex; registrations come before serving), in that order, a file name
+ * given twice kept from the first.  Each file keeps its serialized
+ * FileDescriptorProto exactly as it came (a slice of the set's bytes, no
+ * re-encoding), its dependencies, and every name it declares goes into a
+ * sorted symbol table (messages and nested messages, enums, enum values,
+ * fields, oneofs, services, methods, extensions).  The index is read-only
+ * afterwards, so calls on any thread share it without locks.
  *
  * ServerReflectionInfo is a bidirectional stream: each request message is
  * answered, in order, by one response that echoes the request
@@ -45,7 +55,7 @@
  * registration checks the two generated descriptors agree before serving
  * v1alpha that way.
  *
- * Memory: the index lives as long as the process; a call's request and
+ * Memory: the index lives as long as the server; a call's request and
  * response messages live in a scratch arena reset after each answer, so a
  * long stream does not grow it.
  */
