@@ -1,14 +1,7 @@
-/* app/admin.c — the admin listener (--admin-addr): /metrics, /readyz,
- * /healthz and /debug/runtime on an address of their own.
- *
- * It also serves the operator's console at / (app/console.c) and Go's
- * /debug/pprof (app/pprof.c).
- *
- * It is an http_server like the public ones, on the same loops, but with
- * a gate of its own (ADMIN_MAX_CONNS) instead of the process's
- * --max-conns gate: a public port at its cap (accept waiting) leaves the
- * admin port answering, and a flood of the admin port cannot take the
- * public port's slots. */
+/* app/admin.c — the marketplace's pages on the admin listener
+ * (--admin-addr, which the lifecycle opens with /metrics, /readyz and
+ * /healthz): /debug/runtime, the operator's console at / (app/console.c)
+ * and Go's /debug/pprof (app/pprof.c). */
 #include "app/admin.h"
 #include "app/console.h"
 #include "app/pprof.h"
@@ -22,14 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define ADMIN_MAX_CONNS 64
-
 struct app_admin {
     app *a;
-    rest *R;
-    http_mux *mux;
-    http_handler chain;
-    http_server *srv;
     app_console *console;
     int64_t started_ns;
 };
@@ -131,28 +118,28 @@ static void backends(bz_buf *b, app *a)
 
 /* The settings an operator asks about first.  URLs are redacted
  * (passwords become ***): this page is for people, not for secrets. */
-static void config_summary(bz_buf *b, const bz_config *cfg)
+static void config_summary(bz_buf *b, const app_config *cfg)
 {
     char shown[1100];
     jw_open(b, "config", '{');
-    jw_str(b, "http_addr", cfg->http_addr);
-    jw_str(b, "grpc_addr", cfg->grpc_addr[0] ? cfg->grpc_addr : "off");
-    jw_str(b, "admin_addr", cfg->admin_addr);
+    jw_str(b, "http_addr", cfg->srv.http_addr);
+    jw_str(b, "grpc_addr", cfg->srv.grpc_addr[0] ? cfg->srv.grpc_addr : "off");
+    jw_str(b, "admin_addr", cfg->srv.admin_addr);
     bz_redact_url(cfg->db, shown, sizeof shown);
     jw_str(b, "db", shown);
     bz_redact_url(cfg->cache, shown, sizeof shown);
     jw_str(b, "cache", shown);
-    jw_i64(b, "threads", cfg->threads);
-    jw_i64(b, "max_conns", cfg->max_conns);
+    jw_i64(b, "threads", cfg->srv.threads);
+    jw_i64(b, "max_conns", cfg->srv.max_conns);
     jw_i64(b, "db_max_open", cfg->db_max_open);
     jw_i64(b, "db_max_idle", cfg->db_max_idle);
-    jw_double(b, "request_timeout_seconds", (double)cfg->request_timeout_ns / 1e9);
-    jw_double(b, "shutdown_grace_seconds", (double)cfg->shutdown_grace_ns / 1e9);
+    jw_double(b, "request_timeout_seconds", (double)cfg->srv.request_timeout_ns / 1e9);
+    jw_double(b, "shutdown_grace_seconds", (double)cfg->srv.shutdown_grace_ns / 1e9);
     jw_i64(b, "cache_max_memory", cfg->cache_max_memory);
     jw_i64(b, "rate_limit", cfg->rate_limit.count);
     static const char *levels[] = {"debug", "info", "warn", "error"};
-    jw_str(b, "log_level", levels[cfg->log_level & 3]);
-    jw_str(b, "log_format", cfg->log_format == BZ_LOG_JSON ? "json" : "text");
+    jw_str(b, "log_level", levels[cfg->srv.log_level & 3]);
+    jw_str(b, "log_format", cfg->srv.log_format == BZ_LOG_JSON ? "json" : "text");
     bz_buf_putc(b, '}');
 }
 
@@ -191,10 +178,6 @@ static int h_runtime(http_req *r, void *data)
     return rest_send_with(r, 200, "application/json; charset=utf-8", runtime_body, data);
 }
 
-static int h_metrics(http_req *r, void *data) { return rest_ops_metrics(((app_admin *)data)->R, r); }
-static int h_readyz(http_req *r, void *data) { return rest_ops_readyz(((app_admin *)data)->R, r); }
-static int h_healthz(http_req *r, void *data) { return rest_ops_healthz(((app_admin *)data)->R, r); }
-
 void app_routes_add(http_mux *mux, const app_route *routes, size_t n, void *data)
 {
     char why[256];
@@ -203,57 +186,26 @@ void app_routes_add(http_mux *mux, const app_route *routes, size_t n, void *data
             abort();
 }
 
-app_admin *app_admin_start(app *a, rest *R, int *err)
+app_admin *app_admin_routes(http_mux *mux, app *a)
 {
     app_admin *ad = calloc(1, sizeof *ad);
     if (!ad)
         abort();
     ad->a = a;
-    ad->R = R;
     ad->started_ns = bz_now_ns();
-    ad->mux = http_mux_new();
     static const app_route routes[] = {
-        {"GET /metrics", h_metrics},
-        {"GET /readyz", h_readyz},
-        {"GET /healthz", h_healthz},
         {"GET /debug/runtime", h_runtime},
     };
-    app_routes_add(ad->mux, routes, sizeof routes / sizeof routes[0], ad);
-    ad->console = app_console_start(a, ad->mux);
-    app_pprof_routes(ad->mux);
-    const http_mw mws[] = {
-        {http_mw_request_id, NULL},
-        {http_mw_access_log, NULL},
-        {http_mw_recover, NULL},
-    };
-    ad->chain = http_chain(http_mux_handler(ad->mux), mws, 3);
-    http_server_opts o = app_http_opts(a->cfg);
-    o.addr = a->cfg->admin_addr;
-    o.name = "admin";
-    o.max_conns = ADMIN_MAX_CONNS;
-    o.conn_gate = NULL;
-    /* A CPU profile answers after up to 300 s (app/pprof.c). */
-    if (o.write_timeout_ns < 330 * BZ_NS_PER_S)
-        o.write_timeout_ns = 330 * BZ_NS_PER_S;
-    ad->srv = http_server_new(&o, ad->chain, err);
-    if (!ad->srv) {
-        app_admin_free(ad);
-        return NULL;
-    }
+    app_routes_add(mux, routes, sizeof routes / sizeof routes[0], ad);
+    ad->console = app_console_start(a, mux);
+    app_pprof_routes(mux);
     return ad;
 }
-
-int app_admin_port(const app_admin *ad) { return http_server_port(ad->srv); }
-
-http_server *app_admin_server(app_admin *ad) { return ad->srv; }
 
 void app_admin_free(app_admin *ad)
 {
     if (!ad)
         return;
-    http_server_free(ad->srv);
     app_console_free(ad->console);
-    http_chain_free(ad->chain);
-    http_mux_free(ad->mux);
     free(ad);
 }

@@ -1,5 +1,7 @@
 /*
- * app/admin.h — the admin listener (--admin-addr, default off).
+ * app/admin.h — the admin listener (--admin-addr, default off; opened by
+ * the lifecycle, <bazaar/service.h>, the pages below the first three added
+ * here).
  *
  *   GET /metrics         the Prometheus page (the public port's /metrics
  *                        answers 404 while this listener is on)
@@ -23,15 +25,13 @@
 
 #include "app/app-private.h"
 #include "app/rest/rest.h"
+#include <bazaar/service.h>
 
 typedef struct app_admin app_admin;
 
-/* Listens on a->cfg->admin_addr (call from a coroutine inside rt_run).
- * NULL with *err = -errno when it cannot listen. */
-app_admin *app_admin_start(app *a, rest *R, int *err);
-int app_admin_port(const app_admin *ad);
-/* Its server, to serve (http_server_serve) beside the public ones. */
-http_server *app_admin_server(app_admin *ad);
+/* Adds the marketplace's pages to the lifecycle's admin router
+ * (bazaar_admin_mux): /debug/runtime, the console, /debug/pprof. */
+app_admin *app_admin_routes(http_mux *mux, app *a);
 void app_admin_free(app_admin *ad);
 
 /* A fixed route table of the admin listener (admin.c, console.c,

@@ -8,10 +8,10 @@
 #ifndef APP_APP_H
 #define APP_APP_H
 
-#include "base/config.h"
+#include "app/config.h"
 
 /* Runs cfg->command (serve, migrate, seed, explain).  Returns the process
  * exit status. */
-int app_main(const bz_config *cfg);
+int app_main(const app_config *cfg);
 
 #endif

@@ -573,7 +573,7 @@ void app_console_free(app_console *c)
 
 /* Every statement of the service, named for the statistics and the
  * slow-query log (db/stats.h), and the log's threshold. */
-void app_console_name_statements(const bz_config *cfg)
+void app_console_name_statements(const app_config *cfg)
 {
     for (int i = 0; i < svc_sql_count; i++) {
         const svc_sql *q = svc_sql_all[i];

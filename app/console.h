@@ -18,6 +18,6 @@ void app_console_free(app_console *c);
 void app_console_data(app_console *c, int64_t since, bz_buf *b);
 
 /* Names the service's statements for db/stats and sets --slow-query. */
-void app_console_name_statements(const bz_config *cfg);
+void app_console_name_statements(const app_config *cfg);
 
 #endif

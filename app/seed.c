@@ -109,7 +109,7 @@ static void batch_free(batch *b)
 
 int app_seed(app *a, rt_ctx *ctx)
 {
-    const bz_config *cfg = a->cfg;
+    const app_config *cfg = a->cfg;
     int64_t nu = cfg->seed_users, ni = cfg->seed_items, no = cfg->seed_orders;
     bz_error e;
     db_rows *rows = NULL;

@@ -1,7 +1,7 @@
 /* base/redisurl.c — the Redis --cache URL grammar (see redisurl.h). */
 #include "base/redisurl.h"
 
-#include "base/config.h"
+#include <bazaar/flags.h>
 #include <bazaar/error.h>
 
 #include <ctype.h>

@@ -2,7 +2,7 @@
  * and SO_REUSEPORT listeners (one socket per loop). */
 #include "rt/rt-private.h"
 
-#include "base/config.h"
+#include <bazaar/flags.h>
 #include <bazaar/log.h>
 
 #include <errno.h>

@@ -16,7 +16,7 @@ test=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-requ
       postgresql redis-server redis-tools curl bc nghttp2-client python3-h2 python3-hyperframe python3-hpack
       iproute2 python3-grpcio python3-protobuf golang-go golang-google-grpc-dev
       openssl pgbouncer redis-sentinel prometheus valgrind strace
-      chromium libgoogle-perftools4)
+      chromium libgoogle-perftools4 abigail-tools)
 bench=(wrk nginx-light nghttp2-client h2o redis-tools)
 
 # The console test drives Debian's chromium (puppeteer-core from npm);

@@ -24,7 +24,7 @@
  *   GET  /pad?n=N&t=TAG           TAG then '.' up to N bytes (≤ 1 MiB; pipelining tests)
  */
 #include "app/app-private.h"
-#include "base/config.h"
+#include "app/config.h"
 #include <bazaar/log.h>
 #include "http/h2-private.h"
 
@@ -33,7 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const bz_config *cfg;
+static const app_config *cfg;
 
 static int healthz(http_req *r, void *d) { return http_send(r, 200, "text/plain", "ok", 2); }
 
@@ -238,10 +238,10 @@ static void serve(void *p)
             exit(1);
         }
     static int64_t rto;
-    rto = cfg->request_timeout_ns;
+    rto = cfg->srv.request_timeout_ns;
     http_mw mws[] = {{http_mw_request_id, NULL}, {http_mw_access_log, NULL}, {http_mw_recover, NULL},
                      {http_mw_timeout, &rto}, {http_mw_gzip, NULL}};
-    http_server_opts o = app_http_opts(cfg);
+    http_server_opts o = bazaar_http_opts(&cfg->srv);
     int e;
     http_handler chain = http_chain(http_mux_handler(m), mws, 5);
     http_server *s = http_server_new(&o, chain, &e);
@@ -259,14 +259,14 @@ static void serve(void *p)
 
 int main(int argc, char **argv)
 {
-    static bz_config c;
+    static app_config c;
     char err[512];
-    if (bz_config_parse(&c, argc, argv, err, sizeof err)) {
+    if (app_config_parse(&c, argc, argv, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         return 2;
     }
     cfg = &c;
-    bz_log_setup((bz_log_level)c.log_level, BZ_LOG_JSON);
-    rt_options o = {.threads = c.threads, .handle_signals = true};
+    bz_log_setup((bz_log_level)c.srv.log_level, BZ_LOG_JSON);
+    rt_options o = {.threads = c.srv.threads, .handle_signals = true};
     return rt_run(&o, serve, NULL) ? 1 : 0;
 }

@@ -10,7 +10,7 @@
 
 struct rpc {
     svc *s;
-    const bz_config *cfg;
+    const app_config *cfg;
     grpc_server *g;
     struct rpc_binding *bindings; /* one per registered row */
     const char **services;        /* for health: "bazaar.v1.UserService", ..., NULL */

@@ -20,7 +20,7 @@ typedef struct rpc rpc;
 /* The gRPC server with bazaar.v1's services, health, reflection and
  * grpc.testing.TestService registered.  ready(arg) says whether the
  * server can serve (health). */
-rpc *rpc_new(svc *s, const bz_config *cfg, grpc_serving_fn ready, void *ready_arg);
+rpc *rpc_new(svc *s, const app_config *cfg, grpc_serving_fn ready, void *ready_arg);
 grpc_server *rpc_server(rpc *R);
 void rpc_free(rpc *R);
 

@@ -89,16 +89,16 @@ static int limit(grpc_call *c, const grpc_method *m, void *data, int (*next)(grp
     return next(c, m);
 }
 
-rpc *rpc_new(svc *s, const bz_config *cfg, grpc_serving_fn ready, void *ready_arg)
+rpc *rpc_new(svc *s, const app_config *cfg, grpc_serving_fn ready, void *ready_arg)
 {
     rpc *R = calloc(1, sizeof *R);
     if (!R)
         abort();
     R->s = s;
     R->cfg = cfg;
-    grpc_opts o = {.max_recv_bytes = cfg->grpc_max_recv_bytes,
-                   .web_origins = cfg->grpc_web_origins,
-                   .unary_timeout_ns = cfg->request_timeout_ns};
+    grpc_opts o = {.max_recv_bytes = cfg->srv.grpc_max_recv_bytes,
+                   .web_origins = cfg->srv.grpc_web_origins,
+                   .unary_timeout_ns = cfg->srv.request_timeout_ns};
     R->g = grpc_server_new(&o);
     rpc_register(R); /* app/ops.def's gRPC rows (methods.c) */
     grpc_health_register(R->g, R->services, ready, ready_arg);

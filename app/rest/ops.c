@@ -19,7 +19,7 @@ int ops_readyz(rest_x *x)
 {
     rest *R = x->R;
     http_req *r = x->r;
-    if (R->srv && http_server_draining(R->srv)) {
+    if (R->life && bazaar_draining(R->life)) {
         http_add_header(r, "Retry-After", "1");
         static const char b[] = "{\"status\":\"shutting down\"}";
         return http_send(r, 503, "application/json; charset=utf-8", b, sizeof b - 1);
@@ -56,7 +56,7 @@ int ops_metrics(rest_x *x)
 {
     /* An operator who gave metrics an address of their own does not want
      * them on the public port too. */
-    if (x->R->cfg && x->R->cfg->admin_addr[0])
+    if (x->R->cfg && x->R->cfg->srv.admin_addr[0])
         return http_send_problem(x->r, 404, "not_found", "metrics are served on the admin address");
     return rest_ops_metrics(x->R, x->r);
 }

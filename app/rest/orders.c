@@ -90,7 +90,7 @@ int orders_cancel(rest_x *x) { return change_state(x, svc_order_cancel); }
 
 static int sse_flush(rest *R, http_req *r)
 {
-    http_set_write_deadline(r, bz_now_ns() + R->cfg->write_timeout_ns);
+    http_set_write_deadline(r, bz_now_ns() + R->cfg->srv.write_timeout_ns);
     return http_flush(r);
 }
 
@@ -104,7 +104,7 @@ typedef struct {
     bool subscribed;
 } sse_state;
 
-static int sse_more(sse_state *st, int rc) { return rc != 0 || (st->R->srv && http_server_draining(st->R->srv)); }
+static int sse_more(sse_state *st, int rc) { return rc != 0 || (st->R->life && bazaar_draining(st->R->life)); }
 
 static int sse_ready(void *arg)
 {

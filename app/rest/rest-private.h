@@ -19,8 +19,8 @@ typedef struct rest_route rest_route;
 
 struct rest {
     svc *s;
-    const bz_config *cfg;
-    http_server *srv;
+    const app_config *cfg;
+    const bazaar_service *life; /* the lifecycle, for draining (rest_set_service), or NULL */
     http_mux *mux;
     struct rest_binding *bindings;
     http_handler *wrapped;

@@ -13,14 +13,16 @@
 #include "app/svc/svc.h"
 #include <bazaar/buf.h>
 #include <bazaar/http.h>
+#include <bazaar/service.h>
 
 typedef struct rest rest;
 
 /* The REST routes over s, each under request_timeout (NULL: none) unless
  * it streams, and through the rate limiter.  s may be NULL to inspect the
- * table (tests).  srv is set later with rest_set_server (readiness). */
-rest *rest_new(svc *s, const bz_config *cfg, const int64_t *request_timeout, char *err, size_t errlen);
-void rest_set_server(rest *R, http_server *srv);
+ * table (tests).  The lifecycle is set later with rest_set_service (/readyz
+ * and event streams end while it drains). */
+rest *rest_new(svc *s, const app_config *cfg, const int64_t *request_timeout, char *err, size_t errlen);
+void rest_set_service(rest *R, const bazaar_service *s);
 http_mux *rest_mux(rest *R);
 void rest_free(rest *R);
 

@@ -89,7 +89,7 @@ static int dispatch(http_req *r, void *data)
     return b->route->fn(&x);
 }
 
-rest *rest_new(svc *s, const bz_config *cfg, const int64_t *request_timeout, char *err, size_t errlen)
+rest *rest_new(svc *s, const app_config *cfg, const int64_t *request_timeout, char *err, size_t errlen)
 {
     rest *R = calloc(1, sizeof *R);
     if (!R)
@@ -123,7 +123,7 @@ rest *rest_new(svc *s, const bz_config *cfg, const int64_t *request_timeout, cha
     return R;
 }
 
-void rest_set_server(rest *R, http_server *srv) { R->srv = srv; }
+void rest_set_service(rest *R, const bazaar_service *s) { R->life = s; }
 http_mux *rest_mux(rest *R) { return R->mux; }
 
 void rest_free(rest *R)

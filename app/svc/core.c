@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-svc *svc_open(const bz_config *cfg, db *d, cache *c, rt_ctx *ctx, bz_error *err)
+svc *svc_open(const app_config *cfg, db *d, cache *c, rt_ctx *ctx, bz_error *err)
 {
     svc *s = calloc(1, sizeof *s);
     if (!s)

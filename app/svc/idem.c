@@ -67,7 +67,7 @@ int svc__idem_begin(svc *s, svc_call *c, svc_fp *fp, bool required, svc_idem *im
      * cannot expire under a running request. */
     snprintf(im->lock_name, sizeof im->lock_name, "idem:%lld:%s", (long long)im->user_id, im->key);
     bz_error be;
-    int rc = cache_lock(s->cache, c->ctx, im->lock_name, s->cfg->request_timeout_ns + 5 * BZ_NS_PER_S, false,
+    int rc = cache_lock(s->cache, c->ctx, im->lock_name, s->cfg->srv.request_timeout_ns + 5 * BZ_NS_PER_S, false,
                         im->lock_token, &be);
     if (rc == CACHE_MISS)
         return svc_fail(e, SVC_CONFLICT, "idempotency_key_in_use",

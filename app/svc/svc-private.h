@@ -57,7 +57,7 @@ typedef struct svc_replica {
 #define PW_QUEUE_PER_THREAD 8
 
 struct svc {
-    const bz_config *cfg;
+    const app_config *cfg;
     db *db;
     cache *cache;
     db_dialect dialect;

@@ -40,7 +40,7 @@
 
 #include <bazaar/arena.h>
 #include <bazaar/buf.h>
-#include "base/config.h"
+#include "app/config.h"
 #include <bazaar/error.h>
 #include <bazaar/trace.h>
 #include <bazaar/cache.h>
@@ -292,7 +292,7 @@ typedef SVC_PAGE(svc_order) svc_order_page;
 /* The service over an open database and cache (the cache may be NULL for
  * commands that need none).  Migrates the schema and loads the shared
  * secrets.  NULL with err filled on failure. */
-svc *svc_open(const bz_config *cfg, db *d, cache *c, rt_ctx *ctx, bz_error *err);
+svc *svc_open(const app_config *cfg, db *d, cache *c, rt_ctx *ctx, bz_error *err);
 void svc_close(svc *s);
 /* Starts / stops the background work (serve only): the fulfilment worker
  * and the idempotency retention purge. */

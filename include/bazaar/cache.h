@@ -66,6 +66,11 @@ typedef struct cache_opts {
 } cache_opts;
 
 cache *cache_open(const char *spec, const cache_opts *o, bz_error *err);
+/* Whether cache_open would take spec (memory, none, or a well-formed
+ * redis://, rediss:// or redis-sentinel:// URL whose ?ca= file is
+ * readable), without connecting: for a flag's check.  0, or -1 with a
+ * one-line reason in why that never quotes a password. */
+int cache_spec_check(const char *spec, char *why, size_t whylen);
 void cache_close(cache *c);
 /* "memory", "redis" or "none". */
 const char *cache_kind(const cache *c);

@@ -1,6 +1,6 @@
 """Helpers for the observability and install suites: a bazaar started with
 its log on a file we parse (JSON lines), a Prometheus text parser, the
-flag table read from base/config.c (the source the env file and man page
+flag tables read from service/options.c and app/config.c (the sources the env file and man page
 must follow), and the listening ports of a process."""
 import http.client
 import json
@@ -18,13 +18,13 @@ BAZAAR = harness.BAZAAR
 
 
 def flag_table():
-    """Every flag name in base/config.c's table, in order."""
-    with open(os.path.join(ROOT, "base", "config.c")) as f:
-        src = f.read()
-    table = src[src.index("static const flagdef flags[] = {"):]
-    table = table[:table.index("};")]
-    names = re.findall(r'^\s*\{"([a-z0-9-]+)", T_', table, re.M)
-    assert len(names) > 20, names
+    """Every flag name in the source tables: the lifecycle's standard flags
+    (service/options.c) and the marketplace's own (app/config.c)."""
+    names = []
+    for path in (("service", "options.c"), ("app", "config.c")):
+        with open(os.path.join(ROOT, *path)) as f:
+            names += re.findall(r'\{\.name = "([a-z0-9-]+)", \.type = BZ_FLAG_', f.read())
+    assert len(names) > 40 and len(set(names)) == len(names), names
     return names
 
 

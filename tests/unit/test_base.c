@@ -1,5 +1,5 @@
 /* tests/unit/test_base.c — base/: arena, buffers and slices, clocks,
- * logging, errors, the flag/environment parser, the Redis URL grammar and
+ * logging, errors, the flag tables (<bazaar/flags.h>), the Redis URL grammar and
  * the circuit breaker's state machine. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 #include <bazaar/breaker.h>
 #include <bazaar/buf.h>
 #include <bazaar/clock.h>
-#include "base/config.h"
+#include <bazaar/flags.h>
 #include <bazaar/error.h>
 #include <bazaar/log.h>
 #include <bazaar/rand.h>
@@ -338,158 +338,107 @@ static void error_values(void **state)
 
 /* ---- config ---- */
 
-static int parse(bz_config *c, char *err, const char *a0, ...)
+
+/* ---- flag tables (<bazaar/flags.h>) ---- */
+
+static int odd_only(const char *v, void *dst, char *why, size_t whylen)
 {
-    char *argv[32];
-    int argc = 0;
-    argv[argc++] = "bazaar";
-    va_list ap;
-    va_start(ap, a0);
-    for (const char *a = a0; a; a = va_arg(ap, const char *))
-        argv[argc++] = (char *)a;
-    va_end(ap);
-    argv[argc] = NULL;
-    return bz_config_parse(c, argc, argv, err, 512);
+    int n = atoi(v);
+    if (n % 2 == 0)
+        return bz_fail_msg(why, whylen, "want an odd number");
+    *(int *)dst = n;
+    return 0;
 }
 
-static void config_defaults(void **state)
+static void flags_table_env_and_messages(void **state)
 {
-    static bz_config c;
-    char err[512];
-    assert_int_equal(parse(&c, err, NULL), 0);
-    assert_int_equal(c.command, BZ_CMD_SERVE);
-    assert_string_equal(c.http_addr, ":8080");
-    assert_string_equal(c.grpc_addr, ":9090");
-    assert_string_equal(c.db, "sqlite://bazaar.db");
-    assert_string_equal(c.cache, "memory");
-    assert_true(c.threads >= 1);
-    assert_int_equal(c.db_max_open, 25);
-    assert_int_equal(c.db_max_idle, 25);
-    assert_true(c.db_conn_max_lifetime_ns == 300 * BZ_NS_PER_S);
-    assert_true(c.db_conn_max_idle_time_ns == 60 * BZ_NS_PER_S);
-    assert_true(c.read_header_timeout_ns == 5 * BZ_NS_PER_S);
-    assert_true(c.read_timeout_ns == 15 * BZ_NS_PER_S);
-    assert_true(c.write_timeout_ns == 30 * BZ_NS_PER_S);
-    assert_true(c.idle_timeout_ns == 60 * BZ_NS_PER_S);
-    assert_true(c.request_timeout_ns == 10 * BZ_NS_PER_S);
-    assert_true(c.shutdown_grace_ns == 10 * BZ_NS_PER_S);
-    assert_int_equal(c.max_header_bytes, 16384);
-    assert_int_equal(c.max_body_bytes, 1048576);
-    assert_int_equal(c.max_conns, 10000);
-    assert_int_equal(c.h2_max_concurrent_streams, 128);
-    assert_int_equal(c.max_streams, 2048);
-    assert_int_equal(c.conn_buffer_bytes, 8 << 20);
-    assert_int_equal(c.buffer_bytes, 64 << 20);
-    assert_int_equal(c.reuse_port, 0);
-    assert_true(c.tls_handshake_timeout_ns == 3 * BZ_NS_PER_S);
-    assert_int_equal(c.tls_max_handshakes, 128);
-    assert_int_equal(c.rate_limit.count, 0);
-    assert_int_equal(c.login_rate_limit.count, 10);
-    assert_true(c.login_rate_limit.window_ns == 60 * BZ_NS_PER_S);
-    assert_true(c.cache_ttl_ns == 60 * BZ_NS_PER_S);
-    assert_int_equal(c.cache_max_memory, 256LL << 20);
-    assert_int_equal(c.cache_eviction, CACHE_EVICT_ALLKEYS_LRU);
-    assert_int_equal(c.log_level, BZ_LOG_INFO);
-}
-
-static void config_flags_env_precedence(void **state)
-{
-    static bz_config c;
-    char err[512];
-    setenv("BAZAAR_DB_MAX_OPEN", "7", 1);
-    setenv("BAZAAR_THREADS", "3", 1);
-    setenv("BAZAAR_H2_MAX_CONCURRENT_STREAMS", "16", 1);
-    setenv("BAZAAR_MAX_CONNS", "20", 1);
-    setenv("BAZAAR_REUSE_PORT", "on", 1);
-    assert_int_equal(parse(&c, err, "serve", "--threads", "2", "--grpc-addr=off", "--max-streams", "300", "--cache",
-                           "redis://127.0.0.1:6379/0", "--read-timeout", "1m30s", "--cache-max-memory",
-                           "64KiB", "--cache-eviction", "volatile-ttl", "--login-rate-limit", "5/h",
-                           "--log-level", "debug", NULL),
-                     0);
-    assert_int_equal(c.db_max_open, 7); /* from the environment */
-    assert_int_equal(c.h2_max_concurrent_streams, 16);
-    assert_int_equal(c.max_conns, 20);
-    assert_int_equal(c.reuse_port, 1);
-    assert_int_equal(c.max_streams, 300);
-    assert_int_equal(c.threads, 2);     /* flag beats environment */
-    assert_string_equal(c.grpc_addr, "");
-    assert_string_equal(c.cache, "redis://127.0.0.1:6379/0");
-    assert_true(c.read_timeout_ns == 90 * BZ_NS_PER_S);
-    assert_int_equal(c.cache_max_memory, 65536);
-    assert_int_equal(c.cache_eviction, CACHE_EVICT_VOLATILE_TTL);
-    assert_int_equal(c.login_rate_limit.count, 5);
-    assert_true(c.login_rate_limit.window_ns == 3600 * BZ_NS_PER_S);
-    assert_int_equal(c.log_level, BZ_LOG_DEBUG);
-    unsetenv("BAZAAR_DB_MAX_OPEN");
-    unsetenv("BAZAAR_THREADS");
-    unsetenv("BAZAAR_H2_MAX_CONCURRENT_STREAMS");
-    unsetenv("BAZAAR_MAX_CONNS");
-    unsetenv("BAZAAR_REUSE_PORT");
-    assert_int_equal(parse(&c, err, "seed", "--users", "5", "--items", "9", "--orders", "3", "--seed", "42", NULL), 0);
-    assert_int_equal(c.command, BZ_CMD_SEED);
-    assert_int_equal(c.seed_users, 5);
-    assert_int_equal(c.seed_seed, 42);
-    assert_int_equal(parse(&c, err, "version", NULL), 0);
-    assert_int_equal(c.command, BZ_CMD_VERSION);
-    assert_int_equal(parse(&c, err, "--help", NULL), 0);
-    assert_int_equal(c.command, BZ_CMD_HELP);
-}
-
-static void config_rejects_bad_values(void **state)
-{
-    static bz_config c;
-    char err[512];
-    struct {
-        const char *a, *b, *needle;
-    } cases[] = {
-        {"--threads", "abc", "--threads"},
-        {"--threads", "0", "--threads"},
-        {"--read-timeout", "5 parsecs", "--read-timeout"},
-        {"--read-timeout", "-5s", "--read-timeout"},
-        {"--idle-timeout", "1e3s", "--idle-timeout"},
-        {"--db-max-open", "-1", "--db-max-open"},
-        {"--db-max-idle", "-2", "--db-max-idle"},
-        {"--http-addr", "8080", "--http-addr"},
-        {"--http-addr", ":99999", "--http-addr"},
-        {"--db", "mysql://x", "--db"},
-        {"--cache", "memcached", "--cache"},
-        {"--cache", "redis://host", "--cache"},
-        {"--cache-max-memory", "12XB", "--cache-max-memory"},
-        {"--cache-eviction", "random", "--cache-eviction"},
-        {"--rate-limit", "fast", "--rate-limit"},
-        {"--login-rate-limit", "10/fortnight", "--login-rate-limit"},
-        {"--log-level", "loud", "--log-level"},
-        {"--log-format", "xml", "--log-format"},
-        {"--max-body-bytes", "0", "--max-body-bytes"},
-        {"--h2-max-concurrent-streams", "0", "--h2-max-concurrent-streams"},
-        {"--h2-max-concurrent-streams", "lots", "--h2-max-concurrent-streams"},
-        {"--max-conns", "0", "--max-conns"},
-        {"--max-conns", "-3", "--max-conns"},
-        {"--max-conns", "many", "--max-conns"},
-        {"--max-conns", "1000001", "--max-conns"},
-        {"--reuse-port", "maybe", "--reuse-port"},
-        {"--max-streams", "0", "--max-streams"},
-        {"--conn-buffer-bytes", "1KiB", "--conn-buffer-bytes"},
-        {"--tls-handshake-timeout", "0", "--tls-handshake-timeout"},
-        {"--tls-max-handshakes", "none", "--tls-max-handshakes"},
-        {"--bogus", "1", "--bogus"},
+    static char addr[64], name[8], cert[64];
+    static int n, color, odd;
+    static int64_t ttl, big;
+    static bool on;
+    static const char *const colors[] = {"red", "green", "blue", NULL};
+    static const char *const cmds[] = {"run", "check"};
+    static const bz_flag t[] = {
+        {.name = "addr", .type = BZ_FLAG_ADDR, .opts = BZ_FLAG_OFF, .def = ":80", .dst = addr, .cap = sizeof addr, .help = "where"},
+        {.name = "name", .type = BZ_FLAG_STRING, .def = "x", .dst = name, .cap = sizeof name, .help = "who"},
+        {.name = "n", .type = BZ_FLAG_INT, .def = "3", .dst = &n, .min = 1, .max = 9, .help = "how many"},
+        {.name = "color", .type = BZ_FLAG_ENUM, .def = "red", .dst = &color, .choices = colors, .help = "which"},
+        {.name = "ttl", .type = BZ_FLAG_DURATION, .def = "1s", .dst = &ttl, .min = 1, .help = "how long"},
+        {.name = "big", .type = BZ_FLAG_SIZE, .def = "1KiB", .dst = &big, .cmds = 2, .help = "check only"},
+        {.name = "on", .type = BZ_FLAG_BOOL, .def = "off", .dst = &on, .help = "whether"},
+        {.name = "odd", .type = BZ_FLAG_FUNC, .def = "1", .dst = &odd, .parse = odd_only, .help = "odd"},
+        {.name = "cert", .type = BZ_FLAG_FILE, .def = "", .dst = cert, .cap = sizeof cert, .help = "a file"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        err[0] = '\0';
-        assert_int_equal(parse(&c, err, cases[i].a, cases[i].b, NULL), -1);
-        assert_non_null(strstr(err, cases[i].needle));
-        assert_null(strchr(err, '\n'));
+    char err[512];
+    bz_flags *fs = bz_flags_new("todo", "TODO");
+    bz_flags_add(fs, t, sizeof t / sizeof t[0]);
+    bz_flags_commands(fs, cmds, 2, NULL);
+    char *a0[] = {"todo", NULL};
+    assert_int_equal(bz_flags_parse(fs, 1, a0, err, sizeof err), BZ_FLAGS_OK);
+    assert_string_equal(addr, ":80");
+    assert_int_equal(n, 3);
+    assert_int_equal(color, 0);
+    assert_true(ttl == BZ_NS_PER_S);
+    assert_false(on);
+    /* defaults < environment < flags; both spellings of a flag */
+    setenv("TODO_N", "5", 1);
+    setenv("TODO_COLOR", "blue", 1);
+    setenv("TODO_ON", "true", 1);
+    char *a1[] = {"todo", "--n=7", "--addr", "off", "--odd", "9", NULL};
+    assert_int_equal(bz_flags_parse(fs, 6, a1, err, sizeof err), BZ_FLAGS_OK);
+    assert_int_equal(n, 7);
+    assert_int_equal(color, 2);
+    assert_true(on);
+    assert_string_equal(addr, "");
+    assert_int_equal(odd, 9);
+    assert_int_equal(bz_flags_command(fs), 0);
+    setenv("TODO_N", "10", 1);
+    assert_int_equal(bz_flags_parse(fs, 1, a0, err, sizeof err), -1);
+    assert_string_equal(err, "todo: invalid value \"10\" for TODO_N (--n): want a whole number <= 9");
+    unsetenv("TODO_N");
+    unsetenv("TODO_COLOR");
+    unsetenv("TODO_ON");
+    struct {
+        const char *a, *b, *want;
+    } bad[] = {
+        {"--color", "pink", "todo: invalid value \"pink\" for --color: want red, green or blue"},
+        {"--odd", "4", "todo: invalid value \"4\" for --odd: want an odd number"},
+        {"--name", "much-too-long", "todo: invalid value \"much-too-long\" for --name: too long (at most 7 bytes)"},
+        {"--addr", "nowhere", "todo: invalid value \"nowhere\" for --addr: want [host]:port, e.g. :8080 or 127.0.0.1:8080, or off"},
+        {"--ttl", "0", "todo: invalid value \"0\" for --ttl: want a duration > 0"},
+        {"--on", "maybe", "todo: invalid value \"maybe\" for --on: want on or off"},
+        {"--big", "1KiB", "todo: flag --big does not apply to \"run\""},
+        {"--cert", "/nonexistent/x", "todo: invalid value \"/nonexistent/x\" for --cert: cannot read it: No such file or directory"},
+        {"--what", "1", "todo: unknown flag --what (see todo --help)"},
+        {"walk", NULL, "todo: unknown command \"walk\" (want run or check)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *a[] = {"todo", (char *)bad[i].a, (char *)bad[i].b, NULL};
+        assert_int_equal(bz_flags_parse(fs, bad[i].b ? 3 : 2, a, err, sizeof err), -1);
+        assert_string_equal(err, bad[i].want);
     }
-    assert_int_equal(parse(&c, err, "--threads", NULL), -1);
-    assert_non_null(strstr(err, "needs a value"));
-    assert_int_equal(parse(&c, err, "frobnicate", NULL), -1);
-    assert_non_null(strstr(err, "unknown command"));
-    assert_int_equal(parse(&c, err, "serve", "--users", "3", NULL), -1);
-    assert_non_null(strstr(err, "--users"));
-    setenv("BAZAAR_WRITE_TIMEOUT", "soon", 1);
-    assert_int_equal(parse(&c, err, NULL), -1);
-    assert_non_null(strstr(err, "BAZAAR_WRITE_TIMEOUT"));
-    unsetenv("BAZAAR_WRITE_TIMEOUT");
+    char *a2[] = {"todo", "check", "--big", "2MiB", NULL};
+    assert_int_equal(bz_flags_parse(fs, 4, a2, err, sizeof err), BZ_FLAGS_OK);
+    assert_int_equal(bz_flags_command(fs), 1);
+    assert_int_equal(big, 2 << 20);
+    char *a3[] = {"todo", "--n", "2", "-h", NULL};
+    assert_int_equal(bz_flags_parse(fs, 4, a3, err, sizeof err), BZ_FLAGS_HELP);
+    /* usage and the env file come from the table */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    bz_flags_usage(fs, f);
+    fclose(f);
+    assert_non_null(strstr(text, "  --ttl                      how long\n"
+                                 "                             default: 1s; env TODO_TTL\n"));
+    free(text);
+    f = open_memstream(&text, &len);
+    bz_flags_env_template(fs, f);
+    fclose(f);
+    assert_non_null(strstr(text, "\n# --color: which\n#TODO_COLOR=red\n"));
+    assert_non_null(strstr(text, "\n# --big: check only (todo check only)\n#TODO_BIG=1KiB\n"));
+    free(text);
+    bz_flags_free(fs);
 }
 
 static void notations(void **state)
@@ -674,27 +623,6 @@ static void breaker_opens_probes_and_closes(void **state)
     assert_int_equal(bz_breaker_allow(&b, 0, &retry), BZ_BREAKER_PASS);
 }
 
-/* --breaker-failures and --breaker-probe-interval, and their twins. */
-static void breaker_flags(void **state)
-{
-    static bz_config c;
-    char err[512];
-    assert_int_equal(parse(&c, err, "serve", NULL), 0);
-    assert_int_equal(c.breaker_failures, 3);
-    assert_true(c.breaker_probe_interval_ns == 1 * SEC);
-    setenv("BAZAAR_BREAKER_FAILURES", "0", 1); /* off */
-    setenv("BAZAAR_BREAKER_PROBE_INTERVAL", "5s", 1);
-    assert_int_equal(parse(&c, err, "serve", "--breaker-probe-interval", "250ms", NULL), 0);
-    assert_int_equal(c.breaker_failures, 0);
-    assert_true(c.breaker_probe_interval_ns == SEC / 4); /* the flag beats the environment */
-    unsetenv("BAZAAR_BREAKER_FAILURES");
-    unsetenv("BAZAAR_BREAKER_PROBE_INTERVAL");
-    assert_int_equal(parse(&c, err, "serve", "--breaker-failures", "-1", NULL), -1);
-    assert_non_null(strstr(err, "--breaker-failures"));
-    assert_int_equal(parse(&c, err, "serve", "--breaker-probe-interval", "0", NULL), -1);
-    assert_non_null(strstr(err, "--breaker-probe-interval"));
-}
-
 /* Many threads at the moment a probe is due: exactly one gets it, every
  * round; many threads reporting the failures that open it: exactly one
  * opens it. */
@@ -782,14 +710,11 @@ int main(void)
         cmocka_unit_test(log_json_and_text),
         cmocka_unit_test(log_batch_holds_exactly_the_lines),
         cmocka_unit_test(error_values),
-        cmocka_unit_test(config_defaults),
-        cmocka_unit_test(config_flags_env_precedence),
-        cmocka_unit_test(config_rejects_bad_values),
+        cmocka_unit_test(flags_table_env_and_messages),
         cmocka_unit_test(notations),
         cmocka_unit_test(redis_urls),
         cmocka_unit_test(breaker_opens_probes_and_closes),
         cmocka_unit_test(breaker_one_probe_across_threads),
-        cmocka_unit_test(breaker_flags),
     };
     return cmocka_run_group_tests_name("base", tests, NULL, NULL);
 }

@@ -138,7 +138,7 @@ static backend g_be;
 /* ---- the fixture: a fresh database, a fresh cache, the service ---- */
 
 typedef struct fx {
-    bz_config cfg;
+    app_config cfg;
     db *d;
     db *admin; /* PostgreSQL: the test database itself, to create and drop the case's schema */
     char schema[48];
@@ -209,10 +209,10 @@ static void fx_open(void)
     char a0[] = "bazaar", a1[] = "serve";
     char *argv[] = {a0, a1, NULL};
     char err[256];
-    if (bz_config_parse(&F.cfg, 2, argv, err, sizeof err) != 0)
-        failf(__FILE__, __LINE__, "bz_config_parse: %s", err);
-    F.cfg.request_timeout_ns = 10 * BZ_NS_PER_S;
-    F.cfg.write_timeout_ns = 10 * BZ_NS_PER_S;
+    if (app_config_parse(&F.cfg, 2, argv, err, sizeof err) != 0)
+        failf(__FILE__, __LINE__, "app_config_parse: %s", err);
+    F.cfg.srv.request_timeout_ns = 10 * BZ_NS_PER_S;
+    F.cfg.srv.write_timeout_ns = 10 * BZ_NS_PER_S;
     F.cfg.cache_ttl_ns = 60 * BZ_NS_PER_S;
     F.cfg.rate_limit.count = 0;
     F.cfg.login_rate_limit.count = 0;

@@ -1,5 +1,6 @@
-/* app/tls.c — see tls.h. */
-#include "app/tls.h"
+/* service/tls.c — --tls-cert/--tls-key: the server context every address
+ * shares, and its reload on SIGHUP. */
+#include "service/service-private.h"
 
 #include <bazaar/log.h>
 #include "base/notify.h"
@@ -8,7 +9,7 @@
 
 #include <stdio.h>
 
-rt_tls_server *app_tls_open(const bz_config *cfg, char *err, size_t errlen)
+rt_tls_server *x__tls_open(const bazaar_options *cfg, char *err, size_t errlen)
 {
     char why[256];
     rt_tls_server *s = rt_tls_server_new(cfg->tls_cert, cfg->tls_key, why, sizeof why);
@@ -19,7 +20,7 @@ rt_tls_server *app_tls_open(const bz_config *cfg, char *err, size_t errlen)
 
 typedef struct {
     rt_tls_server *s;
-    const bz_config *cfg;
+    const bazaar_options *cfg;
 } watch;
 
 typedef struct {
@@ -63,7 +64,7 @@ static void on_sighup(void *p)
     bz_notify("READY=1");
 }
 
-void app_tls_reload_on_sighup(rt_tls_server *s, const bz_config *cfg)
+void x__tls_reload_on_sighup(rt_tls_server *s, const bazaar_options *cfg)
 {
     static watch w;
     w = (watch){s, cfg};
