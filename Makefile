@@ -1,7 +1,7 @@
 # bazaar — build, run, test, bench.
 #
 #   make run     install missing packages, build, start the server (SQLite + memory cache)
-#   make test    install missing packages, build, run every test suite
+#   make test    install missing packages, build, run every test suite (and the layer and ABI checks)
 #   make         build build/bazaar (-O2 -g, warnings are errors)
 #   make asan    ASan+UBSan build in build/asan;   make test-asan runs the suites on it
 #   make tsan    TSan build in build/tsan;         make test-tsan runs the unit suites on it
@@ -105,15 +105,19 @@ deps-test:
 deps-bench:
 	@scripts/deps.sh bench
 
-# (A build tree generated before the sets were split regenerates once.)
+# The two descriptor sets go through a per-process scratch directory and
+# land whole (.ci/run runs makes side by side on one build/gen); a build
+# tree generated before the sets were split regenerates once.
 $(GEN)/.stamp: $(addprefix proto/,bazaar.proto google/rpc/status.proto) $(if $(wildcard $(GEN)/grpc_std_descriptors.c),,FORCE)
 	@scripts/deps.sh build
 	@mkdir -p $(GEN)
 	protoc-c $(PROTO_DIRS) --c_out=$(GEN) $(PROTOS)
-	protoc $(PROTO_DIRS) --include_imports --descriptor_set_out=$(GEN)/grpc_std_descriptors.pb $(LIB_REFLECTED)
-	scripts/embed.sh $(GEN)/grpc_std_descriptors.pb grpc__std_descriptor_set > $(GEN)/grpc_std_descriptors.c
-	protoc $(PROTO_DIRS) --include_imports --descriptor_set_out=$(GEN)/app_descriptors.pb $(APP_REFLECTED)
-	scripts/embed.sh $(GEN)/app_descriptors.pb app_descriptor_set > $(GEN)/app_descriptors.c
+	@t=$(GEN)/.sets.$$$$; set -e; mkdir -p $$t; \
+	protoc $(PROTO_DIRS) --include_imports --descriptor_set_out=$$t/std.pb $(LIB_REFLECTED); \
+	scripts/embed.sh $$t/std.pb grpc__std_descriptor_set > $$t/std.c; mv $$t/std.c $(GEN)/grpc_std_descriptors.c; \
+	protoc $(PROTO_DIRS) --include_imports --descriptor_set_out=$$t/app.pb $(APP_REFLECTED); \
+	scripts/embed.sh $$t/app.pb app_descriptor_set > $$t/app.c; mv $$t/app.c $(GEN)/app_descriptors.c; \
+	rm -rf $$t; echo "gen $(GEN)/grpc_std_descriptors.c $(GEN)/app_descriptors.c"
 	@touch $@
 $(GEN_C): $(GEN)/.stamp
 
@@ -239,7 +243,7 @@ test-faults: deps-test $(BUILD)/bazaar
 # The deployment suite (tests/deploy/): bazaar against the real production
 # components — TLS clients, a PostgreSQL standby, pgbouncer, Redis Sentinel,
 # promtool, an installed tree — each started in a temp dir on free ports.
-test-deploy: deps-test $(BUILD)/bazaar
+test-deploy: deps-test $(BUILD)/bazaar lib
 	cd tests/deploy && BAZAAR_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -p no:cacheprovider -q
 
 # The examples alone (also in test-deploy): libbazaar installed into a temp
@@ -258,7 +262,7 @@ soak: deps-test $(BUILD)/bazaar
 
 test: deps-test
 	@scripts/check-layers.sh
-	@$(MAKE) --no-print-directory all unit blackbox test-deploy
+	@$(MAKE) --no-print-directory all abi-check unit blackbox test-deploy
 
 asan:
 	@$(MAKE) --no-print-directory MODE=asan CC=clang build/asan/bazaar
