@@ -146,7 +146,8 @@ int grpc_server_add_service(grpc_server *g, const ProtobufCServiceDescriptor *d,
                    BZ_F_STR("method", h[bad].method), BZ_F_STR("reason", why));
         return -1;
     }
-    grpc__service s = {d, grpc__own(g, d->n_methods + 1), grpc__own(g, d->n_methods + 1)};
+    size_t nb = (d->n_methods + 1) * sizeof(bool);
+    grpc__service s = {d, grpc__own(g, nb), grpc__own(g, nb)};
     for (int k = 0; k < n; k++) {
         int i = method_index(d, h[k].method);
         size_t len = strlen(d->name) + strlen(h[k].method) + 3;
