@@ -52,26 +52,33 @@ LDLIBS   := -lsqlite3 -lhiredis -ljansson -lsodium -lnghttp2 -lprotobuf-c -lssl 
 # google.rpc.Status/BadRequest are declared in proto/google/rpc; the rest
 # comes from Debian's protobuf and grpc-proto packages.
 #
-# Two owners: the library (libbazaar) holds the generic generated code —
-# the standard services (health, reflection, grpc.testing), the well-known
-# types and google.rpc.Status — and their descriptor set, which its
-# reflection serves (grpc__std_descriptor_set); the marketplace (app/)
-# holds bazaar.proto's code and its own descriptor set (app_descriptor_set,
-# given to reflection by app/grpc/server.c) and the console's assets.
+# Two owners: the library (libbazaar) holds the generic generated code it
+# uses — the standard services (health, reflection, grpc.testing),
+# google.rpc.Status with google.protobuf.Any, google.protobuf.descriptor —
+# and the descriptor set its reflection serves (grpc__std_descriptor_set:
+# those, and the well-known types a service's .proto may import, so a
+# service described from its protobuf-c descriptors imports them by file).
+# The marketplace (app/) holds bazaar.proto's code, the well-known types it
+# imports (a service compiles protoc-c's output for its imports: hidden in
+# libbazaar.so, the library's copies could serve nobody), its own
+# descriptor set (app_descriptor_set, given to reflection by
+# app/grpc/server.c) and the console's assets.
 PROTO_DIRS := -Iproto -I/usr/include -I/usr/share/grpc-proto
-LIB_PROTOS := google/rpc/status.proto google/protobuf/timestamp.proto google/protobuf/any.proto \
-              google/protobuf/descriptor.proto grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto \
+LIB_PROTOS := google/rpc/status.proto google/protobuf/any.proto google/protobuf/descriptor.proto \
+              grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto \
               grpc/reflection/v1alpha/reflection.proto grpc/testing/test.proto grpc/testing/messages.proto \
-              grpc/testing/empty.proto google/protobuf/empty.proto google/protobuf/wrappers.proto
-APP_PROTOS := bazaar.proto
+              grpc/testing/empty.proto
+APP_PROTOS := bazaar.proto google/protobuf/timestamp.proto google/protobuf/empty.proto google/protobuf/wrappers.proto
 PROTOS   := $(APP_PROTOS) $(LIB_PROTOS)
 GEN      := build/gen
 GEN_LIB_C := $(LIB_PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/grpc_std_descriptors.c
 GEN_APP_C := $(APP_PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/app_descriptors.c $(GEN)/console_assets.c
 GEN_C    := $(GEN_LIB_C) $(GEN_APP_C)
 # What each descriptor set describes, with every file it imports.
-LIB_REFLECTED := $(LIB_PROTOS)
-APP_REFLECTED := $(APP_PROTOS)
+LIB_REFLECTED := $(LIB_PROTOS) google/protobuf/timestamp.proto google/protobuf/empty.proto \
+                 google/protobuf/wrappers.proto google/protobuf/duration.proto google/protobuf/struct.proto \
+                 google/protobuf/field_mask.proto
+APP_REFLECTED := bazaar.proto
 
 # libbazaar: the layers, by directory (a new .c in a layer's directory, or a
 # new layer directory listed here, is in the library without more edits),
