@@ -95,6 +95,8 @@ void *grpc__own(grpc_server *g, size_t n);
 
 /* reflection.c */
 void grpc__refl_free(grpc__refl *r);
+/* Whether the index was built (a service added later is not described). */
+bool grpc__refl_built(const grpc__refl *r);
 
 /* describe.c: what the description asks of reflection's index. */
 typedef struct grpc__describe_env {

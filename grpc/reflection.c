@@ -696,6 +696,8 @@ void grpc__refl_free(grpc__refl *X)
 }
 
 /* Counts the files of a set that are not FileDescriptorProtos with a name. */
+bool grpc__refl_built(const grpc__refl *X) { return X && atomic_load(&X->built); }
+
 static void count_bad(void *arg, const uint8_t *p, size_t n)
 {
     Google__Protobuf__FileDescriptorProto *fd = google__protobuf__file_descriptor_proto__unpack(NULL, n, p);

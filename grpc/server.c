@@ -169,6 +169,9 @@ int grpc_server_add_service(grpc_server *g, const ProtobufCServiceDescriptor *d,
         abort();
     g->svcs = v;
     g->svcs[g->nsvcs++] = s;
+    if (grpc__refl_built(g->refl))
+        bz_log_err("grpc_server_add_service: added after the first reflection request; reflection does not describe it",
+                   BZ_F_STR("service", d->name));
     return 0;
 }
 
