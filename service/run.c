@@ -75,16 +75,23 @@ static const char **service_names(grpc_server *g)
 static void serve(bazaar_service *s)
 {
     const bazaar_options *o = &s->o;
-    http_mw chain_mws[4 + BAZAAR_MAX_MWS] = {
+    http_mw chain_mws[5 + BAZAAR_MAX_MWS] = {
         {http_mw_request_id, NULL},
         {http_mw_access_log, NULL},
         {http_mw_recover, NULL},
         {http_mw_gzip, NULL},
     };
+    int nmws = 4;
+    /* The mux's handlers get --request-timeout as their context's deadline
+     * (503 "timeout" when they fail with it before answering).  A service
+     * that brings its own handler (bazaar_handle) sets deadlines itself:
+     * the marketplace's streams must outlive it. */
+    if (!s->has_handler && o->request_timeout_ns > 0)
+        chain_mws[nmws++] = (http_mw){http_mw_timeout, (void *)&o->request_timeout_ns};
     for (int i = 0; i < s->nmws; i++)
-        chain_mws[4 + i] = s->mws[i];
+        chain_mws[nmws++] = s->mws[i];
     http_handler inner = s->has_handler ? s->handler : http_mux_handler(s->mux);
-    http_handler chain = http_chain(inner, chain_mws, 4 + s->nmws);
+    http_handler chain = http_chain(inner, chain_mws, nmws);
     const http_mw admin_mws[] = {
         {http_mw_request_id, NULL},
         {http_mw_access_log, NULL},

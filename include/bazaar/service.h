@@ -8,7 +8,7 @@
  *         http_mux *mux = bazaar_mux(s);              // REST routes, as Go's http.ServeMux
  *         http_mux_handle(mux, "GET /hello/{name}", (http_handler){hello, NULL}, NULL, 0);
  *         grpc_server *g = bazaar_grpc(s);            // RPC methods, as grpc.NewServer()
- *         grpc_server_add(g, &(grpc_method){"/todo.v1.Todo/Get", get, NULL});
+ *         grpc_server_add(g, &(grpc_method){.path = "/todo.v1.TodoService/GetTodo", .fn = get});
  *         bazaar_ready_check(s, "db", db_ok, db);     // /readyz and gRPC health ask it
  *         return bazaar_run(s);                       // serves until SIGTERM; the exit status
  *     }
@@ -20,8 +20,10 @@
  *      run with status 1;
  *   3. listens: --http-addr serves REST through the standard middleware
  *      chain (request id with W3C traceparent, one access-log line per
- *      request, recovery of handler errors as 500 problem+json, gzip) and,
- *      by content type, gRPC and gRPC-Web on the same port; --grpc-addr
+ *      request, recovery of handler errors as 500 problem+json, gzip, and
+ *      --request-timeout as each handler's deadline: 503 "timeout" when it
+ *      fails with it before answering) and, by content type, gRPC and
+ *      gRPC-Web on the same port; --grpc-addr
  *      serves gRPC alone (h2c prior knowledge), when the service has gRPC
  *      methods; --admin-addr (default off) serves GET /healthz, /readyz,
  *      /metrics and the service's admin routes on a port of its own with a
@@ -46,9 +48,10 @@
  * wants other answers replaces them with bazaar_handle_readyz /
  * bazaar_handle_metrics (they serve the admin port too).
  *
- * Handlers get the request's context (r->ctx) with --request-timeout as
- * its deadline when the service adds http_mw_timeout (bazaar_use);
- * gRPC unary calls get at most --request-timeout.  Logs are JSON lines
+ * Handlers get the request's context (r->ctx), cancelled when the client
+ * goes away, with --request-timeout as its deadline (0: none; a service
+ * that streams longer serves those routes with bazaar_handle and sets its
+ * own); gRPC unary calls get at most --request-timeout.  Logs are JSON lines
  * off a TTY (--log-format), and every line logged while a request is
  * served carries its trace_id and span_id.
  *
@@ -124,7 +127,9 @@ typedef struct bazaar_service bazaar_service;
 /* Parses the command line: the standard flags and the service's own
  * (flags[0..nflags), may be NULL), environment twins NAME_FLAG_NAME in upper
  * case (hello → HELLO_HTTP_ADDR).  --help prints the usage and exits 0;
- * --version prints "name version" and exits 0; a bad value prints one line
+ * --version prints "name version" and exits 0; `name env-template` prints
+ * an environment file (systemd EnvironmentFile=, every NAME_* variable
+ * commented out at its default) and exits 0; a bad value prints one line
  * naming it and exits 2.  Sets up logging.  The name and the table are
  * borrowed: they must outlive the service. */
 bazaar_service *bazaar_new(const char *name, int argc, char **argv, const bz_flag *flags, size_t nflags);
@@ -136,8 +141,9 @@ const bazaar_options *bazaar_opts(const bazaar_service *s);
 /* The public port's router (Go's http.ServeMux): GET /healthz, /readyz and
  * /metrics are on it already. */
 http_mux *bazaar_mux(bazaar_service *s);
-/* Serves h instead of the mux behind the standard middleware (a service
- * with a router of its own; it answers /healthz and the rest itself). */
+/* Serves h instead of the mux behind the standard middleware, without the
+ * --request-timeout deadline (a service with a router of its own, that
+ * sets its deadlines itself and answers /healthz and the rest itself). */
 void bazaar_handle(bazaar_service *s, http_handler h);
 /* Adds a middleware inside the standard chain, around the mux (first added
  * is outermost), e.g. bazaar_use(s, http_mw_timeout, &timeout_ns). */

@@ -85,7 +85,7 @@ def pb(todo):
 class Example:
     """An example program on free loopback ports, its JSON log in a file."""
 
-    def __init__(self, tree, exe, *flags, grpc_port=True, cwd=None):
+    def __init__(self, tree, exe, *flags, grpc_port=True, cwd=None, ca=None):
         self.port = harness.free_port()
         self.grpc_port = harness.free_port() if grpc_port else 0
         self.dir = cwd or tempfile.mkdtemp(prefix="bazaar-example-run-")
@@ -96,7 +96,8 @@ class Example:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(argv, cwd=self.dir, env=user_env(tree), stdout=subprocess.DEVNULL,
                                      stderr=self.log)
-        ok = harness.wait_for(lambda: self.proc.poll() is not None or curl(self.port, "/healthz")[0] == 200, 15)
+        ok = harness.wait_for(lambda: self.proc.poll() is not None or curl(self.port, "/healthz", ca=ca)[0] == 200,
+                              15)
         assert ok and self.proc.poll() is None, self.lines()
 
     def lines(self):
@@ -110,10 +111,13 @@ class Example:
         return rc
 
 
-def curl(port, path, method="GET"):
-    """(status, body) from curl; (0, '') when nothing answers."""
-    r = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, "--max-time", "5",
-                        "http://127.0.0.1:%d%s" % (port, path)], capture_output=True, text=True, timeout=10)
+def curl(port, path, method="GET", ca=None, *extra):
+    """(status, body) from curl; (0, '') when nothing answers.  With ca:
+    https to localhost, verified against that CA."""
+    url = ("https://localhost:%d%s" if ca else "http://127.0.0.1:%d%s") % (port, path)
+    tls = ["--cacert", ca] if ca else []
+    r = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, "--max-time", "5"] + tls +
+                       list(extra) + [url], capture_output=True, text=True, timeout=10)
     body, _, code = r.stdout.rpartition("\n")
     return int(code or 0), body
 
@@ -173,6 +177,12 @@ def test_hello_flags_env_twins_and_help(tree, hello):
     for flag in ("--http-addr", "--grpc-addr", "--admin-addr", "--shutdown-grace", "--tls-cert", "--log-level"):
         assert flag in r.stdout, flag
     assert "env HELLO_SHUTDOWN_GRACE" in r.stdout
+    r = subprocess.run([hello, "env-template"], env=env, capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert all(not l or l.startswith("#") for l in lines)  # EnvironmentFile= syntax, all commented out
+    assert "#HELLO_HTTP_ADDR=:8080" in lines and "#HELLO_REQUEST_TIMEOUT=10s" in lines
+    assert "# --shutdown-grace: how long SIGTERM/SIGINT waits for in-flight work" in lines
 
 
 def test_hello_admin_port_takes_metrics(tree, hello):
@@ -186,6 +196,28 @@ def test_hello_admin_port_takes_metrics(tree, hello):
         assert curl(admin, "/readyz")[0] == 200
     finally:
         assert ex.stop() == 0
+
+
+def test_hello_over_tls(tree, hello):
+    from tls_support import make_pki
+    pki = make_pki(tempfile.mkdtemp(prefix="bazaar-example-pki-"))
+    ca = os.path.join(pki, "ca.pem")
+    ex = Example(tree, hello, "--tls-cert", os.path.join(pki, "one.pem"), "--tls-key", os.path.join(pki, "one.key"),
+                 grpc_port=False, ca=ca)
+    try:
+        code, body = curl(ex.port, "/hello/tls", "GET", ca)
+        assert code == 200 and json.loads(body) == {"message": "hello, tls"}
+        code, body = curl(ex.port, "/hello/h2", "GET", ca, "--http2")  # ALPN h2
+        assert code == 200 and json.loads(body) == {"message": "hello, h2"}
+        assert curl(ex.port, "/healthz")[0] == 400  # plaintext to a TLS port: 400, as Go answers
+    finally:
+        assert ex.stop() == 0
+        shutil.rmtree(pki, ignore_errors=True)
+    # a pair that does not load: one line, exit 2, before anything listens
+    r = subprocess.run([hello, "--tls-cert", "/etc/hostname", "--tls-key", "/etc/hostname"], env=user_env(tree),
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and r.stderr.startswith("hello: invalid --tls-cert/--tls-key:"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 # ---- todo ---------------------------------------------------------------------------------------
@@ -242,7 +274,8 @@ def test_todo_on_postgres_and_redis(tree, todo, pb):
     ex = None
     try:
         dbname = pg.createdb()
-        ex = Example(tree, os.path.join(todo, "todo"), "--db", pg.url(dbname), "--cache", rd.url(0))
+        ex = Example(tree, os.path.join(todo, "todo"), "--db", pg.url(dbname), "--cache", rd.url(0),
+                     "--request-timeout", "1s")
         first, second = drive_todo(ex, pb)
         assert pg.psql(dbname, "SELECT version FROM schema_migrations") == [["1"]]
         assert sorted(pg.psql(dbname, "SELECT title FROM todos")) == [["eggs"], ["milk"]]
@@ -250,6 +283,20 @@ def test_todo_on_postgres_and_redis(tree, todo, pb):
         keys = subprocess.run(["redis-cli", "-p", str(rd.port), "--scan"], capture_output=True, text=True,
                               timeout=10).stdout.split()
         assert any("todo:%d" % first in k for k in keys) and any("todo:%d" % second in k for k in keys), keys
+        # --request-timeout bounds a handler: a frozen database is a 503
+        # "timeout" after 1 s, not a hang (and a gRPC call ends too)
+        pg.freeze()
+        try:
+            t0 = time.monotonic()
+            code, body = curl(ex.port, "/todos/424242")
+            assert code == 503 and json.loads(body)["code"] == "timeout", body
+            assert time.monotonic() - t0 < 4
+            with pytest.raises(grpc.RpcError) as e:
+                rpc(ex.grpc_port, "GetTodo", pb.GetTodoRequest(id=434343), pb.Todo)
+            assert e.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE,
+                                      grpc.StatusCode.INTERNAL), e.value
+        finally:
+            pg.thaw()
         # /readyz follows the database: stopped, the check fails
         pg.stop_immediate()
         code, body = curl(ex.port, "/readyz")
