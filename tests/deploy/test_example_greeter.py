@@ -128,7 +128,7 @@ def describer(installed):
         ["protoc", "-I.", "-I/usr/include", "--include_imports", "--descriptor_set_out=protoc.pb", "rich.proto",
          "legacy.proto"],
     ])
-    p = Program(installed, os.path.join(work, "describe"))
+    p = Program(installed, os.path.join(work, "describe"), grpc_addr=True)
     with open(os.path.join(work, "protoc.pb"), "rb") as f:
         fds = descriptor_pb2.FileDescriptorSet.FromString(f.read())
     yield {"addr": p.addr, "protoc": {f.name: f for f in fds.file}}
