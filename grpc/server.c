@@ -71,7 +71,6 @@ static const grpc_method *lookup(const grpc_server *g, bz_str path)
     return NULL;
 }
 
-
 /* What a typed unary method's trampoline needs. */
 typedef struct unary_binding {
     grpc_unary_fn fn;
@@ -97,7 +96,7 @@ static int unary(grpc_call *c, void *data)
     if (rc < 0 || grpc_finished(c))
         return rc;
     if (grpc_send(c, out) != 0)
-        return 0; /* the client went away, or the message was refused: the status says */
+        return 0; /* the deadline passed or the client went away: the call's end says which */
     return grpc_finish(c, GRPC_OK, NULL);
 }
 

@@ -457,6 +457,15 @@ def flatten(v, path=""):
     return {(path, repr(v))}
 
 
+def test_health_with_no_list_reports_every_registered_service(describer):
+    """grpc_health_register(g, NULL, ...): the services with a method on g."""
+    for name in ("", "describe.v3.Kitchen", "describe.v2.Admin", "grpc.health.v1.Health",
+                 "grpc.reflection.v1.ServerReflection"):
+        assert grpc_health(describer["addr"], name) == 1, name
+    for name in ("describe.v3", "describe.v3.Kitchen.Get", "describe.v3.Kitche", "describe.other.Thing"):
+        assert grpc_health(describer["addr"], name) == "NOT_FOUND", name
+
+
 @pytest.mark.parametrize("symbol,protoc_file", [("describe.v3.Kitchen", "rich.proto"),
                                                 ("describe.other.Thing", "other.proto"),
                                                 ("describe.v2.Admin", "legacy.proto")])
