@@ -35,26 +35,26 @@ typedef enum app_command {
 
 typedef struct app_config {
     app_command command;
-    bazaar_options srv;       /* the lifecycle's standard flags */
-    char db[1024];            /* sqlite://PATH or postgres://... */
-    char cache[1024];         /* memory | none | redis://host:port/N */
-    int db_max_open;          /* ≥ 1 */
-    int db_max_idle;          /* ≥ 0 */
-    int64_t db_conn_max_lifetime_ns; /* 0 = forever */
+    bazaar_options srv;               /* the lifecycle's standard flags */
+    char db[1024];                    /* sqlite://PATH or postgres://... */
+    char cache[1024];                 /* memory | none | redis://host:port/N */
+    int db_max_open;                  /* ≥ 1 */
+    int db_max_idle;                  /* ≥ 0 */
+    int64_t db_conn_max_lifetime_ns;  /* 0 = forever */
     int64_t db_conn_max_idle_time_ns; /* 0 = forever */
-    char db_read_url[1024];   /* "" none, else postgres://... of a replica */
-    int64_t db_read_max_lag_ns; /* a replica further behind serves no reads, > 0 */
-    int breaker_failures;     /* no-answer calls in a row that open a dependency's breaker; 0 = off */
+    char db_read_url[1024];           /* "" none, else postgres://... of a replica */
+    int64_t db_read_max_lag_ns;       /* a replica further behind serves no reads, > 0 */
+    int breaker_failures;             /* no-answer calls in a row that open a dependency's breaker; 0 = off */
     int64_t breaker_probe_interval_ns; /* open this long before one probe, > 0 */
-    int64_t slow_query_ns;    /* --slow-query: statements this slow are logged; 0 = off */
-    int auth_concurrency;     /* password hashes at once (default: cores), ≥ 1 */
-    int sse_max_per_user;     /* concurrent event streams per user, ≥ 1 */
-    int64_t idempotency_retention_ns; /* Idempotency-Key records live this long, > 0 */
+    int64_t slow_query_ns;             /* --slow-query: statements this slow are logged; 0 = off */
+    int auth_concurrency;              /* password hashes at once (default: cores), ≥ 1 */
+    int sse_max_per_user;              /* concurrent event streams per user, ≥ 1 */
+    int64_t idempotency_retention_ns;  /* Idempotency-Key records live this long, > 0 */
     bz_rate rate_limit;
     bz_rate login_rate_limit;
     int64_t cache_ttl_ns;
     int64_t cache_max_memory;
-    int cache_eviction;       /* cache_eviction */
+    int cache_eviction; /* cache_eviction */
     /* seed only (API.md §9) */
     int64_t seed_users, seed_items, seed_orders, seed_seed;
 } app_config;
@@ -70,6 +70,5 @@ void app_config_usage(FILE *out);
  * with its meaning: `bazaar env-template`, installed as the env file, so
  * it is made from the tables and cannot drift from them. */
 void app_config_env_template(FILE *out);
-
 
 #endif

@@ -198,7 +198,10 @@ bz_flags *bz_flags_new(const char *prog, const char *env)
     return fs;
 }
 
-void bz_flags_free(bz_flags *fs) { free(fs); }
+void bz_flags_free(bz_flags *fs)
+{
+    free(fs);
+}
 
 static const bz_flag *find(const bz_flags *fs, const char *name, size_t n)
 {
@@ -236,7 +239,10 @@ void bz_flags_order(bz_flags *fs, const char *const *names, size_t n)
     fs->norder = n;
 }
 
-int bz_flags_command(const bz_flags *fs) { return fs->command; }
+int bz_flags_command(const bz_flags *fs)
+{
+    return fs->command;
+}
 
 void bz_flags_env_name(const bz_flags *fs, const char *name, char *out, size_t cap)
 {
@@ -287,7 +293,11 @@ static int want_choices(const bz_flag *f, char *why, size_t whylen)
         n++;
     k += (size_t)snprintf(why, whylen, "want ");
     for (size_t i = 0; i < n && k < whylen; i++)
-        k += (size_t)snprintf(why + k, whylen - k, "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ", f->choices[i]);
+        k += (size_t)snprintf(why + k, whylen - k, "%s%s",
+                              i == 0       ? ""
+                              : i + 1 == n ? " or "
+                                           : ", ",
+                              f->choices[i]);
     return -1;
 }
 
@@ -397,7 +407,10 @@ static void show(char *out, size_t cap, const char *raw)
     out[k] = '\0';
 }
 
-static bool takes(const bz_flag *f, int command) { return !f->cmds || (f->cmds & (1u << command)); }
+static bool takes(const bz_flag *f, int command)
+{
+    return !f->cmds || (f->cmds & (1u << command));
+}
 
 int bz_flags_parse(bz_flags *fs, int argc, char **argv, char *err, size_t errlen)
 {
@@ -406,7 +419,8 @@ int bz_flags_parse(bz_flags *fs, int argc, char **argv, char *err, size_t errlen
         for (size_t i = 0; i < fs->tables[k].n; i++) {
             const bz_flag *f = &fs->tables[k].t[i];
             if (f->def && set_value(f, f->def, why, sizeof why) != 0)
-                return bz_fail_msg(err, errlen, "%s: internal error: bad default for --%s", fs->prog, f->name);
+                return bz_fail_msg(err, errlen, "%s: internal error: bad default for --%s", fs->prog,
+                                   f->name);
         }
 
     /* Subcommand: the first argument when it does not start with '-'. */
@@ -420,12 +434,16 @@ int bz_flags_parse(bz_flags *fs, int argc, char **argv, char *err, size_t errlen
         if (k == fs->ncommands) {
             show(shown, sizeof shown, argv[1]);
             if (fs->want)
-                return bz_fail_msg(err, errlen, "%s: unknown command \"%s\" (want %s)", fs->prog, shown, fs->want);
+                return bz_fail_msg(err, errlen, "%s: unknown command \"%s\" (want %s)", fs->prog, shown,
+                                   fs->want);
             char list[256];
             size_t n = 0;
             for (size_t i = 0; i < fs->ncommands && n < sizeof list; i++)
                 n += (size_t)snprintf(list + n, sizeof list - n, "%s%s",
-                                      i == 0 ? "" : i + 1 == fs->ncommands ? " or " : ", ", fs->commands[i]);
+                                      i == 0                   ? ""
+                                      : i + 1 == fs->ncommands ? " or "
+                                                               : ", ",
+                                      fs->commands[i]);
             return bz_fail_msg(err, errlen, "%s: unknown command \"%s\" (want %s)", fs->prog, shown, list);
         }
         fs->command = (int)k;
@@ -442,8 +460,8 @@ int bz_flags_parse(bz_flags *fs, int argc, char **argv, char *err, size_t errlen
             const char *v = getenv(env);
             if (v && set_value(f, v, why, sizeof why) != 0) {
                 show(shown, sizeof shown, v);
-                return bz_fail_msg(err, errlen, "%s: invalid value \"%s\" for %s (--%s): %s", fs->prog, shown, env,
-                                   f->name, why);
+                return bz_fail_msg(err, errlen, "%s: invalid value \"%s\" for %s (--%s): %s", fs->prog, shown,
+                                   env, f->name, why);
             }
         }
 
@@ -455,8 +473,8 @@ int bz_flags_parse(bz_flags *fs, int argc, char **argv, char *err, size_t errlen
             return BZ_FLAGS_VERSION;
         if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
             show(shown, sizeof shown, a);
-            return bz_fail_msg(err, errlen, "%s: unexpected argument \"%s\" (flags look like --name value)", fs->prog,
-                               shown);
+            return bz_fail_msg(err, errlen, "%s: unexpected argument \"%s\" (flags look like --name value)",
+                               fs->prog, shown);
         }
         const char *name = a + 2;
         const char *eq = strchr(name, '=');
@@ -481,7 +499,8 @@ int bz_flags_parse(bz_flags *fs, int argc, char **argv, char *err, size_t errlen
         }
         if (set_value(f, v, why, sizeof why) != 0) {
             show(shown, sizeof shown, v);
-            return bz_fail_msg(err, errlen, "%s: invalid value \"%s\" for --%s: %s", fs->prog, shown, f->name, why);
+            return bz_fail_msg(err, errlen, "%s: invalid value \"%s\" for --%s: %s", fs->prog, shown, f->name,
+                               why);
         }
     }
     return BZ_FLAGS_OK;
@@ -494,11 +513,14 @@ static void usage_one(const bz_flags *fs, const bz_flag *f, void *arg)
     char env[64], name[64];
     bz_flags_env_name(fs, f->name, env, sizeof env);
     snprintf(name, sizeof name, "--%s", f->name);
-    fprintf(arg, "  %-26s %s\n  %-26s default: %s; env %s\n", name, f->help, "", f->def ? f->def : "(see text)",
-            env);
+    fprintf(arg, "  %-26s %s\n  %-26s default: %s; env %s\n", name, f->help, "",
+            f->def ? f->def : "(see text)", env);
 }
 
-void bz_flags_usage(const bz_flags *fs, FILE *out) { each(fs, usage_one, out); }
+void bz_flags_usage(const bz_flags *fs, FILE *out)
+{
+    each(fs, usage_one, out);
+}
 
 static void template_one(const bz_flags *fs, const bz_flag *f, void *arg)
 {
@@ -511,7 +533,8 @@ static void template_one(const bz_flags *fs, const bz_flag *f, void *arg)
         int listed = 0;
         for (size_t c = 0; c < fs->ncommands && k < sizeof only; c++)
             if (f->cmds & (1u << c))
-                k += (size_t)snprintf(only + k, sizeof only - k, "%s%s", listed++ ? ", " : "", fs->commands[c]);
+                k += (size_t)snprintf(only + k, sizeof only - k, "%s%s", listed++ ? ", " : "",
+                                      fs->commands[c]);
         if (k < sizeof only)
             snprintf(only + k, sizeof only - k, " only)");
     }
@@ -522,4 +545,7 @@ static void template_one(const bz_flags *fs, const bz_flag *f, void *arg)
         fprintf(out, "# default: computed (see the text above)\n#%s=\n", env);
 }
 
-void bz_flags_env_template(const bz_flags *fs, FILE *out) { each(fs, template_one, out); }
+void bz_flags_env_template(const bz_flags *fs, FILE *out)
+{
+    each(fs, template_one, out);
+}

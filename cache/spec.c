@@ -14,8 +14,9 @@ int cache_spec_check(const char *v, char *why, size_t whylen)
     if (!strcmp(v, "memory") || !strcmp(v, "none"))
         return 0;
     if (!bz_redis_url_is(v))
-        return bz_fail_msg(why, whylen, "want memory, none, redis://[user:pass@]host:port/N, rediss://... or "
-                                        "redis-sentinel://host:port[,host:port...]/MASTER/N");
+        return bz_fail_msg(why, whylen,
+                           "want memory, none, redis://[user:pass@]host:port/N, rediss://... or "
+                           "redis-sentinel://host:port[,host:port...]/MASTER/N");
     bz_redis_url u;
     if (bz_redis_url_parse(v, &u, why, whylen) != 0)
         return -1;

@@ -166,10 +166,19 @@ bazaar_service *bazaar_new(const char *name, int argc, char **argv, const bz_fla
     return bazaar_new_with(name, &o);
 }
 
-const bazaar_options *bazaar_opts(const bazaar_service *s) { return &s->o; }
+const bazaar_options *bazaar_opts(const bazaar_service *s)
+{
+    return &s->o;
+}
 
-http_mux *bazaar_mux(bazaar_service *s) { return s->mux; }
-http_mux *bazaar_admin_mux(bazaar_service *s) { return s->admin_mux; }
+http_mux *bazaar_mux(bazaar_service *s)
+{
+    return s->mux;
+}
+http_mux *bazaar_admin_mux(bazaar_service *s)
+{
+    return s->admin_mux;
+}
 
 void bazaar_handle(bazaar_service *s, http_handler h)
 {
@@ -227,8 +236,14 @@ bool bazaar_ready(void *arg, rt_ctx *ctx)
     return true;
 }
 
-void bazaar_handle_readyz(bazaar_service *s, http_handler h) { s->readyz = h; }
-void bazaar_handle_metrics(bazaar_service *s, http_handler h) { s->metrics = h; }
+void bazaar_handle_readyz(bazaar_service *s, http_handler h)
+{
+    s->readyz = h;
+}
+void bazaar_handle_metrics(bazaar_service *s, http_handler h)
+{
+    s->metrics = h;
+}
 
 void bazaar_on_start(bazaar_service *s, bazaar_start_fn fn, void *arg)
 {
@@ -251,9 +266,18 @@ void bazaar_log_field(bazaar_service *s, const char *key, const char *value)
     s->fields[s->nfields++] = BZ_F_STR(key, value);
 }
 
-int bazaar_http_port(const bazaar_service *s) { return s->srv ? http_server_port(s->srv) : 0; }
-int bazaar_grpc_port(const bazaar_service *s) { return s->gsrv ? http_server_port(s->gsrv) : 0; }
-int bazaar_admin_port(const bazaar_service *s) { return s->asrv ? http_server_port(s->asrv) : 0; }
+int bazaar_http_port(const bazaar_service *s)
+{
+    return s->srv ? http_server_port(s->srv) : 0;
+}
+int bazaar_grpc_port(const bazaar_service *s)
+{
+    return s->gsrv ? http_server_port(s->gsrv) : 0;
+}
+int bazaar_admin_port(const bazaar_service *s)
+{
+    return s->asrv ? http_server_port(s->asrv) : 0;
+}
 
 void x__service_free(bazaar_service *s)
 {

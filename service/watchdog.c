@@ -33,8 +33,8 @@ void x__notify_ready(const bazaar_service *s)
     if (!bz_notify_enabled())
         return;
     char st[600];
-    snprintf(st, sizeof st, "READY=1\nSTATUS=serving: http port %d, grpc port %d, admin port %d", bazaar_http_port(s),
-             bazaar_grpc_port(s), bazaar_admin_port(s));
+    snprintf(st, sizeof st, "READY=1\nSTATUS=serving: http port %d, grpc port %d, admin port %d",
+             bazaar_http_port(s), bazaar_grpc_port(s), bazaar_admin_port(s));
     bz_notify(st);
     rt_go(watch, NULL);
 }

@@ -13,8 +13,8 @@ static db *D;
 static int todo_get(rt_ctx *ctx, int64_t id, Todo__V1__Todo *t, db_rows **rows)
 {
     bz_error err;
-    int rc = db_query_row(DB(D), ctx, "SELECT id, title FROM todos WHERE id = $1", (db_arg[]){DB_INT(id)}, 1, rows,
-                          &err);
+    int rc = db_query_row(DB(D), ctx, "SELECT id, title FROM todos WHERE id = $1", (db_arg[]){DB_INT(id)}, 1,
+                          rows, &err);
     if (rc == 0) {
         t->id = db_col_int(*rows, 0);
         t->title = (char *)db_col_text(*rows, 1, NULL);
@@ -54,18 +54,19 @@ static int rpc_get(grpc_call *c, void *data)
     return grpc_finish(c, GRPC_OK, NULL);
 }
 
-static const db_migration schema[] = {{.version = 1, .name = "todos", .sqlite_sql = "CREATE TABLE todos (id INTEGER "
-                                       "PRIMARY KEY, title TEXT); INSERT INTO todos (title) VALUES ('write less C')"}};
+static const char schema_sql[] = "CREATE TABLE todos (id INTEGER PRIMARY KEY, title TEXT);"
+                                 "INSERT INTO todos (title) VALUES ('write less C')";
+static const db_migration schema[] = {{.version = 1, .name = "todos", .sqlite_sql = schema_sql}};
 
+/* Runs inside the runtime before the listeners open. */
 static int open_db(bazaar_service *s, void *arg)
 {
     bz_error err;
-    if (!(D = db_open("sqlite://mini.db", &(db_opts){.max_open = 4}, &err)) || db_migrate(D, NULL, schema, 1, NULL, &err))
+    if (!(D = db_open("sqlite://mini.db", &(db_opts){.max_open = 4}, &err)) ||
+        db_migrate(D, NULL, schema, 1, NULL, &err))
         return bz_log_err("cannot open the database", BZ_F_STR("error", err.msg)), -1;
     return 0;
 }
-
-static void close_db(bazaar_service *s, void *arg) { db_close(D); }
 
 int main(int argc, char **argv)
 {
@@ -73,6 +74,5 @@ int main(int argc, char **argv)
     http_mux_handle(bazaar_mux(s), "GET /todos/{id}", (http_handler){rest_get, NULL}, NULL, 0);
     grpc_server_add(bazaar_grpc(s), &(grpc_method){.path = "/todo.v1.TodoService/GetTodo", .fn = rpc_get});
     bazaar_on_start(s, open_db, NULL);
-    bazaar_on_stop(s, close_db, NULL);
     return bazaar_run(s);
 }

@@ -18,11 +18,23 @@
 static char db_url[512], cache_url[512];
 static int64_t ttl;
 static const bz_flag flags[] = {
-    {.name = "db", .type = BZ_FLAG_STRING, .def = "sqlite://todo.db", .dst = db_url, .cap = sizeof db_url,
+    {.name = "db",
+     .type = BZ_FLAG_STRING,
+     .def = "sqlite://todo.db",
+     .dst = db_url,
+     .cap = sizeof db_url,
      .help = "sqlite://PATH or postgres://user:pass@host/db"},
-    {.name = "cache", .type = BZ_FLAG_STRING, .def = "memory", .dst = cache_url, .cap = sizeof cache_url,
+    {.name = "cache",
+     .type = BZ_FLAG_STRING,
+     .def = "memory",
+     .dst = cache_url,
+     .cap = sizeof cache_url,
      .help = "memory, none or redis://host:port/N"},
-    {.name = "cache-ttl", .type = BZ_FLAG_DURATION, .def = "30s", .dst = &ttl, .min = 1,
+    {.name = "cache-ttl",
+     .type = BZ_FLAG_DURATION,
+     .def = "30s",
+     .dst = &ttl,
+     .min = 1,
      .help = "how long a todo stays cached"},
 };
 
@@ -40,8 +52,8 @@ static cache *C;
 static int load_todo(void *arg, rt_ctx *ctx, bz_buf *out, bz_error *err)
 {
     db_rows *rows;
-    int rc = db_query_row(DB(D), ctx, "SELECT id, title FROM todos WHERE id = $1", (db_arg[]){DB_INT(*(int64_t *)arg)},
-                          1, &rows, err);
+    int rc = db_query_row(DB(D), ctx, "SELECT id, title FROM todos WHERE id = $1",
+                          (db_arg[]){DB_INT(*(int64_t *)arg)}, 1, &rows, err);
     if (rc != 0)
         return rc == DB_NO_ROWS ? 0 : rc; /* absent: cached as an empty value */
     Todo__V1__Todo t = TODO__V1__TODO__INIT;
@@ -73,8 +85,8 @@ static int todo_add(rt_ctx *ctx, const char *title, int64_t *id)
 {
     db_rows *rows;
     bz_error err;
-    int rc = db_query_row(DB(D), ctx, "INSERT INTO todos (title) VALUES ($1) RETURNING id", (db_arg[]){DB_TEXT(title)},
-                          1, &rows, &err);
+    int rc = db_query_row(DB(D), ctx, "INSERT INTO todos (title) VALUES ($1) RETURNING id",
+                          (db_arg[]){DB_TEXT(title)}, 1, &rows, &err);
     if (rc == 0) {
         *id = db_col_int(rows, 0);
         db_rows_close(rows);
@@ -159,7 +171,8 @@ static int open_backends(bazaar_service *s, void *arg)
 {
     bz_error err;
     if (!(D = db_open(db_url, &(db_opts){.max_open = 8, .max_idle = 8}, &err)) ||
-        db_migrate(D, NULL, schema, 1, NULL, &err) != 0 || !(C = cache_open(cache_url, &(cache_opts){0}, &err))) {
+        db_migrate(D, NULL, schema, 1, NULL, &err) != 0 ||
+        !(C = cache_open(cache_url, &(cache_opts){0}, &err))) {
         bz_log_err("cannot open the backends", BZ_F_STR("error", err.msg));
         return -1;
     }
@@ -172,7 +185,10 @@ static void close_backends(bazaar_service *s, void *arg)
     db_close(D);
 }
 
-static bool db_ok(void *arg, rt_ctx *ctx) { return db_ping(D, ctx, NULL) == 0; }
+static bool db_ok(void *arg, rt_ctx *ctx)
+{
+    return db_ping(D, ctx, NULL) == 0;
+}
 
 int main(int argc, char **argv)
 {

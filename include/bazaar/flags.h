@@ -72,17 +72,17 @@ typedef enum bz_flag_type {
 #define BZ_FLAG_OFF 1u /* BZ_FLAG_ADDR: "off" is accepted and stored as "" */
 
 typedef struct bz_flag {
-    const char *name;  /* without "--": "http-addr" */
+    const char *name; /* without "--": "http-addr" */
     bz_flag_type type;
-    const char *def;   /* the default in the flag's notation; NULL: computed by the
-                          caller, who fills dst before parsing ("(see text)") */
-    void *dst;         /* where the value goes (the type says what it points to) */
-    size_t cap;        /* STRING, ADDR, FILE: sizeof the char array at dst */
-    int64_t min, max;  /* INT, INT64: bounds; DURATION, SIZE: min only */
+    const char *def;            /* the default in the flag's notation; NULL: computed by the
+                                   caller, who fills dst before parsing ("(see text)") */
+    void *dst;                  /* where the value goes (the type says what it points to) */
+    size_t cap;                 /* STRING, ADDR, FILE: sizeof the char array at dst */
+    int64_t min, max;           /* INT, INT64: bounds; DURATION, SIZE: min only */
     const char *const *choices; /* ENUM */
-    unsigned opts;     /* BZ_FLAG_OFF */
-    unsigned cmds;     /* bit i: command i takes this flag; 0 = every command */
-    const char *help;  /* one line, for --help and the env file */
+    unsigned opts;              /* BZ_FLAG_OFF */
+    unsigned cmds;              /* bit i: command i takes this flag; 0 = every command */
+    const char *help;           /* one line, for --help and the env file */
     /* FUNC: checks and stores v; 0, or -1 with why (no flag name: the
      * parser adds it).  Also runs after a STRING is stored, as an extra check. */
     int (*parse)(const char *v, void *dst, char *why, size_t whylen);

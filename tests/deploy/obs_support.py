@@ -23,7 +23,7 @@ def flag_table():
     names = []
     for path in (("service", "options.c"), ("app", "config.c")):
         with open(os.path.join(ROOT, *path)) as f:
-            names += re.findall(r'\{\.name = "([a-z0-9-]+)", \.type = BZ_FLAG_', f.read())
+            names += re.findall(r'\{\s*\.name = "([a-z0-9-]+)",\s*\.type = BZ_FLAG_', f.read())
     assert len(names) > 40 and len(set(names)) == len(names), names
     return names
 
