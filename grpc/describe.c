@@ -307,6 +307,8 @@ static bool is_map_entry(bz_arena *a, const ProtobufCMessageDescriptor *m, const
            e->fields[1].label != PROTOBUF_C_LABEL_REPEATED;
 }
 
+#define LABEL(l) GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_##l
+
 static bool packable(ProtobufCType t)
 {
     return t != PROTOBUF_C_TYPE_STRING && t != PROTOBUF_C_TYPE_BYTES && t != PROTOBUF_C_TYPE_MESSAGE;
@@ -332,9 +334,10 @@ static void build_message(ctx *x, node *nd, bool proto2)
         fp->has_number = true;
         fp->number = (int32_t)f->id;
         fp->has_label = true;
-        fp->label = f->label == PROTOBUF_C_LABEL_REQUIRED   ? GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_REQUIRED
-                    : f->label == PROTOBUF_C_LABEL_REPEATED ? GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_REPEATED
-                                                            : GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_OPTIONAL;
+        /* proto3's singular fields (protoc-c's LABEL_NONE) are optional in a descriptor */
+        fp->label = f->label == PROTOBUF_C_LABEL_REQUIRED   ? LABEL(REQUIRED)
+                    : f->label == PROTOBUF_C_LABEL_REPEATED ? LABEL(REPEATED)
+                                                            : LABEL(OPTIONAL);
         fp->has_type = true;
         fp->type = type_of(f->type);
         if ((f->type == PROTOBUF_C_TYPE_MESSAGE || f->type == PROTOBUF_C_TYPE_ENUM) && f->descriptor)

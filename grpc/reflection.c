@@ -500,7 +500,8 @@ static void extension_numbers_answer(const grpc__refl *X, bz_arena *a, resp_t *o
     out->all_extension_numbers_response = r;
 }
 
-static void extension_answer(const grpc__refl *X, bz_arena *a, resp_t *out, const Grpc__Reflection__V1__ExtensionRequest *er)
+static void extension_answer(const grpc__refl *X, bz_arena *a, resp_t *out,
+                             const Grpc__Reflection__V1__ExtensionRequest *er)
 {
     const char *type = er && er->containing_type ? er->containing_type : "";
     int32_t num = er ? er->extension_number : 0;

@@ -123,8 +123,8 @@ def describer(installed):
     work = build_outside(installed, os.path.join(HERE, "describe"), "describe", [
         ["protoc-c", "-I.", "-I/usr/include", "--c_out=.", "rich.proto", "other.proto", "legacy.proto",
          "google/protobuf/timestamp.proto"],
-        "cc -std=c17 -Wall -Wextra -Wno-unused-parameter -Werror -I. -o describe %s $($PKG_CONFIG --cflags --libs bazaar)"
-        % srcs,
+        "cc -std=c17 -Wall -Wextra -Wno-unused-parameter -Werror -I. -o describe %s "
+        "$($PKG_CONFIG --cflags --libs bazaar)" % srcs,
         ["protoc", "-I.", "-I/usr/include", "--include_imports", "--descriptor_set_out=protoc.pb", "rich.proto",
          "legacy.proto"],
     ])
@@ -295,7 +295,8 @@ def reflect(addr, pb, version, requests):
 
 def files_of(resp):
     assert resp.WhichOneof("message_response") == "file_descriptor_response", resp
-    return [descriptor_pb2.FileDescriptorProto.FromString(b) for b in resp.file_descriptor_response.file_descriptor_proto]
+    return [descriptor_pb2.FileDescriptorProto.FromString(b)
+            for b in resp.file_descriptor_response.file_descriptor_proto]
 
 
 def pool_of(fds):

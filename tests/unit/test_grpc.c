@@ -147,7 +147,8 @@ static const Google__Protobuf__DescriptorProto *message_named(Google__Protobuf__
     return NULL;
 }
 
-static void same_enum(const Google__Protobuf__EnumDescriptorProto *got, const Google__Protobuf__EnumDescriptorProto *want)
+static void same_enum(const Google__Protobuf__EnumDescriptorProto *got,
+                      const Google__Protobuf__EnumDescriptorProto *want)
 {
     assert_string_equal(got->name, want->name);
     assert_int_equal(got->n_value, want->n_value);
