@@ -51,41 +51,53 @@ LDLIBS   := -lsqlite3 -lhiredis -ljansson -lsodium -lnghttp2 -lprotobuf-c -lssl 
 # bazaar.proto is copied into proto/ (tests check it matches the spec);
 # google.rpc.Status/BadRequest are declared in proto/google/rpc; the rest
 # comes from Debian's protobuf and grpc-proto packages.
+#
+# Two owners: the library (libbazaar) holds the generic generated code it
+# uses — the standard services (health, reflection, grpc.testing),
+# google.rpc.Status with google.protobuf.Any, google.protobuf.descriptor —
+# and the descriptor set its reflection serves (grpc__std_descriptor_set:
+# those, and the well-known types a service's .proto may import, so a
+# service described from its protobuf-c descriptors imports them by file).
+# The marketplace (app/) holds bazaar.proto's code, the well-known types it
+# imports (a service compiles protoc-c's output for its imports: hidden in
+# libbazaar.so, the library's copies could serve nobody), its own
+# descriptor set (app_descriptor_set, given to reflection by
+# app/grpc/server.c) and the console's assets.
 PROTO_DIRS := -Iproto -I/usr/include -I/usr/share/grpc-proto
-PROTOS   := bazaar.proto google/rpc/status.proto google/protobuf/timestamp.proto google/protobuf/any.proto \
-            google/protobuf/descriptor.proto grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto \
-            grpc/reflection/v1alpha/reflection.proto grpc/testing/test.proto grpc/testing/messages.proto \
-            grpc/testing/empty.proto google/protobuf/empty.proto google/protobuf/wrappers.proto
+LIB_PROTOS := google/rpc/status.proto google/protobuf/any.proto google/protobuf/descriptor.proto \
+              grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto \
+              grpc/reflection/v1alpha/reflection.proto grpc/testing/test.proto grpc/testing/messages.proto \
+              grpc/testing/empty.proto
+APP_PROTOS := bazaar.proto google/protobuf/timestamp.proto google/protobuf/empty.proto google/protobuf/wrappers.proto
+PROTOS   := $(APP_PROTOS) $(LIB_PROTOS)
 GEN      := build/gen
-GEN_C    := $(PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/descriptors.c $(GEN)/console_assets.c
-# The services reflection describes, with every file they import.
-REFLECTED := bazaar.proto grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto \
-             grpc/reflection/v1alpha/reflection.proto grpc/testing/test.proto
+GEN_LIB_C := $(LIB_PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/grpc_std_descriptors.c
+GEN_APP_C := $(APP_PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/app_descriptors.c $(GEN)/console_assets.c
+GEN_C    := $(GEN_LIB_C) $(GEN_APP_C)
+# What each descriptor set describes, with every file it imports.
+LIB_REFLECTED := $(LIB_PROTOS) google/protobuf/timestamp.proto google/protobuf/empty.proto \
+                 google/protobuf/wrappers.proto google/protobuf/duration.proto google/protobuf/struct.proto \
+                 google/protobuf/field_mask.proto
+APP_REFLECTED := bazaar.proto
 
 # libbazaar: the layers, by directory (a new .c in a layer's directory, or a
 # new layer directory listed here, is in the library without more edits),
-# and the generated code of the protos the layers use (not the
-# marketplace's bazaar.proto nor the well-known types only it imports) with the descriptor set of the standard
-# services that reflection describes when a program brings none
-# (descriptors-lib.c).  The marketplace — app/ and its generated code — is
-# not in it: it is libmarket.a, linked with libbazaar.a into the binary,
-# the unit tests, the fuzz targets and http_testd.
+# and the library's generated code (GEN_LIB_C above: the standard
+# services, the well-known types, their descriptor set).  The marketplace
+# — app/ and its generated code (GEN_APP_C) — is not in it: it is
+# libmarket.a, linked with libbazaar.a into the binary, the unit tests,
+# the fuzz targets and http_testd.
 LIB_DIRS := base rt http grpc db cache service
 LIB_SRC  := $(wildcard $(LIB_DIRS:%=%/*.c))
 LIB_ASM  := rt/switch.S
-MARKET_PROTOS := bazaar.proto google/protobuf/timestamp.proto google/protobuf/wrappers.proto google/protobuf/empty.proto
-LIB_GEN  := $(filter-out $(MARKET_PROTOS:%.proto=$(GEN)/%.pb-c.c),$(PROTOS:%.proto=$(GEN)/%.pb-c.c)) $(GEN)/descriptors-lib.c
+LIB_GEN  := $(GEN_LIB_C)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_ASM:%.S=$(BUILD)/obj/%.o) $(LIB_GEN:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
 # The same sources position-independent, in their own object directory,
 # for libbazaar.so (the binary keeps its non-PIC objects).
 LIB_PIC  := $(LIB_SRC:%.c=$(BUILD)/pic/%.o) $(LIB_ASM:%.S=$(BUILD)/pic/%.o) $(LIB_GEN:$(GEN)/%.c=$(BUILD)/pic/gen/%.o)
 APP_SRC  := $(wildcard app/*.c app/svc/*.c app/rest/*.c app/grpc/*.c)
-APP_OBJ  := $(APP_SRC:%.c=$(BUILD)/obj/%.o) $(MARKET_PROTOS:%.proto=$(BUILD)/obj/gen/%.pb-c.o) $(BUILD)/obj/gen/console_assets.o
-# The marketplace's own descriptor set (bazaar.proto and the standard
-# services) is linked as an object, ahead of the archives, so it is the
-# grpc_descriptor_set reflection reads and libbazaar.a's default
-# (descriptors-lib.o) is never pulled in.
-MARKET   := $(BUILD)/obj/gen/descriptors.o $(BUILD)/libmarket.a $(BUILD)/libbazaar.a
+APP_OBJ  := $(APP_SRC:%.c=$(BUILD)/obj/%.o) $(GEN_APP_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
+MARKET   := $(BUILD)/libmarket.a $(BUILD)/libbazaar.a
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 UNIT_ASM := $(wildcard tests/unit/*.S)
@@ -100,21 +112,21 @@ deps-test:
 deps-bench:
 	@scripts/deps.sh bench
 
-$(GEN)/.stamp: $(addprefix proto/,bazaar.proto google/rpc/status.proto)
+# The two descriptor sets go through a per-process scratch directory and
+# land whole (.ci/run runs makes side by side on one build/gen); a build
+# tree generated before the sets were split regenerates once.
+$(GEN)/.stamp: $(addprefix proto/,bazaar.proto google/rpc/status.proto) $(if $(wildcard $(GEN)/grpc_std_descriptors.c),,FORCE)
 	@scripts/deps.sh build
 	@mkdir -p $(GEN)
 	protoc-c $(PROTO_DIRS) --c_out=$(GEN) $(PROTOS)
-	protoc $(PROTO_DIRS) --include_imports --descriptor_set_out=$(GEN)/descriptors.pb $(REFLECTED)
-	scripts/embed.sh $(GEN)/descriptors.pb grpc_descriptor_set > $(GEN)/descriptors.c
+	@t=$(GEN)/.sets.$$$$; set -e; mkdir -p $$t; \
+	protoc $(PROTO_DIRS) --include_imports --descriptor_set_out=$$t/std.pb $(LIB_REFLECTED); \
+	scripts/embed.sh $$t/std.pb grpc__std_descriptor_set > $$t/std.c; mv $$t/std.c $(GEN)/grpc_std_descriptors.c; \
+	protoc $(PROTO_DIRS) --include_imports --descriptor_set_out=$$t/app.pb $(APP_REFLECTED); \
+	scripts/embed.sh $$t/app.pb app_descriptor_set > $$t/app.c; mv $$t/app.c $(GEN)/app_descriptors.c; \
+	rm -rf $$t; echo "gen $(GEN)/grpc_std_descriptors.c $(GEN)/app_descriptors.c"
 	@touch $@
 $(GEN_C): $(GEN)/.stamp
-# The library's default reflection set: the standard services reflected,
-# without the marketplace's bazaar.proto.
-$(GEN)/descriptors-lib.c: $(GEN)/.stamp scripts/embed.sh
-	@d=$(GEN)/.lib.$$$$; set -e; mkdir -p $$d; \
-	protoc $(PROTO_DIRS) --include_imports --descriptor_set_out=$$d/descriptors-lib.pb $(filter-out bazaar.proto,$(REFLECTED)); \
-	scripts/embed.sh $$d/descriptors-lib.pb grpc_descriptor_set > $$d/descriptors-lib.c; mv $$d/descriptors-lib.c $@; \
-	rm -rf $$d; echo "gen $@"
 
 # The admin console's page and its charting library (uPlot, MIT, vendored
 # in app/console with its licence), embedded so the page needs no network.

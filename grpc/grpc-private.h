@@ -18,10 +18,23 @@ typedef enum grpc_mode {
     GRPC_MODE_WEB_TEXT,  /* application/grpc-web-text[+proto]: base64 both ways */
 } grpc_mode;
 
+/* A service added with grpc_server_add_service, for reflection. */
+typedef struct grpc__service {
+    const ProtobufCServiceDescriptor *d;
+    bool *client_streaming, *server_streaming; /* per method, in d's order */
+} grpc__service;
+
+typedef struct grpc__refl grpc__refl;
+
 struct grpc_server {
     grpc_opts o;
     grpc_method *methods;
     int n, cap;
+    grpc__service *svcs;
+    int nsvcs;
+    void **owned;            /* what registrations allocated (paths, bindings), freed with g */
+    int nowned;
+    grpc__refl *refl;        /* reflection's sets and index (reflection.c), or NULL */
     struct {
         grpc_interceptor fn;
         void *data;
@@ -80,6 +93,28 @@ ProtobufCAllocator grpc__arena_allocator(bz_arena *a);
 /* metrics.c: the calls' recorder and the access-log words (grpc/observe.c) */
 extern struct http_obs grpc__obs;
 extern const struct http_obs_kind grpc__obs_kind;
+
+/* server.c: memory that lives as long as g (aborts when out of memory). */
+void *grpc__own(grpc_server *g, size_t n);
+
+/* reflection.c */
+void grpc__refl_free(grpc__refl *r);
+/* Whether the index was built (a service added later is not described). */
+bool grpc__refl_built(const grpc__refl *r);
+
+/* describe.c: what the description asks of reflection's index. */
+typedef struct grpc__describe_env {
+    /* The file that declares a message or enum type (full name, no
+     * leading dot) in a descriptor set, or NULL. */
+    const char *(*known_type)(void *arg, const char *type);
+    /* Whether a descriptor set has a file of this name. */
+    bool (*file_taken)(void *arg, const char *file);
+    void *arg;
+} grpc__describe_env;
+/* Describes the services, and every type they reach that no set
+ * declares, as FileDescriptorProtos (one per package) appended to out as
+ * a serialized FileDescriptorSet: 0, or -1 (logged) if they cannot be. */
+int grpc__describe(const grpc__service *const *svcs, int n, const grpc__describe_env *env, bz_buf *out);
 
 /* call.c */
 void grpc__call_init(grpc_call *c, grpc_server *g, http_req *r, const grpc_method *m, grpc_mode mode);

@@ -11,16 +11,31 @@
 #define WATCH_POLL_NS BZ_NS_PER_S
 
 typedef struct {
-    const char *const *services;
+    const grpc_server *g;
+    const char *const *services; /* NULL: the services with a method on g */
     grpc_serving_fn serving;
     void *arg;
 } health;
+
+/* Whether g has a method at "/name/...". */
+static bool registered(const grpc_server *g, const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 0; i < g->n; i++) {
+        const char *p = g->methods[i].path;
+        if (p[0] == '/' && !strncmp(p + 1, name, n) && p[1 + n] == '/')
+            return true;
+    }
+    return false;
+}
 
 static bool known(const health *h, const char *name)
 {
     if (!*name)
         return true;
-    for (const char *const *s = h->services; s && *s; s++)
+    if (!h->services)
+        return registered(h->g, name);
+    for (const char *const *s = h->services; *s; s++)
         if (!strcmp(*s, name))
             return true;
     return false;
@@ -78,8 +93,8 @@ static int watch(grpc_call *c, void *data)
 
 void grpc_health_register(grpc_server *g, const char *const *services, grpc_serving_fn serving, void *arg)
 {
-    static health h; /* one health service per process */
-    h = (health){services, serving, arg};
-    grpc_server_add(g, &(grpc_method){"/grpc.health.v1.Health/Check", check, &h, false, false});
-    grpc_server_add(g, &(grpc_method){"/grpc.health.v1.Health/Watch", watch, &h, false, true});
+    health *h = grpc__own(g, sizeof *h);
+    *h = (health){g, services, serving, arg};
+    grpc_server_add(g, &(grpc_method){"/grpc.health.v1.Health/Check", check, h, false, false});
+    grpc_server_add(g, &(grpc_method){"/grpc.health.v1.Health/Watch", watch, h, false, true});
 }

@@ -1,15 +1,25 @@
 /*
  * grpc/reflection.c — grpc.reflection.v1 and v1alpha ServerReflection
- * (grpc.h), over the FileDescriptorSet the build embeds
- * (build/gen/descriptors.c: the served protos with all their imports).
+ * (grpc.h), per server, over:
  *
- * The set is split once, on first registration, into its files: each
- * file keeps its serialized FileDescriptorProto exactly as protoc wrote it
- * (a slice of the embedded bytes, no re-encoding), its unpacked form, its
- * dependencies, and every name it declares goes into a sorted symbol
- * table (messages and nested messages, enums, enum values, fields, oneofs,
- * services, methods, extensions).  The index is read-only afterwards, so
- * calls on any thread share it without locks.
+ *   - the FileDescriptorSets the program gave (grpc_reflection_add_descriptor_set,
+ *     copied: the marketplace gives bazaar.proto's with its imports);
+ *   - the library's own set, embedded at build time
+ *     (build/gen/grpc_std_descriptors.c: health, reflection, grpc.testing,
+ *     the well-known types, google.rpc.Status, as protoc wrote them);
+ *   - for every service added with grpc_server_add_service that none of
+ *     those declares, FileDescriptorProtos made from its protobuf-c
+ *     descriptors (grpc/describe.c), importing the set files of the types
+ *     the sets declare.
+ *
+ * The index is built on the first reflection request (under the server's
+ * mutex; registrations come before serving), in that order, a file name
+ * given twice kept from the first.  Each file keeps its serialized
+ * FileDescriptorProto exactly as it came (a slice of the set's bytes, no
+ * re-encoding), its dependencies, and every name it declares goes into a
+ * sorted symbol table (messages and nested messages, enums, enum values,
+ * fields, oneofs, services, methods, extensions).  The index is read-only
+ * afterwards, so calls on any thread share it without locks.
  *
  * ServerReflectionInfo is a bidirectional stream: each request message is
  * answered, in order, by one response that echoes the request
@@ -45,7 +55,7 @@
  * registration checks the two generated descriptors agree before serving
  * v1alpha that way.
  *
- * Memory: the index lives as long as the process; a call's request and
+ * Memory: the index lives as long as the server; a call's request and
  * response messages live in a scratch arena reset after each answer, so a
  * long stream does not grow it.
  */
@@ -58,11 +68,13 @@
 #include "grpc/reflection/v1alpha/reflection.pb-c.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-extern const unsigned char grpc_descriptor_set[];
-extern const size_t grpc_descriptor_set_len;
+/* The standard services' set, embedded at build time (build/gen/grpc_std_descriptors.c). */
+extern const unsigned char grpc__std_descriptor_set[];
+extern const size_t grpc__std_descriptor_set_len;
 
 typedef Grpc__Reflection__V1__ServerReflectionRequest req_t;
 typedef Grpc__Reflection__V1__ServerReflectionResponse resp_t;
@@ -89,20 +101,28 @@ typedef struct ext {
 
 typedef struct file {
     const char *name;
-    const uint8_t *bytes; /* the serialized FileDescriptorProto (inside grpc_descriptor_set) */
+    const uint8_t *bytes; /* the serialized FileDescriptorProto (inside one of the sets) */
     size_t len;
-    int *deps, ndeps;
+    const char **depnames; /* as the file names them */
+    int *deps, ndeps;      /* those found, as indexes into files */
 } file;
 
-static struct {
+/* A server's reflection: the sets it was given, and the index built from
+ * them (and from its services) on the first request. */
+struct grpc__refl {
+    pthread_mutex_t mu;
+    atomic_bool built;
+    bz_buf *sets; /* copies of the caller's sets, in the order given */
+    int nsets;
+    bz_buf synth; /* the set described from protobuf-c's descriptors */
     bz_arena arena; /* names, unpacked descriptors, dependency lists */
     file *files;
-    int nfiles;
+    int nfiles, capfiles;
     sym *syms;
     int nsyms, capsyms;
     ext *exts;
     int nexts, capexts;
-} X;
+};
 
 static void *grow(void *p, int *cap, int n, size_t size)
 {
@@ -115,70 +135,70 @@ static void *grow(void *p, int *cap, int n, size_t size)
     return p;
 }
 
-static const char *join(const char *scope, const char *name)
+static const char *join(grpc__refl *X, const char *scope, const char *name)
 {
     if (!name)
         name = "";
     if (!scope || !*scope)
-        return bz_arena_strdup(&X.arena, name);
-    return bz_arena_printf(&X.arena, "%s.%s", scope, name);
+        return bz_arena_strdup(&X->arena, name);
+    return bz_arena_printf(&X->arena, "%s.%s", scope, name);
 }
 
-static void add_sym(const char *name, int f, sym_kind kind)
+static void add_sym(grpc__refl *X, const char *name, int f, sym_kind kind)
 {
-    X.syms = grow(X.syms, &X.capsyms, X.nsyms, sizeof *X.syms);
-    X.syms[X.nsyms++] = (sym){name, f, kind};
+    X->syms = grow(X->syms, &X->capsyms, X->nsyms, sizeof *X->syms);
+    X->syms[X->nsyms++] = (sym){name, f, kind};
 }
 
 static const char *undot(const char *s) { return s && *s == '.' ? s + 1 : (s ? s : ""); }
 
-static void add_ext(const Google__Protobuf__FieldDescriptorProto *fd, const char *scope, int f)
+static void add_ext(grpc__refl *X, const Google__Protobuf__FieldDescriptorProto *fd, const char *scope, int f)
 {
-    add_sym(join(scope, fd->name), f, SYM_EXTENSION);
-    X.exts = grow(X.exts, &X.capexts, X.nexts, sizeof *X.exts);
-    X.exts[X.nexts++] = (ext){bz_arena_strdup(&X.arena, undot(fd->extendee)), fd->number, f};
+    add_sym(X, join(X, scope, fd->name), f, SYM_EXTENSION);
+    X->exts = grow(X->exts, &X->capexts, X->nexts, sizeof *X->exts);
+    X->exts[X->nexts++] = (ext){bz_arena_strdup(&X->arena, undot(fd->extendee)), fd->number, f};
 }
 
 /* Enum values are scoped like the enum itself (C++ scoping rules). */
-static void index_enum(const Google__Protobuf__EnumDescriptorProto *e, const char *scope, int f)
+static void index_enum(grpc__refl *X, const Google__Protobuf__EnumDescriptorProto *e, const char *scope, int f)
 {
-    add_sym(join(scope, e->name), f, SYM_ENUM);
+    add_sym(X, join(X, scope, e->name), f, SYM_ENUM);
     for (size_t i = 0; i < e->n_value; i++)
-        add_sym(join(scope, e->value[i]->name), f, SYM_ENUM_VALUE);
+        add_sym(X, join(X, scope, e->value[i]->name), f, SYM_ENUM_VALUE);
 }
 
-static void index_message(const Google__Protobuf__DescriptorProto *m, const char *scope, int f)
+static void index_message(grpc__refl *X, const Google__Protobuf__DescriptorProto *m, const char *scope, int f)
 {
-    const char *full = join(scope, m->name);
-    add_sym(full, f, SYM_MESSAGE);
+    const char *full = join(X, scope, m->name);
+    add_sym(X, full, f, SYM_MESSAGE);
     for (size_t i = 0; i < m->n_field; i++)
-        add_sym(join(full, m->field[i]->name), f, SYM_FIELD);
+        add_sym(X, join(X, full, m->field[i]->name), f, SYM_FIELD);
     for (size_t i = 0; i < m->n_oneof_decl; i++)
-        add_sym(join(full, m->oneof_decl[i]->name), f, SYM_ONEOF);
+        add_sym(X, join(X, full, m->oneof_decl[i]->name), f, SYM_ONEOF);
     for (size_t i = 0; i < m->n_nested_type; i++)
-        index_message(m->nested_type[i], full, f);
+        index_message(X, m->nested_type[i], full, f);
     for (size_t i = 0; i < m->n_enum_type; i++)
-        index_enum(m->enum_type[i], full, f);
+        index_enum(X, m->enum_type[i], full, f);
     for (size_t i = 0; i < m->n_extension; i++)
-        add_ext(m->extension[i], full, f);
+        add_ext(X, m->extension[i], full, f);
 }
 
-static void index_file(const Google__Protobuf__FileDescriptorProto *fd, int f)
+static void index_file(grpc__refl *X, const Google__Protobuf__FileDescriptorProto *fd, int f)
 {
     const char *pkg = fd->package ? fd->package : "";
     for (size_t i = 0; i < fd->n_message_type; i++)
-        index_message(fd->message_type[i], pkg, f);
+        index_message(X, fd->message_type[i], pkg, f);
     for (size_t i = 0; i < fd->n_enum_type; i++)
-        index_enum(fd->enum_type[i], pkg, f);
+        index_enum(X, fd->enum_type[i], pkg, f);
     for (size_t i = 0; i < fd->n_service; i++) {
         const Google__Protobuf__ServiceDescriptorProto *s = fd->service[i];
-        const char *full = join(pkg, s->name);
-        add_sym(full, f, SYM_SERVICE);
+        const char *full = join(X, pkg, s->name);
+        add_sym(X, full, f, SYM_SERVICE);
         for (size_t j = 0; j < s->n_method; j++)
-            add_sym(join(full, s->method[j]->name), f, SYM_METHOD);
+            add_sym(X, join(X, full, s->method[j]->name), f, SYM_METHOD);
     }
     for (size_t i = 0; i < fd->n_extension; i++)
-        add_ext(fd->extension[i], pkg, f);
+        add_ext(X, fd->extension[i], pkg, f);
 }
 
 static int sym_cmp(const void *a, const void *b)
@@ -202,12 +222,12 @@ static int varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
     return -1;
 }
 
-/* Splits the FileDescriptorSet (field 1: repeated FileDescriptorProto
- * file) into its files, keeping each one's bytes as a slice. */
-static int split_set(const uint8_t *p, size_t n)
+/* Calls fn on each FileDescriptorProto of a FileDescriptorSet (field 1:
+ * repeated FileDescriptorProto file), as a slice of its bytes: 0, or -1
+ * if the bytes are not a protobuf message. */
+static int each_file(const uint8_t *p, size_t n, void (*fn)(void *arg, const uint8_t *p, size_t n), void *arg)
 {
     const uint8_t *end = p + n;
-    int cap = 0;
     while (p < end) {
         uint64_t key, len;
         if (varint(&p, end, &key) != 0)
@@ -232,74 +252,134 @@ static int split_set(const uint8_t *p, size_t n)
         }
         if (len > (uint64_t)(end - p))
             return -1;
-        if (key == (1 << 3 | 2)) {
-            X.files = grow(X.files, &cap, X.nfiles, sizeof *X.files);
-            X.files[X.nfiles++] = (file){.bytes = p, .len = (size_t)len};
-        }
+        if (key == (1 << 3 | 2) && fn)
+            fn(arg, p, (size_t)len);
         p += len;
     }
     return 0;
 }
 
-static int find_file(const char *name)
+static int find_file(const grpc__refl *X, const char *name)
 {
-    for (int i = 0; i < X.nfiles; i++)
-        if (!strcmp(X.files[i].name, name))
+    for (int i = 0; i < X->nfiles; i++)
+        if (!strcmp(X->files[i].name, name))
             return i;
     return -1;
 }
 
-static void build_index(void)
+/* Adds one file of a set (unpacked, its symbols indexed, its dependencies
+ * resolved later); a file whose name is taken is skipped: the first wins. */
+static void add_file(void *arg, const uint8_t *p, size_t n)
 {
-    bz_arena_init(&X.arena, 64 << 10);
-    if (split_set(grpc_descriptor_set, grpc_descriptor_set_len) != 0) {
-        bz_log_err("grpc reflection: the embedded descriptor set is malformed");
-        X.nfiles = 0;
+    grpc__refl *X = arg;
+    ProtobufCAllocator al = grpc__arena_allocator(&X->arena);
+    Google__Protobuf__FileDescriptorProto *fd = google__protobuf__file_descriptor_proto__unpack(&al, n, p);
+    if (!fd || !fd->name) {
+        bz_log_err("grpc reflection: a file of a descriptor set is malformed; skipped");
         return;
     }
-    ProtobufCAllocator al = grpc__arena_allocator(&X.arena);
-    Google__Protobuf__FileDescriptorProto **fds = calloc((size_t)X.nfiles + 1, sizeof *fds);
-    if (!fds)
-        abort();
-    for (int i = 0; i < X.nfiles; i++) {
-        fds[i] = google__protobuf__file_descriptor_proto__unpack(&al, X.files[i].len, X.files[i].bytes);
-        if (!fds[i] || !fds[i]->name) {
-            bz_log_err("grpc reflection: a file of the embedded descriptor set is malformed", BZ_F_INT("index", i));
-            X.nfiles = 0;
-            free(fds);
-            return;
-        }
-        X.files[i].name = fds[i]->name;
-    }
-    for (int i = 0; i < X.nfiles; i++) {
-        file *f = &X.files[i];
-        f->deps = bz_arena_calloc(&X.arena, fds[i]->n_dependency + 1, sizeof *f->deps);
-        for (size_t j = 0; j < fds[i]->n_dependency; j++) {
-            int d = find_file(fds[i]->dependency[j]);
+    if (find_file(X, fd->name) >= 0)
+        return;
+    X->files = grow(X->files, &X->capfiles, X->nfiles, sizeof *X->files);
+    int f = X->nfiles++;
+    X->files[f] = (file){.name = fd->name, .bytes = p, .len = n, .ndeps = (int)fd->n_dependency};
+    X->files[f].depnames = bz_arena_calloc(&X->arena, fd->n_dependency + 1, sizeof(char *));
+    for (size_t j = 0; j < fd->n_dependency; j++)
+        X->files[f].depnames[j] = fd->dependency[j];
+    index_file(X, fd, f);
+}
+
+/* Resolves the dependencies of files [from, X->nfiles) by name. */
+static void resolve_deps(grpc__refl *X, int from)
+{
+    for (int i = from; i < X->nfiles; i++) {
+        file *f = &X->files[i];
+        int n = f->ndeps;
+        f->deps = bz_arena_calloc(&X->arena, (size_t)n + 1, sizeof *f->deps);
+        f->ndeps = 0;
+        for (int j = 0; j < n; j++) {
+            int d = find_file(X, f->depnames[j]);
             if (d >= 0)
                 f->deps[f->ndeps++] = d;
             else
-                bz_log_err("grpc reflection: a dependency is missing from the embedded descriptor set",
-                           BZ_F_STR("file", f->name), BZ_F_STR("dependency", fds[i]->dependency[j]));
+                bz_log_err("grpc reflection: a dependency is missing from the descriptor sets",
+                           BZ_F_STR("file", f->name), BZ_F_STR("dependency", f->depnames[j]));
         }
-        index_file(fds[i], i);
     }
-    free(fds);
-    if (X.nsyms)
-        qsort(X.syms, (size_t)X.nsyms, sizeof *X.syms, sym_cmp);
 }
 
-static const sym *find_sym(const char *name)
+static const sym *find_sym(const grpc__refl *X, const char *name)
 {
-    int lo = 0, hi = X.nsyms;
+    int lo = 0, hi = X->nsyms;
     while (lo < hi) { /* the first entry >= name */
         int mid = lo + (hi - lo) / 2;
-        if (strcmp(X.syms[mid].name, name) < 0)
+        if (strcmp(X->syms[mid].name, name) < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return lo < X.nsyms && !strcmp(X.syms[lo].name, name) ? &X.syms[lo] : NULL;
+    return lo < X->nsyms && !strcmp(X->syms[lo].name, name) ? &X->syms[lo] : NULL;
+}
+
+/* The file declaring a message or enum type (full name, no leading dot),
+ * for the descriptions made from protobuf-c's descriptors. */
+static const char *known_type(void *arg, const char *name)
+{
+    const grpc__refl *X = arg;
+    const sym *s = find_sym(X, name);
+    return s && (s->kind == SYM_MESSAGE || s->kind == SYM_ENUM) ? X->files[s->file].name : NULL;
+}
+
+static bool file_taken(void *arg, const char *name) { return find_file(arg, name) >= 0; }
+
+static void sort_syms(grpc__refl *X)
+{
+    if (X->nsyms)
+        qsort(X->syms, (size_t)X->nsyms, sizeof *X->syms, sym_cmp);
+}
+
+/* The index: the caller's sets first (their files win a name twice
+ * given), then the standard set, then the services that none of them
+ * declares, described from their descriptors. */
+static void build(const grpc_server *g)
+{
+    grpc__refl *X = g->refl;
+    bz_arena_init(&X->arena, 64 << 10);
+    for (int i = 0; i < X->nsets; i++)
+        each_file((const uint8_t *)X->sets[i].data, X->sets[i].len, add_file, X);
+    if (each_file(grpc__std_descriptor_set, grpc__std_descriptor_set_len, add_file, X) != 0)
+        bz_log_err("grpc reflection: the standard descriptor set is malformed");
+    resolve_deps(X, 0);
+    sort_syms(X);
+    const grpc__service **todo = calloc((size_t)g->nsvcs + 1, sizeof *todo);
+    if (!todo)
+        abort();
+    int n = 0;
+    for (int i = 0; i < g->nsvcs; i++) {
+        const sym *s = find_sym(X, g->svcs[i].d->name);
+        if (!s || s->kind != SYM_SERVICE)
+            todo[n++] = &g->svcs[i];
+    }
+    if (n && grpc__describe(todo, n, &(grpc__describe_env){known_type, file_taken, X}, &X->synth) == 0) {
+        int from = X->nfiles;
+        each_file((const uint8_t *)X->synth.data, X->synth.len, add_file, X);
+        resolve_deps(X, from);
+        sort_syms(X);
+    }
+    free(todo);
+}
+
+static void ensure_built(const grpc_server *g)
+{
+    grpc__refl *X = g->refl;
+    if (atomic_load_explicit(&X->built, memory_order_acquire))
+        return;
+    pthread_mutex_lock(&X->mu);
+    if (!atomic_load_explicit(&X->built, memory_order_relaxed)) {
+        build(g);
+        atomic_store_explicit(&X->built, true, memory_order_release);
+    }
+    pthread_mutex_unlock(&X->mu);
 }
 
 /* ---- answers ------------------------------------------------------------------------------ */
@@ -332,16 +412,16 @@ static void error_answer(bz_arena *a, resp_t *out, grpc_code code, const char *m
 }
 
 /* The file and its transitive dependencies, breadth-first, each once. */
-static void files_answer(bz_arena *a, resp_t *out, int f)
+static void files_answer(const grpc__refl *X, bz_arena *a, resp_t *out, int f)
 {
-    bool *seen = bz_arena_calloc(a, (size_t)X.nfiles, sizeof *seen);
-    int *queue = bz_arena_alloc(a, (size_t)X.nfiles * sizeof *queue);
-    ProtobufCBinaryData *bin = bz_arena_alloc(a, (size_t)X.nfiles * sizeof *bin);
+    bool *seen = bz_arena_calloc(a, (size_t)X->nfiles, sizeof *seen);
+    int *queue = bz_arena_alloc(a, (size_t)X->nfiles * sizeof *queue);
+    ProtobufCBinaryData *bin = bz_arena_alloc(a, (size_t)X->nfiles * sizeof *bin);
     int head = 0, tail = 0;
     seen[f] = true;
     queue[tail++] = f;
     while (head < tail) {
-        const file *cur = &X.files[queue[head]];
+        const file *cur = &X->files[queue[head]];
         bin[head].data = (uint8_t *)cur->bytes;
         bin[head].len = cur->len;
         head++;
@@ -398,18 +478,18 @@ static void list_answer(bz_arena *a, resp_t *out, const grpc_server *g)
     out->list_services_response = r;
 }
 
-static void extension_numbers_answer(bz_arena *a, resp_t *out, const char *type)
+static void extension_numbers_answer(const grpc__refl *X, bz_arena *a, resp_t *out, const char *type)
 {
-    const sym *s = find_sym(undot(type));
+    const sym *s = find_sym(X, undot(type));
     if (!s || s->kind != SYM_MESSAGE) {
         error_answer(a, out, GRPC_NOT_FOUND, bz_arena_printf(a, "message type %s not found", quote(a, type)));
         return;
     }
-    int32_t *nums = bz_arena_alloc(a, (size_t)(X.nexts ? X.nexts : 1) * sizeof *nums);
+    int32_t *nums = bz_arena_alloc(a, (size_t)(X->nexts ? X->nexts : 1) * sizeof *nums);
     size_t n = 0;
-    for (int i = 0; i < X.nexts; i++)
-        if (!strcmp(X.exts[i].extendee, s->name))
-            nums[n++] = X.exts[i].number;
+    for (int i = 0; i < X->nexts; i++)
+        if (!strcmp(X->exts[i].extendee, s->name))
+            nums[n++] = X->exts[i].number;
     Grpc__Reflection__V1__ExtensionNumberResponse *r = bz_arena_alloc(a, sizeof *r);
     grpc__reflection__v1__extension_number_response__init(r);
     r->base_type_name = (char *)s->name;
@@ -420,13 +500,14 @@ static void extension_numbers_answer(bz_arena *a, resp_t *out, const char *type)
     out->all_extension_numbers_response = r;
 }
 
-static void extension_answer(bz_arena *a, resp_t *out, const Grpc__Reflection__V1__ExtensionRequest *er)
+static void extension_answer(const grpc__refl *X, bz_arena *a, resp_t *out,
+                             const Grpc__Reflection__V1__ExtensionRequest *er)
 {
     const char *type = er && er->containing_type ? er->containing_type : "";
     int32_t num = er ? er->extension_number : 0;
-    for (int i = 0; i < X.nexts; i++)
-        if (X.exts[i].number == num && !strcmp(X.exts[i].extendee, undot(type))) {
-            files_answer(a, out, X.exts[i].file);
+    for (int i = 0; i < X->nexts; i++)
+        if (X->exts[i].number == num && !strcmp(X->exts[i].extendee, undot(type))) {
+            files_answer(X, a, out, X->exts[i].file);
             return;
         }
     error_answer(a, out, GRPC_NOT_FOUND,
@@ -435,6 +516,7 @@ static void extension_answer(bz_arena *a, resp_t *out, const Grpc__Reflection__V
 
 static void answer(bz_arena *a, const grpc_server *g, req_t *in, resp_t *out)
 {
+    const grpc__refl *X = g->refl;
     out->valid_host = in->host ? in->host : (char *)"";
     out->original_request = in;
     switch (in->message_request_case) {
@@ -443,27 +525,27 @@ static void answer(bz_arena *a, const grpc_server *g, req_t *in, resp_t *out)
         return;
     case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME: {
         const char *name = in->file_by_filename ? in->file_by_filename : "";
-        int f = find_file(name);
+        int f = find_file(X, name);
         if (f < 0)
             error_answer(a, out, GRPC_NOT_FOUND, bz_arena_printf(a, "file %s not found", quote(a, name)));
         else
-            files_answer(a, out, f);
+            files_answer(X, a, out, f);
         return;
     }
     case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL: {
         const char *name = in->file_containing_symbol ? in->file_containing_symbol : "";
-        const sym *s = find_sym(undot(name));
+        const sym *s = find_sym(X, undot(name));
         if (!s)
             error_answer(a, out, GRPC_NOT_FOUND, bz_arena_printf(a, "symbol %s not found", quote(a, name)));
         else
-            files_answer(a, out, s->file);
+            files_answer(X, a, out, s->file);
         return;
     }
     case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION:
-        extension_answer(a, out, in->file_containing_extension);
+        extension_answer(X, a, out, in->file_containing_extension);
         return;
     case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE:
-        extension_numbers_answer(a, out, in->all_extension_numbers_of_type ? in->all_extension_numbers_of_type : "");
+        extension_numbers_answer(X, a, out, in->all_extension_numbers_of_type ? in->all_extension_numbers_of_type : "");
         return;
     default:
         error_answer(a, out, GRPC_INVALID_ARGUMENT, "the request sets none of the reflection requests");
@@ -538,6 +620,7 @@ static bool strings_ok(const req_t *in)
 static int info(grpc_call *c, void *data)
 {
     const grpc_server *g = data;
+    ensure_built(g);
     bz_arena scratch;
     bz_arena_init(&scratch, 16 << 10);
     int rc;
@@ -585,11 +668,71 @@ static bool same_message(const ProtobufCMessageDescriptor *x, const ProtobufCMes
     return true;
 }
 
-static pthread_once_t index_once = PTHREAD_ONCE_INIT;
+static grpc__refl *refl_of(grpc_server *g)
+{
+    if (!g->refl) {
+        g->refl = calloc(1, sizeof *g->refl);
+        if (!g->refl)
+            abort();
+        pthread_mutex_init(&g->refl->mu, NULL);
+    }
+    return g->refl;
+}
+
+void grpc__refl_free(grpc__refl *X)
+{
+    if (!X)
+        return;
+    for (int i = 0; i < X->nsets; i++)
+        bz_buf_free(&X->sets[i]);
+    free(X->sets);
+    bz_buf_free(&X->synth);
+    if (atomic_load(&X->built))
+        bz_arena_free(&X->arena);
+    free(X->files);
+    free(X->syms);
+    free(X->exts);
+    pthread_mutex_destroy(&X->mu);
+    free(X);
+}
+
+/* Counts the files of a set that are not FileDescriptorProtos with a name. */
+bool grpc__refl_built(const grpc__refl *X) { return X && atomic_load(&X->built); }
+
+static void count_bad(void *arg, const uint8_t *p, size_t n)
+{
+    Google__Protobuf__FileDescriptorProto *fd = google__protobuf__file_descriptor_proto__unpack(NULL, n, p);
+    if (!fd || !fd->name)
+        ++*(int *)arg;
+    if (fd)
+        google__protobuf__file_descriptor_proto__free_unpacked(fd, NULL);
+}
+
+int grpc_reflection_add_descriptor_set(grpc_server *g, const void *bytes, size_t n)
+{
+    grpc__refl *X = refl_of(g);
+    int bad = 0;
+    if (atomic_load(&X->built)) {
+        bz_log_err("grpc reflection: a descriptor set added after the first reflection request; not served");
+        return -1;
+    }
+    if (!bytes || each_file(bytes, n, count_bad, &bad) != 0 || bad) {
+        bz_log_err("grpc reflection: not a FileDescriptorSet; not served", BZ_F_INT("bytes", (int64_t)n));
+        return -1;
+    }
+    bz_buf *sets = realloc(X->sets, (size_t)(X->nsets + 1) * sizeof *sets);
+    if (!sets)
+        abort();
+    X->sets = sets;
+    X->sets[X->nsets] = BZ_BUF_INIT;
+    bz_buf_append(&X->sets[X->nsets], bytes, n);
+    X->nsets++;
+    return 0;
+}
 
 void grpc_reflection_register(grpc_server *g)
 {
-    pthread_once(&index_once, build_index);
+    refl_of(g);
     grpc_server_add(g, &(grpc_method){PATH_V1, info, g, true, true});
     if (same_message(&grpc__reflection__v1__server_reflection_request__descriptor,
                      &grpc__reflection__v1alpha__server_reflection_request__descriptor, 0) &&

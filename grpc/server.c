@@ -26,8 +26,24 @@ void grpc_server_free(grpc_server *g)
 {
     if (!g)
         return;
+    grpc__refl_free(g->refl);
+    for (int i = 0; i < g->nowned; i++)
+        free(g->owned[i]);
+    free(g->owned);
+    free(g->svcs);
     free(g->methods);
     free(g);
+}
+
+void *grpc__own(grpc_server *g, size_t n)
+{
+    void **o = realloc(g->owned, (size_t)(g->nowned + 1) * sizeof *o);
+    void *p = calloc(1, n ? n : 1);
+    if (!o || !p)
+        abort();
+    g->owned = o;
+    g->owned[g->nowned++] = p;
+    return p;
 }
 
 int grpc_server_add(grpc_server *g, const grpc_method *m)
@@ -42,6 +58,119 @@ int grpc_server_add(grpc_server *g, const grpc_method *m)
             abort();
     }
     g->methods[g->n++] = *m;
+    return 0;
+}
+
+/* ---- services from protoc-c ---- */
+
+static const grpc_method *lookup(const grpc_server *g, bz_str path)
+{
+    for (int i = 0; i < g->n; i++)
+        if (bz_str_eq_c(path, g->methods[i].path))
+            return &g->methods[i];
+    return NULL;
+}
+
+/* What a typed unary method's trampoline needs. */
+typedef struct unary_binding {
+    grpc_unary_fn fn;
+    const ProtobufCMethodDescriptor *md;
+    void *data;
+} unary_binding;
+
+/* The one request message, the handler, the response: what a hand-written
+ * unary handler does, once.  The response starts zeroed in the arena and
+ * initialised by its descriptor (defaults set). */
+static int unary(grpc_call *c, void *data)
+{
+    const unary_binding *b = data;
+    ProtobufCMessage *in;
+    int rc = grpc_recv(c, b->md->input, &in);
+    if (rc < 0)
+        return 0; /* the status is set */
+    if (rc == 1)
+        return grpc_finish(c, GRPC_INTERNAL, "a unary call needs its request message");
+    ProtobufCMessage *out = bz_arena_alloc(grpc_arena(c), b->md->output->sizeof_message);
+    protobuf_c_message_init(b->md->output, out);
+    rc = b->fn(c, in, out, b->data);
+    if (rc < 0 || grpc_finished(c))
+        return rc;
+    if (grpc_send(c, out) != 0)
+        return 0; /* the deadline passed or the client went away: the call's end says which */
+    return grpc_finish(c, GRPC_OK, NULL);
+}
+
+static int method_index(const ProtobufCServiceDescriptor *d, const char *name)
+{
+    for (unsigned i = 0; i < d->n_methods; i++)
+        if (!strcmp(d->methods[i].name, name))
+            return (int)i;
+    return -1;
+}
+
+int grpc_server_add_service(grpc_server *g, const ProtobufCServiceDescriptor *d, const grpc_handler *h, void *data)
+{
+    if (!d || d->magic != PROTOBUF_C__SERVICE_DESCRIPTOR_MAGIC || !h) {
+        bz_log_err("grpc_server_add_service: not a protobuf-c service descriptor");
+        return -1;
+    }
+    /* Everything is checked before anything is registered. */
+    bool *seen = calloc(d->n_methods + 1, sizeof *seen);
+    if (!seen)
+        abort();
+    const char *why = NULL;
+    int n = 0, bad = -1;
+    for (; h[n].method && !why; n++) {
+        int i = method_index(d, h[n].method);
+        bad = n;
+        if (i < 0)
+            why = "the service has no such method";
+        else if (seen[i])
+            why = "the method is given twice";
+        else if (!h[n].unary == !h[n].fn)
+            why = "set exactly one of unary and fn";
+        else if (h[n].unary && (h[n].client_streaming || h[n].server_streaming))
+            why = "a streaming method needs fn";
+        else {
+            char path[512];
+            snprintf(path, sizeof path, "/%s/%s", d->name, h[n].method);
+            if (lookup(g, bz_str_c(path)))
+                why = "the path is already registered";
+            seen[i] = true;
+        }
+    }
+    free(seen);
+    if (why) {
+        bz_log_err("grpc_server_add_service: refused", BZ_F_STR("service", d->name),
+                   BZ_F_STR("method", h[bad].method), BZ_F_STR("reason", why));
+        return -1;
+    }
+    size_t nb = (d->n_methods + 1) * sizeof(bool);
+    grpc__service s = {d, grpc__own(g, nb), grpc__own(g, nb)};
+    for (int k = 0; k < n; k++) {
+        int i = method_index(d, h[k].method);
+        size_t len = strlen(d->name) + strlen(h[k].method) + 3;
+        char *path = grpc__own(g, len);
+        snprintf(path, len, "/%s/%s", d->name, h[k].method);
+        grpc_method m = {path, h[k].fn, data, h[k].client_streaming, h[k].server_streaming};
+        if (h[k].unary) {
+            unary_binding *b = grpc__own(g, sizeof *b);
+            *b = (unary_binding){h[k].unary, &d->methods[i], data};
+            m.fn = unary;
+            m.data = b;
+        }
+        grpc_server_add(g, &m);
+        s.client_streaming[i] = h[k].client_streaming;
+        s.server_streaming[i] = h[k].server_streaming;
+    }
+    grpc__service *v = realloc(g->svcs, (size_t)(g->nsvcs + 1) * sizeof *v);
+    if (!v)
+        abort();
+    g->svcs = v;
+    g->svcs[g->nsvcs++] = s;
+    if (grpc__refl_built(g->refl))
+        bz_log_err("grpc_server_add_service: added after the first reflection request; reflection does not describe it",
+                   BZ_F_STR("service", d->name));
     return 0;
 }
 
@@ -60,14 +189,6 @@ int grpc_server_methods(const grpc_server *g, const grpc_method **out, int max)
     for (int i = 0; i < n; i++)
         out[i] = &g->methods[i];
     return n;
-}
-
-static const grpc_method *lookup(const grpc_server *g, bz_str path)
-{
-    for (int i = 0; i < g->n; i++)
-        if (bz_str_eq_c(path, g->methods[i].path))
-            return &g->methods[i];
-    return NULL;
 }
 
 /* The media type, without parameters. */

@@ -18,7 +18,7 @@ fail=0
 
 # ---- 2: app/ and cmd/ on the public API ----
 # The generated headers of the marketplace's own protos (Makefile
-# MARKET_PROTOS); the other generated headers are the library's.
+# APP_PROTOS); the other generated headers are the library's.
 market_pb='bazaar|google/protobuf/(timestamp|wrappers|empty)'
 # Private includes allowed in app/ and cmd/ (FILE:HEADER); an entry that
 # no longer matches an include is an error, so the list only shrinks.  The

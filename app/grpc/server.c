@@ -67,6 +67,11 @@ rpc *rpc_new(svc *s, const app_config *cfg, grpc_serving_fn ready, void *ready_a
     R->g = grpc_server_new(&o);
     rpc_register(R); /* app/ops.def's gRPC rows (methods.c) */
     grpc_health_register(R->g, R->services, ready, ready_arg);
+    /* reflection serves bazaar.proto as protoc wrote it (build/gen/app_descriptors.c) */
+    extern const unsigned char app_descriptor_set[];
+    extern const size_t app_descriptor_set_len;
+    if (grpc_reflection_add_descriptor_set(R->g, app_descriptor_set, app_descriptor_set_len) != 0)
+        abort();
     grpc_reflection_register(R->g);
     grpc_testing_register(R->g);
     grpc_server_intercept(R->g, grpc_observe, NULL); /* request id, access log, metrics, recovery */

@@ -2,17 +2,28 @@
  * grpc/grpc.h — gRPC over the HTTP layer (HTTP/2 streams, and gRPC-Web
  * over HTTP/1.1 or HTTP/2), with protobuf-c messages.
  *
- *     static int get_user(grpc_call *c, void *data) {
- *         Bazaar__V1__GetUserRequest *in;
- *         if (grpc_recv(c, &bazaar__v1__get_user_request__descriptor, (ProtobufCMessage **)&in) != 0)
- *             return 0;                       // status already set
- *         ... bazaar__v1__user__init(&u) ...
- *         grpc_send(c, &u.base);
- *         return grpc_finish(c, GRPC_OK, NULL);
+ *     // a unary method of a protoc-c service, typed
+ *     static int say_hello(grpc_call *c, const ProtobufCMessage *in, ProtobufCMessage *out, void *data) {
+ *         const Helloworld__HelloRequest *req = (const void *)in;
+ *         Helloworld__HelloReply *rep = (void *)out;
+ *         rep->message = bz_arena_printf(grpc_arena(c), "Hello, %s", req->name);
+ *         return 0;                           // sends rep with OK
  *     }
  *     grpc_server *g = grpc_server_new(&opts);
- *     grpc_server_add(g, &(grpc_method){"/bazaar.v1.UserService/GetUser", get_user, NULL, ...});
+ *     grpc_server_add_service(g, &helloworld__greeter__descriptor,
+ *                             (const grpc_handler[]){{"SayHello", .unary = say_hello}, {0}}, NULL);
+ *     grpc_reflection_register(g);
  *     http_mux_handle(mux, "POST /", grpc_http_handler(g), err, sizeof err);
+ *
+ *     // any method, by path, reading and writing the stream itself
+ *     static int list(grpc_call *c, void *data) {
+ *         Pkg__ListRequest *in;
+ *         if (grpc_recv(c, &pkg__list_request__descriptor, (ProtobufCMessage **)&in) != 0)
+ *             return 0;                       // status already set
+ *         for (...) grpc_send(c, &item.base);
+ *         return grpc_finish(c, GRPC_OK, NULL);
+ *     }
+ *     grpc_server_add(g, &(grpc_method){"/pkg.Things/List", list, NULL, .server_streaming = true});
  *
  * A call runs on the stream's coroutine, like any HTTP handler: it reads
  * request messages as they arrive (grpc_recv parks), writes response
@@ -76,7 +87,7 @@ typedef struct grpc_server grpc_server;
 typedef int (*grpc_fn)(grpc_call *c, void *data);
 
 typedef struct grpc_method {
-    const char *path;          /* "/bazaar.v1.UserService/GetUser" */
+    const char *path;          /* "/package.Service/Method" */
     grpc_fn fn;
     void *data;
     bool client_streaming;     /* for metrics and docs; the handler decides how much it reads */
@@ -100,6 +111,51 @@ grpc_server *grpc_server_new(const grpc_opts *o);
 void grpc_server_free(grpc_server *g);
 /* Registers a method (m is copied; its path must be unique).  0 or -1. */
 int grpc_server_add(grpc_server *g, const grpc_method *m);
+
+/* ---- a service from protoc-c ------------------------------------------------------------ */
+
+/* A typed unary handler: in is the request message (the method's input
+ * type, decoded in the call's arena), out an initialised response message
+ * of its output type (in the arena too).  Returning 0 sends out with OK,
+ * unless the handler ended the call itself (return grpc_finish(c,
+ * GRPC_NOT_FOUND, ...)): then out is not sent.  A negative errno is
+ * INTERNAL.  A call without its one request message never reaches it. */
+typedef int (*grpc_unary_fn)(grpc_call *c, const ProtobufCMessage *in, ProtobufCMessage *out, void *data);
+
+/* One method's implementation, by its name in the .proto.  Set unary for
+ * a unary method, or fn for any method (the handler reads and writes the
+ * stream itself).  The streaming flags say what the .proto says
+ * (protobuf-c's descriptors do not carry them): the server enforces one
+ * request message on a method that is not client-streaming, and
+ * reflection tells clients how to call it. */
+typedef struct grpc_handler {
+    const char *method;        /* "SayHello" */
+    grpc_unary_fn unary;
+    grpc_fn fn;
+    bool client_streaming;
+    bool server_streaming;
+} grpc_handler;
+
+/* Registers the methods of a protoc-c service (its generated
+ * ProtobufCServiceDescriptor, e.g. &helloworld__greeter__descriptor) at
+ * "/package.Service/Method", one for each entry of h (ended by {0}, an entry
+ * whose method is NULL), each called with data:
+ *
+ *     static const grpc_handler greeter[] = {
+ *         {"SayHello", .unary = say_hello},
+ *         {"SayHellos", .fn = say_hellos, .server_streaming = true},
+ *         {0},
+ *     };
+ *     grpc_server_add_service(g, &helloworld__greeter__descriptor, greeter, NULL);
+ *
+ * A method of the service without an entry answers UNIMPLEMENTED.  The
+ * service is remembered for reflection, which describes it from the
+ * descriptors when no descriptor set given to grpc_reflection_add_descriptor_set
+ * declares it.  0, or -1 with nothing registered (and a log line) when an
+ * entry names no method of the service, names one twice, sets both or
+ * neither of unary and fn, sets unary with a streaming flag, or a path is
+ * already registered. */
+int grpc_server_add_service(grpc_server *g, const ProtobufCServiceDescriptor *svc, const grpc_handler *h, void *data);
 /* Adds an interceptor (innermost last). */
 void grpc_server_intercept(grpc_server *g, grpc_interceptor fn, void *data);
 /* The registered methods, for reflection and health ("" ends the list). */
@@ -202,13 +258,26 @@ void grpc_metrics_render(bz_buf *out);
 
 /* grpc.health.v1.Health: Check and Watch.  serving(arg) tells whether the
  * server can serve now (not draining, its database answers); services
- * lists the names it reports on ("" is added), NULL-terminated. */
+ * lists the names it reports on ("" is added), NULL-terminated, or is
+ * NULL for every service with a method registered on g (looked up at each
+ * check, so services registered later count too). */
 typedef bool (*grpc_serving_fn)(void *arg, rt_ctx *ctx);
 void grpc_health_register(grpc_server *g, const char *const *services, grpc_serving_fn serving, void *arg);
 
-/* grpc.reflection.v1 and v1alpha ServerReflection over the descriptor set
- * embedded at build time (grpc/reflection.c). */
+/* grpc.reflection.v1 and v1alpha ServerReflection (grpc/reflection.c):
+ * describes the standard services (health, reflection, grpc.testing, the
+ * well-known types and google.rpc.Status, exactly as protoc wrote them),
+ * the files of every descriptor set given to grpc_reflection_add_descriptor_set, and
+ * every service registered with grpc_server_add_service that those do not
+ * declare, from its protobuf-c descriptors.  Lists every service with a
+ * registered method.  Register services and sets before serving: the
+ * index is built on the first reflection request. */
 void grpc_reflection_register(grpc_server *g);
+/* A serialized google.protobuf.FileDescriptorSet (protoc
+ * --include_imports --descriptor_set_out) whose files reflection serves
+ * byte for byte (copied).  A file named twice: the first one given wins.
+ * 0, or -1 if the bytes are not a FileDescriptorSet (nothing added). */
+int grpc_reflection_add_descriptor_set(grpc_server *g, const void *bytes, size_t n);
 /* grpc.testing.TestService from grpc's test.proto, for grpc's interop test
  * cases (grpc/testing.c). */
 void grpc_testing_register(grpc_server *g);

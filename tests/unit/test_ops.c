@@ -17,8 +17,8 @@
 #include <stdio.h>
 #include <string.h>
 
-extern const unsigned char grpc_descriptor_set[];
-extern const size_t grpc_descriptor_set_len;
+extern const unsigned char app_descriptor_set[];
+extern const size_t app_descriptor_set_len;
 
 static const app_op *by_grpc(const char *path)
 {
@@ -51,7 +51,7 @@ static void every_proto_method_has_a_row(void **state)
 {
     (void)state;
     Google__Protobuf__FileDescriptorSet *set =
-        google__protobuf__file_descriptor_set__unpack(NULL, grpc_descriptor_set_len, grpc_descriptor_set);
+        google__protobuf__file_descriptor_set__unpack(NULL, app_descriptor_set_len, app_descriptor_set);
     assert_non_null(set);
     int methods = 0;
     for (size_t f = 0; f < set->n_file; f++) {
