@@ -544,20 +544,24 @@ static void ensure_request_id(grpc_call *c)
     grpc_add_header(c, "x-request-id", id);
 }
 
+void grpc__finish_default(grpc_call *c, int rc)
+{
+    if (c->finished)
+        return;
+    if (rt_ctx_err(&c->ctx) == ETIMEDOUT)
+        grpc_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+    else if (rc < 0)
+        grpc_finish(c, GRPC_INTERNAL, "internal error");
+    else
+        grpc_finish(c, GRPC_OK, NULL);
+}
+
 /* The end: a status if the handler set none, then headers (or the
  * trailers-only form), and the trailers. */
 void grpc__call_end(grpc_call *c, int rc)
 {
     ensure_request_id(c);
-    if (!c->finished) {
-        int e = rt_ctx_err(&c->ctx);
-        if (e == ETIMEDOUT)
-            grpc_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
-        else if (rc < 0)
-            grpc_finish(c, GRPC_INTERNAL, "internal error");
-        else
-            grpc_finish(c, GRPC_OK, NULL);
-    }
+    grpc__finish_default(c, rc);
     http_req *r = c->r;
     const char *t = c->trailers.data;
     size_t tn = c->trailers.len;

@@ -117,6 +117,12 @@ typedef struct grpc__describe_env {
 int grpc__describe(const grpc__service *const *svcs, int n, const grpc__describe_env *env, bz_buf *out);
 
 /* call.c */
+/* The status of a call its handler left without one (rc: what the
+ * handler returned): DEADLINE_EXCEEDED once the call's deadline has passed,
+ * whatever the handler returned (it cannot tell a send cut by the deadline
+ * from any other failure), INTERNAL for a failure, else OK.  Used by the
+ * call's end and by grpc_observe, so the access log sees the same code. */
+void grpc__finish_default(grpc_call *c, int rc);
 void grpc__call_init(grpc_call *c, grpc_server *g, http_req *r, const grpc_method *m, grpc_mode mode);
 /* Sends what is left (headers, status) and releases the call. */
 void grpc__call_end(grpc_call *c, int rc);

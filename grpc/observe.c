@@ -1,6 +1,7 @@
 /* grpc/observe.c — the gRPC end of http/observe.c: the interceptor that
  * gives a call its request id and traceresponse, ends a handler that
- * failed without a status as INTERNAL, and leaves the access-log line, the
+ * failed without a status as the call's end would (DEADLINE_EXCEEDED past
+ * the deadline, else INTERNAL), and leaves the access-log line, the
  * count and the in-flight gauge (grpc/metrics.c's recorder). */
 #include "grpc/grpc-private.h"
 
@@ -24,8 +25,9 @@ int grpc_observe(grpc_call *c, const grpc_method *m, void *data, int (*next)(grp
     http_obs_attach(r, &grpc__obs);
     int rc = next(c, m);
     if (rc < 0 && !grpc_finished(c)) {
-        bz_log_err("grpc handler failed", BZ_F_STRN("method", method.p, method.n), BZ_F_INT("error", rc));
-        grpc_finish(c, GRPC_INTERNAL, "internal error");
+        grpc__finish_default(c, rc);
+        if (grpc_status(c) == GRPC_INTERNAL)
+            bz_log_err("grpc handler failed", BZ_F_STRN("method", method.p, method.n), BZ_F_INT("error", rc));
     }
     grpc_code code = grpc_finished(c) ? grpc_status(c) : GRPC_OK;
     if (code < 0 || code >= GRPC_CODE__COUNT)

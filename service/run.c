@@ -3,6 +3,7 @@
 #include "service/service-private.h"
 
 #include <bazaar/clock.h>
+#include <bazaar/observe.h>
 #include <bazaar/version.h>
 
 #include <stdio.h>
@@ -46,38 +47,15 @@ static void cannot_listen(const char *key, const char *addr, int e)
     bz_log_err("cannot listen", BZ_F_STR(key, addr), BZ_F_STR("error", strerror(-e)));
 }
 
-/* The health service names every service the server holds ("" is the
- * server as a whole): the first path segment of each method. */
-static const char **service_names(grpc_server *g)
-{
-    const grpc_method *ms[256];
-    int n = grpc_server_methods(g, ms, 256);
-    const char **names = calloc((size_t)n + 2, sizeof *names);
-    if (!names)
-        abort();
-    int k = 0;
-    names[k++] = "";
-    for (int i = 0; i < n; i++) {
-        const char *p = ms[i]->path + (ms[i]->path[0] == '/');
-        const char *slash = strchr(p, '/');
-        if (!slash)
-            continue;
-        size_t len = (size_t)(slash - p);
-        bool seen = false;
-        for (int j = 1; j < k && !seen; j++)
-            seen = strlen(names[j]) == len && !memcmp(names[j], p, len);
-        if (!seen)
-            names[k++] = strndup(p, len);
-    }
-    return names;
-}
-
 static void serve(bazaar_service *s)
 {
     const bazaar_options *o = &s->o;
+    /* The access log counts every request into the standard request
+     * families (http_obs_requests) unless the service brings its own
+     * handler, which records its own (the marketplace's route metrics). */
     http_mw chain_mws[5 + BAZAAR_MAX_MWS] = {
         {http_mw_request_id, NULL},
-        {http_mw_access_log, NULL},
+        {http_mw_access_log, s->has_handler ? NULL : &http_obs_requests},
         {http_mw_recover, NULL},
         {http_mw_gzip, NULL},
     };
@@ -98,10 +76,9 @@ static void serve(bazaar_service *s)
         {http_mw_recover, NULL},
     };
     http_handler admin_chain = http_chain(http_mux_handler(s->admin_mux), admin_mws, 3);
-    const char **health = NULL;
     if (s->grpc && s->own_grpc) {
-        health = service_names(s->grpc);
-        grpc_health_register(s->grpc, health, bazaar_ready, s);
+        /* NULL: health reports every service registered on the server. */
+        grpc_health_register(s->grpc, NULL, bazaar_ready, s);
         grpc_reflection_register(s->grpc);
     }
     protocols both = {s->grpc, s->grpc ? grpc_http_handler(s->grpc) : chain, chain};
@@ -174,9 +151,6 @@ static void serve(bazaar_service *s)
     s->asrv = s->gsrv = s->srv = NULL;
     http_chain_free(admin_chain);
     http_chain_free(chain);
-    for (int i = 1; health && health[i]; i++)
-        free((char *)health[i]);
-    free(health);
 }
 
 static void run_main(void *p)

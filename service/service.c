@@ -5,6 +5,7 @@
 #include <bazaar/log.h>
 #include <bazaar/version.h>
 #include <bazaar/metrics.h>
+#include <bazaar/observe.h>
 
 #include <ctype.h>
 #include <stdio.h>
@@ -53,6 +54,7 @@ static void metrics_page(bz_buf *b, const void *arg)
     (void)arg;
     bz_metrics_process(b);
     bz_metrics_build(b);
+    http_obs_render(&http_obs_requests, b);
     grpc_metrics_render(b);
 }
 
@@ -200,6 +202,9 @@ grpc_server *bazaar_grpc(bazaar_service *s)
                         .web_origins = s->o.grpc_web_origins,
                         .unary_timeout_ns = s->o.request_timeout_ns};
         s->grpc = grpc_server_new(&go);
+        /* First, so it sees every call: one access-log line, the gRPC
+         * call families and the in-flight gauge (grpc_observe). */
+        grpc_server_intercept(s->grpc, grpc_observe, NULL);
         s->own_grpc = true;
     }
     return s->grpc;

@@ -154,6 +154,11 @@ def test_hello_answers_json_health_and_drains(tree, hello):
         assert code == 200 and json.loads(body) == {"status": "ok"}
         code, body = curl(ex.port, "/metrics")
         assert code == 200 and "process_resident_memory_bytes" in body
+        # every request is counted by route pattern, method and status (the
+        # lifecycle's access log records into the standard request families)
+        counted = [l for l in body.splitlines() if l.startswith("bazaar_http_requests_total{")
+                   and 'route="GET /hello/{name}"' in l and 'status="200"' in l]
+        assert len(counted) == 1 and counted[0].endswith(" 2"), body
         assert curl(ex.port, "/nope")[0] == 404
     finally:
         assert ex.stop() == 0
