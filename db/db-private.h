@@ -116,7 +116,8 @@ struct db_tx {
     rt_ctx *ctx;
     bool done;
     bool writer;          /* holds d->lite_writer */
-    bool committed;       /* a DB_BATCH_COMMIT batch committed it: db_commit
+    bool sealed;          /* after a DB_BATCH_COMMIT batch: only db_commit */
+    bool committed;       /* that batch committed it (PostgreSQL): db_commit
                              only ends it */
 };
 

@@ -497,7 +497,7 @@ static int run1(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int na
     if (q.tx) {
         if (q.tx->done)
             return bz_err_set(err, BZ_ERR_INVALID, "transaction already ended"), -EINVAL;
-        if (q.tx->committed)
+        if (q.tx->sealed)
             return bz_err_set(err, BZ_ERR_INVALID, "transaction already committed (DB_BATCH_COMMIT)"), -EINVAL;
         q.tx->c->row_limit = limit;
         int64_t t0 = call_start(q.tx->d);
@@ -594,7 +594,7 @@ int db_batch(db_tx *tx, rt_ctx *ctx, db_step *st, int n, unsigned flags, bz_erro
         st[i].rows = NULL;
         st[i].affected = 0;
     }
-    if (tx->done || tx->committed)
+    if (tx->done || tx->sealed)
         return bz_err_set(err, BZ_ERR_INVALID, "transaction already ended"), -EINVAL;
     if (n < 0 || n > DB_BATCH_MAX)
         return bz_err_set(err, BZ_ERR_INVALID, "a batch holds 0 to %d statements", DB_BATCH_MAX), -EINVAL;
@@ -643,8 +643,10 @@ int db_batch(db_tx *tx, rt_ctx *ctx, db_step *st, int n, unsigned flags, bz_erro
         if (st[i].rows)
             atomic_fetch_add_explicit(&d->open_rows, 1, memory_order_relaxed);
     }
-    if (r == 0 && commit)
-        tx->committed = true;
+    if (r == 0 && (flags & DB_BATCH_COMMIT)) {
+        tx->sealed = true;        /* only db_commit may follow */
+        tx->committed = commit;   /* PostgreSQL: already done */
+    }
     return r;
 }
 
