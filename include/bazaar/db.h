@@ -258,7 +258,8 @@ void db_tx_cleanup(db_tx **tx);
  *   in between.  SQLite commits in db_commit as usual.
  * - Results: rows (want_rows) are every row, read before db_batch returns
  *   (close them, or db_rows_adopt); affected counts the rows changed.
- *   Only the steps that ran (rc 0) have them.
+ *   Rows are handed out only when db_batch returns 0: on an error, those
+ *   of the steps that ran are closed already (rows NULL everywhere).
  * - At most DB_BATCH_MAX statements; statement statistics (db-stats.h)
  *   count each statement, with the batch's time shared among them. */
 #define DB_BATCH_MAX 32
