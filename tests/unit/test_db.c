@@ -953,9 +953,12 @@ static void writer(void *p)
     db_tx_opts ser = {.isolation = DB_SERIALIZABLE};
     for (int i = 0; i < 10; i++) {
         if (i % 2) {
-            if (db_run_tx(a->d, NULL, &ser, incr_fn, NULL, &e))
+            if (db_run_tx(a->d, NULL, &ser, incr_fn, NULL, &e)) {
+                fprintf(stderr, "writer: run_tx failed: %s\n", e.msg);
                 atomic_fetch_add(&a->errors, 1);
+            }
         } else if (db_exec(DB(a->d), NULL, "UPDATE t_counter SET v = v + 1 WHERE id = 1", NULL, 0, NULL, &e)) {
+            fprintf(stderr, "writer: update failed: %s\n", e.msg);
             atomic_fetch_add(&a->errors, 1);
         }
     }
