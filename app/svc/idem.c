@@ -164,14 +164,23 @@ int svc__tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err)
         run->encode(b, run->out);
     else
         bz_buf_append_c(b, run->e->msg);
-    db_arg expired[] = {DB_INT(im->user_id), DB_TEXT(im->key), DB_TIME(idem_cutoff_us(run->s))};
+    int64_t cutoff = idem_cutoff_us(run->s);
+    db_arg expired[] = {DB_INT(im->user_id), DB_TEXT(im->key), DB_TIME(cutoff)};
     db_arg args[] = {DB_INT(im->user_id),
                      DB_TEXT(im->key),
                      DB_TEXTN(im->fp, 64),
                      DB_TEXT(ok ? "ok" : svc_kind_name(run->e->kind)),
                      DB_TEXT(ok ? "" : run->e->code),
                      DB_TEXTN(b->data ? b->data : "", b->len),
-                     DB_TIME(bz_wall_us())};
+                     DB_TIME(bz_wall_us()),
+                     DB_TIME(cutoff)};
+    if (db_q_dialect(TX(tx)) == DB_SQLITE) { /* no round trip to save: one upsert (sql.c) */
+        int64_t aff = 0;
+        int rc = sql_exec(TX(tx), ctx, &SQL_IDEM_UPSERT, args, 8, &aff, err);
+        if (rc == 0 && aff == 0) /* a live record has this key */
+            return bz_err_set(err, BZ_ERR_UNIQUE, "idempotency key already recorded"), -1;
+        return rc;
+    }
     /* With the COMMIT (PostgreSQL: one round trip for the three); a live
      * record under the key fails the INSERT (unique violation), and with
      * it the transaction, before the COMMIT runs (sql.c). */

@@ -219,8 +219,8 @@ const svc_sql SQL_LB_EPOCH_BUMP = {"leaderboard rebuild: next epoch",
 
 /* ---- idempotency ---- */
 
-/* The record goes in as two statements sent together with the COMMIT
- * (svc__tx_record): a record older than the retention ($3 = now -
+/* On PostgreSQL the record goes in as two statements sent together with
+ * the COMMIT (svc__tx_record): a record older than the retention ($3 = now -
  * retention) that the purge has not reached yet is deleted — the key is new
  * again — and the INSERT after it fails with a unique violation when a live
  * record holds the key.  That failure is the server's own, so it stops the
@@ -232,6 +232,15 @@ const svc_sql SQL_IDEM_EXPIRED = {"idempotency record expired under its key",
 const svc_sql SQL_IDEM_INSERT = {"idempotency record",
     "INSERT INTO idempotency_records (user_id, key, fingerprint, outcome, code, result, created_at) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7)"};
+/* SQLite has no round trip to save: there the record stays one statement,
+ * an upsert that replaces an expired record ($8 = now - retention) and
+ * leaves a live one alone (no row affected: idem.c makes that the unique
+ * violation). */
+const svc_sql SQL_IDEM_UPSERT = {"idempotency record (SQLite)",
+    "INSERT INTO idempotency_records (user_id, key, fingerprint, outcome, code, result, created_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, key) DO UPDATE SET "
+    "fingerprint = excluded.fingerprint, outcome = excluded.outcome, code = excluded.code, "
+    "result = excluded.result, created_at = excluded.created_at WHERE idempotency_records.created_at < $8"};
 /* Expired records are ignored ($3 = now - retention). */
 const svc_sql SQL_IDEM_GET = {"idempotency record by key",
     "SELECT fingerprint, outcome, code, result FROM idempotency_records WHERE user_id = $1 AND key = $2 "
@@ -264,6 +273,6 @@ const svc_sql *const svc_sql_all[] = {
     &SQL_ORDER_SELLER_CREDITS, &SQL_ACCOUNT_CREDIT_UPSERT, &SQL_ORDER_SET_STATUS, &SQL_JOB_INSERT,
     &SQL_ORDER_LINES, &SQL_ITEM_RESTOCK, &SQL_JOB_DUE, &SQL_ORDER_SHIP, &SQL_JOB_DELETE, &SQL_SPENDERS,
     &SQL_LB_EPOCH, &SQL_LB_EPOCH_BUMP,
-    &SQL_IDEM_EXPIRED, &SQL_IDEM_INSERT, &SQL_IDEM_GET, &SQL_IDEM_PURGE, &SQL_WAL_PRIMARY, &SQL_WAL_REPLAY,
+    &SQL_IDEM_EXPIRED, &SQL_IDEM_INSERT, &SQL_IDEM_UPSERT, &SQL_IDEM_GET, &SQL_IDEM_PURGE, &SQL_WAL_PRIMARY, &SQL_WAL_REPLAY,
 };
 const int svc_sql_count = sizeof svc_sql_all / sizeof svc_sql_all[0];
