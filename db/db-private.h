@@ -28,6 +28,11 @@ typedef struct db_driver {
     int (*begin)(db_conn *c, rt_ctx *ctx, const db_tx_opts *o, bz_error *err);
     int (*commit)(db_conn *c, rt_ctx *ctx, bz_error *err);
     int (*rollback)(db_conn *c, rt_ctx *ctx);
+    /* Runs a db_batch: fills each step's rc (DB_SKIPPED for those after
+     * a failure) and results; commit: COMMIT goes with the statements.
+     * NULL: the pool runs the steps one by one and leaves the commit to
+     * db_commit. */
+    int (*batch)(db_conn *c, rt_ctx *ctx, db_step *steps, int n, bool commit, bz_error *err);
     /* Called (on the releasing coroutine's loop) before c goes idle; NULL
      * if the driver needs nothing. */
     void (*idle)(db_conn *c);
@@ -69,6 +74,10 @@ struct db_conn {
     PGconn *pg;
     rt_io pgio;
     rt_ctx *lite_ctx;     /* context checked by the progress handler */
+    /* PostgreSQL: db_begin's BEGIN, not sent yet: it goes out with the
+     * transaction's first statement (pg_begin) */
+    char pg_begin[64];
+    bool begin_pending;
 };
 
 struct db {
@@ -95,6 +104,7 @@ struct db {
     rt_ctx sweep_ctx;
     bool sweeping;
     atomic_int open_rows; /* rows not closed yet (reported at db_close) */
+    _Atomic int64_t round_trips; /* db_stats.round_trips */
 };
 
 /* SQLite write transactions from db_run_tx go through group commit. */
@@ -106,6 +116,9 @@ struct db_tx {
     rt_ctx *ctx;
     bool done;
     bool writer;          /* holds d->lite_writer */
+    bool sealed;          /* after a DB_BATCH_COMMIT batch: only db_commit */
+    bool committed;       /* that batch committed it (PostgreSQL): db_commit
+                             only ends it */
 };
 
 /* Row storage: cells for SQLite, or a PGresult read on demand. */

@@ -117,6 +117,10 @@ static void run_batch(db *d, db_gc_member **batch, int n)
         rt_ctx_init_deadline(&c, NULL, m->deadline);
         m->result = m->fn(tx, &c, m->arg, &m->err);
         rt_ctx_release(&c);
+        /* A member's last batch may say DB_BATCH_COMMIT (only db_commit
+         * may follow): on SQLite that commits nothing, and the group's
+         * statements and commit are still to come. */
+        tx->sealed = false;
         if (m->result != 0) {
             /* This member's work goes; the others' stays. */
             bz_error e2;

@@ -136,6 +136,7 @@ db_stats db_get_stats(db *d)
     s.idle = d->nidle;
     s.waiting = d->nwaiting;
     pthread_mutex_unlock(&d->lk);
+    s.round_trips = atomic_load_explicit(&d->round_trips, memory_order_relaxed);
     return s;
 }
 
@@ -496,6 +497,8 @@ static int run1(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int na
     if (q.tx) {
         if (q.tx->done)
             return bz_err_set(err, BZ_ERR_INVALID, "transaction already ended"), -EINVAL;
+        if (q.tx->sealed)
+            return bz_err_set(err, BZ_ERR_INVALID, "transaction already committed (DB_BATCH_COMMIT)"), -EINVAL;
         q.tx->c->row_limit = limit;
         int64_t t0 = call_start(q.tx->d);
         int r = q.tx->d->drv->run(q.tx->c, ctx, sql, args, nargs, rows, affected, err);
@@ -583,6 +586,70 @@ int db_query_row(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int n
     return 0;
 }
 
+int db_batch(db_tx *tx, rt_ctx *ctx, db_step *st, int n, unsigned flags, bz_error *err)
+{
+    bz_err_clear(err);
+    for (int i = 0; i < n; i++) {
+        st[i].rc = DB_SKIPPED;
+        st[i].rows = NULL;
+        st[i].affected = 0;
+    }
+    if (tx->done || tx->sealed)
+        return bz_err_set(err, BZ_ERR_INVALID, "transaction already ended"), -EINVAL;
+    if (n < 0 || n > DB_BATCH_MAX)
+        return bz_err_set(err, BZ_ERR_INVALID, "a batch holds 0 to %d statements", DB_BATCH_MAX), -EINVAL;
+    int e = ctx_ended(ctx, err);
+    if (e)
+        return e;
+    db *d = tx->d;
+    db__probe p[DB_BATCH_MAX];
+    for (int i = 0; i < n; i++)
+        db__probe_begin(&p[i], st[i].sql);
+    int64_t t0 = call_start(d);
+    bool commit = (flags & DB_BATCH_COMMIT) && d->drv->batch;
+    int r = 0;
+    if (d->drv->batch) {
+        r = d->drv->batch(tx->c, ctx, st, n, commit, err);
+    } else { /* SQLite: nothing to save; one after the other */
+        for (int i = 0; i < n && r == 0; i++) {
+            tx->c->row_limit = 0;
+            r = d->drv->run(tx->c, ctx, st[i].sql, st[i].args, st[i].nargs, st[i].want_rows ? &st[i].rows : NULL,
+                            &st[i].affected, err);
+            st[i].rc = r;
+        }
+        if (r) {
+            for (int i = 0; i < n; i++) {
+                if (st[i].rows) {
+                    atomic_fetch_add_explicit(&d->open_rows, 1, memory_order_relaxed);
+                    db_rows_close(st[i].rows);
+                    st[i].rows = NULL;
+                }
+            }
+        }
+    }
+    note(d, tx->c, r, err, t0);
+    /* statistics: each statement counted, the batch's time shared */
+    int ran = 0;
+    for (int i = 0; i < n; i++)
+        ran += st[i].rc != DB_SKIPPED;
+    for (int i = n - 1; i >= 0; i--) { /* notes restored in reverse */
+        if (st[i].rc == DB_SKIPPED) {
+            rt_note_restore(p[i].prev);
+            continue;
+        }
+        if (ran > 1)
+            p[i].t0 += (bz_now_ns() - p[i].t0) * (ran - 1) / ran;
+        db__probe_end(&p[i], st[i].rc, st[i].rc ? -1 : st[i].rows ? db_rows_count(st[i].rows) : st[i].affected);
+        if (st[i].rows)
+            atomic_fetch_add_explicit(&d->open_rows, 1, memory_order_relaxed);
+    }
+    if (r == 0 && (flags & DB_BATCH_COMMIT)) {
+        tx->sealed = true;        /* only db_commit may follow */
+        tx->committed = commit;   /* PostgreSQL: already done */
+    }
+    return r;
+}
+
 int db_exec_script(db_q q, rt_ctx *ctx, const char *sql, bz_error *err)
 {
     bz_err_clear(err);
@@ -638,7 +705,8 @@ int db_begin(db *d, rt_ctx *ctx, const db_tx_opts *o, db_tx **out, bz_error *err
         tx->writer = true;
     }
     r = d->drv->begin(tx->c, ctx, o, err);
-    note(d, tx->c, r, err, t0);
+    if (r || !tx->c->begin_pending) /* a BEGIN not sent yet had no answer to report */
+        note(d, tx->c, r, err, t0);
     if (r) {
         if (tx->writer)
             rt_mutex_unlock(&d->lite_writer);
@@ -667,6 +735,11 @@ int db_commit(db_tx *tx, bz_error *err)
 {
     if (tx->done)
         return bz_err_set(err, BZ_ERR_INVALID, "transaction already ended"), -EINVAL;
+    if (tx->committed) { /* by its last db_batch (DB_BATCH_COMMIT) */
+        tx->c->in_tx = false;
+        tx_end(tx);
+        return 0;
+    }
     int64_t t0 = call_start(tx->d);
     int r = tx->d->drv->commit(tx->c, tx->ctx, err);
     note(tx->d, tx->c, r, err, t0);

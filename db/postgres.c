@@ -169,6 +169,13 @@ static bool send_cancel(db_conn *c)
     return ok;
 }
 
+/* One more write that the caller then waits on the server to answer
+ * (db_stats.round_trips: what the pipelines save is counted, not guessed). */
+static inline void round_trip(db_conn *c)
+{
+    atomic_fetch_add_explicit(&c->d->round_trips, 1, memory_order_relaxed);
+}
+
 /* Flushes the output buffer, parking on writability. */
 static int flush(db_conn *c, rt_ctx *ctx, bz_error *err)
 {
@@ -298,6 +305,7 @@ static int simple(db_conn *c, rt_ctx *ctx, const char *sql, PGresult **out, bz_e
         return conn_broken(c, err, -ENOTCONN);
     if (!PQsendQuery(c->pg, sql))
         return conn_broken(c, err, -ENOTCONN);
+    round_trip(c);
     if ((r = flush(c, ctx, err)))
         return r;
     PGresult *res = NULL;
@@ -480,12 +488,11 @@ static int to_params(const db_arg *args, int n, params *p)
     return 0;
 }
 
+static int pg_batch(db_conn *c, rt_ctx *ctx, db_step *st, int n, bool commit, bz_error *err);
+
 static int pg_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
                   int64_t *affected, bz_error *err)
 {
-    int r = attach(c);
-    if (r || c->pgio.hup)
-        return conn_broken(c, err, -ENOTCONN);
     size_t n;
     uint64_t h = 0;
     /* statement_cache=off: nothing is prepared by name; each statement is
@@ -494,42 +501,23 @@ static int pg_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args, 
      * statement lives on one server connection, and the next transaction
      * may get another). */
     db_stmt *s = c->d->no_stmt_cache ? NULL : db__stmt_lookup(c, sql, &n, &h);
-    if (!s && !c->d->no_stmt_cache) {
-        db_stmt old;
-        s = db__stmt_slot(c, &old);
-        if (old.sql) {
-            /* evicted: deallocate on the server (best effort) */
-            char dealloc[48];
-            snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", old.u.pgname);
-            free((void *)old.sql);
-            if ((r = simple(c, ctx, dealloc, NULL, err)) != 0) {
-                memset(s, 0, sizeof *s);
-                return r;
-            }
-        }
-        memset(s, 0, sizeof *s);
-        char name[16];
-        snprintf(name, sizeof name, "b%d", ++c->pg_seq);
-        if (!PQsendPrepare(c->pg, name, sql, nargs, NULL))
-            return conn_broken(c, err, -ENOTCONN);
-        PGresult *res = NULL;
-        if ((r = flush(c, ctx, err)) || (r = collect(c, ctx, &res, err))) {
-            PQclear(res);
+    if (c->begin_pending || (!s && !c->d->no_stmt_cache)) {
+        /* A statement this connection has not prepared yet (Parse, then
+         * Bind/Execute), or the first of a transaction (BEGIN before it):
+         * one pipeline, one round trip, as for a prepared one. */
+        db_step one = {.sql = sql, .args = args, .nargs = nargs, .want_rows = rows != NULL};
+        int r = pg_batch(c, ctx, &one, 1, false, err);
+        if (r)
             return r;
-        }
-        PQclear(res);
-        char *copy = malloc(n + 1);
-        if (!copy)
-            abort();
-        memcpy(copy, sql, n + 1);
-        s->sql = copy;
-        s->caller = sql;
-        s->sqllen = n;
-        s->hash = h;
-        memcpy(s->u.pgname, name, sizeof name);
-        s->nparams = nargs;
-        s->used = ++c->clock;
+        if (affected)
+            *affected = one.affected;
+        if (rows)
+            *rows = one.rows;
+        return 0;
     }
+    int r = attach(c);
+    if (r || c->pgio.hup)
+        return conn_broken(c, err, -ENOTCONN);
     params p;
     if ((r = to_params(args, nargs, &p)) != 0) {
         free_params(&p);
@@ -540,6 +528,7 @@ static int pg_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args, 
     free_params(&p);
     if (!sent)
         return conn_broken(c, err, -ENOTCONN);
+    round_trip(c);
     PGresult *res = NULL;
     if ((r = flush(c, ctx, err)) || (r = collect(c, ctx, &res, err))) {
         PQclear(res);
@@ -563,22 +552,285 @@ static int pg_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args, 
     return 0;
 }
 
+/* ---- pipelines (db_batch, and a transaction's first statement) ----
+ *
+ * Everything is written before anything is read: BEGIN (when the
+ * transaction has not sent it yet), for each step its Parse (the first
+ * time this connection sees the text) and its Bind/Describe/Execute, then
+ * COMMIT (commit), then one Sync; one flush, then the results in the order
+ * sent.  After an error the server skips everything up to the Sync
+ * (libpq: PGRES_PIPELINE_ABORTED), so "the first failure stops the rest"
+ * is the server's own rule, and a Parse that was skipped leaves no
+ * statement behind: its cache slot is emptied again. */
+enum { P_BEGIN, P_PREPARE, P_EXEC, P_COMMIT };
+typedef struct {
+    int8_t kind;
+    int8_t step;
+} pcmd;
+
+/* PostgreSQL text cannot hold NUL: checked before anything is sent, so a
+ * bad argument never leaves half a pipeline on the wire. */
+static bool args_ok(const db_arg *a, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (a[i].type == DB_T_TEXT && memchr(a[i].v.s.p, '\0', a[i].v.s.n))
+            return false;
+    return true;
+}
+
+static void unprepare(db_stmt *s)
+{
+    free((void *)s->sql);
+    memset(s, 0, sizeof *s);
+}
+
+static void drop_rows(db_step *st, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (st[i].rows) {
+            PQclear(st[i].rows->pg);
+            st[i].rows->pg = NULL;
+            free(st[i].rows);
+            st[i].rows = NULL;
+        }
+    }
+}
+
+static void take_result(db_conn *c, db_step *s, PGresult *res)
+{
+    const char *t = PQcmdTuples(res);
+    s->affected = *t ? strtoll(t, NULL, 10) : 0;
+    s->rc = 0;
+    if (!s->want_rows) {
+        PQclear(res);
+    } else if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        s->rows = db__rows_new(c->d, PQnfields(res));
+        s->rows->nrows = PQntuples(res);
+        s->rows->pg = res;
+    } else {
+        s->rows = db__rows_new(c->d, 0);
+        PQclear(res);
+    }
+}
+
+static int pg_batch(db_conn *c, rt_ctx *ctx, db_step *st, int n, bool commit, bz_error *err)
+{
+    for (int i = 0; i < n; i++) {
+        st[i].rc = DB_SKIPPED;
+        st[i].rows = NULL;
+        st[i].affected = 0;
+    }
+    if (n < 0 || n > DB_BATCH_MAX)
+        return bz_err_set(err, BZ_ERR_INVALID, "postgres: a batch holds 0 to %d statements", DB_BATCH_MAX), -EINVAL;
+    for (int i = 0; i < n; i++)
+        if (!args_ok(st[i].args, st[i].nargs))
+            return bz_err_set(err, BZ_ERR_INVALID, "postgres: bad argument (NUL in text)"), -EINVAL;
+    int r = attach(c);
+    if (r || c->pgio.hup)
+        return conn_broken(c, err, -ENOTCONN);
+    /* The statements' cache slots, filled now (a later step with the same
+     * text finds its slot), emptied again if their Parse does not succeed.
+     * An eviction's DEALLOCATE goes first, on its own (rare: more than
+     * DB_STMT_CACHE texts on one connection). */
+    db_stmt *stm[DB_BATCH_MAX];
+    bool prep[DB_BATCH_MAX];
+    for (int i = 0; i < n; i++) {
+        stm[i] = NULL;
+        prep[i] = false;
+        if (c->d->no_stmt_cache)
+            continue;
+        size_t len;
+        uint64_t h = 0;
+        db_stmt *s = db__stmt_lookup(c, st[i].sql, &len, &h);
+        if (!s) {
+            db_stmt old;
+            s = db__stmt_slot(c, &old);
+            if (old.sql) {
+                char dealloc[48];
+                snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", old.u.pgname);
+                free((void *)old.sql);
+                memset(s, 0, sizeof *s);
+                if ((r = simple(c, ctx, dealloc, NULL, err)) != 0) {
+                    for (int j = 0; j < i; j++)
+                        if (prep[j])
+                            unprepare(stm[j]);
+                    return r;
+                }
+            }
+            char *copy = malloc(len + 1);
+            if (!copy)
+                abort();
+            memcpy(copy, st[i].sql, len + 1);
+            memset(s, 0, sizeof *s);
+            s->sql = copy;
+            s->caller = st[i].sql;
+            s->sqllen = len;
+            s->hash = h;
+            snprintf(s->u.pgname, sizeof s->u.pgname, "b%d", ++c->pg_seq);
+            s->nparams = st[i].nargs;
+            s->used = ++c->clock;
+            prep[i] = true;
+        }
+        stm[i] = s;
+    }
+    pcmd cmd[2 * DB_BATCH_MAX + 2];
+    int nc = 0;
+    bool ok = PQenterPipelineMode(c->pg) == 1;
+    if (ok && c->begin_pending) {
+        ok = PQsendQueryParams(c->pg, c->pg_begin, 0, NULL, NULL, NULL, NULL, 0);
+        cmd[nc++] = (pcmd){P_BEGIN, -1};
+        c->begin_pending = false;
+    }
+    for (int i = 0; ok && i < n; i++) {
+        if (prep[i]) {
+            ok = PQsendPrepare(c->pg, stm[i]->u.pgname, st[i].sql, st[i].nargs, NULL);
+            cmd[nc++] = (pcmd){P_PREPARE, (int8_t)i};
+        }
+        params p;
+        (void)to_params(st[i].args, st[i].nargs, &p); /* cannot fail: args_ok */
+        ok = ok && (stm[i] ? PQsendQueryPrepared(c->pg, stm[i]->u.pgname, st[i].nargs, p.vals, p.lens, p.fmts, 0)
+                           : PQsendQueryParams(c->pg, st[i].sql, st[i].nargs, NULL, p.vals, p.lens, p.fmts, 0));
+        free_params(&p);
+        cmd[nc++] = (pcmd){P_EXEC, (int8_t)i};
+    }
+    if (ok && commit) {
+        ok = PQsendQueryParams(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+        cmd[nc++] = (pcmd){P_COMMIT, -1};
+    }
+    ok = ok && PQpipelineSync(c->pg) == 1;
+    if (!ok) {
+        for (int i = 0; i < n; i++)
+            if (prep[i])
+                unprepare(stm[i]);
+        return conn_broken(c, err, -ENOTCONN);
+    }
+    round_trip(c);
+    if ((r = flush(c, ctx, err))) {
+        for (int i = 0; i < n; i++)
+            if (prep[i])
+                unprepare(stm[i]);
+        return r;
+    }
+    /* The results, command by command: each command's result is followed
+     * by a NULL, the Sync by PGRES_PIPELINE_SYNC.  A command gives one
+     * result, so the loop is bounded by the commands sent. */
+    bool cancelled = false, synced = false, rolled_back = false;
+    PGresult *errres = NULL;
+    int errcmd = -1;
+    int k = 0;
+    for (int guard = 0; !synced && guard < 3 * nc + 4; guard++) {
+        if ((r = await(c, ctx, &cancelled, err)) != 0)
+            break;
+        PGresult *res = PQgetResult(c->pg);
+        if (!res) {
+            if (PQstatus(c->pg) == CONNECTION_BAD || k >= nc) {
+                r = conn_broken(c, err, -ECONNRESET);
+                break;
+            }
+            k++;
+            continue;
+        }
+        ExecStatusType s = PQresultStatus(res);
+        if (s == PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+            synced = true;
+            break;
+        }
+        if (k >= nc) {
+            PQclear(res);
+            r = conn_broken(c, err, -ECONNRESET);
+            break;
+        }
+        pcmd m = cmd[k];
+        if (s == PGRES_FATAL_ERROR || s == PGRES_BAD_RESPONSE) {
+            if (!errres) {
+                errres = res;
+                errcmd = k;
+            } else {
+                PQclear(res);
+            }
+            if (m.kind == P_PREPARE) {
+                unprepare(stm[m.step]);
+                prep[m.step] = false;
+            }
+        } else if (s == PGRES_PIPELINE_ABORTED) {
+            PQclear(res);
+            if (m.kind == P_PREPARE) {
+                unprepare(stm[m.step]);
+                prep[m.step] = false;
+            }
+        } else if (m.kind == P_EXEC) {
+            take_result(c, &st[m.step], res);
+        } else {
+            if (m.kind == P_COMMIT && !strcmp(PQcmdStatus(res), "ROLLBACK"))
+                rolled_back = true; /* the transaction had failed before this batch */
+            PQclear(res);
+        }
+    }
+    if (cancelled)
+        c->broken = true; /* a cancel may still land on the next statement (see collect) */
+    if (r == 0 && !synced)
+        r = conn_broken(c, err, -ECONNRESET);
+    if (r == 0 && PQexitPipelineMode(c->pg) != 1)
+        r = conn_broken(c, err, -ECONNRESET);
+    if (r) {
+        PQclear(errres);
+        for (int i = 0; i < n; i++)
+            if (prep[i] && c->broken)
+                unprepare(stm[i]);
+        drop_rows(st, n);
+        return r;
+    }
+    if (errres) {
+        r = set_pg_err(c, errres, ctx, err);
+        PQclear(errres);
+        if (cmd[errcmd].kind == P_PREPARE || cmd[errcmd].kind == P_EXEC)
+            st[cmd[errcmd].step].rc = r;
+        drop_rows(st, n);
+        return r;
+    }
+    if (rolled_back) {
+        drop_rows(st, n);
+        return bz_err_set(err, BZ_ERR_CONFLICT, "postgres: the transaction had failed and was rolled back"), -EIO;
+    }
+    if (cancelled) { /* finished before the cancel landed: still report it */
+        drop_rows(st, n);
+        int e = rt_ctx_err(ctx);
+        return bz_err_set(err, e == ETIMEDOUT ? BZ_ERR_TIMEOUT : BZ_ERR_CANCELLED, "postgres: statement cancelled"),
+               e == ETIMEDOUT ? -ETIMEDOUT : -ECANCELED;
+    }
+    return 0;
+}
+
 static int pg_script(db_conn *c, rt_ctx *ctx, const char *sql, bz_error *err)
 {
+    if (c->begin_pending) {
+        c->begin_pending = false;
+        int r = simple(c, ctx, c->pg_begin, NULL, err);
+        if (r)
+            return r;
+    }
     return simple(c, ctx, sql, NULL, err);
 }
 
+/* BEGIN is not sent here: it goes out in the same write as the
+ * transaction's first statement (pg_batch), so it costs no round trip of
+ * its own, and a transaction that runs nothing costs nothing. */
 static int pg_begin(db_conn *c, rt_ctx *ctx, const db_tx_opts *o, bz_error *err)
 {
-    char sql[96];
     static const char *iso[] = {"", " ISOLATION LEVEL READ COMMITTED", " ISOLATION LEVEL REPEATABLE READ",
                                 " ISOLATION LEVEL SERIALIZABLE"};
-    snprintf(sql, sizeof sql, "BEGIN%s%s", iso[o->isolation], o->read_only ? " READ ONLY" : "");
-    return simple(c, ctx, sql, NULL, err);
+    snprintf(c->pg_begin, sizeof c->pg_begin, "BEGIN%s%s", iso[o->isolation], o->read_only ? " READ ONLY" : "");
+    c->begin_pending = true;
+    return 0;
 }
 
 static int pg_commit(db_conn *c, rt_ctx *ctx, bz_error *err)
 {
+    if (c->begin_pending) { /* nothing ran: nothing to commit */
+        c->begin_pending = false;
+        return 0;
+    }
     PGresult *res = NULL;
     int r = simple(c, ctx, "COMMIT", &res, err);
     if (r == 0 && res && !strcmp(PQcmdStatus(res), "ROLLBACK")) {
@@ -592,6 +844,10 @@ static int pg_commit(db_conn *c, rt_ctx *ctx, bz_error *err)
 
 static int pg_rollback(db_conn *c, rt_ctx *ctx)
 {
+    if (c->begin_pending) { /* the BEGIN never left */
+        c->begin_pending = false;
+        return 0;
+    }
     if (c->broken)
         return -ECONNRESET;
     if (ctx)
@@ -617,5 +873,6 @@ const db_driver db__postgres_driver = {
     .begin = pg_begin,
     .commit = pg_commit,
     .rollback = pg_rollback,
+    .batch = pg_batch,
     .idle = pg_idle,
 };

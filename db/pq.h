@@ -22,7 +22,8 @@
     X(PQsetnonblocking) X(PQsetNoticeProcessor) X(PQsendQueryPrepared) X(PQsendQuery) X(PQsendPrepare)            \
     X(PQprepare) X(PQnfields) X(PQisBusy) X(PQgetisnull) X(PQgetResult) X(PQgetCancel) X(PQfreemem)               \
     X(PQfreeCancel) X(PQflush) X(PQconninfoParse) X(PQconninfoFree) X(PQconnectdb) X(PQconnectStart)             \
-    X(PQconnectPoll) X(PQcmdTuples) X(PQcmdStatus) X(PQsendQueryParams)
+    X(PQconnectPoll) X(PQcmdTuples) X(PQcmdStatus) X(PQsendQueryParams)          \
+    X(PQenterPipelineMode) X(PQexitPipelineMode) X(PQpipelineSync)
 
 #define DB_PQ_FIELD(name) __typeof__(name) *name;
 typedef struct db_pq_api {
@@ -71,6 +72,9 @@ int db__pq_load(bz_error *err);
 #define PQcmdTuples (db__pq.PQcmdTuples)
 #define PQcmdStatus (db__pq.PQcmdStatus)
 #define PQsendQueryParams (db__pq.PQsendQueryParams)
+#define PQenterPipelineMode (db__pq.PQenterPipelineMode)
+#define PQexitPipelineMode (db__pq.PQexitPipelineMode)
+#define PQpipelineSync (db__pq.PQpipelineSync)
 #endif
 
 #endif

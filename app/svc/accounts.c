@@ -212,7 +212,9 @@ static int transfer_refusal(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error *
 }
 
 /* The common case costs two guarded UPDATEs and an INSERT; only when the
- * first UPDATE matches nothing does transfer_refusal read the rows. */
+ * first UPDATE matches nothing does transfer_refusal read the rows.  On
+ * PostgreSQL that is three round trips with the record: BEGIN with the
+ * first UPDATE, the second with the INSERT, the record with the COMMIT. */
 static int transfer_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
 {
     transfer_args *x = p;
@@ -232,16 +234,23 @@ static int transfer_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     }
     char currency[4];
     snprintf(currency, sizeof currency, "%s", db_col_text(rows, 0, NULL));
-    int64_t aff = 0;
-    db_arg a2[] = {DB_INT(x->amount), DB_INT(fwd ? x->to : x->from)};
-    if (sql_exec(TX(tx), ctx, fwd ? &SQL_TRANSFER_CREDIT : &SQL_TRANSFER_DEBIT, a2, 2, &aff, err) != 0)
-        return -1;
-    if (aff != 1)
-        return bz_err_set(err, BZ_ERR_SERIALIZATION, "transfer second leg raced"), -1;
+    /* The second leg and the ledger row go together (db_batch: one round
+     * trip on PostgreSQL): neither needs the other's result, and the leg's
+     * count is checked before anything commits. */
     int64_t now = bz_wall_us();
+    db_arg a2[] = {DB_INT(x->amount), DB_INT(fwd ? x->to : x->from)};
     db_arg ins[] = {DB_INT(x->from), DB_INT(x->to), DB_INT(x->amount), DB_TEXT(currency), DB_TIME(now)};
-    if (sql_row(x->run.c->arena, TX(tx), ctx, &SQL_TRANSFER_INSERT, ins, 5, &rows, err) != 0)
+    db_step st[] = {
+        {.sql = svc_sql_text(TX(tx), fwd ? &SQL_TRANSFER_CREDIT : &SQL_TRANSFER_DEBIT), .args = a2, .nargs = 2},
+        {.sql = svc_sql_text(TX(tx), &SQL_TRANSFER_INSERT), .args = ins, .nargs = 5, .want_rows = true},
+    };
+    if (db_batch(tx, ctx, st, 2, 0, err) != 0)
         return -1;
+    rows = db_rows_adopt(x->run.c->arena, st[1].rows);
+    if (st[0].affected != 1)
+        return bz_err_set(err, BZ_ERR_SERIALIZATION, "transfer second leg raced"), -1;
+    if (!db_rows_next(rows))
+        return bz_err_set(err, BZ_ERR_INTERNAL, "transfer insert returned no id"), -1;
     *x->out = (svc_transfer){db_col_int(rows, 0), x->from, x->to, x->amount, "", now};
     memcpy(x->out->currency, currency, 4);
     return svc__tx_record(tx, ctx, &x->run, err);

@@ -164,6 +164,8 @@ int svc__tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err)
         run->encode(b, run->out);
     else
         bz_buf_append_c(b, run->e->msg);
+    int64_t cutoff = idem_cutoff_us(run->s);
+    db_arg expired[] = {DB_INT(im->user_id), DB_TEXT(im->key), DB_TIME(cutoff)};
     db_arg args[] = {DB_INT(im->user_id),
                      DB_TEXT(im->key),
                      DB_TEXTN(im->fp, 64),
@@ -171,12 +173,22 @@ int svc__tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err)
                      DB_TEXT(ok ? "" : run->e->code),
                      DB_TEXTN(b->data ? b->data : "", b->len),
                      DB_TIME(bz_wall_us()),
-                     DB_TIME(idem_cutoff_us(run->s))};
-    int64_t aff = 0;
-    int rc = sql_exec(TX(tx), ctx, &SQL_IDEM_INSERT, args, 8, &aff, err);
-    if (rc == 0 && aff == 0) /* a live record has this key */
-        return bz_err_set(err, BZ_ERR_UNIQUE, "idempotency key already recorded"), -1;
-    return rc;
+                     DB_TIME(cutoff)};
+    if (db_q_dialect(TX(tx)) == DB_SQLITE) { /* no round trip to save: one upsert (sql.c) */
+        int64_t aff = 0;
+        int rc = sql_exec(TX(tx), ctx, &SQL_IDEM_UPSERT, args, 8, &aff, err);
+        if (rc == 0 && aff == 0) /* a live record has this key */
+            return bz_err_set(err, BZ_ERR_UNIQUE, "idempotency key already recorded"), -1;
+        return rc;
+    }
+    /* With the COMMIT (PostgreSQL: one round trip for the three); a live
+     * record under the key fails the INSERT (unique violation), and with
+     * it the transaction, before the COMMIT runs (sql.c). */
+    db_step st[] = {
+        {.sql = svc_sql_text(TX(tx), &SQL_IDEM_EXPIRED), .args = expired, .nargs = 3},
+        {.sql = svc_sql_text(TX(tx), &SQL_IDEM_INSERT), .args = args, .nargs = 7},
+    };
+    return db_batch(tx, ctx, st, 2, DB_BATCH_COMMIT, err);
 }
 
 static svc_kind kind_from_name(const char *s)

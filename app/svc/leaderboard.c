@@ -38,6 +38,21 @@
 
 static void epoch_key(const char *currency, char out[24]) { snprintf(out, 24, "lb_epoch:%.3s", currency); }
 
+db_step svc__lb_epoch_step(db_q q, const char *currency, char key[24], db_arg *arg)
+{
+    epoch_key(currency, key);
+    *arg = DB_TEXT(key);
+    return (db_step){.sql = svc_sql_text(q, &SQL_LB_EPOCH), .args = arg, .nargs = 1, .want_rows = true};
+}
+
+int64_t svc__lb_epoch_of(db_rows *rows)
+{
+    int64_t epoch = 0;
+    if (db_rows_next(rows))
+        bz_str_to_i64(bz_str_c(db_col_text(rows, 0, NULL)), &epoch);
+    return epoch;
+}
+
 int svc__lb_epoch_read(bz_arena *ar, db_tx *tx, rt_ctx *ctx, const char *currency, int64_t *epoch, bz_error *err)
 {
     char k[24];

@@ -325,6 +325,7 @@ typedef struct {
     int64_t uid, id;
     bool pay;
     bool changed;           /* the status moved (effects after commit) */
+    bool loaded;            /* run.out holds the order as it now is */
     int64_t total, at_us;
     char currency[4];
     int64_t lb_epoch;       /* the leaderboard epoch this payment saw */
@@ -350,33 +351,61 @@ static int order_pairs(state_args *x, db_tx *tx, rt_ctx *ctx, const svc_sql *q, 
     return n;
 }
 
+/* A payment in three round trips on PostgreSQL (db_batch), whatever the
+ * number of lines: the debit with the read of the sellers to credit (the
+ * read is harmless when the debit refuses); then every credit, the status,
+ * the leaderboard epoch, the fulfilment job and the order read back, none
+ * of which needs another's result; then the record with the COMMIT
+ * (svc__tx_record).  Credits go in seller order, as before, so two payments
+ * never lock accounts in opposite orders. */
 static int pay_lines(state_args *x, db_tx *tx, rt_ctx *ctx, int64_t account, int64_t now, bz_error *err)
 {
+    bz_arena *ar = x->run.c->arena;
+    db_q q = TX(tx);
     db_arg d[] = {DB_INT(x->total), DB_INT(account)};
-    int64_t aff = 0;
-    if (sql_exec(TX(tx), ctx, &SQL_ACCOUNT_DEBIT, d, 2, &aff, err) != 0)
+    db_arg oid[] = {DB_INT(x->id)};
+    db_step st[DB_BATCH_MAX];
+    st[0] = (db_step){.sql = svc_sql_text(q, &SQL_ACCOUNT_DEBIT), .args = d, .nargs = 2};
+    st[1] = (db_step){.sql = svc_sql_text(q, &SQL_ORDER_SELLER_CREDITS), .args = oid, .nargs = 1, .want_rows = true};
+    if (db_batch(tx, ctx, st, 2, 0, err) != 0)
         return -1;
-    if (aff == 0)
+    db_rows *sellers = db_rows_adopt(ar, st[1].rows);
+    if (st[0].affected == 0)
         return svc__tx_refuse(&x->run, SVC_CONFLICT, "insufficient_funds", "account %lld cannot pay %lld cents",
                          (long long)account, (long long)x->total);
-    int64_t credit[SVC_MAX_LINES][2];
-    int n = order_pairs(x, tx, ctx, &SQL_ORDER_SELLER_CREDITS, credit, err);
-    if (n < 0)
-        return -1;
-    for (int i = 0; i < n; i++) {
-        db_arg cr[] = {DB_INT(credit[i][0]), DB_TEXT(x->currency), DB_INT(credit[i][1]), DB_TIME(now)};
-        if (sql_exec(TX(tx), ctx, &SQL_ACCOUNT_CREDIT_UPSERT, cr, 4, NULL, err) != 0)
-            return -1;
+    db_arg cr[SVC_MAX_LINES][4];
+    int k = 0;
+    for (int n = 0; n < SVC_MAX_LINES && db_rows_next(sellers); n++) {
+        if (k == DB_BATCH_MAX - 4) { /* more sellers than one batch holds with the rest: send these first */
+            if (db_batch(tx, ctx, st, k, 0, err) != 0)
+                return -1;
+            k = 0;
+        }
+        cr[n][0] = DB_INT(db_col_int(sellers, 0));
+        cr[n][1] = DB_TEXT(x->currency);
+        cr[n][2] = DB_INT(db_col_int(sellers, 1));
+        cr[n][3] = DB_TIME(now);
+        st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_ACCOUNT_CREDIT_UPSERT), .args = cr[n], .nargs = 4};
     }
     db_arg u[] = {DB_TEXT("paid"), DB_TIME(now), DB_INT(x->id)};
-    if (sql_exec(TX(tx), ctx, &SQL_ORDER_SET_STATUS, u, 3, NULL, err) != 0)
-        return -1;
-    if (svc__lb_epoch_read(x->run.c->arena, tx, ctx, x->currency, &x->lb_epoch, err) != 0)
-        return -1;
+    st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_ORDER_SET_STATUS), .args = u, .nargs = 3};
+    char lb_key[24];
+    db_arg lb_arg;
+    int lb = k;
+    st[k++] = svc__lb_epoch_step(q, x->currency, lb_key, &lb_arg);
     /* The job commits with the payment: durable fulfilment. */
     db_arg j[] = {DB_INT(x->id), DB_TIME(now + SHIP_DELAY_US)};
-    if (sql_exec(TX(tx), ctx, &SQL_JOB_INSERT, j, 2, NULL, err) != 0)
+    st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_JOB_INSERT), .args = j, .nargs = 2};
+    int back = k;
+    st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_ORDER_BY_ID), .args = oid, .nargs = 1, .want_rows = true};
+    if (db_batch(tx, ctx, st, k, 0, err) != 0)
         return -1;
+    x->lb_epoch = svc__lb_epoch_of(db_rows_adopt(ar, st[lb].rows));
+    db_rows *order = db_rows_adopt(ar, st[back].rows);
+    if (!db_rows_next(order))
+        return bz_err_set(err, BZ_ERR_INTERNAL, "order vanished"), -1;
+    svc__row_order(order, ar, x->run.out);
+    x->loaded = true;
     x->changed = true;
     return 0;
 }
@@ -405,6 +434,7 @@ static int state_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     state_args *x = p;
     svc_err_clear(x->run.e);
     x->changed = false;
+    x->loaded = false;
     x->nitems = 0;
     db_rows *rows = NULL;
     db_arg oid[] = {DB_INT(x->id)};
@@ -437,7 +467,7 @@ static int state_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
         if (!strcmp(status, "pending") && cancel_lines(x, tx, ctx, now, err) != 0)
             return -1;
     }
-    if (x->run.e->kind == SVC_OK) {
+    if (x->run.e->kind == SVC_OK && !x->loaded) {
         rc = load_order(TX(tx), ctx, x->id, x->run.c->arena, x->run.out, err);
         if (rc != 0)
             return rc < 0 ? -1 : (bz_err_set(err, BZ_ERR_INTERNAL, "order vanished"), -1);

@@ -219,11 +219,24 @@ const svc_sql SQL_LB_EPOCH_BUMP = {"leaderboard rebuild: next epoch",
 
 /* ---- idempotency ---- */
 
-/* A record older than the retention ($8 = now - retention) that the purge
- * has not reached yet is replaced: the key is new again.  A live one is
- * left alone and no row is affected, which idem.c turns into the unique
- * violation that makes the operation answer from the stored record. */
+/* On PostgreSQL the record goes in as two statements sent together with
+ * the COMMIT (svc__tx_record): a record older than the retention ($3 = now -
+ * retention) that the purge has not reached yet is deleted — the key is new
+ * again — and the INSERT after it fails with a unique violation when a live
+ * record holds the key.  That failure is the server's own, so it stops the
+ * COMMIT behind it (no result has to be looked at before committing), and
+ * svc__tx_run_op answers from the stored record. */
+const svc_sql SQL_IDEM_EXPIRED = {"idempotency record expired under its key",
+    "DELETE FROM idempotency_records WHERE user_id = $1 AND key = $2 AND created_at < $3", NULL, true, 3,
+    {I(1), T("k"), TM(0)}};
 const svc_sql SQL_IDEM_INSERT = {"idempotency record",
+    "INSERT INTO idempotency_records (user_id, key, fingerprint, outcome, code, result, created_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7)"};
+/* SQLite has no round trip to save: there the record stays one statement,
+ * an upsert that replaces an expired record ($8 = now - retention) and
+ * leaves a live one alone (no row affected: idem.c makes that the unique
+ * violation). */
+const svc_sql SQL_IDEM_UPSERT = {"idempotency record (SQLite)",
     "INSERT INTO idempotency_records (user_id, key, fingerprint, outcome, code, result, created_at) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, key) DO UPDATE SET "
     "fingerprint = excluded.fingerprint, outcome = excluded.outcome, code = excluded.code, "
@@ -260,6 +273,6 @@ const svc_sql *const svc_sql_all[] = {
     &SQL_ORDER_SELLER_CREDITS, &SQL_ACCOUNT_CREDIT_UPSERT, &SQL_ORDER_SET_STATUS, &SQL_JOB_INSERT,
     &SQL_ORDER_LINES, &SQL_ITEM_RESTOCK, &SQL_JOB_DUE, &SQL_ORDER_SHIP, &SQL_JOB_DELETE, &SQL_SPENDERS,
     &SQL_LB_EPOCH, &SQL_LB_EPOCH_BUMP,
-    &SQL_IDEM_INSERT, &SQL_IDEM_GET, &SQL_IDEM_PURGE, &SQL_WAL_PRIMARY, &SQL_WAL_REPLAY,
+    &SQL_IDEM_EXPIRED, &SQL_IDEM_INSERT, &SQL_IDEM_UPSERT, &SQL_IDEM_GET, &SQL_IDEM_PURGE, &SQL_WAL_PRIMARY, &SQL_WAL_REPLAY,
 };
 const int svc_sql_count = sizeof svc_sql_all / sizeof svc_sql_all[0];

@@ -73,7 +73,7 @@ extern const svc_sql SQL_ITEM_FOR_ORDER, SQL_ITEM_RESERVE, SQL_ORDER_INSERT, SQL
 /* the read replica's lag probe (PostgreSQL only) */
 extern const svc_sql SQL_WAL_PRIMARY, SQL_WAL_REPLAY;
 /* idempotency */
-extern const svc_sql SQL_IDEM_INSERT, SQL_IDEM_GET, SQL_IDEM_PURGE;
+extern const svc_sql SQL_IDEM_EXPIRED, SQL_IDEM_INSERT, SQL_IDEM_UPSERT, SQL_IDEM_GET, SQL_IDEM_PURGE;
 
 /* Every statement above, for explain. */
 extern const svc_sql *const svc_sql_all[];

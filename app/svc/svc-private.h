@@ -178,7 +178,9 @@ typedef struct tx_run {
     void *out;
 } tx_run;
 
-/* Records run's outcome in tx (no-op without a key).  Call it last. */
+/* Records run's outcome in tx (no-op without a key).  Call it last: on
+ * PostgreSQL the COMMIT goes with the record (DB_BATCH_COMMIT), so no
+ * statement may follow it. */
 int svc__tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err);
 /* Runs fn in a SERIALIZABLE transaction (retried on contention), then
  * settles: 0 committed with a result; -1 with run->e (a committed refusal,
@@ -216,6 +218,11 @@ void svc__fx_spent(svc *s, int64_t user_id, const char *currency, int64_t cents,
 /* The leaderboard epoch of currency, read inside a payment's transaction
  * (leaderboard.c explains why). */
 int svc__lb_epoch_read(bz_arena *a, db_tx *tx, rt_ctx *ctx, const char *currency, int64_t *epoch, bz_error *err);
+/* The same read as a step of a batch (db_batch): key and *arg must live
+ * until the batch has run; svc__lb_epoch_of reads the epoch (0: none) from
+ * the step's rows. */
+db_step svc__lb_epoch_step(db_q q, const char *currency, char key[24], db_arg *arg);
+int64_t svc__lb_epoch_of(db_rows *rows);
 /* The cached order pages of a user: remember one, drop them all. */
 #define SVC_OLIST_MAX_PAGES 64
 void svc__pages_track(svc *s, rt_ctx *ctx, int64_t uid, const char *page_key);

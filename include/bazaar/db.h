@@ -101,6 +101,8 @@ typedef struct db_stats {
     int64_t max_lifetime_closed;
     int64_t group_commits;       /* SQLite: batches committed by group commit */
     int64_t group_members;       /* SQLite: db_run_tx writes they carried */
+    int64_t round_trips;         /* PostgreSQL: writes answered by a wait for the server
+                                    (a statement, a batch, a COMMIT: one each) */
 } db_stats;
 db_stats db_get_stats(db *d);
 /* Arms the pool's circuit breaker (PostgreSQL only; none until this is
@@ -217,6 +219,65 @@ int db_rollback(db_tx *tx);
  * scope. */
 void db_tx_cleanup(db_tx **tx);
 #define DB_TX_SCOPE __attribute__((cleanup(db_tx_cleanup)))
+
+/* ---- pipelines: several statements of a transaction, one round trip ----------------------
+ *
+ * A transaction on PostgreSQL is a chain of statements, each a round trip
+ * to the server while its row locks are held.  Statements whose inputs do
+ * not come from each other's results can go together:
+ *
+ *     db_step st[] = {
+ *         {.sql = "UPDATE accounts SET balance = balance + $1 WHERE id = $2", .args = a1, .nargs = 2},
+ *         {.sql = "INSERT INTO ledger (...) VALUES (...) RETURNING id", .args = a2, .nargs = 5, .want_rows = true},
+ *     };
+ *     if (db_batch(tx, ctx, st, 2, 0, &err)) return ...;   // st[0].affected, st[1].rows
+ *
+ * PostgreSQL (libpq's pipeline mode): every statement's Bind/Execute (and
+ * Parse, the first time a connection sees it) is written back to back,
+ * then one Sync: one write, one wait, one round trip for the batch.  The
+ * BEGIN of a transaction is never a round trip of its own either: db_begin
+ * sends nothing, and the BEGIN goes out in the same write as the
+ * transaction's first statement (db_exec, db_query or db_batch); a
+ * transaction that runs nothing costs nothing.  SQLite runs the statements
+ * one after the other (there is no round trip to save).
+ *
+ * - Statements run in order; the first one that fails stops the rest: its
+ *   rc is its error (err describes it, and db_batch returns it), the ones
+ *   after it have rc DB_SKIPPED and ran nothing.  On PostgreSQL the
+ *   transaction is then failed, as after any failed statement: roll back
+ *   (db_run_tx does), and a serialization failure or deadlock (-EAGAIN,
+ *   BZ_ERR_SERIALIZATION / BZ_ERR_DEADLOCK) makes db_run_tx run the whole
+ *   transaction again, as for a single statement.
+ * - The context covers the whole batch: when it ends the statement the
+ *   server is running is cancelled, the rest are skipped, and the
+ *   connection is not reused (as for one statement).
+ * - flags DB_BATCH_COMMIT: the caller commits right after the batch and
+ *   needs none of its results to decide whether to: PostgreSQL sends
+ *   COMMIT in the same write (no round trip of its own) — a failing
+ *   statement or a COMMIT the server refuses (a serialization failure at
+ *   commit) is db_batch's error.  The transaction still ends with db_commit
+ *   (db_run_tx calls it), which then returns at once; nothing else may run
+ *   in between.  SQLite commits in db_commit as usual.
+ * - Results: rows (want_rows) are every row, read before db_batch returns
+ *   (close them, or db_rows_adopt); affected counts the rows changed.
+ *   Rows are handed out only when db_batch returns 0: on an error, those
+ *   of the steps that ran are closed already (rows NULL everywhere).
+ * - At most DB_BATCH_MAX statements; statement statistics (db-stats.h)
+ *   count each statement, with the batch's time shared among them. */
+#define DB_BATCH_MAX 32
+#define DB_SKIPPED 2
+#define DB_BATCH_COMMIT 1u
+typedef struct db_step {
+    const char *sql;
+    const db_arg *args;
+    int nargs;
+    bool want_rows;
+    /* results */
+    int rc;                      /* 0, a negative error, or DB_SKIPPED */
+    db_rows *rows;               /* want_rows and rc 0: the rows (close them) */
+    int64_t affected;
+} db_step;
+int db_batch(db_tx *tx, rt_ctx *ctx, db_step *steps, int n, unsigned flags, bz_error *err);
 
 /* Runs fn in a transaction and commits, re-running the whole of fn (in a
  * new transaction) only when the database reports a serialization failure

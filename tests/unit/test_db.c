@@ -1,8 +1,8 @@
 /* tests/unit/test_db.c — db/ on SQLite and on a real PostgreSQL
  * (BAZAAR_TEST_PG_URL, set by tests/with_services.sh): types and NULLs,
  * the statement cache, transactions and retries, the pool's cap, waits,
- * recycling and statistics, cancellation, broken connections, migrations
- * and error kinds. */
+ * recycling and statistics, cancellation, broken connections, migrations,
+ * error kinds, and pipelines (db_batch) with the round trips they save. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -355,6 +355,286 @@ static void conflict_body(void)
 
 static void conflicting_serializable_transactions_both_commit(void **state) { run(conflict_body); }
 
+/* ---- pipelines (db_batch), and what they save in round trips ---- */
+
+static int64_t trips(db *d) { return db_get_stats(d).round_trips; }
+
+/* On PostgreSQL, exactly `want` round trips since *mark (then moves the
+ * mark); SQLite has none. */
+static void trips_are(db *d, int64_t *mark, int64_t want, const char *what)
+{
+    int64_t now = trips(d);
+    if (is_pg() && now - *mark != want)
+        fail_msg("%s: %lld round trips, want %lld", what, (long long)(now - *mark), (long long)want);
+    if (!is_pg())
+        assert_int_equal(now, 0);
+    *mark = now;
+}
+
+static int64_t counter_v(db *d, int64_t id)
+{
+    bz_error e;
+    db_rows *rows;
+    int r = db_query_row(DB(d), NULL, "SELECT v FROM t_counter WHERE id = $1", (db_arg[]){DB_INT(id)}, 1, &rows, &e);
+    if (r == DB_NO_ROWS)
+        return -1;
+    if (r)
+        fail_msg("counter_v: %s", e.msg);
+    int64_t v = db_col_int(rows, 0);
+    db_rows_close(rows);
+    return v;
+}
+
+static void batch_body(void)
+{
+    db *d = open_db(1, 1, 0, 0); /* one connection: its statement cache is the one counted */
+    reset_tables(d);
+    bz_error e;
+    db_rows *rows;
+    int64_t mark = trips(d);
+    /* a single-statement read: one round trip the first time the
+     * connection sees it (Parse + Bind + Execute + Sync in one write) and
+     * every time after (prepared) */
+    for (int i = 0; i < 3; i++) {
+        OK(db_query(DB(d), NULL, "SELECT count(*) FROM t_counter WHERE id > $1", (db_arg[]){DB_INT(i)}, 1, &rows, &e));
+        db_rows_close(rows);
+        trips_are(d, &mark, 1, "single-statement read");
+    }
+    /* a transaction that runs nothing costs nothing; BEGIN rides with the
+     * first statement */
+    db_tx *tx;
+    OK(db_begin(d, NULL, NULL, &tx, &e));
+    OK(db_commit(tx, &e));
+    db_rollback(tx);
+    trips_are(d, &mark, 0, "empty transaction");
+    OK(db_begin(d, NULL, NULL, &tx, &e));
+    OK(db_exec(TX(tx), NULL, "INSERT INTO t_counter (id, v) VALUES (1, 10), (2, 20)", NULL, 0, NULL, &e));
+    trips_are(d, &mark, 1, "BEGIN + first statement");
+    OK(db_commit(tx, &e));
+    db_rollback(tx);
+    trips_are(d, &mark, 1, "COMMIT");
+    /* a batch: four statements of three kinds, and COMMIT, in one round trip */
+    OK(db_begin(d, NULL, &(db_tx_opts){.isolation = DB_SERIALIZABLE}, &tx, &e));
+    db_step st[] = {
+        {.sql = "UPDATE t_counter SET v = v - $1 WHERE id = $2", .args = (db_arg[]){DB_INT(3), DB_INT(1)}, .nargs = 2},
+        {.sql = "UPDATE t_counter SET v = v + $1 WHERE id = $2", .args = (db_arg[]){DB_INT(3), DB_INT(2)}, .nargs = 2},
+        {.sql = "INSERT INTO t_vals (i, s) VALUES ($1, $2) RETURNING id, s",
+         .args = (db_arg[]){DB_INT(3), DB_TEXT("moved")}, .nargs = 2, .want_rows = true},
+        {.sql = "SELECT id, v FROM t_counter ORDER BY id", .want_rows = true},
+    };
+    OK(db_batch(tx, NULL, st, 4, DB_BATCH_COMMIT, &e));
+    trips_are(d, &mark, is_pg() ? 1 : 0, "a batch with BEGIN and COMMIT");
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(st[i].rc, 0);
+    assert_int_equal(st[0].affected, 1);
+    assert_int_equal(st[1].affected, 1);
+    assert_null(st[0].rows);
+    assert_true(db_rows_next(st[2].rows));
+    assert_true(db_col_int(st[2].rows, 0) > 0);
+    assert_string_equal(db_col_text(st[2].rows, 1, NULL), "moved");
+    assert_int_equal(db_rows_count(st[3].rows), 2); /* it sees the updates before it */
+    assert_true(db_rows_next(st[3].rows));
+    assert_int_equal(db_col_int(st[3].rows, 1), 7);
+    assert_true(db_rows_next(st[3].rows));
+    assert_int_equal(db_col_int(st[3].rows, 1), 23);
+    db_rows_close(st[2].rows);
+    db_rows_close(st[3].rows);
+    /* committed with the batch: nothing else may run, db_commit ends it at once */
+    assert_true(db_exec(TX(tx), NULL, "SELECT 1", NULL, 0, NULL, &e) < 0);
+    assert_true(db_batch(tx, NULL, st, 1, 0, &e) < 0);
+    OK(db_commit(tx, &e));
+    db_rollback(tx);
+    trips_are(d, &mark, 0, "db_commit after a committing batch");
+    assert_int_equal(counter_v(d, 1), 7);
+    assert_int_equal(counter_v(d, 2), 23);
+    mark = trips(d);
+    /* the same statements one by one: BEGIN with the first, then one each,
+     * then COMMIT */
+    OK(db_begin(d, NULL, NULL, &tx, &e));
+    for (int i = 0; i < 2; i++)
+        OK(db_exec(TX(tx), NULL, st[i].sql, st[i].args, 2, NULL, &e));
+    OK(db_commit(tx, &e));
+    db_rollback(tx);
+    trips_are(d, &mark, 3, "two statements and COMMIT, one by one");
+    assert_int_equal(counter_v(d, 1), 4);
+    assert_int_equal(db_get_stats(d).in_use, 0);
+    db_close(d);
+}
+
+static void batch_runs_statements_in_one_round_trip(void **state) { run(batch_body); }
+
+static void batch_errors_body(void)
+{
+    db *d = open_db(1, 1, 0, 0);
+    reset_tables(d);
+    bz_error e;
+    OK(db_exec(DB(d), NULL, "INSERT INTO t_counter (id, v) VALUES (1, 5)", NULL, 0, NULL, &e));
+    OK(db_exec(DB(d), NULL, "INSERT INTO t_vals (s) VALUES ('taken')", NULL, 0, NULL, &e));
+    for (int flags = 0; flags <= (int)DB_BATCH_COMMIT; flags += DB_BATCH_COMMIT) {
+        /* the second statement fails: the first is undone with the
+         * transaction, the third (a text this connection never prepared)
+         * never runs */
+        db_tx *tx;
+        OK(db_begin(d, NULL, NULL, &tx, &e));
+        char third[80];
+        snprintf(third, sizeof third, "UPDATE t_counter SET v = v * $1 WHERE id = 1 AND %d = %d", flags, flags);
+        db_step st[] = {
+            {.sql = "UPDATE t_counter SET v = v + $1 WHERE id = 1", .args = (db_arg[]){DB_INT(100)}, .nargs = 1},
+            {.sql = "INSERT INTO t_vals (s) VALUES ($1)", .args = (db_arg[]){DB_TEXT("taken")}, .nargs = 1},
+            {.sql = third, .args = (db_arg[]){DB_INT(2)}, .nargs = 1},
+        };
+        int r = db_batch(tx, NULL, st, 3, (unsigned)flags, &e);
+        assert_int_equal(r, -EINVAL);
+        assert_int_equal(e.kind, BZ_ERR_UNIQUE);
+        assert_int_equal(st[0].rc, 0);
+        assert_int_equal(st[1].rc, -EINVAL);
+        assert_int_equal(st[2].rc, DB_SKIPPED);
+        if (is_pg()) /* the server failed the transaction: it does not commit */
+            assert_true(db_commit(tx, &e) < 0);
+        db_rollback(tx);
+        assert_int_equal(counter_v(d, 1), 5);
+        /* the connection is clean, and the skipped statement (its Parse
+         * skipped too) runs when asked again */
+        int64_t aff = 0;
+        OK(db_exec(DB(d), NULL, third, (db_arg[]){DB_INT(1)}, 1, &aff, &e));
+        assert_int_equal(aff, 1);
+    }
+    /* a bad argument is refused before anything is sent */
+    db_tx *tx;
+    OK(db_begin(d, NULL, NULL, &tx, &e));
+    db_step bad[] = {{.sql = "SELECT $1::text", .args = (db_arg[]){DB_TEXTN("a\0b", 3)}, .nargs = 1}};
+    if (is_pg()) {
+        assert_int_equal(db_batch(tx, NULL, bad, 1, 0, &e), -EINVAL);
+        assert_int_equal(e.kind, BZ_ERR_INVALID);
+    }
+    db_rollback(tx);
+    /* a batch that is too big */
+    OK(db_begin(d, NULL, NULL, &tx, &e));
+    db_step many[DB_BATCH_MAX + 1];
+    assert_int_equal(db_batch(tx, NULL, many, DB_BATCH_MAX + 1, 0, &e), -EINVAL);
+    db_rollback(tx);
+    assert_int_equal(db_get_stats(d).in_use, 0);
+    db_close(d);
+}
+
+static void batch_stops_at_the_first_error(void **state) { run(batch_errors_body); }
+
+static void batch_cancel_body(void)
+{
+    if (!is_pg())
+        return; /* SQLite's statements are interrupted one by one (cancelling_a_running_statement) */
+    db *d = open_db(2, 2, 0, 0);
+    reset_tables(d);
+    bz_error e;
+    OK(db_exec(DB(d), NULL, "INSERT INTO t_counter (id, v) VALUES (1, 5)", NULL, 0, NULL, &e));
+    db_tx *tx;
+    rt_ctx c;
+    rt_ctx_init_timeout(&c, NULL, 100 * BZ_NS_PER_MS);
+    OK(db_begin(d, &c, NULL, &tx, &e));
+    db_step st[] = {
+        {.sql = "UPDATE t_counter SET v = 6 WHERE id = 1"},
+        {.sql = "SELECT pg_sleep(10)", .want_rows = true},
+        {.sql = "UPDATE t_counter SET v = 7 WHERE id = 1"},
+    };
+    int64_t t0 = bz_now_ns();
+    int r = db_batch(tx, &c, st, 3, DB_BATCH_COMMIT, &e);
+    int64_t took = bz_now_ns() - t0;
+    assert_int_equal(r, -ETIMEDOUT);
+    assert_int_equal(e.kind, BZ_ERR_TIMEOUT);
+    assert_true(took < 300 * BZ_NS_PER_MS); /* 100 ms deadline + the cancel round trip */
+    assert_int_equal(st[0].rc, 0);
+    assert_true(st[1].rc < 0);
+    assert_int_equal(st[2].rc, DB_SKIPPED);
+    assert_null(st[1].rows);
+    db_rollback(tx);
+    rt_ctx_release(&c);
+    /* nothing committed, the backend stopped, the pool serves again */
+    assert_int_equal(counter_v(d, 1), 5);
+    db_rows *rows;
+    OK(db_query_row(DB(d), NULL,
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(10)%'",
+                    NULL, 0, &rows, &e));
+    assert_int_equal(db_col_int(rows, 0), 0);
+    db_rows_close(rows);
+    assert_int_equal(db_get_stats(d).in_use, 0);
+    db_close(d);
+}
+
+static void batch_cancelled_mid_pipeline(void **state) { run(batch_cancel_body); }
+
+/* Two serializable transactions read the counter, wait for each other and
+ * write it back in a committing batch: the loser's batch fails with a
+ * serialization failure (at its UPDATE or its COMMIT) and db_run_tx runs
+ * it again; both end committed and no increment is lost. */
+static int batch_conflict_fn(db_tx *tx, rt_ctx *ctx, void *arg, bz_error *err)
+{
+    int *attempt = arg;
+    db_rows *rows;
+    int r = db_query_row(TX(tx), ctx, "SELECT v FROM t_counter WHERE id = 1", NULL, 0, &rows, err);
+    if (r)
+        return r < 0 ? r : -ENOENT;
+    int64_t v = db_col_int(rows, 0);
+    db_rows_close(rows);
+    if ((*attempt)++ == 0) {
+        rt_sem_release(&both_read);
+        rt_sleep(ctx, 50 * BZ_NS_PER_MS);
+    }
+    db_step st[] = {
+        {.sql = "UPDATE t_counter SET v = $1 WHERE id = 1", .args = (db_arg[]){DB_INT(v + 10)}, .nargs = 1},
+        {.sql = "INSERT INTO t_vals (i) VALUES ($1)", .args = (db_arg[]){DB_INT(v)}, .nargs = 1},
+    };
+    return db_batch(tx, ctx, st, 2, DB_BATCH_COMMIT, err);
+}
+
+typedef struct {
+    db *d;
+    int attempts;
+    int result;
+    rt_wg *wg;
+} batch_conflict_arg;
+
+static void batch_conflicter(void *p)
+{
+    batch_conflict_arg *a = p;
+    bz_error e;
+    db_tx_opts o = {.isolation = DB_SERIALIZABLE};
+    a->result = db_run_tx(a->d, NULL, &o, batch_conflict_fn, &a->attempts, &e);
+    rt_wg_done(a->wg);
+}
+
+static void batch_conflict_body(void)
+{
+    if (!is_pg())
+        return; /* SQLite serialises writers before they read */
+    db *d = open_db(4, 4, 0, 0);
+    reset_tables(d);
+    bz_error e;
+    OK(db_exec(DB(d), NULL, "INSERT INTO t_counter (id, v) VALUES (1, 0)", NULL, 0, NULL, &e));
+    rt_sem_init(&both_read, 0);
+    rt_wg wg;
+    rt_wg_init(&wg);
+    batch_conflict_arg a[2] = {{d, 0, -1, &wg}, {d, 0, -1, &wg}};
+    rt_wg_add(&wg, 2);
+    rt_go(batch_conflicter, &a[0]);
+    rt_go(batch_conflicter, &a[1]);
+    rt_wg_wait(&wg, NULL);
+    assert_int_equal(a[0].result, 0);
+    assert_int_equal(a[1].result, 0);
+    assert_true(a[0].attempts + a[1].attempts >= 3); /* one of them was retried */
+    assert_int_equal(counter_v(d, 1), 20);
+    db_rows *rows;
+    OK(db_query_row(DB(d), NULL, "SELECT count(*), min(i), max(i) FROM t_vals", NULL, 0, &rows, &e));
+    assert_int_equal(db_col_int(rows, 0), 2); /* the failed attempt's insert went with it */
+    assert_int_equal(db_col_int(rows, 1), 0);
+    assert_int_equal(db_col_int(rows, 2), 10);
+    db_rows_close(rows);
+    rt_wg_destroy(&wg);
+    rt_sem_destroy(&both_read);
+    db_close(d);
+}
+
+static void batch_serialization_failure_retries_the_transaction(void **state) { run(batch_conflict_body); }
+
 /* ---- the pool ---- */
 
 typedef struct {
@@ -673,9 +953,12 @@ static void writer(void *p)
     db_tx_opts ser = {.isolation = DB_SERIALIZABLE};
     for (int i = 0; i < 10; i++) {
         if (i % 2) {
-            if (db_run_tx(a->d, NULL, &ser, incr_fn, NULL, &e))
+            if (db_run_tx(a->d, NULL, &ser, incr_fn, NULL, &e)) {
+                fprintf(stderr, "writer: run_tx failed: %s\n", e.msg);
                 atomic_fetch_add(&a->errors, 1);
+            }
         } else if (db_exec(DB(a->d), NULL, "UPDATE t_counter SET v = v + 1 WHERE id = 1", NULL, 0, NULL, &e)) {
+            fprintf(stderr, "writer: update failed: %s\n", e.msg);
             atomic_fetch_add(&a->errors, 1);
         }
     }
@@ -963,6 +1246,10 @@ int main(void)
         cmocka_unit_test(url_errors),
         cmocka_unit_test(statement_cache_off_prepares_nothing),
         cmocka_unit_test(statement_stats_by_name),
+        cmocka_unit_test(batch_runs_statements_in_one_round_trip),
+        cmocka_unit_test(batch_stops_at_the_first_error),
+        cmocka_unit_test(batch_cancelled_mid_pipeline),
+        cmocka_unit_test(batch_serialization_failure_retries_the_transaction),
     };
     int fails = cmocka_run_group_tests_name("db/sqlite", tests, setup_sqlite, teardown_sqlite);
     if (!getenv("BAZAAR_TEST_PG_URL")) {

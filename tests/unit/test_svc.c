@@ -1177,6 +1177,55 @@ CASE(paying_a_paid_order_again_moves_nothing)
     CHECK_INT(only_account(&w.ps).balance_cents, 3000);
 }
 
+/* Round trips to PostgreSQL per operation (db_stats.round_trips, counted
+ * by the driver; no background worker runs in a case): the pipelines'
+ * savings, kept.  A transfer: BEGIN with the guarded UPDATE, the second
+ * leg with the ledger INSERT, the idempotency record with the COMMIT — 3.
+ * An order payment of one seller: the order head read before the lock,
+ * BEGIN with the head, the debit with the sellers, every other write with
+ * the order read back, the record (if any) with the COMMIT — 5.  A
+ * single-statement read: 1, also the first time a connection runs it (the
+ * Parse goes with the Bind/Execute).  The same case on the tree before the
+ * pipelines counted, in order: 6, 8 (two statements new to the connection,
+ * one Parse round trip each), 2 (the same), 18 (six new), 11.  On SQLite
+ * nothing is a round trip. */
+static int64_t round_trips(void) { return db_get_stats(F.d).round_trips; }
+
+CASE(postgres_round_trips_per_operation)
+{
+    bool pg = db_get_dialect(F.d) == DB_POSTGRES;
+    svc_err e;
+    svc_transfer t;
+    parties w = two_parties(true);
+    OK(xfer(&w.pa, w.a1, w.b1, 100, &t, &e)); /* the first: the connection may be new */
+    int64_t m = round_trips();
+    OK(xfer(&w.pa, w.a1, w.b1, 100, &t, &e)); /* debit first */
+    CHECK_INT(round_trips() - m, pg ? 3 : 0);
+    m = round_trips();
+    OK(xfer(&w.pb, w.b1, w.a1, 50, &t, &e)); /* credit first */
+    CHECK_INT(round_trips() - m, pg ? 3 : 0);
+    m = round_trips();
+    svc_call rc = call(&w.pb);
+    OK(svc_transfer_get(F.s, &rc, t.id, &t, &e));
+    CHECK_INT(round_trips() - m, pg ? 1 : 0);
+    CHECK_INT(balance(&w.pa, w.a1), A1_FUNDS - 150);
+
+    shop s = open_shop();
+    svc_order o1 = place(&s, s.item.id, 1), o2 = place(&s, s.item.id, 1);
+    svc_order o;
+    m = round_trips();
+    svc_call kc = kcall(&s.pb);
+    OK(svc_order_pay(F.s, &kc, o1.id, &o, &e));
+    CHECK_STR(o.status, "paid");
+    CHECK_INT(o.nlines, 1);
+    CHECK_INT(round_trips() - m, pg ? 5 : 0);
+    m = round_trips();
+    o = pay(&s.pb, o2.id); /* no key: no record, COMMIT on its own */
+    CHECK_STR(o.status, "paid");
+    CHECK_INT(round_trips() - m, pg ? 5 : 0);
+    CHECK_INT(only_account(&s.ps).balance_cents, 3000);
+}
+
 CASE(paid_order_cannot_be_cancelled)
 {
     svc_err e;
@@ -3036,6 +3085,7 @@ CASE(superseded_order_pages_are_dropped)
     BOTH(order_replay_reserves_once)                                                                         \
     BOTH(pay_debits_the_buyer_and_credits_the_seller)                                                        \
     BOTH(paying_a_paid_order_again_moves_nothing)                                                            \
+    BOTH(postgres_round_trips_per_operation)                                                                 \
     BOTH(paid_order_cannot_be_cancelled)                                                                     \
     BOTH(cancel_returns_the_reserved_stock)                                                                  \
     BOTH(cancelled_order_cannot_be_paid)                                                                     \
