@@ -91,7 +91,8 @@ struct http__h2_stream {
     bz_buf pend;        /* body bytes not yet taken by nghttp2 */
     size_t pend_off;
     int64_t pend_counted; /* bytes of pend counted in the budgets */
-    bz_buf trailers;    /* "name: value\r\n" lines */
+    http_header *trailers; /* http_add_trailer's fields (in the arena) */
+    int ntrailers, trailers_cap;
     rt_coro *waiter;    /* the handler, parked for body bytes or output room */
     int64_t read_deadline, write_deadline;
     bool hdr_pending;   /* the header block has not ended yet */
@@ -308,41 +309,22 @@ static bool conn_specific(const char *n, size_t l)
            str_ieq(n, l, "transfer-encoding") || str_ieq(n, l, "upgrade");
 }
 
-/* "Name: value\r\n" lines (http_add_header's format) → nv entries with the
- * names lower-cased into the arena.  Returns how many were written. */
-static size_t nv_from_lines(bz_arena *a, const bz_buf *b, nghttp2_nv *nv, size_t max, bool drop_cl)
+/* Header fields (lower-case names from http_add_header / http_add_trailer,
+ * bytes in the stream's arena, alive until the stream is freed, after
+ * nghttp2 last looks at them) → nv entries nghttp2 does not copy.
+ * Connection-specific fields are dropped, and Content-Length when the
+ * server sets it.  Returns how many were written. */
+static size_t nv_from_pairs(const http_header *hs, int n, nghttp2_nv *nv, bool drop_cl)
 {
     size_t k = 0;
-    const char *p = b->data, *end = b->data + b->len;
-    while (p && p < end && k < max) {
-        const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
-        if (!eol)
-            eol = end;
-        const char *colon = memchr(p, ':', (size_t)(eol - p));
-        if (colon && colon > p) {
-            size_t nl = (size_t)(colon - p);
-            const char *v = colon + 1;
-            while (v < eol && (*v == ' ' || *v == '\t'))
-                v++;
-            if (!conn_specific(p, nl) && !(drop_cl && str_ieq(p, nl, "content-length"))) {
-                char *name = bz_arena_alloc(a, nl);
-                for (size_t i = 0; i < nl; i++)
-                    name[i] = (p[i] >= 'A' && p[i] <= 'Z') ? (char)(p[i] + 32) : p[i];
-                nv[k++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)v, nl, (size_t)(eol - v), NGHTTP2_NV_FLAG_NONE};
-            }
-        }
-        p = eol + 2;
+    for (int i = 0; i < n; i++) {
+        const http_header *f = &hs[i];
+        if (conn_specific(f->name.p, f->name.n) || (drop_cl && str_ieq(f->name.p, f->name.n, "content-length")))
+            continue;
+        nv[k++] = (nghttp2_nv){(uint8_t *)f->name.p, (uint8_t *)f->value.p, f->name.n, f->value.n,
+                               NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
     }
     return k;
-}
-
-static size_t count_lines(const bz_buf *b)
-{
-    size_t n = 0;
-    for (size_t i = 0; i + 1 < b->len; i++)
-        if (b->data[i] == '\r' && b->data[i + 1] == '\n')
-            n++;
-    return n;
 }
 
 /* ---- budgets ---------------------------------------------------------------------------
@@ -444,8 +426,6 @@ static void stream_free(h2_stream *s)
     pend_account(s);
     reserve_release(s);
     bz_buf_free(&s->pend);
-    bz_buf_free(&s->trailers);
-    bz_buf_free(&s->req.resp_headers);
     bz_buf_free(&s->req.body);
     bz_arena_free(&s->arena);
     rt_ctx_release(&s->ctx);
@@ -657,28 +637,30 @@ int http__h2_flush(http_req *r, bool final)
     if (!s->submitted) {
         if (!final)
             r->streaming = true;
-        size_t max = count_lines(&r->resp_headers) + 3;
+        size_t max = (size_t)r->nresp_headers + 3;
         nghttp2_nv *nv = bz_arena_alloc(&s->arena, sizeof *nv * max);
         char st[4], cl[24];
         st[0] = (char)('0' + r->status / 100 % 10);
         st[1] = (char)('0' + r->status / 10 % 10);
         st[2] = (char)('0' + r->status % 10);
         size_t k = 0;
-        nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st, 7, 3, NGHTTP2_NV_FLAG_NONE};
+        nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st, 7, 3, NGHTTP2_NV_FLAG_NO_COPY_NAME};
+        /* (the loop's Date buffer outlives the frame; it only ever holds a date) */
         const char *date = http__date(h->c->ls);
-        nv[k++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date, 4, strlen(date), NGHTTP2_NV_FLAG_NONE};
+        nv[k++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date, 4, 29,
+                               NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
         /* No content-length when trailers follow (gRPC): the message does
          * not end with the body, and clients read on for the trailers.  Nor
          * for an empty answer: its HEADERS frame ends the stream, which says
          * as much (a gRPC trailers-only answer carries none, as grpc-go's
          * and grpc-java's do not). */
-        bool with_cl = final && !no_body_status(r->status) && !s->trailers.len && (r->body.len || r->head);
+        bool with_cl = final && !no_body_status(r->status) && !s->ntrailers && (r->body.len || r->head);
         if (with_cl) {
             int n = snprintf(cl, sizeof cl, "%zu", r->body.len);
-            nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)n, NGHTTP2_NV_FLAG_NONE};
+            nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)n, NGHTTP2_NV_FLAG_NO_COPY_NAME};
         }
-        k += nv_from_lines(&s->arena, &r->resp_headers, nv + k, max - k, with_cl);
-        bool dp = !final || (!nobody && r->body.len) || s->trailers.len;
+        k += nv_from_pairs(r->resp_headers, r->nresp_headers, nv + k, with_cl);
+        bool dp = !final || (!nobody && r->body.len) || s->ntrailers;
         nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
         if (nghttp2_submit_response(h->ses, s->id, nv, k, dp ? &prd : NULL) != 0) {
             bz_buf_clear(&r->body);
@@ -839,11 +821,17 @@ int http_add_trailer(http_req *r, const char *name, const char *value)
 {
     if (!r->h2s)
         return -ENOTSUP;
-    bz_buf *t = &r->h2s->trailers;
-    bz_buf_append_c(t, name);
-    bz_buf_append(t, ": ", 2);
-    bz_buf_append_c(t, value);
-    bz_buf_append(t, "\r\n", 2);
+    h2_stream *s = r->h2s;
+    if (s->ntrailers == s->trailers_cap) {
+        int cap = s->trailers_cap ? s->trailers_cap * 2 : 4;
+        http_header *nt = bz_arena_alloc(&s->arena, sizeof *nt * (size_t)cap);
+        if (s->ntrailers)
+            memcpy(nt, s->trailers, sizeof *nt * (size_t)s->ntrailers);
+        s->trailers = nt;
+        s->trailers_cap = cap;
+    }
+    s->trailers[s->ntrailers++] = (http_header){bz_str_c(bz_arena_strdup(&s->arena, name)),
+                                                bz_str_c(bz_arena_strdup(&s->arena, value))};
     return 0;
 }
 
@@ -873,10 +861,9 @@ static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t 
     if (pend_len(s) == 0) {
         if (s->final) {
             *flags |= NGHTTP2_DATA_FLAG_EOF;
-            if (s->trailers.len) {
-                size_t max = count_lines(&s->trailers);
-                nghttp2_nv *nv = bz_arena_alloc(&s->arena, sizeof *nv * (max ? max : 1));
-                size_t n = nv_from_lines(&s->arena, &s->trailers, nv, max, false);
+            if (s->ntrailers) {
+                nghttp2_nv *nv = bz_arena_alloc(&s->arena, sizeof *nv * (size_t)s->ntrailers);
+                size_t n = nv_from_pairs(s->trailers, s->ntrailers, nv, false);
                 if (nghttp2_submit_trailer(ses, id, nv, n) == 0)
                     *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
             }

@@ -133,7 +133,7 @@ struct http_conn {
     char *rbuf;
     size_t rlen;
     bz_buf out;
-    bz_buf hbuf, bbuf;  /* response header/body buffers, reused per request */
+    bz_buf bbuf;        /* response body buffer, reused per request */
     bz_arena arena;     /* the requests' arena while a coroutine serves */
     bool active;        /* a coroutine is serving (HTTP/1.1) */
     bool dead;          /* closed: the coroutine frees on the way out */
