@@ -116,6 +116,7 @@ struct http__h2 {
     int nrunning;       /* handler coroutines alive */
     int nhdr_pending;   /* header blocks still arriving */
     int npend;          /* streams with response DATA still to send */
+    uint32_t nanswers;  /* response header blocks submitted (see unique_value) */
     bz_buf out;         /* serialised frames not yet written */
     size_t out_off;
     http__h2_guard guard;
@@ -309,20 +310,37 @@ static bool conn_specific(const char *n, size_t l)
            str_ieq(n, l, "transfer-encoding") || str_ieq(n, l, "upgrade");
 }
 
+/* Fields whose value is new on every response (the request id, the trace
+ * it was logged under).  HPACK would add each to the connection's dynamic
+ * table and evict older entries for it, then search ever longer chains of
+ * the same name: 9.3k instructions of HPACK per gRPC call, most of it this.
+ * Sent as literals never indexed, they cost their bytes and nothing more,
+ * and the table keeps what repeats (content-type, date, grpc-status).  One
+ * answer in 64 indexes them after all, so that their names stay in the
+ * table and the others send the name as an index, not as Huffman-coded
+ * text (~800 instructions an answer). */
+static bool unique_value(bz_str name)
+{
+    return (name.n == 12 && !memcmp(name.p, "x-request-id", 12)) ||
+           (name.n == 13 && !memcmp(name.p, "traceresponse", 13));
+}
+
 /* Header fields (lower-case names from http_add_header / http_add_trailer,
  * bytes in the stream's arena, alive until the stream is freed, after
  * nghttp2 last looks at them) → nv entries nghttp2 does not copy.
  * Connection-specific fields are dropped, and Content-Length when the
  * server sets it.  Returns how many were written. */
-static size_t nv_from_pairs(const http_header *hs, int n, nghttp2_nv *nv, bool drop_cl)
+static size_t nv_from_pairs(const http_header *hs, int n, nghttp2_nv *nv, bool drop_cl, bool index_all)
 {
     size_t k = 0;
     for (int i = 0; i < n; i++) {
         const http_header *f = &hs[i];
         if (conn_specific(f->name.p, f->name.n) || (drop_cl && str_ieq(f->name.p, f->name.n, "content-length")))
             continue;
-        nv[k++] = (nghttp2_nv){(uint8_t *)f->name.p, (uint8_t *)f->value.p, f->name.n, f->value.n,
-                               NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
+        uint8_t flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
+        if (!index_all && unique_value(f->name))
+            flags |= NGHTTP2_NV_FLAG_NO_INDEX;
+        nv[k++] = (nghttp2_nv){(uint8_t *)f->name.p, (uint8_t *)f->value.p, f->name.n, f->value.n, flags};
     }
     return k;
 }
@@ -656,10 +674,10 @@ int http__h2_flush(http_req *r, bool final)
          * and grpc-java's do not). */
         bool with_cl = final && !no_body_status(r->status) && !s->ntrailers && (r->body.len || r->head);
         if (with_cl) {
-            int n = snprintf(cl, sizeof cl, "%zu", r->body.len);
-            nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)n, NGHTTP2_NV_FLAG_NO_COPY_NAME};
+            size_t n = bz_fmt_i64(cl, (int64_t)r->body.len);
+            nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, n, NGHTTP2_NV_FLAG_NO_COPY_NAME};
         }
-        k += nv_from_pairs(r->resp_headers, r->nresp_headers, nv + k, with_cl);
+        k += nv_from_pairs(r->resp_headers, r->nresp_headers, nv + k, with_cl, (h->nanswers++ & 63) == 0);
         bool dp = !final || (!nobody && r->body.len) || s->ntrailers;
         nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
         if (nghttp2_submit_response(h->ses, s->id, nv, k, dp ? &prd : NULL) != 0) {
@@ -863,7 +881,7 @@ static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t 
             *flags |= NGHTTP2_DATA_FLAG_EOF;
             if (s->ntrailers) {
                 nghttp2_nv *nv = bz_arena_alloc(&s->arena, sizeof *nv * (size_t)s->ntrailers);
-                size_t n = nv_from_pairs(s->trailers, s->ntrailers, nv, false);
+                size_t n = nv_from_pairs(s->trailers, s->ntrailers, nv, false, true);
                 if (nghttp2_submit_trailer(ses, id, nv, n) == 0)
                     *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
             }
@@ -1372,6 +1390,34 @@ static void settings_fix(uint8_t *f, size_t n)
         }
 }
 
+static _Thread_local bz_buf tl_out;
+
+/* Writes the scratch buffer (h->out is empty); what the socket does not
+ * take moves to h->out.  False if the connection was closed. */
+static bool scratch_write(http__h2 *h)
+{
+    size_t off = 0;
+    while (off < tl_out.len) {
+        ssize_t n = rt_io_try_write(&h->c->io, tl_out.data + off, tl_out.len - off);
+        if (n > 0) {
+            off += (size_t)n;
+            continue;
+        }
+        if (n == -EAGAIN)
+            break;
+        http__h2_abort(h->c);
+        return false;
+    }
+    if (off < tl_out.len) {
+        h->out.len = h->out_off = 0;
+        bz_buf_append(&h->out, tl_out.data + off, tl_out.len - off);
+    }
+    tl_out.len = 0;
+    if (tl_out.cap > 4 * H2_OUT_MAX)
+        bz_buf_free(&tl_out);
+    return true;
+}
+
 /* Serialises what nghttp2 has to say (up to H2_OUT_MAX) and writes it. */
 static void h2_send(http__h2 *h)
 {
@@ -1385,8 +1431,18 @@ static void h2_send(http__h2 *h)
             break;
         }
         bool full = false;
+        /* With nothing left over from before, frames are serialised into
+         * the thread's scratch buffer and written from it: a connection
+         * whose output the socket takes at once (nearly every answer)
+         * neither keeps nor regrows a buffer of its own (an idle one frees
+         * it: a malloc, a realloc and a free per request); only what the
+         * socket does not take is kept in h->out. */
+        bool scratch = h->out_off == h->out.len;
+        bz_buf *o = scratch ? &tl_out : &h->out;
+        size_t base = scratch ? 0 : h->out_off;
+        o->len = scratch ? 0 : o->len;
         for (int i = 0; i < 4096; i++) {
-            if (h->out.len - h->out_off >= H2_OUT_MAX) {
+            if (o->len - base >= H2_OUT_MAX) {
                 full = true;
                 break;
             }
@@ -1398,14 +1454,16 @@ static void h2_send(http__h2 *h)
             }
             if (n == 0)
                 break;
-            size_t at = h->out.len;
-            bz_buf_append(&h->out, d, (size_t)n);
+            size_t at = o->len;
+            bz_buf_append(o, d, (size_t)n);
             if (!h->settings_out) {
                 h->settings_out = true;
-                settings_fix((uint8_t *)h->out.data + at, (size_t)n);
+                settings_fix((uint8_t *)o->data + at, (size_t)n);
             }
             h->hibernated = false;
         }
+        if (scratch && tl_out.len && !scratch_write(h))
+            return;
         if (!h2_write(h))
             return;
         if (!full || h->out_off < h->out.len)

@@ -63,6 +63,26 @@ const char *http_query_get(http_req *r, const char *name)
 
 void http_set_status(http_req *r, int status) { r->status = status; }
 
+/* Lower-cases ASCII letters in place, eight bytes at a time (a header
+ * name is lower-cased for HTTP/2 on every add). */
+static void lower_ascii(char *p, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        uint64_t h7 = w & 0x7f7f7f7f7f7f7f7full;
+        uint64_t ge_a = h7 + 0x3f3f3f3f3f3f3f3full; /* high bit: byte >= 'A' */
+        uint64_t gt_z = h7 + 0x2525252525252525ull; /* high bit: byte > 'Z' */
+        uint64_t upper = (ge_a & ~gt_z) & ~w & 0x8080808080808080ull;
+        w |= upper >> 2;                            /* + 0x20 */
+        memcpy(p + i, &w, 8);
+    }
+    for (; i < n; i++)
+        if (p[i] >= 'A' && p[i] <= 'Z')
+            p[i] = (char)(p[i] + 32);
+}
+
 /* One copy of each header field into the arena, lower-cased for HTTP/2
  * (which sends names in lower case): the protocols read the pairs as they
  * are, so a header costs this and one write into the output. */
@@ -78,12 +98,9 @@ void http_add_header_n(http_req *r, const char *name, const char *value, size_t 
         r->resp_headers_cap = cap;
     }
     char *p = bz_arena_alloc(r->arena, nl + vlen + 2);
-    if (r->h2) {
-        for (size_t i = 0; i < nl; i++)
-            p[i] = (name[i] >= 'A' && name[i] <= 'Z') ? (char)(name[i] + 32) : name[i];
-    } else {
-        memcpy(p, name, nl);
-    }
+    memcpy(p, name, nl);
+    if (r->h2)
+        lower_ascii(p, nl);
     p[nl] = '\0';
     char *v = p + nl + 1;
     memcpy(v, value, vlen);
