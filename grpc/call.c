@@ -114,6 +114,17 @@ static int fill(grpc_call *c, size_t want)
          * base64 buffer): no copy, and no 16 KiB stack buffer that every
          * stream's coroutine would keep resident once it received data. */
         bz_buf *into = c->mode == GRPC_MODE_WEB_TEXT ? &c->text : &c->in;
+        /* What has arrived whole, on HTTP/2: the stream's buffer becomes
+         * ours, the one copy of the message being the stream's. */
+        if (c->mode != GRPC_MODE_WEB_TEXT && c->in.len == 0) {
+            ssize_t k = http_body_take(c->r, &c->in, want);
+            if (k > 0)
+                continue;
+            if (k < 0) {
+                grpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "the request stream is larger than the server accepts");
+                return -1;
+            }
+        }
         size_t room = into->cap > into->len + 1 ? into->cap - into->len - 1 : 0;
         size_t need = want - (c->in.len - c->in_off);
         if (room == 0 || (room < 4096 && room < need)) {

@@ -117,6 +117,7 @@ struct http__h2 {
     int nhdr_pending;   /* header blocks still arriving */
     int npend;          /* streams with response DATA still to send */
     uint32_t nanswers;  /* response header blocks submitted (see unique_value) */
+    bz_buf *sending;    /* the output h2_send serialises into (send_data) */
     bz_buf out;         /* serialised frames not yet written */
     size_t out_off;
     http__h2_guard guard;
@@ -799,6 +800,30 @@ ssize_t http__h2_body_read(http_req *r, void *buf, size_t n)
     }
 }
 
+ssize_t http__h2_body_take(http_req *r, bz_buf *b, size_t min)
+{
+    h2_stream *s = r->h2s;
+    http__h2 *h = s->h;
+    size_t k = s->in.len;
+    if (b->len || s->in_off || k == 0 || k < min)
+        return 0;
+    int64_t limit = r->body_limit ? r->body_limit : h->c->srv->o.max_body_bytes;
+    if (r->body_limit >= 0 && r->content_length > limit)
+        return -EMSGSIZE;
+    bz_buf t = *b;
+    *b = s->in;
+    s->in = t;
+    bz_buf_clear(&s->in);
+    s->in_read += (int64_t)k;
+    if (!s->closed && !h->closed) {
+        nghttp2_session_consume_stream(h->ses, s->id, k);
+        h2_kick(h);
+    }
+    if (r->body_limit >= 0 && s->in_read > limit)
+        return -EMSGSIZE;
+    return (ssize_t)k;
+}
+
 void http__h2_set_write_deadline(http_req *r, int64_t deadline_ns) { r->h2s->write_deadline = deadline_ns; }
 
 void http__h2_set_read_deadline(http_req *r, int64_t deadline_ns) { r->h2s->msg_deadline = deadline_ns; }
@@ -855,6 +880,34 @@ int http_add_trailer(http_req *r, const char *name, const char *value)
 
 /* ---- nghttp2 callbacks ------------------------------------------------------------------------ */
 
+/* n bytes of the stream's pend go out: copied to out, accounted, the
+ * handler woken if it waits for room. */
+static void pend_sent(h2_stream *s, uint8_t *out, size_t n)
+{
+    http__h2 *h = s->h;
+    memcpy(out, s->pend.data + s->pend_off, n);
+    s->pend_off += n;
+    if (s->pend_off == s->pend.len) {
+        bz_buf_clear(&s->pend);
+        s->pend_off = 0;
+    }
+    pend_account(s);
+    h->progress += (int64_t)n;
+    h->progress_at = rt_now();
+    http__h2_guard_sent_data(&h->guard);
+    if (s->waiter && s->running && !s->final && pend_len(s) <= H2_PEND_MAX)
+        rt_wake(s->waiter, 0);
+}
+
+/* DATA of H2_NO_COPY_MIN bytes or more leaves without a copy into
+ * nghttp2's frame buffer (NGHTTP2_DATA_FLAG_NO_COPY): data_read only says
+ * how many of the pend bytes the frame takes, and send_data, called right
+ * after in the same nghttp2_session_mem_send, appends the frame header
+ * and those bytes to the output being serialised (h->sending).  So a
+ * response body is copied once between the handler's buffer and the
+ * socket.  Smaller frames are copied twice: for a few hundred bytes the
+ * copy costs less than nghttp2's separate path for such frames. */
+#define H2_NO_COPY_MIN 1024
 static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
                          nghttp2_data_source *src, void *ud)
 {
@@ -862,21 +915,11 @@ static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t 
     http__h2 *h = s->h;
     size_t avail = pend_len(s);
     size_t k = avail < len ? avail : len;
-    if (k) {
-        memcpy(buf, s->pend.data + s->pend_off, k);
-        s->pend_off += k;
-        if (s->pend_off == s->pend.len) {
-            bz_buf_clear(&s->pend);
-            s->pend_off = 0;
-        }
-        pend_account(s);
-        h->progress += (int64_t)k;
-        h->progress_at = rt_now();
-        http__h2_guard_sent_data(&h->guard);
-        if (s->waiter && s->running && !s->final && pend_len(s) <= H2_PEND_MAX)
-            rt_wake(s->waiter, 0);
-    }
-    if (pend_len(s) == 0) {
+    if (k >= H2_NO_COPY_MIN)
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    else if (k)
+        pend_sent(s, buf, k);
+    if (avail == k) {
         if (s->final) {
             *flags |= NGHTTP2_DATA_FLAG_EOF;
             if (s->ntrailers) {
@@ -893,6 +936,26 @@ static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t 
         }
     }
     return (ssize_t)k;
+}
+
+static int send_data(nghttp2_session *ses, nghttp2_frame *f, const uint8_t *framehd, size_t length,
+                     nghttp2_data_source *src, void *ud)
+{
+    h2_stream *s = src->ptr;
+    http__h2 *h = s->h;
+    bz_buf *o = h->sending;
+    size_t pad = f->data.padlen; /* (we ask for none; kept whole if nghttp2 adds it) */
+    bz_buf_reserve(o, 9 + length + pad);
+    bz_buf_append(o, framehd, 9);
+    if (pad)
+        bz_buf_putc(o, (char)(pad - 1));
+    bz_buf_reserve(o, length);
+    pend_sent(s, (uint8_t *)o->data + o->len, length);
+    o->len += length;
+    o->data[o->len] = '\0';
+    for (size_t i = 1; i < pad; i++)
+        bz_buf_putc(o, 0);
+    return 0;
 }
 
 static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *f, void *ud)
@@ -1441,6 +1504,7 @@ static void h2_send(http__h2 *h)
         bz_buf *o = scratch ? &tl_out : &h->out;
         size_t base = scratch ? 0 : h->out_off;
         o->len = scratch ? 0 : o->len;
+        h->sending = o; /* where send_data puts DATA frames */
         for (int i = 0; i < 4096; i++) {
             if (o->len - base >= H2_OUT_MAX) {
                 full = true;
@@ -1665,6 +1729,7 @@ void http__h2_server_init(http_server *s)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    nghttp2_session_callbacks_set_send_data_callback(cb, send_data);
     nghttp2_option *opt;
     if (nghttp2_option_new(&opt) != 0)
         abort();

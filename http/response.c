@@ -260,3 +260,5 @@ int http_send_problem_ext(http_req *r, int status, const char *code, const char 
 }
 
 ssize_t http_body_read(http_req *r, void *buf, size_t n) { return http__conn_body_read(r, buf, n); }
+
+ssize_t http_body_take(http_req *r, bz_buf *b, size_t min) { return r->h2s ? http__h2_body_take(r, b, min) : 0; }

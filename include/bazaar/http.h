@@ -153,6 +153,14 @@ int http_read_body(http_req *r, const char **data, size_t *len);
  * DATA arrived, up to n), so a framing layer (gRPC) can consume a body
  * incrementally; reading is what opens the HTTP/2 flow-control window. */
 ssize_t http_body_read(http_req *r, void *buf, size_t n);
+/* For a framing layer that keeps its own buffer (gRPC): when b is empty
+ * and at least min body bytes have arrived on an HTTP/2 stream, b takes
+ * them over without a copy (its old buffer goes to the stream) and their
+ * count is returned, as if http_body_read had read them into b.
+ * Otherwise 0, nothing taken: read with http_body_read.  Never parks.
+ * -EMSGSIZE as http_body_read.  So a message costs one copy from the
+ * socket's bytes (into the stream) before it is decoded. */
+ssize_t http_body_take(http_req *r, bz_buf *b, size_t min);
 
 /* ---- the response -------------------------------------------------------------- */
 
