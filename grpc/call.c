@@ -420,6 +420,9 @@ static void pack_framed(bz_buf *b, const void *arg)
     b->data[b->len] = '\0';
 }
 
+static int send_bytes(grpc_call *c, const uint8_t *p, size_t n);
+static int sent(grpc_call *c);
+
 int grpc_send(grpc_call *c, const ProtobufCMessage *msg)
 {
     if (c->finished)
@@ -458,17 +461,40 @@ int grpc_send(grpc_call *c, const ProtobufCMessage *msg)
         p = (uint8_t *)c->out.data;
     }
     protobuf_c_message_pack(msg, p);
+    return send_bytes(c, p, n);
+sent:
+    return sent(c);
+}
+
+int grpc_send_packed(grpc_call *c, const void *bytes, size_t n)
+{
+    if (c->finished)
+        return -1;
+    if (rt_ctx_err(&c->ctx))
+        return -1;
+    send_headers(c);
+    return send_bytes(c, bytes, n);
+}
+
+/* A packed message p[0..n) framed into the response (compressed when the
+ * call compresses), then what every sent message does. */
+static int send_bytes(grpc_call *c, const uint8_t *p, size_t n)
+{
     if (c->compress && n >= 64) {
         bz_buf z = BZ_BUF_INIT;
         if (grpc__gzip(p, n, &z) == 0) {
             write_frame(c, 1, z.data, z.len);
             bz_buf_free(&z);
-            goto sent;
+            return sent(c);
         }
         bz_buf_free(&z);
     }
     write_frame(c, 0, p, n);
-sent:
+    return sent(c);
+}
+
+static int sent(grpc_call *c)
+{
     c->sent++;
     /* A unary response waits for its status, so headers, message and
      * trailers leave together; a stream's messages leave as they come

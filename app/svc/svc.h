@@ -426,7 +426,7 @@ int svc_item_from_record(bz_str rec, bz_arena *a, svc_item *out, svc_err *e);
  * SVC_RENDITION_SLOTS slots indexed by (kind, id), each reusing its
  * buffer: bounded memory (renditions over 4 KiB are not kept). */
 #define SVC_RENDITION_SLOTS 1024
-enum { SVC_REND_ITEM_JSON = 1 };
+enum { SVC_REND_ITEM_JSON = 1, SVC_REND_ITEM_PB };
 /* The rendition of (kind, id) made from exactly rec, or false.  *out is
  * valid until this thread's next svc_rendition_put. */
 bool svc_rendition_get(int kind, int64_t id, bz_str rec, bz_str *out);
