@@ -38,6 +38,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1453,15 +1454,39 @@ static void settings_fix(uint8_t *f, size_t n)
         }
 }
 
-static _Thread_local bz_buf tl_out;
+/* The thread's scratch output (h2_send), freed when the thread ends. */
+static _Thread_local bz_buf *tl_scratch;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p)
+{
+    bz_buf_free(p);
+    free(p);
+}
+
+static void scratch_key_make(void) { pthread_key_create(&scratch_key, scratch_free); }
+
+static bz_buf *scratch_buf(void)
+{
+    if (!tl_scratch) {
+        pthread_once(&scratch_once, scratch_key_make);
+        tl_scratch = calloc(1, sizeof *tl_scratch);
+        if (!tl_scratch)
+            abort();
+        pthread_setspecific(scratch_key, tl_scratch);
+    }
+    return tl_scratch;
+}
 
 /* Writes the scratch buffer (h->out is empty); what the socket does not
  * take moves to h->out.  False if the connection was closed. */
 static bool scratch_write(http__h2 *h)
 {
+    bz_buf *t = scratch_buf();
     size_t off = 0;
-    while (off < tl_out.len) {
-        ssize_t n = rt_io_try_write(&h->c->io, tl_out.data + off, tl_out.len - off);
+    while (off < t->len) {
+        ssize_t n = rt_io_try_write(&h->c->io, t->data + off, t->len - off);
         if (n > 0) {
             off += (size_t)n;
             continue;
@@ -1471,13 +1496,13 @@ static bool scratch_write(http__h2 *h)
         http__h2_abort(h->c);
         return false;
     }
-    if (off < tl_out.len) {
+    if (off < t->len) {
         h->out.len = h->out_off = 0;
-        bz_buf_append(&h->out, tl_out.data + off, tl_out.len - off);
+        bz_buf_append(&h->out, t->data + off, t->len - off);
     }
-    tl_out.len = 0;
-    if (tl_out.cap > 4 * H2_OUT_MAX)
-        bz_buf_free(&tl_out);
+    t->len = 0;
+    if (t->cap > 4 * H2_OUT_MAX)
+        bz_buf_free(t);
     return true;
 }
 
@@ -1501,7 +1526,7 @@ static void h2_send(http__h2 *h)
          * it: a malloc, a realloc and a free per request); only what the
          * socket does not take is kept in h->out. */
         bool scratch = h->out_off == h->out.len;
-        bz_buf *o = scratch ? &tl_out : &h->out;
+        bz_buf *o = scratch ? scratch_buf() : &h->out;
         size_t base = scratch ? 0 : h->out_off;
         o->len = scratch ? 0 : o->len;
         h->sending = o; /* where send_data puts DATA frames */
@@ -1526,7 +1551,7 @@ static void h2_send(http__h2 *h)
             }
             h->hibernated = false;
         }
-        if (scratch && tl_out.len && !scratch_write(h))
+        if (scratch && o->len && !scratch_write(h))
             return;
         if (!h2_write(h))
             return;
