@@ -486,9 +486,11 @@ HEADER = [
     "# (the request path up to the park, mostly) spreads by ~8 % between estimates, so",
     "# its limit is 15 %.  The others spread by 0.1-1.2 % (docs/ARCHITECTURE.md).",
     "#",
-    "# The warm-stack cache (rt_options.stack_warm) is off by default: a deep request",
-    "# gives its stack pages back (one madvise, and a page fault on the next deep use);",
-    "# the kernel limits below allow that (issue 18).",
+    "# The warm-stack cache (rt_options.stack_warm) is off by default: a request that",
+    "# runs deeper than the 12 KiB a pooled stack keeps gives its pages back (one",
+    "# madvise, and a page fault on the next deep use).  /healthz and the cached item",
+    "# GET stay above that line (app/rest/routes.c's dispatch holds one svc_err, not",
+    "# three): no madvise, no fault per request, which the limits below hold them to.",
     "",
 ]
 
