@@ -7,10 +7,6 @@
 
 bz_str bz_str_c(const char *s) { return s ? (bz_str){s, strlen(s)} : (bz_str){"", 0}; }
 
-bool bz_str_eq(bz_str a, bz_str b) { return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0); }
-
-bool bz_str_eq_c(bz_str a, const char *b) { return bz_str_eq(a, bz_str_c(b)); }
-
 static inline unsigned char lower(unsigned char c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
 
 bool bz_str_ieq(bz_str a, bz_str b)
@@ -22,8 +18,6 @@ bool bz_str_ieq(bz_str a, bz_str b)
             return false;
     return true;
 }
-
-bool bz_str_ieq_c(bz_str a, const char *b) { return bz_str_ieq(a, bz_str_c(b)); }
 
 bool bz_str_has_prefix(bz_str s, bz_str prefix)
 {

@@ -23,8 +23,6 @@ void grpc__call_init(grpc_call *c, grpc_server *g, http_req *r, const grpc_metho
     c->mode = mode;
     c->in = BZ_BUF_INIT;
     c->text = BZ_BUF_INIT;
-    c->trailers = BZ_BUF_INIT;
-    c->headers = BZ_BUF_INIT;
     c->out = BZ_BUF_INIT;
 }
 
@@ -63,21 +61,33 @@ bool grpc_metadata_bin(grpc_call *c, const char *name, const uint8_t **data, siz
     return true;
 }
 
-static void pair_add(bz_buf *b, const char *name, const char *value, size_t vlen)
+static void pair_add(bz_arena *a, http_header **v, int *n, int *cap, const char *name, const char *value,
+                     size_t vlen)
 {
-    bz_buf_append(b, name, strlen(name) + 1);
-    bz_buf_append(b, value, vlen);
-    bz_buf_putc(b, '\0');
+    if (*n == *cap) {
+        int nc = *cap ? *cap * 2 : 4;
+        http_header *nv = bz_arena_alloc(a, sizeof *nv * (size_t)nc);
+        if (*n)
+            memcpy(nv, *v, sizeof *nv * (size_t)*n);
+        *v = nv;
+        *cap = nc;
+    }
+    size_t nl = strlen(name);
+    char *p = bz_arena_alloc(a, nl + vlen + 2);
+    memcpy(p, name, nl + 1);
+    memcpy(p + nl + 1, value, vlen);
+    p[nl + 1 + vlen] = '\0';
+    (*v)[(*n)++] = (http_header){bz_str_make(p, nl), bz_str_make(p + nl + 1, vlen)};
 }
 
 void grpc_add_header(grpc_call *c, const char *name, const char *value)
 {
-    pair_add(&c->headers, name, value, strlen(value));
+    pair_add(c->r->arena, &c->headers, &c->nheaders, &c->headers_cap, name, value, strlen(value));
 }
 
 void grpc_add_trailer(grpc_call *c, const char *name, const char *value)
 {
-    pair_add(&c->trailers, name, value, strlen(value));
+    pair_add(c->r->arena, &c->trailers, &c->ntrailers, &c->trailers_cap, name, value, strlen(value));
 }
 
 void grpc_add_trailer_bin(grpc_call *c, const char *name, const uint8_t *data, size_t n)
@@ -87,7 +97,7 @@ void grpc_add_trailer_bin(grpc_call *c, const char *name, const uint8_t *data, s
     /* -bin values go unpadded, as the other implementations send them */
     while (b.len && b.data[b.len - 1] == '=')
         b.len--;
-    pair_add(&c->trailers, name, b.data ? b.data : "", b.len);
+    pair_add(c->r->arena, &c->trailers, &c->ntrailers, &c->trailers_cap, name, b.data ? b.data : "", b.len);
     bz_buf_free(&b);
 }
 
@@ -104,6 +114,17 @@ static int fill(grpc_call *c, size_t want)
          * base64 buffer): no copy, and no 16 KiB stack buffer that every
          * stream's coroutine would keep resident once it received data. */
         bz_buf *into = c->mode == GRPC_MODE_WEB_TEXT ? &c->text : &c->in;
+        /* What has arrived whole, on HTTP/2: the stream's buffer becomes
+         * ours, the one copy of the message being the stream's. */
+        if (c->mode != GRPC_MODE_WEB_TEXT && c->in.len == 0) {
+            ssize_t k = http_body_take(c->r, &c->in, want);
+            if (k > 0)
+                continue;
+            if (k < 0) {
+                grpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "the request stream is larger than the server accepts");
+                return -1;
+            }
+        }
         size_t room = into->cap > into->len + 1 ? into->cap - into->len - 1 : 0;
         size_t need = want - (c->in.len - c->in_off);
         if (room == 0 || (room < 4096 && room < need)) {
@@ -331,12 +352,8 @@ static void send_headers(grpc_call *c)
         c->declared_gzip = true;
     }
     http_add_header(r, "grpc-accept-encoding", "identity,gzip");
-    for (size_t i = 0; i < c->headers.len;) {
-        const char *name = c->headers.data + i;
-        const char *value = name + strlen(name) + 1;
-        http_add_header(r, name, value);
-        i = (size_t)(value + strlen(value) + 1 - c->headers.data);
-    }
+    for (int i = 0; i < c->nheaders; i++)
+        http_add_header_n(r, c->headers[i].name.p, c->headers[i].value.p, c->headers[i].value.n);
 }
 
 /* Writes one frame (flags, bytes) in the call's mode. */
@@ -380,6 +397,32 @@ static void paced_append(ProtobufCBuffer *b, size_t n, const uint8_t *p)
         pb->err = http_write_paced(pb->r, p, n);
 }
 
+/* http_write_with: the 5-byte frame header and the message, packed where
+ * they go. */
+typedef struct {
+    const ProtobufCMessage *msg;
+    size_t n; /* its packed size */
+} framed;
+
+static void pack_framed(bz_buf *b, const void *arg)
+{
+    const ProtobufCMessage *msg = ((const framed *)arg)->msg;
+    size_t n = ((const framed *)arg)->n;
+    bz_buf_reserve(b, 5 + n);
+    uint8_t *h = (uint8_t *)b->data + b->len;
+    h[0] = 0;
+    h[1] = (uint8_t)(n >> 24);
+    h[2] = (uint8_t)(n >> 16);
+    h[3] = (uint8_t)(n >> 8);
+    h[4] = (uint8_t)n;
+    protobuf_c_message_pack(msg, h + 5);
+    b->len += 5 + n;
+    b->data[b->len] = '\0';
+}
+
+static int send_bytes(grpc_call *c, const uint8_t *p, size_t n);
+static int sent(grpc_call *c);
+
 int grpc_send(grpc_call *c, const ProtobufCMessage *msg)
 {
     if (c->finished)
@@ -402,6 +445,12 @@ int grpc_send(grpc_call *c, const ProtobufCMessage *msg)
             return -1;
         goto sent;
     }
+    if (c->mode == GRPC_MODE_NATIVE && !(c->compress && n >= 64)) {
+        /* The common case: framed and packed in place at the end of the
+         * response body, the one copy before the socket being HTTP/2's. */
+        http_write_with(c->r, pack_framed, &(framed){msg, n});
+        goto sent;
+    }
     uint8_t stackbuf[512];
     uint8_t *p = stackbuf;
     if (n > sizeof stackbuf) {
@@ -412,17 +461,40 @@ int grpc_send(grpc_call *c, const ProtobufCMessage *msg)
         p = (uint8_t *)c->out.data;
     }
     protobuf_c_message_pack(msg, p);
+    return send_bytes(c, p, n);
+sent:
+    return sent(c);
+}
+
+int grpc_send_packed(grpc_call *c, const void *bytes, size_t n)
+{
+    if (c->finished)
+        return -1;
+    if (rt_ctx_err(&c->ctx))
+        return -1;
+    send_headers(c);
+    return send_bytes(c, bytes, n);
+}
+
+/* A packed message p[0..n) framed into the response (compressed when the
+ * call compresses), then what every sent message does. */
+static int send_bytes(grpc_call *c, const uint8_t *p, size_t n)
+{
     if (c->compress && n >= 64) {
         bz_buf z = BZ_BUF_INIT;
         if (grpc__gzip(p, n, &z) == 0) {
             write_frame(c, 1, z.data, z.len);
             bz_buf_free(&z);
-            goto sent;
+            return sent(c);
         }
         bz_buf_free(&z);
     }
     write_frame(c, 0, p, n);
-sent:
+    return sent(c);
+}
+
+static int sent(grpc_call *c)
+{
     c->sent++;
     /* A unary response waits for its status, so headers, message and
      * trailers leave together; a stream's messages leave as they come
@@ -453,8 +525,8 @@ static int finish(grpc_call *c, grpc_code code, const char *msg, const uint8_t *
     c->code = code;
     if (code != GRPC_OK) /* the admin console's last errors */
         bz_errlog_add(c->m ? c->m->path : "(unknown method)", 0, grpc_code_name(code), c->r->trace.trace_id, msg);
-    char num[8];
-    snprintf(num, sizeof num, "%d", (int)code);
+    char num[24];
+    num[bz_fmt_i64(num, (int64_t)code)] = '\0';
     grpc_add_trailer(c, "grpc-status", num);
     if (msg && *msg) {
         bz_buf m = BZ_BUF_INIT;
@@ -511,14 +583,11 @@ int grpc_finish_violations(grpc_call *c, grpc_code code, const char *msg, const 
     return finish(c, code, msg, sb, sn);
 }
 
-static bool pairs_have(const bz_buf *b, const char *name)
+static bool pairs_have(const http_header *v, int n, const char *name)
 {
-    for (size_t i = 0; i < b->len;) {
-        const char *n = b->data + i, *v = n + strlen(n) + 1;
-        if (!strcasecmp(n, name))
+    for (int i = 0; i < n; i++)
+        if (bz_str_ieq_c(v[i].name, name))
             return true;
-        i = (size_t)(v + strlen(v) + 1 - b->data);
-    }
     return false;
 }
 
@@ -527,7 +596,7 @@ static bool pairs_have(const bz_buf *b, const char *name)
  * encoding): the client's if it sent a plausible one, else a new one. */
 static void ensure_request_id(grpc_call *c)
 {
-    if (c->headers_sent || pairs_have(&c->headers, "x-request-id"))
+    if (c->headers_sent || pairs_have(c->headers, c->nheaders, "x-request-id"))
         return;
     bz_str in = http_header_get(c->r, "x-request-id");
     bool ok = in.p && in.n >= 1 && in.n <= 64;
@@ -563,43 +632,33 @@ void grpc__call_end(grpc_call *c, int rc)
     ensure_request_id(c);
     grpc__finish_default(c, rc);
     http_req *r = c->r;
-    const char *t = c->trailers.data;
-    size_t tn = c->trailers.len;
+    const http_header *t = c->trailers;
+    int tn = c->ntrailers;
     if (c->mode == GRPC_MODE_NATIVE) {
         if (!c->headers_sent && c->sent == 0) {
             /* Trailers-Only: the status rides in the one HEADERS frame */
             send_headers(c);
-            for (size_t i = 0; i < tn;) {
-                const char *name = t + i, *value = name + strlen(name) + 1;
-                http_add_header(r, name, value);
-                i = (size_t)(value + strlen(value) + 1 - t);
-            }
+            for (int i = 0; i < tn; i++)
+                http_add_header_n(r, t[i].name.p, t[i].value.p, t[i].value.n);
         } else {
             send_headers(c);
-            for (size_t i = 0; i < tn;) {
-                const char *name = t + i, *value = name + strlen(name) + 1;
-                http_add_trailer(r, name, value);
-                i = (size_t)(value + strlen(value) + 1 - t);
-            }
+            for (int i = 0; i < tn; i++)
+                http_add_trailer(r, t[i].name.p, t[i].value.p);
         }
     } else {
         /* gRPC-Web: the trailers are a final frame with flag 0x80 */
         send_headers(c);
         bz_buf f = BZ_BUF_INIT;
-        for (size_t i = 0; i < tn;) {
-            const char *name = t + i, *value = name + strlen(name) + 1;
-            bz_buf_append_c(&f, name);
-            bz_buf_append_c(&f, ": ");
-            bz_buf_append_c(&f, value);
-            bz_buf_append_c(&f, "\r\n");
-            i = (size_t)(value + strlen(value) + 1 - t);
+        for (int i = 0; i < tn; i++) {
+            bz_buf_append_str(&f, t[i].name);
+            bz_buf_append(&f, ": ", 2);
+            bz_buf_append_str(&f, t[i].value);
+            bz_buf_append(&f, "\r\n", 2);
         }
         write_frame(c, 0x80, f.data, f.len);
         bz_buf_free(&f);
     }
     bz_buf_free(&c->in);
     bz_buf_free(&c->text);
-    bz_buf_free(&c->trailers);
-    bz_buf_free(&c->headers);
     bz_buf_free(&c->out);
 }

@@ -60,8 +60,11 @@ struct grpc_call {
     bz_buf in;               /* request bytes not yet consumed (decoded from base64 in -text mode) */
     size_t in_off;
     bz_buf text;             /* -text mode: base64 characters not yet decoded */
-    bz_buf trailers;         /* "name\0value\0" pairs */
-    bz_buf headers;          /* initial metadata, same shape */
+    /* Initial and trailing metadata the call will send: (name, value)
+     * pairs, NUL-terminated copies in the request's arena, handed to the
+     * HTTP layer as pairs (never as text to be parsed again). */
+    http_header *headers, *trailers;
+    int nheaders, headers_cap, ntrailers, trailers_cap;
     bz_buf out;              /* packing buffer for large messages */
     int64_t sent, received;  /* messages, for the access log */
     bool last_compressed;    /* the last message received came compressed */

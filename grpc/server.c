@@ -208,10 +208,14 @@ static bool proto_codec(bz_str m, size_t base)
 
 #define MODE_UNSUPPORTED 100 /* a gRPC media type with a codec we lack */
 
-/* -1 not gRPC, MODE_UNSUPPORTED for another codec, else the mode. */
-static int mode_of(const http_req *r)
+/* -1 not gRPC, MODE_UNSUPPORTED for another codec, else the mode; *ct
+ * (if given) the media type, for the caller that needs it too (one pass
+ * over the headers). */
+static int mode_of(const http_req *r, bz_str *ct)
 {
     bz_str m = media(http_header_get(r, "Content-Type"));
+    if (ct)
+        *ct = m;
     static const struct {
         const char *type;
         int mode;
@@ -234,7 +238,7 @@ static bool is_preflight(const http_req *r)
     return bz_str_eq_c(r->method, "OPTIONS") && http_header_get(r, "Access-Control-Request-Method").p;
 }
 
-bool grpc_is_grpc(const http_req *r) { return mode_of(r) >= 0 || is_preflight(r); }
+bool grpc_is_grpc(const http_req *r) { return mode_of(r, NULL) >= 0 || is_preflight(r); }
 
 bool grpc_serves(const grpc_server *g, const http_req *r)
 {
@@ -330,7 +334,8 @@ static int serve(http_req *r, void *data)
     grpc_server *g = data;
     if (is_preflight(r))
         return preflight(g, r);
-    int mode = mode_of(r);
+    bz_str ct;
+    int mode = mode_of(r, &ct);
     /* A content type that is not gRPC's at all is refused as HTTP (the
      * gRPC HTTP/2 protocol: 415, so that no HTTP client takes an error for
      * a success); one that is gRPC's with a codec we lack (+json) is a gRPC
@@ -339,7 +344,6 @@ static int serve(http_req *r, void *data)
     if (mode < 0)
         return http_send_problem(r, 415, "unsupported_media_type",
                                  "gRPC requests must be application/grpc, grpc-web or grpc-web-text, with the proto codec");
-    bz_str ct = media(http_header_get(r, "Content-Type"));
     bool codec_ok = mode != MODE_UNSUPPORTED;
     if (!codec_ok)
         mode = strncasecmp(ct.p, "application/grpc-web-text", 25) == 0 ? GRPC_MODE_WEB_TEXT

@@ -45,6 +45,7 @@ void http__h2_server_free(http_server *s);
 /* http_req hooks for HTTP/2 streams (dispatched from server.c). */
 int http__h2_flush(http_req *r, bool final);
 ssize_t http__h2_body_read(http_req *r, void *buf, size_t n);
+ssize_t http__h2_body_take(http_req *r, bz_buf *b, size_t min);
 void http__h2_set_write_deadline(http_req *r, int64_t deadline_ns);
 void http__h2_set_read_deadline(http_req *r, int64_t deadline_ns);
 int http__h2_body_reserve(http_req *r, int64_t n);

@@ -38,6 +38,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,7 +92,8 @@ struct http__h2_stream {
     bz_buf pend;        /* body bytes not yet taken by nghttp2 */
     size_t pend_off;
     int64_t pend_counted; /* bytes of pend counted in the budgets */
-    bz_buf trailers;    /* "name: value\r\n" lines */
+    http_header *trailers; /* http_add_trailer's fields (in the arena) */
+    int ntrailers, trailers_cap;
     rt_coro *waiter;    /* the handler, parked for body bytes or output room */
     int64_t read_deadline, write_deadline;
     bool hdr_pending;   /* the header block has not ended yet */
@@ -115,6 +117,8 @@ struct http__h2 {
     int nrunning;       /* handler coroutines alive */
     int nhdr_pending;   /* header blocks still arriving */
     int npend;          /* streams with response DATA still to send */
+    uint32_t nanswers;  /* response header blocks submitted (see unique_value) */
+    bz_buf *sending;    /* the output h2_send serialises into (send_data) */
     bz_buf out;         /* serialised frames not yet written */
     size_t out_off;
     http__h2_guard guard;
@@ -308,41 +312,39 @@ static bool conn_specific(const char *n, size_t l)
            str_ieq(n, l, "transfer-encoding") || str_ieq(n, l, "upgrade");
 }
 
-/* "Name: value\r\n" lines (http_add_header's format) → nv entries with the
- * names lower-cased into the arena.  Returns how many were written. */
-static size_t nv_from_lines(bz_arena *a, const bz_buf *b, nghttp2_nv *nv, size_t max, bool drop_cl)
+/* Fields whose value is new on every response (the request id, the trace
+ * it was logged under).  HPACK would add each to the connection's dynamic
+ * table and evict older entries for it, then search ever longer chains of
+ * the same name: 9.3k instructions of HPACK per gRPC call, most of it this.
+ * Sent as literals never indexed, they cost their bytes and nothing more,
+ * and the table keeps what repeats (content-type, date, grpc-status).  One
+ * answer in 64 indexes them after all, so that their names stay in the
+ * table and the others send the name as an index, not as Huffman-coded
+ * text (~800 instructions an answer). */
+static bool unique_value(bz_str name)
 {
-    size_t k = 0;
-    const char *p = b->data, *end = b->data + b->len;
-    while (p && p < end && k < max) {
-        const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
-        if (!eol)
-            eol = end;
-        const char *colon = memchr(p, ':', (size_t)(eol - p));
-        if (colon && colon > p) {
-            size_t nl = (size_t)(colon - p);
-            const char *v = colon + 1;
-            while (v < eol && (*v == ' ' || *v == '\t'))
-                v++;
-            if (!conn_specific(p, nl) && !(drop_cl && str_ieq(p, nl, "content-length"))) {
-                char *name = bz_arena_alloc(a, nl);
-                for (size_t i = 0; i < nl; i++)
-                    name[i] = (p[i] >= 'A' && p[i] <= 'Z') ? (char)(p[i] + 32) : p[i];
-                nv[k++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)v, nl, (size_t)(eol - v), NGHTTP2_NV_FLAG_NONE};
-            }
-        }
-        p = eol + 2;
-    }
-    return k;
+    return (name.n == 12 && !memcmp(name.p, "x-request-id", 12)) ||
+           (name.n == 13 && !memcmp(name.p, "traceresponse", 13));
 }
 
-static size_t count_lines(const bz_buf *b)
+/* Header fields (lower-case names from http_add_header / http_add_trailer,
+ * bytes in the stream's arena, alive until the stream is freed, after
+ * nghttp2 last looks at them) → nv entries nghttp2 does not copy.
+ * Connection-specific fields are dropped, and Content-Length when the
+ * server sets it.  Returns how many were written. */
+static size_t nv_from_pairs(const http_header *hs, int n, nghttp2_nv *nv, bool drop_cl, bool index_all)
 {
-    size_t n = 0;
-    for (size_t i = 0; i + 1 < b->len; i++)
-        if (b->data[i] == '\r' && b->data[i + 1] == '\n')
-            n++;
-    return n;
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        const http_header *f = &hs[i];
+        if (conn_specific(f->name.p, f->name.n) || (drop_cl && str_ieq(f->name.p, f->name.n, "content-length")))
+            continue;
+        uint8_t flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
+        if (!index_all && unique_value(f->name))
+            flags |= NGHTTP2_NV_FLAG_NO_INDEX;
+        nv[k++] = (nghttp2_nv){(uint8_t *)f->name.p, (uint8_t *)f->value.p, f->name.n, f->value.n, flags};
+    }
+    return k;
 }
 
 /* ---- budgets ---------------------------------------------------------------------------
@@ -444,8 +446,6 @@ static void stream_free(h2_stream *s)
     pend_account(s);
     reserve_release(s);
     bz_buf_free(&s->pend);
-    bz_buf_free(&s->trailers);
-    bz_buf_free(&s->req.resp_headers);
     bz_buf_free(&s->req.body);
     bz_arena_free(&s->arena);
     rt_ctx_release(&s->ctx);
@@ -657,28 +657,30 @@ int http__h2_flush(http_req *r, bool final)
     if (!s->submitted) {
         if (!final)
             r->streaming = true;
-        size_t max = count_lines(&r->resp_headers) + 3;
+        size_t max = (size_t)r->nresp_headers + 3;
         nghttp2_nv *nv = bz_arena_alloc(&s->arena, sizeof *nv * max);
         char st[4], cl[24];
         st[0] = (char)('0' + r->status / 100 % 10);
         st[1] = (char)('0' + r->status / 10 % 10);
         st[2] = (char)('0' + r->status % 10);
         size_t k = 0;
-        nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st, 7, 3, NGHTTP2_NV_FLAG_NONE};
+        nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st, 7, 3, NGHTTP2_NV_FLAG_NO_COPY_NAME};
+        /* (the loop's Date buffer outlives the frame; it only ever holds a date) */
         const char *date = http__date(h->c->ls);
-        nv[k++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date, 4, strlen(date), NGHTTP2_NV_FLAG_NONE};
+        nv[k++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date, 4, 29,
+                               NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
         /* No content-length when trailers follow (gRPC): the message does
          * not end with the body, and clients read on for the trailers.  Nor
          * for an empty answer: its HEADERS frame ends the stream, which says
          * as much (a gRPC trailers-only answer carries none, as grpc-go's
          * and grpc-java's do not). */
-        bool with_cl = final && !no_body_status(r->status) && !s->trailers.len && (r->body.len || r->head);
+        bool with_cl = final && !no_body_status(r->status) && !s->ntrailers && (r->body.len || r->head);
         if (with_cl) {
-            int n = snprintf(cl, sizeof cl, "%zu", r->body.len);
-            nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)n, NGHTTP2_NV_FLAG_NONE};
+            size_t n = bz_fmt_i64(cl, (int64_t)r->body.len);
+            nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, n, NGHTTP2_NV_FLAG_NO_COPY_NAME};
         }
-        k += nv_from_lines(&s->arena, &r->resp_headers, nv + k, max - k, with_cl);
-        bool dp = !final || (!nobody && r->body.len) || s->trailers.len;
+        k += nv_from_pairs(r->resp_headers, r->nresp_headers, nv + k, with_cl, (h->nanswers++ & 63) == 0);
+        bool dp = !final || (!nobody && r->body.len) || s->ntrailers;
         nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
         if (nghttp2_submit_response(h->ses, s->id, nv, k, dp ? &prd : NULL) != 0) {
             bz_buf_clear(&r->body);
@@ -799,6 +801,30 @@ ssize_t http__h2_body_read(http_req *r, void *buf, size_t n)
     }
 }
 
+ssize_t http__h2_body_take(http_req *r, bz_buf *b, size_t min)
+{
+    h2_stream *s = r->h2s;
+    http__h2 *h = s->h;
+    size_t k = s->in.len;
+    if (b->len || s->in_off || k == 0 || k < min)
+        return 0;
+    int64_t limit = r->body_limit ? r->body_limit : h->c->srv->o.max_body_bytes;
+    if (r->body_limit >= 0 && r->content_length > limit)
+        return -EMSGSIZE;
+    bz_buf t = *b;
+    *b = s->in;
+    s->in = t;
+    bz_buf_clear(&s->in);
+    s->in_read += (int64_t)k;
+    if (!s->closed && !h->closed) {
+        nghttp2_session_consume_stream(h->ses, s->id, k);
+        h2_kick(h);
+    }
+    if (r->body_limit >= 0 && s->in_read > limit)
+        return -EMSGSIZE;
+    return (ssize_t)k;
+}
+
 void http__h2_set_write_deadline(http_req *r, int64_t deadline_ns) { r->h2s->write_deadline = deadline_ns; }
 
 void http__h2_set_read_deadline(http_req *r, int64_t deadline_ns) { r->h2s->msg_deadline = deadline_ns; }
@@ -839,16 +865,50 @@ int http_add_trailer(http_req *r, const char *name, const char *value)
 {
     if (!r->h2s)
         return -ENOTSUP;
-    bz_buf *t = &r->h2s->trailers;
-    bz_buf_append_c(t, name);
-    bz_buf_append(t, ": ", 2);
-    bz_buf_append_c(t, value);
-    bz_buf_append(t, "\r\n", 2);
+    h2_stream *s = r->h2s;
+    if (s->ntrailers == s->trailers_cap) {
+        int cap = s->trailers_cap ? s->trailers_cap * 2 : 4;
+        http_header *nt = bz_arena_alloc(&s->arena, sizeof *nt * (size_t)cap);
+        if (s->ntrailers)
+            memcpy(nt, s->trailers, sizeof *nt * (size_t)s->ntrailers);
+        s->trailers = nt;
+        s->trailers_cap = cap;
+    }
+    s->trailers[s->ntrailers++] = (http_header){bz_str_c(bz_arena_strdup(&s->arena, name)),
+                                                bz_str_c(bz_arena_strdup(&s->arena, value))};
     return 0;
 }
 
 /* ---- nghttp2 callbacks ------------------------------------------------------------------------ */
 
+/* n bytes of the stream's pend go out: copied to out, accounted, the
+ * handler woken if it waits for room. */
+static void pend_sent(h2_stream *s, uint8_t *out, size_t n)
+{
+    http__h2 *h = s->h;
+    memcpy(out, s->pend.data + s->pend_off, n);
+    s->pend_off += n;
+    if (s->pend_off == s->pend.len) {
+        bz_buf_clear(&s->pend);
+        s->pend_off = 0;
+    }
+    pend_account(s);
+    h->progress += (int64_t)n;
+    h->progress_at = rt_now();
+    http__h2_guard_sent_data(&h->guard);
+    if (s->waiter && s->running && !s->final && pend_len(s) <= H2_PEND_MAX)
+        rt_wake(s->waiter, 0);
+}
+
+/* DATA of H2_NO_COPY_MIN bytes or more leaves without a copy into
+ * nghttp2's frame buffer (NGHTTP2_DATA_FLAG_NO_COPY): data_read only says
+ * how many of the pend bytes the frame takes, and send_data, called right
+ * after in the same nghttp2_session_mem_send, appends the frame header
+ * and those bytes to the output being serialised (h->sending).  So a
+ * response body is copied once between the handler's buffer and the
+ * socket.  Smaller frames are copied twice: for a few hundred bytes the
+ * copy costs less than nghttp2's separate path for such frames. */
+#define H2_NO_COPY_MIN 1024
 static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
                          nghttp2_data_source *src, void *ud)
 {
@@ -856,27 +916,16 @@ static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t 
     http__h2 *h = s->h;
     size_t avail = pend_len(s);
     size_t k = avail < len ? avail : len;
-    if (k) {
-        memcpy(buf, s->pend.data + s->pend_off, k);
-        s->pend_off += k;
-        if (s->pend_off == s->pend.len) {
-            bz_buf_clear(&s->pend);
-            s->pend_off = 0;
-        }
-        pend_account(s);
-        h->progress += (int64_t)k;
-        h->progress_at = rt_now();
-        http__h2_guard_sent_data(&h->guard);
-        if (s->waiter && s->running && !s->final && pend_len(s) <= H2_PEND_MAX)
-            rt_wake(s->waiter, 0);
-    }
-    if (pend_len(s) == 0) {
+    if (k >= H2_NO_COPY_MIN)
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    else if (k)
+        pend_sent(s, buf, k);
+    if (avail == k) {
         if (s->final) {
             *flags |= NGHTTP2_DATA_FLAG_EOF;
-            if (s->trailers.len) {
-                size_t max = count_lines(&s->trailers);
-                nghttp2_nv *nv = bz_arena_alloc(&s->arena, sizeof *nv * (max ? max : 1));
-                size_t n = nv_from_lines(&s->arena, &s->trailers, nv, max, false);
+            if (s->ntrailers) {
+                nghttp2_nv *nv = bz_arena_alloc(&s->arena, sizeof *nv * (size_t)s->ntrailers);
+                size_t n = nv_from_pairs(s->trailers, s->ntrailers, nv, false, true);
                 if (nghttp2_submit_trailer(ses, id, nv, n) == 0)
                     *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
             }
@@ -888,6 +937,26 @@ static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t 
         }
     }
     return (ssize_t)k;
+}
+
+static int send_data(nghttp2_session *ses, nghttp2_frame *f, const uint8_t *framehd, size_t length,
+                     nghttp2_data_source *src, void *ud)
+{
+    h2_stream *s = src->ptr;
+    http__h2 *h = s->h;
+    bz_buf *o = h->sending;
+    size_t pad = f->data.padlen; /* (we ask for none; kept whole if nghttp2 adds it) */
+    bz_buf_reserve(o, 9 + length + pad);
+    bz_buf_append(o, framehd, 9);
+    if (pad)
+        bz_buf_putc(o, (char)(pad - 1));
+    bz_buf_reserve(o, length);
+    pend_sent(s, (uint8_t *)o->data + o->len, length);
+    o->len += length;
+    o->data[o->len] = '\0';
+    for (size_t i = 1; i < pad; i++)
+        bz_buf_putc(o, 0);
+    return 0;
 }
 
 static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *f, void *ud)
@@ -1385,6 +1454,58 @@ static void settings_fix(uint8_t *f, size_t n)
         }
 }
 
+/* The thread's scratch output (h2_send), freed when the thread ends. */
+static _Thread_local bz_buf *tl_scratch;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p)
+{
+    bz_buf_free(p);
+    free(p);
+}
+
+static void scratch_key_make(void) { pthread_key_create(&scratch_key, scratch_free); }
+
+static bz_buf *scratch_buf(void)
+{
+    if (!tl_scratch) {
+        pthread_once(&scratch_once, scratch_key_make);
+        tl_scratch = calloc(1, sizeof *tl_scratch);
+        if (!tl_scratch)
+            abort();
+        pthread_setspecific(scratch_key, tl_scratch);
+    }
+    return tl_scratch;
+}
+
+/* Writes the scratch buffer (h->out is empty); what the socket does not
+ * take moves to h->out.  False if the connection was closed. */
+static bool scratch_write(http__h2 *h)
+{
+    bz_buf *t = scratch_buf();
+    size_t off = 0;
+    while (off < t->len) {
+        ssize_t n = rt_io_try_write(&h->c->io, t->data + off, t->len - off);
+        if (n > 0) {
+            off += (size_t)n;
+            continue;
+        }
+        if (n == -EAGAIN)
+            break;
+        http__h2_abort(h->c);
+        return false;
+    }
+    if (off < t->len) {
+        h->out.len = h->out_off = 0;
+        bz_buf_append(&h->out, t->data + off, t->len - off);
+    }
+    t->len = 0;
+    if (t->cap > 4 * H2_OUT_MAX)
+        bz_buf_free(t);
+    return true;
+}
+
 /* Serialises what nghttp2 has to say (up to H2_OUT_MAX) and writes it. */
 static void h2_send(http__h2 *h)
 {
@@ -1398,8 +1519,19 @@ static void h2_send(http__h2 *h)
             break;
         }
         bool full = false;
+        /* With nothing left over from before, frames are serialised into
+         * the thread's scratch buffer and written from it: a connection
+         * whose output the socket takes at once (nearly every answer)
+         * neither keeps nor regrows a buffer of its own (an idle one frees
+         * it: a malloc, a realloc and a free per request); only what the
+         * socket does not take is kept in h->out. */
+        bool scratch = h->out_off == h->out.len;
+        bz_buf *o = scratch ? scratch_buf() : &h->out;
+        size_t base = scratch ? 0 : h->out_off;
+        o->len = scratch ? 0 : o->len;
+        h->sending = o; /* where send_data puts DATA frames */
         for (int i = 0; i < 4096; i++) {
-            if (h->out.len - h->out_off >= H2_OUT_MAX) {
+            if (o->len - base >= H2_OUT_MAX) {
                 full = true;
                 break;
             }
@@ -1411,14 +1543,16 @@ static void h2_send(http__h2 *h)
             }
             if (n == 0)
                 break;
-            size_t at = h->out.len;
-            bz_buf_append(&h->out, d, (size_t)n);
+            size_t at = o->len;
+            bz_buf_append(o, d, (size_t)n);
             if (!h->settings_out) {
                 h->settings_out = true;
-                settings_fix((uint8_t *)h->out.data + at, (size_t)n);
+                settings_fix((uint8_t *)o->data + at, (size_t)n);
             }
             h->hibernated = false;
         }
+        if (scratch && o->len && !scratch_write(h))
+            return;
         if (!h2_write(h))
             return;
         if (!full || h->out_off < h->out.len)
@@ -1620,6 +1754,7 @@ void http__h2_server_init(http_server *s)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    nghttp2_session_callbacks_set_send_data_callback(cb, send_data);
     nghttp2_option *opt;
     if (nghttp2_option_new(&opt) != 0)
         abort();

@@ -81,6 +81,7 @@ void http__mux_route(http_mux *m, http_req *r, http_route_match *out, http_handl
 /* Connection-side hooks used by http_req functions (server.c). */
 int http__conn_flush(http_req *r, bool final);
 ssize_t http__conn_body_read(http_req *r, void *buf, size_t n);
+ssize_t http__h2_body_take(http_req *r, bz_buf *b, size_t min);
 
 /* ---- server internals shared by server.c (HTTP/1.1) and h2.c (HTTP/2) ---- */
 
@@ -133,7 +134,7 @@ struct http_conn {
     char *rbuf;
     size_t rlen;
     bz_buf out;
-    bz_buf hbuf, bbuf;  /* response header/body buffers, reused per request */
+    bz_buf bbuf;        /* response body buffer, reused per request */
     bz_arena arena;     /* the requests' arena while a coroutine serves */
     bool active;        /* a coroutine is serving (HTTP/1.1) */
     bool dead;          /* closed: the coroutine frees on the way out */

@@ -123,14 +123,14 @@ static int recover(http_req *r, void *data)
         return rc; /* the server maps these to 413 / 400 */
     if (rc == -ECANCELED && rt_ctx_err(r->ctx)) {
         /* The client left or the server is stopping: not a bug. */
-        r->resp_headers.len = 0;
+        http_clear_headers(r);
         add_ids(r);
         http_send_problem(r, 503, "unavailable", "the request was cancelled");
         return 0;
     }
     bz_log_err("handler failed", BZ_F_STR("route", r->pattern ? r->pattern : ""),
                BZ_F_STR("error", strerror(-rc)), BZ_F_STR("request_id", r->request_id));
-    r->resp_headers.len = 0;
+    http_clear_headers(r);
     add_ids(r);
     http_send_problem(r, 500, "internal", "the server failed to handle the request");
     return 0;
@@ -149,7 +149,7 @@ static int timeout(http_req *r, void *data)
     rt_ctx_tighten(r->ctx, r->start_ns + ns);
     int rc = call_next(m, r);
     if (rc < 0 && !r->started && (rc == -ETIMEDOUT || rt_ctx_err(r->ctx) == ETIMEDOUT)) {
-        r->resp_headers.len = 0;
+        http_clear_headers(r);
         add_ids(r);
         http_add_header(r, "Retry-After", "1");
         http_send_problem(r, 503, "timeout", "the request took longer than the server allows");
@@ -188,22 +188,6 @@ static bool accepts_gzip(http_req *r)
     return false;
 }
 
-/* The Content-Type the handler set, from the header lines. */
-static bz_str resp_ctype(http_req *r)
-{
-    bz_str h = bz_buf_str(&r->resp_headers);
-    size_t i = 0;
-    while (i < h.n) {
-        const char *e = memchr(h.p + i, '\n', h.n - i);
-        size_t n = e ? (size_t)(e - (h.p + i)) + 1 : h.n - i;
-        bz_str line = bz_str_make(h.p + i, n);
-        if (line.n > 14 && bz_str_ieq(bz_str_make(line.p, 13), BZ_STR_LIT("Content-Type:")))
-            return bz_str_trim(bz_str_make(line.p + 13, line.n - 15));
-        i += n;
-    }
-    return BZ_STR_NULL;
-}
-
 static bool compressible(bz_str ct)
 {
     return bz_str_has_prefix(ct, BZ_STR_LIT("text/")) || bz_str_has_prefix(ct, BZ_STR_LIT("application/json")) ||
@@ -215,7 +199,7 @@ static bool compressible(bz_str ct)
 static int gzip_mw(http_req *r, void *data)
 {
     int rc = call_next(data, r);
-    if (rc < 0 || r->started || r->body.len < 1024 || !accepts_gzip(r) || !compressible(resp_ctype(r)))
+    if (rc < 0 || r->started || r->body.len < 1024 || !accepts_gzip(r) || !compressible(bz_str_trim(http_resp_header_get(r, "Content-Type"))))
         return rc;
     /* Vary is set whenever we could have compressed, so caches keep both. */
     z_stream z;

@@ -63,18 +63,66 @@ const char *http_query_get(http_req *r, const char *name)
 
 void http_set_status(http_req *r, int status) { r->status = status; }
 
+/* Lower-cases ASCII letters in place, eight bytes at a time (a header
+ * name is lower-cased for HTTP/2 on every add). */
+static void lower_ascii(char *p, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        uint64_t h7 = w & 0x7f7f7f7f7f7f7f7full;
+        uint64_t ge_a = h7 + 0x3f3f3f3f3f3f3f3full; /* high bit: byte >= 'A' */
+        uint64_t gt_z = h7 + 0x2525252525252525ull; /* high bit: byte > 'Z' */
+        uint64_t upper = (ge_a & ~gt_z) & ~w & 0x8080808080808080ull;
+        w |= upper >> 2;                            /* + 0x20 */
+        memcpy(p + i, &w, 8);
+    }
+    for (; i < n; i++)
+        if (p[i] >= 'A' && p[i] <= 'Z')
+            p[i] = (char)(p[i] + 32);
+}
+
+/* One copy of each header field into the arena, lower-cased for HTTP/2
+ * (which sends names in lower case): the protocols read the pairs as they
+ * are, so a header costs this and one write into the output. */
 void http_add_header_n(http_req *r, const char *name, const char *value, size_t vlen)
 {
-    bz_buf_append_c(&r->resp_headers, name);
-    bz_buf_append(&r->resp_headers, ": ", 2);
-    bz_buf_append(&r->resp_headers, value, vlen);
-    bz_buf_append(&r->resp_headers, "\r\n", 2);
+    size_t nl = strlen(name);
+    if (r->nresp_headers == r->resp_headers_cap) {
+        int cap = r->resp_headers_cap ? r->resp_headers_cap * 2 : 8;
+        http_header *nh = bz_arena_alloc(r->arena, sizeof *nh * (size_t)cap);
+        if (r->nresp_headers)
+            memcpy(nh, r->resp_headers, sizeof *nh * (size_t)r->nresp_headers);
+        r->resp_headers = nh;
+        r->resp_headers_cap = cap;
+    }
+    char *p = bz_arena_alloc(r->arena, nl + vlen + 2);
+    memcpy(p, name, nl);
+    if (r->h2)
+        lower_ascii(p, nl);
+    p[nl] = '\0';
+    char *v = p + nl + 1;
+    memcpy(v, value, vlen);
+    v[vlen] = '\0';
+    r->resp_headers[r->nresp_headers++] = (http_header){bz_str_make(p, nl), bz_str_make(v, vlen)};
 }
 
 void http_add_header(http_req *r, const char *name, const char *value)
 {
     http_add_header_n(r, name, value, strlen(value));
 }
+
+bz_str http_resp_header_get(const http_req *r, const char *name)
+{
+    size_t nl = strlen(name);
+    for (int i = 0; i < r->nresp_headers; i++)
+        if (r->resp_headers[i].name.n == nl && bz_str_ieq_c(r->resp_headers[i].name, name))
+            return r->resp_headers[i].value;
+    return BZ_STR_NULL;
+}
+
+void http_clear_headers(http_req *r) { r->nresp_headers = 0; }
 
 void http_write(http_req *r, const void *data, size_t n)
 {
@@ -212,3 +260,5 @@ int http_send_problem_ext(http_req *r, int status, const char *code, const char 
 }
 
 ssize_t http_body_read(http_req *r, void *buf, size_t n) { return http__conn_body_read(r, buf, n); }
+
+ssize_t http_body_take(http_req *r, bz_buf *b, size_t min) { return r->h2s ? http__h2_body_take(r, b, min) : 0; }

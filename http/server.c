@@ -80,7 +80,7 @@ static void buf_put(http_conn *c, char *b)
     }
 }
 
-/* The output, response-header and response-body buffers and the arena
+/* The output and response-body buffers and the arena
  * a connection uses while it serves, pooled per loop as the read buffers
  * are: a keep-alive connection between requests holds none, and a
  * request neither grows three fresh buffers from 64 bytes nor mallocs
@@ -94,7 +94,7 @@ static void buf_put(http_conn *c, char *b)
  * fill slowly (RSS rising after the warm-up). */
 #define SETS_MAX 16
 typedef struct http__bufset {
-    bz_buf out, hbuf, bbuf;
+    bz_buf out, bbuf;
     bz_arena arena;
 } http__bufset;
 
@@ -107,7 +107,6 @@ static void bufs_get(http_conn *c)
     }
     http__bufset *set = &ls->sets[--ls->nsets];
     c->out = set->out;
-    c->hbuf = set->hbuf;
     c->bbuf = set->bbuf;
     c->arena = set->arena;
 }
@@ -127,16 +126,14 @@ static void bufs_put(http_conn *c)
     if (ls->nsets < SETS_MAX && c->arena.total <= SET_KEEP_MAX + 64) {
         http__bufset *set = &ls->sets[ls->nsets++];
         keep_or_free(&c->out);
-        keep_or_free(&c->hbuf);
         keep_or_free(&c->bbuf);
-        *set = (http__bufset){c->out, c->hbuf, c->bbuf, c->arena};
+        *set = (http__bufset){c->out, c->bbuf, c->arena};
     } else {
         bz_buf_free(&c->out);
-        bz_buf_free(&c->hbuf);
         bz_buf_free(&c->bbuf);
         bz_arena_free(&c->arena);
     }
-    c->out = c->hbuf = c->bbuf = BZ_BUF_INIT;
+    c->out = c->bbuf = BZ_BUF_INIT;
     bz_arena_init(&c->arena, 4096);
 }
 
@@ -147,7 +144,6 @@ void http__conn_free(http_conn *c)
     if (c->rbuf)
         buf_put(c, c->rbuf);
     bz_buf_free(&c->out); /* a coroutine that served put the rest back */
-    bz_buf_free(&c->hbuf);
     bz_buf_free(&c->bbuf);
     bz_arena_free(&c->arena);
     http_server *s = c->srv;
@@ -258,7 +254,21 @@ static void put_head(http_conn *c, http_req *r, bool chunked)
         bz_buf_append_c(o, "Connection: close\r\n");
     else if (r->minor == 0)
         bz_buf_append_c(o, "Connection: keep-alive\r\n");
-    bz_buf_append_str(o, bz_buf_str(&r->resp_headers));
+    /* The handler's fields, written once, straight from the pairs. */
+    for (int i = 0; i < r->nresp_headers; i++) {
+        const http_header *h = &r->resp_headers[i];
+        bz_buf_reserve(o, h->name.n + h->value.n + 4);
+        char *p = o->data + o->len;
+        memcpy(p, h->name.p, h->name.n);
+        p += h->name.n;
+        *p++ = ':';
+        *p++ = ' ';
+        memcpy(p, h->value.p, h->value.n);
+        p += h->value.n;
+        *p++ = '\r';
+        *p++ = '\n';
+        o->len = (size_t)(p - o->data);
+    }
     bz_buf_append(o, "\r\n", 2);
     r->started = true;
 }
@@ -545,7 +555,7 @@ static void format_peer(http_conn *c, const struct sockaddr *sa)
 
 bool http__handler_failed(http_req *r, int rc)
 {
-    r->resp_headers.len = 0;
+    http_clear_headers(r);
     if (rc == -EMSGSIZE) {
         http_send_problem(r, 413, "body_too_large", "the request body is larger than the server accepts");
         return true;
@@ -612,10 +622,9 @@ static bool serve_one(http_conn *c, http_req *r, bz_arena *arena, int64_t t0)
     http__trace_end(r);
     c->req_ctx = NULL;
     rt_ctx_release(&ctx);
-    /* Keep the buffers for the next request on this connection. */
-    c->hbuf = r->resp_headers;
+    /* Keep the body buffer for the next request on this connection (the
+     * header fields were in the arena, reset by the caller). */
     c->bbuf = r->body;
-    bz_buf_clear(&c->hbuf);
     bz_buf_clear(&c->bbuf);
     return !r->close_after && !c->dead;
 }
@@ -767,7 +776,8 @@ static void conn_serve(void *p)
         c->served = true;
         r.h2s = NULL;
         r.status = 0;
-        r.resp_headers = c->hbuf;
+        r.resp_headers = NULL;
+        r.nresp_headers = r.resp_headers_cap = 0;
         r.body = c->bbuf;
         r.started = r.streaming = r.head = r.close_after = r.gzip = r.body_read = false;
         r.bytes_out = 0;
@@ -1136,7 +1146,6 @@ void http_server_free(http_server *s)
         for (int k = 0; k < s->ls[i].nsets; k++) {
             bz_arena_free(&s->ls[i].sets[k].arena);
             bz_buf_free(&s->ls[i].sets[k].out);
-            bz_buf_free(&s->ls[i].sets[k].hbuf);
             bz_buf_free(&s->ls[i].sets[k].bbuf);
         }
         free(s->ls[i].sets);

@@ -216,12 +216,31 @@ static ProtobufCMessage *rpc_items_list(rpc_x *x, const void *m, svc_err *e)
 }
 
 /* the same cache path as REST's GET /v1/items/{id} */
+/* A hit is answered with the Item bytes packed the last time this thread
+ * answered for the same record bytes (svc.h: renditions), as REST's item
+ * GET is with its JSON. */
 static ProtobufCMessage *rpc_item_get(rpc_x *x, const void *m, svc_err *e)
 {
     const Bazaar__V1__GetItemRequest *in = m;
-    svc_item it;
+    bz_str rec, kept;
     bool hit;
-    return svc_item_get(x->s, &x->c, in->id, &it, &hit, e) ? NULL : item_msg(x, &it);
+    if (svc_item_get_record(x->s, &x->c, in->id, &rec, &hit, e) != 0)
+        return NULL;
+    if (!svc_rendition_get(SVC_REND_ITEM_PB, in->id, rec, &kept)) {
+        svc_item it;
+        if (svc_item_from_record(rec, x->c.arena, &it, e) != 0)
+            return NULL;
+        ProtobufCMessage *msg = item_msg(x, &it);
+        size_t n = protobuf_c_message_get_packed_size(msg);
+        uint8_t *p = bz_arena_alloc(x->c.arena, n ? n : 1);
+        protobuf_c_message_pack(msg, p);
+        svc_rendition_put(SVC_REND_ITEM_PB, in->id, rec, p, n);
+        kept = bz_str_make((const char *)p, n);
+    }
+    x->packed = kept.p;
+    x->npacked = kept.n;
+    static Google__Protobuf__Empty sent_packed = GOOGLE__PROTOBUF__EMPTY__INIT; /* (not sent: the bytes are) */
+    return &sent_packed.base;
 }
 
 static ProtobufCMessage *rpc_item_update(rpc_x *x, const void *m, svc_err *e)
@@ -355,7 +374,7 @@ static int call_op(grpc_call *c, void *data)
     ProtobufCMessage *in;
     if (rpc_recv1(c, b->in, &in) != 0)
         return 0;
-    rpc_x x = {b->R->s, rpc_call(c), c};
+    rpc_x x = {b->R->s, rpc_call(c), c, NULL, 0};
     if (op->idem != RPC_IDEM_NO) {
         bz_str k = grpc_metadata(c, "idempotency-key");
         if (k.p) {
@@ -379,7 +398,10 @@ static int call_op(grpc_call *c, void *data)
     }
     if (!out)
         return rpc_fail(c, &e);
-    grpc_send(c, out);
+    if (x.packed)
+        grpc_send_packed(c, x.packed, x.npacked);
+    else
+        grpc_send(c, out);
     return grpc_finish(c, GRPC_OK, NULL);
 }
 

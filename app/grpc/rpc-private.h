@@ -47,6 +47,10 @@ typedef struct rpc_x {
     svc *s;
     svc_call c;
     grpc_call *call;
+    /* set by a row that answers with protobuf bytes it kept (GetItem's
+     * rendition) instead of a message: sent as they are */
+    const void *packed;
+    size_t npacked;
 } rpc_x;
 
 /* A unary row's adapter: decodes the request message into the service's

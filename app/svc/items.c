@@ -44,7 +44,7 @@ static int item_load(void *p, rt_ctx *ctx, bz_buf *out, bz_error *err)
     return 0;
 }
 
-int svc_item_get(svc *s, svc_call *c, int64_t id, svc_item *out, bool *hit, svc_err *e)
+int svc_item_get_record(svc *s, svc_call *c, int64_t id, bz_str *rec, bool *hit, svc_err *e)
 {
     *hit = false;
     if (id <= 0)
@@ -62,10 +62,24 @@ int svc_item_get(svc *s, svc_call *c, int64_t id, svc_item *out, bool *hit, svc_
         return not_found(e, id);
     if (rc < 0)
         return svc_fail_from(e, &be);
-    svc_rd r = {b->data, b->data + b->len, false};
-    if (!svc__dec_item(&r, c->arena, out))
+    *rec = bz_buf_str(b);
+    return 0;
+}
+
+int svc_item_from_record(bz_str rec, bz_arena *a, svc_item *out, svc_err *e)
+{
+    svc_rd r = {rec.p, rec.p + rec.n, false};
+    if (!svc__dec_item(&r, a, out))
         return svc_fail(e, SVC_INTERNAL, "internal", "a cached item is unreadable");
     return 0;
+}
+
+int svc_item_get(svc *s, svc_call *c, int64_t id, svc_item *out, bool *hit, svc_err *e)
+{
+    bz_str rec;
+    if (svc_item_get_record(s, c, id, &rec, hit, e) != 0)
+        return -1;
+    return svc_item_from_record(rec, c->arena, out, e);
 }
 
 int svc_items_list(svc *s, svc_call *c, const svc_items_query *q, svc_item_page *out, svc_err *e)

@@ -412,6 +412,30 @@ typedef struct svc_import_result {
 /* An item through the cache (cache-aside, single-flight, early refresh):
  * *hit tells whether the cache answered.  Not found is SVC_NOT_FOUND. */
 int svc_item_get(svc *s, svc_call *c, int64_t id, svc_item *out, bool *hit, svc_err *e);
+/* svc_item_get in two halves, for an adapter that keeps what it made of
+ * an entry (svc_rendition_*): the cached record's bytes exactly as the
+ * cache holds them (*rec lives in the call's arena), and its decoding. */
+int svc_item_get_record(svc *s, svc_call *c, int64_t id, bz_str *rec, bool *hit, svc_err *e);
+int svc_item_from_record(bz_str rec, bz_arena *a, svc_item *out, svc_err *e);
+
+/* ---- renditions: what an adapter made of a cached record, kept with it ----
+ *
+ * A cache hit that decodes the record and encodes the answer again each
+ * time does the same work for the same bytes.  An adapter keeps its
+ * rendition (REST: the ETag and the JSON body) with the exact record bytes
+ * it was made from; a later hit whose record bytes are the same, byte for
+ * byte, is served from it.  Invalidation stays the cache's alone: any
+ * change to the entry (a write's new version, a tombstone, a reload)
+ * changes or removes the record bytes, and the rendition no longer
+ * matches.  Per thread (no locks), a fixed table of
+ * SVC_RENDITION_SLOTS slots indexed by (kind, id), each reusing its
+ * buffer: bounded memory (renditions over 4 KiB are not kept). */
+#define SVC_RENDITION_SLOTS 1024
+enum { SVC_REND_ITEM_JSON = 1, SVC_REND_ITEM_PB };
+/* The rendition of (kind, id) made from exactly rec, or false.  *out is
+ * valid until this thread's next svc_rendition_put. */
+bool svc_rendition_get(int kind, int64_t id, bz_str rec, bz_str *out);
+void svc_rendition_put(int kind, int64_t id, bz_str rec, const void *p, size_t n);
 int svc_items_list(svc *s, svc_call *c, const svc_items_query *q, svc_item_page *out, svc_err *e);
 int svc_item_create(svc *s, svc_call *c, const svc_item_in *in, svc_item *out, svc_err *e);
 /* full: PUT (every field required); else PATCH.  Seller only. */

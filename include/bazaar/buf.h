@@ -30,11 +30,22 @@ typedef struct bz_str {
 static inline bz_str bz_str_make(const char *p, size_t n) { return (bz_str){p, n}; }
 bz_str bz_str_c(const char *s); /* from a NUL-terminated string; NULL → empty */
 
-bool bz_str_eq(bz_str a, bz_str b);
-bool bz_str_eq_c(bz_str a, const char *b);
+/* Inline, so that comparing with a literal costs its length known at
+ * compile time and, mostly, a length compare (the request path compares
+ * header names and methods with literals dozens of times per request). */
+static inline bool bz_str_eq(bz_str a, bz_str b) { return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0); }
+static inline bool bz_str_eq_c(bz_str a, const char *b)
+{
+    size_t n = b ? strlen(b) : 0;
+    return a.n == n && (n == 0 || memcmp(a.p, b, n) == 0);
+}
 /* ASCII case-insensitive comparison (header names, tokens). */
 bool bz_str_ieq(bz_str a, bz_str b);
-bool bz_str_ieq_c(bz_str a, const char *b);
+static inline bool bz_str_ieq_c(bz_str a, const char *b)
+{
+    size_t n = b ? strlen(b) : 0;
+    return a.n == n && bz_str_ieq(a, (bz_str){b, n});
+}
 bool bz_str_has_prefix(bz_str s, bz_str prefix);
 /* Strips spaces and horizontal tabs (HTTP OWS) from both ends. */
 bz_str bz_str_trim(bz_str s);

@@ -209,6 +209,10 @@ int grpc_send_headers(grpc_call *c);
 /* Sends one response message (headers first if not yet sent).  0, or -1
  * if the client went away or the call was finished. */
 int grpc_send(grpc_call *c, const ProtobufCMessage *msg);
+/* The same for a message already packed (protobuf bytes the caller kept,
+ * e.g. with a cache entry): framed (and compressed, in the call's mode)
+ * as grpc_send would frame its packing. */
+int grpc_send_packed(grpc_call *c, const void *bytes, size_t n);
 /* Trailing metadata, sent with the status.  -bin names take raw bytes. */
 void grpc_add_trailer(grpc_call *c, const char *name, const char *value);
 void grpc_add_trailer_bin(grpc_call *c, const char *name, const uint8_t *data, size_t n);

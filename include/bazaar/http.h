@@ -115,7 +115,17 @@ struct http_req {
 
     /* response side; use the functions below */
     int status;         /* 0 until set */
-    bz_buf resp_headers;/* "Name: value\r\n" lines added by the handler */
+    /* The response's header fields, in the order they were added
+     * (http_add_header): (name, value) pairs whose bytes are NUL-terminated
+     * copies in the request's arena.  Names are kept as given on HTTP/1.1
+     * and lower-cased on HTTP/2 (r->h2), as each protocol sends them.  They
+     * are never held as text: HTTP/1.1 writes them into the response head
+     * once, HTTP/2 hands them to nghttp2 as they are.  Read with
+     * http_resp_header_get; the server adds Date, Content-Length and
+     * Connection itself when it sends the head. */
+    http_header *resp_headers;
+    int nresp_headers;
+    int resp_headers_cap; /* private */
     bz_buf body;        /* buffered body (until the first flush) */
     bool started;       /* status line and headers are on the wire */
     bool streaming;     /* chunked response after a flush */
@@ -148,14 +158,29 @@ int http_read_body(http_req *r, const char **data, size_t *len);
  * DATA arrived, up to n), so a framing layer (gRPC) can consume a body
  * incrementally; reading is what opens the HTTP/2 flow-control window. */
 ssize_t http_body_read(http_req *r, void *buf, size_t n);
+/* For a framing layer that keeps its own buffer (gRPC): when b is empty
+ * and at least min body bytes have arrived on an HTTP/2 stream, b takes
+ * them over without a copy (its old buffer goes to the stream) and their
+ * count is returned, as if http_body_read had read them into b.
+ * Otherwise 0, nothing taken: read with http_body_read.  Never parks.
+ * -EMSGSIZE as http_body_read.  So a message costs one copy from the
+ * socket's bytes (into the stream) before it is decoded. */
+ssize_t http_body_take(http_req *r, bz_buf *b, size_t min);
 
 /* ---- the response -------------------------------------------------------------- */
 
 void http_set_status(http_req *r, int status);
-/* Adds a response header line.  Name and value must be valid (no CR/LF):
- * they come from code, never from clients unchecked. */
+/* Adds a response header field (r->resp_headers; the bytes are copied).
+ * Name and value must be valid (no CR/LF): they come from code, never from
+ * clients unchecked.  Needs r->arena. */
 void http_add_header(http_req *r, const char *name, const char *value);
 void http_add_header_n(http_req *r, const char *name, const char *value, size_t vlen);
+/* The value of the first response header field added under name
+ * (case-insensitive), or a NULL slice. */
+bz_str http_resp_header_get(const http_req *r, const char *name);
+/* Drops every response header field added so far (an answer replaced by
+ * another, as the recovery middleware does). */
+void http_clear_headers(http_req *r);
 /* Appends body bytes (buffered until the handler returns or flushes). */
 void http_write(http_req *r, const void *data, size_t n);
 /* Appends body bytes written in place by fn(buffer, arg) (an encoder that

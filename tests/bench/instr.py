@@ -1,19 +1,21 @@
 #!/usr/bin/python3
 """tests/bench/instr.py — the hot path's budgets, measured the same way every time.
 
-    make bench-instr         prints the tables
-    make bench-instr-check   the same, then fails when a count is over its budget
-                             (tests/bench/instr-baseline.txt)
+    make bench-instr          prints both tables
+    make bench-instr-check    the instruction gate (CI): fails when a count is
+                              more than 3 % over tests/bench/instr-baseline.txt
+    make bench-kernel-check   the kernel side against its absolute limits
 
-Instructions per request (user space, every thread): bazaar --threads 1
+Instructions per request (user space, the request path): bazaar --threads 1
 (release build, SQLite + memory cache, default log level with the log going
-to a file) runs under `valgrind --tool=callgrind`.  For each request kind,
-after a warm-up, the counters are zeroed (callgrind_control -z), N requests
-are sent one after the other on one keep-alive connection, the counters are
-dumped; then the same with 2N requests.  (cost(2N) - cost(N)) / N is the
-cost of one request: the fixed part (the dump itself, opening h2load's
-connection) cancels out.  Callgrind counts are deterministic to well under
-1 %, so a 3 % gate is a real regression, not noise.
+to a file) runs under `valgrind --tool=callgrind`, collecting only while the
+request path runs (TOGGLE below: not the clock-driven background work).  For
+each request kind, after a warm-up, the counters are zeroed
+(callgrind_control -z), N requests are sent one after the other on one
+keep-alive connection, the counters are dumped; then the same with 2N
+requests.  (cost(2N) - cost(N)) / N is the cost of one request: the fixed
+part (the dump itself, opening h2load's connection) cancels out.  The median
+of REPEATS (5) such estimates is the count; their spread is printed.
 
 System calls and minor page faults per request (the kernel side, which
 callgrind cannot see): the same build runs natively on core 0 under
@@ -244,7 +246,21 @@ class Driver:
 
 
 IDLE_S = 3.0
-REPEATS = 3
+REPEATS = int(os.environ.get("INSTR_REPEATS", "5"))
+
+# Only the request path is counted: callgrind collects while one of these
+# runs (none calls another, so no toggle undoes an enclosing one) — an
+# HTTP/1.1 connection's readiness and its serving coroutine, an HTTP/2
+# connection's readiness (which reads and feeds nghttp2), its streams'
+# handler coroutines and its sender.  What the process does by the clock
+# meanwhile (the cache's expiry sampling every 100 ms, the fulfilment
+# worker's poll, stats ticks), which used to be estimated from an idle
+# rate and subtracted, is not counted at all: it made the estimates
+# follow the machine's load (spread up to 4.5 % on a busy box; see
+# docs/ARCHITECTURE.md for the spread now).  Work a request hands to other
+# threads (the offload pool) is not counted either, the same way every run.
+TOGGLE = ["--collect-atstart=no"] + ["--toggle-collect=" + f
+                                     for f in ("conn_event", "conn_serve", "stream_run", "sender_run")]
 
 
 def callgrind_total(path):
@@ -262,7 +278,7 @@ def instructions(setup, kinds, n, warm):
     out = os.path.join(setup.tmp, "cg.out")
     log = os.path.join(setup.tmp, "callgrind-server.log")
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, "--dump-instr=no",
-           "--compress-strings=no"] + setup.serve_cmd(http_port, grpc_port)
+           "--compress-strings=no"] + TOGGLE + setup.serve_cmd(http_port, grpc_port)
     with open(log, "w") as lf:
         proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT)
     try:
@@ -302,15 +318,17 @@ def instructions(setup, kinds, n, warm):
         rate = idle / it
         for kind in kinds:
             d.run(kind, warm)
-            # Three estimates, the median kept: malloc's path through the
-            # heap (nghttp2, SQLite and the adapters still allocate per
-            # request) shifts a phase's count by up to 2 % with the heap's
-            # state, which timing-driven allocations make differ by phase.
+            # REPEATS estimates, the median kept: malloc's path through
+            # the heap (nghttp2, SQLite and the adapters still allocate
+            # per request) shifts a phase's count a little with the heap's
+            # state.
             est = []
             for _ in range(REPEATS):
                 a, ta = measure(kind, n)
                 b, tb = measure(kind, 2 * n)
                 est.append(((b - rate * tb) - (a - rate * ta)) / n)
+            if os.environ.get("INSTR_VERBOSE"):
+                print("  %s estimates: %s" % (kind, " ".join("%.0f" % v for v in est)), flush=True)
             res[kind] = sorted(est)[len(est) // 2]
             res["_spread_" + kind] = (max(est) - min(est)) / res[kind] * 100
         res["_idle_per_s"] = rate
@@ -434,6 +452,12 @@ def kernel_over(base, k, res):
     return over
 
 
+def limit(base, kind):
+    """How far over its baseline a count may go: 3 %, or the kind's own
+    tol.<kind> (percent) where its count is not deterministic."""
+    return 1 + base.get("tol." + kind, 3.0) / 100
+
+
 def read_baseline():
     base = {}
     if not os.path.exists(BASELINE):
@@ -446,17 +470,33 @@ def read_baseline():
     return base
 
 
+HEADER = [
+    "# tests/bench/instr-baseline.txt — the hot path's budgets.",
+    "# instr.<kind>: user-space instructions per request on the request path under callgrind",
+    "#   (make bench-instr-check, CI's gate): fails above this + 3 %, or + tol.<kind> %",
+    "#   where a kind's count is not deterministic.  A change that lowers a count lowers",
+    "#   it here in the same commit (python3 tests/bench/instr.py --write-baseline).",
+    "# sys.<kind>, sys.<kind>.<call>, minflt.<kind>: system calls and minor faults per",
+    "#   request under h2load --h1 -c64 (make bench-kernel-check); absolute limits (they",
+    "#   follow scheduling, not code).  sys.<kind>.not_amortised: all but epoll_wait and the",
+    "#   log's write (once per loop iteration): 1 read + 1 writev per request is 2.",
+    "#",
+    "# h1_transfer parks its coroutine for the COMMIT's fsync on the offload pool, and",
+    "# callgrind's function toggles follow a coroutine switch only roughly: its count",
+    "# (the request path up to the park, mostly) spreads by ~8 % between estimates, so",
+    "# its limit is 15 %.  The others spread by 0.1-1.2 % (docs/ARCHITECTURE.md).",
+    "#",
+    "# The warm-stack cache (rt_options.stack_warm) is off by default: a request that",
+    "# runs deeper than the 12 KiB a pooled stack keeps gives its pages back (one",
+    "# madvise, and a page fault on the next deep use).  /healthz and the cached item",
+    "# GET stay above that line (app/rest/routes.c's dispatch holds one svc_err, not",
+    "# three): no madvise, no fault per request, which the limits below hold them to.",
+    "",
+]
+
+
 def write_baseline(instr, base):
-    lines = ["# tests/bench/instr-baseline.txt — the hot path's budgets (make bench-instr-check).",
-             "# instr.<kind>: user-space instructions per request under callgrind; the check fails",
-             "#   above this + 3 %.  A change that lowers a count lowers it here in the same commit",
-             "#   (python3 tests/bench/instr.py --write-baseline rewrites these lines).",
-             "# sys.<kind>, sys.<kind>.<call>, minflt.<kind>: system calls and minor faults per",
-             "#   request under h2load --h1 -c64; absolute limits (they follow scheduling, not code).",
-             "#   sys.<kind>.not_amortised: all but epoll_wait and the log's write (once per loop",
-             "#   iteration): 1 read + 1 writev per request is 2; the total's 2.1 target depends on",
-             "#   how many requests an iteration serves, so its limit is looser.",
-             ""]
+    lines = HEADER[:]
     for k, _ in KINDS:
         if k in instr:
             lines.append("instr.%s %d" % (k, round(instr[k])))
@@ -501,7 +541,7 @@ def main():
                 # A count over budget is measured again in a fresh process
                 # and the lower kept: a regression is over both times, the
                 # heap-state noise (a percent or two) rarely twice.
-                again = [k for k in kinds if base.get("instr." + k) and instr[k] > base["instr." + k] * 1.03]
+                again = [k for k in kinds if base.get("instr." + k) and instr[k] > base["instr." + k] * limit(base, k)]
                 if again:
                     print("over budget, measuring again: " + ", ".join(again))
                     second = instructions(setup, again, a.n, a.warm)
@@ -519,8 +559,8 @@ def main():
                 ch = "%+7.1f%%" % ((instr[k] / b - 1) * 100) if b else "-"
                 print("%-14s %-52s %10.0f %6.1f%% %10s %8s" % (k, desc, instr[k], instr.pop("_spread_" + k),
                                                               "%d" % b if b else "-", ch))
-                if b and instr[k] > b * 1.03:
-                    over.append("instr.%s: %.0f > %d + 3 %%" % (k, instr[k], b))
+                if b and instr[k] > b * limit(base, k):
+                    over.append("instr.%s: %.0f > %d + %g %%" % (k, instr[k], b, (limit(base, k) - 1) * 100))
         if not a.no_kernel:
             hk = [k for k in kinds if k in ("h1_healthz", "h1_item_hit")]
             if hk:

@@ -357,6 +357,40 @@ def test_item_writes_are_never_read_stale(srv):
     problem(c.delete("/v1/items/%d" % it["id"]), 404, "not_found")
 
 
+def test_item_hits_served_from_the_kept_answer_follow_every_write(srv):
+    """A hit is answered from the ETag and JSON kept with the record bytes
+    they were made from (app/svc/rendition.c): repeated hits are the same
+    answer, and every write (PATCH, PUT, DELETE) is seen at once, with a new
+    ETag that the old one no longer matches."""
+    c, _ = new_user(srv)
+    it = new_item(c)
+    anon = Client(srv)
+    url = "/v1/items/%d" % it["id"]
+    first = anon.get(url)
+    for _ in range(4):  # several hits per server thread
+        r = anon.get(url)
+        assert r.status_code == 200 and r.content == first.content and r.headers["ETag"] == first.headers["ETag"]
+        assert r.headers["Content-Type"] == "application/json; charset=utf-8"
+    old_tag = first.headers["ETag"]
+    for i, change in enumerate([{"name": "Renamed"}, {"price_cents": 777}, {"stock": 0}]):
+        p = c.patch(url, change)
+        assert p.status_code == 200
+        for _ in range(3):
+            g = anon.get(url)
+            assert g.status_code == 200 and g.json() == p.json(), change
+            assert g.headers["ETag"] != old_tag
+            assert anon.get(url, headers={"If-None-Match": old_tag}).status_code == 200
+            assert anon.get(url, headers={"If-None-Match": g.headers["ETag"]}).status_code == 304
+        old_tag = g.headers["ETag"]
+    full = {"sku": it["sku"], "name": "Put", "price_cents": 5, "currency": "USD", "stock": 3}
+    put = c.put(url, full).json()
+    for _ in range(3):
+        assert anon.get(url).json() == put
+    assert c.delete(url).status_code == 204
+    for _ in range(3):
+        problem(anon.get(url), 404, "not_found")
+
+
 def test_item_list_keyset_seller_filter_and_offset(srv):
     c, u = new_user(srv)
     mine = [new_item(c)["id"] for _ in range(5)]

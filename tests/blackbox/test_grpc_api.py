@@ -391,6 +391,37 @@ def test_update_item_seller_only_patch_semantics(srv):
                   token=c.token), grpc.StatusCode.NOT_FOUND, "not_found")
 
 
+def test_get_item_hits_from_the_kept_bytes_follow_every_write(srv):
+    """GetItem hits are answered with the protobuf bytes kept with the
+    record they were packed from (app/svc/rendition.c); every write through
+    either transport is seen at once, gzip-compressed calls included."""
+    c, _ = new_user(srv)
+    it = new_item(c)
+    get = lambda **kw: call(srv, "ItemService/GetItem", pb.GetItemRequest(id=it["id"]), **kw)
+    first = get()
+    for _ in range(4):
+        assert get().SerializeToString() == first.SerializeToString()
+    got = call(srv, "ItemService/UpdateItem", pb.UpdateItemRequest(id=it["id"], name={"value": "Renamed by gRPC"}),
+               token=c.token)
+    for _ in range(3):
+        g = get()
+        assert g.name == "Renamed by gRPC" and g.version == got.version
+    r = c.patch("/v1/items/%d" % it["id"], {"price_cents": 4321})
+    assert r.status_code == 200
+    for _ in range(3):
+        g = get()
+        assert (g.price_cents, g.name, g.version) == (4321, "Renamed by gRPC", r.json()["version"])
+    ch = grpc.insecure_channel("127.0.0.1:%d" % srv.gport, compression=grpc.Compression.Gzip)
+    try:
+        m = ch.unary_unary("/bazaar.v1.ItemService/GetItem", request_serializer=pb.GetItemRequest.SerializeToString,
+                           response_deserializer=pb.Item.FromString)
+        assert m(pb.GetItemRequest(id=it["id"]), timeout=5).price_cents == 4321
+    finally:
+        ch.close()
+    assert c.delete("/v1/items/%d" % it["id"]).status_code == 204
+    fails(refused(srv, "ItemService/GetItem", pb.GetItemRequest(id=it["id"])), grpc.StatusCode.NOT_FOUND, "not_found")
+
+
 def test_delete_item_seller_only(srv):
     c, u = new_user(srv)
     other, _ = new_user(srv)

@@ -65,8 +65,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bz_buf_free(&b);
     bz_buf_free(&c.in);
     bz_buf_free(&c.text);
-    bz_buf_free(&c.trailers);
-    bz_buf_free(&c.headers);
     bz_buf_free(&c.out);
     rt_ctx_release(&c.ctx);
     bz_arena_free(&arena);

@@ -645,10 +645,50 @@ static void observe_middleware_counts_each_request_once(void **state)
     }
 }
 
+/* Response header fields are (name, value) pairs copied into the arena in
+ * the order added: a caller's buffer may change after the call, lookups are
+ * case-insensitive, HTTP/2 gets lower-case names (what it sends), and a
+ * cleared set starts again. */
+static void response_headers_are_pairs(void **state)
+{
+    (void)state;
+    for (int h2 = 0; h2 < 2; h2++) {
+        http_req r;
+        memset(&r, 0, sizeof r);
+        bz_arena a;
+        bz_arena_init(&a, 0);
+        r.arena = &a;
+        r.h2 = h2;
+        char v[16];
+        for (int i = 0; i < 20; i++) { /* past the first capacity: the vector grows */
+            snprintf(v, sizeof v, "v%d", i);
+            http_add_header(&r, i == 3 ? "Content-Type" : "X-Many", v);
+        }
+        strcpy(v, "changed");
+        assert_int_equal(r.nresp_headers, 20);
+        assert_string_equal(r.resp_headers[0].value.p, "v0");
+        assert_string_equal(r.resp_headers[19].value.p, "v19");
+        assert_string_equal(r.resp_headers[3].name.p, h2 ? "content-type" : "Content-Type");
+        assert_true(bz_str_eq_c(http_resp_header_get(&r, "content-TYPE"), "v3"));
+        assert_true(bz_str_eq_c(http_resp_header_get(&r, "x-many"), "v0")); /* the first one */
+        assert_null(http_resp_header_get(&r, "X-Missing").p);
+        http_add_header_n(&r, "Location", "/abcdef", 3);
+        assert_true(bz_str_eq_c(http_resp_header_get(&r, "Location"), "/ab"));
+        assert_int_equal(r.resp_headers[20].value.p[3], '\0');
+        http_clear_headers(&r);
+        assert_int_equal(r.nresp_headers, 0);
+        assert_null(http_resp_header_get(&r, "Content-Type").p);
+        http_add_header(&r, "Vary", "Origin");
+        assert_int_equal(r.nresp_headers, 1);
+        bz_arena_free(&a);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parser_accepts_valid_requests),
+        cmocka_unit_test(response_headers_are_pairs),
         cmocka_unit_test(parser_waits_for_more),
         cmocka_unit_test(parser_rejects_malformed_and_smuggling),
         cmocka_unit_test(parser_resumes_byte_by_byte),
