@@ -45,6 +45,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#pragma GCC visibility push(default)
+
 /* ---- the recorder ------------------------------------------------------------------------ */
 
 typedef struct http_obs_spec {
@@ -126,5 +128,7 @@ int64_t http_obs_in_flight(http_obs *o);
  * with its key (NULL: the unknown one), variant, outcome and histogram. */
 void http_obs_each(http_obs *o, void (*fn)(const char *key, int variant, int outcome, const bz_hist_snap *h, void *arg),
                    void *arg);
+
+#pragma GCC visibility pop
 
 #endif
