@@ -17,7 +17,7 @@
 #   make uninstall                            removes what install put there
 
 .DEFAULT_GOAL := all
-.PHONY: all run test unit blackbox test-abuse test-deploy test-faults soak test-ucontext asan tsan test-asan test-tsan bench bench-instr bench-instr-check fuzz deps deps-test deps-bench clean format install uninstall FORCE
+.PHONY: all run test unit blackbox blackbox-h1 blackbox-h2c test-abuse test-deploy test-faults soak test-ucontext asan tsan test-asan test-tsan bench bench-instr bench-instr-check fuzz deps deps-test deps-bench clean format install uninstall FORCE
 
 MODE     ?= release
 BUILD    := build/$(MODE)
@@ -143,14 +143,29 @@ run: deps
 unit: $(UNIT_BIN)
 	@tests/with_services.sh tests/run_unit.sh $(UNIT_BIN)
 
-# Black-box suites: real servers, real sockets and HTTP clients (pytest).
-test-abuse: $(BUILD)/bazaar
-	cd tests/blackbox && BAZAAR_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -p no:cacheprovider -q -s test_abuse_h2.py
+# The Python suites run with Debian's pytest.  Their tests start their own
+# servers on free ports in their own temp dirs (tests/lib/harness.py), so
+# pytest-xdist runs several of them side by side: PYTEST_WORKERS processes
+# for the black-box suite, DEPLOY_WORKERS for the deployment suite (0: one
+# process, in file order), each test module whole on one worker (--dist
+# loadscope: a module's servers start once, its tests run in order).  Most
+# of their time is spent waiting on sockets, timers and services.
+PYTEST_WORKERS ?= 3
+DEPLOY_WORKERS ?= 2
+PYTEST  := /usr/bin/python3 -m pytest -p no:cacheprovider -q
+xdist    = $(if $(filter-out 0 1,$(1)),-n $(1) --dist loadscope)
 
-blackbox: $(BUILD)/bazaar $(BUILD)/http_testd
-	cd tests/blackbox && BAZAAR_BUILD=$(CURDIR)/$(BUILD) ../with_services.sh /usr/bin/python3 -m pytest -p no:cacheprovider -q
+# Black-box suites: real servers, real sockets and HTTP clients (pytest);
+# blackbox-h2c is the REST contract again over HTTP/2.
+test-abuse: $(BUILD)/bazaar
+	cd tests/blackbox && BAZAAR_BUILD=$(CURDIR)/$(BUILD) $(PYTEST) -s test_abuse_h2.py
+
+blackbox: blackbox-h1 blackbox-h2c
+blackbox-h1: $(BUILD)/bazaar $(BUILD)/http_testd
+	cd tests/blackbox && BAZAAR_BUILD=$(CURDIR)/$(BUILD) ../with_services.sh $(PYTEST) $(call xdist,$(PYTEST_WORKERS))
+blackbox-h2c: $(BUILD)/bazaar
 	@echo "== the REST contract again, over HTTP/2 (h2c prior knowledge)"
-	cd tests/blackbox && BAZAAR_TEST_H2C=1 BAZAAR_BUILD=$(CURDIR)/$(BUILD) ../with_services.sh /usr/bin/python3 -m pytest -p no:cacheprovider -q test_api.py
+	cd tests/blackbox && BAZAAR_TEST_H2C=1 BAZAAR_BUILD=$(CURDIR)/$(BUILD) ../with_services.sh $(PYTEST) test_api.py
 
 # The fault suite (tests/faults/): starts its own PostgreSQL, Redis, proxy
 # and bazaar processes, breaks them under load, and checks the database
@@ -162,7 +177,7 @@ test-faults: deps-test $(BUILD)/bazaar
 # components — TLS clients, a PostgreSQL standby, pgbouncer, Redis Sentinel,
 # promtool, an installed tree — each started in a temp dir on free ports.
 test-deploy: deps-test $(BUILD)/bazaar
-	cd tests/deploy && BAZAAR_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -p no:cacheprovider -q
+	cd tests/deploy && BAZAAR_BUILD=$(CURDIR)/$(BUILD) $(PYTEST) $(call xdist,$(DEPLOY_WORKERS))
 
 # The soak (tests/soak/): SQLite + memory cache, then PostgreSQL + Redis,
 # each for SOAK_SECONDS under the mixed load while 10,000 idle keep-alive
@@ -172,16 +187,25 @@ SOAK_SECONDS ?= 600
 soak: deps-test $(BUILD)/bazaar
 	cd tests/soak && BAZAAR_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 soak.py --seconds $(SOAK_SECONDS)
 
+# The layer check, the build, then the unit, black-box (h1, h2c) and
+# deployment suites at once, each suite's output printed whole when it
+# ends (-O); -k: every suite runs even when one fails.
 test: deps-test
 	@scripts/check-layers.sh
-	@$(MAKE) --no-print-directory all unit blackbox test-deploy
+	@$(MAKE) --no-print-directory -j2 all $(BUILD)/http_testd $(UNIT_BIN)
+	@echo "== unit, blackbox-h1, blackbox-h2c and test-deploy at once; each prints when it ends"
+	@$(MAKE) --no-print-directory -k -j4 -O unit blackbox-h1 blackbox-h2c test-deploy
 
 asan:
 	@$(MAKE) --no-print-directory MODE=asan CC=clang build/asan/bazaar
 tsan:
 	@$(MAKE) --no-print-directory MODE=tsan CC=clang build/tsan/bazaar
+# Under ASan every server costs 2-3x the CPU: fewer black-box workers.
+ASAN_WORKERS ?= 2
 test-asan: deps-test
-	@$(MAKE) --no-print-directory MODE=asan CC=clang build/asan/bazaar unit blackbox
+	@$(MAKE) --no-print-directory -j2 MODE=asan CC=clang build/asan/bazaar build/asan/http_testd \
+	  $(UNIT_SRC:tests/unit/%.c=build/asan/tests/%)
+	@$(MAKE) --no-print-directory -k -j3 -O MODE=asan CC=clang PYTEST_WORKERS=$(ASAN_WORKERS) unit blackbox-h1 blackbox-h2c
 test-tsan: deps-test
 	@$(MAKE) --no-print-directory MODE=tsan CC=clang unit
 # The portable ucontext context switch, on the runtime suite.
