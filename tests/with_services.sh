@@ -36,7 +36,7 @@ pgport=$(free_port)
 "${as_pg[@]}" "$PGBIN/initdb" -D "$tmp/pg" -U postgres -A trust --no-sync -E UTF8 --locale=C >"$tmp/initdb.log" 2>&1 \
   || { cat "$tmp/initdb.log" >&2; exit 1; }
 "${as_pg[@]}" "$PGBIN/pg_ctl" -D "$tmp/pg" -l "$tmp/pg.log" -w -t 30 start \
-  -o "-p $pgport -k $tmp -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=200" >/dev/null \
+  -o "-p $pgport -k $tmp -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=400" >/dev/null \
   || { cat "$tmp/pg.log" >&2; exit 1; }
 "$PGBIN/../bin/createdb" -h 127.0.0.1 -p "$pgport" -U postgres bazaar_test 2>/dev/null \
   || /usr/bin/createdb -h 127.0.0.1 -p "$pgport" -U postgres bazaar_test

@@ -46,6 +46,9 @@ import tempfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
+from harness import free_port  # noqa: E402  (the harness every Python suite shares)
+
 BASELINE = os.path.join(ROOT, "tests", "bench", "instr-baseline.txt")
 
 # name, protocol, description (the order of the table)
@@ -57,14 +60,6 @@ KINDS = [
     ("h1_orders", "GET /v1/users/1/orders?limit=20, token (HTTP/1.1)"),
     ("h1_transfer", "POST /v1/transfers, Idempotency-Key (HTTP/1.1)"),
 ]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def die(msg):

@@ -19,8 +19,9 @@ import time
 
 import pytest
 
-from conftest import BUILD, Conn, connect, start_testd
-from test_serve import free_port, stop
+from harness import BUILD, free_port, start_testd
+from rawhttp import Conn, connect
+from test_serve import stop
 
 
 def server_sockets(pid):

@@ -33,7 +33,7 @@ import pytest
 from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, RstStreamFrame,
                               SettingsFrame, WindowUpdateFrame)
 
-from conftest import BUILD
+from harness import BUILD, free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ATTACK_S = float(os.environ.get("BAZAAR_ABUSE_SECONDS", "4"))
@@ -41,14 +41,6 @@ MiB = 1 << 20
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ENHANCE_YOUR_CALM = 0xB
 REFUSED_STREAM = 0x7
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def rss(pid):

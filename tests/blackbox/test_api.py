@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from bazaar import PG_URL, Backend, Client, Server, account, key, new_user, problem
+from harness import Backend, PG_URL, Server
+from rest import Client, account, key, new_user, problem
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(not PG_URL, reason="needs with_services.sh"))]
 

@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from bazaar import BAZAAR, PG_URL, Backend, Client, Server, account, key, new_user, problem
+from harness import BAZAAR, Backend, PG_URL, Server
+from rest import Client, account, key, new_user, problem
 from test_api import new_item, order, shop
 
 needs_pg = pytest.mark.skipif(not PG_URL, reason="needs with_services.sh")

@@ -12,32 +12,24 @@ import grpc
 import pytest
 import requests
 
-from bazaar import Backend, Server, free_port
 from grpc_stubs import bidi, client_stream, health_pb2, pb, server_stream, status_pb2, unary
+from harness import Backend, Server
 
 U = "/bazaar.v1.UserService/"
 I = "/bazaar.v1.ItemService/"
 O = "/bazaar.v1.OrderService/"
 
 
-class GrpcServer(Server):
-    def __init__(self, tmp, *flags):
-        self.gport = free_port()
-        super().__init__(Backend("sqlite", tmp), "--grpc-addr", "127.0.0.1:%d" % self.gport, *flags)
-        self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.gport)
-        grpc.channel_ready_future(self.channel).result(timeout=10)
-
-    def close(self):
-        self.channel.close()
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(20) == 0
+def GrpcServer(tmp, *flags):
+    """bazaar serve on SQLite with gRPC on its own address too."""
+    return Server(Backend("sqlite", tmp), *flags, grpc=True)
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     s = GrpcServer(str(tmp_path_factory.mktemp("grpc")), "--grpc-max-recv-bytes", "64KiB")
     yield s
-    s.close()
+    s.close(check=True)
 
 
 def rest_user(srv, email, name="Gina"):
@@ -310,7 +302,7 @@ def test_rate_limit_is_resource_exhausted(tmp_path):
         assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
         assert codes.count(grpc.StatusCode.NOT_FOUND) <= 3  # at most the limit got through
     finally:
-        s.close()
+        s.close(check=True)
 
 
 def test_health_watch_reports_not_serving_when_draining(tmp_path):
@@ -346,17 +338,14 @@ def test_a_client_that_never_reads_a_huge_stream_costs_flat_memory(tmp_path):
     import h2.settings
 
     s0 = GrpcServer(str(tmp_path))
-    s0.close()  # migrated; now fill the users table directly
+    s0.close(check=True)  # migrated; now fill the users table directly
     db = s0.backend.db[len("sqlite://"):]
     con = sqlite3.connect(db)
     con.executemany("INSERT INTO users (email, name, password_hash, created_at) VALUES (?, ?, 'x', "
                     "'2026-01-01T00:00:00.000000Z')", (("m%d@x.io" % i, "User %d" % i) for i in range(1000000)))
     con.commit()
     con.close()
-    s = GrpcServer.__new__(GrpcServer)
-    s.gport = free_port()
-    Server.__init__(s, s0.backend, "--grpc-addr", "127.0.0.1:%d" % s.gport)
-    s.channel = grpc.insecure_channel("127.0.0.1:%d" % s.gport)
+    s = Server(s0.backend, grpc=True)
     try:
         sock = socket.create_connection(("127.0.0.1", s.gport))
         c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
@@ -387,7 +376,7 @@ def test_a_client_that_never_reads_a_huge_stream_costs_flat_memory(tmp_path):
         assert metric(s, "bazaar.v1.UserService/ListUsers", "OK") == 0
         sock.close()
     finally:
-        s.close()
+        s.close(check=True)
 
 
 def test_keepalive_pings_keep_a_live_peer_and_drop_a_dead_one(tmp_path):
@@ -433,4 +422,4 @@ def test_keepalive_pings_keep_a_live_peer_and_drop_a_dead_one(tmp_path):
         assert 1.5 < elapsed < 8, elapsed
         sock.close()
     finally:
-        s.close()
+        s.close(check=True)

@@ -14,33 +14,21 @@ import uuid
 import grpc
 import pytest
 
-from bazaar import PG_URL, Backend, Client, Server, account, free_port, key, new_user
 from grpc_stubs import pb, status_pb2
+from harness import Backend, PG_URL, Server
+from rest import Client, account, key, new_user
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(not PG_URL, reason="needs with_services.sh"))]
 P = "/bazaar.v1."
 
 
-class Both(Server):
-    """`bazaar serve` with REST on --http-addr and gRPC on --grpc-addr."""
-
-    def __init__(self, backend, *flags):
-        self.gport = free_port()
-        super().__init__(backend, "--grpc-addr", "127.0.0.1:%d" % self.gport, *flags)
-        self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.gport)
-        grpc.channel_ready_future(self.channel).result(timeout=10)
-
-    def close(self):
-        self.channel.close()
-        assert self.stop() == 0
-        super().close()
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def srv(request, tmp_path_factory):
-    s = Both(Backend(request.param, str(tmp_path_factory.mktemp("grpcapi"))), "--login-rate-limit", "1000/min")
+    """`bazaar serve` with REST on --http-addr and gRPC on --grpc-addr."""
+    s = Server(Backend(request.param, str(tmp_path_factory.mktemp("grpcapi"))), "--login-rate-limit", "1000/min",
+               grpc=True)
     yield s
-    s.close()
+    s.close(check=True)
 
 
 RESP = {

@@ -38,7 +38,7 @@ from hpack import Decoder, Encoder
 from hyperframe.frame import (DataFrame, Frame, GoAwayFrame, HeadersFrame, PingFrame, RstStreamFrame,
                               SettingsFrame, WindowUpdateFrame)
 
-from bazaar import BAZAAR, PG_URL, Backend, Server, free_port
+from harness import BAZAAR, Backend, PG_URL, ROOT, Server, sanitizer_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 USERS = 300              # seeded before the server starts
@@ -99,25 +99,23 @@ LIST_REQ = pb_int(2, 100)  # ListUsersRequest{limit: 100}
 
 # ---- the server and the clients ----
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    tmp = str(tmp_path_factory.mktemp("conformance"))
-    backend = Backend("sqlite", tmp)
+def seeded_server(tmp, kind, *flags):
+    """`bazaar serve` with gRPC on its own address, USERS users seeded
+    before it starts; ports names both addresses by flag."""
+    backend = Backend(kind, tmp)
     subprocess.run([BAZAAR, "seed", "--db", backend.db, "--users", str(USERS), "--items", "0", "--orders", "0"],
                    check=True, capture_output=True)
-    gport = free_port()
-    s = Server(backend, "--grpc-addr", "127.0.0.1:%d" % gport, "--grpc-web-origins", ORIGIN,
-               "--h2-max-concurrent-streams", str(MCS), "--max-body-bytes", str(MAX_BODY))
-    s.gport = gport
-    s.ports = {"grpc-addr": gport, "http-addr": s.port}
-    try:
-        yield s
-    finally:
-        rc = s.stop()
-        log = s.log()
-        os.unlink(s.logf.name)
-    assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]
-    assert rc == 0, "bazaar exited %r:\n%s" % (rc, log[-4000:])
+    s = Server(backend, *flags, grpc=True)
+    s.ports = {"grpc-addr": s.gport, "http-addr": s.port}
+    return s
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    s = seeded_server(str(tmp_path_factory.mktemp("conformance")), "sqlite", "--grpc-web-origins", ORIGIN,
+                      "--h2-max-concurrent-streams", str(MCS), "--max-body-bytes", str(MAX_BODY))
+    yield s
+    s.close(check=True)
 
 
 @pytest.fixture(scope="module")
@@ -127,33 +125,23 @@ def pgsrv(tmp_path_factory):
     connect short."""
     if not PG_URL:
         pytest.skip("needs with_services.sh")
-    tmp = str(tmp_path_factory.mktemp("conformance-pg"))
-    backend = Backend("postgres", tmp)
-    subprocess.run([BAZAAR, "seed", "--db", backend.db, "--users", str(USERS), "--items", "0", "--orders", "0"],
-                   check=True, capture_output=True)
-    gport = free_port()
-    s = Server(backend, "--grpc-addr", "127.0.0.1:%d" % gport)
-    s.ports = {"grpc-addr": gport, "http-addr": s.port}
-    try:
-        yield s
-    finally:
-        rc = s.stop()
-        log = s.log()
-        os.unlink(s.logf.name)
-    assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]
-    assert rc == 0, "bazaar exited %r:\n%s" % (rc, log[-4000:])
+    s = seeded_server(str(tmp_path_factory.mktemp("conformance-pg")), "postgres")
+    yield s
+    s.close(check=True)
 
 
 @pytest.fixture(scope="module")
 def goclient(tmp_path_factory):
     """tests/blackbox/goclient built offline with Debian's grpc-go (GOPATH
-    mode over /usr/share/gocode: no module proxy is needed)."""
+    mode over /usr/share/gocode: no module proxy is needed).  Go's build
+    cache is kept in build/go-cache: compiling grpc-go takes ~40 s cold, a
+    second build (the ASan pass, the next run) only links."""
     src = "/usr/share/gocode/src/google.golang.org/grpc"
     if not shutil.which("go") or not os.path.isdir(src):
         pytest.fail("grpc-go is not installed: scripts/deps.sh test (golang-go, golang-google-grpc-dev)")
     out = str(tmp_path_factory.mktemp("goclient"))
     env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOFLAGS="",
-               GOCACHE=os.path.join(out, "cache"), CGO_ENABLED="0")
+               GOCACHE=os.path.join(ROOT, "build", "go-cache"), CGO_ENABLED="0")
     binary = os.path.join(out, "goclient")
     p = subprocess.run(["go", "build", "-o", binary, "main.go"], cwd=os.path.join(HERE, "goclient"), env=env,
                        capture_output=True, text=True, timeout=300)
@@ -659,16 +647,14 @@ def test_resets_at_the_deadline_are_not_a_flood_but_early_ones_are(tmp_path):
     """grpc-go resets every call whose deadline passes: 600 such resets in
     about half a second (past the guard's burst of 400) must not cost the
     connection; the same resets long before the calls' deadlines still do."""
-    backend = Backend("sqlite", str(tmp_path))
-    gport = free_port()
-    s = Server(backend, "--grpc-addr", "127.0.0.1:%d" % gport)
+    s = Server(Backend("sqlite", str(tmp_path)), grpc=True)
     try:
         # deadline 100 ms, reset at ~85 ms: in the last quarter of the call
-        assert resets_in_batches(gport, "100m", 0.085) is None
+        assert resets_in_batches(s.gport, "100m", 0.085) is None
         # deadline 60 s, reset at ~10 ms: the rapid-reset guard's case
-        assert resets_in_batches(gport, "60S", 0.01) == 0xb  # ENHANCE_YOUR_CALM
+        assert resets_in_batches(s.gport, "60S", 0.01) == 0xb  # ENHANCE_YOUR_CALM
     finally:
         s.stop()
         log = s.log()
-        os.unlink(s.logf.name)
-    assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-4000:]
+        s.close()
+    assert not sanitizer_report(log), log[-4000:]

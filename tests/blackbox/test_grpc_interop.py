@@ -34,7 +34,7 @@ import pytest
 import requests
 from google.protobuf import descriptor_pb2
 
-from conftest import BUILD
+from harness import BUILD, free_port
 
 BAZAAR = os.path.join(BUILD, "bazaar")
 PROTO_ROOT = "/usr/share/grpc-proto"
@@ -82,14 +82,6 @@ M = messages_pb2
 
 
 # ---- the server -----------------------------------------------------------------------------
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
 
 class Bazaar:
     """One `bazaar serve` with its own ports and SQLite file, stopped by PID."""

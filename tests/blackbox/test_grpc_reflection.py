@@ -24,8 +24,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 
-from bazaar import BAZAAR, free_port
-from conftest import ROOT
+from harness import BAZAAR, ROOT, free_port
 
 CLIENT_DIR = os.path.join(ROOT, "tests", "blackbox", "reflection")
 PROTO_INCLUDES = ["-I" + os.path.join(ROOT, "proto"), "-I/usr/include", "-I/usr/share/grpc-proto"]

@@ -25,8 +25,8 @@ import tempfile
 import pytest
 import requests
 
-from bazaar import BAZAAR, Backend, Client, Server, new_user
-from conftest import ROOT
+from harness import BAZAAR, Backend, ROOT, Server
+from rest import Client, new_user
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NPM_DIR = os.path.join(HERE, "grpcweb")

@@ -17,7 +17,8 @@ from hpack import Decoder, Encoder
 from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, PingFrame,
                               RstStreamFrame, SettingsFrame, WindowUpdateFrame)
 
-from conftest import connect, start_testd
+from harness import start_testd
+from rawhttp import connect
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 NO_ERROR, PROTOCOL_ERROR, ENHANCE_YOUR_CALM = 0x0, 0x1, 0xb
@@ -575,7 +576,7 @@ def test_shutdown_grace_cuts_streams_that_do_not_finish():
 # ---- the real app over HTTP/2 -------------------------------------------------------------------
 
 def test_bazaar_rest_handlers_run_unchanged_over_h2(tmp_path):
-    from bazaar import Backend, Server
+    from harness import Backend, Server
     srv_ = Server(Backend("sqlite", str(tmp_path)), "--login-rate-limit", "1000/min")
     try:
         base = "http://127.0.0.1:%d" % srv_.port

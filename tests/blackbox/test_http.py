@@ -12,7 +12,8 @@ import time
 import pytest
 import requests
 
-from conftest import Conn, connect, raw, recv_all, start_testd
+from harness import start_testd
+from rawhttp import Conn, connect, raw, recv_all
 
 GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 

@@ -16,8 +16,9 @@ import grpc
 import pytest
 import requests
 
-from bazaar import BAZAAR, PG_URL, REDIS_URL, Backend, Client, Server, account, free_port, key, new_user, problem
 from grpc_stubs import pb, server_stream
+from harness import BAZAAR, Backend, PG_URL, Server
+from rest import Client, account, key, new_user, problem
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(not PG_URL, reason="needs with_services.sh"))]
 O = "/bazaar.v1.OrderService/"
@@ -94,16 +95,9 @@ def test_signup_flood_is_refused_overloaded_and_deposits_stay_fast(tmp_path):
 # ---- 2. event streams per user, across transports ----
 
 
-class GrpcServer(Server):
-    def __init__(self, tmp, *flags):
-        self.gport = free_port()
-        super().__init__(Backend("sqlite", tmp), "--grpc-addr", "127.0.0.1:%d" % self.gport, *flags)
-        self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.gport)
-        grpc.channel_ready_future(self.channel).result(timeout=10)
-
-    def close(self):
-        self.channel.close()
-        super().close()
+def GrpcServer(tmp, *flags):
+    """bazaar serve on SQLite with gRPC on its own address too."""
+    return Server(Backend("sqlite", tmp), *flags, grpc=True)
 
 
 def sse(c, uid):

@@ -9,8 +9,7 @@ import time
 import pytest
 import requests
 
-from conftest import BUILD
-from harness import free_port
+from harness import BUILD, free_port
 
 BAZAAR = os.path.join(BUILD, "bazaar")
 

@@ -10,7 +10,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 
@@ -23,8 +22,7 @@ from google.protobuf.internal.encoder import _VarintBytes  # protobuf's own vari
 import harness
 from tls_support import TlsBazaar, curl, make_pki, peer_cn, read_response, s_client
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "blackbox"))
-from grpc_stubs import health_pb2, pb, unary  # noqa: E402
+from grpc_stubs import health_pb2, pb, unary
 
 U = "/bazaar.v1.UserService/"
 

@@ -21,7 +21,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -167,7 +166,6 @@ def check_grpc(port, item=None):
     and grpc-retry-pushback-ms (one of the calls may be the probe, which
     waits out its deadline)."""
     import grpc
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "blackbox"))
     from grpc_stubs import health_pb2, pb, unary
     ch = grpc.insecure_channel("127.0.0.1:%d" % port)
     try:

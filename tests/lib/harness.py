@@ -1,12 +1,16 @@
-"""The harness every Python suite shares (faults, deploy, soak, black-box):
-real processes (bazaar, PostgreSQL, Redis, a TCP proxy) that the tests
-start, break and stop by PID, and a load generator that records every
-response so the database can be checked against every acknowledged write
-afterwards.  Each suite puts tests/lib on sys.path and imports `harness`.
+"""The harness every Python suite shares (faults, deploy, soak, black-box,
+bench): real processes (bazaar, http_testd, PostgreSQL, Redis, a TCP proxy)
+that the tests start, break and stop by PID, and a load generator that
+records every response so the database can be checked against every
+acknowledged write afterwards.  Each suite puts tests/lib on sys.path and
+imports `harness` (and `rest`, the contract's REST client; `rawhttp`,
+HTTP/1.1 on a bare socket).
 
 Every wait here is bounded in count and time; everything listens on
 loopback only."""
+import atexit
 import http.client
+import itertools
 import json
 import os
 import random
@@ -426,6 +430,173 @@ def get(url, timeout=2.0):
         return None, None, repr(e)
     finally:
         c.close()
+
+
+# ---- the black-box suites' servers --------------------------------------------------------------
+#
+# tests/with_services.sh gives a suite one PostgreSQL and one Redis
+# (BAZAAR_TEST_PG_URL, BAZAAR_TEST_REDIS_URL).  A Backend isolates each
+# server's data in them: its own PostgreSQL database, its own Redis database
+# number.  Under pytest-xdist (PYTEST_XDIST_WORKER set) the workers share the
+# PostgreSQL cluster, each Backend still with its own database, but each
+# worker starts its own Redis: database numbers are per process, and Redis
+# pub/sub channels (the order events) are not per database.
+
+PG_URL = os.environ.get("BAZAAR_TEST_PG_URL")
+REDIS_URL = os.environ.get("BAZAAR_TEST_REDIS_URL")
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+_dbno = itertools.count(1)
+_worker_redis = None
+
+
+def services_redis_url():
+    """The Redis URL (database 0) this process's Backends use: the suite's,
+    or under pytest-xdist this worker's own, started on first use."""
+    global _worker_redis
+    if not REDIS_URL or not WORKER:
+        return REDIS_URL
+    if _worker_redis is None:
+        _worker_redis = Redis()
+        atexit.register(close_services)
+    return _worker_redis.url(0)
+
+
+def close_services():
+    """Stops what services_redis_url() started (a session fixture calls it)."""
+    global _worker_redis
+    if _worker_redis is not None:
+        _worker_redis.close()
+        _worker_redis = None
+
+
+class Backend:
+    """Where a server keeps its data: SQLite file + memory cache, or a fresh
+    PostgreSQL database and Redis database number (isolated per Backend)."""
+
+    def __init__(self, kind, tmpdir):
+        self.kind = kind
+        n = next(_dbno)
+        if kind == "sqlite":
+            self.db = "sqlite://%s" % os.path.join(tmpdir, "bazaar-%d.db" % n)
+            self.cache = "memory"
+        else:
+            name = "bz_%d_%s" % (n, uuid.uuid4().hex[:8])
+            subprocess.run(["psql", "-q", "-X", PG_URL, "-c", "CREATE DATABASE %s" % name], check=True,
+                           stdout=subprocess.DEVNULL)
+            self.db = PG_URL.rsplit("/", 1)[0] + "/" + name
+            # Redis has 16 databases; wrap around (tests FLUSHDB what they use)
+            self.redis_db = n % 15 + 1
+            self.redis_url = services_redis_url()
+            self.cache = self.redis_url.rsplit("/", 1)[0] + "/%d" % self.redis_db
+            self.redis_cli(["FLUSHDB"])
+
+    def redis_cli(self, args):
+        port = self.redis_url.rsplit(":", 1)[1].split("/")[0]
+        return subprocess.run(["redis-cli", "-p", port, "-n", str(self.redis_db)] + args, check=True,
+                              capture_output=True, text=True).stdout
+
+
+def sanitizer_report(log):
+    """True when a server's log holds an ASan/UBSan report."""
+    return "AddressSanitizer" in log or "runtime error:" in log
+
+
+class Server:
+    """`bazaar serve` for the black-box suites: REST on a free loopback port
+    (url), data where the Backend says, stderr (JSON log) in a temp file.
+    With grpc=True gRPC listens on its own free port too (gport); channel is
+    a python3-grpcio channel to it, connected on first use."""
+
+    def __init__(self, backend, *flags, threads=2, grpc=False):
+        self.backend = backend
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.gport = free_port() if grpc else None
+        self._channel = None
+        self.logf = tempfile.NamedTemporaryFile(prefix="bazaar-", suffix=".log", delete=False)
+        argv = [BAZAAR, "serve", "--http-addr", "127.0.0.1:%d" % self.port, "--grpc-addr", "off",
+                "--threads", str(threads), "--log-format", "json", "--db", backend.db, "--cache",
+                backend.cache]
+        if grpc:
+            argv += ["--grpc-addr", "127.0.0.1:%d" % self.gport]
+        self.proc = subprocess.Popen(argv + list(flags), stdout=subprocess.DEVNULL, stderr=self.logf)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if get(self.url + "/healthz", 0.3)[0] is not None:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError("server did not come up:\n" + self.log())
+
+    @property
+    def channel(self):
+        if self._channel is None:
+            import grpc
+            self._channel = grpc.insecure_channel("127.0.0.1:%d" % self.gport)
+            grpc.channel_ready_future(self._channel).result(timeout=10)
+        return self._channel
+
+    def log(self):
+        with open(self.logf.name, errors="replace") as f:
+            return f.read()
+
+    def stop(self, sig=signal.SIGTERM):
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        return rc
+
+    def close(self, check=False):
+        """Stops the server and deletes its log; with check, asserts it
+        exited 0 with no sanitizer report."""
+        rc = self.stop()
+        log = self.log() if check else ""
+        os.unlink(self.logf.name)
+        if check:
+            assert not sanitizer_report(log), log[-4000:]
+            assert rc == 0, "bazaar exited %r:\n%s" % (rc, log[-4000:])
+        return rc
+
+
+class Testd:
+    """tests/http_testd (the HTTP layer alone, for the protocol suites): it
+    listens on a port the kernel picks and prints "port N" first."""
+
+    def __init__(self, argv, env=None):
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=env, text=False)
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("port "):
+            err = self.proc.stderr.read().decode(errors="replace")
+            raise RuntimeError("server did not start: %r %s" % (line, err))
+        self.port = int(line.split()[1])
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def log(self):
+        return self.proc.stderr.read().decode(errors="replace")
+
+
+def start_testd(*flags):
+    argv = [os.path.join(BUILD, "http_testd"), "--http-addr", "127.0.0.1:0", "--threads", "2",
+            "--log-level", "warn"] + list(flags)
+    return Testd(argv)
 
 
 # ---- load -------------------------------------------------------------------------------------------

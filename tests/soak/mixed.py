@@ -16,19 +16,16 @@ Every answer is recorded in load.latencies as (t0, seconds, status, kind);
 gRPC answers as "grpc:<CODE>".  `unexpected` says which answers a kind may
 not give."""
 import json
-import os
 import random
 import socket
-import sys
 import threading
 import time
 import uuid
 
-import harness
+import grpc
 
-sys.path.insert(0, os.path.join(harness.ROOT, "tests", "blackbox"))
-import grpc  # noqa: E402
-from grpc_stubs import pb, server_stream, unary  # noqa: E402
+import harness
+from grpc_stubs import pb, server_stream, unary
 
 # kind -> weight in the workers' mix
 MIX = (("item", 30), ("item_miss", 6), ("item_write", 4), ("deposit", 10), ("transfer", 10), ("order", 12),
