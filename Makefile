@@ -1,7 +1,7 @@
 # bazaar — build, run, test, bench.
 #
 #   make run     install missing packages, build, start the server (SQLite + memory cache)
-#   make test    install missing packages, build, run every test suite
+#   make test    install missing packages, build, run every test suite (and the layer and ABI checks)
 #   make         build build/bazaar (-O2 -g, warnings are errors)
 #   make asan    ASan+UBSan build in build/asan;   make test-asan runs the suites on it
 #   make tsan    TSan build in build/tsan;         make test-tsan runs the unit suites on it
@@ -13,11 +13,13 @@
 #   make bench-instr         instructions (callgrind), system calls and page faults per request
 #   make bench-instr-check   the same, failing when a count is over tests/bench/instr-baseline.txt
 #   make fuzz    libFuzzer targets (clang), FUZZ_SECONDS each (default 60)
-#   make install PREFIX=/usr/local DESTDIR=   the binary, man page, systemd unit, env file (after make)
-#   make uninstall                            removes what install put there
+#   make         also builds libbazaar: build/libbazaar.a, build/libbazaar.so.0.1.0 (make lib: only that)
+#   make install PREFIX=/usr/local DESTDIR=   the binary, man page, systemd unit, env file, and install-lib (after make)
+#   make install-lib LIBDIR=$(PREFIX)/lib     the library alone: headers, libbazaar.a/.so*, bazaar.pc
+#   make uninstall                            removes what install put there (uninstall-lib: the library's part)
 
 .DEFAULT_GOAL := all
-.PHONY: all run test unit blackbox test-abuse test-deploy test-faults soak test-ucontext asan tsan test-asan test-tsan bench bench-instr bench-instr-check fuzz deps deps-test deps-bench clean format install uninstall FORCE
+.PHONY: all lib install-lib uninstall-lib abi-dump abi-check run test unit blackbox test-abuse test-deploy test-faults soak test-ucontext asan tsan test-asan test-tsan bench bench-instr bench-instr-check fuzz deps deps-test deps-bench clean format install uninstall FORCE
 
 MODE     ?= release
 BUILD    := build/$(MODE)
@@ -59,15 +61,36 @@ GEN_C    := $(PROTOS:%.proto=$(GEN)/%.pb-c.c) $(GEN)/descriptors.c $(GEN)/consol
 REFLECTED := bazaar.proto grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto \
              grpc/reflection/v1alpha/reflection.proto grpc/testing/test.proto
 
-LIB_SRC  := $(wildcard base/*.c rt/*.c http/*.c db/*.c cache/*.c grpc/*.c app/svc/*.c app/rest/*.c app/grpc/*.c app/*.c)
+# libbazaar: the layers, by directory (a new .c in a layer's directory, or a
+# new layer directory listed here, is in the library without more edits),
+# and the generated code of the protos the layers use (not the
+# marketplace's bazaar.proto nor the well-known types only it imports) with the descriptor set of the standard
+# services that reflection describes when a program brings none
+# (descriptors-lib.c).  The marketplace — app/ and its generated code — is
+# not in it: it is libmarket.a, linked with libbazaar.a into the binary,
+# the unit tests, the fuzz targets and http_testd.
+LIB_DIRS := base rt http grpc db cache service
+LIB_SRC  := $(wildcard $(LIB_DIRS:%=%/*.c))
 LIB_ASM  := rt/switch.S
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_ASM:%.S=$(BUILD)/obj/%.o) $(GEN_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
+MARKET_PROTOS := bazaar.proto google/protobuf/timestamp.proto google/protobuf/wrappers.proto google/protobuf/empty.proto
+LIB_GEN  := $(filter-out $(MARKET_PROTOS:%.proto=$(GEN)/%.pb-c.c),$(PROTOS:%.proto=$(GEN)/%.pb-c.c)) $(GEN)/descriptors-lib.c
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_ASM:%.S=$(BUILD)/obj/%.o) $(LIB_GEN:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
+# The same sources position-independent, in their own object directory,
+# for libbazaar.so (the binary keeps its non-PIC objects).
+LIB_PIC  := $(LIB_SRC:%.c=$(BUILD)/pic/%.o) $(LIB_ASM:%.S=$(BUILD)/pic/%.o) $(LIB_GEN:$(GEN)/%.c=$(BUILD)/pic/gen/%.o)
+APP_SRC  := $(wildcard app/*.c app/svc/*.c app/rest/*.c app/grpc/*.c)
+APP_OBJ  := $(APP_SRC:%.c=$(BUILD)/obj/%.o) $(MARKET_PROTOS:%.proto=$(BUILD)/obj/gen/%.pb-c.o) $(BUILD)/obj/gen/console_assets.o
+# The marketplace's own descriptor set (bazaar.proto and the standard
+# services) is linked as an object, ahead of the archives, so it is the
+# grpc_descriptor_set reflection reads and libbazaar.a's default
+# (descriptors-lib.o) is never pulled in.
+MARKET   := $(BUILD)/obj/gen/descriptors.o $(BUILD)/libmarket.a $(BUILD)/libbazaar.a
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 UNIT_ASM := $(wildcard tests/unit/*.S)
 UNIT_AOBJ := $(UNIT_ASM:%.S=$(BUILD)/obj/%.o)
 
-all: $(BUILD)/bazaar
+all: $(BUILD)/bazaar lib
 
 deps:
 	@scripts/deps.sh build
@@ -84,6 +107,13 @@ $(GEN)/.stamp: $(addprefix proto/,bazaar.proto google/rpc/status.proto)
 	scripts/embed.sh $(GEN)/descriptors.pb grpc_descriptor_set > $(GEN)/descriptors.c
 	@touch $@
 $(GEN_C): $(GEN)/.stamp
+# The library's default reflection set: the standard services reflected,
+# without the marketplace's bazaar.proto.
+$(GEN)/descriptors-lib.c: $(GEN)/.stamp scripts/embed.sh
+	@d=$(GEN)/.lib.$$$$; set -e; mkdir -p $$d; \
+	protoc $(PROTO_DIRS) --include_imports --descriptor_set_out=$$d/descriptors-lib.pb $(filter-out bazaar.proto,$(REFLECTED)); \
+	scripts/embed.sh $$d/descriptors-lib.pb grpc_descriptor_set > $$d/descriptors-lib.c; mv $$d/descriptors-lib.c $@; \
+	rm -rf $$d; echo "gen $@"
 
 # The admin console's page and its charting library (uPlot, MIT, vendored
 # in app/console with its licence), embedded so the page needs no network.
@@ -106,6 +136,20 @@ $(BUILD)/obj/%.o: %.S
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# The library's objects see only the public headers' declarations with
+# default visibility (each include/bazaar/*.h wraps itself in
+# `#pragma GCC visibility push(default)`); the rest stays inside.
+$(LIB_OBJ) $(LIB_PIC): CFLAGS += -fvisibility=hidden
+$(BUILD)/pic/gen/%.o: $(GEN)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -Wno-unused-parameter -c $< -o $@
+$(BUILD)/pic/%.o: %.c | $(GEN)/.stamp
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -c $< -o $@
+$(BUILD)/pic/%.o: %.S
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -c $< -o $@
+
 # Build information (base/metrics.c: bazaar_build_info): the git commit when
 # there is a checkout, else "unknown", so a tarball builds too.  Rewritten
 # only when it changes, so an unchanged tree does not recompile; the scratch
@@ -117,22 +161,54 @@ $(BUILDINFO): FORCE
 	if [ "$$c" != unknown ] && ! git diff --quiet HEAD -- 2>/dev/null; then c="$$c+dirty"; fi; \
 	t=$@.$$$$.tmp; printf '#define BAZAAR_COMMIT "%s"\n' "$$c" > $$t; \
 	if cmp -s $$t $@; then rm -f $$t; else mv $$t $@; fi
-$(BUILD)/obj/base/metrics.o: $(BUILDINFO)
+$(BUILD)/obj/base/metrics.o $(BUILD)/pic/base/metrics.o: $(BUILDINFO)
 FORCE:
+
+# ---- the library ----------------------------------------------------------------
+# libbazaar.a, and libbazaar.so.MAJOR.MINOR.PATCH with the SONAME
+# libbazaar.so.MAJOR (the numbers are <bazaar/version.h>'s) and its two
+# links; -z defs: the shared library names every library it needs.
+# LIB_LDLIBS are the layers' own dependencies (bazaar.pc says the same).
+VERSION_OF = $(shell sed -n 's/^\#define BAZAAR_VERSION_$(1) \([0-9]*\)$$/\1/p' include/bazaar/version.h)
+LIB_VERSION := $(call VERSION_OF,MAJOR).$(call VERSION_OF,MINOR).$(call VERSION_OF,PATCH)
+LIB_SONAME  := libbazaar.so.$(call VERSION_OF,MAJOR)
+LIB_SO      := $(BUILD)/libbazaar.so.$(LIB_VERSION)
+LIB_LDLIBS  := -lsqlite3 -lhiredis -lsodium -lnghttp2 -lprotobuf-c -lssl -lcrypto -lz -lm -ldl
+LIB_PC_REQ  := sqlite3 hiredis libsodium libnghttp2 openssl zlib
+
+lib: $(BUILD)/libbazaar.a $(LIB_SO) $(BUILD)/$(LIB_SONAME) $(BUILD)/libbazaar.so
 
 $(BUILD)/libbazaar.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/bazaar: $(BUILD)/obj/cmd/bazaar.o $(BUILD)/libbazaar.a
+$(LIB_SO): $(LIB_PIC)
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,$(LIB_SONAME) -Wl,-z,defs -Wl,--as-needed -o $@ $^ $(LIB_LDLIBS)
+$(BUILD)/$(LIB_SONAME) $(BUILD)/libbazaar.so: $(LIB_SO)
+	ln -sf $(notdir $(LIB_SO)) $@
+
+# The public ABI against its baseline abi/libbazaar.abi (scripts/abi.sh,
+# abigail-tools): abi-check fails on a removed or changed function or
+# variable or a changed public type and allows additions; abi-dump
+# rewrites the baseline (a deliberate change: docs/ARCHITECTURE.md).
+abi-dump: $(LIB_SO)
+	@scripts/abi.sh dump $(LIB_SO)
+abi-check: $(LIB_SO)
+	@scripts/abi.sh check $(LIB_SO)
+
+$(BUILD)/libmarket.a: $(APP_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/bazaar: $(BUILD)/obj/cmd/bazaar.o $(MARKET)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libbazaar.a $(UNIT_AOBJ)
+$(BUILD)/tests/%: tests/unit/%.c $(MARKET) $(UNIT_AOBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(UNIT_AOBJ) $(BUILD)/libbazaar.a $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(UNIT_AOBJ) $(MARKET) $(LDLIBS) -lcmocka
 
-$(BUILD)/http_testd: tests/http_testd.c $(BUILD)/libbazaar.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libbazaar.a $(LDLIBS)
+$(BUILD)/http_testd: tests/http_testd.c $(MARKET)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(MARKET) $(LDLIBS)
 
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -161,7 +237,7 @@ test-faults: deps-test $(BUILD)/bazaar
 # The deployment suite (tests/deploy/): bazaar against the real production
 # components — TLS clients, a PostgreSQL standby, pgbouncer, Redis Sentinel,
 # promtool, an installed tree — each started in a temp dir on free ports.
-test-deploy: deps-test $(BUILD)/bazaar
+test-deploy: deps-test $(BUILD)/bazaar lib
 	cd tests/deploy && BAZAAR_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -p no:cacheprovider -q
 
 # The soak (tests/soak/): SQLite + memory cache, then PostgreSQL + Redis,
@@ -174,7 +250,7 @@ soak: deps-test $(BUILD)/bazaar
 
 test: deps-test
 	@scripts/check-layers.sh
-	@$(MAKE) --no-print-directory all unit blackbox test-deploy
+	@$(MAKE) --no-print-directory all abi-check unit blackbox test-deploy
 
 asan:
 	@$(MAKE) --no-print-directory MODE=asan CC=clang build/asan/bazaar
@@ -198,8 +274,8 @@ fuzz: deps-test
 	@$(MAKE) --no-print-directory MODE=fuzz CC=clang $(FUZZ_TARGETS:%=build/fuzz/%)
 	@tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libbazaar.a
-	$(CC) $(CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(BUILD)/libbazaar.a $(LDLIBS)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(MARKET)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(MARKET) $(LDLIBS)
 
 bench: deps-bench
 	@$(MAKE) --no-print-directory $(BUILD)/bench_rt $(BUILD)/bench_db $(BUILD)/bench_cache $(BUILD)/bazaar
@@ -215,17 +291,17 @@ bench-instr-check: deps-test $(BUILD)/bazaar
 	@/usr/bin/python3 tests/bench/instr.py --check
 
 # bench_db calls libpq directly (the synchronous baseline), so it links it.
-$(BUILD)/bench_db: tests/bench/bench_db.c $(BUILD)/libbazaar.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libbazaar.a $(LDLIBS) -lpq
+$(BUILD)/bench_db: tests/bench/bench_db.c $(MARKET)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(MARKET) $(LDLIBS) -lpq
 
-$(BUILD)/bench_cache: tests/bench/bench_cache.c $(BUILD)/libbazaar.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libbazaar.a $(LDLIBS)
+$(BUILD)/bench_cache: tests/bench/bench_cache.c $(MARKET)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(MARKET) $(LDLIBS)
 
-$(BUILD)/bench_rt: tests/bench/bench_rt.c $(BUILD)/libbazaar.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libbazaar.a $(LDLIBS)
+$(BUILD)/bench_rt: tests/bench/bench_rt.c $(MARKET)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(MARKET) $(LDLIBS)
 
 format:
-	clang-format -i $(LIB_SRC) $(wildcard */*.h) cmd/*.c tests/unit/*.c
+	clang-format -i $(LIB_SRC) $(APP_SRC) $(wildcard */*.h include/bazaar/*.h) cmd/*.c tests/unit/*.c
 
 clean:
 	rm -rf build
@@ -246,8 +322,40 @@ BINDIR     := $(PREFIX)/bin
 MANDIR     := $(PREFIX)/share/man/man1
 UNITDIR    ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
 ENVFILE    := $(SYSCONFDIR)/default/bazaar
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR := $(PREFIX)/include
+PUBLIC_H   := $(wildcard include/bazaar/*.h)
 
-install:
+# The library for service authors: the public headers in
+# $(INCLUDEDIR)/bazaar, libbazaar.a, libbazaar.so.X.Y.Z with its SONAME link
+# (.so.X, what programs load) and its development link (.so, what -lbazaar
+# finds), and bazaar.pc, written from dist/bazaar.pc.in for this PREFIX
+# and LIBDIR (a libdir under the prefix as ${prefix}/..., so `pkg-config
+# --define-prefix` finds a tree installed under a DESTDIR).  Like install,
+# it never builds.
+install-lib:
+	@for f in $(BUILD)/libbazaar.a $(LIB_SO); do \
+	  test -e $$f || { echo "make install-lib: $$f is missing; run make first" >&2; exit 1; }; done
+	install -d $(DESTDIR)$(INCLUDEDIR)/bazaar $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -m 0644 $(PUBLIC_H) $(DESTDIR)$(INCLUDEDIR)/bazaar/
+	install -m 0644 $(BUILD)/libbazaar.a $(DESTDIR)$(LIBDIR)/libbazaar.a
+	install -m 0755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/$(notdir $(LIB_SO))
+	ln -sf $(notdir $(LIB_SO)) $(DESTDIR)$(LIBDIR)/$(LIB_SONAME)
+	ln -sf $(LIB_SONAME) $(DESTDIR)$(LIBDIR)/libbazaar.so
+	@libdir='$(LIBDIR)'; case "$$libdir" in '$(PREFIX)'/*) libdir="\$${prefix}$${libdir#$(PREFIX)}";; esac; \
+	echo "dist/bazaar.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/bazaar.pc (libdir=$$libdir)"; \
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e "s|@LIBDIR@|$$libdir|g" -e 's|@VERSION@|$(LIB_VERSION)|g' \
+	    -e 's|@REQUIRES_PRIVATE@|$(LIB_PC_REQ)|g' -e 's|@LIBS_PRIVATE@|-pthread -lm -ldl|g' \
+	    dist/bazaar.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/bazaar.pc
+	chmod 0644 $(DESTDIR)$(LIBDIR)/pkgconfig/bazaar.pc
+
+# Every header of the installed directory goes (it is bazaar's alone).
+uninstall-lib:
+	rm -f $(DESTDIR)$(LIBDIR)/libbazaar.a $(DESTDIR)$(LIBDIR)/libbazaar.so $(DESTDIR)$(LIBDIR)/$(LIB_SONAME) \
+	  $(DESTDIR)$(LIBDIR)/$(notdir $(LIB_SO)) $(DESTDIR)$(LIBDIR)/pkgconfig/bazaar.pc
+	rm -rf $(DESTDIR)$(INCLUDEDIR)/bazaar
+
+install: install-lib
 	@test -x $(BUILD)/bazaar || { echo "make install: $(BUILD)/bazaar is missing; run make first" >&2; exit 1; }
 	@command -v help2man >/dev/null || { echo "make install: help2man is needed for the man page" >&2; exit 1; }
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/default
@@ -265,7 +373,7 @@ install:
 	fi
 
 # The environment file stays when it was edited (it differs from the template).
-uninstall:
+uninstall: uninstall-lib
 	rm -f $(DESTDIR)$(BINDIR)/bazaar $(DESTDIR)$(MANDIR)/bazaar.1.gz $(DESTDIR)$(UNITDIR)/bazaar.service $(DESTDIR)$(ENVFILE).new
 	@if [ -e $(DESTDIR)$(ENVFILE) ] && [ -x $(BUILD)/bazaar ] && $(BUILD)/bazaar env-template | cmp -s - $(DESTDIR)$(ENVFILE); then \
 	  rm -f $(DESTDIR)$(ENVFILE); else [ ! -e $(DESTDIR)$(ENVFILE) ] || echo "kept $(DESTDIR)$(ENVFILE) (edited)"; fi

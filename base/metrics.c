@@ -1,7 +1,7 @@
 /* base/metrics.c — see metrics.h. */
 #include <bazaar/metrics.h>
 
-#include "base/config.h"
+#include <bazaar/version.h>
 
 #include <dirent.h>
 #include <stdio.h>

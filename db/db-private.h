@@ -162,4 +162,14 @@ bz_err_kind db__pg_kind(const char *sqlstate);
 /* Parses "2026-11-28 02:18:16.123456+00" or RFC 3339 into unix µs. */
 bool db__parse_time(const char *s, size_t n, int64_t *us);
 
+/* Statement statistics (db/stats.c), around each statement db/pool.c runs. */
+typedef struct db__probe {
+    void *slot;
+    int64_t t0;
+    rt_note prev;       /* the coroutine's note before the statement */
+} db__probe;
+void db__probe_begin(db__probe *p, const char *sql);
+/* rc: the statement's result (0 ok); rows: returned or affected, -1 unknown. */
+void db__probe_end(db__probe *p, int rc, int64_t rows);
+
 #endif

@@ -6,6 +6,7 @@
  * strings, so the address is their identity and no text is hashed per
  * statement. */
 #include <bazaar/db-stats.h>
+#include "db/db-private.h"
 
 #include <bazaar/clock.h>
 #include <bazaar/log.h>

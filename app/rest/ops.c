@@ -4,6 +4,7 @@
 #include <bazaar/grpc.h>
 
 #include <bazaar/clock.h>
+#include <bazaar/version.h>
 
 #include <stdio.h>
 #include <string.h>

@@ -18,6 +18,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 
+#pragma GCC visibility push(default)
+
 typedef struct bz_arena_chunk bz_arena_chunk;
 
 /* Cleanup registered on an arena: runs (last registered first) when the arena
@@ -71,4 +73,5 @@ void bz_arena_reset(bz_arena *a);
 /* Runs the defers and returns every chunk to malloc. */
 void bz_arena_free(bz_arena *a);
 
+#pragma GCC visibility pop
 #endif

@@ -48,6 +48,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#pragma GCC visibility push(default)
+
 typedef enum bz_breaker_state { BZ_BREAKER_CLOSED = 0, BZ_BREAKER_OPEN = 1, BZ_BREAKER_HALF_OPEN = 2 } bz_breaker_state;
 
 typedef enum bz_breaker_verdict {
@@ -104,4 +106,5 @@ const char *bz_breaker_state_name(bz_breaker_state s);
  * NULL entries are skipped. */
 void bz_breaker_metrics(bz_buf *o, const bz_breaker *const *bs, int n);
 
+#pragma GCC visibility pop
 #endif

@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#pragma GCC visibility push(default)
+
 typedef struct bz_str {
     const char *p;
     size_t n;
@@ -103,4 +105,5 @@ size_t bz_fmt_i64(char *out, int64_t v);
 /* "00" "01" … "99": the pairs the decimal formatters write two at a time. */
 extern const char bz__digits2[201];
 
+#pragma GCC visibility pop
 #endif

@@ -36,6 +36,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#pragma GCC visibility push(default)
+
 #define CACHE_MISS 1
 
 typedef struct cache cache;
@@ -267,4 +269,5 @@ int cache_session_end(cache *c, rt_ctx *ctx, int64_t user_id, const char *token_
 int cache_sessions_end_others(cache *c, rt_ctx *ctx, int64_t user_id, const char *keep_hash, int *ended,
                               bz_error *err);
 
+#pragma GCC visibility pop
 #endif

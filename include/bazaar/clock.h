@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#pragma GCC visibility push(default)
+
 #define BZ_NS_PER_US 1000LL
 #define BZ_NS_PER_MS 1000000LL
 #define BZ_NS_PER_S 1000000000LL
@@ -32,4 +34,5 @@ size_t bz_fmt_rfc3339_us(char *out, int64_t unix_us);
  * out needs 30 bytes.  Returns 29. */
 size_t bz_fmt_http_date(char *out, int64_t unix_s);
 
+#pragma GCC visibility pop
 #endif

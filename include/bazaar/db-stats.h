@@ -24,6 +24,8 @@
 
 #include <stdint.h>
 
+#pragma GCC visibility push(default)
+
 #define DB_STATS_MAX 256
 
 /* Names the statement whose text is at sql (a string that lives for the
@@ -41,14 +43,5 @@ typedef struct db_stmt_stat {
 /* Up to max statements that ran, by total time (largest first): how many. */
 int db_stats_top(db_stmt_stat *out, int max);
 
-/* ---- for db/pool.c ---- */
-typedef struct db__probe {
-    void *slot;
-    int64_t t0;
-    rt_note prev;       /* the coroutine's note before the statement */
-} db__probe;
-void db__probe_begin(db__probe *p, const char *sql);
-/* rc: the statement's result (0 ok); rows: returned or affected, -1 unknown. */
-void db__probe_end(db__probe *p, int rc, int64_t rows);
-
+#pragma GCC visibility pop
 #endif

@@ -61,6 +61,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#pragma GCC visibility push(default)
+
 typedef struct db db;
 typedef struct db_tx db_tx;
 typedef struct db_rows db_rows;
@@ -244,4 +246,5 @@ int db_migrate(db *d, rt_ctx *ctx, const db_migration *m, int n, int *applied, b
 /* Runs several statements without parameters (DDL, EXPLAIN helpers). */
 int db_exec_script(db_q q, rt_ctx *ctx, const char *sql, bz_error *err);
 
+#pragma GCC visibility pop
 #endif

@@ -13,6 +13,8 @@
 
 #include <stdint.h>
 
+#pragma GCC visibility push(default)
+
 #define BZ_ERRLOG_MAX 50
 
 typedef struct bz_errlog_entry {
@@ -30,4 +32,5 @@ void bz_errlog_add(const char *where, int status, const char *code, const char *
  * count of errors ever added, if total is given. */
 int bz_errlog_read(bz_errlog_entry *out, int max, int64_t *total);
 
+#pragma GCC visibility pop
 #endif

@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#pragma GCC visibility push(default)
+
 typedef enum bz_err_kind {
     BZ_OK = 0,
     BZ_ERR_INVALID,      /* bad input from the caller */
@@ -69,4 +71,5 @@ const char *bz_err_kind_name(bz_err_kind kind);
 /* Maps ECANCELED/ETIMEDOUT/ENOMEM/... (positive or negative) to a kind. */
 bz_err_kind bz_err_from_errno(int e);
 
+#pragma GCC visibility pop
 #endif

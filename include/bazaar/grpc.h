@@ -42,6 +42,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#pragma GCC visibility push(default)
+
 typedef enum grpc_code {
     GRPC_OK = 0,
     GRPC_CANCELLED = 1,
@@ -212,4 +214,5 @@ int grpc_parse_timeout(bz_str v, int64_t *ns);
 /* Percent-encodes a grpc-message value (RFC 3986 unreserved kept). */
 void grpc_percent_encode(bz_buf *out, const char *msg);
 
+#pragma GCC visibility pop
 #endif

@@ -39,6 +39,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#pragma GCC visibility push(default)
+
 typedef struct http_req http_req;
 typedef struct http_server http_server;
 typedef struct http_mux http_mux;
@@ -311,4 +313,5 @@ int http_servers_stats(http_server_stats *out, int max);
 /* Open connections owned by event loop `loop`, over every live server. */
 int64_t http_loop_conns(int loop);
 
+#pragma GCC visibility pop
 #endif

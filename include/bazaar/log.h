@@ -19,6 +19,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#pragma GCC visibility push(default)
+
 typedef enum bz_log_level { BZ_LOG_DEBUG = 0, BZ_LOG_INFO, BZ_LOG_WARN, BZ_LOG_ERROR } bz_log_level;
 typedef enum bz_log_format { BZ_LOG_TEXT = 0, BZ_LOG_JSON } bz_log_format;
 
@@ -85,4 +87,5 @@ void bz__log(bz_log_level level, const char *msg, ...);
 #define bz_log_warn(...) bz_log(BZ_LOG_WARN, __VA_ARGS__)
 #define bz_log_err(...) bz_log(BZ_LOG_ERROR, __VA_ARGS__)
 
+#pragma GCC visibility pop
 #endif

@@ -19,6 +19,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#pragma GCC visibility push(default)
+
 /* "# HELP name help\n# TYPE name type\n"; type is counter, gauge or
  * histogram; help is one line from code. */
 void bz_metric_family(bz_buf *o, const char *name, const char *type, const char *help);
@@ -95,4 +97,5 @@ const bz_build *bz_build_info(void);
 /* bazaar_build_info{version,commit,compiler} 1 */
 void bz_metrics_build(bz_buf *o);
 
+#pragma GCC visibility pop
 #endif

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#pragma GCC visibility push(default)
+
 /* Uniform 64-bit value; per thread, never blocks, not for secrets. */
 uint64_t bz_rand64(void);
 /* Uniform double in [0, 1). */
@@ -20,4 +22,5 @@ void bz_rand_hex(char *out, size_t n);
 /* Fills buf with n bytes from getrandom(2) (secrets: tokens, lock owners). */
 void bz_rand_secure(void *buf, size_t n);
 
+#pragma GCC visibility pop
 #endif

@@ -35,6 +35,8 @@
 #include <bazaar/clock.h>
 #include <bazaar/metrics.h>
 
+#pragma GCC visibility push(default)
+
 typedef struct rt_loop rt_loop;
 typedef struct rt_coro rt_coro;
 typedef struct rt_ctx rt_ctx;
@@ -474,4 +476,5 @@ typedef struct rt_offload_stats {
 } rt_offload_stats;
 rt_offload_stats rt_offload_stats_read(void);
 
+#pragma GCC visibility pop
 #endif

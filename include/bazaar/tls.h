@@ -37,6 +37,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#pragma GCC visibility push(default)
+
 /* ---- server ------------------------------------------------------------------
  *
  * A server context: a certificate chain and its key, ALPN selection
@@ -110,4 +112,5 @@ void rt_tls_shutdown(rt_io *io);
 /* Why the last failing TLS call of this thread failed (one line), or "". */
 const char *rt_tls_last_error(void);
 
+#pragma GCC visibility pop
 #endif

@@ -20,6 +20,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#pragma GCC visibility push(default)
+
 #define BZ_TRACESTATE_MAX 512
 
 typedef struct bz_trace {
@@ -42,4 +44,5 @@ bool bz_traceparent_valid(bz_str v);
  * downstream call made for this request would carry. */
 void bz_trace_format(const bz_trace *t, char out[56]);
 
+#pragma GCC visibility pop
 #endif

@@ -43,10 +43,19 @@ def mode(path):
 
 def test_layout_and_modes(tree):
     files = {os.path.relpath(os.path.join(dp, f), tree) for dp, _, fs in os.walk(tree) for f in fs}
+    # the library (make install-lib): every public header, the archive, the
+    # shared library with its two links, pkg-config's file
+    headers = {"usr/include/bazaar/" + h for h in os.listdir(os.path.join(harness.ROOT, "include/bazaar"))}
+    lib = {"usr/lib/libbazaar.a", "usr/lib/libbazaar.so.0.1.0", "usr/lib/libbazaar.so.0", "usr/lib/libbazaar.so",
+           "usr/lib/pkgconfig/bazaar.pc"}
     assert files == {"usr/bin/bazaar", "usr/share/man/man1/bazaar.1.gz", "lib/systemd/system/bazaar.service",
-                     "etc/default/bazaar"}
-    assert mode(os.path.join(tree, "usr/bin/bazaar")) == 0o755
-    for f in files - {"usr/bin/bazaar"}:
+                     "etc/default/bazaar"} | headers | lib
+    assert os.readlink(os.path.join(tree, "usr/lib/libbazaar.so.0")) == "libbazaar.so.0.1.0"
+    assert os.readlink(os.path.join(tree, "usr/lib/libbazaar.so")) == "libbazaar.so.0"
+    executable = {"usr/bin/bazaar", "usr/lib/libbazaar.so.0.1.0", "usr/lib/libbazaar.so.0", "usr/lib/libbazaar.so"}
+    for f in executable:
+        assert mode(os.path.join(tree, f)) == 0o755, f
+    for f in files - executable:
         assert mode(os.path.join(tree, f)) == 0o644, f
     with open(os.path.join(tree, "usr/bin/bazaar"), "rb") as a, open(harness.BAZAAR, "rb") as b:
         assert a.read() == b.read()
