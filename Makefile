@@ -388,7 +388,7 @@ uninstall: uninstall-lib
 # from its unit (root; needs deb.debian.org; the bootstrapped root is cached).
 # EXTRA_LDFLAGS reaches every link as EXTRA_CFLAGS reaches every compile
 # (debian/rules passes Debian's hardening flags through both).
-.PHONY: deb test-debian
+.PHONY: deb deb-symbols test-debian
 LDFLAGS += $(EXTRA_LDFLAGS)
 DEB_OUT := build/deb
 deb: deps-test
@@ -401,5 +401,12 @@ deb: deps-test
 	cd $(DEB_OUT)/bazaar-src && dpkg-buildpackage -b -us -uc -j2
 	rm -rf $(DEB_OUT)/bazaar-src
 	@ls -l $(DEB_OUT)/*.deb
+# make deb-symbols: after make deb, debian/libbazaar0.symbols rewritten from
+# the built library (a new public symbol gets the changelog's version: the
+# first libbazaar0 that has it; a symbol that went away breaks `make deb`).
+deb-symbols:
+	d=$$(mktemp -d) && dpkg-deb -x $(DEB_OUT)/libbazaar0_*.deb $$d && \
+	dpkg-gensymbols -plibbazaar0 -v$$(dpkg-parsechangelog -S Version) -P$$d -Idebian/libbazaar0.symbols \
+	  -e$$(ls $$d/usr/lib/*/libbazaar.so.0.*) -Odebian/libbazaar0.symbols; s=$$?; rm -rf $$d; exit $$s
 test-debian: deps-test deb
 	cd tests/deploy && BAZAAR_DEB_DIR=$(CURDIR)/$(DEB_OUT) /usr/bin/python3 -m pytest -p no:cacheprovider -q test_debian.py
