@@ -119,7 +119,7 @@ def test_lintian_gives_no_errors_and_no_unexplained_warnings(debs):
     # Every tag lintian would raise at warning level or above is either fixed
     # or overridden with a reason in debian/*.lintian-overrides; overridden
     # tags print as O: and are listed here for the record.
-    out = run(["lintian", "--fail-on", "error,warning", "--pedantic", "--info", "--display-experimental",
+    out = run(["lintian", "--fail-on", "error,warning", "--pedantic", "--display-info", "--display-experimental",
                "--show-overrides", "--tag-display-limit", "0", debs["changes"]], 600, "lintian")
     tags = [l for l in out.splitlines() if re.match(r"^[A-Z]: ", l)]
     assert not [t for t in tags if t[0] in "EW"], out
