@@ -403,10 +403,14 @@ deb: deps-test
 	@ls -l $(DEB_OUT)/*.deb
 # make deb-symbols: after make deb, debian/libbazaar0.symbols rewritten from
 # the built library (a new public symbol gets the changelog's version: the
-# first libbazaar0 that has it; a symbol that went away breaks `make deb`).
+# first libbazaar0 that has it).  A symbol that went away fails make
+# test-debian, and `make deb` itself once the changelog is past the version
+# that added it (dpkg-gensymbols).
 deb-symbols:
 	d=$$(mktemp -d) && dpkg-deb -x $(DEB_OUT)/libbazaar0_*.deb $$d && \
 	dpkg-gensymbols -plibbazaar0 -v$$(dpkg-parsechangelog -S Version) -P$$d -Idebian/libbazaar0.symbols \
 	  -e$$(ls $$d/usr/lib/*/libbazaar.so.0.*) -Odebian/libbazaar0.symbols; s=$$?; rm -rf $$d; exit $$s
 test-debian: deps-test deb
+	rm -f $(DEB_OUT)/test-times.txt
 	cd tests/deploy && BAZAAR_DEB_DIR=$(CURDIR)/$(DEB_OUT) /usr/bin/python3 -m pytest -p no:cacheprovider -q test_debian.py
+	@cat $(DEB_OUT)/test-times.txt

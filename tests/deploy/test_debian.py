@@ -68,7 +68,10 @@ def run(argv, timeout, what, **kw):
 def report_times():
     yield
     if TIMES:
-        print("\ntest_debian times (s): " + ", ".join("%s %.1f" % kv for kv in TIMES.items()))
+        line = "test_debian times (s): " + ", ".join("%s %.1f" % kv for kv in TIMES.items())
+        print("\n" + line)
+        with open(os.path.join(DEB_DIR, "test-times.txt"), "w") as f:
+            f.write(line + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +166,9 @@ def test_libbazaar0_holds_the_shared_library_and_its_symbols(debs, tmp_path):
     # debian/libbazaar0.symbols names every exported symbol, no more, no less:
     # a new public function needs its line (with the version that added it,
     # `make deb-symbols` writes it) so a program that uses it depends on a
-    # libbazaar0 that has it; one that went away breaks the build (an ABI
-    # break needs a new SONAME and package name)
+    # libbazaar0 that has it; one that went away is an ABI break (a new
+    # SONAME and package name; dpkg-gensymbols fails the build too once the
+    # changelog is past the version that added it)
     with open(os.path.join(ROOT, "debian", "libbazaar0.symbols")) as f:
         lines = f.read().splitlines()
     assert lines[0] == "libbazaar.so.0 libbazaar0 #MINVER#", lines[0]
