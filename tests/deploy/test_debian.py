@@ -20,7 +20,6 @@ against libbazaar-dev and run, and purging the package stops the service.
 Run by `make test-debian` (root), which builds the packages first and
 points BAZAAR_DEB_DIR at them; without BAZAAR_DEB_DIR the module is
 skipped with that reason (it is not part of `make test-deploy`)."""
-import datetime
 import fcntl
 import glob
 import hashlib
@@ -206,7 +205,7 @@ def base_tarball():
     """The bootstrapped root, from the cache or made now (under a lock, so
     two runs bootstrap once)."""
     key = hashlib.sha256(" ".join([SUITE] + MIRRORS + BASE_PKGS).encode()).hexdigest()[:10]
-    today = datetime.datetime.utcnow().strftime("%Y%m%d")
+    today = time.strftime("%Y%m%d", time.gmtime())
     os.makedirs(CACHE, exist_ok=True)
     tar = os.path.join(CACHE, "%s-%s-%s.tar" % (SUITE, today, key))
     with open(os.path.join(CACHE, ".lock"), "w") as lock:
@@ -313,9 +312,17 @@ def system(debs):
         run(["chroot", root, "apt-get", "update", "-qq"], 300, "apt-get update", env=env)
         run(["chroot", root, "apt-get", "install", "-y", "-qq", "--download-only"] +
             ["/srv/debs/" + os.path.basename(debs[p]) for p in PACKAGES], 600, "download dependencies", env=env)
-        for d in glob.glob(os.path.join(inroot, "*.deb")):
-            if not os.path.exists(os.path.join(archives, os.path.basename(d))):
-                shutil.copy(d, archives)
+        # the cache keeps what this run used (renamed into place: another
+        # run may be reading it); what the archive replaced goes
+        used = {os.path.basename(d) for d in glob.glob(os.path.join(inroot, "*.deb"))}
+        for name in used:
+            if not os.path.exists(os.path.join(archives, name)):
+                tmp = os.path.join(archives, ".%s.%d" % (name, os.getpid()))
+                shutil.copy(os.path.join(inroot, name), tmp)
+                os.rename(tmp, os.path.join(archives, name))
+        for d in glob.glob(os.path.join(archives, "*.deb")):
+            if os.path.basename(d) not in used:
+                os.unlink(d)
         hello = os.path.join(ROOT, "examples", "hello")
         os.makedirs(os.path.join(root, "srv", "hello"))
         if os.path.isdir(hello) and glob.glob(os.path.join(hello, "*.c")):
