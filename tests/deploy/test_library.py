@@ -1,6 +1,7 @@
 """libbazaar as its users get it: `make install-lib` into a temp DESTDIR,
-then a program built out of the tree with pkg-config alone, shared and
-static, and run; the shared library's SONAME, its dependencies and the
+then a program built out of the tree with pkg-config alone (including
+every public header, -std=c17 -Wall -Wextra -Werror, no _GNU_SOURCE),
+shared and static, and run; the shared library's SONAME, its dependencies and the
 names it exports (the public headers' and nothing else); uninstall-lib
 leaving nothing behind."""
 import os
@@ -46,8 +47,10 @@ def tree():
                         "PREFIX=/usr", "BUILD=" + BUILD], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert " -c " not in r.stdout, r.stdout  # install-lib never builds
+    # every installed header, so the strict build below covers them all
+    every = "".join("#include <bazaar/%s>\n" % h for h in sorted(os.listdir(os.path.join(d, "usr/include/bazaar"))))
     with open(os.path.join(d, "x.c"), "w") as f:
-        f.write(PROGRAM)
+        f.write(every + PROGRAM)
     yield d
     subprocess.run(["rm", "-rf", d])
 
