@@ -360,6 +360,9 @@ def test_clean_system_installs_the_packages_and_the_unit_starts(system):
     # nothing of bazaar before: a clean system
     assert c.exec("dpkg-query -W bazaar", check=False).returncode != 0
     c.exec("apt-get install -y -qq /srv/debs/*.deb", timeout=600, what="apt-get install")
+    # systemd's own parser on the installed unit, with its ExecStart present
+    r = c.exec("systemd-analyze verify --man=no /lib/systemd/system/bazaar.service", check=False)
+    assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
     # the maintainer scripts enabled and started the unit; READY=1 (Type=notify)
     # came only once every listener accepts, so /healthz answers at once
     assert c.exec("systemctl is-enabled bazaar.service").stdout.strip() == "enabled"
