@@ -15,7 +15,9 @@ installs the three .debs (their maintainer scripts enable and start
 bazaar.service), curl checks /healthz and /readyz on the default port, the
 unit's user, state directory and sd_notify readiness are checked, a
 program is built with `cc hello.c $(pkg-config --cflags --libs bazaar)`
-against libbazaar-dev and run, and purging the package stops the service.
+against libbazaar-dev and run, an upgrade (the same package repacked under
+a higher version) keeps an edited /etc/default/bazaar and restarts the
+server with it, and purging the package stops the service.
 
 Run by `make test-debian` (root), which builds the packages first and
 points BAZAAR_DEB_DIR at them; without BAZAAR_DEB_DIR the module is
@@ -260,7 +262,8 @@ class Container:
         argv = ["nsenter", "--target", str(self.leader), "--all", "--wd", "--", "env", "-i", "PATH=" + PATH,
                 "LANG=C.UTF-8", "DEBIAN_FRONTEND=noninteractive", "sh", "-c", cmd]
         t0 = time.monotonic()
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        # no stdin: a question (a conffile prompt) fails instead of waiting
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
         if what:
             TIMES[what] = TIMES.get(what, 0) + time.monotonic() - t0
         if check:
@@ -428,13 +431,42 @@ def test_a_program_builds_against_libbazaar_dev(system):
         assert out.startswith("libbazaar "), out
 
 
+def test_an_upgrade_keeps_the_edited_env_file_and_restarts_the_server(system, debs, tmp_path):
+    c = system
+    c.exec("dpkg-query -W bazaar || apt-get install -y -qq /srv/debs/*.deb", timeout=600)
+    # the operator moves the server to another port
+    c.exec("sed -i 's/^#BAZAAR_HTTP_ADDR=.*/BAZAAR_HTTP_ADDR=127.0.0.1:8181/' /etc/default/bazaar && "
+           "grep -q '^BAZAAR_HTTP_ADDR=127.0.0.1:8181$' /etc/default/bazaar && systemctl restart bazaar.service")
+    c.exec("curl -fsS http://127.0.0.1:8181/healthz")
+    before = c.exec("systemctl show -p MainPID --value bazaar.service").stdout.strip()
+    # the next version of the package: the same files under a higher version
+    # (dpkg-deb repacks the built one), its /etc/default/bazaar unchanged
+    raw = tmp_path / "raw"
+    subprocess.run(["dpkg-deb", "-R", debs["bazaar"], str(raw)], check=True)
+    ctl = (raw / "DEBIAN" / "control").read_text()
+    version = changelog_version() + "+next1"
+    (raw / "DEBIAN" / "control").write_text(re.sub(r"(?m)^Version: .*$", "Version: " + version, ctl))
+    up = os.path.join(c.root, "srv", "bazaar_%s_upgrade.deb" % version)
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(raw), up], check=True, capture_output=True)
+    c.exec("apt-get install -y -qq /srv/" + os.path.basename(up), timeout=300, what="upgrade")
+    assert c.exec("dpkg-query -W -f '${Version}' bazaar").stdout == version
+    # the edit survived (no prompt: the packaged file did not change), and the
+    # server was restarted on the new binary with it
+    c.exec("grep -q '^BAZAAR_HTTP_ADDR=127.0.0.1:8181$' /etc/default/bazaar")
+    after = c.exec("systemctl show -p MainPID --value bazaar.service").stdout.strip()
+    assert after not in ("0", before), (before, after)
+    c.exec("curl -fsS http://127.0.0.1:8181/healthz")
+    assert c.exec("curl -fsS http://127.0.0.1:8080/healthz", check=False).returncode != 0
+
+
 def test_purging_stops_the_service_and_removes_its_conffile(system):
     c = system
     c.exec("dpkg-query -W bazaar || apt-get install -y -qq /srv/debs/*.deb", timeout=600)
     c.exec("systemctl is-active bazaar.service")
     c.exec("apt-get purge -y -qq bazaar", timeout=300, what="purge")
     assert c.exec("systemctl is-active bazaar.service", check=False).stdout.strip() in ("inactive", "unknown")
-    assert c.exec("curl -fsS http://127.0.0.1:8080/healthz", check=False).returncode != 0
+    for port in (8080, 8181):
+        assert c.exec("curl -fsS http://127.0.0.1:%d/healthz" % port, check=False).returncode != 0
     assert c.exec("test -e /etc/default/bazaar", check=False).returncode != 0
     # the library stays for the programs built on it
     assert c.exec("dpkg-query -W -f '${Status}' libbazaar0").stdout == "install ok installed"
