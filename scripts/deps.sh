@@ -16,9 +16,13 @@ test=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-pyte
       postgresql redis-server redis-tools curl bc nghttp2-client python3-h2 python3-hyperframe python3-hpack
       iproute2 python3-grpcio python3-protobuf golang-go golang-google-grpc-dev
       openssl pgbouncer redis-sentinel prometheus valgrind strace
-      chromium libgoogle-perftools4 abigail-tools)
+      chromium libgoogle-perftools4 abigail-tools
+      debhelper dpkg-dev fakeroot lintian mmdebstrap systemd-container)
 bench=(wrk nginx-light nghttp2-client h2o redis-tools)
 
+# make deb / make test-debian build the Debian packages (debhelper, lintian)
+# and install them into a clean root that mmdebstrap bootstraps and
+# systemd-nspawn boots.
 # The console test drives Debian's chromium (puppeteer-core from npm);
 # go tool pprof reads the CPU profiles that libprofiler (loaded by bazaar
 # with dlopen) writes.
