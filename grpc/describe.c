@@ -90,17 +90,6 @@ typedef struct ctx {
     int nfiles, capfiles;
 } ctx;
 
-static void *more(void *p, int *cap, int n, size_t size)
-{
-    if (n < *cap)
-        return p;
-    *cap = *cap ? *cap * 2 : 16;
-    p = realloc(p, (size_t)*cap * size);
-    if (!p)
-        abort();
-    return p;
-}
-
 static const char *or_empty(const char *s) { return s ? s : ""; }
 
 static int find_node(const ctx *x, const char *name)
@@ -120,7 +109,7 @@ static int add_node(ctx *x, const char *name, const char *pkg)
     size_t skip = *pkg ? strlen(pkg) + 1 : 0;
     const char *dot = strlen(name) > skip ? strrchr(name + skip, '.') : NULL;
     int parent = dot ? add_node(x, bz_arena_strndup(x->a, name, (size_t)(dot - name)), pkg) : -1;
-    x->nodes = more(x->nodes, &x->cap, x->n, sizeof *x->nodes);
+    x->nodes = grpc__grow(x->nodes, &x->cap, x->n, sizeof *x->nodes);
     x->nodes[x->n] = (node){.name = name, .pkg = pkg, .parent = parent};
     return x->n++;
 }
@@ -154,7 +143,7 @@ static int file_of(ctx *x, const char *pkg)
     for (int i = 0; i < x->nfiles; i++)
         if (!strcmp(x->files[i].pkg, pkg))
             return i;
-    x->files = more(x->files, &x->capfiles, x->nfiles, sizeof *x->files);
+    x->files = grpc__grow(x->files, &x->capfiles, x->nfiles, sizeof *x->files);
     dfile *f = &x->files[x->nfiles];
     memset(f, 0, sizeof *f);
     f->pkg = pkg;

@@ -101,6 +101,9 @@ extern const struct http_obs_kind grpc__obs_kind;
 void *grpc__own(grpc_server *g, size_t n);
 
 /* reflection.c */
+/* p with room for n+1 elements of size (doubling *cap), for the index's
+ * arrays; aborts when out of memory, like the rest of the index. */
+void *grpc__grow(void *p, int *cap, int n, size_t size);
 void grpc__refl_free(grpc__refl *r);
 /* Whether the index was built (a service added later is not described). */
 bool grpc__refl_built(const grpc__refl *r);

@@ -124,11 +124,11 @@ struct grpc__refl {
     int nexts, capexts;
 };
 
-static void *grow(void *p, int *cap, int n, size_t size)
+void *grpc__grow(void *p, int *cap, int n, size_t size)
 {
     if (n < *cap)
         return p;
-    *cap = *cap ? *cap * 2 : 256;
+    *cap = *cap ? *cap * 2 : 16;
     p = realloc(p, (size_t)*cap * size);
     if (!p)
         abort();
@@ -146,7 +146,7 @@ static const char *join(grpc__refl *X, const char *scope, const char *name)
 
 static void add_sym(grpc__refl *X, const char *name, int f, sym_kind kind)
 {
-    X->syms = grow(X->syms, &X->capsyms, X->nsyms, sizeof *X->syms);
+    X->syms = grpc__grow(X->syms, &X->capsyms, X->nsyms, sizeof *X->syms);
     X->syms[X->nsyms++] = (sym){name, f, kind};
 }
 
@@ -155,7 +155,7 @@ static const char *undot(const char *s) { return s && *s == '.' ? s + 1 : (s ? s
 static void add_ext(grpc__refl *X, const Google__Protobuf__FieldDescriptorProto *fd, const char *scope, int f)
 {
     add_sym(X, join(X, scope, fd->name), f, SYM_EXTENSION);
-    X->exts = grow(X->exts, &X->capexts, X->nexts, sizeof *X->exts);
+    X->exts = grpc__grow(X->exts, &X->capexts, X->nexts, sizeof *X->exts);
     X->exts[X->nexts++] = (ext){bz_arena_strdup(&X->arena, undot(fd->extendee)), fd->number, f};
 }
 
@@ -280,7 +280,7 @@ static void add_file(void *arg, const uint8_t *p, size_t n)
     }
     if (find_file(X, fd->name) >= 0)
         return;
-    X->files = grow(X->files, &X->capfiles, X->nfiles, sizeof *X->files);
+    X->files = grpc__grow(X->files, &X->capfiles, X->nfiles, sizeof *X->files);
     int f = X->nfiles++;
     X->files[f] = (file){.name = fd->name, .bytes = p, .len = n, .ndeps = (int)fd->n_dependency};
     X->files[f].depnames = bz_arena_calloc(&X->arena, fd->n_dependency + 1, sizeof(char *));

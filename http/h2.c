@@ -749,6 +749,23 @@ int http__h2_flush(http_req *r, bool final)
     }
 }
 
+/* k more body bytes were handed to the handler (copied or taken): count
+ * them against the limit and give the window back. */
+static ssize_t body_consumed(http_req *r, size_t k, int64_t limit)
+{
+    h2_stream *s = r->h2s;
+    http__h2 *h = s->h;
+    s->in_read += (int64_t)k;
+    if (!s->closed && !h->closed) {
+        /* Reading is what reopens the stream's window. */
+        nghttp2_session_consume_stream(h->ses, s->id, k);
+        h2_kick(h);
+    }
+    if (r->body_limit >= 0 && s->in_read > limit)
+        return -EMSGSIZE;
+    return (ssize_t)k;
+}
+
 ssize_t http__h2_body_read(http_req *r, void *buf, size_t n)
 {
     h2_stream *s = r->h2s;
@@ -768,15 +785,7 @@ ssize_t http__h2_body_read(http_req *r, void *buf, size_t n)
                 bz_buf_clear(&s->in);
                 s->in_off = 0;
             }
-            s->in_read += (int64_t)k;
-            if (!s->closed && !h->closed) {
-                /* Reading is what reopens the stream's window. */
-                nghttp2_session_consume_stream(h->ses, s->id, k);
-                h2_kick(h);
-            }
-            if (r->body_limit >= 0 && s->in_read > limit)
-                return -EMSGSIZE;
-            return (ssize_t)k;
+            return body_consumed(r, k, limit);
         }
         if (s->in_eof)
             return 0;
@@ -815,14 +824,7 @@ ssize_t http__h2_body_take(http_req *r, bz_buf *b, size_t min)
     *b = s->in;
     s->in = t;
     bz_buf_clear(&s->in);
-    s->in_read += (int64_t)k;
-    if (!s->closed && !h->closed) {
-        nghttp2_session_consume_stream(h->ses, s->id, k);
-        h2_kick(h);
-    }
-    if (r->body_limit >= 0 && s->in_read > limit)
-        return -EMSGSIZE;
-    return (ssize_t)k;
+    return body_consumed(r, k, limit);
 }
 
 void http__h2_set_write_deadline(http_req *r, int64_t deadline_ns) { r->h2s->write_deadline = deadline_ns; }
