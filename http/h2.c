@@ -492,14 +492,7 @@ static void req_build(h2_stream *s, bool end_stream)
         }
     }
     if (!host && s->authority.n && s->nh < HTTP_MAX_HEADERS) {
-        if (s->nh == s->hcap) {
-            int cap = s->hcap ? s->hcap * 2 : 8;
-            http_header *nh = bz_arena_alloc(&s->arena, sizeof *nh * (size_t)cap);
-            if (s->nh)
-                memcpy(nh, s->hdrs, sizeof *nh * (size_t)s->nh);
-            s->hdrs = nh;
-            s->hcap = cap;
-        }
+        http__fields_room(&s->arena, &s->hdrs, s->nh, &s->hcap);
         s->hdrs[s->nh++] = (http_header){BZ_STR_LIT("host"), s->authority};
     }
     if (cookies > 1) {
@@ -868,14 +861,7 @@ int http_add_trailer(http_req *r, const char *name, const char *value)
     if (!r->h2s)
         return -ENOTSUP;
     h2_stream *s = r->h2s;
-    if (s->ntrailers == s->trailers_cap) {
-        int cap = s->trailers_cap ? s->trailers_cap * 2 : 4;
-        http_header *nt = bz_arena_alloc(&s->arena, sizeof *nt * (size_t)cap);
-        if (s->ntrailers)
-            memcpy(nt, s->trailers, sizeof *nt * (size_t)s->ntrailers);
-        s->trailers = nt;
-        s->trailers_cap = cap;
-    }
+    http__fields_room(&s->arena, &s->trailers, s->ntrailers, &s->trailers_cap);
     s->trailers[s->ntrailers++] = (http_header){bz_str_c(bz_arena_strdup(&s->arena, name)),
                                                 bz_str_c(bz_arena_strdup(&s->arena, value))};
     return 0;
@@ -1028,14 +1014,7 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *f, const uint8_t
         s->bad = 431;
         return 0;
     }
-    if (s->nh == s->hcap) {
-        int cap = s->hcap ? s->hcap * 2 : 8;
-        http_header *nh = bz_arena_alloc(&s->arena, sizeof *nh * (size_t)cap);
-        if (s->nh)
-            memcpy(nh, s->hdrs, sizeof *nh * (size_t)s->nh);
-        s->hdrs = nh;
-        s->hcap = cap;
-    }
+    http__fields_room(&s->arena, &s->hdrs, s->nh, &s->hcap);
     s->hdrs[s->nh++] = (http_header){arena_str(&s->arena, name, nl), arena_str(&s->arena, value, vl)};
     return 0;
 }

@@ -79,6 +79,11 @@ typedef struct http_route_match {
 void http__mux_route(http_mux *m, http_req *r, http_route_match *out, http_handler *h);
 
 /* Connection-side hooks used by http_req functions (server.c). */
+/* response.c: room for one more field in an arena-held vector of header
+ * fields (*v with n used of *cap, doubled from 8): response headers, and
+ * HTTP/2 request headers and trailers. */
+void http__fields_room(bz_arena *a, http_header **v, int n, int *cap);
+
 int http__conn_flush(http_req *r, bool final);
 ssize_t http__conn_body_read(http_req *r, void *buf, size_t n);
 ssize_t http__h2_body_take(http_req *r, bz_buf *b, size_t min);

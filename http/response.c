@@ -83,20 +83,25 @@ static void lower_ascii(char *p, size_t n)
             p[i] = (char)(p[i] + 32);
 }
 
+void http__fields_room(bz_arena *a, http_header **v, int n, int *cap)
+{
+    if (n < *cap)
+        return;
+    int c = *cap ? *cap * 2 : 8;
+    http_header *nv = bz_arena_alloc(a, sizeof *nv * (size_t)c);
+    if (n)
+        memcpy(nv, *v, sizeof *nv * (size_t)n);
+    *v = nv;
+    *cap = c;
+}
+
 /* One copy of each header field into the arena, lower-cased for HTTP/2
  * (which sends names in lower case): the protocols read the pairs as they
  * are, so a header costs this and one write into the output. */
 void http_add_header_n(http_req *r, const char *name, const char *value, size_t vlen)
 {
     size_t nl = strlen(name);
-    if (r->nresp_headers == r->resp_headers_cap) {
-        int cap = r->resp_headers_cap ? r->resp_headers_cap * 2 : 8;
-        http_header *nh = bz_arena_alloc(r->arena, sizeof *nh * (size_t)cap);
-        if (r->nresp_headers)
-            memcpy(nh, r->resp_headers, sizeof *nh * (size_t)r->nresp_headers);
-        r->resp_headers = nh;
-        r->resp_headers_cap = cap;
-    }
+    http__fields_room(r->arena, &r->resp_headers, r->nresp_headers, &r->resp_headers_cap);
     char *p = bz_arena_alloc(r->arena, nl + vlen + 2);
     memcpy(p, name, nl);
     if (r->h2)
