@@ -314,6 +314,7 @@ typedef struct {
     int attempts;
     int result;
     rt_wg *wg;
+    db_tx_fn fn; /* the transaction each of two racers runs */
 } conflict_arg;
 
 static void conflicter(void *p)
@@ -321,7 +322,7 @@ static void conflicter(void *p)
     conflict_arg *a = p;
     bz_error e;
     db_tx_opts o = {.isolation = DB_SERIALIZABLE};
-    a->result = db_run_tx(a->d, NULL, &o, conflict_fn, &a->attempts, &e);
+    a->result = db_run_tx(a->d, NULL, &o, a->fn, &a->attempts, &e);
     rt_wg_done(a->wg);
 }
 
@@ -336,7 +337,7 @@ static void conflict_body(void)
     rt_sem_init(&both_read, 0);
     rt_wg wg;
     rt_wg_init(&wg);
-    conflict_arg a[2] = {{d, 0, -1, &wg}, {d, 0, -1, &wg}};
+    conflict_arg a[2] = {{d, 0, -1, &wg, conflict_fn}, {d, 0, -1, &wg, conflict_fn}};
     rt_wg_add(&wg, 2);
     rt_go(conflicter, &a[0]);
     rt_go(conflicter, &a[1]);
@@ -586,21 +587,6 @@ static int batch_conflict_fn(db_tx *tx, rt_ctx *ctx, void *arg, bz_error *err)
     return db_batch(tx, ctx, st, 2, DB_BATCH_COMMIT, err);
 }
 
-typedef struct {
-    db *d;
-    int attempts;
-    int result;
-    rt_wg *wg;
-} batch_conflict_arg;
-
-static void batch_conflicter(void *p)
-{
-    batch_conflict_arg *a = p;
-    bz_error e;
-    db_tx_opts o = {.isolation = DB_SERIALIZABLE};
-    a->result = db_run_tx(a->d, NULL, &o, batch_conflict_fn, &a->attempts, &e);
-    rt_wg_done(a->wg);
-}
 
 static void batch_conflict_body(void)
 {
@@ -613,10 +599,10 @@ static void batch_conflict_body(void)
     rt_sem_init(&both_read, 0);
     rt_wg wg;
     rt_wg_init(&wg);
-    batch_conflict_arg a[2] = {{d, 0, -1, &wg}, {d, 0, -1, &wg}};
+    conflict_arg a[2] = {{d, 0, -1, &wg, batch_conflict_fn}, {d, 0, -1, &wg, batch_conflict_fn}};
     rt_wg_add(&wg, 2);
-    rt_go(batch_conflicter, &a[0]);
-    rt_go(batch_conflicter, &a[1]);
+    rt_go(conflicter, &a[0]);
+    rt_go(conflicter, &a[1]);
     rt_wg_wait(&wg, NULL);
     assert_int_equal(a[0].result, 0);
     assert_int_equal(a[1].result, 0);
