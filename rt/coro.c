@@ -18,6 +18,18 @@
 
 /* Free coroutines (with their stacks) kept per loop for reuse. */
 #define RT_FREE_MAX 1024
+/* The pool follows the recent load, not the highest it ever saw: every
+ * RT_POOL_DECAY_NS the loop unmaps half of the pooled coroutines that no
+ * spawn needed during that interval (the pool's low-water mark), keeping
+ * at least RT_POOL_FLOOR.  Without it the pool held the peak number of
+ * coroutines any burst had reached, each with the pages its stack had
+ * touched (~16 KiB): under the soak's 2,000 slowloris clients, every new
+ * latency spike mapped more stacks and RSS crept up for minutes
+ * (2,031 -> 2,239 stacks between 10 s and 90 s; make soak).  Halving
+ * rather than dropping the whole surplus keeps a burst that comes back
+ * every few seconds from mapping its stacks anew each time. */
+#define RT_POOL_DECAY_NS BZ_NS_PER_S
+#define RT_POOL_FLOOR 64
 /* A pooled coroutine keeps this much of its stack's top committed (what
  * most uses touch); pages a deeper use touched below it are given back
  * when it is pooled.  Without that, every pooled or parked coroutine
@@ -222,7 +234,8 @@ rt_coro *rt__coro_new(rt_loop *l, rt_fn fn, void *arg)
     rt_coro *co = l->free_coros;
     if (co) {
         l->free_coros = co->next;
-        l->nfree--;
+        if (--l->nfree < l->nfree_low)
+            l->nfree_low = l->nfree;
         if (co->warm)
             warm_unlink(l, co); /* in use: its depth is this use's again */
     } else {
@@ -337,6 +350,19 @@ void rt__coro_trim_cold(rt_loop *l, int64_t now)
         warm_unlink(l, old);
         stack_trim(old);
     }
+    if (now < l->decay_at)
+        return;
+    l->decay_at = now + RT_POOL_DECAY_NS;
+    size_t unused = l->nfree_low > RT_POOL_FLOOR ? l->nfree_low - RT_POOL_FLOOR : 0;
+    /* From the head: the pool is LIFO, and which pooled stack goes does
+     * not change what the rest hold. */
+    for (size_t k = (unused + 1) / 2; k > 0 && l->free_coros; k--) {
+        rt_coro *co = l->free_coros;
+        l->free_coros = co->next;
+        l->nfree--;
+        coro_unmap(l, co);
+    }
+    l->nfree_low = l->nfree;
 }
 
 static void release_local(void *p)

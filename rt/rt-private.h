@@ -139,6 +139,8 @@ struct rt_loop {
     /* coroutine stacks */
     rt_coro *free_coros;
     size_t nfree;
+    size_t nfree_low;       /* the fewest pooled since the last decay (coro.c) */
+    int64_t decay_at;       /* when the pool next gives back what it did not need */
     rt_coro *warm_head, *warm_tail; /* pooled deep coroutines, oldest first */
     size_t nwarm;
     size_t ncoros;          /* mapped: live, joinable or free */
