@@ -273,6 +273,20 @@ static void record_numbers_decode_to_their_bound(void **state)
         {"1x2|", 0, true},
         {"", 0, true},
         {"--1|", 0, true},
+        /* around the eight-digit groups */
+        {"12345678|", 12345678, false},
+        {"123456789|", 123456789, false},
+        {"1234567890123456|", 1234567890123456LL, false},
+        {"12345678901234567|", 12345678901234567LL, false},
+        {"-0000000000000001|", -1, false},
+        {"1234567x|", 0, true},
+        {"12345678x|", 0, true},
+        {"123456789012345x|", 0, true},
+        {"1234/678|", 0, true},
+        {"1234:678|", 0, true},
+        {"12345678", 0, true},
+        {"9999999999999999999|", 0, true},
+        {"922337203685477579|", 922337203685477579LL, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int64_t v = dec1(cases[i].rec, &bad);
