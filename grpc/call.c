@@ -572,7 +572,8 @@ static int finish(grpc_call *c, grpc_code code, const char *msg, const uint8_t *
 
 int grpc_finish(grpc_call *c, grpc_code code, const char *fmt, ...)
 {
-    char msg[512] = "";
+    char msg[512];
+    msg[0] = '\0'; /* not the whole buffer: most calls end OK, with no message */
     if (fmt) {
         va_list ap;
         va_start(ap, fmt);
