@@ -88,10 +88,9 @@ void svc__dec_cur(svc_rd *r, char out[4])
 const char *svc__status_static(const char *s, size_t n)
 {
     static const char *const all[] = {"pending", "paid", "shipped", "cancelled"};
-    for (int i = 0; i < 4; i++)
-        if (strlen(all[i]) == n && !memcmp(all[i], s, n))
-            return all[i];
-    return NULL;
+    /* by length, then one compare: every order row and record has one */
+    int i = n == 4 ? 1 : n == 9 ? 3 : n == 7 ? (s[0] == 'p' ? 0 : 2) : -1;
+    return i >= 0 && !memcmp(all[i], s, n) ? all[i] : NULL;
 }
 
 static const char *dec_status(svc_rd *r)

@@ -309,6 +309,28 @@ static void record_numbers_decode_to_their_bound(void **state)
     assert_true(r.bad);
 }
 
+/* An order status read from a row or a record is one of the four static
+ * strings (the same pointer each time); anything else is no status. */
+static void statuses_map_to_their_static_strings(void **state)
+{
+    (void)state;
+    static const char *const ok[] = {"pending", "paid", "shipped", "cancelled"};
+    for (int i = 0; i < 4; i++) {
+        char copy[16];
+        strcpy(copy, ok[i]);
+        const char *st = svc__status_static(copy, strlen(copy));
+        assert_non_null(st);
+        assert_string_equal(st, ok[i]);
+        assert_ptr_equal(st, svc__status_static(ok[i], strlen(ok[i])));
+        assert_ptr_not_equal(st, copy);
+    }
+    static const char *const bad[] = {"", "p", "paix", "PAID", "pendinG", "pushing", "sending", "shipper",
+                                      "cancelleD", "cancelledx", "canceled", "paid "};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (svc__status_static(bad[i], strlen(bad[i])))
+            fail_msg("\"%s\" taken for a status", bad[i]);
+}
+
 /* A cursor is base64url(position || the first 16 bytes of
  * HMAC-SHA256(key, position || scope)), the key kept keyed from start-up:
  * the same bytes a one-shot HMAC gives; it decodes back under its own
@@ -372,6 +394,7 @@ int main(void)
         cmocka_unit_test(renditions_match_their_record_bytes),
         cmocka_unit_test(record_numbers_decode_to_their_bound),
         cmocka_unit_test(cursors_carry_the_hmac_of_their_scope),
+        cmocka_unit_test(statuses_map_to_their_static_strings),
     };
     return cmocka_run_group_tests_name("app", tests, NULL, NULL);
 }
