@@ -918,7 +918,8 @@ const char *db_col_text(const db_rows *r, int col, size_t *len)
 {
     if (len)
         *len = 0;
-    if (!in_range(r, col) || db_col_is_null(r, col))
+    /* a NULL cell of ours has type DB_T_NULL: the checks below cover it */
+    if (!in_range(r, col) || (r->pg && PQgetisnull(r->pg, r->cur, col)))
         return "";
     if (r->pg) {
         if (len)
@@ -936,7 +937,7 @@ const char *db_col_text(const db_rows *r, int col, size_t *len)
 
 int64_t db_col_int(const db_rows *r, int col)
 {
-    if (!in_range(r, col) || db_col_is_null(r, col))
+    if (!in_range(r, col) || (r->pg && PQgetisnull(r->pg, r->cur, col)))
         return 0;
     if (r->pg) {
         const char *v = PQgetvalue(r->pg, r->cur, col);
@@ -956,7 +957,7 @@ int64_t db_col_int(const db_rows *r, int col)
 
 double db_col_double(const db_rows *r, int col)
 {
-    if (!in_range(r, col) || db_col_is_null(r, col))
+    if (!in_range(r, col) || (r->pg && PQgetisnull(r->pg, r->cur, col)))
         return 0;
     if (r->pg)
         return strtod(PQgetvalue(r->pg, r->cur, col), NULL);
