@@ -617,10 +617,25 @@ static void new_token(char out[33])
     out[32] = '\0';
 }
 
+/* prefix then s into out[KEYMAX], as snprintf(out, KEYMAX, "<prefix>%s",
+ * s) would (cut, terminated; returns the length it wanted), without its
+ * walk over a format: sessions and locks are on the request path. */
+static size_t x__key(char *out, const char *prefix, size_t pn, const char *s)
+{
+    size_t sn = strlen(s), want = pn + sn;
+    memcpy(out, prefix, pn);
+    if (sn > KEYMAX - 1 - pn)
+        sn = KEYMAX - 1 - pn;
+    memcpy(out + pn, s, sn);
+    out[pn + sn] = '\0';
+    return want;
+}
+#define X__KEY(out, lit, s) x__key(out, lit, sizeof lit - 1, s)
+
 int cache_lock(cache *c, rt_ctx *ctx, const char *name, int64_t ttl, bool wait, char token[33], bz_error *err)
 {
     char key[KEYMAX];
-    if (snprintf(key, sizeof key, "lock:%s", name) >= (int)sizeof key)
+    if (X__KEY(key, "lock:", name) >= sizeof key)
         return bz_err_set(err, BZ_ERR_INVALID, "cache: lock name too long"), -EINVAL;
     new_token(token);
     int64_t backoff = 5 * BZ_NS_PER_MS;
@@ -646,7 +661,7 @@ int cache_lock(cache *c, rt_ctx *ctx, const char *name, int64_t ttl, bool wait, 
 int cache_unlock(cache *c, rt_ctx *ctx, const char *name, const char *token, bool *released, bz_error *err)
 {
     char key[KEYMAX];
-    snprintf(key, sizeof key, "lock:%s", name);
+    X__KEY(key, "lock:", name);
     bool d = false;
     int r = cache_del_if(c, ctx, key, token, strlen(token), &d, err);
     if (released)
@@ -658,7 +673,7 @@ int cache_lock_extend(cache *c, rt_ctx *ctx, const char *name, const char *token
                       bz_error *err)
 {
     char key[KEYMAX];
-    snprintf(key, sizeof key, "lock:%s", name);
+    X__KEY(key, "lock:", name);
     return cache_extend_if(c, ctx, key, token, strlen(token), ttl, extended, err);
 }
 
@@ -697,7 +712,7 @@ int cache_session_put(cache *c, rt_ctx *ctx, const char *hash, int64_t uid, int6
     int r = cache_sadd(c, ctx, k, hash, ttl, NULL, err);
     if (r)
         return r;
-    snprintf(k, sizeof k, "session:%s", hash);
+    X__KEY(k, "session:", hash);
     size_t n = bz_fmt_i64(v, uid);
     return cache_state_set(c, ctx, k, v, n, ttl, err);
 }
@@ -705,7 +720,7 @@ int cache_session_put(cache *c, rt_ctx *ctx, const char *hash, int64_t uid, int6
 int cache_session_get(cache *c, rt_ctx *ctx, const char *hash, int64_t *uid, bz_error *err)
 {
     char k[KEYMAX];
-    snprintf(k, sizeof k, "session:%s", hash);
+    X__KEY(k, "session:", hash);
     bz_buf b = BZ_BUF_INIT;
     int r = cache_state_get(c, ctx, k, &b, err);
     if (r == 0 && !bz_str_to_i64(bz_buf_str(&b), uid))
@@ -717,7 +732,7 @@ int cache_session_get(cache *c, rt_ctx *ctx, const char *hash, int64_t *uid, bz_
 int cache_session_del(cache *c, rt_ctx *ctx, const char *hash, bz_error *err)
 {
     char k[KEYMAX];
-    snprintf(k, sizeof k, "session:%s", hash);
+    X__KEY(k, "session:", hash);
     return cache_state_del(c, ctx, k, err);
 }
 

@@ -918,7 +918,8 @@ const char *db_col_text(const db_rows *r, int col, size_t *len)
 {
     if (len)
         *len = 0;
-    if (!in_range(r, col) || db_col_is_null(r, col))
+    /* a NULL cell of ours has type DB_T_NULL: the checks below cover it */
+    if (!in_range(r, col) || (r->pg && PQgetisnull(r->pg, r->cur, col)))
         return "";
     if (r->pg) {
         if (len)
@@ -936,7 +937,7 @@ const char *db_col_text(const db_rows *r, int col, size_t *len)
 
 int64_t db_col_int(const db_rows *r, int col)
 {
-    if (!in_range(r, col) || db_col_is_null(r, col))
+    if (!in_range(r, col) || (r->pg && PQgetisnull(r->pg, r->cur, col)))
         return 0;
     if (r->pg) {
         const char *v = PQgetvalue(r->pg, r->cur, col);
@@ -956,7 +957,7 @@ int64_t db_col_int(const db_rows *r, int col)
 
 double db_col_double(const db_rows *r, int col)
 {
-    if (!in_range(r, col) || db_col_is_null(r, col))
+    if (!in_range(r, col) || (r->pg && PQgetisnull(r->pg, r->cur, col)))
         return 0;
     if (r->pg)
         return strtod(PQgetvalue(r->pg, r->cur, col), NULL);
@@ -1074,13 +1075,14 @@ db_stmt *db__stmt_slot(db_conn *c, db_stmt *evicted)
     return &c->stmts[lru];
 }
 
-static int num(const char *s, int n)
+static inline int num(const char *s, int n)
 {
     int v = 0;
     for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
+        unsigned d = (unsigned)(unsigned char)s[i] - '0';
+        if (d > 9)
             return -1;
-        v = v * 10 + (s[i] - '0');
+        v = v * 10 + (int)d;
     }
     return v;
 }
@@ -1096,7 +1098,15 @@ bool db__parse_time(const char *s, size_t n, int64_t *us)
         return false;
     size_t i = 19;
     int64_t frac = 0;
-    if (i < n && s[i] == '.') {
+    if (n == 27 && s[19] == '.' && s[26] == 'Z') {
+        /* the form this layer writes (bz_fmt_rfc3339_us): microseconds and
+         * Z, no scan for how many digits or which offset follow */
+        int hi = num(s + 20, 3), lo = num(s + 23, 3);
+        if (hi < 0 || lo < 0)
+            return false;
+        frac = hi * 1000 + lo;
+        i = 27;
+    } else if (i < n && s[i] == '.') {
         i++;
         int digits = 0;
         while (i < n && s[i] >= '0' && s[i] <= '9') {
@@ -1110,7 +1120,9 @@ bool db__parse_time(const char *s, size_t n, int64_t *us)
             frac *= 10;
     }
     int64_t off = 0;
-    if (i < n && (s[i] == '+' || s[i] == '-')) {
+    if (i == n) {
+        /* no offset: UTC */
+    } else if (s[i] == '+' || s[i] == '-') {
         int sign = s[i] == '-' ? -1 : 1;
         i++;
         if (n - i < 2)
@@ -1126,7 +1138,7 @@ bool db__parse_time(const char *s, size_t n, int64_t *us)
         if (oh < 0 || om < 0)
             return false;
         off = sign * (oh * 3600 + om * 60);
-    } else if (i < n && s[i] == 'Z') {
+    } else if (s[i] == 'Z') {
         i++;
     }
     if (i != n)

@@ -218,7 +218,8 @@ static void collect_row(sqlite3_stmt *st, db_rows *r)
     db_cell *cells = db__rows_add(r);
     for (int i = 0; i < r->ncols; i++) {
         db_cell *c = &cells[i];
-        switch (sqlite3_column_type(st, i)) {
+        int t = sqlite3_column_type(st, i);
+        switch (t) {
         case SQLITE_INTEGER:
             c->type = DB_T_INT;
             c->i = sqlite3_column_int64(st, i);
@@ -231,7 +232,7 @@ static void collect_row(sqlite3_stmt *st, db_rows *r)
             c->type = DB_T_NULL;
             break;
         default: { /* TEXT, BLOB */
-            c->type = sqlite3_column_type(st, i) == SQLITE_BLOB ? DB_T_BLOB : DB_T_TEXT;
+            c->type = t == SQLITE_BLOB ? DB_T_BLOB : DB_T_TEXT;
             const void *p = c->type == DB_T_BLOB ? sqlite3_column_blob(st, i) : sqlite3_column_text(st, i);
             int n = sqlite3_column_bytes(st, i);
             c->len = (size_t)n;

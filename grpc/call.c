@@ -21,12 +21,13 @@ void grpc__call_init(grpc_call *c, grpc_server *g, http_req *r, const grpc_metho
     c->r = r;
     c->m = m;
     c->mode = mode;
+    c->ctx = r->ctx;
     c->in = BZ_BUF_INIT;
     c->text = BZ_BUF_INIT;
     c->out = BZ_BUF_INIT;
 }
 
-rt_ctx *grpc_ctx(grpc_call *c) { return &c->ctx; }
+rt_ctx *grpc_ctx(grpc_call *c) { return c->ctx; }
 bz_arena *grpc_arena(grpc_call *c) { return c->r->arena; }
 http_req *grpc_http(grpc_call *c) { return c->r; }
 const grpc_method *grpc_method_of(grpc_call *c) { return c->m; }
@@ -41,7 +42,16 @@ void grpc_set_compress(grpc_call *c, bool on)
     c->compress = on && c->accept_gzip;
 }
 
-bz_str grpc_metadata(grpc_call *c, const char *name) { return http_header_get(c->r, name); }
+bz_str grpc_metadata(grpc_call *c, const char *name)
+{
+    if (c->md_scanned) { /* what serve's pass found: no second scan */
+        if (!strcmp(name, "authorization"))
+            return c->md_authorization;
+        if (!strcmp(name, "x-request-id"))
+            return c->md_request_id;
+    }
+    return http_header_get(c->r, name);
+}
 
 bool grpc_metadata_bin(grpc_call *c, const char *name, const uint8_t **data, size_t *n)
 {
@@ -61,7 +71,9 @@ bool grpc_metadata_bin(grpc_call *c, const char *name, const uint8_t **data, siz
     return true;
 }
 
-static void pair_add(bz_arena *a, http_header **v, int *n, int *cap, const char *name, const char *value,
+/* Appends (name, value) as they are: both NUL-terminated and living as
+ * long as the request (static text, the arena, the request itself). */
+static void pair_ref(bz_arena *a, http_header **v, int *n, int *cap, const char *name, size_t nl, const char *value,
                      size_t vlen)
 {
     if (*n == *cap) {
@@ -72,12 +84,23 @@ static void pair_add(bz_arena *a, http_header **v, int *n, int *cap, const char 
         *v = nv;
         *cap = nc;
     }
+    (*v)[(*n)++] = (http_header){bz_str_make(name, nl), bz_str_make(value, vlen)};
+}
+
+static void pair_add(bz_arena *a, http_header **v, int *n, int *cap, const char *name, const char *value,
+                     size_t vlen)
+{
     size_t nl = strlen(name);
     char *p = bz_arena_alloc(a, nl + vlen + 2);
     memcpy(p, name, nl + 1);
     memcpy(p + nl + 1, value, vlen);
     p[nl + 1 + vlen] = '\0';
-    (*v)[(*n)++] = (http_header){bz_str_make(p, nl), bz_str_make(p + nl + 1, vlen)};
+    pair_ref(a, v, n, cap, p, nl, p + nl + 1, vlen);
+}
+
+void grpc__add_header_ref(grpc_call *c, const char *name, size_t nl, const char *value, size_t vlen)
+{
+    pair_ref(c->r->arena, &c->headers, &c->nheaders, &c->headers_cap, name, nl, value, vlen);
 }
 
 void grpc_add_header(grpc_call *c, const char *name, const char *value)
@@ -140,7 +163,7 @@ static int fill(grpc_call *c, size_t want)
             continue;
         }
         if (n < 0) {
-            if (rt_ctx_err(&c->ctx) == ETIMEDOUT)
+            if (rt_ctx_err(c->ctx) == ETIMEDOUT)
                 grpc_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded while reading the request");
             else if (n == -ETIMEDOUT)
                 /* Not the call's deadline: the wait for client bytes (the
@@ -225,7 +248,7 @@ int grpc_recv_in(grpc_call *c, const ProtobufCMessageDescriptor *d, bz_arena *a,
             return -1;
         }
         if (e < 0) {
-            if (rt_ctx_err(&c->ctx) == ETIMEDOUT)
+            if (rt_ctx_err(c->ctx) == ETIMEDOUT)
                 grpc_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded while reading the request");
             else if (e == -ETIMEDOUT)
                 grpc_finish(c, GRPC_RESOURCE_EXHAUSTED, "the connection's receive budget stayed full");
@@ -274,7 +297,7 @@ int grpc_recv_in(grpc_call *c, const ProtobufCMessageDescriptor *d, bz_arena *a,
             }
             reserved = true;
         }
-        int zr = grpc__gunzip_off_loop(&c->ctx, p, len, lim, &plain);
+        int zr = grpc__gunzip_off_loop(c->ctx, p, len, lim, &plain);
         if (zr == -EMSGSIZE && lim < max)
             zr = -EBADMSG; /* longer than its own trailer says: corrupt */
         if (zr == -EMSGSIZE) {
@@ -427,7 +450,7 @@ int grpc_send(grpc_call *c, const ProtobufCMessage *msg)
 {
     if (c->finished)
         return -1;
-    if (rt_ctx_err(&c->ctx))
+    if (rt_ctx_err(c->ctx))
         return -1;
     send_headers(c);
     size_t n = protobuf_c_message_get_packed_size(msg);
@@ -470,7 +493,7 @@ int grpc_send_packed(grpc_call *c, const void *bytes, size_t n)
 {
     if (c->finished)
         return -1;
-    if (rt_ctx_err(&c->ctx))
+    if (rt_ctx_err(c->ctx))
         return -1;
     send_headers(c);
     return send_bytes(c, bytes, n);
@@ -510,7 +533,7 @@ static int finish(grpc_call *c, grpc_code code, const char *msg, const uint8_t *
 {
     if (c->finished)
         return 0;
-    if ((code == GRPC_CANCELLED || code == GRPC_UNAVAILABLE) && rt_ctx_err(&c->ctx) == ETIMEDOUT) {
+    if ((code == GRPC_CANCELLED || code == GRPC_UNAVAILABLE) && rt_ctx_err(c->ctx) == ETIMEDOUT) {
         /* A handler whose sends failed cannot tell an expired deadline from
          * a client's reset, nor a database connect the deadline cut short
          * from a database that is down; the context can: a call past its
@@ -525,9 +548,17 @@ static int finish(grpc_call *c, grpc_code code, const char *msg, const uint8_t *
     c->code = code;
     if (code != GRPC_OK) /* the admin console's last errors */
         bz_errlog_add(c->m ? c->m->path : "(unknown method)", 0, grpc_code_name(code), c->r->trace.trace_id, msg);
-    char num[24];
-    num[bz_fmt_i64(num, (int64_t)code)] = '\0';
-    grpc_add_trailer(c, "grpc-status", num);
+    /* the status as text, a static string for the codes gRPC has */
+    static const char *const num[GRPC_CODE__COUNT] = {"0", "1", "2", "3", "4", "5", "6", "7", "8",
+                                                      "9", "10", "11", "12", "13", "14", "15", "16"};
+    if (code >= 0 && code < GRPC_CODE__COUNT) {
+        const char *t = num[code];
+        pair_ref(c->r->arena, &c->trailers, &c->ntrailers, &c->trailers_cap, "grpc-status", 11, t, strlen(t));
+    } else {
+        char n[24];
+        n[bz_fmt_i64(n, (int64_t)code)] = '\0';
+        grpc_add_trailer(c, "grpc-status", n);
+    }
     if (msg && *msg) {
         bz_buf m = BZ_BUF_INIT;
         grpc_percent_encode(&m, msg);
@@ -541,7 +572,8 @@ static int finish(grpc_call *c, grpc_code code, const char *msg, const uint8_t *
 
 int grpc_finish(grpc_call *c, grpc_code code, const char *fmt, ...)
 {
-    char msg[512] = "";
+    char msg[512];
+    msg[0] = '\0'; /* not the whole buffer: most calls end OK, with no message */
     if (fmt) {
         va_list ap;
         va_start(ap, fmt);
@@ -598,7 +630,7 @@ static void ensure_request_id(grpc_call *c)
 {
     if (c->headers_sent || pairs_have(c->headers, c->nheaders, "x-request-id"))
         return;
-    bz_str in = http_header_get(c->r, "x-request-id");
+    bz_str in = grpc_metadata(c, "x-request-id");
     bool ok = in.p && in.n >= 1 && in.n <= 64;
     for (size_t i = 0; ok && i < in.n; i++) {
         char ch = in.p[i];
@@ -617,7 +649,7 @@ void grpc__finish_default(grpc_call *c, int rc)
 {
     if (c->finished)
         return;
-    if (rt_ctx_err(&c->ctx) == ETIMEDOUT)
+    if (rt_ctx_err(c->ctx) == ETIMEDOUT)
         grpc_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
     else if (rc < 0)
         grpc_finish(c, GRPC_INTERNAL, "internal error");

@@ -29,6 +29,7 @@ typedef struct grpc__refl grpc__refl;
 struct grpc_server {
     grpc_opts o;
     grpc_method *methods;
+    size_t *path_lens;       /* strlen of each method's path, for lookup */
     int n, cap;
     grpc__service *svcs;
     int nsvcs;
@@ -46,7 +47,10 @@ struct grpc_call {
     grpc_server *g;
     http_req *r;
     const grpc_method *m;
-    rt_ctx ctx;              /* r->ctx narrowed by grpc-timeout */
+    rt_ctx *ctx;             /* r->ctx, narrowed to the call's deadline (grpc-timeout, the
+                                server's cap): the stream's own, no child of it — the
+                                call ends when the stream does, and a child would cost a
+                                lock pair to link and another to unlink per call */
     grpc_mode mode;
     bool req_gzip;           /* the client's messages may be compressed (grpc-encoding: gzip) */
     bool accept_gzip;        /* the client accepts gzip responses */
@@ -69,7 +73,16 @@ struct grpc_call {
     int64_t sent, received;  /* messages, for the access log */
     bool last_compressed;    /* the last message received came compressed */
     void *user;
+    /* Metadata the server reads itself, found by the one pass over the
+     * request's header fields that serve makes (grpc_metadata answers
+     * these names without another scan): {NULL, 0} when absent. */
+    bz_str md_authorization, md_request_id;
+    bool md_scanned;
 };
+
+/* call.c: initial metadata (name, value) added as they are, without a
+ * copy: both NUL-terminated, living as long as the request. */
+void grpc__add_header_ref(grpc_call *c, const char *name, size_t nl, const char *value, size_t vlen);
 
 /* wire.c */
 int grpc__gzip(const uint8_t *in, size_t n, bz_buf *out);

@@ -15,10 +15,11 @@ int grpc_observe(grpc_call *c, const grpc_method *m, void *data, int (*next)(grp
     (void)data;
     http_req *r = grpc_http(c);
     http_request_id_set(r, grpc_metadata(c, "x-request-id")); /* REST's rule (http/middleware.c) */
-    grpc_add_header(c, "x-request-id", r->request_id);
-    char tp[56];
+    /* both values live as long as the request: no copies */
+    grpc__add_header_ref(c, "x-request-id", 12, r->request_id, strlen(r->request_id));
+    char *tp = bz_arena_alloc(grpc_arena(c), 56);
     bz_trace_format(&r->trace, tp);
-    grpc_add_header(c, "traceresponse", tp);
+    grpc__add_header_ref(c, "traceresponse", 13, tp, strlen(tp));
     /* the method the client asked for: a registered one's path, else its :path */
     bz_str method = m ? bz_str_c(m->path) : r->path;
     http_obs_start(r, &grpc__obs_kind, method);

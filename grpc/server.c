@@ -32,6 +32,7 @@ void grpc_server_free(grpc_server *g)
     free(g->owned);
     free(g->svcs);
     free(g->methods);
+    free(g->path_lens);
     free(g);
 }
 
@@ -54,9 +55,11 @@ int grpc_server_add(grpc_server *g, const grpc_method *m)
     if (g->n == g->cap) {
         g->cap = g->cap ? g->cap * 2 : 32;
         g->methods = realloc(g->methods, (size_t)g->cap * sizeof *g->methods);
-        if (!g->methods)
+        g->path_lens = realloc(g->path_lens, (size_t)g->cap * sizeof *g->path_lens);
+        if (!g->methods || !g->path_lens)
             abort();
     }
+    g->path_lens[g->n] = strlen(m->path);
     g->methods[g->n++] = *m;
     return 0;
 }
@@ -66,7 +69,7 @@ int grpc_server_add(grpc_server *g, const grpc_method *m)
 static const grpc_method *lookup(const grpc_server *g, bz_str path)
 {
     for (int i = 0; i < g->n; i++)
-        if (bz_str_eq_c(path, g->methods[i].path))
+        if (g->path_lens[i] == path.n && !memcmp(path.p, g->methods[i].path, path.n))
             return &g->methods[i];
     return NULL;
 }
@@ -208,24 +211,21 @@ static bool proto_codec(bz_str m, size_t base)
 
 #define MODE_UNSUPPORTED 100 /* a gRPC media type with a codec we lack */
 
-/* -1 not gRPC, MODE_UNSUPPORTED for another codec, else the mode; *ct
- * (if given) the media type, for the caller that needs it too (one pass
- * over the headers). */
-static int mode_of(const http_req *r, bz_str *ct)
+/* The mode of a media type: -1 not gRPC, MODE_UNSUPPORTED for another
+ * codec, else the mode. */
+static int mode_of_media(bz_str m)
 {
-    bz_str m = media(http_header_get(r, "Content-Type"));
-    if (ct)
-        *ct = m;
     static const struct {
         const char *type;
+        size_t n;
         int mode;
     } types[] = {
-        {"application/grpc-web-text", GRPC_MODE_WEB_TEXT},
-        {"application/grpc-web", GRPC_MODE_WEB},
-        {"application/grpc", GRPC_MODE_NATIVE},
+        {"application/grpc-web-text", 25, GRPC_MODE_WEB_TEXT},
+        {"application/grpc-web", 20, GRPC_MODE_WEB},
+        {"application/grpc", 16, GRPC_MODE_NATIVE},
     };
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-        size_t n = strlen(types[i].type);
+        size_t n = types[i].n;
         if (m.n < n || strncasecmp(m.p, types[i].type, n) || (m.n > n && m.p[n] != '+'))
             continue;
         return proto_codec(m, n) ? types[i].mode : MODE_UNSUPPORTED;
@@ -233,12 +233,14 @@ static int mode_of(const http_req *r, bz_str *ct)
     return -1;
 }
 
+static int mode_of(const http_req *r) { return mode_of_media(media(http_header_get(r, "Content-Type"))); }
+
 static bool is_preflight(const http_req *r)
 {
     return bz_str_eq_c(r->method, "OPTIONS") && http_header_get(r, "Access-Control-Request-Method").p;
 }
 
-bool grpc_is_grpc(const http_req *r) { return mode_of(r, NULL) >= 0 || is_preflight(r); }
+bool grpc_is_grpc(const http_req *r) { return mode_of(r) >= 0 || is_preflight(r); }
 
 bool grpc_serves(const grpc_server *g, const http_req *r)
 {
@@ -329,13 +331,57 @@ static int run_chain(grpc_call *c, const grpc_method *m)
     return m->fn(c, m->data);
 }
 
+/* The request header fields a call's setup reads, found in one pass
+ * (each the first of its name, as http_header_get finds it). */
+typedef struct {
+    bz_str content_type, timeout, encoding, accept_encoding, authorization, request_id;
+} call_fields;
+
+static void set_first(bz_str *slot, bz_str v)
+{
+    if (!slot->p)
+        *slot = v;
+}
+
+static void scan_fields(const http_req *r, call_fields *f)
+{
+    memset(f, 0, sizeof *f);
+    for (int i = 0; i < r->nheaders; i++) {
+        bz_str n = r->headers[i].name, v = r->headers[i].value;
+        /* by length first: most fields (:path, te, user-agent) are no one's here */
+        switch (n.n) {
+        case 12:
+            if (!strncasecmp(n.p, "content-type", 12))
+                set_first(&f->content_type, v);
+            else if (!strncasecmp(n.p, "grpc-timeout", 12))
+                set_first(&f->timeout, v);
+            else if (!strncasecmp(n.p, "x-request-id", 12))
+                set_first(&f->request_id, v);
+            break;
+        case 13:
+            if (!strncasecmp(n.p, "grpc-encoding", 13))
+                set_first(&f->encoding, v);
+            else if (!strncasecmp(n.p, "authorization", 13))
+                set_first(&f->authorization, v);
+            break;
+        case 20:
+            if (!strncasecmp(n.p, "grpc-accept-encoding", 20))
+                set_first(&f->accept_encoding, v);
+            break;
+        default: break;
+        }
+    }
+}
+
 static int serve(http_req *r, void *data)
 {
     grpc_server *g = data;
     if (is_preflight(r))
         return preflight(g, r);
-    bz_str ct;
-    int mode = mode_of(r, &ct);
+    call_fields f;
+    scan_fields(r, &f);
+    bz_str ct = media(f.content_type);
+    int mode = mode_of_media(ct);
     /* A content type that is not gRPC's at all is refused as HTTP (the
      * gRPC HTTP/2 protocol: 415, so that no HTTP client takes an error for
      * a success); one that is gRPC's with a codec we lack (+json) is a gRPC
@@ -360,6 +406,9 @@ static int serve(http_req *r, void *data)
     const grpc_method *m = lookup(g, r->path);
     grpc_call *c = bz_arena_alloc(r->arena, sizeof *c);
     grpc__call_init(c, g, r, m, (grpc_mode)mode);
+    c->md_authorization = f.authorization;
+    c->md_request_id = f.request_id;
+    c->md_scanned = true;
     if (mode != GRPC_MODE_NATIVE) {
         const char *o = cors_origin(g, r);
         if (o) {
@@ -372,7 +421,7 @@ static int serve(http_req *r, void *data)
     }
     /* The client's deadline bounds everything done for the call. */
     int64_t ns = 0;
-    bz_str tv = http_header_get(r, "grpc-timeout");
+    bz_str tv = f.timeout;
     bool bad_timeout = tv.p && grpc_parse_timeout(tv, &ns) != 0;
     bool has_timeout = tv.p && !bad_timeout;
     /* The server's own cap on unary calls (--request-timeout), as REST */
@@ -381,22 +430,15 @@ static int serve(http_req *r, void *data)
         ns = g->o.unary_timeout_ns;
         has_timeout = true;
     }
-    if (has_timeout) {
-        /* The stream's own waits (body reads, flushes) end at the call's
-         * deadline too. */
-        /* One instant for both: a child whose deadline fell a few µs
-         * after its parent's saw the parent's expiry as a cancel
-         * (CANCELLED, 1 call in ~500 on PostgreSQL). */
-        int64_t dl = bz_now_ns() + ns;
-        rt_ctx_tighten(r->ctx, dl);
-        rt_ctx_init_deadline(&c->ctx, r->ctx, dl);
-    } else {
-        rt_ctx_init(&c->ctx, r->ctx);
-    }
-    bz_str enc = http_header_get(r, "grpc-encoding");
+    /* The stream's own waits (body reads, flushes) and everything done for
+     * the call end at its deadline: the stream's context is narrowed to it
+     * and is the call's (c->ctx). */
+    if (has_timeout)
+        rt_ctx_tighten(r->ctx, bz_now_ns() + ns);
+    bz_str enc = f.encoding;
     c->req_gzip = enc.p && bz_str_ieq_c(bz_str_trim(enc), "gzip");
     bool enc_ok = !enc.p || c->req_gzip || bz_str_ieq_c(bz_str_trim(enc), "identity");
-    c->accept_gzip = list_has(http_header_get(r, "grpc-accept-encoding"), "gzip");
+    c->accept_gzip = list_has(f.accept_encoding, "gzip");
     /* A client that compresses its messages gets compressed answers. */
     c->compress = c->req_gzip && c->accept_gzip;
     int rc = 0;
@@ -410,7 +452,6 @@ static int serve(http_req *r, void *data)
     else
         rc = run_chain(c, m);
     grpc__call_end(c, rc);
-    rt_ctx_release(&c->ctx);
     return 0;
 }
 

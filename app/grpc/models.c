@@ -1,6 +1,10 @@
 /* app/grpc/models.c — the model conversions of the gRPC adapter: each
- * service result as its bazaar.proto message, every string and
- * sub-message carved from the call's arena (nothing to free). */
+ * service result as its bazaar.proto message, sub-messages carved from
+ * the call's arena (nothing to free).  A model's strings are the
+ * service's (its arena, or static): the message points at them, they are
+ * not copied again — they outlive the message, which is packed before the
+ * adapter's call ends.  Only the currency, held in the model value itself
+ * (often on the stack of an adapter that returns the message), is copied. */
 #include "app/grpc/rpc-private.h"
 
 #include <string.h>
@@ -27,19 +31,21 @@ Google__Protobuf__Timestamp *rpc_time(bz_arena *a, int64_t us)
 }
 
 static char *dup(bz_arena *a, const char *s) { return bz_arena_strdup(a, s ? s : ""); }
+/* protobuf-c's string fields are char *; packing only reads them */
+static char *ref(const char *s) { return (char *)(s ? s : ""); }
 
 /* The models with a field list (svc.h): protobuf field names are the
  * model's (a field bazaar.proto lacks does not build). */
 #define X__PB_ID(n) out->n = v->n;
 #define X__PB_INT(n) out->n = v->n;
-#define X__PB_STR(n) out->n = dup(a, v->n);
-#define X__PB_OPT(n) out->n = v->n ? dup(a, v->n) : (char *)"";
+#define X__PB_STR(n) out->n = ref(v->n);
+#define X__PB_OPT(n) out->n = ref(v->n);
 #define X__PB_CUR(n) out->n = dup(a, v->n);
 #define X__PB_TIME(n) out->n##_at = rpc_time(a, v->n##_us);
-#define X__PB_STATUS(n) out->n = dup(a, v->n);
+#define X__PB_STATUS(n) out->n = ref(v->n);
 #define X__PB_WHEN(n) out->n = rpc_time(a, v->n##_us);
 #define X__PB_RANK(n) out->n = v->n;
-#define X__PB_NULLSTR(n) out->n = dup(a, v->n);
+#define X__PB_NULLSTR(n) out->n = ref(v->n);
 #define X__PB_LINES(x) out->x = x__lines_pb(a, v->x, v->n##x, &out->n_##x);
 #define X__PB(kind, n) X__PB_##kind(n)
 

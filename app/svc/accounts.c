@@ -191,10 +191,10 @@ static int transfer_refusal(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error *
             have_from = true;
             from_owner = db_col_int(rows, 1);
             balance = db_col_int(rows, 3);
-            snprintf(cur_from, sizeof cur_from, "%s", cur);
+            svc__copy(cur_from, sizeof cur_from, cur);
         } else {
             have_to = true;
-            snprintf(cur_to, sizeof cur_to, "%s", cur);
+            svc__copy(cur_to, sizeof cur_to, cur);
         }
     }
     if (!have_from || from_owner != x->uid)
@@ -233,7 +233,7 @@ static int transfer_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
         return svc__tx_record(tx, ctx, &x->run, err);
     }
     char currency[4];
-    snprintf(currency, sizeof currency, "%s", db_col_text(rows, 0, NULL));
+    svc__copy(currency, sizeof currency, db_col_text(rows, 0, NULL));
     /* The second leg and the ledger row go together (db_batch: one round
      * trip on PostgreSQL): neither needs the other's result, and the leg's
      * count is checked before anything commits. */

@@ -24,25 +24,29 @@ static void enc_cstr(bz_buf *b, const char *s) { svc__enc_str(b, s ? s : "", s ?
 
 static int64_t dec_num(svc_rd *r, char term)
 {
+    /* the cursor in locals: r->p written back once, not per digit (a
+     * char store may alias it, so the compiler could not keep it) */
+    const char *p = r->p, *end = r->end;
+    bool neg = p < end && *p == '-';
+    p += neg;
     int64_t v = 0;
-    bool neg = false, any = false;
-    if (r->p < r->end && *r->p == '-') {
-        neg = true;
-        r->p++;
-    }
-    while (r->p < r->end && *r->p >= '0' && *r->p <= '9') {
-        if (v > (INT64_MAX - 9) / 10) {
+    int nd = 0;
+    unsigned d;
+    while (p < end && (d = (unsigned)(unsigned char)*p - '0') <= 9) {
+        /* below 18 digits v cannot pass the bound */
+        if (nd >= 18 && v > (INT64_MAX - 9) / 10) {
             r->bad = true;
             return 0;
         }
-        v = v * 10 + (*r->p++ - '0');
-        any = true;
+        v = v * 10 + (int64_t)d;
+        nd++;
+        p++;
     }
-    if (!any || r->p >= r->end || *r->p != term) {
+    if (!nd || p >= end || *p != term) {
         r->bad = true;
         return 0;
     }
-    r->p++;
+    r->p = p + 1;
     return neg ? -v : v;
 }
 
@@ -84,10 +88,9 @@ void svc__dec_cur(svc_rd *r, char out[4])
 const char *svc__status_static(const char *s, size_t n)
 {
     static const char *const all[] = {"pending", "paid", "shipped", "cancelled"};
-    for (int i = 0; i < 4; i++)
-        if (strlen(all[i]) == n && !memcmp(all[i], s, n))
-            return all[i];
-    return NULL;
+    /* by length, then one compare: every order row and record has one */
+    int i = n == 4 ? 1 : n == 9 ? 3 : n == 7 ? (s[0] == 'p' ? 0 : 2) : -1;
+    return i >= 0 && !memcmp(all[i], s, n) ? all[i] : NULL;
 }
 
 static const char *dec_status(svc_rd *r)

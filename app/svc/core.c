@@ -79,7 +79,7 @@ int svc_authenticate(svc *s, rt_ctx *ctx, const char *token, size_t n, const cha
 {
     p->user_id = 0;
     p->token_hash[0] = '\0';
-    snprintf(p->addr, sizeof p->addr, "%s", addr ? addr : "");
+    svc__copy(p->addr, sizeof p->addr, addr ? addr : "");
     if (!token || n == 0 || n > 128)
         return 0;
     uint8_t h[crypto_hash_sha256_BYTES];

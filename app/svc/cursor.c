@@ -6,11 +6,16 @@
 
 #define CURSOR_MAC 16
 
+void svc__cursor_key_set(svc *s, const uint8_t key[32])
+{
+    memcpy(s->cursor_key, key, sizeof s->cursor_key);
+    crypto_auth_hmacsha256_init(&s->cursor_hmac, s->cursor_key, sizeof s->cursor_key);
+}
+
 static void cursor_mac(svc *s, const uint8_t pos[16], const char *scope, uint8_t mac[CURSOR_MAC])
 {
-    crypto_auth_hmacsha256_state st;
+    crypto_auth_hmacsha256_state st = s->cursor_hmac; /* keyed once (svc__cursor_key_set) */
     uint8_t full[crypto_auth_hmacsha256_BYTES];
-    crypto_auth_hmacsha256_init(&st, s->cursor_key, sizeof s->cursor_key);
     crypto_auth_hmacsha256_update(&st, pos, 16);
     crypto_auth_hmacsha256_update(&st, (const uint8_t *)scope, strlen(scope));
     crypto_auth_hmacsha256_final(&st, full);

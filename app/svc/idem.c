@@ -65,7 +65,13 @@ int svc__idem_begin(svc *s, svc_call *c, svc_fp *fp, bool required, svc_idem *im
     sodium_bin2hex(im->fp, sizeof im->fp, h, sizeof h);
     /* In flight elsewhere?  The lock outlives the request deadline so it
      * cannot expire under a running request. */
-    snprintf(im->lock_name, sizeof im->lock_name, "idem:%lld:%s", (long long)im->user_id, im->key);
+    /* "idem:<user>:<key>": 5 + 20 + 1 + 255 < sizeof lock_name */
+    char *ln = im->lock_name;
+    memcpy(ln, "idem:", 5);
+    ln += 5;
+    ln += bz_fmt_i64(ln, im->user_id);
+    *ln++ = ':';
+    svc__copy(ln, sizeof im->lock_name - (size_t)(ln - im->lock_name), im->key);
     bz_error be;
     int rc = cache_lock(s->cache, c->ctx, im->lock_name, s->cfg->srv.request_timeout_ns + 5 * BZ_NS_PER_S, false,
                         im->lock_token, &be);

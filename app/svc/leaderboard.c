@@ -178,7 +178,7 @@ int svc_leaderboard(svc *s, svc_call *c, svc_str currency, svc_int limit, svc_sp
         sp->spent_cents = top[i].score;
         db_rows *rows = NULL;
         db_arg args[] = {DB_INT(sp->user_id)};
-        int rc = svc_read_row(s, c, &SQL_USER_BY_ID, args, 1, &rows, &be);
+        int rc = svc_read_row(s, c, &SQL_USER_PUBLIC_BY_ID, args, 1, &rows, &be);
         if (rc < 0)
             return svc_fail_from(e, &be);
         if (rc == 0) {

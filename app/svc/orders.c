@@ -191,13 +191,24 @@ int svc_order_get(svc *s, svc_call *c, int64_t id, svc_order *out, svc_err *e)
 
 /* ---- lists: pages cached under a per-user version (effects.c) ---- */
 
+/* The lists' keys and scopes are built part by part (bz_fmt_i64), not by
+ * snprintf's walk over a format: three of them per page.  Each returns
+ * the end of what it wrote; the caller's buffer has room for the parts. */
+static char *put_s(char *p, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(p, s, n);
+    return p + n;
+}
+static char *put_i(char *p, int64_t v) { return p + bz_fmt_i64(p, v); }
+
 /* The current version, creating one if there is none.  false on a cache
  * error (the caller then reads the database directly). */
 static bool list_version(svc *s, svc_call *c, int64_t uid, char out[24])
 {
     rt_ctx *ctx = c->ctx;
-    char key[40];
-    snprintf(key, sizeof key, "olv:%lld", (long long)uid);
+    char key[40]; /* "olv:" and an int64 */
+    *put_i(put_s(key, "olv:"), uid) = '\0';
     bz_buf *b = bz_arena_buf(c->arena);
     bz_error e;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -279,8 +290,8 @@ int svc_orders_list(svc *s, svc_call *c, int64_t user_id, svc_str status, const 
     if (e->kind)
         return -1;
     const char *st = by_status ? svc__status_static(status.p, status.n) : NULL;
-    char scope[64];
-    snprintf(scope, sizeof scope, "orders:%lld:%s", (long long)user_id, st ? st : "");
+    char scope[64]; /* "orders:<int64>:<status>" */
+    *put_s(put_s(put_i(put_s(scope, "orders:"), user_id), ":"), st ? st : "") = '\0';
     page_args x = {s, c->arena, user_id, st, {SVC_CURSOR_TOP_US, INT64_MAX}, limit, scope};
     if (svc__cursor_decode(s, &pg->cursor, scope, &x.cur, e) < 0)
         return -1;
@@ -289,9 +300,11 @@ int svc_orders_list(svc *s, svc_call *c, int64_t user_id, svc_str status, const 
     int rc;
     char ver[24];
     if (strcmp(cache_kind(s->cache), "none") != 0 && list_version(s, c, user_id, ver)) {
-        char key[160];
-        snprintf(key, sizeof key, "olist:%lld:%s:%s:%lld.%lld:%d", (long long)user_id, ver, st ? st : "",
-                 (long long)x.cur.t_us, (long long)x.cur.id, limit);
+        char key[160]; /* "olist:<uid>:<ver>:<status>:<t_us>.<id>:<limit>", at most 114 */
+        char *k = put_s(put_i(put_s(key, "olist:"), user_id), ":");
+        k = put_s(put_s(put_s(put_s(k, ver), ":"), st ? st : ""), ":");
+        k = put_i(put_s(put_i(k, x.cur.t_us), "."), x.cur.id);
+        *put_i(put_s(k, ":"), limit) = '\0';
         cache_status cst = CACHE_LOADED;
         rc = cache_get_or_load(s->cache, c->ctx, key, s->cfg->cache_ttl_ns, page_load, &x, b, &cst, &be);
         *hit = cst == CACHE_HIT;

@@ -3,10 +3,10 @@
  *
  * Routed to the replica (svc_read_row / svc_read_query):
  *   GET /v1/items (every list mode)        SQL_ITEMS_PAGE, _OF_SELLER, _OFFSET, _OF_SELLER_OFFSET
- *   GET /v1/users/{id}, GET /v1/me, GetUser SQL_USER_BY_ID
+ *   GET /v1/users/{id}, GET /v1/me, GetUser SQL_USER_BY_ID, SQL_USER_PUBLIC_BY_ID
  *   GET /v1/users?email=                    SQL_USER_BY_EMAIL
  *   ListUsers (gRPC stream)                 SQL_USERS_AFTER
- *   leaderboard names                       SQL_USER_BY_ID
+ *   leaderboard names                       SQL_USER_PUBLIC_BY_ID
  * Never routed: every write and everything in a transaction; reads whose
  * result goes into the shared cache — the item GET's loader
  * (SQL_ITEM_LIVE), order pages, the leaderboard rebuild (SQL_SPENDERS) —

@@ -264,9 +264,12 @@ int svc_prepare_db(svc *s, rt_ctx *ctx, bz_error *err)
     size_t n;
     const char *v = db_col_text(rows, 0, &n);
     size_t got = 0;
-    int rc = sodium_hex2bin(s->cursor_key, sizeof s->cursor_key, v, n, NULL, &got, NULL);
+    uint8_t key[sizeof s->cursor_key];
+    int rc = sodium_hex2bin(key, sizeof key, v, n, NULL, &got, NULL);
     db_rows_close(rows);
-    if (rc != 0 || got != sizeof s->cursor_key)
+    if (rc != 0 || got != sizeof key)
         return bz_err_set(err, BZ_ERR_INTERNAL, "meta.cursor_key is corrupt"), -1;
+    svc__cursor_key_set(s, key);
+    sodium_memzero(key, sizeof key);
     return 0;
 }

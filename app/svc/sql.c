@@ -30,8 +30,13 @@
 
 const svc_sql SQL_USER_INSERT = {"sign-up",
     "INSERT INTO users (email, name, password_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING " USER_COLS};
-const svc_sql SQL_USER_BY_ID = {"user by id (GET /v1/users/{id}, /v1/me, GetUser, leaderboard names)",
+const svc_sql SQL_USER_BY_ID = {"user by id (GET /v1/users/{id}, /v1/me, GetUser: the caller's own)",
     "SELECT " USER_COLS " FROM users WHERE id = $1", NULL, true, 1, {I(1)}};
+/* The same row for a caller who may not see the email (anyone's GetUser,
+ * the leaderboard's names): the column stays in its place, NULL, so the
+ * one row decoder serves both, and the text is never copied out. */
+const svc_sql SQL_USER_PUBLIC_BY_ID = {"user by id, email hidden (GET /v1/users/{id}, GetUser, leaderboard names)",
+    "SELECT id, NULL AS email, name, created_at FROM users WHERE id = $1", NULL, true, 1, {I(1)}};
 const svc_sql SQL_USER_BY_EMAIL = {"user by email (GET /v1/users?email=)",
     "SELECT " USER_COLS " FROM users WHERE email = $1", NULL, true, 1, {T("user1@example.com")}};
 const svc_sql SQL_USER_LOGIN = {"login", "SELECT id, password_hash FROM users WHERE email = $1", NULL, true, 1, {T("user1@example.com")}};
@@ -262,7 +267,7 @@ const svc_sql SQL_WAL_REPLAY = {"WAL replayed (replica)",
     "SELECT (COALESCE(pg_last_wal_replay_lsn(), pg_current_wal_lsn()) - '0/0'::pg_lsn)::bigint"};
 
 const svc_sql *const svc_sql_all[] = {
-    &SQL_USER_INSERT, &SQL_USER_BY_ID, &SQL_USER_BY_EMAIL, &SQL_USER_LOGIN, &SQL_USER_SET_NAME,
+    &SQL_USER_INSERT, &SQL_USER_BY_ID, &SQL_USER_PUBLIC_BY_ID, &SQL_USER_BY_EMAIL, &SQL_USER_LOGIN, &SQL_USER_SET_NAME,
     &SQL_USER_SET_PASSWORD, &SQL_USERS_AFTER, &SQL_ACCOUNT_INSERT, &SQL_ACCOUNT_BY_ID, &SQL_ACCOUNTS_OF_USER,
     &SQL_ACCOUNT_DEPOSIT, &SQL_TRANSFER_DEBIT_FIRST, &SQL_TRANSFER_CREDIT_FIRST, &SQL_TRANSFER_CREDIT,
     &SQL_TRANSFER_DEBIT, &SQL_TRANSFER_PAIR, &SQL_TRANSFER_INSERT, &SQL_TRANSFER_FOR_USER,

@@ -56,7 +56,7 @@ static inline int sql_row(bz_arena *ar, db_q q, rt_ctx *ctx, const svc_sql *s, c
 }
 
 /* users */
-extern const svc_sql SQL_USER_INSERT, SQL_USER_BY_ID, SQL_USER_BY_EMAIL, SQL_USER_LOGIN, SQL_USER_SET_NAME,
+extern const svc_sql SQL_USER_INSERT, SQL_USER_BY_ID, SQL_USER_PUBLIC_BY_ID, SQL_USER_BY_EMAIL, SQL_USER_LOGIN, SQL_USER_SET_NAME,
     SQL_USER_SET_PASSWORD, SQL_USERS_AFTER;
 /* accounts and transfers */
 extern const svc_sql SQL_ACCOUNT_INSERT, SQL_ACCOUNT_BY_ID, SQL_ACCOUNTS_OF_USER, SQL_ACCOUNT_DEPOSIT,

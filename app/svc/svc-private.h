@@ -18,6 +18,7 @@
 #include <sodium.h>
 
 #include <stdatomic.h>
+#include <string.h>
 
 #define SVC_ACCT_STRIPES 256
 
@@ -62,6 +63,10 @@ struct svc {
     cache *cache;
     db_dialect dialect;
     uint8_t cursor_key[32];   /* HMAC key for list cursors, shared via the meta table */
+    /* the HMAC keyed with it (its two pads hashed once, at start-up): a
+     * cursor copies it instead of hashing the key again (two SHA-256
+     * blocks of the ~four one cursor costs) */
+    crypto_auth_hmacsha256_state cursor_hmac;
     /* PostgreSQL: transfers touching the same account queue here (striped
      * by account id) instead of failing each other's SERIALIZABLE
      * transactions; see accounts.c */
@@ -192,6 +197,17 @@ int svc__tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, cons
  * so the caller goes on to svc__tx_record. */
 int svc__tx_refuse(tx_run *run, svc_kind kind, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* s into out[cap] as snprintf(out, cap, "%s", s) would (cut at cap - 1,
+ * always terminated), without its walk over a format: a hot path copies
+ * addresses, currencies and keys this way.  Returns out's end. */
+static inline char *svc__copy(char *out, size_t cap, const char *s)
+{
+    size_t n = strnlen(s, cap - 1);
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return out + n;
+}
+
 /* ---- cursors (cursor.c): opaque keyset positions, HMAC'd so they cannot
  * be forged or moved to another list ---- */
 typedef struct svc_cursor {
@@ -199,6 +215,8 @@ typedef struct svc_cursor {
 } svc_cursor;
 #define SVC_CURSOR_TOP_US 253402300799000000LL /* far future: the first newest-first page */
 
+/* Sets the cursors' HMAC key (and the keyed state every cursor starts from). */
+void svc__cursor_key_set(svc *s, const uint8_t key[32]);
 /* 1 decoded, 0 absent, -1 invalid (e: invalid_cursor). */
 int svc__cursor_decode(svc *s, const svc_str *cur, const char *scope, svc_cursor *out, svc_err *e);
 const char *svc__cursor_encode(svc *s, bz_arena *a, const svc_cursor *c, const char *scope);

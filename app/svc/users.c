@@ -14,8 +14,10 @@ static int load_user(svc *s, svc_call *c, int64_t id, bool with_email, bool stal
     db_rows *rows = NULL;
     bz_error be;
     db_arg args[] = {DB_INT(id)};
-    int rc = stale_ok ? svc_read_row(s, c, &SQL_USER_BY_ID, args, 1, &rows, &be)
-                      : sql_row(c->arena, DB(s->db), c->ctx, &SQL_USER_BY_ID, args, 1, &rows, &be);
+    /* a hidden email is not read at all */
+    const svc_sql *q = with_email ? &SQL_USER_BY_ID : &SQL_USER_PUBLIC_BY_ID;
+    int rc = stale_ok ? svc_read_row(s, c, q, args, 1, &rows, &be)
+                      : sql_row(c->arena, DB(s->db), c->ctx, q, args, 1, &rows, &be);
     if (rc == DB_NO_ROWS)
         return svc_fail(e, SVC_NOT_FOUND, "not_found", "user %lld does not exist", (long long)id);
     if (rc < 0)

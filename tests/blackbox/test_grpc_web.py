@@ -493,6 +493,21 @@ def test_gzip_request_and_answer(srv, me):
     assert r.code == 0 and user_of(r.msgs[0])["id"] == me["id"], r.trailers
 
 
+def test_setup_fields_are_read_whatever_their_case(srv, me):
+    """HTTP/1.1 field names come in any case: the call's setup finds
+    x-request-id, grpc-timeout, grpc-encoding and grpc-accept-encoding
+    in its one pass over the fields however they are spelled."""
+    r = web(srv, "GetUser", body=frame(gzip.compress(get_user_req(me["id"])), flags=1),
+            headers={"X-REQUEST-ID": "Web-Rid-7", "GRPC-Encoding": "gzip", "Grpc-Accept-Encoding": "gzip"})
+    assert r.code == 0 and user_of(r.msgs[0])["id"] == me["id"], r.trailers
+    assert r.headers["x-request-id"] == "Web-Rid-7"
+    assert r.headers.get("grpc-encoding") == "gzip"
+    r = web(srv, "ListUsers", list_req(), headers={"GRPC-TIMEOUT": "1n"})
+    assert r.status == 200 and r.code == 4, r.trailers  # DEADLINE_EXCEEDED
+    r = web(srv, "GetUser", get_user_req(me["id"]), headers={"Grpc-Timeout": "soon"})
+    assert r.status == 200 and r.code == 13 and "grpc-timeout" in r.message, r.trailers
+
+
 def test_deadline_exceeded(srv):
     r = web(srv, "ListUsers", list_req(), headers={"grpc-timeout": "1n"})
     assert r.status == 200 and r.code == 4, r.trailers  # DEADLINE_EXCEEDED

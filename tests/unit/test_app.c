@@ -9,9 +9,11 @@
 
 #include "app/rest/rest-private.h"
 #include "app/svc/password.h"
+#include "app/svc/svc-private.h"
 
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Every pattern the router serves must be a path + method in the
@@ -234,6 +236,151 @@ static void renditions_match_their_record_bytes(void **state)
     assert_false(svc_rendition_get(SVC_REND_ITEM_JSON, 7, rec2, &got));
 }
 
+/* The record codec's numbers: every int64 the bound allows, signs,
+ * leading zeros; a missing digit or terminator, a stray byte or a value
+ * past the bound marks the record bad (and stays bad). */
+static int64_t dec1(const char *rec, bool *bad)
+{
+    svc_rd r = {rec, rec + strlen(rec), false};
+    int64_t v = svc__dec_int(&r);
+    *bad = r.bad;
+    return v;
+}
+
+static void record_numbers_decode_to_their_bound(void **state)
+{
+    (void)state;
+    bool bad;
+    static const struct {
+        const char *rec;
+        int64_t v;
+        bool bad;
+    } cases[] = {
+        {"0|", 0, false},
+        {"123|", 123, false},
+        {"-5|", -5, false},
+        {"1795851496123456|", 1795851496123456LL, false},
+        {"999999999999999999|", 999999999999999999LL, false},
+        {"9223372036854775799|", 9223372036854775799LL, false}, /* the largest the bound lets through */
+        {"-9223372036854775799|", -9223372036854775799LL, false},
+        {"00000000000000000000000000042|", 42, false},
+        {"9223372036854775800|", 0, true},
+        {"99999999999999999999|", 0, true},
+        {"|", 0, true},
+        {"-|", 0, true},
+        {"12", 0, true},
+        {"12:", 0, true},
+        {"1x2|", 0, true},
+        {"", 0, true},
+        {"--1|", 0, true},
+        /* around the eight-digit groups */
+        {"12345678|", 12345678, false},
+        {"123456789|", 123456789, false},
+        {"1234567890123456|", 1234567890123456LL, false},
+        {"12345678901234567|", 12345678901234567LL, false},
+        {"-0000000000000001|", -1, false},
+        {"1234567x|", 0, true},
+        {"12345678x|", 0, true},
+        {"123456789012345x|", 0, true},
+        {"1234/678|", 0, true},
+        {"1234:678|", 0, true},
+        {"12345678", 0, true},
+        {"9999999999999999999|", 0, true},
+        {"922337203685477579|", 922337203685477579LL, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int64_t v = dec1(cases[i].rec, &bad);
+        if (bad != cases[i].bad || (!bad && v != cases[i].v))
+            fail_msg("\"%s\": %lld bad=%d, want %lld bad=%d", cases[i].rec, (long long)v, bad, (long long)cases[i].v,
+                     cases[i].bad);
+    }
+    /* a record is read field after field; a bad one stops the rest */
+    const char *rec = "7|-8|3:abcx|";
+    svc_rd r = {rec, rec + strlen(rec), false};
+    assert_int_equal(svc__dec_int(&r), 7);
+    assert_int_equal(svc__dec_int(&r), -8);
+    char cur[4];
+    svc__dec_cur(&r, cur);
+    assert_string_equal(cur, "abc");
+    assert_false(r.bad);
+    assert_int_equal(svc__dec_int(&r), 0); /* "x|" */
+    assert_true(r.bad);
+    assert_int_equal(svc__dec_int(&r), 0);
+    assert_true(r.bad);
+}
+
+/* An order status read from a row or a record is one of the four static
+ * strings (the same pointer each time); anything else is no status. */
+static void statuses_map_to_their_static_strings(void **state)
+{
+    (void)state;
+    static const char *const ok[] = {"pending", "paid", "shipped", "cancelled"};
+    for (int i = 0; i < 4; i++) {
+        char copy[16];
+        strcpy(copy, ok[i]);
+        const char *st = svc__status_static(copy, strlen(copy));
+        assert_non_null(st);
+        assert_string_equal(st, ok[i]);
+        assert_ptr_equal(st, svc__status_static(ok[i], strlen(ok[i])));
+        assert_ptr_not_equal(st, copy);
+    }
+    static const char *const bad[] = {"", "p", "paix", "PAID", "pendinG", "pushing", "sending", "shipper",
+                                      "cancelleD", "cancelledx", "canceled", "paid "};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (svc__status_static(bad[i], strlen(bad[i])))
+            fail_msg("\"%s\" taken for a status", bad[i]);
+}
+
+/* A cursor is base64url(position || the first 16 bytes of
+ * HMAC-SHA256(key, position || scope)), the key kept keyed from start-up:
+ * the same bytes a one-shot HMAC gives; it decodes back under its own
+ * scope and key only, and one flipped character makes it invalid. */
+static void cursors_carry_the_hmac_of_their_scope(void **state)
+{
+    (void)state;
+    svc *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    uint8_t key[32];
+    for (int i = 0; i < 32; i++)
+        key[i] = (uint8_t)(7 * i + 1);
+    svc__cursor_key_set(s, key);
+    bz_arena a;
+    bz_arena_init(&a, 1024);
+    svc_cursor c = {1795851496123456LL, 4242}, back;
+    const char *enc = svc__cursor_encode(s, &a, &c, "orders:7:all");
+    /* the same cursor built by hand */
+    uint8_t raw[16 + 12], mac[crypto_auth_hmacsha256_BYTES], want[16 + 16];
+    for (int i = 0; i < 8; i++) {
+        raw[i] = (uint8_t)((uint64_t)c.t_us >> (56 - 8 * i));
+        raw[8 + i] = (uint8_t)((uint64_t)c.id >> (56 - 8 * i));
+    }
+    memcpy(raw + 16, "orders:7:all", 12);
+    crypto_auth_hmacsha256(mac, raw, sizeof raw, key);
+    memcpy(want, raw, 16);
+    memcpy(want + 16, mac, 16);
+    char want64[64];
+    sodium_bin2base64(want64, sizeof want64, want, sizeof want, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    assert_string_equal(enc, want64);
+    svc_err e;
+    svc_err_clear(&e);
+    svc_str in = {enc, strlen(enc), SVC_SET};
+    assert_int_equal(svc__cursor_decode(s, &in, "orders:7:all", &back, &e), 1);
+    assert_true(back.t_us == c.t_us && back.id == c.id);
+    svc_err_clear(&e);
+    assert_int_equal(svc__cursor_decode(s, &in, "orders:7:shipped", &back, &e), -1);
+    char *bent = bz_arena_strdup(&a, enc);
+    bent[3] = bent[3] == 'A' ? 'B' : 'A';
+    svc_str bad = {bent, strlen(bent), SVC_SET};
+    svc_err_clear(&e);
+    assert_int_equal(svc__cursor_decode(s, &bad, "orders:7:all", &back, &e), -1);
+    key[0] ^= 1; /* another instance's key */
+    svc__cursor_key_set(s, key);
+    svc_err_clear(&e);
+    assert_int_equal(svc__cursor_decode(s, &in, "orders:7:all", &back, &e), -1);
+    bz_arena_free(&a);
+    free(s);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -245,6 +392,9 @@ int main(void)
         cmocka_unit_test(adapter_refusals_map_by_kind),
         cmocka_unit_test(seeded_password_hashes_verify_and_repeat),
         cmocka_unit_test(renditions_match_their_record_bytes),
+        cmocka_unit_test(record_numbers_decode_to_their_bound),
+        cmocka_unit_test(cursors_carry_the_hmac_of_their_scope),
+        cmocka_unit_test(statuses_map_to_their_static_strings),
     };
     return cmocka_run_group_tests_name("app", tests, NULL, NULL);
 }

@@ -293,6 +293,13 @@ static void lock_body(void)
     assert_int_equal(cache_lock(c, &ctx, name, BZ_NS_PER_S, true, x, &e), -ETIMEDOUT);
     rt_ctx_release(&ctx);
     cache_unlock(c, NULL, name, b, &released, &e);
+    /* a name whose key ("lock:" + name) would not fit is refused, not cut */
+    char longname[600];
+    memset(longname, 'n', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    assert_int_equal(cache_lock(c, NULL, longname, BZ_NS_PER_S, false, x, &e), -EINVAL);
+    longname[512 - 5] = '\0'; /* 512 with the prefix: one over */
+    assert_int_equal(cache_lock(c, NULL, longname, BZ_NS_PER_S, false, x, &e), -EINVAL);
     cache_close(c);
 }
 

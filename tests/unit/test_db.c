@@ -135,6 +135,48 @@ static void types_body(void)
 
 static void types_nulls_returning_and_no_rows(void **state) { run(types_body); }
 
+/* db_col_time reads RFC 3339 text in every form a database may hold: the
+ * one this layer writes (27 characters, microseconds, Z) on its short
+ * path, and the others (fewer or more fraction digits, an offset, a
+ * space, none) on the long one; what is not a time reads as 0. */
+static void time_text_body(void)
+{
+    db *d = open_db(2, 2, 0, 0);
+    bz_error e;
+    static const struct {
+        const char *text;
+        int64_t us;
+    } cases[] = {
+        {"2026-11-28T07:38:16.123456Z", 1795851496123456LL},
+        {"1970-01-01T00:00:00.000000Z", 0},
+        {"1969-12-31T23:59:59.999999Z", -1},
+        {"2026-11-28T07:38:16Z", 1795851496000000LL},
+        {"2026-11-28 07:38:16.5Z", 1795851496500000LL},
+        {"2026-11-28T07:38:16.1234567Z", 1795851496123456LL},
+        {"2026-11-28T09:38:16.123456+02:00", 1795851496123456LL},
+        {"2026-11-28T02:38:16.123456-05", 1795851496123456LL},
+        {"2026-11-28T07:38:16.123456", 1795851496123456LL},
+        {"2026-11-28T07:38:16.12345xZ", 0},
+        {"2026-11-28T07:38:16.123456Y", 0},
+        {"2026-13-28T07:38:16.123456Z", 0},
+        {"2026-11-28T07:38:16.123456Z ", 0},
+        {"not a time at all, 27 chars", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        db_rows *rows;
+        assert_int_equal(db_query_row(DB(d), NULL, "SELECT CAST($1 AS TEXT)", (db_arg[]){DB_TEXT(cases[i].text)}, 1,
+                                      &rows, &e),
+                         0);
+        int64_t got = db_col_time(rows, 0);
+        if (got != cases[i].us)
+            fail_msg("%s: read %lld, want %lld", cases[i].text, (long long)got, (long long)cases[i].us);
+        db_rows_close(rows);
+    }
+    db_close(d);
+}
+
+static void time_text_forms(void **state) { run(time_text_body); }
+
 /* ---- error kinds ---- */
 
 static void errors_body(void)
@@ -1216,6 +1258,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(types_nulls_returning_and_no_rows),
+        cmocka_unit_test(time_text_forms),
         cmocka_unit_test(error_kinds),
         cmocka_unit_test(statement_cache_is_bounded),
         cmocka_unit_test(transactions_commit_rollback_and_retry),
