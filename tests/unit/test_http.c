@@ -9,6 +9,7 @@
 #include "http/http-private.h"
 
 #include <bazaar/clock.h>
+#include <bazaar/log.h>
 #include <bazaar/observe.h>
 
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static http_header hdrs[HTTP_MAX_HEADERS];
 
@@ -645,6 +647,193 @@ static void observe_middleware_counts_each_request_once(void **state)
     }
 }
 
+/* ---- the access-log line (http/observe.c's one-pass JSON line) ---- */
+
+static const http_req *t_trace_req;
+static const bz_trace *t_trace(void) { return t_trace_req ? &t_trace_req->trace : NULL; }
+static const char *t_code(int o, char buf[16])
+{
+    snprintf(buf, 16, o ? "NOT_\"FOUND" : "OK");
+    return buf;
+}
+
+/* The line bz__log writes for the fields the access log has (the line
+ * before the one-pass writer, kept as the definition). */
+static void t_generic_line(const http_req *r, const http_obs_done *d, double ms)
+{
+    const http_obs_kind *k = d->kind;
+    char buf[16];
+    bz_field outcome = k->outcome_name ? BZ_F_STR(k->outcome_key, k->outcome_name(d->outcome, buf))
+                                       : BZ_F_INT(k->outcome_key, d->outcome);
+    bz_log_info(k->done, BZ_F_STRN("method", d->method.p, d->method.n), BZ_F_STR("route", d->route ? d->route : ""),
+                BZ_F_STRN("path", r->path.p, r->path.n), outcome, BZ_F_INT("bytes", r->bytes_out),
+                BZ_F_DBL("duration_ms", ms), BZ_F_STR("request_id", r->request_id), BZ_F_STR("peer", r->peer),
+                BZ_F_STR("parent_id", r->trace.parent_id));
+}
+
+/* The line without its time stamp and duration (the two the test cannot
+ * choose): {"ts":"…" and "duration_ms":… emptied. */
+static void t_blank_clocks(char *line)
+{
+    assert_memory_equal(line, "{\"ts\":\"", 7);
+    assert_int_equal(line[7 + 27], '"');
+    memset(line + 7, 'T', 27);
+    char *d = strstr(line, ",\"duration_ms\":");
+    assert_non_null(d);
+    d += strlen(",\"duration_ms\":");
+    char *e = strchr(d, ',');
+    assert_non_null(e);
+    memmove(d, e, strlen(e) + 1);
+}
+
+/* Reads what the log wrote into fd: n lines, each NUL-terminated in out. */
+static void t_read_lines(int fd, char *out, size_t cap, char **lines, int n)
+{
+    size_t len = 0;
+    for (;;) {
+        ssize_t k = read(fd, out + len, cap - 1 - len);
+        if (k <= 0)
+            break;
+        len += (size_t)k;
+    }
+    out[len] = '\0';
+    char *p = out;
+    for (int i = 0; i < n; i++) {
+        char *nl = strchr(p, '\n');
+        assert_non_null(nl);
+        *nl = '\0';
+        lines[i] = p;
+        p = nl + 1;
+    }
+    assert_int_equal(*p, '\0'); /* exactly n lines */
+}
+
+/* The access-log line http_obs_end writes in one pass is the line the
+ * generic logger writes for the same fields, byte for byte but for the
+ * clocks: plain requests, hostile bytes in every field that can carry
+ * them (quotes, backslashes, control bytes, NUL, DEL, bytes >= 0x80, at
+ * lengths around the escaper's block sizes), a caller's trace, a string
+ * outcome (gRPC's), batched and unbatched, and a registered secret. */
+static void observe_access_line_is_the_generic_line(void **state)
+{
+    (void)state;
+    char hostile[300];
+    size_t hn = 0;
+    for (int c = 0; c < 256; c++)
+        hostile[hn++] = (char)c;
+    memcpy(hostile + hn, "/tail\"\\", 7);
+    hn += 7;
+    static const http_obs_kind grpc_kind = {"grpc started", "grpc", "code", t_code};
+    struct {
+        const char *method, *route, *path, *rid, *peer, *traceparent;
+        size_t pathn;
+        const http_obs_kind *kind;
+        int outcome;
+        int64_t bytes;
+        bool batch, secret;
+    } cases[] = {
+        {"GET", "GET /healthz", "/healthz", "0123456789abcdef0123456789abcdef", "127.0.0.1:5555", NULL, 0,
+         &http_obs_http, 200, 2, false, false},
+        {"GET", "GET /healthz", "/healthz", "0123456789abcdef0123456789abcdef", "127.0.0.1:5555", NULL, 0,
+         &http_obs_http, 200, 2, true, false},
+        {"POST", NULL, "/v1/x", "a", "[::1]:1", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 0,
+         &http_obs_http, 404, 0, true, false},
+        {"BR\"EW", "GET /v1/items/{id}", NULL, "id\"with\\quote\x01", "p\"eer", NULL, 0, &http_obs_http, -7,
+         -123456789012LL, false, false},
+        {"", "", "", "", "", NULL, 0, &http_obs_http, 0, 0, true, false},
+        {"M", "r", NULL, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde", "1.2.3.4:65535", NULL, 0,
+         &grpc_kind, 1, 9, true, false},
+        {"/bazaar.v1.ItemService/GetItem", "/bazaar.v1.ItemService/GetItem", "/p", "abc", "x", NULL, 0, &grpc_kind,
+         0, 1, false, false},
+        {"GET", "GET /{path...}", "/s3cr3t-word/x", "rid", "peer", NULL, 0, &http_obs_http, 200, 5, true, true},
+        {"GET", "GET /{path...}", "/s3cr3t-word/x", "rid", "peer", NULL, 0, &http_obs_http, 200, 5, false, true},
+    };
+    bz_log_set_trace_source(t_trace);
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
+        for (size_t plen = 0; plen <= (cases[ci].path ? 0 : hn); plen += (cases[ci].path ? 1 : 1 + plen / 8)) {
+            http_req r;
+            memset(&r, 0, sizeof r);
+            r.method = bz_str_c(cases[ci].method);
+            r.path = cases[ci].path ? bz_str_c(cases[ci].path) : bz_str_make(hostile + hn - plen, plen);
+            snprintf(r.request_id, sizeof r.request_id, "%s", cases[ci].rid);
+            snprintf(r.peer, sizeof r.peer, "%s", cases[ci].peer);
+            bz_str tp = cases[ci].traceparent ? bz_str_c(cases[ci].traceparent) : BZ_STR_NULL;
+            bz_trace_start(&r.trace, tp, BZ_STR_NULL);
+            r.bytes_out = cases[ci].bytes;
+            r.start_ns = bz_now_ns();
+            if (cases[ci].secret)
+                bz_log_secret("s3cr3t-word");
+            http_obs_done d = {cases[ci].kind, r.method, cases[ci].route, 0, cases[ci].outcome};
+            t_trace_req = &r;
+            int fds[2];
+            assert_int_equal(pipe(fds), 0);
+            bz_log_set_fd(fds[1]);
+            bz_log_setup(BZ_LOG_INFO, BZ_LOG_JSON);
+            bz_log_batch(cases[ci].batch);
+            http_obs_end(&r, &d);
+            t_generic_line(&r, &d, 0.5);
+            bz_log_batch(false);
+            bz_log_set_fd(-1);
+            close(fds[1]);
+            static char out[16384];
+            char *lines[2];
+            t_read_lines(fds[0], out, sizeof out, lines, 2);
+            close(fds[0]);
+            t_blank_clocks(lines[0]);
+            t_blank_clocks(lines[1]);
+            if (strcmp(lines[0], lines[1]))
+                fail_msg("case %zu, path length %zu:\n one pass: %s\n generic:  %s", ci, plen, lines[0], lines[1]);
+            /* and what it holds, said plainly once */
+            if (ci == 2) {
+                char want[512];
+                snprintf(want, sizeof want,
+                         "\"level\":\"info\",\"msg\":\"request\",\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\","
+                         "\"span_id\":\"%s\",\"method\":\"POST\",\"route\":\"\",\"path\":\"/v1/x\",\"status\":404,"
+                         "\"bytes\":0,\"duration_ms\":,\"request_id\":\"a\",\"peer\":\"[::1]:1\","
+                         "\"parent_id\":\"00f067aa0ba902b7\"}",
+                         r.trace.span_id);
+                assert_string_equal(lines[0] + 7 + 27 + 2, want);
+            }
+            if (ci == 3)
+                assert_non_null(strstr(lines[0], ",\"method\":\"BR\\\"EW\",\"route\":\"GET /v1/items/{id}\","));
+            if (ci == 3 && plen == hn)
+                assert_non_null(strstr(lines[0], "\"path\":\"\\u0000\\u0001\\u0002\\u0003\\u0004\\u0005\\u0006"
+                                                 "\\u0007\\u0008\\t\\n\\u000b\\u000c\\r\\u000e"));
+            if (cases[ci].secret)
+                assert_non_null(strstr(lines[0], "\"path\":\"/***/x\""));
+            t_trace_req = NULL;
+        }
+    bz_log_set_trace_source(NULL);
+    bz_log_setup(BZ_LOG_INFO, BZ_LOG_TEXT);
+}
+
+/* In the text format the access line is the generic one (key=value). */
+static void observe_access_line_in_text(void **state)
+{
+    (void)state;
+    http_req r;
+    memset(&r, 0, sizeof r);
+    r.method = BZ_STR_LIT("GET");
+    r.path = BZ_STR_LIT("/a b");
+    strcpy(r.request_id, "rid");
+    strcpy(r.peer, "127.0.0.1:1");
+    r.start_ns = bz_now_ns();
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    bz_log_set_fd(fds[1]);
+    bz_log_setup(BZ_LOG_INFO, BZ_LOG_TEXT);
+    http_obs_end(&r, &(http_obs_done){&http_obs_http, r.method, "GET /{x}", 0, 200});
+    bz_log_set_fd(-1);
+    close(fds[1]);
+    static char out[4096];
+    char *lines[1];
+    t_read_lines(fds[0], out, sizeof out, lines, 1);
+    close(fds[0]);
+    assert_non_null(strstr(lines[0], " INFO  request method=GET route=\"GET /{x}\" path=\"/a b\" status=200 bytes=0 "
+                                     "duration_ms="));
+    assert_non_null(strstr(lines[0], " request_id=rid peer=127.0.0.1:1 parent_id=\"\""));
+}
+
 /* Response header fields are (name, value) pairs copied into the arena in
  * the order added: a caller's buffer may change after the call, lookups are
  * case-insensitive, HTTP/2 gets lower-case names (what it sends), and a
@@ -702,6 +891,8 @@ int main(void)
         cmocka_unit_test(observe_recorder_sums_shards_and_renders_its_spec),
         cmocka_unit_test(observe_status_is_what_the_client_got),
         cmocka_unit_test(observe_middleware_counts_each_request_once),
+        cmocka_unit_test(observe_access_line_is_the_generic_line),
+        cmocka_unit_test(observe_access_line_in_text),
     };
     return cmocka_run_group_tests_name("http", tests, NULL, NULL);
 }
