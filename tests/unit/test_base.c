@@ -14,6 +14,7 @@
 #include <bazaar/error.h>
 #include <bazaar/log.h>
 #include <bazaar/rand.h>
+#include <bazaar/trace.h>
 #include "base/log-private.h"
 #include "base/redisurl.h"
 
@@ -244,7 +245,7 @@ static void log_duration_format(void **state)
 }
 
 /* Random hex ids: every length, only lower-case hex digits, NUL after,
- * and every digit shows up (the eight-at-a-time conversion reaches a-f). */
+ * and every digit shows up (the sixteen-at-a-time conversion reaches a-f). */
 static void random_hex_ids(void **state)
 {
     int seen[16] = {0};
@@ -263,6 +264,60 @@ static void random_hex_ids(void **state)
         }
     for (int d = 0; d < 16; d++)
         assert_true(seen[d] > 1000); /* ~2,000 each of 32,800 digits */
+}
+
+static int cmp_id(const void *a, const void *b) { return memcmp(a, b, 33); }
+
+static bool hex_only(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return s[n] == '\0';
+}
+
+/* New traces (no valid traceparent): 32 and 16 lower-case hex digits,
+ * never all zero, every trace id and every span id different over many
+ * (ids need to be unique, not secret), and valid as a traceparent;
+ * request ids (32 digits of bz_rand_hex) likewise unique. */
+static void trace_and_request_ids_are_unique(void **state)
+{
+    enum { N = 50000 };
+    char(*tid)[33] = malloc((size_t)N * 33), (*sid)[33] = malloc((size_t)N * 33), (*rid)[33] = malloc((size_t)N * 33);
+    assert_true(tid && sid && rid);
+    for (int i = 0; i < N; i++) {
+        bz_trace t;
+        assert_false(bz_trace_start(&t, i % 2 ? BZ_STR_LIT("garbage") : BZ_STR_NULL, BZ_STR_LIT("k=v")));
+        assert_true(hex_only(t.trace_id, 32) && hex_only(t.span_id, 16));
+        assert_string_equal(t.parent_id, "");
+        assert_int_equal(t.tracestate.n, 0);
+        char tp[56];
+        bz_trace_format(&t, tp);
+        assert_true(bz_traceparent_valid(bz_str_c(tp)));
+        memcpy(tid[i], t.trace_id, 33);
+        memset(sid[i], 0, 33);
+        memcpy(sid[i], t.span_id, 17);
+        bz_rand_hex(rid[i], 32);
+        assert_true(hex_only(rid[i], 32));
+    }
+    char(*sets[3])[33] = {tid, sid, rid};
+    for (int k = 0; k < 3; k++) {
+        qsort(sets[k], N, 33, cmp_id);
+        for (int i = 1; i < N; i++)
+            assert_true(memcmp(sets[k][i - 1], sets[k][i], 33) != 0);
+    }
+    /* a valid one is taken as it is, span new */
+    bz_trace t;
+    assert_true(bz_trace_start(&t, BZ_STR_LIT("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                               BZ_STR_LIT("k=v")));
+    assert_string_equal(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_string_equal(t.parent_id, "00f067aa0ba902b7");
+    assert_true(hex_only(t.span_id, 16) && strcmp(t.span_id, "0000000000000000"));
+    assert_int_equal(t.flags, 1);
+    assert_true(bz_str_eq_c(t.tracestate, "k=v"));
+    free(tid);
+    free(sid);
+    free(rid);
 }
 
 /* Decimal formatting two digits at a time: every length and both signs,
@@ -776,6 +831,7 @@ int main(void)
         cmocka_unit_test(json_escape_long_strings),
         cmocka_unit_test(log_duration_format),
         cmocka_unit_test(random_hex_ids),
+        cmocka_unit_test(trace_and_request_ids_are_unique),
         cmocka_unit_test(decimal_formatting),
         cmocka_unit_test(clock_formats),
         cmocka_unit_test(log_json_and_text),
