@@ -83,6 +83,8 @@ void http__mux_route(http_mux *m, http_req *r, http_route_match *out, http_handl
  * fields (*v with n used of *cap, doubled from 8): response headers, and
  * HTTP/2 request headers and trailers. */
 void http__fields_room(bz_arena *a, http_header **v, int n, int *cap);
+/* response.c: http_add_header_n with the name's length known (nl). */
+void http__add_field(http_req *r, const char *name, size_t nl, const char *value, size_t vlen);
 
 int http__conn_flush(http_req *r, bool final);
 ssize_t http__conn_body_read(http_req *r, void *buf, size_t n);

@@ -57,10 +57,10 @@ static void add_ids(http_req *r)
 {
     if (!r->request_id[0])
         return;
-    http_add_header(r, "X-Request-Id", r->request_id);
+    http__add_field(r, "X-Request-Id", 12, r->request_id, strnlen(r->request_id, sizeof r->request_id));
     char tp[56];
     bz_trace_format(&r->trace, tp);
-    http_add_header(r, "traceresponse", tp);
+    http__add_field(r, "traceresponse", 13, tp, 55);
 }
 
 void http_request_id_set(http_req *r, bz_str in)

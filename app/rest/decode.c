@@ -10,7 +10,10 @@ svc_call rest_call(http_req *r, const svc_principal *who)
 {
     svc_call c = SVC_CALL(r->ctx, r->arena, who);
     c.trace = &r->trace;
-    bz_str k = http_header_get(r, "Idempotency-Key");
+    /* Only writes start idempotent work (svc__idem_begin): a GET or HEAD
+     * need not look for the key. */
+    bool safe = bz_str_eq_c(r->method, "GET") || bz_str_eq_c(r->method, "HEAD");
+    bz_str k = safe ? BZ_STR_NULL : http_header_get(r, "Idempotency-Key");
     if (k.p) {
         c.idem_key = k.p;
         c.idem_key_len = k.n;

@@ -834,6 +834,39 @@ static void observe_access_line_in_text(void **state)
     assert_non_null(strstr(lines[0], " request_id=rid peer=127.0.0.1:1 parent_id=\"\""));
 }
 
+/* Request header lookups: case-insensitive for letters only (two token
+ * characters 0x20 apart, such as '^' and '~', are different), exact in
+ * length, the first of duplicates, absent as a NULL slice. */
+static void header_lookup_is_exact_but_for_letter_case(void **state)
+{
+    (void)state;
+    http_header h[] = {
+        {BZ_STR_LIT("Host"), BZ_STR_LIT("h")},
+        {BZ_STR_LIT("x-request-ie"), BZ_STR_LIT("not it")},
+        {BZ_STR_LIT("X-REQUEST-ID"), BZ_STR_LIT("first")},
+        {BZ_STR_LIT("x-request-id"), BZ_STR_LIT("second")},
+        {BZ_STR_LIT("a^b"), BZ_STR_LIT("caret")},
+        {BZ_STR_LIT("^x"), BZ_STR_LIT("caret first")},
+        {BZ_STR_LIT("traceparent1"), BZ_STR_LIT("longer")},
+    };
+    http_req r;
+    memset(&r, 0, sizeof r);
+    r.headers = h;
+    r.nheaders = (int)(sizeof h / sizeof h[0]);
+    assert_true(bz_str_eq_c(http_header_get(&r, "X-Request-Id"), "first"));
+    assert_true(bz_str_eq_c(http_header_get(&r, "x-request-iD"), "first"));
+    assert_true(bz_str_eq_c(http_header_get(&r, "X-Request-IE"), "not it"));
+    assert_true(bz_str_eq_c(http_header_get(&r, "HOST"), "h"));
+    assert_true(bz_str_eq_c(http_header_get(&r, "A^B"), "caret"));
+    assert_null(http_header_get(&r, "a~b").p); /* '~' is '^' + 0x20, not its lower case */
+    assert_null(http_header_get(&r, "~x").p);
+    assert_null(http_header_get(&r, "traceparent").p); /* a longer name is another name */
+    assert_null(http_header_get(&r, "Hos").p);
+    assert_null(http_header_get(&r, "").p);
+    r.nheaders = 0;
+    assert_null(http_header_get(&r, "Host").p);
+}
+
 /* Response header fields are (name, value) pairs copied into the arena in
  * the order added: a caller's buffer may change after the call, lookups are
  * case-insensitive, HTTP/2 gets lower-case names (what it sends), and a
@@ -878,6 +911,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parser_accepts_valid_requests),
         cmocka_unit_test(response_headers_are_pairs),
+        cmocka_unit_test(header_lookup_is_exact_but_for_letter_case),
         cmocka_unit_test(parser_waits_for_more),
         cmocka_unit_test(parser_rejects_malformed_and_smuggling),
         cmocka_unit_test(parser_resumes_byte_by_byte),
