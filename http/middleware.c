@@ -32,9 +32,12 @@ static inline int call_next(mw *m, http_req *r) { return m->next.fn(r, m->next.d
 
 /* ---- request id ---- */
 
+/* 1..63 characters: r->request_id holds 64 bytes with its NUL (a 64th
+ * character overwrote the first byte of r->peer, which the access log
+ * then showed empty). */
 static bool valid_id(bz_str v)
 {
-    if (v.n == 0 || v.n > 64)
+    if (v.n == 0 || v.n >= sizeof ((http_req *)0)->request_id)
         return false;
     for (size_t i = 0; i < v.n; i++) {
         char c = v.p[i];

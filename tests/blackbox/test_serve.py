@@ -211,3 +211,20 @@ def test_request_ids_are_unique_over_many_requests(tmp_path):
         sids.add(m.group(2))
         assert lines[rid]["trace_id"] == m.group(1) and lines[rid]["span_id"] == m.group(2)
     assert len(tids) == len(got) and len(sids) == len(got)
+
+
+def test_longest_request_id_fits_and_the_peer_stays(tmp_path):
+    """An id of 63 characters is echoed; one of 64 (no room for it and its
+    NUL: it used to overwrite the peer, logged as "") is replaced by a new
+    one.  The peer is in the line either way."""
+    logfile = tmp_path / "log"
+    p, port = serve_logging_to(tmp_path, logfile)
+    url = "http://127.0.0.1:%d/healthz" % port
+    ok, long_ = "a" * 63, "b" * 64
+    assert requests.get(url, headers={"X-Request-Id": ok}).headers["X-Request-Id"] == ok
+    new = requests.get(url, headers={"X-Request-Id": long_}).headers["X-Request-Id"]
+    assert new != long_ and re.match(r"^[0-9a-f]{32}$", new)
+    assert stop(p) == 0
+    lines = access_lines(logfile)
+    for rid in (ok, new):
+        assert re.match(r"^127\.0\.0\.1:\d+$", lines[rid]["peer"]), lines[rid]
