@@ -516,6 +516,98 @@ static void path_values_are_decoded(void **state)
     http_mux_free(m);
 }
 
+/* With many routes of one segment count the router looks only at those
+ * whose literal in the segment that splits them best has the path's byte
+ * (and those with a wildcard there).  The marketplace's routes and more
+ * (wildcards and subtrees where the split is made, {$}, methods, HEAD):
+ * every answer is the one the full scan gives — a path with an escape
+ * is always scanned in full, so "/%761/..." (the same path) is the
+ * reference —, and some are spelled out. */
+static void router_index_by_segment_byte_changes_no_answer(void **state)
+{
+    (void)state;
+    const char *pats[] = {
+        "GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json", "/v1/",
+        "DELETE /v1/items/{id}", "DELETE /v1/sessions/current", "GET /v1/accounts", "GET /v1/accounts/{id}",
+        "GET /v1/accounts/{id}/transfers", "GET /v1/items", "GET /v1/items/{id}", "GET /v1/leaderboard/spenders",
+        "GET /v1/me", "GET /v1/orders/{id}", "GET /v1/transfers/{id}", "GET /v1/users", "GET /v1/users/{id}",
+        "GET /v1/users/{id}/orders", "GET /v1/users/{id}/orders/events", "PATCH /v1/items/{id}",
+        "PATCH /v1/users/{id}", "POST /v1/accounts", "POST /v1/accounts/{id}/deposits", "POST /v1/items",
+        "POST /v1/orders", "POST /v1/orders/{id}/cancel", "POST /v1/orders/{id}/pay", "POST /v1/sessions",
+        "POST /v1/transfers", "POST /v1/users", "PUT /v1/items/{id}",
+        /* a wildcard and a subtree in the splitting segment, {$}, no method */
+        "BREW /v1/{kind}/special", "GET /v1/files/{p...}", "GET /v1/z/{$}", "GET /v1/x/{a}", "HEAD /v1/items/{id}/h",
+        "GET /v1/items/{id}/h",
+    };
+    http_mux *m = http_mux_new();
+    char err[256];
+    for (size_t i = 0; i < sizeof pats / sizeof pats[0]; i++)
+        if (http_mux_handle(m, pats[i], (http_handler){h_dummy, NULL}, err, sizeof err))
+            fail_msg("%s", err);
+    const char *methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "BREW"};
+    const char *paths[] = {
+        "/healthz", "/readyz", "/nope", "/v1/items", "/v1/items/1", "/v1/items/1/h", "/v1/items/1/x",
+        "/v1/users/7", "/v1/users/7/orders", "/v1/users/7/orders/events", "/v1/users/me", "/v1/me",
+        "/v1/orders/3/pay", "/v1/orders/3/cancel", "/v1/orders/3/refund", "/v1/accounts/9/deposits",
+        "/v1/accounts/9/transfers", "/v1/leaderboard/spenders", "/v1/sessions/current", "/v1/sessions",
+        "/v1/items/special", "/v1/anything/special", "/v1/files/a/b/c", "/v1/files/", "/v1/z/", "/v1/z/q",
+        "/v1/x/1", "/v1/x/1/2", "/v1/", "/v1/transfers/5", "/v1/Items/1", "/v1/items/", "/v1/a/b/c/d",
+    };
+    http_route_match mt, ref;
+    int spelled = 0;
+    for (size_t mi = 0; mi < sizeof methods / sizeof methods[0]; mi++)
+        for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
+            const char *got = route(m, methods[mi], paths[pi], &mt);
+            char esc[128];
+            if (!strncmp(paths[pi], "/v1", 3))
+                snprintf(esc, sizeof esc, "/%%76%s", paths[pi] + 2); /* %76 is 'v' */
+            else
+                snprintf(esc, sizeof esc, "/%%%02x%s", paths[pi][1], paths[pi] + 2);
+            const char *want = route(m, methods[mi], esc, &ref);
+            if (mt.found != ref.found || (got ? !want || strcmp(got, want) : want != NULL) ||
+                strcmp(mt.allow, ref.allow))
+                fail_msg("%s %s -> %d %s [%s], the scan: %d %s [%s]", methods[mi], paths[pi], mt.found,
+                         got ? got : "-", mt.allow, ref.found, want ? want : "-", ref.allow);
+            struct {
+                const char *method, *path, *want;
+            } c[] = {
+                {"GET", "/v1/items/1", "GET /v1/items/{id}"},
+                {"HEAD", "/v1/items/1", "GET /v1/items/{id}"},
+                {"HEAD", "/v1/items/1/h", "HEAD /v1/items/{id}/h"},
+                {"BREW", "/v1/items/special", "BREW /v1/{kind}/special"},
+                {"POST", "/v1/orders/3/pay", "POST /v1/orders/{id}/pay"},
+                {"GET", "/v1/orders/3/pay", "/v1/"},
+                {"HEAD", "/v1/x/1", "GET /v1/x/{a}"},
+                {"GET", "/v1/files/a/b/c", "GET /v1/files/{p...}"},
+                {"GET", "/v1/z/", "GET /v1/z/{$}"},
+                {"GET", "/v1/me", "GET /v1/me"},
+                {"POST", "/v1/me", "/v1/"},
+            };
+            for (size_t k = 0; k < sizeof c / sizeof c[0]; k++)
+                if (!strcmp(c[k].method, methods[mi]) && !strcmp(c[k].path, paths[pi])) {
+                    spelled++;
+                    if (!got || strcmp(got, c[k].want))
+                        fail_msg("%s %s -> %s, want %s", methods[mi], paths[pi], got ? got : "-", c[k].want);
+                }
+        }
+    assert_int_equal(spelled, 11);
+    /* 405 where the split is made: Allow from the routes of that path only */
+    http_mux_free(m);
+    m = http_mux_new();
+    const char *more[] = {"GET /a/b{x}", "GET /a/c/{x}", "PUT /a/c/{x}", "GET /a/d/{x}", "GET /a/e/{x}",
+                          "GET /a/f/{x}", "GET /a/g/{x}", "GET /a/h/{x}", "GET /a/i/{x}", "DELETE /a/c/{x}"};
+    for (size_t i = 1; i < sizeof more / sizeof more[0]; i++)
+        if (http_mux_handle(m, more[i], (http_handler){h_dummy, NULL}, err, sizeof err))
+            fail_msg("%s", err);
+    assert_null(route(m, "POST", "/a/c/1", &mt));
+    assert_int_equal(mt.found, -1);
+    assert_string_equal(mt.allow, "DELETE, GET, HEAD, PUT");
+    assert_null(route(m, "POST", "/a/z/1", &mt));
+    assert_int_equal(mt.found, 0);
+    assert_string_equal(route(m, "GET", "/a/i/1", &mt), "GET /a/i/{x}");
+    http_mux_free(m);
+}
+
 /* ---- the observation module's recorder (http/observe.c) ---- */
 
 static const bz_hist_bounds t_bounds = {2, {0.001, 10}};
@@ -921,6 +1013,7 @@ int main(void)
         cmocka_unit_test(clean_paths),
         cmocka_unit_test(router_conflicts_like_go),
         cmocka_unit_test(router_picks_most_specific),
+        cmocka_unit_test(router_index_by_segment_byte_changes_no_answer),
         cmocka_unit_test(path_values_are_decoded),
         cmocka_unit_test(observe_recorder_sums_shards_and_renders_its_spec),
         cmocka_unit_test(observe_status_is_what_the_client_got),
