@@ -23,6 +23,72 @@ static inline bool is_vchar(unsigned char c) { return c > 0x20 && c != 0x7f; }
 /* field-value bytes: SP, HTAB, VCHAR, obs-text */
 static inline bool is_fvchar(unsigned char c) { return c == ' ' || c == '\t' || (c > 0x20 && c != 0x7f); }
 
+/* The byte scans of a head's lines, 16 bytes at a time where SSE2 is
+ * (every x86-64): the request target and every field value are checked
+ * byte by byte, the longest part of a head.  A block is loaded only where
+ * 16 bytes of input remain before limit (the end of what was read), and
+ * its bytes past the line's end are masked off. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* Bit i set: byte i of p is not a VCHAR/obs-text (<= 0x20 or DEL). */
+static inline unsigned not_vchar16(const char *p)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m128i le20 = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x20)), _mm_set1_epi8(0x20));
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(le20, _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))));
+}
+/* Bit i set: byte i of p is not a field-value byte (a control byte but
+ * HTAB, or DEL). */
+static inline unsigned not_fvchar16(const char *p)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m128i lt20 = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+    __m128i bad = _mm_andnot_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\t')), lt20);
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(bad, _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))));
+}
+#endif
+
+/* The first byte of [p, end) that is not a VCHAR or obs-text, or end. */
+static const char *skip_vchar(const char *p, const char *end, const char *limit)
+{
+#if defined(__SSE2__)
+    while (p < end && limit - p >= 16) {
+        unsigned m = not_vchar16(p);
+        if (m)
+            return p + __builtin_ctz(m) < end ? p + __builtin_ctz(m) : end;
+        p += 16;
+    }
+    if (p > end)
+        return end; /* the block ran past the line, all of it valid */
+#else
+    (void)limit;
+#endif
+    while (p < end && is_vchar((unsigned char)*p))
+        p++;
+    return p;
+}
+
+/* Are all bytes of [p, end) field-value bytes? */
+static bool all_fvchar(const char *p, const char *end, const char *limit)
+{
+#if defined(__SSE2__)
+    while (p < end && limit - p >= 16) {
+        unsigned m = not_fvchar16(p);
+        if (end - p < 16)
+            m &= (1u << (end - p)) - 1;
+        if (m)
+            return false;
+        p += 16;
+    }
+#else
+    (void)limit;
+#endif
+    for (; p < end; p++)
+        if (!is_fvchar((unsigned char)*p))
+            return false;
+    return true;
+}
+
 /* Chunk lines: finds the end of the line starting at p (before end).  Returns the
  * offset of '\n', -1 if not there yet, -2 on a bare CR or bare LF. */
 static ptrdiff_t line_end(const char *p, const char *end)
@@ -116,8 +182,10 @@ static int done(http_head_parser *ps, int result, int st, int *status)
 
 #define FAIL(code) return done(ps, -1, (code), status)
 
-/* The request line, complete in [p, p + le] (le: offset of its LF). */
-static int request_line(http_head_parser *ps, const char *p, ptrdiff_t le, http_req *r, int *status)
+/* The request line, complete in [p, p + le] (le: offset of its LF);
+ * limit: the end of the input. */
+static int request_line(http_head_parser *ps, const char *p, ptrdiff_t le, const char *limit, http_req *r,
+                        int *status)
 {
     ps->scanned += (uint64_t)le + 1;
     const char *line = p, *lend = p + le - 1; /* lend at CR */
@@ -128,8 +196,7 @@ static int request_line(http_head_parser *ps, const char *p, ptrdiff_t le, http_
         FAIL(400);
     r->method = bz_str_make(line, (size_t)(q - line));
     const char *t = ++q;
-    while (q < lend && is_vchar((unsigned char)*q))
-        q++;
+    q = skip_vchar(q, lend, limit);
     if (q == t || q >= lend || *q != ' ')
         FAIL((q - t) > HTTP_MAX_URI ? 414 : 400);
     r->target = bz_str_make(t, (size_t)(q - t));
@@ -171,9 +238,10 @@ static int request_line(http_head_parser *ps, const char *p, ptrdiff_t le, http_
     return 0;
 }
 
-/* One header field line, complete in [p, p + le] (le > 1). */
-static int field_line(http_head_parser *ps, const char *p, ptrdiff_t le, http_header *hdrs, int maxh,
-                      int *status)
+/* One header field line, complete in [p, p + le] (le > 1); limit: the
+ * end of the input. */
+static int field_line(http_head_parser *ps, const char *p, ptrdiff_t le, const char *limit, http_header *hdrs,
+                      int maxh, int *status)
 {
     ps->scanned += (uint64_t)le + 1;
     if (p[0] == ' ' || p[0] == '\t')
@@ -186,9 +254,8 @@ static int field_line(http_head_parser *ps, const char *p, ptrdiff_t le, http_he
         FAIL(400); /* empty name, bad char, or space before ':' */
     bz_str hn = bz_str_make(name, (size_t)(c - name));
     const char *v = c + 1;
-    for (const char *x = v; x < lineend; x++)
-        if (!is_fvchar((unsigned char)*x))
-            FAIL(400);
+    if (!all_fvchar(v, lineend, limit))
+        FAIL(400);
     bz_str hv = bz_str_trim(bz_str_make(v, (size_t)(lineend - v)));
     if (ps->n == maxh)
         FAIL(431);
@@ -270,7 +337,7 @@ int http__parse_head_step(http_head_parser *ps, const char *buf, size_t len, siz
                 FAIL(431);
             return 0;
         }
-        if (request_line(ps, buf + ps->line, le, r, status) < 0)
+        if (request_line(ps, buf + ps->line, le, buf + len, r, status) < 0)
             return -1;
         ps->line += (size_t)le + 1;
         ps->seen = 0;
@@ -293,7 +360,7 @@ int http__parse_head_step(http_head_parser *ps, const char *buf, size_t len, siz
             ps->line += 2;
             break;
         }
-        if (field_line(ps, buf + ps->line, le, hdrs, maxh, status) < 0)
+        if (field_line(ps, buf + ps->line, le, buf + len, hdrs, maxh, status) < 0)
             return -1;
         ps->line += (size_t)le + 1;
         ps->seen = 0;

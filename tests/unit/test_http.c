@@ -118,6 +118,57 @@ static const struct {
     {"GET /x HTTP/1.1\r\nHost: h\r\n: v\r\n\r\n", 400},
 };
 
+/* The target and field values are checked 16 bytes at a time: every
+ * byte value at every offset of targets and values of many lengths (over
+ * and under the block size, ending right at the end of the input, which
+ * sits in a buffer of exactly its size) is accepted or refused as the
+ * byte-at-a-time definitions say. */
+static void parser_checks_every_byte_of_targets_and_values(void **state)
+{
+    (void)state;
+    char head[256];
+    for (int c = 0; c < 256; c++)
+        for (int len = 1; len <= 40; len += (len < 20 ? 1 : 7))
+            for (int at = 0; at < len; at++)
+                for (int in_value = 0; in_value < 2; in_value++) {
+                    char v[48];
+                    for (int i = 0; i < len; i++)
+                        v[i] = (char)('a' + i % 26);
+                    v[at] = (char)c;
+                    int n;
+                    bool ok;
+                    if (in_value) {
+                        n = snprintf(head, sizeof head, "GET / HTTP/1.1\r\nHost: h\r\nX-V: ");
+                        memcpy(head + n, v, (size_t)len);
+                        n += len;
+                        memcpy(head + n, "\r\n\r\n", 4);
+                        n += 4;
+                        /* (a value's spaces and tabs at its ends are trimmed, not refused) */
+                        ok = c == ' ' || c == '\t' || (c > 0x20 && c != 0x7f);
+                    } else {
+                        n = snprintf(head, sizeof head, "GET /");
+                        memcpy(head + n, v, (size_t)len);
+                        n += len;
+                        memcpy(head + n, " HTTP/1.1\r\nHost: h\r\n\r\n", 22);
+                        n += 22;
+                        ok = c > 0x20 && c != 0x7f && c != '#';
+                    }
+                    char *exact = malloc((size_t)n);
+                    assert_non_null(exact);
+                    memcpy(exact, head, (size_t)n);
+                    http_req r;
+                    memset(&r, 0, sizeof r);
+                    int st = 0;
+                    int got = http__parse_head(exact, (size_t)n, 16384, &r, hdrs, HTTP_MAX_HEADERS, &st);
+                    if ((got == n) != ok || (!ok && (got != -1 || st != 400)))
+                        fail_msg("byte 0x%02x at %d of %d in the %s: %d (status %d)", c, at, len,
+                                 in_value ? "value" : "target", got, st);
+                    if (ok && !in_value)
+                        assert_int_equal(r.target.n, (size_t)len + 1);
+                    free(exact);
+                }
+}
+
 static void parser_rejects_malformed_and_smuggling(void **state)
 {
     for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++) {
@@ -1006,6 +1057,7 @@ int main(void)
         cmocka_unit_test(header_lookup_is_exact_but_for_letter_case),
         cmocka_unit_test(parser_waits_for_more),
         cmocka_unit_test(parser_rejects_malformed_and_smuggling),
+        cmocka_unit_test(parser_checks_every_byte_of_targets_and_values),
         cmocka_unit_test(parser_resumes_byte_by_byte),
         cmocka_unit_test(parser_scans_linearly),
         cmocka_unit_test(parser_limits),
