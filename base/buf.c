@@ -138,9 +138,20 @@ const char bz__digits2[201] =
 size_t bz_fmt_i64(char *out, int64_t v)
 {
     uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    /* the digits counted by comparison for the common small values
+     * (statuses, lengths, durations), by division past 9,999 */
     size_t nd = 1;
-    for (uint64_t t = u; t >= 10; t /= 10)
-        nd++;
+    if (u >= 10) {
+        nd = 2;
+        if (u >= 100) {
+            nd = 3;
+            if (u >= 1000) {
+                nd = 4;
+                for (uint64_t t = u / 10000; t; t /= 10)
+                    nd++;
+            }
+        }
+    }
     size_t k = v < 0;
     if (k)
         out[0] = '-';

@@ -67,6 +67,9 @@ int http__chunked_step(http_chunked *c, const char *in, size_t len, size_t max, 
 /* Go's path.Clean for URL paths, keeping a trailing slash.  Writes into out
  * (at least n+1 bytes); returns the length. */
 size_t http__clean_path(const char *p, size_t n, char *out);
+/* True when http__clean_path would return p[0..n) unchanged (checked
+ * without writing: the router asks on every request). */
+bool http__path_is_clean(const char *p, size_t n);
 /* Percent-decodes s into out (at least s.n bytes); -1 on a bad escape. */
 ssize_t http__unescape(bz_str s, char *out);
 

@@ -45,10 +45,17 @@ static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DE
 
 int http_obs_method_index(bz_str m)
 {
-    for (int i = 0; i < 7; i++)
-        if (bz_str_eq_c(m, methods[i]))
-            return i;
-    return 7;
+    /* by length, then the bytes (methods are case-sensitive) */
+#define X__IS(lit) (!memcmp(m.p, lit, sizeof lit - 1))
+    switch (m.n) {
+    case 3: return X__IS("GET") ? 0 : X__IS("PUT") ? 3 : 7;
+    case 4: return X__IS("HEAD") ? 1 : X__IS("POST") ? 2 : 7;
+    case 5: return X__IS("PATCH") ? 4 : 7;
+    case 6: return X__IS("DELETE") ? 5 : 7;
+    case 7: return X__IS("OPTIONS") ? 6 : 7;
+    default: return 7;
+    }
+#undef X__IS
 }
 
 static const char *x__method_name(int i) { return methods[i >= 0 && i < 8 ? i : 7]; }

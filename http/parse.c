@@ -556,6 +556,26 @@ int http__chunked_step(http_chunked *c, const char *in, size_t len, size_t max, 
 
 /* ---- paths ---- */
 
+bool http__path_is_clean(const char *p, size_t n)
+{
+    /* Rooted, and no segment empty (but a trailing one), "." or "..":
+     * exactly the paths http__clean_path returns unchanged (it never
+     * writes "//" or a "." or ".." segment, and copies every other
+     * segment with its slash, the trailing one too). */
+    if (!n || p[0] != '/')
+        return false;
+    for (size_t i = 1; i <= n;) {
+        size_t j = i;
+        while (j < n && p[j] != '/')
+            j++;
+        size_t len = j - i;
+        if ((len == 0 && j < n) || (len == 1 && p[i] == '.') || (len == 2 && p[i] == '.' && p[i + 1] == '.'))
+            return false;
+        i = j + 1;
+    }
+    return true;
+}
+
 size_t http__clean_path(const char *p, size_t n, char *out)
 {
     /* Lexical processing as in Go's path.Clean, rooted; a trailing slash

@@ -667,7 +667,7 @@ static int redirect(http_req *r, const char *path, size_t n)
 static int mux_serve(http_req *r, void *data)
 {
     http_mux *m = data;
-    if (!bz_str_eq_c(r->method, "CONNECT")) {
+    if (!http__path_is_clean(r->path.p, r->path.n) && !bz_str_eq_c(r->method, "CONNECT")) {
         char *clean = bz_arena_alloc(r->arena, r->path.n + 2);
         size_t cn = http__clean_path(r->path.p, r->path.n, clean);
         if (cn != r->path.n || memcmp(clean, r->path.p, cn) != 0)

@@ -731,8 +731,15 @@ static void conn_serve(void *p)
          * grows while it does: r and hdrs point into it). */
         http_head_parser hp;
         http__head_init(&hp);
-        memset(&r, 0, offsetof(http_req, status));
+        /* r is zeroed once bytes come (the parser writes into it only
+         * then): the turn that finds nothing to read and goes idle — one
+         * per keep-alive request — does not pay for it. */
+        bool zeroed = false;
         for (;;) {
+            if (!zeroed && c->rlen) {
+                memset(&r, 0, offsetof(http_req, status));
+                zeroed = true;
+            }
             /* A connection whose first bytes are the HTTP/2 client preface
              * speaks h2c with prior knowledge (RFC 9113 §3.3). */
             int pf = c->served || (c->io.tls && !c->tls_h2) ? -1 : http__h2_preface(c->rbuf, c->rlen);

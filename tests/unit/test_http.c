@@ -400,6 +400,38 @@ static void chunked_decoding(void **state)
 
 /* ---- clean path ---- */
 
+/* The router's "already clean?" check agrees with http__clean_path on
+ * every path of up to 8 bytes over '/', '.', 'a' (and the empty one),
+ * and the method index with its table. */
+static void clean_check_and_method_index(void **state)
+{
+    (void)state;
+    const char alpha[] = "/.a";
+    char p[9], out[12];
+    int seen_clean = 0;
+    for (int len = 0; len <= 8; len++) {
+        int total = 1;
+        for (int i = 0; i < len; i++)
+            total *= 3;
+        for (int k = 0; k < total; k++) {
+            for (int i = 0, x = k; i < len; i++, x /= 3)
+                p[i] = alpha[x % 3];
+            size_t n = http__clean_path(p, (size_t)len, out);
+            bool same = n == (size_t)len && !memcmp(out, p, n);
+            if (same != http__path_is_clean(p, (size_t)len))
+                fail_msg("\"%.*s\": clean is \"%s\", the check says %d", len, p, out, !same);
+            seen_clean += same;
+        }
+    }
+    assert_true(seen_clean > 100);
+    const char *m[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(http_obs_method_index(bz_str_c(m[i])), i);
+    const char *other[] = {"", "get", "GETS", "PUSH", "TRACE", "CONNECT", "DELETES", "OPTION", "HEAD "};
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
+        assert_int_equal(http_obs_method_index(bz_str_c(other[i])), 7);
+}
+
 static void clean_paths(void **state)
 {
     struct {
@@ -1063,6 +1095,7 @@ int main(void)
         cmocka_unit_test(parser_limits),
         cmocka_unit_test(chunked_decoding),
         cmocka_unit_test(clean_paths),
+        cmocka_unit_test(clean_check_and_method_index),
         cmocka_unit_test(router_conflicts_like_go),
         cmocka_unit_test(router_picks_most_specific),
         cmocka_unit_test(router_index_by_segment_byte_changes_no_answer),
