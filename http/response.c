@@ -201,7 +201,7 @@ int http_send(http_req *r, int status, const char *content_type, const void *bod
 {
     r->status = status;
     if (content_type)
-        http_add_header(r, "Content-Type", content_type);
+        http__add_field(r, "Content-Type", 12, content_type, strlen(content_type));
     http_write(r, body, n);
     return 0;
 }
