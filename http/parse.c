@@ -110,33 +110,46 @@ static ptrdiff_t line_end(const char *p, const char *end)
     return lf - p;
 }
 
+/* The first CR or LF in [p, end), or end: one scan finds a line's end
+ * and any bare CR or LF before it (16 bytes at a time with SSE2). */
+static const char *find_cr_or_lf(const char *p, const char *end)
+{
+#if defined(__SSE2__)
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        unsigned m = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\r')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\n'))));
+        if (m)
+            return p + __builtin_ctz(m);
+        p += 16;
+    }
+#endif
+    while (p < end && *p != '\r' && *p != '\n')
+        p++;
+    return p;
+}
+
 /* Head lines: finds the end of the line starting at buf + ps->line, searching only
  * the bytes not searched before.  Returns the offset of '\n' from the line
  * start, -1 if not there yet, -2 on a bare CR or bare LF.  Invariant
  * between calls: the searched part holds no LF, and no CR except maybe as
- * its last byte (a CR may end a call's input and be followed by LF). */
+ * its last byte (a CR may end a call's input and be followed by LF).
+ * The first CR or LF from there decides: a CR followed by LF ends the
+ * line, a CR last in the input waits for more, anything else is bare. */
 static ptrdiff_t next_line(http_head_parser *ps, const char *buf, size_t len)
 {
     size_t L = ps->line, from = L + ps->seen;
-    const char *lf = from < len ? memchr(buf + from, '\n', len - from) : NULL;
     /* A CR seen last time as the final byte is rechecked with what follows. */
     size_t cfrom = from > L ? from - 1 : from;
-    if (!lf) {
-        ps->scanned += len - cfrom;
-        /* A CR anywhere but as the last byte seen is bare. */
-        if (len - cfrom >= 2 && memchr(buf + cfrom, '\r', len - 1 - cfrom))
-            return -2;
+    const char *end = buf + len, *x = cfrom < len ? find_cr_or_lf(buf + cfrom, end) : end;
+    ps->scanned += (uint64_t)(x - (buf + cfrom)) + (x < end);
+    if (x == end || (*x == '\r' && x + 1 == end)) {
         ps->seen = len - L;
         return -1;
     }
-    size_t at = (size_t)(lf - buf);
-    ps->scanned += at + 1 - from + (at - 1 > cfrom ? at - 1 - cfrom : 0);
-    if (at == L || lf[-1] != '\r')
-        return -2;
-    /* A CR inside the line is bare too. */
-    if (at - 1 > cfrom && memchr(buf + cfrom, '\r', at - 1 - cfrom))
-        return -2;
-    return (ptrdiff_t)(at - L);
+    if (*x == '\n' || x[1] != '\n')
+        return -2; /* an LF without its CR, or a CR without its LF */
+    return (ptrdiff_t)(x + 1 - (buf + L));
 }
 
 static bool parse_u64_digits(bz_str v, uint64_t *out)
