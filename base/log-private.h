@@ -17,8 +17,9 @@
  *
  * The line is the one bz__log writes for the same fields, byte for byte
  * (same prefix, trace fields, escaping, number formats: bz__log uses the
- * same helpers), which tests/unit/test_base.c checks.  Nothing may log on
- * the thread between begin and end.  Not exported: the library's own.
+ * same helpers), which tests/unit/test_http.c checks for the access line
+ * (observe_access_line_is_the_generic_line).  Nothing may log on the
+ * thread between begin and end.  Not exported: the library's own.
  */
 #ifndef BZ_LOG_PRIVATE_H
 #define BZ_LOG_PRIVATE_H
@@ -28,6 +29,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Opens a line at level (enabled: the caller checked): writes
  * {"ts":"…","level":"…","msg":"<msg escaped>" and the trace fields.
@@ -52,6 +54,8 @@ char *bz__json_esc(char *w, const char *s, size_t n);
  * point, trailing zeros dropped; %.6g outside [0, 1e12)); room for 32. */
 char *bz__log_ms(char *w, double ms);
 
+/* Writes the string literal lit at w and moves w past it (a move of known
+ * size, no strlen). */
 #define BZ__PUT(w, lit) (memcpy((w), (lit), sizeof(lit) - 1), (w) += sizeof(lit) - 1)
 
 #endif
