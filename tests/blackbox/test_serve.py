@@ -1,5 +1,6 @@
 """Black-box tests of `bazaar serve` as a whole: flags, /healthz, /readyz on
 SQLite + memory and on PostgreSQL + Redis, graceful exit."""
+import contextlib
 import json
 import os
 import re
@@ -133,6 +134,19 @@ def serve_logging_to(tmp_path, logfile):
     raise RuntimeError("server did not come up")
 
 
+@contextlib.contextmanager
+def serving_to(tmp_path, logfile):
+    """serve_logging_to for a with-block: a test that fails before it
+    stops the server does not leave it running."""
+    p, port = serve_logging_to(tmp_path, logfile)
+    try:
+        yield p, port
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
 def access_lines(logfile):
     """Every line must be JSON; the access lines, keyed by request id."""
     out = {}
@@ -152,20 +166,20 @@ def test_access_line_fields_and_hostile_bytes(tmp_path):
     read back as sent; a hostile X-Request-Id is replaced, never logged."""
     from rawhttp import Conn
     logfile = tmp_path / "log"
-    p, port = serve_logging_to(tmp_path, logfile)
-    c = Conn(port)
     path = b'/v1/items/%22x"\\\xc3\xa9{}'
     tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    c.send(b"GET " + path + b"?q=1 HTTP/1.1\r\nHost: x\r\nX-Request-Id: hostile-path-1\r\ntraceparent: " +
-           tp.encode() + b"\r\n\r\n")
-    st1, h1, body1 = c.response()
-    c.send(b'GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: a"b\\c \xc3\xa9\t}\r\n\r\n')
-    st2, h2, _ = c.response()
-    c.close()
+    with serving_to(tmp_path, logfile) as (p, port):
+        c = Conn(port)
+        c.send(b"GET " + path + b"?q=1 HTTP/1.1\r\nHost: x\r\nX-Request-Id: hostile-path-1\r\ntraceparent: " +
+               tp.encode() + b"\r\n\r\n")
+        st1, h1, body1 = c.response()
+        c.send(b'GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: a"b\\c \xc3\xa9\t}\r\n\r\n')
+        st2, h2, _ = c.response()
+        c.close()
+        assert stop(p) == 0
     assert st2 == 200 and h1["x-request-id"] == ["hostile-path-1"]
     rid2 = h2["x-request-id"][0]
     assert re.match(r"^[0-9a-f]{32}$", rid2)
-    assert stop(p) == 0
     lines = access_lines(logfile)
     a = lines["hostile-path-1"]
     assert a["method"] == "GET" and a["route"] == "GET /v1/items/{id}" and a["status"] == st1
@@ -188,17 +202,17 @@ def test_request_ids_are_unique_over_many_requests(tmp_path):
     and span ids; each request's line carries the ids its response did."""
     from rawhttp import Conn
     logfile = tmp_path / "log"
-    p, port = serve_logging_to(tmp_path, logfile)
     got = []
-    for k in range(4):  # four connections: both loops
-        c = Conn(port)
-        for _ in range(750):
-            c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            st, h, body = c.response()
-            assert st == 200 and body == b"ok"
-            got.append((h["x-request-id"][0], h["traceresponse"][0]))
-        c.close()
-    assert stop(p) == 0
+    with serving_to(tmp_path, logfile) as (p, port):
+        for k in range(4):  # four connections: both loops
+            c = Conn(port)
+            for _ in range(750):
+                c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                st, h, body = c.response()
+                assert st == 200 and body == b"ok"
+                got.append((h["x-request-id"][0], h["traceresponse"][0]))
+            c.close()
+        assert stop(p) == 0
     rids = [r for r, _ in got]
     assert all(re.match(r"^[0-9a-f]{32}$", r) for r in rids)
     assert len(set(rids)) == len(rids)
@@ -218,13 +232,13 @@ def test_longest_request_id_fits_and_the_peer_stays(tmp_path):
     NUL: it used to overwrite the peer, logged as "") is replaced by a new
     one.  The peer is in the line either way."""
     logfile = tmp_path / "log"
-    p, port = serve_logging_to(tmp_path, logfile)
-    url = "http://127.0.0.1:%d/healthz" % port
     ok, long_ = "a" * 63, "b" * 64
-    assert requests.get(url, headers={"X-Request-Id": ok}).headers["X-Request-Id"] == ok
-    new = requests.get(url, headers={"X-Request-Id": long_}).headers["X-Request-Id"]
+    with serving_to(tmp_path, logfile) as (p, port):
+        url = "http://127.0.0.1:%d/healthz" % port
+        assert requests.get(url, headers={"X-Request-Id": ok}).headers["X-Request-Id"] == ok
+        new = requests.get(url, headers={"X-Request-Id": long_}).headers["X-Request-Id"]
+        assert stop(p) == 0
     assert new != long_ and re.match(r"^[0-9a-f]{32}$", new)
-    assert stop(p) == 0
     lines = access_lines(logfile)
     for rid in (ok, new):
         assert re.match(r"^127\.0\.0\.1:\d+$", lines[rid]["peer"]), lines[rid]
