@@ -1,6 +1,8 @@
 /* base/log.c — see log.h. */
 #include <bazaar/log.h>
 
+#include "base/log-private.h"
+
 #include <bazaar/buf.h>
 #include <bazaar/clock.h>
 #include <bazaar/trace.h>
@@ -245,46 +247,146 @@ static void free_buf(void *p)
 }
 static void make_key(void) { pthread_key_create(&g_key, free_buf); }
 
-void bz__log(bz_log_level level, const char *msg, ...)
+/* The buffer a line at level is written into: the batch itself when
+ * batched lines need no scrubbing (no copy), else the thread's scratch
+ * line (cleared). */
+static bz_buf *line_open(bz_log_level level, bool *direct)
 {
     if (!b.data) {
         pthread_once(&g_once, make_key);
         pthread_setspecific(g_key, &b); /* frees both buffers, flushing first */
         bz_buf_reserve(&b, 512);
     }
-    /* A batched line is written straight into the batch (no copy), unless
-     * secrets must be scrubbed from it first. */
-    bool direct = batching && level < BZ_LOG_ERROR && !g_nsecrets;
-    bz_buf *o = direct ? &pending : &b;
-    if (!direct)
+    *direct = batching && level < BZ_LOG_ERROR && !g_nsecrets;
+    bz_buf *o = *direct ? &pending : &b;
+    if (!*direct)
         bz_buf_clear(o);
-    char ts[32];
-    bz_fmt_rfc3339_us(ts, bz_wall_us());
+    return o;
+}
+
+/* The line in o is whole (ends in '\n'): batched, or scrubbed and written. */
+static void line_close(bz_buf *o, bool direct, bz_log_level level)
+{
+    if (direct) {
+        if (pending.len >= BATCH_MAX)
+            bz_log_flush();
+        return;
+    }
+    if (g_nsecrets)
+        scrub(o);
+    if (batching && level < BZ_LOG_ERROR) {
+        bz_buf_append(&pending, b.data, b.len);
+        if (pending.len >= BATCH_MAX)
+            bz_log_flush();
+        return;
+    }
+    bz_log_flush(); /* keep the order of this thread's lines */
+    write_all(b.data, b.len);
+}
+
+char *bz__log_ms(char *w, double d)
+{
+    if (!(d >= 0 && d < 1e12))
+        return w + snprintf(w, 32, "%.6g", d);
+    /* Fixed point, microsecond resolution, without printf (this is on
+     * every request's access-log line). */
+    int64_t u = (int64_t)(d * 1000.0 + 0.5);
+    w += bz_fmt_i64(w, u / 1000);
+    int frac = (int)(u % 1000);
+    if (frac) {
+        w[0] = '.';
+        w[1] = (char)('0' + frac / 100);
+        w[2] = (char)('0' + frac / 10 % 10);
+        w[3] = (char)('0' + frac % 10);
+        int n = 4;
+        while (w[n - 1] == '0')
+            n--;
+        w += n;
+    }
+    return w;
+}
+
+/* {"ts":"…","level":"…","msg":"<msg>" and the trace fields: every JSON
+ * line's start.  w has room for 160 + 6 * msgn bytes. */
+static char *json_head(char *w, bz_log_level level, const char *msg, size_t msgn, const bz_trace *tr)
+{
+    static const struct {
+        char s[8];
+        size_t n;
+    } lv[] = {{"debug", 5}, {"info", 4}, {"warn", 4}, {"error", 5}, {"?", 1}};
+    unsigned li = (unsigned)level < 4 ? (unsigned)level : 4;
+    BZ__PUT(w, "{\"ts\":\"");
+    bz_fmt_rfc3339_us(w, bz_wall_us()); /* 27 characters */
+    w += 27;
+    BZ__PUT(w, "\",\"level\":\"");
+    memcpy(w, lv[li].s, 8); /* the name and its padding: one move */
+    w += lv[li].n;
+    BZ__PUT(w, "\",\"msg\":\"");
+    w = bz__json_esc(w, msg, msgn);
+    *w++ = '"';
+    if (tr) {
+        /* ids this layer made or validated as hex: no escaping; 32 and 16
+         * digits but for a trace never started (all NUL) */
+        size_t tn = tr->trace_id[31] && !tr->trace_id[32] ? 32 : strnlen(tr->trace_id, 32);
+        size_t sn = tr->span_id[15] && !tr->span_id[16] ? 16 : strnlen(tr->span_id, 16);
+        BZ__PUT(w, ",\"trace_id\":\"");
+        memcpy(w, tr->trace_id, tn);
+        w += tn;
+        BZ__PUT(w, "\",\"span_id\":\"");
+        memcpy(w, tr->span_id, sn);
+        w += sn;
+        *w++ = '"';
+    }
+    return w;
+}
+
+static _Thread_local bool open_direct; /* the line bz__log_json_begin opened */
+
+bz_buf *bz__log_json_begin(bz_log_level level, const char *msg, size_t msgn)
+{
+    if (g_format != BZ_LOG_JSON)
+        return NULL;
+    bz_buf *o = line_open(level, &open_direct);
+    trace_source src = atomic_load_explicit(&g_trace_source, memory_order_relaxed);
+    char *w = json_head(bz__log_room(o, 160 + 6 * msgn), level, msg, msgn, src ? src() : NULL);
+    o->len = (size_t)(w - o->data);
+    return o;
+}
+
+void bz__log_json_end(bz_buf *o, char *w, bz_log_level level)
+{
+    w[0] = '}';
+    w[1] = '\n';
+    o->len = (size_t)(w + 2 - o->data);
+    o->data[o->len] = '\0';
+    line_close(o, open_direct, level);
+}
+
+void bz__log(bz_log_level level, const char *msg, ...)
+{
+    bool direct;
+    bz_buf *o = line_open(level, &direct);
+    trace_source src = atomic_load_explicit(&g_trace_source, memory_order_relaxed);
+    const bz_trace *tr = src ? src() : NULL;
     bool json = g_format == BZ_LOG_JSON;
     if (json) {
-        bz_buf_append_c(o, "{\"ts\":\"");
-        bz_buf_append(o, ts, 27);
-        bz_buf_append_c(o, "\",\"level\":\"");
-        bz_buf_append_c(o, level_name(level, false));
-        bz_buf_append_c(o, "\",\"msg\":\"");
-        bz_buf_append_json_escaped(o, bz_str_c(msg));
-        bz_buf_putc(o, '"');
+        size_t mn = strlen(msg);
+        char *w = json_head(bz__log_room(o, 160 + 6 * mn), level, msg, mn, tr);
+        o->len = (size_t)(w - o->data);
     } else {
+        char ts[32];
+        bz_fmt_rfc3339_us(ts, bz_wall_us());
         bz_buf_append(o, ts, 27);
         bz_buf_putc(o, ' ');
         bz_buf_append_c(o, level_name(level, true));
         bz_buf_putc(o, ' ');
         bz_buf_append_c(o, msg);
-    }
-    trace_source src = atomic_load_explicit(&g_trace_source, memory_order_relaxed);
-    const bz_trace *tr = src ? src() : NULL;
-    if (tr) {
-        bz_buf_append_c(o, json ? ",\"trace_id\":\"" : " trace_id=");
-        bz_buf_append_c(o, tr->trace_id);
-        bz_buf_append_c(o, json ? "\",\"span_id\":\"" : " span_id=");
-        bz_buf_append_c(o, tr->span_id);
-        if (json)
-            bz_buf_putc(o, '"');
+        if (tr) {
+            bz_buf_append_c(o, " trace_id=");
+            bz_buf_append_c(o, tr->trace_id);
+            bz_buf_append_c(o, " span_id=");
+            bz_buf_append_c(o, tr->span_id);
+        }
     }
     va_list ap;
     va_start(ap, msg);
@@ -301,64 +403,42 @@ void bz__log(bz_log_level level, const char *msg, ...)
         if (json) {
             /* Keys are identifiers from code (log.h): written as they are. */
             size_t kn = strlen(f.key);
-            bz_buf_reserve(o, kn + 4);
-            char *w = o->data + o->len;
+            char *w = bz__log_room(o, kn + 36 + 6 * sv.n);
             w[0] = ',';
             w[1] = '"';
             memcpy(w + 2, f.key, kn);
             w[kn + 2] = '"';
             w[kn + 3] = ':';
-            o->len += kn + 4;
-            o->data[o->len] = '\0';
-        } else {
-            bz_buf_putc(o, ' ');
-            bz_buf_append_c(o, f.key);
-            bz_buf_putc(o, '=');
-        }
-        if (is_str) {
-            if (json) {
-                bz_buf_putc(o, '"');
-                bz_buf_append_json_escaped(o, sv);
-                bz_buf_putc(o, '"');
+            w += kn + 4;
+            if (is_str) {
+                *w++ = '"';
+                w = bz__json_esc(w, sv.p, sv.n);
+                *w++ = '"';
+            } else if (f.type == BZ_FT_INT) {
+                w += bz_fmt_i64(w, f.v.i);
             } else {
-                text_value(o, sv);
+                w = bz__log_ms(w, f.v.d);
             }
+            o->len = (size_t)(w - o->data);
+            o->data[o->len] = '\0';
+            continue;
+        }
+        bz_buf_putc(o, ' ');
+        bz_buf_append_c(o, f.key);
+        bz_buf_putc(o, '=');
+        if (is_str) {
+            text_value(o, sv);
         } else if (f.type == BZ_FT_INT) {
             bz_buf_append_i64(o, f.v.i);
-        } else if (f.v.d >= 0 && f.v.d < 1e12) {
-            /* Fixed point, microsecond resolution, without printf (this is
-             * on every request's access-log line). */
-            int64_t u = (int64_t)(f.v.d * 1000.0 + 0.5);
-            bz_buf_append_i64(o, u / 1000);
-            int frac = (int)(u % 1000);
-            if (frac) {
-                char d[5] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10), (char)('0' + frac % 10), 0};
-                int n = 4;
-                while (d[n - 1] == '0')
-                    n--;
-                bz_buf_append(o, d, (size_t)n);
-            }
         } else {
-            bz_buf_printf(o, "%.6g", f.v.d);
+            char *w = bz__log_room(o, 32);
+            o->len = (size_t)(bz__log_ms(w, f.v.d) - o->data);
+            o->data[o->len] = '\0';
         }
     }
     va_end(ap);
     if (json)
         bz_buf_putc(o, '}');
     bz_buf_putc(o, '\n');
-    if (direct) {
-        if (pending.len >= BATCH_MAX)
-            bz_log_flush();
-        return;
-    }
-    if (g_nsecrets)
-        scrub(o);
-    if (batching && level < BZ_LOG_ERROR) {
-        bz_buf_append(&pending, b.data, b.len);
-        if (pending.len >= BATCH_MAX)
-            bz_log_flush();
-        return;
-    }
-    bz_log_flush(); /* keep the order of this thread's lines */
-    write_all(b.data, b.len);
+    line_close(o, direct, level);
 }

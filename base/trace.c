@@ -67,16 +67,16 @@ bool bz_trace_start(bz_trace *t, bz_str traceparent, bz_str tracestate)
         t->parent_id[16] = '\0';
         t->flags = (uint8_t)(hexdig(traceparent.p[53]) * 16 + hexdig(traceparent.p[54]));
     } else {
-        do
+        do /* never all zero (the first digit decides 15 times in 16) */
             bz_rand_hex(t->trace_id, 32);
-        while (!strcmp(t->trace_id, "00000000000000000000000000000000"));
+        while (t->trace_id[0] == '0' && !strcmp(t->trace_id, "00000000000000000000000000000000"));
         t->parent_id[0] = '\0';
         t->flags = 0;
     }
     t->from_caller = ok;
     do
         bz_rand_hex(t->span_id, 16);
-    while (!strcmp(t->span_id, "0000000000000000"));
+    while (t->span_id[0] == '0' && !strcmp(t->span_id, "0000000000000000"));
     t->tracestate = ok && tracestate_ok(tracestate) ? tracestate : BZ_STR_NULL;
     return ok;
 }

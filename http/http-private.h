@@ -67,6 +67,9 @@ int http__chunked_step(http_chunked *c, const char *in, size_t len, size_t max, 
 /* Go's path.Clean for URL paths, keeping a trailing slash.  Writes into out
  * (at least n+1 bytes); returns the length. */
 size_t http__clean_path(const char *p, size_t n, char *out);
+/* True when http__clean_path would return p[0..n) unchanged (checked
+ * without writing: the router asks on every request). */
+bool http__path_is_clean(const char *p, size_t n);
 /* Percent-decodes s into out (at least s.n bytes); -1 on a bad escape. */
 ssize_t http__unescape(bz_str s, char *out);
 
@@ -83,6 +86,8 @@ void http__mux_route(http_mux *m, http_req *r, http_route_match *out, http_handl
  * fields (*v with n used of *cap, doubled from 8): response headers, and
  * HTTP/2 request headers and trailers. */
 void http__fields_room(bz_arena *a, http_header **v, int n, int *cap);
+/* response.c: http_add_header_n with the name's length known (nl). */
+void http__add_field(http_req *r, const char *name, size_t nl, const char *value, size_t vlen);
 
 int http__conn_flush(http_req *r, bool final);
 ssize_t http__conn_body_read(http_req *r, void *buf, size_t n);

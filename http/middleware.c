@@ -32,9 +32,12 @@ static inline int call_next(mw *m, http_req *r) { return m->next.fn(r, m->next.d
 
 /* ---- request id ---- */
 
+/* 1..63 characters: r->request_id holds 64 bytes with its NUL (a 64th
+ * character overwrote the first byte of r->peer, which the access log
+ * then showed empty). */
 static bool valid_id(bz_str v)
 {
-    if (v.n == 0 || v.n > 64)
+    if (v.n == 0 || v.n >= sizeof ((http_req *)0)->request_id)
         return false;
     for (size_t i = 0; i < v.n; i++) {
         char c = v.p[i];
@@ -57,10 +60,10 @@ static void add_ids(http_req *r)
 {
     if (!r->request_id[0])
         return;
-    http_add_header(r, "X-Request-Id", r->request_id);
+    http__add_field(r, "X-Request-Id", 12, r->request_id, strnlen(r->request_id, sizeof r->request_id));
     char tp[56];
     bz_trace_format(&r->trace, tp);
-    http_add_header(r, "traceresponse", tp);
+    http__add_field(r, "traceresponse", 13, tp, 55);
 }
 
 void http_request_id_set(http_req *r, bz_str in)

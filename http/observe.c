@@ -8,6 +8,8 @@
  * store, so a concurrent scrape sees either a whole slot or none. */
 #include "http/http-private.h"
 
+#include "base/log-private.h"
+
 #include <bazaar/clock.h>
 #include <bazaar/log.h>
 #include <bazaar/observe.h>
@@ -43,10 +45,17 @@ static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DE
 
 int http_obs_method_index(bz_str m)
 {
-    for (int i = 0; i < 7; i++)
-        if (bz_str_eq_c(m, methods[i]))
-            return i;
-    return 7;
+    /* by length, then the bytes (methods are case-sensitive) */
+#define X__IS(lit) (!memcmp(m.p, lit, sizeof lit - 1))
+    switch (m.n) {
+    case 3: return X__IS("GET") ? 0 : X__IS("PUT") ? 3 : 7;
+    case 4: return X__IS("HEAD") ? 1 : X__IS("POST") ? 2 : 7;
+    case 5: return X__IS("PATCH") ? 4 : 7;
+    case 6: return X__IS("DELETE") ? 5 : 7;
+    case 7: return X__IS("OPTIONS") ? 6 : 7;
+    default: return 7;
+    }
+#undef X__IS
 }
 
 static const char *x__method_name(int i) { return methods[i >= 0 && i < 8 ? i : 7]; }
@@ -146,6 +155,55 @@ void http_obs_attach(http_req *r, http_obs *o)
     atomic_fetch_add_explicit(&o->in_flight, 1, memory_order_relaxed);
 }
 
+/* The access-log line in JSON, written in one pass into the log's buffer
+ * (base/log-private.h): the fields bz_log_info is given below, the same
+ * bytes (tests/unit/test_http.c compares the two), a third of the cost.
+ * False when the log writes text: the caller logs the fields. */
+static bool x__line(const http_req *r, const http_obs_done *d, int64_t ns, char buf[16])
+{
+    const http_obs_kind *k = d->kind;
+    bz_buf *o = bz__log_json_begin(BZ_LOG_INFO, k->done, strlen(k->done));
+    if (!o)
+        return false;
+    const char *route = d->route ? d->route : "", *out = k->outcome_name ? k->outcome_name(d->outcome, buf) : NULL;
+    size_t routen = strlen(route), outn = out ? strlen(out) : 0, okn = strlen(k->outcome_key);
+    /* fixed-size arrays of the request: NUL-terminated within them */
+    size_t idn = strnlen(r->request_id, sizeof r->request_id), peern = strnlen(r->peer, sizeof r->peer);
+    size_t parn = strnlen(r->trace.parent_id, sizeof r->trace.parent_id);
+    size_t mn = d->method.p ? d->method.n : 0, pn = r->path.p ? r->path.n : 0;
+    char *w = bz__log_room(o, 192 + okn + 6 * (mn + routen + pn + outn + idn + peern + parn));
+    BZ__PUT(w, ",\"method\":\"");
+    w = bz__json_esc(w, d->method.p, mn);
+    BZ__PUT(w, "\",\"route\":\"");
+    w = bz__json_esc(w, route, routen);
+    BZ__PUT(w, "\",\"path\":\"");
+    w = bz__json_esc(w, r->path.p, pn);
+    BZ__PUT(w, "\",\"");
+    memcpy(w, k->outcome_key, okn); /* a key from code: as it is (log.h) */
+    w += okn;
+    if (out) {
+        BZ__PUT(w, "\":\"");
+        w = bz__json_esc(w, out, outn);
+        *w++ = '"';
+    } else {
+        BZ__PUT(w, "\":");
+        w += bz_fmt_i64(w, d->outcome);
+    }
+    BZ__PUT(w, ",\"bytes\":");
+    w += bz_fmt_i64(w, r->bytes_out);
+    BZ__PUT(w, ",\"duration_ms\":");
+    w = bz__log_ms(w, (double)ns / 1e6);
+    BZ__PUT(w, ",\"request_id\":\"");
+    w = bz__json_esc(w, r->request_id, idn);
+    BZ__PUT(w, "\",\"peer\":\"");
+    w = bz__json_esc(w, r->peer, peern);
+    BZ__PUT(w, "\",\"parent_id\":\"");
+    w = bz__json_esc(w, r->trace.parent_id, parn);
+    *w++ = '"';
+    bz__log_json_end(o, w, BZ_LOG_INFO);
+    return true;
+}
+
 void http_obs_end(http_req *r, const http_obs_done *d)
 {
     http_obs *o = r->obs;
@@ -162,6 +220,8 @@ void http_obs_end(http_req *r, const http_obs_done *d)
     if (!line)
         return;
     char buf[16];
+    if (x__line(r, d, ns, buf))
+        return;
     bz_field outcome = k->outcome_name ? BZ_F_STR(k->outcome_key, k->outcome_name(d->outcome, buf))
                                        : BZ_F_INT(k->outcome_key, d->outcome);
     bz_log_info(k->done, BZ_F_STRN("method", d->method.p, d->method.n), BZ_F_STR("route", d->route ? d->route : ""),

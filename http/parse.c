@@ -23,6 +23,72 @@ static inline bool is_vchar(unsigned char c) { return c > 0x20 && c != 0x7f; }
 /* field-value bytes: SP, HTAB, VCHAR, obs-text */
 static inline bool is_fvchar(unsigned char c) { return c == ' ' || c == '\t' || (c > 0x20 && c != 0x7f); }
 
+/* The byte scans of a head's lines, 16 bytes at a time where SSE2 is
+ * (every x86-64): the request target and every field value are checked
+ * byte by byte, the longest part of a head.  A block is loaded only where
+ * 16 bytes of input remain before limit (the end of what was read), and
+ * its bytes past the line's end are masked off. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* Bit i set: byte i of p is not a VCHAR/obs-text (<= 0x20 or DEL). */
+static inline unsigned not_vchar16(const char *p)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m128i le20 = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x20)), _mm_set1_epi8(0x20));
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(le20, _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))));
+}
+/* Bit i set: byte i of p is not a field-value byte (a control byte but
+ * HTAB, or DEL). */
+static inline unsigned not_fvchar16(const char *p)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m128i lt20 = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+    __m128i bad = _mm_andnot_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\t')), lt20);
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(bad, _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))));
+}
+#endif
+
+/* The first byte of [p, end) that is not a VCHAR or obs-text, or end. */
+static const char *skip_vchar(const char *p, const char *end, const char *limit)
+{
+#if defined(__SSE2__)
+    while (p < end && limit - p >= 16) {
+        unsigned m = not_vchar16(p);
+        if (m)
+            return p + __builtin_ctz(m) < end ? p + __builtin_ctz(m) : end;
+        p += 16;
+    }
+    if (p > end)
+        return end; /* the block ran past the line, all of it valid */
+#else
+    (void)limit;
+#endif
+    while (p < end && is_vchar((unsigned char)*p))
+        p++;
+    return p;
+}
+
+/* Are all bytes of [p, end) field-value bytes? */
+static bool all_fvchar(const char *p, const char *end, const char *limit)
+{
+#if defined(__SSE2__)
+    while (p < end && limit - p >= 16) {
+        unsigned m = not_fvchar16(p);
+        if (end - p < 16)
+            m &= (1u << (end - p)) - 1;
+        if (m)
+            return false;
+        p += 16;
+    }
+#else
+    (void)limit;
+#endif
+    for (; p < end; p++)
+        if (!is_fvchar((unsigned char)*p))
+            return false;
+    return true;
+}
+
 /* Chunk lines: finds the end of the line starting at p (before end).  Returns the
  * offset of '\n', -1 if not there yet, -2 on a bare CR or bare LF. */
 static ptrdiff_t line_end(const char *p, const char *end)
@@ -44,33 +110,46 @@ static ptrdiff_t line_end(const char *p, const char *end)
     return lf - p;
 }
 
+/* The first CR or LF in [p, end), or end: one scan finds a line's end
+ * and any bare CR or LF before it (16 bytes at a time with SSE2). */
+static const char *find_cr_or_lf(const char *p, const char *end)
+{
+#if defined(__SSE2__)
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        unsigned m = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\r')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\n'))));
+        if (m)
+            return p + __builtin_ctz(m);
+        p += 16;
+    }
+#endif
+    while (p < end && *p != '\r' && *p != '\n')
+        p++;
+    return p;
+}
+
 /* Head lines: finds the end of the line starting at buf + ps->line, searching only
  * the bytes not searched before.  Returns the offset of '\n' from the line
  * start, -1 if not there yet, -2 on a bare CR or bare LF.  Invariant
  * between calls: the searched part holds no LF, and no CR except maybe as
- * its last byte (a CR may end a call's input and be followed by LF). */
+ * its last byte (a CR may end a call's input and be followed by LF).
+ * The first CR or LF from there decides: a CR followed by LF ends the
+ * line, a CR last in the input waits for more, anything else is bare. */
 static ptrdiff_t next_line(http_head_parser *ps, const char *buf, size_t len)
 {
     size_t L = ps->line, from = L + ps->seen;
-    const char *lf = from < len ? memchr(buf + from, '\n', len - from) : NULL;
     /* A CR seen last time as the final byte is rechecked with what follows. */
     size_t cfrom = from > L ? from - 1 : from;
-    if (!lf) {
-        ps->scanned += len - cfrom;
-        /* A CR anywhere but as the last byte seen is bare. */
-        if (len - cfrom >= 2 && memchr(buf + cfrom, '\r', len - 1 - cfrom))
-            return -2;
+    const char *end = buf + len, *x = cfrom < len ? find_cr_or_lf(buf + cfrom, end) : end;
+    ps->scanned += (uint64_t)(x - (buf + cfrom)) + (x < end);
+    if (x == end || (*x == '\r' && x + 1 == end)) {
         ps->seen = len - L;
         return -1;
     }
-    size_t at = (size_t)(lf - buf);
-    ps->scanned += at + 1 - from + (at - 1 > cfrom ? at - 1 - cfrom : 0);
-    if (at == L || lf[-1] != '\r')
-        return -2;
-    /* A CR inside the line is bare too. */
-    if (at - 1 > cfrom && memchr(buf + cfrom, '\r', at - 1 - cfrom))
-        return -2;
-    return (ptrdiff_t)(at - L);
+    if (*x == '\n' || x[1] != '\n')
+        return -2; /* an LF without its CR, or a CR without its LF */
+    return (ptrdiff_t)(x + 1 - (buf + L));
 }
 
 static bool parse_u64_digits(bz_str v, uint64_t *out)
@@ -116,8 +195,10 @@ static int done(http_head_parser *ps, int result, int st, int *status)
 
 #define FAIL(code) return done(ps, -1, (code), status)
 
-/* The request line, complete in [p, p + le] (le: offset of its LF). */
-static int request_line(http_head_parser *ps, const char *p, ptrdiff_t le, http_req *r, int *status)
+/* The request line, complete in [p, p + le] (le: offset of its LF);
+ * limit: the end of the input. */
+static int request_line(http_head_parser *ps, const char *p, ptrdiff_t le, const char *limit, http_req *r,
+                        int *status)
 {
     ps->scanned += (uint64_t)le + 1;
     const char *line = p, *lend = p + le - 1; /* lend at CR */
@@ -128,8 +209,7 @@ static int request_line(http_head_parser *ps, const char *p, ptrdiff_t le, http_
         FAIL(400);
     r->method = bz_str_make(line, (size_t)(q - line));
     const char *t = ++q;
-    while (q < lend && is_vchar((unsigned char)*q))
-        q++;
+    q = skip_vchar(q, lend, limit);
     if (q == t || q >= lend || *q != ' ')
         FAIL((q - t) > HTTP_MAX_URI ? 414 : 400);
     r->target = bz_str_make(t, (size_t)(q - t));
@@ -171,9 +251,10 @@ static int request_line(http_head_parser *ps, const char *p, ptrdiff_t le, http_
     return 0;
 }
 
-/* One header field line, complete in [p, p + le] (le > 1). */
-static int field_line(http_head_parser *ps, const char *p, ptrdiff_t le, http_header *hdrs, int maxh,
-                      int *status)
+/* One header field line, complete in [p, p + le] (le > 1); limit: the
+ * end of the input. */
+static int field_line(http_head_parser *ps, const char *p, ptrdiff_t le, const char *limit, http_header *hdrs,
+                      int maxh, int *status)
 {
     ps->scanned += (uint64_t)le + 1;
     if (p[0] == ' ' || p[0] == '\t')
@@ -186,9 +267,8 @@ static int field_line(http_head_parser *ps, const char *p, ptrdiff_t le, http_he
         FAIL(400); /* empty name, bad char, or space before ':' */
     bz_str hn = bz_str_make(name, (size_t)(c - name));
     const char *v = c + 1;
-    for (const char *x = v; x < lineend; x++)
-        if (!is_fvchar((unsigned char)*x))
-            FAIL(400);
+    if (!all_fvchar(v, lineend, limit))
+        FAIL(400);
     bz_str hv = bz_str_trim(bz_str_make(v, (size_t)(lineend - v)));
     if (ps->n == maxh)
         FAIL(431);
@@ -270,7 +350,7 @@ int http__parse_head_step(http_head_parser *ps, const char *buf, size_t len, siz
                 FAIL(431);
             return 0;
         }
-        if (request_line(ps, buf + ps->line, le, r, status) < 0)
+        if (request_line(ps, buf + ps->line, le, buf + len, r, status) < 0)
             return -1;
         ps->line += (size_t)le + 1;
         ps->seen = 0;
@@ -293,7 +373,7 @@ int http__parse_head_step(http_head_parser *ps, const char *buf, size_t len, siz
             ps->line += 2;
             break;
         }
-        if (field_line(ps, buf + ps->line, le, hdrs, maxh, status) < 0)
+        if (field_line(ps, buf + ps->line, le, buf + len, hdrs, maxh, status) < 0)
             return -1;
         ps->line += (size_t)le + 1;
         ps->seen = 0;
@@ -488,6 +568,26 @@ int http__chunked_step(http_chunked *c, const char *in, size_t len, size_t max, 
 }
 
 /* ---- paths ---- */
+
+bool http__path_is_clean(const char *p, size_t n)
+{
+    /* Rooted, and no segment empty (but a trailing one), "." or "..":
+     * exactly the paths http__clean_path returns unchanged (it never
+     * writes "//" or a "." or ".." segment, and copies every other
+     * segment with its slash, the trailing one too). */
+    if (!n || p[0] != '/')
+        return false;
+    for (size_t i = 1; i <= n;) {
+        size_t j = i;
+        while (j < n && p[j] != '/')
+            j++;
+        size_t len = j - i;
+        if ((len == 0 && j < n) || (len == 1 && p[i] == '.') || (len == 2 && p[i] == '.' && p[i + 1] == '.'))
+            return false;
+        i = j + 1;
+    }
+    return true;
+}
 
 size_t http__clean_path(const char *p, size_t n, char *out)
 {

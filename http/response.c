@@ -14,13 +14,35 @@ http_handler http_chain(http_handler h, const http_mw *mws, int n)
     return h;
 }
 
+/* Case-insensitive equality of n bytes (a header name from code against
+ * one from the wire). */
+static inline bool x__ieq(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x != y && ((x | 0x20) != (y | 0x20) || (unsigned char)((x | 0x20) - 'a') > 'z' - 'a'))
+            return false;
+    }
+    return true;
+}
+
+/* The first field named name (nl bytes) of v[0..n).  A field is passed
+ * over by its length and first byte (either case) before its name is
+ * compared: a lookup costs a few instructions per field it skips. */
+static bz_str x__find(const http_header *v, int n, const char *name, size_t nl)
+{
+    if (!nl)
+        return BZ_STR_NULL;
+    unsigned char c0 = (unsigned char)name[0] | 0x20;
+    for (int i = 0; i < n; i++)
+        if (v[i].name.n == nl && ((unsigned char)v[i].name.p[0] | 0x20) == c0 && x__ieq(v[i].name.p, name, nl))
+            return v[i].value;
+    return BZ_STR_NULL;
+}
+
 bz_str http_header_get(const http_req *r, const char *name)
 {
-    size_t nl = strlen(name);
-    for (int i = 0; i < r->nheaders; i++)
-        if (r->headers[i].name.n == nl && bz_str_ieq_c(r->headers[i].name, name))
-            return r->headers[i].value;
-    return BZ_STR_NULL;
+    return x__find(r->headers, r->nheaders, name, strlen(name));
 }
 
 /* application/x-www-form-urlencoded decoding: '+' is a space. */
@@ -97,10 +119,10 @@ void http__fields_room(bz_arena *a, http_header **v, int n, int *cap)
 
 /* One copy of each header field into the arena, lower-cased for HTTP/2
  * (which sends names in lower case): the protocols read the pairs as they
- * are, so a header costs this and one write into the output. */
-void http_add_header_n(http_req *r, const char *name, const char *value, size_t vlen)
+ * are, so a header costs this and one write into the output.  (nl: the
+ * name's length, which this layer's own callers know.) */
+void http__add_field(http_req *r, const char *name, size_t nl, const char *value, size_t vlen)
 {
-    size_t nl = strlen(name);
     http__fields_room(r->arena, &r->resp_headers, r->nresp_headers, &r->resp_headers_cap);
     char *p = bz_arena_alloc(r->arena, nl + vlen + 2);
     memcpy(p, name, nl);
@@ -113,18 +135,19 @@ void http_add_header_n(http_req *r, const char *name, const char *value, size_t 
     r->resp_headers[r->nresp_headers++] = (http_header){bz_str_make(p, nl), bz_str_make(v, vlen)};
 }
 
+void http_add_header_n(http_req *r, const char *name, const char *value, size_t vlen)
+{
+    http__add_field(r, name, strlen(name), value, vlen);
+}
+
 void http_add_header(http_req *r, const char *name, const char *value)
 {
-    http_add_header_n(r, name, value, strlen(value));
+    http__add_field(r, name, strlen(name), value, strlen(value));
 }
 
 bz_str http_resp_header_get(const http_req *r, const char *name)
 {
-    size_t nl = strlen(name);
-    for (int i = 0; i < r->nresp_headers; i++)
-        if (r->resp_headers[i].name.n == nl && bz_str_ieq_c(r->resp_headers[i].name, name))
-            return r->resp_headers[i].value;
-    return BZ_STR_NULL;
+    return x__find(r->resp_headers, r->nresp_headers, name, strlen(name));
 }
 
 void http_clear_headers(http_req *r) { r->nresp_headers = 0; }
@@ -178,7 +201,7 @@ int http_send(http_req *r, int status, const char *content_type, const void *bod
 {
     r->status = status;
     if (content_type)
-        http_add_header(r, "Content-Type", content_type);
+        http__add_field(r, "Content-Type", 12, content_type, strlen(content_type));
     http_write(r, body, n);
     return 0;
 }

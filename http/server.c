@@ -231,34 +231,45 @@ static int out_flush(http_conn *c)
 
 static bool no_body_status(int s) { return (s >= 100 && s < 200) || s == 204 || s == 304; }
 
+#define PUT(p, lit) (memcpy((p), (lit), sizeof(lit) - 1), (p) += sizeof(lit) - 1)
+
+/* The response head, written into the output in one pass after one
+ * reservation (literals of known size; the fields straight from their
+ * pairs). */
 static void put_head(http_conn *c, http_req *r, bool chunked)
 {
     bz_buf *o = &c->out;
     if (!r->status)
         r->status = 200;
-    bz_buf_append(o, "HTTP/1.1 ", 9);
-    bz_buf_append_i64(o, r->status);
-    bz_buf_putc(o, ' ');
-    bz_buf_append_c(o, http_status_text(r->status));
-    bz_buf_append_c(o, "\r\nDate: ");
-    bz_buf_append(o, http__date(c->ls), 29);
-    bz_buf_append(o, "\r\n", 2);
+    const char *text = http_status_text(r->status);
+    size_t tn = strlen(text), need = 160 + tn;
+    for (int i = 0; i < r->nresp_headers; i++)
+        need += r->resp_headers[i].name.n + r->resp_headers[i].value.n + 4;
+    bz_buf_reserve(o, need);
+    char *p = o->data + o->len;
+    PUT(p, "HTTP/1.1 ");
+    p += bz_fmt_i64(p, r->status);
+    *p++ = ' ';
+    memcpy(p, text, tn);
+    p += tn;
+    PUT(p, "\r\nDate: ");
+    memcpy(p, http__date(c->ls), 29);
+    p += 29;
+    PUT(p, "\r\n");
     if (chunked) {
-        bz_buf_append_c(o, "Transfer-Encoding: chunked\r\n");
+        PUT(p, "Transfer-Encoding: chunked\r\n");
     } else if (!no_body_status(r->status)) {
-        bz_buf_append_c(o, "Content-Length: ");
-        bz_buf_append_i64(o, (int64_t)r->body.len);
-        bz_buf_append(o, "\r\n", 2);
+        PUT(p, "Content-Length: ");
+        p += bz_fmt_i64(p, (int64_t)r->body.len);
+        PUT(p, "\r\n");
     }
     if (r->close_after)
-        bz_buf_append_c(o, "Connection: close\r\n");
+        PUT(p, "Connection: close\r\n");
     else if (r->minor == 0)
-        bz_buf_append_c(o, "Connection: keep-alive\r\n");
+        PUT(p, "Connection: keep-alive\r\n");
     /* The handler's fields, written once, straight from the pairs. */
     for (int i = 0; i < r->nresp_headers; i++) {
         const http_header *h = &r->resp_headers[i];
-        bz_buf_reserve(o, h->name.n + h->value.n + 4);
-        char *p = o->data + o->len;
         memcpy(p, h->name.p, h->name.n);
         p += h->name.n;
         *p++ = ':';
@@ -267,9 +278,10 @@ static void put_head(http_conn *c, http_req *r, bool chunked)
         p += h->value.n;
         *p++ = '\r';
         *p++ = '\n';
-        o->len = (size_t)(p - o->data);
     }
-    bz_buf_append(o, "\r\n", 2);
+    PUT(p, "\r\n");
+    o->len = (size_t)(p - o->data);
+    o->data[o->len] = '\0';
     r->started = true;
 }
 
@@ -719,8 +731,15 @@ static void conn_serve(void *p)
          * grows while it does: r and hdrs point into it). */
         http_head_parser hp;
         http__head_init(&hp);
-        memset(&r, 0, offsetof(http_req, status));
+        /* r is zeroed once bytes come (the parser writes into it only
+         * then): the turn that finds nothing to read and goes idle — one
+         * per keep-alive request — does not pay for it. */
+        bool zeroed = false;
         for (;;) {
+            if (!zeroed && c->rlen) {
+                memset(&r, 0, offsetof(http_req, status));
+                zeroed = true;
+            }
             /* A connection whose first bytes are the HTTP/2 client preface
              * speaks h2c with prior knowledge (RFC 9113 §3.3). */
             int pf = c->served || (c->io.tls && !c->tls_h2) ? -1 : http__h2_preface(c->rbuf, c->rlen);

@@ -22,7 +22,9 @@ static void install(void) { bz_log_set_trace_source(current_trace); }
 void http__trace_begin(http_req *r)
 {
     pthread_once(&once, install);
-    bz_trace_start(&r->trace, http_header_get(r, "traceparent"), http_header_get(r, "tracestate"));
+    /* tracestate counts only with a traceparent (looked up only then) */
+    bz_str tp = http_header_get(r, "traceparent");
+    bz_trace_start(&r->trace, tp, tp.p ? http_header_get(r, "tracestate") : BZ_STR_NULL);
     rt_coro_set_local(r);
 }
 

@@ -10,7 +10,10 @@ svc_call rest_call(http_req *r, const svc_principal *who)
 {
     svc_call c = SVC_CALL(r->ctx, r->arena, who);
     c.trace = &r->trace;
-    bz_str k = http_header_get(r, "Idempotency-Key");
+    /* Only writes start idempotent work (svc__idem_begin): a GET or HEAD
+     * need not look for the key. */
+    bool safe = bz_str_eq_c(r->method, "GET") || bz_str_eq_c(r->method, "HEAD");
+    bz_str k = safe ? BZ_STR_NULL : http_header_get(r, "Idempotency-Key");
     if (k.p) {
         c.idem_key = k.p;
         c.idem_key_len = k.n;
@@ -125,8 +128,28 @@ svc_page_in rest_page(http_req *r, svc_err *e)
 
 bool rest_path_id(http_req *r, const char *name, int64_t *id, svc_err *e)
 {
+    /* An id without an escape (nearly all) is read where it lies: its
+     * decoded form is itself, so no copy into the arena.  One with
+     * escapes is decoded first, and must decode to as many bytes as its
+     * escapes say: "1%00" is not id 1 (the C string would end at the NUL). */
+    size_t want = 0;
+    for (int i = 0; i < r->npv; i++)
+        if (!strcmp(r->pv[i].name, name)) {
+            bz_str raw = r->pv[i].raw;
+            size_t pct = 0;
+            for (size_t k = 0; k < raw.n; k++)
+                pct += raw.p[k] == '%';
+            if (raw.n && !pct) {
+                if (bz_str_to_i64(raw, id) && *id > 0)
+                    return true;
+                svc_fail(e, SVC_NOT_FOUND, "not_found", "no such resource");
+                return false;
+            }
+            want = raw.n >= 2 * pct ? raw.n - 2 * pct : 0;
+            break;
+        }
     const char *s = http_path_value(r, name);
-    if (s && bz_str_to_i64(bz_str_c(s), id) && *id > 0)
+    if (s && strlen(s) == want && bz_str_to_i64(bz_str_c(s), id) && *id > 0)
         return true;
     /* a non-numeric id names no resource */
     svc_fail(e, SVC_NOT_FOUND, "not_found", "no such resource");

@@ -60,7 +60,10 @@ int items_get(rest_x *x)
     bz_str rec;
     bool hit = false;
     int rc = svc_item_get_record(x->R->s, &x->c, x->id, &rec, &hit, &x->e);
-    http_add_header(x->r, "Cache-Status", hit ? "bazaar; hit" : "bazaar; fwd=miss");
+    if (hit)
+        http_add_header_n(x->r, "Cache-Status", "bazaar; hit", sizeof "bazaar; hit" - 1);
+    else
+        http_add_header_n(x->r, "Cache-Status", "bazaar; fwd=miss", sizeof "bazaar; fwd=miss" - 1);
     if (rc != 0)
         return rest_fail(x->r, &x->e);
     bz_str kept;
@@ -84,7 +87,7 @@ int items_get(rest_x *x)
         body = b->data + 18;
         blen = b->len - 18;
     }
-    http_add_header(x->r, "ETag", etag);
+    http_add_header_n(x->r, "ETag", etag, 18);
     bz_str inm = http_header_get(x->r, "If-None-Match");
     if (inm.p && rest_none_match(inm, etag))
         return http_send(x->r, 304, NULL, NULL, 0);

@@ -51,11 +51,12 @@ static int dispatch(http_req *r, void *data)
     /* The caller, once: the session behind a bearer token (public routes
      * without the limiter do not look it up). */
     svc_principal who;
-    bz_str authz = http_header_get(r, "Authorization");
+    bz_str authz;
     if (b->route->auth || b->limited) {
+        authz = http_header_get(r, "Authorization");
         if (svc_authenticate_bearer(R->s, r->ctx, authz, r->peer, &who, &x.e) != 0)
             return rest_fail(r, &x.e);
-    } else if (authz.n && svc_has_replica(R->s)) {
+    } else if (svc_has_replica(R->s) && (authz = http_header_get(r, "Authorization")).n) {
         /* A public read may go to the replica: a signed-in caller's own
          * writes must still show (read-your-writes), so find out who it
          * is.  If the session store fails, the read goes on unidentified

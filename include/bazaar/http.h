@@ -255,7 +255,7 @@ void http_mux_free(http_mux *m);
 
 /* ---- middleware ----------------------------------------------------------------------- */
 
-/* X-Request-Id: echoes a valid incoming id (1..64 of [A-Za-z0-9._:-]), else
+/* X-Request-Id: echoes a valid incoming id (1..63 of [A-Za-z0-9._:-]), else
  * generates one; sets r->request_id and the response header.  Also answers
  * `traceresponse: 00-<trace_id>-<span_id>-<flags>` (W3C Trace Context
  * level 2): the trace the request was logged under, so a caller that sent

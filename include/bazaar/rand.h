@@ -16,8 +16,8 @@ uint64_t bz_rand64(void);
 /* Uniform double in [0, 1). */
 double bz_rand01(void);
 /* Writes n random lower-case hex digits and a NUL at out (ids, trace and
- * span ids; from bz_rand64, so not for secrets).  Eight digits at a time
- * without a table or a loop per digit: three run on every request. */
+ * span ids; from bz_rand64, so not for secrets).  Sixteen digits at a
+ * time without a table or a loop per digit: three run on every request. */
 void bz_rand_hex(char *out, size_t n);
 /* Fills buf with n bytes from getrandom(2) (secrets: tokens, lock owners). */
 void bz_rand_secure(void *buf, size_t n);

@@ -332,6 +332,23 @@ def test_item_create_get_etag_and_cache_status(srv):
     assert anon.get("/v1/items/%d" % it["id"], headers={"If-None-Match": '"other"'}).status_code == 200
 
 
+def test_item_ids_in_the_path_read_as_decimal_escaped_or_not(srv):
+    """An id is read where it lies when it has no escape, decoded first
+    when it has one: the same item either way; anything but a positive
+    decimal names nothing."""
+    c, _ = new_user(srv)
+    it = new_item(c)
+    anon = Client(srv)
+    digits = str(it["id"])
+    escaped = "".join("%%%02X" % ord(ch) for ch in digits)
+    assert anon.get("/v1/items/" + digits).json() == it
+    assert anon.get("/v1/items/" + escaped).json() == it
+    assert anon.get("/v1/items/%" + "%02x" % ord(digits[0]) + digits[1:]).json() == it
+    for bad in ["0", "-" + digits, digits + "x", "+" + digits, " " + digits, "%20" + digits, digits + "%00",
+                "99999999999999999999", "0x1", "%zz", "1e3"]:
+        problem(anon.get("/v1/items/" + bad), 404, "not_found")
+
+
 def test_item_writes_are_never_read_stale(srv):
     c, _ = new_user(srv)
     it = new_item(c)

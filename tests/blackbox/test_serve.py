@@ -1,7 +1,9 @@
 """Black-box tests of `bazaar serve` as a whole: flags, /healthz, /readyz on
 SQLite + memory and on PostgreSQL + Redis, graceful exit."""
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -104,3 +106,139 @@ def test_help_and_version():
         assert flag.encode() in p.stdout, flag
     v = subprocess.run([BAZAAR, "version"], capture_output=True, timeout=10)
     assert v.returncode == 0 and v.stdout.startswith(b"bazaar ")
+
+
+# ---- the access-log line and request ids (issue #18: written in one pass) ----
+
+ACCESS_KEYS = ["ts", "level", "msg", "trace_id", "span_id", "method", "route", "path", "status", "bytes",
+               "duration_ms", "request_id", "peer", "parent_id"]
+
+
+def serve_logging_to(tmp_path, logfile):
+    """bazaar serve with its JSON log in a file (a pipe would fill up and
+    stall the loop under many requests)."""
+    port = free_port()
+    err = open(logfile, "wb")
+    p = subprocess.Popen([BAZAAR, "serve", "--http-addr", "127.0.0.1:%d" % port, "--grpc-addr", "off", "--threads",
+                          "2", "--log-format", "json", "--db", "sqlite://%s" % (tmp_path / "bazaar.db")],
+                         stdout=subprocess.DEVNULL, stderr=err)
+    err.close()
+    for _ in range(100):
+        try:
+            requests.get("http://127.0.0.1:%d/healthz" % port, timeout=0.2)
+            return p, port
+        except requests.ConnectionError:
+            if p.poll() is not None:
+                raise RuntimeError(open(logfile, "rb").read().decode(errors="replace"))
+            time.sleep(0.05)
+    raise RuntimeError("server did not come up")
+
+
+@contextlib.contextmanager
+def serving_to(tmp_path, logfile):
+    """serve_logging_to for a with-block: a test that fails before it
+    stops the server does not leave it running."""
+    p, port = serve_logging_to(tmp_path, logfile)
+    try:
+        yield p, port
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
+def access_lines(logfile):
+    """Every line must be JSON; the access lines, keyed by request id."""
+    out = {}
+    for raw in open(logfile, "rb").read().splitlines():
+        l = json.loads(raw.decode("utf-8"), object_pairs_hook=lambda kv: kv)
+        d = dict(l)
+        if d.get("msg") == "request":
+            assert [k for k, _ in l] == ACCESS_KEYS, raw  # every key, in this order, once
+            assert d["request_id"] not in out, raw
+            out[d["request_id"]] = d
+    return out
+
+
+def test_access_line_fields_and_hostile_bytes(tmp_path):
+    """The access line holds exactly its fields, in order; bytes a client
+    may put in a path (quotes, backslashes, UTF-8) come out escaped and
+    read back as sent; a hostile X-Request-Id is replaced, never logged."""
+    from rawhttp import Conn
+    logfile = tmp_path / "log"
+    path = b'/v1/items/%22x"\\\xc3\xa9{}'
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with serving_to(tmp_path, logfile) as (p, port):
+        c = Conn(port)
+        c.send(b"GET " + path + b"?q=1 HTTP/1.1\r\nHost: x\r\nX-Request-Id: hostile-path-1\r\ntraceparent: " +
+               tp.encode() + b"\r\n\r\n")
+        st1, h1, body1 = c.response()
+        c.send(b'GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: a"b\\c \xc3\xa9\t}\r\n\r\n')
+        st2, h2, _ = c.response()
+        c.close()
+        assert stop(p) == 0
+    assert st2 == 200 and h1["x-request-id"] == ["hostile-path-1"]
+    rid2 = h2["x-request-id"][0]
+    assert re.match(r"^[0-9a-f]{32}$", rid2)
+    lines = access_lines(logfile)
+    a = lines["hostile-path-1"]
+    assert a["method"] == "GET" and a["route"] == "GET /v1/items/{id}" and a["status"] == st1
+    assert a["path"] == path.decode("utf-8")  # as sent (still percent-encoded), no query
+    assert a["bytes"] == len(body1) and a["duration_ms"] >= 0 and a["level"] == "info"
+    assert a["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" and a["parent_id"] == "00f067aa0ba902b7"
+    assert h1["traceresponse"] == ["00-%s-%s-01" % (a["trace_id"], a["span_id"])]
+    assert re.match(r"^127\.0\.0\.1:\d+$", a["peer"])
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$", a["ts"])
+    b = lines[rid2]
+    assert b["route"] == "GET /healthz" and b["path"] == "/healthz" and b["status"] == 200 and b["bytes"] == 2
+    assert b["parent_id"] == "" and h2["traceresponse"] == ["00-%s-%s-00" % (b["trace_id"], b["span_id"])]
+    raw = open(logfile, "rb").read()
+    assert b'a"b' not in raw and b"a\\\"b" not in raw and b"\t}" not in raw
+
+
+def test_request_ids_are_unique_over_many_requests(tmp_path):
+    """Generated ids: 32 lower-case hex digits, every one different over
+    thousands of requests on two loops, and so trace ids (never all zero)
+    and span ids; each request's line carries the ids its response did."""
+    from rawhttp import Conn
+    logfile = tmp_path / "log"
+    got = []
+    with serving_to(tmp_path, logfile) as (p, port):
+        for k in range(4):  # four connections: both loops
+            c = Conn(port)
+            for _ in range(750):
+                c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                st, h, body = c.response()
+                assert st == 200 and body == b"ok"
+                got.append((h["x-request-id"][0], h["traceresponse"][0]))
+            c.close()
+        assert stop(p) == 0
+    rids = [r for r, _ in got]
+    assert all(re.match(r"^[0-9a-f]{32}$", r) for r in rids)
+    assert len(set(rids)) == len(rids)
+    tids, sids = set(), set()
+    lines = access_lines(logfile)
+    for rid, tr in got:
+        m = re.match(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-00$", tr)
+        assert m and m.group(1) != "0" * 32 and m.group(2) != "0" * 16, tr
+        tids.add(m.group(1))
+        sids.add(m.group(2))
+        assert lines[rid]["trace_id"] == m.group(1) and lines[rid]["span_id"] == m.group(2)
+    assert len(tids) == len(got) and len(sids) == len(got)
+
+
+def test_longest_request_id_fits_and_the_peer_stays(tmp_path):
+    """An id of 63 characters is echoed; one of 64 (no room for it and its
+    NUL: it used to overwrite the peer, logged as "") is replaced by a new
+    one.  The peer is in the line either way."""
+    logfile = tmp_path / "log"
+    ok, long_ = "a" * 63, "b" * 64
+    with serving_to(tmp_path, logfile) as (p, port):
+        url = "http://127.0.0.1:%d/healthz" % port
+        assert requests.get(url, headers={"X-Request-Id": ok}).headers["X-Request-Id"] == ok
+        new = requests.get(url, headers={"X-Request-Id": long_}).headers["X-Request-Id"]
+        assert stop(p) == 0
+    assert new != long_ and re.match(r"^[0-9a-f]{32}$", new)
+    lines = access_lines(logfile)
+    for rid in (ok, new):
+        assert re.match(r"^127\.0\.0\.1:\d+$", lines[rid]["peer"]), lines[rid]

@@ -14,6 +14,8 @@
 #include <bazaar/error.h>
 #include <bazaar/log.h>
 #include <bazaar/rand.h>
+#include <bazaar/trace.h>
+#include "base/log-private.h"
 #include "base/redisurl.h"
 
 #include <errno.h>
@@ -131,9 +133,11 @@ static void buf_ops(void **state)
 
 /* ---- clocks ---- */
 
-/* The escaper checks 8 bytes at a time: every byte that needs escaping,
- * at every offset of a word, next to bytes >= 0x80 and near the ends,
- * must come out as the byte-at-a-time definition says. */
+/* The escaper checks 16 bytes at a time (8 without SSE2), the last block
+ * overlapping the one before, short strings as overlapping words: every
+ * byte that needs escaping, at every offset of every length, alone and
+ * after another, next to bytes >= 0x80 and near the ends, must come out
+ * as the byte-at-a-time definition says, after what the buffer held. */
 static void ref_escape(bz_buf *o, const unsigned char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -159,23 +163,89 @@ static void json_escape_every_byte_at_every_offset(void **state)
 {
     unsigned char in[40];
     for (int c = 0; c < 256; c++)
-        for (size_t len = 1; len <= sizeof in; len += 3)
-            for (size_t at = 0; at < len; at++) {
-                for (size_t i = 0; i < len; i++)
-                    in[i] = (unsigned char)(i % 3 == 0 ? 0xc3 : 'a' + i % 26); /* bytes >= 0x80 too */
-                in[at] = (unsigned char)c;
-                bz_buf got = BZ_BUF_INIT, want = BZ_BUF_INIT;
-                bz_buf_append_json_escaped(&got, bz_str_make((const char *)in, len));
-                ref_escape(&want, in, len);
-                assert_int_equal(got.len, want.len);
-                assert_memory_equal(got.data, want.data, want.len);
-                bz_buf_free(&got);
-                bz_buf_free(&want);
+        for (size_t len = 1; len <= sizeof in; len++)
+            for (size_t at = 0; at < len; at++)
+                for (int second = 0; second < 2; second++) {
+                    for (size_t i = 0; i < len; i++)
+                        in[i] = (unsigned char)(i % 3 == 0 ? 0xc3 : 'a' + i % 26); /* bytes >= 0x80 too */
+                    in[at] = (unsigned char)c;
+                    if (second)
+                        in[len - 1 - at / 2] = '"'; /* another one after (or at) it */
+                    bz_buf got = BZ_BUF_INIT, want = BZ_BUF_INIT;
+                    bz_buf_append(&got, "x", 1);
+                    bz_buf_append(&want, "x", 1);
+                    bz_buf_append_json_escaped(&got, bz_str_make((const char *)in, len));
+                    ref_escape(&want, in, len);
+                    assert_int_equal(got.len, want.len);
+                    assert_memory_equal(got.data, want.data, want.len + 1); /* and the NUL */
+                    bz_buf_free(&got);
+                    bz_buf_free(&want);
+                }
+    bz_buf got = BZ_BUF_INIT;
+    bz_buf_append_json_escaped(&got, bz_str_make(NULL, 0));
+    bz_buf_append_json_escaped(&got, BZ_STR_LIT(""));
+    assert_int_equal(got.len, 0);
+    bz_buf_free(&got);
+}
+
+/* A long string is escaped in 4 KiB slices: escapes on both sides of
+ * every slice's edge, and a string that is nothing but escapes. */
+static void json_escape_long_strings(void **state)
+{
+    size_t n = 3 * 4096 + 77;
+    unsigned char *in = malloc(n);
+    assert_non_null(in);
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < n; i++)
+            in[i] = pass ? (unsigned char)(i % 32) : (unsigned char)('a' + i % 26);
+        if (!pass)
+            for (size_t k = 1; k <= 3; k++) {
+                in[k * 4096 - 1] = '"';
+                in[k * 4096] = '\\';
+                in[k * 4096 + 1] = 0x01;
             }
+        bz_buf got = BZ_BUF_INIT, want = BZ_BUF_INIT;
+        bz_buf_append_json_escaped(&got, bz_str_make((const char *)in, n));
+        ref_escape(&want, in, n);
+        assert_int_equal(got.len, want.len);
+        assert_memory_equal(got.data, want.data, want.len + 1);
+        bz_buf_free(&got);
+        bz_buf_free(&want);
+    }
+    free(in);
+}
+
+/* A duration in milliseconds as every log line writes it (bz__log_ms):
+ * microsecond fixed point without trailing zeros, %.6g outside
+ * [0, 1e12) — against printf's rounding of the same microseconds. */
+static void log_duration_format(void **state)
+{
+    const double v[] = {0, 0.0004, 0.0005, 0.001, 0.053, 0.1, 0.25, 1, 1.5, 12.34, 999.9994, 999.9996,
+                        123456.789, 86400000.001, 1e11, 1e12, 5e12, -1, -0.0001};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        char got[40], want[40];
+        *bz__log_ms(got, v[i]) = '\0';
+        if (v[i] >= 0 && v[i] < 1e12) {
+            long long u = (long long)(v[i] * 1000.0 + 0.5);
+            int n = snprintf(want, sizeof want, "%lld.%03lld", u / 1000, u % 1000);
+            while (want[n - 1] == '0')
+                want[--n] = '\0';
+            if (want[n - 1] == '.')
+                want[--n] = '\0';
+        } else {
+            snprintf(want, sizeof want, "%.6g", v[i]);
+        }
+        assert_string_equal(got, want);
+    }
+    char out[40];
+    *bz__log_ms(out, 0.053) = '\0';
+    assert_string_equal(out, "0.053");
+    *bz__log_ms(out, 2.0) = '\0';
+    assert_string_equal(out, "2");
 }
 
 /* Random hex ids: every length, only lower-case hex digits, NUL after,
- * and every digit shows up (the eight-at-a-time conversion reaches a-f). */
+ * and every digit shows up (the sixteen-at-a-time conversion reaches a-f). */
 static void random_hex_ids(void **state)
 {
     int seen[16] = {0};
@@ -194,6 +264,60 @@ static void random_hex_ids(void **state)
         }
     for (int d = 0; d < 16; d++)
         assert_true(seen[d] > 1000); /* ~2,000 each of 32,800 digits */
+}
+
+static int cmp_id(const void *a, const void *b) { return memcmp(a, b, 33); }
+
+static bool hex_only(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return s[n] == '\0';
+}
+
+/* New traces (no valid traceparent): 32 and 16 lower-case hex digits,
+ * never all zero, every trace id and every span id different over many
+ * (ids need to be unique, not secret), and valid as a traceparent;
+ * request ids (32 digits of bz_rand_hex) likewise unique. */
+static void trace_and_request_ids_are_unique(void **state)
+{
+    enum { N = 50000 };
+    char(*tid)[33] = malloc((size_t)N * 33), (*sid)[33] = malloc((size_t)N * 33), (*rid)[33] = malloc((size_t)N * 33);
+    assert_true(tid && sid && rid);
+    for (int i = 0; i < N; i++) {
+        bz_trace t;
+        assert_false(bz_trace_start(&t, i % 2 ? BZ_STR_LIT("garbage") : BZ_STR_NULL, BZ_STR_LIT("k=v")));
+        assert_true(hex_only(t.trace_id, 32) && hex_only(t.span_id, 16));
+        assert_string_equal(t.parent_id, "");
+        assert_int_equal(t.tracestate.n, 0);
+        char tp[56];
+        bz_trace_format(&t, tp);
+        assert_true(bz_traceparent_valid(bz_str_c(tp)));
+        memcpy(tid[i], t.trace_id, 33);
+        memset(sid[i], 0, 33);
+        memcpy(sid[i], t.span_id, 17);
+        bz_rand_hex(rid[i], 32);
+        assert_true(hex_only(rid[i], 32));
+    }
+    char(*sets[3])[33] = {tid, sid, rid};
+    for (int k = 0; k < 3; k++) {
+        qsort(sets[k], N, 33, cmp_id);
+        for (int i = 1; i < N; i++)
+            assert_true(memcmp(sets[k][i - 1], sets[k][i], 33) != 0);
+    }
+    /* a valid one is taken as it is, span new */
+    bz_trace t;
+    assert_true(bz_trace_start(&t, BZ_STR_LIT("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                               BZ_STR_LIT("k=v")));
+    assert_string_equal(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_string_equal(t.parent_id, "00f067aa0ba902b7");
+    assert_true(hex_only(t.span_id, 16) && strcmp(t.span_id, "0000000000000000"));
+    assert_int_equal(t.flags, 1);
+    assert_true(bz_str_eq_c(t.tracestate, "k=v"));
+    free(tid);
+    free(sid);
+    free(rid);
 }
 
 /* Decimal formatting two digits at a time: every length and both signs,
@@ -704,7 +828,10 @@ int main(void)
         cmocka_unit_test(str_ops),
         cmocka_unit_test(buf_ops),
         cmocka_unit_test(json_escape_every_byte_at_every_offset),
+        cmocka_unit_test(json_escape_long_strings),
+        cmocka_unit_test(log_duration_format),
         cmocka_unit_test(random_hex_ids),
+        cmocka_unit_test(trace_and_request_ids_are_unique),
         cmocka_unit_test(decimal_formatting),
         cmocka_unit_test(clock_formats),
         cmocka_unit_test(log_json_and_text),

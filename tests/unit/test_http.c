@@ -9,6 +9,7 @@
 #include "http/http-private.h"
 
 #include <bazaar/clock.h>
+#include <bazaar/log.h>
 #include <bazaar/observe.h>
 
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static http_header hdrs[HTTP_MAX_HEADERS];
 
@@ -115,6 +117,57 @@ static const struct {
     {"GET /x HTTP/1.1\r\nHost: h\r\nExpect: something\r\n\r\n", 417},
     {"GET /x HTTP/1.1\r\nHost: h\r\n: v\r\n\r\n", 400},
 };
+
+/* The target and field values are checked 16 bytes at a time: every
+ * byte value at every offset of targets and values of many lengths (over
+ * and under the block size, ending right at the end of the input, which
+ * sits in a buffer of exactly its size) is accepted or refused as the
+ * byte-at-a-time definitions say. */
+static void parser_checks_every_byte_of_targets_and_values(void **state)
+{
+    (void)state;
+    char head[256];
+    for (int c = 0; c < 256; c++)
+        for (int len = 1; len <= 40; len += (len < 20 ? 1 : 7))
+            for (int at = 0; at < len; at++)
+                for (int in_value = 0; in_value < 2; in_value++) {
+                    char v[48];
+                    for (int i = 0; i < len; i++)
+                        v[i] = (char)('a' + i % 26);
+                    v[at] = (char)c;
+                    int n;
+                    bool ok;
+                    if (in_value) {
+                        n = snprintf(head, sizeof head, "GET / HTTP/1.1\r\nHost: h\r\nX-V: ");
+                        memcpy(head + n, v, (size_t)len);
+                        n += len;
+                        memcpy(head + n, "\r\n\r\n", 4);
+                        n += 4;
+                        /* (a value's spaces and tabs at its ends are trimmed, not refused) */
+                        ok = c == ' ' || c == '\t' || (c > 0x20 && c != 0x7f);
+                    } else {
+                        n = snprintf(head, sizeof head, "GET /");
+                        memcpy(head + n, v, (size_t)len);
+                        n += len;
+                        memcpy(head + n, " HTTP/1.1\r\nHost: h\r\n\r\n", 22);
+                        n += 22;
+                        ok = c > 0x20 && c != 0x7f && c != '#';
+                    }
+                    char *exact = malloc((size_t)n);
+                    assert_non_null(exact);
+                    memcpy(exact, head, (size_t)n);
+                    http_req r;
+                    memset(&r, 0, sizeof r);
+                    int st = 0;
+                    int got = http__parse_head(exact, (size_t)n, 16384, &r, hdrs, HTTP_MAX_HEADERS, &st);
+                    if ((got == n) != ok || (!ok && (got != -1 || st != 400)))
+                        fail_msg("byte 0x%02x at %d of %d in the %s: %d (status %d)", c, at, len,
+                                 in_value ? "value" : "target", got, st);
+                    if (ok && !in_value)
+                        assert_int_equal(r.target.n, (size_t)len + 1);
+                    free(exact);
+                }
+}
 
 static void parser_rejects_malformed_and_smuggling(void **state)
 {
@@ -347,6 +400,38 @@ static void chunked_decoding(void **state)
 
 /* ---- clean path ---- */
 
+/* The router's "already clean?" check agrees with http__clean_path on
+ * every path of up to 8 bytes over '/', '.', 'a' (and the empty one),
+ * and the method index with its table. */
+static void clean_check_and_method_index(void **state)
+{
+    (void)state;
+    const char alpha[] = "/.a";
+    char p[9], out[12];
+    int seen_clean = 0;
+    for (int len = 0; len <= 8; len++) {
+        int total = 1;
+        for (int i = 0; i < len; i++)
+            total *= 3;
+        for (int k = 0; k < total; k++) {
+            for (int i = 0, x = k; i < len; i++, x /= 3)
+                p[i] = alpha[x % 3];
+            size_t n = http__clean_path(p, (size_t)len, out);
+            bool same = n == (size_t)len && !memcmp(out, p, n);
+            if (same != http__path_is_clean(p, (size_t)len))
+                fail_msg("\"%.*s\": clean is \"%s\", the check says %d", len, p, out, !same);
+            seen_clean += same;
+        }
+    }
+    assert_true(seen_clean > 100);
+    const char *m[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(http_obs_method_index(bz_str_c(m[i])), i);
+    const char *other[] = {"", "get", "GETS", "PUSH", "TRACE", "CONNECT", "DELETES", "OPTION", "HEAD "};
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
+        assert_int_equal(http_obs_method_index(bz_str_c(other[i])), 7);
+}
+
 static void clean_paths(void **state)
 {
     struct {
@@ -514,6 +599,98 @@ static void path_values_are_decoded(void **state)
     http_mux_free(m);
 }
 
+/* With many routes of one segment count the router looks only at those
+ * whose literal in the segment that splits them best has the path's byte
+ * (and those with a wildcard there).  The marketplace's routes and more
+ * (wildcards and subtrees where the split is made, {$}, methods, HEAD):
+ * every answer is the one the full scan gives — a path with an escape
+ * is always scanned in full, so "/%761/..." (the same path) is the
+ * reference —, and some are spelled out. */
+static void router_index_by_segment_byte_changes_no_answer(void **state)
+{
+    (void)state;
+    const char *pats[] = {
+        "GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json", "/v1/",
+        "DELETE /v1/items/{id}", "DELETE /v1/sessions/current", "GET /v1/accounts", "GET /v1/accounts/{id}",
+        "GET /v1/accounts/{id}/transfers", "GET /v1/items", "GET /v1/items/{id}", "GET /v1/leaderboard/spenders",
+        "GET /v1/me", "GET /v1/orders/{id}", "GET /v1/transfers/{id}", "GET /v1/users", "GET /v1/users/{id}",
+        "GET /v1/users/{id}/orders", "GET /v1/users/{id}/orders/events", "PATCH /v1/items/{id}",
+        "PATCH /v1/users/{id}", "POST /v1/accounts", "POST /v1/accounts/{id}/deposits", "POST /v1/items",
+        "POST /v1/orders", "POST /v1/orders/{id}/cancel", "POST /v1/orders/{id}/pay", "POST /v1/sessions",
+        "POST /v1/transfers", "POST /v1/users", "PUT /v1/items/{id}",
+        /* a wildcard and a subtree in the splitting segment, {$}, no method */
+        "BREW /v1/{kind}/special", "GET /v1/files/{p...}", "GET /v1/z/{$}", "GET /v1/x/{a}", "HEAD /v1/items/{id}/h",
+        "GET /v1/items/{id}/h",
+    };
+    http_mux *m = http_mux_new();
+    char err[256];
+    for (size_t i = 0; i < sizeof pats / sizeof pats[0]; i++)
+        if (http_mux_handle(m, pats[i], (http_handler){h_dummy, NULL}, err, sizeof err))
+            fail_msg("%s", err);
+    const char *methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "BREW"};
+    const char *paths[] = {
+        "/healthz", "/readyz", "/nope", "/v1/items", "/v1/items/1", "/v1/items/1/h", "/v1/items/1/x",
+        "/v1/users/7", "/v1/users/7/orders", "/v1/users/7/orders/events", "/v1/users/me", "/v1/me",
+        "/v1/orders/3/pay", "/v1/orders/3/cancel", "/v1/orders/3/refund", "/v1/accounts/9/deposits",
+        "/v1/accounts/9/transfers", "/v1/leaderboard/spenders", "/v1/sessions/current", "/v1/sessions",
+        "/v1/items/special", "/v1/anything/special", "/v1/files/a/b/c", "/v1/files/", "/v1/z/", "/v1/z/q",
+        "/v1/x/1", "/v1/x/1/2", "/v1/", "/v1/transfers/5", "/v1/Items/1", "/v1/items/", "/v1/a/b/c/d",
+    };
+    http_route_match mt, ref;
+    int spelled = 0;
+    for (size_t mi = 0; mi < sizeof methods / sizeof methods[0]; mi++)
+        for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
+            const char *got = route(m, methods[mi], paths[pi], &mt);
+            char esc[128];
+            if (!strncmp(paths[pi], "/v1", 3))
+                snprintf(esc, sizeof esc, "/%%76%s", paths[pi] + 2); /* %76 is 'v' */
+            else
+                snprintf(esc, sizeof esc, "/%%%02x%s", paths[pi][1], paths[pi] + 2);
+            const char *want = route(m, methods[mi], esc, &ref);
+            if (mt.found != ref.found || (got ? !want || strcmp(got, want) : want != NULL) ||
+                strcmp(mt.allow, ref.allow))
+                fail_msg("%s %s -> %d %s [%s], the scan: %d %s [%s]", methods[mi], paths[pi], mt.found,
+                         got ? got : "-", mt.allow, ref.found, want ? want : "-", ref.allow);
+            struct {
+                const char *method, *path, *want;
+            } c[] = {
+                {"GET", "/v1/items/1", "GET /v1/items/{id}"},
+                {"HEAD", "/v1/items/1", "GET /v1/items/{id}"},
+                {"HEAD", "/v1/items/1/h", "HEAD /v1/items/{id}/h"},
+                {"BREW", "/v1/items/special", "BREW /v1/{kind}/special"},
+                {"POST", "/v1/orders/3/pay", "POST /v1/orders/{id}/pay"},
+                {"GET", "/v1/orders/3/pay", "/v1/"},
+                {"HEAD", "/v1/x/1", "GET /v1/x/{a}"},
+                {"GET", "/v1/files/a/b/c", "GET /v1/files/{p...}"},
+                {"GET", "/v1/z/", "GET /v1/z/{$}"},
+                {"GET", "/v1/me", "GET /v1/me"},
+                {"POST", "/v1/me", "/v1/"},
+            };
+            for (size_t k = 0; k < sizeof c / sizeof c[0]; k++)
+                if (!strcmp(c[k].method, methods[mi]) && !strcmp(c[k].path, paths[pi])) {
+                    spelled++;
+                    if (!got || strcmp(got, c[k].want))
+                        fail_msg("%s %s -> %s, want %s", methods[mi], paths[pi], got ? got : "-", c[k].want);
+                }
+        }
+    assert_int_equal(spelled, 11);
+    /* 405 where the split is made: Allow from the routes of that path only */
+    http_mux_free(m);
+    m = http_mux_new();
+    const char *more[] = {"GET /a/b{x}", "GET /a/c/{x}", "PUT /a/c/{x}", "GET /a/d/{x}", "GET /a/e/{x}",
+                          "GET /a/f/{x}", "GET /a/g/{x}", "GET /a/h/{x}", "GET /a/i/{x}", "DELETE /a/c/{x}"};
+    for (size_t i = 1; i < sizeof more / sizeof more[0]; i++)
+        if (http_mux_handle(m, more[i], (http_handler){h_dummy, NULL}, err, sizeof err))
+            fail_msg("%s", err);
+    assert_null(route(m, "POST", "/a/c/1", &mt));
+    assert_int_equal(mt.found, -1);
+    assert_string_equal(mt.allow, "DELETE, GET, HEAD, PUT");
+    assert_null(route(m, "POST", "/a/z/1", &mt));
+    assert_int_equal(mt.found, 0);
+    assert_string_equal(route(m, "GET", "/a/i/1", &mt), "GET /a/i/{x}");
+    http_mux_free(m);
+}
+
 /* ---- the observation module's recorder (http/observe.c) ---- */
 
 static const bz_hist_bounds t_bounds = {2, {0.001, 10}};
@@ -645,6 +822,226 @@ static void observe_middleware_counts_each_request_once(void **state)
     }
 }
 
+/* ---- the access-log line (http/observe.c's one-pass JSON line) ---- */
+
+static const http_req *t_trace_req;
+static const bz_trace *t_trace(void) { return t_trace_req ? &t_trace_req->trace : NULL; }
+static const char *t_code(int o, char buf[16])
+{
+    snprintf(buf, 16, o ? "NOT_\"FOUND" : "OK");
+    return buf;
+}
+
+/* The line bz__log writes for the fields the access log has (the line
+ * before the one-pass writer, kept as the definition). */
+static void t_generic_line(const http_req *r, const http_obs_done *d, double ms)
+{
+    const http_obs_kind *k = d->kind;
+    char buf[16];
+    bz_field outcome = k->outcome_name ? BZ_F_STR(k->outcome_key, k->outcome_name(d->outcome, buf))
+                                       : BZ_F_INT(k->outcome_key, d->outcome);
+    bz_log_info(k->done, BZ_F_STRN("method", d->method.p, d->method.n), BZ_F_STR("route", d->route ? d->route : ""),
+                BZ_F_STRN("path", r->path.p, r->path.n), outcome, BZ_F_INT("bytes", r->bytes_out),
+                BZ_F_DBL("duration_ms", ms), BZ_F_STR("request_id", r->request_id), BZ_F_STR("peer", r->peer),
+                BZ_F_STR("parent_id", r->trace.parent_id));
+}
+
+/* The line without its time stamp and duration (the two the test cannot
+ * choose): {"ts":"…" and "duration_ms":… emptied. */
+static void t_blank_clocks(char *line)
+{
+    assert_memory_equal(line, "{\"ts\":\"", 7);
+    assert_int_equal(line[7 + 27], '"');
+    memset(line + 7, 'T', 27);
+    char *d = strstr(line, ",\"duration_ms\":");
+    assert_non_null(d);
+    d += strlen(",\"duration_ms\":");
+    char *e = strchr(d, ',');
+    assert_non_null(e);
+    memmove(d, e, strlen(e) + 1);
+}
+
+/* Reads what the log wrote into fd: n lines, each NUL-terminated in out. */
+static void t_read_lines(int fd, char *out, size_t cap, char **lines, int n)
+{
+    size_t len = 0;
+    for (;;) {
+        ssize_t k = read(fd, out + len, cap - 1 - len);
+        if (k <= 0)
+            break;
+        len += (size_t)k;
+    }
+    out[len] = '\0';
+    char *p = out;
+    for (int i = 0; i < n; i++) {
+        char *nl = strchr(p, '\n');
+        assert_non_null(nl);
+        *nl = '\0';
+        lines[i] = p;
+        p = nl + 1;
+    }
+    assert_int_equal(*p, '\0'); /* exactly n lines */
+}
+
+/* The access-log line http_obs_end writes in one pass is the line the
+ * generic logger writes for the same fields, byte for byte but for the
+ * clocks: plain requests, hostile bytes in every field that can carry
+ * them (quotes, backslashes, control bytes, NUL, DEL, bytes >= 0x80, at
+ * lengths around the escaper's block sizes), a caller's trace, a string
+ * outcome (gRPC's), batched and unbatched, and a registered secret. */
+static void observe_access_line_is_the_generic_line(void **state)
+{
+    (void)state;
+    char hostile[300];
+    size_t hn = 0;
+    for (int c = 0; c < 256; c++)
+        hostile[hn++] = (char)c;
+    memcpy(hostile + hn, "/tail\"\\", 7);
+    hn += 7;
+    static const http_obs_kind grpc_kind = {"grpc started", "grpc", "code", t_code};
+    struct {
+        const char *method, *route, *path, *rid, *peer, *traceparent;
+        size_t pathn;
+        const http_obs_kind *kind;
+        int outcome;
+        int64_t bytes;
+        bool batch, secret;
+    } cases[] = {
+        {"GET", "GET /healthz", "/healthz", "0123456789abcdef0123456789abcdef", "127.0.0.1:5555", NULL, 0,
+         &http_obs_http, 200, 2, false, false},
+        {"GET", "GET /healthz", "/healthz", "0123456789abcdef0123456789abcdef", "127.0.0.1:5555", NULL, 0,
+         &http_obs_http, 200, 2, true, false},
+        {"POST", NULL, "/v1/x", "a", "[::1]:1", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 0,
+         &http_obs_http, 404, 0, true, false},
+        {"BR\"EW", "GET /v1/items/{id}", NULL, "id\"with\\quote\x01", "p\"eer", NULL, 0, &http_obs_http, -7,
+         -123456789012LL, false, false},
+        {"", "", "", "", "", NULL, 0, &http_obs_http, 0, 0, true, false},
+        {"M", "r", NULL, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde", "1.2.3.4:65535", NULL, 0,
+         &grpc_kind, 1, 9, true, false},
+        {"/bazaar.v1.ItemService/GetItem", "/bazaar.v1.ItemService/GetItem", "/p", "abc", "x", NULL, 0, &grpc_kind,
+         0, 1, false, false},
+        {"GET", "GET /{path...}", "/s3cr3t-word/x", "rid", "peer", NULL, 0, &http_obs_http, 200, 5, true, true},
+        {"GET", "GET /{path...}", "/s3cr3t-word/x", "rid", "peer", NULL, 0, &http_obs_http, 200, 5, false, true},
+    };
+    bz_log_set_trace_source(t_trace);
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
+        for (size_t plen = 0; plen <= (cases[ci].path ? 0 : hn); plen += (cases[ci].path ? 1 : 1 + plen / 8)) {
+            http_req r;
+            memset(&r, 0, sizeof r);
+            r.method = bz_str_c(cases[ci].method);
+            r.path = cases[ci].path ? bz_str_c(cases[ci].path) : bz_str_make(hostile + hn - plen, plen);
+            snprintf(r.request_id, sizeof r.request_id, "%s", cases[ci].rid);
+            snprintf(r.peer, sizeof r.peer, "%s", cases[ci].peer);
+            bz_str tp = cases[ci].traceparent ? bz_str_c(cases[ci].traceparent) : BZ_STR_NULL;
+            bz_trace_start(&r.trace, tp, BZ_STR_NULL);
+            r.bytes_out = cases[ci].bytes;
+            r.start_ns = bz_now_ns();
+            if (cases[ci].secret)
+                bz_log_secret("s3cr3t-word");
+            http_obs_done d = {cases[ci].kind, r.method, cases[ci].route, 0, cases[ci].outcome};
+            t_trace_req = &r;
+            int fds[2];
+            assert_int_equal(pipe(fds), 0);
+            bz_log_set_fd(fds[1]);
+            bz_log_setup(BZ_LOG_INFO, BZ_LOG_JSON);
+            bz_log_batch(cases[ci].batch);
+            http_obs_end(&r, &d);
+            t_generic_line(&r, &d, 0.5);
+            bz_log_batch(false);
+            bz_log_set_fd(-1);
+            close(fds[1]);
+            static char out[16384];
+            char *lines[2];
+            t_read_lines(fds[0], out, sizeof out, lines, 2);
+            close(fds[0]);
+            t_blank_clocks(lines[0]);
+            t_blank_clocks(lines[1]);
+            if (strcmp(lines[0], lines[1]))
+                fail_msg("case %zu, path length %zu:\n one pass: %s\n generic:  %s", ci, plen, lines[0], lines[1]);
+            /* and what it holds, said plainly once */
+            if (ci == 2) {
+                char want[512];
+                snprintf(want, sizeof want,
+                         "\"level\":\"info\",\"msg\":\"request\",\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\","
+                         "\"span_id\":\"%s\",\"method\":\"POST\",\"route\":\"\",\"path\":\"/v1/x\",\"status\":404,"
+                         "\"bytes\":0,\"duration_ms\":,\"request_id\":\"a\",\"peer\":\"[::1]:1\","
+                         "\"parent_id\":\"00f067aa0ba902b7\"}",
+                         r.trace.span_id);
+                assert_string_equal(lines[0] + 7 + 27 + 2, want);
+            }
+            if (ci == 3)
+                assert_non_null(strstr(lines[0], ",\"method\":\"BR\\\"EW\",\"route\":\"GET /v1/items/{id}\","));
+            if (ci == 3 && plen == hn)
+                assert_non_null(strstr(lines[0], "\"path\":\"\\u0000\\u0001\\u0002\\u0003\\u0004\\u0005\\u0006"
+                                                 "\\u0007\\u0008\\t\\n\\u000b\\u000c\\r\\u000e"));
+            if (cases[ci].secret)
+                assert_non_null(strstr(lines[0], "\"path\":\"/***/x\""));
+            t_trace_req = NULL;
+        }
+    bz_log_set_trace_source(NULL);
+    bz_log_setup(BZ_LOG_INFO, BZ_LOG_TEXT);
+}
+
+/* In the text format the access line is the generic one (key=value). */
+static void observe_access_line_in_text(void **state)
+{
+    (void)state;
+    http_req r;
+    memset(&r, 0, sizeof r);
+    r.method = BZ_STR_LIT("GET");
+    r.path = BZ_STR_LIT("/a b");
+    strcpy(r.request_id, "rid");
+    strcpy(r.peer, "127.0.0.1:1");
+    r.start_ns = bz_now_ns();
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    bz_log_set_fd(fds[1]);
+    bz_log_setup(BZ_LOG_INFO, BZ_LOG_TEXT);
+    http_obs_end(&r, &(http_obs_done){&http_obs_http, r.method, "GET /{x}", 0, 200});
+    bz_log_set_fd(-1);
+    close(fds[1]);
+    static char out[4096];
+    char *lines[1];
+    t_read_lines(fds[0], out, sizeof out, lines, 1);
+    close(fds[0]);
+    assert_non_null(strstr(lines[0], " INFO  request method=GET route=\"GET /{x}\" path=\"/a b\" status=200 bytes=0 "
+                                     "duration_ms="));
+    assert_non_null(strstr(lines[0], " request_id=rid peer=127.0.0.1:1 parent_id=\"\""));
+}
+
+/* Request header lookups: case-insensitive for letters only (two token
+ * characters 0x20 apart, such as '^' and '~', are different), exact in
+ * length, the first of duplicates, absent as a NULL slice. */
+static void header_lookup_is_exact_but_for_letter_case(void **state)
+{
+    (void)state;
+    http_header h[] = {
+        {BZ_STR_LIT("Host"), BZ_STR_LIT("h")},
+        {BZ_STR_LIT("x-request-ie"), BZ_STR_LIT("not it")},
+        {BZ_STR_LIT("X-REQUEST-ID"), BZ_STR_LIT("first")},
+        {BZ_STR_LIT("x-request-id"), BZ_STR_LIT("second")},
+        {BZ_STR_LIT("a^b"), BZ_STR_LIT("caret")},
+        {BZ_STR_LIT("^x"), BZ_STR_LIT("caret first")},
+        {BZ_STR_LIT("traceparent1"), BZ_STR_LIT("longer")},
+    };
+    http_req r;
+    memset(&r, 0, sizeof r);
+    r.headers = h;
+    r.nheaders = (int)(sizeof h / sizeof h[0]);
+    assert_true(bz_str_eq_c(http_header_get(&r, "X-Request-Id"), "first"));
+    assert_true(bz_str_eq_c(http_header_get(&r, "x-request-iD"), "first"));
+    assert_true(bz_str_eq_c(http_header_get(&r, "X-Request-IE"), "not it"));
+    assert_true(bz_str_eq_c(http_header_get(&r, "HOST"), "h"));
+    assert_true(bz_str_eq_c(http_header_get(&r, "A^B"), "caret"));
+    assert_null(http_header_get(&r, "a~b").p); /* '~' is '^' + 0x20, not its lower case */
+    assert_null(http_header_get(&r, "~x").p);
+    assert_null(http_header_get(&r, "traceparent").p); /* a longer name is another name */
+    assert_null(http_header_get(&r, "Hos").p);
+    assert_null(http_header_get(&r, "").p);
+    r.nheaders = 0;
+    assert_null(http_header_get(&r, "Host").p);
+}
+
 /* Response header fields are (name, value) pairs copied into the arena in
  * the order added: a caller's buffer may change after the call, lookups are
  * case-insensitive, HTTP/2 gets lower-case names (what it sends), and a
@@ -689,19 +1086,25 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parser_accepts_valid_requests),
         cmocka_unit_test(response_headers_are_pairs),
+        cmocka_unit_test(header_lookup_is_exact_but_for_letter_case),
         cmocka_unit_test(parser_waits_for_more),
         cmocka_unit_test(parser_rejects_malformed_and_smuggling),
+        cmocka_unit_test(parser_checks_every_byte_of_targets_and_values),
         cmocka_unit_test(parser_resumes_byte_by_byte),
         cmocka_unit_test(parser_scans_linearly),
         cmocka_unit_test(parser_limits),
         cmocka_unit_test(chunked_decoding),
         cmocka_unit_test(clean_paths),
+        cmocka_unit_test(clean_check_and_method_index),
         cmocka_unit_test(router_conflicts_like_go),
         cmocka_unit_test(router_picks_most_specific),
+        cmocka_unit_test(router_index_by_segment_byte_changes_no_answer),
         cmocka_unit_test(path_values_are_decoded),
         cmocka_unit_test(observe_recorder_sums_shards_and_renders_its_spec),
         cmocka_unit_test(observe_status_is_what_the_client_got),
         cmocka_unit_test(observe_middleware_counts_each_request_once),
+        cmocka_unit_test(observe_access_line_is_the_generic_line),
+        cmocka_unit_test(observe_access_line_in_text),
     };
     return cmocka_run_group_tests_name("http", tests, NULL, NULL);
 }
