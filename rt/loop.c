@@ -288,6 +288,12 @@ static void loop_body(rt_loop *l)
             int64_t t = bz_now_ns();
             if (!rest && ++skipped < POLL_EVERY && t - polled < POLL_NS &&
                 !atomic_load_explicit(&l->mb_rung, memory_order_relaxed)) {
+                /* rt_now() in a timer's callback is the time it runs
+                 * at: a callback that re-arms itself "until rt_now()
+                 * reaches the deadline" would otherwise see the turn's
+                 * stale time, re-arm at a deadline already past, and
+                 * spin in rt__timers_run forever. */
+                l->now = t;
                 if (l->heap_len)
                     rt__timers_run(l, t);
                 continue;

@@ -222,6 +222,48 @@ static void raw_timers_main(void *unused)
 
 static void raw_timers_in_order_and_stoppable(void **state) { run(1, raw_timers_main, NULL); }
 
+/* A timer callback sees rt_now() at least at its deadline, also when the
+ * loop runs timers between coroutines without polling (a busy runq):
+ * a callback that sleeps again "until rt_now() reaches the deadline"
+ * spun forever inside the timer run when it saw the turn's stale time
+ * (HTTP/2's idle timer did). */
+static int early_seen;
+static volatile int spinning_done;
+static void patient_cb(rt_timer *t)
+{
+    if (rt_now() < t->deadline && early_seen < 1000) {
+        early_seen++;
+        rt_timer_start(t, t->deadline); /* not yet, by the loop's clock */
+    }
+}
+
+static void spinner(void *unused)
+{
+    while (!spinning_done)
+        rt_yield(); /* keeps the run queue busy: timers run between turns */
+}
+
+static void timer_clock_main(void *unused)
+{
+    early_seen = 0;
+    spinning_done = 0;
+    rt_go(spinner, NULL);
+    rt_timer t[50];
+    int64_t now = bz_now_ns();
+    for (int i = 0; i < 50; i++) {
+        t[i] = (rt_timer){.fn = patient_cb};
+        rt_timer_start(&t[i], now + (5 + i) * BZ_NS_PER_MS);
+    }
+    int64_t end = bz_now_ns() + 200 * BZ_NS_PER_MS;
+    while (bz_now_ns() < end)
+        rt_yield();
+    spinning_done = 1;
+    rt_yield();
+    assert_int_equal(early_seen, 0);
+}
+
+static void timer_callbacks_see_their_deadline_passed(void **state) { run(1, timer_clock_main, NULL); }
+
 /* ---- contexts ---- */
 
 typedef struct {
@@ -1185,6 +1227,7 @@ int main(void)
         cmocka_unit_test(hundred_thousand_coroutines),
         cmocka_unit_test(timers_fire_in_deadline_order),
         cmocka_unit_test(raw_timers_in_order_and_stoppable),
+        cmocka_unit_test(timer_callbacks_see_their_deadline_passed),
         cmocka_unit_test(cancel_from_another_thread_wakes_waits),
         cmocka_unit_test(nested_context_deadlines),
         cmocka_unit_test(cancel_after_an_unobserved_deadline_is_a_timeout),
