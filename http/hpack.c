@@ -37,6 +37,40 @@ static const st_entry STATIC[62] = {
 #undef S
 #define STATIC_N 61
 
+/* ---- field checks (RFC 9113 §8.2.1) ---------------------------------------------------------
+ *
+ * NAME_CH: lower-case token characters; VALUE_BAD: NUL, CR, LF. */
+static const uint8_t NAME_CH[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1,
+    ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1,
+    ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1,
+    ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
+bool http__hpack_name_ok(const uint8_t *n, size_t l)
+{
+    size_t i = l && n[0] == ':' ? 1 : 0;
+    if (i == l)
+        return false;
+    uint8_t all = 1;
+    for (; i < l; i++)
+        all &= NAME_CH[n[i]];
+    return all;
+}
+
+bool http__hpack_value_ok(const uint8_t *v, size_t l)
+{
+    if (!l)
+        return true;
+    if (v[0] == ' ' || v[0] == '\t' || v[l - 1] == ' ' || v[l - 1] == '\t')
+        return false;
+    /* (memchr is vectorised: three passes over a short value beat one
+     * byte-by-byte loop) */
+    return !memchr(v, '\n', l) && !memchr(v, '\r', l) && !memchr(v, 0, l);
+}
+
 /* ---- Huffman code (RFC 7541 Appendix B) ------------------------------------------------
  *
  * The code is canonical: codes of one length are consecutive, in symbol
@@ -71,6 +105,10 @@ static struct {
     uint32_t first[32];      /* length L's first code (right-aligned) */
     uint16_t offset[32];     /* index in sorted of length L's first symbol */
     uint8_t minlen, maxlen;
+    /* By the next 8 bits: the symbol and its length when its code has at
+     * most 8 bits (the letters, digits and most punctuation), else length
+     * 0 (look further, from 9 bits on). */
+    uint8_t fast_sym[256], fast_len[256];
 } H;
 static pthread_once_t huff_once = PTHREAD_ONCE_INIT;
 
@@ -93,6 +131,16 @@ static void huff_build(void)
         H.lim[len] = (uint32_t)(((uint64_t)code << (32 - len)) - 1);
         code <<= 1;
     }
+    for (uint32_t v = 0; v < 256; v++) {
+        uint32_t w = v << 24;
+        int len = H.minlen;
+        while (len <= 8 && w > H.lim[len])
+            len++;
+        if (len <= 8) {
+            H.fast_sym[v] = (uint8_t)H.sorted[H.offset[len] + ((w >> (32 - len)) - H.first[len])];
+            H.fast_len[v] = (uint8_t)len;
+        }
+    }
 }
 
 long http__hpack_huff_decode(const uint8_t *p, size_t n, uint8_t *out)
@@ -109,9 +157,18 @@ long http__hpack_huff_decode(const uint8_t *p, size_t n, uint8_t *out)
         if (nbits == 0)
             break;
         uint32_t w = nbits >= 32 ? (uint32_t)(acc >> (nbits - 32)) : (uint32_t)(acc << (32 - nbits));
-        int len = H.minlen;
-        while (len <= H.maxlen && w > H.lim[len])
-            len++;
+        int len = H.fast_len[w >> 24];
+        if (len && len <= nbits) {
+            out[o++] = H.fast_sym[w >> 24];
+            nbits -= len;
+            acc &= ((uint64_t)1 << nbits) - 1;
+            continue;
+        }
+        if (!len) {
+            len = 9;
+            while (len <= H.maxlen && w > H.lim[len])
+                len++;
+        }
         if (len > nbits) {
             /* Only padding may be left: fewer than 8 bits, all ones
              * (the most significant bits of EOS). */
@@ -266,7 +323,8 @@ static int dyn_add(http__hpack_dec *d, const uint8_t *name, size_t nl, const uin
         memcpy(d->buf + d->tail, name, nl);
     if (vl)
         memcpy(d->buf + d->tail + nl, value, vl);
-    d->ent[(d->first + d->n) % d->ecap] = (http__hpack_entry){(uint32_t)d->tail, (uint32_t)nl, (uint32_t)vl};
+    uint32_t ok = http__hpack_name_ok(name, nl) && http__hpack_value_ok(value, vl) ? HTTP_HPACK_CHECKED : 0;
+    d->ent[(d->first + d->n) % d->ecap] = (http__hpack_entry){(uint32_t)d->tail, (uint32_t)nl, (uint32_t)vl, ok};
     d->n++;
     d->tail += need;
     d->size += sz;
@@ -328,7 +386,7 @@ static bool get_str(const uint8_t **pp, const uint8_t *end, uint8_t *into, const
 
 /* Name (and value) of table index i (1-based: static then dynamic). */
 static bool lookup(const http__hpack_dec *d, uint32_t i, const uint8_t **name, size_t *nl, const uint8_t **value,
-                   size_t *vl)
+                   size_t *vl, unsigned *flags)
 {
     if (i == 0)
         return false;
@@ -337,6 +395,7 @@ static bool lookup(const http__hpack_dec *d, uint32_t i, const uint8_t **name, s
         *nl = STATIC[i].nl;
         *value = (const uint8_t *)STATIC[i].value;
         *vl = STATIC[i].vl;
+        *flags = HTTP_HPACK_CHECKED | HTTP_HPACK_STATIC_NAME;
         return true;
     }
     i -= STATIC_N + 1;
@@ -349,6 +408,7 @@ static bool lookup(const http__hpack_dec *d, uint32_t i, const uint8_t **name, s
     *nl = e->nlen;
     *value = base + e->off + e->nlen;
     *vl = e->vlen;
+    *flags = e->checked;
     return true;
 }
 
@@ -363,11 +423,12 @@ int http__hpack_decode(http__hpack_dec *d, const uint8_t *p, size_t n, http__hpa
         const uint8_t *name, *value;
         size_t nl, vl;
         uint32_t idx;
+        unsigned flags = 0;
         if (b & 0x80) { /* indexed field (§6.1) */
-            if (!get_int(&p, end, 7, &idx) || !lookup(d, idx, &name, &nl, &value, &vl))
+            if (!get_int(&p, end, 7, &idx) || !lookup(d, idx, &name, &nl, &value, &vl, &flags))
                 return HTTP_HPACK_EMALFORMED;
             field_seen = true;
-            int rc = emit(arg, name, nl, value, vl);
+            int rc = emit(arg, name, nl, value, vl, flags);
             if (rc)
                 return rc;
             continue;
@@ -388,8 +449,10 @@ int http__hpack_decode(http__hpack_dec *d, const uint8_t *p, size_t n, http__hpa
         if (idx) {
             const uint8_t *v0;
             size_t v0l;
-            if (!lookup(d, idx, &name, &nl, &v0, &v0l))
+            unsigned f0;
+            if (!lookup(d, idx, &name, &nl, &v0, &v0l, &f0))
                 return HTTP_HPACK_EMALFORMED;
+            flags = f0 & HTTP_HPACK_STATIC_NAME;
             if (incr && idx > STATIC_N) { /* the entry may be evicted by the insertion */
                 memcpy(sc, name, nl);
                 name = sc;
@@ -406,8 +469,10 @@ int http__hpack_decode(http__hpack_dec *d, const uint8_t *p, size_t n, http__hpa
         if (incr) {
             if (dyn_add(d, name, nl, value, vl) != 0)
                 return HTTP_HPACK_EMALFORMED;
+            if (d->n && dyn_at(d, 0)->checked) /* (the entry added is this field: checked once) */
+                flags |= HTTP_HPACK_CHECKED;
         }
-        int rc = emit(arg, name, nl, value, vl);
+        int rc = emit(arg, name, nl, value, vl, flags);
         if (rc)
             return rc;
     }

@@ -33,6 +33,7 @@
 typedef struct http__hpack_entry {
     uint32_t off;       /* name at buf[off], value right after it */
     uint32_t nlen, vlen;
+    uint32_t checked;   /* HTTP_HPACK_CHECKED if it passed http__hpack_field_ok */
 } http__hpack_entry;
 
 typedef struct http__hpack_dec {
@@ -45,11 +46,23 @@ typedef struct http__hpack_dec {
     size_t limit;       /* what we allow (SETTINGS_HEADER_TABLE_SIZE) */
 } http__hpack_dec;
 
-/* A decoded field.  name/value are valid during the call only.  Return
- * 0 to go on; anything else stops decoding and is returned by
- * http__hpack_decode (the table stays consistent only if the caller then
- * ends the connection). */
-typedef int (*http__hpack_emit)(void *arg, const uint8_t *name, size_t nl, const uint8_t *value, size_t vl);
+/* A decoded field.  name/value are valid during the call only (but see
+ * HTTP_HPACK_STATIC_NAME).  Return 0 to go on; anything else stops
+ * decoding and is returned by http__hpack_decode (the table stays
+ * consistent only if the caller then ends the connection). */
+typedef int (*http__hpack_emit)(void *arg, const uint8_t *name, size_t nl, const uint8_t *value, size_t vl,
+                                unsigned flags);
+/* flags: the field passed http__hpack_field_ok (a table entry is checked
+ * once, when it is added, not on every reference to it) ... */
+#define HTTP_HPACK_CHECKED 1u
+/* ... and its name is static storage (a static table name). */
+#define HTTP_HPACK_STATIC_NAME 2u
+
+/* A field as RFC 9113 §8.2.1 allows it: the name lower-case token
+ * characters (a pseudo-field's after its ':'), the value without NUL, CR
+ * or LF and without whitespace at either end. */
+bool http__hpack_name_ok(const uint8_t *n, size_t l);
+bool http__hpack_value_ok(const uint8_t *v, size_t l);
 
 void http__hpack_dec_init(http__hpack_dec *d, size_t limit);
 void http__hpack_dec_free(http__hpack_dec *d);

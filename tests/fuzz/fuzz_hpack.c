@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int emit(void *arg, const uint8_t *name, size_t nl, const uint8_t *value, size_t vl)
+static int emit(void *arg, const uint8_t *name, size_t nl, const uint8_t *value, size_t vl, unsigned flags)
 {
     size_t *total = arg;
     *total += nl + vl;

@@ -41,7 +41,7 @@ typedef struct {
     int count;
 } sink;
 
-static int emit(void *arg, const uint8_t *name, size_t nl, const uint8_t *value, size_t vl)
+static int emit(void *arg, const uint8_t *name, size_t nl, const uint8_t *value, size_t vl, unsigned flags)
 {
     sink *s = arg;
     s->len += (size_t)snprintf(s->text + s->len, sizeof s->text - s->len, "%.*s: %.*s\n", (int)nl, name, (int)vl,
