@@ -225,7 +225,7 @@ static void mem_account(http__h2 *h)
 {
     int64_t now = (int64_t)(h->self_bytes + http__hpack_dec_bytes(&h->dec) + h->out.cap + h->in.cap + h->block.cap);
     if (h->spare)
-        now += (int64_t)(sizeof *h->spare + h->spare->arena.total + h->spare->pend.cap);
+        now += (int64_t)(sizeof *h->spare + h->spare->arena.total + h->spare->pend.cap + h->spare->req.body.cap);
     if (now != h->counted) {
         atomic_fetch_add(&heap_bytes, now - h->counted);
         h->counted = now;
@@ -485,10 +485,11 @@ static h2_stream *stream_new(http__h2 *h, uint32_t id)
     if (s) {
         h->spare = NULL;
         bz_arena a = s->arena;
-        bz_buf pend = s->pend;
+        bz_buf pend = s->pend, body = s->req.body;
         memset(s, 0, sizeof *s);
         s->arena = a;
         s->pend = pend;
+        s->req.body = body;
     } else {
         s = calloc(1, sizeof *s);
         if (!s)
@@ -532,13 +533,15 @@ static void stream_free(h2_stream *s)
     s->pend_off = 0;
     pend_account(s);
     reserve_release(s);
-    bz_buf_free(&s->req.body);
     rt_ctx_release(&s->ctx);
-    if (!h->spare && !h->freeing && s->pend.cap <= H2_PEND_MAX) {
+    if (!h->spare && !h->freeing && s->pend.cap <= H2_PEND_MAX && s->req.body.cap <= H2_PEND_MAX) {
+        /* (the two response buffers: flush swaps them, so both are warm) */
+        bz_buf_clear(&s->req.body);
         bz_arena_reset(&s->arena);
         h->spare = s;
         return;
     }
+    bz_buf_free(&s->req.body);
     bz_buf_free(&s->pend);
     bz_arena_free(&s->arena);
     free(s);
@@ -551,6 +554,7 @@ static void spare_free(http__h2 *h)
         return;
     h->spare = NULL;
     bz_buf_free(&s->pend);
+    bz_buf_free(&s->req.body);
     bz_arena_free(&s->arena);
     free(s);
 }
@@ -1250,7 +1254,8 @@ static int on_field(void *arg, const uint8_t *name, size_t nl, const uint8_t *va
         }
         s->pseudo |= bit;
         if (dst)
-            *dst = arena_str(&s->arena, value, vl);
+            *dst = flags & HTTP_HPACK_STATIC_VALUE ? bz_str_make((const char *)value, vl)
+                                                   : arena_str(&s->arena, value, vl);
         return 0;
     }
     x->regular = true;
@@ -1281,8 +1286,13 @@ static int on_field(void *arg, const uint8_t *name, size_t nl, const uint8_t *va
         s->bad = 431;
         return 0;
     }
-    http__fields_room(&s->arena, &s->hdrs, s->nh, &s->hcap);
-    /* One allocation for both strings; a static table name is not copied. */
+    if (s->nh == s->hcap)
+        http__fields_room(&s->arena, &s->hdrs, s->nh, &s->hcap);
+    /* One allocation for both strings; static table strings are not copied. */
+    if ((flags & HTTP_HPACK_STATIC_VALUE)) {
+        s->hdrs[s->nh++] = (http_header){bz_str_make((const char *)name, nl), bz_str_make((const char *)value, vl)};
+        return 0;
+    }
     bool copy_name = !(flags & HTTP_HPACK_STATIC_NAME);
     char *d = bz_arena_alloc(&s->arena, (copy_name ? nl + 1 : 0) + vl + 1);
     bz_str ns = bz_str_make((const char *)name, nl);

@@ -146,24 +146,26 @@ static void huff_build(void)
 long http__hpack_huff_decode(const uint8_t *p, size_t n, uint8_t *out)
 {
     pthread_once(&huff_once, huff_build);
-    uint64_t acc = 0; /* nbits valid bits, right-aligned */
+    /* acc holds nbits unread bits at its top (left-aligned): the next
+     * code is always in its top 32 bits. */
+    uint64_t acc = 0;
     int nbits = 0;
     size_t i = 0, o = 0;
     for (;;) {
         while (nbits <= 56 && i < n) {
-            acc = acc << 8 | p[i++];
+            acc |= (uint64_t)p[i++] << (56 - nbits);
             nbits += 8;
         }
         if (nbits == 0)
             break;
-        uint32_t w = nbits >= 32 ? (uint32_t)(acc >> (nbits - 32)) : (uint32_t)(acc << (32 - nbits));
-        int len = H.fast_len[w >> 24];
+        int len = H.fast_len[acc >> 56];
         if (len && len <= nbits) {
-            out[o++] = H.fast_sym[w >> 24];
+            out[o++] = H.fast_sym[acc >> 56];
+            acc <<= len;
             nbits -= len;
-            acc &= ((uint64_t)1 << nbits) - 1;
             continue;
         }
+        uint32_t w = (uint32_t)(acc >> 32);
         if (!len) {
             len = 9;
             while (len <= H.maxlen && w > H.lim[len])
@@ -172,7 +174,7 @@ long http__hpack_huff_decode(const uint8_t *p, size_t n, uint8_t *out)
         if (len > nbits) {
             /* Only padding may be left: fewer than 8 bits, all ones
              * (the most significant bits of EOS). */
-            if (nbits > 7 || (acc & ((1u << nbits) - 1)) != (1u << nbits) - 1)
+            if (nbits > 7 || (acc >> (64 - nbits)) != (1u << nbits) - 1)
                 return -1;
             break;
         }
@@ -181,8 +183,8 @@ long http__hpack_huff_decode(const uint8_t *p, size_t n, uint8_t *out)
         if (sym == 256)
             return -1; /* EOS in a string is an error (§5.2) */
         out[o++] = (uint8_t)sym;
+        acc <<= len;
         nbits -= len;
-        acc &= nbits ? (((uint64_t)1 << nbits) - 1) : 0;
     }
     return (long)o;
 }
@@ -395,7 +397,7 @@ static bool lookup(const http__hpack_dec *d, uint32_t i, const uint8_t **name, s
         *nl = STATIC[i].nl;
         *value = (const uint8_t *)STATIC[i].value;
         *vl = STATIC[i].vl;
-        *flags = HTTP_HPACK_CHECKED | HTTP_HPACK_STATIC_NAME;
+        *flags = HTTP_HPACK_CHECKED | HTTP_HPACK_STATIC_NAME | HTTP_HPACK_STATIC_VALUE;
         return true;
     }
     i -= STATIC_N + 1;

@@ -55,8 +55,10 @@ typedef int (*http__hpack_emit)(void *arg, const uint8_t *name, size_t nl, const
 /* flags: the field passed http__hpack_field_ok (a table entry is checked
  * once, when it is added, not on every reference to it) ... */
 #define HTTP_HPACK_CHECKED 1u
-/* ... and its name is static storage (a static table name). */
+/* ... its name is static storage (a static table name) ... */
 #define HTTP_HPACK_STATIC_NAME 2u
+/* ... and so is its value (a static table entry). */
+#define HTTP_HPACK_STATIC_VALUE 4u
 
 /* A field as RFC 9113 §8.2.1 allows it: the name lower-case token
  * characters (a pseudo-field's after its ':'), the value without NUL, CR
