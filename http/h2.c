@@ -1207,7 +1207,8 @@ static int on_field(void *arg, const uint8_t *name, size_t nl, const uint8_t *va
     if (!s || x->malformed)
         return 0;
     bool pseudo = nl && name[0] == ':';
-    if (!(flags & HTTP_HPACK_CHECKED) && !(http__hpack_name_ok(name, nl) && http__hpack_value_ok(value, vl))) {
+    if (!(flags & HTTP_HPACK_CHECKED) &&
+        !((flags & HTTP_HPACK_NAME_OK || http__hpack_name_ok(name, nl)) && http__hpack_value_ok(value, vl))) {
         x->malformed = true; /* RFC 9113 §8.2.1 */
         return 0;
     }

@@ -60,15 +60,20 @@ bool http__hpack_name_ok(const uint8_t *n, size_t l)
     return all;
 }
 
+static const uint8_t VALUE_BAD[256] = {[0] = 1, ['\r'] = 1, ['\n'] = 1};
+
 bool http__hpack_value_ok(const uint8_t *v, size_t l)
 {
     if (!l)
         return true;
     if (v[0] == ' ' || v[0] == '\t' || v[l - 1] == ' ' || v[l - 1] == '\t')
         return false;
-    /* (memchr is vectorised: three passes over a short value beat one
-     * byte-by-byte loop) */
-    return !memchr(v, '\n', l) && !memchr(v, '\r', l) && !memchr(v, 0, l);
+    if (l >= 64) /* (memchr is vectorised: three passes over a long value beat one loop) */
+        return !memchr(v, '\n', l) && !memchr(v, '\r', l) && !memchr(v, 0, l);
+    uint8_t bad = 0;
+    for (size_t i = 0; i < l; i++)
+        bad |= VALUE_BAD[v[i]];
+    return !bad;
 }
 
 /* ---- Huffman code (RFC 7541 Appendix B) ------------------------------------------------
@@ -362,8 +367,11 @@ static bool get_int(const uint8_t **pp, const uint8_t *end, int prefix, uint32_t
 }
 
 /* A string literal (§5.2) at *pp: *s and *len, decoded into `into` (room
- * for its Huffman expansion) if it is Huffman-coded. */
-static bool get_str(const uint8_t **pp, const uint8_t *end, uint8_t *into, const uint8_t **s, size_t *len)
+ * for its Huffman expansion) if it is Huffman-coded.  With memo (values
+ * only), the decoder's memo is used and kept, and *checked says whether
+ * the value is known to pass http__hpack_value_ok. */
+static bool get_str(const uint8_t **pp, const uint8_t *end, uint8_t *into, const uint8_t **s, size_t *len,
+                    http__hpack_dec *memo, bool *checked)
 {
     const uint8_t *p = *pp;
     if (p == end)
@@ -372,12 +380,23 @@ static bool get_str(const uint8_t **pp, const uint8_t *end, uint8_t *into, const
     uint32_t n;
     if (!get_int(&p, end, 7, &n) || n > (size_t)(end - p))
         return false;
-    if (huff) {
+    if (huff && memo && n && n == memo->memo_inlen && memcmp(p, memo->memo_in, n) == 0) {
+        *s = memo->memo_out;
+        *len = memo->memo_outlen;
+        *checked = memo->memo_ok;
+    } else if (huff) {
         long k = http__hpack_huff_decode(p, n, into);
         if (k < 0)
             return false;
         *s = into;
         *len = (size_t)k;
+        if (memo && n <= HTTP_HPACK_MEMO_IN && (size_t)k <= HTTP_HPACK_MEMO_OUT) {
+            memcpy(memo->memo_in, p, n);
+            memcpy(memo->memo_out, into, (size_t)k);
+            memo->memo_inlen = (uint8_t)n;
+            memo->memo_outlen = (uint8_t)k;
+            memo->memo_ok = *checked = http__hpack_value_ok(into, (size_t)k);
+        }
     } else {
         *s = p;
         *len = n;
@@ -448,6 +467,7 @@ int http__hpack_decode(http__hpack_dec *d, const uint8_t *p, size_t n, http__hpa
         if (!sc && !(sc = scratch(n * 2 + 16 + d->limit)))
             return HTTP_HPACK_EMALFORMED;
         size_t used = 0;
+        bool name_ok = false, value_ok = false;
         if (idx) {
             const uint8_t *v0;
             size_t v0l;
@@ -455,19 +475,22 @@ int http__hpack_decode(http__hpack_dec *d, const uint8_t *p, size_t n, http__hpa
             if (!lookup(d, idx, &name, &nl, &v0, &v0l, &f0))
                 return HTTP_HPACK_EMALFORMED;
             flags = f0 & HTTP_HPACK_STATIC_NAME;
+            name_ok = f0 & HTTP_HPACK_CHECKED; /* (an entry checked whole has a good name) */
             if (incr && idx > STATIC_N) { /* the entry may be evicted by the insertion */
                 memcpy(sc, name, nl);
                 name = sc;
                 used = nl;
             }
         } else {
-            if (!get_str(&p, end, sc, &name, &nl))
+            if (!get_str(&p, end, sc, &name, &nl, NULL, NULL))
                 return HTTP_HPACK_EMALFORMED;
             used = name == sc ? nl : 0;
         }
-        if (!get_str(&p, end, sc + used, &value, &vl))
+        if (!get_str(&p, end, sc + used, &value, &vl, d, &value_ok))
             return HTTP_HPACK_EMALFORMED;
         field_seen = true;
+        if (name_ok)
+            flags |= value_ok ? HTTP_HPACK_CHECKED : HTTP_HPACK_NAME_OK;
         if (incr) {
             if (dyn_add(d, name, nl, value, vl) != 0)
                 return HTTP_HPACK_EMALFORMED;

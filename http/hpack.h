@@ -36,6 +36,13 @@ typedef struct http__hpack_entry {
     uint32_t checked;   /* HTTP_HPACK_CHECKED if it passed http__hpack_field_ok */
 } http__hpack_entry;
 
+/* The decoder remembers the last Huffman-coded value it decoded (up to
+ * HTTP_HPACK_MEMO_IN coded bytes): clients send some values as literals on
+ * every request — nghttp2 never indexes :path or content-length — and
+ * comparing the coded bytes costs less than decoding and checking them. */
+#define HTTP_HPACK_MEMO_IN 64
+#define HTTP_HPACK_MEMO_OUT (HTTP_HPACK_MEMO_IN * 8 / 5 + 1)
+
 typedef struct http__hpack_dec {
     uint8_t *buf;       /* entries' bytes, oldest first, in [head, tail) */
     size_t cap, head, tail;
@@ -44,6 +51,9 @@ typedef struct http__hpack_dec {
     size_t size;        /* the table's size as RFC 7541 §4.1 counts it */
     size_t max;         /* its maximum, from the peer's size updates */
     size_t limit;       /* what we allow (SETTINGS_HEADER_TABLE_SIZE) */
+    uint8_t memo_inlen, memo_outlen; /* the memo (0: empty) */
+    bool memo_ok;       /* its value passes http__hpack_value_ok */
+    uint8_t memo_in[HTTP_HPACK_MEMO_IN], memo_out[HTTP_HPACK_MEMO_OUT];
 } http__hpack_dec;
 
 /* A decoded field.  name/value are valid during the call only (but see
@@ -59,6 +69,9 @@ typedef int (*http__hpack_emit)(void *arg, const uint8_t *name, size_t nl, const
 #define HTTP_HPACK_STATIC_NAME 2u
 /* ... and so is its value (a static table entry). */
 #define HTTP_HPACK_STATIC_VALUE 4u
+/* Without HTTP_HPACK_CHECKED: the name at least passed
+ * http__hpack_name_ok (a table name), the value is to be checked. */
+#define HTTP_HPACK_NAME_OK 8u
 
 /* A field as RFC 9113 §8.2.1 allows it: the name lower-case token
  * characters (a pseudo-field's after its ':'), the value without NUL, CR
