@@ -235,6 +235,14 @@ uint32_t http__h2_guard_feed(http__h2_guard *g, const uint8_t *p, size_t n, int6
             i += k;
             continue;
         }
+        if (g->hlen == 0 && n - i >= 9) { /* a whole header at hand: one copy */
+            memcpy(g->hdr, p + i, 9);
+            i += 9;
+            uint32_t e = frame(g, now);
+            if (e)
+                return e;
+            continue;
+        }
         g->hdr[g->hlen++] = p[i++];
         if (g->hlen == 9) {
             g->hlen = 0;

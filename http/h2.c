@@ -309,11 +309,17 @@ static ssize_t b64url_decode(bz_str in, uint8_t *out, size_t cap)
     return (ssize_t)o;
 }
 
-/* Connection-specific fields are forbidden in HTTP/2 (RFC 9113 §8.2.2). */
+/* Connection-specific fields are forbidden in HTTP/2 (RFC 9113 §8.2.2).
+ * (By length first: most names are not one of these lengths.) */
 static bool conn_specific(const char *n, size_t l)
 {
-    return str_ieq(n, l, "connection") || str_ieq(n, l, "keep-alive") || str_ieq(n, l, "proxy-connection") ||
-           str_ieq(n, l, "transfer-encoding") || str_ieq(n, l, "upgrade");
+    switch (l) {
+    case 7: return !strncasecmp(n, "upgrade", 7);
+    case 10: return !strncasecmp(n, "connection", 10) || !strncasecmp(n, "keep-alive", 10);
+    case 16: return !strncasecmp(n, "proxy-connection", 16);
+    case 17: return !strncasecmp(n, "transfer-encoding", 17);
+    default: return false;
+    }
 }
 
 /* Fields whose value is new on every response (the request id, the trace
@@ -333,7 +339,8 @@ static void put_fields(bz_buf *o, const http_header *hs, int n, bool drop_cl)
 {
     for (int i = 0; i < n; i++) {
         const http_header *f = &hs[i];
-        if (conn_specific(f->name.p, f->name.n) || (drop_cl && str_ieq(f->name.p, f->name.n, "content-length")))
+        if (conn_specific(f->name.p, f->name.n) ||
+            (drop_cl && f->name.n == 14 && !strncasecmp(f->name.p, "content-length", 14)))
             continue;
         http__hpack_put_field(o, f->name.p, f->name.n, f->value.p, f->value.n, unique_value(f->name));
     }
@@ -1852,8 +1859,16 @@ static void h2_timer(rt_timer *t)
         http__h2_abort(c);
         return;
     }
+    if (h->nrunning || output_waiting(h))
+        return; /* busy: h2_timers arms it again once idle */
     int64_t limit = h->nhdr_pending ? c->srv->o.read_header_timeout_ns : c->srv->o.idle_timeout_ns;
-    if (rt_now() < h->idle_since + limit) {
+    int64_t now = rt_now();
+    if (now < h->idle_since + limit) {
+        if (now < h->idle_since + H2_HIBERNATE_NS && holds_buffers(h)) {
+            /* (armed for an earlier idle spell) */
+            rt_timer_start(&c->timer, h->idle_since + H2_HIBERNATE_NS);
+            return;
+        }
         /* The hibernate tick: nothing is in flight, so the buffers hold
          * nothing live. */
         release_buffers(h);
@@ -1921,14 +1936,16 @@ static int64_t keepalive_interval(const http__h2 *h)
     return d > 0 ? d : 30 * BZ_NS_PER_S;
 }
 
+/* (Left armed when the last call ends: keepalive_check then does nothing
+ * and the next call arms it again; a request costs no timer operation.) */
 static void keepalive_arm(http__h2 *h)
 {
-    if (h->closing || h->lingering || h->closed || !h->nrunning) {
+    if (h->closing || h->lingering || h->closed) {
         if (rt_timer_armed(&h->keepalive))
             rt_timer_stop(&h->keepalive);
         return;
     }
-    if (!rt_timer_armed(&h->keepalive))
+    if (h->nrunning && !rt_timer_armed(&h->keepalive))
         rt_timer_start(&h->keepalive, h->last_in + keepalive_interval(h));
 }
 
@@ -1983,14 +2000,16 @@ static void h2_timers(http__h2 *h)
     bool waiting_out = output_waiting(h);
     if (!h->nrunning && !waiting_out) {
         /* Idle: the first tick (after at most H2_HIBERNATE_NS) gives the
-         * buffers back; the idle timeout closes. */
+         * buffers back; the idle timeout closes.  The timer is left armed
+         * while requests come and go (it is not stopped when a stream
+         * starts): one that fires early looks at idle_since and sleeps
+         * again, so a request costs no timer operation. */
         h->idle_since = rt_now();
         int64_t d = h->nhdr_pending ? c->srv->o.read_header_timeout_ns : c->srv->o.idle_timeout_ns;
         if (d > H2_HIBERNATE_NS && holds_buffers(h))
             d = H2_HIBERNATE_NS;
-        rt_timer_start(&c->timer, h->idle_since + d);
-    } else if (rt_timer_armed(&c->timer)) {
-        rt_timer_stop(&c->timer);
+        if (!rt_timer_armed(&c->timer) || c->timer.deadline > h->idle_since + d)
+            rt_timer_start(&c->timer, h->idle_since + d);
     }
     keepalive_arm(h);
     if (waiting_out) {
