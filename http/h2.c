@@ -1011,8 +1011,12 @@ int http_add_trailer(http_req *r, const char *name, const char *value)
         return -ENOTSUP;
     h2_stream *s = r->h2s;
     http__fields_room(&s->arena, &s->trailers, s->ntrailers, &s->trailers_cap);
-    s->trailers[s->ntrailers++] = (http_header){bz_str_c(bz_arena_strdup(&s->arena, name)),
-                                                bz_str_c(bz_arena_strdup(&s->arena, value))};
+    /* (one allocation for both copies) */
+    size_t nl = strlen(name), vl = strlen(value);
+    char *d = bz_arena_alloc(&s->arena, nl + vl + 2);
+    memcpy(d, name, nl + 1);
+    memcpy(d + nl + 1, value, vl + 1);
+    s->trailers[s->ntrailers++] = (http_header){bz_str_make(d, nl), bz_str_make(d + nl + 1, vl)};
     return 0;
 }
 
