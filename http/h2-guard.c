@@ -2,19 +2,20 @@
  * connection's input that counts the frames which cost the server work
  * without moving a request forward (see h2-private.h).
  *
- * Why our own and not nghttp2's limits: the Debian 12 library is 1.52,
- * which predates the stream-reset rate limit (1.57, "rapid reset",
- * CVE-2023-44487) and the CONTINUATION cap (1.61, CVE-2024-28182) — some
- * builds carry backports, some do not.  Scanning headers is cheap (nine
- * bytes per frame; payloads are skipped, not read) and gives the same
- * behaviour on every build.  Limits per connection: */
+ * It runs over the bytes before h2.c's frame layer parses them, so a
+ * flood is refused before any of its frames cost a parse, a decode or an
+ * answer.  Scanning headers is cheap (nine bytes per frame; payloads are
+ * skipped, not read).  (It was written when libnghttp2 parsed the frames:
+ * Debian 12's 1.52 predates the stream-reset rate limit, "rapid reset",
+ * CVE-2023-44487, and the CONTINUATION cap, CVE-2024-28182.)  Limits per
+ * connection: */
 #include "http/h2-private.h"
 
 #include <string.h>
 
 /* Client RST_STREAMs: cancelling a few requests is normal, hundreds per
  * second is the rapid-reset attack (each reset stream may have started a
- * handler).  nghttp2 ≥ 1.57 defaults to 1000 burst, 33/s. */
+ * handler).  (nghttp2 ≥ 1.57 defaults to 1000 burst, 33/s.) */
 #define RST_BURST 400
 #define RST_RATE 100
 /* PINGs that ask for an answer: keep-alive and RTT probes are rare. */
@@ -127,7 +128,7 @@ static uint32_t frame(http__h2_guard *g, int64_t now)
     uint8_t type = h[3], flags = h[4];
     g->skip = len;
     if (g->in_block) {
-        /* Only CONTINUATION may follow; nghttp2 answers anything else with
+        /* Only CONTINUATION may follow; h2.c answers anything else with
          * PROTOCOL_ERROR, so only the count and size matter here. */
         if (type == F_CONTINUATION) {
             g->block_bytes += len;
@@ -152,7 +153,7 @@ static uint32_t frame(http__h2_guard *g, int64_t now)
         }
         return 0;
     case F_CONTINUATION:
-        /* Outside a block: a protocol error nghttp2 reports itself. */
+        /* Outside a block: a protocol error h2.c reports itself. */
         return 0;
     case F_RST_STREAM: {
         /* A client resets every call whose deadline passes (grpc-go,
@@ -220,7 +221,7 @@ uint32_t http__h2_guard_feed(http__h2_guard *g, const uint8_t *p, size_t n, int6
     while (i < n) {
         if (g->pad_next && g->skip) {
             /* The pad length of a padded DATA frame (a length beyond the
-             * payload is nghttp2's PROTOCOL_ERROR). */
+             * payload is h2.c's PROTOCOL_ERROR). */
             g->pad_next = false;
             uint32_t pad = p[i++];
             g->skip--;
@@ -232,6 +233,14 @@ uint32_t http__h2_guard_feed(http__h2_guard *g, const uint8_t *p, size_t n, int6
             size_t k = n - i < g->skip ? n - i : g->skip;
             g->skip -= (uint32_t)k;
             i += k;
+            continue;
+        }
+        if (g->hlen == 0 && n - i >= 9) { /* a whole header at hand: one copy */
+            memcpy(g->hdr, p + i, 9);
+            i += 9;
+            uint32_t e = frame(g, now);
+            if (e)
+                return e;
             continue;
         }
         g->hdr[g->hlen++] = p[i++];

@@ -38,7 +38,7 @@ void http__h2_drain(http_conn *c);
 void http__h2_abort(http_conn *c);
 /* Frees the HTTP/2 state (from http__conn_free). */
 void http__h2_free(http__h2 *h);
-/* nghttp2 callbacks and options shared by a server's sessions. */
+/* Per-server HTTP/2 setup (nothing is shared between connections now). */
 void http__h2_server_init(http_server *s);
 void http__h2_server_free(http_server *s);
 
@@ -54,15 +54,16 @@ void http__h2_body_release(http_req *r);
 int64_t http__h2_buffered_bytes(void);
 int64_t http__h2_streams(void);
 
-/* Bytes of heap nghttp2 holds for live sessions of this process (counted
- * by our allocator hooks), for tests and the idle-connection benchmark. */
+/* Bytes of heap the live HTTP/2 connections of this process hold (the
+ * connection, its HPACK table, its buffers, a spare stream), for tests and
+ * the idle-connection benchmark. */
 int64_t http__h2_heap_bytes(void);
 
 /* ---- flood guard (h2-guard.c) -------------------------------------------------------
  *
  * A frame-header scanner over the connection's input (after the preface),
- * independent of the nghttp2 version: it sees every frame header before
- * nghttp2 does and counts what costs us work but moves no request
+ * ahead of the frame layer: it sees every frame header before h2.c
+ * parses it and counts what costs us work but moves no request
  * forward.  Each rate is a token bucket (GCRA): `burst` events at once,
  * then `rate` per second. */
 

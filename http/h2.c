@@ -1,49 +1,70 @@
-/* http/h2.c — HTTP/2 (h2c) connections on libnghttp2, driven by the
+/* http/h2.c — HTTP/2 (h2c, and h2 over TLS) connections: bazaar's own
+ * frame layer (RFC 9113) and HPACK (hpack.c, RFC 7541), driven by the
  * runtime.
  *
  * Shape (the same as HTTP/1.1 in server.c): a connection is its rt_io, the
- * small http_conn, an http__h2 and the nghttp2 session.  No coroutine
- * belongs to the connection.  Bytes arriving call http__h2_event on the
- * loop (outside coroutines), which reads the socket into a per-thread
- * buffer and feeds nghttp2; nghttp2's callbacks build requests and start
- * one coroutine per stream that runs the ordinary http_handler.  Handlers
- * append response bytes to their stream and "kick" the connection: one
- * short-lived sender coroutine per loop turn serialises every stream's
- * frames and writes them with one write(2).  So an idle HTTP/2 connection
- * holds no coroutine and no buffer besides nghttp2's own state.
+ * small http_conn and an http__h2.  No coroutine belongs to the
+ * connection.  Bytes arriving call http__h2_event on the loop (outside
+ * coroutines), which reads the socket into a per-thread buffer and parses
+ * frames straight from it (only a frame cut by the end of a read is kept,
+ * in h->in); a complete request head starts one coroutine per stream that
+ * runs the ordinary http_handler.  Handlers append response bytes to their
+ * stream and "kick" the connection: one short-lived sender coroutine per
+ * loop turn serialises every stream's DATA into h->out and writes it with
+ * one write(2).  Response HEADERS are encoded into h->out when the handler
+ * flushes (before any DATA of theirs), control frames (SETTINGS and PING
+ * ACKs, WINDOW_UPDATE, RST_STREAM, GOAWAY) as they are decided.  So an idle
+ * connection holds no coroutine and, after the hibernate tick, no buffer
+ * besides its HPACK table.
+ *
+ * Why our own codec and not libnghttp2: per request nghttp2 spent ~14,700
+ * instructions (HPACK deflate/inflate with its own tables, header
+ * validation, per-stream allocations, frame queues) of an h2c /healthz's
+ * 23,400; the server needs a fraction of its generality.  Here the
+ * response side keeps no HPACK state at all (hpack.h), and the request
+ * side is one pass over the frame with fields copied once into the
+ * stream's arena.
+ *
+ * Protocol errors (RFC 9113 §5.4): a connection error sends GOAWAY with
+ * its code and closes (PROTOCOL_ERROR, FRAME_SIZE_ERROR, FLOW_CONTROL_ERROR,
+ * COMPRESSION_ERROR for any malformed header block — the HPACK state is
+ * lost); a stream error (a malformed request per §8.1.1 and §8.2–8.3, a
+ * stream's flow-control window overrun, content-length against DATA) sends
+ * RST_STREAM and the connection goes on.  Every header block is decoded,
+ * also for streams that are refused or ignored, so the HPACK table stays in
+ * step with the peer's.
  *
  * Flow control, both ways:
- *   - Request bodies: automatic WINDOW_UPDATEs are off.  DATA is copied
- *     into the stream's buffer and the connection window is reopened at
- *     once (it is bounded by the stream windows anyway), but a stream's
- *     window reopens only as the handler reads (http_body_read), so an
- *     unread body costs at most one window (64 KiB) per stream.
- *   - Responses: DATA leaves as the client's windows allow.  A streaming
- *     handler's http_flush parks while more than H2_PEND_MAX bytes wait,
- *     until the client reads or the write deadline passes; and the
- *     connection stops reading while H2_OUT_MAX serialised bytes wait for
- *     the socket.  A connection with output waiting that makes no progress
- *     for --write-timeout is closed with GOAWAY(ENHANCE_YOUR_CALM): a
- *     zero-window stall costs the server nothing after that.
+ *   - Request bodies: DATA is copied into the stream's buffer and the
+ *     connection window is reopened at once (it is bounded by the stream
+ *     windows anyway), but a stream's window reopens only as the handler
+ *     reads (http_body_read), so an unread body costs at most one window
+ *     (64 KiB) per stream.  WINDOW_UPDATEs go out once half a window is
+ *     consumed.
+ *   - Responses: DATA leaves as the client's windows and its
+ *     SETTINGS_MAX_FRAME_SIZE allow.  A streaming handler's http_flush
+ *     parks while more than H2_PEND_MAX bytes wait, until the client reads
+ *     or the write deadline passes; and the connection stops reading while
+ *     H2_OUT_MAX serialised bytes wait for the socket.  A connection with
+ *     output waiting that makes no progress for --write-timeout is closed
+ *     with GOAWAY(ENHANCE_YOUR_CALM): a zero-window stall costs the server
+ *     nothing after that.
  *
- * Floods are counted in h2-guard.c before nghttp2 sees the bytes.
- * Lifetimes: a stream lives until nghttp2 closed it *and* its handler
- * returned; the connection until it is closed and no coroutine (handler
- * or sender) refers to it.  on_event callbacks never free (rt.h): frees
- * happen on coroutines. */
+ * Floods are counted in h2-guard.c before the frames are parsed.
+ * Lifetimes: a stream lives until it is closed (both halves ended, or
+ * reset) *and* its handler returned; the connection until it is closed
+ * and no coroutine (handler or sender) refers to it.  on_event callbacks
+ * never free (rt.h): frees happen on coroutines. */
 #include "http/h2-private.h"
+#include "http/hpack.h"
 
 #include <bazaar/log.h>
 
-#include <nghttp2/nghttp2.h>
-
 #include <errno.h>
-#include <pthread.h>
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/mman.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <linux/sockios.h>
@@ -55,21 +76,33 @@
 #define H2_CONN_WINDOW (1 << 20) /* connection receive window */
 #define H2_DISCARD_MAX (16 << 20) /* request body dropped after an early answer before RST_STREAM */
 #define H2_LINGER_NS (1 * BZ_NS_PER_S) /* after GOAWAY, wait this long for the peer's close */
-#define H2_HIBERNATE_NS (1 * BZ_NS_PER_S) /* idle this long: give buffer pages back */
+#define H2_HIBERNATE_NS (1 * BZ_NS_PER_S) /* idle this long: give buffers back */
+#define H2_MAX_FRAME 16384       /* our SETTINGS_MAX_FRAME_SIZE (the default, not sent) */
+#define H2_DEFAULT_WINDOW 65535  /* SETTINGS_INITIAL_WINDOW_SIZE's default: ours, and the peer's until it says */
+#define H2_WINDOW_MAX 0x7fffffffLL
+#define H2_MAX_SETTINGS 32       /* entries in one SETTINGS frame before it is abuse */
 
-/* An unassigned SETTINGS id (RFC 9113 §6.5.2: unknown ids are ignored)
- * that carries SETTINGS_MAX_CONCURRENT_STREAMS past nghttp2; see h2_new. */
-#define SETTINGS_MCS_UNSEEN 0xb2c3
-#define SETTINGS_MCS 0x3
+/* Frame types, flags, error codes and settings (RFC 9113 §6, §7, §6.5.2). */
+enum { F_DATA = 0, F_HEADERS = 1, F_PRIORITY = 2, F_RST_STREAM = 3, F_SETTINGS = 4, F_PUSH_PROMISE = 5,
+       F_PING = 6, F_GOAWAY = 7, F_WINDOW_UPDATE = 8, F_CONTINUATION = 9 };
+enum { FL_END_STREAM = 0x1, FL_ACK = 0x1, FL_END_HEADERS = 0x4, FL_PADDED = 0x8, FL_PRIORITY = 0x20 };
+enum { E_NO_ERROR = 0x0, E_PROTOCOL = 0x1, E_INTERNAL = 0x2, E_FLOW_CONTROL = 0x3, E_STREAM_CLOSED = 0x5,
+       E_FRAME_SIZE = 0x6, E_REFUSED_STREAM = 0x7, E_COMPRESSION = 0x9, E_CALM = 0xb };
+enum { S_HEADER_TABLE_SIZE = 1, S_ENABLE_PUSH = 2, S_MAX_CONCURRENT_STREAMS = 3, S_INITIAL_WINDOW_SIZE = 4,
+       S_MAX_FRAME_SIZE = 5, S_MAX_HEADER_LIST_SIZE = 6, S_ENABLE_CONNECT_PROTOCOL = 8,
+       S_NO_RFC7540_PRIORITIES = 9 };
 
 static const char PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define PREFACE_LEN 24
+
+/* Request pseudo-header fields seen (h2_stream.pseudo). */
+enum { P_METHOD = 1, P_PATH = 2, P_SCHEME = 4, P_AUTHORITY = 8 };
 
 typedef struct http__h2_stream h2_stream;
 
 struct http__h2_stream {
     http__h2 *h;
-    int32_t id;
+    uint32_t id;
     h2_stream *prev, *next;
     http_req req;
     bz_arena arena;     /* the request's: headers, handler allocations */
@@ -78,8 +111,11 @@ struct http__h2_stream {
     http_header *hdrs;
     int nh, hcap;
     bz_str method, path, authority;
+    uint8_t pseudo;     /* P_* seen */
     size_t hdr_bytes;   /* HPACK-decoded size, as SETTINGS_MAX_HEADER_LIST_SIZE counts */
     int bad;            /* 431 when the head was over the limits */
+    int64_t cl;         /* its content-length, -1 if none */
+    int64_t in_total;   /* DATA bytes received (checked against cl) */
     /* request body */
     bz_buf in;
     size_t in_off;
@@ -88,8 +124,11 @@ struct http__h2_stream {
     int64_t reserved;   /* budget held for a large message being received */
     int64_t msg_deadline; /* a framed body's current read deadline, 0 = the idle rule */
     bool budget_wait;   /* the handler waits for budget (woken as it frees) */
+    int64_t recv_window; /* what the peer may still send on the stream */
+    int64_t recv_unacked; /* consumed, not yet given back by WINDOW_UPDATE */
     /* response */
-    bz_buf pend;        /* body bytes not yet taken by nghttp2 */
+    int64_t send_window; /* what the peer lets us send */
+    bz_buf pend;        /* body bytes not yet serialised */
     size_t pend_off;
     int64_t pend_counted; /* bytes of pend counted in the budgets */
     http_header *trailers; /* http_add_trailer's fields (in the arena) */
@@ -98,11 +137,13 @@ struct http__h2_stream {
     int64_t read_deadline, write_deadline;
     bool hdr_pending;   /* the header block has not ended yet */
     bool running;       /* the handler coroutine exists */
-    bool submitted;     /* response HEADERS submitted */
-    bool has_data;      /* submitted with a data provider still to end */
-    bool deferred;      /* the data provider returned DEFERRED */
+    bool submitted;     /* response HEADERS encoded */
+    bool has_data;      /* the sender has something to do: DATA, or the stream's end */
+    bool head_es;       /* the HEADERS carried END_STREAM (the sender notes the end) */
     bool final;         /* the handler returned: no more body */
-    bool closed;        /* nghttp2 closed the stream */
+    bool closed;        /* closed (both halves ended, or reset) */
+    bool remote_closed; /* the peer's half ended (END_STREAM, or reset) */
+    bool local_closed;  /* our END_STREAM is serialised */
     bool slot;          /* accepted: holds one of the connection's stream slots */
     bool answered;      /* the response's END_STREAM went out */
     int64_t discarded;  /* request bytes dropped after the answer */
@@ -110,17 +151,33 @@ struct http__h2_stream {
 
 struct http__h2 {
     http_conn *c;
-    nghttp2_session *ses;
     h2_stream *streams;
     int nstreams;       /* stream objects alive */
     int nslots;         /* accepted streams alive (open, or their handler winds down) */
     int nrunning;       /* handler coroutines alive */
     int nhdr_pending;   /* header blocks still arriving */
-    int npend;          /* streams with response DATA still to send */
-    uint32_t nanswers;  /* response header blocks submitted (see unique_value) */
-    bz_buf *sending;    /* the output h2_send serialises into (send_data) */
+    int npend;          /* streams with has_data */
+    h2_stream *spare;   /* a freed stream kept for the next (stream_new) */
+    size_t self_bytes;  /* malloc_usable_size of this struct */
+    http__hpack_dec dec; /* the peer's header compression state */
     bz_buf out;         /* serialised frames not yet written */
     size_t out_off;
+    bz_buf in;          /* the start of a frame the last read cut short */
+    bz_buf block;       /* a header block spanning CONTINUATION frames */
+    uint32_t block_sid; /* its stream */
+    uint8_t block_kind; /* BLK_* */
+    bool block_es;      /* its HEADERS had END_STREAM */
+    bool block_selfdep; /* its HEADERS made the stream depend on itself */
+    bool in_block;      /* CONTINUATION expected */
+    uint32_t preface_left; /* client preface bytes still to check */
+    bool settings_seen; /* the client's first SETTINGS arrived */
+    uint32_t last_sid;  /* the highest stream id the client opened */
+    uint32_t goaway_sid; /* draining: streams above it are ignored */
+    int64_t send_window; /* the peer's connection window for our DATA */
+    int64_t recv_window; /* what the peer may still send on the connection */
+    int64_t recv_unacked;
+    uint32_t peer_window; /* the peer's SETTINGS_INITIAL_WINDOW_SIZE */
+    uint32_t peer_max_frame; /* the peer's SETTINGS_MAX_FRAME_SIZE */
     http__h2_guard guard;
     rt_timer stall;     /* output waiting without progress */
     rt_timer keepalive; /* PINGs a quiet connection that has calls running */
@@ -129,8 +186,10 @@ struct http__h2 {
     int64_t progress, stall_mark; /* DATA bytes sent; at the last stall check */
     int64_t progress_at; /* rt_now() when DATA last moved (or the kernel's queue shrank) */
     int outq_seen;      /* the socket's unsent bytes at the last stall check */
-    const char *calm_why; /* a callback found abuse: GOAWAY(ENHANCE_YOUR_CALM) */
+    const char *calm_why; /* a header callback found abuse: GOAWAY(ENHANCE_YOUR_CALM) */
+    const char *err_why; /* a connection error's reason, for the log */
     int64_t buffered;   /* budgeted bytes (response pend + request reservations) */
+    int64_t counted;    /* heap bytes counted in heap_bytes */
     bool sender_queued; /* a sender coroutine will run */
     bool read_paused;   /* input left in the socket; the sender resumes it */
     bool draining;      /* graceful GOAWAY sent: close once streams are done */
@@ -138,107 +197,39 @@ struct http__h2 {
     bool lingering;     /* GOAWAY written, write side shut: waiting for EOF */
     bool closed;        /* socket closed; freed once no coroutine refers to it */
     bool freeing;
-    bool hibernated;    /* the frame buffer's pages were given back */
-    bool settings_out;  /* our first SETTINGS frame was serialised (and its limit written in) */
-    void *fb;           /* nghttp2's outbound frame buffer (whole pages) */
-    void *maptab;       /* nghttp2's stream-map bucket table (one page) */
-    size_t fblen;
+    bool goaway_recv;   /* the peer sent GOAWAY: close once streams are done */
     int64_t idle_since; /* rt_now() when the connection last went idle */
-    nghttp2_mem mem;    /* the allocator hooks, with this connection as user data */
 };
+
+/* What a header block is for (h->block_kind). */
+enum { BLK_REQUEST, BLK_TRAILERS, BLK_IGNORE, BLK_CLOSED, BLK_NO_END };
 
 static void h2_send(http__h2 *h);
 static void h2_input(http__h2 *h);
 static bool output_waiting(http__h2 *h);
 static void h2_close_with(http__h2 *h, uint32_t code, const char *why);
 static void h2_kick(http__h2 *h);
+static void stream_free(h2_stream *s);
 
-/* ---- allocator hooks -----------------------------------------------------------------------
+/* ---- memory count ---------------------------------------------------------------------------
  *
- * Each session gets its own nghttp2_mem whose user data is its
- * connection, for two reasons: to count what nghttp2 holds (tests, the
- * idle-connection benchmark), and to place nghttp2's outbound frame buffer
- * (16 KiB, the largest thing a session owns, alive as long as it) on whole
- * pages, so that an idle connection can give those pages back to the
- * kernel (hibernate) — its content is dead between frames. */
+ * What the HTTP/2 connections of the process hold on the heap (the
+ * connection, its HPACK table, its buffers), for tests and the
+ * idle-connection benchmark; brought up to date after each step. */
 
 static _Atomic int64_t heap_bytes;
 
 int64_t http__h2_heap_bytes(void) { return atomic_load(&heap_bytes); }
 
-#define FB_MIN 16384
-#define PAGE 4096
-
-static void *mem_malloc(size_t n, void *u)
+static void mem_account(http__h2 *h)
 {
-    http__h2 *h = u;
-    void *p;
-    if (h && n >= FB_MIN && !h->fb) {
-        size_t len = (n + PAGE - 1) & ~(size_t)(PAGE - 1);
-        p = aligned_alloc(PAGE, len);
-        if (p) {
-            h->fb = p;
-            h->fblen = len;
-        }
-    } else {
-        p = malloc(n);
+    int64_t now = (int64_t)(h->self_bytes + http__hpack_dec_bytes(&h->dec) + h->out.cap + h->in.cap + h->block.cap);
+    if (h->spare)
+        now += (int64_t)(sizeof *h->spare + h->spare->arena.total + h->spare->pend.cap + h->spare->req.body.cap);
+    if (now != h->counted) {
+        atomic_fetch_add(&heap_bytes, now - h->counted);
+        h->counted = now;
     }
-    if (p)
-        atomic_fetch_add(&heap_bytes, (int64_t)malloc_usable_size(p));
-    return p;
-}
-static void mem_free(void *p, void *u)
-{
-    http__h2 *h = u;
-    if (!p)
-        return;
-    if (h && p == h->fb)
-        h->fb = NULL;
-    if (h && p == h->maptab)
-        h->maptab = NULL;
-    atomic_fetch_sub(&heap_bytes, (int64_t)malloc_usable_size(p));
-    free(p);
-}
-static void *mem_calloc(size_t n, size_t sz, void *u)
-{
-    http__h2 *h = u;
-    /* The stream map's bucket table (one page, zeroed): placed on its own
-     * page so that, with no stream open, hibernation can give it back. */
-    if (h && n * sz == PAGE && !h->maptab) {
-        void *t = aligned_alloc(PAGE, PAGE);
-        if (t) {
-            memset(t, 0, PAGE);
-            h->maptab = t;
-            atomic_fetch_add(&heap_bytes, (int64_t)malloc_usable_size(t));
-            return t;
-        }
-    }
-    void *p = calloc(n, sz);
-    if (p)
-        atomic_fetch_add(&heap_bytes, (int64_t)malloc_usable_size(p));
-    return p;
-}
-static void *mem_realloc(void *p, size_t n, void *u)
-{
-    http__h2 *h = u;
-    if (!p)
-        return mem_malloc(n, u);
-    if (n == 0) {
-        mem_free(p, u);
-        return NULL;
-    }
-    if (h && p == h->fb) {
-        if (n <= h->fblen)
-            return p;
-        h->fb = NULL; /* grown: an ordinary block from now on */
-    }
-    if (h && p == h->maptab)
-        h->maptab = NULL; /* resized: an ordinary block from now on */
-    int64_t old = (int64_t)malloc_usable_size(p);
-    void *q = realloc(p, n);
-    if (q)
-        atomic_fetch_add(&heap_bytes, (int64_t)malloc_usable_size(q) - old);
-    return q;
 }
 
 /* ---- small helpers -------------------------------------------------------------------- */
@@ -258,6 +249,19 @@ static size_t pend_len(const h2_stream *s) { return s->pend.len - s->pend_off; }
 static bool str_ieq(const char *a, size_t n, const char *lit)
 {
     return strlen(lit) == n && strncasecmp(a, lit, n) == 0;
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
 }
 
 /* True if the comma-separated list v holds token tok (case-insensitive). */
@@ -305,46 +309,119 @@ static ssize_t b64url_decode(bz_str in, uint8_t *out, size_t cap)
     return (ssize_t)o;
 }
 
-/* Connection-specific fields are forbidden in HTTP/2 (RFC 9113 §8.2.2). */
+/* Connection-specific fields are forbidden in HTTP/2 (RFC 9113 §8.2.2).
+ * (By length first: most names are not one of these lengths.) */
 static bool conn_specific(const char *n, size_t l)
 {
-    return str_ieq(n, l, "connection") || str_ieq(n, l, "keep-alive") || str_ieq(n, l, "proxy-connection") ||
-           str_ieq(n, l, "transfer-encoding") || str_ieq(n, l, "upgrade");
+    switch (l) {
+    case 7: return !strncasecmp(n, "upgrade", 7);
+    case 10: return !strncasecmp(n, "connection", 10) || !strncasecmp(n, "keep-alive", 10);
+    case 16: return !strncasecmp(n, "proxy-connection", 16);
+    case 17: return !strncasecmp(n, "transfer-encoding", 17);
+    default: return false;
+    }
 }
 
 /* Fields whose value is new on every response (the request id, the trace
- * it was logged under).  HPACK would add each to the connection's dynamic
- * table and evict older entries for it, then search ever longer chains of
- * the same name: 9.3k instructions of HPACK per gRPC call, most of it this.
- * Sent as literals never indexed, they cost their bytes and nothing more,
- * and the table keeps what repeats (content-type, date, grpc-status).  One
- * answer in 64 indexes them after all, so that their names stay in the
- * table and the others send the name as an index, not as Huffman-coded
- * text (~800 instructions an answer). */
+ * it was logged under) go out as literals "never indexed" (RFC 7541
+ * §6.2.3): no intermediary should spend table space on them.  (Our encoder
+ * indexes nothing anyway; see hpack.h.) */
 static bool unique_value(bz_str name)
 {
     return (name.n == 12 && !memcmp(name.p, "x-request-id", 12)) ||
            (name.n == 13 && !memcmp(name.p, "traceresponse", 13));
 }
 
-/* Header fields (lower-case names from http_add_header / http_add_trailer,
- * bytes in the stream's arena, alive until the stream is freed, after
- * nghttp2 last looks at them) → nv entries nghttp2 does not copy.
- * Connection-specific fields are dropped, and Content-Length when the
- * server sets it.  Returns how many were written. */
-static size_t nv_from_pairs(const http_header *hs, int n, nghttp2_nv *nv, bool drop_cl, bool index_all)
+/* Header fields (lower-case names from http_add_header / http_add_trailer)
+ * as HPACK literals into o.  Connection-specific fields are dropped, and
+ * Content-Length when the server sets it. */
+static void put_fields(bz_buf *o, const http_header *hs, int n, bool drop_cl)
 {
-    size_t k = 0;
     for (int i = 0; i < n; i++) {
         const http_header *f = &hs[i];
-        if (conn_specific(f->name.p, f->name.n) || (drop_cl && str_ieq(f->name.p, f->name.n, "content-length")))
+        if (conn_specific(f->name.p, f->name.n) ||
+            (drop_cl && f->name.n == 14 && !strncasecmp(f->name.p, "content-length", 14)))
             continue;
-        uint8_t flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
-        if (!index_all && unique_value(f->name))
-            flags |= NGHTTP2_NV_FLAG_NO_INDEX;
-        nv[k++] = (nghttp2_nv){(uint8_t *)f->name.p, (uint8_t *)f->value.p, f->name.n, f->value.n, flags};
+        http__hpack_put_field(o, f->name.p, f->name.n, f->value.p, f->value.n, unique_value(f->name));
     }
-    return k;
+}
+
+/* ---- frames out ------------------------------------------------------------------------- */
+
+static void put_frame_hdr(uint8_t *w, size_t len, uint8_t type, uint8_t flags, uint32_t sid)
+{
+    w[0] = (uint8_t)(len >> 16);
+    w[1] = (uint8_t)(len >> 8);
+    w[2] = (uint8_t)len;
+    w[3] = type;
+    w[4] = flags;
+    put_u32(w + 5, sid & 0x7fffffffu);
+}
+
+static void out_frame(http__h2 *h, uint8_t type, uint8_t flags, uint32_t sid, const void *payload, size_t len)
+{
+    bz_buf_reserve(&h->out, 9 + len);
+    uint8_t *w = (uint8_t *)h->out.data + h->out.len;
+    put_frame_hdr(w, len, type, flags, sid);
+    if (len)
+        memcpy(w + 9, payload, len);
+    h->out.len += 9 + len;
+    h->out.data[h->out.len] = '\0';
+}
+
+static void send_window_update(http__h2 *h, uint32_t sid, uint32_t inc)
+{
+    uint8_t p[4];
+    put_u32(p, inc);
+    out_frame(h, F_WINDOW_UPDATE, 0, sid, p, 4);
+}
+
+static void send_rst(http__h2 *h, uint32_t sid, uint32_t code)
+{
+    uint8_t p[4];
+    put_u32(p, code);
+    out_frame(h, F_RST_STREAM, 0, sid, p, 4);
+}
+
+static void send_goaway(http__h2 *h, uint32_t last, uint32_t code)
+{
+    uint8_t p[8];
+    put_u32(p, last);
+    put_u32(p + 4, code);
+    out_frame(h, F_GOAWAY, 0, 0, p, 8);
+}
+
+/* Starts a header block: room for its frame header, the block encoded
+ * after it; header_block_end writes the frame header. */
+static size_t header_block_begin(http__h2 *h)
+{
+    size_t start = h->out.len;
+    bz_buf_reserve(&h->out, 9);
+    h->out.len += 9;
+    return start;
+}
+
+/* Ends the header block begun at start: one HEADERS frame, or — past the
+ * peer's SETTINGS_MAX_FRAME_SIZE — HEADERS and CONTINUATION frames. */
+static void header_block_end(http__h2 *h, size_t start, uint32_t sid, uint8_t flags)
+{
+    size_t blen = h->out.len - start - 9;
+    if (blen <= h->peer_max_frame) {
+        put_frame_hdr((uint8_t *)h->out.data + start, blen, F_HEADERS, flags | FL_END_HEADERS, sid);
+        return;
+    }
+    uint8_t *copy = malloc(blen);
+    if (!copy)
+        abort();
+    memcpy(copy, h->out.data + start + 9, blen);
+    h->out.len = start;
+    for (size_t off = 0; off < blen;) {
+        size_t k = blen - off < h->peer_max_frame ? blen - off : h->peer_max_frame;
+        uint8_t fl = (off == 0 ? flags : 0) | (off + k == blen ? FL_END_HEADERS : 0);
+        out_frame(h, off == 0 ? F_HEADERS : F_CONTINUATION, fl, sid, copy + off, k);
+        off += k;
+    }
+    free(copy);
 }
 
 /* ---- budgets ---------------------------------------------------------------------------
@@ -405,14 +482,32 @@ static void reserve_release(h2_stream *s)
 
 /* ---- streams --------------------------------------------------------------------------- */
 
-static h2_stream *stream_new(http__h2 *h, int32_t id)
+/* A connection keeps the last stream it freed (its struct, its arena's
+ * first chunk, its response buffer) for the next one: one request after
+ * another on a connection allocates nothing for its stream.  The spare
+ * goes back to malloc at the hibernate tick. */
+static h2_stream *stream_new(http__h2 *h, uint32_t id)
 {
-    h2_stream *s = calloc(1, sizeof *s);
-    if (!s)
-        abort();
+    h2_stream *s = h->spare;
+    if (s) {
+        h->spare = NULL;
+        bz_arena a = s->arena;
+        bz_buf pend = s->pend, body = s->req.body;
+        memset(s, 0, sizeof *s);
+        s->arena = a;
+        s->pend = pend;
+        s->req.body = body;
+    } else {
+        s = calloc(1, sizeof *s);
+        if (!s)
+            abort();
+        bz_arena_init(&s->arena, 4096);
+    }
     s->h = h;
     s->id = id;
-    bz_arena_init(&s->arena, 4096);
+    s->cl = -1;
+    s->recv_window = H2_DEFAULT_WINDOW;
+    s->send_window = h->peer_window;
     rt_ctx_init(&s->ctx, NULL);
     if (atomic_load(&h->c->srv->cancelled))
         rt_ctx_cancel(&s->ctx);
@@ -445,10 +540,29 @@ static void stream_free(h2_stream *s)
     s->pend_off = 0;
     pend_account(s);
     reserve_release(s);
+    rt_ctx_release(&s->ctx);
+    if (!h->spare && !h->freeing && s->pend.cap <= H2_PEND_MAX && s->req.body.cap <= H2_PEND_MAX) {
+        /* (the two response buffers: flush swaps them, so both are warm) */
+        bz_buf_clear(&s->req.body);
+        bz_arena_reset(&s->arena);
+        h->spare = s;
+        return;
+    }
+    bz_buf_free(&s->req.body);
+    bz_buf_free(&s->pend);
+    bz_arena_free(&s->arena);
+    free(s);
+}
+
+static void spare_free(http__h2 *h)
+{
+    h2_stream *s = h->spare;
+    if (!s)
+        return;
+    h->spare = NULL;
     bz_buf_free(&s->pend);
     bz_buf_free(&s->req.body);
     bz_arena_free(&s->arena);
-    rt_ctx_release(&s->ctx);
     free(s);
 }
 
@@ -456,6 +570,67 @@ static void stream_wake(h2_stream *s)
 {
     if (s->waiter)
         rt_wake(s->waiter, 0);
+}
+
+static h2_stream *stream_find(http__h2 *h, uint32_t id)
+{
+    for (h2_stream *s = h->streams; s; s = s->next)
+        if (s->id == id)
+            return s;
+    return NULL;
+}
+
+/* The stream is closed (both halves ended, or reset): a running handler's
+ * context ends and every wait of it returns; otherwise it is freed. */
+static void stream_close(h2_stream *s)
+{
+    http__h2 *h = s->h;
+    if (s->closed)
+        return;
+    s->closed = s->remote_closed = s->local_closed = true;
+    if (s->has_data) {
+        s->has_data = false;
+        h->npend--;
+    }
+    if (s->running) {
+        rt_ctx_cancel(&s->ctx);
+        stream_wake(s);
+    } else {
+        stream_free(s);
+    }
+}
+
+/* RST_STREAM(code) for s, which is closed (and perhaps freed). */
+static void rst_stream(h2_stream *s, uint32_t code)
+{
+    send_rst(s->h, s->id, code);
+    stream_close(s);
+}
+
+/* The peer's half of s ended. */
+static void remote_end(h2_stream *s)
+{
+    s->remote_closed = true;
+    s->in_eof = true;
+    stream_wake(s);
+    if (s->local_closed)
+        stream_close(s);
+}
+
+/* k request bytes of s were consumed (read by the handler, or dropped):
+ * its window reopens once half of it is used.  True if a WINDOW_UPDATE
+ * was queued. */
+static bool stream_consumed(h2_stream *s, size_t k)
+{
+    if (s->remote_closed || s->closed)
+        return false;
+    s->recv_unacked += (int64_t)k;
+    if (s->recv_unacked < H2_DEFAULT_WINDOW / 2)
+        return false;
+    send_window_update(s->h, s->id, (uint32_t)s->recv_unacked);
+    s->recv_window += s->recv_unacked;
+    s->recv_unacked = 0;
+    return true;
 }
 
 /* Fills the stream's http_req from the received head. */
@@ -474,7 +649,8 @@ static void req_build(h2_stream *s, bool end_stream)
     bool host = false;
     int cookies = 0;
     size_t cookie_len = 0;
-    r->content_length = -1;
+    /* (checked when it arrived: digits, one value; DATA is checked against it) */
+    r->content_length = s->cl;
     for (int i = 0; i < s->nh; i++) {
         bz_str n = s->hdrs[i].name;
         if (bz_str_eq_c(n, "host"))
@@ -482,13 +658,6 @@ static void req_build(h2_stream *s, bool end_stream)
         else if (bz_str_eq_c(n, "cookie")) {
             cookies++;
             cookie_len += s->hdrs[i].value.n + 2;
-        } else if (bz_str_eq_c(n, "content-length")) {
-            /* nghttp2 checked it is a number and checks DATA against it. */
-            int64_t v = 0;
-            bz_str val = s->hdrs[i].value;
-            for (size_t k = 0; k < val.n && k < 18; k++)
-                v = v * 10 + (val.p[k] - '0');
-            r->content_length = v;
         }
     }
     if (!host && s->authority.n && s->nh < HTTP_MAX_HEADERS) {
@@ -542,7 +711,7 @@ static void stream_run(void *p);
 static bool reset_expected(void *arg, uint32_t id, int64_t now)
 {
     http__h2 *h = arg;
-    h2_stream *s = nghttp2_session_get_stream_user_data(h->ses, (int32_t)id);
+    h2_stream *s = stream_find(h, id);
     if (!s || !s->running || s->ctx.deadline == BZ_NO_DEADLINE)
         return false;
     int64_t age = now - s->req.start_ns, left = s->ctx.deadline - now;
@@ -550,7 +719,8 @@ static bool reset_expected(void *arg, uint32_t id, int64_t now)
     return age >= BZ_NS_PER_MS && left <= (slack > RESET_DEADLINE_SLACK_NS ? slack : RESET_DEADLINE_SLACK_NS);
 }
 
-/* The head is complete: start the handler. */
+/* The head is complete: start the handler (or refuse the stream, which
+ * frees it: callers do not touch s after this). */
 static void stream_start(http__h2 *h, h2_stream *s, bool end_stream)
 {
     http_server *srv = h->c->srv;
@@ -560,9 +730,8 @@ static void stream_start(http__h2 *h, h2_stream *s, bool end_stream)
         /* Past SETTINGS_MAX_CONCURRENT_STREAMS (counting streams reset by
          * the client whose handlers still wind down): a stream error, not
          * a connection error (RFC 9113 §5.1.2), so the calls in flight go
-         * on and the client may retry this one.  See h2_new for why
-         * nghttp2 does not count this itself. */
-        nghttp2_submit_rst_stream(h->ses, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
+         * on and the client may retry this one. */
+        rst_stream(s, E_REFUSED_STREAM);
         return;
     }
     if (atomic_fetch_add(&g_streams, 1) >= srv->o.max_streams && h->nrunning > 0) {
@@ -572,7 +741,7 @@ static void stream_start(http__h2 *h, h2_stream *s, bool end_stream)
          * asks for one thing at a time is never refused because others
          * hold many (the bound is --max-streams + --max-conns). */
         atomic_fetch_sub(&g_streams, 1);
-        nghttp2_submit_rst_stream(h->ses, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
+        rst_stream(s, E_REFUSED_STREAM);
         return;
     }
     s->slot = true;
@@ -614,8 +783,8 @@ static void stream_run(void *p)
         if (rc < 0) {
             /* Failed mid-stream: reset, so the client sees an error rather
              * than a complete-looking truncated response. */
-            if (!s->closed && !h->closed)
-                nghttp2_submit_rst_stream(h->ses, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+            if (!s->closed && !h->closed && !h->closing)
+                rst_stream(s, E_INTERNAL);
             h2_kick(h);
         } else {
             http__h2_flush(r, true);
@@ -633,9 +802,6 @@ static void stream_run(void *p)
 
 /* ---- http_req hooks ------------------------------------------------------------------------ */
 
-static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
-                         nghttp2_data_source *src, void *ud);
-
 int http__h2_flush(http_req *r, bool final)
 {
     h2_stream *s = r->h2s;
@@ -650,40 +816,31 @@ int http__h2_flush(http_req *r, bool final)
     if (!s->submitted) {
         if (!final)
             r->streaming = true;
-        size_t max = (size_t)r->nresp_headers + 3;
-        nghttp2_nv *nv = bz_arena_alloc(&s->arena, sizeof *nv * max);
-        char st[4], cl[24];
-        st[0] = (char)('0' + r->status / 100 % 10);
-        st[1] = (char)('0' + r->status / 10 % 10);
-        st[2] = (char)('0' + r->status % 10);
-        size_t k = 0;
-        nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st, 7, 3, NGHTTP2_NV_FLAG_NO_COPY_NAME};
-        /* (the loop's Date buffer outlives the frame; it only ever holds a date) */
-        const char *date = http__date(h->c->ls);
-        nv[k++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date, 4, 29,
-                               NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
         /* No content-length when trailers follow (gRPC): the message does
          * not end with the body, and clients read on for the trailers.  Nor
          * for an empty answer: its HEADERS frame ends the stream, which says
          * as much (a gRPC trailers-only answer carries none, as grpc-go's
          * and grpc-java's do not). */
         bool with_cl = final && !no_body_status(r->status) && !s->ntrailers && (r->body.len || r->head);
-        if (with_cl) {
-            size_t n = bz_fmt_i64(cl, (int64_t)r->body.len);
-            nv[k++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, n, NGHTTP2_NV_FLAG_NO_COPY_NAME};
-        }
-        k += nv_from_pairs(r->resp_headers, r->nresp_headers, nv + k, with_cl, (h->nanswers++ & 63) == 0);
         bool dp = !final || (!nobody && r->body.len) || s->ntrailers;
-        nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
-        if (nghttp2_submit_response(h->ses, s->id, nv, k, dp ? &prd : NULL) != 0) {
-            bz_buf_clear(&r->body);
-            return final ? 0 : -EPIPE;
+        /* The HEADERS frame goes into the output now, ahead of any DATA of
+         * the stream (the sender adds those later). */
+        size_t start = header_block_begin(h);
+        http__hpack_put_status(&h->out, r->status);
+        /* (the loop's Date buffer always holds a 29-byte date) */
+        http__hpack_put_field(&h->out, "date", 4, http__date(h->c->ls), 29, false);
+        if (with_cl) {
+            char cl[24];
+            size_t n = bz_fmt_i64(cl, (int64_t)r->body.len);
+            http__hpack_put_field(&h->out, "content-length", 14, cl, n, false);
         }
+        put_fields(&h->out, r->resp_headers, r->nresp_headers, with_cl);
+        header_block_end(h, start, s->id, dp ? 0 : FL_END_STREAM);
         s->submitted = r->started = true;
-        if (dp) {
-            s->has_data = true;
-            h->npend++;
-        }
+        /* The sender notes the stream's end (or serialises its DATA). */
+        s->head_es = !dp;
+        s->has_data = true;
+        h->npend++;
     }
     if (!nobody && r->body.len) {
         if (pend_len(s) == 0) {
@@ -701,10 +858,6 @@ int http__h2_flush(http_req *r, bool final)
     bz_buf_clear(&r->body);
     if (final)
         s->final = true;
-    if (s->deferred) {
-        s->deferred = false;
-        nghttp2_session_resume_data(h->ses, s->id);
-    }
     h2_kick(h);
     if (final)
         return 0;
@@ -729,13 +882,11 @@ int http__h2_flush(http_req *r, bool final)
         s->budget_wait = false;
         if (e == -ETIMEDOUT && until < s->write_deadline)
             continue;
-        if (e == -ETIMEDOUT && !h->closing && !h->closed &&
-            (nghttp2_session_get_stream_remote_window_size(h->ses, s->id) <= 0 ||
-             nghttp2_session_get_remote_window_size(h->ses) <= 0)) {
+        if (e == -ETIMEDOUT && !h->closing && !h->closed && (s->send_window <= 0 || h->send_window <= 0)) {
             /* The write deadline passed with the peer's window shut: a
              * zero-window stall, whichever of this and the stall check
              * notices first. */
-            h2_close_with(h, NGHTTP2_ENHANCE_YOUR_CALM, "no window for the write timeout (zero-window stall)");
+            h2_close_with(h, E_CALM, "no window for the write timeout (zero-window stall)");
         }
         if (e < 0)
             return e;
@@ -749,11 +900,9 @@ static ssize_t body_consumed(http_req *r, size_t k, int64_t limit)
     h2_stream *s = r->h2s;
     http__h2 *h = s->h;
     s->in_read += (int64_t)k;
-    if (!s->closed && !h->closed) {
-        /* Reading is what reopens the stream's window. */
-        nghttp2_session_consume_stream(h->ses, s->id, k);
+    /* Reading is what reopens the stream's window. */
+    if (!s->closed && !h->closed && stream_consumed(s, k))
         h2_kick(h);
-    }
     if (r->body_limit >= 0 && s->in_read > limit)
         return -EMSGSIZE;
     return (ssize_t)k;
@@ -862,12 +1011,22 @@ int http_add_trailer(http_req *r, const char *name, const char *value)
         return -ENOTSUP;
     h2_stream *s = r->h2s;
     http__fields_room(&s->arena, &s->trailers, s->ntrailers, &s->trailers_cap);
-    s->trailers[s->ntrailers++] = (http_header){bz_str_c(bz_arena_strdup(&s->arena, name)),
-                                                bz_str_c(bz_arena_strdup(&s->arena, value))};
+    /* (one allocation for both copies) */
+    size_t nl = strlen(name), vl = strlen(value);
+    char *d = bz_arena_alloc(&s->arena, nl + vl + 2);
+    memcpy(d, name, nl + 1);
+    memcpy(d + nl + 1, value, vl + 1);
+    s->trailers[s->ntrailers++] = (http_header){bz_str_make(d, nl), bz_str_make(d + nl + 1, vl)};
     return 0;
 }
 
-/* ---- nghttp2 callbacks ------------------------------------------------------------------------ */
+static bz_str arena_str(bz_arena *a, const uint8_t *p, size_t n)
+{
+    char *d = bz_arena_alloc(a, n + 1);
+    memcpy(d, p, n);
+    d[n] = '\0';
+    return bz_str_make(d, n);
+}
 
 /* n bytes of the stream's pend go out: copied to out, accounted, the
  * handler woken if it waits for room. */
@@ -888,229 +1047,674 @@ static void pend_sent(h2_stream *s, uint8_t *out, size_t n)
         rt_wake(s->waiter, 0);
 }
 
-/* DATA of H2_NO_COPY_MIN bytes or more leaves without a copy into
- * nghttp2's frame buffer (NGHTTP2_DATA_FLAG_NO_COPY): data_read only says
- * how many of the pend bytes the frame takes, and send_data, called right
- * after in the same nghttp2_session_mem_send, appends the frame header
- * and those bytes to the output being serialised (h->sending).  So a
- * response body is copied once between the handler's buffer and the
- * socket.  Smaller frames are copied twice: for a few hundred bytes the
- * copy costs less than nghttp2's separate path for such frames. */
-#define H2_NO_COPY_MIN 1024
-static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
-                         nghttp2_data_source *src, void *ud)
+/* ---- the sender: DATA, trailers, the streams' ends ---------------------------------------------- */
+
+/* Our END_STREAM for s is serialised.  After the last frame of a response
+ * on a stream whose request is still open — an early answer —
+ * RST_STREAM(NO_ERROR) asks the client to stop sending (RFC 9113 §8.1)
+ * and closes the stream, so its slot is free at once rather than when (if
+ * ever) the client ends its half.  At once for framed streams (gRPC,
+ * r->body_limit < 0: e.g. RESOURCE_EXHAUSTED for an over-limit message),
+ * as grpc-go's and grpc-java's servers do and every gRPC client expects.
+ * Other requests (a 413) are let finish their body, discarded, up to
+ * H2_DISCARD_MAX (on_data) before the reset: curl before 8.x fails a
+ * transfer whose upload a RST_STREAM(NO_ERROR) cut short, though the RFC
+ * says not to.  s may be freed. */
+static void end_stream_sent(http__h2 *h, h2_stream *s)
 {
-    h2_stream *s = src->ptr;
-    http__h2 *h = s->h;
+    s->local_closed = s->answered = true;
+    if (s->has_data) {
+        s->has_data = false;
+        h->npend--;
+    }
+    if (s->remote_closed)
+        stream_close(s);
+    else if (s->req.body_limit < 0)
+        rst_stream(s, E_NO_ERROR);
+}
+
+/* Serialises what s has to send, one DATA frame at most (round robin
+ * between streams), and its end once the body is out: END_STREAM on the
+ * last DATA frame, or the trailers, or an empty DATA frame.  True if it
+ * produced anything.  s may be freed.
+ *
+ * A response frame sent is also what lets the client's next PING through
+ * the flood guard (h2-guard.c): gRPC clients probe the bandwidth-delay
+ * product with a PING after receiving data. */
+static bool stream_emit(http__h2 *h, h2_stream *s)
+{
+    h->guard.ping_earned = true;
+    if (s->head_es) { /* the HEADERS frame ended the stream */
+        s->head_es = false;
+        end_stream_sent(h, s);
+        return true;
+    }
     size_t avail = pend_len(s);
-    size_t k = avail < len ? avail : len;
-    if (k >= H2_NO_COPY_MIN)
-        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    else if (k)
-        pend_sent(s, buf, k);
-    if (avail == k) {
-        if (s->final) {
-            *flags |= NGHTTP2_DATA_FLAG_EOF;
-            if (s->ntrailers) {
-                nghttp2_nv *nv = bz_arena_alloc(&s->arena, sizeof *nv * (size_t)s->ntrailers);
-                size_t n = nv_from_pairs(s->trailers, s->ntrailers, nv, false, true);
-                if (nghttp2_submit_trailer(ses, id, nv, n) == 0)
-                    *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            }
-            s->has_data = false;
-            h->npend--;
-        } else if (k == 0) {
-            s->deferred = true;
-            return NGHTTP2_ERR_DEFERRED;
+    if (avail) {
+        int64_t win = s->send_window < h->send_window ? s->send_window : h->send_window;
+        if (win <= 0)
+            return false;
+        size_t k = avail;
+        if ((int64_t)k > win)
+            k = (size_t)win;
+        if (k > h->peer_max_frame)
+            k = h->peer_max_frame;
+        bool end = k == avail && s->final && !s->ntrailers;
+        bz_buf_reserve(&h->out, 9 + k);
+        uint8_t *w = (uint8_t *)h->out.data + h->out.len;
+        put_frame_hdr(w, k, F_DATA, end ? FL_END_STREAM : 0, s->id);
+        pend_sent(s, w + 9, k);
+        h->out.len += 9 + k;
+        h->out.data[h->out.len] = '\0';
+        s->send_window -= (int64_t)k;
+        h->send_window -= (int64_t)k;
+        if (end) {
+            end_stream_sent(h, s);
+            return true;
         }
+        if (k < avail || !s->final)
+            return true;
+    } else if (!s->final) {
+        return false; /* the handler has more to say */
     }
-    return (ssize_t)k;
+    if (s->ntrailers) {
+        size_t start = header_block_begin(h);
+        put_fields(&h->out, s->trailers, s->ntrailers, false);
+        header_block_end(h, start, s->id, FL_END_STREAM);
+    } else {
+        out_frame(h, F_DATA, FL_END_STREAM, s->id, NULL, 0);
+    }
+    end_stream_sent(h, s);
+    return true;
 }
 
-static int send_data(nghttp2_session *ses, nghttp2_frame *f, const uint8_t *framehd, size_t length,
-                     nghttp2_data_source *src, void *ud)
+/* Serialises the streams' output into h->out until H2_OUT_MAX bytes wait
+ * (true: full, more to do) or nothing can move. */
+static bool serialise(http__h2 *h)
 {
-    h2_stream *s = src->ptr;
-    http__h2 *h = s->h;
-    bz_buf *o = h->sending;
-    size_t pad = f->data.padlen; /* (we ask for none; kept whole if nghttp2 adds it) */
-    bz_buf_reserve(o, 9 + length + pad);
-    bz_buf_append(o, framehd, 9);
-    if (pad)
-        bz_buf_putc(o, (char)(pad - 1));
-    bz_buf_reserve(o, length);
-    pend_sent(s, (uint8_t *)o->data + o->len, length);
-    o->len += length;
-    o->data[o->len] = '\0';
-    for (size_t i = 1; i < pad; i++)
-        bz_buf_putc(o, 0);
-    return 0;
+    for (int pass = 0; pass < 100000 && h->npend; pass++) {
+        bool any = false;
+        for (h2_stream *s = h->streams, *nx; s; s = nx) {
+            nx = s->next;
+            if (!s->has_data)
+                continue;
+            if (h->out.len - h->out_off >= H2_OUT_MAX)
+                return true;
+            any |= stream_emit(h, s);
+        }
+        if (!any)
+            break;
+    }
+    return false;
 }
 
-static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *f, void *ud)
+/* ---- frames in -------------------------------------------------------------------------- */
+
+static uint32_t conn_error(http__h2 *h, uint32_t code, const char *why)
 {
-    http__h2 *h = ud;
-    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0;
-    h2_stream *s = stream_new(h, f->hd.stream_id);
-    s->hdr_pending = true;
-    h->nhdr_pending++;
-    nghttp2_session_set_stream_user_data(ses, f->hd.stream_id, s);
-    return 0;
+    h->err_why = why;
+    return code;
 }
 
-static bz_str arena_str(bz_arena *a, const uint8_t *p, size_t n)
+static bool method_ok(bz_str m)
 {
-    char *d = bz_arena_alloc(a, n + 1);
-    memcpy(d, p, n);
-    d[n] = '\0';
-    return bz_str_make(d, n);
+    if (m.n == 0)
+        return false;
+    for (size_t i = 0; i < m.n; i++) {
+        uint8_t c = (uint8_t)m.p[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (uint8_t)(c + 32);
+        if (!http__hpack_name_ok(&c, 1) || c == ':')
+            return false;
+    }
+    return true;
 }
 
-static int on_header(nghttp2_session *ses, const nghttp2_frame *f, const uint8_t *name, size_t nl,
-                     const uint8_t *value, size_t vl, uint8_t flags, void *ud)
+/* conn_specific for a name known to be lower-case. */
+static bool conn_specific_lc(const uint8_t *n, size_t l)
 {
-    http__h2 *h = ud;
-    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0; /* request trailers: not passed on */
-    h2_stream *s = nghttp2_session_get_stream_user_data(ses, f->hd.stream_id);
-    if (!s)
-        return 0;
-    /* The SETTINGS_MAX_HEADER_LIST_SIZE measure (RFC 9113 §6.5.2),
-     * counted per connection too: decoding is work whatever we keep. */
-    s->hdr_bytes += nl + vl + 32;
-    if (!http__h2_guard_decoded(&h->guard, nl + vl + 32, rt_now())) {
+    switch (l) {
+    case 7: return !memcmp(n, "upgrade", 7);
+    case 10: return !memcmp(n, "connection", 10) || !memcmp(n, "keep-alive", 10);
+    case 16: return !memcmp(n, "proxy-connection", 16);
+    case 17: return !memcmp(n, "transfer-encoding", 17);
+    default: return false;
+    }
+}
+
+/* A header block being decoded. */
+typedef struct {
+    http__h2 *h;
+    h2_stream *s;       /* NULL: decoded for the HPACK state only */
+    bool trailers;
+    bool regular;       /* a regular field was seen (pseudo-fields must come first) */
+    bool malformed;
+    size_t decoded;     /* decoded bytes not yet counted by the guard */
+} hblock;
+
+/* Counts decoded header bytes with the flood guard (per block, and every
+ * 16 KiB within one); false past its budget. */
+static bool decoded_flush(hblock *x)
+{
+    http__h2 *h = x->h;
+    size_t n = x->decoded;
+    x->decoded = 0;
+    if (n && !http__h2_guard_decoded(&h->guard, n, rt_now())) {
         h->calm_why = h->guard.why;
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
+        return false;
     }
+    return true;
+}
+
+static int on_field(void *arg, const uint8_t *name, size_t nl, const uint8_t *value, size_t vl, unsigned flags)
+{
+    hblock *x = arg;
+    http__h2 *h = x->h;
+    /* Decoding is work whatever we keep: counted per connection. */
+    x->decoded += nl + vl + 32;
+    if (x->decoded >= 16384 && !decoded_flush(x))
+        return 1;
+    h2_stream *s = x->s;
+    if (!s || x->malformed)
+        return 0;
+    bool pseudo = nl && name[0] == ':';
+    if (!(flags & HTTP_HPACK_CHECKED) &&
+        !((flags & HTTP_HPACK_NAME_OK || http__hpack_name_ok(name, nl)) && http__hpack_value_ok(value, vl))) {
+        x->malformed = true; /* RFC 9113 §8.2.1 */
+        return 0;
+    }
+    if (x->trailers) { /* request trailers: checked, not passed on */
+        if (pseudo)
+            x->malformed = true;
+        return 0;
+    }
+    /* The SETTINGS_MAX_HEADER_LIST_SIZE measure (RFC 9113 §6.5.2). */
+    s->hdr_bytes += nl + vl + 32;
     size_t max = (size_t)h->c->srv->o.max_header_bytes;
     if (s->hdr_bytes > max) {
         if (!s->bad && !http__h2_guard_oversized(&h->guard, rt_now())) {
             h->calm_why = h->guard.why;
-            return NGHTTP2_ERR_CALLBACK_FAILURE;
+            return 1;
         }
         s->bad = 431;
         /* Past four times the limit we advertised the client is not
-         * mistaken but decoding for nothing: stop (nghttp2 would go on
-         * decoding and validating every field of the block). */
+         * mistaken but decoding for nothing: stop. */
         if (s->hdr_bytes > 4 * max + 16384) {
             h->calm_why = "header list far beyond SETTINGS_MAX_HEADER_LIST_SIZE (HPACK bomb)";
-            return NGHTTP2_ERR_CALLBACK_FAILURE;
+            return 1;
         }
         return 0; /* keep decoding (HPACK state), store nothing more */
     }
     if (s->bad)
         return 0;
-    if (nl && name[0] == ':') {
+    if (pseudo) {
+        uint8_t bit = 0;
+        bz_str *dst = NULL;
         if (nl == 7 && !memcmp(name, ":method", 7))
-            s->method = arena_str(&s->arena, value, vl);
+            bit = P_METHOD, dst = &s->method;
         else if (nl == 5 && !memcmp(name, ":path", 5))
-            s->path = arena_str(&s->arena, value, vl);
+            bit = P_PATH, dst = &s->path;
         else if (nl == 10 && !memcmp(name, ":authority", 10))
-            s->authority = arena_str(&s->arena, value, vl);
+            bit = P_AUTHORITY, dst = &s->authority;
+        else if (nl == 7 && !memcmp(name, ":scheme", 7))
+            bit = P_SCHEME;
+        /* unknown pseudo-fields (:protocol without SETTINGS_ENABLE_CONNECT_PROTOCOL,
+         * response ones), repeated ones, or after a regular field: malformed */
+        if (!bit || (s->pseudo & bit) || x->regular) {
+            x->malformed = true;
+            return 0;
+        }
+        s->pseudo |= bit;
+        if (dst)
+            *dst = flags & HTTP_HPACK_STATIC_VALUE ? bz_str_make((const char *)value, vl)
+                                                   : arena_str(&s->arena, value, vl);
         return 0;
+    }
+    x->regular = true;
+    if (conn_specific_lc(name, nl) || (nl == 2 && !memcmp(name, "te", 2) && !str_ieq((const char *)value, vl, "trailers"))) {
+        x->malformed = true;
+        return 0;
+    }
+    if (nl == 14 && !memcmp(name, "content-length", 14)) {
+        int64_t v = 0;
+        if (vl == 0 || vl > 18) {
+            x->malformed = true;
+            return 0;
+        }
+        for (size_t k = 0; k < vl; k++) {
+            if (value[k] < '0' || value[k] > '9') {
+                x->malformed = true;
+                return 0;
+            }
+            v = v * 10 + (value[k] - '0');
+        }
+        if (s->cl >= 0 && s->cl != v) {
+            x->malformed = true;
+            return 0;
+        }
+        s->cl = v;
     }
     if (s->nh >= HTTP_MAX_HEADERS - 1) { /* one slot kept for host */
         s->bad = 431;
         return 0;
     }
-    http__fields_room(&s->arena, &s->hdrs, s->nh, &s->hcap);
-    s->hdrs[s->nh++] = (http_header){arena_str(&s->arena, name, nl), arena_str(&s->arena, value, vl)};
+    if (s->nh == s->hcap)
+        http__fields_room(&s->arena, &s->hdrs, s->nh, &s->hcap);
+    /* One allocation for both strings; static table strings are not copied. */
+    if ((flags & HTTP_HPACK_STATIC_VALUE)) {
+        s->hdrs[s->nh++] = (http_header){bz_str_make((const char *)name, nl), bz_str_make((const char *)value, vl)};
+        return 0;
+    }
+    bool copy_name = !(flags & HTTP_HPACK_STATIC_NAME);
+    char *d = bz_arena_alloc(&s->arena, (copy_name ? nl + 1 : 0) + vl + 1);
+    bz_str ns = bz_str_make((const char *)name, nl);
+    if (copy_name) {
+        memcpy(d, name, nl);
+        d[nl] = '\0';
+        ns.p = d;
+        d += nl + 1;
+    }
+    if (vl)
+        memcpy(d, value, vl);
+    d[vl] = '\0';
+    s->hdrs[s->nh++] = (http_header){ns, bz_str_make(d, vl)};
     return 0;
 }
 
-static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *f, void *ud)
+/* The request's pseudo-fields are complete and consistent (RFC 9113
+ * §8.3.1, §8.5). */
+static bool pseudo_ok(const h2_stream *s)
 {
-    http__h2 *h = ud;
-    bool es = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
-    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
+    if (!(s->pseudo & P_METHOD) || !method_ok(s->method))
+        return false;
+    if (bz_str_eq_c(s->method, "CONNECT"))
+        return (s->pseudo & P_AUTHORITY) && !(s->pseudo & (P_SCHEME | P_PATH));
+    if ((s->pseudo & (P_SCHEME | P_PATH)) != (P_SCHEME | P_PATH) || s->path.n == 0)
+        return false;
+    return s->path.p[0] == '/' || (bz_str_eq_c(s->path, "*") && bz_str_eq_c(s->method, "OPTIONS"));
+}
+
+/* A whole header block of stream h->block_sid. */
+static uint32_t block_done(http__h2 *h, const uint8_t *b, size_t n)
+{
+    h->in_block = false;
+    uint32_t sid = h->block_sid;
+    uint8_t kind = h->block_kind;
+    h2_stream *s = kind == BLK_REQUEST || kind == BLK_TRAILERS || kind == BLK_NO_END ? stream_find(h, sid) : NULL;
+    hblock x = {h, kind == BLK_REQUEST || kind == BLK_TRAILERS ? s : NULL, kind == BLK_TRAILERS, false, false, 0};
+    int rc = http__hpack_decode(&h->dec, b, n, on_field, &x);
+    if (rc == HTTP_HPACK_EMALFORMED)
+        return conn_error(h, E_COMPRESSION, "malformed HPACK header block");
+    if (rc || !decoded_flush(&x))
+        return conn_error(h, E_CALM, h->calm_why ? h->calm_why : "header block abuse");
+    if (h->block.cap > 4 * H2_MAX_FRAME)
+        bz_buf_free(&h->block);
+    else
+        bz_buf_clear(&h->block);
+    switch (kind) {
+    case BLK_CLOSED: /* a frame on a stream that ended (RFC 9113 §5.1) */
+        send_rst(h, sid, E_STREAM_CLOSED);
         return 0;
-    h2_stream *s = nghttp2_session_get_stream_user_data(ses, f->hd.stream_id);
-    if (!s)
+    case BLK_NO_END: /* a second HEADERS without END_STREAM */
+        if (s)
+            rst_stream(s, E_PROTOCOL);
         return 0;
-    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+    case BLK_TRAILERS:
+        if (!s)
+            return 0;
+        if (x.malformed || (s->cl >= 0 && s->in_total != s->cl))
+            rst_stream(s, E_PROTOCOL);
+        else
+            remote_end(s);
+        return 0;
+    case BLK_REQUEST:
+        if (!s)
+            return 0;
         s->hdr_pending = false;
         h->nhdr_pending--;
-        stream_start(h, s, es);
+        /* A malformed request is a stream error (RFC 9113 §8.1.1); a head
+         * over the limits is answered 431, whatever it holds. */
+        if (h->block_selfdep || x.malformed || (!s->bad && !pseudo_ok(s)) ||
+            (h->block_es && s->cl > 0)) {
+            rst_stream(s, E_PROTOCOL);
+            return 0;
+        }
+        if (h->block_es)
+            s->remote_closed = true;
+        stream_start(h, s, h->block_es);
+        return 0;
+    default:
         return 0;
     }
-    if (es) { /* the end of the body (DATA, or request trailers) */
-        s->in_eof = true;
-        stream_wake(s);
-    }
-    return 0;
 }
 
-static int on_data_chunk(nghttp2_session *ses, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
-                         void *ud)
+static uint32_t on_headers(http__h2 *h, uint8_t flags, uint32_t sid, const uint8_t *p, uint32_t len)
 {
-    /* The connection window reopens at once: what arrives is bounded by
-     * the stream windows, which reopen only as handlers read. */
-    nghttp2_session_consume_connection(ses, len);
-    h2_stream *s = nghttp2_session_get_stream_user_data(ses, id);
-    if (!s || !s->running || s->final) {
-        nghttp2_session_consume_stream(ses, id, len); /* nobody will read it */
-        if (s && s->answered && (s->discarded += (int64_t)len) > H2_DISCARD_MAX)
-            nghttp2_submit_rst_stream(ses, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR); /* enough: see on_frame_send */
-        return 0;
+    if (sid == 0)
+        return conn_error(h, E_PROTOCOL, "HEADERS on stream 0");
+    if (!(sid & 1))
+        return conn_error(h, E_PROTOCOL, "HEADERS on a stream id the server would open");
+    if (flags & FL_PADDED) {
+        if (len < 1 || p[0] >= len)
+            return conn_error(h, E_PROTOCOL, "HEADERS padding too long");
+        len -= 1u + p[0];
+        p++;
     }
-    bz_buf_append(&s->in, data, len);
-    stream_wake(s);
-    return 0;
-}
-
-static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code, void *ud)
-{
-    http__h2 *h = ud;
-    if (h->freeing)
-        return 0;
-    h2_stream *s = nghttp2_session_get_stream_user_data(ses, id);
-    if (!s)
-        return 0;
-    s->closed = true;
-    if (s->has_data) {
-        s->has_data = false;
-        h->npend--;
+    h->block_selfdep = false;
+    if (flags & FL_PRIORITY) {
+        if (len < 5)
+            return conn_error(h, E_FRAME_SIZE, "HEADERS too short for its priority");
+        h->block_selfdep = (get_u32(p) & 0x7fffffffu) == sid;
+        p += 5;
+        len -= 5;
     }
-    if (s->running) {
-        /* Reset by the client (or the connection failed) while the
-         * handler works: its context ends, every wait returns. */
-        rt_ctx_cancel(&s->ctx);
-        stream_wake(s);
+    bool es = flags & FL_END_STREAM;
+    if (sid > h->last_sid) {
+        h->last_sid = sid;
+        if (h->closing || (h->draining && sid > h->goaway_sid)) {
+            h->block_kind = BLK_IGNORE; /* after our GOAWAY: not processed (RFC 9113 §6.8) */
+        } else {
+            h2_stream *s = stream_new(h, sid);
+            s->hdr_pending = true;
+            h->nhdr_pending++;
+            h->block_kind = BLK_REQUEST;
+        }
     } else {
-        stream_free(s);
+        h2_stream *s = stream_find(h, sid);
+        if (!s)
+            h->block_kind = BLK_IGNORE; /* reset, or long gone: frames in flight are let be */
+        else if (s->remote_closed)
+            h->block_kind = BLK_CLOSED;
+        else if (!es)
+            h->block_kind = BLK_NO_END; /* trailers must end the stream (§8.1) */
+        else
+            h->block_kind = BLK_TRAILERS;
+    }
+    h->block_sid = sid;
+    h->block_es = es;
+    if (flags & FL_END_HEADERS)
+        return block_done(h, p, len);
+    h->in_block = true;
+    bz_buf_clear(&h->block);
+    bz_buf_append(&h->block, p, len);
+    return 0;
+}
+
+static uint32_t on_continuation(http__h2 *h, uint8_t flags, uint32_t sid, const uint8_t *p, uint32_t len)
+{
+    if (!h->in_block || sid != h->block_sid)
+        return conn_error(h, E_PROTOCOL, "CONTINUATION without a header block to continue");
+    if (h->block.len + len > h->guard.max_block_bytes)
+        return conn_error(h, E_CALM, "header block too large");
+    bz_buf_append(&h->block, p, len);
+    if (flags & FL_END_HEADERS)
+        return block_done(h, (const uint8_t *)h->block.data, h->block.len);
+    return 0;
+}
+
+static uint32_t on_data(http__h2 *h, uint8_t flags, uint32_t sid, const uint8_t *p, uint32_t len)
+{
+    if (sid == 0)
+        return conn_error(h, E_PROTOCOL, "DATA on stream 0");
+    const uint8_t *d = p;
+    uint32_t dlen = len;
+    if (flags & FL_PADDED) {
+        if (len < 1 || p[0] >= len)
+            return conn_error(h, E_PROTOCOL, "DATA padding too long");
+        d = p + 1;
+        dlen = len - 1 - p[0];
+    }
+    if (sid > h->last_sid)
+        return conn_error(h, E_PROTOCOL, "DATA on an idle stream");
+    /* The connection window: reopened at once, in steps of half of it. */
+    if ((int64_t)len > h->recv_window)
+        return conn_error(h, E_FLOW_CONTROL, "DATA beyond the connection window");
+    h->recv_window -= len;
+    h->recv_unacked += len;
+    if (h->recv_unacked >= H2_CONN_WINDOW / 2) {
+        send_window_update(h, 0, (uint32_t)h->recv_unacked);
+        h->recv_window += h->recv_unacked;
+        h->recv_unacked = 0;
+    }
+    h2_stream *s = stream_find(h, sid);
+    if (!s)
+        return 0; /* reset or gone: dropped */
+    if (s->remote_closed) {
+        rst_stream(s, E_STREAM_CLOSED);
+        return 0;
+    }
+    if ((int64_t)len > s->recv_window) {
+        rst_stream(s, E_FLOW_CONTROL);
+        return 0;
+    }
+    s->recv_window -= len;
+    if (len > dlen)
+        stream_consumed(s, len - dlen); /* padding: nobody reads it */
+    s->in_total += dlen;
+    bool es = flags & FL_END_STREAM;
+    if (s->cl >= 0 && (s->in_total > s->cl || (es && s->in_total != s->cl))) {
+        rst_stream(s, E_PROTOCOL); /* content-length and DATA disagree (RFC 9113 §8.1.1) */
+        return 0;
+    }
+    if (!s->running || s->final) {
+        if (dlen)
+            stream_consumed(s, dlen); /* nobody will read it */
+        if (s->answered && (s->discarded += dlen) > H2_DISCARD_MAX) {
+            rst_stream(s, E_NO_ERROR); /* enough: see end_stream_sent */
+            return 0;
+        }
+    } else if (dlen) {
+        bz_buf_append(&s->in, d, dlen);
+        stream_wake(s);
+    }
+    if (es)
+        remote_end(s);
+    return 0;
+}
+
+/* The peer's settings (a SETTINGS frame's payload, or HTTP2-Settings). */
+static uint32_t apply_settings(http__h2 *h, const uint8_t *p, size_t len)
+{
+    if (len % 6)
+        return conn_error(h, E_FRAME_SIZE, "SETTINGS length not a multiple of 6");
+    if (len / 6 > H2_MAX_SETTINGS)
+        return conn_error(h, E_CALM, "too many SETTINGS entries");
+    for (size_t i = 0; i < len; i += 6) {
+        uint16_t id = (uint16_t)(p[i] << 8 | p[i + 1]);
+        uint32_t v = get_u32(p + i + 2);
+        switch (id) {
+        case S_ENABLE_PUSH:
+        case S_ENABLE_CONNECT_PROTOCOL:
+        case S_NO_RFC7540_PRIORITIES:
+            if (v > 1)
+                return conn_error(h, E_PROTOCOL, "SETTINGS: a boolean beyond 1");
+            break;
+        case S_INITIAL_WINDOW_SIZE: {
+            if (v > H2_WINDOW_MAX)
+                return conn_error(h, E_FLOW_CONTROL, "SETTINGS_INITIAL_WINDOW_SIZE beyond 2^31-1");
+            int64_t delta = (int64_t)v - h->peer_window;
+            for (h2_stream *s = h->streams; s; s = s->next) {
+                s->send_window += delta;
+                if (s->send_window > H2_WINDOW_MAX)
+                    return conn_error(h, E_FLOW_CONTROL, "SETTINGS_INITIAL_WINDOW_SIZE overflows a window");
+            }
+            h->peer_window = v;
+            break;
+        }
+        case S_MAX_FRAME_SIZE:
+            if (v < 16384 || v > 16777215)
+                return conn_error(h, E_PROTOCOL, "SETTINGS_MAX_FRAME_SIZE out of range");
+            h->peer_max_frame = v;
+            break;
+        default: /* HEADER_TABLE_SIZE (our encoder keeps no table), limits on what we do not do; unknown ids */
+            break;
+        }
     }
     return 0;
 }
 
-/* After the last frame of a response (END_STREAM) on a stream whose
- * request is still open — an early answer — RST_STREAM(NO_ERROR) asks the
- * client to stop sending (RFC 9113 §8.1) and closes the stream, so its
- * slot is free at once rather than when (if ever) the client ends its
- * half.  At once for framed streams (gRPC, r->body_limit < 0: e.g.
- * RESOURCE_EXHAUSTED for an over-limit message), as grpc-go's and
- * grpc-java's servers do and every gRPC client expects.  Other requests
- * (a 413) are let finish their body, discarded, up to H2_DISCARD_MAX
- * (on_data_chunk) before the reset: curl before 8.x fails a transfer whose
- * upload a RST_STREAM(NO_ERROR) cut short, though the RFC says not to.
- *
- * A response frame sent is also what lets the client's next PING through
- * the flood guard (h2-guard.c): gRPC clients probe the bandwidth-delay
- * product with a PING after receiving data. */
-static int on_frame_send(nghttp2_session *ses, const nghttp2_frame *f, void *ud)
+/* One whole frame: f[0..9) its header, f + 9 its payload.  0, or a
+ * connection error's code (h->err_why set). */
+static uint32_t h2_frame(http__h2 *h, const uint8_t *f, uint32_t len)
 {
-    http__h2 *h = ud;
-    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
+    uint8_t type = f[3], flags = f[4];
+    uint32_t sid = get_u32(f + 5) & 0x7fffffffu;
+    const uint8_t *p = f + 9;
+    if (h->in_block && type != F_CONTINUATION)
+        return conn_error(h, E_PROTOCOL, "a frame inside a header block");
+    if (!h->settings_seen) {
+        if (type != F_SETTINGS || (flags & FL_ACK))
+            return conn_error(h, E_PROTOCOL, "the client preface does not go on with SETTINGS");
+        h->settings_seen = true;
+    }
+    switch (type) {
+    case F_DATA:
+        return on_data(h, flags, sid, p, len);
+    case F_HEADERS:
+        return on_headers(h, flags, sid, p, len);
+    case F_CONTINUATION:
+        return on_continuation(h, flags, sid, p, len);
+    case F_PRIORITY: /* validated, then ignored (RFC 9113 §5.3.2) */
+        if (sid == 0)
+            return conn_error(h, E_PROTOCOL, "PRIORITY on stream 0");
+        if (len != 5)
+            return conn_error(h, E_FRAME_SIZE, "PRIORITY of the wrong size");
+        if ((get_u32(p) & 0x7fffffffu) == sid) {
+            h2_stream *s = stream_find(h, sid);
+            if (s)
+                rst_stream(s, E_PROTOCOL);
+            else
+                send_rst(h, sid, E_PROTOCOL);
+        }
         return 0;
-    h->guard.ping_earned = true;
-    if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+    case F_RST_STREAM: {
+        if (len != 4)
+            return conn_error(h, E_FRAME_SIZE, "RST_STREAM of the wrong size");
+        if (sid == 0)
+            return conn_error(h, E_PROTOCOL, "RST_STREAM on stream 0");
+        if (sid > h->last_sid)
+            return conn_error(h, E_PROTOCOL, "RST_STREAM on an idle stream");
+        h2_stream *s = stream_find(h, sid);
+        if (s) /* reset by the client: a running handler's context ends */
+            stream_close(s);
         return 0;
-    h2_stream *s = nghttp2_session_get_stream_user_data(ses, f->hd.stream_id);
-    if (s)
-        s->answered = true;
-    if (s && s->req.body_limit < 0 && nghttp2_session_get_stream_remote_close(ses, f->hd.stream_id) == 0)
-        nghttp2_submit_rst_stream(ses, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
-    return 0;
+    }
+    case F_SETTINGS: {
+        if (sid != 0)
+            return conn_error(h, E_PROTOCOL, "SETTINGS on a stream");
+        if (flags & FL_ACK)
+            return len ? conn_error(h, E_FRAME_SIZE, "SETTINGS ACK with a payload") : 0;
+        uint32_t e = apply_settings(h, p, len);
+        if (e)
+            return e;
+        out_frame(h, F_SETTINGS, FL_ACK, 0, NULL, 0);
+        return 0;
+    }
+    case F_PUSH_PROMISE:
+        return conn_error(h, E_PROTOCOL, "PUSH_PROMISE from a client");
+    case F_PING:
+        if (len != 8)
+            return conn_error(h, E_FRAME_SIZE, "PING of the wrong size");
+        if (sid != 0)
+            return conn_error(h, E_PROTOCOL, "PING on a stream");
+        if (!(flags & FL_ACK))
+            out_frame(h, F_PING, FL_ACK, 0, p, 8);
+        return 0;
+    case F_GOAWAY:
+        if (sid != 0)
+            return conn_error(h, E_PROTOCOL, "GOAWAY on a stream");
+        if (len < 8)
+            return conn_error(h, E_FRAME_SIZE, "GOAWAY too short");
+        h->goaway_recv = true; /* no new streams; the open ones finish */
+        return 0;
+    case F_WINDOW_UPDATE: {
+        if (len != 4)
+            return conn_error(h, E_FRAME_SIZE, "WINDOW_UPDATE of the wrong size");
+        int64_t inc = get_u32(p) & 0x7fffffffu;
+        if (sid == 0) {
+            if (inc == 0)
+                return conn_error(h, E_PROTOCOL, "WINDOW_UPDATE of 0 on the connection");
+            h->send_window += inc;
+            if (h->send_window > H2_WINDOW_MAX)
+                return conn_error(h, E_FLOW_CONTROL, "connection window beyond 2^31-1");
+            return 0;
+        }
+        if (sid > h->last_sid)
+            return conn_error(h, E_PROTOCOL, "WINDOW_UPDATE on an idle stream");
+        h2_stream *s = stream_find(h, sid);
+        if (!s)
+            return 0;
+        if (inc == 0) {
+            rst_stream(s, E_PROTOCOL);
+            return 0;
+        }
+        s->send_window += inc;
+        if (s->send_window > H2_WINDOW_MAX)
+            rst_stream(s, E_FLOW_CONTROL);
+        return 0;
+    }
+    default: /* unknown types are ignored (RFC 9113 §4.1) */
+        return 0;
+    }
+}
+
+/* Parses the whole frames in p[0..n); returns the bytes used (all of them
+ * once the connection is closing: the rest is dropped). */
+static size_t parse_frames(http__h2 *h, const uint8_t *p, size_t n)
+{
+    size_t off = 0;
+    /* Each turn consumes a frame (at least 9 bytes): bounded by n. */
+    while (n - off >= 9) {
+        if (h->closing || h->lingering || h->closed)
+            return n;
+        uint32_t len = (uint32_t)p[off] << 16 | (uint32_t)p[off + 1] << 8 | p[off + 2];
+        if (len > H2_MAX_FRAME) {
+            h2_close_with(h, E_FRAME_SIZE, "frame larger than SETTINGS_MAX_FRAME_SIZE");
+            return n;
+        }
+        if (n - off < 9 + (size_t)len)
+            break;
+        uint32_t e = h2_frame(h, p + off, len);
+        if (e) {
+            h2_close_with(h, e, h->err_why);
+            return n;
+        }
+        off += 9 + len;
+    }
+    return off;
+}
+
+static void h2_feed(http__h2 *h, const uint8_t *p, size_t n)
+{
+    if (h->closing || h->lingering || h->closed)
+        return; /* the connection is going away: input is dropped */
+    /* Any bytes from the peer prove it alive (a PING ACK among them). */
+    h->last_in = rt_now();
+    h->ping_at = 0;
+    uint32_t e = http__h2_guard_feed(&h->guard, p, n, rt_now());
+    if (e) {
+        h2_close_with(h, e, h->guard.why);
+        return;
+    }
+    if (h->preface_left) {
+        size_t k = n < h->preface_left ? n : h->preface_left;
+        if (memcmp(p, PREFACE + PREFACE_LEN - h->preface_left, k) != 0) {
+            http__h2_abort(h->c); /* not HTTP/2 at all: no GOAWAY */
+            return;
+        }
+        h->preface_left -= (uint32_t)k;
+        p += k;
+        n -= k;
+    }
+    if (h->in.len) { /* a frame began in the last read */
+        bz_buf_append(&h->in, p, n);
+        size_t used = parse_frames(h, (const uint8_t *)h->in.data, h->in.len);
+        bz_buf_consume(&h->in, used);
+    } else {
+        size_t used = parse_frames(h, p, n);
+        if (used < n)
+            bz_buf_append(&h->in, p + used, n - used);
+    }
 }
 
 /* ---- the connection ------------------------------------------------------------------------ */
@@ -1126,9 +1730,13 @@ static http__h2 *h2_new(http_conn *c, uint32_t skip_preface)
     if (!h)
         abort();
     h->c = c;
-    h->mem = (nghttp2_mem){h, mem_malloc, mem_free, mem_calloc, mem_realloc};
-    if (nghttp2_session_server_new3(&h->ses, srv->h2cb, h, srv->h2opt, &h->mem) != 0)
-        abort();
+    h->self_bytes = malloc_usable_size(h);
+    http__hpack_dec_init(&h->dec, HTTP_HPACK_TABLE_MAX);
+    h->preface_left = PREFACE_LEN;
+    h->send_window = H2_DEFAULT_WINDOW;
+    h->recv_window = H2_CONN_WINDOW;
+    h->peer_window = H2_DEFAULT_WINDOW;
+    h->peer_max_frame = 16384;
     http__h2_guard_init(&h->guard, srv->o.max_header_bytes, skip_preface);
     h->guard.reset_expected = reset_expected;
     h->guard.reset_arg = h;
@@ -1144,20 +1752,21 @@ static http__h2 *h2_new(http_conn *c, uint32_t skip_preface)
         atomic_fetch_sub_explicit(&srv->open_h1, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&srv->open_h2, 1, memory_order_relaxed);
     }
-    /* SETTINGS_MAX_CONCURRENT_STREAMS goes to nghttp2 under an id it does
-     * not know (and ignores), and h2_send writes the real id into the
-     * frame on its way out: nghttp2 1.52 treats a HEADERS frame past a
-     * limit it knows as a connection error (GOAWAY(PROTOCOL_ERROR) ends
-     * every call on the connection), where RFC 9113 §5.1.2 makes it a
-     * stream error.  So nghttp2 has no limit and stream_start enforces
-     * ours with RST_STREAM(REFUSED_STREAM). */
-    nghttp2_settings_entry iv[] = {
-        {SETTINGS_MCS_UNSEEN, (uint32_t)srv->o.h2_max_concurrent_streams},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)srv->o.max_header_bytes},
-        {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
-    };
-    nghttp2_submit_settings(h->ses, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
-    nghttp2_session_set_local_window_size(h->ses, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW);
+    /* Our SETTINGS (RFC 9113 §3.4: the server's preface), then the
+     * connection window beyond the default.  SETTINGS_MAX_CONCURRENT_STREAMS
+     * is enforced by stream_start with RST_STREAM(REFUSED_STREAM), a stream
+     * error (§5.1.2), so the calls in flight go on. */
+    uint8_t st[18];
+    const uint16_t ids[3] = {S_MAX_CONCURRENT_STREAMS, S_MAX_HEADER_LIST_SIZE, S_NO_RFC7540_PRIORITIES};
+    const uint32_t vals[3] = {(uint32_t)srv->o.h2_max_concurrent_streams, (uint32_t)srv->o.max_header_bytes, 1};
+    for (int i = 0; i < 3; i++) {
+        st[i * 6] = (uint8_t)(ids[i] >> 8);
+        st[i * 6 + 1] = (uint8_t)ids[i];
+        put_u32(st + i * 6 + 2, vals[i]);
+    }
+    out_frame(h, F_SETTINGS, 0, 0, st, sizeof st);
+    send_window_update(h, 0, H2_CONN_WINDOW - H2_DEFAULT_WINDOW);
+    mem_account(h);
     return h;
 }
 
@@ -1168,9 +1777,13 @@ void http__h2_free(http__h2 *h)
     rt_timer_stop(&h->keepalive);
     while (h->streams)
         stream_free(h->streams);
-    nghttp2_session_del(h->ses);
+    spare_free(h);
+    http__hpack_dec_free(&h->dec);
     bz_buf_free(&h->out);
+    bz_buf_free(&h->in);
+    bz_buf_free(&h->block);
     h->c->h2 = NULL;
+    atomic_fetch_sub(&heap_bytes, h->counted);
     free(h);
 }
 
@@ -1206,7 +1819,7 @@ static void h2_close_with(http__h2 *h, uint32_t code, const char *why)
         bz_log_warn("http2: closing connection", BZ_F_STR("peer", h->c->peer), BZ_F_STR("reason", why),
                     BZ_F_INT("code", code));
     h->closing = true;
-    nghttp2_session_terminate_session(h->ses, code);
+    send_goaway(h, h->last_sid, code);
     cancel_streams(h);
     rt_timer_start(&h->c->timer, rt_now() + H2_LINGER_NS);
     h2_kick(h);
@@ -1225,6 +1838,35 @@ static void h2_linger(http__h2 *h)
     rt_timer_start(&h->c->timer, rt_now() + H2_LINGER_NS);
 }
 
+/* Buffers that hold nothing live are given back (the hibernate tick). */
+static bool holds_buffers(const http__h2 *h) { return h->out.cap || h->in.cap || h->block.cap || h->spare; }
+
+static void release_buffers(http__h2 *h)
+{
+    if (h->out_off == h->out.len) {
+        bz_buf_free(&h->out);
+        h->out_off = 0;
+    }
+    if (!h->in.len)
+        bz_buf_free(&h->in);
+    if (!h->in_block)
+        bz_buf_free(&h->block);
+    spare_free(h);
+    mem_account(h);
+}
+
+/* The time in a timer callback: the loop's clock, but never before the
+ * deadline that fired.  (rt_now() is read when the loop's turn starts; the
+ * timers run later, with a fresh clock, so on a busy machine rt_now() can
+ * lag a fired deadline by a scheduling delay.  A callback that re-armed
+ * relative to that stale time could set a deadline that had already
+ * passed, fire again at once and spin: each re-arm must move forward.) */
+static int64_t timer_now(const rt_timer *t)
+{
+    int64_t now = rt_now();
+    return now > t->deadline ? now : t->deadline;
+}
+
 static void h2_timer(rt_timer *t)
 {
     http_conn *c = t->data;
@@ -1233,27 +1875,25 @@ static void h2_timer(rt_timer *t)
         http__h2_abort(c);
         return;
     }
+    if (h->nrunning || output_waiting(h))
+        return; /* busy: h2_timers arms it again once idle */
     int64_t limit = h->nhdr_pending ? c->srv->o.read_header_timeout_ns : c->srv->o.idle_timeout_ns;
-    if (rt_now() < h->idle_since + limit) {
-        /* The hibernate tick: nothing is in flight, so nghttp2's frame
-         * buffer holds nothing live; MADV_DONTNEED drops its pages (they
-         * read as zeros if touched again). */
-        if (h->fb && !h->hibernated && !nghttp2_session_want_write(h->ses)) {
-            madvise(h->fb, h->fblen, MADV_DONTNEED);
-            h->hibernated = true;
-            /* With no stream, the map's table is all zeros: a zero page
-             * reads the same, so the page can go too (checked, not
-             * assumed: a table with anything left in it stays). */
-            static const char zero[PAGE];
-            if (h->maptab && memcmp(h->maptab, zero, PAGE) == 0)
-                madvise(h->maptab, PAGE, MADV_DONTNEED);
+    int64_t now = timer_now(t);
+    if (now < h->idle_since + limit) {
+        if (now < h->idle_since + H2_HIBERNATE_NS && holds_buffers(h)) {
+            /* (armed for an earlier idle spell) */
+            rt_timer_start(&c->timer, h->idle_since + H2_HIBERNATE_NS);
+            return;
         }
+        /* The hibernate tick: nothing is in flight, so the buffers hold
+         * nothing live. */
+        release_buffers(h);
         rt_timer_start(&c->timer, h->idle_since + limit);
         return;
     }
     /* Idle (or a header block that never ended): say goodbye politely. */
     h->closing = true;
-    nghttp2_session_terminate_session(h->ses, NGHTTP2_NO_ERROR);
+    send_goaway(h, h->last_sid, E_NO_ERROR);
     rt_timer_start(&c->timer, rt_now() + H2_LINGER_NS);
     h2_send(h);
 }
@@ -1274,15 +1914,16 @@ static void stall_check(rt_timer *t)
      * (its write deadline) leaves no output here, yet a client that reads
      * nothing keeps megabytes of socket buffer and the connection. */
     int q = kernel_outq(h);
+    int64_t now = timer_now(t);
     if (q >= 0 && q < h->outq_seen)
-        h->progress_at = rt_now(); /* the client took some since the last look */
+        h->progress_at = now; /* the client took some since the last look */
     h->outq_seen = q;
     if (!output_waiting(h) && q <= 0)
         return;
     /* Counted from the last progress, not from the last check: a client
      * that stops reading is released --write-timeout after it stopped. */
     int64_t due = h->progress_at + h->c->srv->o.write_timeout_ns;
-    if (due > rt_now()) {
+    if (due > now) {
         h->stall_mark = h->progress;
         rt_timer_start(&h->stall, due);
         return;
@@ -1292,11 +1933,11 @@ static void stall_check(rt_timer *t)
      * if it is full, a GOAWAY would wait behind bytes the peer does not
      * take, and lingering for it only holds the connection longer. */
     if (q <= 0 && h->out_off == h->out.len) {
-        h2_close_with(h, NGHTTP2_ENHANCE_YOUR_CALM, "no output progress for the write timeout (zero window?)");
+        h2_close_with(h, E_CALM, "no output progress for the write timeout (zero window?)");
         return;
     }
     bz_log_warn("http2: closing connection", BZ_F_STR("peer", h->c->peer),
-                BZ_F_STR("reason", "no output progress for the write timeout"), BZ_F_INT("code", NGHTTP2_ENHANCE_YOUR_CALM));
+                BZ_F_STR("reason", "no output progress for the write timeout"), BZ_F_INT("code", E_CALM));
     http__h2_abort(h->c);
 }
 
@@ -1312,14 +1953,16 @@ static int64_t keepalive_interval(const http__h2 *h)
     return d > 0 ? d : 30 * BZ_NS_PER_S;
 }
 
+/* (Left armed when the last call ends: keepalive_check then does nothing
+ * and the next call arms it again; a request costs no timer operation.) */
 static void keepalive_arm(http__h2 *h)
 {
-    if (h->closing || h->lingering || h->closed || !h->nrunning) {
+    if (h->closing || h->lingering || h->closed) {
         if (rt_timer_armed(&h->keepalive))
             rt_timer_stop(&h->keepalive);
         return;
     }
-    if (!rt_timer_armed(&h->keepalive))
+    if (h->nrunning && !rt_timer_armed(&h->keepalive))
         rt_timer_start(&h->keepalive, h->last_in + keepalive_interval(h));
 }
 
@@ -1328,10 +1971,10 @@ static void keepalive_check(rt_timer *t)
     http__h2 *h = t->data;
     if (h->closing || h->lingering || h->closed || !h->nrunning)
         return;
-    int64_t now = rt_now();
+    int64_t now = timer_now(t);
     if (h->ping_at) {
         if (now >= h->ping_at + h->c->srv->o.read_header_timeout_ns) {
-            h2_close_with(h, NGHTTP2_NO_ERROR, "keepalive PING unanswered");
+            h2_close_with(h, E_NO_ERROR, "keepalive PING unanswered");
             return;
         }
         rt_timer_start(&h->keepalive, h->ping_at + h->c->srv->o.read_header_timeout_ns);
@@ -1342,10 +1985,9 @@ static void keepalive_check(rt_timer *t)
         return;
     }
     uint8_t opaque[8] = {'b', 'a', 'z', 'a', 'a', 'r', 'k', 'a'};
-    if (nghttp2_submit_ping(h->ses, NGHTTP2_FLAG_NONE, opaque) == 0) {
-        h->ping_at = now;
-        h2_send(h);
-    }
+    out_frame(h, F_PING, 0, 0, opaque, sizeof opaque);
+    h->ping_at = now;
+    h2_send(h);
     rt_timer_start(&h->keepalive, now + h->c->srv->o.read_header_timeout_ns);
 }
 
@@ -1375,14 +2017,16 @@ static void h2_timers(http__h2 *h)
     bool waiting_out = output_waiting(h);
     if (!h->nrunning && !waiting_out) {
         /* Idle: the first tick (after at most H2_HIBERNATE_NS) gives the
-         * frame buffer's pages back; the idle timeout closes. */
+         * buffers back; the idle timeout closes.  The timer is left armed
+         * while requests come and go (it is not stopped when a stream
+         * starts): one that fires early looks at idle_since and sleeps
+         * again, so a request costs no timer operation. */
         h->idle_since = rt_now();
         int64_t d = h->nhdr_pending ? c->srv->o.read_header_timeout_ns : c->srv->o.idle_timeout_ns;
-        if (d > H2_HIBERNATE_NS && h->fb)
+        if (d > H2_HIBERNATE_NS && holds_buffers(h))
             d = H2_HIBERNATE_NS;
-        rt_timer_start(&c->timer, h->idle_since + d);
-    } else if (rt_timer_armed(&c->timer)) {
-        rt_timer_stop(&c->timer);
+        if (!rt_timer_armed(&c->timer) || c->timer.deadline > h->idle_since + d)
+            rt_timer_start(&c->timer, h->idle_since + d);
     }
     keepalive_arm(h);
     if (waiting_out) {
@@ -1413,81 +2057,18 @@ static bool h2_write(http__h2 *h)
         http__h2_abort(h->c);
         return false;
     }
+    /* All written: the buffer is kept for the next answer (the hibernate
+     * tick gives it back), unless a burst grew it large. */
     h->out_off = 0;
-    if (h->nstreams == 0 || h->out.cap > 4 * H2_OUT_MAX)
-        bz_buf_free(&h->out); /* an idle connection keeps no buffer */
+    if (h->out.cap > 4 * H2_OUT_MAX)
+        bz_buf_free(&h->out);
     else
         bz_buf_clear(&h->out);
     return true;
 }
 
-/* Our first frame is our SETTINGS (RFC 9113 §3.4): the concurrency
- * limit's entry gets its real id back (see h2_new). */
-static void settings_fix(uint8_t *f, size_t n)
-{
-    if (n < 9 || f[3] != NGHTTP2_SETTINGS || (f[4] & NGHTTP2_FLAG_ACK))
-        return;
-    size_t len = (size_t)f[0] << 16 | (size_t)f[1] << 8 | f[2];
-    for (size_t i = 9; i + 6 <= 9 + len && i + 6 <= n; i += 6)
-        if (f[i] == SETTINGS_MCS_UNSEEN >> 8 && f[i + 1] == (SETTINGS_MCS_UNSEEN & 0xff)) {
-            f[i] = 0;
-            f[i + 1] = SETTINGS_MCS;
-        }
-}
-
-/* The thread's scratch output (h2_send), freed when the thread ends. */
-static _Thread_local bz_buf *tl_scratch;
-static pthread_key_t scratch_key;
-static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
-
-static void scratch_free(void *p)
-{
-    bz_buf_free(p);
-    free(p);
-}
-
-static void scratch_key_make(void) { pthread_key_create(&scratch_key, scratch_free); }
-
-static bz_buf *scratch_buf(void)
-{
-    if (!tl_scratch) {
-        pthread_once(&scratch_once, scratch_key_make);
-        tl_scratch = calloc(1, sizeof *tl_scratch);
-        if (!tl_scratch)
-            abort();
-        pthread_setspecific(scratch_key, tl_scratch);
-    }
-    return tl_scratch;
-}
-
-/* Writes the scratch buffer (h->out is empty); what the socket does not
- * take moves to h->out.  False if the connection was closed. */
-static bool scratch_write(http__h2 *h)
-{
-    bz_buf *t = scratch_buf();
-    size_t off = 0;
-    while (off < t->len) {
-        ssize_t n = rt_io_try_write(&h->c->io, t->data + off, t->len - off);
-        if (n > 0) {
-            off += (size_t)n;
-            continue;
-        }
-        if (n == -EAGAIN)
-            break;
-        http__h2_abort(h->c);
-        return false;
-    }
-    if (off < t->len) {
-        h->out.len = h->out_off = 0;
-        bz_buf_append(&h->out, t->data + off, t->len - off);
-    }
-    t->len = 0;
-    if (t->cap > 4 * H2_OUT_MAX)
-        bz_buf_free(t);
-    return true;
-}
-
-/* Serialises what nghttp2 has to say (up to H2_OUT_MAX) and writes it. */
+/* Serialises what the streams have to send (up to H2_OUT_MAX waiting)
+ * and writes it with the control frames queued before. */
 static void h2_send(http__h2 *h)
 {
     if (h->closed || h->lingering)
@@ -1499,56 +2080,21 @@ static void h2_send(http__h2 *h)
             h2_kick(h);
             break;
         }
-        bool full = false;
-        /* With nothing left over from before, frames are serialised into
-         * the thread's scratch buffer and written from it: a connection
-         * whose output the socket takes at once (nearly every answer)
-         * neither keeps nor regrows a buffer of its own (an idle one frees
-         * it: a malloc, a realloc and a free per request); only what the
-         * socket does not take is kept in h->out. */
-        bool scratch = h->out_off == h->out.len;
-        bz_buf *o = scratch ? scratch_buf() : &h->out;
-        size_t base = scratch ? 0 : h->out_off;
-        o->len = scratch ? 0 : o->len;
-        h->sending = o; /* where send_data puts DATA frames */
-        for (int i = 0; i < 4096; i++) {
-            if (o->len - base >= H2_OUT_MAX) {
-                full = true;
-                break;
-            }
-            const uint8_t *d;
-            ssize_t n = nghttp2_session_mem_send(h->ses, &d);
-            if (n < 0) {
-                http__h2_abort(h->c);
-                return;
-            }
-            if (n == 0)
-                break;
-            size_t at = o->len;
-            bz_buf_append(o, d, (size_t)n);
-            if (!h->settings_out) {
-                h->settings_out = true;
-                settings_fix((uint8_t *)o->data + at, (size_t)n);
-            }
-            h->hibernated = false;
-        }
-        if (scratch && o->len && !scratch_write(h))
-            return;
+        bool full = !h->closing && h->npend && serialise(h);
         if (!h2_write(h))
             return;
         if (!full || h->out_off < h->out.len)
             break;
     }
     bool drained = h->out_off == h->out.len;
-    if (drained && ((h->closing && !nghttp2_session_want_write(h->ses)) ||
-                    (!nghttp2_session_want_read(h->ses) && !nghttp2_session_want_write(h->ses)) ||
-                    (h->draining && h->nstreams == 0))) {
+    if (drained && (h->closing || ((h->draining || h->goaway_recv) && h->nstreams == 0))) {
         h2_linger(h);
         return;
     }
     if (h->read_paused && h->out.len - h->out_off < H2_OUT_MAX)
         h2_kick(h);
     h2_timers(h);
+    mem_account(h);
 }
 
 static void sender_run(void *p)
@@ -1573,33 +2119,6 @@ static void h2_kick(http__h2 *h)
     if (!h->sender_queued) {
         h->sender_queued = true;
         rt_go(sender_run, h);
-    }
-}
-
-static void h2_feed(http__h2 *h, const uint8_t *p, size_t n)
-{
-    if (h->closing || h->lingering || h->closed)
-        return; /* the connection is going away: input is dropped */
-    /* Any bytes from the peer prove it alive (a PING ACK among them). */
-    h->last_in = rt_now();
-    h->ping_at = 0;
-    uint32_t e = http__h2_guard_feed(&h->guard, p, n, rt_now());
-    if (e) {
-        h2_close_with(h, e, h->guard.why);
-        return;
-    }
-    ssize_t rv = nghttp2_session_mem_recv(h->ses, p, n);
-    if (rv < 0) {
-        if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
-            http__h2_abort(h->c);
-            return;
-        }
-        if (h->calm_why) { /* a callback found abuse */
-            h2_close_with(h, NGHTTP2_ENHANCE_YOUR_CALM, h->calm_why);
-            return;
-        }
-        h2_close_with(h, rv == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR,
-                      nghttp2_strerror((int)rv));
     }
 }
 
@@ -1679,30 +2198,33 @@ bool http__h2_upgrade(http_conn *c, http_req *r, const char *rest, size_t nrest)
     if (rt_write_all(&c->io, resp, sizeof resp - 1, &c->ls->ctx, bz_now_ns() + srv->o.write_timeout_ns))
         return false;
     http__h2 *h = h2_new(c, PREFACE_LEN);
-    /* Stream 1 is the upgrade request, half-closed (remote). */
-    h2_stream *s = stream_new(h, 1);
-    s->method = arena_str(&s->arena, (const uint8_t *)r->method.p, r->method.n);
-    s->path = arena_str(&s->arena, (const uint8_t *)r->target.p, r->target.n);
-    s->hcap = r->nheaders + 1;
-    s->hdrs = bz_arena_alloc(&s->arena, sizeof *s->hdrs * (size_t)s->hcap);
-    for (int i = 0; i < r->nheaders; i++) {
-        bz_str n = r->headers[i].name;
-        if (conn_specific(n.p, n.n) || str_ieq(n.p, n.n, "http2-settings"))
-            continue;
-        char *ln = bz_arena_alloc(&s->arena, n.n + 1);
-        for (size_t k = 0; k < n.n; k++)
-            ln[k] = (n.p[k] >= 'A' && n.p[k] <= 'Z') ? (char)(n.p[k] + 32) : n.p[k];
-        ln[n.n] = '\0';
-        s->hdrs[s->nh++] = (http_header){bz_str_make(ln, n.n),
-                                         arena_str(&s->arena, (const uint8_t *)r->headers[i].value.p,
-                                                   r->headers[i].value.n)};
-    }
-    /* (r->head is not set yet on this path: the method says it) */
-    if (nghttp2_session_upgrade2(h->ses, settings, (size_t)ns, bz_str_eq_c(r->method, "HEAD"), s) != 0) {
-        /* Settings nghttp2 refuses: the 101 is out, so end it as HTTP/2. */
-        stream_free(s);
-        h2_close_with(h, NGHTTP2_PROTOCOL_ERROR, "bad HTTP2-Settings");
+    /* HTTP2-Settings are the client's first SETTINGS, not acknowledged
+     * (RFC 7540 §3.2.1). */
+    uint32_t e = apply_settings(h, settings, (size_t)ns);
+    if (e) {
+        /* The 101 is out, so end it as HTTP/2. */
+        h2_close_with(h, e, "bad HTTP2-Settings");
     } else {
+        /* Stream 1 is the upgrade request, half-closed (remote). */
+        h->last_sid = 1;
+        h2_stream *s = stream_new(h, 1);
+        s->method = arena_str(&s->arena, (const uint8_t *)r->method.p, r->method.n);
+        s->path = arena_str(&s->arena, (const uint8_t *)r->target.p, r->target.n);
+        s->hcap = r->nheaders + 1;
+        s->hdrs = bz_arena_alloc(&s->arena, sizeof *s->hdrs * (size_t)s->hcap);
+        for (int i = 0; i < r->nheaders; i++) {
+            bz_str n = r->headers[i].name;
+            if (conn_specific(n.p, n.n) || str_ieq(n.p, n.n, "http2-settings"))
+                continue;
+            char *ln = bz_arena_alloc(&s->arena, n.n + 1);
+            for (size_t k = 0; k < n.n; k++)
+                ln[k] = (n.p[k] >= 'A' && n.p[k] <= 'Z') ? (char)(n.p[k] + 32) : n.p[k];
+            ln[n.n] = '\0';
+            s->hdrs[s->nh++] = (http_header){bz_str_make(ln, n.n),
+                                             arena_str(&s->arena, (const uint8_t *)r->headers[i].value.p,
+                                                       r->headers[i].value.n)};
+        }
+        s->remote_closed = true;
         stream_start(h, s, true);
     }
     h2_feed(h, (const uint8_t *)rest, nrest);
@@ -1716,45 +2238,16 @@ void http__h2_drain(http_conn *c)
     if (!h || h->closed || h->closing || h->draining)
         return;
     h->draining = true;
-    /* Streams up to the last one we saw finish; later ones are refused. */
-    nghttp2_submit_goaway(h->ses, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->ses),
-                          NGHTTP2_NO_ERROR, NULL, 0);
+    /* Streams up to the last one we saw finish; later ones are ignored. */
+    h->goaway_sid = h->last_sid;
+    send_goaway(h, h->last_sid, E_NO_ERROR);
     h2_send(h);
 }
 
 /* ---- per-server setup ---------------------------------------------------------------------- */
 
-void http__h2_server_init(http_server *s)
-{
-    nghttp2_session_callbacks *cb;
-    if (nghttp2_session_callbacks_new(&cb) != 0)
-        abort();
-    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
-    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
-    nghttp2_session_callbacks_set_send_data_callback(cb, send_data);
-    nghttp2_option *opt;
-    if (nghttp2_option_new(&opt) != 0)
-        abort();
-    /* Windows reopen as handlers read (see the top of this file). */
-    nghttp2_option_set_no_auto_window_update(opt, 1);
-    /* No priority tree of closed streams: memory for nothing here. */
-    nghttp2_option_set_no_closed_streams(opt, 1);
-    /* Bounds on what a peer can make us queue; the rates are h2-guard's. */
-    nghttp2_option_set_max_outbound_ack(opt, 1000);
-    nghttp2_option_set_max_settings(opt, 32);
-    s->h2cb = cb;
-    s->h2opt = opt;
-}
+/* (Nothing is shared between a server's connections any more: the codec
+ * keeps its state per connection.) */
+void http__h2_server_init(http_server *s) { s->h2cb = s->h2opt = NULL; }
 
-void http__h2_server_free(http_server *s)
-{
-    if (s->h2cb)
-        nghttp2_session_callbacks_del(s->h2cb);
-    if (s->h2opt)
-        nghttp2_option_del(s->h2opt);
-    s->h2cb = s->h2opt = NULL;
-}
+void http__h2_server_free(http_server *s) { s->h2cb = s->h2opt = NULL; }

@@ -11,7 +11,7 @@ set -euo pipefail
 
 build=(gcc make libc6-dev pkg-config libsqlite3-dev libpq-dev libhiredis-dev libsodium-dev
        protobuf-c-compiler libprotobuf-c-dev protobuf-compiler libprotobuf-dev grpc-proto
-       zlib1g-dev libjansson-dev libnghttp2-dev libssl-dev help2man)
+       zlib1g-dev libjansson-dev libssl-dev help2man)
 test=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-pytest-xdist python3-requests
       postgresql redis-server redis-tools curl bc nghttp2-client python3-h2 python3-hyperframe python3-hpack
       iproute2 python3-grpcio python3-protobuf golang-go golang-google-grpc-dev

@@ -17,7 +17,7 @@
  *   GET  /files/{path...}         path value (rest)
  *   GET  /a/{x}/c, /a/b/c, /q/{y}, /q/last   overlaps resolved by specificity
  *   GET  /dir/                    subtree
- *   GET  /h2-heap                 bytes nghttp2 holds (all sessions), for memory tests
+ *   GET  /h2-heap                 heap bytes the HTTP/2 connections hold, for memory tests
  *   GET  /trailers                "ok" with an HTTP/2 trailer x-checksum: 42
  *   GET  /flood?kib=N             N KiB streamed in 1 KiB flushes (flow-control tests)
  *   GET  /proto                   "h2" or "h1"

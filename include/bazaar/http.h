@@ -120,7 +120,7 @@ struct http_req {
      * copies in the request's arena.  Names are kept as given on HTTP/1.1
      * and lower-cased on HTTP/2 (r->h2), as each protocol sends them.  They
      * are never held as text: HTTP/1.1 writes them into the response head
-     * once, HTTP/2 hands them to nghttp2 as they are.  Read with
+     * once, HTTP/2 encodes them (HPACK) as they are.  Read with
      * http_resp_header_get; the server adds Date, Content-Length and
      * Connection itself when it sends the head. */
     http_header *resp_headers;

@@ -1,8 +1,8 @@
 /* tests/fuzz/fuzz_h2.c — libFuzzer target: arbitrary bytes as an HTTP/2
  * connection's input after the client preface, through the real server
- * code (server.c hands the connection to h2.c, nghttp2, the flood guard,
- * stream coroutines) with a trivial handler that reads the body and
- * streams a response with a trailer.
+ * code (server.c hands the connection to h2.c: the flood guard, the frame
+ * layer, HPACK, stream coroutines) with a trivial handler that reads the
+ * body and streams a response with a trailer.
  *
  * The runtime runs on its own thread for the whole process; each input is
  * a job posted to its loop: a socketpair whose one end the server adopts,
@@ -68,7 +68,7 @@ static void run_job(void *p)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0) {
         http__server_adopt(srv, sv[0]);
-        rt_io io;
+        rt_io io = {0}; /* (rt_io_open leaves the TLS state alone) */
         if (rt_io_open(&io, sv[1]) == 0) {
             static const char pre[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
             char out[16384];

@@ -1,14 +1,17 @@
 /* tests/unit/test_h2.c — HTTP/2 internals: preface detection, the flood
  * guard (token buckets, CONTINUATION and size caps, frame headers split
- * across reads), Upgrade detection, and whole connections served in
- * process over a socketpair (a request answered; nghttp2 state and the
- * connection freed after the peer leaves). */
+ * across reads), Upgrade detection, whole connections served in process
+ * over a socketpair (a request answered; the connection's state freed
+ * after the peer leaves), and the frame layer's answers to every kind of
+ * protocol error (RFC 9113: connection errors → GOAWAY with their code,
+ * stream errors → RST_STREAM, the connection going on). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
 #include "http/h2-private.h"
+#include "http/hpack.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -279,7 +282,7 @@ static void serve_one_request_main(void *arg)
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
     http__server_adopt(s, sv[0]);
-    rt_io io;
+    rt_io io = {0}; /* (rt_io_open leaves the TLS state alone) */
     assert_int_equal(rt_io_open(&io, sv[1]), 0);
     uint8_t req[256];
     size_t n = 0;
@@ -339,7 +342,7 @@ static void garbage_main(void *arg)
         int sv[2];
         assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
         http__server_adopt(s, sv[0]);
-        rt_io io;
+        rt_io io = {0}; /* (rt_io_open leaves the TLS state alone) */
         assert_int_equal(rt_io_open(&io, sv[1]), 0);
         uint8_t buf[4096];
         memcpy(buf, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
@@ -368,6 +371,299 @@ static void garbage_closes_cleanly(void **state)
     assert_int_equal(rt_run(&o, garbage_main, NULL), 0);
 }
 
+
+/* ---- the frame layer's errors (RFC 9113) ---- */
+
+typedef struct {
+    const char *n, *v;
+} kv;
+
+/* Literal fields (no indexing, no Huffman) into out. */
+static size_t fields(uint8_t *out, const kv *f)
+{
+    bz_buf b = BZ_BUF_INIT;
+    for (; f->n; f++)
+        http__hpack_put_field(&b, f->n, strlen(f->n), f->v, strlen(f->v), false);
+    memcpy(out, b.data, b.len);
+    size_t n = b.len;
+    bz_buf_free(&b);
+    return n;
+}
+
+#define REQ(path) {":method", "GET"}, {":scheme", "http"}, {":path", path}, {":authority", "x"}
+
+static size_t get(uint8_t *out, uint32_t sid, const char *path)
+{
+    uint8_t hb[256];
+    kv f[] = {REQ(path), {NULL, NULL}};
+    size_t n = fields(hb, f);
+    return frame(out, (uint32_t)n, 1, 0x5, sid, hb);
+}
+
+typedef struct {
+    int64_t goaway;      /* its code, -1 if none */
+    uint32_t rst_sid, rst_code;
+    int status[16];      /* by stream id (odd ids < 32): the response's :status */
+    bool ping_ack, settings_ack;
+    uint8_t ping[8];
+    bool eof;
+} seen;
+
+static int status_of(void *arg, const uint8_t *name, size_t nl, const uint8_t *value, size_t vl, unsigned flags)
+{
+    int *st = arg;
+    if (nl == 7 && !memcmp(name, ":status", 7) && vl == 3)
+        *st = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
+    return 0;
+}
+
+/* Reads frames until quiet for 200 ms, EOF, or stream `until` answered. */
+static void read_frames(rt_io *io, seen *r, http__hpack_dec *dec, uint32_t until)
+{
+    static uint8_t in[1 << 17];
+    size_t have = 0;
+    for (int i = 0; i < 200; i++) {
+        ssize_t k = rt_read(io, in + have, sizeof in - have, NULL, bz_now_ns() + 200 * BZ_NS_PER_MS);
+        if (k == 0 || k == -ECONNRESET || k == -EPIPE) {
+            r->eof = true;
+            return;
+        }
+        if (k < 0)
+            return; /* quiet */
+        have += (size_t)k;
+        size_t off = 0;
+        while (have - off >= 9) {
+            uint32_t len = (uint32_t)in[off] << 16 | (uint32_t)in[off + 1] << 8 | in[off + 2];
+            if (have - off < 9 + len)
+                break;
+            uint8_t type = in[off + 3], fl = in[off + 4];
+            uint32_t sid = ((uint32_t)in[off + 5] << 24 | (uint32_t)in[off + 6] << 16 | (uint32_t)in[off + 7] << 8 |
+                            in[off + 8]) & 0x7fffffffu;
+            const uint8_t *p = in + off + 9;
+            if (type == 7 && len >= 8 && r->goaway < 0)
+                r->goaway = (int64_t)((uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7]);
+            if (type == 3 && len == 4 && !r->rst_sid) {
+                r->rst_sid = sid;
+                r->rst_code = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+            }
+            if (type == 6 && (fl & 1) && len == 8) {
+                r->ping_ack = true;
+                memcpy(r->ping, p, 8);
+            }
+            if (type == 4 && (fl & 1))
+                r->settings_ack = true;
+            if (type == 1 && sid < 32) {
+                int st = 0;
+                assert_int_equal(http__hpack_decode(dec, p, len, status_of, &st), 0);
+                r->status[sid / 2] = st;
+            }
+            off += 9 + len;
+            if (until && (type == 0 || type == 1) && (fl & 1) && sid == until) {
+                memmove(in, in + off, have - off);
+                return;
+            }
+        }
+        memmove(in, in + off, have - off);
+        have -= off;
+    }
+}
+
+/* One connection: the preface, an empty SETTINGS, then p[0..n); what came
+ * back until quiet.  With follow, a GET on that stream afterwards too (the
+ * connection must still serve). */
+static seen run_bytes(http_server *s, const uint8_t *p, size_t n, uint32_t follow)
+{
+    seen r;
+    memset(&r, 0, sizeof r);
+    r.goaway = -1;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    http__server_adopt(s, sv[0]);
+    rt_io io = {0}; /* (rt_io_open leaves the TLS state alone) */
+    assert_int_equal(rt_io_open(&io, sv[1]), 0);
+    static uint8_t out[1 << 16];
+    memcpy(out, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+    size_t k = 24 + frame(out + 24, 0, 4, 0, 0, NULL);
+    memcpy(out + k, p, n);
+    /* (the server may close before it has read everything) */
+    rt_write_all(&io, out, k + n, NULL, bz_now_ns() + BZ_NS_PER_S);
+    http__hpack_dec dec;
+    http__hpack_dec_init(&dec, 4096);
+    read_frames(&io, &r, &dec, 0);
+    if (follow && !r.eof) {
+        size_t m = get(out, follow, "/after");
+        assert_int_equal(rt_write_all(&io, out, m, NULL, bz_now_ns() + BZ_NS_PER_S), 0);
+        read_frames(&io, &r, &dec, follow);
+    }
+    http__hpack_dec_free(&dec);
+    rt_io_close(&io);
+    return r;
+}
+
+enum { PROTOCOL = 1, FLOW = 3, STREAM_CLOSED = 5, FRAME_SIZE = 6, COMPRESSION = 9 };
+
+static void expect_goaway(http_server *s, const char *what, const uint8_t *p, size_t n, uint32_t code)
+{
+    seen r = run_bytes(s, p, n, 0);
+    if (r.goaway != (int64_t)code)
+        fail_msg("%s: GOAWAY %lld, want %u", what, (long long)r.goaway, code);
+}
+
+/* A stream error: RST_STREAM(code) on sid, and the connection serves
+ * stream sid + 2 afterwards. */
+static void expect_rst(http_server *s, const char *what, const uint8_t *p, size_t n, uint32_t sid, uint32_t code)
+{
+    seen r = run_bytes(s, p, n, sid + 2);
+    if (r.rst_sid != sid || r.rst_code != code || r.goaway >= 0 || r.status[(sid + 2) / 2] != 200)
+        fail_msg("%s: RST_STREAM(%u, %u) GOAWAY %lld, then %d; want RST_STREAM(%u, %u) then 200", what, r.rst_sid,
+                 r.rst_code, (long long)r.goaway, r.status[(sid + 2) / 2], sid, code);
+}
+
+static void frame_errors_main(void *arg)
+{
+    http_server *s = start();
+    static uint8_t b[1 << 16];
+    size_t n;
+    uint8_t z[16] = {0};
+
+    /* connection errors */
+    expect_goaway(s, "DATA on stream 0", b, frame(b, 2, 0, 0, 0, "hi"), PROTOCOL);
+    expect_goaway(s, "DATA on an idle stream", b, frame(b, 2, 0, 0, 5, "hi"), PROTOCOL);
+    expect_goaway(s, "HEADERS on stream 0", b, frame(b, 1, 1, 0x5, 0, "\x82"), PROTOCOL);
+    expect_goaway(s, "HEADERS on an even stream", b, frame(b, 1, 1, 0x5, 2, "\x82"), PROTOCOL);
+    expect_goaway(s, "frame over 16384", b, frame(b, 16385, 0, 0, 1, NULL), FRAME_SIZE);
+    expect_goaway(s, "PING of 7 bytes", b, frame(b, 7, 6, 0, 0, z), FRAME_SIZE);
+    expect_goaway(s, "PING on a stream", b, frame(b, 8, 6, 0, 1, z), PROTOCOL);
+    expect_goaway(s, "SETTINGS of 5 bytes", b, frame(b, 5, 4, 0, 0, z), FRAME_SIZE);
+    expect_goaway(s, "SETTINGS ACK with a payload", b, frame(b, 6, 4, 1, 0, z), FRAME_SIZE);
+    expect_goaway(s, "SETTINGS on a stream", b, frame(b, 0, 4, 0, 1, NULL), PROTOCOL);
+    expect_goaway(s, "ENABLE_PUSH 2", b, frame(b, 6, 4, 0, 0, "\x00\x02\x00\x00\x00\x02"), PROTOCOL);
+    expect_goaway(s, "INITIAL_WINDOW_SIZE 2^31", b, frame(b, 6, 4, 0, 0, "\x00\x04\x80\x00\x00\x00"), FLOW);
+    expect_goaway(s, "MAX_FRAME_SIZE 100", b, frame(b, 6, 4, 0, 0, "\x00\x05\x00\x00\x00\x64"), PROTOCOL);
+    expect_goaway(s, "WINDOW_UPDATE 0 on the connection", b, frame(b, 4, 8, 0, 0, z), PROTOCOL);
+    expect_goaway(s, "WINDOW_UPDATE of 3 bytes", b, frame(b, 3, 8, 0, 0, z), FRAME_SIZE);
+    expect_goaway(s, "connection window past 2^31-1", b, frame(b, 4, 8, 0, 0, "\x7f\xff\xff\xff"), FLOW);
+    expect_goaway(s, "WINDOW_UPDATE on an idle stream", b, frame(b, 4, 8, 0, 9, "\x00\x00\x00\x01"), PROTOCOL);
+    expect_goaway(s, "RST_STREAM on an idle stream", b, frame(b, 4, 3, 0, 9, z), PROTOCOL);
+    expect_goaway(s, "RST_STREAM on stream 0", b, frame(b, 4, 3, 0, 0, z), PROTOCOL);
+    expect_goaway(s, "RST_STREAM of 5 bytes", b, frame(b, 5, 3, 0, 1, z), FRAME_SIZE);
+    expect_goaway(s, "PUSH_PROMISE from a client", b, frame(b, 4, 5, 0x4, 1, z), PROTOCOL);
+    expect_goaway(s, "CONTINUATION without HEADERS", b, frame(b, 1, 9, 0x4, 1, "\x82"), PROTOCOL);
+    n = frame(b, 1, 1, 0x1, 1, "\x82");
+    n += frame(b + n, 8, 6, 0, 0, z);
+    expect_goaway(s, "a PING inside a header block", b, n, PROTOCOL);
+    n = frame(b, 1, 1, 0x1, 1, "\x82");
+    n += frame(b + n, 1, 9, 0x4, 3, "\x86");
+    expect_goaway(s, "CONTINUATION of another stream", b, n, PROTOCOL);
+    expect_goaway(s, "GOAWAY on a stream", b, frame(b, 8, 7, 0, 1, z), PROTOCOL);
+    expect_goaway(s, "PRIORITY of 4 bytes", b, frame(b, 4, 2, 0, 1, z), FRAME_SIZE);
+    expect_goaway(s, "HPACK index 0", b, frame(b, 1, 1, 0x5, 1, "\x80"), COMPRESSION);
+    expect_goaway(s, "HPACK index past the table", b, frame(b, 1, 1, 0x5, 1, "\xbe"), COMPRESSION);
+    expect_goaway(s, "HPACK size update past 4096", b, frame(b, 3, 1, 0x5, 1, "\x3f\xe2\x1f"), COMPRESSION);
+    expect_goaway(s, "HEADERS padding too long", b, frame(b, 2, 1, 0xd, 1, "\x05\x82"), PROTOCOL);
+    expect_goaway(s, "DATA padding too long", b, (n = get(b, 1, "/x"), n + frame(b + n, 2, 0, 0x9, 1, "\x05\x00")),
+                  PROTOCOL);
+    {   /* the first frame must be SETTINGS */
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+        http__server_adopt(s, sv[0]);
+        rt_io io = {0}; /* (rt_io_open leaves the TLS state alone) */
+        assert_int_equal(rt_io_open(&io, sv[1]), 0);
+        memcpy(b, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+        n = 24 + frame(b + 24, 8, 6, 0, 0, z);
+        assert_int_equal(rt_write_all(&io, b, n, NULL, bz_now_ns() + BZ_NS_PER_S), 0);
+        seen r;
+        memset(&r, 0, sizeof r);
+        r.goaway = -1;
+        http__hpack_dec dec;
+        http__hpack_dec_init(&dec, 4096);
+        read_frames(&io, &r, &dec, 0);
+        http__hpack_dec_free(&dec);
+        rt_io_close(&io);
+        assert_int_equal(r.goaway, PROTOCOL);
+    }
+
+    /* stream errors: RST_STREAM, the connection goes on */
+    uint8_t hb[512];
+    kv upper[] = {REQ("/x"), {"X-Upper", "1"}, {NULL, NULL}};
+    expect_rst(s, "upper-case field name", b, frame(b, (uint32_t)fields(hb, upper), 1, 0x5, 1, hb), 1, PROTOCOL);
+    kv nopath[] = {{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {NULL, NULL}};
+    expect_rst(s, "no :path", b, frame(b, (uint32_t)fields(hb, nopath), 1, 0x5, 1, hb), 1, PROTOCOL);
+    kv late[] = {{":method", "GET"}, {":scheme", "http"}, {"a", "b"}, {":path", "/x"}, {NULL, NULL}};
+    expect_rst(s, "pseudo-field after a regular one", b, frame(b, (uint32_t)fields(hb, late), 1, 0x5, 1, hb), 1,
+               PROTOCOL);
+    kv twice[] = {REQ("/x"), {":path", "/y"}, {NULL, NULL}};
+    expect_rst(s, ":path twice", b, frame(b, (uint32_t)fields(hb, twice), 1, 0x5, 1, hb), 1, PROTOCOL);
+    kv unknown[] = {REQ("/x"), {":protocol", "websocket"}, {NULL, NULL}};
+    expect_rst(s, "unknown pseudo-field", b, frame(b, (uint32_t)fields(hb, unknown), 1, 0x5, 1, hb), 1, PROTOCOL);
+    kv conn[] = {REQ("/x"), {"connection", "close"}, {NULL, NULL}};
+    expect_rst(s, "connection-specific field", b, frame(b, (uint32_t)fields(hb, conn), 1, 0x5, 1, hb), 1, PROTOCOL);
+    kv te[] = {REQ("/x"), {"te", "gzip"}, {NULL, NULL}};
+    expect_rst(s, "te other than trailers", b, frame(b, (uint32_t)fields(hb, te), 1, 0x5, 1, hb), 1, PROTOCOL);
+    kv crlf[] = {REQ("/x"), {"x-a", "b\r\nc"}, {NULL, NULL}};
+    expect_rst(s, "CR LF in a value", b, frame(b, (uint32_t)fields(hb, crlf), 1, 0x5, 1, hb), 1, PROTOCOL);
+    kv sp[] = {REQ("/x"), {"x-a", "b "}, {NULL, NULL}};
+    expect_rst(s, "space at a value's end", b, frame(b, (uint32_t)fields(hb, sp), 1, 0x5, 1, hb), 1, PROTOCOL);
+    kv path[] = {REQ("x"), {NULL, NULL}};
+    expect_rst(s, ":path without /", b, frame(b, (uint32_t)fields(hb, path), 1, 0x5, 1, hb), 1, PROTOCOL);
+    kv cl[] = {REQ("/x"), {"content-length", "5"}, {NULL, NULL}};
+    n = frame(b, (uint32_t)fields(hb, cl), 1, 0x4, 1, hb);
+    n += frame(b + n, 3, 0, 0x1, 1, "abc");
+    expect_rst(s, "content-length 5, 3 bytes of DATA", b, n, 1, PROTOCOL);
+    kv clx[] = {REQ("/x"), {"content-length", "5x"}, {NULL, NULL}};
+    expect_rst(s, "content-length not a number", b, frame(b, (uint32_t)fields(hb, clx), 1, 0x5, 1, hb), 1, PROTOCOL);
+    n = get(b, 1, "/x");
+    n += frame(b + n, 4, 8, 0, 1, z); /* (answered and closed by then, or a reset: either way no GOAWAY) */
+    seen r = run_bytes(s, b, n, 3);
+    assert_int_equal(r.goaway, -1);
+    assert_int_equal(r.status[1], 200);
+    n = frame(b, 5, 2, 0, 1, "\x00\x00\x00\x01\x10"); /* PRIORITY: stream 1 depends on itself */
+    expect_rst(s, "PRIORITY on itself", b, n, 1, PROTOCOL);
+    kv body[] = {REQ("/x"), {NULL, NULL}};
+    n = frame(b, (uint32_t)fields(hb, body), 1, 0x4, 1, hb);
+    n += frame(b + n, 3, 0, 0x1, 1, "abc");
+    n += frame(b + n, 3, 0, 0x1, 1, "def");
+    r = run_bytes(s, b, n, 3);
+    assert_true(r.goaway < 0); /* DATA after END_STREAM: a stream error (or the stream is gone) */
+    assert_int_equal(r.status[3 / 2], 200);
+
+    /* accepted and ignored */
+    n = frame(b, 4, 0xfa, 0, 0, z);                      /* an unknown type */
+    n += frame(b + n, 5, 2, 0, 7, "\x00\x00\x00\x03\x10"); /* PRIORITY of an idle stream */
+    n += frame(b + n, 8, 6, 0, 0, "pingpong");
+    n += frame(b + n, 12, 4, 0, 0, "\x00\x03\x00\x00\x00\x10\x00\x04\x00\x01\x00\x00");
+    r = run_bytes(s, b, n, 1);
+    assert_int_equal(r.goaway, -1);
+    assert_true(r.ping_ack && !memcmp(r.ping, "pingpong", 8));
+    assert_true(r.settings_ack);
+    assert_int_equal(r.status[0], 200);
+    /* a header block in HEADERS + CONTINUATION, padded HEADERS with a priority */
+    kv big[] = {REQ("/split"), {"x-a", "aaaaaaaaaaaaaaaaaaaa"}, {NULL, NULL}};
+    size_t hn = fields(hb, big);
+    n = frame(b, 10, 1, 0x0, 1, hb);
+    n += frame(b + n, (uint32_t)(hn - 10), 9, 0x5 & ~0x1, 1, hb + 10);
+    uint8_t padded[300];
+    padded[0] = 3;
+    memcpy(padded + 1, "\x00\x00\x00\x00\x10", 5);
+    size_t gn = fields(padded + 6, (kv[]){REQ("/pad"), {NULL, NULL}});
+    memset(padded + 6 + gn, 0, 3);
+    n += frame(b + n, (uint32_t)(6 + gn + 3), 1, 0x5 | 0x8 | 0x20, 3, padded);
+    r = run_bytes(s, b, n, 5);
+    assert_int_equal(r.goaway, -1);
+    assert_int_equal(r.status[0], 200);
+    assert_int_equal(r.status[1], 200);
+    assert_int_equal(r.status[2], 200);
+    for (int i = 0; i < 1000 && conns_of(s) > 0; i++)
+        rt_sleep(NULL, BZ_NS_PER_MS);
+    http_server_free(s);
+}
+
+static void frame_errors_get_their_rfc_answers(void **state)
+{
+    rt_options o = {.threads = 1};
+    assert_int_equal(rt_run(&o, frame_errors_main, NULL), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +678,7 @@ int main(void)
         cmocka_unit_test(upgrade_detection),
         cmocka_unit_test(serves_a_request_and_frees_on_close),
         cmocka_unit_test(garbage_closes_cleanly),
+        cmocka_unit_test(frame_errors_get_their_rfc_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
