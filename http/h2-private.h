@@ -38,9 +38,6 @@ void http__h2_drain(http_conn *c);
 void http__h2_abort(http_conn *c);
 /* Frees the HTTP/2 state (from http__conn_free). */
 void http__h2_free(http__h2 *h);
-/* Per-server HTTP/2 setup (nothing is shared between connections now). */
-void http__h2_server_init(http_server *s);
-void http__h2_server_free(http_server *s);
 
 /* http_req hooks for HTTP/2 streams (dispatched from server.c). */
 int http__h2_flush(http_req *r, bool final);

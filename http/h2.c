@@ -2244,10 +2244,4 @@ void http__h2_drain(http_conn *c)
     h2_send(h);
 }
 
-/* ---- per-server setup ---------------------------------------------------------------------- */
 
-/* (Nothing is shared between a server's connections any more: the codec
- * keeps its state per connection.) */
-void http__h2_server_init(http_server *s) { s->h2cb = s->h2opt = NULL; }
-
-void http__h2_server_free(http_server *s) { s->h2cb = s->h2opt = NULL; }

@@ -129,8 +129,6 @@ struct http_server {
     atomic_bool draining;
     atomic_bool cancelled; /* the shutdown grace ran out */
     size_t bufcap;
-    void *h2cb, *h2opt; /* nghttp2 callbacks and options, shared by every
-                           HTTP/2 session (read-only once made) */
     _Atomic int64_t open_h1, open_h2; /* open connections, for http_servers_stats */
 };
 

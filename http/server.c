@@ -1063,7 +1063,6 @@ http_server *http_server_new(const http_server_opts *o, http_handler h, int *err
         s->o.tls_handshake_timeout_ns = s->o.read_header_timeout_ns;
     if (!s->o.tls_max_handshakes)
         s->o.tls_max_handshakes = 128;
-    http__h2_server_init(s);
     if (o->conn_gate) {
         s->gate = o->conn_gate;
         rt_gate_ref(s->gate);
@@ -1171,7 +1170,6 @@ void http_server_free(http_server *s)
         rt_ctx_release(&s->ls[i].ctx);
     }
     free(s->ls);
-    http__h2_server_free(s);
     rt_gate_unref(s->gate);
     rt_ctx_release(&s->ctx);
     /* s->conns may still be referenced by connections abandoned at exit */
