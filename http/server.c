@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 
@@ -1081,6 +1082,13 @@ http_server *http_server_new(const http_server_opts *o, http_handler h, int *err
 int http_server_port(const http_server *s) { return rt_listener_port(s->L); }
 bool http_server_draining(const http_server *s) { return atomic_load(&s->draining); }
 
+/* Bytes the kernel holds for c that nobody has read yet. */
+static bool bytes_waiting(http_conn *c)
+{
+    int n = 0;
+    return c->io.fd >= 0 && ioctl(c->io.fd, FIONREAD, &n) == 0 && n > 0;
+}
+
 static void close_idle(void *p)
 {
     http_server *s = p;
@@ -1088,10 +1096,21 @@ static void close_idle(void *p)
     http_conn *c = ls->conns;
     while (c) {
         http_conn *next = c->next;
-        if (c->h2)
+        if (c->h2) {
             http__h2_drain(c); /* GOAWAY; in-flight streams finish */
-        else if (!c->active)
+        } else if (!c->active && !c->hs_queued && bytes_waiting(c)) {
+            /* A request arrived on this idle keep-alive connection as
+             * the drain began (its readiness not dispatched yet): serve
+             * it, with Connection: close.  Closing with it unread would
+             * make the kernel answer RST, and a request the client had
+             * every right to send would fail (make test-faults:
+             * SIGTERM under load, ~1 run in 10). */
+            c->active = true;
+            rt_timer_stop(&c->timer);
+            rt_go(conn_serve, c);
+        } else if (!c->active) {
             conn_close(c);
+        }
         c = next;
     }
 }
