@@ -171,7 +171,6 @@ int svc__tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err)
     else
         bz_buf_append_c(b, run->e->msg);
     int64_t cutoff = idem_cutoff_us(run->s);
-    db_arg expired[] = {DB_INT(im->user_id), DB_TEXT(im->key), DB_TIME(cutoff)};
     db_arg args[] = {DB_INT(im->user_id),
                      DB_TEXT(im->key),
                      DB_TEXTN(im->fp, 64),
@@ -187,14 +186,27 @@ int svc__tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err)
             return bz_err_set(err, BZ_ERR_UNIQUE, "idempotency key already recorded"), -1;
         return rc;
     }
-    /* With the COMMIT (PostgreSQL: one round trip for the three); a live
-     * record under the key fails the INSERT (unique violation), and with
-     * it the transaction, before the COMMIT runs (sql.c). */
-    db_step st[] = {
-        {.sql = svc_sql_text(TX(tx), &SQL_IDEM_EXPIRED), .args = expired, .nargs = 3},
-        {.sql = svc_sql_text(TX(tx), &SQL_IDEM_INSERT), .args = args, .nargs = 7},
-    };
-    return db_batch(tx, ctx, st, 2, DB_BATCH_COMMIT, err);
+    /* With the COMMIT (PostgreSQL: one round trip for the two); any record
+     * under the key fails the INSERT (unique violation), and with it the
+     * transaction, before the COMMIT runs.  An expired one that the purge
+     * has not reached yet is rare: svc__tx_run_op deletes it and runs the
+     * operation again (sql.c). */
+    db_step st[] = {{.sql = svc_sql_text(TX(tx), &SQL_IDEM_INSERT), .args = args, .nargs = 7}};
+    return db_batch(tx, ctx, st, 1, DB_BATCH_COMMIT, err);
+}
+
+/* Deletes the expired record that holds run's key (PostgreSQL's record
+ * INSERT failed on it): 1 one was deleted, 0 none (a live record, or one
+ * already gone), -1 the statement failed (run->e). */
+static int idem_drop_expired(tx_run *run)
+{
+    const svc_idem *im = run->im;
+    db_arg args[] = {DB_INT(im->user_id), DB_TEXT(im->key), DB_TIME(idem_cutoff_us(run->s))};
+    int64_t aff = 0;
+    bz_error be;
+    if (sql_exec(DB(run->s->db), run->c->ctx, &SQL_IDEM_EXPIRED, args, 3, &aff, &be) != 0)
+        return svc_fail_from(run->e, &be);
+    return aff > 0;
 }
 
 static svc_kind kind_from_name(const char *s)
@@ -260,9 +272,20 @@ int svc__tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, cons
     } else {
         int outcome = -1;
         int st = 0;
-        if (be.kind == BZ_ERR_UNIQUE && run->im && run->im->active)
+        if (be.kind == BZ_ERR_UNIQUE && run->im && run->im->active) {
             st = idem_settle(run, &outcome); /* another request committed this key first */
-        if (st == 1)
+            /* No live record: an expired one held the key (PostgreSQL's
+             * plain INSERT).  Out with it, and once more from the start;
+             * the key's lock keeps other requests with it away. */
+            if (st == 0 && (st = idem_drop_expired(run)) == 1) {
+                svc_err_clear(run->e);
+                rc = db_run_tx(run->s->db, run->c->ctx, &o, fn, arg, &be);
+                st = rc == 0 ? 2 : be.kind == BZ_ERR_UNIQUE ? idem_settle(run, &outcome) : 0;
+            }
+        }
+        if (st == 2)
+            result = run->e->kind == SVC_OK ? 0 : -1;
+        else if (st == 1)
             result = outcome;
         else if (st < 0)
             result = -1;

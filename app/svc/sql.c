@@ -224,13 +224,15 @@ const svc_sql SQL_LB_EPOCH_BUMP = {"leaderboard rebuild: next epoch",
 
 /* ---- idempotency ---- */
 
-/* On PostgreSQL the record goes in as two statements sent together with
- * the COMMIT (svc__tx_record): a record older than the retention ($3 = now -
- * retention) that the purge has not reached yet is deleted — the key is new
- * again — and the INSERT after it fails with a unique violation when a live
- * record holds the key.  That failure is the server's own, so it stops the
- * COMMIT behind it (no result has to be looked at before committing), and
- * svc__tx_run_op answers from the stored record. */
+/* On PostgreSQL the record is a plain INSERT sent with the COMMIT
+ * (svc__tx_record): any record under the key fails it with a unique
+ * violation.  That failure is the server's own, so it stops the COMMIT
+ * behind it (no result has to be looked at before committing), and
+ * svc__tx_run_op answers from the stored record; when that record has
+ * expired (older than the retention, $3 = now - retention) and the purge
+ * has not reached it yet, it deletes it with SQL_IDEM_EXPIRED and runs the
+ * operation again.  (Deleting first on every write cost a statement each
+ * time, and its plan, made while the table was small, scanned the table.) */
 const svc_sql SQL_IDEM_EXPIRED = {"idempotency record expired under its key",
     "DELETE FROM idempotency_records WHERE user_id = $1 AND key = $2 AND created_at < $3", NULL, true, 3,
     {I(1), T("k"), TM(0)}};
