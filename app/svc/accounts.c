@@ -211,14 +211,36 @@ static int transfer_refusal(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error *
     return 0;
 }
 
-/* The common case costs two guarded UPDATEs and an INSERT; only when the
- * first UPDATE matches nothing does transfer_refusal read the rows.  On
- * PostgreSQL that is three round trips with the record: BEGIN with the
- * first UPDATE, the second with the INSERT, the record with the COMMIT. */
+/* PostgreSQL: the transfer is one statement (SQL_TRANSFER_MOVE), so two
+ * round trips in all: BEGIN with it, the record with the COMMIT.  Only
+ * when it moves nothing does transfer_refusal read the rows. */
+static int transfer_tx_pg(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error *err)
+{
+    db_rows *rows = NULL;
+    int64_t now = bz_wall_us();
+    db_arg a[] = {DB_INT(x->amount), DB_INT(x->from), DB_INT(x->to), DB_INT(x->uid), DB_TIME(now)};
+    int rc = sql_row(x->run.c->arena, TX(tx), ctx, &SQL_TRANSFER_MOVE, a, 5, &rows, err);
+    if (rc < 0)
+        return -1;
+    if (rc == DB_NO_ROWS) {
+        if (transfer_refusal(x, tx, ctx, err) != 0)
+            return -1;
+        return svc__tx_record(tx, ctx, &x->run, err);
+    }
+    *x->out = (svc_transfer){db_col_int(rows, 0), x->from, x->to, x->amount, "", now};
+    svc__copy(x->out->currency, sizeof x->out->currency, db_col_text(rows, 1, NULL));
+    return svc__tx_record(tx, ctx, &x->run, err);
+}
+
+/* SQLite (one writer, no round trip to save): two guarded UPDATEs in id
+ * order and an INSERT; only when the first UPDATE matches nothing does
+ * transfer_refusal read the rows. */
 static int transfer_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
 {
     transfer_args *x = p;
     svc_err_clear(x->run.e);
+    if (db_q_dialect(TX(tx)) == DB_POSTGRES)
+        return transfer_tx_pg(x, tx, ctx, err);
     db_rows *rows = NULL;
     int rc;
     bool fwd = x->from < x->to;
@@ -234,9 +256,8 @@ static int transfer_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     }
     char currency[4];
     svc__copy(currency, sizeof currency, db_col_text(rows, 0, NULL));
-    /* The second leg and the ledger row go together (db_batch: one round
-     * trip on PostgreSQL): neither needs the other's result, and the leg's
-     * count is checked before anything commits. */
+    /* The second leg and the ledger row: neither needs the other's
+     * result, and the leg's count is checked before anything commits. */
     int64_t now = bz_wall_us();
     db_arg a2[] = {DB_INT(x->amount), DB_INT(fwd ? x->to : x->from)};
     db_arg ins[] = {DB_INT(x->from), DB_INT(x->to), DB_INT(x->amount), DB_TEXT(currency), DB_TIME(now)};

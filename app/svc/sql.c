@@ -72,6 +72,29 @@ const svc_sql SQL_TRANSFER_CREDIT = {"transfer: credit",
     "UPDATE accounts SET balance_cents = balance_cents + $1 WHERE id = $2", NULL, true, 2, {I(1), I(1)}};
 const svc_sql SQL_TRANSFER_DEBIT = {"transfer: debit",
     "UPDATE accounts SET balance_cents = balance_cents - $1 WHERE id = $2 AND balance_cents >= $1", NULL, true, 2, {I(1), I(1)}};
+/* PostgreSQL: a whole transfer in one statement (one round trip with its
+ * BEGIN; the idempotency record goes with the COMMIT).  The two rows are
+ * locked first, in id order (ORDER BY under FOR UPDATE: the lock follows
+ * the sort), so opposite transfers cannot deadlock whatever plan reads
+ * them.  Both legs are then one UPDATE whose join carries every check —
+ * the payer owns the account and has the funds, the payee exists in the
+ * same currency — so either both rows change or neither; the ledger row
+ * comes from the payer's leg, and only when both legs ran.  No row back:
+ * refused (transfer_refusal says why; a single leg cannot happen, and if
+ * it did the refusal read would find nothing wrong and roll it back).
+ * Under SERIALIZABLE a row changed since the snapshot fails the lock
+ * (40001) and db_run_tx runs the transaction again. */
+const svc_sql SQL_TRANSFER_MOVE = {"transfer: both legs and the ledger row (PostgreSQL)", NULL,
+    "WITH locked AS (SELECT id, user_id, currency, balance_cents FROM accounts WHERE id IN ($2, $3) "
+    "ORDER BY id FOR UPDATE), "
+    "legs AS (UPDATE accounts a SET balance_cents = a.balance_cents + "
+    "CASE WHEN a.id = $2 THEN -$1::bigint ELSE $1::bigint END "
+    "FROM locked f JOIN locked t ON t.id = $3 AND t.currency = f.currency "
+    "WHERE f.id = $2 AND f.user_id = $4 AND f.balance_cents >= $1 AND a.id IN ($2, $3) RETURNING a.id, a.currency) "
+    "INSERT INTO transfers (from_account_id, to_account_id, amount_cents, currency, created_at) "
+    "SELECT $2, $3, $1, currency, $5::timestamptz FROM legs WHERE id = $2 AND (SELECT count(*) FROM legs) = 2 "
+    "RETURNING id, currency",
+    true, 5, {I(1), I(1), I(2), I(1), TM(0)}};
 const svc_sql SQL_TRANSFER_PAIR = {"transfer refusal: both accounts",
     "SELECT id, user_id, currency, balance_cents FROM accounts WHERE id IN ($1, $2)", NULL, true, 2, {I(1), I(2)}};
 const svc_sql SQL_TRANSFER_INSERT = {"record a transfer",
@@ -272,7 +295,7 @@ const svc_sql *const svc_sql_all[] = {
     &SQL_USER_INSERT, &SQL_USER_BY_ID, &SQL_USER_PUBLIC_BY_ID, &SQL_USER_BY_EMAIL, &SQL_USER_LOGIN, &SQL_USER_SET_NAME,
     &SQL_USER_SET_PASSWORD, &SQL_USERS_AFTER, &SQL_ACCOUNT_INSERT, &SQL_ACCOUNT_BY_ID, &SQL_ACCOUNTS_OF_USER,
     &SQL_ACCOUNT_DEPOSIT, &SQL_TRANSFER_DEBIT_FIRST, &SQL_TRANSFER_CREDIT_FIRST, &SQL_TRANSFER_CREDIT,
-    &SQL_TRANSFER_DEBIT, &SQL_TRANSFER_PAIR, &SQL_TRANSFER_INSERT, &SQL_TRANSFER_FOR_USER,
+    &SQL_TRANSFER_DEBIT, &SQL_TRANSFER_MOVE, &SQL_TRANSFER_PAIR, &SQL_TRANSFER_INSERT, &SQL_TRANSFER_FOR_USER,
     &SQL_TRANSFERS_OF_ACCOUNT, &SQL_ITEM_LIVE, &SQL_ITEMS_PAGE, &SQL_ITEMS_OF_SELLER,
     &SQL_ITEMS_OFFSET, &SQL_ITEMS_OF_SELLER_OFFSET, &SQL_ITEM_INSERT, &SQL_ITEM_IMPORT, &SQL_ITEM_UPDATE,
     &SQL_ITEM_DELETE, &SQL_ITEM_FOR_ORDER, &SQL_ITEM_RESERVE, &SQL_ORDER_INSERT, &SQL_LINE_INSERT,

@@ -1278,10 +1278,16 @@ CASE(postgres_round_trips_per_operation)
     parties w = two_parties(true);
     OK(xfer(&w.pa, w.a1, w.b1, 100, &t, &e)); /* the first: the connection may be new */
     int64_t m = round_trips();
-    OK(xfer(&w.pa, w.a1, w.b1, 100, &t, &e)); /* debit first */
-    CHECK_INT(round_trips() - m, pg ? 3 : 0);
+    OK(xfer(&w.pa, w.a1, w.b1, 100, &t, &e)); /* payer's id first */
+    CHECK_INT(round_trips() - m, pg ? 2 : 0);  /* BEGIN with the move; the record with the COMMIT */
     m = round_trips();
-    OK(xfer(&w.pb, w.b1, w.a1, 50, &t, &e)); /* credit first */
+    OK(xfer(&w.pb, w.b1, w.a1, 50, &t, &e)); /* payee's id first */
+    CHECK_INT(round_trips() - m, pg ? 2 : 0);
+    m = round_trips();
+    svc_err_clear(&e);
+    svc_transfer refused;
+    CHECK_INT(xfer(&w.pb, w.b1, w.a1, B1_FUNDS * 10, &refused, &e), -1); /* the move, the pair read */
+    CHECK_STR(e.code, "insufficient_funds");
     CHECK_INT(round_trips() - m, pg ? 3 : 0);
     m = round_trips();
     svc_call rc = call(&w.pb);
