@@ -1855,18 +1855,6 @@ static void release_buffers(http__h2 *h)
     mem_account(h);
 }
 
-/* The time in a timer callback: the loop's clock, but never before the
- * deadline that fired.  (rt_now() is read when the loop's turn starts; the
- * timers run later, with a fresh clock, so on a busy machine rt_now() can
- * lag a fired deadline by a scheduling delay.  A callback that re-armed
- * relative to that stale time could set a deadline that had already
- * passed, fire again at once and spin: each re-arm must move forward.) */
-static int64_t timer_now(const rt_timer *t)
-{
-    int64_t now = rt_now();
-    return now > t->deadline ? now : t->deadline;
-}
-
 static void h2_timer(rt_timer *t)
 {
     http_conn *c = t->data;
@@ -1878,7 +1866,7 @@ static void h2_timer(rt_timer *t)
     if (h->nrunning || output_waiting(h))
         return; /* busy: h2_timers arms it again once idle */
     int64_t limit = h->nhdr_pending ? c->srv->o.read_header_timeout_ns : c->srv->o.idle_timeout_ns;
-    int64_t now = timer_now(t);
+    int64_t now = rt_now();
     if (now < h->idle_since + limit) {
         if (now < h->idle_since + H2_HIBERNATE_NS && holds_buffers(h)) {
             /* (armed for an earlier idle spell) */
@@ -1914,7 +1902,7 @@ static void stall_check(rt_timer *t)
      * (its write deadline) leaves no output here, yet a client that reads
      * nothing keeps megabytes of socket buffer and the connection. */
     int q = kernel_outq(h);
-    int64_t now = timer_now(t);
+    int64_t now = rt_now();
     if (q >= 0 && q < h->outq_seen)
         h->progress_at = now; /* the client took some since the last look */
     h->outq_seen = q;
@@ -1971,7 +1959,7 @@ static void keepalive_check(rt_timer *t)
     http__h2 *h = t->data;
     if (h->closing || h->lingering || h->closed || !h->nrunning)
         return;
-    int64_t now = timer_now(t);
+    int64_t now = rt_now();
     if (h->ping_at) {
         if (now >= h->ping_at + h->c->srv->o.read_header_timeout_ns) {
             h2_close_with(h, E_NO_ERROR, "keepalive PING unanswered");
