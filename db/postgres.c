@@ -181,8 +181,13 @@ static int flush(db_conn *c, rt_ctx *ctx, bz_error *err)
 {
     for (;;) {
         int f = PQflush(c->pg);
-        if (f == 0)
+        if (f == 0) {
+            /* Everything is sent: the server owes an answer, whose bytes
+             * arrive after this and raise a new readiness edge, whatever
+             * was left unread in the socket before (see read_input). */
+            c->pg_unsure = false;
             return 0;
+        }
         if (f < 0)
             return conn_broken(c, err, -ECONNRESET);
         int r = rt_io_await_writable(&c->pgio, ctx, ctx ? BZ_NO_DEADLINE : bz_now_ns() + NO_CTX_NS);
@@ -209,18 +214,62 @@ static int unresponsive(db_conn *c, bz_error *err)
 /* Waits until a whole result is buffered.  If ctx ends first, cancels the
  * statement on the server and keeps waiting, for CANCEL_GRACE_NS, for it
  * to stop.  Without a context the wait is bounded by NO_CTX_NS. */
+/* Waits until the socket has bytes (or news: EOF, an error) and hands
+ * them to libpq: 0, -ECONNRESET when libpq found the connection broken,
+ * or the wait's -ETIMEDOUT/-ECANCELED.
+ *
+ * libpq reads the socket itself, so the loop's readiness flag is not the
+ * whole truth; rt_io_await_readable checks the fd with a poll(2) before it
+ * parks — one system call per round trip that, right after a statement was
+ * sent, practically always says "not yet".  Over a plain socket this wait
+ * keeps the flag honest instead:
+ *   - the flag is cleared just before libpq reads, so an edge for bytes
+ *     that arrive after that read sets it again (the loop dispatches
+ *     events only while this coroutine is parked: it cannot be lost);
+ *   - libpq's read may stop before the socket is empty (its buffer was
+ *     full), and bytes already there raise no new edge.  libpq reports a
+ *     read that found the socket empty by leaving errno at EAGAIN (its
+ *     socket read sets errno on every return, 0 after a successful read);
+ *     until a read has shown that, c->pg_unsure makes the next wait read
+ *     again rather than park;
+ *   - after a whole statement is sent (flush), the server's answer is
+ *     still to come, so its arrival is an edge: pg_unsure is cleared there
+ *     and the common round trip costs the send, one park and one read.
+ * Over TLS or GSSAPI the library buffers decrypted bytes the socket no
+ * longer shows: there the poll stays (an encrypted connection's wait pays
+ * it as before). */
+static int read_input(db_conn *c, rt_ctx *ctx, int64_t deadline)
+{
+    if (PQsslInUse(c->pg) || PQgetgssctx(c->pg)) {
+        int r = rt_io_await_readable(&c->pgio, ctx, deadline);
+        if (r)
+            return r;
+        return PQconsumeInput(c->pg) ? 0 : -ECONNRESET;
+    }
+    if (!c->pg_unsure && !c->pgio.readable) {
+        int r = rt_wait_readable(&c->pgio, ctx, deadline);
+        if (r)
+            return r;
+    }
+    c->pgio.readable = false;
+    errno = 0;
+    if (!PQconsumeInput(c->pg))
+        return -ECONNRESET;
+    c->pg_unsure = errno != EAGAIN && errno != EWOULDBLOCK;
+    return 0;
+}
+
 static int await(db_conn *c, rt_ctx *ctx, bool *cancelled, bz_error *err)
 {
     int64_t deadline = ctx ? BZ_NO_DEADLINE : bz_now_ns() + NO_CTX_NS;
     rt_ctx *wctx = ctx;
     bool draining = false;
     while (PQisBusy(c->pg)) {
-        int r = rt_io_await_readable(&c->pgio, wctx, deadline);
-        if (r == 0) {
-            if (!PQconsumeInput(c->pg))
-                return conn_broken(c, err, -ECONNRESET);
+        int r = read_input(c, wctx, deadline);
+        if (r == -ECONNRESET)
+            return conn_broken(c, err, -ECONNRESET);
+        if (r == 0)
             continue;
-        }
         if (!draining && (r == -ECANCELED || r == -ETIMEDOUT)) {
             *cancelled = true;
             draining = true;
