@@ -478,6 +478,26 @@ static void free_params(params *p)
     }
 }
 
+/* v in decimal at out (at least 21 bytes), NUL-terminated.  Not snprintf:
+ * its formatting machinery takes ~2 KiB of stack, and this runs at the
+ * deepest point of a request (a transfer's statements), where it took the
+ * coroutine below the part of its stack a pooled one keeps (issue 18). */
+static void x__fmt_i64(char *out, int64_t v)
+{
+    char t[20];
+    int n = 0;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        t[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *out++ = '-';
+    while (n)
+        *out++ = t[--n];
+    *out = '\0';
+}
+
 static int to_params(const db_arg *args, int n, params *p)
 {
     p->n = 0;
@@ -505,7 +525,7 @@ static int to_params(const db_arg *args, int n, params *p)
         switch (a->type) {
         case DB_T_NULL: p->vals[i] = NULL; break;
         case DB_T_INT:
-            snprintf(p->small[i], 32, "%lld", (long long)a->v.i);
+            x__fmt_i64(p->small[i], a->v.i);
             p->vals[i] = p->small[i];
             break;
         case DB_T_BOOL: p->vals[i] = a->v.i ? "t" : "f"; break;

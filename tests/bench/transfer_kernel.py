@@ -107,10 +107,10 @@ def other_account(pg_url, mine):
     return int(r.stdout.strip().splitlines()[0])
 
 
-def measure(bazaar, pg, redis, n, warm, tmp):
+def measure(bazaar, pg, redis, n, warm, tmp, threads):
     port, gport = free_port(), free_port()
     log = os.path.join(tmp, "server.log")
-    cmd = [bazaar, "serve", "--threads", "1", "--http-addr", "127.0.0.1:%d" % port, "--grpc-addr",
+    cmd = [bazaar, "serve", "--threads", str(threads), "--http-addr", "127.0.0.1:%d" % port, "--grpc-addr",
            "127.0.0.1:%d" % gport, "--db", pg, "--cache", redis, "--log-format", "json"]
     cmd += os.environ.get("TRANSFER_SERVE_ARGS", "").split()
     with open(log, "w") as lf:
@@ -148,6 +148,7 @@ def main():
     ap.add_argument("--bazaar", default=os.path.join(ROOT, "build", "bazaar"))
     ap.add_argument("--n", type=int, default=int(os.environ.get("TRANSFER_N", "500")))
     ap.add_argument("--warm", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=1, help="bazaar serve --threads (the loops)")
     ap.add_argument("--check", action="store_true")
     a = ap.parse_args()
     pg, redis = os.environ.get("BAZAAR_TEST_PG_URL"), os.environ.get("BAZAAR_TEST_REDIS_URL")
@@ -165,19 +166,19 @@ def main():
                             "--seed", "1"], capture_output=True, text=True, timeout=300)
         if r.returncode != 0:
             die("seed: " + r.stderr[-500:])
-        per, fl, secs = measure(a.bazaar, pg, redis, a.n, a.warm, tmp)
+        per, fl, secs = measure(a.bazaar, pg, redis, a.n, a.warm, tmp, a.threads)
         if a.check and any(per.get(k, 0) > v for k, v in LIMITS.items() if k != "minflt") or fl > LIMITS["minflt"]:
             if a.check:
                 print("over a limit, measuring again")
-                per2, fl2, secs2 = measure(a.bazaar, pg, redis, a.n, a.warm, tmp)
+                per2, fl2, secs2 = measure(a.bazaar, pg, redis, a.n, a.warm, tmp, a.threads)
                 if sum(per2.values()) + fl2 < sum(per.values()) + fl:
                     per, fl, secs = per2, fl2, secs2
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     total = sum(per.values())
     print("== POST /v1/transfers on PostgreSQL + Redis: system calls and minor faults per transfer")
-    print("   (%d transfers one at a time on one keep-alive connection, bazaar --threads 1, strace -f -c;"
-          " %.0f transfers/s under strace)" % (a.n, a.n / secs))
+    print("   (%d transfers one at a time on one keep-alive connection, bazaar --threads %d, strace -f -c;"
+          " %.0f transfers/s under strace)" % (a.n, a.threads, a.n / secs))
     print("syscalls/transfer %.2f   minflt/transfer %.2f" % (total, fl))
     for k, v in sorted(per.items(), key=lambda x: -x[1]):
         if v >= 0.005:

@@ -19,6 +19,7 @@
 #include <signal.h>
 #include <sys/syscall.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1242,6 +1243,17 @@ static void pg_wait_body(void)
         assert_int_equal(db_col_int(rows, 0), i + 1);
         db_rows_close(rows);
     }
+    /* integers go as text, formatted without snprintf (x__fmt_i64): every
+     * digit count and both ends of the range come back as sent */
+    static const int64_t ints[] = {0, 7, -7, 10, -10, 999999, 1000000, -1234567890123LL, INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        OK(db_query_row(DB(d), &c, "SELECT $1::bigint, $1::bigint::text", (db_arg[]){DB_INT(ints[i])}, 1, &rows, &e));
+        assert_int_equal(db_col_int(rows, 0), ints[i]);
+        char want[32];
+        snprintf(want, sizeof want, "%lld", (long long)ints[i]);
+        assert_string_equal(db_col_text(rows, 1, NULL), want);
+        db_rows_close(rows);
+    }
     OK(db_query_row(DB(d), &c, "SELECT 5 FROM pg_sleep(0.05)", NULL, 0, &rows, &e));
     assert_int_equal(db_col_int(rows, 0), 5);
     db_rows_close(rows);
@@ -1258,7 +1270,7 @@ static void pg_wait_body(void)
     db_rollback(tx);
     int n = atomic_load(&polls);
     if (n)
-        fail_msg("%d poll(2) calls for 23 round trips", n);
+        fail_msg("%d poll(2) calls for 33 round trips", n);
 
     /* A large answer that is all in the socket before the coroutine is
      * woken (its loop was blocked meanwhile): libpq reads it in several
