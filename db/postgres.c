@@ -465,6 +465,13 @@ typedef struct {
     char *iheap[PARAMS_INLINE];
 } params;
 
+/* The one params of this thread: filled by to_params and given to libpq's
+ * send, which never parks, so no other statement of this loop can use it
+ * meanwhile.  Not on the stack: ~1 KiB there, twice on a pipeline's path
+ * (pg_run, pg_batch), took a transfer's request coroutine further below
+ * the part of its stack a pooled coroutine keeps (issue 18). */
+static _Thread_local params x__params;
+
 static void free_params(params *p)
 {
     for (int i = 0; i < p->n; i++)
@@ -476,26 +483,6 @@ static void free_params(params *p)
         free(p->small);
         free(p->heap);
     }
-}
-
-/* v in decimal at out (at least 21 bytes), NUL-terminated.  Not snprintf:
- * its formatting machinery takes ~2 KiB of stack, and this runs at the
- * deepest point of a request (a transfer's statements), where it took the
- * coroutine below the part of its stack a pooled one keeps (issue 18). */
-static void x__fmt_i64(char *out, int64_t v)
-{
-    char t[20];
-    int n = 0;
-    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    do {
-        t[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        *out++ = '-';
-    while (n)
-        *out++ = t[--n];
-    *out = '\0';
 }
 
 static int to_params(const db_arg *args, int n, params *p)
@@ -525,7 +512,9 @@ static int to_params(const db_arg *args, int n, params *p)
         switch (a->type) {
         case DB_T_NULL: p->vals[i] = NULL; break;
         case DB_T_INT:
-            x__fmt_i64(p->small[i], a->v.i);
+            /* not snprintf: its machinery takes ~2 KiB of stack, at the
+             * deepest point of a request's coroutine (issue 18) */
+            p->small[i][bz_fmt_i64(p->small[i], a->v.i)] = '\0';
             p->vals[i] = p->small[i];
             break;
         case DB_T_BOOL: p->vals[i] = a->v.i ? "t" : "f"; break;
@@ -587,14 +576,14 @@ static int pg_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args, 
     int r = attach(c);
     if (r || c->pgio.hup)
         return conn_broken(c, err, -ENOTCONN);
-    params p;
-    if ((r = to_params(args, nargs, &p)) != 0) {
-        free_params(&p);
+    params *p = &x__params;
+    if ((r = to_params(args, nargs, p)) != 0) {
+        free_params(p);
         return bz_err_set(err, BZ_ERR_INVALID, "postgres: bad argument (too many, or NUL in text)"), r;
     }
-    int sent = s ? PQsendQueryPrepared(c->pg, s->u.pgname, nargs, p.vals, p.lens, p.fmts, 0)
-                 : PQsendQueryParams(c->pg, sql, nargs, NULL, p.vals, p.lens, p.fmts, 0);
-    free_params(&p);
+    int sent = s ? PQsendQueryPrepared(c->pg, s->u.pgname, nargs, p->vals, p->lens, p->fmts, 0)
+                 : PQsendQueryParams(c->pg, sql, nargs, NULL, p->vals, p->lens, p->fmts, 0);
+    free_params(p);
     if (!sent)
         return conn_broken(c, err, -ENOTCONN);
     round_trip(c);
@@ -755,11 +744,11 @@ static int pg_batch(db_conn *c, rt_ctx *ctx, db_step *st, int n, bool commit, bz
             ok = PQsendPrepare(c->pg, stm[i]->u.pgname, st[i].sql, st[i].nargs, NULL);
             cmd[nc++] = (pcmd){P_PREPARE, (int8_t)i};
         }
-        params p;
-        (void)to_params(st[i].args, st[i].nargs, &p); /* cannot fail: args_ok */
-        ok = ok && (stm[i] ? PQsendQueryPrepared(c->pg, stm[i]->u.pgname, st[i].nargs, p.vals, p.lens, p.fmts, 0)
-                           : PQsendQueryParams(c->pg, st[i].sql, st[i].nargs, NULL, p.vals, p.lens, p.fmts, 0));
-        free_params(&p);
+        params *p = &x__params;
+        (void)to_params(st[i].args, st[i].nargs, p); /* cannot fail: args_ok */
+        ok = ok && (stm[i] ? PQsendQueryPrepared(c->pg, stm[i]->u.pgname, st[i].nargs, p->vals, p->lens, p->fmts, 0)
+                           : PQsendQueryParams(c->pg, st[i].sql, st[i].nargs, NULL, p->vals, p->lens, p->fmts, 0));
+        free_params(p);
         cmd[nc++] = (pcmd){P_EXEC, (int8_t)i};
     }
     if (ok && commit) {
@@ -889,7 +878,9 @@ static int pg_begin(db_conn *c, rt_ctx *ctx, const db_tx_opts *o, bz_error *err)
 {
     static const char *iso[] = {"", " ISOLATION LEVEL READ COMMITTED", " ISOLATION LEVEL REPEATABLE READ",
                                 " ISOLATION LEVEL SERIALIZABLE"};
-    snprintf(c->pg_begin, sizeof c->pg_begin, "BEGIN%s%s", iso[o->isolation], o->read_only ? " READ ONLY" : "");
+    /* stpcpy, not snprintf (~2 KiB of stack: see to_params); at most
+     * 5 + 31 + 10 bytes and the NUL */
+    stpcpy(stpcpy(stpcpy(c->pg_begin, "BEGIN"), iso[o->isolation]), o->read_only ? " READ ONLY" : "");
     c->begin_pending = true;
     return 0;
 }

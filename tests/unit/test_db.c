@@ -496,6 +496,26 @@ static void batch_body(void)
     trips_are(d, &mark, 0, "db_commit after a committing batch");
     assert_int_equal(counter_v(d, 1), 7);
     assert_int_equal(counter_v(d, 2), 23);
+    /* a batch longer than the probes db_batch keeps on its stack (4):
+     * every statement still runs, in one round trip, and gives its rows */
+    mark = trips(d);
+    OK(db_begin(d, NULL, NULL, &tx, &e));
+    db_step six[6];
+    db_arg six_args[6];
+    for (int i = 0; i < 6; i++) {
+        six_args[i] = DB_INT(100 + i);
+        six[i] = (db_step){.sql = "SELECT $1 * 2", .args = &six_args[i], .nargs = 1, .want_rows = true};
+    }
+    OK(db_batch(tx, NULL, six, 6, 0, &e));
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(six[i].rc, 0);
+        assert_true(db_rows_next(six[i].rows));
+        assert_int_equal(db_col_int(six[i].rows, 0), 2 * (100 + i));
+        db_rows_close(six[i].rows);
+    }
+    OK(db_commit(tx, &e));
+    db_rollback(tx);
+    trips_are(d, &mark, is_pg() ? 2 : 0, "a batch of six (with BEGIN), then COMMIT");
     mark = trips(d);
     /* the same statements one by one: BEGIN with the first, then one each,
      * then COMMIT */
