@@ -14,6 +14,7 @@
 #   make bench-instr         instructions (callgrind), system calls and page faults per request
 #   make bench-instr-check   CI's gate: instructions on the request path, failing 3 % over tests/bench/instr-baseline.txt
 #   make bench-kernel-check  system calls and page faults per request against their absolute limits
+#   make bench-transfer-kernel-check  the same for POST /v1/transfers on PostgreSQL + Redis
 #   make fuzz    libFuzzer targets (clang), FUZZ_SECONDS each (default 60)
 #   make         also builds libbazaar: build/libbazaar.a, build/libbazaar.so.0.1.0 (make lib: only that)
 #   make install PREFIX=/usr/local DESTDIR=   the binary, man page, systemd unit, env file, and install-lib (after make)
@@ -21,7 +22,7 @@
 #   make uninstall                            removes what install put there (uninstall-lib: the library's part)
 
 .DEFAULT_GOAL := all
-.PHONY: examples all lib install-lib uninstall-lib abi-dump abi-check run test unit blackbox blackbox-h1 blackbox-h2c test-abuse test-deploy test-faults soak test-ucontext asan tsan test-asan test-tsan bench bench-instr bench-instr-check bench-kernel-check fuzz deps deps-test deps-bench clean format install uninstall FORCE
+.PHONY: examples all lib install-lib uninstall-lib abi-dump abi-check run test unit blackbox blackbox-h1 blackbox-h2c test-abuse test-deploy test-faults soak test-ucontext asan tsan test-asan test-tsan bench bench-instr bench-instr-check bench-kernel-check bench-transfer-kernel-check fuzz deps deps-test deps-bench clean format install uninstall FORCE
 
 MODE     ?= release
 BUILD    := build/$(MODE)
@@ -361,6 +362,11 @@ bench-instr-check: deps-test $(BUILD)/bazaar
 	@/usr/bin/python3 tests/bench/instr.py --check --no-kernel
 bench-kernel-check: deps-test $(BUILD)/bazaar
 	@/usr/bin/python3 tests/bench/instr.py --check --no-instr
+# The kernel side of a transfer on PostgreSQL + Redis (issue 18): system
+# calls by kind and minor faults per POST /v1/transfers, absolute limits
+# (tests/bench/transfer_kernel.py; ~10 s, its own throwaway services).
+bench-transfer-kernel-check: $(BUILD)/bazaar
+	@tests/with_services.sh /usr/bin/python3 tests/bench/transfer_kernel.py --check
 
 # bench_db calls libpq directly (the synchronous baseline), so it links it.
 $(BUILD)/bench_db: tests/bench/bench_db.c $(MARKET)

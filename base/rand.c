@@ -1,8 +1,12 @@
 /* base/rand.c — see rand.h. */
 #include <bazaar/rand.h>
+#include "base/rand-private.h"
 
 #include <bazaar/clock.h>
 
+#include <pthread.h>
+#include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +25,69 @@ void bz_rand_secure(void *buf, size_t n)
         }
         p += r;
         n -= (size_t)r;
+    }
+}
+
+/* ---- bz__rand_key: fast-key-erasure ChaCha20 (see rand-private.h) ---- */
+
+#define X__KEY_BYTES 32
+#define X__BLOCK 512 /* one refill: the next key, then 480 bytes to hand out */
+
+typedef struct {
+    unsigned char buf[X__BLOCK]; /* [0, 32): the next key; [pos, X__BLOCK): not yet handed out */
+    size_t pos;
+    unsigned gen;                /* fork generation it was seeded in (0: never) */
+} x__keygen;
+
+static _Thread_local x__keygen x__kg;
+/* Bumped in a child after fork(): the forking thread's generator (the
+ * only thread the child has) was copied with the parent's key, and must
+ * not give the parent's next values. */
+static atomic_uint x__fork_gen = 1;
+static pthread_once_t x__once = PTHREAD_ONCE_INIT;
+
+static void x__forked(void) { atomic_fetch_add_explicit(&x__fork_gen, 1, memory_order_relaxed); }
+
+static void x__init(void)
+{
+    if (sodium_init() < 0) {
+        fputs("bazaar: libsodium failed to initialise\n", stderr);
+        abort();
+    }
+    pthread_atfork(NULL, NULL, x__forked);
+}
+
+static void x__refill(x__keygen *g)
+{
+    static const unsigned char nonce[crypto_stream_chacha20_NONCEBYTES];
+    unsigned char key[X__KEY_BYTES];
+    memcpy(key, g->buf, sizeof key);
+    /* every key is used for one block only, so the nonce may stay zero */
+    crypto_stream_chacha20(g->buf, sizeof g->buf, nonce, key);
+    sodium_memzero(key, sizeof key);
+    g->pos = X__KEY_BYTES;
+}
+
+void bz__rand_key(void *buf, size_t n)
+{
+    x__keygen *g = &x__kg;
+    unsigned gen = atomic_load_explicit(&x__fork_gen, memory_order_relaxed);
+    if (g->gen != gen) {
+        pthread_once(&x__once, x__init);
+        bz_rand_secure(g->buf, X__KEY_BYTES);
+        x__refill(g);
+        g->gen = gen;
+    }
+    unsigned char *p = buf;
+    while (n) {
+        if (g->pos == X__BLOCK)
+            x__refill(g);
+        size_t k = X__BLOCK - g->pos < n ? X__BLOCK - g->pos : n;
+        memcpy(p, g->buf + g->pos, k);
+        sodium_memzero(g->buf + g->pos, k); /* handed out: not kept */
+        g->pos += k;
+        p += k;
+        n -= k;
     }
 }
 

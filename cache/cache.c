@@ -5,6 +5,7 @@
 
 #include <bazaar/log.h>
 #include <bazaar/rand.h>
+#include "base/rand-private.h"
 #include "base/redisurl.h"
 
 #include <errno.h>
@@ -609,7 +610,10 @@ static void new_token(char out[33])
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char b[16];
-    bz_rand_secure(b, sizeof b);
+    /* A lock's owner token needs to be unique and unguessable, not the
+     * kernel's own bytes: the per-thread generator saves a getrandom(2)
+     * per lock (issue 18; see base/rand-private.h for why it is safe). */
+    bz__rand_key(b, sizeof b);
     for (int i = 0; i < 16; i++) {
         out[2 * i] = hex[b[i] >> 4];
         out[2 * i + 1] = hex[b[i] & 15];

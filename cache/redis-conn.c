@@ -25,7 +25,8 @@ int rconn_open(const char *host, int port, rt_tls_client *tls, rt_ctx *ctx, int6
     if (!c)
         abort();
     c->rd = redisReaderCreate();
-    if (!c->rd)
+    c->rbuf = malloc(READ_CHUNK);
+    if (!c->rd || !c->rbuf)
         abort();
     int r = rt_io_open(&c->io, fd);
     if (r) {
@@ -57,6 +58,7 @@ void rconn_free(rconn *c)
     rt_io_close(&c->io);
     redisReaderFree(c->rd);
     bz_buf_free(&c->out);
+    free(c->rbuf);
     free(c);
 }
 
@@ -114,13 +116,14 @@ int rconn_read_reply(rconn *c, rt_ctx *ctx, int64_t dl, redisReply **out)
             if (w)
                 return w;
         }
-        char buf[READ_CHUNK];
-        ssize_t n = rt_read(&c->io, buf, sizeof buf, ctx, dl);
+        /* Only the one reader of this connection uses rbuf, and the bytes
+         * are handed to the reader before it parks again. */
+        ssize_t n = rt_read(&c->io, c->rbuf, READ_CHUNK, ctx, dl);
         if (n == 0)
             return -ECONNRESET;
         if (n < 0)
             return (int)n;
-        if (redisReaderFeed(c->rd, buf, (size_t)n) != REDIS_OK)
+        if (redisReaderFeed(c->rd, c->rbuf, (size_t)n) != REDIS_OK)
             return -EPROTO;
     }
 }

@@ -24,6 +24,12 @@ typedef struct rconn {
     redisReader *rd;
     bz_buf out;         /* encoded commands not yet written */
     size_t out_off;     /* how much of out is written */
+    /* Replies are read into this, not into a buffer on the reading
+     * coroutine's stack: 16 KiB there took the pipeline's short-lived
+     * reader below the part of a pooled stack that stays committed, so
+     * every burst's reader gave its pages back (a madvise) and the next
+     * one faulted them in again (issue 18). */
+    char *rbuf;
     struct rconn *next; /* the pool's idle list */
     bool broken;        /* a half-done exchange: never reuse */
 } rconn;

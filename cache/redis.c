@@ -866,7 +866,7 @@ static int r_set(cache_be *be, rt_ctx *ctx, const char *key, const void *v, size
                  bool *stored, bz_error *err)
 {
     char ms[24];
-    snprintf(ms, sizeof ms, "%lld", (long long)((ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS));
+    ms[bz_fmt_i64(ms, ((ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS))] = '\0';
     const char *a[6] = {"SET", key, v, "PX", ms, "NX"};
     size_t l[6] = {3, strlen(key), n, 2, strlen(ms), 2};
     int argc = ttl > 0 ? (nx ? 6 : 5) : (nx ? 3 : 3);
@@ -908,7 +908,7 @@ static int r_extend_if(cache_be *be, rt_ctx *ctx, const char *key, const void *t
                        bz_error *err)
 {
     char ms[24];
-    snprintf(ms, sizeof ms, "%lld", (long long)(ttl / BZ_NS_PER_MS));
+    ms[bz_fmt_i64(ms, (ttl / BZ_NS_PER_MS))] = '\0';
     const char *args[] = {t, ms};
     size_t lens[] = {n, strlen(ms)};
     redisReply *rep;
@@ -923,8 +923,8 @@ static int r_extend_if(cache_be *be, rt_ctx *ctx, const char *key, const void *t
 static int r_incr(cache_be *be, rt_ctx *ctx, const char *key, int64_t d, int64_t ttl, int64_t *v, bz_error *err)
 {
     char ds[24], ms[24];
-    snprintf(ds, sizeof ds, "%lld", (long long)d);
-    snprintf(ms, sizeof ms, "%lld", (long long)(ttl > 0 ? (ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS : 0));
+    ds[bz_fmt_i64(ds, d)] = '\0';
+    ms[bz_fmt_i64(ms, (ttl > 0 ? (ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS : 0))] = '\0';
     const char *args[] = {ds, ms};
     size_t lens[] = {strlen(ds), strlen(ms)};
     redisReply *rep;
@@ -953,7 +953,7 @@ static int r_zincr(cache_be *be, rt_ctx *ctx, const char *key, const char *m, in
                    bz_error *err)
 {
     char ds[24];
-    snprintf(ds, sizeof ds, "%lld", (long long)d);
+    ds[bz_fmt_i64(ds, d)] = '\0';
     const char *a[] = {"ZINCRBY", key, ds, m};
     redisReply *rep;
     int r = one(B, ctx, ONCE, 4, a, NULL, &rep, err);
@@ -1027,7 +1027,7 @@ static int r_sadd(cache_be *be, rt_ctx *ctx, const char *key, const char *m, int
                   bz_error *err)
 {
     char ms[24];
-    snprintf(ms, sizeof ms, "%lld", (long long)(ttl > 0 ? (ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS : 0));
+    ms[bz_fmt_i64(ms, (ttl > 0 ? (ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS : 0))] = '\0';
     const char *a[] = {"EVAL", LUA_SADD, "1", key, m, ms};
     int64_t v = 0;
     int r = cmd_int(B, ctx, IDEMPOTENT, 6, a, NULL, &v, err);
@@ -1075,7 +1075,7 @@ static int r_set_if(cache_be *be, rt_ctx *ctx, const char *key, const void *expe
                     size_t n, int64_t ttl, bool *stored, bz_error *err)
 {
     char ms[24];
-    snprintf(ms, sizeof ms, "%lld", (long long)(ttl > 0 ? (ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS : 0));
+    ms[bz_fmt_i64(ms, (ttl > 0 ? (ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS : 0))] = '\0';
     const char *a[] = {"EVAL", LUA_SET_IF, "1", key, elen ? expect : "", v, ms};
     size_t l[] = {4, strlen(LUA_SET_IF), 1, strlen(key), elen, n, strlen(ms)};
     int64_t done = 0;
@@ -1103,7 +1103,7 @@ static int r_lease_take(cache_be *be, rt_ctx *ctx, const char *key, const char *
 {
     char cs[16], ms[24];
     snprintf(cs, sizeof cs, "%d", cap);
-    snprintf(ms, sizeof ms, "%lld", (long long)((ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS));
+    ms[bz_fmt_i64(ms, ((ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS))] = '\0';
     const char *a[] = {"EVAL", LUA_LEASE_TAKE, "1", key, m, cs, ms};
     int64_t done = 0;
     int r = cmd_int(B, ctx, IDEMPOTENT, 7, a, NULL, &done, err);
@@ -1144,10 +1144,10 @@ static int r_zincr_epoch(cache_be *be, rt_ctx *ctx, const char *key, const char 
                          const char *m, int64_t d, int64_t ttl, bz_error *err)
 {
     char es[24], ds[24], ms[24], base[24];
-    snprintf(es, sizeof es, "%lld", (long long)epoch);
-    snprintf(ds, sizeof ds, "%lld", (long long)d);
-    snprintf(ms, sizeof ms, "%lld", (long long)((ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS));
-    snprintf(base, sizeof base, "%lld", (long long)CACHE_ZEPOCH_BASE);
+    es[bz_fmt_i64(es, epoch)] = '\0';
+    ds[bz_fmt_i64(ds, d)] = '\0';
+    ms[bz_fmt_i64(ms, ((ttl + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS))] = '\0';
+    base[bz_fmt_i64(base, CACHE_ZEPOCH_BASE)] = '\0';
     const char *a[] = {"EVAL", LUA_ZINCR_EPOCH, "2", key, stage, es, m, ds, ms, base};
     return cmd_int(B, ctx, ONCE, 10, a, NULL, NULL, err);
 }
@@ -1156,7 +1156,7 @@ static int r_zpublish_epoch(cache_be *be, rt_ctx *ctx, const char *key, const ch
                             bool *published, bz_error *err)
 {
     char sc[24];
-    snprintf(sc, sizeof sc, "%lld", (long long)cache__zepoch_score(epoch));
+    sc[bz_fmt_i64(sc, cache__zepoch_score(epoch))] = '\0';
     const char *a[] = {"EVAL", LUA_ZPUBLISH_EPOCH, "2", key, stage, sc};
     int64_t v = 0;
     int r = cmd_int(B, ctx, ONCE, 6, a, NULL, &v, err);

@@ -73,6 +73,11 @@ struct db_conn {
     sqlite3 *lite;
     PGconn *pg;
     rt_io pgio;
+    /* PostgreSQL: libpq's last read of the socket got bytes without
+     * showing it empty, so more may wait there that no new readiness edge
+     * will announce: the next wait reads before it parks (postgres.c,
+     * read_input). */
+    bool pg_unsure;
     rt_ctx *lite_ctx;     /* context checked by the progress handler */
     /* PostgreSQL: db_begin's BEGIN, not sent yet: it goes out with the
      * transaction's first statement (pg_begin) */

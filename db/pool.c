@@ -602,7 +602,12 @@ int db_batch(db_tx *tx, rt_ctx *ctx, db_step *st, int n, unsigned flags, bz_erro
     if (e)
         return e;
     db *d = tx->d;
-    db__probe p[DB_BATCH_MAX];
+    /* A few probes on the stack, more (up to DB_BATCH_MAX) on the heap:
+     * all 32 there (1 KiB) sat at the deepest point of a transfer's
+     * request coroutine (issue 18). */
+    db__probe pin[4], *p = pin;
+    if (n > (int)(sizeof pin / sizeof pin[0]) && !(p = malloc((size_t)n * sizeof *p)))
+        abort();
     for (int i = 0; i < n; i++)
         db__probe_begin(&p[i], st[i].sql);
     int64_t t0 = call_start(d);
@@ -643,6 +648,8 @@ int db_batch(db_tx *tx, rt_ctx *ctx, db_step *st, int n, unsigned flags, bz_erro
         if (st[i].rows)
             atomic_fetch_add_explicit(&d->open_rows, 1, memory_order_relaxed);
     }
+    if (p != pin)
+        free(p);
     if (r == 0 && (flags & DB_BATCH_COMMIT)) {
         tx->sealed = true;        /* only db_commit may follow */
         tx->committed = commit;   /* PostgreSQL: already done */

@@ -181,8 +181,13 @@ static int flush(db_conn *c, rt_ctx *ctx, bz_error *err)
 {
     for (;;) {
         int f = PQflush(c->pg);
-        if (f == 0)
+        if (f == 0) {
+            /* Everything is sent: the server owes an answer, whose bytes
+             * arrive after this and raise a new readiness edge, whatever
+             * was left unread in the socket before (see read_input). */
+            c->pg_unsure = false;
             return 0;
+        }
         if (f < 0)
             return conn_broken(c, err, -ECONNRESET);
         int r = rt_io_await_writable(&c->pgio, ctx, ctx ? BZ_NO_DEADLINE : bz_now_ns() + NO_CTX_NS);
@@ -209,18 +214,62 @@ static int unresponsive(db_conn *c, bz_error *err)
 /* Waits until a whole result is buffered.  If ctx ends first, cancels the
  * statement on the server and keeps waiting, for CANCEL_GRACE_NS, for it
  * to stop.  Without a context the wait is bounded by NO_CTX_NS. */
+/* Waits until the socket has bytes (or news: EOF, an error) and hands
+ * them to libpq: 0, -ECONNRESET when libpq found the connection broken,
+ * or the wait's -ETIMEDOUT/-ECANCELED.
+ *
+ * libpq reads the socket itself, so the loop's readiness flag is not the
+ * whole truth; rt_io_await_readable checks the fd with a poll(2) before it
+ * parks — one system call per round trip that, right after a statement was
+ * sent, practically always says "not yet".  Over a plain socket this wait
+ * keeps the flag honest instead:
+ *   - the flag is cleared just before libpq reads, so an edge for bytes
+ *     that arrive after that read sets it again (the loop dispatches
+ *     events only while this coroutine is parked: it cannot be lost);
+ *   - libpq's read may stop before the socket is empty (its buffer was
+ *     full), and bytes already there raise no new edge.  libpq reports a
+ *     read that found the socket empty by leaving errno at EAGAIN (its
+ *     socket read sets errno on every return, 0 after a successful read);
+ *     until a read has shown that, c->pg_unsure makes the next wait read
+ *     again rather than park;
+ *   - after a whole statement is sent (flush), the server's answer is
+ *     still to come, so its arrival is an edge: pg_unsure is cleared there
+ *     and the common round trip costs the send, one park and one read.
+ * Over TLS or GSSAPI the library buffers decrypted bytes the socket no
+ * longer shows: there the poll stays (an encrypted connection's wait pays
+ * it as before). */
+static int read_input(db_conn *c, rt_ctx *ctx, int64_t deadline)
+{
+    if (PQsslInUse(c->pg) || PQgetgssctx(c->pg)) {
+        int r = rt_io_await_readable(&c->pgio, ctx, deadline);
+        if (r)
+            return r;
+        return PQconsumeInput(c->pg) ? 0 : -ECONNRESET;
+    }
+    if (!c->pg_unsure && !c->pgio.readable) {
+        int r = rt_wait_readable(&c->pgio, ctx, deadline);
+        if (r)
+            return r;
+    }
+    c->pgio.readable = false;
+    errno = 0;
+    if (!PQconsumeInput(c->pg))
+        return -ECONNRESET;
+    c->pg_unsure = errno != EAGAIN && errno != EWOULDBLOCK;
+    return 0;
+}
+
 static int await(db_conn *c, rt_ctx *ctx, bool *cancelled, bz_error *err)
 {
     int64_t deadline = ctx ? BZ_NO_DEADLINE : bz_now_ns() + NO_CTX_NS;
     rt_ctx *wctx = ctx;
     bool draining = false;
     while (PQisBusy(c->pg)) {
-        int r = rt_io_await_readable(&c->pgio, wctx, deadline);
-        if (r == 0) {
-            if (!PQconsumeInput(c->pg))
-                return conn_broken(c, err, -ECONNRESET);
+        int r = read_input(c, wctx, deadline);
+        if (r == -ECONNRESET)
+            return conn_broken(c, err, -ECONNRESET);
+        if (r == 0)
             continue;
-        }
         if (!draining && (r == -ECANCELED || r == -ETIMEDOUT)) {
             *cancelled = true;
             draining = true;
@@ -416,6 +465,13 @@ typedef struct {
     char *iheap[PARAMS_INLINE];
 } params;
 
+/* The one params of this thread: filled by to_params and given to libpq's
+ * send, which never parks, so no other statement of this loop can use it
+ * meanwhile.  Not on the stack: ~1 KiB there, twice on a pipeline's path
+ * (pg_run, pg_batch), took a transfer's request coroutine further below
+ * the part of its stack a pooled coroutine keeps (issue 18). */
+static _Thread_local params x__params;
+
 static void free_params(params *p)
 {
     for (int i = 0; i < p->n; i++)
@@ -456,7 +512,9 @@ static int to_params(const db_arg *args, int n, params *p)
         switch (a->type) {
         case DB_T_NULL: p->vals[i] = NULL; break;
         case DB_T_INT:
-            snprintf(p->small[i], 32, "%lld", (long long)a->v.i);
+            /* not snprintf: its machinery takes ~2 KiB of stack, at the
+             * deepest point of a request's coroutine (issue 18) */
+            p->small[i][bz_fmt_i64(p->small[i], a->v.i)] = '\0';
             p->vals[i] = p->small[i];
             break;
         case DB_T_BOOL: p->vals[i] = a->v.i ? "t" : "f"; break;
@@ -518,14 +576,14 @@ static int pg_run(db_conn *c, rt_ctx *ctx, const char *sql, const db_arg *args, 
     int r = attach(c);
     if (r || c->pgio.hup)
         return conn_broken(c, err, -ENOTCONN);
-    params p;
-    if ((r = to_params(args, nargs, &p)) != 0) {
-        free_params(&p);
+    params *p = &x__params;
+    if ((r = to_params(args, nargs, p)) != 0) {
+        free_params(p);
         return bz_err_set(err, BZ_ERR_INVALID, "postgres: bad argument (too many, or NUL in text)"), r;
     }
-    int sent = s ? PQsendQueryPrepared(c->pg, s->u.pgname, nargs, p.vals, p.lens, p.fmts, 0)
-                 : PQsendQueryParams(c->pg, sql, nargs, NULL, p.vals, p.lens, p.fmts, 0);
-    free_params(&p);
+    int sent = s ? PQsendQueryPrepared(c->pg, s->u.pgname, nargs, p->vals, p->lens, p->fmts, 0)
+                 : PQsendQueryParams(c->pg, sql, nargs, NULL, p->vals, p->lens, p->fmts, 0);
+    free_params(p);
     if (!sent)
         return conn_broken(c, err, -ENOTCONN);
     round_trip(c);
@@ -686,11 +744,11 @@ static int pg_batch(db_conn *c, rt_ctx *ctx, db_step *st, int n, bool commit, bz
             ok = PQsendPrepare(c->pg, stm[i]->u.pgname, st[i].sql, st[i].nargs, NULL);
             cmd[nc++] = (pcmd){P_PREPARE, (int8_t)i};
         }
-        params p;
-        (void)to_params(st[i].args, st[i].nargs, &p); /* cannot fail: args_ok */
-        ok = ok && (stm[i] ? PQsendQueryPrepared(c->pg, stm[i]->u.pgname, st[i].nargs, p.vals, p.lens, p.fmts, 0)
-                           : PQsendQueryParams(c->pg, st[i].sql, st[i].nargs, NULL, p.vals, p.lens, p.fmts, 0));
-        free_params(&p);
+        params *p = &x__params;
+        (void)to_params(st[i].args, st[i].nargs, p); /* cannot fail: args_ok */
+        ok = ok && (stm[i] ? PQsendQueryPrepared(c->pg, stm[i]->u.pgname, st[i].nargs, p->vals, p->lens, p->fmts, 0)
+                           : PQsendQueryParams(c->pg, st[i].sql, st[i].nargs, NULL, p->vals, p->lens, p->fmts, 0));
+        free_params(p);
         cmd[nc++] = (pcmd){P_EXEC, (int8_t)i};
     }
     if (ok && commit) {
@@ -820,7 +878,9 @@ static int pg_begin(db_conn *c, rt_ctx *ctx, const db_tx_opts *o, bz_error *err)
 {
     static const char *iso[] = {"", " ISOLATION LEVEL READ COMMITTED", " ISOLATION LEVEL REPEATABLE READ",
                                 " ISOLATION LEVEL SERIALIZABLE"};
-    snprintf(c->pg_begin, sizeof c->pg_begin, "BEGIN%s%s", iso[o->isolation], o->read_only ? " READ ONLY" : "");
+    /* stpcpy, not snprintf (~2 KiB of stack: see to_params); at most
+     * 5 + 31 + 10 bytes and the NUL */
+    stpcpy(stpcpy(stpcpy(c->pg_begin, "BEGIN"), iso[o->isolation]), o->read_only ? " READ ONLY" : "");
     c->begin_pending = true;
     return 0;
 }

@@ -23,7 +23,7 @@
     X(PQprepare) X(PQnfields) X(PQisBusy) X(PQgetisnull) X(PQgetResult) X(PQgetCancel) X(PQfreemem)               \
     X(PQfreeCancel) X(PQflush) X(PQconninfoParse) X(PQconninfoFree) X(PQconnectdb) X(PQconnectStart)             \
     X(PQconnectPoll) X(PQcmdTuples) X(PQcmdStatus) X(PQsendQueryParams)          \
-    X(PQenterPipelineMode) X(PQexitPipelineMode) X(PQpipelineSync)
+    X(PQenterPipelineMode) X(PQexitPipelineMode) X(PQpipelineSync) X(PQsslInUse) X(PQgetgssctx)
 
 #define DB_PQ_FIELD(name) __typeof__(name) *name;
 typedef struct db_pq_api {
@@ -58,6 +58,8 @@ int db__pq_load(bz_error *err);
 #define PQprepare (db__pq.PQprepare)
 #define PQnfields (db__pq.PQnfields)
 #define PQisBusy (db__pq.PQisBusy)
+#define PQsslInUse (db__pq.PQsslInUse)
+#define PQgetgssctx (db__pq.PQgetgssctx)
 #define PQgetisnull (db__pq.PQgetisnull)
 #define PQgetResult (db__pq.PQgetResult)
 #define PQgetCancel (db__pq.PQgetCancel)

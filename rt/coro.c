@@ -48,6 +48,10 @@
 #define RT_STACK_MARKS 16
 #define RT_MARK_STRIDE 32 /* words: 256 bytes */
 
+static _Atomic uint64_t deep_exits; /* rt__coro_deep_exits */
+
+uint64_t rt__coro_deep_exits(void) { return atomic_load_explicit(&deep_exits, memory_order_relaxed); }
+
 _Noreturn void rt__panic(const char *msg)
 {
     fprintf(stderr, "bazaar: runtime misuse: %s\n", msg);
@@ -378,8 +382,10 @@ static void release_local(void *p)
         coro_unmap(l, co);
         return;
     }
-    if (stack_deep(co))
+    if (stack_deep(co)) {
+        atomic_fetch_add_explicit(&deep_exits, 1, memory_order_relaxed);
         warm_add(l, co);
+    }
     co->next = l->free_coros;
     l->free_coros = co;
     l->nfree++;

@@ -185,6 +185,12 @@ void rt__signals_remove_guard(rt_loop *l);
 int rt__signals_start(rt_loop *l0);
 void rt__signals_stop(void);
 size_t rt__stack_size(void);
+/* Finished coroutines (every loop, since start) whose use went below the
+ * part of the stack a pooled coroutine keeps committed (RT_STACK_KEEP):
+ * each costs a madvise when its pages are trimmed and page faults when
+ * they are touched again.  For tests that hold a per-request path to
+ * staying shallow (issue 18). */
+uint64_t rt__coro_deep_exits(void);
 int rt__stack_warm(void); /* rt_options.stack_warm */
 
 /* TLS sessions (tls.c): the parked reads and writes rt_read and

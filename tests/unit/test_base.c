@@ -1,6 +1,7 @@
 /* tests/unit/test_base.c — base/: arena, buffers and slices, clocks,
  * logging, errors, the flag tables (<bazaar/flags.h>), the Redis URL grammar and
- * the circuit breaker's state machine. */
+ * the circuit breaker's state machine, and the lock tokens' generator
+ * (base/rand-private.h). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,12 +17,17 @@
 #include <bazaar/rand.h>
 #include <bazaar/trace.h>
 #include "base/log-private.h"
+#include "base/rand-private.h"
 #include "base/redisurl.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -242,6 +248,76 @@ static void log_duration_format(void **state)
     assert_string_equal(out, "0.053");
     *bz__log_ms(out, 2.0) = '\0';
     assert_string_equal(out, "2");
+}
+
+/* bz__rand_key, the user-space generator behind lock tokens: getrandom(2)
+ * once per thread, not once per value (counted for the code linked into
+ * this test: this definition takes the place of libc's for it); values
+ * distinct, their bytes evenly spread; a child after fork() does not give
+ * the values its parent gives next. */
+static atomic_int getrandoms;
+ssize_t getrandom(void *buf, size_t n, unsigned flags)
+{
+    atomic_fetch_add(&getrandoms, 1);
+    return syscall(SYS_getrandom, buf, n, flags);
+}
+
+#define KEYS 20000
+static int cmp_key(const void *a, const void *b) { return memcmp(a, b, 16); }
+
+static void key_bytes_are_fresh_without_a_syscall_each(void **state)
+{
+    unsigned char one[16];
+    bz__rand_key(one, sizeof one); /* seeds this thread */
+    atomic_store(&getrandoms, 0);
+    unsigned char (*k)[16] = malloc(KEYS * sizeof *k);
+    assert_non_null(k);
+    long count[256] = {0};
+    for (int i = 0; i < KEYS; i++) {
+        bz__rand_key(k[i], 16);
+        for (int j = 0; j < 16; j++)
+            count[k[i][j]]++;
+    }
+    assert_int_equal(atomic_load(&getrandoms), 0);
+    qsort(k, KEYS, 16, cmp_key);
+    for (int i = 1; i < KEYS; i++)
+        assert_true(memcmp(k[i - 1], k[i], 16) != 0);
+    /* chi-square over 256 byte values (255 degrees of freedom): above 400
+     * happens by chance about once in 10^8 runs */
+    double want = KEYS * 16 / 256.0, chi = 0;
+    for (int b = 0; b < 256; b++)
+        chi += (count[b] - want) * (count[b] - want) / want;
+    if (chi > 400)
+        fail_msg("byte values unevenly spread: chi-square %.1f", chi);
+    /* odd sizes and sizes past one refill block come out whole */
+    unsigned char big[1500];
+    memset(big, 0, sizeof big);
+    bz__rand_key(big, sizeof big);
+    int zeros = 0;
+    for (size_t i = 0; i < sizeof big; i++)
+        zeros += big[i] == 0;
+    assert_true(zeros < 30); /* ~6 expected */
+    free(k);
+
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        unsigned char c[16];
+        bz__rand_key(c, sizeof c);
+        _exit(write(fds[1], c, sizeof c) == (ssize_t)sizeof c ? 0 : 1);
+    }
+    unsigned char p[16], c[16];
+    bz__rand_key(p, sizeof p);
+    assert_int_equal(read(fds[0], c, sizeof c), (ssize_t)sizeof c);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(fds[0]);
+    close(fds[1]);
+    assert_true(memcmp(p, c, 16) != 0);
 }
 
 /* Random hex ids: every length, only lower-case hex digits, NUL after,
@@ -831,6 +907,7 @@ int main(void)
         cmocka_unit_test(json_escape_long_strings),
         cmocka_unit_test(log_duration_format),
         cmocka_unit_test(random_hex_ids),
+        cmocka_unit_test(key_bytes_are_fresh_without_a_syscall_each),
         cmocka_unit_test(trace_and_request_ids_are_unique),
         cmocka_unit_test(decimal_formatting),
         cmocka_unit_test(clock_formats),

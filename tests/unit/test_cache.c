@@ -11,6 +11,8 @@
 
 #include <bazaar/cache.h>
 
+#include "rt/rt-private.h" /* rt__coro_deep_exits */
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -959,6 +962,95 @@ static void guarantees_hold_across_processes(void **state)
     run(cross_process_body);
 }
 
+/* ---- the pipeline's coroutines stay shallow (issue 18) ----
+ *
+ * Every burst of commands on a loop's Redis pipeline starts a writer and a
+ * reader coroutine that exit when it is done.  A coroutine that goes below
+ * the part of a pooled stack kept committed gives its pages back when it
+ * exits (a madvise) and faults them in on its next deep use: the reader
+ * did, once per burst, while it read into a 16 KiB buffer on its stack. */
+static void shallow_body(void)
+{
+    cache *c = open_cache(g_spec, 0, CACHE_EVICT_ALLKEYS_LRU);
+    bz_error e;
+    bz_buf b = {0};
+    /* a reply larger than one read: the reader loops */
+    size_t big_n = 100 * 1024;
+    char *big = malloc(big_n);
+    assert_non_null(big);
+    for (size_t i = 0; i < big_n; i++)
+        big[i] = (char)('a' + i % 26);
+    OK(cache_set(c, NULL, K("shallow-big"), big, big_n, 0, &e)); /* dials the pipe */
+    uint64_t before = rt__coro_deep_exits();
+    for (int i = 0; i < 20; i++) {
+        OK(cache_set(c, NULL, K("shallow"), "v", 1, 0, &e));
+        OK(cache_get(c, NULL, K("shallow"), &b, &e));
+        assert_int_equal(b.len, 1);
+        char token[33];
+        OK(cache_lock(c, NULL, K("shallow-lock"), BZ_NS_PER_S, false, token, &e));
+        bool released = false;
+        OK(cache_unlock(c, NULL, K("shallow-lock"), token, &released, &e));
+        assert_true(released);
+        OK(cache_get(c, NULL, K("shallow-big"), &b, &e));
+        assert_int_equal(b.len, big_n);
+        assert_memory_equal(b.data, big, big_n);
+    }
+    uint64_t deep = rt__coro_deep_exits() - before;
+    if (deep)
+        fail_msg("%llu of the pipeline's coroutines went deep in 100 commands", (unsigned long long)deep);
+    free(big);
+    bz_buf_free(&b);
+    cache_close(c);
+}
+
+static void pipeline_coroutines_stay_shallow(void **state)
+{
+    if (!is_redis())
+        skip();
+    run(shallow_body);
+}
+
+/* ---- lock tokens without a system call each (issue 18) ----
+ *
+ * A lock's owner token comes from the per-thread generator seeded once
+ * from the kernel (base/rand-private.h), not from getrandom(2) per lock:
+ * counted here for the code linked into this test (this definition takes
+ * the place of libc's for it).  Tokens stay distinct. */
+static atomic_int getrandoms;
+ssize_t getrandom(void *buf, size_t n, unsigned flags)
+{
+    atomic_fetch_add(&getrandoms, 1);
+    return syscall(SYS_getrandom, buf, n, flags);
+}
+
+static int cmp_token(const void *a, const void *b) { return strcmp(a, b); }
+
+static void tokens_body(void)
+{
+    cache *c = open_cache(g_spec, 0, CACHE_EVICT_ALLKEYS_LRU);
+    bz_error e;
+    enum { N = 200 };
+    static char tok[N][33];
+    OK(cache_lock(c, NULL, K("tok-warm"), BZ_NS_PER_S, false, tok[0], &e)); /* seeds this thread */
+    atomic_store(&getrandoms, 0);
+    for (int i = 0; i < N; i++) {
+        OK(cache_lock(c, NULL, K("tok"), BZ_NS_PER_S, false, tok[i], &e));
+        assert_int_equal(strlen(tok[i]), 32);
+        bool released = false;
+        OK(cache_unlock(c, NULL, K("tok"), tok[i], &released, &e));
+        assert_true(released);
+    }
+    int n = atomic_load(&getrandoms);
+    if (n)
+        fail_msg("%d getrandom(2) calls for %d locks", n, N);
+    qsort(tok, N, sizeof tok[0], cmp_token);
+    for (int i = 1; i < N; i++)
+        assert_true(strcmp(tok[i - 1], tok[i]) != 0);
+    cache_close(c);
+}
+
+static void lock_tokens_need_no_syscall_each(void **state) { run(tokens_body); }
+
 static int setup_memory(void **state)
 {
     g_spec = "memory";
@@ -987,6 +1079,8 @@ int main(void)
         cmocka_unit_test(leases_are_capped_and_lapse),
         cmocka_unit_test(epoch_sorted_sets_count_each_change_once),
         cmocka_unit_test(redis_outage_fails_fast_and_recovers),
+        cmocka_unit_test(pipeline_coroutines_stay_shallow),
+        cmocka_unit_test(lock_tokens_need_no_syscall_each),
     };
     int fails = cmocka_run_group_tests_name("cache/memory", tests, setup_memory, NULL);
     if (!getenv("BAZAAR_TEST_REDIS_URL")) {
