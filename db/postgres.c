@@ -78,6 +78,19 @@ static void pg_idle(db_conn *c)
         rt_io_detach(&c->pgio);
 }
 
+/* PostgreSQL's own race, reported as an internal error (XX000, an elog
+ * message, never translated): a row's xmax is a multixact holding a FOR
+ * KEY SHARE lock (a foreign key check) and the update of a transaction
+ * that is aborting.  Its abort is already in pg_xact, so a new UPDATE of
+ * the row does not wait for it (DoesMultiXactIdConflict skips aborted
+ * updaters), but it has not left the ProcArray yet, so MultiXactIdExpand
+ * keeps it as a member: two updaters, and the UPDATE fails.  The statement
+ * was right and nothing of it happened; run again a moment later (the
+ * aborted one gone) it succeeds.  So it is a serialization failure: the
+ * transaction is retried like 40001 (test_svc::
+ * pay_beside_rolled_back_updates_of_a_locked_account_never_fails). */
+#define MULTIXACT_RACE "new multixact has more than one updating member"
+
 static int set_pg_err(db_conn *c, const PGresult *res, rt_ctx *ctx, bz_error *err)
 {
     const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
@@ -85,6 +98,8 @@ static int set_pg_err(db_conn *c, const PGresult *res, rt_ctx *ctx, bz_error *er
     if (!msg)
         msg = PQerrorMessage(c->pg);
     bz_err_kind k = st ? db__pg_kind(st) : BZ_ERR_CONNECTION;
+    if (st && !strcmp(st, "XX000") && !strncmp(msg, MULTIXACT_RACE, sizeof MULTIXACT_RACE - 1))
+        k = BZ_ERR_SERIALIZATION;
     int ret = -EIO;
     if (k == BZ_ERR_CANCELLED && rt_ctx_err(ctx) == ETIMEDOUT)
         k = BZ_ERR_TIMEOUT;
