@@ -226,9 +226,6 @@ static int unresponsive(db_conn *c, bz_error *err)
     return -ETIMEDOUT;
 }
 
-/* Waits until a whole result is buffered.  If ctx ends first, cancels the
- * statement on the server and keeps waiting, for CANCEL_GRACE_NS, for it
- * to stop.  Without a context the wait is bounded by NO_CTX_NS. */
 /* Waits until the socket has bytes (or news: EOF, an error) and hands
  * them to libpq: 0, -ECONNRESET when libpq found the connection broken,
  * or the wait's -ETIMEDOUT/-ECANCELED.
@@ -274,6 +271,9 @@ static int read_input(db_conn *c, rt_ctx *ctx, int64_t deadline)
     return 0;
 }
 
+/* Waits until a whole result is buffered.  If ctx ends first, cancels the
+ * statement on the server and keeps waiting, for CANCEL_GRACE_NS, for it
+ * to stop.  Without a context the wait is bounded by NO_CTX_NS. */
 static int await(db_conn *c, rt_ctx *ctx, bool *cancelled, bz_error *err)
 {
     int64_t deadline = ctx ? BZ_NO_DEADLINE : bz_now_ns() + NO_CTX_NS;
