@@ -211,6 +211,14 @@ static int transfer_refusal(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error *
     return 0;
 }
 
+/* The move matched nothing: work out why and record that answer. */
+static int refuse_and_record(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error *err)
+{
+    if (transfer_refusal(x, tx, ctx, err) != 0)
+        return -1;
+    return svc__tx_record(tx, ctx, &x->run, err);
+}
+
 /* PostgreSQL: the transfer is one statement (SQL_TRANSFER_MOVE), so two
  * round trips in all: BEGIN with it, the record with the COMMIT.  Only
  * when it moves nothing does transfer_refusal read the rows. */
@@ -222,11 +230,8 @@ static int transfer_tx_pg(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error *er
     int rc = sql_row(x->run.c->arena, TX(tx), ctx, &SQL_TRANSFER_MOVE, a, 5, &rows, err);
     if (rc < 0)
         return -1;
-    if (rc == DB_NO_ROWS) {
-        if (transfer_refusal(x, tx, ctx, err) != 0)
-            return -1;
-        return svc__tx_record(tx, ctx, &x->run, err);
-    }
+    if (rc == DB_NO_ROWS)
+        return refuse_and_record(x, tx, ctx, err);
     *x->out = (svc_transfer){db_col_int(rows, 0), x->from, x->to, x->amount, "", now};
     svc__copy(x->out->currency, sizeof x->out->currency, db_col_text(rows, 1, NULL));
     return svc__tx_record(tx, ctx, &x->run, err);
@@ -249,11 +254,8 @@ static int transfer_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     rc = sql_row(x->run.c->arena, TX(tx), ctx, fwd ? &SQL_TRANSFER_DEBIT_FIRST : &SQL_TRANSFER_CREDIT_FIRST, a1, 4, &rows, err);
     if (rc < 0)
         return -1;
-    if (rc == DB_NO_ROWS) {
-        if (transfer_refusal(x, tx, ctx, err) != 0)
-            return -1;
-        return svc__tx_record(tx, ctx, &x->run, err);
-    }
+    if (rc == DB_NO_ROWS)
+        return refuse_and_record(x, tx, ctx, err);
     char currency[4];
     svc__copy(currency, sizeof currency, db_col_text(rows, 0, NULL));
     /* The second leg and the ledger row: neither needs the other's
