@@ -26,3 +26,6 @@ tests/bench/grpc_stream.sh
 echo
 echo "== app: bazaar vs the Go peer (bench_pair.sh; gRPC GetUser included)"
 tests/bench/app.sh
+echo
+echo "== order payment on PostgreSQL + Redis: bazaar vs the Go peer (interleaved, each request a new order)"
+tests/bench/pay.sh
