@@ -74,7 +74,7 @@ int svc_account_create(svc *s, svc_call *c, svc_str currency, svc_account *out, 
     svc_idem im;
     if (svc__idem_begin(s, c, &fp, false, &im, e) != 0)
         return -1;
-    create_args x = {{s, c, &im, e, enc_account_v, dec_account_v, out}, c->who->user_id, cur, out};
+    create_args x = {{s, c, &im, e, enc_account_v, dec_account_v, out, false}, c->who->user_id, cur, out};
     return svc__tx_run_op(&x.run, create_tx, &x, SVC_ALREADY_EXISTS, "account_exists",
                      "you already have an account in this currency");
 }
@@ -160,7 +160,7 @@ int svc_deposit(svc *s, svc_call *c, const svc_deposit_in *in, svc_account *out,
     svc_idem im;
     if (svc__idem_begin(s, c, &fp, true, &im, e) != 0)
         return -1;
-    deposit_args x = {{s, c, &im, e, enc_account_v, dec_account_v, out}, c->who->user_id, in->account_id,
+    deposit_args x = {{s, c, &im, e, enc_account_v, dec_account_v, out, false}, c->who->user_id, in->account_id,
                       in->amount_cents.v, out};
     return money_tx(s, &x.run, deposit_tx, &x, in->account_id, in->account_id);
 }
@@ -171,6 +171,7 @@ typedef struct {
     tx_run run;
     int64_t uid, from, to, amount;
     svc_transfer *out;
+    bool refusing; /* PostgreSQL: the move matched nothing (transfer_tx_pg) */
 } transfer_args;
 
 /* Works out why a transfer's guarded UPDATE matched nothing (nothing has
@@ -219,22 +220,43 @@ static int refuse_and_record(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error 
     return svc__tx_record(tx, ctx, &x->run, err);
 }
 
-/* PostgreSQL: the transfer is one statement (SQL_TRANSFER_MOVE), so two
- * round trips in all: BEGIN with it, the record with the COMMIT.  Only
- * when it moves nothing does transfer_refusal read the rows. */
+/* PostgreSQL: the transfer and its record are one statement
+ * (SQL_TRANSFER_MOVE) sent with BEGIN and COMMIT: one round trip.  When it
+ * moves nothing, the (empty) transaction has committed already, so the
+ * refusal is worked out and recorded in a transaction of its own:
+ * x->refusing, and run.again to have svc__tx_run_op run this once more. */
 static int transfer_tx_pg(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error *err)
 {
-    db_rows *rows = NULL;
+    if (x->refusing) {
+        /* The move may now succeed (the balance changed since): its
+         * retry starts over from the move. */
+        int rc = refuse_and_record(x, tx, ctx, err);
+        if (rc != 0 && err->kind == BZ_ERR_SERIALIZATION)
+            x->refusing = false;
+        return rc;
+    }
+    const svc_idem *im = x->run.im;
+    if (!im || !im->active) /* svc__idem_begin requires the key of a signed-in caller */
+        return bz_err_set(err, BZ_ERR_INTERNAL, "transfer without an idempotency key"), -1;
     int64_t now = bz_wall_us();
-    db_arg a[] = {DB_INT(x->amount), DB_INT(x->from), DB_INT(x->to), DB_INT(x->uid), DB_TIME(now)};
-    int rc = sql_row(x->run.c->arena, TX(tx), ctx, &SQL_TRANSFER_MOVE, a, 5, &rows, err);
-    if (rc < 0)
+    svc_transfer t = {0, x->from, x->to, x->amount, "", now};
+    bz_buf *mid = bz_arena_buf(x->run.c->arena), *tail = bz_arena_buf(x->run.c->arena);
+    svc__enc_transfer_parts(mid, tail, &t);
+    db_arg a[] = {DB_INT(x->amount), DB_INT(x->from), DB_INT(x->to), DB_INT(x->uid), DB_TIME(now),
+                  DB_TEXT(im->key), DB_TEXTN(im->fp, 64), DB_TEXTN(mid->data, mid->len), DB_TEXTN(tail->data, tail->len)};
+    db_step st[] = {{.sql = svc_sql_text(TX(tx), &SQL_TRANSFER_MOVE), .args = a, .nargs = 9, .want_rows = true}};
+    if (db_batch(tx, ctx, st, 1, DB_BATCH_COMMIT, err) != 0)
         return -1;
-    if (rc == DB_NO_ROWS)
-        return refuse_and_record(x, tx, ctx, err);
-    *x->out = (svc_transfer){db_col_int(rows, 0), x->from, x->to, x->amount, "", now};
-    svc__copy(x->out->currency, sizeof x->out->currency, db_col_text(rows, 1, NULL));
-    return svc__tx_record(tx, ctx, &x->run, err);
+    db_rows *rows = db_rows_adopt(x->run.c->arena, st[0].rows);
+    if (!db_rows_next(rows)) {
+        x->refusing = true;
+        x->run.again = true;
+        return 0;
+    }
+    t.id = db_col_int(rows, 0);
+    svc__copy(t.currency, sizeof t.currency, db_col_text(rows, 1, NULL));
+    *x->out = t;
+    return 0;
 }
 
 /* SQLite (one writer, no round trip to save): two guarded UPDATEs in id
@@ -304,8 +326,8 @@ int svc_transfer_create(svc *s, svc_call *c, const svc_transfer_in *in, svc_tran
     svc_idem im;
     if (svc__idem_begin(s, c, &fp, true, &im, e) != 0)
         return -1;
-    transfer_args x = {{s, c, &im, e, enc_transfer_v, dec_transfer_v, out}, c->who->user_id,
-                       in->from_account_id.v, in->to_account_id.v, in->amount_cents.v, out};
+    transfer_args x = {{s, c, &im, e, enc_transfer_v, dec_transfer_v, out, false}, c->who->user_id,
+                       in->from_account_id.v, in->to_account_id.v, in->amount_cents.v, out, false};
     /* Refused without touching money, but still recorded so a replay gets
      * the same answer. */
     if (x.from == x.to)

@@ -145,6 +145,19 @@ bool svc__dec_transfer(svc_rd *r, svc_transfer *v)
     return !r->bad;
 }
 
+/* The layout SVC_TRANSFER_FIELDS gives (id, from, to, amount, currency,
+ * created); test_svc::transfer_record_parts_are_the_record holds the two
+ * to each other. */
+void svc__enc_transfer_parts(bz_buf *mid, bz_buf *tail, const svc_transfer *v)
+{
+    bz_buf_putc(mid, '|'); /* the id's terminator */
+    svc__enc_int(mid, v->from_account_id);
+    svc__enc_int(mid, v->to_account_id);
+    svc__enc_int(mid, v->amount_cents);
+    bz_buf_append(mid, "3:", 2); /* a currency is 3 letters (SVC_FMT_CURRENCY) */
+    svc__enc_int(tail, v->created_us);
+}
+
 void svc__enc_item(bz_buf *b, const svc_item *v) { SVC_ITEM_FIELDS(X__ENC) }
 bool svc__dec_item(svc_rd *r, bz_arena *a, svc_item *v)
 {

@@ -260,12 +260,24 @@ static int idem_settle(tx_run *run, int *outcome)
     return 1;
 }
 
+/* fn in a transaction, and once more when it asks (run->again). */
+static int run_tx(tx_run *run, const db_tx_opts *o, db_tx_fn fn, void *arg, bz_error *be)
+{
+    run->again = false;
+    int rc = db_run_tx(run->s->db, run->c->ctx, o, fn, arg, be);
+    if (rc == 0 && run->again) {
+        run->again = false;
+        rc = db_run_tx(run->s->db, run->c->ctx, o, fn, arg, be);
+    }
+    return rc;
+}
+
 int svc__tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, const char *uniq_code, const char *uniq_msg)
 {
     svc_err_clear(run->e);
     bz_error be;
     db_tx_opts o = {.isolation = DB_SERIALIZABLE};
-    int rc = db_run_tx(run->s->db, run->c->ctx, &o, fn, arg, &be);
+    int rc = run_tx(run, &o, fn, arg, &be);
     int result;
     if (rc == 0) {
         result = run->e->kind == SVC_OK ? 0 : -1;
@@ -279,7 +291,7 @@ int svc__tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, cons
              * the key's lock keeps other requests with it away. */
             if (st == 0 && (st = idem_drop_expired(run)) == 1) {
                 svc_err_clear(run->e);
-                rc = db_run_tx(run->s->db, run->c->ctx, &o, fn, arg, &be);
+                rc = run_tx(run, &o, fn, arg, &be);
                 st = rc == 0 ? 2 : be.kind == BZ_ERR_UNIQUE ? idem_settle(run, &outcome) : 0;
             }
         }

@@ -165,7 +165,7 @@ int svc_order_create(svc *s, svc_call *c, const svc_order_in *in, svc_order *out
         return -1;
     memset(out, 0, sizeof *out);
     out->lines = bz_arena_calloc(c->arena, (size_t)in->nlines, sizeof *out->lines);
-    create_args x = {{s, c, &im, e, enc_order_v, dec_order_v, out}, c->who->user_id, in->account_id.v, in, out};
+    create_args x = {{s, c, &im, e, enc_order_v, dec_order_v, out, false}, c->who->user_id, in->account_id.v, in, out};
     if (svc__tx_run_op(&x.run, create_tx, &x, SVC_OK, NULL, NULL) != 0)
         return -1;
     if (!c->replayed) {

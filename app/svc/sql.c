@@ -84,17 +84,29 @@ const svc_sql SQL_TRANSFER_DEBIT = {"transfer: debit",
  * it did the refusal read would find nothing wrong and roll it back).
  * Under SERIALIZABLE a row changed since the snapshot fails the lock
  * (40001) and db_run_tx runs the transaction again. */
-const svc_sql SQL_TRANSFER_MOVE = {"transfer: both legs and the ledger row (PostgreSQL)", NULL,
+/* PostgreSQL: a whole transfer in one statement, sent with its BEGIN and
+ * COMMIT in one round trip.  It locks both rows in id order, moves both
+ * legs in one UPDATE whose join carries every check (owner, currency,
+ * funds), writes the ledger row, and writes the idempotency record with
+ * them.  The record's result is the transfer in the record codec with the
+ * two fields only this statement knows spliced in: id $8 currency $9
+ * (svc__enc_transfer_parts).  A record already under the key fails the
+ * statement (unique violation) and nothing moves; a refusal matches no
+ * row, writes nothing, and is worked out and recorded afterwards. */
+const svc_sql SQL_TRANSFER_MOVE = {"transfer: both legs, the ledger row and the record (PostgreSQL)", NULL,
     "WITH locked AS (SELECT id, user_id, currency, balance_cents FROM accounts WHERE id IN ($2, $3) "
     "ORDER BY id FOR UPDATE), "
     "legs AS (UPDATE accounts a SET balance_cents = a.balance_cents + "
     "CASE WHEN a.id = $2 THEN -$1::bigint ELSE $1::bigint END "
     "FROM locked f JOIN locked t ON t.id = $3 AND t.currency = f.currency "
-    "WHERE f.id = $2 AND f.user_id = $4 AND f.balance_cents >= $1 AND a.id IN ($2, $3) RETURNING a.id, a.currency) "
-    "INSERT INTO transfers (from_account_id, to_account_id, amount_cents, currency, created_at) "
+    "WHERE f.id = $2 AND f.user_id = $4 AND f.balance_cents >= $1 AND a.id IN ($2, $3) RETURNING a.id, a.currency), "
+    "moved AS (INSERT INTO transfers (from_account_id, to_account_id, amount_cents, currency, created_at) "
     "SELECT $2, $3, $1, currency, $5::timestamptz FROM legs WHERE id = $2 AND (SELECT count(*) FROM legs) = 2 "
-    "RETURNING id, currency",
-    true, 5, {I(1), I(1), I(2), I(1), TM(0)}};
+    "RETURNING id, currency), "
+    "rec AS (INSERT INTO idempotency_records (user_id, key, fingerprint, outcome, code, result, created_at) "
+    "SELECT $4, $6, $7, 'ok', '', id || $8::text || currency || $9::text, $5::timestamptz FROM moved) "
+    "SELECT id, currency FROM moved",
+    true, 9, {I(1), I(1), I(2), I(1), TM(0), T("k"), T("f"), T("|"), T("|")}};
 const svc_sql SQL_TRANSFER_PAIR = {"transfer refusal: both accounts",
     "SELECT id, user_id, currency, balance_cents FROM accounts WHERE id IN ($1, $2)", NULL, true, 2, {I(1), I(2)}};
 const svc_sql SQL_TRANSFER_INSERT = {"record a transfer",

@@ -20,7 +20,7 @@ typedef struct svc_sql {
     const char *pg;         /* PostgreSQL text, when it differs */
     bool explain;           /* a hot read or guarded write that must use an index */
     int nsample;
-    db_arg sample[8];       /* arguments explain runs it with */
+    db_arg sample[10];      /* arguments explain runs it with */
 } svc_sql;
 
 /* The text for the dialect behind q. */

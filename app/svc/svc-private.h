@@ -110,6 +110,10 @@ void svc__enc_account(bz_buf *b, const svc_account *v);
 bool svc__dec_account(svc_rd *r, svc_account *v);
 void svc__enc_transfer(bz_buf *b, const svc_transfer *v);
 bool svc__dec_transfer(svc_rd *r, svc_transfer *v);
+/* svc__enc_transfer(v) cut around the two fields PostgreSQL's transfer
+ * statement assigns (SQL_TRANSFER_MOVE): the record is
+ * id + mid + currency (3 letters) + tail. */
+void svc__enc_transfer_parts(bz_buf *mid, bz_buf *tail, const svc_transfer *v);
 void svc__enc_item(bz_buf *b, const svc_item *v);
 bool svc__dec_item(svc_rd *r, bz_arena *a, svc_item *v);
 void svc__enc_order(bz_buf *b, const svc_order *v);
@@ -181,6 +185,10 @@ typedef struct tx_run {
     void (*encode)(bz_buf *b, const void *out);   /* result → record */
     bool (*decode)(svc_rd *r, bz_arena *a, void *out); /* record → result (replay) */
     void *out;
+    /* Set by a transaction function whose transaction committed without
+     * settling (PostgreSQL's one-statement transfer that moved nothing):
+     * svc__tx_run_op runs it once more, in a new transaction. */
+    bool again;
 } tx_run;
 
 /* Records run's outcome in tx (no-op without a key).  Call it last: on
