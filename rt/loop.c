@@ -310,7 +310,19 @@ static void loop_body(rt_loop *l)
             }
         }
         skipped = 0;
-        bz_log_flush(); /* this loop's batched log lines, once per iteration */
+        /* This loop's batched log lines go out when their time is up: the
+         * wait ends by then (l->now is this turn's clock, late by at most
+         * the turn's work). */
+        int64_t due = bz_log_flush_due();
+        if (due != BZ_NO_DEADLINE) {
+            if (due <= l->now) {
+                bz_log_flush();
+            } else if (timeout != 0) {
+                int64_t ms = (due - l->now + BZ_NS_PER_MS - 1) / BZ_NS_PER_MS;
+                if (timeout < 0 || ms < timeout)
+                    timeout = (int)ms;
+            }
+        }
         int n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout);
         if (n < 0 && errno != EINTR) {
             perror("bazaar: epoll_wait");

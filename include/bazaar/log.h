@@ -74,10 +74,19 @@ struct bz_trace;
 void bz_log_set_trace_source(const struct bz_trace *(*fn)(void));
 
 /* Per thread: batch lines below error level in memory until bz_log_flush
- * (event loops flush before each wait for events, and every 16 KiB).  Off
- * flushes.  Lines of one thread keep their order. */
+ * — as nginx's `access_log ... buffer=64k flush=100ms`: a batch is written
+ * when it reaches 64 KiB, or by the event loop once its first line has
+ * waited BZ_LOG_HOLD_NS (the loop bounds its wait for events by
+ * bz_log_flush_due).  Under load that is one write per 64 KiB of access
+ * lines, not one per loop turn.  Off flushes (a loop turns it off when it
+ * stops).  Lines of one thread keep their order; error lines are never
+ * held (they flush the batch before them). */
+#define BZ_LOG_HOLD_NS 100000000LL
 void bz_log_batch(bool on);
 void bz_log_flush(void);
+/* When this thread's batch must be written (bz_now_ns() clock):
+ * BZ_NO_DEADLINE when it is empty. */
+int64_t bz_log_flush_due(void);
 
 void bz__log(bz_log_level level, const char *msg, ...);
 

@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from common import finish
-from harness import Bazaar, Conn, Load, PgQ
+from harness import Bazaar, Conn, Load, PgQ, wait_for
 from pg_support import Bouncer, Server
 
 
@@ -145,7 +145,7 @@ def test_statement_cache_on_fails_through_transaction_pooling(server):
             t.join(60)
         c.close()
         assert 500 in statuses, statuses
-        assert "prepared statement" in srv.log(), srv.log()[-2000:]
+        assert wait_for(lambda: "prepared statement" in srv.log(), 5), srv.log()[-2000:]
     finally:
         if srv:
             srv.close()

@@ -7,10 +7,12 @@
 #include <cmocka.h>
 
 #include <bazaar/rt.h>
+#include <bazaar/log.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <fenv.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -263,6 +265,71 @@ static void timer_clock_main(void *unused)
 }
 
 static void timer_callbacks_see_their_deadline_passed(void **state) { run(1, timer_clock_main, NULL); }
+
+/* ---- the loop's batched log lines ----
+ *
+ * A loop holds its info lines for up to BZ_LOG_HOLD_NS (not one write per
+ * turn), and a loop with nothing else to do still writes them by then: its
+ * wait for events ends when the batch is due.  A plain thread reads the
+ * pipe while the loop sleeps far longer than the hold. */
+
+typedef struct {
+    int rfd;
+    ssize_t early, mid, late; /* bytes in the pipe right after the line, after the loop */
+                              /* waited 20 ms, and 60 ms after the line was due */
+    bool due_ok;         /* bz_log_flush_due() is BZ_LOG_HOLD_NS after the line */
+} held_log;
+
+static ssize_t drain(int fd)
+{
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof buf);
+    return n < 0 ? 0 : n;
+}
+
+static void *late_reader(void *p)
+{
+    held_log *h = p;
+    usleep((useconds_t)((BZ_LOG_HOLD_NS + 60 * BZ_NS_PER_MS) / 1000));
+    h->late = drain(h->rfd);
+    return NULL;
+}
+
+static void held_log_main(void *p)
+{
+    held_log *h = p;
+    assert_true(bz_log_flush_due() == BZ_NO_DEADLINE);
+    int64_t t0 = bz_now_ns();
+    bz_log_info("held", BZ_F_INT("n", 1));
+    int64_t due = bz_log_flush_due();
+    h->due_ok = due >= t0 + BZ_LOG_HOLD_NS && due <= bz_now_ns() + BZ_LOG_HOLD_NS;
+    h->early = drain(h->rfd);
+    rt_sleep(NULL, 20 * BZ_NS_PER_MS); /* the loop waits for events: no write for that */
+    h->mid = drain(h->rfd);
+    pthread_t th;
+    pthread_create(&th, NULL, late_reader, h);
+    rt_sleep(NULL, 3 * BZ_LOG_HOLD_NS); /* the loop's only timer is far past the hold */
+    pthread_join(th, NULL);
+}
+
+static void loop_log_batch_is_written_when_due(void **state)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    bz_log_set_fd(fds[1]);
+    bz_log_setup(BZ_LOG_INFO, BZ_LOG_JSON);
+    held_log h = {.rfd = fds[0]};
+    run(1, held_log_main, &h);
+    bz_log_set_fd(-1);
+    bz_log_setup(BZ_LOG_INFO, BZ_LOG_TEXT);
+    close(fds[0]);
+    close(fds[1]);
+    assert_int_equal(h.early, 0); /* held, not written on the spot */
+    assert_int_equal(h.mid, 0);   /* nor when the loop next waits */
+    assert_true(h.due_ok);
+    assert_true(h.late > 0);      /* written by the due time, not at the sleep's end */
+}
 
 /* ---- contexts ---- */
 
@@ -1228,6 +1295,7 @@ int main(void)
         cmocka_unit_test(timers_fire_in_deadline_order),
         cmocka_unit_test(raw_timers_in_order_and_stoppable),
         cmocka_unit_test(timer_callbacks_see_their_deadline_passed),
+        cmocka_unit_test(loop_log_batch_is_written_when_due),
         cmocka_unit_test(cancel_from_another_thread_wakes_waits),
         cmocka_unit_test(nested_context_deadlines),
         cmocka_unit_test(cancel_after_an_unobserved_deadline_is_a_timeout),
