@@ -188,14 +188,19 @@ def test_leaderboard_equals_sql_through_rebuilds(services):
             c.close()
 
         ts = [threading.Thread(target=payer, args=(i,) + bu, daemon=True) for i, bu in enumerate(buyers)]
-        ts += [threading.Thread(target=deleter, daemon=True)]
+        # the deleter and the readers stop together; the deleter is joined
+        # before the last rebuild below: its redis-cli DEL, started just
+        # before the stop (a process spawn, tens of ms on a busy machine),
+        # once landed after that rebuild and took the board away
         rs = [threading.Thread(target=reader, args=(p,), daemon=True) for p in (a.port, b.port)]
+        rs += [threading.Thread(target=deleter, daemon=True)]
         for t in ts + rs:
             t.start()
         time.sleep(8)
         stop_del.set()
         for t in rs:
             t.join(15)
+            assert not t.is_alive()
         # one more rebuild while payments go on, then increments on it
         c = Client(b.port)
         st, _ = c.call("GET", "/v1/leaderboard/spenders?currency=USD&limit=100")
