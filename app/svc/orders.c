@@ -526,7 +526,7 @@ static int change_state(svc *s, svc_call *c, int64_t id, bool pay, svc_order *ou
          * it under the key) */
     }
     memset(out, 0, sizeof *out);
-    state_args x = {.run = {s, c, &im, e, enc_order_v, dec_order_v, out}, .uid = c->who->user_id, .id = id,
+    state_args x = {.run = {s, c, &im, e, enc_order_v, dec_order_v, out, false}, .uid = c->who->user_id, .id = id,
                     .pay = pay};
     int rc = svc__tx_run_op(&x.run, state_tx, &x, SVC_OK, NULL, NULL);
     if (locked) {
