@@ -260,16 +260,23 @@ static int idem_settle(tx_run *run, int *outcome)
     return 1;
 }
 
-/* fn in a transaction, and once more when it asks (run->again). */
+/* fn in a transaction, and again in a new one for as long as it asks
+ * (run->again: its transaction committed without settling).  Each ask
+ * means the data moved under it (a transfer's balance crossed its amount
+ * between the move and the refusal's read, then back), so RUN_AGAIN_MAX
+ * asks in a row are contention: a serialization failure, which the
+ * caller answers as 503 contention (retry with the same key). */
+#define RUN_AGAIN_MAX 8
 static int run_tx(tx_run *run, const db_tx_opts *o, db_tx_fn fn, void *arg, bz_error *be)
 {
-    run->again = false;
-    int rc = db_run_tx(run->s->db, run->c->ctx, o, fn, arg, be);
-    if (rc == 0 && run->again) {
+    for (int i = 0;; i++) {
         run->again = false;
-        rc = db_run_tx(run->s->db, run->c->ctx, o, fn, arg, be);
+        int rc = db_run_tx(run->s->db, run->c->ctx, o, fn, arg, be);
+        if (rc != 0 || !run->again)
+            return rc;
+        if (i == RUN_AGAIN_MAX)
+            return bz_err_set(be, BZ_ERR_SERIALIZATION, "the operation's data kept changing under it"), -EAGAIN;
     }
-    return rc;
 }
 
 int svc__tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, const char *uniq_code, const char *uniq_msg)

@@ -338,6 +338,7 @@ static void transactions_commit_rollback_and_retry(void **state) { run(tx_body);
 
 /* two conflicting serializable transactions both end committed through retry */
 static rt_sem both_read;
+static atomic_int both_arrived;
 static int conflict_fn(db_tx *tx, rt_ctx *ctx, void *arg, bz_error *err)
 {
     static _Thread_local int dummy;
@@ -350,9 +351,14 @@ static int conflict_fn(db_tx *tx, rt_ctx *ctx, void *arg, bz_error *err)
     int64_t v = db_col_int(rows, 0);
     db_rows_close(rows);
     if ((*attempt)++ == 0) {
-        /* first attempt: wait until the other one has read too */
+        /* first attempt: wait until the other one has read too (a fixed
+         * 50 ms sleep here once let the other read after this one's
+         * commit under TSan on a loaded machine: no conflict, no retry) */
         rt_sem_release(&both_read);
-        rt_sleep(ctx, 50 * BZ_NS_PER_MS);
+        atomic_fetch_add(&both_arrived, 1);
+        int64_t until = bz_now_ns() + 5 * BZ_NS_PER_S;
+        while (atomic_load(&both_arrived) < 2 && bz_now_ns() < until)
+            rt_sleep(ctx, BZ_NS_PER_MS);
     }
     return db_exec(TX(tx), ctx, "UPDATE t_counter SET v = $1 WHERE id = 1", (db_arg[]){DB_INT(v + 10)}, 1, NULL, err);
 }
@@ -383,6 +389,7 @@ static void conflict_body(void)
     bz_error e;
     OK(db_exec(DB(d), NULL, "INSERT INTO t_counter (id, v) VALUES (1, 0)", NULL, 0, NULL, &e));
     rt_sem_init(&both_read, 0);
+    atomic_store(&both_arrived, 0);
     rt_wg wg;
     rt_wg_init(&wg);
     conflict_arg a[2] = {{d, 0, -1, &wg, conflict_fn}, {d, 0, -1, &wg, conflict_fn}};

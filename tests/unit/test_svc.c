@@ -1421,6 +1421,92 @@ CASE(transfers_on_disjoint_accounts_never_retry)
 /* PostgreSQL's transfer statement writes the record as id + mid + currency
  * + tail (SQL_TRANSFER_MOVE): that must be the record codec's bytes, and
  * read back as the transfer. */
+/* PostgreSQL's one-statement transfer that moves nothing has committed
+ * (empty), and works out why in a second transaction (tx_run.again); the
+ * refusal's read finding the funds there after all sends it back to the
+ * move.  A balance that keeps crossing the amount (another instance's
+ * writes; here a plain UPDATE beside, past the in-process account locks)
+ * can send it back and forth: every answer must still be a transfer that
+ * exists, insufficient_funds or contention, never OK with nothing in it
+ * (the first version ran "again" once only and answered OK with an empty
+ * transfer when the retried move found the funds gone again). */
+#define SW_XFERS 200
+
+typedef struct {
+    db *aux;
+    int64_t acct;
+    volatile bool *stop;
+    int flips;
+    rt_wg *wg;
+} swing_arg;
+
+static void swinger_fn(void *p)
+{
+    swing_arg *a = p;
+    for (int n = 0; !*a->stop && n < 1000000; n++, a->flips++) {
+        db_arg x[] = {DB_INT(a->acct)};
+        bz_error be;
+        if (db_exec(DB(a->aux), &F.ctx,
+                    "UPDATE accounts SET balance_cents = CASE WHEN balance_cents >= 100 THEN 0 ELSE 200 END "
+                    "WHERE id = $1",
+                    x, 1, NULL, &be) != 0)
+            break;
+    }
+    rt_wg_done(a->wg);
+}
+
+CASE(transfer_beside_a_swinging_balance_never_answers_empty)
+{
+    if (db_get_dialect(F.d) != DB_POSTGRES)
+        return; /* the one-statement transfer and its second transaction */
+    parties w = two_parties(true);
+    bz_error be;
+    db_opts ao = {.max_open = 2, .max_idle = 2};
+    db *aux = db_open(F.cfg.db, &ao, &be);
+    if (!aux)
+        failf(__FILE__, __LINE__, "db_open: %s", be.msg);
+    volatile bool stop = false;
+    rt_wg wg;
+    rt_wg_init(&wg);
+    swing_arg sa = {aux, w.a1, &stop, 0, &wg};
+    rt_wg_add(&wg, 1);
+    rt_go(swinger_fn, &sa);
+    int ok = 0, insufficient = 0, contention = 0, bad = 0;
+    char why[sizeof ((svc_err *)0)->msg + 64] = "";
+    for (int i = 0; i < SW_XFERS; i++) {
+        svc_transfer t;
+        svc_err e;
+        svc_err_clear(&e);
+        if (xfer(&w.pa, w.a1, w.b1, 100, &t, &e) == 0) {
+            ok++;
+            svc_call rc = call(&w.pb);
+            svc_transfer got;
+            svc_err ge;
+            svc_err_clear(&ge);
+            if (t.id <= 0 || strcmp(t.currency, "USD") != 0 || svc_transfer_get(F.s, &rc, t.id, &got, &ge) != 0 ||
+                got.amount_cents != 100) {
+                if (!bad++)
+                    snprintf(why, sizeof why, "OK with id %lld currency '%s'", (long long)t.id, t.currency);
+            }
+        } else if (e.code && !strcmp(e.code, "insufficient_funds")) {
+            insufficient++;
+        } else if (e.kind == SVC_UNAVAILABLE && e.code && !strcmp(e.code, "contention")) {
+            contention++;
+        } else if (!bad++) {
+            snprintf(why, sizeof why, "%.40s: %s", e.code ? e.code : "?", e.msg);
+        }
+    }
+    stop = true;
+    CHECK_INT(rt_wg_wait(&wg, NULL), 0);
+    rt_wg_destroy(&wg);
+    db_close(aux);
+    printf("# %d transfers: %d moved, %d insufficient_funds, %d contention, %d wrong (%s); %d flips beside\n",
+           SW_XFERS, ok, insufficient, contention, bad, why, sa.flips);
+    raise_recorded();
+    CHECK_INT(bad, 0);
+    CHECK(ok > 0 && insufficient > 0); /* the swing met the transfers both ways */
+}
+
 CASE(transfer_record_parts_are_the_record)
 {
     svc_transfer t = {9007199254740993, 12, 345, 6789, "EUR", 1796588631505208};
@@ -3348,6 +3434,7 @@ CASE(superseded_order_pages_are_dropped)
     BOTH(pay_beside_rolled_back_updates_of_a_locked_account_never_fails)                                     \
     BOTH(postgres_round_trips_per_operation)                                                                 \
     BOTH(transfer_record_parts_are_the_record)                                                               \
+    BOTH(transfer_beside_a_swinging_balance_never_answers_empty)                                             \
     BOTH(transfers_on_disjoint_accounts_never_retry)                                                         \
     BOTH(paid_order_cannot_be_cancelled)                                                                     \
     BOTH(cancel_returns_the_reserved_stock)                                                                  \
