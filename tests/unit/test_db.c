@@ -337,8 +337,19 @@ static void tx_body(void)
 static void transactions_commit_rollback_and_retry(void **state) { run(tx_body); }
 
 /* two conflicting serializable transactions both end committed through retry */
-static rt_sem both_read;
 static atomic_int both_arrived;
+
+/* Two racers' first attempts meet here after their reads, so that both
+ * have read before either writes: the conflict is certain.  (A fixed 50 ms
+ * sleep instead once let the other read after this one's commit under
+ * the sanitizers on a loaded machine: no conflict, no retry.) */
+static void wait_both_read(rt_ctx *ctx)
+{
+    atomic_fetch_add(&both_arrived, 1);
+    int64_t until = bz_now_ns() + 5 * BZ_NS_PER_S;
+    while (atomic_load(&both_arrived) < 2 && bz_now_ns() < until)
+        rt_sleep(ctx, BZ_NS_PER_MS);
+}
 static int conflict_fn(db_tx *tx, rt_ctx *ctx, void *arg, bz_error *err)
 {
     static _Thread_local int dummy;
@@ -350,16 +361,8 @@ static int conflict_fn(db_tx *tx, rt_ctx *ctx, void *arg, bz_error *err)
         return r < 0 ? r : -ENOENT;
     int64_t v = db_col_int(rows, 0);
     db_rows_close(rows);
-    if ((*attempt)++ == 0) {
-        /* first attempt: wait until the other one has read too (a fixed
-         * 50 ms sleep here once let the other read after this one's
-         * commit under TSan on a loaded machine: no conflict, no retry) */
-        rt_sem_release(&both_read);
-        atomic_fetch_add(&both_arrived, 1);
-        int64_t until = bz_now_ns() + 5 * BZ_NS_PER_S;
-        while (atomic_load(&both_arrived) < 2 && bz_now_ns() < until)
-            rt_sleep(ctx, BZ_NS_PER_MS);
-    }
+    if ((*attempt)++ == 0)
+        wait_both_read(ctx); /* first attempt: until the other one has read too */
     return db_exec(TX(tx), ctx, "UPDATE t_counter SET v = $1 WHERE id = 1", (db_arg[]){DB_INT(v + 10)}, 1, NULL, err);
 }
 
@@ -388,7 +391,6 @@ static void conflict_body(void)
     reset_tables(d);
     bz_error e;
     OK(db_exec(DB(d), NULL, "INSERT INTO t_counter (id, v) VALUES (1, 0)", NULL, 0, NULL, &e));
-    rt_sem_init(&both_read, 0);
     atomic_store(&both_arrived, 0);
     rt_wg wg;
     rt_wg_init(&wg);
@@ -405,7 +407,6 @@ static void conflict_body(void)
     assert_int_equal(db_col_int(rows, 0), 20);
     db_rows_close(rows);
     rt_wg_destroy(&wg);
-    rt_sem_destroy(&both_read);
     db_close(d);
 }
 
@@ -651,10 +652,8 @@ static int batch_conflict_fn(db_tx *tx, rt_ctx *ctx, void *arg, bz_error *err)
         return r < 0 ? r : -ENOENT;
     int64_t v = db_col_int(rows, 0);
     db_rows_close(rows);
-    if ((*attempt)++ == 0) {
-        rt_sem_release(&both_read);
-        rt_sleep(ctx, 50 * BZ_NS_PER_MS);
-    }
+    if ((*attempt)++ == 0)
+        wait_both_read(ctx);
     db_step st[] = {
         {.sql = "UPDATE t_counter SET v = $1 WHERE id = 1", .args = (db_arg[]){DB_INT(v + 10)}, .nargs = 1},
         {.sql = "INSERT INTO t_vals (i) VALUES ($1)", .args = (db_arg[]){DB_INT(v)}, .nargs = 1},
@@ -671,7 +670,7 @@ static void batch_conflict_body(void)
     reset_tables(d);
     bz_error e;
     OK(db_exec(DB(d), NULL, "INSERT INTO t_counter (id, v) VALUES (1, 0)", NULL, 0, NULL, &e));
-    rt_sem_init(&both_read, 0);
+    atomic_store(&both_arrived, 0);
     rt_wg wg;
     rt_wg_init(&wg);
     conflict_arg a[2] = {{d, 0, -1, &wg, batch_conflict_fn}, {d, 0, -1, &wg, batch_conflict_fn}};
@@ -690,7 +689,6 @@ static void batch_conflict_body(void)
     assert_int_equal(db_col_int(rows, 2), 10);
     db_rows_close(rows);
     rt_wg_destroy(&wg);
-    rt_sem_destroy(&both_read);
     db_close(d);
 }
 
