@@ -7,12 +7,17 @@
  * rebuild, on any number of instances:
  *
  * - Every rebuild has an epoch: meta "lb_epoch:<currency>", bumped by the
- *   rebuild in the same SERIALIZABLE transaction that reads its snapshot
- *   (SQL_SPENDERS).  Every payment reads the epoch in its own SERIALIZABLE
- *   transaction.  Serializability makes the two facts the same: a payment
- *   is in rebuild N's snapshot exactly when it read an epoch < N (had it
- *   read < N and not been seen, the two transactions would form a cycle,
- *   and one of them is aborted and retried).
+ *   rebuild in the same transaction that reads its snapshot
+ *   (SQL_SPENDERS), and every payment reads the epoch in its own
+ *   transaction.  A payment is in rebuild N's snapshot exactly when it
+ *   read an epoch < N.  On PostgreSQL (payments run READ COMMITTED) an
+ *   advisory lock on the epoch's key makes it so: a payment reads the
+ *   epoch holding the lock shared, until its COMMIT; a rebuild takes it
+ *   exclusively before its bump, so it waits for every payment that read
+ *   the old epoch to commit, and its snapshot (a READ COMMITTED statement
+ *   after the bump) has them all; a payment that comes later waits for
+ *   the rebuild to commit and reads the new epoch.  On SQLite (one writer)
+ *   both are SERIALIZABLE, which gives the same.
  * - The increment carries that epoch, and the cache applies it by epoch
  *   (cache_zincr_epoch, atomic): on a board at its epoch it is added; on a
  *   board at a later epoch it is dropped (the snapshot has it); otherwise
@@ -83,6 +88,8 @@ static int snapshot_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     epoch_key(x->currency, k);
     db_rows *rows = NULL;
     db_arg a[] = {DB_TEXT(k)};
+    if (db_q_dialect(TX(tx)) == DB_POSTGRES && sql_exec(TX(tx), ctx, &SQL_LB_EPOCH_EXCLUSIVE, a, 1, NULL, err) != 0)
+        return -1;
     if (sql_row(x->a, TX(tx), ctx, &SQL_LB_EPOCH_BUMP, a, 1, &rows, err) != 0)
         return -1;
     bz_str_to_i64(bz_str_c(db_col_text(rows, 0, NULL)), &x->epoch);
@@ -103,7 +110,7 @@ static int rebuild(svc *s, svc_call *c, const char *key, const char *currency, b
 {
     rt_ctx *ctx = c->ctx;
     snap_args x = {c->arena, currency, 0, bz_arena_buf(c->arena)};
-    db_tx_opts o = {.isolation = DB_SERIALIZABLE};
+    db_tx_opts o = {.isolation = s->dialect == DB_POSTGRES ? DB_READ_COMMITTED : DB_SERIALIZABLE};
     int rc = db_run_tx(s->db, ctx, &o, snapshot_tx, &x, err);
     const int64_t *pair = (const int64_t *)(const void *)x.rows->data;
     for (size_t i = 0; rc == 0 && i < x.rows->len / (2 * sizeof(int64_t)); i++) {

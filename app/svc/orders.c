@@ -365,47 +365,76 @@ static int order_pairs(state_args *x, db_tx *tx, rt_ctx *ctx, const svc_sql *q, 
 }
 
 /* A payment in three round trips on PostgreSQL (db_batch), whatever the
- * number of lines: the debit with the read of the sellers to credit (the
- * read is harmless when the debit refuses); then every credit, the status,
- * the leaderboard epoch, the fulfilment job and the order read back, none
- * of which needs another's result; then the record with the COMMIT
- * (svc__tx_record).  Credits go in seller order, as before, so two payments
- * never lock accounts in opposite orders. */
-static int pay_lines(state_args *x, db_tx *tx, rt_ctx *ctx, int64_t account, int64_t now, bz_error *err)
+ * number of lines, after state_tx's first (the order row locked, with the
+ * sellers to credit): the accounts locked in id order with the debit;
+ * then every credit, the status, the leaderboard epoch (under its shared
+ * lock), the fulfilment job and the order read back, none of which needs
+ * another's result; then the record with the COMMIT (svc__tx_record).
+ * The accounts are locked before any is written, in one order for every
+ * payment, so two payments never wait on each other in a cycle. */
+static int pay_lines(state_args *x, db_tx *tx, rt_ctx *ctx, int64_t account, db_rows *sellers, int64_t now,
+                     bz_error *err)
 {
     bz_arena *ar = x->run.c->arena;
     db_q q = TX(tx);
-    db_arg d[] = {DB_INT(x->total), DB_INT(account)};
-    db_arg oid[] = {DB_INT(x->id)};
+    bool pg = db_q_dialect(q) == DB_POSTGRES;
+    int64_t cred[SVC_MAX_LINES][2];
+    int ns = 0;
+    while (ns < SVC_MAX_LINES && db_rows_next(sellers)) {
+        cred[ns][0] = db_col_int(sellers, 0);
+        cred[ns][1] = db_col_int(sellers, 1);
+        ns++;
+    }
     db_step st[DB_BATCH_MAX];
-    st[0] = (db_step){.sql = svc_sql_text(q, &SQL_ACCOUNT_DEBIT), .args = d, .nargs = 2};
-    st[1] = (db_step){.sql = svc_sql_text(q, &SQL_ORDER_SELLER_CREDITS), .args = oid, .nargs = 1, .want_rows = true};
-    if (db_batch(tx, ctx, st, 2, 0, err) != 0)
+    int k = 0;
+    char ids[SVC_MAX_LINES * 21 + 3]; /* "{1,2,...}": the sellers, a BIGINT[] literal */
+    db_arg lk[3];
+    if (pg) {
+        size_t n = 0;
+        ids[n++] = '{';
+        for (int i = 0; i < ns; i++) {
+            if (i)
+                ids[n++] = ',';
+            n += (size_t)bz_fmt_i64(ids + n, cred[i][0]);
+        }
+        ids[n++] = '}';
+        lk[0] = DB_INT(account);
+        lk[1] = DB_TEXT(x->currency);
+        lk[2] = (db_arg){.type = DB_T_TEXT, .v.s = {ids, n}};
+        st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_PAY_LOCK_ACCOUNTS), .args = lk, .nargs = 3};
+    }
+    db_arg d[] = {DB_INT(x->total), DB_INT(account)};
+    int debit = k;
+    st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_ACCOUNT_DEBIT), .args = d, .nargs = 2};
+    if (db_batch(tx, ctx, st, k, 0, err) != 0)
         return -1;
-    db_rows *sellers = db_rows_adopt(ar, st[1].rows);
-    if (st[0].affected == 0)
+    if (st[debit].affected == 0)
         return svc__tx_refuse(&x->run, SVC_CONFLICT, "insufficient_funds", "account %lld cannot pay %lld cents",
                          (long long)account, (long long)x->total);
     db_arg cr[SVC_MAX_LINES][4];
-    int k = 0;
-    for (int n = 0; n < SVC_MAX_LINES && db_rows_next(sellers); n++) {
-        if (k == DB_BATCH_MAX - 4) { /* more sellers than one batch holds with the rest: send these first */
+    k = 0;
+    for (int n = 0; n < ns; n++) {
+        if (k == DB_BATCH_MAX - 5) { /* more sellers than one batch holds with the rest: send these first */
             if (db_batch(tx, ctx, st, k, 0, err) != 0)
                 return -1;
             k = 0;
         }
-        cr[n][0] = DB_INT(db_col_int(sellers, 0));
+        cr[n][0] = DB_INT(cred[n][0]);
         cr[n][1] = DB_TEXT(x->currency);
-        cr[n][2] = DB_INT(db_col_int(sellers, 1));
+        cr[n][2] = DB_INT(cred[n][1]);
         cr[n][3] = DB_TIME(now);
         st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_ACCOUNT_CREDIT_UPSERT), .args = cr[n], .nargs = 4};
     }
+    db_arg oid[] = {DB_INT(x->id)};
     db_arg u[] = {DB_TEXT("paid"), DB_TIME(now), DB_INT(x->id)};
     st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_ORDER_SET_STATUS), .args = u, .nargs = 3};
     char lb_key[24];
     db_arg lb_arg;
+    db_step epoch = svc__lb_epoch_step(q, x->currency, lb_key, &lb_arg);
+    if (pg) /* a statement of its own: the epoch is read after the lock is held */
+        st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_LB_EPOCH_SHARED), .args = &lb_arg, .nargs = 1};
     int lb = k;
-    st[k++] = svc__lb_epoch_step(q, x->currency, lb_key, &lb_arg);
+    st[k++] = epoch;
     /* The job commits with the payment: durable fulfilment. */
     db_arg j[] = {DB_INT(x->id), DB_TIME(now + SHIP_DELAY_US)};
     st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_JOB_INSERT), .args = j, .nargs = 2};
@@ -449,11 +478,31 @@ static int state_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     x->changed = false;
     x->loaded = false;
     x->nitems = 0;
-    db_rows *rows = NULL;
+    db_rows *rows = NULL, *sellers = NULL;
     db_arg oid[] = {DB_INT(x->id)};
-    int rc = sql_row(x->run.c->arena, TX(tx), ctx, &SQL_ORDER_HEAD, oid, 1, &rows, err);
-    if (rc < 0)
-        return -1;
+    int rc;
+    if (x->pay) {
+        /* PostgreSQL: READ COMMITTED (sql.c says why), the order row locked
+         * before its status is read, and the sellers in the same trip */
+        db_q q = TX(tx);
+        db_step st[3];
+        int k = 0;
+        if (db_q_dialect(q) == DB_POSTGRES)
+            st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_PAY_READ_COMMITTED)};
+        int head = k;
+        st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_ORDER_HEAD_FOR_PAY), .args = oid, .nargs = 1, .want_rows = true};
+        st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_ORDER_SELLER_CREDITS), .args = oid, .nargs = 1,
+                            .want_rows = true};
+        if (db_batch(tx, ctx, st, k, 0, err) != 0)
+            return -1;
+        rows = db_rows_adopt(x->run.c->arena, st[head].rows);
+        sellers = db_rows_adopt(x->run.c->arena, st[k - 1].rows);
+        rc = db_rows_next(rows) ? 0 : DB_NO_ROWS;
+    } else {
+        rc = sql_row(x->run.c->arena, TX(tx), ctx, &SQL_ORDER_HEAD, oid, 1, &rows, err);
+        if (rc < 0)
+            return -1;
+    }
     if (rc == DB_NO_ROWS || db_col_int(rows, 0) != x->uid) {
         svc__tx_refuse(&x->run, SVC_NOT_FOUND, "not_found", "order %lld does not exist", (long long)x->id);
         return svc__tx_record(tx, ctx, &x->run, err);
@@ -470,7 +519,7 @@ static int state_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
             svc__tx_refuse(&x->run, SVC_CONFLICT, "order_not_payable", "order %lld is cancelled", (long long)x->id);
             return svc__tx_record(tx, ctx, &x->run, err);
         }
-        if (!strcmp(status, "pending") && pay_lines(x, tx, ctx, account, now, err) != 0)
+        if (!strcmp(status, "pending") && pay_lines(x, tx, ctx, account, sellers, now, err) != 0)
             return -1;
     } else {
         if (!strcmp(status, "paid") || !strcmp(status, "shipped")) {

@@ -1326,6 +1326,96 @@ CASE(pay_beside_rolled_back_updates_of_a_locked_account_never_fails)
     CHECK_INT(balance(&w.pb, w.bacct), 10000 + 1000000 - 10 * paid);
 }
 
+/* ---- the leaderboard stays exact while it is rebuilt under payments ----
+ *
+ * Two buyers pay 150 orders each while a third coroutine drops the
+ * leaderboard from the cache and reads it back (a rebuild from paid
+ * orders) over and over.  Every payment must be counted once: in a
+ * rebuild's snapshot or as an increment, never both, never neither.  On
+ * PostgreSQL payments run READ COMMITTED and the epoch's advisory lock
+ * makes this hold (leaderboard.c); without the lock a payment that read
+ * the old epoch and committed after a rebuild's snapshot was lost. */
+#define LB_ORDERS 150
+
+typedef struct {
+    const svc_principal *buyer;
+    const int64_t *orders;
+    rt_wg *wg;
+    int paid, failed;
+} lb_payer;
+
+static void lb_payer_fn(void *p)
+{
+    lb_payer *w = p;
+    for (int i = 0; i < LB_ORDERS; i++) {
+        svc_call c = kcall(w->buyer);
+        svc_order o;
+        svc_err e;
+        svc_err_clear(&e);
+        if (svc_order_pay(F.s, &c, w->orders[i], &o, &e) == 0)
+            w->paid++;
+        else
+            w->failed++;
+    }
+    rt_wg_done(w->wg);
+}
+
+static int64_t lb_score(int64_t uid)
+{
+    svc_call c = call(&(svc_principal){.user_id = uid});
+    svc_spender *top;
+    int n;
+    svc_err e;
+    OK(svc_leaderboard(F.s, &c, S("USD"), I(100), &top, &n, &e));
+    for (int i = 0; i < n; i++)
+        if (top[i].user_id == uid)
+            return top[i].spent_cents;
+    return 0;
+}
+
+CASE(leaderboard_stays_exact_while_rebuilt_during_payments)
+{
+    shop w = open_shop();
+    deposit(&w.pb, w.bacct, 1000000);
+    svc_principal b2 = who(signup("buyer2@example.com", "Buyer Two"));
+    shop w2 = w;
+    w2.ub = b2.user_id;
+    w2.pb = b2;
+    w2.bacct = open_account(&b2, "USD");
+    deposit(&b2, w2.bacct, 1000000);
+    svc_item bulk = list_item(&w, "bulk-1", 10, 3 * LB_ORDERS);
+    int64_t o1[LB_ORDERS], o2[LB_ORDERS];
+    for (int i = 0; i < LB_ORDERS; i++) {
+        o1[i] = place(&w, bulk.id, 1).id;
+        o2[i] = place(&w2, bulk.id, 2).id;
+    }
+    rt_wg wg;
+    rt_wg_init(&wg);
+    lb_payer x[2] = {{&w.pb, o1, &wg, 0, 0}, {&b2, o2, &wg, 0, 0}};
+    for (int i = 0; i < 2; i++) {
+        rt_wg_add(&wg, 1);
+        rt_go(lb_payer_fn, &x[i]);
+    }
+    int rebuilds = 0;
+    for (int n = 0; n < 100000 && (x[0].paid + x[0].failed < LB_ORDERS || x[1].paid + x[1].failed < LB_ORDERS);
+         n++) {
+        bz_error be;
+        if (cache_del(F.c, &F.ctx, "lb:spenders:USD", &be) != 0)
+            failf(__FILE__, __LINE__, "cache_del: %s", be.msg);
+        lb_score(w.ub);
+        rebuilds++;
+        CHECK_INT(rt_sleep(&F.ctx, BZ_NS_PER_MS), 0);
+    }
+    CHECK_INT(rt_wg_wait(&wg, NULL), 0);
+    rt_wg_destroy(&wg);
+    raise_recorded();
+    printf("# %d + %d paid during %d rebuilds\n", x[0].paid, x[1].paid, rebuilds);
+    CHECK_INT(x[0].failed + x[1].failed, 0);
+    CHECK(rebuilds >= 10);
+    CHECK_INT(lb_score(w.ub), 10 * x[0].paid);
+    CHECK_INT(lb_score(b2.user_id), 20 * x[1].paid);
+}
+
 /* Round trips to PostgreSQL per operation (db_stats.round_trips, counted
  * by the driver; no background worker runs in a case): the pipelines'
  * savings, kept.  A transfer: BEGIN with the guarded UPDATE, the second
@@ -3432,6 +3522,7 @@ CASE(superseded_order_pages_are_dropped)
     BOTH(pay_debits_the_buyer_and_credits_the_seller)                                                        \
     BOTH(paying_a_paid_order_again_moves_nothing)                                                            \
     BOTH(pay_beside_rolled_back_updates_of_a_locked_account_never_fails)                                     \
+    BOTH(leaderboard_stays_exact_while_rebuilt_during_payments)                                              \
     BOTH(postgres_round_trips_per_operation)                                                                 \
     BOTH(transfer_record_parts_are_the_record)                                                               \
     BOTH(transfer_beside_a_swinging_balance_never_answers_empty)                                             \
