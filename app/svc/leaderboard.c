@@ -12,12 +12,21 @@
  *   transaction.  A payment is in rebuild N's snapshot exactly when it
  *   read an epoch < N.  On PostgreSQL (payments run READ COMMITTED) an
  *   advisory lock on the epoch's key makes it so: a payment reads the
- *   epoch holding the lock shared, until its COMMIT; a rebuild takes it
- *   exclusively before its bump, so it waits for every payment that read
- *   the old epoch to commit, and its snapshot (a READ COMMITTED statement
- *   after the bump) has them all; a payment that comes later waits for
- *   the rebuild to commit and reads the new epoch.  On SQLite (one writer)
- *   both are SERIALIZABLE, which gives the same.
+ *   epoch holding the lock shared, until its COMMIT; a rebuild holds it
+ *   exclusively from before its bump to its COMMIT, so every payment that
+ *   read the old epoch has committed, and its snapshot (a READ COMMITTED
+ *   statement after the bump) has them all; a payment that comes later
+ *   waits for the rebuild to commit and reads the new epoch.  On SQLite
+ *   (one writer) both are SERIALIZABLE, which gives the same.
+ * - A rebuild never queues for that lock (pg_try_advisory_xact_lock, a
+ *   few tries LB_TRY_PAUSE_NS apart): a queued exclusive request would
+ *   stop every later payment at its shared lock, holding its order and
+ *   account row locks, behind payments still finishing — under a steady
+ *   stream of payments and frequent rebuilds, long enough to time
+ *   payments out.  A rebuild that does not get the lock publishes
+ *   nothing and answers from its own snapshot (exact, as SQL is); the
+ *   next reader tries again.  Payments wait at most for a rebuild that
+ *   holds the lock: its scan.
  * - The increment carries that epoch, and the cache applies it by epoch
  *   (cache_zincr_epoch, atomic): on a board at its epoch it is added; on a
  *   board at a later epoch it is dropped (the snapshot has it); otherwise
@@ -36,10 +45,15 @@
  * currency, so it can multiply them. */
 #include "app/svc/svc-private.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #define LB_LOCK_TTL (30 * BZ_NS_PER_S)
+/* A rebuild's tries for the epoch's lock, and the pause between them: a
+ * payment holds it shared for about a round trip and its COMMIT. */
+#define LB_TRIES 8
+#define LB_TRY_PAUSE_NS (2 * BZ_NS_PER_MS)
 
 static void epoch_key(const char *currency, char out[24]) { snprintf(out, 24, "lb_epoch:%.3s", currency); }
 
@@ -78,7 +92,28 @@ typedef struct {
     const char *currency;
     int64_t epoch;
     bz_buf *rows;   /* (user id, cents) pairs of the snapshot */
+    bool locked;    /* the epoch was bumped under its lock: publishable */
 } snap_args;
+
+/* PostgreSQL: the epoch's lock, exclusively, without queueing for it
+ * (the file's comment says why): 1 held, 0 not had in LB_TRIES tries. */
+static int epoch_try_lock(db_tx *tx, rt_ctx *ctx, db_arg *key, bz_error *err)
+{
+    for (int i = 0; i < LB_TRIES; i++) {
+        int r = i > 0 ? rt_sleep(ctx, LB_TRY_PAUSE_NS) : 0;
+        if (r != 0)
+            return bz_err_set(err, r == -ECANCELED ? BZ_ERR_CANCELLED : BZ_ERR_TIMEOUT,
+                              "leaderboard rebuild: %s", r == -ECANCELED ? "cancelled" : "timed out"), -1;
+        db_rows *rows = NULL;
+        if (sql_query(NULL, TX(tx), ctx, &SQL_LB_EPOCH_TRY_EXCLUSIVE, key, 1, &rows, err) != 0)
+            return -1;
+        bool got = db_rows_next(rows) && db_col_bool(rows, 0);
+        db_rows_close(rows);
+        if (got)
+            return 1;
+    }
+    return 0;
+}
 
 static int snapshot_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
 {
@@ -88,11 +123,18 @@ static int snapshot_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     epoch_key(x->currency, k);
     db_rows *rows = NULL;
     db_arg a[] = {DB_TEXT(k)};
-    if (db_q_dialect(TX(tx)) == DB_POSTGRES && sql_exec(TX(tx), ctx, &SQL_LB_EPOCH_EXCLUSIVE, a, 1, NULL, err) != 0)
-        return -1;
-    if (sql_row(x->a, TX(tx), ctx, &SQL_LB_EPOCH_BUMP, a, 1, &rows, err) != 0)
-        return -1;
-    bz_str_to_i64(bz_str_c(db_col_text(rows, 0, NULL)), &x->epoch);
+    x->locked = true;
+    if (db_q_dialect(TX(tx)) == DB_POSTGRES) {
+        int got = epoch_try_lock(tx, ctx, a, err);
+        if (got < 0)
+            return -1;
+        x->locked = got == 1;
+    }
+    if (x->locked) {
+        if (sql_row(x->a, TX(tx), ctx, &SQL_LB_EPOCH_BUMP, a, 1, &rows, err) != 0)
+            return -1;
+        bz_str_to_i64(bz_str_c(db_col_text(rows, 0, NULL)), &x->epoch);
+    }
     db_arg c[] = {DB_TEXT(x->currency)};
     /* Every spender of the currency, copied into x->rows: closed here, not
      * held by the request (a retried transaction would hold each attempt's). */
@@ -106,12 +148,20 @@ static int snapshot_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     return 0;
 }
 
-static int rebuild(svc *s, svc_call *c, const char *key, const char *currency, bz_error *err)
+/* Rebuilds the board from a snapshot and publishes it; when the epoch's
+ * lock could not be had, publishes nothing and hands the snapshot back in
+ * *unpublished ((user id, cents) pairs) for the caller to answer from. */
+static int rebuild(svc *s, svc_call *c, const char *key, const char *currency, bz_buf **unpublished,
+                   bz_error *err)
 {
     rt_ctx *ctx = c->ctx;
-    snap_args x = {c->arena, currency, 0, bz_arena_buf(c->arena)};
+    snap_args x = {c->arena, currency, 0, bz_arena_buf(c->arena), false};
     db_tx_opts o = {.isolation = s->dialect == DB_POSTGRES ? DB_READ_COMMITTED : DB_SERIALIZABLE};
     int rc = db_run_tx(s->db, ctx, &o, snapshot_tx, &x, err);
+    if (rc == 0 && !x.locked) {
+        *unpublished = x.rows;
+        return 0;
+    }
     const int64_t *pair = (const int64_t *)(const void *)x.rows->data;
     for (size_t i = 0; rc == 0 && i < x.rows->len / (2 * sizeof(int64_t)); i++) {
         char member[24];
@@ -126,13 +176,48 @@ static int rebuild(svc *s, svc_call *c, const char *key, const char *currency, b
     return rc;
 }
 
+/* Entries ordered as the board orders them (ZREVRANGE: score descending,
+ * then member descending, as strings). */
+static int zentry_cmp(const void *pa, const void *pb)
+{
+    const cache_zentry *a = pa, *b = pb;
+    if (a->score != b->score)
+        return a->score < b->score ? 1 : -1;
+    return strcmp(b->member, a->member);
+}
+
+/* The first n entries of a snapshot's (user id, cents) pairs, ordered as
+ * the published board would hold them: the answer when it could not be
+ * published (rebuild).  Returns how many. */
+static int top_of_snapshot(const bz_buf *pairs, int n, cache_zentry *top)
+{
+    const int64_t *p = (const int64_t *)(const void *)pairs->data;
+    size_t np = pairs->len / (2 * sizeof(int64_t));
+    int cnt = 0;
+    for (size_t i = 0; i < np; i++) {
+        cache_zentry z;
+        snprintf(z.member, sizeof z.member, "%lld", (long long)p[2 * i]);
+        z.score = p[2 * i + 1];
+        /* keep the best n seen so far, in order: insertion into a short array */
+        if (cnt == n && zentry_cmp(&z, &top[n - 1]) >= 0)
+            continue;
+        int j = cnt < n ? cnt++ : n - 1;
+        while (j > 0 && zentry_cmp(&z, &top[j - 1]) < 0) {
+            top[j] = top[j - 1];
+            j--;
+        }
+        top[j] = z;
+    }
+    return cnt;
+}
+
 static int built(svc *s, rt_ctx *ctx, const char *key, bz_error *err)
 {
     int64_t epoch;
     return cache_zepoch(s->cache, ctx, key, &epoch, err);
 }
 
-static int ensure(svc *s, svc_call *c, const char *key, const char *currency, bz_error *err)
+static int ensure(svc *s, svc_call *c, const char *key, const char *currency, bz_buf **unpublished, bz_error *err)
 {
     rt_ctx *ctx = c->ctx;
     int rc = built(s, ctx, key, err);
@@ -144,7 +229,7 @@ static int ensure(svc *s, svc_call *c, const char *key, const char *currency, bz
         return -1;
     rc = built(s, ctx, key, err);
     if (rc == CACHE_MISS)
-        rc = rebuild(s, c, key, currency, err);
+        rc = rebuild(s, c, key, currency, unpublished, err);
     bool released;
     bz_error e2;
     cache_unlock(s->cache, ctx, lock, token, &released, &e2);
@@ -166,11 +251,14 @@ int svc_leaderboard(svc *s, svc_call *c, svc_str currency, svc_int limit, svc_sp
     char key[32];
     snprintf(key, sizeof key, "lb:spenders:%s", cur);
     bz_error be;
-    if (ensure(s, c, key, cur, &be) != 0)
+    bz_buf *unpublished = NULL;
+    if (ensure(s, c, key, cur, &unpublished, &be) != 0)
         return svc_fail_from(e, &be);
     cache_zentry top[101];
     int cnt = 0;
-    if (cache_ztop(s->cache, c->ctx, key, lim + 1, top, &cnt, &be) != 0)
+    if (unpublished)
+        cnt = top_of_snapshot(unpublished, lim + 1, top);
+    else if (cache_ztop(s->cache, c->ctx, key, lim + 1, top, &cnt, &be) != 0)
         return svc_fail_from(e, &be);
     int k = 0; /* drop the marker */
     for (int i = 0; i < cnt && k < lim; i++)

@@ -283,11 +283,11 @@ const svc_sql SQL_LB_EPOCH = {"pay: the leaderboard epoch", "SELECT value FROM m
 /* PostgreSQL: the epoch's advisory lock ($1 the meta key), shared by
  * payments (held to their COMMIT), exclusive for a rebuild, so a rebuild's
  * snapshot, taken after its bump, holds exactly the payments that read an
- * older epoch (leaderboard.c). */
+ * older epoch; a rebuild only tries for it, never queues (leaderboard.c). */
 const svc_sql SQL_LB_EPOCH_SHARED = {"pay: the leaderboard epoch's lock, shared (PostgreSQL)",
     "SELECT pg_advisory_xact_lock_shared(hashtext($1))"};
-const svc_sql SQL_LB_EPOCH_EXCLUSIVE = {"leaderboard rebuild: the epoch's lock (PostgreSQL)",
-    "SELECT pg_advisory_xact_lock(hashtext($1))"};
+const svc_sql SQL_LB_EPOCH_TRY_EXCLUSIVE = {"leaderboard rebuild: the epoch's lock, if free (PostgreSQL)",
+    "SELECT pg_try_advisory_xact_lock(hashtext($1))"};
 const svc_sql SQL_LB_EPOCH_BUMP = {"leaderboard rebuild: next epoch",
     "INSERT INTO meta (key, value) VALUES ($1, '1') "
     "ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(meta.value AS BIGINT) + 1 AS TEXT) RETURNING value"};
@@ -350,7 +350,7 @@ const svc_sql *const svc_sql_all[] = {
     &SQL_ORDER_SELLER_CREDITS, &SQL_ACCOUNT_CREDIT_UPSERT, &SQL_ORDER_SET_STATUS, &SQL_JOB_INSERT,
     &SQL_ORDER_LINES, &SQL_ITEM_RESTOCK, &SQL_JOB_DUE, &SQL_ORDER_SHIP, &SQL_JOB_DELETE, &SQL_SPENDERS,
     &SQL_LB_EPOCH, &SQL_LB_EPOCH_BUMP, &SQL_PAY_READ_COMMITTED, &SQL_ORDER_HEAD_FOR_PAY, &SQL_PAY_LOCK_ACCOUNTS,
-    &SQL_LB_EPOCH_SHARED, &SQL_LB_EPOCH_EXCLUSIVE,
+    &SQL_LB_EPOCH_SHARED, &SQL_LB_EPOCH_TRY_EXCLUSIVE,
     &SQL_IDEM_EXPIRED, &SQL_IDEM_INSERT, &SQL_IDEM_UPSERT, &SQL_IDEM_GET, &SQL_IDEM_PURGE, &SQL_WAL_PRIMARY, &SQL_WAL_REPLAY,
 };
 const int svc_sql_count = sizeof svc_sql_all / sizeof svc_sql_all[0];
