@@ -46,7 +46,7 @@ OPT      := -O1 -g -fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-p
 endif
 CFLAGS   := $(CFLAGS_common) $(OPT) $(EXTRA_CFLAGS)
 LDFLAGS  := -pthread $(OPT)
-LDLIBS   := -lsqlite3 -lhiredis -ljansson -lsodium -lprotobuf-c -lssl -lcrypto -lz -lm -ldl
+LDLIBS   := -lsqlite3 -lhiredis -luring -ljansson -lsodium -lprotobuf-c -lssl -lcrypto -lz -lm -ldl
 
 # Protocol buffers: C code generated at build time by protoc-c (Debian's
 # protobuf-c-compiler) into build/gen, for every mode.  The contract's
@@ -192,8 +192,8 @@ VERSION_OF = $(shell sed -n 's/^\#define BAZAAR_VERSION_$(1) \([0-9]*\)$$/\1/p' 
 LIB_VERSION := $(call VERSION_OF,MAJOR).$(call VERSION_OF,MINOR).$(call VERSION_OF,PATCH)
 LIB_SONAME  := libbazaar.so.$(call VERSION_OF,MAJOR)
 LIB_SO      := $(BUILD)/libbazaar.so.$(LIB_VERSION)
-LIB_LDLIBS  := -lsqlite3 -lhiredis -lsodium -lprotobuf-c -lssl -lcrypto -lz -lm -ldl
-LIB_PC_REQ  := sqlite3 hiredis libsodium openssl zlib
+LIB_LDLIBS  := -lsqlite3 -lhiredis -luring -lsodium -lprotobuf-c -lssl -lcrypto -lz -lm -ldl
+LIB_PC_REQ  := sqlite3 hiredis liburing libsodium openssl zlib
 
 lib: $(BUILD)/libbazaar.a $(LIB_SO) $(BUILD)/$(LIB_SONAME) $(BUILD)/libbazaar.so
 

@@ -63,6 +63,7 @@ static void runtime_loops(bz_buf *b)
         bz_buf_putc(b, '}');
     }
     bz_buf_putc(b, ']');
+    jw_str(b, "io_batch", rt_batch_name()); /* rt_set_batch: "io_uring" or "off" */
     jw_open(b, "coroutine_stacks", '{');
     jw_i64(b, "live", live);
     jw_i64(b, "pooled", pooled);

@@ -754,10 +754,14 @@ static void conn_serve(void *p)
             if (hl != 0)
                 break;
             if (c->rlen == 0 && !c->io.readable && !rt_io_pending(&c->io)) {
-                /* Nothing buffered and nothing pending: go idle. */
+                /* Nothing buffered and nothing pending: go idle — unless
+                 * the next request came while the flush was parked (a
+                 * batched write, rt.h): its edge found this connection
+                 * active and left only the flag, so read it now. */
                 if (out_flush(c) != 0)
                     keep = false;
-                goto idle;
+                if (!keep || !c->io.readable)
+                    goto idle;
             }
             if (c->out.len && out_flush(c) != 0) {
                 keep = false;

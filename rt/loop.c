@@ -236,6 +236,9 @@ static void run_ready(rt_loop *l, rt_coro **rest, rt_coro **rest_tail)
 {
     rt_coro *batch = l->runq_head, *tail = l->runq_tail;
     l->runq_head = l->runq_tail = NULL;
+    /* One coroutine makes at most one call before it parks: alone, its
+     * call is made at once (no park for a flush that batches nothing). */
+    l->batch_many = batch != tail;
     int64_t t0 = bz_now_ns();
     unsigned k = 0;
     while (batch) {
@@ -283,6 +286,10 @@ static void loop_body(rt_loop *l)
         l->now = bz_now_ns();
         rt_coro *rest, *rest_tail;
         run_ready(l, &rest, &rest_tail);
+        /* The batch's reads and writes, made together: their coroutines
+         * are runnable again, so the turn goes on without a poll (below). */
+        if (l->batch)
+            rt__batch_flush(l);
         int timeout = -1;
         if (l->runq_head || rest) {
             int64_t t = bz_now_ns();
@@ -373,6 +380,7 @@ static void loop_fini(rt_loop *l)
         p = next;
     }
     free(l->heap);
+    rt__batch_fini(l);
     close(l->epfd);
     close(l->evfd);
     pthread_mutex_destroy(&l->mb_lock);
@@ -385,9 +393,11 @@ static void loop_enter(rt_loop *l)
     l->tsan_sched_fiber = __tsan_get_current_fiber();
 #endif
     rt__signals_install_guard(l);
+    rt__batch_init(l); /* on this thread: the ring is this thread's */
     bz_log_batch(true);
     rt__stats_start(l);
     loop_body(l);
+    rt__batch_fini(l);
     bz_log_batch(false); /* flushes */
     rt__signals_remove_guard(l);
     rt__cur = NULL;
@@ -426,6 +436,9 @@ int rt_run(const rt_options *opt, rt_fn main_fn, void *arg)
     g_stack_size = o.stack_size ? o.stack_size : RT_DEFAULT_STACK;
     g_stack_warm = o.stack_warm > 0 ? o.stack_warm : 0;
     atomic_store(&g_stop, false);
+    int br = rt__batch_probe();
+    if (br != 0)
+        return br;
     g_nloops = o.threads;
     g_loops = calloc((size_t)o.threads, sizeof *g_loops);
     if (!g_loops)

@@ -8,6 +8,7 @@
 #include <bazaar/rt.h>
 
 #include <stdatomic.h>
+#include <sys/socket.h>
 
 /* ---- sanitizer fiber annotations ----------------------------------------- */
 #if defined(__SANITIZE_ADDRESS__)
@@ -118,6 +119,21 @@ typedef struct rt__post {
     struct rt__post *next;
 } rt__post;
 
+/* A read or writev that batch.c makes at the end of the loop's turn, on
+ * the stack of the coroutine parked for it (rt__batch_call). */
+typedef struct rt__bop {
+    struct rt__bop *next;
+    rt_coro *co;
+    rt_io *io;
+    int fd;
+    void *buf;          /* read: into buf, up to len */
+    size_t len;
+    struct iovec *iov;  /* writev (iov set), else read */
+    int iovcnt;
+    struct msghdr msg;  /* the writev as the sendmsg batch.c submits */
+} rt__bop;
+typedef struct rt__batch rt__batch;
+
 struct rt_loop {
     int index;
     pthread_t thread;
@@ -145,6 +161,9 @@ struct rt_loop {
     size_t nwarm;
     size_t ncoros;          /* mapped: live, joinable or free */
     rt__loop_stats st;      /* stats.c: lag tick and published counters */
+    rt__batch *batch;       /* batch.c: the turn's reads and writes, or NULL */
+    bool batch_many;        /* the running batch has more than one coroutine:
+                               only then can calls share an io_uring_enter */
     rt_coro *all;           /* every coroutine (live, joinable or free) */
     uint64_t next_id;       /* coroutine ids (rt/dump.c) */
     char *altstack;         /* sigaltstack for the guard-page report */
@@ -192,6 +211,23 @@ size_t rt__stack_size(void);
  * staying shallow (issue 18). */
 uint64_t rt__coro_deep_exits(void);
 int rt__stack_warm(void); /* rt_options.stack_warm */
+
+/* Batched reads and writes (batch.c).  rt__batch_probe decides, once per
+ * rt_run, whether the loops batch (0, or -errno when RT_BATCH_RING was
+ * asked for and cannot be had); rt__batch_init sets up l->batch on the
+ * loop's own thread (NULL: plain calls); rt__batch_on says whether a call by the running
+ * coroutine can be batched; rt__batch_call queues it and parks for its
+ * result; rt__batch_flush makes the queued calls (the loop, after a
+ * batch of coroutines ran); rt__batch_forget ends io's queued calls with
+ * -EBADF (rt_io_close: the fd must not be used after it is closed). */
+int rt__batch_probe(void);
+void rt__batch_init(rt_loop *l);
+void rt__batch_fini(rt_loop *l);
+bool rt__batch_on(const rt_loop *l);
+ssize_t rt__batch_call(rt_loop *l, rt__bop *op);
+void rt__batch_flush(rt_loop *l);
+void rt__batch_forget(rt_loop *l, const rt_io *io);
+void rt__batch_counts(const rt_loop *l, uint64_t *flushes, uint64_t *ops);
 
 /* TLS sessions (tls.c): the parked reads and writes rt_read and
  * rt_writev_all hand over when io->tls is set, and freeing the session

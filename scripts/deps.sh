@@ -9,7 +9,7 @@
 # is missing with apt-get; otherwise it names the missing packages and fails.
 set -euo pipefail
 
-build=(gcc make libc6-dev pkg-config libsqlite3-dev libpq-dev libhiredis-dev libsodium-dev
+build=(gcc make libc6-dev pkg-config libsqlite3-dev libpq-dev libhiredis-dev liburing-dev libsodium-dev
        protobuf-c-compiler libprotobuf-c-dev protobuf-compiler libprotobuf-dev grpc-proto
        zlib1g-dev libjansson-dev libssl-dev help2man)
 test=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-pytest-xdist python3-requests

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -216,6 +217,12 @@ void bazaar_options_defaults(bazaar_options *o)
 
 int bazaar_options_check(const bazaar_options *o, const char *prog, char *err, size_t errlen)
 {
+    const char *batch = getenv("BAZAAR_IO_BATCH");
+    rt_batch_mode m;
+    if (batch && rt_batch_parse(batch, &m) != 0) {
+        snprintf(err, errlen, "%s: BAZAAR_IO_BATCH: want auto, io_uring or off, not \"%.40s\"", prog, batch);
+        return -1;
+    }
     if (!o->tls_cert[0] != !o->tls_key[0]) {
         snprintf(err, errlen, "%s: --%s needs --%s (TLS takes both)", prog,
                  o->tls_cert[0] ? "tls-cert" : "tls-key", o->tls_cert[0] ? "tls-key" : "tls-cert");

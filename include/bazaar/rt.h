@@ -66,6 +66,32 @@ typedef struct rt_options {
  * could not start.  Not reentrant; may be called again after it returns. */
 int rt_run(const rt_options *opt, rt_fn main_fn, void *arg);
 
+/* Batched reads and writes: with io_uring, the rt_read and rt_writev_all
+ * calls that a loop's turn makes on plain (non-TLS) sockets go to the
+ * kernel together in one io_uring_enter(2) once the turn's runnable
+ * coroutines have run, instead of one read(2) or writev(2) each; a turn
+ * with one such call makes it directly.  Results and errors are those of
+ * the plain calls.  RT_BATCH_AUTO (the default) uses io_uring where the
+ * kernel offers it and it passes a start-up probe, else plain calls;
+ * RT_BATCH_RING makes rt_run fail (-errno) without it; RT_BATCH_OFF never
+ * uses it.  Call before rt_run.  Left at RT_BATCH_AUTO, the environment
+ * variable BAZAAR_IO_BATCH (auto, io_uring or off) chooses, as libuv's
+ * UV_USE_IO_URING does; an unknown value makes rt_run fail (-EINVAL).
+ *
+ * Code that watches an fd's readiness flags (rt_io.readable) across an
+ * rt_read or rt_writev_all must expect events dispatched during the call:
+ * a batched call parks its coroutine until the end of the turn. */
+typedef enum rt_batch_mode {
+    RT_BATCH_AUTO = 0,
+    RT_BATCH_OFF = 1,
+    RT_BATCH_RING = 2,
+} rt_batch_mode;
+void rt_set_batch(rt_batch_mode mode);
+/* "auto", "io_uring" or "off" into *out: 0, or -EINVAL. */
+int rt_batch_parse(const char *s, rt_batch_mode *out);
+/* "io_uring" or "off": what the running loops use (after rt_run started). */
+const char *rt_batch_name(void);
+
 int rt_nloops(void);
 rt_loop *rt_loop_at(int i);
 /* The loop of the calling thread, or NULL on a thread that is not a loop. */

@@ -8,6 +8,7 @@
 
 #include <bazaar/rt.h>
 #include <bazaar/log.h>
+#include "rt/rt-private.h" /* rt__batch_counts */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -802,6 +804,176 @@ static void sockets_main(void *unused)
 
 static void listener_accepts_and_io_parks(void **state) { run(2, sockets_main, NULL); }
 
+/* ---- batched reads and writes (rt/batch.c) ---- */
+
+/* Many connections each making a call per turn: with io_uring (the
+ * default where the kernel has it) the turn's calls go to the kernel
+ * together, several per io_uring_enter, and every byte arrives in order;
+ * BAZAAR_IO_BATCH=off, the same traffic makes no batched call. */
+#define BPAIRS 32
+#define BROUNDS 300
+
+typedef struct {
+    rt_io io;
+    int failed;
+} bconn;
+
+static void batch_echo(void *p)
+{
+    bconn *c = p;
+    char b[64];
+    for (;;) {
+        ssize_t n = rt_read(&c->io, b, sizeof b, NULL, bz_now_ns() + 5 * BZ_NS_PER_S);
+        if (n <= 0 || rt_write_all(&c->io, b, (size_t)n, NULL, bz_now_ns() + 5 * BZ_NS_PER_S) != 0)
+            break;
+    }
+    rt_io_close(&c->io);
+}
+
+static void batch_client(void *p)
+{
+    bconn *c = p;
+    for (int i = 0; i < BROUNDS && !c->failed; i++) {
+        char msg[32], got[32];
+        int n = snprintf(msg, sizeof msg, "ping %d", i);
+        if (rt_write_all(&c->io, msg, (size_t)n, NULL, bz_now_ns() + 5 * BZ_NS_PER_S) != 0) {
+            c->failed = 1;
+            break;
+        }
+        size_t have = 0;
+        while (have < (size_t)n) {
+            ssize_t r = rt_read(&c->io, got + have, sizeof got - have, NULL, bz_now_ns() + 5 * BZ_NS_PER_S);
+            if (r <= 0) {
+                c->failed = 2;
+                break;
+            }
+            have += (size_t)r;
+        }
+        if (have == (size_t)n && memcmp(got, msg, (size_t)n) != 0)
+            c->failed = 3;
+    }
+    rt_io_close(&c->io);
+}
+
+typedef struct {
+    uint64_t flushes, ops;
+    int failed;
+} batch_res;
+
+static void batch_main(void *p)
+{
+    batch_res *res = p;
+    static bconn srv[BPAIRS], cli[BPAIRS];
+    rt_coro *co[2 * BPAIRS];
+    uint64_t f0, o0;
+    rt__batch_counts(rt_loop_current(), &f0, &o0);
+    for (int i = 0; i < BPAIRS; i++) {
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        memset(&srv[i], 0, sizeof srv[i]);
+        memset(&cli[i], 0, sizeof cli[i]);
+        assert_int_equal(rt_io_open(&srv[i].io, sv[0]), 0);
+        assert_int_equal(rt_io_open(&cli[i].io, sv[1]), 0);
+        co[2 * i] = rt_spawn_joinable(rt_loop_current(), batch_echo, &srv[i]);
+        co[2 * i + 1] = rt_spawn_joinable(rt_loop_current(), batch_client, &cli[i]);
+    }
+    for (int i = 0; i < 2 * BPAIRS; i++)
+        assert_int_equal(rt_join(co[i], NULL), 0);
+    uint64_t f1, o1;
+    rt__batch_counts(rt_loop_current(), &f1, &o1);
+    res->flushes = f1 - f0;
+    res->ops = o1 - o0;
+    for (int i = 0; i < BPAIRS; i++)
+        res->failed += cli[i].failed;
+}
+
+static void batched_calls_share_a_system_call(void **state)
+{
+    (void)state;
+    batch_res r = {0};
+    run(1, batch_main, &r);
+    printf("# io_batch %s: %d connections x %d round trips, %llu calls in %llu io_uring_enter\n", rt_batch_name(),
+           BPAIRS, BROUNDS, (unsigned long long)r.ops, (unsigned long long)r.flushes);
+    assert_int_equal(r.failed, 0);
+    if (strcmp(rt_batch_name(), "io_uring") != 0) {
+        printf("# this kernel gives no io_uring: the calls were plain\n");
+        assert_int_equal(r.ops, 0);
+        return;
+    }
+    /* 4 calls per round trip (two writes, two reads), most of them batched */
+    assert_true(r.ops >= (uint64_t)BPAIRS * BROUNDS * 2);
+    assert_true(r.flushes * 8 <= r.ops);
+
+    setenv("BAZAAR_IO_BATCH", "off", 1);
+    batch_res off = {0};
+    run(1, batch_main, &off);
+    assert_string_equal(rt_batch_name(), "off");
+    assert_int_equal(off.failed, 0);
+    assert_int_equal(off.ops, 0);
+    setenv("BAZAAR_IO_BATCH", "bogus", 1);
+    rt_options o = {.threads = 1};
+    assert_int_equal(rt_run(&o, batch_main, &off), -EINVAL);
+    unsetenv("BAZAAR_IO_BATCH");
+}
+
+/* A call still queued when another coroutine closes its fd ends -EBADF
+ * and is never made: the fd number, reused at once by a new socket, must
+ * not be read from. */
+typedef struct {
+    rt_io io;
+    ssize_t got;
+    int nv[2], reused;
+} bq_reader;
+
+static void bq_read(void *p)
+{
+    bq_reader *r = p;
+    char b[8];
+    r->got = rt_read(&r->io, b, sizeof b, NULL, bz_now_ns() + BZ_NS_PER_S);
+}
+
+/* Runs in the same turn, after bq_read queued its call: closes the fd and
+ * takes its number again at once, with a byte to read behind it. */
+static void bq_close(void *p)
+{
+    bq_reader *r = p;
+    int fd = r->io.fd;
+    rt_io_close(&r->io);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, r->nv), 0);
+    r->reused = r->nv[0] == fd ? 0 : r->nv[1] == fd ? 1 : -1;
+    if (r->reused >= 0)
+        assert_int_equal(write(r->nv[1 - r->reused], "z", 1), 1);
+}
+
+static void batch_close_main(void *p)
+{
+    int *peeked = p;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(write(sv[1], "a", 1), 1); /* readable: the read is queued, not waited for */
+    bq_reader r = {.got = 1};
+    assert_int_equal(rt_io_open(&r.io, sv[0]), 0);
+    rt_coro *a = rt_spawn_joinable(rt_loop_current(), bq_read, &r);
+    rt_coro *b = rt_spawn_joinable(rt_loop_current(), bq_close, &r);
+    assert_int_equal(rt_join(b, NULL), 0);
+    assert_int_equal(rt_join(a, NULL), 0);
+    assert_int_equal(r.got, -EBADF);
+    assert_true(r.reused >= 0); /* the lowest free number: the one just closed */
+    char c; /* the new socket's byte is still there */
+    *peeked = (int)recv(r.nv[r.reused], &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    close(r.nv[0]);
+    close(r.nv[1]);
+    close(sv[1]);
+}
+
+static void batched_call_of_a_closed_fd_is_never_made(void **state)
+{
+    (void)state;
+    int peeked = 0;
+    run(1, batch_close_main, &peeked);
+    assert_int_equal(peeked, 1);
+}
+
 /* ---- connection gate ---- */
 
 static pthread_mutex_t gated_lk = PTHREAD_MUTEX_INITIALIZER;
@@ -1308,6 +1480,8 @@ int main(void)
         cmocka_unit_test(offload_runs_on_workers_and_honours_context),
         cmocka_unit_test(mailbox_under_contention),
         cmocka_unit_test(listener_accepts_and_io_parks),
+        cmocka_unit_test(batched_calls_share_a_system_call),
+        cmocka_unit_test(batched_call_of_a_closed_fd_is_never_made),
         cmocka_unit_test(gate_caps_accept_across_loops),
         cmocka_unit_test(guard_page_overflow_is_reported),
         cmocka_unit_test(pooled_stack_is_trimmed_after_a_deep_use),
