@@ -244,10 +244,14 @@ static int transfer_tx_pg(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error *er
     svc__enc_transfer_parts(mid, tail, &t);
     db_arg a[] = {DB_INT(x->amount), DB_INT(x->from), DB_INT(x->to), DB_INT(x->uid), DB_TIME(now),
                   DB_TEXT(im->key), DB_TEXTN(im->fp, 64), DB_TEXTN(mid->data, mid->len), DB_TEXTN(tail->data, tail->len)};
-    db_step st[] = {{.sql = svc_sql_text(TX(tx), &SQL_TRANSFER_MOVE), .args = a, .nargs = 9, .want_rows = true}};
-    if (db_batch(tx, ctx, st, 1, DB_BATCH_COMMIT, err) != 0)
+    /* READ COMMITTED, the two rows locked, then the move (SQL_TRANSFER_MOVE
+     * says why in this order): one round trip with the BEGIN and COMMIT */
+    db_step st[] = {{.sql = svc_sql_text(TX(tx), &SQL_TX_READ_COMMITTED)},
+                    {.sql = svc_sql_text(TX(tx), &SQL_TRANSFER_LOCK), .args = a + 1, .nargs = 2},
+                    {.sql = svc_sql_text(TX(tx), &SQL_TRANSFER_MOVE), .args = a, .nargs = 9, .want_rows = true}};
+    if (db_batch(tx, ctx, st, 3, DB_BATCH_COMMIT, err) != 0)
         return -1;
-    db_rows *rows = db_rows_adopt(x->run.c->arena, st[0].rows);
+    db_rows *rows = db_rows_adopt(x->run.c->arena, st[2].rows);
     if (!db_rows_next(rows)) {
         x->refusing = true;
         x->run.again = true;

@@ -488,7 +488,7 @@ static int state_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
         db_step st[3];
         int k = 0;
         if (db_q_dialect(q) == DB_POSTGRES)
-            st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_PAY_READ_COMMITTED)};
+            st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_TX_READ_COMMITTED)};
         int head = k;
         st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_ORDER_HEAD_FOR_PAY), .args = oid, .nargs = 1, .want_rows = true};
         st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_ORDER_SELLER_CREDITS), .args = oid, .nargs = 1,
