@@ -1,8 +1,10 @@
 /* app/svc/accounts.c — accounts, deposits and transfers (API.md §4).
  *
- * Money moves only inside one SERIALIZABLE transaction per request
- * (SQLite: BEGIN IMMEDIATE), together with the idempotency record; the
- * CHECK (balance_cents >= 0) constraint backs the funds check. */
+ * Money moves only inside one transaction per request, together with the
+ * idempotency record: SQLite BEGIN IMMEDIATE (one writer); PostgreSQL
+ * SERIALIZABLE for a deposit, READ COMMITTED with both rows locked first
+ * for a transfer (SQL_TRANSFER_MOVE says why).  The CHECK
+ * (balance_cents >= 0) constraint backs the funds check. */
 #include "app/svc/svc-private.h"
 
 #include <bazaar/clock.h>
@@ -207,7 +209,7 @@ static int transfer_refusal(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error *
     else if (balance < x->amount)
         svc__tx_refuse(&x->run, SVC_CONFLICT, "insufficient_funds", "account %lld holds %lld cents", (long long)x->from,
                   (long long)balance);
-    else /* it changed under us: SERIALIZABLE makes this a conflict */
+    else /* the funds came back since the move found them short: try the move again */
         return bz_err_set(err, BZ_ERR_SERIALIZATION, "transfer guard raced"), -1;
     return 0;
 }

@@ -173,8 +173,9 @@ int svc_rate_check(svc *s, rt_ctx *ctx, const svc_principal *p, svc_rate *rate, 
  * instance, transfers and deposits first queue on a striped lock per
  * account (both stripes, lower first, so two cannot wait on each other),
  * so they meet PostgreSQL one at a time per account.  Correctness does not
- * depend on it: across instances SERIALIZABLE still decides.  SQLite has
- * one writer and group commit already; it skips this. */
+ * depend on it: across instances the row locks (a transfer's, READ
+ * COMMITTED) and SERIALIZABLE (a deposit's) still decide.  SQLite has one
+ * writer and group commit already; it skips this. */
 int svc__acct_lock(svc *s, rt_ctx *ctx, int64_t x, int64_t y, int held[2])
 {
     held[0] = held[1] = -1;

@@ -72,18 +72,15 @@ const svc_sql SQL_TRANSFER_CREDIT = {"transfer: credit",
     "UPDATE accounts SET balance_cents = balance_cents + $1 WHERE id = $2", NULL, true, 2, {I(1), I(1)}};
 const svc_sql SQL_TRANSFER_DEBIT = {"transfer: debit",
     "UPDATE accounts SET balance_cents = balance_cents - $1 WHERE id = $2 AND balance_cents >= $1", NULL, true, 2, {I(1), I(1)}};
-/* PostgreSQL: a whole transfer in one statement (one round trip with its
- * BEGIN; the idempotency record goes with the COMMIT).  The two rows are
- * locked first, in id order (ORDER BY under FOR UPDATE: the lock follows
- * the sort), so opposite transfers cannot deadlock whatever plan reads
- * them.  Both legs are then one UPDATE whose join carries every check —
- * the payer owns the account and has the funds, the payee exists in the
- * same currency — so either both rows change or neither; the ledger row
- * comes from the payer's leg, and only when both legs ran.  No row back:
- * refused (transfer_refusal says why; a single leg cannot happen, and if
- * it did the refusal read would find nothing wrong and roll it back).
- * Under SERIALIZABLE a row changed since the snapshot fails the lock
- * (40001) and db_run_tx runs the transaction again. */
+/* PostgreSQL: the two rows are locked in id order (ORDER BY under FOR NO
+ * KEY UPDATE: the lock follows the sort; SQL_TRANSFER_LOCK first), so
+ * opposite transfers cannot deadlock whatever plan reads them.  Both legs
+ * are then one UPDATE whose join carries every check — the payer owns the
+ * account and has the funds, the payee exists in the same currency — so
+ * either both rows change or neither; the ledger row comes from the
+ * payer's leg, and only when both legs ran.  No row back: refused
+ * (transfer_refusal says why; a single leg cannot happen, and if it did
+ * the refusal read would find nothing wrong and roll it back). */
 /* PostgreSQL: a whole transfer in one statement, sent with its BEGIN and
  * COMMIT in one round trip.  It locks both rows in id order, moves both
  * legs in one UPDATE whose join carries every check (owner, currency,

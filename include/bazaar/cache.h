@@ -127,8 +127,8 @@ int cache_zcard(cache *c, rt_ctx *ctx, const char *key, int64_t *n, bz_error *er
  * with each rebuild, and every increment carries the epoch its source
  * change saw — so the caller must make "the change is in snapshot N" the
  * same as "the change saw an epoch < N" (bazaar: the payment reads the
- * epoch and the rebuild bumps it and reads its snapshot, in SERIALIZABLE
- * transactions).  The set's epoch is a marker member (CACHE_ZEPOCH_MEMBER,
+ * epoch under a shared advisory lock held to its COMMIT, and the rebuild
+ * bumps it and reads its snapshot holding that lock exclusively).  The set's epoch is a marker member (CACHE_ZEPOCH_MEMBER,
  * scored below any real score: callers skip it when listing).
  *
  * cache_zincr_epoch adds delta to member in key if key is at epoch; drops
