@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <liburing.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -49,33 +50,49 @@ void rt_set_batch(rt_batch_mode m) { g_mode = m; }
 
 const char *rt_batch_name(void) { return g_usable ? "io_uring" : "off"; }
 
-/* The kernel must answer a receive from an empty socket with -EAGAIN
- * during the submission, not wait for data: the loop's flush waits for
- * every completion it submitted.  (A plain read would wait: io_uring arms
- * a poll for it whatever the file's O_NONBLOCK says; MSG_DONTWAIT is
- * what makes recv and sendmsg answer at once.) */
+/* One call through the ring: its result, or 1 (not an errno) when the
+ * kernel did not answer within the submission. */
+static int probe_call(struct io_uring *r, int fd, void *buf, struct msghdr *m)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(r);
+    if (!sqe)
+        return 1;
+    if (m)
+        io_uring_prep_sendmsg(sqe, fd, m, MSG_DONTWAIT | MSG_NOSIGNAL);
+    else
+        io_uring_prep_recv(sqe, fd, buf, 8, MSG_DONTWAIT);
+    if (io_uring_submit(r) != 1)
+        return 1;
+    struct io_uring_cqe *cqe = NULL;
+    if (io_uring_peek_cqe(r, &cqe) != 0 || !cqe)
+        return 1;
+    int res = cqe->res;
+    io_uring_cqe_seen(r, cqe);
+    return res;
+}
+
+/* The kernel must answer a receive from an empty socket, and a send to a
+ * full one, with -EAGAIN during the submission, not wait: the loop's
+ * flush waits for every completion it submitted.  (A plain read would
+ * wait: io_uring arms a poll for it whatever the file's O_NONBLOCK says;
+ * MSG_DONTWAIT is what makes recv and sendmsg answer at once.) */
 static bool probe(struct io_uring *r)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
         return false;
-    char b[8];
-    bool ok = false;
-    struct io_uring_sqe *sqe = io_uring_get_sqe(r);
-    if (sqe) {
-        io_uring_prep_recv(sqe, sv[0], b, sizeof b, MSG_DONTWAIT);
-        sqe->user_data = 1;
-        if (io_uring_submit(r) == 1) {
-            struct io_uring_cqe *cqe = NULL;
-            if (io_uring_peek_cqe(r, &cqe) == 0 && cqe) {
-                ok = cqe->res == -EAGAIN;
-                io_uring_cqe_seen(r, cqe);
-            }
+    char b[4096] = {0};
+    bool ok = probe_call(r, sv[0], b, NULL) == -EAGAIN;
+    if (ok) {
+        while (write(sv[1], b, sizeof b) > 0) { /* fill it: a socketpair holds a few hundred KiB */
         }
+        struct iovec v = {b, sizeof b};
+        struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
+        ok = probe_call(r, sv[1], NULL, &m) == -EAGAIN;
     }
-    close(sv[0]); /* a read left pending ends with the socket */
+    close(sv[0]); /* a call left pending ends with the sockets */
     close(sv[1]);
-    if (!ok) { /* wait for the pending read's end before the ring goes */
+    if (!ok) { /* wait for the pending call's end before the ring goes */
         struct io_uring_cqe *cqe = NULL;
         struct __kernel_timespec ts = {0, 100 * 1000 * 1000};
         if (io_uring_wait_cqe_timeout(r, &cqe, &ts) == 0 && cqe)
@@ -86,12 +103,16 @@ static bool probe(struct io_uring *r)
 
 /* A ring as the loops use it: one thread submits, and completions need no
  * interrupt of it (SINGLE_ISSUER ties the ring to the thread that made
- * it: each loop makes its own, on its own thread). */
+ * it: each loop makes its own, on its own thread).  SUBMIT_ALL (Linux
+ * 5.18) is required: without it an entry that fails to start stops the
+ * submission there, and the flush would wait for completions of entries
+ * never taken. */
 static int ring_init(struct io_uring *r)
 {
-    int rc = io_uring_queue_init(RING_ENTRIES, r, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN);
+    int rc = io_uring_queue_init(RING_ENTRIES, r,
+                                 IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN);
     if (rc == -EINVAL) /* a kernel before 6.0 */
-        rc = io_uring_queue_init(RING_ENTRIES, r, 0);
+        rc = io_uring_queue_init(RING_ENTRIES, r, IORING_SETUP_SUBMIT_ALL);
     return rc;
 }
 
@@ -130,9 +151,11 @@ void rt__batch_init(rt_loop *l)
     if (!g_usable)
         return;
     rt__batch *b = calloc(1, sizeof *b);
-    if (!b)
-        return;
-    if (ring_init(&b->ring) != 0) { /* this loop makes plain calls */
+    if (!b || ring_init(&b->ring) != 0) {
+        /* The probe's ring was made: this one should be too.  Asked for
+         * io_uring, stop; else this loop makes plain calls. */
+        if (g_mode == RT_BATCH_RING)
+            rt__panic("io_uring: a loop could not make its ring");
         free(b);
         return;
     }
@@ -154,7 +177,9 @@ void rt__batch_counts(const rt_loop *l, uint64_t *flushes, uint64_t *ops)
     *ops = l->batch ? l->batch->ops : 0;
 }
 
-bool rt__batch_on(const rt_loop *l) { return l->batch != NULL && l->batch_many && rt_self() != NULL; }
+/* Only a coroutine of l's own thread queues on l: the queue, the ring and
+ * the wake-up are that thread's. */
+bool rt__batch_on(const rt_loop *l) { return l->batch != NULL && l == rt__cur && l->batch_many && rt_self() != NULL; }
 
 /* Queues op and parks until the loop's flush has made the call: its
  * result, as the system call's (bytes, or -errno). */
@@ -238,12 +263,20 @@ void rt__batch_flush(rt_loop *l)
         if (!op)
             b->tail = NULL;
         b->n -= k;
-        int r;
-        do
-            r = io_uring_submit_and_wait(&b->ring, k);
-        while (r == -EINTR);
-        if (r < 0)
-            rt__panic("io_uring_submit_and_wait failed");
+        /* Every entry must be taken (SUBMIT_ALL: one that fails to start
+         * completes with its error); a submission refused as a whole for
+         * want of memory is tried again, briefly. */
+        for (int tries = 0;; tries++) {
+            int r = io_uring_submit_and_wait(&b->ring, k);
+            if (r >= 0 && io_uring_sq_ready(&b->ring) == 0)
+                break;
+            if (r < 0 && r != -EINTR && r != -EAGAIN && r != -ENOMEM && r != -EBUSY)
+                rt__panic("io_uring_submit_and_wait failed");
+            if (tries == 1000)
+                rt__panic("io_uring_submit_and_wait: no progress");
+            if (r < 0 && r != -EINTR)
+                sched_yield();
+        }
         b->flushes++;
         b->ops += k;
         /* every completion of this submission: the calls did not wait */
@@ -265,7 +298,7 @@ void rt__batch_flush(rt_loop *l)
 
 void rt__batch_forget(rt_loop *l, const rt_io *io)
 {
-    rt__batch *b = l ? l->batch : NULL;
+    rt__batch *b = l && l == rt__cur ? l->batch : NULL; /* another loop's queue holds no call of ours */
     if (!b)
         return;
     rt__bop **pp = &b->head, *prev = NULL;

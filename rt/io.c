@@ -57,6 +57,7 @@ void rt_io_close(rt_io *io)
 
 void rt_io_detach(rt_io *io)
 {
+    rt__batch_forget(io->loop, io);
     if (io->loop && io->fd >= 0)
         epoll_ctl(io->loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
     io->loop = NULL;
@@ -137,7 +138,7 @@ ssize_t rt_read(rt_io *io, void *buf, size_t n, rt_ctx *ctx, int64_t deadline)
             /* The flush clears io->readable as the call's result says, at
              * once: an edge dispatched before this coroutine resumes sets
              * it again and must not be lost. */
-            rt__bop op = {.io = io, .fd = io->fd, .buf = buf, .len = n};
+            rt__bop op = {.io = io, .fd = io->fd, .buf = buf, .len = n > INT_MAX ? INT_MAX : n};
             ssize_t r = rt__batch_call(l, &op);
             if (r >= 0 || (r != -EINTR && r != -EAGAIN))
                 return r;

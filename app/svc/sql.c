@@ -104,7 +104,8 @@ const svc_sql SQL_TRANSFER_DEBIT = {"transfer: debit",
  * let its balance check and its UPDATE see different versions of a row
  * another transaction changed meanwhile (a debit past zero, stopped only
  * by the CHECK constraint: transfer_beside_a_swinging_balance_never_
- * answers_empty, 85-90 of 200; pgbench reproduced it in 10 tries). */
+ * answers_empty, 85-90 answers in two hundred; pgbench reproduced it in
+ * 10 tries). */
 const svc_sql SQL_TRANSFER_MOVE = {"transfer: both legs, the ledger row and the record (PostgreSQL)", NULL,
     "WITH locked AS (SELECT id, user_id, currency, balance_cents FROM accounts WHERE id IN ($2, $3) "
     "ORDER BY id FOR NO KEY UPDATE), "

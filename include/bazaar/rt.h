@@ -66,21 +66,25 @@ typedef struct rt_options {
  * could not start.  Not reentrant; may be called again after it returns. */
 int rt_run(const rt_options *opt, rt_fn main_fn, void *arg);
 
-/* Batched reads and writes: with io_uring, the rt_read and rt_writev_all
- * calls that a loop's turn makes on plain (non-TLS) sockets go to the
- * kernel together in one io_uring_enter(2) once the turn's runnable
- * coroutines have run, instead of one read(2) or writev(2) each; a turn
- * with one such call makes it directly.  Results and errors are those of
- * the plain calls.  RT_BATCH_AUTO (the default) uses io_uring where the
- * kernel offers it and it passes a start-up probe, else plain calls;
- * RT_BATCH_RING makes rt_run fail (-errno) without it; RT_BATCH_OFF never
- * uses it.  Call before rt_run.  Left at RT_BATCH_AUTO, the environment
- * variable BAZAAR_IO_BATCH (auto, io_uring or off) chooses, as libuv's
- * UV_USE_IO_URING does; an unknown value makes rt_run fail (-EINVAL).
+/* Batched reads and writes: with io_uring, the rt_read, rt_write_all and
+ * rt_writev_all calls that a loop's coroutines make on non-TLS fds (when
+ * more than one coroutine is runnable) go to the kernel together, as
+ * recv and sendmsg, in one io_uring_enter(2) once those coroutines have
+ * run, instead of one read(2) or writev(2) each; a lone call is made
+ * directly, and a non-socket fd falls back to the plain call.  Results
+ * and errors are those of the plain calls.  RT_BATCH_AUTO (the default)
+ * uses io_uring where the kernel offers it (Linux 5.18+) and it passes a
+ * start-up probe, else plain calls; RT_BATCH_RING makes rt_run fail
+ * (-errno) without it; RT_BATCH_OFF never uses it.  Call before rt_run.
+ * Left at RT_BATCH_AUTO, the environment variable BAZAAR_IO_BATCH (auto,
+ * io_uring or off) chooses, as libuv's UV_USE_IO_URING does; an unknown
+ * value makes rt_run fail (-EINVAL).
  *
- * Code that watches an fd's readiness flags (rt_io.readable) across an
- * rt_read or rt_writev_all must expect events dispatched during the call:
- * a batched call parks its coroutine until the end of the turn. */
+ * A batched call parks its coroutine to the end of the batch, and the
+ * loop may poll before the coroutine runs again: an fd's on_event can see
+ * its owning coroutine still busy in a call that has already completed.
+ * Code that decides on rt_io.readable (go idle, say) before such a call
+ * must look at the flag again after it (http/server.c does). */
 typedef enum rt_batch_mode {
     RT_BATCH_AUTO = 0,
     RT_BATCH_OFF = 1,
@@ -248,7 +252,8 @@ int rt_wait_writable(rt_io *io, rt_ctx *ctx, int64_t deadline);
  * if it is not ready; an edge that comes after the check wakes them. */
 int rt_io_await_readable(rt_io *io, rt_ctx *ctx, int64_t deadline);
 int rt_io_await_writable(rt_io *io, rt_ctx *ctx, int64_t deadline);
-/* read(2) that parks on EAGAIN: bytes read, 0 at EOF, or -errno. */
+/* read(2) that parks on EAGAIN (and, batched, for the call itself: see
+ * rt_set_batch): bytes read, 0 at EOF, or -errno. */
 ssize_t rt_read(rt_io *io, void *buf, size_t n, rt_ctx *ctx, int64_t deadline);
 /* Writes all n bytes (parking as needed): 0 or -errno. */
 int rt_write_all(rt_io *io, const void *buf, size_t n, rt_ctx *ctx, int64_t deadline);
