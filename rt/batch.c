@@ -179,11 +179,14 @@ void rt__batch_counts(const rt_loop *l, uint64_t *flushes, uint64_t *ops)
 
 /* Only a coroutine of l's own thread queues on l: the queue, the ring and
  * the wake-up are that thread's. */
-bool rt__batch_on(const rt_loop *l) { return l->batch != NULL && l == rt__cur && l->batch_many && rt_self() != NULL; }
+static bool batch_on(const rt_loop *l)
+{
+    return l->batch != NULL && l == rt__cur && l->batch_many && rt_self() != NULL;
+}
 
 /* Queues op and parks until the loop's flush has made the call: its
  * result, as the system call's (bytes, or -errno). */
-ssize_t rt__batch_call(rt_loop *l, rt__bop *op)
+static ssize_t batch_call(rt_loop *l, rt__bop *op)
 {
     rt__batch *b = l->batch;
     op->co = rt_self();
@@ -203,30 +206,47 @@ ssize_t rt__batch_call(rt_loop *l, rt__bop *op)
 
 /* The call as a plain system call (a queue of one; a file that is not
  * a socket). */
-static int direct(rt__bop *op)
+static ssize_t direct(rt__bop *op)
 {
     for (;;) {
         ssize_t r = op->iov ? writev(op->fd, op->iov, op->iovcnt > IOV_MAX ? IOV_MAX : op->iovcnt)
                             : read(op->fd, op->buf, op->len);
         if (r >= 0)
-            return (int)r;
+            return r;
         if (errno != EINTR)
             return -errno;
     }
 }
 
-/* Ends a call: the fd's readiness as its result leaves it, then the
- * coroutine, with the result.  The flag is set here, when the call was
- * made, and not by the coroutine when it runs again: the loop may poll
- * in between, and an edge dispatched then (new bytes, room to write)
- * sets the flag again — clearing it later would lose that edge. */
-static void settle(rt__bop *op, int res)
+/* The fd's readiness as a call's result leaves it, set when the call was
+ * made: a short read drained the socket, -EAGAIN says no bytes or no
+ * room — the next arrival is a new edge, so no call is made that would
+ * only say EAGAIN.  Not later, when a batched call's coroutine runs
+ * again: the loop may poll in between, and an edge dispatched then sets
+ * the flag again — clearing it after that would lose the edge. */
+static void set_readiness(rt__bop *op, ssize_t res)
 {
     if (!op->iov && (res == -EAGAIN || (res >= 0 && (size_t)res < op->len)))
-        op->io->readable = false; /* drained: the next arrival is a new edge */
+        op->io->readable = false;
     else if (op->iov && res == -EAGAIN)
         op->io->writable = false;
+}
+
+/* Ends a batched call: readiness, then its coroutine, with the result. */
+static void settle(rt__bop *op, int res)
+{
+    set_readiness(op, res);
     rt_wake(op->co, res);
+}
+
+ssize_t rt__io_call(rt__bop *op)
+{
+    rt_loop *l = op->io->loop;
+    if (l && batch_on(l))
+        return batch_call(l, op);
+    ssize_t r = direct(op);
+    set_readiness(op, r);
+    return r;
 }
 
 /* Makes the queued calls, wakes their coroutines with the results. */
@@ -238,7 +258,7 @@ void rt__batch_flush(rt_loop *l)
         if (b->n == 1) {
             b->head = b->tail = NULL;
             b->n = 0;
-            settle(op, direct(op));
+            settle(op, (int)direct(op)); /* a batched read is capped at INT_MAX, a write at IOV_MAX iovecs */
             return;
         }
         /* Up to RING_ENTRIES of the queue in one io_uring_enter. */
@@ -289,7 +309,7 @@ void rt__batch_flush(rt_loop *l)
             int res = cqe->res;
             io_uring_cqe_seen(&b->ring, cqe);
             if (res == -ENOTSOCK) /* rt_read or rt_writev_all on a pipe, say */
-                res = direct(done);
+                res = (int)direct(done);
             settle(done, res);
             seen++;
         }

@@ -130,41 +130,20 @@ ssize_t rt_read(rt_io *io, void *buf, size_t n, rt_ctx *ctx, int64_t deadline)
 {
     if (io->tls)
         return rt__tls_read(io, buf, n, ctx, deadline);
-    rt_loop *l = io->loop;
     for (;;) {
         if (io->fd < 0)
             return -EBADF;
-        if (l && rt__batch_on(l)) {
-            /* The flush clears io->readable as the call's result says, at
-             * once: an edge dispatched before this coroutine resumes sets
-             * it again and must not be lost. */
-            rt__bop op = {.io = io, .fd = io->fd, .buf = buf, .len = n > INT_MAX ? INT_MAX : n};
-            ssize_t r = rt__batch_call(l, &op);
-            if (r >= 0 || (r != -EINTR && r != -EAGAIN))
-                return r;
-            if (r == -EAGAIN) {
-                int w = rt_wait_readable(io, ctx, deadline);
-                if (w)
-                    return w;
-            }
-            continue;
-        }
-        ssize_t r = read(io->fd, buf, n);
-        if (r >= 0) {
-            /* A short read drained the socket: the next arrival is a new
-             * edge, so skip the read that would only say EAGAIN. */
-            if ((size_t)r < n)
-                io->readable = false;
+        /* io->readable is cleared by the call itself (rt__io_call) */
+        rt__bop op; /* only what a read uses: no zeroing on the hot path */
+        op.io = io, op.fd = io->fd, op.buf = buf, op.len = n > INT_MAX ? INT_MAX : n, op.iov = NULL;
+        ssize_t r = rt__io_call(&op);
+        if (r != -EAGAIN && r != -EINTR)
             return r;
+        if (r == -EAGAIN) {
+            int w = rt_wait_readable(io, ctx, deadline);
+            if (w)
+                return w;
         }
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN)
-            return -errno;
-        io->readable = false; /* the next edge sets it again */
-        int w = rt_wait_readable(io, ctx, deadline);
-        if (w)
-            return w;
     }
 }
 
@@ -172,36 +151,22 @@ int rt_writev_all(rt_io *io, struct iovec *iov, int iovcnt, rt_ctx *ctx, int64_t
 {
     if (io->tls)
         return rt__tls_writev_all(io, iov, iovcnt, ctx, deadline);
-    /* The first write goes with the turn's batch; what a full socket
-     * leaves is written as the socket drains (rarer). */
-    bool batch = io->loop && rt__batch_on(io->loop);
     while (iovcnt > 0) {
         if (io->fd < 0)
             return -EBADF;
-        ssize_t r;
-        if (batch) { /* as in rt_read, the flush clears io->writable on -EAGAIN */
-            batch = false;
-            rt__bop op = {.io = io, .fd = io->fd, .iov = iov, .iovcnt = iovcnt};
-            r = rt__batch_call(io->loop, &op);
-            if (r < 0) {
-                errno = (int)-r;
-                r = -1;
-            }
-        } else {
-            r = writev(io->fd, iov, iovcnt > IOV_MAX ? IOV_MAX : iovcnt);
-            if (r < 0 && errno == EAGAIN)
-                io->writable = false;
-        }
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN)
-                return -errno;
+        rt__bop op; /* only what a writev uses */
+        op.io = io, op.fd = io->fd, op.iov = iov, op.iovcnt = iovcnt;
+        ssize_t r = rt__io_call(&op); /* clears io->writable on -EAGAIN */
+        if (r == -EINTR)
+            continue;
+        if (r == -EAGAIN) {
             int w = rt_wait_writable(io, ctx, deadline);
             if (w)
                 return w;
             continue;
         }
+        if (r < 0)
+            return (int)r;
         size_t left = (size_t)r;
         while (iovcnt > 0 && left >= iov->iov_len) {
             left -= iov->iov_len;

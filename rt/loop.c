@@ -380,7 +380,6 @@ static void loop_fini(rt_loop *l)
         p = next;
     }
     free(l->heap);
-    rt__batch_fini(l);
     close(l->epfd);
     close(l->evfd);
     pthread_mutex_destroy(&l->mb_lock);

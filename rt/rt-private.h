@@ -120,7 +120,7 @@ typedef struct rt__post {
 } rt__post;
 
 /* A read or writev that batch.c makes at the end of the loop's turn, on
- * the stack of the coroutine parked for it (rt__batch_call). */
+ * the stack of the coroutine parked for it (rt__io_call). */
 typedef struct rt__bop {
     struct rt__bop *next;
     rt_coro *co;
@@ -215,16 +215,17 @@ int rt__stack_warm(void); /* rt_options.stack_warm */
 /* Batched reads and writes (batch.c).  rt__batch_probe decides, once per
  * rt_run, whether the loops batch (0, or -errno when RT_BATCH_RING was
  * asked for and cannot be had); rt__batch_init sets up l->batch on the
- * loop's own thread (NULL: plain calls); rt__batch_on says whether a call by the running
- * coroutine can be batched; rt__batch_call queues it and parks for its
- * result; rt__batch_flush makes the queued calls (the loop, after a
- * batch of coroutines ran); rt__batch_forget ends io's queued calls with
- * -EBADF (rt_io_close: the fd must not be used after it is closed). */
+ * loop's own thread (NULL: plain calls).  rt__io_call makes op's read or
+ * writev — queued with the batch, parking until rt__batch_flush (the
+ * loop, after a batch of coroutines ran) made it, when the running
+ * coroutine can batch; else at once — and clears the io's readiness flag
+ * as the result says: bytes, or -errno.  rt__batch_forget ends io's
+ * queued calls with -EBADF (rt_io_close, rt_io_detach: the fd must not be
+ * used after). */
 int rt__batch_probe(void);
 void rt__batch_init(rt_loop *l);
 void rt__batch_fini(rt_loop *l);
-bool rt__batch_on(const rt_loop *l);
-ssize_t rt__batch_call(rt_loop *l, rt__bop *op);
+ssize_t rt__io_call(rt__bop *op);
 void rt__batch_flush(rt_loop *l);
 void rt__batch_forget(rt_loop *l, const rt_io *io);
 void rt__batch_counts(const rt_loop *l, uint64_t *flushes, uint64_t *ops);

@@ -125,8 +125,8 @@ static void serve(bazaar_service *s)
             f[i] = i < s->nfields ? s->fields[i] : BZ__F_END;
         bz_log_info("listening", BZ_F_STR("http_addr", o->http_addr), BZ_F_INT("port", bazaar_http_port(s)),
                     BZ_F_INT("grpc_port", bazaar_grpc_port(s)), BZ_F_INT("threads", o->threads),
-                    BZ_F_STR("io_batch", rt_batch_name()), BZ_F_INT("admin_port", bazaar_admin_port(s)), BZ_F_STR("version", bazaar_version()), f[0],
-                    f[1], f[2], f[3]);
+                    BZ_F_STR("io_batch", rt_batch_name()), BZ_F_INT("admin_port", bazaar_admin_port(s)),
+                    BZ_F_STR("version", bazaar_version()), f[0], f[1], f[2], f[3]);
         rt_wg wg;
         rt_wg_init(&wg);
         serve_arg ga = {s->gsrv, &wg}, aa = {s->asrv, &wg};
