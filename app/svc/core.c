@@ -20,6 +20,7 @@ svc *svc_open(const app_config *cfg, db *d, cache *c, rt_ctx *ctx, bz_error *err
     s->cache = c;
     s->dialect = db_get_dialect(d);
     s->acct_locks_on = s->dialect == DB_POSTGRES;
+    s->idem_keep_locks = svc__idem_can_keep_locks(cfg, c);
     for (int i = 0; i < SVC_ACCT_STRIPES; i++)
         rt_mutex_init(&s->acct_locks[i]);
     svc__pw_pool_start(s);

@@ -63,8 +63,7 @@ int svc__idem_begin(svc *s, svc_call *c, svc_fp *fp, bool required, svc_idem *im
     uint8_t h[crypto_hash_sha256_BYTES];
     crypto_hash_sha256_final(&fp->st, h);
     sodium_bin2hex(im->fp, sizeof im->fp, h, sizeof h);
-    /* In flight elsewhere?  The lock outlives the request deadline so it
-     * cannot expire under a running request. */
+    /* In flight elsewhere? */
     /* "idem:<user>:<key>": 5 + 20 + 1 + 255 < sizeof lock_name */
     char *ln = im->lock_name;
     memcpy(ln, "idem:", 5);
@@ -73,11 +72,11 @@ int svc__idem_begin(svc *s, svc_call *c, svc_fp *fp, bool required, svc_idem *im
     *ln++ = ':';
     svc__copy(ln, sizeof im->lock_name - (size_t)(ln - im->lock_name), im->key);
     bz_error be;
-    int rc = cache_lock(s->cache, c->ctx, im->lock_name, s->cfg->srv.request_timeout_ns + 5 * BZ_NS_PER_S, false,
-                        im->lock_token, &be);
-    if (rc == CACHE_MISS)
-        return svc_fail(e, SVC_CONFLICT, "idempotency_key_in_use",
-                        "a request with this Idempotency-Key is still being processed");
+    int rc = cache_lock(s->cache, c->ctx, im->lock_name, svc__idem_lock_ttl(s->cfg), false, im->lock_token, &be);
+    if (rc == CACHE_MISS) { /* svc__tx_run_op answers from the record, if there is one yet */
+        im->busy = true;
+        return 0;
+    }
     if (rc < 0)
         return svc_fail_from(e, &be);
     im->locked = true;
@@ -88,6 +87,13 @@ int svc__idem_begin(svc *s, svc_call *c, svc_fp *fp, bool required, svc_idem *im
      * the replay, or "reused" for a different request.  The common case (a
      * new key) saves a query. */
     return 0;
+}
+
+int64_t svc__idem_lock_ttl(const app_config *cfg) { return cfg->srv.request_timeout_ns + 5 * BZ_NS_PER_S; }
+
+bool svc__idem_can_keep_locks(const app_config *cfg, const cache *c)
+{
+    return c && !strcmp(cache_kind(c), "redis") && cfg->idempotency_retention_ns >= 2 * svc__idem_lock_ttl(cfg);
 }
 
 void svc__idem_end(svc *s, svc_idem *im)
@@ -184,6 +190,7 @@ int svc__tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err)
         int rc = sql_exec(TX(tx), ctx, &SQL_IDEM_UPSERT, args, 8, &aff, err);
         if (rc == 0 && aff == 0) /* a live record has this key */
             return bz_err_set(err, BZ_ERR_UNIQUE, "idempotency key already recorded"), -1;
+        run->recorded = rc == 0;
         return rc;
     }
     /* With the COMMIT (PostgreSQL: one round trip for the two); any record
@@ -192,7 +199,9 @@ int svc__tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err)
      * has not reached yet is rare: svc__tx_run_op deletes it and runs the
      * operation again (sql.c). */
     db_step st[] = {{.sql = svc_sql_text(TX(tx), &SQL_IDEM_INSERT), .args = args, .nargs = 7}};
-    return db_batch(tx, ctx, st, 1, DB_BATCH_COMMIT, err);
+    int rc = db_batch(tx, ctx, st, 1, DB_BATCH_COMMIT, err);
+    run->recorded = rc == 0;
+    return rc;
 }
 
 /* Deletes the expired record that holds run's key (PostgreSQL's record
@@ -271,6 +280,7 @@ static int run_tx(tx_run *run, const db_tx_opts *o, db_tx_fn fn, void *arg, bz_e
 {
     for (int i = 0;; i++) {
         run->again = false;
+        run->recorded = false;
         int rc = db_run_tx(run->s->db, run->c->ctx, o, fn, arg, be);
         if (rc != 0 || !run->again)
             return rc;
@@ -279,15 +289,42 @@ static int run_tx(tx_run *run, const db_tx_opts *o, db_tx_fn fn, void *arg, bz_e
     }
 }
 
+/* The answer to a repeat that met the key's lock (im->busy): the key's
+ * record, or "in use" while the request holding the lock has none yet. */
+static int idem_answer_busy(tx_run *run)
+{
+    int outcome = -1;
+    int st = idem_settle(run, &outcome);
+    if (st == 0)
+        return svc_fail(run->e, SVC_CONFLICT, "idempotency_key_in_use",
+                        "a request with this Idempotency-Key is still being processed");
+    return st < 0 ? -1 : outcome;
+}
+
+/* Ends run's hold on its key.  kept: a record under the key is committed,
+ * so where a release costs a round trip (s->idem_keep_locks) the lock is
+ * left to expire — any repeat that meets it is answered from the record,
+ * exactly as after the release (idem_answer_busy). */
+static void idem_finish(tx_run *run, bool kept)
+{
+    if (kept && run->s->idem_keep_locks)
+        run->im->locked = false;
+    svc__idem_end(run->s, run->im);
+}
+
 int svc__tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, const char *uniq_code, const char *uniq_msg)
 {
     svc_err_clear(run->e);
+    if (run->im && run->im->busy)
+        return idem_answer_busy(run);
     bz_error be;
     db_tx_opts o = {.isolation = DB_SERIALIZABLE};
     int rc = run_tx(run, &o, fn, arg, &be);
     int result;
+    bool kept = false; /* a record under the key is committed */
     if (rc == 0) {
         result = run->e->kind == SVC_OK ? 0 : -1;
+        kept = run->recorded;
     } else {
         int outcome = -1;
         int st = 0;
@@ -312,8 +349,9 @@ int svc__tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, cons
             result = svc_fail(run->e, uniq_kind, uniq_code, "%s", uniq_msg);
         else
             result = svc_fail_from(run->e, &be);
+        kept = st == 1 || (st == 2 && run->recorded);
     }
     if (run->im)
-        svc__idem_end(run->s, run->im);
+        idem_finish(run, kept);
     return result;
 }

@@ -165,7 +165,7 @@ int svc_order_create(svc *s, svc_call *c, const svc_order_in *in, svc_order *out
         return -1;
     memset(out, 0, sizeof *out);
     out->lines = bz_arena_calloc(c->arena, (size_t)in->nlines, sizeof *out->lines);
-    create_args x = {{s, c, &im, e, enc_order_v, dec_order_v, out, false}, c->who->user_id, in->account_id.v, in, out};
+    create_args x = {{s, c, &im, e, enc_order_v, dec_order_v, out, false, false}, c->who->user_id, in->account_id.v, in, out};
     if (svc__tx_run_op(&x.run, create_tx, &x, SVC_OK, NULL, NULL) != 0)
         return -1;
     if (!c->replayed) {
@@ -553,7 +553,7 @@ static int change_state(svc *s, svc_call *c, int64_t id, bool pay, svc_order *ou
      * another user's payment by holding its lock. */
     char lock[48], token[33];
     bool locked = false;
-    if (pay) {
+    if (pay && !im.busy) { /* busy: answered from the key's record, nothing runs */
         db_rows *rows = NULL;
         bz_error be;
         db_arg oid[] = {DB_INT(id)};
@@ -575,7 +575,7 @@ static int change_state(svc *s, svc_call *c, int64_t id, bool pay, svc_order *ou
          * it under the key) */
     }
     memset(out, 0, sizeof *out);
-    state_args x = {.run = {s, c, &im, e, enc_order_v, dec_order_v, out, false}, .uid = c->who->user_id, .id = id,
+    state_args x = {.run = {s, c, &im, e, enc_order_v, dec_order_v, out, false, false}, .uid = c->who->user_id, .id = id,
                     .pay = pay};
     int rc = svc__tx_run_op(&x.run, state_tx, &x, SVC_OK, NULL, NULL);
     if (locked) {

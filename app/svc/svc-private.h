@@ -72,6 +72,9 @@ struct svc {
      * transactions; see accounts.c */
     rt_mutex acct_locks[SVC_ACCT_STRIPES];
     bool acct_locks_on;
+    /* a key's in-flight lock is left to expire once its record is
+     * committed (svc__idem_can_keep_locks, svc__tx_run_op) */
+    bool idem_keep_locks;
     pw_pool pw;
     char instance[17];        /* random: names this process's stream leases */
     atomic_llong stream_seq;
@@ -155,14 +158,29 @@ typedef struct svc_idem {
     char lock_name[300];
     char lock_token[33];
     bool locked;
+    /* another request holds the key's lock: svc__tx_run_op answers from
+     * the key's record, or "in use" while there is none; nothing runs */
+    bool busy;
 } svc_idem;
 
 /* Starts an idempotent operation: checks the key (required or not), and
- * takes the in-flight lock so a concurrent repeat is told "in use".
+ * takes the in-flight lock.  When another request holds it, im->busy is
+ * set and the caller goes on to svc__tx_run_op without doing any work of
+ * its own (no locks, no reads): the key's committed record answers — the
+ * replay, or "reused" — and without one the key is "in use".
  * 0 to go on, -1 refused (e filled). */
 int svc__idem_begin(svc *s, svc_call *c, svc_fp *fp, bool required, svc_idem *im, svc_err *e);
 /* Releases the in-flight lock (detached: even if the caller went away). */
 void svc__idem_end(svc *s, svc_idem *im);
+/* The in-flight lock's lifetime: past the request deadline, so it cannot
+ * expire under a running request. */
+int64_t svc__idem_lock_ttl(const app_config *cfg);
+/* Whether a key's lock may outlive its committed record's request
+ * (s->idem_keep_locks): only where releasing it is a round trip (Redis),
+ * and only when every record outlives every lock by a wide margin — a
+ * repeat that meets a kept lock must find the record live, or it would be
+ * told "in use" for a key that is new again. */
+bool svc__idem_can_keep_locks(const app_config *cfg, const cache *c); /* c may be NULL (seed) */
 /* Records created before this (wall µs) are expired: now - retention. */
 int64_t idem_cutoff_us(const svc *s);
 /* The background purge of expired records (serve only). */
@@ -189,6 +207,7 @@ typedef struct tx_run {
      * settling (PostgreSQL's one-statement transfer that moved nothing):
      * svc__tx_run_op runs it once more, in a new transaction. */
     bool again;
+    bool recorded; /* svc__tx_record wrote the outcome in this attempt */
 } tx_run;
 
 /* Records run's outcome in tx (no-op without a key).  Call it last: on
@@ -199,7 +218,10 @@ int svc__tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err);
  * settles: 0 committed with a result; -1 with run->e (a committed refusal,
  * the stored outcome of a key another request used first, uniq_code on
  * another unique violation when given, or the mapped error).  Ends the
- * idempotency lock. */
+ * idempotency lock, or, where s->idem_keep_locks and a record under the
+ * key is committed, leaves it to expire: a repeat that meets it is
+ * answered from that record (svc__idem_begin's busy).  With im->busy it
+ * only answers from the record. */
 int svc__tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, const char *uniq_code, const char *uniq_msg);
 /* Starts a refusal inside a transaction function: fills run->e, returns 0
  * so the caller goes on to svc__tx_record. */
