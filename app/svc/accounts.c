@@ -76,7 +76,7 @@ int svc_account_create(svc *s, svc_call *c, svc_str currency, svc_account *out, 
     svc_idem im;
     if (svc__idem_begin(s, c, &fp, false, &im, e) != 0)
         return -1;
-    create_args x = {{s, c, &im, e, enc_account_v, dec_account_v, out, false, false}, c->who->user_id, cur, out};
+    create_args x = {{s, c, &im, e, enc_account_v, dec_account_v, out, false, false, false}, c->who->user_id, cur, out};
     return svc__tx_run_op(&x.run, create_tx, &x, SVC_ALREADY_EXISTS, "account_exists",
                      "you already have an account in this currency");
 }
@@ -164,7 +164,7 @@ int svc_deposit(svc *s, svc_call *c, const svc_deposit_in *in, svc_account *out,
     svc_idem im;
     if (svc__idem_begin(s, c, &fp, true, &im, e) != 0)
         return -1;
-    deposit_args x = {{s, c, &im, e, enc_account_v, dec_account_v, out, false, false}, c->who->user_id, in->account_id,
+    deposit_args x = {{s, c, &im, e, enc_account_v, dec_account_v, out, false, false, false}, c->who->user_id, in->account_id,
                       in->amount_cents.v, out};
     return money_tx(s, &x.run, deposit_tx, &x, in->account_id, in->account_id);
 }
@@ -250,12 +250,11 @@ static int transfer_tx_pg(transfer_args *x, db_tx *tx, rt_ctx *ctx, bz_error *er
                   DB_TEXT(im->key), DB_TEXTN(im->fp, 64), DB_TEXTN(mid->data, mid->len), DB_TEXTN(tail->data, tail->len)};
     /* READ COMMITTED, the two rows locked, then the move (SQL_TRANSFER_MOVE
      * says why in this order): one round trip with the BEGIN and COMMIT */
-    db_step st[] = {{.sql = svc_sql_text(TX(tx), &SQL_TX_READ_COMMITTED)},
-                    {.sql = svc_sql_text(TX(tx), &SQL_TRANSFER_LOCK), .args = a + 1, .nargs = 2},
+    db_step st[] = {{.sql = svc_sql_text(TX(tx), &SQL_TRANSFER_LOCK), .args = a + 1, .nargs = 2},
                     {.sql = svc_sql_text(TX(tx), &SQL_TRANSFER_MOVE), .args = a, .nargs = 9, .want_rows = true}};
-    if (db_batch(tx, ctx, st, 3, DB_BATCH_COMMIT, err) != 0)
+    if (db_batch(tx, ctx, st, 2, DB_BATCH_COMMIT, err) != 0)
         return -1;
-    db_rows *rows = db_rows_adopt(x->run.c->arena, st[2].rows);
+    db_rows *rows = db_rows_adopt(x->run.c->arena, st[1].rows);
     if (!db_rows_next(rows)) {
         x->refusing = true;
         x->run.again = true;
@@ -335,7 +334,7 @@ int svc_transfer_create(svc *s, svc_call *c, const svc_transfer_in *in, svc_tran
     svc_idem im;
     if (svc__idem_begin(s, c, &fp, true, &im, e) != 0)
         return -1;
-    transfer_args x = {{s, c, &im, e, enc_transfer_v, dec_transfer_v, out, false, false}, c->who->user_id,
+    transfer_args x = {{s, c, &im, e, enc_transfer_v, dec_transfer_v, out, false, false, true}, c->who->user_id,
                        in->from_account_id.v, in->to_account_id.v, in->amount_cents.v, out, false};
     /* Refused without touching money, but still recorded so a replay gets
      * the same answer. */

@@ -301,10 +301,11 @@ static int idem_answer_busy(tx_run *run)
     return st < 0 ? -1 : outcome;
 }
 
-/* Ends run's hold on its key.  kept: a record under the key is committed,
- * so where a release costs a round trip (s->idem_keep_locks) the lock is
- * left to expire — any repeat that meets it is answered from the record,
- * exactly as after the release (idem_answer_busy). */
+/* Ends run's hold on its key.  kept: this request committed the key's
+ * record, which outlives the lock (svc__idem_can_keep_locks), so where a
+ * release costs a round trip (s->idem_keep_locks) the lock is left to
+ * expire — any repeat that meets it is answered from the record, exactly
+ * as after the release (idem_answer_busy). */
 static void idem_finish(tx_run *run, bool kept)
 {
     if (kept && run->s->idem_keep_locks)
@@ -318,10 +319,10 @@ int svc__tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, cons
     if (run->im && run->im->busy)
         return idem_answer_busy(run);
     bz_error be;
-    db_tx_opts o = {.isolation = DB_SERIALIZABLE};
+    db_tx_opts o = {.isolation = run->read_committed ? DB_READ_COMMITTED : DB_SERIALIZABLE};
     int rc = run_tx(run, &o, fn, arg, &be);
     int result;
-    bool kept = false; /* a record under the key is committed */
+    bool kept = false; /* this request committed the key's record */
     if (rc == 0) {
         result = run->e->kind == SVC_OK ? 0 : -1;
         kept = run->recorded;
@@ -349,7 +350,9 @@ int svc__tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, cons
             result = svc_fail(run->e, uniq_kind, uniq_code, "%s", uniq_msg);
         else
             result = svc_fail_from(run->e, &be);
-        kept = st == 1 || (st == 2 && run->recorded);
+        /* Not st == 1: that record is another request's, maybe near the
+         * end of its retention, and must not be outlived by this lock. */
+        kept = st == 2 && run->recorded;
     }
     if (run->im)
         idem_finish(run, kept);

@@ -165,7 +165,7 @@ int svc_order_create(svc *s, svc_call *c, const svc_order_in *in, svc_order *out
         return -1;
     memset(out, 0, sizeof *out);
     out->lines = bz_arena_calloc(c->arena, (size_t)in->nlines, sizeof *out->lines);
-    create_args x = {{s, c, &im, e, enc_order_v, dec_order_v, out, false, false}, c->who->user_id, in->account_id.v, in, out};
+    create_args x = {{s, c, &im, e, enc_order_v, dec_order_v, out, false, false, false}, c->who->user_id, in->account_id.v, in, out};
     if (svc__tx_run_op(&x.run, create_tx, &x, SVC_OK, NULL, NULL) != 0)
         return -1;
     if (!c->replayed) {
@@ -482,21 +482,17 @@ static int state_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
     db_arg oid[] = {DB_INT(x->id)};
     int rc;
     if (x->pay) {
-        /* PostgreSQL: READ COMMITTED (sql.c says why), the order row locked
-         * before its status is read, and the sellers in the same trip */
+        /* PostgreSQL: READ COMMITTED (run.read_committed; sql.c says why),
+         * the order row locked before its status is read, and the sellers
+         * in the same trip */
         db_q q = TX(tx);
-        db_step st[3];
-        int k = 0;
-        if (db_q_dialect(q) == DB_POSTGRES)
-            st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_TX_READ_COMMITTED)};
-        int head = k;
-        st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_ORDER_HEAD_FOR_PAY), .args = oid, .nargs = 1, .want_rows = true};
-        st[k++] = (db_step){.sql = svc_sql_text(q, &SQL_ORDER_SELLER_CREDITS), .args = oid, .nargs = 1,
-                            .want_rows = true};
-        if (db_batch(tx, ctx, st, k, 0, err) != 0)
+        db_step st[] = {
+            {.sql = svc_sql_text(q, &SQL_ORDER_HEAD_FOR_PAY), .args = oid, .nargs = 1, .want_rows = true},
+            {.sql = svc_sql_text(q, &SQL_ORDER_SELLER_CREDITS), .args = oid, .nargs = 1, .want_rows = true}};
+        if (db_batch(tx, ctx, st, 2, 0, err) != 0)
             return -1;
-        rows = db_rows_adopt(x->run.c->arena, st[head].rows);
-        sellers = db_rows_adopt(x->run.c->arena, st[k - 1].rows);
+        rows = db_rows_adopt(x->run.c->arena, st[0].rows);
+        sellers = db_rows_adopt(x->run.c->arena, st[1].rows);
         rc = db_rows_next(rows) ? 0 : DB_NO_ROWS;
     } else {
         rc = sql_row(x->run.c->arena, TX(tx), ctx, &SQL_ORDER_HEAD, oid, 1, &rows, err);
@@ -575,7 +571,7 @@ static int change_state(svc *s, svc_call *c, int64_t id, bool pay, svc_order *ou
          * it under the key) */
     }
     memset(out, 0, sizeof *out);
-    state_args x = {.run = {s, c, &im, e, enc_order_v, dec_order_v, out, false, false}, .uid = c->who->user_id, .id = id,
+    state_args x = {.run = {s, c, &im, e, enc_order_v, dec_order_v, out, false, false, pay}, .uid = c->who->user_id, .id = id,
                     .pay = pay};
     int rc = svc__tx_run_op(&x.run, state_tx, &x, SVC_OK, NULL, NULL);
     if (locked) {

@@ -91,8 +91,8 @@ const svc_sql SQL_TRANSFER_DEBIT = {"transfer: debit",
  * statement (unique violation) and nothing moves; a refusal matches no
  * row, writes nothing, and is worked out and recorded afterwards.
  *
- * It runs READ COMMITTED, after SQL_TX_READ_COMMITTED and
- * SQL_TRANSFER_LOCK in the same round trip: the row locks are its whole
+ * It runs READ COMMITTED (the transaction begins so: tx_run's
+ * read_committed), after SQL_TRANSFER_LOCK in the same round trip: the row locks are its whole
  * protection, and SERIALIZABLE's read tracking only added work and false
  * conflicts — its predicate locks on the accounts index pages (or the
  * whole table, when a small table is scanned) cancelled transfers between
@@ -242,10 +242,9 @@ const svc_sql SQL_ORDER_HEAD = {"order head (pay, cancel)",
  * written (no deadlock between payments), the debit and credits are
  * guarded single statements, and the leaderboard epoch is read under a
  * shared advisory lock that a rebuild takes exclusively (leaderboard.c).
- * The SET must be the transaction's first statement (BEGIN goes with it).
- * A transfer runs so too (SQL_TRANSFER_MOVE). */
-const svc_sql SQL_TX_READ_COMMITTED = {"READ COMMITTED (PostgreSQL: pay, transfer)",
-                                       "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"};
+ * The transaction begins READ COMMITTED (tx_run's read_committed: the
+ * level goes with the BEGIN, no statement of its own).  A transfer runs
+ * so too (SQL_TRANSFER_MOVE). */
 const svc_sql SQL_ORDER_HEAD_FOR_PAY = {"order head, locked (pay)",
     "SELECT customer_id, account_id, status, total_cents, currency FROM orders WHERE id = $1",
     "SELECT customer_id, account_id, status, total_cents, currency FROM orders WHERE id = $1 FOR UPDATE", true, 1,
@@ -370,7 +369,7 @@ const svc_sql *const svc_sql_all[] = {
     &SQL_ORDER_BY_ID, &SQL_ORDERS_PAGE, &SQL_ORDERS_PAGE_STATUS, &SQL_ORDER_HEAD, &SQL_ACCOUNT_DEBIT,
     &SQL_ORDER_SELLER_CREDITS, &SQL_ACCOUNT_CREDIT_UPSERT, &SQL_ORDER_SET_STATUS, &SQL_JOB_INSERT,
     &SQL_ORDER_LINES, &SQL_ITEM_RESTOCK, &SQL_JOB_DUE, &SQL_ORDER_SHIP, &SQL_JOB_DELETE, &SQL_SPENDERS,
-    &SQL_LB_EPOCH, &SQL_LB_EPOCH_BUMP, &SQL_TX_READ_COMMITTED, &SQL_ORDER_HEAD_FOR_PAY, &SQL_PAY_LOCK_ACCOUNTS,
+    &SQL_LB_EPOCH, &SQL_LB_EPOCH_BUMP, &SQL_ORDER_HEAD_FOR_PAY, &SQL_PAY_LOCK_ACCOUNTS,
     &SQL_LB_EPOCH_SHARED, &SQL_LB_EPOCH_TRY_EXCLUSIVE,
     &SQL_IDEM_EXPIRED, &SQL_IDEM_INSERT, &SQL_IDEM_UPSERT, &SQL_IDEM_GET, &SQL_IDEM_PURGE, &SQL_WAL_PRIMARY, &SQL_WAL_REPLAY,
 };

@@ -177,9 +177,9 @@ void svc__idem_end(svc *s, svc_idem *im);
 int64_t svc__idem_lock_ttl(const app_config *cfg);
 /* Whether a key's lock may outlive its committed record's request
  * (s->idem_keep_locks): only where releasing it is a round trip (Redis),
- * and only when every record outlives every lock by a wide margin — a
- * repeat that meets a kept lock must find the record live, or it would be
- * told "in use" for a key that is new again. */
+ * and only when a record just committed outlives the lock by a wide
+ * margin — a repeat that meets a kept lock must find the record live, or
+ * it would be told "in use" for a key that is new again. */
 bool svc__idem_can_keep_locks(const app_config *cfg, const cache *c); /* c may be NULL (seed) */
 /* Records created before this (wall µs) are expired: now - retention. */
 int64_t idem_cutoff_us(const svc *s);
@@ -207,19 +207,28 @@ typedef struct tx_run {
      * settling (PostgreSQL's one-statement transfer that moved nothing):
      * svc__tx_run_op runs it once more, in a new transaction. */
     bool again;
-    bool recorded; /* svc__tx_record wrote the outcome in this attempt */
+    /* The outcome was recorded by this run_tx pass (svc__tx_record, or
+     * the PostgreSQL transfer's own statement): committed on PostgreSQL,
+     * where the record goes with the COMMIT; written, to be committed, on
+     * SQLite — so it is read only when the transaction committed. */
+    bool recorded;
+    /* PostgreSQL: the transaction begins READ COMMITTED, its own row locks
+     * its whole protection (a transfer, a payment: sql.c says why); else
+     * SERIALIZABLE.  SQLite has one writer either way. */
+    bool read_committed;
 } tx_run;
 
 /* Records run's outcome in tx (no-op without a key).  Call it last: on
  * PostgreSQL the COMMIT goes with the record (DB_BATCH_COMMIT), so no
  * statement may follow it. */
 int svc__tx_record(db_tx *tx, rt_ctx *ctx, tx_run *run, bz_error *err);
-/* Runs fn in a SERIALIZABLE transaction (retried on contention), then
+/* Runs fn in a SERIALIZABLE transaction (or READ COMMITTED: run->read_committed;
+ * retried on contention), then
  * settles: 0 committed with a result; -1 with run->e (a committed refusal,
  * the stored outcome of a key another request used first, uniq_code on
  * another unique violation when given, or the mapped error).  Ends the
- * idempotency lock, or, where s->idem_keep_locks and a record under the
- * key is committed, leaves it to expire: a repeat that meets it is
+ * idempotency lock, or, where s->idem_keep_locks and this request
+ * committed the key's record, leaves it to expire: a repeat that meets it is
  * answered from that record (svc__idem_begin's busy).  With im->busy it
  * only answers from the record. */
 int svc__tx_run_op(tx_run *run, db_tx_fn fn, void *arg, svc_kind uniq_kind, const char *uniq_code, const char *uniq_msg);
