@@ -144,6 +144,7 @@ struct http_conn {
     bz_buf out;
     bz_buf bbuf;        /* response body buffer, reused per request */
     bz_arena arena;     /* the requests' arena while a coroutine serves */
+    http_header *hdrs;  /* HTTP_MAX_HEADERS parsed header slots, while a coroutine serves */
     bool active;        /* a coroutine is serving (HTTP/1.1) */
     bool dead;          /* closed: the coroutine frees on the way out */
     bool served;        /* a request was served: no HTTP/2 preface now */
