@@ -2,6 +2,9 @@
 # tests/bench/http.sh — /healthz req/s and latency: bazaar (1 loop thread)
 # against nginx (1 worker, fixed 2-byte body), side by side in one run.
 # Server on core 0, wrk on core 1; ROUNDS rounds interleaved; medians.
+# Beside req/s, each server's CPU per 1,000 requests (user + system ticks
+# of its process over the run, /proc/PID/stat): on a shared machine the
+# rate moves with the neighbours, the work per request much less.
 set -eu
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3} DUR=${DUR:-5} CONNS=${CONNS:-64}
@@ -30,14 +33,19 @@ http {
 CONF
 taskset -c 0 nginx -c "$tmp/nginx.conf" &
 pids+=($!)
+nmaster=$!
 for i in $(seq 50); do
   curl -sf "http://127.0.0.1:$bport/healthz" >/dev/null && curl -sf "http://127.0.0.1:$nport/" >/dev/null && break
   sleep 0.1
 done
 
-run_wrk() { # url -> "rps p50_us p99_us non2xx"
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+run_wrk() { # url server_pid -> "rps p50_us p99_us non2xx ticks_per_1000"
+  local t0 t1
+  t0=$(ticks "$2")
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "$1" >"$tmp/wrk.out" 2>&1
-  /usr/bin/python3 - "$tmp/wrk.out" <<'PY'
+  t1=$(ticks "$2")
+  /usr/bin/python3 - "$tmp/wrk.out" $((t1 - t0)) <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
 def lat(p):
@@ -46,26 +54,30 @@ def lat(p):
     return v * {'us': 1, 'ms': 1000, 's': 1e6}[u]
 rps = float(re.search(r'Requests/sec:\s+([\d.]+)', t).group(1))
 m = re.search(r'Non-2xx or 3xx responses: (\d+)', t)
-print(rps, lat(50), lat(99), m.group(1) if m else 0)
+n = int(re.search(r'(\d+) requests in', t).group(1))
+print(rps, lat(50), lat(99), m.group(1) if m else 0, 1000.0 * int(sys.argv[2]) / max(n, 1))
 PY
 }
+nworker=$(pgrep -P "$nmaster" | head -1)
 
-echo "round  bazaar_rps  nginx_rps  ratio  bazaar_p50  nginx_p50  bazaar_p99  nginx_p99"
+echo "round  bazaar_rps  nginx_rps  ratio  bazaar_p50  nginx_p50  bazaar_p99  nginx_p99  cpu/1000req: bazaar nginx ratio"
 : >"$tmp/res"
 for r in $(seq "$ROUNDS"); do
   taskset -c 1 wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$bport/healthz" >/dev/null  # warm-up
-  read -r brps bp50 bp99 bn <<<"$(run_wrk "http://127.0.0.1:$bport/healthz")"
-  read -r nrps np50 np99 nn <<<"$(run_wrk "http://127.0.0.1:$nport/")"
-  printf '%5d %11.0f %10.0f %6.2f %9.0fus %8.0fus %9.0fus %8.0fus\n' "$r" "$brps" "$nrps" \
-    "$(echo "$brps / $nrps" | bc -l)" "$bp50" "$np50" "$bp99" "$np99"
-  echo "$brps $nrps $bp50 $np50 $bp99 $np99 $bn $nn" >>"$tmp/res"
+  read -r brps bp50 bp99 bn bcpu <<<"$(run_wrk "http://127.0.0.1:$bport/healthz" "${pids[0]}")"
+  read -r nrps np50 np99 nn ncpu <<<"$(run_wrk "http://127.0.0.1:$nport/" "$nworker")"
+  printf '%5d %11.0f %10.0f %6.2f %9.0fus %8.0fus %9.0fus %8.0fus  %17.3f %6.3f %5.2f\n' "$r" "$brps" "$nrps" \
+    "$(echo "$brps / $nrps" | bc -l)" "$bp50" "$np50" "$bp99" "$np99" "$bcpu" "$ncpu" "$(echo "$bcpu / $ncpu" | bc -l)"
+  echo "$brps $nrps $bp50 $np50 $bp99 $np99 $bn $nn $bcpu $ncpu" >>"$tmp/res"
 done
 /usr/bin/python3 - "$tmp/res" <<'PY'
 import statistics, sys
 rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
 med = lambda i: statistics.median(r[i] for r in rows)
-print("median %11.0f %10.0f %6.2f %9.0fus %8.0fus %9.0fus %8.0fus   (req/s ratio target >= 1.0; p99 ratio %.2f, target <= 1.2; non-2xx %d/%d)" % (
-    med(0), med(1), med(0) / med(1), med(2), med(3), med(4), med(5), med(4) / med(5), sum(r[6] for r in rows), sum(r[7] for r in rows)))
+print("median %11.0f %10.0f %6.2f %9.0fus %8.0fus %9.0fus %8.0fus  %17.3f %6.3f %5.2f" % (
+    med(0), med(1), med(0) / med(1), med(2), med(3), med(4), med(5), med(8), med(9), med(8) / med(9)))
+print("       (req/s ratio target >= 1.0; p99 ratio %.2f, target <= 1.2; non-2xx %d/%d; CPU ticks of the server process per 1,000 requests, lower is better)" % (
+    med(4) / med(5), sum(r[6] for r in rows), sum(r[7] for r in rows)))
 PY
 
 # RSS per idle keep-alive connection: 10,000 connections that sent one
