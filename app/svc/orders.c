@@ -71,9 +71,20 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
         return svc__tx_record(tx, ctx, &x->run, err);
     }
     /* Check every line before changing anything, so a refusal commits only
-     * its idempotency record.  Lines naming the same item add up. */
-    int64_t total = 0;
+     * its idempotency record.  Lines naming the same item add up.  Lines
+     * are visited in item id order: on PostgreSQL each read locks its item
+     * (SQL_ITEM_FOR_ORDER), and two orders locking in one order cannot
+     * deadlock. */
+    int *by_item = bz_arena_alloc(x->run.c->arena, (size_t)in->nlines * sizeof *by_item);
     for (int i = 0; i < in->nlines; i++) {
+        int k = i;
+        for (; k > 0 && in->lines[by_item[k - 1]].item_id.v > in->lines[i].item_id.v; k--)
+            by_item[k] = by_item[k - 1];
+        by_item[k] = i;
+    }
+    int64_t total = 0;
+    for (int n = 0; n < in->nlines; n++) {
+        int i = by_item[n];
         int64_t item = in->lines[i].item_id.v, qty = in->lines[i].quantity.v;
         db_arg it[] = {DB_INT(item)};
         rc = sql_row(x->run.c->arena, TX(tx), ctx, &SQL_ITEM_FOR_ORDER, it, 1, &rows, err);
@@ -104,7 +115,8 @@ static int create_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
         total += price * qty;
     }
     int64_t now = bz_wall_us();
-    for (int i = 0; i < in->nlines; i++) {
+    for (int n = 0; n < in->nlines; n++) {
+        int i = by_item[n];
         db_arg u[] = {DB_INT(o->lines[i].quantity), DB_TIME(now), DB_INT(o->lines[i].item_id)};
         int64_t aff = 0;
         if (sql_exec(TX(tx), ctx, &SQL_ITEM_RESERVE, u, 3, &aff, err) != 0)
@@ -165,7 +177,10 @@ int svc_order_create(svc *s, svc_call *c, const svc_order_in *in, svc_order *out
         return -1;
     memset(out, 0, sizeof *out);
     out->lines = bz_arena_calloc(c->arena, (size_t)in->nlines, sizeof *out->lines);
-    create_args x = {{s, c, &im, e, enc_order_v, dec_order_v, out, false, false, false}, c->who->user_id, in->account_id.v, in, out};
+    /* READ COMMITTED: its items' row locks are its protection (sql.c's
+     * SQL_ITEM_FOR_ORDER) */
+    create_args x = {{s, c, &im, e, enc_order_v, dec_order_v, out, false, false, true}, c->who->user_id, in->account_id.v,
+                     in, out};
     if (svc__tx_run_op(&x.run, create_tx, &x, SVC_OK, NULL, NULL) != 0)
         return -1;
     if (!c->replayed) {

@@ -185,8 +185,16 @@ const svc_sql SQL_ITEM_DELETE = {"delete an item",
 
 /* ---- orders ---- */
 
+/* PostgreSQL: an order is made READ COMMITTED (SERIALIZABLE cancelled
+ * orders on disjoint items as pivots: test_svc
+ * orders_on_disjoint_items_never_retry), so each item is locked as it is
+ * read, in id order (orders.c), and nothing it read can change before the
+ * order commits.  NO KEY UPDATE, as the reserve's own UPDATE takes: new
+ * order lines' foreign key checks (KEY SHARE) pass. */
 const svc_sql SQL_ITEM_FOR_ORDER = {"item price and stock for an order",
-    "SELECT price_cents, currency, stock FROM items WHERE id = $1 AND deleted_at IS NULL", NULL, true, 1, {I(1)}};
+    "SELECT price_cents, currency, stock FROM items WHERE id = $1 AND deleted_at IS NULL",
+    "SELECT price_cents, currency, stock FROM items WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE", true, 1,
+    {I(1)}};
 const svc_sql SQL_ITEM_RESERVE = {"reserve stock",
     "UPDATE items SET stock = stock - $1, version = version + 1, updated_at = $2 WHERE id = $3 AND stock >= $1",
     NULL, true, 3, {I(1), TM(0), I(1)}};
@@ -273,8 +281,11 @@ const svc_sql SQL_ACCOUNT_CREDIT_UPSERT = {"pay: credit a seller",
 const svc_sql SQL_ORDER_SET_STATUS = {"order status change",
     "UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3", NULL, true, 3, {T("paid"), TM(0), I(1)}};
 const svc_sql SQL_JOB_INSERT = {"enqueue fulfilment", "INSERT INTO fulfilment_jobs (order_id, run_at) VALUES ($1, $2)"};
-const svc_sql SQL_ORDER_LINES = {"lines of an order",
-    "SELECT item_id, quantity FROM order_lines WHERE order_id = $1 ORDER BY line_no", NULL, true, 1, {I(1)}};
+/* In item id order: a cancel restocks (locks) its items in the order an
+ * order's creation locks them (SQL_ITEM_FOR_ORDER), so the two never wait
+ * on each other in a cycle. */
+const svc_sql SQL_ORDER_LINES = {"lines of an order (cancel)",
+    "SELECT item_id, quantity FROM order_lines WHERE order_id = $1 ORDER BY item_id, line_no", NULL, true, 1, {I(1)}};
 const svc_sql SQL_ITEM_RESTOCK = {"cancel: return stock",
     "UPDATE items SET stock = stock + $1, version = version + 1, updated_at = $2 WHERE id = $3", NULL, true, 3, {I(1), TM(0), I(1)}};
 /* PostgreSQL: SKIP LOCKED lets every instance's worker take a different
