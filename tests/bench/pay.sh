@@ -148,12 +148,14 @@ for r in $(seq 1 "$ROUNDS"); do
     PAY_FILE=$TMP/warm.txt RUN_ID=warm$$ timeout 120 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$WARM" \
       -s "$ROOT/tests/bench/pay.lua" "http://127.0.0.1:$BASE_PORT" >"$TMP/warm.out" 2>&1
     read -r c0 rb0 <<<"$(pg_counts)"
-    ser0=$(grep -c "could not serialize" "$TMP/pg.log" 2>/dev/null || echo 0)
+    # grep -c prints 0 itself when nothing matches (and exits 1; "|| echo 0"
+    # once made that "0\n0", which broke the arithmetic below)
+    ser0=$(grep -c "could not serialize" "$TMP/pg.log" 2>/dev/null); ser0=${ser0:-0}
     PAY_FILE=$TMP/main.txt RUN_ID=main$$ timeout 120 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DUR" --latency \
       -s "$ROOT/tests/bench/pay.lua" "http://127.0.0.1:$BASE_PORT" >"$TMP/main.out" 2>&1
     read -r c1 rb1 <<<"$(pg_counts)"
-    ser1=$(grep -c "could not serialize" "$TMP/pg.log" 2>/dev/null || echo 0)
-    mx=$(grep -c "more than one updating member" "$TMP/pg.log" 2>/dev/null || echo 0)
+    ser1=$(grep -c "could not serialize" "$TMP/pg.log" 2>/dev/null); ser1=${ser1:-0}
+    mx=$(grep -c "more than one updating member" "$TMP/pg.log" 2>/dev/null); mx=${mx:-0}
     f=$TMP/main.out
     rps=$(awk '$1=="BENCH" && $2=="RPS"{print $3}' "$f")
     p50=$(awk '$1=="BENCH" && $2=="LAT_P50_US"{printf "%.2fms", $3/1000}' "$f")
