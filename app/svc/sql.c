@@ -252,7 +252,8 @@ const svc_sql SQL_ORDER_HEAD = {"order head (pay, cancel)",
  * shared advisory lock that a rebuild takes exclusively (leaderboard.c).
  * The transaction begins READ COMMITTED (tx_run's read_committed: the
  * level goes with the BEGIN, no statement of its own).  A transfer runs
- * so too (SQL_TRANSFER_MOVE). */
+ * so too (SQL_TRANSFER_MOVE), and so does a new order (SQL_ITEM_FOR_ORDER);
+ * a cancel stays SERIALIZABLE. */
 const svc_sql SQL_ORDER_HEAD_FOR_PAY = {"order head, locked (pay)",
     "SELECT customer_id, account_id, status, total_cents, currency FROM orders WHERE id = $1",
     "SELECT customer_id, account_id, status, total_cents, currency FROM orders WHERE id = $1 FOR UPDATE", true, 1,

@@ -213,7 +213,8 @@ typedef struct tx_run {
      * SQLite — so it is read only when the transaction committed. */
     bool recorded;
     /* PostgreSQL: the transaction begins READ COMMITTED, its own row locks
-     * its whole protection (a transfer, a payment: sql.c says why); else
+     * its whole protection (a transfer, a payment, a new order: sql.c says
+     * why); else
      * SERIALIZABLE.  SQLite has one writer either way. */
     bool read_committed;
 } tx_run;
