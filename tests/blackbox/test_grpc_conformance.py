@@ -295,10 +295,28 @@ def test_expired_deadlines_are_deadline_exceeded_grpcio(srv, addr):
     assert codes["DEADLINE_EXCEEDED"] > 0, codes
 
 
+def deadline_codes_ok(codes, log):
+    """Every expired call is DeadlineExceeded (or finished in time: OK).
+    The one other answer allowed: a few calls refused with
+    RST_STREAM(REFUSED_STREAM), which grpc-go reports as Unavailable.  The
+    server counts the slot of a call the client reset until its handler
+    has wound down (http/h2.c stream_start: a flood of resets cannot pile
+    up handlers), and this client opens its next call the moment it resets
+    the last, so on a loaded machine (CI's other lanes) a burst of
+    handlers still winding down can reach SETTINGS_MAX_CONCURRENT_STREAMS
+    (1 call in 900 in one CI run).  A refused call was never started and
+    the client may retry it (RFC 9113 §8.7); never more than 1 %."""
+    refused = log.count("REFUSED_STREAM")
+    rest = dict(codes)
+    if refused and rest.get("Unavailable") == refused:
+        del rest["Unavailable"]
+    return set(rest) <= {"OK", "DeadlineExceeded"} and refused * 100 <= sum(codes.values())
+
+
 @pytest.mark.parametrize("addr", ["grpc-addr", "http-addr"])
 def test_expired_deadlines_are_deadline_exceeded_grpc_go(srv, goclient, addr):
     codes, log = goclient("deadline", "127.0.0.1:%d" % srv.ports[addr], 300)
-    assert set(codes) <= {"OK", "DeadlineExceeded"}, (codes, log[-2000:])
+    assert deadline_codes_ok(codes, log), (codes, log[-2000:])
     assert codes.get("DeadlineExceeded", 0) > 0, codes
 
 
@@ -310,7 +328,7 @@ def test_expired_deadlines_are_deadline_exceeded_on_postgresql(pgsrv, goclient, 
     codes, log = goclient("lists", "127.0.0.1:%d" % pgsrv.ports[addr], 20)
     assert codes == {"OK": 20}, (codes, log[-2000:])
     codes, log = goclient("deadline", "127.0.0.1:%d" % pgsrv.ports[addr], 300)
-    assert set(codes) <= {"OK", "DeadlineExceeded"}, (codes, log[-2000:])
+    assert deadline_codes_ok(codes, log), (codes, log[-2000:])
     codes, odd = grpcio_deadline_codes(pgsrv.ports[addr], 100)
     assert not odd, (codes, odd[:5])
 
