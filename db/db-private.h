@@ -110,6 +110,11 @@ struct db {
     bool sweeping;
     atomic_int open_rows; /* rows not closed yet (reported at db_close) */
     _Atomic int64_t round_trips; /* db_stats.round_trips */
+    /* shared reads (shared.c): statements waiting to be sent that
+     * identical calls may still join */
+    pthread_mutex_t sh_lk;
+    struct db__shared *sh_open;
+    _Atomic int64_t shared_reads; /* db_shared_reads */
 };
 
 /* SQLite write transactions from db_run_tx go through group commit. */
@@ -168,6 +173,9 @@ db_stmt *db__stmt_slot(db_conn *c, db_stmt *evicted);
 
 db_rows *db__rows_new(db *d, int ncols);
 db_cell *db__rows_add(db_rows *r); /* appends a row; returns its cells */
+/* A new rows holding a copy of src's current row, positioned on it, and
+ * counted open in src's pool (shared.c's joiners). */
+db_rows *db__rows_copy_row(const db_rows *src);
 
 /* Takes our own options out of a postgres:// URL (db/pgurl.c):
  * statement_cache=on|off (default on; off runs every statement unnamed,

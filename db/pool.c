@@ -59,6 +59,7 @@ db *db_open(const char *url, const db_opts *o, bz_error *err)
     pthread_mutex_init(&d->lk, NULL);
     rt_mutex_init(&d->lite_writer);
     pthread_mutex_init(&d->gc_lk, NULL);
+    pthread_mutex_init(&d->sh_lk, NULL);
     d->no_group_commit = o && o->no_group_commit;
     d->st.max_open = d->o.max_open;
     bz_breaker_init(&d->brk, "db", 0, 0);
@@ -120,6 +121,7 @@ void db_close(db *d)
         bz_log_warn("db: connections still in use at close", BZ_F_INT("count", d->ninuse));
     rt_mutex_destroy(&d->lite_writer);
     pthread_mutex_destroy(&d->gc_lk);
+    pthread_mutex_destroy(&d->sh_lk);
     pthread_mutex_destroy(&d->lk);
     free(d->conninfo);
     free(d);
@@ -899,6 +901,39 @@ db_cell *db__rows_add(db_rows *r)
     return c;
 }
 
+/* PostgreSQL's boolean type oid (pg_type.h): the one column type whose
+ * text (t/f) the readers below do not take as db_col_int would */
+#define PG_BOOLOID 16
+
+db_rows *db__rows_copy_row(const db_rows *src)
+{
+    db_rows *r = db__rows_new(src->d, src->ncols);
+    db_cell *c = db__rows_add(r);
+    for (int col = 0; col < src->ncols; col++) {
+        if (src->pg) {
+            if (PQgetisnull(src->pg, src->cur, col))
+                continue; /* db__rows_add zeroed it: DB_T_NULL */
+            const char *v = PQgetvalue(src->pg, src->cur, col);
+            if (PQftype(src->pg, col) == PG_BOOLOID) { /* read back as from the result: 1 and "t" */
+                c[col].type = DB_T_BOOL;
+                c[col].i = v[0] == 't' && v[1] == 0;
+            } else { /* numbers too: db_col_int parses them as it does a result's text */
+                size_t n = (size_t)PQgetlength(src->pg, src->cur, col);
+                c[col] = (db_cell){.type = DB_T_TEXT, .off = db__rows_text(r, v, n), .len = n};
+            }
+        } else {
+            const db_cell *s = &src->cells[(size_t)src->cur * (size_t)src->ncols + (size_t)col];
+            c[col] = *s;
+            if (s->type == DB_T_TEXT || s->type == DB_T_BLOB)
+                c[col].off = db__rows_text(r, src->text + s->off, s->len);
+        }
+    }
+    r->cur = 0;
+    if (r->d)
+        atomic_fetch_add_explicit(&r->d->open_rows, 1, memory_order_relaxed);
+    return r;
+}
+
 bool db_rows_next(db_rows *r)
 {
     if (!r || r->cur + 1 >= r->nrows)
@@ -939,6 +974,11 @@ const char *db_col_text(const db_rows *r, int col, size_t *len)
             *len = c->len;
         return r->text + c->off;
     }
+    if (c->type == DB_T_BOOL) { /* a copied PostgreSQL row's (db__rows_copy_row) */
+        if (len)
+            *len = 1;
+        return c->i ? "t" : "f";
+    }
     return "";
 }
 
@@ -953,7 +993,7 @@ int64_t db_col_int(const db_rows *r, int col)
         return strtoll(v, NULL, 10);
     }
     const db_cell *c = &r->cells[(size_t)r->cur * (size_t)r->ncols + (size_t)col];
-    if (c->type == DB_T_INT)
+    if (c->type == DB_T_INT || c->type == DB_T_BOOL)
         return c->i;
     if (c->type == DB_T_DOUBLE)
         return (int64_t)c->f;
@@ -971,7 +1011,7 @@ double db_col_double(const db_rows *r, int col)
     const db_cell *c = &r->cells[(size_t)r->cur * (size_t)r->ncols + (size_t)col];
     if (c->type == DB_T_DOUBLE)
         return c->f;
-    if (c->type == DB_T_INT)
+    if (c->type == DB_T_INT || c->type == DB_T_BOOL)
         return (double)c->i;
     if (c->type == DB_T_TEXT)
         return strtod(r->text + c->off, NULL);

@@ -7,6 +7,10 @@
  *   GET /v1/users?email=                    SQL_USER_BY_EMAIL
  *   ListUsers (gRPC stream)                 SQL_USERS_AFTER
  *   leaderboard names                       SQL_USER_PUBLIC_BY_ID
+ * A routed one-row read is a shared read (db_query_row_shared): on
+ * PostgreSQL, identical reads of one turn run as one statement, on the
+ * replica or on the primary alike (a caller sent to the primary joins
+ * only the primary's).
  * Never routed: every write and everything in a transaction; reads whose
  * result goes into the shared cache — the item GET's loader
  * (SQL_ITEM_LIVE), order pages, the leaderboard rebuild (SQL_SPENDERS) —
@@ -215,7 +219,7 @@ static int routed(svc *s, svc_call *c, const svc_sql *q, const db_arg *a, int n,
     if (replica_ok(s, c)) {
         rt_ctx rc;
         rt_ctx_init_timeout(&rc, c->ctx, REPLICA_READ_NS);
-        int r = one ? sql_row(c->arena, DB(s->rep.db), &rc, q, a, n, rows, be) : sql_query(c->arena, DB(s->rep.db), &rc, q, a, n, rows, be);
+        int r = one ? sql_row_shared(c->arena, s->rep.db, &rc, q, a, n, rows, be) : sql_query(c->arena, DB(s->rep.db), &rc, q, a, n, rows, be);
         rt_ctx_release(&rc);
         if (r >= 0 || rt_ctx_err(c->ctx))
             return r;
@@ -229,7 +233,7 @@ static int routed(svc *s, svc_call *c, const svc_sql *q, const db_arg *a, int n,
         else if (!gone)
             bz_log_warn("read replica refused a read; it runs on the primary", BZ_F_STR("error", be->msg));
     }
-    return one ? sql_row(c->arena, DB(s->db), c->ctx, q, a, n, rows, be) : sql_query(c->arena, DB(s->db), c->ctx, q, a, n, rows, be);
+    return one ? sql_row_shared(c->arena, s->db, c->ctx, q, a, n, rows, be) : sql_query(c->arena, DB(s->db), c->ctx, q, a, n, rows, be);
 }
 
 int svc_read_row(svc *s, svc_call *c, const svc_sql *q, const db_arg *a, int n, db_rows **rows, bz_error *be)

@@ -55,6 +55,14 @@ static inline int sql_row(bz_arena *ar, db_q q, rt_ctx *ctx, const svc_sql *s, c
     return svc__sql_owned(ar, db_query_row(q, ctx, svc_sql_text(q, s), a, n, r, e), r);
 }
 
+/* sql_row as a shared read (db_query_row_shared): identical reads of one
+ * turn run as one statement on PostgreSQL.  For rows any caller may see. */
+static inline int sql_row_shared(bz_arena *ar, db *d, rt_ctx *ctx, const svc_sql *s, const db_arg *a, int n,
+                                 db_rows **r, bz_error *e)
+{
+    return svc__sql_owned(ar, db_query_row_shared(d, ctx, svc_sql_text(DB(d), s), a, n, r, e), r);
+}
+
 /* users */
 extern const svc_sql SQL_USER_INSERT, SQL_USER_BY_ID, SQL_USER_PUBLIC_BY_ID, SQL_USER_BY_EMAIL, SQL_USER_LOGIN, SQL_USER_SET_NAME,
     SQL_USER_SET_PASSWORD, SQL_USERS_AFTER;

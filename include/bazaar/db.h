@@ -168,6 +168,34 @@ int db_query(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs
 int db_query_row(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
                  bz_error *err);
 
+/* ---- shared reads (request coalescing) ----------------------------------------------
+ *
+ * db_query_row_shared is db_query_row on the pool (never in a transaction)
+ * for a read any caller may see the answer of — a row by its primary key,
+ * say.  On PostgreSQL, identical calls (the same sql text and equal
+ * arguments, on the same db) that arrive while one of them waits to be
+ * sent share that one statement: the first caller lets the other runnable
+ * coroutines of its loop run once (rt_yield), so callers woken in the same
+ * turn join it, then sends it; each caller gets its own copy of the row
+ * (close it, or adopt it, as usual).  A hot key read by hundreds of
+ * requests at once then costs the server one statement per turn, not one
+ * each.
+ *
+ * Never stale: a call joins only a statement not sent yet, never one
+ * already on its way, so every answer was read after the call began and
+ * holds every write committed before it (a caller's own writes included;
+ * this is not Go's singleflight, which joins a call in progress).
+ * Errors are shared like rows, except that a statement ended by its
+ * sender's context (its deadline, its cancellation) is re-run by each
+ * joiner whose own context is still live.  A joiner whose context ends
+ * leaves at once with that error.  SQLite has no round trip to save: the
+ * call is db_query_row there. */
+int db_query_row_shared(db *d, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
+                        bz_error *err);
+/* Calls of db_query_row_shared answered by another caller's statement
+ * (since db_open). */
+int64_t db_shared_reads(db *d);
+
 /* ---- rows ------------------------------------------------------------------------------- */
 
 /* Advances to the next row (the first call moves to the first row). */

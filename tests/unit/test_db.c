@@ -1492,6 +1492,199 @@ static void stats_body(void)
 
 static void statement_stats_by_name(void **state) { run(stats_body); }
 
+/* ---- shared reads (db_query_row_shared) ---- */
+
+#define SHARED_SQL "SELECT id, i, s, ok, f, at, n FROM t_vals WHERE id = $1"
+
+typedef struct {
+    db *d;
+    const char *sql;
+    int64_t id;
+    int64_t timeout_ns; /* 0: no deadline */
+    int delay_ms;       /* sleeps first */
+    int result;
+    bz_error e;
+    int64_t i;          /* column 1 of the row */
+    char s[32];         /* column 2 */
+    bool ok;            /* column 3 */
+    double f;
+    int64_t at;
+    bool n_null;
+    int64_t took_ns;
+    rt_wg *wg;
+} shared_arg;
+
+static void shared_reader(void *p)
+{
+    shared_arg *a = p;
+    if (a->delay_ms)
+        rt_sleep(NULL, a->delay_ms * BZ_NS_PER_MS);
+    rt_ctx c;
+    if (a->timeout_ns)
+        rt_ctx_init_timeout(&c, NULL, a->timeout_ns);
+    else
+        rt_ctx_init(&c, NULL);
+    int64_t t0 = bz_now_ns();
+    db_rows *rows = NULL;
+    a->result = db_query_row_shared(a->d, &c, a->sql, (db_arg[]){DB_INT(a->id)}, 1, &rows, &a->e);
+    a->took_ns = bz_now_ns() - t0;
+    if (a->result == 0) {
+        a->i = db_col_int(rows, 1);
+        snprintf(a->s, sizeof a->s, "%s", db_col_text(rows, 2, NULL));
+        a->ok = db_col_bool(rows, 3);
+        a->f = db_col_double(rows, 4);
+        a->at = db_col_time(rows, 5);
+        a->n_null = db_col_is_null(rows, 6);
+        assert_false(db_rows_next(rows)); /* one row, already current */
+        db_rows_close(rows);
+    }
+    rt_ctx_release(&c);
+    rt_wg_done(a->wg);
+}
+
+/* Runs the readers as coroutines of this loop, started together (one
+ * turn), and waits for them all. */
+static void run_readers(shared_arg *a, int n)
+{
+    rt_wg wg;
+    rt_wg_init(&wg);
+    rt_wg_add(&wg, n);
+    for (int k = 0; k < n; k++) {
+        a[k].wg = &wg;
+        rt_go(shared_reader, &a[k]);
+    }
+    rt_wg_wait(&wg, NULL);
+    rt_wg_destroy(&wg);
+}
+
+#define T_AT 1795851496123456LL /* 2026-11-28T07:38:16.123456Z */
+
+static void shared_once_body(void)
+{
+    db *d = open_db(1, 1, 0, 0); /* one connection: a new one's set-up is not counted */
+    reset_tables(d);
+    bz_error e;
+    OK(db_exec(DB(d), NULL, "INSERT INTO t_vals (id, i, s, ok, f, at) VALUES (1, 41, 'one', true, 2.5, $1), (2, 42, 'two', false, -1, $1)",
+               (db_arg[]){DB_TIME(T_AT)}, 1, NULL, &e));
+    /* 20 readers of row 1, 5 of row 2 and 3 of a missing row, in one turn */
+    shared_arg a[28];
+    for (int k = 0; k < 28; k++)
+        a[k] = (shared_arg){.d = d, .sql = SHARED_SQL, .id = k < 20 ? 1 : k < 25 ? 2 : 99, .result = -1};
+    int64_t mark = trips(d), shared0 = db_shared_reads(d);
+    run_readers(a, 28);
+    for (int k = 0; k < 28; k++) {
+        if (a[k].id == 99) {
+            assert_int_equal(a[k].result, DB_NO_ROWS);
+            continue;
+        }
+        if (a[k].result != 0)
+            fail_msg("reader %d: %d %s", k, a[k].result, a[k].e.msg);
+        bool one = a[k].id == 1;
+        assert_int_equal(a[k].i, one ? 41 : 42);
+        assert_string_equal(a[k].s, one ? "one" : "two");
+        assert_true(a[k].ok == one);
+        assert_true(a[k].f == (one ? 2.5 : -1.0));
+        assert_int_equal(a[k].at, T_AT);
+        assert_true(a[k].n_null);
+    }
+    /* PostgreSQL: one statement per distinct read, the 25 others joined;
+     * SQLite: each ran its own (no round trip to save) */
+    trips_are(d, &mark, 3, "28 shared reads of 3 rows in one turn");
+    assert_int_equal(db_shared_reads(d) - shared0, is_pg() ? 25 : 0);
+    /* an error is shared like a row: every reader gets it (SQLite's
+     * division by zero is NULL, not an error) */
+    if (is_pg()) {
+        shared_arg z[4];
+        for (int k = 0; k < 4; k++)
+            z[k] = (shared_arg){.d = d, .sql = "SELECT 1 / ($1::int - $1::int)", .id = 7, .result = 0};
+        run_readers(z, 4);
+        for (int k = 0; k < 4; k++) {
+            assert_int_equal(z[k].result, z[0].result);
+            assert_true(z[k].result < 0 && z[k].e.kind != BZ_OK && z[k].e.kind == z[0].e.kind);
+            assert_string_equal(z[k].e.msg, z[0].e.msg);
+        }
+        trips_are(d, &mark, 1, "4 shared reads failing in one turn");
+    }
+    /* reads on their own (one per turn) share nothing */
+    int64_t s1 = db_shared_reads(d);
+    for (int k = 0; k < 3; k++)
+        run_readers(&a[k], 1);
+    trips_are(d, &mark, 3, "3 reads in 3 turns");
+    assert_int_equal(db_shared_reads(d), s1);
+    db_close(d);
+}
+
+static void shared_reads_of_one_turn_run_once(void **state) { run(shared_once_body); }
+
+/* A read that arrives while an identical one is on its way does not join
+ * it: a write committed before the read began must be in its answer. */
+static void shared_fresh_body(void)
+{
+    if (!is_pg())
+        return; /* SQLite shares nothing */
+    db *d = open_db(4, 4, 0, 0);
+    reset_tables(d);
+    bz_error e;
+    OK(db_exec(DB(d), NULL, "INSERT INTO t_vals (id, i) VALUES (1, 1)", NULL, 0, NULL, &e));
+    /* the statement reads the row, then sleeps 400 ms before answering */
+    const char *slow = "SELECT id, i, s, ok, f, at, n FROM t_vals, pg_sleep(0.4) WHERE id = $1";
+    shared_arg a[2] = {{.d = d, .sql = slow, .id = 1, .result = -1},
+                       {.d = d, .sql = slow, .id = 1, .delay_ms = 200, .result = -1}};
+    rt_wg wg;
+    rt_wg_init(&wg);
+    rt_wg_add(&wg, 2);
+    a[0].wg = a[1].wg = &wg;
+    int64_t shared0 = db_shared_reads(d);
+    rt_go(shared_reader, &a[0]);
+    rt_go(shared_reader, &a[1]);
+    /* while the first is on its way: the write, committed before the
+     * second read begins (at 200 ms) */
+    rt_sleep(NULL, 100 * BZ_NS_PER_MS);
+    OK(db_exec(DB(d), NULL, "UPDATE t_vals SET i = 2 WHERE id = 1", NULL, 0, NULL, &e));
+    rt_wg_wait(&wg, NULL);
+    rt_wg_destroy(&wg);
+    assert_int_equal(a[0].result, 0);
+    assert_int_equal(a[1].result, 0);
+    assert_int_equal(a[0].i, 1); /* read before the write */
+    assert_int_equal(a[1].i, 2); /* joining the first would have answered 1 */
+    assert_int_equal(db_shared_reads(d), shared0);
+    db_close(d);
+}
+
+static void shared_read_never_joins_one_already_sent(void **state) { run(shared_fresh_body); }
+
+/* The first reader's deadline ends its statement: each joiner still
+ * alive runs the read itself; a joiner whose own deadline ends leaves at
+ * once. */
+static void shared_deadline_body(void)
+{
+    if (!is_pg())
+        return;
+    db *d = open_db(8, 8, 0, 0);
+    reset_tables(d);
+    bz_error e;
+    OK(db_exec(DB(d), NULL, "INSERT INTO t_vals (id, i) VALUES (1, 5)", NULL, 0, NULL, &e));
+    const char *slow = "SELECT id, i, s, ok, f, at, n FROM t_vals, pg_sleep(0.6) WHERE id = $1";
+    shared_arg a[4] = {{.d = d, .sql = slow, .id = 1, .timeout_ns = 300 * BZ_NS_PER_MS, .result = 0},
+                       {.d = d, .sql = slow, .id = 1, .result = -1},
+                       {.d = d, .sql = slow, .id = 1, .result = -1},
+                       {.d = d, .sql = slow, .id = 1, .timeout_ns = 50 * BZ_NS_PER_MS, .result = 0}};
+    run_readers(a, 4);
+    assert_int_equal(a[0].result, -ETIMEDOUT);
+    assert_int_equal(a[0].e.kind, BZ_ERR_TIMEOUT);
+    for (int k = 1; k <= 2; k++) {
+        if (a[k].result != 0)
+            fail_msg("joiner %d: %d %s", k, a[k].result, a[k].e.msg);
+        assert_int_equal(a[k].i, 5);
+        assert_true(a[k].took_ns >= 850 * BZ_NS_PER_MS); /* the sender's 300 ms, then its own 600 */
+    }
+    assert_int_equal(a[3].result, -ETIMEDOUT);
+    assert_true(a[3].took_ns < 250 * BZ_NS_PER_MS); /* left at its own deadline, not the sender's */
+    db_close(d);
+}
+
+static void shared_read_survives_its_senders_deadline(void **state) { run(shared_deadline_body); }
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1519,6 +1712,9 @@ int main(void)
         cmocka_unit_test(batch_serialization_failure_retries_the_transaction),
         cmocka_unit_test(postgres_waits_park_without_polling),
         cmocka_unit_test(postgres_wait_sees_the_server_close),
+        cmocka_unit_test(shared_reads_of_one_turn_run_once),
+        cmocka_unit_test(shared_read_never_joins_one_already_sent),
+        cmocka_unit_test(shared_read_survives_its_senders_deadline),
     };
     int fails = cmocka_run_group_tests_name("db/sqlite", tests, setup_sqlite, teardown_sqlite);
     if (!getenv("BAZAAR_TEST_PG_URL")) {
