@@ -173,9 +173,9 @@ db_stmt *db__stmt_slot(db_conn *c, db_stmt *evicted);
 
 db_rows *db__rows_new(db *d, int ncols);
 db_cell *db__rows_add(db_rows *r); /* appends a row; returns its cells */
-/* A new rows holding a copy of src's current row, positioned on it, and
- * counted open in src's pool (shared.c's joiners). */
-db_rows *db__rows_copy_row(const db_rows *src);
+/* A new rows holding a copy of src's row `row` (0-based), positioned on
+ * it, and counted open in src's pool (shared.c's callers). */
+db_rows *db__rows_copy_row(const db_rows *src, int row);
 
 /* Takes our own options out of a postgres:// URL (db/pgurl.c):
  * statement_cache=on|off (default on; off runs every statement unnamed,

@@ -905,24 +905,24 @@ db_cell *db__rows_add(db_rows *r)
  * text (t/f) the readers below do not take as db_col_int would */
 #define PG_BOOLOID 16
 
-db_rows *db__rows_copy_row(const db_rows *src)
+db_rows *db__rows_copy_row(const db_rows *src, int row)
 {
     db_rows *r = db__rows_new(src->d, src->ncols);
     db_cell *c = db__rows_add(r);
     for (int col = 0; col < src->ncols; col++) {
         if (src->pg) {
-            if (PQgetisnull(src->pg, src->cur, col))
+            if (PQgetisnull(src->pg, row, col))
                 continue; /* db__rows_add zeroed it: DB_T_NULL */
-            const char *v = PQgetvalue(src->pg, src->cur, col);
+            const char *v = PQgetvalue(src->pg, row, col);
             if (PQftype(src->pg, col) == PG_BOOLOID) { /* read back as from the result: 1 and "t" */
                 c[col].type = DB_T_BOOL;
                 c[col].i = v[0] == 't' && v[1] == 0;
             } else { /* numbers too: db_col_int parses them as it does a result's text */
-                size_t n = (size_t)PQgetlength(src->pg, src->cur, col);
+                size_t n = (size_t)PQgetlength(src->pg, row, col);
                 c[col] = (db_cell){.type = DB_T_TEXT, .off = db__rows_text(r, v, n), .len = n};
             }
         } else {
-            const db_cell *s = &src->cells[(size_t)src->cur * (size_t)src->ncols + (size_t)col];
+            const db_cell *s = &src->cells[(size_t)row * (size_t)src->ncols + (size_t)col];
             c[col] = *s;
             if (s->type == DB_T_TEXT || s->type == DB_T_BLOB)
                 c[col].off = db__rows_text(r, src->text + s->off, s->len);

@@ -1,38 +1,57 @@
-/* db/shared.c — shared reads: identical reads of one turn, one statement.
+/* db/shared.c — shared and keyed reads: the reads of one turn, one
+ * statement.
  *
- * db_query_row_shared (db.h).  Open statements — taken by a first caller,
- * not sent yet — sit on the pool's sh_open list; an identical call finds
- * one there and waits on it instead of sending its own.  The first caller
- * yields once before it takes its statement off the list and sends it, so
- * every caller its loop runs in the same turn (a read of many streams off
- * one HTTP/2 connection, a batch of keep-alive requests) finds it open.
+ * db_query_row_shared and db_query_row_keyed (db.h).  Open reads — taken
+ * by a first caller, not sent yet — sit on the pool's sh_open list.  A
+ * later caller finds one there and waits on it instead of sending its
+ * own: an identical shared read, or a keyed read of the same pair of
+ * statements (its key added to the set the statement will ask for).  The
+ * first caller yields once before it takes its read off the list and
+ * sends it, so every caller its loop runs in the same turn (a read of
+ * many streams off one HTTP/2 connection, a batch of keep-alive requests)
+ * finds it open.
  *
  * Why only while open (not Go's singleflight, which joins a call in
- * progress): a statement already sent may have been planned and read
- * before the joiner's own write committed, and the joiner would be served
- * a row older than what it wrote.  A statement sent after every caller
- * arrived answers each of them as its own would have.
+ * progress): a statement already sent may have read its rows before the
+ * joiner's own write committed, and the joiner would be served a row
+ * older than what it wrote.  A statement sent after every caller arrived
+ * answers each of them as its own would have.
  *
  * A list, not a table: under load it holds the few distinct reads of one
  * turn, and each lives for one yield. */
 #include "db/db-private.h"
 
+#include <bazaar/buf.h>
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Keys one keyed statement asks for at most; a full set is sent as it
+ * is and the next caller opens another. */
+#define KEYS_MAX 128
+
 typedef struct db__shared {
     struct db__shared *next;
-    /* the first caller's, compared while the statement is open (that
-     * caller is inside db_query_row_shared until then, so they live) */
+    /* what it reads: one statement with its arguments (shared), or a key
+     * set (keyed: sql and many, one key each) */
     const char *sql;
-    const db_arg *args;
+    const char *many;     /* keyed: the statement of several keys; else NULL */
+    const db_arg *args;   /* shared: the first caller's, compared while the
+                             read is open (that caller is inside
+                             db_query_row_shared until then) */
     int nargs;
-    int refs;            /* the first caller and its joiners */
+    int key_col;
+    int nkeys;
+    int64_t *keys;        /* keyed: the set, KEYS_MAX of room */
+    int refs;             /* the first caller and its joiners */
     bool done;
-    int result;          /* db_query_row's: 0, DB_NO_ROWS or < 0 */
+    int result;           /* the statement's: 0, DB_NO_ROWS or < 0 */
     bz_error err;
-    db_rows *rows;       /* a copy of the row for the joiners (result 0) */
+    /* the answer the callers copy their row from: shared, a copy of the
+     * row; keyed, every row, with the key of each in row_keys */
+    db_rows *rows;
+    int64_t *row_keys;
     rt_waitq waiters;
 } db__shared;
 
@@ -53,9 +72,17 @@ static bool same_arg(const db_arg *a, const db_arg *b)
     }
 }
 
-static bool same_read(const db__shared *s, const char *sql, const db_arg *args, int nargs)
+static bool same_text(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
+
+/* Whether a caller may join s: the same shared read, or a keyed read of
+ * the same statements with room for its key. */
+static bool joins(const db__shared *s, const char *sql, const char *many, const db_arg *args, int nargs)
 {
-    if (s->nargs != nargs || (s->sql != sql && strcmp(s->sql, sql)))
+    if (!same_text(s->sql, sql) || !same_text(s->many, many))
+        return false;
+    if (many)
+        return s->nkeys < KEYS_MAX;
+    if (s->nargs != nargs)
         return false;
     for (int i = 0; i < nargs; i++)
         if (!same_arg(&s->args[i], &args[i]))
@@ -63,20 +90,63 @@ static bool same_read(const db__shared *s, const char *sql, const db_arg *args, 
     return true;
 }
 
-/* Drops one reference (d->sh_lk held); the last frees the statement. */
+static void add_key(db__shared *s, int64_t key)
+{
+    for (int i = 0; i < s->nkeys; i++)
+        if (s->keys[i] == key)
+            return;
+    s->keys[s->nkeys++] = key;
+}
+
+static void free_shared(db__shared *s)
+{
+    db_rows_close(s->rows);
+    free(s->row_keys);
+    free(s->keys);
+    free(s);
+}
+
+/* Drops one reference (d->sh_lk held); the last frees the read. */
 static void unref(db__shared *s)
 {
-    if (--s->refs)
-        return;
-    db_rows_close(s->rows);
-    free(s);
+    if (--s->refs == 0)
+        free_shared(s);
+}
+
+/* The caller's own copy of its row of s's answer (d->sh_lk held or s
+ * done and referenced): 0, or DB_NO_ROWS when the statement found none. */
+static int answer(const db__shared *s, int64_t key, db_rows **rows)
+{
+    if (!s->many) {
+        *rows = db__rows_copy_row(s->rows, 0);
+        return 0;
+    }
+    for (int i = 0; i < db_rows_count(s->rows); i++)
+        if (s->row_keys[i] == key) {
+            *rows = db__rows_copy_row(s->rows, i);
+            return 0;
+        }
+    return DB_NO_ROWS;
+}
+
+/* The read as the caller would run it alone. */
+static int run_alone(db *d, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, int64_t key,
+                     bool keyed, db_rows **rows, bz_error *err)
+{
+    if (keyed)
+        return db_query_row(DB(d), ctx, sql, (db_arg[]){DB_INT(key)}, 1, rows, err);
+    return db_query_row(DB(d), ctx, sql, args, nargs, rows, err);
 }
 
 /* A joiner: waits for s's answer (d->sh_lk held on entry, released on
  * return). */
-static int join(db *d, db__shared *s, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs,
-                db_rows **rows, bz_error *err)
+static int join(db *d, db__shared *s, rt_ctx *ctx, const db_arg *args, int nargs, int64_t key, db_rows **rows,
+                bz_error *err)
 {
+    bool keyed = s->many != NULL;
+    const char *sql = s->sql;
+    if (keyed)
+        add_key(s, key);
     s->refs++;
     int w = 0;
     while (!s->done && w == 0) {
@@ -94,36 +164,83 @@ static int join(db *d, db__shared *s, rt_ctx *ctx, const char *sql, const db_arg
     /* the sender's deadline or cancellation is not ours: run it ourselves */
     bool again = r < 0 && (s->err.kind == BZ_ERR_TIMEOUT || s->err.kind == BZ_ERR_CANCELLED) && !rt_ctx_err(ctx);
     if (r == 0)
-        *rows = db__rows_copy_row(s->rows);
-    else if (r < 0 && !again && err)
+        r = answer(s, key, rows);
+    else if (r < 0 && !again)
         *err = s->err;
     unref(s);
     pthread_mutex_unlock(&d->sh_lk);
     if (again)
-        return db_query_row(DB(d), ctx, sql, args, nargs, rows, err);
+        return run_alone(d, ctx, sql, args, nargs, key, keyed, rows, err);
     atomic_fetch_add_explicit(&d->shared_reads, 1, memory_order_relaxed);
     return r;
 }
 
-int db_query_row_shared(db *d, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
-                        bz_error *err)
+/* Runs s's statement for the first caller: its status (0; DB_NO_ROWS
+ * when the one-key statement found nothing; < 0), with the caller's own
+ * row in *rows (*mine: 0 or DB_NO_ROWS) and, when others wait
+ * (!alone), the answer they copy from in s. */
+static int send_keyed(db *d, db__shared *s, rt_ctx *ctx, int64_t key, bool alone, db_rows **rows, int *mine,
+                      bz_error *err)
 {
-    if (d->dialect != DB_POSTGRES || !rt_self())
-        return db_query_row(DB(d), ctx, sql, args, nargs, rows, err);
-    if (rows)
-        *rows = NULL;
-    bz_error local;
-    if (!err)
-        err = &local;
+    if (s->nkeys == 1) { /* one key, however many callers: the one-key statement */
+        int r = db_query_row(DB(d), ctx, s->sql, (db_arg[]){DB_INT(key)}, 1, rows, err);
+        *mine = r;
+        if (r == 0 && !alone) {
+            s->rows = db__rows_copy_row(*rows, 0);
+            s->row_keys = malloc(sizeof *s->row_keys);
+            if (!s->row_keys)
+                abort();
+            s->row_keys[0] = key;
+        }
+        return r;
+    }
+    /* the keys as a PostgreSQL array literal: {1,2,3} */
+    char *lit = malloc((size_t)s->nkeys * 21 + 3), *p = lit;
+    if (!lit)
+        abort();
+    *p++ = '{';
+    for (int i = 0; i < s->nkeys; i++) {
+        if (i)
+            *p++ = ',';
+        p += bz_fmt_i64(p, s->keys[i]);
+    }
+    *p++ = '}';
+    db_rows *all = NULL;
+    int r = db_query(DB(d), ctx, s->many, (db_arg[]){DB_TEXTN(lit, (size_t)(p - lit))}, 1, &all, err);
+    free(lit);
+    if (r != 0)
+        return r;
+    int n = db_rows_count(all);
+    s->row_keys = malloc(((size_t)n + 1) * sizeof *s->row_keys);
+    if (!s->row_keys)
+        abort();
+    for (int i = 0; db_rows_next(all); i++)
+        s->row_keys[i] = db_col_int(all, s->key_col);
+    s->rows = all;
+    *mine = answer(s, key, rows);
+    return 0;
+}
+
+static int shared_read(db *d, rt_ctx *ctx, const char *sql, const char *many, int key_col, const db_arg *args,
+                       int nargs, int64_t key, db_rows **rows, bz_error *err)
+{
+    *rows = NULL;
     bz_err_clear(err);
     pthread_mutex_lock(&d->sh_lk);
     for (db__shared *s = d->sh_open; s; s = s->next)
-        if (same_read(s, sql, args, nargs))
-            return join(d, s, ctx, sql, args, nargs, rows, err);
+        if (joins(s, sql, many, args, nargs))
+            return join(d, s, ctx, args, nargs, key, rows, err);
     db__shared *s = calloc(1, sizeof *s);
     if (!s)
         abort();
-    *s = (db__shared){.next = d->sh_open, .sql = sql, .args = args, .nargs = nargs, .refs = 1};
+    *s = (db__shared){.next = d->sh_open, .sql = sql, .many = many, .args = args, .nargs = nargs,
+                      .key_col = key_col, .refs = 1};
+    if (many) {
+        s->keys = malloc(KEYS_MAX * sizeof *s->keys);
+        if (!s->keys)
+            abort();
+        s->keys[s->nkeys++] = key;
+    }
     d->sh_open = s;
     pthread_mutex_unlock(&d->sh_lk);
 
@@ -138,21 +255,46 @@ int db_query_row_shared(db *d, rt_ctx *ctx, const char *sql, const db_arg *args,
     bool alone = s->refs == 1;
     pthread_mutex_unlock(&d->sh_lk);
 
-    int r = db_query_row(DB(d), ctx, sql, args, nargs, rows, err);
+    int st, r = 0; /* the statement's status, the caller's result */
+    if (many) {
+        st = send_keyed(d, s, ctx, key, alone, rows, &r, err);
+        if (st < 0)
+            r = st;
+    } else {
+        st = r = db_query_row(DB(d), ctx, sql, args, nargs, rows, err);
+        if (r == 0 && !alone)
+            s->rows = db__rows_copy_row(*rows, 0);
+    }
     if (alone) { /* nobody can join now: nothing to hand over */
-        free(s);
+        free_shared(s);
         return r;
     }
-    db_rows *copy = r == 0 ? db__rows_copy_row(*rows) : NULL;
     pthread_mutex_lock(&d->sh_lk);
     s->done = true;
-    s->result = r;
+    s->result = st;
     s->err = *err;
-    s->rows = copy;
     rt_waitq_wake_all(&s->waiters, 0);
     unref(s);
     pthread_mutex_unlock(&d->sh_lk);
     return r;
+}
+
+int db_query_row_shared(db *d, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
+                        bz_error *err)
+{
+    if (d->dialect != DB_POSTGRES || !rt_self())
+        return db_query_row(DB(d), ctx, sql, args, nargs, rows, err);
+    bz_error local;
+    return shared_read(d, ctx, sql, NULL, 0, args, nargs, 0, rows, err ? err : &local);
+}
+
+int db_query_row_keyed(db *d, rt_ctx *ctx, const char *one, const char *many, int key_col, int64_t key,
+                       db_rows **rows, bz_error *err)
+{
+    if (d->dialect != DB_POSTGRES || !rt_self() || !many)
+        return db_query_row(DB(d), ctx, one, (db_arg[]){DB_INT(key)}, 1, rows, err);
+    bz_error local;
+    return shared_read(d, ctx, one, many, key_col, NULL, 0, key, rows, err ? err : &local);
 }
 
 int64_t db_shared_reads(db *d) { return atomic_load_explicit(&d->shared_reads, memory_order_relaxed); }

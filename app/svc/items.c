@@ -34,7 +34,8 @@ static int item_load(void *p, rt_ctx *ctx, bz_buf *out, bz_error *err)
     load_args *x = p;
     db_rows *rows = NULL;
     db_arg args[] = {DB_INT(x->id)};
-    int rc = sql_row(x->a, DB(x->s->db), ctx, &SQL_ITEM_LIVE, args, 1, &rows, err);
+    /* the misses of one turn share a statement (PostgreSQL) */
+    int rc = sql_row_shared(x->a, x->s->db, ctx, &SQL_ITEM_LIVE, args, 1, &rows, err);
     if (rc == DB_NO_ROWS)
         return CACHE_MISS;
     if (rc < 0)

@@ -7,10 +7,10 @@
  *   GET /v1/users?email=                    SQL_USER_BY_EMAIL
  *   ListUsers (gRPC stream)                 SQL_USERS_AFTER
  *   leaderboard names                       SQL_USER_PUBLIC_BY_ID
- * A routed one-row read is a shared read (db_query_row_shared): on
- * PostgreSQL, identical reads of one turn run as one statement, on the
- * replica or on the primary alike (a caller sent to the primary joins
- * only the primary's).
+ * A routed one-row read is a shared read (sql_row_shared): on
+ * PostgreSQL the reads of one turn share a statement (a user by id: one
+ * for every id wanted), on the replica or on the primary alike (a caller
+ * sent to the primary joins only the primary's).
  * Never routed: every write and everything in a transaction; reads whose
  * result goes into the shared cache — the item GET's loader
  * (SQL_ITEM_LIVE), order pages, the leaderboard rebuild (SQL_SPENDERS) —

@@ -30,13 +30,20 @@
 
 const svc_sql SQL_USER_INSERT = {"sign-up",
     "INSERT INTO users (email, name, password_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING " USER_COLS};
+/* The two reads below for every user the reads of one turn want, in one
+ * statement (PostgreSQL: svc_read_row, db_query_row_keyed). */
+const svc_sql SQL_USERS_BY_IDS = {"users by ids (the user-by-id reads of one turn, PostgreSQL)", NULL,
+    "SELECT " USER_COLS " FROM users WHERE id = ANY($1::bigint[])", true, 1, {T("{1,2}")}};
+const svc_sql SQL_USERS_PUBLIC_BY_IDS = {"users by ids, email hidden (the reads of one turn, PostgreSQL)", NULL,
+    "SELECT id, NULL AS email, name, created_at FROM users WHERE id = ANY($1::bigint[])", true, 1, {T("{1,2}")}};
 const svc_sql SQL_USER_BY_ID = {"user by id (GET /v1/users/{id}, /v1/me, GetUser: the caller's own)",
-    "SELECT " USER_COLS " FROM users WHERE id = $1", NULL, true, 1, {I(1)}};
+    "SELECT " USER_COLS " FROM users WHERE id = $1", NULL, true, 1, {I(1)}, .many = &SQL_USERS_BY_IDS};
 /* The same row for a caller who may not see the email (anyone's GetUser,
  * the leaderboard's names): the column stays in its place, NULL, so the
  * one row decoder serves both, and the text is never copied out. */
 const svc_sql SQL_USER_PUBLIC_BY_ID = {"user by id, email hidden (GET /v1/users/{id}, GetUser, leaderboard names)",
-    "SELECT id, NULL AS email, name, created_at FROM users WHERE id = $1", NULL, true, 1, {I(1)}};
+    "SELECT id, NULL AS email, name, created_at FROM users WHERE id = $1", NULL, true, 1, {I(1)},
+    .many = &SQL_USERS_PUBLIC_BY_IDS};
 const svc_sql SQL_USER_BY_EMAIL = {"user by email (GET /v1/users?email=)",
     "SELECT " USER_COLS " FROM users WHERE email = $1", NULL, true, 1, {T("user1@example.com")}};
 const svc_sql SQL_USER_LOGIN = {"login", "SELECT id, password_hash FROM users WHERE email = $1", NULL, true, 1, {T("user1@example.com")}};
@@ -148,8 +155,13 @@ const svc_sql SQL_TRANSFERS_OF_ACCOUNT = {"transfers of an account (both directi
 
 /* ---- items ---- */
 
+/* Every item the cache misses of one turn want, in one statement
+ * (PostgreSQL: item_load, db_query_row_keyed). */
+const svc_sql SQL_ITEMS_LIVE_BY_IDS = {"items by ids (the cache misses of one turn, PostgreSQL)", NULL,
+    "SELECT " ITEM_COLS " FROM items WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL", true, 1, {T("{1,2}")}};
 const svc_sql SQL_ITEM_LIVE = {"item by id (cache miss)",
-    "SELECT " ITEM_COLS " FROM items WHERE id = $1 AND deleted_at IS NULL", NULL, true, 1, {I(1)}};
+    "SELECT " ITEM_COLS " FROM items WHERE id = $1 AND deleted_at IS NULL", NULL, true, 1, {I(1)},
+    .many = &SQL_ITEMS_LIVE_BY_IDS};
 const svc_sql SQL_ITEMS_PAGE = {"items page (keyset)",
     "SELECT " ITEM_COLS " FROM items WHERE id > $1 AND deleted_at IS NULL ORDER BY id LIMIT $2", NULL, true, 2, {I(0), I(21)}};
 const svc_sql SQL_ITEMS_OF_SELLER = {"items of a seller (keyset)",
@@ -371,11 +383,11 @@ const svc_sql SQL_WAL_REPLAY = {"WAL replayed (replica)",
     "SELECT (COALESCE(pg_last_wal_replay_lsn(), pg_current_wal_lsn()) - '0/0'::pg_lsn)::bigint"};
 
 const svc_sql *const svc_sql_all[] = {
-    &SQL_USER_INSERT, &SQL_USER_BY_ID, &SQL_USER_PUBLIC_BY_ID, &SQL_USER_BY_EMAIL, &SQL_USER_LOGIN, &SQL_USER_SET_NAME,
+    &SQL_USER_INSERT, &SQL_USER_BY_ID, &SQL_USER_PUBLIC_BY_ID, &SQL_USERS_BY_IDS, &SQL_USERS_PUBLIC_BY_IDS, &SQL_USER_BY_EMAIL, &SQL_USER_LOGIN, &SQL_USER_SET_NAME,
     &SQL_USER_SET_PASSWORD, &SQL_USERS_AFTER, &SQL_ACCOUNT_INSERT, &SQL_ACCOUNT_BY_ID, &SQL_ACCOUNTS_OF_USER,
     &SQL_ACCOUNT_DEPOSIT, &SQL_TRANSFER_DEBIT_FIRST, &SQL_TRANSFER_CREDIT_FIRST, &SQL_TRANSFER_CREDIT,
     &SQL_TRANSFER_DEBIT, &SQL_TRANSFER_MOVE, &SQL_TRANSFER_LOCK, &SQL_TRANSFER_PAIR, &SQL_TRANSFER_INSERT, &SQL_TRANSFER_FOR_USER,
-    &SQL_TRANSFERS_OF_ACCOUNT, &SQL_ITEM_LIVE, &SQL_ITEMS_PAGE, &SQL_ITEMS_OF_SELLER,
+    &SQL_TRANSFERS_OF_ACCOUNT, &SQL_ITEM_LIVE, &SQL_ITEMS_LIVE_BY_IDS, &SQL_ITEMS_PAGE, &SQL_ITEMS_OF_SELLER,
     &SQL_ITEMS_OFFSET, &SQL_ITEMS_OF_SELLER_OFFSET, &SQL_ITEM_INSERT, &SQL_ITEM_IMPORT, &SQL_ITEM_UPDATE,
     &SQL_ITEM_DELETE, &SQL_ITEM_FOR_ORDER, &SQL_ITEM_RESERVE, &SQL_ORDER_INSERT, &SQL_LINE_INSERT,
     &SQL_ORDER_BY_ID, &SQL_ORDERS_PAGE, &SQL_ORDERS_PAGE_STATUS, &SQL_ORDER_HEAD, &SQL_ACCOUNT_DEBIT,

@@ -21,6 +21,10 @@ typedef struct svc_sql {
     bool explain;           /* a hot read or guarded write that must use an index */
     int nsample;
     db_arg sample[10];      /* arguments explain runs it with */
+    /* A one-row read by an integer key ($1): the same read of several
+     * keys (a bigint[] $1, the key in column 0), PostgreSQL only, which
+     * the reads of one turn share (svc_read_row, db_query_row_keyed). */
+    const struct svc_sql *many;
 } svc_sql;
 
 /* The text for the dialect behind q. */
@@ -55,16 +59,20 @@ static inline int sql_row(bz_arena *ar, db_q q, rt_ctx *ctx, const svc_sql *s, c
     return svc__sql_owned(ar, db_query_row(q, ctx, svc_sql_text(q, s), a, n, r, e), r);
 }
 
-/* sql_row as a shared read (db_query_row_shared): identical reads of one
- * turn run as one statement on PostgreSQL.  For rows any caller may see. */
+/* sql_row as a shared read: on PostgreSQL the reads of one turn share a
+ * statement — a keyed one (s->many, one integer argument) the reads of
+ * every key, any other the identical reads (db_query_row_keyed,
+ * db_query_row_shared).  For rows any caller may see. */
 static inline int sql_row_shared(bz_arena *ar, db *d, rt_ctx *ctx, const svc_sql *s, const db_arg *a, int n,
                                  db_rows **r, bz_error *e)
 {
+    if (s->many && n == 1 && a[0].type == DB_T_INT)
+        return svc__sql_owned(ar, db_query_row_keyed(d, ctx, svc_sql_text(DB(d), s), s->many->pg, 0, a[0].v.i, r, e), r);
     return svc__sql_owned(ar, db_query_row_shared(d, ctx, svc_sql_text(DB(d), s), a, n, r, e), r);
 }
 
 /* users */
-extern const svc_sql SQL_USER_INSERT, SQL_USER_BY_ID, SQL_USER_PUBLIC_BY_ID, SQL_USER_BY_EMAIL, SQL_USER_LOGIN, SQL_USER_SET_NAME,
+extern const svc_sql SQL_USER_INSERT, SQL_USER_BY_ID, SQL_USER_PUBLIC_BY_ID, SQL_USERS_BY_IDS, SQL_USERS_PUBLIC_BY_IDS, SQL_USER_BY_EMAIL, SQL_USER_LOGIN, SQL_USER_SET_NAME,
     SQL_USER_SET_PASSWORD, SQL_USERS_AFTER;
 /* accounts and transfers */
 extern const svc_sql SQL_ACCOUNT_INSERT, SQL_ACCOUNT_BY_ID, SQL_ACCOUNTS_OF_USER, SQL_ACCOUNT_DEPOSIT,
@@ -72,7 +80,7 @@ extern const svc_sql SQL_ACCOUNT_INSERT, SQL_ACCOUNT_BY_ID, SQL_ACCOUNTS_OF_USER
     SQL_TRANSFER_PAIR,
     SQL_TRANSFER_INSERT, SQL_TRANSFER_FOR_USER, SQL_TRANSFERS_OF_ACCOUNT;
 /* items */
-extern const svc_sql SQL_ITEM_LIVE, SQL_ITEMS_PAGE, SQL_ITEMS_OF_SELLER, SQL_ITEMS_OFFSET,
+extern const svc_sql SQL_ITEM_LIVE, SQL_ITEMS_LIVE_BY_IDS, SQL_ITEMS_PAGE, SQL_ITEMS_OF_SELLER, SQL_ITEMS_OFFSET,
     SQL_ITEMS_OF_SELLER_OFFSET, SQL_ITEM_INSERT, SQL_ITEM_IMPORT, SQL_ITEM_UPDATE, SQL_ITEM_DELETE;
 /* orders, payment, fulfilment, leaderboard */
 extern const svc_sql SQL_ITEM_FOR_ORDER, SQL_ITEM_RESERVE, SQL_ORDER_INSERT, SQL_LINE_INSERT, SQL_ORDER_BY_ID,

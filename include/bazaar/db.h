@@ -192,8 +192,21 @@ int db_query_row(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int n
  * call is db_query_row there. */
 int db_query_row_shared(db *d, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
                         bz_error *err);
-/* Calls of db_query_row_shared answered by another caller's statement
- * (since db_open). */
+/* db_query_row_keyed is the same for a read of one row by an integer key
+ * (a primary key), given in two forms: `one` takes the key as $1; `many`
+ * takes a PostgreSQL bigint[] array of keys as $1 (`... WHERE id =
+ * ANY($1::bigint[])`) and returns each row found with its key in column
+ * key_col.  On PostgreSQL, reads of the same pair of statements that
+ * arrive while one waits to be sent go as one statement: `one` when they
+ * all want the same key, else `many` with every key they want (at most
+ * 128: a full set goes as it is and the next caller starts another).
+ * Each caller gets its own copy of its key's row, or DB_NO_ROWS.  Never
+ * stale, errors and deadlines as above.  SQLite, or many NULL: `one`
+ * with the key, as db_query_row. */
+int db_query_row_keyed(db *d, rt_ctx *ctx, const char *one, const char *many, int key_col, int64_t key,
+                       db_rows **rows, bz_error *err);
+/* Calls of db_query_row_shared and _keyed answered by a statement another
+ * caller sent (since db_open). */
 int64_t db_shared_reads(db *d);
 
 /* ---- rows ------------------------------------------------------------------------------- */

@@ -1499,6 +1499,7 @@ static void statement_stats_by_name(void **state) { run(stats_body); }
 typedef struct {
     db *d;
     const char *sql;
+    const char *many;   /* set: a keyed read (db_query_row_keyed) */
     int64_t id;
     int64_t timeout_ns; /* 0: no deadline */
     int delay_ms;       /* sleeps first */
@@ -1526,7 +1527,8 @@ static void shared_reader(void *p)
         rt_ctx_init(&c, NULL);
     int64_t t0 = bz_now_ns();
     db_rows *rows = NULL;
-    a->result = db_query_row_shared(a->d, &c, a->sql, (db_arg[]){DB_INT(a->id)}, 1, &rows, &a->e);
+    a->result = a->many ? db_query_row_keyed(a->d, &c, a->sql, a->many, 0, a->id, &rows, &a->e)
+                        : db_query_row_shared(a->d, &c, a->sql, (db_arg[]){DB_INT(a->id)}, 1, &rows, &a->e);
     a->took_ns = bz_now_ns() - t0;
     if (a->result == 0) {
         a->i = db_col_int(rows, 1);
@@ -1616,8 +1618,113 @@ static void shared_once_body(void)
 
 static void shared_reads_of_one_turn_run_once(void **state) { run(shared_once_body); }
 
+#define KEYED_MANY "SELECT id, i, s, ok, f, at, n FROM t_vals WHERE id = ANY($1::bigint[])"
+
+/* Keyed reads of one turn: one statement for every key wanted, each
+ * reader its own key's row. */
+static void keyed_body(void)
+{
+    db *d = open_db(1, 1, 0, 0);
+    reset_tables(d);
+    bz_error e;
+    for (int k = 1; k <= 200; k++) {
+        char t[32];
+        snprintf(t, sizeof t, "%s-%d", k % 2 ? "odd" : "even", k); /* s is unique */
+        OK(db_exec(DB(d), NULL, "INSERT INTO t_vals (id, i, s, ok, f, at) VALUES ($1, $2, $3, $4, 0.5, $5)",
+                   (db_arg[]){DB_INT(k), DB_INT(1000 + k), DB_TEXT(t), DB_BOOL(k % 2), DB_TIME(T_AT + k)}, 5, NULL, &e));
+    }
+    /* 10 keys read 3 times each, and a missing one */
+    shared_arg a[31];
+    for (int k = 0; k < 31; k++)
+        a[k] = (shared_arg){.d = d, .sql = SHARED_SQL, .many = KEYED_MANY, .id = k < 30 ? 1 + k % 10 : 999, .result = -1};
+    int64_t mark = trips(d), shared0 = db_shared_reads(d);
+    run_readers(a, 31);
+    for (int k = 0; k < 31; k++) {
+        if (a[k].id == 999) {
+            assert_int_equal(a[k].result, DB_NO_ROWS);
+            continue;
+        }
+        if (a[k].result != 0)
+            fail_msg("reader %d: %d %s", k, a[k].result, a[k].e.msg);
+        assert_int_equal(a[k].i, 1000 + a[k].id);
+        char t[32];
+        snprintf(t, sizeof t, "%s-%d", a[k].id % 2 ? "odd" : "even", (int)a[k].id);
+        assert_string_equal(a[k].s, t);
+        assert_true(a[k].ok == (a[k].id % 2 == 1));
+        assert_true(a[k].f == 0.5);
+        assert_int_equal(a[k].at, T_AT + a[k].id);
+        assert_true(a[k].n_null);
+    }
+    trips_are(d, &mark, 1, "31 keyed reads of 11 keys in one turn");
+    assert_int_equal(db_shared_reads(d) - shared0, is_pg() ? 30 : 0);
+    /* one key, many readers: the one-key statement, shared; a missing key
+     * read by several is DB_NO_ROWS for each */
+    for (int k = 0; k < 8; k++)
+        a[k] = (shared_arg){.d = d, .sql = SHARED_SQL, .many = KEYED_MANY, .id = k < 5 ? 7 : 777, .result = -1};
+    run_readers(a, 5);
+    run_readers(a + 5, 3);
+    for (int k = 0; k < 8; k++) {
+        assert_int_equal(a[k].result, k < 5 ? 0 : DB_NO_ROWS);
+        if (k < 5)
+            assert_int_equal(a[k].i, 1007);
+    }
+    trips_are(d, &mark, 2, "keyed reads of one key, twice");
+    /* 200 keys: a set holds 128, so two statements */
+    shared_arg *b = calloc(200, sizeof *b);
+    for (int k = 0; k < 200; k++)
+        b[k] = (shared_arg){.d = d, .sql = SHARED_SQL, .many = KEYED_MANY, .id = k + 1, .result = -1};
+    run_readers(b, 200);
+    for (int k = 0; k < 200; k++) {
+        if (b[k].result != 0)
+            fail_msg("reader %d of 200: %d %s", k, b[k].result, b[k].e.msg);
+        assert_int_equal(b[k].i, 1000 + k + 1);
+    }
+    free(b);
+    trips_are(d, &mark, is_pg() ? 2 : 0, "200 keyed reads of 200 keys in one turn");
+    db_close(d);
+}
+
+static void keyed_reads_of_one_turn_run_as_one_statement(void **state) { run(keyed_body); }
+
 /* A read that arrives while an identical one is on its way does not join
- * it: a write committed before the read began must be in its answer. */
+ * it: a write committed before the read began must be in its answer.
+ * Shared reads, or keyed ones (each pair of readers with a second key). */
+static void fresh_round(db *d, bool keyed)
+{
+    bz_error e;
+    OK(db_exec(DB(d), NULL, "UPDATE t_vals SET i = 1 WHERE id = 1", NULL, 0, NULL, &e));
+    /* the statements read the rows, then sleep 400 ms before answering */
+    const char *slow = "SELECT id, i, s, ok, f, at, n FROM t_vals, pg_sleep(0.4) WHERE id = $1";
+    const char *many = keyed ? "SELECT id, i, s, ok, f, at, n FROM t_vals, pg_sleep(0.4) WHERE id = ANY($1::bigint[])" : NULL;
+    shared_arg a[4] = {{.d = d, .sql = slow, .many = many, .id = 1, .result = -1},
+                       {.d = d, .sql = slow, .many = many, .id = 1, .delay_ms = 200, .result = -1},
+                       {.d = d, .sql = slow, .many = many, .id = 2, .result = -1},
+                       {.d = d, .sql = slow, .many = many, .id = 2, .delay_ms = 200, .result = -1}};
+    int n = keyed ? 4 : 2;
+    rt_wg wg;
+    rt_wg_init(&wg);
+    rt_wg_add(&wg, n);
+    int64_t shared0 = db_shared_reads(d);
+    for (int k = 0; k < n; k++) {
+        a[k].wg = &wg;
+        rt_go(shared_reader, &a[k]);
+    }
+    /* while the first statement is on its way: the write, committed
+     * before the late readers begin (at 200 ms) */
+    rt_sleep(NULL, 100 * BZ_NS_PER_MS);
+    OK(db_exec(DB(d), NULL, "UPDATE t_vals SET i = 2 WHERE id = 1", NULL, 0, NULL, &e));
+    rt_wg_wait(&wg, NULL);
+    rt_wg_destroy(&wg);
+    for (int k = 0; k < n; k++)
+        if (a[k].result != 0)
+            fail_msg("reader %d: %d %s", k, a[k].result, a[k].e.msg);
+    assert_int_equal(a[0].i, 1); /* read before the write */
+    assert_int_equal(a[1].i, 2); /* joining the first would have answered 1 */
+    /* keyed: the two early readers shared a statement, as did the two
+     * late ones */
+    assert_int_equal(db_shared_reads(d) - shared0, keyed ? 2 : 0);
+}
+
 static void shared_fresh_body(void)
 {
     if (!is_pg())
@@ -1625,29 +1732,9 @@ static void shared_fresh_body(void)
     db *d = open_db(4, 4, 0, 0);
     reset_tables(d);
     bz_error e;
-    OK(db_exec(DB(d), NULL, "INSERT INTO t_vals (id, i) VALUES (1, 1)", NULL, 0, NULL, &e));
-    /* the statement reads the row, then sleeps 400 ms before answering */
-    const char *slow = "SELECT id, i, s, ok, f, at, n FROM t_vals, pg_sleep(0.4) WHERE id = $1";
-    shared_arg a[2] = {{.d = d, .sql = slow, .id = 1, .result = -1},
-                       {.d = d, .sql = slow, .id = 1, .delay_ms = 200, .result = -1}};
-    rt_wg wg;
-    rt_wg_init(&wg);
-    rt_wg_add(&wg, 2);
-    a[0].wg = a[1].wg = &wg;
-    int64_t shared0 = db_shared_reads(d);
-    rt_go(shared_reader, &a[0]);
-    rt_go(shared_reader, &a[1]);
-    /* while the first is on its way: the write, committed before the
-     * second read begins (at 200 ms) */
-    rt_sleep(NULL, 100 * BZ_NS_PER_MS);
-    OK(db_exec(DB(d), NULL, "UPDATE t_vals SET i = 2 WHERE id = 1", NULL, 0, NULL, &e));
-    rt_wg_wait(&wg, NULL);
-    rt_wg_destroy(&wg);
-    assert_int_equal(a[0].result, 0);
-    assert_int_equal(a[1].result, 0);
-    assert_int_equal(a[0].i, 1); /* read before the write */
-    assert_int_equal(a[1].i, 2); /* joining the first would have answered 1 */
-    assert_int_equal(db_shared_reads(d), shared0);
+    OK(db_exec(DB(d), NULL, "INSERT INTO t_vals (id, i) VALUES (1, 1), (2, 20)", NULL, 0, NULL, &e));
+    fresh_round(d, false);
+    fresh_round(d, true);
     db_close(d);
 }
 
@@ -1713,6 +1800,7 @@ int main(void)
         cmocka_unit_test(postgres_waits_park_without_polling),
         cmocka_unit_test(postgres_wait_sees_the_server_close),
         cmocka_unit_test(shared_reads_of_one_turn_run_once),
+        cmocka_unit_test(keyed_reads_of_one_turn_run_as_one_statement),
         cmocka_unit_test(shared_read_never_joins_one_already_sent),
         cmocka_unit_test(shared_read_survives_its_senders_deadline),
     };

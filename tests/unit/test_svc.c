@@ -3065,6 +3065,93 @@ CASE(rename_ends_no_session)
     CHECK_INT(session_set_size(uid), 2);
 }
 
+/* Reads of users in one turn (GET /v1/users/{id}, GetUser, /v1/me):
+ * each caller gets its own user, with the email only for itself, and on
+ * PostgreSQL the turn's reads of each form share one statement (the
+ * keyed read, db_query_row_keyed); a rename is in every read that began
+ * after it. */
+typedef struct {
+    int64_t id;
+    bool self;            /* read by that user (with the email) */
+    const char *want;     /* the name expected */
+    int rc;
+    char name[64], email[64];
+    rt_wg *wg;
+} user_reader;
+
+static void user_reader_fn(void *p)
+{
+    user_reader *r = p;
+    bz_arena a;
+    bz_arena_init(&a, 0);
+    svc_principal pr = who(r->self ? r->id : 0);
+    svc_call c = SVC_CALL(&F.ctx, &a, &pr);
+    svc_user u;
+    svc_err e;
+    svc_err_clear(&e);
+    r->rc = svc_user_get(F.s, &c, r->id, &u, &e);
+    if (r->rc == 0) {
+        snprintf(r->name, sizeof r->name, "%s", u.name);
+        snprintf(r->email, sizeof r->email, "%s", u.email ? u.email : "(hidden)");
+    }
+    bz_arena_free(&a);
+    rt_wg_done(r->wg);
+}
+
+static void read_users(user_reader *r, int n)
+{
+    rt_wg wg;
+    rt_wg_init(&wg);
+    for (int i = 0; i < n; i++) {
+        r[i].wg = &wg;
+        rt_wg_add(&wg, 1);
+        rt_go(user_reader_fn, &r[i]);
+    }
+    CHECK_INT(rt_wg_wait(&wg, NULL), 0);
+    rt_wg_destroy(&wg);
+}
+
+CASE(user_reads_of_one_turn_share_a_statement)
+{
+    enum { USERS = 6, READERS = 24 };
+    int64_t ids[USERS];
+    for (int i = 0; i < USERS; i++)
+        ids[i] = signup(bz_arena_printf(&F.arena, "reader%d@example.com", i), bz_arena_printf(&F.arena, "Reader %d", i));
+    user_reader r[READERS];
+    for (int k = 0; k < READERS; k++)
+        r[k] = (user_reader){.id = ids[k % USERS], .self = k >= READERS / 2,
+                             .want = bz_arena_printf(&F.arena, "Reader %d", k % USERS)};
+    int64_t shared0 = db_shared_reads(F.d);
+    read_users(r, READERS);
+    for (int k = 0; k < READERS; k++) {
+        CHECK_INT(r[k].rc, 0);
+        CHECK_STR(r[k].name, r[k].want);
+        CHECK_STR(r[k].email, r[k].self ? bz_arena_printf(&F.arena, "reader%d@example.com", k % USERS) : "(hidden)");
+    }
+    /* two statements (the public form and the one with the email), the
+     * other 22 reads answered from them; SQLite runs each */
+    CHECK_INT(db_shared_reads(F.d) - shared0, db_get_dialect(F.d) == DB_POSTGRES ? READERS - 2 : 0);
+    /* a rename, then reads of every user: the renamed one's is new */
+    svc_err e;
+    svc_principal p0 = who(ids[0]);
+    svc_call c = call(&p0);
+    svc_user out;
+    svc_user_patch rn = {S("Renamed"), {NULL, 0, SVC_ABSENT}};
+    OK(svc_user_patch_op(F.s, &c, ids[0], &rn, &out, &e));
+    for (int k = 0; k < READERS; k++)
+        r[k].want = k % USERS ? r[k].want : "Renamed";
+    read_users(r, READERS);
+    for (int k = 0; k < READERS; k++)
+        CHECK_STR(r[k].name, r[k].want);
+    /* a missing user among them is not found, alone */
+    user_reader m[3] = {{.id = ids[1]}, {.id = 999999}, {.id = ids[2]}};
+    read_users(m, 3);
+    CHECK_INT(m[0].rc, 0);
+    CHECK_INT(m[1].rc, -1);
+    CHECK_INT(m[2].rc, 0);
+    CHECK_STR(m[2].name, "Reader 2");
+}
+
 /* logout ends the session and removes it from the user's set */
 CASE(logout_removes_the_session_from_the_users_set)
 {
@@ -3904,6 +3991,7 @@ CASE(superseded_order_pages_are_dropped)
 /* Every case, with where it runs: BOTH backends, or SQLITE's group only
  * (the comment at the case says why). */
 #define SVC_CASES(BOTH, SQLITE)                                                                              \
+    BOTH(user_reads_of_one_turn_share_a_statement)                                                           \
     BOTH(order_stream_delivers_events_and_stops_when_the_sink_says)                                          \
     BOTH(order_stream_of_another_user_is_refused_before_anything_is_sent)                                    \
     BOTH(order_stream_ends_at_the_callers_deadline)                                                          \
