@@ -150,6 +150,8 @@ struct db_rows {
     char *text;           /* inline_text until it outgrows it */
     size_t text_len, text_cap;
     PGresult *pg;
+    bool pg_copy;         /* cells copied from a PGresult (db__rows_copy_row):
+                             read back as from it (a "t" is 1 to db_col_int) */
     /* A one-row result of a few columns (the common case: a primary-key
      * lookup) lives entirely in this one allocation. */
     db_cell inline_cells[DB_ROWS_INLINE_CELLS];

@@ -857,6 +857,7 @@ db_rows *db__rows_new(db *d, int ncols)
     r->text_len = 0;
     r->text_cap = DB_ROWS_INLINE_TEXT;
     r->pg = NULL;
+    r->pg_copy = false;
     return r;
 }
 
@@ -901,26 +902,18 @@ db_cell *db__rows_add(db_rows *r)
     return c;
 }
 
-/* PostgreSQL's boolean type oid (pg_type.h): the one column type whose
- * text (t/f) the readers below do not take as db_col_int would */
-#define PG_BOOLOID 16
-
 db_rows *db__rows_copy_row(const db_rows *src, int row)
 {
     db_rows *r = db__rows_new(src->d, src->ncols);
     db_cell *c = db__rows_add(r);
     for (int col = 0; col < src->ncols; col++) {
         if (src->pg) {
+            /* every value as its text, as the result holds it: the
+             * readers parse it as they would there (r->pg_copy) */
             if (PQgetisnull(src->pg, row, col))
                 continue; /* db__rows_add zeroed it: DB_T_NULL */
-            const char *v = PQgetvalue(src->pg, row, col);
-            if (PQftype(src->pg, col) == PG_BOOLOID) { /* read back as from the result: 1 and "t" */
-                c[col].type = DB_T_BOOL;
-                c[col].i = v[0] == 't' && v[1] == 0;
-            } else { /* numbers too: db_col_int parses them as it does a result's text */
-                size_t n = (size_t)PQgetlength(src->pg, row, col);
-                c[col] = (db_cell){.type = DB_T_TEXT, .off = db__rows_text(r, v, n), .len = n};
-            }
+            size_t n = (size_t)PQgetlength(src->pg, row, col);
+            c[col] = (db_cell){.type = DB_T_TEXT, .off = db__rows_text(r, PQgetvalue(src->pg, row, col), n), .len = n};
         } else {
             const db_cell *s = &src->cells[(size_t)row * (size_t)src->ncols + (size_t)col];
             c[col] = *s;
@@ -928,6 +921,7 @@ db_rows *db__rows_copy_row(const db_rows *src, int row)
                 c[col].off = db__rows_text(r, src->text + s->off, s->len);
         }
     }
+    r->pg_copy = src->pg != NULL || src->pg_copy;
     r->cur = 0;
     if (r->d)
         atomic_fetch_add_explicit(&r->d->open_rows, 1, memory_order_relaxed);
@@ -974,11 +968,6 @@ const char *db_col_text(const db_rows *r, int col, size_t *len)
             *len = c->len;
         return r->text + c->off;
     }
-    if (c->type == DB_T_BOOL) { /* a copied PostgreSQL row's (db__rows_copy_row) */
-        if (len)
-            *len = 1;
-        return c->i ? "t" : "f";
-    }
     return "";
 }
 
@@ -993,12 +982,16 @@ int64_t db_col_int(const db_rows *r, int col)
         return strtoll(v, NULL, 10);
     }
     const db_cell *c = &r->cells[(size_t)r->cur * (size_t)r->ncols + (size_t)col];
-    if (c->type == DB_T_INT || c->type == DB_T_BOOL)
+    if (c->type == DB_T_INT)
         return c->i;
     if (c->type == DB_T_DOUBLE)
         return (int64_t)c->f;
-    if (c->type == DB_T_TEXT)
-        return strtoll(r->text + c->off, NULL, 10);
+    if (c->type == DB_T_TEXT) {
+        const char *v = r->text + c->off;
+        if (r->pg_copy && v[0] == 't' && v[1] == 0) /* a boolean, as from the result */
+            return 1;
+        return strtoll(v, NULL, 10);
+    }
     return 0;
 }
 
@@ -1011,7 +1004,7 @@ double db_col_double(const db_rows *r, int col)
     const db_cell *c = &r->cells[(size_t)r->cur * (size_t)r->ncols + (size_t)col];
     if (c->type == DB_T_DOUBLE)
         return c->f;
-    if (c->type == DB_T_INT || c->type == DB_T_BOOL)
+    if (c->type == DB_T_INT)
         return (double)c->i;
     if (c->type == DB_T_TEXT)
         return strtod(r->text + c->off, NULL);

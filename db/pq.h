@@ -23,7 +23,7 @@
     X(PQprepare) X(PQnfields) X(PQisBusy) X(PQgetisnull) X(PQgetResult) X(PQgetCancel) X(PQfreemem)               \
     X(PQfreeCancel) X(PQflush) X(PQconninfoParse) X(PQconninfoFree) X(PQconnectdb) X(PQconnectStart)             \
     X(PQconnectPoll) X(PQcmdTuples) X(PQcmdStatus) X(PQsendQueryParams)          \
-    X(PQenterPipelineMode) X(PQexitPipelineMode) X(PQpipelineSync) X(PQsslInUse) X(PQgetgssctx) X(PQftype)
+    X(PQenterPipelineMode) X(PQexitPipelineMode) X(PQpipelineSync) X(PQsslInUse) X(PQgetgssctx)
 
 #define DB_PQ_FIELD(name) __typeof__(name) *name;
 typedef struct db_pq_api {
@@ -77,7 +77,6 @@ int db__pq_load(bz_error *err);
 #define PQenterPipelineMode (db__pq.PQenterPipelineMode)
 #define PQexitPipelineMode (db__pq.PQexitPipelineMode)
 #define PQpipelineSync (db__pq.PQpipelineSync)
-#define PQftype (db__pq.PQftype)
 #endif
 
 #endif

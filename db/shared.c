@@ -6,10 +6,12 @@
  * later caller finds one there and waits on it instead of sending its
  * own: an identical shared read, or a keyed read of the same pair of
  * statements (its key added to the set the statement will ask for).  The
- * first caller yields once before it takes its read off the list and
- * sends it, so every caller its loop runs in the same turn (a read of
- * many streams off one HTTP/2 connection, a batch of keep-alive requests)
- * finds it open.
+ * first caller yields before it takes its read off the list and sends
+ * it, so the callers its loop runs in the same turn (a read of many
+ * streams off one HTTP/2 connection, a batch of keep-alive requests) find
+ * it open; and once more each time callers joined during the last yield
+ * (up to MAX_YIELDS), since a turn that runs long is cut and its rest
+ * queued behind the first caller (rt/loop.c, run_ready).
  *
  * Why only while open (not Go's singleflight, which joins a call in
  * progress): a statement already sent may have read its rows before the
@@ -30,6 +32,8 @@
 /* Keys one keyed statement asks for at most; a full set is sent as it
  * is and the next caller opens another. */
 #define KEYS_MAX 128
+/* Yields of a first caller while others keep joining. */
+#define MAX_YIELDS 4
 
 typedef struct db__shared {
     struct db__shared *next;
@@ -45,7 +49,11 @@ typedef struct db__shared {
     int nkeys;
     int64_t *keys;        /* keyed: the set, KEYS_MAX of room */
     int refs;             /* the first caller and its joiners */
+    int joins;            /* callers that joined it (ever) */
     bool done;
+    /* the statement ended because the first caller's context did (its
+     * deadline, its cancellation): each live joiner runs it itself */
+    bool sender_ended;
     int result;           /* the statement's: 0, DB_NO_ROWS or < 0 */
     bz_error err;
     /* the answer the callers copy their row from: shared, a copy of the
@@ -76,12 +84,21 @@ static bool same_text(const char *a, const char *b) { return a == b || (a && b &
 
 /* Whether a caller may join s: the same shared read, or a keyed read of
  * the same statements with room for its key. */
-static bool joins(const db__shared *s, const char *sql, const char *many, const db_arg *args, int nargs)
+static bool has_key(const db__shared *s, int64_t key)
+{
+    for (int i = 0; i < s->nkeys; i++)
+        if (s->keys[i] == key)
+            return true;
+    return false;
+}
+
+static bool joins(const db__shared *s, const char *sql, const char *many, int key_col, const db_arg *args,
+                  int nargs, int64_t key)
 {
     if (!same_text(s->sql, sql) || !same_text(s->many, many))
         return false;
     if (many)
-        return s->nkeys < KEYS_MAX;
+        return s->key_col == key_col && (s->nkeys < KEYS_MAX || has_key(s, key));
     if (s->nargs != nargs)
         return false;
     for (int i = 0; i < nargs; i++)
@@ -92,10 +109,8 @@ static bool joins(const db__shared *s, const char *sql, const char *many, const 
 
 static void add_key(db__shared *s, int64_t key)
 {
-    for (int i = 0; i < s->nkeys; i++)
-        if (s->keys[i] == key)
-            return;
-    s->keys[s->nkeys++] = key;
+    if (!has_key(s, key))
+        s->keys[s->nkeys++] = key;
 }
 
 static void free_shared(db__shared *s)
@@ -113,8 +128,9 @@ static void unref(db__shared *s)
         free_shared(s);
 }
 
-/* The caller's own copy of its row of s's answer (d->sh_lk held or s
- * done and referenced): 0, or DB_NO_ROWS when the statement found none. */
+/* The caller's own copy of its row of s's answer (s done: read-only,
+ * and referenced by the caller): 0, or DB_NO_ROWS when the statement
+ * found none. */
 static int answer(const db__shared *s, int64_t key, db_rows **rows)
 {
     if (!s->many) {
@@ -130,24 +146,23 @@ static int answer(const db__shared *s, int64_t key, db_rows **rows)
 }
 
 /* The read as the caller would run it alone. */
-static int run_alone(db *d, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, int64_t key,
-                     bool keyed, db_rows **rows, bz_error *err)
+static int run_alone(db *d, rt_ctx *ctx, const char *sql, const char *many, const db_arg *args, int nargs,
+                     int64_t key, db_rows **rows, bz_error *err)
 {
-    if (keyed)
+    if (many)
         return db_query_row(DB(d), ctx, sql, (db_arg[]){DB_INT(key)}, 1, rows, err);
     return db_query_row(DB(d), ctx, sql, args, nargs, rows, err);
 }
 
 /* A joiner: waits for s's answer (d->sh_lk held on entry, released on
- * return). */
-static int join(db *d, db__shared *s, rt_ctx *ctx, const db_arg *args, int nargs, int64_t key, db_rows **rows,
-                bz_error *err)
+ * return).  sql, many, args: the joiner's own, for a run of its own. */
+static int join(db *d, db__shared *s, rt_ctx *ctx, const char *sql, const char *many, const db_arg *args,
+                int nargs, int64_t key, db_rows **rows, bz_error *err)
 {
-    bool keyed = s->many != NULL;
-    const char *sql = s->sql;
-    if (keyed)
+    if (many)
         add_key(s, key);
     s->refs++;
+    s->joins++;
     int w = 0;
     while (!s->done && w == 0) {
         rt_park_reason("db shared read wait"); /* for the coroutine dump */
@@ -160,17 +175,19 @@ static int join(db *d, db__shared *s, rt_ctx *ctx, const db_arg *args, int nargs
                           "context ended waiting for a shared read"),
                w;
     }
+    pthread_mutex_unlock(&d->sh_lk);
+    /* done: nothing in s changes any more, and our reference keeps it */
     int r = s->result;
-    /* the sender's deadline or cancellation is not ours: run it ourselves */
-    bool again = r < 0 && (s->err.kind == BZ_ERR_TIMEOUT || s->err.kind == BZ_ERR_CANCELLED) && !rt_ctx_err(ctx);
+    bool again = s->sender_ended && !rt_ctx_err(ctx);
     if (r == 0)
         r = answer(s, key, rows);
     else if (r < 0 && !again)
         *err = s->err;
+    pthread_mutex_lock(&d->sh_lk);
     unref(s);
     pthread_mutex_unlock(&d->sh_lk);
-    if (again)
-        return run_alone(d, ctx, sql, args, nargs, key, keyed, rows, err);
+    if (again) /* the sender's deadline or cancellation is not ours */
+        return run_alone(d, ctx, sql, many, args, nargs, key, rows, err);
     atomic_fetch_add_explicit(&d->shared_reads, 1, memory_order_relaxed);
     return r;
 }
@@ -228,23 +245,38 @@ static int shared_read(db *d, rt_ctx *ctx, const char *sql, const char *many, in
     bz_err_clear(err);
     pthread_mutex_lock(&d->sh_lk);
     for (db__shared *s = d->sh_open; s; s = s->next)
-        if (joins(s, sql, many, args, nargs))
-            return join(d, s, ctx, args, nargs, key, rows, err);
+        if (joins(s, sql, many, key_col, args, nargs, key))
+            return join(d, s, ctx, sql, many, args, nargs, key, rows, err);
+    pthread_mutex_unlock(&d->sh_lk);
+    /* a caller whose context has ended would lead a statement that fails
+     * at once, and its joiners would each run their own after a turn */
+    if (rt_ctx_err(ctx))
+        return run_alone(d, ctx, sql, many, args, nargs, key, rows, err);
     db__shared *s = calloc(1, sizeof *s);
     if (!s)
         abort();
-    *s = (db__shared){.next = d->sh_open, .sql = sql, .many = many, .args = args, .nargs = nargs,
-                      .key_col = key_col, .refs = 1};
+    *s = (db__shared){.sql = sql, .many = many, .args = args, .nargs = nargs, .key_col = key_col, .refs = 1};
     if (many) {
         s->keys = malloc(KEYS_MAX * sizeof *s->keys);
         if (!s->keys)
             abort();
         s->keys[s->nkeys++] = key;
     }
+    pthread_mutex_lock(&d->sh_lk);
+    s->next = d->sh_open;
     d->sh_open = s;
     pthread_mutex_unlock(&d->sh_lk);
 
-    rt_yield(); /* the turn's other callers join */
+    /* the turn's other callers join; while they keep coming, once more */
+    for (int y = 0, seen = 0; y < MAX_YIELDS; y++) {
+        rt_yield();
+        pthread_mutex_lock(&d->sh_lk);
+        int joined = s->joins;
+        pthread_mutex_unlock(&d->sh_lk);
+        if (joined == seen)
+            break;
+        seen = joined;
+    }
 
     pthread_mutex_lock(&d->sh_lk);
     for (db__shared **pp = &d->sh_open; *pp; pp = &(*pp)->next)
@@ -272,6 +304,7 @@ static int shared_read(db *d, rt_ctx *ctx, const char *sql, const char *many, in
     pthread_mutex_lock(&d->sh_lk);
     s->done = true;
     s->result = st;
+    s->sender_ended = st < 0 && rt_ctx_err(ctx) != 0;
     s->err = *err;
     rt_waitq_wake_all(&s->waiters, 0);
     unref(s);

@@ -175,9 +175,10 @@ int db_query_row(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int n
  * say.  On PostgreSQL, identical calls (the same sql text and equal
  * arguments, on the same db) that arrive while one of them waits to be
  * sent share that one statement: the first caller lets the other runnable
- * coroutines of its loop run once (rt_yield), so callers woken in the same
- * turn join it, then sends it; each caller gets its own copy of the row
- * (close it, or adopt it, as usual).  A hot key read by hundreds of
+ * coroutines of its loop run (rt_yield; again while callers keep joining,
+ * a few times at most), so callers woken in the same turn join it, then
+ * sends it; each caller gets its own copy of the row (close it, or adopt
+ * it, as usual).  A hot key read by hundreds of
  * requests at once then costs the server one statement per turn, not one
  * each.
  *
@@ -185,11 +186,13 @@ int db_query_row(db_q q, rt_ctx *ctx, const char *sql, const db_arg *args, int n
  * already on its way, so every answer was read after the call began and
  * holds every write committed before it (a caller's own writes included;
  * this is not Go's singleflight, which joins a call in progress).
- * Errors are shared like rows, except that a statement ended by its
- * sender's context (its deadline, its cancellation) is re-run by each
- * joiner whose own context is still live.  A joiner whose context ends
- * leaves at once with that error.  SQLite has no round trip to save: the
- * call is db_query_row there. */
+ * Errors are shared like rows (a server's statement_timeout too),
+ * except when the sender's own context ended (its deadline, its
+ * cancellation: in a wait for a connection or on the server): then each
+ * joiner whose context is still live runs the read itself.  A joiner
+ * whose context ends leaves at once with that error; a caller whose
+ * context has already ended runs alone (and fails at once).  SQLite has
+ * no round trip to save: the call is db_query_row there. */
 int db_query_row_shared(db *d, rt_ctx *ctx, const char *sql, const db_arg *args, int nargs, db_rows **rows,
                         bz_error *err);
 /* db_query_row_keyed is the same for a read of one row by an integer key

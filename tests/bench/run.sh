@@ -27,5 +27,8 @@ echo
 echo "== app: bazaar vs the Go peer (bench_pair.sh; gRPC GetUser included)"
 tests/bench/app.sh
 echo
+echo "== reads by primary key on PostgreSQL, --cache none (the reads of one turn share a statement): bazaar vs the Go peer"
+tests/bench/reads.sh
+echo
 echo "== order payment on PostgreSQL + Redis: bazaar vs the Go peer (interleaved, each request a new order)"
 tests/bench/pay.sh

@@ -1503,6 +1503,9 @@ typedef struct {
     int64_t id;
     int64_t timeout_ns; /* 0: no deadline */
     int delay_ms;       /* sleeps first */
+    bool cancelled;     /* its context is cancelled before the call */
+    bool free_sql;      /* sql is the reader's own heap copy, wiped and
+                           freed as soon as its call returns */
     int result;
     bz_error e;
     int64_t i;          /* column 1 of the row */
@@ -1525,11 +1528,18 @@ static void shared_reader(void *p)
         rt_ctx_init_timeout(&c, NULL, a->timeout_ns);
     else
         rt_ctx_init(&c, NULL);
+    if (a->cancelled)
+        rt_ctx_cancel(&c);
     int64_t t0 = bz_now_ns();
     db_rows *rows = NULL;
     a->result = a->many ? db_query_row_keyed(a->d, &c, a->sql, a->many, 0, a->id, &rows, &a->e)
                         : db_query_row_shared(a->d, &c, a->sql, (db_arg[]){DB_INT(a->id)}, 1, &rows, &a->e);
     a->took_ns = bz_now_ns() - t0;
+    if (a->free_sql) { /* a joiner still waiting must not read it */
+        memset((char *)a->sql, 'x', strlen(a->sql));
+        free((char *)a->sql);
+        a->sql = NULL;
+    }
     if (a->result == 0) {
         a->i = db_col_int(rows, 1);
         snprintf(a->s, sizeof a->s, "%s", db_col_text(rows, 2, NULL));
@@ -1669,7 +1679,10 @@ static void keyed_body(void)
             assert_int_equal(a[k].i, 1007);
     }
     trips_are(d, &mark, 2, "keyed reads of one key, twice");
-    /* 200 keys: a set holds 128, so two statements */
+    /* 200 keys: a set holds 128, so two statements at least — more when
+     * the turn runs past its 500 us slice and is cut (a sanitizer build):
+     * the first caller yields again only while callers keep joining */
+    int64_t shared1 = db_shared_reads(d);
     shared_arg *b = calloc(200, sizeof *b);
     for (int k = 0; k < 200; k++)
         b[k] = (shared_arg){.d = d, .sql = SHARED_SQL, .many = KEYED_MANY, .id = k + 1, .result = -1};
@@ -1680,7 +1693,10 @@ static void keyed_body(void)
         assert_int_equal(b[k].i, 1000 + k + 1);
     }
     free(b);
-    trips_are(d, &mark, is_pg() ? 2 : 0, "200 keyed reads of 200 keys in one turn");
+    int64_t t = trips(d) - mark;
+    if (is_pg() && (t < 2 || t > 12))
+        fail_msg("200 keyed reads of 200 keys in one turn: %lld statements, want 2 (up to 12 in a slow build)", (long long)t);
+    assert_int_equal(db_shared_reads(d) - shared1, is_pg() ? 200 - t : 0);
     db_close(d);
 }
 
@@ -1770,6 +1786,74 @@ static void shared_deadline_body(void)
     db_close(d);
 }
 
+static void pool_holder(void *p)
+{
+    db *d = p;
+    bz_error e;
+    OK(db_exec(DB(d), NULL, "SELECT pg_sleep(0.5)", NULL, 0, NULL, &e));
+}
+
+/* Whose ending re-runs a read: the sender's context, whatever the error
+ * says (a wait for a pool connection ends with "unavailable"); not the
+ * server's cancellation of a live sender's statement (statement_timeout),
+ * which every joiner shares at once.  A caller whose context has already
+ * ended sends nothing and leads nobody. */
+static void shared_sender_body(void)
+{
+    if (!is_pg())
+        return;
+    db *d = open_db(1, 1, 0, 0); /* one connection */
+    reset_tables(d);
+    bz_error e;
+    OK(db_exec(DB(d), NULL, "INSERT INTO t_vals (id, i) VALUES (1, 5)", NULL, 0, NULL, &e));
+    /* the sender's deadline ends while it waits for the pool, held 500 ms;
+     * its SQL text is gone as soon as it returns: the joiners' own run */
+    rt_go(pool_holder, d);
+    rt_sleep(NULL, 50 * BZ_NS_PER_MS);
+    shared_arg a[5];
+    for (int k = 0; k < 3; k++)
+        a[k] = (shared_arg){.d = d, .sql = strdup(SHARED_SQL), .id = 1, .result = -1, .free_sql = k == 0,
+                            .timeout_ns = k == 0 ? 150 * BZ_NS_PER_MS : 0};
+    run_readers(a, 3);
+    assert_true(a[0].result < 0);
+    for (int k = 1; k < 3; k++) {
+        if (a[k].result != 0)
+            fail_msg("joiner %d after the sender's pool wait: %d %s", k, a[k].result, a[k].e.msg);
+        assert_int_equal(a[k].i, 5);
+        free((char *)a[k].sql);
+    }
+    /* the server cancels a live sender's statement: shared, not re-run */
+    OK(db_exec(DB(d), NULL, "SET statement_timeout = 100", NULL, 0, NULL, &e));
+    const char *slow = "SELECT id, i, s, ok, f, at, n FROM t_vals, pg_sleep(0.3) WHERE id = $1";
+    for (int k = 0; k < 4; k++)
+        a[k] = (shared_arg){.d = d, .sql = slow, .id = 1, .result = 0};
+    int64_t mark = trips(d);
+    run_readers(a, 4);
+    for (int k = 0; k < 4; k++) {
+        assert_true(a[k].result < 0);
+        assert_int_equal(a[k].e.kind, a[0].e.kind);
+        assert_true(a[k].took_ns < 280 * BZ_NS_PER_MS); /* re-run one by one, the last would wait 400 */
+    }
+    trips_are(d, &mark, 1, "a shared read the server cancelled");
+    OK(db_exec(DB(d), NULL, "SET statement_timeout = 0", NULL, 0, NULL, &e));
+    mark = trips(d);
+    /* a caller already cancelled: the four others share one statement */
+    int64_t shared0 = db_shared_reads(d);
+    for (int k = 0; k < 5; k++)
+        a[k] = (shared_arg){.d = d, .sql = SHARED_SQL, .id = 1, .result = 0, .cancelled = k == 0};
+    run_readers(a, 5);
+    assert_int_equal(a[0].result, -ECANCELED);
+    for (int k = 1; k < 5; k++) {
+        assert_int_equal(a[k].result, 0);
+        assert_int_equal(a[k].i, 5);
+    }
+    trips_are(d, &mark, 1, "four live shared reads beside a cancelled one");
+    assert_int_equal(db_shared_reads(d) - shared0, 3);
+    db_close(d);
+}
+
+static void shared_read_reruns_only_for_its_senders_end(void **state) { run(shared_sender_body); }
+
 static void shared_read_survives_its_senders_deadline(void **state) { run(shared_deadline_body); }
 
 int main(void)
@@ -1803,6 +1887,7 @@ int main(void)
         cmocka_unit_test(keyed_reads_of_one_turn_run_as_one_statement),
         cmocka_unit_test(shared_read_never_joins_one_already_sent),
         cmocka_unit_test(shared_read_survives_its_senders_deadline),
+        cmocka_unit_test(shared_read_reruns_only_for_its_senders_end),
     };
     int fails = cmocka_run_group_tests_name("db/sqlite", tests, setup_sqlite, teardown_sqlite);
     if (!getenv("BAZAAR_TEST_PG_URL")) {
