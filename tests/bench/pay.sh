@@ -20,17 +20,8 @@
 #   USERS=200 ITEMS=2000 LOGIN_USERS=64 ORDERS=16000, IMPLS="c go".
 set -u
 cd "$(dirname "$0")/../.."
-ROOT=$PWD
-SHARED=${SHARED:-$ROOT/../shared}
-SCEN=$SHARED/bench/scenarios
-if [ ! -f "$SCEN/lib.sh" ]; then echo "bench pay: $SCEN/lib.sh not found; skipped"; exit 0; fi
-. "$SCEN/lib.sh"
-export BENCH_LUA_DIR=$SCEN/lua
-C_BIN=${C_BIN:-$ROOT/build/bazaar}
-if [ -z "${GO_BIN:-}" ]; then
-  GO_BIN=$SHARED/peers/go-bazaar/bin/bazaar
-  [ -x "$GO_BIN" ] || GO_BIN=$ROOT/build/go-bazaar/bin/bazaar
-fi
+BENCH_NAME=pay
+. tests/bench/peer-env.sh
 ROUNDS=${ROUNDS:-3} DUR=${DUR:-5s} WARM=${WARM:-1s} CONNS=${CONNS:-64}
 USERS=${USERS:-200} ITEMS=${ITEMS:-2000} LOGIN_USERS=${LOGIN_USERS:-64} ORDERS=${ORDERS:-16000}
 IMPLS=${IMPLS:-"c go"}

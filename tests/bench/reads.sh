@@ -14,19 +14,11 @@
 #   C_BIN, GO_BIN, ROUNDS=3 DUR=6s CONNS=64 USERS=1000 ITEMS=10000 H2_N=60000
 set -u
 cd "$(dirname "$0")/../.."
-ROOT=$PWD
-SHARED=${SHARED:-$ROOT/../shared}
-SCEN=$SHARED/bench/scenarios
-if [ ! -f "$SCEN/lib.sh" ]; then echo "bench reads: $SCEN/lib.sh not found; skipped"; exit 0; fi
-. "$SCEN/lib.sh"
-C_BIN=${C_BIN:-$ROOT/build/bazaar}
-if [ -z "${GO_BIN:-}" ]; then
-  GO_BIN=$SHARED/peers/go-bazaar/bin/bazaar
-  [ -x "$GO_BIN" ] || GO_BIN=$ROOT/build/go-bazaar/bin/bazaar
-fi
+BENCH_NAME=reads
+. tests/bench/peer-env.sh
 ROUNDS=${ROUNDS:-3} DUR=${DUR:-6s} CONNS=${CONNS:-64} USERS=${USERS:-1000} ITEMS=${ITEMS:-10000} H2_N=${H2_N:-60000}
 SERVER_CPU=${SERVER_CPU:-0} LOAD_CPU=${LOAD_CPU:-1}
-export USERS ITEMS BENCH_LUA_DIR=$SCEN/lua
+export USERS ITEMS
 for t in wrk h2load taskset curl "$PY"; do
   command -v "$t" >/dev/null || { echo "bench reads: missing tool: $t" >&2; exit 1; }
 done
