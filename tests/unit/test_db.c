@@ -1515,6 +1515,7 @@ typedef struct {
     int64_t at;
     bool n_null;
     int64_t took_ns;
+    int64_t began_ns, ended_ns; /* bz_now_ns() around the call */
     rt_wg *wg;
 } shared_arg;
 
@@ -1534,7 +1535,9 @@ static void shared_reader(void *p)
     db_rows *rows = NULL;
     a->result = a->many ? db_query_row_keyed(a->d, &c, a->sql, a->many, 0, a->id, &rows, &a->e)
                         : db_query_row_shared(a->d, &c, a->sql, (db_arg[]){DB_INT(a->id)}, 1, &rows, &a->e);
-    a->took_ns = bz_now_ns() - t0;
+    a->ended_ns = bz_now_ns();
+    a->began_ns = t0;
+    a->took_ns = a->ended_ns - t0;
     if (a->free_sql) { /* a joiner still waiting must not read it */
         memset((char *)a->sql, 'x', strlen(a->sql));
         free((char *)a->sql);
@@ -1599,10 +1602,14 @@ static void shared_once_body(void)
         assert_int_equal(a[k].at, T_AT);
         assert_true(a[k].n_null);
     }
-    /* PostgreSQL: one statement per distinct read, the 25 others joined;
+    /* PostgreSQL: one statement per distinct read, the 25 others joined
+     * (a few more statements when a slow build's turn is cut: up to 6);
      * SQLite: each ran its own (no round trip to save) */
-    trips_are(d, &mark, 3, "28 shared reads of 3 rows in one turn");
-    assert_int_equal(db_shared_reads(d) - shared0, is_pg() ? 25 : 0);
+    int64_t t = trips(d) - mark;
+    if (is_pg() && (t < 3 || t > 6))
+        fail_msg("28 shared reads of 3 rows in one turn: %lld statements, want 3", (long long)t);
+    assert_int_equal(db_shared_reads(d) - shared0, is_pg() ? 28 - t : 0);
+    mark = trips(d);
     /* an error is shared like a row: every reader gets it (SQLite's
      * division by zero is NULL, not an error) */
     if (is_pg()) {
@@ -1665,8 +1672,11 @@ static void keyed_body(void)
         assert_int_equal(a[k].at, T_AT + a[k].id);
         assert_true(a[k].n_null);
     }
-    trips_are(d, &mark, 1, "31 keyed reads of 11 keys in one turn");
-    assert_int_equal(db_shared_reads(d) - shared0, is_pg() ? 30 : 0);
+    int64_t t1 = trips(d) - mark; /* 1; up to 3 when a slow build's turn is cut */
+    if (is_pg() && (t1 < 1 || t1 > 3))
+        fail_msg("31 keyed reads of 11 keys in one turn: %lld statements, want 1", (long long)t1);
+    assert_int_equal(db_shared_reads(d) - shared0, is_pg() ? 31 - t1 : 0);
+    mark = trips(d);
     /* one key, many readers: the one-key statement, shared; a missing key
      * read by several is DB_NO_ROWS for each */
     for (int k = 0; k < 8; k++)
@@ -1704,38 +1714,72 @@ static void keyed_reads_of_one_turn_run_as_one_statement(void **state) { run(key
 
 /* A read that arrives while an identical one is on its way does not join
  * it: a write committed before the read began must be in its answer.
- * Shared reads, or keyed ones (each pair of readers with a second key). */
+ * Shared reads, or keyed ones (each pair of readers with a second key).
+ * The order is made, not timed: the late readers start once the write
+ * has committed, and the first statement is seen running before it. */
+static void start_readers(shared_arg *a, int n, rt_wg *wg)
+{
+    for (int k = 0; k < n; k++) {
+        a[k].wg = wg;
+        rt_go(shared_reader, &a[k]);
+    }
+}
+
+/* Waits until exactly one statement calling pg_sleep(secs) runs on the
+ * server (seen from a connection of its own; the pattern is split so
+ * that the query does not find itself). */
+static void wait_running(const char *secs)
+{
+    bz_error e;
+    db *mon = open_db(1, 1, 0, 0);
+    int64_t until = bz_now_ns() + 20 * BZ_NS_PER_S, running = 0;
+    while (running == 0 && bz_now_ns() < until) {
+        rt_sleep(NULL, 5 * BZ_NS_PER_MS);
+        db_rows *rows;
+        OK(db_query_row(DB(mon), NULL,
+                        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_' || 'sleep(' || $1 || ')%'",
+                        (db_arg[]){DB_TEXT(secs)}, 1, &rows, &e));
+        running = db_col_int(rows, 0);
+        db_rows_close(rows);
+    }
+    db_close(mon);
+    assert_int_equal(running, 1);
+}
+
 static void fresh_round(db *d, bool keyed)
 {
     bz_error e;
     OK(db_exec(DB(d), NULL, "UPDATE t_vals SET i = 1 WHERE id = 1", NULL, 0, NULL, &e));
-    /* the statements read the rows, then sleep 400 ms before answering */
-    const char *slow = "SELECT id, i, s, ok, f, at, n FROM t_vals, pg_sleep(0.4) WHERE id = $1";
-    const char *many = keyed ? "SELECT id, i, s, ok, f, at, n FROM t_vals, pg_sleep(0.4) WHERE id = ANY($1::bigint[])" : NULL;
-    shared_arg a[4] = {{.d = d, .sql = slow, .many = many, .id = 1, .result = -1},
-                       {.d = d, .sql = slow, .many = many, .id = 1, .delay_ms = 200, .result = -1},
-                       {.d = d, .sql = slow, .many = many, .id = 2, .result = -1},
-                       {.d = d, .sql = slow, .many = many, .id = 2, .delay_ms = 200, .result = -1}};
-    int n = keyed ? 4 : 2;
+    /* the statements read the rows, then sleep 1 s before answering */
+    const char *slow = "SELECT id, i, s, ok, f, at, n FROM t_vals, pg_sleep(1.0) WHERE id = $1";
+    const char *many = keyed ? "SELECT id, i, s, ok, f, at, n FROM t_vals, pg_sleep(1.0) WHERE id = ANY($1::bigint[])" : NULL;
+    /* early: a[0..n), late: a[n..2n), each key 1 (and, keyed, key 2) */
+    int n = keyed ? 2 : 1;
+    shared_arg a[4];
+    for (int k = 0; k < 2 * n; k++)
+        a[k] = (shared_arg){.d = d, .sql = slow, .many = many, .id = 1 + k % n, .result = -1};
     rt_wg wg;
     rt_wg_init(&wg);
-    rt_wg_add(&wg, n);
+    rt_wg_add(&wg, 2 * n);
     int64_t shared0 = db_shared_reads(d);
-    for (int k = 0; k < n; k++) {
-        a[k].wg = &wg;
-        rt_go(shared_reader, &a[k]);
-    }
-    /* while the first statement is on its way: the write, committed
-     * before the late readers begin (at 200 ms) */
-    rt_sleep(NULL, 100 * BZ_NS_PER_MS);
+    start_readers(a, n, &wg);
+    wait_running("1.0"); /* the first statement is on the server */
     OK(db_exec(DB(d), NULL, "UPDATE t_vals SET i = 2 WHERE id = 1", NULL, 0, NULL, &e));
+    start_readers(a + n, n, &wg); /* after the commit, in one turn */
     rt_wg_wait(&wg, NULL);
     rt_wg_destroy(&wg);
-    for (int k = 0; k < n; k++)
+    for (int k = 0; k < 2 * n; k++)
         if (a[k].result != 0)
             fail_msg("reader %d: %d %s", k, a[k].result, a[k].e.msg);
+    /* the late readers began while the first statement was on its way:
+     * they could have joined it */
+    assert_true(a[n].began_ns < a[0].ended_ns);
     assert_int_equal(a[0].i, 1); /* read before the write */
-    assert_int_equal(a[1].i, 2); /* joining the first would have answered 1 */
+    assert_int_equal(a[n].i, 2); /* joining the first would have answered 1 */
+    if (keyed) { /* key 2, not written */
+        assert_int_equal(a[1].i, 20);
+        assert_int_equal(a[3].i, 20);
+    }
     /* keyed: the two early readers shared a statement, as did the two
      * late ones */
     assert_int_equal(db_shared_reads(d) - shared0, keyed ? 2 : 0);
@@ -1767,8 +1811,8 @@ static void shared_deadline_body(void)
     reset_tables(d);
     bz_error e;
     OK(db_exec(DB(d), NULL, "INSERT INTO t_vals (id, i) VALUES (1, 5)", NULL, 0, NULL, &e));
-    const char *slow = "SELECT id, i, s, ok, f, at, n FROM t_vals, pg_sleep(0.6) WHERE id = $1";
-    shared_arg a[4] = {{.d = d, .sql = slow, .id = 1, .timeout_ns = 300 * BZ_NS_PER_MS, .result = 0},
+    const char *slow = "SELECT id, i, s, ok, f, at, n FROM t_vals, pg_sleep(1.0) WHERE id = $1";
+    shared_arg a[4] = {{.d = d, .sql = slow, .id = 1, .timeout_ns = 600 * BZ_NS_PER_MS, .result = 0},
                        {.d = d, .sql = slow, .id = 1, .result = -1},
                        {.d = d, .sql = slow, .id = 1, .result = -1},
                        {.d = d, .sql = slow, .id = 1, .timeout_ns = 50 * BZ_NS_PER_MS, .result = 0}};
@@ -1779,10 +1823,10 @@ static void shared_deadline_body(void)
         if (a[k].result != 0)
             fail_msg("joiner %d: %d %s", k, a[k].result, a[k].e.msg);
         assert_int_equal(a[k].i, 5);
-        assert_true(a[k].took_ns >= 850 * BZ_NS_PER_MS); /* the sender's 300 ms, then its own 600 */
+        assert_true(a[k].took_ns >= 1500 * BZ_NS_PER_MS); /* the sender's 600 ms, then its own 1 s */
     }
     assert_int_equal(a[3].result, -ETIMEDOUT);
-    assert_true(a[3].took_ns < 250 * BZ_NS_PER_MS); /* left at its own deadline, not the sender's */
+    assert_true(a[3].took_ns < 500 * BZ_NS_PER_MS); /* left at its own deadline (50 ms), not the sender's */
     db_close(d);
 }
 
@@ -1809,7 +1853,7 @@ static void shared_sender_body(void)
     /* the sender's deadline ends while it waits for the pool, held 500 ms;
      * its SQL text is gone as soon as it returns: the joiners' own run */
     rt_go(pool_holder, d);
-    rt_sleep(NULL, 50 * BZ_NS_PER_MS);
+    wait_running("0.5");
     shared_arg a[5];
     for (int k = 0; k < 3; k++)
         a[k] = (shared_arg){.d = d, .sql = strdup(SHARED_SQL), .id = 1, .result = -1, .free_sql = k == 0,
@@ -1832,9 +1876,8 @@ static void shared_sender_body(void)
     for (int k = 0; k < 4; k++) {
         assert_true(a[k].result < 0);
         assert_int_equal(a[k].e.kind, a[0].e.kind);
-        assert_true(a[k].took_ns < 280 * BZ_NS_PER_MS); /* re-run one by one, the last would wait 400 */
     }
-    trips_are(d, &mark, 1, "a shared read the server cancelled");
+    trips_are(d, &mark, 1, "a shared read the server cancelled"); /* re-run, it would be 4 */
     OK(db_exec(DB(d), NULL, "SET statement_timeout = 0", NULL, 0, NULL, &e));
     mark = trips(d);
     /* a caller already cancelled: the four others share one statement */

@@ -3129,8 +3129,13 @@ CASE(user_reads_of_one_turn_share_a_statement)
         CHECK_STR(r[k].email, r[k].self ? bz_arena_printf(&F.arena, "reader%d@example.com", k % USERS) : "(hidden)");
     }
     /* two statements (the public form and the one with the email), the
-     * other 22 reads answered from them; SQLite runs each */
-    CHECK_INT(db_shared_reads(F.d) - shared0, db_get_dialect(F.d) == DB_POSTGRES ? READERS - 2 : 0);
+     * other 22 reads answered from them (a few more statements when a
+     * slow build's turn is cut); SQLite runs each */
+    int64_t shared = db_shared_reads(F.d) - shared0;
+    if (db_get_dialect(F.d) == DB_POSTGRES)
+        CHECK(shared >= READERS - 6 && shared <= READERS - 2);
+    else
+        CHECK_INT(shared, 0);
     /* a rename, then reads of every user: the renamed one's is new */
     svc_err e;
     svc_principal p0 = who(ids[0]);
