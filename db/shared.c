@@ -56,8 +56,9 @@ typedef struct db__shared {
     bool sender_ended;
     int result;           /* the statement's: 0, DB_NO_ROWS or < 0 */
     bz_error err;
-    /* the answer the callers copy their row from: shared, a copy of the
-     * row; keyed, every row, with the key of each in row_keys */
+    /* the answer the callers copy their row from: a copy of the row of
+     * one statement of their own arguments, or every row of the statement
+     * of several keys, with the key of each in row_keys */
     db_rows *rows;
     int64_t *row_keys;
     rt_waitq waiters;
@@ -133,7 +134,7 @@ static void unref(db__shared *s)
  * found none. */
 static int answer(const db__shared *s, int64_t key, db_rows **rows)
 {
-    if (!s->many) {
+    if (!s->row_keys) { /* one statement of the callers' own arguments */
         *rows = db__rows_copy_row(s->rows, 0);
         return 0;
     }
@@ -192,25 +193,11 @@ static int join(db *d, db__shared *s, rt_ctx *ctx, const char *sql, const char *
     return r;
 }
 
-/* Runs s's statement for the first caller: its status (0; DB_NO_ROWS
- * when the one-key statement found nothing; < 0), with the caller's own
- * row in *rows (*mine: 0 or DB_NO_ROWS) and, when others wait
- * (!alone), the answer they copy from in s. */
-static int send_keyed(db *d, db__shared *s, rt_ctx *ctx, int64_t key, bool alone, db_rows **rows, int *mine,
-                      bz_error *err)
+/* Runs the statement of several keys for the first caller: its status
+ * (0 or < 0), with the caller's own row in *rows (*mine: 0 or
+ * DB_NO_ROWS) and, in s, every row for the joiners to copy theirs from. */
+static int send_many(db *d, db__shared *s, rt_ctx *ctx, int64_t key, db_rows **rows, int *mine, bz_error *err)
 {
-    if (s->nkeys == 1) { /* one key, however many callers: the one-key statement */
-        int r = db_query_row(DB(d), ctx, s->sql, (db_arg[]){DB_INT(key)}, 1, rows, err);
-        *mine = r;
-        if (r == 0 && !alone) {
-            s->rows = db__rows_copy_row(*rows, 0);
-            s->row_keys = malloc(sizeof *s->row_keys);
-            if (!s->row_keys)
-                abort();
-            s->row_keys[0] = key;
-        }
-        return r;
-    }
     /* the keys as a PostgreSQL array literal: {1,2,3} */
     char *lit = malloc((size_t)s->nkeys * 21 + 3), *p = lit;
     if (!lit)
@@ -288,12 +275,12 @@ static int shared_read(db *d, rt_ctx *ctx, const char *sql, const char *many, in
     pthread_mutex_unlock(&d->sh_lk);
 
     int st, r = 0; /* the statement's status, the caller's result */
-    if (many) {
-        st = send_keyed(d, s, ctx, key, alone, rows, &r, err);
+    if (many && s->nkeys > 1) {
+        st = send_many(d, s, ctx, key, rows, &r, err);
         if (st < 0)
             r = st;
-    } else {
-        st = r = db_query_row(DB(d), ctx, sql, args, nargs, rows, err);
+    } else { /* a shared read, or a keyed one of one key however many callers */
+        st = r = run_alone(d, ctx, sql, many, args, nargs, key, rows, err);
         if (r == 0 && !alone)
             s->rows = db__rows_copy_row(*rows, 0);
     }

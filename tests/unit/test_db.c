@@ -1557,6 +1557,15 @@ static void shared_reader(void *p)
     rt_wg_done(a->wg);
 }
 
+/* Starts the readers as coroutines of this loop, each done on wg. */
+static void start_readers(shared_arg *a, int n, rt_wg *wg)
+{
+    for (int k = 0; k < n; k++) {
+        a[k].wg = wg;
+        rt_go(shared_reader, &a[k]);
+    }
+}
+
 /* Runs the readers as coroutines of this loop, started together (one
  * turn), and waits for them all. */
 static void run_readers(shared_arg *a, int n)
@@ -1564,10 +1573,7 @@ static void run_readers(shared_arg *a, int n)
     rt_wg wg;
     rt_wg_init(&wg);
     rt_wg_add(&wg, n);
-    for (int k = 0; k < n; k++) {
-        a[k].wg = &wg;
-        rt_go(shared_reader, &a[k]);
-    }
+    start_readers(a, n, &wg);
     rt_wg_wait(&wg, NULL);
     rt_wg_destroy(&wg);
 }
@@ -1712,19 +1718,6 @@ static void keyed_body(void)
 
 static void keyed_reads_of_one_turn_run_as_one_statement(void **state) { run(keyed_body); }
 
-/* A read that arrives while an identical one is on its way does not join
- * it: a write committed before the read began must be in its answer.
- * Shared reads, or keyed ones (each pair of readers with a second key).
- * The order is made, not timed: the late readers start once the write
- * has committed, and the first statement is seen running before it. */
-static void start_readers(shared_arg *a, int n, rt_wg *wg)
-{
-    for (int k = 0; k < n; k++) {
-        a[k].wg = wg;
-        rt_go(shared_reader, &a[k]);
-    }
-}
-
 /* Waits until exactly one statement calling pg_sleep(secs) runs on the
  * server (seen from a connection of its own; the pattern is split so
  * that the query does not find itself). */
@@ -1746,6 +1739,11 @@ static void wait_running(const char *secs)
     assert_int_equal(running, 1);
 }
 
+/* A read that arrives while an identical one is on its way does not join
+ * it: a write committed before the read began must be in its answer.
+ * Shared reads, or keyed ones (each pair of readers with a second key).
+ * The order is made, not timed: the late readers start once the write
+ * has committed, and the first statement is seen running before it. */
 static void fresh_round(db *d, bool keyed)
 {
     bz_error e;
