@@ -1,5 +1,5 @@
 /* grpc/observe.c — the gRPC end of http/observe.c: the interceptor that
- * gives a call its request id and traceresponse, ends a handler that
+ * gives a call its request id (and traceresponse, when asked), ends a handler that
  * failed without a status as the call's end would (DEADLINE_EXCEEDED past
  * the deadline, else INTERNAL), and leaves the access-log line, the
  * count and the in-flight gauge (grpc/metrics.c's recorder). */
@@ -18,8 +18,8 @@ int grpc_observe(grpc_call *c, const grpc_method *m, void *data, int (*next)(grp
     /* both values live as long as the request: no copies */
     grpc__add_header_ref(c, "x-request-id", 12, r->request_id, strlen(r->request_id));
     char *tp = bz_arena_alloc(grpc_arena(c), 56);
-    bz_trace_format(&r->trace, tp);
-    grpc__add_header_ref(c, "traceresponse", 13, tp, strlen(tp));
+    if (http_traceresponse(r, tp)) /* REST's rule: only for a caller that sent a traceparent */
+        grpc__add_header_ref(c, "traceresponse", 13, tp, 55);
     /* the method the client asked for: a registered one's path, else its :path */
     bz_str method = m ? bz_str_c(m->path) : r->path;
     http_obs_start(r, &grpc__obs_kind, method);

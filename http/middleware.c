@@ -54,16 +54,17 @@ static void new_id(char out[33])
     bz_rand_hex(out, 32);
 }
 
-/* The headers that identify a response: X-Request-Id and traceresponse.
- * Added again by the paths below that throw a handler's headers away. */
+/* The headers that identify a response: X-Request-Id, and traceresponse
+ * for a caller that sent a traceparent.  Added again by the paths below
+ * that throw a handler's headers away. */
 static void add_ids(http_req *r)
 {
     if (!r->request_id[0])
         return;
     http__add_field(r, "X-Request-Id", 12, r->request_id, strnlen(r->request_id, sizeof r->request_id));
     char tp[56];
-    bz_trace_format(&r->trace, tp);
-    http__add_field(r, "traceresponse", 13, tp, 55);
+    if (http_traceresponse(r, tp))
+        http__add_field(r, "traceresponse", 13, tp, 55);
 }
 
 void http_request_id_set(http_req *r, bz_str in)

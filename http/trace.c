@@ -28,6 +28,14 @@ void http__trace_begin(http_req *r)
     rt_coro_set_local(r);
 }
 
+bool http_traceresponse(const http_req *r, char out[56])
+{
+    if (!r->trace.from_caller && !http_header_get(r, "traceparent").p)
+        return false;
+    bz_trace_format(&r->trace, out);
+    return true;
+}
+
 void http__trace_end(http_req *r)
 {
     if (rt_coro_local() == r)

@@ -239,7 +239,8 @@ void grpc_set_compress(grpc_call *c, bool on);
 
 /* The outermost interceptor every server wants (<bazaar/observe.h>): the
  * request id from `x-request-id` by REST's rule (http_request_id_set),
- * echoed with `traceresponse` in the headers; a handler that fails without
+ * echoed in the headers, with `traceresponse` when the call carried a
+ * `traceparent` (http_traceresponse); a handler that fails without
  * a status ends INTERNAL; and the call's end — the access-log line (the
  * same keys as REST's, `code` for `status`), the count in
  * bazaar_grpc_server_handled_total{method,code} and

@@ -256,11 +256,18 @@ void http_mux_free(http_mux *m);
 /* ---- middleware ----------------------------------------------------------------------- */
 
 /* X-Request-Id: echoes a valid incoming id (1..63 of [A-Za-z0-9._:-]), else
- * generates one; sets r->request_id and the response header.  Also answers
- * `traceresponse: 00-<trace_id>-<span_id>-<flags>` (W3C Trace Context
- * level 2): the trace the request was logged under, so a caller that sent
- * no traceparent can still find it. */
+ * generates one; sets r->request_id and the response header.  A request
+ * that carried a `traceparent` (valid or not) is also answered
+ * `traceresponse` (http_traceresponse). */
 http_handler http_mw_request_id(http_handler next, void *cfg);
+/* `traceresponse: 00-<trace_id>-<span_id>-<flags>` (W3C Trace Context
+ * level 2) for the caller that takes part in tracing: when the request
+ * carried a `traceparent`, valid or not, formats the trace it was served
+ * under into out (55 characters + NUL) and returns true, else false.  A
+ * caller that sent none finds the request's log lines by its
+ * X-Request-Id (each line has both ids), and the hot path does not pay
+ * 72 bytes an answer for a header nobody reads. */
+bool http_traceresponse(const http_req *r, char out[56]);
 /* The same id policy for a transport that does not run the middleware
  * (gRPC's x-request-id metadata): r->request_id from in when it is a
  * valid id, else 128 random bits as 32 hex digits. */

@@ -27,6 +27,9 @@ echo
 echo "== app: bazaar vs the Go peer (bench_pair.sh; gRPC GetUser included)"
 tests/bench/app.sh
 echo
+echo "== the load generator's ceiling: ours, nginx answering a constant response, the Go peer; same wrk script"
+tests/bench/ceiling.sh
+echo
 echo "== reads by primary key on PostgreSQL, --cache none (the reads of one turn share a statement): bazaar vs the Go peer"
 tests/bench/reads.sh
 echo

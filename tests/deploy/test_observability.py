@@ -212,7 +212,7 @@ def test_absent_traceparent_generates_one(srv):
         assert st == 200
         lines = harness.wait_for(lambda: [l for l in lines_of(srv, rid) if l["msg"] == "request"], 5)
         assert lines and HEX32.match(lines[0]["trace_id"]) and HEX16.match(lines[0]["span_id"])
-        assert h["traceresponse"] == "00-%s-%s-00" % (lines[0]["trace_id"], lines[0]["span_id"])
+        assert "traceresponse" not in h  # nobody asked: the request id finds the lines
         ids.append(lines[0]["trace_id"])
     assert ids[0] != ids[1]
 
@@ -232,6 +232,26 @@ def test_grpc_metadata_traceparent_is_honoured(srv):
     every = lines_of(srv, "obs-grpc-trace")
     assert {l["msg"] for l in every} >= {"grpc started", "grpc"}
     assert all(l["trace_id"] == trace for l in every), every
+
+
+@pytest.mark.parametrize("sent", [None, "garbage"])
+def test_grpc_traceresponse_only_for_a_caller_that_sent_traceparent(srv, sent):
+    """REST's rule on gRPC: no traceparent, no traceresponse (the request id
+    finds the lines); an invalid one is answered with the new trace."""
+    rid = "obs-grpc-tr-%s" % (sent or "none")
+    meta = [("x-request-id", rid)] + ([("traceparent", sent)] if sent else [])
+    with grpc.insecure_channel("127.0.0.1:%d" % srv.grpc_port) as ch:
+        get = ch.unary_unary("/bazaar.v1.ItemService/GetItem")
+        with pytest.raises(grpc.RpcError) as e:
+            get(get_item_request(99999998), timeout=5, metadata=meta)
+        md = dict(e.value.initial_metadata()) | dict(e.value.trailing_metadata())
+    assert md["x-request-id"] == rid
+    lines = harness.wait_for(lambda: [l for l in lines_of(srv, rid) if l["msg"] == "grpc"], 5)
+    assert lines and lines[0]["code"] == "NOT_FOUND" and HEX32.match(lines[0]["trace_id"])
+    if sent is None:
+        assert "traceresponse" not in md
+    else:
+        assert md["traceresponse"] == "00-%s-%s-00" % (lines[0]["trace_id"], lines[0]["span_id"])
 
 
 def test_rest_and_grpc_write_one_access_line_format(srv):
