@@ -22,13 +22,14 @@ static int not_found(svc_err *e, int64_t id)
     return svc_fail(e, SVC_NOT_FOUND, "not_found", "account %lld does not exist", (long long)id);
 }
 
-/* One of the caller's accounts: 0, or -1 (not found / error). */
+/* One of the caller's accounts: 0, or -1 (not found / error).  A shared
+ * read: on PostgreSQL the account reads of one turn are one statement. */
 static int own_account(svc *s, svc_call *c, int64_t id, svc_account *out, svc_err *e)
 {
     db_rows *rows = NULL;
     bz_error be;
     db_arg args[] = {DB_INT(id)};
-    int rc = sql_row(c->arena, DB(s->db), c->ctx, &SQL_ACCOUNT_BY_ID, args, 1, &rows, &be);
+    int rc = sql_row_shared(c->arena, s->db, c->ctx, &SQL_ACCOUNT_BY_ID, args, 1, &rows, &be);
     if (rc < 0)
         return svc_fail_from(e, &be);
     if (rc == DB_NO_ROWS)

@@ -27,12 +27,16 @@ static int not_found(svc_err *e, int64_t id)
     return svc_fail(e, SVC_NOT_FOUND, "not_found", "order %lld does not exist", (long long)id);
 }
 
-/* Loads order id with its lines: 0, DB_NO_ROWS, or -1. */
-static int load_order(db_q q, rt_ctx *ctx, int64_t id, bz_arena *a, svc_order *out, bz_error *err)
+/* Loads order id with its lines: 0, DB_NO_ROWS, or -1.  In a
+ * transaction (tx) a read of its own; outside one (tx NULL) a shared read
+ * of the primary: on PostgreSQL the order reads of one turn are one
+ * statement. */
+static int load_order(svc *s, db_tx *tx, rt_ctx *ctx, int64_t id, bz_arena *a, svc_order *out, bz_error *err)
 {
     db_rows *rows = NULL;
     db_arg args[] = {DB_INT(id)};
-    int rc = sql_row(a, q, ctx, &SQL_ORDER_BY_ID, args, 1, &rows, err);
+    int rc = tx ? sql_row(a, TX(tx), ctx, &SQL_ORDER_BY_ID, args, 1, &rows, err)
+                : sql_row_shared(a, s->db, ctx, &SQL_ORDER_BY_ID, args, 1, &rows, err);
     if (rc != 0)
         return rc;
     svc__row_order(rows, a, out);
@@ -196,7 +200,7 @@ int svc_order_get(svc *s, svc_call *c, int64_t id, svc_order *out, svc_err *e)
     if (svc__need_user(c, e))
         return -1;
     bz_error be;
-    int rc = load_order(DB(s->db), c->ctx, id, c->arena, out, &be);
+    int rc = load_order(s, NULL, c->ctx, id, c->arena, out, &be);
     if (rc < 0)
         return svc_fail_from(e, &be);
     if (rc == DB_NO_ROWS || out->customer_id != c->who->user_id)
@@ -541,7 +545,7 @@ static int state_tx(db_tx *tx, rt_ctx *ctx, void *p, bz_error *err)
             return -1;
     }
     if (x->run.e->kind == SVC_OK && !x->loaded) {
-        rc = load_order(TX(tx), ctx, x->id, x->run.c->arena, x->run.out, err);
+        rc = load_order(x->run.s, tx, ctx, x->id, x->run.c->arena, x->run.out, err);
         if (rc != 0)
             return rc < 0 ? -1 : (bz_err_set(err, BZ_ERR_INTERNAL, "order vanished"), -1);
     }

@@ -57,7 +57,10 @@ const svc_sql SQL_USERS_AFTER = {"users after an id (ListUsers)",
 const svc_sql SQL_ACCOUNT_INSERT = {"open an account",
     "INSERT INTO accounts (user_id, currency, balance_cents, created_at) VALUES ($1, $2, 0, $3) RETURNING "
     ACCOUNT_COLS};
-const svc_sql SQL_ACCOUNT_BY_ID = {"account by id", "SELECT " ACCOUNT_COLS " FROM accounts WHERE id = $1", NULL, true, 1, {I(1)}};
+const svc_sql SQL_ACCOUNTS_BY_IDS = {"accounts by ids (the reads of one turn, PostgreSQL)", NULL,
+    "SELECT " ACCOUNT_COLS " FROM accounts WHERE id = ANY($1::bigint[])", true, 1, {T("{1,2}")}};
+const svc_sql SQL_ACCOUNT_BY_ID = {"account by id", "SELECT " ACCOUNT_COLS " FROM accounts WHERE id = $1", NULL, true, 1,
+    {I(1)}, .many = &SQL_ACCOUNTS_BY_IDS};
 const svc_sql SQL_ACCOUNTS_OF_USER = {"accounts of a user",
     "SELECT " ACCOUNT_COLS " FROM accounts WHERE user_id = $1 ORDER BY currency", NULL, true, 1, {I(1)}};
 /* The owner check rides in the WHERE clause: no row means "not yours". */
@@ -241,8 +244,10 @@ const svc_sql SQL_LINE_INSERT = {"order line",
     " FROM orders o WHERE o.customer_id = $1 AND o.status = $2 "                                                 \
     "AND (o.created_at < $3 OR (o.created_at = $3 AND o.id < $4)) ORDER BY o.created_at DESC, o.id DESC LIMIT $5"
 
+const svc_sql SQL_ORDERS_BY_IDS = {"orders by ids with their lines (the reads of one turn, PostgreSQL)", NULL,
+    "SELECT " O_COLS LINES_PG " FROM orders o WHERE o.id = ANY($1::bigint[])", true, 1, {T("{1,2}")}};
 const svc_sql SQL_ORDER_BY_ID = {"order by id with its lines", "SELECT " O_COLS LINES_LITE BY_ID,
-    "SELECT " O_COLS LINES_PG BY_ID, true, 1, {I(1)}};
+    "SELECT " O_COLS LINES_PG BY_ID, true, 1, {I(1)}, .many = &SQL_ORDERS_BY_IDS};
 const svc_sql SQL_ORDERS_PAGE = {"orders of a user with their lines (keyset)",
     "SELECT " O_COLS LINES_LITE ALL_ORDERS, "SELECT " O_COLS LINES_PG ALL_ORDERS, true, 4,
     {I(1), TM(TOP_US), I(BIG), I(21)}};
@@ -384,13 +389,13 @@ const svc_sql SQL_WAL_REPLAY = {"WAL replayed (replica)",
 
 const svc_sql *const svc_sql_all[] = {
     &SQL_USER_INSERT, &SQL_USER_BY_ID, &SQL_USER_PUBLIC_BY_ID, &SQL_USERS_BY_IDS, &SQL_USERS_PUBLIC_BY_IDS, &SQL_USER_BY_EMAIL, &SQL_USER_LOGIN, &SQL_USER_SET_NAME,
-    &SQL_USER_SET_PASSWORD, &SQL_USERS_AFTER, &SQL_ACCOUNT_INSERT, &SQL_ACCOUNT_BY_ID, &SQL_ACCOUNTS_OF_USER,
+    &SQL_USER_SET_PASSWORD, &SQL_USERS_AFTER, &SQL_ACCOUNT_INSERT, &SQL_ACCOUNT_BY_ID, &SQL_ACCOUNTS_BY_IDS, &SQL_ACCOUNTS_OF_USER,
     &SQL_ACCOUNT_DEPOSIT, &SQL_TRANSFER_DEBIT_FIRST, &SQL_TRANSFER_CREDIT_FIRST, &SQL_TRANSFER_CREDIT,
     &SQL_TRANSFER_DEBIT, &SQL_TRANSFER_MOVE, &SQL_TRANSFER_LOCK, &SQL_TRANSFER_PAIR, &SQL_TRANSFER_INSERT, &SQL_TRANSFER_FOR_USER,
     &SQL_TRANSFERS_OF_ACCOUNT, &SQL_ITEM_LIVE, &SQL_ITEMS_LIVE_BY_IDS, &SQL_ITEMS_PAGE, &SQL_ITEMS_OF_SELLER,
     &SQL_ITEMS_OFFSET, &SQL_ITEMS_OF_SELLER_OFFSET, &SQL_ITEM_INSERT, &SQL_ITEM_IMPORT, &SQL_ITEM_UPDATE,
     &SQL_ITEM_DELETE, &SQL_ITEM_FOR_ORDER, &SQL_ITEM_RESERVE, &SQL_ORDER_INSERT, &SQL_LINE_INSERT,
-    &SQL_ORDER_BY_ID, &SQL_ORDERS_PAGE, &SQL_ORDERS_PAGE_STATUS, &SQL_ORDER_HEAD, &SQL_ACCOUNT_DEBIT,
+    &SQL_ORDER_BY_ID, &SQL_ORDERS_BY_IDS, &SQL_ORDERS_PAGE, &SQL_ORDERS_PAGE_STATUS, &SQL_ORDER_HEAD, &SQL_ACCOUNT_DEBIT,
     &SQL_ORDER_SELLER_CREDITS, &SQL_ACCOUNT_CREDIT_UPSERT, &SQL_ORDER_SET_STATUS, &SQL_JOB_INSERT,
     &SQL_ORDER_LINES, &SQL_ITEM_RESTOCK, &SQL_JOB_DUE, &SQL_ORDER_SHIP, &SQL_JOB_DELETE, &SQL_SPENDERS,
     &SQL_LB_EPOCH, &SQL_LB_EPOCH_BUMP, &SQL_ORDER_HEAD_FOR_PAY, &SQL_PAY_LOCK_ACCOUNTS,
