@@ -106,6 +106,7 @@ int cache__hub_channels(cache_hub *h, char (*out)[128], int max);
 struct cache {
     const char *kind;
     bool store_entries;   /* false for "none" */
+    bool remote;          /* Redis: cache_is_remote */
     cache_be *be;
     cache_hub *hub;
     cache_stats st;       /* updated atomically */

@@ -51,6 +51,7 @@ cache *cache_open(const char *spec, const cache_opts *o, bz_error *err)
     } else if (bz_redis_url_is(spec)) {
         c->kind = "redis";
         c->store_entries = true;
+        c->remote = true;
         c->be = cache__redis_new(spec, o, err);
     } else {
         bz_err_set(err, BZ_ERR_INVALID, "unknown cache \"%s\" (want memory, none, redis://, rediss:// or redis-sentinel://)", spec);
@@ -77,6 +78,10 @@ void cache_close(cache *c)
 }
 
 const char *cache_kind(const cache *c) { return c->kind; }
+
+bool cache_keeps_entries(const cache *c) { return c->store_entries; }
+
+bool cache_is_remote(const cache *c) { return c->remote; }
 
 int cache_ping(cache *c, rt_ctx *ctx, bz_error *err) { return c->be->ops->ping(c->be, ctx, err); }
 

@@ -93,7 +93,7 @@ int64_t svc__idem_lock_ttl(const app_config *cfg) { return cfg->srv.request_time
 
 bool svc__idem_can_keep_locks(const app_config *cfg, const cache *c)
 {
-    return c && !strcmp(cache_kind(c), "redis") && cfg->idempotency_retention_ns >= 2 * svc__idem_lock_ttl(cfg);
+    return c && cache_is_remote(c) && cfg->idempotency_retention_ns >= 2 * svc__idem_lock_ttl(cfg);
 }
 
 void svc__idem_end(svc *s, svc_idem *im)

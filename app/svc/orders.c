@@ -318,7 +318,7 @@ int svc_orders_list(svc *s, svc_call *c, int64_t user_id, svc_str status, const 
     bz_error be;
     int rc;
     char ver[24];
-    if (strcmp(cache_kind(s->cache), "none") != 0 && list_version(s, c, user_id, ver)) {
+    if (cache_keeps_entries(s->cache) && list_version(s, c, user_id, ver)) {
         char key[160]; /* "olist:<uid>:<ver>:<status>:<t_us>.<id>:<limit>", at most 114 */
         char *k = put_s(put_i(put_s(key, "olist:"), user_id), ":");
         k = put_s(put_s(put_s(put_s(k, ver), ":"), st ? st : ""), ":");

@@ -72,8 +72,16 @@ cache *cache_open(const char *spec, const cache_opts *o, bz_error *err);
  * one-line reason in why that never quotes a password. */
 int cache_spec_check(const char *spec, char *why, size_t whylen);
 void cache_close(cache *c);
-/* "memory", "redis" or "none". */
+/* "memory", "redis" or "none": for logs and reports.  Code that depends
+ * on what the backend does asks the two below instead of its name. */
 const char *cache_kind(const cache *c);
+/* Whether cache entries are kept (cache_set, cache_get_or_load): false
+ * for "none", where every cache_get misses and a set stores nothing. */
+bool cache_keeps_entries(const cache *c);
+/* Whether c lives in a server every instance shares (Redis): each call is
+ * a round trip, and what one process stores or locks, another sees.
+ * memory and none live in this process. */
+bool cache_is_remote(const cache *c);
 /* Checks the backend answers (PING on Redis). */
 int cache_ping(cache *c, rt_ctx *ctx, bz_error *err);
 

@@ -72,6 +72,10 @@ static void ops_body(void)
     bz_error e;
     bz_buf b = BZ_BUF_INIT;
     OK(cache_ping(c, NULL, &e));
+    /* what the backend does, asked without its name */
+    assert_string_equal(cache_kind(c), is_redis() ? "redis" : "memory");
+    assert_true(cache_keeps_entries(c));
+    assert_int_equal(cache_is_remote(c), is_redis());
     const char *k = K("a");
     cache_del(c, NULL, k, &e);
     assert_int_equal(cache_get(c, NULL, k, &b, &e), CACHE_MISS);
@@ -550,6 +554,8 @@ static void none_body(void)
     cache *c = open_cache("none", 0, CACHE_EVICT_ALLKEYS_LRU);
     bz_error e;
     bz_buf b = BZ_BUF_INIT;
+    assert_false(cache_keeps_entries(c));
+    assert_false(cache_is_remote(c));
     OK(cache_set(c, NULL, "k", "v", 1, 0, &e));
     assert_int_equal(cache_get(c, NULL, "k", &b, &e), CACHE_MISS);
     atomic_store(&loads, 0);
