@@ -77,7 +77,9 @@ int svc_account_create(svc *s, svc_call *c, svc_str currency, svc_account *out, 
     svc_idem im;
     if (svc__idem_begin(s, c, &fp, false, &im, e) != 0)
         return -1;
-    create_args x = {{s, c, &im, e, enc_account_v, dec_account_v, out, false, false, false}, c->who->user_id, cur, out};
+    create_args x = {
+        .run = {.s = s, .c = c, .im = &im, .e = e, .encode = enc_account_v, .decode = dec_account_v, .out = out},
+        c->who->user_id, cur, out};
     return svc__tx_run_op(&x.run, create_tx, &x, SVC_ALREADY_EXISTS, "account_exists",
                      "you already have an account in this currency");
 }
@@ -165,8 +167,9 @@ int svc_deposit(svc *s, svc_call *c, const svc_deposit_in *in, svc_account *out,
     svc_idem im;
     if (svc__idem_begin(s, c, &fp, true, &im, e) != 0)
         return -1;
-    deposit_args x = {{s, c, &im, e, enc_account_v, dec_account_v, out, false, false, false}, c->who->user_id, in->account_id,
-                      in->amount_cents.v, out};
+    deposit_args x = {
+        .run = {.s = s, .c = c, .im = &im, .e = e, .encode = enc_account_v, .decode = dec_account_v, .out = out},
+        c->who->user_id, in->account_id, in->amount_cents.v, out};
     return money_tx(s, &x.run, deposit_tx, &x, in->account_id, in->account_id);
 }
 
@@ -335,8 +338,10 @@ int svc_transfer_create(svc *s, svc_call *c, const svc_transfer_in *in, svc_tran
     svc_idem im;
     if (svc__idem_begin(s, c, &fp, true, &im, e) != 0)
         return -1;
-    transfer_args x = {{s, c, &im, e, enc_transfer_v, dec_transfer_v, out, false, false, true}, c->who->user_id,
-                       in->from_account_id.v, in->to_account_id.v, in->amount_cents.v, out, false};
+    transfer_args x = {
+        .run = {.s = s, .c = c, .im = &im, .e = e, .encode = enc_transfer_v, .decode = dec_transfer_v, .out = out,
+                .read_committed = true},
+        c->who->user_id, in->from_account_id.v, in->to_account_id.v, in->amount_cents.v, out, false};
     /* Refused without touching money, but still recorded so a replay gets
      * the same answer. */
     if (x.from == x.to)

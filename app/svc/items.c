@@ -202,7 +202,9 @@ int svc_item_create(svc *s, svc_call *c, const svc_item_in *in, svc_item *out, s
     svc_idem im;
     if (svc__idem_begin(s, c, &fp, false, &im, e) != 0)
         return -1;
-    write_args x = {{s, c, &im, e, enc_item_v, dec_item_v, out, false, false, false}, c->who->user_id, 0, in, out};
+    write_args x = {
+        .run = {.s = s, .c = c, .im = &im, .e = e, .encode = enc_item_v, .decode = dec_item_v, .out = out},
+        c->who->user_id, 0, in, out};
     if (svc__tx_run_op(&x.run, create_tx, &x, SVC_ALREADY_EXISTS, "sku_taken", "another item already has this sku") != 0)
         return -1;
     svc_wrote(s, c);
@@ -247,7 +249,9 @@ int svc_item_update(svc *s, svc_call *c, int64_t id, const svc_item_in *in, bool
     check_fields(e, in, full);
     if (e->kind)
         return -1;
-    write_args x = {{s, c, NULL, e, enc_item_v, dec_item_v, out, false, false, false}, c->who->user_id, id, in, out};
+    write_args x = {
+        .run = {.s = s, .c = c, .encode = enc_item_v, .decode = dec_item_v, .out = out, .e = e}, /* no key */
+        c->who->user_id, id, in, out};
     if (svc__tx_run_op(&x.run, update_tx, &x, SVC_ALREADY_EXISTS, "sku_taken", "another item already has this sku") != 0)
         return -1;
     svc_wrote(s, c);

@@ -183,8 +183,10 @@ int svc_order_create(svc *s, svc_call *c, const svc_order_in *in, svc_order *out
     out->lines = bz_arena_calloc(c->arena, (size_t)in->nlines, sizeof *out->lines);
     /* READ COMMITTED: its items' row locks are its protection (sql.c's
      * SQL_ITEM_FOR_ORDER) */
-    create_args x = {{s, c, &im, e, enc_order_v, dec_order_v, out, false, false, true}, c->who->user_id, in->account_id.v,
-                     in, out};
+    create_args x = {
+        .run = {.s = s, .c = c, .im = &im, .e = e, .encode = enc_order_v, .decode = dec_order_v, .out = out,
+                .read_committed = true},
+        c->who->user_id, in->account_id.v, in, out};
     if (svc__tx_run_op(&x.run, create_tx, &x, SVC_OK, NULL, NULL) != 0)
         return -1;
     if (!c->replayed) {
@@ -590,8 +592,10 @@ static int change_state(svc *s, svc_call *c, int64_t id, bool pay, svc_order *ou
          * it under the key) */
     }
     memset(out, 0, sizeof *out);
-    state_args x = {.run = {s, c, &im, e, enc_order_v, dec_order_v, out, false, false, pay}, .uid = c->who->user_id, .id = id,
-                    .pay = pay};
+    state_args x = {
+        .run = {.s = s, .c = c, .im = &im, .e = e, .encode = enc_order_v, .decode = dec_order_v, .out = out,
+                .read_committed = pay},
+        .uid = c->who->user_id, .id = id, .pay = pay};
     int rc = svc__tx_run_op(&x.run, state_tx, &x, SVC_OK, NULL, NULL);
     if (locked) {
         bool released;
