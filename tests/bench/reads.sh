@@ -9,14 +9,16 @@
 #   item_random  GET /v1/items/{1..ITEMS at random}, wrk -c CONNS (the
 #                shared item.lua; every GET a cache miss: --cache none)
 #   getuser_one  gRPC GetUser of user 1, h2load -c 16 -m 32 (bench_pair's)
+#   account_own  GET /v1/accounts/{id} by its owner, LOGINS logged-in users
+#                in turn, wrk -c CONNS (an account read after the session's)
 #
 # Prints req/s per run and ours/peer per round, then the worst round.
-#   C_BIN, GO_BIN, ROUNDS=3 DUR=6s CONNS=64 USERS=1000 ITEMS=10000 H2_N=60000
+#   C_BIN, GO_BIN, ROUNDS=3 DUR=6s CONNS=64 USERS=1000 ITEMS=10000 H2_N=60000 LOGINS=32
 set -u
 cd "$(dirname "$0")/../.."
 BENCH_NAME=reads
 . tests/bench/peer-env.sh
-ROUNDS=${ROUNDS:-3} DUR=${DUR:-6s} CONNS=${CONNS:-64} USERS=${USERS:-1000} ITEMS=${ITEMS:-10000} H2_N=${H2_N:-60000}
+ROUNDS=${ROUNDS:-3} DUR=${DUR:-6s} CONNS=${CONNS:-64} USERS=${USERS:-1000} ITEMS=${ITEMS:-10000} H2_N=${H2_N:-60000} LOGINS=${LOGINS:-32}
 SERVER_CPU=${SERVER_CPU:-0} LOAD_CPU=${LOAD_CPU:-1}
 export USERS ITEMS
 for t in wrk h2load taskset curl "$PY"; do
@@ -42,6 +44,27 @@ wrk_rps() { # lua url -> req/s (0 when any request failed)
   echo "$out" | awk '/Requests\/sec/{print $2}'
 }
 
+# SESSIONS for account.lua: "uid:token:account" of LOGINS seeded users (their USD account)
+login_all() { # base_url
+  "$PY" - "$1" "$LOGINS" <<'PY'
+import json, sys, urllib.request
+base, n = sys.argv[1], int(sys.argv[2])
+def call(method, path, body=None, tok=None):
+    req = urllib.request.Request(base + path, method=method, data=json.dumps(body).encode() if body else None)
+    req.add_header("Content-Type", "application/json")
+    if tok:
+        req.add_header("Authorization", "Bearer " + tok)
+    return json.load(urllib.request.urlopen(req, timeout=30))
+out = []
+for i in range(1, n + 1):
+    tok = call("POST", "/v1/sessions", {"email": "user%d@example.com" % i, "password": "password%d" % i})["token"]
+    uid = call("GET", "/v1/me", tok=tok)["id"]
+    acct = [a["id"] for a in call("GET", "/v1/accounts", tok=tok)["data"] if a["currency"] == "USD"][0]
+    out.append("%d:%s:%d" % (uid, tok, acct))
+print(" ".join(out))
+PY
+}
+
 # GetUserRequest{id: 1}, gRPC-framed
 "$PY" -c 'import sys; sys.stdout.buffer.write(b"\x00\x00\x00\x00\x02\x08\x01")' >"${RES}.bin"
 for r in $(seq 1 "$ROUNDS"); do
@@ -64,7 +87,10 @@ for r in $(seq 1 "$ROUNDS"); do
     taskset -c "$LOAD_CPU" "${h2[@]}" -n $((H2_N / 10)) "http://127.0.0.1:$gp/bazaar.v1.UserService/GetUser" >/dev/null 2>&1
     out=$(timeout 300 taskset -c "$LOAD_CPU" "${h2[@]}" -n "$H2_N" "http://127.0.0.1:$gp/bazaar.v1.UserService/GetUser" 2>&1)
     g=$(echo "$out" | awk '/^requests:/{ok=($8 == '"$H2_N"')} /req\/s/{for (k=1;k<=NF;k++) if ($(k+1) ~ /^req\/s/) v=$k} END{print ok ? v : 0}')
-    printf '%s\t%s\t%s\t%s\t%s\n' "$impl" "$r" "$u" "$i" "$g" >>"$RES"
+    SESSIONS=$(login_all "http://127.0.0.1:$hp") || { echo "bench reads: logins failed ($impl)"; exit 1; }
+    export SESSIONS
+    a=$(wrk_rps "$ROOT/tests/bench/account.lua" "http://127.0.0.1:$hp")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$impl" "$r" "$u" "$i" "$g" "$a" >>"$RES"
     cleanup
   done
 done
@@ -72,7 +98,7 @@ done
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 runs = {(i, int(r)): list(map(float, v)) for i, r, *v in rows}
-names = ["user_random", "item_random", "getuser_one"]
+names = ["user_random", "item_random", "getuser_one", "account_own"]
 rounds = sorted({r for _, r in runs})
 print("%-12s" % "scenario" + "".join("%11s%11s%7s" % ("c#%d" % r, "go#%d" % r, "c/go") for r in rounds) + "   worst")
 for k, n in enumerate(names):
