@@ -543,35 +543,20 @@ static svc_item get_item(int64_t id, bool *hit)
     return it;
 }
 
-static svc_order get_order(const svc_principal *p, int64_t id)
+/* Order id as p after op (svc_order_get, _pay or _cancel), which must succeed. */
+static svc_order order_op(int (*op)(svc *, svc_call *, int64_t, svc_order *, svc_err *), const svc_principal *p,
+                          int64_t id)
 {
     svc_call c = call(p);
     svc_order o;
     svc_err e;
-    OK(svc_order_get(F.s, &c, id, &o, &e));
+    OK(op(F.s, &c, id, &o, &e));
     CHECK_INT(o.id, id);
     return o;
 }
-
-static svc_order pay(const svc_principal *p, int64_t id)
-{
-    svc_call c = call(p);
-    svc_order o;
-    svc_err e;
-    OK(svc_order_pay(F.s, &c, id, &o, &e));
-    CHECK_INT(o.id, id);
-    return o;
-}
-
-static svc_order cancel(const svc_principal *p, int64_t id)
-{
-    svc_call c = call(p);
-    svc_order o;
-    svc_err e;
-    OK(svc_order_cancel(F.s, &c, id, &o, &e));
-    CHECK_INT(o.id, id);
-    return o;
-}
+static svc_order get_order(const svc_principal *p, int64_t id) { return order_op(svc_order_get, p, id); }
+static svc_order pay(const svc_principal *p, int64_t id) { return order_op(svc_order_pay, p, id); }
+static svc_order cancel(const svc_principal *p, int64_t id) { return order_op(svc_order_cancel, p, id); }
 
 /* The only account of user p (and its balance). */
 static svc_account only_account(const svc_principal *p)
