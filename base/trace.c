@@ -83,8 +83,9 @@ bool bz_trace_start(bz_trace *t, bz_str traceparent, bz_str tracestate)
 
 void bz_trace_format(const bz_trace *t, char out[56])
 {
-    /* By hand: this is on every response (traceresponse), and printf's
-     * format parsing showed in the request profile. */
+    /* By hand: it answers every traced request (traceresponse) and goes
+     * on every outgoing call's traceparent, and printf's format parsing
+     * showed in the request profile. */
     static const char hex[] = "0123456789abcdef";
     memcpy(out, "00-", 3);
     memcpy(out + 3, t->trace_id, 32);

@@ -17,9 +17,9 @@ int grpc_observe(grpc_call *c, const grpc_method *m, void *data, int (*next)(grp
     http_request_id_set(r, grpc_metadata(c, "x-request-id")); /* REST's rule (http/middleware.c) */
     /* both values live as long as the request: no copies */
     grpc__add_header_ref(c, "x-request-id", 12, r->request_id, strlen(r->request_id));
-    char *tp = bz_arena_alloc(grpc_arena(c), 56);
+    char tp[56];
     if (http_traceresponse(r, tp)) /* REST's rule: only for a caller that sent a traceparent */
-        grpc__add_header_ref(c, "traceresponse", 13, tp, 55);
+        grpc__add_header_ref(c, "traceresponse", 13, bz_arena_strndup(grpc_arena(c), tp, 55), 55);
     /* the method the client asked for: a registered one's path, else its :path */
     bz_str method = m ? bz_str_c(m->path) : r->path;
     http_obs_start(r, &grpc__obs_kind, method);

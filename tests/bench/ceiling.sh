@@ -40,7 +40,7 @@ for t in wrk nginx taskset curl "$PY"; do
 done
 if [ ! -x "$GO_BIN" ]; then echo "bench ceiling: no Go peer at $GO_BIN; skipped"; exit 0; fi
 
-TMP=$(mktemp -d /tmp/bench_ceiling.XXXXXX)
+TMP=$(mktemp -d /tmp/bench_ceiling.XXXXXX) || exit 1
 chmod 755 "$TMP"
 PIDS=()
 cleanup() {
@@ -79,7 +79,7 @@ tmp, nport, hport = sys.argv[1:]
 head, body = open(tmp + "/item.http").read().split("\n\n", 1)
 hdr = dict(l.split(": ", 1) for l in head.split("\n")[1:])
 def q(s):
-    if "'" in s or "\\" in s:
+    if "'" in s or "\\" in s or "$" in s:
         sys.exit("bench ceiling: the recorded response needs quoting nginx does not have")
     return "'" + s + "'"
 # nginx always sends Server, Date, Content-Type, Content-Length and
@@ -96,6 +96,7 @@ error_log %(tmp)s/nginx-error.log;
 events { worker_connections 20000; }
 http {
   access_log off;
+  keepalive_requests 100000000;
   client_body_temp_path %(tmp)s; proxy_temp_path %(tmp)s; fastcgi_temp_path %(tmp)s; uwsgi_temp_path %(tmp)s; scgi_temp_path %(tmp)s;
   server { listen 127.0.0.1:%(nport)s;
     location / { default_type %(ct)s; add_header X-Request-Id $request_id always; %(adds)s return 200 %(body)s; } }
@@ -103,7 +104,7 @@ http {
 }
 """ % dict(tmp=tmp, nport=nport, hport=hport, ct=q(hdr["Content-Type"]), adds=adds, body=q(body)))
 PY
-taskset -c "$SERVER_CPU" nginx -c "$TMP/nginx.conf" >"$TMP/nginx.out" 2>&1 &
+taskset -c "$SERVER_CPU" nginx -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf" >"$TMP/nginx.out" 2>&1 &
 npid=$!
 PIDS+=($npid)
 wait_port "$nport" 30 && wait_port "$hport" 30 || { echo "bench ceiling: nginx did not come up" >&2; cat "$TMP/nginx.out" >&2; exit 1; }
@@ -114,8 +115,8 @@ nwpid=$(pgrep -P "$npid" | head -1)
 
 size() { curl -fs -o /dev/null -w '%{size_header}+%{size_download}' "$1"; }
 
-run() { # scenario impl server_pid url -> TSV row
-  local scen=$1 impl=$2 pid=$3 url=$4 lua=() t0 t1 out wcpu n
+run() { # round scenario impl server_pid url -> a TSV row in res.tsv
+  local r=$1 scen=$2 impl=$3 pid=$4 url=$5 lua=() t0 t1 out wcpu n
   [ "$scen" = item ] && lua=(-s "$BENCH_LUA_DIR/item.lua")
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s "${lua[@]}" "$url" >/dev/null 2>&1
   t0=$(ticks "$pid")
@@ -132,25 +133,30 @@ run() { # scenario impl server_pid url -> TSV row
 
 SIZES="item: c $(size "http://127.0.0.1:$cport/v1/items/5"), const $(size "http://127.0.0.1:$nport/v1/items/5"), go $(size "http://127.0.0.1:$gport/v1/items/5"); healthz: c $(size "http://127.0.0.1:$cport/healthz"), const $(size "http://127.0.0.1:$hport/"), go $(size "http://127.0.0.1:$gport/healthz")"
 for r in $(seq 1 "$ROUNDS"); do
-  run item c "$cpid" "http://127.0.0.1:$cport"
-  run item const "$nwpid" "http://127.0.0.1:$nport"
-  run item go "$gpid" "http://127.0.0.1:$gport"
-  run healthz c "$cpid" "http://127.0.0.1:$cport/healthz"
-  run healthz const "$nwpid" "http://127.0.0.1:$hport/"
-  run healthz go "$gpid" "http://127.0.0.1:$gport/healthz"
+  run "$r" item c "$cpid" "http://127.0.0.1:$cport"
+  run "$r" item const "$nwpid" "http://127.0.0.1:$nport"
+  run "$r" item go "$gpid" "http://127.0.0.1:$gport"
+  run "$r" healthz c "$cpid" "http://127.0.0.1:$cport/healthz"
+  run "$r" healthz const "$nwpid" "http://127.0.0.1:$hport/"
+  run "$r" healthz go "$gpid" "http://127.0.0.1:$gport/healthz"
 done
 "$PY" - "$TMP/res.tsv" "${DUR%s}" "$(getconf CLK_TCK)" <<'PY'
 import sys
 dur, hz = float(sys.argv[2]), float(sys.argv[3])
 runs = {}
 for l in open(sys.argv[1]):
-    scen, impl, r, rps, wcpu, sticks, n = l.split("\t")
+    scen, impl, r, rps, wcpu, sticks, n = l.rstrip("\n").split("\t")
+    if not rps or not n:  # the run failed (said above): left out of the table
+        continue
     runs[(scen, impl, int(r))] = (float(rps), 100.0 * float(wcpu) / hz / dur, 1e6 * float(sticks) / hz / max(int(n), 1))
 print("%-8s %5s %8s %8s %8s %5s %5s %5s %6s %6s %6s %6s %7s %7s %7s"
       % ("scenario", "round", "c", "const", "go", "wrk%c", "wrk%k", "wrk%g", "us/c", "us/k", "us/g",
          "c/go", "k/go", "c/k", "cpu g/c"))
 for scen in ("item", "healthz"):
     for r in sorted({k[2] for k in runs if k[0] == scen}):
+        if any((scen, i, r) not in runs for i in ("c", "const", "go")):
+            print("%-8s %5d (a run failed)" % (scen, r))
+            continue
         c, k, g = (runs[(scen, i, r)] for i in ("c", "const", "go"))
         print("%-8s %5d %8.0f %8.0f %8.0f %5.0f %5.0f %5.0f %6.1f %6.1f %6.1f %6.2f %6.2f %7.2f %7.2f"
               % (scen, r, c[0], k[0], g[0], c[1], k[1], g[1], c[2], k[2], g[2],

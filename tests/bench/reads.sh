@@ -21,6 +21,7 @@ BENCH_NAME=reads
 ROUNDS=${ROUNDS:-3} DUR=${DUR:-6s} CONNS=${CONNS:-64} USERS=${USERS:-1000} ITEMS=${ITEMS:-10000} H2_N=${H2_N:-60000} LOGINS=${LOGINS:-32}
 SERVER_CPU=${SERVER_CPU:-0} LOAD_CPU=${LOAD_CPU:-1}
 export USERS ITEMS
+if [ "$LOGINS" -gt "$USERS" ]; then echo "bench reads: LOGINS ($LOGINS) > USERS ($USERS)" >&2; exit 2; fi
 for t in wrk h2load taskset curl "$PY"; do
   command -v "$t" >/dev/null || { echo "bench reads: missing tool: $t" >&2; exit 1; }
 done
@@ -70,7 +71,7 @@ PY
 for r in $(seq 1 "$ROUNDS"); do
   for impl in c go; do
     bin=$C_BIN; [ "$impl" = go ] && bin=$GO_BIN
-    TMP=$(mktemp -d /tmp/bench_reads.XXXXXX)
+    TMP=$(mktemp -d /tmp/bench_reads.XXXXXX) || exit 1
     chmod 755 "$TMP"
     start_pg "$TMP" "$SERVER_CPU" || exit 1
     timeout 300 "$bin" seed --db "$PG_URL" --users "$USERS" --items "$ITEMS" --orders 0 --seed 1 >"$TMP/seed.log" 2>&1 \
@@ -89,6 +90,7 @@ for r in $(seq 1 "$ROUNDS"); do
     g=$(echo "$out" | awk '/^requests:/{ok=($8 == '"$H2_N"')} /req\/s/{for (k=1;k<=NF;k++) if ($(k+1) ~ /^req\/s/) v=$k} END{print ok ? v : 0}')
     SESSIONS=$(login_all "http://127.0.0.1:$hp") || { echo "bench reads: logins failed ($impl)"; exit 1; }
     export SESSIONS
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s -s "$ROOT/tests/bench/account.lua" "http://127.0.0.1:$hp" >/dev/null 2>&1
     a=$(wrk_rps "$ROOT/tests/bench/account.lua" "http://127.0.0.1:$hp")
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$impl" "$r" "$u" "$i" "$g" "$a" >>"$RES"
     cleanup
