@@ -132,11 +132,20 @@ def test_unclean_paths_and_subtree_redirect(shared_testd):
         assert b"\r\nLocation: " + loc + b"\r\n" in out
 
 
+TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
 def test_handler_error_becomes_500_problem(shared_testd):
     c = Conn(shared_testd.port)
     c.send(b"GET /fail HTTP/1.1\r\nHost: x\r\n\r\n")
     st, h, body = c.response()
     assert st == 500 and json.loads(body)["code"] == "internal"
+    # the problem keeps the ids the handler's headers had: no traceresponse
+    # for a caller that sent no traceparent, one for a caller that did
+    assert len(h["x-request-id"][0]) == 32 and "traceresponse" not in h
+    c.send(b"GET /fail HTTP/1.1\r\nHost: x\r\ntraceparent: " + TP.encode() + b"\r\n\r\n")
+    st, h, body = c.response()
+    assert st == 500 and h["traceresponse"][0].startswith(TP[:36]) and h["traceresponse"][0].endswith("-01")
     # the connection stays consistent and usable
     c.send(GET)
     assert c.response()[2] == b"ok"
@@ -424,9 +433,10 @@ def test_request_timeout_gives_503():
     s = start_testd("--request-timeout", "200ms")
     try:
         t = time.time()
-        r = requests.get("http://127.0.0.1:%d/sleep?ms=5000" % s.port)
+        r = requests.get("http://127.0.0.1:%d/sleep?ms=5000" % s.port, headers={"traceparent": TP})
         assert r.status_code == 503 and r.json()["code"] == "timeout"
         assert time.time() - t < 1.5
+        assert r.headers["traceresponse"].startswith(TP[:36]) and r.headers["X-Request-Id"]
     finally:
         s.stop()
 
