@@ -20,9 +20,12 @@
 #          any server could show through this load generator.
 #   go     the Go peer (../shared/peers/go-bazaar), SQLite + memory
 #
-# Scenarios: item (the shared item.lua, GET /v1/items/{random id}) and
-# healthz (wrk without a script, as http.sh runs it).  Per run it prints
-# req/s, wrk's CPU (% of its core: ~100 means wrk was the limit), the
+# Scenarios: item (wrk with the shared item.lua, GET /v1/items/{random
+# id}), item_h2load (the same GETs, the ids shuffled once, from h2load
+# --h1: a client in C without a script, several times cheaper per request
+# than wrk's Lua, so the server is the limit) and healthz (wrk without a
+# script, as http.sh runs it).  Per run it prints req/s, the client's CPU
+# (% of its core: ~100 means the client was the limit), the
 # server's CPU per request (µs, from /proc ticks) and the response's size;
 # per round c/go, const/go (the largest c/go this load generator can show),
 # c/const, and go/c in CPU per request (how much less CPU ours needs).
@@ -115,20 +118,45 @@ nwpid=$(pgrep -P "$npid" | head -1)
 
 size() { curl -fs -o /dev/null -w '%{size_header}+%{size_download}' "$1"; }
 
+# item_h2load's URIs: the ITEMS ids in a shuffled order (h2load's clients
+# each go through the list in turn).
+"$PY" -c 'import random, sys
+ids = list(range(1, int(sys.argv[2]) + 1)); random.Random(1).shuffle(ids)
+print("\n".join(sys.argv[1] + "/v1/items/%d" % i for i in ids))' "http://127.0.0.1:1" "$ITEMS" >"$TMP/items.uris"
+
+# The client's CPU: the children's times of the shell that waited for it.
+timed() { # out_file command... -> ticks of command's CPU
+  OUT="$1" bash -c 'timeout 120 "${@}" >"$OUT" 2>&1; awk "{print \$16 + \$17}" /proc/$$/stat' _ "${@:2}"
+}
+
 run() { # round scenario impl server_pid url -> a TSV row in res.tsv
-  local r=$1 scen=$2 impl=$3 pid=$4 url=$5 lua=() t0 t1 out wcpu n
-  [ "$scen" = item ] && lua=(-s "$BENCH_LUA_DIR/item.lua")
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s "${lua[@]}" "$url" >/dev/null 2>&1
-  t0=$(ticks "$pid")
-  # wrk's CPU: the children's times of the shell that waited for it.
-  out=$(WRK_OUT="$TMP/wrk.out" bash -c 'timeout 120 "$@" >"$WRK_OUT"; awk "{print \$16 + \$17}" /proc/$$/stat' \
-    _ taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DUR" "${lua[@]}" "$url")
-  t1=$(ticks "$pid")
-  wcpu=$out
-  if grep -q 'Non-2xx\|Socket errors' "$TMP/wrk.out"; then echo "bench ceiling: $impl $scen: failed requests" >&2; fi
-  n=$(awk '/requests in/{print $1}' "$TMP/wrk.out")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$impl" "$r" "$(awk '/Requests\/sec/{print $2}' "$TMP/wrk.out")" \
-    "$wcpu" "$((t1 - t0))" "$n" >>"$TMP/res.tsv"
+  local r=$1 scen=$2 impl=$3 pid=$4 url=$5 lua=() t0 t1 ccpu n rps port
+  local o="$TMP/load.out"
+  if [ "$scen" = item_h2load ]; then
+    # a client in C without a script: the server's limit, not wrk's
+    port=${url##*:}
+    sed "1s|http://127.0.0.1:1/|http://127.0.0.1:$port/|" "$TMP/items.uris" >"$TMP/uris"
+    local h2=(taskset -c "$LOAD_CPU" h2load --h1 -t1 -c"$CONNS" -i "$TMP/uris")
+    "${h2[@]}" -D 1 >/dev/null 2>&1
+    t0=$(ticks "$pid")
+    ccpu=$(timed "$o" "${h2[@]}" -D "${DUR%s}")
+    t1=$(ticks "$pid")
+    rps=$(awk '/^finished in/{print $4}' "$o")
+    n=$(awk '/^requests:/{print $8}' "$o")
+    if ! grep -q '^requests: .* 0 failed, 0 errored' "$o" || ! grep -q 'status codes: [0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx' "$o"; then
+      echo "bench ceiling: $impl $scen: failed requests" >&2
+    fi
+  else
+    [ "$scen" = item ] && lua=(-s "$BENCH_LUA_DIR/item.lua")
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s "${lua[@]}" "$url" >/dev/null 2>&1
+    t0=$(ticks "$pid")
+    ccpu=$(timed "$o" taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DUR" "${lua[@]}" "$url")
+    t1=$(ticks "$pid")
+    if grep -q 'Non-2xx\|Socket errors' "$o"; then echo "bench ceiling: $impl $scen: failed requests" >&2; fi
+    n=$(awk '/requests in/{print $1}' "$o")
+    rps=$(awk '/Requests\/sec/{print $2}' "$o")
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$impl" "$r" "$rps" "$ccpu" "$((t1 - t0))" "$n" >>"$TMP/res.tsv"
 }
 
 SIZES="item: c $(size "http://127.0.0.1:$cport/v1/items/5"), const $(size "http://127.0.0.1:$nport/v1/items/5"), go $(size "http://127.0.0.1:$gport/v1/items/5"); healthz: c $(size "http://127.0.0.1:$cport/healthz"), const $(size "http://127.0.0.1:$hport/"), go $(size "http://127.0.0.1:$gport/healthz")"
@@ -136,6 +164,9 @@ for r in $(seq 1 "$ROUNDS"); do
   run "$r" item c "$cpid" "http://127.0.0.1:$cport"
   run "$r" item const "$nwpid" "http://127.0.0.1:$nport"
   run "$r" item go "$gpid" "http://127.0.0.1:$gport"
+  run "$r" item_h2load c "$cpid" "http://127.0.0.1:$cport"
+  run "$r" item_h2load const "$nwpid" "http://127.0.0.1:$nport"
+  run "$r" item_h2load go "$gpid" "http://127.0.0.1:$gport"
   run "$r" healthz c "$cpid" "http://127.0.0.1:$cport/healthz"
   run "$r" healthz const "$nwpid" "http://127.0.0.1:$hport/"
   run "$r" healthz go "$gpid" "http://127.0.0.1:$gport/healthz"
@@ -149,19 +180,19 @@ for l in open(sys.argv[1]):
     if not rps or not n:  # the run failed (said above): left out of the table
         continue
     runs[(scen, impl, int(r))] = (float(rps), 100.0 * float(wcpu) / hz / dur, 1e6 * float(sticks) / hz / max(int(n), 1))
-print("%-8s %5s %8s %8s %8s %5s %5s %5s %6s %6s %6s %6s %7s %7s %7s"
-      % ("scenario", "round", "c", "const", "go", "wrk%c", "wrk%k", "wrk%g", "us/c", "us/k", "us/g",
+print("%-11s %5s %8s %8s %8s %5s %5s %5s %6s %6s %6s %6s %7s %7s %7s"
+      % ("scenario", "round", "c", "const", "go", "cli%c", "cli%k", "cli%g", "us/c", "us/k", "us/g",
          "c/go", "k/go", "c/k", "cpu g/c"))
-for scen in ("item", "healthz"):
+for scen in ("item", "item_h2load", "healthz"):
     for r in sorted({k[2] for k in runs if k[0] == scen}):
         if any((scen, i, r) not in runs for i in ("c", "const", "go")):
-            print("%-8s %5d (a run failed)" % (scen, r))
+            print("%-11s %5d (a run failed)" % (scen, r))
             continue
         c, k, g = (runs[(scen, i, r)] for i in ("c", "const", "go"))
-        print("%-8s %5d %8.0f %8.0f %8.0f %5.0f %5.0f %5.0f %6.1f %6.1f %6.1f %6.2f %6.2f %7.2f %7.2f"
+        print("%-11s %5d %8.0f %8.0f %8.0f %5.0f %5.0f %5.0f %6.1f %6.1f %6.1f %6.2f %6.2f %7.2f %7.2f"
               % (scen, r, c[0], k[0], g[0], c[1], k[1], g[1], c[2], k[2], g[2],
                  c[0] / g[0], k[0] / g[0], c[0] / k[0], g[2] / c[2] if c[2] else 0))
-print("(req/s; wrk% = the load generator's CPU, % of its core; us = server CPU per request;")
+print("(req/s; cli% = the load generator's CPU, % of its core; us = server CPU per request;")
 print(" k = const, nginx's constant response: k/go is the largest c/go this load generator can show)")
 PY
 echo "response bytes (headers+body): $SIZES"
